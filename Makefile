@@ -1,0 +1,53 @@
+# Polylink: the things a person does with this repository. `make help` lists them.
+# Every target does its own set-up (.venv from the pinned requirements, Node packages), so a
+# fresh clone needs only Python 3.11+, Node.js/npm and, for the real broker, mosquitto.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NODES ?= 20
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := tests/mpy/node_modules/.installed
+# The MicroPython stubs are installed in typeshed layout into the venv; pyright uses that folder
+# as its typeshed so the firmware is checked against MicroPython, not CPython.
+MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+.DEFAULT_GOAL := help
+.PHONY: help run test sim bench lint setup clean
+
+help: ## list these targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, broker on :1883
+	$(BIN)/fleet run
+
+test: setup ## run the whole test suite (lint and firmware type check included)
+	$(BIN)/python -m pytest
+
+sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20)
+	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
+
+bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/benchmarks.md)
+	@set -e; for bench in $(wildcard tests/bench/bench_*.py); do \
+		echo "== $$bench"; $(BIN)/python $$bench; done
+
+lint: setup ## ruff on everything; type-check the firmware against the MicroPython stubs
+	$(BIN)/ruff check .
+	$(BIN)/pyright -p firmware --typeshedpath "$(MPY_TYPESHED)"
+
+setup: $(VENV_STAMP) $(NODE_STAMP) ## build .venv and the Node packages (the other targets do it)
+
+clean: ## remove .venv, Node packages, caches and build output (keeps the data in ./var)
+	rm -rf $(VENV) tests/mpy/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name '*.mpy' -type f -delete
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(NODE_STAMP): tests/mpy/package.json tests/mpy/package-lock.json
+	npm ci --prefix tests/mpy --no-audit --no-fund
+	touch $@
