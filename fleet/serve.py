@@ -1,0 +1,204 @@
+"""`fleet run`: the broker, the ingest worker and the web app as one supervised service."""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import broker as brokers
+from . import db as store
+from .settings import Settings, SettingsError
+
+FIRST_ADMIN = "admin"
+# A worker that dies this soon after starting is failing at start-up (bad store, broker gone):
+# restarting it in a tight loop would only fill the log, so back off up to the cap.
+_QUICK_DEATH = 5.0
+_MAX_BACKOFF = 30.0
+
+
+class ServeError(RuntimeError):
+    """The fleet manager cannot start: a port is taken, the broker or the store failed."""
+
+
+def say(text: str = "") -> None:
+    """Print to the operator's terminal at once (stdout may be a pipe under make or a test)."""
+    print(text, flush=True)
+
+
+def check_ports(settings: Settings) -> None:
+    """Raise ServeError, saying how to choose another, if a port we must listen on is taken."""
+    if not brokers.port_is_free(settings.port):
+        other = 8001 if settings.port != 8001 else 8002
+        raise ServeError(f"port {settings.port} is already in use (another fleet or web server?). "
+                         f"Choose another with PORT={other} make run")
+    if settings.mqtt_url is None and not brokers.port_is_free(settings.mqtt_port):
+        raise ServeError(brokers.port_in_use_message(settings.mqtt_port))
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment for the ingest worker: the very settings this server runs with."""
+    env = dict(os.environ)
+    env["DATA_DIR"] = str(settings.data_dir)
+    env["PORT"] = str(settings.port)
+    env["MQTT_PORT"] = str(settings.mqtt_port)
+    if settings.mqtt_url:
+        env["MQTT_URL"] = settings.mqtt_url
+    else:
+        env.pop("MQTT_URL", None)
+    return env
+
+
+def prepare_store(settings: Settings) -> str | None:
+    """Migrate the database; on the first run create the admin and return its password."""
+    from . import auth
+
+    db = store.open_db(settings.db_path)
+    try:
+        if db["users"].count:
+            return None
+        password = secrets.token_urlsafe(12)
+        try:
+            auth.create_user(db, FIRST_ADMIN, password, "admin")
+        except store.DuplicateName:
+            return None  # another `fleet run` on the same data won the race; it printed it
+        return password
+    finally:
+        db.conn.close()
+
+
+class Ingest:
+    """The ingest worker process, restarted whenever it exits while the server runs."""
+
+    def __init__(self, settings: Settings):
+        self.env = child_env(settings)
+        self.log_path = settings.data_dir / "logs" / "ingest.log"
+        self.command = [sys.executable, "-m", "fleet.cli", "ingest"]
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, name="ingest-supervisor",
+                                       daemon=True)
+
+    def start(self) -> None:
+        # Spawned from the supervisor thread only: the child's parent-death signal follows the
+        # thread that forked it, and this thread lives exactly as long as the server.
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while self.proc is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _spawn(self) -> None:
+        self.proc = brokers.spawn(self.command, self.log_path, env=self.env)
+        self.started = time.monotonic()
+
+    def _supervise(self) -> None:
+        self._spawn()
+        backoff = 1.0
+        while not self.stopping.wait(0.2):
+            proc = self.proc
+            if proc is None or proc.poll() is None:
+                continue
+            lived = time.monotonic() - self.started
+            backoff = min(backoff * 2, _MAX_BACKOFF) if lived < _QUICK_DEATH else 1.0
+            say(f"ingest worker exited with code {proc.returncode} after {lived:.0f} s; "
+                f"restarting in {backoff:.0f} s (log: {self.log_path})")
+            if self.stopping.wait(backoff):
+                break
+            self.restarts += 1
+            self._spawn()
+            say(f"ingest worker restarted (pid {self.pid})")
+        if self.proc is not None:
+            # SIGTERM: the worker stores and acknowledges the batch it holds, then exits.
+            brokers.stop_process(self.proc, timeout=20)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(30)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+def _interrupt(signum, frame):
+    # waitress's run() returns on KeyboardInterrupt, so SIGTERM stops the server like Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def main(settings: Settings) -> None:
+    """Run the fleet manager until Ctrl-C or SIGTERM; exit with a one-line error if it cannot."""
+    try:
+        settings.mqtt_target()  # a malformed MQTT_URL fails here, not later in the worker
+        check_ports(settings)
+    except (ServeError, SettingsError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    broker = None
+    ingest = None
+    try:
+        if settings.mqtt_url is None:
+            broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir)
+            broker.start()
+        password = prepare_store(settings)
+        ingest = Ingest(settings)
+        ingest.start()
+        serve_web(settings, broker, ingest, password)
+    except (brokers.BrokerError, store.StoreError, ServeError) as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # A second Ctrl-C or SIGTERM must not cut the orderly stop short (ingest before broker).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        say("stopping…")
+        if ingest is not None:
+            ingest.stop()
+        if broker is not None:
+            broker.stop()
+        say("stopped")
+
+
+def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) -> None:
+    """Serve the web UI and API with waitress on 127.0.0.1:PORT until interrupted."""
+    from waitress.server import create_server
+
+    from . import create_app
+
+    # The app reads the same settings from the environment as the worker does.
+    os.environ.update(child_env(settings))
+    app = create_app()
+    try:
+        server = create_server(app, host="127.0.0.1", port=settings.port, threads=8,
+                               ident="polylink")
+    except OSError as e:
+        raise ServeError(f"cannot listen on 127.0.0.1:{settings.port}: {e.strerror}. "
+                         "Choose another port with PORT=8001 make run") from None
+    url = f"http://127.0.0.1:{settings.port}"
+    say("Polylink fleet manager")
+    say(f"  web UI and API  {url}  (API under {url}/api/v1)")
+    if broker is not None:
+        say(f"  broker          {broker.kind} on mqtt://127.0.0.1:{settings.mqtt_port}"
+            f"  (data and log in {settings.broker_dir})")
+        if broker.kind != "mosquitto":
+            say("                  mosquitto is not installed: the embedded broker keeps "
+                "queued messages in memory only")
+    else:
+        host, port, _user, _pw = settings.mqtt_target()
+        say(f"  broker          external, mqtt://{host}:{port} (MQTT_URL)")
+    say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
+    say(f"  data            {settings.data_dir}")
+    say()
+    if password is not None:
+        say(f"First run: created the user {FIRST_ADMIN!r} with password: {password}")
+        say("  This password is shown only once. Store it now.")
+    say(f"Log in at {url}/login. Add users with `.venv/bin/fleet user add NAME`, "
+        "API tokens with `.venv/bin/fleet token create NAME`.")
+    say("Press Ctrl-C to stop.")
+    server.run()

@@ -1,0 +1,180 @@
+"""`fleet run` as a user starts it: ports, first-run login, supervision, clean stop."""
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from fleet.broker import mqtt_ready, port_is_free
+
+READY = "Press Ctrl-C to stop."
+
+
+class FleetRun:
+    """`fleet run` in a subprocess whose output is read line by line."""
+
+    def __init__(self, data_dir: Path, port: int, mqtt_port: int, mqtt_url: str | None = None):
+        env = dict(os.environ, DATA_DIR=str(data_dir), PORT=str(port), MQTT_PORT=str(mqtt_port))
+        env.pop("MQTT_URL", None)
+        if mqtt_url:
+            env["MQTT_URL"] = mqtt_url
+        self.port, self.mqtt_port = port, mqtt_port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet.cli", "run"], env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first output line containing text; fail with all output so far if none comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        pytest.fail(f"`fleet run` never printed {text!r}; output:\n" + "\n".join(self.seen))
+
+    def output(self) -> str:
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "\n".join(self.seen)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@pytest.fixture
+def fleet_run(tmp_path):
+    started = []
+
+    def start(**kwargs) -> FleetRun:
+        run = FleetRun(tmp_path / "data", free_port(), free_port(), **kwargs)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_first_run_prints_the_url_and_a_one_time_password_and_stops_cleanly(fleet_run):
+    run = fleet_run()
+    url_line = run.wait_for("web UI and API")
+    assert f"http://127.0.0.1:{run.port}" in url_line
+    password_line = run.wait_for("with password:")
+    password = password_line.rsplit(":", 1)[1].strip()
+    assert len(password) >= 12
+    run.wait_for(READY)
+
+    status, body = get(f"http://127.0.0.1:{run.port}/login")
+    assert status == 200
+    assert "password" in body.lower()
+    assert mqtt_ready("127.0.0.1", run.mqtt_port), "the broker `fleet run` started is not serving"
+
+    assert run.stop() == 0
+    assert "stopped" in run.output()
+    assert port_is_free(run.port) and port_is_free(run.mqtt_port), "a child outlived `fleet run`"
+
+
+def test_password_is_stored_hashed_and_not_shown_again(fleet_run, tmp_path):
+    first = fleet_run()
+    password = first.wait_for("with password:").rsplit(":", 1)[1].strip()
+    first.wait_for(READY)
+    assert first.stop() == 0
+
+    db_bytes = (tmp_path / "data" / "fleet.db").read_bytes()
+    assert password.encode() not in db_bytes, "the admin password is stored in clear"
+
+    second = FleetRun(tmp_path / "data", first.port, first.mqtt_port)
+    try:
+        second.wait_for(READY)
+        assert "password:" not in second.output()
+    finally:
+        assert second.stop() == 0
+
+
+def test_mqtt_port_taken_says_how_to_choose_another_or_use_that_broker(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        run = FleetRun(tmp_path / "data", free_port(), taken)
+        code = run.proc.wait(30)
+    out = run.output()
+    assert code != 0
+    assert f"port {taken} is already in use (a system mosquitto?)" in out
+    assert "MQTT_PORT=" in out and f"MQTT_URL=mqtt://127.0.0.1:{taken}" in out
+    assert "Traceback" not in out
+
+
+def test_web_port_taken_is_a_clear_error(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        run = FleetRun(tmp_path / "data", taken, free_port())
+        code = run.proc.wait(30)
+    out = run.output()
+    assert code != 0
+    assert f"port {taken} is already in use" in out and "PORT=" in out
+    assert "Traceback" not in out
+
+
+def test_mqtt_url_uses_that_broker_and_starts_none(fleet_run, mosquitto):
+    run = fleet_run(mqtt_url=mosquitto.url)
+    line = run.wait_for("broker")
+    assert f"mqtt://127.0.0.1:{mosquitto.port}" in line and "external" in line
+    run.wait_for(READY)
+    assert port_is_free(run.mqtt_port), "`fleet run` started a broker although MQTT_URL was set"
+    assert run.stop() == 0
+
+
+def test_a_dead_ingest_worker_is_restarted(fleet_run):
+    run = fleet_run()
+    pid = int(re.search(r"ingest worker\s+pid (\d+)", run.wait_for("ingest worker")).group(1))
+    run.wait_for(READY)
+    os.kill(pid, signal.SIGKILL)
+    run.wait_for("ingest worker exited", timeout=10)
+    line = run.wait_for("ingest worker restarted", timeout=10)
+    new_pid = int(re.search(r"pid (\d+)", line).group(1))
+    assert new_pid != pid
+    os.kill(new_pid, 0)  # raises if the new worker is not running
+    assert run.stop() == 0
