@@ -1,0 +1,1 @@
+"""Runs before main.py on every boot; OTA slot selection will live here."""

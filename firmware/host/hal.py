@@ -1,0 +1,149 @@
+"""The host HAL: the same methods as polylink.hal_esp32, backed by simulation and the host's network."""
+
+import asyncio
+import ssl
+import time
+from pathlib import Path
+
+from polylink_host.simsensors import SimHardware
+
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+# MicroPython's ticks wrap at 2**30 ms (12.4 days); the host wraps the same way so the firmware's
+# wrap handling runs here too.
+_TICKS_PERIOD = 1 << 30
+_TICKS_MASK = _TICKS_PERIOD - 1
+_TICKS_HALF = _TICKS_PERIOD // 2
+
+SIM_HEAP_FREE = 110_000  # what a DevKitC running the app typically reports; no real heap exists here
+
+
+class SimReset(Exception):
+    """The firmware called reset(); the simulator restarts the node as the chip would."""
+
+
+class HostHAL:
+    """Hardware of one simulated node: flash is a directory, WiFi a switch, sensors simulated."""
+
+    def __init__(self, node: str, root: Path | str, board: dict, hw: SimHardware | None = None):
+        self.node = node
+        self.root = str(root)
+        self.board = board
+        self.hw = hw if hw is not None else SimHardware(node)
+        self.cause = PWRON_RESET
+        self.wifi_enabled = True  # the access point is in reach
+        self._joined = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.led_on = False
+        self.led_toggles = 0
+        self.wdt_timeout_ms: int | None = None
+        self.last_feed = self.ticks_ms()
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return self.root + "/" + name
+
+    # time
+    def ticks_ms(self) -> int:
+        return int(time.monotonic() * 1000) & _TICKS_MASK
+
+    def ticks_diff(self, a: int, b: int) -> int:
+        return ((a - b + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
+
+    def ticks_add(self, a: int, delta: int) -> int:
+        return (a + delta) & _TICKS_MASK
+
+    def time(self) -> int | None:
+        return int(time.time())
+
+    # memory and resets
+    def mem_free(self) -> int:
+        return SIM_HEAP_FREE
+
+    def mem_alloc(self) -> int:
+        return 0
+
+    def collect(self) -> None:
+        pass
+
+    def reset_cause(self) -> int:
+        return self.cause
+
+    def reset(self) -> None:
+        self.cause = SOFT_RESET
+        raise SimReset("machine.reset()")
+
+    def unique_id(self) -> str:
+        return self.hw.uid
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        self.wdt_timeout_ms = timeout_ms
+        self.last_feed = self.ticks_ms()
+
+    def wdt_feed(self) -> None:
+        self.last_feed = self.ticks_ms()
+
+    def wdt_expired(self) -> bool:
+        """True when a started watchdog has gone unfed past its timeout (the loop starved or hung)."""
+        t = self.wdt_timeout_ms
+        return t is not None and self.ticks_diff(self.ticks_ms(), self.last_feed) > t
+
+    def led(self, on: bool) -> None:
+        if bool(on) != self.led_on:
+            self.led_toggles += 1
+        self.led_on = bool(on)
+
+    # sensors
+    def i2c(self):
+        return self.hw.i2c if self.board.get("i2c") else None
+
+    def ds18x20(self):
+        return self.hw.ds if self.board.get("onewire_pin") is not None else None
+
+    def adc_uv(self, pin: int) -> int:
+        return self.hw.adc_uv(pin)
+
+    # WiFi and network
+    def wifi_connect(self, ssid: str, password: str) -> None:
+        if self.wifi_enabled:
+            self._joined = True
+
+    def wifi_isconnected(self) -> bool:
+        return self._joined and self.wifi_enabled
+
+    def wifi_disconnect(self) -> None:
+        self._joined = False
+
+    def wifi_rssi(self) -> int | None:
+        return self.hw.rssi() if self.wifi_isconnected() else None
+
+    def set_wifi(self, up: bool) -> None:
+        """Simulate the access point going away (up=False) or coming back; open sockets die with it."""
+        self.wifi_enabled = up
+        if not up:
+            self._joined = False
+            self.drop_connections()
+
+    def drop_connections(self) -> None:
+        """Abort every socket of this node without a goodbye, as a power cut or radio loss would."""
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def open_connection(self, host: str, port: int, tls=None):
+        if not self.wifi_isconnected():
+            raise OSError("WiFi is down")
+        ctx = None
+        if tls is not None:
+            ctx = ssl.create_default_context(cafile=self.path(tls["ca"]) if tls.get("ca") else None)
+            if not tls.get("ca"):
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+        r, w = await asyncio.open_connection(host, port, ssl=ctx)
+        self._writers = {x for x in self._writers if not x.transport.is_closing()}
+        self._writers.add(w)
+        return r, w

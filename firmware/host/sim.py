@@ -1,0 +1,226 @@
+"""Run N real firmware nodes in one asyncio loop against a real broker.
+
+    python -m polylink_host.sim --nodes 20 [--interval 10] [--mqtt-url mqtt://host:1883] [--prefix sim]
+
+Each node keeps its own flash directory under DATA_DIR/sim/<node>; broker settings come from the
+same environment as the fleet (MQTT_URL, MQTT_PORT) unless --mqtt-url is given.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+from polylink import config
+from polylink.node import Node
+from polylink_host.hal import WDT_RESET, HostHAL, SimReset
+
+BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
+# The DevKitC has no battery; simulated nodes carry a LiPo on a 1:2 divider at GPIO35 so the fleet
+# sees battery readings (a board file for such a board would say the same).
+SIM_BATTERY = {"adc_pin": 35, "divider": 2.0}
+_WDT_CHECK_S = 1.0
+
+log = logging.getLogger("polylink_host.sim")
+
+
+def sim_board(name: str = "ESP32_GENERIC") -> dict:
+    """The board definition simulated nodes run with: the real board file plus a simulated battery."""
+    board = json.loads((BOARDS / f"{name}.json").read_text())
+    board["battery"] = dict(SIM_BATTERY)
+    board["sensors"] = list(board["sensors"]) + ["battery"]
+    return board
+
+
+def write_config(root: Path, node: str, host: str, port: int, user: str | None = None,
+                 password: str | None = None, interval: int = 60, status_interval: int = 300,
+                 queue_max: int = 1000, board: dict | None = None, keepalive: int = 60) -> None:
+    """Write board.json and config.json of a simulated node (its flash directory), as provisioning would."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / config.BOARD_FILE).write_text(json.dumps(board or sim_board()))
+    cfg = {
+        "node": node,
+        "wifi": {"ssid": "sim", "password": "sim"},
+        "mqtt": {"host": host, "port": port, "user": user, "password": password, "keepalive": keepalive},
+        "interval": interval,
+        "status_interval": status_interval,
+        "queue_max": queue_max,
+    }
+    path = root / config.CONFIG_FILE
+    if path.exists():
+        # Keep what the fleet changed on the node (CONFIG downlinks persist intervals).
+        old = json.loads(path.read_text())
+        for key in ("interval", "status_interval"):
+            if key in old:
+                cfg[key] = old[key]
+    path.write_text(json.dumps(cfg))
+
+
+class SimNode:
+    """One simulated node: its HAL and a supervisor that restarts the firmware after a reset."""
+
+    def __init__(self, node: str, root: Path):
+        self.id = node
+        self.root = Path(root)
+        self.board = config.load_board(str(self.root))
+        self.hal = HostHAL(node, self.root, self.board)
+        self.node: Node | None = None
+        self.resets = 0
+        self.crashes = 0
+        self._task: asyncio.Task | None = None
+        self._wdt_fired = False
+
+    async def run(self) -> None:
+        """Boot the firmware, and boot it again after every reset, until cancelled."""
+        while True:
+            cfg = config.load(str(self.root), board=self.board)
+            self.node = Node(self.hal, cfg)
+            self._task = asyncio.create_task(self.node.run())
+            self._wdt_fired = False
+            try:
+                await self._task
+            except SimReset:
+                pass  # hal.reset() set the cause
+            except asyncio.CancelledError:
+                if not self._wdt_fired:
+                    self._task.cancel()
+                    self.hal.drop_connections()
+                    raise
+                self.hal.cause = WDT_RESET
+            except Exception:
+                # On the chip an uncaught error ends main.py; the unfed watchdog then resets it.
+                log.exception("node %s crashed", self.id)
+                self.crashes += 1
+                self.hal.cause = WDT_RESET
+            self.resets += 1
+            self.hal.drop_connections()
+            self.hal.wdt_timeout_ms = None
+            self.hal.led(False)
+            await asyncio.sleep(0.05)  # boot time
+
+    def check_watchdog(self) -> bool:
+        """Reset the node if its watchdog expired (a starved or hung loop); True if it fired."""
+        if self._task is not None and not self._task.done() and self.hal.wdt_expired():
+            self._wdt_fired = True
+            self._task.cancel()
+            return True
+        return False
+
+    def power_cut(self) -> None:
+        """Stop the node abruptly: sockets die without DISCONNECT, so the broker sends the will."""
+        if self._task is not None:
+            self._task.cancel()
+        self.hal.drop_connections()
+
+
+async def watchdog(nodes: list[SimNode]) -> None:
+    """One task for all nodes: the simulated hardware watchdog."""
+    while True:
+        await asyncio.sleep(_WDT_CHECK_S)
+        for n in nodes:
+            n.check_watchdog()
+
+
+def node_ids(prefix: str, count: int) -> list[str]:
+    width = max(4, len(str(count - 1)))
+    ids = [f"{prefix}-{i:0{width}d}" for i in range(count)]
+    for i in ids[:1] + ids[-1:]:
+        config.check_node_id(i)
+    return ids
+
+
+def summary(nodes: list[SimNode], started: float) -> str:
+    live = [n.node for n in nodes if n.node is not None]
+    up = sum(1 for n in live if n.link.up.is_set())
+    sent = sum(n.sent for n in live)
+    waiting = sum(n.store.count for n in live)
+    dropped = sum(n.store.dropped for n in live)
+    resets = sum(n.resets for n in nodes)
+    return (f"sim: {len(nodes)} nodes, {up} connected, {sent} frames acknowledged, {waiting} waiting, "
+            f"{dropped} dropped, {resets} resets, {time.monotonic() - started:.0f} s")
+
+
+async def run(ids: list[str], data_dir: Path, host: str, port: int, user: str | None,
+              password: str | None, interval: int, status_interval: int,
+              duration: float | None = None, report_s: float = 0) -> list[SimNode]:
+    """Provision and run the nodes; stop after duration seconds (None: until cancelled)."""
+    nodes = []
+    for node in ids:
+        root = data_dir / "sim" / node
+        write_config(root, node, host, port, user, password, interval, status_interval)
+        nodes.append(SimNode(node, root))
+    started = time.monotonic()
+    # Spread the boots so a large fleet does not hit the broker with every CONNECT at once.
+    spread = min(10.0, len(nodes) / 500)
+
+    async def boot(n: SimNode) -> None:
+        await asyncio.sleep(random.uniform(0, spread))
+        await n.run()
+
+    tasks = [asyncio.create_task(boot(n)) for n in nodes]
+    tasks.append(asyncio.create_task(watchdog(nodes)))
+    try:
+        if duration is not None:
+            await asyncio.sleep(duration)
+        else:
+            while True:
+                await asyncio.sleep(report_s or 3600)
+                if report_s:
+                    print(summary(nodes, started), flush=True)
+    finally:
+        print(summary(nodes, started), flush=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return nodes
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fleet import settings as fleet_settings
+
+    p = argparse.ArgumentParser(prog="python -m polylink_host.sim", description=__doc__.split("\n")[0])
+    p.add_argument("--nodes", type=int, default=1, help="how many nodes to simulate (default 1)")
+    p.add_argument("--interval", type=int, default=60, help="sampling interval in seconds (default 60)")
+    p.add_argument("--status-interval", type=int, default=300, help="status interval in seconds (default 300)")
+    p.add_argument("--mqtt-url", help="broker as mqtt://[user:pass@]host[:port] (default: MQTT_URL/MQTT_PORT)")
+    p.add_argument("--prefix", default="sim", help="node ids are PREFIX-0000, PREFIX-0001, ... (default sim)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--report", type=float, default=0, help="print the summary line every N seconds")
+    args = p.parse_args(argv)
+    try:
+        if args.nodes < 1:
+            raise ValueError("--nodes must be at least 1")
+        if args.mqtt_url:
+            import os
+            os.environ["MQTT_URL"] = args.mqtt_url
+        s = fleet_settings.from_env()
+        host, port, user, password = s.mqtt_target()
+        ids = node_ids(args.prefix, args.nodes)
+        config.validate({"node": ids[0], "mqtt": {"host": host, "port": port},
+                         "interval": args.interval, "status_interval": args.status_interval}, sim_board())
+    except ValueError as e:
+        print(f"sim: {e}", file=sys.stderr)
+        return 2
+    print(f"sim: {args.nodes} nodes -> mqtt://{host}:{port}, flash under {s.data_dir / 'sim'}; Ctrl-C stops",
+          flush=True)
+    loop = asyncio.new_event_loop()
+    main_task = loop.create_task(run(ids, s.data_dir, host, port, user, password, args.interval,
+                                     args.status_interval, args.duration, args.report))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        loop.run_until_complete(main_task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""On the device: read the config, build the ESP32 HAL, run the node application."""
+
+import asyncio
+
+from polylink import config
+from polylink.hal_esp32 import HAL
+from polylink.node import Node
+
+
+def main():
+    # The board is read first so the HAL knows its pins; the node id defaults to the chip id.
+    board = config.load_board("")
+    hal = HAL(board)
+    cfg = config.load("", default_node="pl-" + hal.unique_id(), board=board)
+    asyncio.run(Node(hal, cfg).run())
+
+
+main()

@@ -1,0 +1,35 @@
+"""Battery voltage from an ADC pin behind the board's resistor divider."""
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+    def const(x):
+        return x
+
+_SAMPLES = const(8)  # the ESP32 ADC is noisy; the mean of 8 reads is steady to about 5 mV
+
+
+class BatteryError(OSError):
+    """The battery reading is outside what any cell on this board can show."""
+
+
+class Battery:
+    """Battery voltage = ADC voltage * divider ratio (board.json battery.divider)."""
+
+    def __init__(self, hal, adc_pin, divider):
+        self.hal = hal
+        self.pin = adc_pin
+        self.divider = divider
+
+    def volts(self) -> float:
+        total = 0
+        for _ in range(_SAMPLES):
+            total += self.hal.adc_uv(self.pin)
+        return total * self.divider / (_SAMPLES * 1000000)
+
+    async def read(self, out, inst=0):
+        """Append (2, inst, volts) to out."""
+        v = self.volts()
+        if v < 0.5:
+            raise BatteryError("battery reads %.2f V: divider or ADC pin %d not connected" % (v, self.pin))
+        out.append((2, inst, v))

@@ -1,0 +1,161 @@
+"""The ESP32 HAL: the only firmware module that touches machine, network and sensor drivers."""
+
+import asyncio
+import gc
+import time
+
+import machine
+import network
+
+# Reset causes as machine.reset_cause() reports them; the host HAL uses the same numbers.
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+# Some ports count time.time() from 2000, others from 1970; computed once so frames carry Unix time.
+_EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+_VALID_AFTER = 1700000000  # a clock before Nov 2023 was never set (no NTP yet)
+
+
+class HALError(OSError):
+    """The board definition asks for hardware this HAL cannot drive."""
+
+
+class HAL:
+    """Hardware access for one ESP32 board, configured by its board definition (boards/*.json)."""
+
+    def __init__(self, board: dict, root: str = ""):
+        self.board = board
+        self.root = root
+        self._wdt = None
+        self._wlan = None
+        self._i2c = None
+        self._led = None
+        pin = board.get("led_pin")
+        if pin is not None:
+            self._led = machine.Pin(pin, machine.Pin.OUT, value=0)
+
+    def path(self, name: str) -> str:
+        """Absolute flash path of a file the firmware keeps."""
+        return self.root + "/" + name
+
+    # time
+    def ticks_ms(self) -> int:
+        return time.ticks_ms()
+
+    def ticks_diff(self, a: int, b: int) -> int:
+        return time.ticks_diff(a, b)
+
+    def ticks_add(self, a: int, delta: int) -> int:
+        return time.ticks_add(a, delta)
+
+    def time(self):
+        """Unix time in seconds, or None while the clock has not been set."""
+        t = time.time() + _EPOCH_OFFSET
+        return t if t >= _VALID_AFTER else None
+
+    # memory and resets
+    def mem_free(self) -> int:
+        return gc.mem_free()
+
+    def mem_alloc(self) -> int:
+        return gc.mem_alloc()
+
+    def collect(self) -> None:
+        gc.collect()
+
+    def reset_cause(self) -> int:
+        return machine.reset_cause()
+
+    def reset(self) -> None:
+        machine.reset()
+
+    def unique_id(self) -> str:
+        return "".join("%02x" % b for b in machine.unique_id())
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        # The ESP32 WDT cannot be stopped or slowed once started: start it only from the main loop.
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def wdt_feed(self) -> None:
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    # LED
+    def led(self, on: bool) -> None:
+        if self._led is not None:
+            self._led.value(1 if on else 0)
+
+    # sensors
+    def i2c(self):
+        """The board's I2C bus (machine.I2C), or None when the board has none."""
+        pins = self.board.get("i2c")
+        if not pins:
+            return None
+        if self._i2c is None:
+            self._i2c = machine.I2C(
+                0, scl=machine.Pin(pins["scl"]), sda=machine.Pin(pins["sda"]), freq=pins.get("freq", 400000)
+            )
+        return self._i2c
+
+    def ds18x20(self):
+        """A ds18x20.DS18X20 on the board's 1-Wire pin, or None when the board has none."""
+        pin = self.board.get("onewire_pin")
+        if pin is None:
+            return None
+        import ds18x20
+        import onewire
+
+        return ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin)))
+
+    def adc_uv(self, pin: int) -> int:
+        """One ADC reading on pin in microvolts (factory-calibrated, 11 dB attenuation: 0..3.1 V)."""
+        adc = machine.ADC(machine.Pin(pin), atten=machine.ADC.ATTN_11DB)
+        return adc.read_uv()
+
+    # WiFi and network
+    def wifi_connect(self, ssid: str, password: str) -> None:
+        """Start joining ssid; returns at once, poll wifi_isconnected()."""
+        if self._wlan is None:
+            self._wlan = network.WLAN(network.STA_IF)
+        self._wlan.active(True)
+        if not self._wlan.isconnected():
+            try:
+                self._wlan.connect(ssid, password)
+            except OSError:
+                # The driver raises while a previous attempt is still in progress; that one goes on.
+                pass
+
+    def wifi_isconnected(self) -> bool:
+        return self._wlan is not None and self._wlan.isconnected()
+
+    def wifi_disconnect(self) -> None:
+        if self._wlan is not None:
+            self._wlan.disconnect()
+
+    def wifi_rssi(self):
+        """Signal strength of the joined access point in dBm, or None when not joined."""
+        if not self.wifi_isconnected():
+            return None
+        try:
+            return self._wlan.status("rssi")  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return None
+
+    async def open_connection(self, host: str, port: int, tls=None):
+        """An asyncio stream pair to host:port; tls None for plain TCP, or a dict {"ca": path}."""
+        ctx = None
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca = tls.get("ca")
+            if ca:
+                with open(self.path(ca), "rb") as f:
+                    ctx.load_verify_locations(cadata=f.read())
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+        return await asyncio.open_connection(host, port, ssl=ctx)

@@ -1,0 +1,179 @@
+"""Connectivity policy above mqtt.py: WiFi up, MQTT session, reconnect with capped backoff, up/down events."""
+
+import asyncio
+import random
+
+from polylink.mqtt import MQTTClient, MQTTError
+
+_BACKOFF_FIRST_S = 1
+_BACKOFF_CAP_S = 120
+_WIFI_TIMEOUT_S = 20
+_CONNECT_TIMEOUT_S = 15
+_ACK_TIMEOUT_S = 10
+_RESENDS = 2  # DUP resends of an unacknowledged PUBLISH before the connection is declared dead
+
+
+class LinkDown(OSError):
+    """The connection dropped before the broker acknowledged a publish; retry once up is set."""
+
+
+def topics(node):
+    """(up, down, conn) topics of a node (docs/architecture.md, Seam 2)."""
+    base = "pl/v1/" + node
+    return base + "/up", base + "/down", base + "/conn"
+
+
+def backoff_s(attempt, rand=None) -> float:
+    """Capped exponential backoff with 'equal jitter': half fixed, half random, so a fleet spreads out."""
+    top = _BACKOFF_FIRST_S << min(attempt, 10)
+    if top > _BACKOFF_CAP_S:
+        top = _BACKOFF_CAP_S
+    r = random.getrandbits(16) / 65536 if rand is None else rand
+    return top / 2 + top / 2 * r
+
+
+class Link:
+    """Keeps one MQTT session alive for a node; waiters use up/down instead of handling errors."""
+
+    def __init__(self, hal, cfg, on_message):
+        self.hal = hal
+        self.cfg = cfg
+        self.on_message = on_message
+        self.up_topic, self.down_topic, self.conn_topic = topics(cfg.node)
+        self.up = asyncio.Event()
+        self.down = asyncio.Event()
+        self.down.set()
+        self.client = None
+        self.connects = 0  # successful sessions since boot
+        self.failures = 0  # failed or dropped sessions since boot
+        self.last_error = ""
+        self._dead = asyncio.Event()
+        self._session = False  # the broker kept our session: unacknowledged pids must be resent
+        self._inflight = None  # (pid, key) of the publish waiting for its PUBACK
+        self._last_rx = 0
+
+    def _client(self):
+        c = self.cfg
+        cl = MQTTClient(c.node, c.keepalive, c.mqtt_user, c.mqtt_password,
+                        will=(self.conn_topic, b"0", True, 1), clean=False)
+        cl.on_message = self.on_message
+        return cl
+
+    async def _wifi(self):
+        hal = self.hal
+        if hal.wifi_isconnected():
+            return
+        hal.wifi_connect(self.cfg.wifi_ssid, self.cfg.wifi_password)
+        for _ in range(_WIFI_TIMEOUT_S * 4):
+            if hal.wifi_isconnected():
+                return
+            await asyncio.sleep(0.25)
+        raise OSError("WiFi %r did not come up within %d s" % (self.cfg.wifi_ssid, _WIFI_TIMEOUT_S))
+
+    async def _session_open(self):
+        c = self.cfg
+        r, w = await asyncio.wait_for(
+            self.hal.open_connection(c.mqtt_host, c.mqtt_port, c.mqtt_tls), _CONNECT_TIMEOUT_S)
+        cl = self._client()
+        self.client = cl
+        self._last_rx = self.hal.ticks_ms()
+        self._session = await asyncio.wait_for(cl.connect(r, w), _CONNECT_TIMEOUT_S)
+        self._dead.clear()
+        return cl
+
+    async def _reader(self, cl):
+        try:
+            while True:
+                await cl.read_packet()
+                self._last_rx = self.hal.ticks_ms()
+        except (OSError, EOFError, MQTTError, ValueError) as e:
+            self.last_error = "read: %s" % (e,)
+        finally:
+            self._dead.set()
+            cl.acked.set()  # wake publishers so they see the session is gone
+
+    async def _serve(self, cl):
+        """Run the reader and keep the session alive with PINGREQ until it dies."""
+        reader = asyncio.create_task(self._reader(cl))
+        period = self.cfg.keepalive / 2
+        try:
+            while not self._dead.is_set():
+                try:
+                    await asyncio.wait_for(self._dead.wait(), period)
+                    break
+                except asyncio.TimeoutError:
+                    pass
+                if self.hal.ticks_diff(self.hal.ticks_ms(), self._last_rx) > self.cfg.keepalive * 1500:
+                    self.last_error = "no packet from the broker for 1.5 keepalive periods"
+                    break
+                await cl.ping()
+        except (OSError, MQTTError) as e:
+            self.last_error = "ping: %s" % (e,)
+        finally:
+            reader.cancel()
+            self._dead.set()
+
+    async def run(self):
+        """Forever: bring WiFi and MQTT up, serve the session, back off after each failure."""
+        attempt = 0
+        while True:
+            cl = None
+            try:
+                await self._wifi()
+                cl = await self._session_open()
+                await cl.subscribe(self.down_topic, 1)
+                await cl.publish(self.conn_topic, b"1", qos=1, retain=True)
+                self.connects += 1
+                attempt = 0
+                self.down.clear()
+                self.up.set()
+                await self._serve(cl)
+            except (OSError, EOFError, MQTTError, asyncio.TimeoutError) as e:
+                self.last_error = "%s: %s" % (type(e).__name__, e)
+            finally:
+                self.up.clear()
+                self.down.set()
+                self._dead.set()
+                if cl is not None:
+                    cl.acked.set()
+                    self._close(cl)
+            self.failures += 1
+            await asyncio.sleep(backoff_s(attempt))
+            attempt += 1
+
+    def _close(self, cl):
+        try:
+            if cl.w is not None:
+                cl.w.close()
+        except OSError:
+            pass
+
+    async def publish(self, topic, msg, retain=False, key=None):
+        """Publish at QoS 1, return once the broker acknowledged it; raise LinkDown if the session died.
+
+        key names the message (the store's record index) so a retry of the same message after a
+        reconnect is recognised and resent as a duplicate.
+        """
+        await self.up.wait()
+        cl = self.client
+        if cl is None or self._dead.is_set():
+            raise LinkDown("no session")
+        inf = self._inflight
+        try:
+            if inf is not None and key is not None and inf[1] == key and self._session:
+                # Same session kept by the broker: MQTT 3.1.1 4.4 wants the original pid with DUP set.
+                pid = await cl.publish(topic, msg, 1, retain, inf[0], True)
+            else:
+                pid = await cl.publish(topic, msg, 1, retain)
+            self._inflight = (pid, key)
+            for _ in range(_RESENDS + 1):
+                if await cl.wait_ack(pid, _ACK_TIMEOUT_S):
+                    self._inflight = None
+                    return
+                if self._dead.is_set():
+                    break
+                await cl.publish(topic, msg, 1, retain, pid, True)
+        except (OSError, MQTTError) as e:
+            self.last_error = "publish: %s" % (e,)
+        self._dead.set()
+        raise LinkDown("publish of %d bytes to %s not acknowledged" % (len(msg), topic))

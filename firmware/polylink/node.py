@@ -1,0 +1,170 @@
+"""The node application: sampling, status, store-and-forward sending, downlinks and the watchdog."""
+
+import asyncio
+
+from polylink import commands, config, proto, status
+from polylink.commands import Commands
+from polylink.link import Link, LinkDown
+from polylink.sensors import Schedule, SensorSet
+from polylink.sequence import Sequence
+from polylink.store import Store
+
+FW_VERSION = "0.1.0"
+WDT_TIMEOUT_MS = 30000
+_TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
+_REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
+_STALL_MARGIN_MS = 60000
+
+
+class Node:
+    """One Polylink node; run() is the whole application."""
+
+    FW_VERSION = FW_VERSION
+
+    def __init__(self, hal, cfg):
+        self.hal = hal
+        self.cfg = cfg
+        self.reset_cause = hal.reset_cause()
+        self.seq = Sequence(hal.path("seq"))
+        self.store = Store(hal.path("queue"), cfg.queue_max)
+        self.sensors = SensorSet(hal, cfg)
+        self.schedule = Schedule(hal, cfg.interval)
+        self.status_schedule = Schedule(hal, cfg.status_interval)
+        self.link = Link(hal, cfg, self._on_message)
+        self.commands = Commands(self)
+        self.sent = 0  # frames acknowledged by the broker since boot
+        self.encode_errors = 0
+        self._buf = bytearray(proto.MAX_FRAME)  # encoding; emit() never awaits, so one buffer serves all
+        self._out = bytearray(proto.MAX_FRAME)  # the frame being sent, kept until its PUBACK
+        self._readings = []
+        self._errors = []
+        self._failing = 0  # bit i set: sensor i failed at its last read
+        self._queued = asyncio.Event()
+        self._last = hal.ticks_ms()
+        self._uptime_ms = 0
+        self._last_sample = self._last
+        self._reboot_at = None
+        self._blinking = False
+
+    # called by commands.py
+    def set_interval(self, seconds):
+        self.schedule.set_interval(seconds)
+        config.save(self.hal.root, {"interval": seconds})
+
+    def set_status_interval(self, seconds):
+        self.status_schedule.set_interval(seconds)
+        config.save(self.hal.root, {"status_interval": seconds})
+
+    def request_reboot(self):
+        self._reboot_at = self.hal.ticks_add(self.hal.ticks_ms(), _REBOOT_GRACE_MS)
+
+    def identify(self, blinks) -> bool:
+        if self._blinking:
+            return False
+        self._blinking = True
+        asyncio.create_task(self._blink(blinks))
+        return True
+
+    async def _blink(self, blinks):
+        try:
+            for _ in range(blinks):
+                self.hal.led(True)
+                await asyncio.sleep(0.2)
+                self.hal.led(False)
+                await asyncio.sleep(0.2)
+        finally:
+            self._blinking = False
+
+    def uptime_s(self) -> int:
+        return self._uptime_ms // 1000
+
+    def emit(self, mtype, body, ts=None):
+        """Encode one uplink frame and queue it in flash; return its seq (None if it could not be encoded)."""
+        seq = self.seq.take()
+        try:
+            n = proto.encode(self._buf, mtype, seq, body, ts)
+        except proto.FrameError:
+            # A bug in what we tried to say, not in the link: count it and keep running.
+            self.encode_errors += 1
+            return None
+        self.store.append(self._buf, n)
+        self._queued.set()
+        return seq
+
+    def _on_message(self, topic, msg, retained):
+        if topic == self.link.down_topic:
+            self.commands.handle(msg)
+
+    async def sample_once(self):
+        """Read every sensor and queue one TELEMETRY frame (plus an EVENT per newly failing sensor)."""
+        out = self._readings
+        errors = self._errors
+        out.clear()
+        errors.clear()
+        await self.sensors.read(out, errors)
+        failing = 0
+        for i, text in errors:
+            failing |= 1 << i
+            if not self._failing & (1 << i):
+                self.emit(proto.EVENT, {"code": commands.EV_SENSOR_FAILED, "value": i, "text": text[:60]})
+        self._failing = failing
+        if out:
+            self.emit(proto.TELEMETRY, out, self.hal.time())
+        self._last_sample = self.hal.ticks_ms()
+
+    async def _sampler(self):
+        while True:
+            await self.schedule.wait()
+            await self.sample_once()
+
+    async def _reporter(self):
+        while True:
+            await self.status_schedule.wait()
+            self.emit(proto.STATUS, status.body(self))
+
+    async def _sender(self):
+        store = self.store
+        link = self.link
+        while True:
+            n = store.peek(self._out)
+            if not n:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            idx = store.head_idx
+            try:
+                await link.publish(link.up_topic, memoryview(self._out)[:n], key=idx)
+            except LinkDown:
+                await asyncio.sleep(0.2)  # publish() waits for the next session itself
+                continue
+            store.pop(idx)
+            self.sent += 1
+
+    def _tick(self):
+        now = self.hal.ticks_ms()
+        self._uptime_ms += self.hal.ticks_diff(now, self._last)
+        self._last = now
+        limit = self.schedule.interval * 1000 + _STALL_MARGIN_MS
+        if self.hal.ticks_diff(now, self._last_sample) < limit:
+            # Feed only while sampling makes progress: a hung sensor read ends in a watchdog reset.
+            self.hal.wdt_feed()
+        if self._reboot_at is not None:
+            if not self.store.count or self.hal.ticks_diff(now, self._reboot_at) >= 0:
+                self.hal.reset()
+
+    async def run(self):
+        """Start every task and run the main loop (watchdog, uptime, reboots) until reset."""
+        self.hal.wdt_start(WDT_TIMEOUT_MS)
+        tasks = [
+            asyncio.create_task(self.link.run()),
+            asyncio.create_task(self._sampler()),
+            asyncio.create_task(self._reporter()),
+            asyncio.create_task(self._sender()),
+        ]
+        try:
+            while True:
+                self._tick()
+                await asyncio.sleep(_TICK_S)
+        finally:
+            for t in tasks:
+                t.cancel()

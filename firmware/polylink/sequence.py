@@ -1,0 +1,49 @@
+"""Frame sequence numbers that survive reboots: blocks are reserved in flash, so a number is never reused."""
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+    def const(x):
+        return x
+
+from polylink.config import replace
+
+_BLOCK = const(256)  # one flash write per 256 frames, and one per boot
+_WIRE_MASK = const(0xFFFF)  # the frame carries 16 bits; the fleet extends them (proto.extend_seq)
+
+
+class Sequence:
+    """Hands out seq numbers; the file holds 'limit boots': every number below limit may have been used."""
+
+    def __init__(self, path, block=_BLOCK):
+        self.path = path
+        self.block = block
+        self.boots = 0
+        limit = 0
+        try:
+            with open(path) as f:
+                parts = f.read().split()
+            limit = int(parts[0])
+            self.boots = int(parts[1])
+        except (OSError, ValueError, IndexError):
+            # First boot, or a file we cannot trust: numbering restarts, the fleet sees the boot count.
+            pass
+        self.boots += 1
+        self.next = limit
+        self.limit = limit + block
+        self._save()
+
+    def _save(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d %d\n" % (self.limit, self.boots))
+        replace(tmp, self.path)
+
+    def take(self) -> int:
+        """The next seq for a frame (16 bits, as the wire carries it)."""
+        if self.next >= self.limit:
+            self.limit = self.next + self.block
+            self._save()
+        n = self.next
+        self.next = n + 1
+        return n & _WIRE_MASK

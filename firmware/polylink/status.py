@@ -1,0 +1,20 @@
+"""The STATUS frame body: what the fleet needs to judge a node's health."""
+
+
+def body(node) -> dict:
+    """STATUS fields (docs/architecture.md, Seam 1) for node; rssi is left out while WiFi is down."""
+    hal = node.hal
+    b = {
+        "fw": node.FW_VERSION,
+        "uptime": node.uptime_s(),
+        "reset": node.reset_cause,
+        "heap_free": hal.mem_free(),
+        "queue": node.store.count,
+        "dropped": node.store.dropped,
+        "boots": node.seq.boots,
+        "interval": node.schedule.interval,
+    }
+    rssi = hal.wifi_rssi()
+    if rssi is not None:
+        b["rssi"] = rssi
+    return b
