@@ -1,7 +1,7 @@
 """The one codec of the Polylink unified protocol v1 (specified in docs/protocol.md)."""
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (fleet, host port) has no const(); the plain value does the same job
 
     def const(x):
@@ -365,11 +365,13 @@ def _dec_fields(f, i, mtype):
                                  % (no, v, i, len(f)))
             start = i
             i += v
-        for fno, name, kind, required in schema:
-            if fno == no:
+        for fdef in schema:
+            if fdef[0] == no:
                 break
         else:
             continue  # an unknown field from a newer v1 sender: skip it, as protobuf does
+        name = fdef[1]
+        kind = fdef[2]
         if name in body:
             raise FrameError("duplicate field '%s' at offset %d" % (name, at))
         if (wt == 2) != (kind == _STR):
@@ -389,9 +391,9 @@ def _dec_fields(f, i, mtype):
                 raise FrameError("out of range: field '%s' exceeds sint32 at offset %d"
                                  % (name, at))
             body[name] = (v >> 1) ^ -(v & 1)
-    for fno, name, kind, required in schema:
-        if required and name not in body:
-            raise FrameError("missing required field '%s' in %s" % (name, TYPE_NAMES[mtype]))
+    for fdef in schema:
+        if fdef[3] and fdef[1] not in body:
+            raise FrameError("missing required field '%s' in %s" % (fdef[1], TYPE_NAMES[mtype]))
     return body
 
 

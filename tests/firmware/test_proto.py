@@ -3,7 +3,6 @@
 import json
 
 from _check import eq, raises
-
 from polylink import proto, quantities
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -187,7 +186,7 @@ def test_registry_entries_are_consistent():
         bits = (fmt & 7) * 8
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if fmt & 8 else (0, (1 << bits) - 1)
         if not lo <= q[quantities.RMIN] <= q[quantities.RMAX] <= hi:
-            raise AssertionError("quantity %d range does not fit %s" % (qid, quantities.fmt_name(fmt)))
+            raise AssertionError("quantity %d range exceeds %s" % (qid, quantities.fmt_name(fmt)))
         if q[quantities.MUL] < 1 or q[quantities.DIV] < 1:
             raise AssertionError("quantity %d resolution must be positive" % qid)
         if q[quantities.NAME] in names:

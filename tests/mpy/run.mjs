@@ -92,8 +92,8 @@ async function main() {
   let code;
   if (mode === "tests") {
     const selected = args.map((a) => path.basename(a).replace(/\.py$/, ""));
-    prelude += `SELECTED = ${JSON.stringify(selected)}\n`;
-    code = prelude + fs.readFileSync(path.join(HERE, "runner.py"), "utf8") + "\nawait _run()\n";
+    code = prelude + fs.readFileSync(path.join(HERE, "runner.py"), "utf8") +
+      `\nawait _run(${JSON.stringify(selected)})\n`;
   } else {
     const file = args.shift();
     if (!file) usage("script mode needs a FILE.py");

@@ -1,6 +1,6 @@
 # MicroPython side of tests/mpy/run.mjs: runs every test_* function of the firmware test modules.
-# run.mjs prepends `SELECTED = [...]` (module names, empty for all) and appends a top-level
-# `await _run()` (it runs the code with runPythonAsync), so `async def test_*` are awaited too.
+# run.mjs appends a top-level `await _run([...])` (module names, empty for all) and runs it with
+# runPythonAsync, so `async def test_*` functions are awaited too.
 import io
 import os
 import sys
@@ -17,10 +17,10 @@ def _detail(exc):
             print("    " + line)
 
 
-async def _run():
+async def _run(selected):
     global FAILED
     passed = 0
-    names = SELECTED or sorted(
+    names = selected or sorted(
         f[:-3] for f in os.listdir(TEST_DIR) if f.startswith("test_") and f.endswith(".py")
     )
     for mod in names:
@@ -28,7 +28,7 @@ async def _run():
             m = __import__(mod)
         except Exception as e:  # an import error fails the whole module, visibly
             FAILED += 1
-            print("FAIL %s::<import>: %s: %s" % (mod, type(e).__name__, e))
+            print(f"FAIL {mod}::<import>: {type(e).__name__}: {e}")
             _detail(e)
             continue
         tests = sorted(n for n in dir(m) if n.startswith("test_") and callable(getattr(m, n)))
@@ -39,10 +39,10 @@ async def _run():
                     await r
             except Exception as e:
                 FAILED += 1
-                print("FAIL %s::%s: %s: %s" % (mod, name, type(e).__name__, e))
+                print(f"FAIL {mod}::{name}: {type(e).__name__}: {e}")
                 _detail(e)
             else:
                 passed += 1
-                print("PASS %s::%s" % (mod, name))
-    print("%d passed, %d failed" % (passed, FAILED))
+                print(f"PASS {mod}::{name}")
+    print(f"{passed} passed, {FAILED} failed")
 
