@@ -1,0 +1,241 @@
+"""The `fleet` command line: a thin layer over the library that turns its errors into one-liners."""
+
+import functools
+import logging
+import sys
+import time
+
+import click
+
+from . import db as store
+from .settings import SettingsError, from_env
+
+
+def friendly(fn):
+    """Turn the library's named exceptions into one-line click errors (no tracebacks)."""
+    from .downlink import DownlinkError
+    from .ingest import IngestError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SettingsError, store.StoreError, DownlinkError, IngestError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def open_store():
+    """The fleet database named by DATA_DIR, migrated to the current schema."""
+    return store.open_db(from_env().db_path)
+
+
+def when(t) -> str:
+    """Unix time as UTC ISO 8601, or '-' if never."""
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@click.group()
+@click.version_option(package_name="polylink")
+def cli():
+    """Polylink fleet manager.
+
+    Settings come from the environment: DATA_DIR, PORT, MQTT_PORT, MQTT_URL.
+
+    Example: fleet nodes
+    """
+
+
+@cli.command("run")
+@friendly
+def run_command():
+    """Run the broker, the web UI and API, and the ingest worker.
+
+    Example: PORT=8080 fleet run
+    """
+    from . import serve  # lazily: it starts processes and is only needed here
+
+    serve.main(from_env())
+
+
+@cli.command("ingest")
+@click.option("--batch-size", default=5000, show_default=True, help="Most messages per commit.")
+@click.option("--batch-delay", default=0.05, show_default=True,
+              help="Longest wait (s) for a batch to fill before committing it.")
+@friendly
+def ingest_command(batch_size, batch_delay):
+    """Run the ingest worker: broker -> SQLite, until SIGTERM.
+
+    Example: MQTT_PORT=1884 fleet ingest
+    """
+    from . import ingest
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ingest.main(from_env(), batch_size=batch_size, batch_delay=batch_delay)
+
+
+@cli.group("db")
+def db_group():
+    """Database commands.
+
+    Example: fleet db migrate
+    """
+
+
+@db_group.command("migrate")
+@friendly
+def db_migrate():
+    """Bring the database schema up to date.
+
+    Example: DATA_DIR=/srv/fleet fleet db migrate
+    """
+    db = store.connect(from_env().db_path)
+    before, after = store.migrate(db)
+    click.echo(f"schema version {before} -> {after}")
+
+
+@cli.group("user")
+def user_group():
+    """Manage the people who can log in to the web UI.
+
+    Example: fleet user add alice --role admin
+    """
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "operator"]), default="operator",
+              show_default=True, help="admin may also manage users and tokens.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@friendly
+def user_add(name, role, password_stdin):
+    """Create a user who can log in to the web UI.
+
+    Example: echo 's3cret-pass' | fleet user add alice --role admin --password-stdin
+    """
+    from . import auth
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    auth.create_user(open_store(), name, password, role)
+    click.echo(f"user {name} ({role}) added")
+
+
+@cli.group("token")
+def token_group():
+    """Manage API bearer tokens.
+
+    Example: fleet token create grafana
+    """
+
+
+@token_group.command("create")
+@click.argument("name")
+@friendly
+def token_create(name):
+    """Create an API token and print it once; only its hash is stored.
+
+    Example: fleet token create grafana
+    """
+    from . import auth
+
+    click.echo(auth.create_token(open_store(), name))
+
+
+@cli.command("nodes")
+@friendly
+def nodes_command():
+    """List every node with its state.
+
+    Example: fleet nodes
+    """
+    rows = store.list_nodes(open_store())
+    if not rows:
+        click.echo("no nodes yet")
+        return
+    click.echo(f"{'id':<32} {'state':<7} {'last seen':<20} {'firmware':<10} {'battery':>7}")
+    for n in rows:
+        battery = "-" if n["battery"] is None else f"{n['battery']:.2f} V"
+        click.echo(f"{n['id']:<32} {'online' if n['online'] else 'offline':<7} "
+                   f"{when(n['last_seen']):<20} {n['firmware_version'] or '-':<10} {battery:>7}")
+
+
+@cli.group("node")
+def node_group():
+    """Inspect one node.
+
+    Example: fleet node show node-1
+    """
+
+
+@node_group.command("show")
+@click.argument("node_id")
+@friendly
+def node_show(node_id):
+    """Show a node's state and latest values.
+
+    Example: fleet node show node-1
+    """
+    from .senml import name_and_unit
+
+    db = open_store()
+    node = store.get_node(db, node_id)
+    for key, value in node.items():
+        if key in ("last_seen", "created", "status_at"):
+            value = when(value)
+        click.echo(f"{key:<17} {value}")
+    for row in store.latest_values(db, node_id):
+        name, unit = name_and_unit(row["qid"], row["inst"])
+        click.echo(f"{name:<17} {row['value']} {unit or ''} at {when(row['t'])}")
+
+
+@cli.group("command")
+def command_group():
+    """Send commands to nodes.
+
+    Example: fleet command send node-1 identify
+    """
+
+
+@command_group.command("send")
+@click.argument("node_id")
+@click.argument("command", type=click.Choice(["reboot", "identify", "set-interval"]))
+@click.argument("arg", required=False, type=int)
+@friendly
+def command_send(node_id, command, arg):
+    """Send a command to a node over its downlink; prints the command id.
+
+    Example: fleet command send node-1 set-interval 60
+    """
+    from . import downlink
+
+    cid = downlink.send_command(open_store(), from_env(), node_id, command.replace("-", "_"),
+                                arg, created_by="cli")
+    click.echo(f"command {cid} sent to {node_id}")
+
+
+@cli.command("bad-frames")
+@click.argument("node_id", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many, newest first.")
+@friendly
+def bad_frames_command(node_id, limit):
+    """List frames that failed to decode, kept for inspection.
+
+    Example: fleet bad-frames node-1 --limit 5
+    """
+    db = open_store()
+    if node_id is not None:
+        node = store.get_node(db, node_id)
+        click.echo(f"{node_id}: {node['bad_frames']} bad frames in total")
+    for row in store.bad_frames(db, node_id, limit):
+        click.echo(f"{when(row['received_at'])} {row['node_id'] or '?':<20} {row['topic']} "
+                   f"{row['payload'].hex()} {row['error']}")
+
+
+if __name__ == "__main__":
+    cli()

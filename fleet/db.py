@@ -1,0 +1,689 @@
+"""All SQL of the fleet: one SQLite file via sqlite-utils, its schema, migrations and queries."""
+
+import hashlib
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import sqlite_utils
+from flask import current_app, g
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked."""
+
+
+class UnknownNode(StoreError):
+    """No node with that id is registered."""
+
+
+class UnknownCommand(StoreError):
+    """No command with that id exists for the node."""
+
+
+class DuplicateName(StoreError):
+    """A user or token with that name already exists."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer fleet than this one."""
+
+
+# Each migration moves the schema up by one version; PRAGMA user_version records where a file is.
+# Never edit a released migration: add a new one, so old files upgrade the same way as fresh ones.
+MIGRATIONS = [
+    # 1: the registry and the telemetry store.
+    """
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        board TEXT,
+        provider TEXT,
+        firmware_version TEXT,
+        last_seen REAL,
+        online INTEGER NOT NULL DEFAULT 0,
+        uptime INTEGER,
+        reset_cause INTEGER,
+        heap_free INTEGER,
+        rssi INTEGER,
+        queue INTEGER,
+        dropped INTEGER,
+        boots INTEGER,
+        interval INTEGER,
+        status_at REAL,
+        battery REAL,
+        up_seq INTEGER,
+        down_seq INTEGER NOT NULL DEFAULT 0,
+        bad_frames INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        tags TEXT NOT NULL DEFAULT '[]'
+    );
+    -- The primary key is the dedupe key: one row per (node, direction, extended seq).
+    CREATE TABLE frames (
+        node_id TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        device_ts INTEGER,
+        provider TEXT,
+        PRIMARY KEY (node_id, direction, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE readings (
+        node_id TEXT NOT NULL,
+        t REAL NOT NULL,
+        qid INTEGER NOT NULL,
+        inst INTEGER NOT NULL,
+        value REAL NOT NULL
+    );
+    CREATE INDEX readings_node_qid_t ON readings (node_id, qid, t);
+    CREATE TABLE bad_frames (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT,
+        received_at REAL NOT NULL,
+        provider TEXT,
+        topic TEXT,
+        payload BLOB,
+        error TEXT NOT NULL
+    );
+    CREATE INDEX bad_frames_node ON bad_frames (node_id, received_at);
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        cmd TEXT NOT NULL,
+        arg INTEGER,
+        created_by TEXT,
+        created REAL NOT NULL,
+        seq INTEGER,
+        sent_at REAL,
+        result_code INTEGER,
+        result_value INTEGER,
+        result_text TEXT,
+        result_at REAL
+    );
+    CREATE INDEX commands_node ON commands (node_id, id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        t REAL NOT NULL,
+        received_at REAL NOT NULL,
+        code INTEGER,
+        value INTEGER,
+        text TEXT
+    );
+    CREATE INDEX events_node_t ON events (node_id, t);
+    """,
+    # 2: people and machines that may use the fleet, and what they did.
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'operator',
+        created REAL NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        last_used REAL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        t REAL NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    """,
+    # 3: latest value per node and quantity, so fleet pages never scan the readings.
+    """
+    CREATE TABLE latest (
+        node_id TEXT NOT NULL,
+        qid INTEGER NOT NULL,
+        inst INTEGER NOT NULL,
+        t REAL NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (node_id, qid, inst)
+    ) WITHOUT ROWID;
+    INSERT INTO latest (node_id, qid, inst, t, value)
+        SELECT node_id, qid, inst, max(t), value FROM readings GROUP BY node_id, qid, inst;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def valid_node_id(node_id: str) -> bool:
+    """True if node_id matches [a-z0-9-]{1,32} (the MQTT topic segment of a node)."""
+    return 0 < len(node_id) <= 32 and NODE_ID_CHARS.issuperset(node_id)
+
+
+def connect(path) -> sqlite_utils.Database:
+    """Open the fleet database in WAL mode with autocommit; transactions are explicit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: sqlite3 must not open transactions behind our back, because the
+    # ingest worker wants exactly one BEGIN IMMEDIATE ... COMMIT per batch.
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a process crash; only a power cut can lose the last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return sqlite_utils.Database(conn)
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database):
+    """One write transaction: commit on success, roll back on any error."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db.conn
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def schema_version(db) -> int:
+    """The schema version recorded in the file (0 for an empty file)."""
+    return db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db, target: int | None = None) -> tuple[int, int]:
+    """Apply pending migrations in order up to target; return (version before, version after)."""
+    target = SCHEMA_VERSION if target is None else target
+    before = schema_version(db)
+    if before > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema is version {before}, this fleet knows up to {SCHEMA_VERSION}"
+        )
+    for version in range(before + 1, target + 1):
+        with transaction(db) as conn:
+            for statement in _statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+    return before, max(before, target)
+
+
+def _statements(script: str):
+    # executescript() would COMMIT our transaction first; split so a migration is all-or-nothing.
+    buf = ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+
+
+def open_db(path) -> sqlite_utils.Database:
+    """Connect and bring the schema up to date."""
+    db = connect(path)
+    migrate(db)
+    return db
+
+
+# --- Flask integration ---------------------------------------------------------------------------
+
+
+def get_db() -> sqlite_utils.Database:
+    """The request's database connection, opened on first use."""
+    if "db" not in g:
+        g.db = connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(e=None):
+    """Close the request's connection, if one was opened."""
+    db = g.pop("db", None)
+    if db is not None:
+        db.conn.close()
+
+
+@click.command("migrate")
+def migrate_command():
+    """Bring the database schema up to date.
+
+    Example: flask --app fleet db migrate
+    """
+    db = connect(current_app.config["DATABASE"])
+    try:
+        before, after = migrate(db)
+    except SchemaTooNew as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        db.conn.close()
+    click.echo(f"schema version {before} -> {after}")
+
+
+def init_app(app):
+    """Register teardown and the `db migrate` command; migrate the database once at start."""
+    app.teardown_appcontext(close_db)
+    group = click.Group("db", help="Database commands.")
+    group.add_command(migrate_command)
+    app.cli.add_command(group)
+    db = open_db(app.config["DATABASE"])
+    db.conn.close()
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+NODE_COLUMNS = (
+    "id, name, board, provider, firmware_version, last_seen, online, uptime, reset_cause, "
+    "heap_free, rssi, queue, dropped, boots, interval, status_at, battery, bad_frames, created, "
+    "tags"
+)
+
+
+def _node_dict(row: dict) -> dict:
+    row["online"] = bool(row["online"])
+    row["tags"] = json.loads(row["tags"] or "[]")
+    return row
+
+
+def list_nodes(db) -> list[dict]:
+    """Every registered node, ordered by id."""
+    rows = db.query(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY id")
+    return [_node_dict(r) for r in rows]
+
+
+def get_node(db, node_id: str) -> dict:
+    """One node; raise UnknownNode if it is not registered."""
+    rows = list(db.query(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?", [node_id]))
+    if not rows:
+        raise UnknownNode(f"unknown node {node_id!r}")
+    return _node_dict(rows[0])
+
+
+def enrol_node(db, node_id: str, name=None, board=None, provider=None, tags=()):
+    """Register a node (idempotent); used by provisioning and by first contact."""
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO nodes (id, name, board, provider, created, tags)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (node_id, name, board, provider, time.time(), json.dumps(list(tags))),
+        )
+
+
+def rename_node(db, node_id: str, name: str):
+    """Set a node's display name."""
+    get_node(db, node_id)
+    with transaction(db) as conn:
+        conn.execute("UPDATE nodes SET name = ? WHERE id = ?", (name, node_id))
+
+
+def latest_values(db, node_id: str) -> list[dict]:
+    """The most recent value of each quantity and instance of a node."""
+    return list(
+        db.query(
+            "SELECT qid, inst, t, value FROM latest WHERE node_id = ? ORDER BY qid, inst",
+            [node_id],
+        )
+    )
+
+
+def readings(db, node_id, since=None, until=None, qids=None, limit=1000) -> list[tuple]:
+    """(t, qid, inst, value) of a node, newest `limit` in the window, returned oldest first."""
+    sql = "SELECT t, qid, inst, value FROM readings WHERE node_id = ?"
+    args: list = [node_id]
+    if since is not None:
+        sql += " AND t >= ?"
+        args.append(since)
+    if until is not None:
+        sql += " AND t <= ?"
+        args.append(until)
+    if qids:
+        sql += f" AND qid IN ({', '.join('?' * len(qids))})"
+        args.extend(qids)
+    sql += " ORDER BY t DESC LIMIT ?"
+    args.append(limit)
+    rows = db.conn.execute(sql, args).fetchall()
+    rows.reverse()
+    return rows
+
+
+def count_readings(db, node_id=None) -> int:
+    """Number of stored readings (of one node, or all)."""
+    if node_id is None:
+        return db.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    return db.conn.execute(
+        "SELECT count(*) FROM readings WHERE node_id = ?", (node_id,)
+    ).fetchone()[0]
+
+
+def count_frames(db, node_id=None, direction="up") -> int:
+    """Number of distinct frames stored (of one node, or all) in one direction."""
+    if node_id is None:
+        return db.conn.execute(
+            "SELECT count(*) FROM frames WHERE direction = ?", (direction,)
+        ).fetchone()[0]
+    return db.conn.execute(
+        "SELECT count(*) FROM frames WHERE node_id = ? AND direction = ?", (node_id, direction)
+    ).fetchone()[0]
+
+
+def frame_seqs(db, node_id, direction="up") -> list[int]:
+    """The extended sequence numbers stored for a node, ascending."""
+    return [
+        r[0]
+        for r in db.conn.execute(
+            "SELECT seq FROM frames WHERE node_id = ? AND direction = ? ORDER BY seq",
+            (node_id, direction),
+        )
+    ]
+
+
+def bad_frames(db, node_id=None, limit=100) -> list[dict]:
+    """The most recent bad frames (of one node, or all), newest first."""
+    sql = "SELECT id, node_id, received_at, provider, topic, payload, error FROM bad_frames"
+    args: list = []
+    if node_id is not None:
+        sql += " WHERE node_id = ?"
+        args.append(node_id)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return list(db.query(sql, args))
+
+
+def events(db, node_id, limit=50) -> list[dict]:
+    """A node's most recent events, newest first."""
+    return list(
+        db.query(
+            "SELECT t, received_at, code, value, text FROM events WHERE node_id = ?"
+            " ORDER BY t DESC LIMIT ?",
+            [node_id, limit],
+        )
+    )
+
+
+# --- ingest (hot path: keep per-row Python work small) -------------------------------------------
+
+_INSERT_FRAME = (
+    "INSERT OR IGNORE INTO frames (node_id, direction, seq, type, received_at, device_ts, provider)"
+    " VALUES (?, 'up', ?, ?, ?, ?, ?)"
+)
+_INSERT_READING = "INSERT INTO readings (node_id, t, qid, inst, value) VALUES (?, ?, ?, ?, ?)"
+_UPSERT_LATEST = (
+    "INSERT INTO latest (node_id, qid, inst, t, value) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (node_id, qid, inst) DO UPDATE SET t = excluded.t, value = excluded.value"
+    " WHERE excluded.t >= latest.t"
+)
+
+
+def up_seqs(db) -> dict[str, int]:
+    """Last extended uplink seq of every node, to resume seq extension after a restart."""
+    return dict(db.conn.execute("SELECT id, up_seq FROM nodes WHERE up_seq IS NOT NULL"))
+
+
+def known_node_ids(db) -> set[str]:
+    """Ids of every registered node."""
+    return {r[0] for r in db.conn.execute("SELECT id FROM nodes")}
+
+
+class Batch:
+    """Decoded uplinks of one ingest batch, written by store_batch in one transaction."""
+
+    __slots__ = ("frames", "bad", "touch", "conn_state", "new_nodes")
+
+    def __init__(self):
+        # (node, seq, mtype, received_at, ts, provider, body)
+        self.frames: list[tuple] = []
+        # (node or None, received_at, provider, topic, payload, error)
+        self.bad: list[tuple] = []
+        # node -> (last_seen, provider, up_seq)
+        self.touch: dict[str, tuple] = {}
+        # node -> online flag, from the conn topic, in arrival order
+        self.conn_state: dict[str, int] = {}
+        # (node, provider, created)
+        self.new_nodes: list[tuple] = []
+
+
+def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
+    """Insert frames, ignoring ones already stored; return the frames that were new."""
+    # Duplicates are rare, so try the whole batch in one executemany and fall back to one
+    # insert per frame (to learn which ones were new) only when the change count says some
+    # were already there.
+    conn.execute("SAVEPOINT frames")
+    before = conn.total_changes
+    conn.executemany(_INSERT_FRAME, [f[:6] for f in frames])
+    if conn.total_changes - before == len(frames):
+        conn.execute("RELEASE frames")
+        return frames
+    conn.execute("ROLLBACK TO frames")
+    conn.execute("RELEASE frames")
+    execute = conn.execute
+    return [f for f in frames if execute(_INSERT_FRAME, f[:6]).rowcount == 1]
+
+
+def store_batch(db, batch: Batch, telemetry, status, event, result) -> int:
+    """Write a batch in one transaction; return how many frames were new (not duplicates).
+
+    telemetry/status/event/result are the protocol's message type codes.
+    """
+    readings_rows = []
+    latest_rows = {}
+    statuses = []
+    events_rows = []
+    results = []
+    battery = {}
+    with transaction(db) as conn:
+        if batch.new_nodes:
+            conn.executemany(
+                "INSERT OR IGNORE INTO nodes (id, provider, created) VALUES (?, ?, ?)",
+                batch.new_nodes,
+            )
+        fresh = _insert_frames(conn, batch.frames)
+        new = len(fresh)
+        for node, _seq, mtype, received_at, ts, _provider, body in fresh:
+            t = received_at if ts is None else ts
+            if mtype == telemetry:
+                for qid, inst, value in body:
+                    readings_rows.append((node, t, qid, inst, value))
+                    latest_rows[(node, qid, inst)] = (node, qid, inst, t, value)
+                    if qid == 2 and inst == 0:
+                        battery[node] = (value, node)
+            elif mtype == status:
+                statuses.append(
+                    (
+                        body.get("fw"), body.get("uptime"), body.get("reset"),
+                        body.get("heap_free"), body.get("rssi"), body.get("queue"),
+                        body.get("dropped"), body.get("boots"), body.get("interval"),
+                        t, node,
+                    )
+                )
+            elif mtype == event:
+                events_rows.append(
+                    (node, t, received_at, body.get("code"), body.get("value"), body.get("text"))
+                )
+            elif mtype == result:
+                results.append(
+                    (body.get("code"), body.get("value"), body.get("text"), received_at,
+                     body.get("cid"), node)
+                )
+        if readings_rows:
+            conn.executemany(_INSERT_READING, readings_rows)
+            conn.executemany(_UPSERT_LATEST, latest_rows.values())
+        if battery:
+            conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
+        if statuses:
+            conn.executemany(
+                "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
+                " uptime = ?, reset_cause = ?, heap_free = ?, rssi = ?, queue = ?, dropped = ?,"
+                " boots = ?, interval = coalesce(?, interval), status_at = ? WHERE id = ?",
+                statuses,
+            )
+        if events_rows:
+            conn.executemany(
+                "INSERT INTO events (node_id, t, received_at, code, value, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                events_rows,
+            )
+        if results:
+            conn.executemany(
+                "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
+                " result_at = ? WHERE id = ? AND node_id = ?",
+                results,
+            )
+        if batch.touch:
+            conn.executemany(
+                "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1,"
+                " provider = ?, up_seq = max(coalesce(up_seq, 0), ?) WHERE id = ?",
+                [(seen, prov, seq, node) for node, (seen, prov, seq) in batch.touch.items()],
+            )
+        if batch.conn_state:
+            conn.executemany(
+                "UPDATE nodes SET online = ? WHERE id = ?",
+                [(state, node) for node, state in batch.conn_state.items()],
+            )
+        if batch.bad:
+            conn.executemany(
+                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                batch.bad,
+            )
+            counts: dict = {}
+            for row in batch.bad:
+                if row[0] is not None:
+                    counts[row[0]] = counts.get(row[0], 0) + 1
+            conn.executemany(
+                "UPDATE nodes SET bad_frames = bad_frames + ? WHERE id = ?",
+                [(n, node) for node, n in counts.items()],
+            )
+    return new
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def create_command(db, node_id, cmd, arg, created_by) -> tuple[int, int]:
+    """Record a command and take the node's next downlink seq; return (cid, seq)."""
+    get_node(db, node_id)
+    now = time.time()
+    with transaction(db) as conn:
+        seq = conn.execute(
+            "UPDATE nodes SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq", (node_id,)
+        ).fetchone()[0]
+        cid = conn.execute(
+            "INSERT INTO commands (node_id, cmd, arg, created_by, created, seq)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (node_id, cmd, arg, created_by, now, seq),
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, created_by, "command", node_id, json.dumps({"cid": cid, "cmd": cmd, "arg": arg})),
+        )
+    return cid, seq
+
+
+def mark_command_sent(db, cid, mtype):
+    """Note that the broker accepted the command's frame."""
+    now = time.time()
+    with transaction(db) as conn:
+        row = conn.execute("SELECT node_id, seq FROM commands WHERE id = ?", (cid,)).fetchone()
+        conn.execute("UPDATE commands SET sent_at = ? WHERE id = ?", (now, cid))
+        conn.execute(
+            "INSERT OR IGNORE INTO frames (node_id, direction, seq, type, received_at, provider)"
+            " VALUES (?, 'down', ?, ?, ?, 'mqtt')",
+            (row[0], row[1], mtype, now),
+        )
+
+
+def get_command(db, node_id, cid) -> dict:
+    """One command with its result; raise UnknownCommand if it does not exist for the node."""
+    rows = list(
+        db.query(
+            "SELECT id, node_id, cmd, arg, created_by, created, seq, sent_at, result_code,"
+            " result_value, result_text, result_at FROM commands WHERE id = ? AND node_id = ?",
+            [cid, node_id],
+        )
+    )
+    if not rows:
+        raise UnknownCommand(f"no command {cid} for node {node_id!r}")
+    return rows[0]
+
+
+def list_commands(db, node_id, limit=20) -> list[dict]:
+    """A node's most recent commands, newest first."""
+    return list(
+        db.query(
+            "SELECT id, cmd, arg, created_by, created, sent_at, result_code, result_value,"
+            " result_text, result_at FROM commands WHERE node_id = ? ORDER BY id DESC LIMIT ?",
+            [node_id, limit],
+        )
+    )
+
+
+# --- users, tokens, audit ------------------------------------------------------------------------
+
+
+def audit(db, actor, action, target=None, detail=None):
+    """Append one entry to the audit log."""
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target, None if detail is None else json.dumps(detail)),
+        )
+
+
+def audit_log(db, limit=100) -> list[dict]:
+    """Most recent audit entries, newest first."""
+    return list(db.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def add_user(db, name, password_hash, role):
+    """Create a user; raise DuplicateName if the name is taken."""
+    try:
+        with transaction(db) as conn:
+            conn.execute(
+                "INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)",
+                (name, password_hash, role, time.time()),
+            )
+    except sqlite3.IntegrityError:
+        raise DuplicateName(f"user {name!r} already exists") from None
+    audit(db, None, "user.add", name, {"role": role})
+
+
+def get_user(db, name) -> dict | None:
+    """The user with that name, or None."""
+    rows = list(db.query("SELECT * FROM users WHERE name = ?", [name]))
+    return rows[0] if rows else None
+
+
+def get_user_by_id(db, user_id) -> dict | None:
+    """The user with that id, or None."""
+    rows = list(db.query("SELECT * FROM users WHERE id = ?", [user_id]))
+    return rows[0] if rows else None
+
+
+def hash_token(token: str) -> str:
+    """Tokens are long random strings, so one SHA-256 is enough (no salt or stretching needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_token(db, name, token):
+    """Store a token's hash under a name; raise DuplicateName if the name is taken."""
+    try:
+        with transaction(db) as conn:
+            conn.execute(
+                "INSERT INTO api_tokens (name, token_hash, created) VALUES (?, ?, ?)",
+                (name, hash_token(token), time.time()),
+            )
+    except sqlite3.IntegrityError:
+        raise DuplicateName(f"token {name!r} already exists") from None
+    audit(db, None, "token.create", name)
+
+
+def token_name(db, token: str) -> str | None:
+    """Name of the token, or None if no such token exists."""
+    row = db.conn.execute(
+        "SELECT name FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
+    ).fetchone()
+    return row[0] if row else None

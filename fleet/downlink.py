@@ -1,0 +1,94 @@
+"""Downlinks: COMMAND and CONFIG frames published to a node's down topic, recorded as commands."""
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from polylink import proto
+
+from . import db as store
+
+# The protocol's command codes (docs/architecture.md, COMMAND.cmd).
+COMMANDS = {"reboot": 1, "set_interval": 2, "identify": 3}
+# Bounds of set_interval's argument, in seconds: one second to one day.
+INTERVAL_MIN, INTERVAL_MAX = 1, 86400
+PUBLISH_TIMEOUT = 5.0
+
+
+class DownlinkError(Exception):
+    """A downlink could not be built or handed to the broker."""
+
+
+class BadCommand(DownlinkError, ValueError):
+    """The command or its argument is not one a node understands."""
+
+
+class BrokerUnavailable(DownlinkError):
+    """The broker did not accept the downlink."""
+
+
+def check_command(cmd: str, arg) -> int | None:
+    """Validate a command and its argument; return the argument to send (None for none)."""
+    if cmd not in COMMANDS:
+        raise BadCommand(f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")
+    if cmd == "set_interval":
+        if isinstance(arg, bool) or not isinstance(arg, int):
+            raise BadCommand("set_interval needs an integer arg: the sampling interval in seconds")
+        if not INTERVAL_MIN <= arg <= INTERVAL_MAX:
+            raise BadCommand(f"set_interval arg {arg} is outside {INTERVAL_MIN}..{INTERVAL_MAX} s")
+        return arg
+    if arg is not None:
+        raise BadCommand(f"{cmd} takes no arg")
+    return None
+
+
+def publish(settings, node_id: str, frame: bytes):
+    """Publish one frame to pl/v1/{node}/down with QoS 1 and wait until the broker has it."""
+    host, port, username, password = settings.mqtt_target()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if username:
+        client.username_pw_set(username, password)
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError as e:
+        raise BrokerUnavailable(f"cannot reach the broker at {host}:{port}: {e}") from None
+    client.loop_start()
+    try:
+        info = client.publish(f"pl/v1/{node_id}/down", frame, qos=1)
+        info.wait_for_publish(PUBLISH_TIMEOUT)
+        if not info.is_published():
+            raise BrokerUnavailable(f"the broker at {host}:{port} did not acknowledge the command")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:
+    """Record a command, publish its COMMAND frame and return its id (cid)."""
+    arg = check_command(cmd, arg)
+    cid, seq = store.create_command(db, node_id, cmd, arg, created_by)
+    body = {"cid": cid, "cmd": COMMANDS[cmd]}
+    if arg is not None:
+        body["arg"] = arg
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.COMMAND, seq & 0xFFFF, body)
+    publish(settings, node_id, bytes(buf[:n]))
+    store.mark_command_sent(db, cid, proto.COMMAND)
+    return cid
+
+
+def send_config(db, settings, node_id: str, interval=None, status_interval=None,
+                created_by=None) -> int:
+    """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
+    for name, value in (("interval", interval), ("status_interval", status_interval)):
+        if value is not None and not INTERVAL_MIN <= value <= INTERVAL_MAX:
+            raise BadCommand(f"{name} {value} is outside {INTERVAL_MIN}..{INTERVAL_MAX} s")
+    cid, seq = store.create_command(db, node_id, "config", interval, created_by)
+    body = {"cid": cid}
+    if interval is not None:
+        body["interval"] = interval
+    if status_interval is not None:
+        body["status_interval"] = status_interval
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.CONFIG, seq & 0xFFFF, body)
+    publish(settings, node_id, bytes(buf[:n]))
+    store.mark_command_sent(db, cid, proto.CONFIG)
+    return cid

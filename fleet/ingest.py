@@ -1,0 +1,350 @@
+"""The ingest worker: broker -> decode -> SQLite; a message is acked only once it is stored."""
+
+import logging
+import signal
+import struct
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from polylink import proto
+
+from . import db as store
+
+log = logging.getLogger("fleet.ingest")
+
+CLIENT_ID = "polylink-ingest"
+SUBSCRIPTIONS = [("pl/v1/+/up", 1), ("pl/v1/+/conn", 1)]
+PROVIDER = "mqtt"  # the fleet's own broker (WiFi nodes); LoRaWAN providers get their own adapters
+UPLINK_TYPES = frozenset(proto.UPLINKS)
+# How many messages the broker may send before we acknowledge: a whole batch must fit in it,
+# or the worker would wait for messages the broker holds back until we ack. (MQTT 3.1.1 has no
+# such field: there mosquitto's max_inflight_messages bounds it.)
+RECEIVE_MAXIMUM = 65535
+# The broker keeps the session (subscriptions and queued QoS-1 messages) this long while the
+# worker is away; "never expire" because losing the queue would lose readings.
+SESSION_EXPIRY = 0xFFFFFFFF
+_PUBACK = struct.Struct("!BBH")
+
+
+class IngestError(Exception):
+    """The ingest worker cannot reach its broker or its store."""
+
+
+class Ingest:
+    """Turns broker messages into stored frames; the part of the worker that needs no network."""
+
+    def __init__(self, db, provider=PROVIDER):
+        self.db = db
+        self.provider = provider
+        self.known = store.known_node_ids(db)
+        self.seqs = store.up_seqs(db)
+        self.batch = store.Batch()
+        self.pending = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.bad = 0
+
+    def add(self, topic: str, payload: bytes, received_at: float, retained=False):
+        """Decode one message into the current batch; bad frames are kept, never raised."""
+        batch = self.batch
+        self.pending += 1
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != "pl" or parts[1] != "v1":
+            self._bad(None, received_at, topic, payload, "topic is not pl/v1/{node}/up|conn")
+            return
+        node, kind = parts[2], parts[3]
+        if node not in self.known:
+            if not store.valid_node_id(node):
+                self._bad(None, received_at, topic, payload, "node id is not [a-z0-9-]{1,32}")
+                return
+            # Auto-enrol on first contact: only clients the broker let in can publish here.
+            self.known.add(node)
+            batch.new_nodes.append((node, self.provider, received_at))
+        if kind == "up":
+            try:
+                mtype, seq16, ts, body = proto.decode(payload)
+            except proto.FrameError as e:
+                self._bad(node, received_at, topic, payload, str(e))
+                return
+            except Exception as e:  # noqa: BLE001 - a codec bug must not stop the fleet's ingest
+                self._bad(node, received_at, topic, payload, f"decoder failed: {e!r}")
+                return
+            if mtype not in UPLINK_TYPES:
+                self._bad(node, received_at, topic, payload,
+                          f"message type {mtype} is not an uplink")
+                return
+            last = self.seqs.get(node)
+            seq = proto.extend_seq(last, seq16)
+            if last is None or seq > last:
+                self.seqs[node] = seq
+            batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
+            batch.touch[node] = (received_at, self.provider, self.seqs[node])
+        elif kind == "conn":
+            if payload == b"1":
+                batch.conn_state[node] = 1
+                if not retained:
+                    # A retained "1" is the broker replaying the past, not contact now.
+                    batch.touch[node] = (received_at, self.provider, None)
+            elif payload == b"0":
+                batch.conn_state[node] = 0
+                batch.touch.pop(node, None)
+            else:
+                self._bad(node, received_at, topic, payload, "conn payload is not 1 or 0")
+        else:
+            self._bad(node, received_at, topic, payload, f"unknown topic kind {kind!r}")
+
+    def _bad(self, node, received_at, topic, payload, error):
+        self.bad += 1
+        self.batch.bad.append((node, received_at, self.provider, topic, bytes(payload), error))
+
+    def flush(self) -> int:
+        """Store the current batch in one transaction; return how many messages it held."""
+        if not self.pending:
+            return 0
+        new = store.store_batch(
+            self.db, self.batch, proto.TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT
+        )
+        self.stored += new
+        self.duplicates += len(self.batch.frames) - new
+        n = self.pending
+        self.batch = store.Batch()
+        self.pending = 0
+        return n
+
+
+class _BufferedClient(mqtt.Client):
+    """paho reads each packet with three or more recv() calls; serve them from one large read."""
+
+    _rbuf = b""
+    _rpos = 0
+    _rsock = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rsock is not self._sock:
+            # A new connection: bytes left over from the old socket belong to a dead session.
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        pos = self._rpos
+        if pos >= len(self._rbuf):
+            self._rbuf = super()._sock_recv(262144)  # raises BlockingIOError when nothing waits
+            pos = 0
+            if not self._rbuf:
+                return b""  # connection closed
+        chunk = self._rbuf[pos:pos + bufsize]
+        self._rpos = pos + len(chunk)
+        return chunk
+
+    read_budget = 1000  # most packets one loop_read() handles, so batches can close on time
+
+    # Set by the worker: on_frame(topic bytes, payload bytes, mid, qos, retain) for each PUBLISH.
+    on_frame = None
+
+    def _handle_publish(self):
+        # paho builds an MQTTMessage and matches topic callbacks for every PUBLISH, which costs
+        # more than decoding and storing the frame; for MQTT 3.1.1 QoS 0/1 (no properties) take
+        # topic, mid and payload straight from the packet. Written against paho-mqtt 2.2.0 (pinned).
+        header = self._in_packet["command"]
+        qos = (header >> 1) & 3
+        if self.on_frame is None or self._protocol == mqtt.MQTTv5 or qos == 2:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        end = 2 + (packet[0] << 8 | packet[1]) if len(packet) >= 2 else 0
+        if not end or len(packet) < end + 2 * qos:
+            return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        if qos:
+            self.on_frame(packet[2:end], packet[end + 2:], packet[end] << 8 | packet[end + 1],
+                          qos, header & 1)
+        else:
+            self.on_frame(packet[2:end], packet[end:], 0, 0, header & 1)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def loop(self, timeout: float = 1.0):
+        # select() cannot see bytes already in our buffer: handle those first, without waiting.
+        if self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf):
+            rc = self.loop_read()
+            if not rc and self.want_write():
+                rc = self.loop_write()
+            return rc or self.loop_misc()
+        return super().loop(timeout)
+
+    def loop_read(self, max_packets: int = 1):
+        # paho handles one QoS-1 packet per select(); go on while the buffer holds more.
+        rc = super().loop_read(max_packets)
+        budget = self.read_budget
+        while not rc and budget and self._sock is not None and self._rpos < len(self._rbuf):
+            rc = super().loop_read(max_packets)
+            budget -= 1
+        return rc
+
+
+class Worker:
+    """The ingest process: a persistent MQTT session feeding Ingest in time- and size-bound batches.
+
+    One thread does everything (read, decode, store, ack): Python threads would only contend for
+    the GIL, and the kernel's socket buffer keeps receiving while a batch is committed.
+    """
+
+    def __init__(
+        self,
+        db_path,
+        host="127.0.0.1",
+        port=1883,
+        username=None,
+        password=None,
+        client_id=CLIENT_ID,
+        batch_size=5000,
+        batch_delay=0.05,
+        protocol=mqtt.MQTTv311,
+    ):
+        self.db = store.open_db(db_path)
+        self.ingest = Ingest(self.db)
+        self.host, self.port = host, port
+        self.batch_size = batch_size
+        self.batch_delay = batch_delay
+        self.protocol = protocol
+        self.stopping = False
+        self.connected = False
+        self.acks: list[bytes] = []
+        self.batch_started = 0.0
+        kwargs = {}
+        if protocol != mqtt.MQTTv5:
+            kwargs["clean_session"] = False
+        self.client = _BufferedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            manual_ack=True,
+            **kwargs,
+        )
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_frame = self._on_frame
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        self.connected = True
+        client.subscribe(SUBSCRIPTIONS)
+        log.info("connected to %s:%s (session present: %s)", self.host, self.port,
+                 flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected = False
+        # Message ids only mean something on the connection that delivered them: acking one on
+        # the next connection would acknowledge some other message. The broker redelivers the
+        # unacked ones on reconnect, and dedupe by (node, seq) absorbs the repeats.
+        self.acks = []
+        if not self.stopping:
+            log.warning("lost the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        self._on_frame(msg._topic, msg.payload, msg.mid, msg.qos, msg.retain)
+
+    def _on_frame(self, topic: bytes, payload: bytes, mid: int, qos: int, retain):
+        if not self.ingest.pending:
+            self.batch_started = time.monotonic()
+        self.ingest.add(topic.decode("utf-8", "replace"), payload, time.time(), retain)
+        if qos:
+            self.acks.append(_PUBACK.pack(0x40, 2, mid))
+
+    def connect(self):
+        """Open the persistent session; raise IngestError if the broker cannot be reached."""
+        try:
+            if self.protocol == mqtt.MQTTv5:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = SESSION_EXPIRY
+                props.ReceiveMaximum = RECEIVE_MAXIMUM
+                self.client.connect(self.host, self.port, keepalive=30, clean_start=False,
+                                    properties=props)
+            else:
+                self.client.connect(self.host, self.port, keepalive=30)
+        except OSError as e:
+            raise IngestError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
+
+    def commit(self):
+        """Store the pending batch, then ack its messages; retry the store until it works."""
+        while self.ingest.pending:
+            try:
+                self.ingest.flush()
+            except Exception:  # noqa: BLE001 - keep the batch and retry; never drop or crash
+                log.exception("storing a batch of %d failed; retrying", self.ingest.pending)
+                if self.stopping:
+                    return  # not acked: the broker redelivers the batch to the next worker
+                time.sleep(1.0)
+        if self.acks and self.connected:
+            # One write for the whole batch instead of one packet per message; a PUBACK with
+            # reason "success" is the same 4 bytes in MQTT 3.1.1 and 5.
+            self.client._packet_queue(0x40, b"".join(self.acks), 0, 0)
+        self.acks = []
+
+    def poll(self, timeout: float):
+        """Read from the broker for up to timeout s, committing whenever a batch is due.
+
+        A batch closes when it is full, when it is batch_delay old, or when the broker has
+        nothing more to send right now: with MQTT 3.1.1 the broker stops at its in-flight limit
+        (max_inflight_messages) until we ack, so waiting longer would only stall the stream.
+        """
+        ingest = self.ingest
+        before = ingest.pending
+        if self.client.loop(0 if before else timeout):
+            self.connected = False
+        pending = ingest.pending
+        if pending and (
+            pending == before
+            or pending >= self.batch_size
+            or time.monotonic() - self.batch_started >= self.batch_delay
+        ):
+            self.commit()
+
+    def run(self):
+        """Ingest until stop() (or SIGTERM); commit and ack what was read before returning."""
+        backoff = 0.2
+        try:
+            self.connect()
+        except IngestError as e:
+            log.warning("%s; retrying", e)
+        try:
+            while not self.stopping:
+                if self.client.socket() is None:  # never connected, or the connection was lost
+                    backoff = self._reconnect(backoff)
+                else:
+                    self.poll(self.batch_delay)
+                    backoff = 0.2
+            self.commit()
+            self.client.loop(0.1)  # write the last acks
+        finally:
+            self.client.disconnect()
+            self.db.conn.close()
+
+    def _reconnect(self, backoff: float) -> float:
+        self.commit()
+        try:
+            self.client.reconnect()
+            return backoff
+        except OSError as e:
+            log.warning("broker at %s:%s unreachable (%s); retry in %.1f s", self.host,
+                        self.port, e, backoff)
+            time.sleep(backoff)
+            return min(backoff * 2, 5.0)
+
+    def stop(self, *_):
+        """Ask run() to finish its current batch and return."""
+        self.stopping = True
+
+
+def main(settings, **kwargs):
+    """Entry point of `fleet ingest`: run the worker against the configured broker and store."""
+    host, port, username, password = settings.mqtt_target()
+    worker = Worker(settings.db_path, host, port, username, password, **kwargs)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    log.info("ingesting from %s:%s into %s", host, port, settings.db_path)
+    worker.run()
+    i = worker.ingest
+    log.info("stopped: %d stored, %d duplicates, %d bad", i.stored, i.duplicates, i.bad)
