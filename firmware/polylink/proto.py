@@ -29,6 +29,9 @@ TYPE_NAMES = ("TELEMETRY", "STATUS", "EVENT", "RESULT", "COMMAND", "CONFIG", Non
 
 _T_FLAG = const(0x10)
 _UINT_MAX = const(0xFFFFFFFF)
+# Built once: a tuple literal in isinstance() would be allocated again on every call on MicroPython.
+_NUMBER = (int, float)
+_SEQUENCE = (list, tuple)
 
 # Field kinds of the dict bodies; all ride on protobuf wire types 0 (varint) and 2 (bytes).
 _UINT = const(0)  # protobuf uint32
@@ -134,14 +137,14 @@ def _raw(qid, value):
     q = QUANTITIES[qid]
     mul = q[MUL]
     div = q[DIV]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         raise FrameError("quantity %d (%s) value must be a number, got %s"
                          % (qid, q[NAME], type(value).__name__))
     if isinstance(value, int):
         n = value * div
         raw = n if mul == 1 else (2 * n + mul) // (2 * mul)
     else:
-        x = value * div / mul
+        x = value * div if mul == 1 else value * div / mul
         if x != x or x - x != 0:  # NaN, or inf (inf - inf is NaN)
             raise FrameError("quantity %d (%s) value %s is not finite" % (qid, q[NAME], value))
         # Range before round(): round() of a huge float would overflow on MicroPython.
@@ -177,7 +180,7 @@ def _check_reading(r):
 
 
 def _enc_telemetry(buf, i, readings):
-    if not isinstance(readings, (list, tuple)):
+    if not isinstance(readings, _SEQUENCE):
         raise FrameError("TELEMETRY body must be a list of (qid, inst, value)")
     if not readings:
         raise FrameError("empty telemetry: a TELEMETRY frame needs at least one reading")
@@ -261,10 +264,13 @@ def encode(buf, mtype, seq, body, ts=None):
     if ts is not None:
         _check_int(ts, 0, _UINT_MAX, "timestamp")
         _room(buf, 3, 4)
-        buf[3] = ts >> 24
-        buf[4] = ts >> 16 & 0xFF
-        buf[5] = ts >> 8 & 0xFF
-        buf[6] = ts & 0xFF
+        # Unix time is past 2^30, a heap-allocated long on MicroPython: split it with two ops only.
+        hi = ts >> 16
+        lo = ts & 0xFFFF
+        buf[3] = hi >> 8
+        buf[4] = hi & 0xFF
+        buf[5] = lo >> 8
+        buf[6] = lo & 0xFF
         i = 7
     if mtype == TELEMETRY:
         return _enc_telemetry(buf, i, body)
