@@ -1,14 +1,16 @@
-"""Property tests of the codec: round trips, an independent reading of the spec, fuzzing."""
+"""Codec properties: round trips, an independent reading of the spec, fuzzing, spec vs code."""
 
 import json
+import re
 import struct
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from polylink import proto
-from polylink.quantities import DIV, FMT, MUL, QUANTITIES, RMAX, RMIN
+from polylink.quantities import DIV, FMT, MUL, QUANTITIES, RMAX, RMIN, fmt_name
 
+SPEC = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
 VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "protocol_v1.json").read_text(encoding="utf-8")
 )
@@ -280,3 +282,28 @@ def test_oversized_frames_are_refused():
 def test_extend_seq_recovers_any_seq_within_half_the_window(last, delta):
     assume(last + delta >= 0)
     assert proto.extend_seq(last, (last + delta) & 0xFFFF) == last + delta
+
+
+def test_spec_registry_table_matches_the_code():
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (\d+) [^|]+\| `([^`]+)` \| (\w+) \| (\d+) \| (\d+) "
+                      r"\|[^|]+\|[^|]+\| (-?\d+) \.\. (-?\d+) \|$", SPEC, re.M)
+    table = [(int(i), n, int(ipso), u, f, int(m), int(d), int(lo), int(hi))
+             for i, n, ipso, u, f, m, d, lo, hi in rows]
+    code = [(i, q[0], q[1], q[2], fmt_name(q[3]), q[4], q[5], q[6], q[7])
+            for i, q in enumerate(QUANTITIES)]
+    assert table == code
+
+
+def test_every_hex_example_in_the_spec_is_a_vector():
+    section = SPEC[SPEC.index("## 10. Worked examples"):]
+    examples = set(re.findall(r"`([0-9a-f]{6,})`", section))
+    vectors = {v["hex"] for v in VECTORS["valid"] + VECTORS["invalid"]}
+    assert len(examples) >= 15
+    assert examples <= vectors, examples - vectors
+
+
+def test_every_spec_example_decodes_as_its_vector_says():
+    for v in VECTORS["valid"]:
+        if v["hex"] in SPEC:
+            mtype, seq, ts, body = proto.decode(bytes.fromhex(v["hex"]))
+            assert (mtype, seq, ts) == (v["mtype"], v["seq"], v["ts"])
