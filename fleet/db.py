@@ -214,13 +214,13 @@ def migrate(db, target: int | None = None) -> tuple[int, int]:
 
 def _statements(script: str):
     # executescript() would COMMIT our transaction first; split so a migration is all-or-nothing.
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
     buf = ""
-    for line in script.splitlines():
-        if line.strip().startswith("--"):
-            continue
-        buf += line + "\n"
+    for piece in "\n".join(lines).split(";"):
+        buf += piece + ";"
         if sqlite3.complete_statement(buf):
-            yield buf
+            if buf.strip(" \n;"):
+                yield buf
             buf = ""
 
 
@@ -343,7 +343,7 @@ def readings(db, node_id, since=None, until=None, qids=None, limit=1000) -> list
     if qids:
         sql += f" AND qid IN ({', '.join('?' * len(qids))})"
         args.extend(qids)
-    sql += " ORDER BY t DESC LIMIT ?"
+    sql += " ORDER BY t DESC, rowid DESC LIMIT ?"
     args.append(limit)
     rows = db.conn.execute(sql, args).fetchall()
     rows.reverse()

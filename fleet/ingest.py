@@ -90,7 +90,6 @@ class Ingest:
                     batch.touch[node] = (received_at, self.provider, None)
             elif payload == b"0":
                 batch.conn_state[node] = 0
-                batch.touch.pop(node, None)
             else:
                 self._bad(node, received_at, topic, payload, "conn payload is not 1 or 0")
         else:

@@ -1,0 +1,52 @@
+"""Polylink fleet manager: the Flask application factory."""
+
+import os
+import secrets
+
+from flask import Flask, redirect, url_for
+
+from .settings import from_env
+
+
+def _secret_key(data_dir) -> str:
+    """The session signing key, kept in DATA_DIR so logins survive a restart."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def create_app(test_config=None):
+    """Build the web UI + API application; test_config overrides settings from the environment."""
+    app = Flask(__name__)
+    settings = (test_config or {}).get("SETTINGS") or from_env()
+    app.config.from_mapping(
+        SETTINGS=settings,
+        DATABASE=str(settings.db_path),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Failed logins allowed per client address and per user name within the window (s).
+        LOGIN_MAX_FAILURES=5,
+        LOGIN_WINDOW=300,
+    )
+    if test_config is not None:
+        app.config.update(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
+
+    from . import api, auth, db, nodes
+
+    db.init_app(app)
+    auth.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(nodes.bp)
+    api.init_app(app)
+
+    @app.route("/")
+    def index():
+        return redirect(url_for("nodes.index"))
+
+    return app

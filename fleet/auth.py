@@ -1,0 +1,170 @@
+"""Users, login sessions with CSRF protection and a login rate limit, and API bearer tokens."""
+
+import functools
+import re
+import secrets
+import time
+from collections import defaultdict, deque
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from pwdlib import PasswordHash
+
+from . import db as store
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+csrf = CSRFProtect()
+# argon2id with pwdlib's recommended parameters.
+hasher = PasswordHash.recommended()
+
+USER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
+TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+MIN_PASSWORD = 8
+ROLES = ("admin", "operator")
+TOKEN_PREFIX = "plt_"
+
+
+class AuthError(ValueError):
+    """A user or token cannot be created as asked."""
+
+
+def create_user(db, name: str, password: str, role: str = "operator"):
+    """Create a user with an argon2 password hash; raise AuthError on a bad name or password."""
+    if not USER_NAME.match(name or ""):
+        raise AuthError(f"user name {name!r} must be 1-64 of A-Z a-z 0-9 _ . @ -")
+    if role not in ROLES:
+        raise AuthError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise AuthError(f"password must be at least {MIN_PASSWORD} characters")
+    store.add_user(db, name, hasher.hash(password), role)
+
+
+def create_token(db, name: str) -> str:
+    """Create an API token and return it; only its hash is stored, so it is shown once."""
+    if not TOKEN_NAME.match(name or ""):
+        raise AuthError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    store.add_token(db, name, token)
+    return token
+
+
+def check_password(db, name: str, password: str) -> dict | None:
+    """The user if name and password match, else None (same work either way)."""
+    user = store.get_user(db, name)
+    if user is None:
+        # Hash anyway so a wrong name takes as long as a wrong password.
+        hasher.hash(password)
+        return None
+    return user if hasher.verify(password, user["password_hash"]) else None
+
+
+def bearer_token_name() -> str | None:
+    """Name of the valid bearer token in this request, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return store.token_name(store.get_db(), token.strip())
+
+
+class _Failures:
+    """Recent failed logins per key, to slow down password guessing."""
+
+    def __init__(self):
+        self.times: dict[str, deque] = defaultdict(deque)
+
+    def blocked(self, keys, limit: int, window: float) -> bool:
+        now = time.monotonic()
+        for key in keys:
+            q = self.times[key]
+            while q and now - q[0] > window:
+                q.popleft()
+            if len(q) >= limit:
+                return True
+        return False
+
+    def add(self, keys):
+        now = time.monotonic()
+        for key in keys:
+            self.times[key].append(now)
+
+    def clear(self, keys):
+        for key in keys:
+            self.times.pop(key, None)
+
+
+def login_required(view):
+    """Redirect to the login page unless someone is logged in."""
+
+    @functools.wraps(view)
+    def wrapped(**kwargs):
+        if g.user is None:
+            return redirect(url_for("auth.login", next=request.path))
+        return view(**kwargs)
+
+    return wrapped
+
+
+@bp.before_app_request
+def load_logged_in_user():
+    user_id = session.get("user_id")
+    g.user = None if user_id is None else store.get_user_by_id(store.get_db(), user_id)
+
+
+@bp.route("/login", methods=("GET", "POST"))
+def login():
+    status = 200
+    if request.method == "POST":
+        name = request.form.get("username", "")
+        password = request.form.get("password", "")
+        keys = ("addr:" + (request.remote_addr or "?"), "user:" + name)
+        failures = current_app.extensions["polylink_login_failures"]
+        limit = current_app.config["LOGIN_MAX_FAILURES"]
+        window = current_app.config["LOGIN_WINDOW"]
+        db = store.get_db()
+        if failures.blocked(keys, limit, window):
+            flash(f"Too many failed logins; try again in {window // 60} minutes.")
+            status = 429
+        else:
+            user = check_password(db, name, password)
+            if user is None:
+                failures.add(keys)
+                flash("Wrong user name or password.")
+                status = 401
+            else:
+                failures.clear(keys)
+                session.clear()
+                session["user_id"] = user["id"]
+                store.audit(db, name, "login")
+                target = request.args.get("next", "")
+                # Only local paths: never bounce a fresh session to another site.
+                if not target.startswith("/") or target.startswith("//"):
+                    target = url_for("nodes.index")
+                return redirect(target)
+    return render_template("auth/login.html"), status
+
+
+@bp.route("/logout", methods=("POST",))
+def logout():
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app):
+    """CSRF on every form (the API blueprint is exempted where it is registered)."""
+    csrf.init_app(app)
+    app.extensions["polylink_login_failures"] = _Failures()
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(e):
+        return render_template("error.html", message=f"Form refused: {e.description}"), 400

@@ -1,0 +1,181 @@
+"""The ingest's decode -> batch -> store path, driven by direct calls (no broker)."""
+
+import random
+
+import pytest
+from polylink import proto
+
+from fleet import db as store
+from fleet.ingest import Ingest
+
+READING = [(0, 0, 21.5), (1, 0, 48.0), (2, 0, 3.71)]
+
+
+def frame(mtype, seq, body, ts=None) -> bytes:
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, mtype, seq, body, ts)
+    return bytes(buf[:n])
+
+
+def up(node="n1"):
+    return f"pl/v1/{node}/up"
+
+
+def test_telemetry_is_stored_and_node_enrolled_on_first_contact(db):
+    ing = Ingest(db)
+    ing.add(up(), frame(proto.TELEMETRY, 1, READING, ts=1_700_000_000), 1_700_000_005.0)
+    assert ing.flush() == 1
+    node = store.get_node(db, "n1")
+    assert node["online"] is True
+    assert node["last_seen"] == 1_700_000_005.0
+    assert node["provider"] == "mqtt"
+    assert node["battery"] == 3.71
+    # The device timestamp wins over the arrival time for the reading's time.
+    assert store.readings(db, "n1") == [(1_700_000_000.0, q, i, v) for q, i, v in READING]
+    assert store.frame_seqs(db, "n1") == [1]
+
+
+def test_duplicates_are_stored_once_within_and_across_batches(db):
+    ing = Ingest(db)
+    f = frame(proto.TELEMETRY, 5, READING)
+    ing.add(up(), f, 1.0)
+    ing.add(up(), f, 2.0)
+    ing.flush()
+    ing.add(up(), f, 3.0)
+    ing.flush()
+    assert store.count_frames(db, "n1") == 1
+    assert store.count_readings(db, "n1") == 3
+    assert ing.stored == 1 and ing.duplicates == 2
+
+
+def test_dedupe_survives_a_restart_and_spans_providers(db):
+    f = frame(proto.TELEMETRY, 9, READING)
+    first = Ingest(db)
+    first.add(up(), f, 1.0)
+    first.flush()
+    # A new worker (restart) and a second provider carrying the same frame.
+    again = Ingest(db, provider="ttn")
+    again.add(up(), f, 2.0)
+    again.add(up(), frame(proto.TELEMETRY, 10, READING), 3.0)
+    again.flush()
+    assert store.frame_seqs(db, "n1") == [9, 10]
+    assert store.count_readings(db, "n1") == 6
+    assert store.get_node(db, "n1")["provider"] == "ttn"
+
+
+def test_seq_is_extended_past_16_bits_and_resumes_after_restart(db):
+    ing = Ingest(db)
+    for seq in (65534, 65535, 0, 1):
+        ing.add(up(), frame(proto.TELEMETRY, seq, READING), 1.0)
+    ing.flush()
+    restarted = Ingest(db)
+    restarted.add(up(), frame(proto.TELEMETRY, 2, READING), 2.0)
+    restarted.add(up(), frame(proto.TELEMETRY, 1, READING), 2.0)  # a late repeat
+    restarted.flush()
+    assert store.frame_seqs(db, "n1") == [65534, 65535, 65536, 65537, 65538]
+
+
+def test_bad_frames_are_kept_counted_and_never_raise(db):
+    ing = Ingest(db)
+    good = frame(proto.TELEMETRY, 1, READING)
+    ing.add(up(), b"", 1.0)
+    ing.add(up(), good[:5], 1.0)
+    ing.add(up(), bytes([0xE0]) + good[1:], 1.0)  # version 7
+    ing.add(up(), frame(proto.COMMAND, 2, {"cid": 1, "cmd": 1}), 1.0)
+    ing.add("pl/v1/Bad_Node/up", good, 1.0)
+    ing.add("pl/v1/n1/sideways", good, 1.0)
+    ing.add("other/topic", good, 1.0)
+    ing.add("pl/v1/n1/conn", b"maybe", 1.0)
+    ing.add(up(), good, 1.0)
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert node["bad_frames"] == 6
+    assert store.count_frames(db, "n1") == 1
+    rows = store.bad_frames(db)
+    assert len(rows) == 8
+    errors = " | ".join(r["error"] for r in rows)
+    for needle in ("truncated", "version", "not an uplink", "node id", "topic kind",
+                   "conn payload"):
+        assert needle in errors
+    kept = {r["payload"] for r in rows if r["node_id"] == "n1"}
+    assert good[:5] in kept and b"" in kept
+
+
+def test_random_garbage_never_crashes_the_ingest(db):
+    rnd = random.Random(1234)
+    ing = Ingest(db)
+    good = frame(proto.TELEMETRY, 1, READING)
+    for _ in range(2000):
+        if rnd.random() < 0.5:
+            payload = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 40)))
+        else:
+            payload = bytearray(good)
+            payload[rnd.randrange(len(payload))] = rnd.randrange(256)
+            payload = bytes(payload)
+        ing.add(up(f"n{rnd.randrange(5)}"), payload, 1.0)
+    ing.flush()
+    total = store.count_frames(db) + len(store.bad_frames(db, limit=5000))
+    assert total + ing.duplicates == 2000
+
+
+def test_status_event_and_result_update_the_registry(db):
+    store.enrol_node(db, "n1")
+    cid, _ = store.create_command(db, "n1", "set_interval", 30, "me")
+    ing = Ingest(db)
+    ing.add(up(), frame(proto.STATUS, 1, {"fw": "0.2.0", "uptime": 42, "reset": 1,
+                                          "heap_free": 30000, "rssi": -61, "queue": 3,
+                                          "dropped": 1, "boots": 4, "interval": 30}), 5.0)
+    ing.add(up(), frame(proto.EVENT, 2, {"code": 7, "value": -3, "text": "door"}), 6.0)
+    ing.add(up(), frame(proto.RESULT, 3, {"cid": cid, "code": 0, "value": 30}), 7.0)
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert (node["firmware_version"], node["uptime"], node["rssi"], node["queue"],
+            node["dropped"], node["boots"], node["interval"]) == ("0.2.0", 42, -61, 3, 1, 4, 30)
+    assert store.events(db, "n1")[0]["text"] == "door"
+    command = store.get_command(db, "n1", cid)
+    assert (command["result_code"], command["result_value"], command["result_at"]) == (0, 30, 7.0)
+
+
+def test_result_for_another_nodes_command_changes_nothing(db):
+    store.enrol_node(db, "n1")
+    cid, _ = store.create_command(db, "n1", "reboot", None, "me")
+    ing = Ingest(db)
+    ing.add(up("n2"), frame(proto.RESULT, 1, {"cid": cid, "code": 0}), 1.0)
+    ing.flush()
+    assert store.get_command(db, "n1", cid)["result_at"] is None
+
+
+def test_conn_topic_sets_online_and_offline(db):
+    ing = Ingest(db)
+    ing.add("pl/v1/n1/conn", b"1", 10.0)
+    ing.flush()
+    assert store.get_node(db, "n1")["online"] is True
+    ing.add(up(), frame(proto.TELEMETRY, 1, READING), 11.0)
+    ing.add("pl/v1/n1/conn", b"0", 12.0)  # the last will, after the node's final frame
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert node["online"] is False and node["last_seen"] == 11.0
+
+
+def test_retained_conn_is_not_contact(db):
+    ing = Ingest(db)
+    ing.add("pl/v1/n1/conn", b"1", 10.0, retained=True)
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert node["online"] is True and node["last_seen"] is None
+
+
+def test_a_failed_commit_keeps_the_batch_for_retry(db, monkeypatch):
+    ing = Ingest(db)
+    ing.add(up(), frame(proto.TELEMETRY, 1, READING), 1.0)
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "store_batch", broken)
+    with pytest.raises(RuntimeError):
+        ing.flush()
+    monkeypatch.undo()
+    assert ing.pending == 1
+    assert ing.flush() == 1
+    assert store.count_frames(db, "n1") == 1
