@@ -403,7 +403,7 @@ def _dec_fields(f, i, mtype):
     return body
 
 
-def decode(frame):
+def decode(frame) -> tuple:  # body is a list or a dict by mtype: callers know which they asked for
     """Decode one frame (bytes-like) into (mtype, seq, ts, body); ts is None when absent."""
     n = len(frame)
     if n > MAX_FRAME:
