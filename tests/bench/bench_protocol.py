@@ -7,8 +7,11 @@ Prints a markdown section and (unless --print-only) puts it in docs/benchmarks.m
 
 import json
 import math
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +85,51 @@ def median_us(fn, repeat=7, number=20000):
     return statistics.median(runs)
 
 
+# Runs inside MicroPython (tests/mpy/run.mjs): heap bytes allocated and time per codec call.
+MPY_SCRIPT = """
+import gc, time
+from polylink import proto
+buf = bytearray(proto.MAX_FRAME)
+R = [(0, 0, 21.5), (1, 0, 48), (2, 0, 3.71)]
+S = {"fw": "0.1.0", "uptime": 3600, "rssi": -67, "queue": 0}
+frame = bytes(buf[:proto.encode(buf, proto.TELEMETRY, 1, R, 1764288000)])
+cases = (
+    ("encode TELEMETRY + ts", lambda: proto.encode(buf, proto.TELEMETRY, 1, R, 1764288000)),
+    ("encode STATUS", lambda: proto.encode(buf, proto.STATUS, 2, S)),
+    ("decode TELEMETRY + ts", lambda: proto.decode(frame)),
+)
+for name, fn in cases:
+    fn()
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    for _ in range(100):
+        fn()
+    alloc = (gc.mem_alloc() - a) // 100
+    gc.enable()
+    t0 = time.ticks_us()
+    for _ in range(1000):
+        fn()
+    us = time.ticks_diff(time.ticks_us(), t0) / 1000
+    print("%s|%d|%.1f" % (name, alloc, us))
+"""
+
+
+def micropython_figures():
+    """Per-call heap allocation and time of the codec under MicroPython, or None without node."""
+    node = shutil.which("node")
+    if node is None or not (ROOT / "tests/mpy/node_modules").is_dir():
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(MPY_SCRIPT)
+    try:
+        out = subprocess.run([node, str(ROOT / "tests/mpy/run.mjs"), "script", f.name],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    finally:
+        Path(f.name).unlink()
+    return [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+
+
 def report():
     rows = [
         ("Polylink v1 (version, type, seq)", polylink()),
@@ -124,6 +172,20 @@ def report():
         f"{enc:.1f} µs, decode {dec:.1f} µs per reference frame (with timestamp).",
         "",
     ]
+    mpy = micropython_figures()
+    if mpy is None:
+        lines += ["(MicroPython figures skipped: run `npm ci --prefix tests/mpy` first.)", ""]
+    else:
+        lines += [
+            "Under MicroPython 1.27, WebAssembly port in Node.js: times are not an ESP32's; heap "
+            "bytes should be close to the device's (both 32-bit ports, where floats and ints "
+            "above 2^30, such as Unix times, are heap objects):",
+            "",
+            "| call | heap bytes per call | µs per call (wasm) |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {name} | {alloc} | {us} |" for name, alloc, us in mpy]
+        lines.append("")
     return "\n".join(lines)
 
 
