@@ -194,7 +194,7 @@ def update_doc(section):
     start = text.index(HEADING)
     end = text.find("\n## ", start + len(HEADING))
     end = len(text) if end < 0 else end + 1
-    DOC.write_text(text[:start] + section + text[end:], encoding="utf-8")
+    DOC.write_text(text[:start] + section.rstrip("\n") + "\n\n" + text[end:], encoding="utf-8")
 
 
 if __name__ == "__main__":
