@@ -167,13 +167,12 @@ def main(settings: Settings) -> None:
 
 def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) -> None:
     """Serve the web UI and API with waitress on 127.0.0.1:PORT until interrupted."""
+    from flask import url_for
     from waitress.server import create_server
 
     from . import create_app
 
-    # The app reads the same settings from the environment as the worker does.
-    os.environ.update(child_env(settings))
-    app = create_app()
+    app = create_app({"SETTINGS": settings})
     try:
         server = create_server(app, host="127.0.0.1", port=settings.port, threads=8,
                                ident="polylink")
@@ -181,6 +180,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
         raise ServeError(f"cannot listen on 127.0.0.1:{settings.port}: {e.strerror}. "
                          "Choose another port with PORT=8001 make run") from None
     url = f"http://127.0.0.1:{settings.port}"
+    with app.test_request_context():
+        login_url = url + url_for("auth.login")
     say("Polylink fleet manager")
     say(f"  web UI and API  {url}  (API under {url}/api/v1)")
     if broker is not None:
@@ -198,7 +199,7 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     if password is not None:
         say(f"First run: created the user {FIRST_ADMIN!r} with password: {password}")
         say("  This password is shown only once. Store it now.")
-    say(f"Log in at {url}/login. Add users with `.venv/bin/fleet user add NAME`, "
+    say(f"Log in at {login_url}. Add users with `.venv/bin/fleet user add NAME`, "
         "API tokens with `.venv/bin/fleet token create NAME`.")
     say("Press Ctrl-C to stop.")
     server.run()

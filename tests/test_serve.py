@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,21 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def log_in(login_url: str, name: str, password: str) -> int:
+    """Log in through the form as a browser would (cookie + CSRF token); the final status."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    with opener.open(login_url, timeout=10) as response:
+        form = response.read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    data = urllib.parse.urlencode(
+        {"csrf_token": token, "username": name, "password": password}).encode()
+    try:
+        with opener.open(login_url, data=data, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def test_first_run_prints_the_url_and_a_one_time_password_and_stops_cleanly(fleet_run):
     run = fleet_run()
     url_line = run.wait_for("web UI and API")
@@ -102,12 +119,16 @@ def test_first_run_prints_the_url_and_a_one_time_password_and_stops_cleanly(flee
     password_line = run.wait_for("with password:")
     password = password_line.rsplit(":", 1)[1].strip()
     assert len(password) >= 12
+    login_url = re.search(r"Log in at (\S+)\.", run.wait_for("Log in at")).group(1)
+    assert login_url.startswith(f"http://127.0.0.1:{run.port}/")
     run.wait_for(READY)
 
-    status, body = get(f"http://127.0.0.1:{run.port}/login")
+    status, body = get(login_url)
     assert status == 200
     assert "password" in body.lower()
     assert mqtt_ready("127.0.0.1", run.mqtt_port), "the broker `fleet run` started is not serving"
+    assert log_in(login_url, "admin", password) == 200, "the printed password does not log in"
+    assert log_in(login_url, "admin", password + "x") == 401
 
     assert run.stop() == 0
     assert "stopped" in run.output()
