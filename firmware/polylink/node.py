@@ -126,6 +126,8 @@ class Node:
         store = self.store
         link = self.link
         while True:
+            # Peek only once connected: a frame dropped from a full queue while we waited is not sent.
+            await link.up.wait()
             n = store.peek(self._out)
             if not n:
                 self._queued.clear()
