@@ -122,7 +122,7 @@ def _put_varint(buf, i, v):
 
 
 def _check_int(v, lo, hi, what):
-    # bool is an int subclass on both ports; a True temperature is a caller bug, not a 1.
+    # CPython counts bool as an int; a True seq is a caller bug, not a 1.
     if not isinstance(v, int) or isinstance(v, bool):
         raise FrameError("%s must be an int, got %s" % (what, type(v).__name__))
     if v < lo or v > hi:
