@@ -64,7 +64,7 @@ def user(db):
     return ("alice", "correct horse")
 
 
-def form_token(client, url: str) -> str:
+def read_form_token(client, url: str) -> str:
     """The CSRF token from the form on the page at url."""
     page = client.get(url).get_data(as_text=True)
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
@@ -73,10 +73,17 @@ def form_token(client, url: str) -> str:
 
 
 @pytest.fixture
+def form_token():
+    """read_form_token(client, url): the CSRF token of the form on a page."""
+    return read_form_token
+
+
+@pytest.fixture
 def logged_in(client, user):
     """The client with a session for alice, logged in through the real form."""
+    token = read_form_token(client, "/auth/login")
     response = client.post("/auth/login", data={
-        "username": user[0], "password": user[1], "csrf_token": form_token(client, "/auth/login"),
+        "username": user[0], "password": user[1], "csrf_token": token,
     })
     assert response.status_code == 302
     return client
