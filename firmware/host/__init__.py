@@ -1,1 +1,1 @@
-"""The host port: the Polylink firmware on CPython with simulated hardware (HAL, sensors, simulator)."""
+"""The host port: the Polylink firmware on CPython with simulated hardware."""

@@ -1,4 +1,4 @@
-"""The host HAL: the same methods as polylink.hal_esp32, backed by simulation and the host's network."""
+"""The host HAL: polylink.hal_esp32's methods over simulated hardware and the host's network."""
 
 import asyncio
 import ssl
@@ -19,7 +19,9 @@ _TICKS_PERIOD = 1 << 30
 _TICKS_MASK = _TICKS_PERIOD - 1
 _TICKS_HALF = _TICKS_PERIOD // 2
 
-SIM_HEAP_FREE = 110_000  # what a DevKitC running the app typically reports; no real heap exists here
+SIM_HEAP_FREE = (
+    110_000  # what a DevKitC running the app typically reports; no real heap exists here
+)
 
 
 class SimReset(Exception):
@@ -88,7 +90,7 @@ class HostHAL:
         self.last_feed = self.ticks_ms()
 
     def wdt_expired(self) -> bool:
-        """True when a started watchdog has gone unfed past its timeout (the loop starved or hung)."""
+        """True when a started watchdog went unfed past its timeout (loop starved or hung)."""
         t = self.wdt_timeout_ms
         return t is not None and self.ticks_diff(self.ticks_ms(), self.last_feed) > t
 
@@ -122,7 +124,7 @@ class HostHAL:
         return self.hw.rssi() if self.wifi_isconnected() else None
 
     def set_wifi(self, up: bool) -> None:
-        """Simulate the access point going away (up=False) or coming back; open sockets die with it."""
+        """Simulate the access point going away (up=False) or back; open sockets die with it."""
         self.wifi_enabled = up
         if not up:
             self._joined = False

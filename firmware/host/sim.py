@@ -1,6 +1,7 @@
 """Run N real firmware nodes in one asyncio loop against a real broker.
 
-    python -m polylink_host.sim --nodes 20 [--interval 10] [--mqtt-url mqtt://host:1883] [--prefix sim]
+    python -m polylink_host.sim --nodes 20 [--interval 10] [--mqtt-url mqtt://host:1883]
+                                [--prefix sim] [--duration S] [--report S]
 
 Each node keeps its own flash directory under DATA_DIR/sim/<node>; broker settings come from the
 same environment as the fleet (MQTT_URL, MQTT_PORT) unless --mqtt-url is given.
@@ -30,23 +31,39 @@ log = logging.getLogger("polylink_host.sim")
 
 
 def sim_board(name: str = "ESP32_GENERIC") -> dict:
-    """The board definition simulated nodes run with: the real board file plus a simulated battery."""
+    """The board simulated nodes run with: the real board file plus a simulated battery."""
     board = json.loads((BOARDS / f"{name}.json").read_text())
     board["battery"] = dict(SIM_BATTERY)
     board["sensors"] = list(board["sensors"]) + ["battery"]
     return board
 
 
-def write_config(root: Path, node: str, host: str, port: int, user: str | None = None,
-                 password: str | None = None, interval: int = 60, status_interval: int = 300,
-                 queue_max: int = 1000, board: dict | None = None, keepalive: int = 60) -> None:
-    """Write board.json and config.json of a simulated node (its flash directory), as provisioning would."""
+def write_config(
+    root: Path,
+    node: str,
+    host: str,
+    port: int,
+    user: str | None = None,
+    password: str | None = None,
+    interval: int = 60,
+    status_interval: int = 300,
+    queue_max: int = 1000,
+    board: dict | None = None,
+    keepalive: int = 60,
+) -> None:
+    """Write a simulated node's board.json and config.json, as provisioning would."""
     root.mkdir(parents=True, exist_ok=True)
     (root / config.BOARD_FILE).write_text(json.dumps(board or sim_board()))
     cfg = {
         "node": node,
         "wifi": {"ssid": "sim", "password": "sim"},
-        "mqtt": {"host": host, "port": port, "user": user, "password": password, "keepalive": keepalive},
+        "mqtt": {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "keepalive": keepalive,
+        },
         "interval": interval,
         "status_interval": status_interval,
         "queue_max": queue_max,
@@ -141,13 +158,24 @@ def summary(nodes: list[SimNode], started: float) -> str:
     waiting = sum(n.store.count for n in live)
     dropped = sum(n.store.dropped for n in live)
     resets = sum(n.resets for n in nodes)
-    return (f"sim: {len(nodes)} nodes, {up} connected, {sent} frames acknowledged, {waiting} waiting, "
-            f"{dropped} dropped, {resets} resets, {time.monotonic() - started:.0f} s")
+    return (
+        f"sim: {len(nodes)} nodes, {up} connected, {sent} frames acknowledged, {waiting} waiting, "
+        f"{dropped} dropped, {resets} resets, {time.monotonic() - started:.0f} s"
+    )
 
 
-async def run(ids: list[str], data_dir: Path, host: str, port: int, user: str | None,
-              password: str | None, interval: int, status_interval: int,
-              duration: float | None = None, report_s: float = 0) -> list[SimNode]:
+async def run(
+    ids: list[str],
+    data_dir: Path,
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    interval: int,
+    status_interval: int,
+    duration: float | None = None,
+    report_s: float = 0,
+) -> list[SimNode]:
     """Provision and run the nodes; stop after duration seconds (None: until cancelled)."""
     nodes = []
     for node in ids:
@@ -183,13 +211,25 @@ async def run(ids: list[str], data_dir: Path, host: str, port: int, user: str | 
 def main(argv: list[str] | None = None) -> int:
     from fleet import settings as fleet_settings
 
-    p = argparse.ArgumentParser(prog="python -m polylink_host.sim", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m polylink_host.sim", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--nodes", type=int, default=1, help="how many nodes to simulate (default 1)")
-    p.add_argument("--interval", type=int, default=60, help="sampling interval in seconds (default 60)")
-    p.add_argument("--status-interval", type=int, default=300, help="status interval in seconds (default 300)")
-    p.add_argument("--mqtt-url", help="broker as mqtt://[user:pass@]host[:port] (default: MQTT_URL/MQTT_PORT)")
-    p.add_argument("--prefix", default="sim", help="node ids are PREFIX-0000, PREFIX-0001, ... (default sim)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument(
+        "--interval", type=int, default=60, help="sampling interval in seconds (default 60)"
+    )
+    p.add_argument(
+        "--status-interval", type=int, default=300, help="status interval in seconds (default 300)"
+    )
+    p.add_argument(
+        "--mqtt-url", help="broker as mqtt://[user:pass@]host[:port] (default: MQTT_URL/MQTT_PORT)"
+    )
+    p.add_argument(
+        "--prefix", default="sim", help="node ids are PREFIX-0000, PREFIX-0001, ... (default sim)"
+    )
+    p.add_argument(
+        "--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
     p.add_argument("--report", type=float, default=0, help="print the summary line every N seconds")
     args = p.parse_args(argv)
     try:
@@ -197,20 +237,43 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--nodes must be at least 1")
         if args.mqtt_url:
             import os
+
             os.environ["MQTT_URL"] = args.mqtt_url
         s = fleet_settings.from_env()
         host, port, user, password = s.mqtt_target()
         ids = node_ids(args.prefix, args.nodes)
-        config.validate({"node": ids[0], "mqtt": {"host": host, "port": port},
-                         "interval": args.interval, "status_interval": args.status_interval}, sim_board())
+        config.validate(
+            {
+                "node": ids[0],
+                "mqtt": {"host": host, "port": port},
+                "interval": args.interval,
+                "status_interval": args.status_interval,
+            },
+            sim_board(),
+        )
     except ValueError as e:
         print(f"sim: {e}", file=sys.stderr)
         return 2
-    print(f"sim: {args.nodes} nodes -> mqtt://{host}:{port}, flash under {s.data_dir / 'sim'}; Ctrl-C stops",
-          flush=True)
+    print(
+        f"sim: {args.nodes} nodes -> mqtt://{host}:{port}, "
+        f"flash under {s.data_dir / 'sim'}; Ctrl-C stops",
+        flush=True,
+    )
     loop = asyncio.new_event_loop()
-    main_task = loop.create_task(run(ids, s.data_dir, host, port, user, password, args.interval,
-                                     args.status_interval, args.duration, args.report))
+    main_task = loop.create_task(
+        run(
+            ids,
+            s.data_dir,
+            host,
+            port,
+            user,
+            password,
+            args.interval,
+            args.status_interval,
+            args.duration,
+            args.report,
+        )
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main_task.cancel)
     try:

@@ -1,4 +1,4 @@
-"""Simulated sensors: a BME280 answering its register protocol on an I2C bus, DS18B20 probes, a battery ADC.
+"""Simulated sensors: a BME280 speaking its register protocol, DS18B20 probes, a battery ADC.
 
 Values follow a per-node weather model (daily cycle, slow drift, noise) so a simulated fleet looks
 like a real one. The BME280 turns the model's values into raw ADC counts by inverting the
@@ -13,12 +13,26 @@ import zlib
 BME280_ADDR = 0x76
 _ENODEV = 19  # the errno MicroPython's I2C raises when no device acknowledges
 
-# Trimming parameters: T and P from the BMP280/BME280 datasheet's worked example; H from a typical part.
+# Trimming parameters: T and P from the datasheet's worked example; H from a typical part.
 CALIB = {
-    "T1": 27504, "T2": 26435, "T3": -1000,
-    "P1": 36477, "P2": -10685, "P3": 3024, "P4": 2855, "P5": 140, "P6": -7, "P7": 15500,
-    "P8": -14600, "P9": 6000,
-    "H1": 75, "H2": 362, "H3": 0, "H4": 313, "H5": 50, "H6": 30,
+    "T1": 27504,
+    "T2": 26435,
+    "T3": -1000,
+    "P1": 36477,
+    "P2": -10685,
+    "P3": 3024,
+    "P4": 2855,
+    "P5": 140,
+    "P6": -7,
+    "P7": 15500,
+    "P8": -14600,
+    "P9": 6000,
+    "H1": 75,
+    "H2": 362,
+    "H3": 0,
+    "H4": 313,
+    "H5": 50,
+    "H6": 30,
 }
 
 
@@ -47,7 +61,9 @@ class Weather:
         return min(100.0, max(5.0, rh))
 
     def pressure(self, t: float) -> float:
-        return self.p_mean + 400.0 * math.sin(2 * math.pi * t / (5 * 86400)) + self.rnd.gauss(0, 3.0)
+        return (
+            self.p_mean + 400.0 * math.sin(2 * math.pi * t / (5 * 86400)) + self.rnd.gauss(0, 3.0)
+        )
 
     def ground(self, t: float) -> float:
         # A probe in soil or water: damped and late against the air.
@@ -78,7 +94,8 @@ def _pressure(c, adc_p: float, t_fine: float) -> float:
 def _humidity(c, adc_h: float, t_fine: float) -> float:
     h = t_fine - 76800.0
     h = (adc_h - (c["H4"] * 64.0 + c["H5"] / 16384.0 * h)) * (
-        c["H2"] / 65536.0 * (1.0 + c["H6"] / 67108864.0 * h * (1.0 + c["H3"] / 67108864.0 * h)))
+        c["H2"] / 65536.0 * (1.0 + c["H6"] / 67108864.0 * h * (1.0 + c["H3"] / 67108864.0 * h))
+    )
     return h * (1.0 - c["H1"] * h / 524288.0)
 
 
@@ -107,7 +124,7 @@ def calibration_bytes(c) -> tuple[bytes, bytes]:
     """The NVM images at 0x88..0xA1 and 0xE1..0xE7 holding trimming parameters c."""
     tp = bytearray(26)
     for i, k in enumerate(("T1", "T2", "T3", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")):
-        tp[2 * i:2 * i + 2] = (c[k] & 0xFFFF).to_bytes(2, "little")
+        tp[2 * i : 2 * i + 2] = (c[k] & 0xFFFF).to_bytes(2, "little")
     tp[25] = c["H1"]
     h = bytearray(7)
     h[0:2] = (c["H2"] & 0xFFFF).to_bytes(2, "little")
@@ -121,7 +138,7 @@ def calibration_bytes(c) -> tuple[bytes, bytes]:
 
 
 class SimBME280:
-    """A BME280's register map: chip id, trimming NVM, ctrl_hum/ctrl_meas, forced-mode conversions."""
+    """A BME280 register map: chip id, trimming NVM, ctrl_hum/ctrl_meas, forced conversions."""
 
     def __init__(self, weather: Weather, calib=CALIB):
         self.weather = weather
@@ -129,8 +146,8 @@ class SimBME280:
         self.regs = bytearray(256)
         self.regs[0xD0] = 0x60
         tp, h = calibration_bytes(calib)
-        self.regs[0x88:0x88 + 26] = tp
-        self.regs[0xE1:0xE1 + 7] = h
+        self.regs[0x88 : 0x88 + 26] = tp
+        self.regs[0xE1 : 0xE1 + 7] = h
         self._osrs_h = 0
         self.conversions = 0
         self.fail = False  # True: the device stops acknowledging, as when a wire comes loose
@@ -141,7 +158,7 @@ class SimBME280:
         self.regs[0xF7:0xFF] = bytes((0x80, 0, 0, 0x80, 0, 0, 0x80, 0))
 
     def read(self, reg: int, n: int) -> bytes:
-        return bytes(self.regs[reg:reg + n])
+        return bytes(self.regs[reg : reg + n])
 
     def write(self, reg: int, data: bytes) -> None:
         for i, b in enumerate(data):
@@ -151,7 +168,9 @@ class SimBME280:
                 self._osrs_h = 0
                 self._latch_skipped()
             elif r == 0xF2:
-                self.regs[r] = b & 0x07  # takes effect with the next ctrl_meas write (datasheet 5.4.3)
+                self.regs[r] = (
+                    b & 0x07
+                )  # takes effect with the next ctrl_meas write (datasheet 5.4.3)
             elif r == 0xF4:
                 self.regs[r] = b
                 self._osrs_h = self.regs[0xF2]
@@ -199,7 +218,7 @@ class SimI2C:
 
     def readfrom_mem_into(self, addr: int, memaddr: int, buf, *, addrsize: int = 8) -> None:
         data = self._dev(addr).read(memaddr, len(buf))
-        buf[:len(data)] = data
+        buf[: len(data)] = data
 
     def writeto_mem(self, addr: int, memaddr: int, buf, *, addrsize: int = 8) -> None:
         self._dev(addr).write(memaddr, bytes(buf))
@@ -254,7 +273,7 @@ class SimDS18X20:
 
 
 class SimBattery:
-    """A LiPo cell with a small solar panel: charges by day, sags by night, seen through an ADC divider."""
+    """A LiPo cell with a small solar panel, seen through an ADC divider."""
 
     def __init__(self, seed: int, divider: float):
         rnd = random.Random(seed ^ 0xBA77)

@@ -1,10 +1,12 @@
 """Battery voltage from an ADC pin behind the board's resistor divider."""
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+
     def const(x):
         return x
+
 
 _SAMPLES = const(8)  # the ESP32 ADC is noisy; the mean of 8 reads is steady to about 5 mV
 
@@ -31,5 +33,7 @@ class Battery:
         """Append (2, inst, volts) to out."""
         v = self.volts()
         if v < 0.5:
-            raise BatteryError("battery reads %.2f V: divider or ADC pin %d not connected" % (v, self.pin))
+            raise BatteryError(
+                "battery reads %.2f V: divider or ADC pin %d not connected" % (v, self.pin)
+            )
         out.append((2, inst, v))

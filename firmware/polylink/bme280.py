@@ -3,10 +3,12 @@
 import asyncio
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+
     def const(x):
         return x
+
 
 _REG_CHIP_ID = const(0xD0)
 _REG_RESET = const(0xE0)
@@ -109,8 +111,10 @@ def compensate_p(c, adc_p, t_fine):
 def compensate_h(c, adc_h, t_fine):
     """Relative humidity as Q22.10 (%RH * 1024) per bme280_compensate_H_int32 of the datasheet."""
     v = t_fine - 76800
-    v = (((((adc_h << 14) - (c.H4 << 20) - (c.H5 * v)) + 16384) >> 15) * (
-        ((((((v * c.H6) >> 10) * (((v * c.H3) >> 11) + 32768)) >> 10) + 2097152) * c.H2 + 8192) >> 14))
+    v = ((((adc_h << 14) - (c.H4 << 20) - (c.H5 * v)) + 16384) >> 15) * (
+        ((((((v * c.H6) >> 10) * (((v * c.H3) >> 11) + 32768)) >> 10) + 2097152) * c.H2 + 8192)
+        >> 14
+    )
     v = v - (((((v >> 15) * (v >> 15)) >> 7) * c.H1) >> 4)
     if v < 0:
         v = 0
@@ -130,10 +134,14 @@ class BME280:
         try:
             chip = i2c.readfrom_mem(addr, _REG_CHIP_ID, 1)[0]
         except OSError as e:
-            raise BME280Error("no BME280 answers at I2C address 0x%02x (%s)" % (addr, e))
+            raise BME280Error("no BME280 answers at I2C address 0x%02x (%s)" % (addr, e)) from None
         if chip != _CHIP_ID:
-            raise BME280Error("device at 0x%02x has chip id 0x%02x, a BME280 has 0x60" % (addr, chip))
-        self.cal = Calibration(i2c.readfrom_mem(addr, _REG_CALIB_TP, 26), i2c.readfrom_mem(addr, _REG_CALIB_H, 7))
+            raise BME280Error(
+                "device at 0x%02x has chip id 0x%02x, a BME280 has 0x60" % (addr, chip)
+            )
+        self.cal = Calibration(
+            i2c.readfrom_mem(addr, _REG_CALIB_TP, 26), i2c.readfrom_mem(addr, _REG_CALIB_H, 7)
+        )
         self._write(_REG_CONFIG, 0)  # filter off, no standby: forced mode reads are independent
         self._write(_REG_CTRL_HUM, _OSRS_H_X1)  # takes effect only with the next ctrl_meas write
 

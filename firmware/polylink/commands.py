@@ -1,4 +1,4 @@
-"""Downlinks: COMMAND and CONFIG frames in, one RESULT frame out for each; bad input never crashes."""
+"""Downlinks: COMMAND and CONFIG in, one RESULT out for each; bad input never crashes."""
 
 from polylink import proto
 
@@ -30,14 +30,14 @@ def _ranged(v, lo, hi):
 
 
 class Commands:
-    """Turns downlink payloads into calls on the node (set_interval, set_status_interval, reboot, identify)."""
+    """Turns downlink payloads into calls on the node (intervals, reboot, identify)."""
 
     def __init__(self, node):
         self.node = node
         self.bad = 0  # downlinks that failed to decode or were not downlinks, since boot
 
     def handle(self, payload):
-        """Decode one downlink and act on it; answer COMMAND/CONFIG with RESULT, report junk as EVENT."""
+        """Decode one downlink and act; answer COMMAND/CONFIG with RESULT, junk with EVENT."""
         try:
             mtype, _seq, _ts, body = proto.decode(payload)
         except proto.FrameError as e:
@@ -62,7 +62,7 @@ class Commands:
         try:
             return fn(body)
         except Exception as e:
-            # A failing action (flash full, driver error) is answered, never allowed to kill the node.
+            # A failing action (flash full, driver error) is answered; it never kills the node.
             return FAILED, 0, ("%s: %s" % (type(e).__name__, e))[:60]
 
     def _command(self, body):
@@ -93,8 +93,14 @@ class Commands:
             return BAD_ARG, 0, "CONFIG sets nothing"
         if interval is not None and not _ranged(interval, INTERVAL_MIN, INTERVAL_MAX):
             return BAD_ARG, 0, "interval must be %d..%d s" % (INTERVAL_MIN, INTERVAL_MAX)
-        if status_interval is not None and not _ranged(status_interval, STATUS_INTERVAL_MIN, INTERVAL_MAX):
-            return BAD_ARG, 0, "status_interval must be %d..%d s" % (STATUS_INTERVAL_MIN, INTERVAL_MAX)
+        if status_interval is not None and not _ranged(
+            status_interval, STATUS_INTERVAL_MIN, INTERVAL_MAX
+        ):
+            return (
+                BAD_ARG,
+                0,
+                "status_interval must be %d..%d s" % (STATUS_INTERVAL_MIN, INTERVAL_MAX),
+            )
         if interval is not None:
             self.node.set_interval(interval)
         if status_interval is not None:

@@ -7,14 +7,31 @@ CONFIG_FILE = "config.json"
 BOARD_FILE = "board.json"
 
 SENSORS = ("bme280", "ds18b20", "battery")
-_BOARD_KEYS = ("name", "chip", "micropython_build", "flash_size", "partitions", "led_pin", "i2c",
-               "onewire_pin", "battery", "sensors")
+_BOARD_KEYS = (
+    "name",
+    "chip",
+    "micropython_build",
+    "flash_size",
+    "partitions",
+    "led_pin",
+    "i2c",
+    "onewire_pin",
+    "battery",
+    "sensors",
+)
 
 # Defaults for every key a site config may leave out (mqtt_as style: one dict, in the library).
 DEFAULTS = {
     "node": None,  # None: derived from the chip's unique id
     "wifi": {"ssid": "", "password": ""},
-    "mqtt": {"host": "", "port": 1883, "user": None, "password": None, "tls": None, "keepalive": 60},
+    "mqtt": {
+        "host": "",
+        "port": 1883,
+        "user": None,
+        "password": None,
+        "tls": None,
+        "keepalive": 60,
+    },
     "interval": 60,
     "status_interval": 300,
     "queue_max": 1000,
@@ -31,21 +48,22 @@ class Config:
     """The validated settings of one node (a plain attribute bag)."""
 
     def __init__(self):
-        self.node = ""
-        self.board = {}
-        self.wifi_ssid = ""
-        self.wifi_password = ""
-        self.mqtt_host = ""
-        self.mqtt_port = 1883
-        self.mqtt_user = None
-        self.mqtt_password = None
-        self.mqtt_tls = None
-        self.keepalive = 60
-        self.interval = 60
-        self.status_interval = 300
-        self.queue_max = 1000
-        self.sensors = []
-        self.bme280_addr = 0x76
+        # Annotations are for the type checker; MicroPython never evaluates them.
+        self.node: str = ""
+        self.board: dict = {}
+        self.wifi_ssid: str = ""
+        self.wifi_password: str = ""
+        self.mqtt_host: str = ""
+        self.mqtt_port: int = 1883
+        self.mqtt_user: str | None = None
+        self.mqtt_password: str | None = None
+        self.mqtt_tls: dict | None = None
+        self.keepalive: int = 60
+        self.interval: int = 60
+        self.status_interval: int = 300
+        self.queue_max: int = 1000
+        self.sensors: list = []
+        self.bme280_addr: int = 0x76
 
 
 def _int(where, value, lo, hi):
@@ -55,12 +73,14 @@ def _int(where, value, lo, hi):
     return value
 
 
-def _str(where, value, allow_none=False):
-    if value is None and allow_none:
-        return None
+def _str(where, value) -> str:
     if not isinstance(value, str):
         raise ConfigError("%s must be a string, got %r" % (where, value))
     return value
+
+
+def _opt_str(where, value):
+    return None if value is None else _str(where, value)
 
 
 def check_node_id(node) -> str:
@@ -86,17 +106,21 @@ def validate_board(board) -> dict:
     i2c = board["i2c"]
     if i2c is not None:
         if not isinstance(i2c, dict) or "sda" not in i2c or "scl" not in i2c:
-            raise ConfigError("board.json: i2c must be null or {\"sda\": pin, \"scl\": pin}")
+            raise ConfigError('board.json: i2c must be null or {"sda": pin, "scl": pin}')
         _int("board.json: i2c.sda", i2c["sda"], 0, 48)
         _int("board.json: i2c.scl", i2c["scl"], 0, 48)
     bat = board["battery"]
     if bat is not None:
         if not isinstance(bat, dict) or "adc_pin" not in bat or "divider" not in bat:
-            raise ConfigError("board.json: battery must be null or {\"adc_pin\": pin, \"divider\": ratio}")
+            raise ConfigError(
+                'board.json: battery must be null or {"adc_pin": pin, "divider": ratio}'
+            )
         _int("board.json: battery.adc_pin", bat["adc_pin"], 0, 48)
         div = bat["divider"]
         if not isinstance(div, (int, float)) or isinstance(div, bool) or not 1 <= div <= 20:
-            raise ConfigError("board.json: battery.divider must be a ratio in 1..20, got %r" % (div,))
+            raise ConfigError(
+                "board.json: battery.divider must be a ratio in 1..20, got %r" % (div,)
+            )
     _sensors("board.json: sensors", board["sensors"], board)
     return board
 
@@ -106,7 +130,9 @@ def _sensors(where, names, board):
         raise ConfigError("%s must be a list of sensor names, got %r" % (where, names))
     for name in names:
         if name not in SENSORS:
-            raise ConfigError("%s: unknown sensor %r (known: %s)" % (where, name, ", ".join(SENSORS)))
+            raise ConfigError(
+                "%s: unknown sensor %r (known: %s)" % (where, name, ", ".join(SENSORS))
+            )
         if name == "bme280" and board.get("i2c") is None:
             raise ConfigError("%s: bme280 needs an I2C bus but the board defines none" % where)
         if name == "ds18b20" and board.get("onewire_pin") is None:
@@ -150,23 +176,32 @@ def validate(raw, board, default_node=None) -> Config:
     if not c.mqtt_host:
         raise ConfigError("config.json: mqtt.host is empty; set the broker's host name or address")
     c.mqtt_port = _int("config.json: mqtt.port", mqtt["port"], 1, 65535)
-    c.mqtt_user = _str("config.json: mqtt.user", mqtt["user"], True)
-    c.mqtt_password = _str("config.json: mqtt.password", mqtt["password"], True)
+    c.mqtt_user = _opt_str("config.json: mqtt.user", mqtt["user"])
+    c.mqtt_password = _opt_str("config.json: mqtt.password", mqtt["password"])
     tls = mqtt["tls"]
     if tls is not None and not isinstance(tls, dict):
-        raise ConfigError("config.json: mqtt.tls must be null or {\"ca\": file}, got %r" % (tls,))
+        raise ConfigError('config.json: mqtt.tls must be null or {"ca": file}, got %r' % (tls,))
     if tls is not None:
-        _str("config.json: mqtt.tls.ca", tls.get("ca"), True)
+        _opt_str("config.json: mqtt.tls.ca", tls.get("ca"))
     c.mqtt_tls = tls
     c.keepalive = _int("config.json: mqtt.keepalive", mqtt["keepalive"], 10, 3600)
     c.interval = _int("config.json: interval", raw.get("interval", DEFAULTS["interval"]), 1, 86400)
     c.status_interval = _int(
-        "config.json: status_interval", raw.get("status_interval", DEFAULTS["status_interval"]), 10, 86400
+        "config.json: status_interval",
+        raw.get("status_interval", DEFAULTS["status_interval"]),
+        10,
+        86400,
     )
-    c.queue_max = _int("config.json: queue_max", raw.get("queue_max", DEFAULTS["queue_max"]), 8, 100000)
-    c.bme280_addr = _int("config.json: bme280_addr", raw.get("bme280_addr", DEFAULTS["bme280_addr"]), 0x76, 0x77)
+    c.queue_max = _int(
+        "config.json: queue_max", raw.get("queue_max", DEFAULTS["queue_max"]), 8, 100000
+    )
+    c.bme280_addr = _int(
+        "config.json: bme280_addr", raw.get("bme280_addr", DEFAULTS["bme280_addr"]), 0x76, 0x77
+    )
     sensors = raw.get("sensors")
-    c.sensors = _sensors("config.json: sensors", board["sensors"] if sensors is None else sensors, board)
+    c.sensors = _sensors(
+        "config.json: sensors", board["sensors"] if sensors is None else sensors, board
+    )
     return c
 
 
@@ -174,11 +209,11 @@ def _read_json(path, what):
     try:
         f = open(path)
     except OSError:
-        raise ConfigError("%s not found at %s" % (what, path))
+        raise ConfigError("%s not found at %s" % (what, path)) from None
     try:
         return json.load(f)
     except ValueError as e:
-        raise ConfigError("%s at %s is not valid JSON: %s" % (what, path, e))
+        raise ConfigError("%s at %s is not valid JSON: %s" % (what, path, e)) from None
     finally:
         f.close()
 

@@ -3,10 +3,12 @@
 import asyncio
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+
     def const(x):
         return x
+
 
 _FAMILY_DS18B20 = const(0x28)
 _CONVERSION_S = 0.75  # datasheet: 750 ms for a 12-bit conversion
@@ -18,7 +20,7 @@ class DS18B20Error(OSError):
 
 
 class DS18B20:
-    """All DS18B20 probes found on one bus; instance i of the temperature quantity is probe i + 1."""
+    """All DS18B20 probes on one bus; temperature instance i + 1 is probe i."""
 
     def __init__(self, ds, first_inst=1):
         self.ds = ds
@@ -28,7 +30,7 @@ class DS18B20:
             raise DS18B20Error("no DS18B20 found on the 1-Wire bus")
 
     async def read(self, out):
-        """Start one conversion on every probe, wait for it, append (0, inst, degC) per good probe."""
+        """Convert on every probe, wait, append (0, inst, degC) per good probe."""
         self.ds.convert_temp()
         await asyncio.sleep(_CONVERSION_S)
         bad = 0

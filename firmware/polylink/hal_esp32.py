@@ -42,13 +42,13 @@ class HAL:
         return self.root + "/" + name
 
     # time
-    def ticks_ms(self) -> int:
+    def ticks_ms(self):
         return time.ticks_ms()
 
-    def ticks_diff(self, a: int, b: int) -> int:
+    def ticks_diff(self, a, b) -> int:
         return time.ticks_diff(a, b)
 
-    def ticks_add(self, a: int, delta: int) -> int:
+    def ticks_add(self, a, delta):
         return time.ticks_add(a, delta)
 
     def time(self):
@@ -96,7 +96,10 @@ class HAL:
             return None
         if self._i2c is None:
             self._i2c = machine.I2C(
-                0, scl=machine.Pin(pins["scl"]), sda=machine.Pin(pins["sda"]), freq=pins.get("freq", 400000)
+                0,
+                scl=machine.Pin(pins["scl"]),
+                sda=machine.Pin(pins["sda"]),
+                freq=pins.get("freq", 400000),
             )
         return self._i2c
 
@@ -111,7 +114,7 @@ class HAL:
         return ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin)))
 
     def adc_uv(self, pin: int) -> int:
-        """One ADC reading on pin in microvolts (factory-calibrated, 11 dB attenuation: 0..3.1 V)."""
+        """One ADC reading on pin in microvolts (calibrated, 11 dB attenuation: 0..3.1 V)."""
         adc = machine.ADC(machine.Pin(pin), atten=machine.ADC.ATTN_11DB)
         return adc.read_uv()
 

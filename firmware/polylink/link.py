@@ -1,4 +1,4 @@
-"""Connectivity policy above mqtt.py: WiFi up, MQTT session, reconnect with capped backoff, up/down events."""
+"""Connectivity policy above mqtt.py: WiFi, MQTT session, capped backoff, up/down events."""
 
 import asyncio
 import random
@@ -24,7 +24,7 @@ def topics(node):
 
 
 def backoff_s(attempt, rand=None) -> float:
-    """Capped exponential backoff with 'equal jitter': half fixed, half random, so a fleet spreads out."""
+    """Capped exponential backoff, 'equal jitter' (half fixed, half random) to spread a fleet."""
     top = _BACKOFF_FIRST_S << min(attempt, 10)
     if top > _BACKOFF_CAP_S:
         top = _BACKOFF_CAP_S
@@ -54,8 +54,14 @@ class Link:
 
     def _client(self):
         c = self.cfg
-        cl = MQTTClient(c.node, c.keepalive, c.mqtt_user, c.mqtt_password,
-                        will=(self.conn_topic, b"0", True, 1), clean=False)
+        cl = MQTTClient(
+            c.node,
+            c.keepalive,
+            c.mqtt_user,
+            c.mqtt_password,
+            will=(self.conn_topic, b"0", True, 1),
+            clean=False,
+        )
         cl.on_message = self.on_message
         return cl
 
@@ -73,7 +79,8 @@ class Link:
     async def _session_open(self):
         c = self.cfg
         r, w = await asyncio.wait_for(
-            self.hal.open_connection(c.mqtt_host, c.mqtt_port, c.mqtt_tls), _CONNECT_TIMEOUT_S)
+            self.hal.open_connection(c.mqtt_host, c.mqtt_port, c.mqtt_tls), _CONNECT_TIMEOUT_S
+        )
         cl = self._client()
         self.client = cl
         self._last_rx = self.hal.ticks_ms()
@@ -103,7 +110,10 @@ class Link:
                     break
                 except asyncio.TimeoutError:
                     pass
-                if self.hal.ticks_diff(self.hal.ticks_ms(), self._last_rx) > self.cfg.keepalive * 1500:
+                if (
+                    self.hal.ticks_diff(self.hal.ticks_ms(), self._last_rx)
+                    > self.cfg.keepalive * 1500
+                ):
                     self.last_error = "no packet from the broker for 1.5 keepalive periods"
                     break
                 await cl.ping()
@@ -143,13 +153,12 @@ class Link:
 
     def _close(self, cl):
         try:
-            if cl.w is not None:
-                cl.w.close()
+            cl.w.close()
         except OSError:
             pass
 
     async def publish(self, topic, msg, retain=False, key=None):
-        """Publish at QoS 1, return once the broker acknowledged it; raise LinkDown if the session died.
+        """Publish at QoS 1, return once acknowledged; raise LinkDown if the session died.
 
         key names the message (the store's record index) so a retry of the same message after a
         reconnect is recognised and resent as a duplicate.
@@ -161,7 +170,7 @@ class Link:
         inf = self._inflight
         try:
             if inf is not None and key is not None and inf[1] == key and self._session:
-                # Same session kept by the broker: MQTT 3.1.1 4.4 wants the original pid with DUP set.
+                # The broker kept our session: MQTT 3.1.1 4.4 wants the same pid, DUP set.
                 pid = await cl.publish(topic, msg, 1, retain, inf[0], True)
             else:
                 pid = await cl.publish(topic, msg, 1, retain)

@@ -1,12 +1,14 @@
-"""A small MQTT 3.1.1 client on asyncio streams: the protocol only, no reconnect policy (see link.py)."""
+"""A small MQTT 3.1.1 client on asyncio streams: protocol only, no reconnect policy (link.py)."""
 
 import asyncio
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+
     def const(x):
         return x
+
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -19,12 +21,37 @@ _PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 _MAX_IN = const(2048)  # largest incoming PUBLISH kept; downlinks are a few dozen bytes
 
-_REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
-            "bad user name or password", "not authorised")
+_REFUSED = (
+    "",
+    "unacceptable protocol version",
+    "client id rejected",
+    "server unavailable",
+    "bad user name or password",
+    "not authorised",
+)
 
 
 class MQTTError(Exception):
     """The broker refused us or broke the MQTT 3.1.1 protocol."""
+
+
+class _NotConnected:
+    """Stands in for the streams until connect(): any use is a clear MQTTError."""
+
+    def write(self, b):
+        raise MQTTError("not connected")
+
+    async def drain(self):
+        raise MQTTError("not connected")
+
+    async def readexactly(self, n) -> bytes:
+        raise MQTTError("not connected")
+
+    def close(self):
+        pass
+
+
+_NOT_CONNECTED = _NotConnected()
 
 
 def _lstr(s):
@@ -33,7 +60,7 @@ def _lstr(s):
 
 
 class MQTTClient:
-    """One MQTT session over a (reader, writer) stream pair; call read_packet() in a loop to receive."""
+    """One MQTT session over a (reader, writer) pair; call read_packet() in a loop to receive."""
 
     def __init__(self, client_id, keepalive=60, user=None, password=None, will=None, clean=True):
         # will: (topic, message, retain, qos) published by the broker if we vanish.
@@ -47,8 +74,8 @@ class MQTTClient:
         self.pending = set()  # packet ids of QoS 1 PUBLISH / SUBSCRIBE not yet acknowledged
         self.acked = asyncio.Event()
         self.oversized = 0  # incoming PUBLISH packets dropped for being larger than _MAX_IN
-        self.r = None
-        self.w = None
+        self.r = _NOT_CONNECTED
+        self.w = _NOT_CONNECTED
         self._pid = 0
         self._hdr = bytearray(5)
         self._ack = bytearray(4)
@@ -73,7 +100,7 @@ class MQTTClient:
         return memoryview(h)[:i]
 
     async def connect(self, reader, writer) -> bool:
-        """Send CONNECT over the streams, wait for CONNACK; return the broker's session-present flag."""
+        """Send CONNECT, wait for CONNACK; return the broker's session-present flag."""
         self.r = reader
         self.w = writer
         flags = 0x02 if self.clean else 0
@@ -122,7 +149,7 @@ class MQTTClient:
         return pid
 
     async def subscribe(self, topic, qos=1) -> int:
-        """Send SUBSCRIBE; the SUBACK arrives through read_packet() and clears the pid from pending."""
+        """Send SUBSCRIBE; its SUBACK arrives through read_packet() and clears pending."""
         pid = self.next_pid()
         t = _lstr(topic)
         self.w.write(self._header(_SUBSCRIBE, 2 + len(t) + 1))
@@ -216,7 +243,7 @@ class MQTTClient:
         tlen = (body[0] << 8) | body[1]
         if 2 + tlen + (2 if qos else 0) > n:
             raise MQTTError("PUBLISH topic length %d exceeds the packet" % tlen)
-        topic = bytes(body[2:2 + tlen]).decode()
+        topic = bytes(body[2 : 2 + tlen]).decode()
         off = 2 + tlen
         if qos:
             pid = (body[off] << 8) | body[off + 1]

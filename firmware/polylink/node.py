@@ -34,7 +34,9 @@ class Node:
         self.commands = Commands(self)
         self.sent = 0  # frames acknowledged by the broker since boot
         self.encode_errors = 0
-        self._buf = bytearray(proto.MAX_FRAME)  # encoding; emit() never awaits, so one buffer serves all
+        self._buf = bytearray(
+            proto.MAX_FRAME
+        )  # encoding; emit() never awaits, so one buffer serves all
         self._out = bytearray(proto.MAX_FRAME)  # the frame being sent, kept until its PUBACK
         self._readings = []
         self._errors = []
@@ -79,7 +81,7 @@ class Node:
         return self._uptime_ms // 1000
 
     def emit(self, mtype, body, ts=None):
-        """Encode one uplink frame and queue it in flash; return its seq (None if it could not be encoded)."""
+        """Encode one uplink frame, queue it in flash; return its seq (None if not encodable)."""
         seq = self.seq.take()
         try:
             n = proto.encode(self._buf, mtype, seq, body, ts)
@@ -96,7 +98,7 @@ class Node:
             self.commands.handle(msg)
 
     async def sample_once(self):
-        """Read every sensor and queue one TELEMETRY frame (plus an EVENT per newly failing sensor)."""
+        """Read every sensor, queue one TELEMETRY frame (and an EVENT per newly failing sensor)."""
         out = self._readings
         errors = self._errors
         out.clear()
@@ -106,7 +108,9 @@ class Node:
         for i, text in errors:
             failing |= 1 << i
             if not self._failing & (1 << i):
-                self.emit(proto.EVENT, {"code": commands.EV_SENSOR_FAILED, "value": i, "text": text[:60]})
+                self.emit(
+                    proto.EVENT, {"code": commands.EV_SENSOR_FAILED, "value": i, "text": text[:60]}
+                )
         self._failing = failing
         if out:
             self.emit(proto.TELEMETRY, out, self.hal.time())
@@ -126,7 +130,7 @@ class Node:
         store = self.store
         link = self.link
         while True:
-            # Peek only once connected: a frame dropped from a full queue while we waited is not sent.
+            # Peek only once connected: a frame dropped from a full queue meanwhile is not sent.
             await link.up.wait()
             n = store.peek(self._out)
             if not n:

@@ -12,13 +12,13 @@ class SensorError(OSError):
 
 
 class SensorSet:
-    """Opens each configured sensor on first use and reads them all; one failing sensor never stops the rest."""
+    """Opens each configured sensor on first use; one failing sensor never stops the rest."""
 
     def __init__(self, hal, cfg):
         self.hal = hal
         self.cfg = cfg
         self.names = list(cfg.sensors)
-        self.drivers = [None] * len(self.names)
+        self.drivers: list = [None] * len(self.names)
         self.failures = 0  # sensor reads or opens that failed since boot
 
     def _open(self, name):
@@ -41,7 +41,7 @@ class SensorSet:
         raise SensorError("unknown sensor %r" % name)
 
     async def read(self, out, errors):
-        """Append every reading to out and one (sensor index, message) per failing sensor to errors."""
+        """Append readings to out and (sensor index, message) per failing sensor to errors."""
         for i, name in enumerate(self.names):
             try:
                 drv = self.drivers[i]

@@ -1,10 +1,12 @@
-"""Frame sequence numbers that survive reboots: blocks are reserved in flash, so a number is never reused."""
+"""Frame sequence numbers that survive reboots: blocks reserved in flash, never reused."""
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+
     def const(x):
         return x
+
 
 from polylink.config import replace
 
@@ -13,7 +15,7 @@ _WIRE_MASK = const(0xFFFF)  # the frame carries 16 bits; the fleet extends them 
 
 
 class Sequence:
-    """Hands out seq numbers; the file holds 'limit boots': every number below limit may have been used."""
+    """Hands out seqs; the file holds 'limit boots': any number below limit may be used."""
 
     def __init__(self, path, block=_BLOCK):
         self.path = path
@@ -26,7 +28,7 @@ class Sequence:
             limit = int(parts[0])
             self.boots = int(parts[1])
         except (OSError, ValueError, IndexError):
-            # First boot, or a file we cannot trust: numbering restarts, the fleet sees the boot count.
+            # First boot, or a file we cannot trust: numbering restarts; boots shows why.
             pass
         self.boots += 1
         self.next = limit

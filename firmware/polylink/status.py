@@ -2,7 +2,7 @@
 
 
 def body(node) -> dict:
-    """STATUS fields (docs/architecture.md, Seam 1) for node; rssi is left out while WiFi is down."""
+    """STATUS fields (docs/architecture.md, Seam 1); rssi is left out while WiFi is down."""
     hal = node.hal
     b = {
         "fw": node.FW_VERSION,

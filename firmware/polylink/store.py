@@ -8,10 +8,12 @@ records are always one contiguous run; a segment whose records are all done is d
 import os
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (host port) has no micropython module; const is then the identity
+
     def const(x):
         return x
+
 
 _HDR = const(3)
 _WAITING = const(0xFF)
@@ -23,7 +25,7 @@ class StoreError(OSError):
 
 
 class Store:
-    """Bounded queue of frames under directory path; when full the oldest frame is dropped and counted."""
+    """Bounded queue of frames in directory path; when full the oldest is dropped, counted."""
 
     def __init__(self, path, max_records, seg_records=_SEG_RECORDS):
         self.dir = path
@@ -146,11 +148,11 @@ class Store:
             self._head_len = n
 
     def peek(self, buf) -> int:
-        """Copy the oldest waiting frame into buf and return its length (0 when the queue is empty)."""
+        """Copy the oldest waiting frame into buf; return its length (0: queue empty)."""
         while self.count:
             ln = self._head_len
             if ln > len(buf):
-                # Cannot be a frame we wrote (they fit the buffer): drop it rather than stall the queue.
+                # Not a frame we wrote (ours fit the buffer): drop it rather than stall.
                 self._done()
                 self.dropped += 1
                 continue

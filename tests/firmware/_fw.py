@@ -1,4 +1,4 @@
-"""Fakes for firmware tests (CPython and MicroPython): a HAL, an in-memory stream, a BME280 register map."""
+"""Fakes for firmware tests (CPython and MicroPython): HAL, in-memory stream, BME280 bus."""
 
 import os
 
@@ -45,7 +45,7 @@ def rmtree(path):
 
 
 class FakeStream:
-    """Reader and writer in one, like a MicroPython asyncio Stream: reads from `rx`, collects writes."""
+    """Reader and writer in one, like MicroPython's asyncio Stream: reads rx, collects tx."""
 
     def __init__(self, rx=b""):
         self.rx = bytearray(rx)
@@ -139,9 +139,26 @@ class FakeHAL:
 
 
 # The BMP280/BME280 datasheet's worked example (T, P) and a typical part's humidity trimming.
-CAL = {"T1": 27504, "T2": 26435, "T3": -1000, "P1": 36477, "P2": -10685, "P3": 3024, "P4": 2855,
-       "P5": 140, "P6": -7, "P7": 15500, "P8": -14600, "P9": 6000,
-       "H1": 75, "H2": 362, "H3": 0, "H4": 313, "H5": 50, "H6": 30}
+CAL = {
+    "T1": 27504,
+    "T2": 26435,
+    "T3": -1000,
+    "P1": 36477,
+    "P2": -10685,
+    "P3": 3024,
+    "P4": 2855,
+    "P5": 140,
+    "P6": -7,
+    "P7": 15500,
+    "P8": -14600,
+    "P9": 6000,
+    "H1": 75,
+    "H2": 362,
+    "H3": 0,
+    "H4": 313,
+    "H5": 50,
+    "H6": 30,
+}
 
 
 def _le(v):
@@ -159,11 +176,12 @@ class FakeBME280Bus:
         tp = b""
         for k in ("T1", "T2", "T3", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9"):
             tp += _le(CAL[k])
-        self.regs[0x88:0x88 + 24] = tp
+        self.regs[0x88 : 0x88 + 24] = tp
         self.regs[0xA1] = CAL["H1"]
         h4, h5 = CAL["H4"], CAL["H5"]
-        self.regs[0xE1:0xE8] = _le(CAL["H2"]) + bytes((CAL["H3"], h4 >> 4, (h4 & 0xF) | ((h5 & 0xF) << 4),
-                                                       h5 >> 4, CAL["H6"]))
+        self.regs[0xE1:0xE8] = _le(CAL["H2"]) + bytes(
+            (CAL["H3"], h4 >> 4, (h4 & 0xF) | ((h5 & 0xF) << 4), h5 >> 4, CAL["H6"])
+        )
         self.set_raw(adc_t, adc_p, adc_h)
         self.writes = []
         self.missing = False
@@ -185,7 +203,7 @@ class FakeBME280Bus:
 
     def readfrom_mem(self, addr, reg, n):
         self._check(addr)
-        return bytes(self.regs[reg:reg + n])
+        return bytes(self.regs[reg : reg + n])
 
     def readfrom_mem_into(self, addr, reg, buf):
         self._check(addr)
@@ -206,7 +224,8 @@ class FakeDS:
 
     def scan(self):
         return [bytearray((0x28, i, 0, 0, 0, 0, 0, 0)) for i in range(len(self.temps))] + [
-            bytearray((0x10, 9, 0, 0, 0, 0, 0, 0))]  # a DS18S20 (family 0x10) on the same bus
+            bytearray((0x10, 9, 0, 0, 0, 0, 0, 0))
+        ]  # a DS18S20 (family 0x10) on the same bus
 
     def convert_temp(self):
         self.converted += 1
@@ -219,6 +238,15 @@ class FakeDS:
 
 
 def board():
-    return {"name": "T", "chip": "esp32", "micropython_build": "ESP32_GENERIC", "flash_size": 4194304,
-            "partitions": [], "led_pin": 2, "i2c": {"sda": 21, "scl": 22}, "onewire_pin": 4,
-            "battery": {"adc_pin": 35, "divider": 2.0}, "sensors": ["bme280", "ds18b20", "battery"]}
+    return {
+        "name": "T",
+        "chip": "esp32",
+        "micropython_build": "ESP32_GENERIC",
+        "flash_size": 4194304,
+        "partitions": [],
+        "led_pin": 2,
+        "i2c": {"sda": 21, "scl": 22},
+        "onewire_pin": 4,
+        "battery": {"adc_pin": 35, "divider": 2.0},
+        "sensors": ["bme280", "ds18b20", "battery"],
+    }

@@ -1,4 +1,4 @@
-"""Lets pytest run the `async def test_*` functions here (the MicroPython runner awaits them itself)."""
+"""Lets pytest run `async def test_*` here (the MicroPython runner awaits them itself)."""
 
 import asyncio
 import inspect

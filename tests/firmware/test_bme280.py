@@ -13,7 +13,7 @@ def test_temperature_and_pressure_match_the_datasheet_example():
     eq(t, 2508, "0.01 degC")
     eq(t_fine, 128422)
     p = bme280.compensate_p(s.cal, 415148, t_fine) / 256
-    # The datasheet's floating-point formula gives 100653.27 Pa; the 64-bit integer one agrees to 0.1 Pa.
+    # The datasheet's float formula gives 100653.27 Pa; the 64-bit integer one agrees to 0.1.
     if abs(p - 100653.27) > 0.1:
         raise AssertionError("pressure %r Pa" % p)
 

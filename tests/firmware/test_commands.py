@@ -109,6 +109,8 @@ def test_failing_action_is_answered_not_raised():
         raise OSError(28, "ENOSPC")
 
     node.set_interval = broken
-    commands.Commands(node).handle(_down(proto.COMMAND, {"cid": 8, "cmd": commands.SET_INTERVAL, "arg": 10}))
+    commands.Commands(node).handle(
+        _down(proto.COMMAND, {"cid": 8, "cmd": commands.SET_INTERVAL, "arg": 10})
+    )
     eq(node.out[0][1]["code"], commands.FAILED)
     eq("OSError" in node.out[0][1]["text"], True)

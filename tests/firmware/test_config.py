@@ -26,9 +26,18 @@ def test_defaults_fill_what_the_file_leaves_out():
 
 
 def test_site_values_override_defaults():
-    c = config.validate(_raw(interval=15, sensors=["bme280"], mqtt={"host": "h", "port": 8883, "tls": {"ca": "ca.pem"},
-                                                                    "user": "u", "password": "p"}), board())
-    eq((c.interval, c.sensors, c.mqtt_port, c.mqtt_tls, c.mqtt_user), (15, ["bme280"], 8883, {"ca": "ca.pem"}, "u"))
+    c = config.validate(
+        _raw(
+            interval=15,
+            sensors=["bme280"],
+            mqtt={"host": "h", "port": 8883, "tls": {"ca": "ca.pem"}, "user": "u", "password": "p"},
+        ),
+        board(),
+    )
+    eq(
+        (c.interval, c.sensors, c.mqtt_port, c.mqtt_tls, c.mqtt_user),
+        (15, ["bme280"], 8883, {"ca": "ca.pem"}, "u"),
+    )
 
 
 def test_bad_values_say_what_is_wrong():

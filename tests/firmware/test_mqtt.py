@@ -20,7 +20,7 @@ async def _expect_error(coro, word):
         await coro
     except MQTTError as e:
         if word not in str(e):
-            raise AssertionError("%r does not mention %r" % (str(e), word))
+            raise AssertionError("%r does not mention %r" % (str(e), word)) from None
         return
     raise AssertionError("no MQTTError")
 
@@ -30,7 +30,12 @@ async def test_connect_with_will_and_persistent_session():
     c = MQTTClient("n1", 60, will=("pl/v1/n1/conn", b"0", True, 1), clean=False)
     present = await c.connect(s, s)
     eq(present, True, "session-present flag")
-    want = (b"\x10\x20\x00\x04MQTT\x04\x2c\x00\x3c" + b"\x00\x02n1" + b"\x00\x0dpl/v1/n1/conn" + b"\x00\x010")
+    want = (
+        b"\x10\x20\x00\x04MQTT\x04\x2c\x00\x3c"
+        + b"\x00\x02n1"
+        + b"\x00\x0dpl/v1/n1/conn"
+        + b"\x00\x010"
+    )
     eq(s.take(), want)
 
 

@@ -15,7 +15,9 @@ def _node(d, bus=None, ds=None, adc=None):
     b = board()
     with open(d + "/config.json", "w") as f:
         json.dump({"node": "t-1", "mqtt": {"host": "h"}, "interval": 10}, f)
-    hal = FakeHAL(d, b, i2c=bus or FakeBME280Bus(), ds=ds or FakeDS([19.5]), adc=adc or {35: 1855000})
+    hal = FakeHAL(
+        d, b, i2c=bus or FakeBME280Bus(), ds=ds or FakeDS([19.5]), adc=adc or {35: 1855000}
+    )
     return Node(hal, config.load(d, board=b)), hal
 
 
@@ -57,7 +59,11 @@ async def test_failing_sensor_sends_one_event_and_the_rest_still_report():
         await node.sample_once()
         await node.sample_once()
         f = _frames(node)
-        eq([x[0] for x in f], [proto.EVENT, proto.TELEMETRY, proto.TELEMETRY], "one EVENT, not one per sample")
+        eq(
+            [x[0] for x in f],
+            [proto.EVENT, proto.TELEMETRY, proto.TELEMETRY],
+            "one EVENT, not one per sample",
+        )
         eq((f[0][3]["code"], f[0][3]["value"]), (commands.EV_SENSOR_FAILED, 0))
         eq("bme280" in f[0][3]["text"], True)
         eq(sorted(set(q for q, i, v in f[1][3])), [0, 2], "DS18B20 and battery still read")
@@ -76,10 +82,14 @@ async def test_status_frame_reports_health_fields():
         hal.now += 5500
         node._tick()
         from polylink import status
+
         node.emit(proto.STATUS, status.body(node))
         mtype, seq, ts, b = _frames(node)[0]
         eq(mtype, proto.STATUS)
-        eq((b["fw"], b["uptime"], b["reset"], b["heap_free"], b["rssi"]), ("0.1.0", 5, 1, 54321, -61))
+        eq(
+            (b["fw"], b["uptime"], b["reset"], b["heap_free"], b["rssi"]),
+            ("0.1.0", 5, 1, 54321, -61),
+        )
         eq((b["queue"], b["dropped"], b["boots"], b["interval"]), (0, 0, 1, 10))
     finally:
         rmtree(d)

@@ -1,4 +1,4 @@
-"""The real firmware on the host port against a real mosquitto: telemetry, commands, will, outages, bounds."""
+"""The firmware on the host port against a real mosquitto: uplinks, commands, will, outages."""
 
 import asyncio
 import json
@@ -8,21 +8,24 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as paho
-
-from polylink import commands, node as node_mod, proto
+from polylink import commands, proto
+from polylink import node as node_mod
 from polylink_host.hal import SOFT_RESET, WDT_RESET
 from polylink_host.sim import SimNode, watchdog, write_config
 
 
 class Listener:
-    """A persistent-session subscriber on pl/v1/# that survives broker restarts (like the ingest)."""
+    """A persistent-session subscriber on pl/v1/#, surviving broker restarts (like ingest)."""
 
     def __init__(self, broker):
         self.msgs: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-" + uuid.uuid4().hex[:8],
-                             clean_session=False)
+        self.c = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id="test-" + uuid.uuid4().hex[:8],
+            clean_session=False,
+        )
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self.ready.set()
@@ -84,7 +87,9 @@ def test_node_connects_and_publishes_telemetry_that_decodes(mosquitto, tmp_path)
     async def scenario():
         sim = _sim(tmp_path, mosquitto, "h-tel", interval=1)
         task = asyncio.create_task(sim.run())
-        await _until(lambda: len(lst.frames("h-tel", proto.TELEMETRY)) >= 3, 15, "3 telemetry frames")
+        await _until(
+            lambda: len(lst.frames("h-tel", proto.TELEMETRY)) >= 3, 15, "3 telemetry frames"
+        )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -92,7 +97,7 @@ def test_node_connects_and_publishes_telemetry_that_decodes(mosquitto, tmp_path)
     lst.close()
     assert lst.conn("h-tel")[0] == b"1"
     tel = lst.frames("h-tel", proto.TELEMETRY)
-    for _, seq, ts, body in tel:
+    for _, _seq, ts, body in tel:
         vals = {(q, i): v for q, i, v in body}
         assert -30 < vals[(0, 0)] < 50 and 0 <= vals[(1, 0)] <= 100  # BME280 air
         assert 3.0 < vals[(2, 0)] < 4.3  # LiPo through the divider
@@ -137,7 +142,9 @@ def test_commands_on_down_are_answered_with_results(mosquitto, tmp_path):
     ev = lst.frames("h-cmd", proto.EVENT)[0][3]
     assert (ev["code"], ev["value"]) == (commands.EV_BAD_DOWNLINK, 1)
     saved = json.loads((sim.root / "config.json").read_text())
-    assert (saved["interval"], saved["status_interval"]) == (7, 15), "downlinks persist across reboot"
+    assert (saved["interval"], saved["status_interval"]) == (7, 15), (
+        "downlinks persist across reboot"
+    )
 
 
 def test_reboot_command_restarts_the_node_without_reusing_seqs(mosquitto, tmp_path):
@@ -148,8 +155,11 @@ def test_reboot_command_restarts_the_node_without_reusing_seqs(mosquitto, tmp_pa
         task = asyncio.create_task(sim.run())
         await _until(lambda: len(lst.frames("h-rb", proto.TELEMETRY)) >= 2, 10, "telemetry")
         lst.send("h-rb", proto.COMMAND, {"cid": 1, "cmd": commands.REBOOT})
-        await _until(lambda: any(f[3]["boots"] == 2 for f in lst.frames("h-rb", proto.STATUS)), 20,
-                     "STATUS of the second boot")
+        await _until(
+            lambda: any(f[3]["boots"] == 2 for f in lst.frames("h-rb", proto.STATUS)),
+            20,
+            "STATUS of the second boot",
+        )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return sim
@@ -206,7 +216,9 @@ def test_store_and_forward_across_a_broker_outage_delivers_every_seq(mosquitto, 
         seen_waiting.append(sim.node.store.count)
         assert sorted(p.name for p in (sim.root / "queue").iterdir()), "the queue lives in files"
         await asyncio.to_thread(mosquitto.start)
-        await _until(lambda: sim.node.store.count == 0 and sim.node.link.up.is_set(), 60, "queue drained")
+        await _until(
+            lambda: sim.node.store.count == 0 and sim.node.link.up.is_set(), 60, "queue drained"
+        )
         await asyncio.sleep(1.5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -235,13 +247,16 @@ def test_full_queue_drops_the_oldest_and_status_counts_them(mosquitto, tmp_path)
         await asyncio.to_thread(mosquitto.start)
         await _until(lambda: sim.node.link.up.is_set() and lst.c.is_connected(), 30, "reconnect")
         lst.send("h-full", proto.CONFIG, {"cid": 3, "status_interval": 60})  # asks for a STATUS now
-        await _until(lambda: any(f[3]["dropped"] for f in lst.frames("h-full", proto.STATUS)), 15,
-                     "STATUS with the drop count")
+        await _until(
+            lambda: any(f[3]["dropped"] for f in lst.frames("h-full", proto.STATUS)),
+            15,
+            "STATUS with the drop count",
+        )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return sim
 
-    sim = asyncio.run(scenario())
+    asyncio.run(scenario())
     lst.close()
     frames = lst.frames("h-full")
     seqs = sorted(set(f[1] for f in frames))
@@ -267,8 +282,11 @@ def test_watchdog_resets_a_node_whose_sampling_hangs(mosquitto, tmp_path, monkey
         await _until(lambda: lst.conn("h-wdt") == [b"1"], 10, "node online")
         sim.node.sensors.read = hang
         await _until(lambda: sim.resets >= 1, 10, "the watchdog reset")
-        await _until(lambda: any(f[3]["boots"] == 2 for f in lst.frames("h-wdt", proto.STATUS)), 10,
-                     "STATUS after the reset")
+        await _until(
+            lambda: any(f[3]["boots"] == 2 for f in lst.frames("h-wdt", proto.STATUS)),
+            10,
+            "STATUS after the reset",
+        )
         task.cancel()
         dog.cancel()
         await asyncio.gather(task, dog, return_exceptions=True)
