@@ -1,92 +1,16 @@
 """`fleet run` as a user starts it: ports, first-run login, supervision, clean stop."""
 
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
-from pathlib import Path
 
-import pytest
-from conftest import free_port
+from conftest import READY, FleetRun, free_port
 
 from fleet.broker import mqtt_ready, port_is_free
-
-READY = "Press Ctrl-C to stop."
-
-
-class FleetRun:
-    """`fleet run` in a subprocess whose output is read line by line."""
-
-    def __init__(self, data_dir: Path, port: int, mqtt_port: int, mqtt_url: str | None = None):
-        env = dict(os.environ, DATA_DIR=str(data_dir), PORT=str(port), MQTT_PORT=str(mqtt_port))
-        env.pop("MQTT_URL", None)
-        if mqtt_url:
-            env["MQTT_URL"] = mqtt_url
-        self.port, self.mqtt_port = port, mqtt_port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet.cli", "run"], env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float = 30) -> str:
-        """The first output line containing text; fail with all output so far if none comes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    break
-                continue
-            self.seen.append(line)
-            if text in line:
-                return line
-        pytest.fail(f"`fleet run` never printed {text!r}; output:\n" + "\n".join(self.seen))
-
-    def output(self) -> str:
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return "\n".join(self.seen)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-
-@pytest.fixture
-def fleet_run(tmp_path):
-    started = []
-
-    def start(**kwargs) -> FleetRun:
-        run = FleetRun(tmp_path / "data", free_port(), free_port(), **kwargs)
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        if run.proc.poll() is None:
-            run.proc.kill()
-            run.proc.wait()
 
 
 def get(url: str) -> tuple[int, str]:
