@@ -6,8 +6,8 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import free_port, start_mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
+from services import free_port, start_mosquitto
 
 from fleet import broker as fleet_broker
 

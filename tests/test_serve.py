@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 
-from conftest import READY, FleetRun, free_port
+from services import READY, FleetRun, free_port
 
 from fleet.broker import mqtt_ready, port_is_free
 

@@ -18,10 +18,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import READY, FleetRun, free_port
 from polylink import link as link_module
 from polylink import proto
 from polylink_host import sim
+from services import READY, FleetRun, free_port
 
 from fleet import db as store
 

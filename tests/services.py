@@ -1,0 +1,101 @@
+"""The real services tests start (mosquitto, `fleet run`) and the free ports they listen on."""
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fleet.broker import MosquittoBroker, find_mosquitto
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mosquitto(broker_dir: Path,
+                    config: Callable[[int], str] | None = None) -> MosquittoBroker:
+    """A started mosquitto on a free port with the project's config, or config(port) if given."""
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed; `.ci/run` installs it (apt-get install mosquitto)")
+    # Another process may grab the free port between our check and mosquitto's bind: try again.
+    for attempt in range(5):
+        port = free_port()
+        broker = MosquittoBroker(port, broker_dir, config_text=config(port) if config else None)
+        try:
+            return broker.start()
+        except Exception:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+READY = "Press Ctrl-C to stop."  # the last line `fleet run` prints once it serves
+
+
+class FleetRun:
+    """`fleet run` in a subprocess whose output is read line by line."""
+
+    def __init__(self, data_dir: Path, port: int, mqtt_port: int, mqtt_url: str | None = None):
+        env = dict(os.environ, DATA_DIR=str(data_dir), PORT=str(port), MQTT_PORT=str(mqtt_port))
+        env.pop("MQTT_URL", None)
+        if mqtt_url:
+            env["MQTT_URL"] = mqtt_url
+        self.port, self.mqtt_port = port, mqtt_port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet.cli", "run"], env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first output line containing text; fail with all output so far if none comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        pytest.fail(f"`fleet run` never printed {text!r}; output:\n" + "\n".join(self.seen))
+
+    def ingest_pid(self) -> int:
+        """Pid of the current ingest worker, from the lines `fleet run` printed so far."""
+        pids = re.findall(r"ingest worker (?:\s+|restarted \()pid (\d+)", self.output())
+        assert pids, "`fleet run` printed no ingest worker pid:\n" + self.output()
+        return int(pids[-1])
+
+    def output(self) -> str:
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "\n".join(self.seen)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
