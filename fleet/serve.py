@@ -138,7 +138,10 @@ def main(settings: Settings) -> None:
     except (ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
 
+    # SIGINT explicitly too: a shell starting us in the background sets it to "ignore", and
+    # Python then installs no KeyboardInterrupt for it.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     broker = None
     ingest = None
     try:

@@ -90,9 +90,10 @@ class FleetRun:
             self.seen.append(self.lines.get())
         return "\n".join(self.seen)
 
-    def stop(self, timeout: float = 30) -> int:
+    def stop(self, timeout: float = 30, sig: int = signal.SIGTERM) -> int:
+        """Stop it as a service manager (SIGTERM) or a Ctrl-C (SIGINT) would; its exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -59,6 +59,20 @@ def test_first_run_prints_the_url_and_a_one_time_password_and_stops_cleanly(flee
     assert port_is_free(run.port) and port_is_free(run.mqtt_port), "a child outlived `fleet run`"
 
 
+def test_ctrl_c_stops_everything_even_when_started_with_sigint_ignored(tmp_path):
+    # A shell without job control starts background jobs with SIGINT ignored; Ctrl-C (or
+    # kill -INT) must still stop the fleet and its children.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = FleetRun(tmp_path / "data", free_port(), free_port())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    run.wait_for(READY)
+    assert run.stop(sig=signal.SIGINT) == 0
+    assert "stopped" in run.output()
+    assert port_is_free(run.port) and port_is_free(run.mqtt_port)
+
+
 def test_password_is_stored_hashed_and_not_shown_again(fleet_run, tmp_path):
     first = fleet_run()
     password = first.wait_for("with password:").rsplit(":", 1)[1].strip()
