@@ -1,43 +1,14 @@
-"""Node configuration: config.json and board.json on flash, defaults here, validated at boot."""
+"""Node configuration: config.json and board.json on flash, validated at boot (configschema.py)."""
 
 import json
 import os
+import sys
 
 CONFIG_FILE = "config.json"
 BOARD_FILE = "board.json"
-
-SENSORS = ("bme280", "ds18b20", "battery")
-_BOARD_KEYS = (
-    "name",
-    "chip",
-    "micropython_build",
-    "flash_size",
-    "partitions",
-    "led_pin",
-    "i2c",
-    "onewire_pin",
-    "battery",
-    "sensors",
-)
-
-# Defaults for every key a site config may leave out (mqtt_as style: one dict, in the library).
-DEFAULTS = {
-    "node": None,  # None: derived from the chip's unique id
-    "wifi": {"ssid": "", "password": ""},
-    "mqtt": {
-        "host": "",
-        "port": 1883,
-        "user": None,
-        "password": None,
-        "tls": None,
-        "keepalive": 60,
-    },
-    "interval": 60,
-    "status_interval": 300,
-    "queue_max": 1000,
-    "sensors": None,  # None: the board's default sensors
-    "bme280_addr": 0x76,
-}
+# On a device every KB of heap counts: the validation code is unloaded once the config is checked.
+# CPython (host port, thousands of simulated boots) keeps it, re-importing would only cost time.
+_UNLOAD = sys.implementation.name == "micropython"
 
 
 class ConfigError(ValueError):
@@ -66,143 +37,42 @@ class Config:
         self.bme280_addr: int = 0x76
 
 
-def _int(where, value, lo, hi):
-    # bool is an int subclass in Python; true/false in JSON is never a valid number here.
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError("%s must be an integer in %d..%d, got %r" % (where, lo, hi, value))
-    return value
+def _schema():
+    from polylink import configschema
+
+    return configschema
 
 
-def _str(where, value) -> str:
-    if not isinstance(value, str):
-        raise ConfigError("%s must be a string, got %r" % (where, value))
-    return value
-
-
-def _opt_str(where, value):
-    return None if value is None else _str(where, value)
+def _unload_schema():
+    if _UNLOAD:
+        sys.modules.pop("polylink.configschema", None)
+        pkg = sys.modules.get("polylink")
+        if pkg is not None and "configschema" in pkg.__dict__:
+            delattr(pkg, "configschema")
 
 
 def check_node_id(node) -> str:
     """Return node if it is a valid node id ([a-z0-9-]{1,32}), else raise ConfigError."""
-    if not isinstance(node, str) or not 1 <= len(node) <= 32:
-        raise ConfigError("node must be 1..32 characters of a-z, 0-9 and '-', got %r" % (node,))
-    for c in node:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
-            raise ConfigError("node %r: character %r is not one of a-z, 0-9, '-'" % (node, c))
-    return node
+    try:
+        return _schema().check_node_id(node)
+    finally:
+        _unload_schema()
 
 
 def validate_board(board) -> dict:
     """Check a board definition (boards/*.json) and return it."""
-    if not isinstance(board, dict):
-        raise ConfigError("board.json must hold a JSON object")
-    for key in _BOARD_KEYS:
-        if key not in board:
-            raise ConfigError("board.json: missing key %r" % key)
-    for key in ("led_pin", "onewire_pin"):
-        if board[key] is not None:
-            _int("board.json: " + key, board[key], 0, 48)
-    i2c = board["i2c"]
-    if i2c is not None:
-        if not isinstance(i2c, dict) or "sda" not in i2c or "scl" not in i2c:
-            raise ConfigError('board.json: i2c must be null or {"sda": pin, "scl": pin}')
-        _int("board.json: i2c.sda", i2c["sda"], 0, 48)
-        _int("board.json: i2c.scl", i2c["scl"], 0, 48)
-    bat = board["battery"]
-    if bat is not None:
-        if not isinstance(bat, dict) or "adc_pin" not in bat or "divider" not in bat:
-            raise ConfigError(
-                'board.json: battery must be null or {"adc_pin": pin, "divider": ratio}'
-            )
-        _int("board.json: battery.adc_pin", bat["adc_pin"], 0, 48)
-        div = bat["divider"]
-        if not isinstance(div, (int, float)) or isinstance(div, bool) or not 1 <= div <= 20:
-            raise ConfigError(
-                "board.json: battery.divider must be a ratio in 1..20, got %r" % (div,)
-            )
-    _sensors("board.json: sensors", board["sensors"], board)
-    return board
-
-
-def _sensors(where, names, board):
-    if not isinstance(names, list):
-        raise ConfigError("%s must be a list of sensor names, got %r" % (where, names))
-    for name in names:
-        if name not in SENSORS:
-            raise ConfigError(
-                "%s: unknown sensor %r (known: %s)" % (where, name, ", ".join(SENSORS))
-            )
-        if name == "bme280" and board.get("i2c") is None:
-            raise ConfigError("%s: bme280 needs an I2C bus but the board defines none" % where)
-        if name == "ds18b20" and board.get("onewire_pin") is None:
-            raise ConfigError("%s: ds18b20 needs a 1-Wire pin but the board defines none" % where)
-        if name == "battery" and board.get("battery") is None:
-            raise ConfigError("%s: battery needs an ADC divider but the board defines none" % where)
-    return names
-
-
-def _section(raw, key):
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError("config.json: %s must be a JSON object, got %r" % (key, value))
-    for k in value:
-        if k not in DEFAULTS[key]:
-            raise ConfigError("config.json: unknown key %s.%s" % (key, k))
-    merged = dict(DEFAULTS[key])
-    merged.update(value)
-    return merged
+    try:
+        return _schema().validate_board(board)
+    finally:
+        _unload_schema()
 
 
 def validate(raw, board, default_node=None) -> Config:
-    """Merge raw (the parsed config.json) over DEFAULTS, check every value, return a Config."""
-    if not isinstance(raw, dict):
-        raise ConfigError("config.json must hold a JSON object")
-    for key in raw:
-        if key not in DEFAULTS:
-            raise ConfigError("config.json: unknown key %r" % key)
-    validate_board(board)
-    c = Config()
-    c.board = board
-    node = raw.get("node") or default_node
-    if node is None:
-        raise ConfigError("config.json: node is missing and no default id is known")
-    c.node = check_node_id(node)
-    wifi = _section(raw, "wifi")
-    c.wifi_ssid = _str("config.json: wifi.ssid", wifi["ssid"])
-    c.wifi_password = _str("config.json: wifi.password", wifi["password"])
-    mqtt = _section(raw, "mqtt")
-    c.mqtt_host = _str("config.json: mqtt.host", mqtt["host"])
-    if not c.mqtt_host:
-        raise ConfigError("config.json: mqtt.host is empty; set the broker's host name or address")
-    c.mqtt_port = _int("config.json: mqtt.port", mqtt["port"], 1, 65535)
-    c.mqtt_user = _opt_str("config.json: mqtt.user", mqtt["user"])
-    c.mqtt_password = _opt_str("config.json: mqtt.password", mqtt["password"])
-    tls = mqtt["tls"]
-    if tls is not None and not isinstance(tls, dict):
-        raise ConfigError('config.json: mqtt.tls must be null or {"ca": file}, got %r' % (tls,))
-    if tls is not None:
-        _opt_str("config.json: mqtt.tls.ca", tls.get("ca"))
-    c.mqtt_tls = tls
-    c.keepalive = _int("config.json: mqtt.keepalive", mqtt["keepalive"], 10, 3600)
-    c.interval = _int("config.json: interval", raw.get("interval", DEFAULTS["interval"]), 1, 86400)
-    c.status_interval = _int(
-        "config.json: status_interval",
-        raw.get("status_interval", DEFAULTS["status_interval"]),
-        10,
-        86400,
-    )
-    c.queue_max = _int(
-        "config.json: queue_max", raw.get("queue_max", DEFAULTS["queue_max"]), 8, 100000
-    )
-    c.bme280_addr = _int(
-        "config.json: bme280_addr", raw.get("bme280_addr", DEFAULTS["bme280_addr"]), 0x76, 0x77
-    )
-    sensors = raw.get("sensors")
-    c.sensors = _sensors(
-        "config.json: sensors", board["sensors"] if sensors is None else sensors, board
-    )
-    return c
+    """Merge raw (the parsed config.json) over the defaults, check every value, return a Config."""
+    try:
+        return _schema().validate(raw, board, default_node)
+    finally:
+        _unload_schema()
 
 
 def _read_json(path, what):

@@ -2,10 +2,6 @@
 
 import asyncio
 
-from polylink.battery import Battery
-from polylink.bme280 import BME280
-from polylink.ds18b20 import DS18B20
-
 
 class SensorError(OSError):
     """A sensor named in the config cannot be used on this board."""
@@ -22,21 +18,28 @@ class SensorSet:
         self.failures = 0  # sensor reads or opens that failed since boot
 
     def _open(self, name):
+        # Drivers are imported here, not at the top: a node loads only the code of its own sensors.
         hal = self.hal
         if name == "bme280":
             i2c = hal.i2c()
             if i2c is None:
                 raise SensorError("bme280: the board has no I2C bus")
+            from polylink.bme280 import BME280
+
             return BME280(i2c, self.cfg.bme280_addr)
         if name == "ds18b20":
             ds = hal.ds18x20()
             if ds is None:
                 raise SensorError("ds18b20: the board has no 1-Wire pin")
+            from polylink.ds18b20 import DS18B20
+
             return DS18B20(ds)
         if name == "battery":
             bat = self.cfg.board.get("battery")
             if not bat:
                 raise SensorError("battery: the board has no battery divider")
+            from polylink.battery import Battery
+
             return Battery(hal, bat["adc_pin"], bat["divider"])
         raise SensorError("unknown sensor %r" % name)
 
