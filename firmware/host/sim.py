@@ -9,6 +9,7 @@ same environment as the fleet (MQTT_URL, MQTT_PORT) unless --mqtt-url is given.
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -235,11 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.nodes < 1:
             raise ValueError("--nodes must be at least 1")
-        if args.mqtt_url:
-            import os
-
-            os.environ["MQTT_URL"] = args.mqtt_url
         s = fleet_settings.from_env()
+        if args.mqtt_url:
+            s = dataclasses.replace(s, mqtt_url=args.mqtt_url)
         host, port, user, password = s.mqtt_target()
         ids = node_ids(args.prefix, args.nodes)
         config.validate(
