@@ -1,10 +1,9 @@
-"""The committed example config and the shipped boards validate; the simulator's CLI rejects bad input."""
+"""The example config and the board files validate; the simulator CLI rejects bad input."""
 
 import json
 from pathlib import Path
 
 import pytest
-
 from polylink import config
 from polylink_host import sim
 
