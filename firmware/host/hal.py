@@ -38,7 +38,7 @@ class HostHAL:
         self.hw = hw if hw is not None else SimHardware(node)
         self.cause = PWRON_RESET
         self.wifi_enabled = True  # the access point is in reach
-        self._joined = False
+        self._station = False  # connect() was called: like the ESP32 driver, keep (re)joining
         self._writers: set[asyncio.StreamWriter] = set()
         self.led_on = False
         self.led_toggles = 0
@@ -111,14 +111,13 @@ class HostHAL:
 
     # WiFi and network
     def wifi_connect(self, ssid: str, password: str) -> None:
-        if self.wifi_enabled:
-            self._joined = True
+        self._station = True
 
     def wifi_isconnected(self) -> bool:
-        return self._joined and self.wifi_enabled
+        return self._station and self.wifi_enabled
 
     def wifi_disconnect(self) -> None:
-        self._joined = False
+        self._station = False
 
     def wifi_rssi(self) -> int | None:
         return self.hw.rssi() if self.wifi_isconnected() else None
@@ -127,7 +126,6 @@ class HostHAL:
         """Simulate the access point going away (up=False) or back; open sockets die with it."""
         self.wifi_enabled = up
         if not up:
-            self._joined = False
             self.drop_connections()
 
     def drop_connections(self) -> None:

@@ -63,6 +63,9 @@ class Link:
             clean=False,
         )
         cl.on_message = self.on_message
+        if self.client is not None:
+            # Packet ids continue across sessions: a kept session may still hold the in-flight one.
+            cl._pid = self.client._pid
         return cl
 
     async def _wifi(self):

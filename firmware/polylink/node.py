@@ -34,6 +34,7 @@ class Node:
         self.commands = Commands(self)
         self.sent = 0  # frames acknowledged by the broker since boot
         self.encode_errors = 0
+        self.store_errors = 0  # frames lost because the flash queue could not be written
         self._buf = bytearray(
             proto.MAX_FRAME
         )  # encoding; emit() never awaits, so one buffer serves all
@@ -89,7 +90,12 @@ class Node:
             # A bug in what we tried to say, not in the link: count it and keep running.
             self.encode_errors += 1
             return None
-        self.store.append(self._buf, n)
+        try:
+            self.store.append(self._buf, n)
+        except OSError:
+            # Flash full or failing: losing this frame beats a dead sampler and a reset loop.
+            self.store_errors += 1
+            return None
         self._queued.set()
         return seq
 

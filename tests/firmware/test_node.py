@@ -137,3 +137,20 @@ async def test_schedule_fires_at_once_then_per_interval():
     hal.now += 60000  # a long stall: no burst of missed samples
     await s.wait()
     eq(s._due, hal.now + 2000)
+
+
+async def test_full_flash_loses_the_frame_not_the_node():
+    d = tmpdir("node")
+    try:
+        node, hal = _node(d)
+
+        def full(buf, n):
+            raise OSError(28, "ENOSPC")
+
+        node.store.append = full
+        await node.sample_once()
+        eq(node.store_errors, 1)
+        node._tick()
+        eq(hal.fed, 1, "sampling still counts as progress")
+    finally:
+        rmtree(d)

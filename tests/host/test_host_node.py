@@ -2,92 +2,23 @@
 
 import asyncio
 import json
-import threading
 import time
-import uuid
-from pathlib import Path
 
 import paho.mqtt.client as paho
+from _host_harness import Listener, sim_node, until
 from polylink import commands, proto
 from polylink import node as node_mod
 from polylink_host.hal import SOFT_RESET, WDT_RESET
-from polylink_host.sim import SimNode, watchdog, write_config
-
-
-class Listener:
-    """A persistent-session subscriber on pl/v1/#, surviving broker restarts (like ingest)."""
-
-    def __init__(self, broker):
-        self.msgs: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.c = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
-            client_id="test-" + uuid.uuid4().hex[:8],
-            clean_session=False,
-        )
-        self.c.on_connect = self._on_connect
-        self.c.on_message = self._on_message
-        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.ready.set()
-        self.c.reconnect_delay_set(0.2, 1)
-        self.c.connect(broker.host, broker.port, 30)
-        self.c.loop_start()
-        if not self.ready.wait(10):
-            raise AssertionError("test listener could not subscribe")
-
-    def _on_connect(self, c, userdata, flags, rc, props):
-        c.subscribe("pl/v1/#", qos=1)
-
-    def _on_message(self, c, userdata, m):
-        with self.lock:
-            self.msgs.append((m.topic, bytes(m.payload), bool(m.retain)))
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
-
-    def frames(self, node: str, mtype: int | None = None) -> list[tuple]:
-        with self.lock:
-            raw = [p for t, p, _ in self.msgs if t == f"pl/v1/{node}/up"]
-        out = [proto.decode(p) for p in raw]
-        return [f for f in out if mtype is None or f[0] == mtype]
-
-    def conn(self, node: str) -> list[bytes]:
-        with self.lock:
-            return [p for t, p, _ in self.msgs if t == f"pl/v1/{node}/conn"]
-
-    def send(self, node: str, mtype: int, body: dict) -> None:
-        buf = bytearray(64)
-        n = proto.encode(buf, mtype, 1, body)
-        self.c.publish(f"pl/v1/{node}/down", bytes(buf[:n]), qos=1).wait_for_publish(5)
-
-
-def _listener(broker) -> Listener:
-    return Listener(broker)
-
-
-def _sim(tmp_path: Path, broker, name: str, **cfg) -> SimNode:
-    root = tmp_path / name
-    write_config(root, name, broker.host, broker.port, **cfg)
-    return SimNode(name, root)
-
-
-async def _until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from polylink_host.sim import watchdog
 
 
 def test_node_connects_and_publishes_telemetry_that_decodes(mosquitto, tmp_path):
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-tel", interval=1)
+        sim = sim_node(tmp_path, mosquitto, "h-tel", interval=1)
         task = asyncio.create_task(sim.run())
-        await _until(
+        await until(
             lambda: len(lst.frames("h-tel", proto.TELEMETRY)) >= 3, 15, "3 telemetry frames"
         )
         task.cancel()
@@ -111,23 +42,23 @@ def test_node_connects_and_publishes_telemetry_that_decodes(mosquitto, tmp_path)
 
 
 def test_commands_on_down_are_answered_with_results(mosquitto, tmp_path):
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
 
     def result(cid):
         return [f[3] for f in lst.frames("h-cmd", proto.RESULT) if f[3]["cid"] == cid]
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-cmd", interval=30)
+        sim = sim_node(tmp_path, mosquitto, "h-cmd", interval=30)
         task = asyncio.create_task(sim.run())
-        await _until(lambda: lst.conn("h-cmd") == [b"1"], 10, "node online")
+        await until(lambda: lst.conn("h-cmd") == [b"1"], 10, "node online")
         lst.send("h-cmd", proto.COMMAND, {"cid": 42, "cmd": commands.SET_INTERVAL, "arg": 7})
         lst.send("h-cmd", proto.COMMAND, {"cid": 43, "cmd": commands.IDENTIFY, "arg": 2})
         lst.send("h-cmd", proto.COMMAND, {"cid": 44, "cmd": 99})
         lst.send("h-cmd", proto.CONFIG, {"cid": 45, "status_interval": 15})
         lst.c.publish("pl/v1/h-cmd/down", b"\x7f\x00", qos=1)
-        await _until(lambda: all(result(c) for c in (42, 43, 44, 45)), 10, "four results")
-        await _until(lambda: lst.frames("h-cmd", proto.EVENT), 10, "the bad-downlink event")
-        await _until(lambda: sim.hal.led_toggles >= 4, 5, "two blinks")
+        await until(lambda: all(result(c) for c in (42, 43, 44, 45)), 10, "four results")
+        await until(lambda: lst.frames("h-cmd", proto.EVENT), 10, "the bad-downlink event")
+        await until(lambda: sim.hal.led_toggles >= 4, 5, "two blinks")
         assert sim.node.schedule.interval == 7
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -148,14 +79,14 @@ def test_commands_on_down_are_answered_with_results(mosquitto, tmp_path):
 
 
 def test_reboot_command_restarts_the_node_without_reusing_seqs(mosquitto, tmp_path):
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-rb", interval=1)
+        sim = sim_node(tmp_path, mosquitto, "h-rb", interval=1)
         task = asyncio.create_task(sim.run())
-        await _until(lambda: len(lst.frames("h-rb", proto.TELEMETRY)) >= 2, 10, "telemetry")
+        await until(lambda: len(lst.frames("h-rb", proto.TELEMETRY)) >= 2, 10, "telemetry")
         lst.send("h-rb", proto.COMMAND, {"cid": 1, "cmd": commands.REBOOT})
-        await _until(
+        await until(
             lambda: any(f[3]["boots"] == 2 for f in lst.frames("h-rb", proto.STATUS)),
             20,
             "STATUS of the second boot",
@@ -176,14 +107,14 @@ def test_reboot_command_restarts_the_node_without_reusing_seqs(mosquitto, tmp_pa
 
 
 def test_last_will_marks_a_killed_node_offline(mosquitto, tmp_path):
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-will", interval=30)
+        sim = sim_node(tmp_path, mosquitto, "h-will", interval=30)
         task = asyncio.create_task(sim.run())
-        await _until(lambda: lst.conn("h-will") == [b"1"], 10, "node online")
+        await until(lambda: lst.conn("h-will") == [b"1"], 10, "node online")
         sim.power_cut()
-        await _until(lambda: lst.conn("h-will") == [b"1", b"0"], 10, "the will")
+        await until(lambda: lst.conn("h-will") == [b"1", b"0"], 10, "the will")
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
@@ -204,19 +135,19 @@ def test_last_will_marks_a_killed_node_offline(mosquitto, tmp_path):
 
 
 def test_store_and_forward_across_a_broker_outage_delivers_every_seq(mosquitto, tmp_path):
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
     seen_waiting = []
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-out", interval=1)
+        sim = sim_node(tmp_path, mosquitto, "h-out", interval=1)
         task = asyncio.create_task(sim.run())
-        await _until(lambda: len(lst.frames("h-out", proto.TELEMETRY)) >= 2, 10, "telemetry")
+        await until(lambda: len(lst.frames("h-out", proto.TELEMETRY)) >= 2, 10, "telemetry")
         await asyncio.to_thread(mosquitto.stop)
-        await _until(lambda: sim.node.store.count >= 4, 15, "frames queued in flash")
+        await until(lambda: sim.node.store.count >= 4, 15, "frames queued in flash")
         seen_waiting.append(sim.node.store.count)
         assert sorted(p.name for p in (sim.root / "queue").iterdir()), "the queue lives in files"
         await asyncio.to_thread(mosquitto.start)
-        await _until(
+        await until(
             lambda: sim.node.store.count == 0 and sim.node.link.up.is_set(), 60, "queue drained"
         )
         await asyncio.sleep(1.5)
@@ -237,17 +168,17 @@ def test_store_and_forward_across_a_broker_outage_delivers_every_seq(mosquitto, 
 
 
 def test_full_queue_drops_the_oldest_and_status_counts_them(mosquitto, tmp_path):
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-full", interval=1, queue_max=8)
+        sim = sim_node(tmp_path, mosquitto, "h-full", interval=1, queue_max=8)
         await asyncio.to_thread(mosquitto.stop)
         task = asyncio.create_task(sim.run())
-        await _until(lambda: sim.node is not None and sim.node.store.dropped >= 4, 20, "drops")
+        await until(lambda: sim.node is not None and sim.node.store.dropped >= 4, 20, "drops")
         await asyncio.to_thread(mosquitto.start)
-        await _until(lambda: sim.node.link.up.is_set() and lst.c.is_connected(), 30, "reconnect")
+        await until(lambda: sim.node.link.up.is_set() and lst.c.is_connected(), 30, "reconnect")
         lst.send("h-full", proto.CONFIG, {"cid": 3, "status_interval": 60})  # asks for a STATUS now
-        await _until(
+        await until(
             lambda: any(f[3]["dropped"] for f in lst.frames("h-full", proto.STATUS)),
             15,
             "STATUS with the drop count",
@@ -270,19 +201,19 @@ def test_full_queue_drops_the_oldest_and_status_counts_them(mosquitto, tmp_path)
 def test_watchdog_resets_a_node_whose_sampling_hangs(mosquitto, tmp_path, monkeypatch):
     monkeypatch.setattr(node_mod, "WDT_TIMEOUT_MS", 1500)
     monkeypatch.setattr(node_mod, "_STALL_MARGIN_MS", 500)
-    lst = _listener(mosquitto)
+    lst = Listener(mosquitto)
 
     async def hang(out, errors):
         await asyncio.sleep(3600)  # an I2C read that never returns
 
     async def scenario():
-        sim = _sim(tmp_path, mosquitto, "h-wdt", interval=1)
+        sim = sim_node(tmp_path, mosquitto, "h-wdt", interval=1)
         task = asyncio.create_task(sim.run())
         dog = asyncio.create_task(watchdog([sim]))
-        await _until(lambda: lst.conn("h-wdt") == [b"1"], 10, "node online")
+        await until(lambda: lst.conn("h-wdt") == [b"1"], 10, "node online")
         sim.node.sensors.read = hang
-        await _until(lambda: sim.resets >= 1, 10, "the watchdog reset")
-        await _until(
+        await until(lambda: sim.resets >= 1, 10, "the watchdog reset")
+        await until(
             lambda: any(f[3]["boots"] == 2 for f in lst.frames("h-wdt", proto.STATUS)),
             10,
             "STATUS after the reset",
