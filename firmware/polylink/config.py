@@ -1,13 +1,15 @@
-"""Node configuration: config.json and board.json on flash, validated at boot (configschema.py)."""
+"""Node configuration: the validated settings (Config) and the calls that load and save them.
 
-import json
-import os
+The defaults, the checks and the file handling live in configschema.py, which is imported for each
+call and dropped again on MicroPython, so the node keeps only this small module in its heap.
+"""
+
 import sys
 
 CONFIG_FILE = "config.json"
 BOARD_FILE = "board.json"
-# On a device every KB of heap counts: the validation code is unloaded once the config is checked.
-# CPython (host port, thousands of simulated boots) keeps it, re-importing would only cost time.
+# On a device every KB of heap counts; CPython (host port, thousands of simulated boots) keeps the
+# schema loaded, as re-importing it would only cost time.
 _UNLOAD = sys.implementation.name == "micropython"
 
 
@@ -16,25 +18,24 @@ class ConfigError(ValueError):
 
 
 class Config:
-    """The validated settings of one node (a plain attribute bag)."""
+    """The validated settings of one node; the class values are placeholders until validate()."""
 
-    def __init__(self):
-        # Annotations are for the type checker; MicroPython never evaluates them.
-        self.node: str = ""
-        self.board: dict = {}
-        self.wifi_ssid: str = ""
-        self.wifi_password: str = ""
-        self.mqtt_host: str = ""
-        self.mqtt_port: int = 1883
-        self.mqtt_user: str | None = None
-        self.mqtt_password: str | None = None
-        self.mqtt_tls: dict | None = None
-        self.keepalive: int = 60
-        self.interval: int = 60
-        self.status_interval: int = 300
-        self.queue_max: int = 1000
-        self.sensors: list = []
-        self.bme280_addr: int = 0x76
+    # Annotations are for the type checker; MicroPython never evaluates them.
+    node: str = ""
+    board: dict = {}
+    wifi_ssid: str = ""
+    wifi_password: str = ""
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_user: str | None = None
+    mqtt_password: str | None = None
+    mqtt_tls: dict | None = None
+    keepalive: int = 60
+    interval: int = 60
+    status_interval: int = 300
+    queue_max: int = 1000
+    sensors: list = []
+    bme280_addr: int = 0x76
 
 
 def _schema():
@@ -43,7 +44,7 @@ def _schema():
     return configschema
 
 
-def _unload_schema():
+def _unload():
     if _UNLOAD:
         sys.modules.pop("polylink.configschema", None)
         pkg = sys.modules.get("polylink")
@@ -56,7 +57,7 @@ def check_node_id(node) -> str:
     try:
         return _schema().check_node_id(node)
     finally:
-        _unload_schema()
+        _unload()
 
 
 def validate_board(board) -> dict:
@@ -64,7 +65,7 @@ def validate_board(board) -> dict:
     try:
         return _schema().validate_board(board)
     finally:
-        _unload_schema()
+        _unload()
 
 
 def validate(raw, board, default_node=None) -> Config:
@@ -72,50 +73,28 @@ def validate(raw, board, default_node=None) -> Config:
     try:
         return _schema().validate(raw, board, default_node)
     finally:
-        _unload_schema()
-
-
-def _read_json(path, what):
-    try:
-        f = open(path)
-    except OSError:
-        raise ConfigError("%s not found at %s" % (what, path)) from None
-    try:
-        return json.load(f)
-    except ValueError as e:
-        raise ConfigError("%s at %s is not valid JSON: %s" % (what, path, e)) from None
-    finally:
-        f.close()
+        _unload()
 
 
 def load_board(root="") -> dict:
     """Read and validate board.json under the flash root."""
-    return validate_board(_read_json(root + "/" + BOARD_FILE, "board definition"))
+    try:
+        return _schema().load_board(root)
+    finally:
+        _unload()
 
 
 def load(root="", default_node=None, board=None) -> Config:
     """Read and validate config.json (and board.json unless given) under the flash root."""
-    if board is None:
-        board = load_board(root)
-    raw = _read_json(root + "/" + CONFIG_FILE, "config")
-    return validate(raw, board, default_node)
+    try:
+        return _schema().load(root, default_node, board)
+    finally:
+        _unload()
 
 
 def save(root, changes) -> None:
     """Merge changes (top-level keys) into config.json, replacing the file atomically."""
-    path = root + "/" + CONFIG_FILE
-    raw = _read_json(path, "config")
-    raw.update(changes)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(raw, f)
-    replace(tmp, path)
-
-
-def replace(src, dst) -> None:
-    """Rename src over dst (littlefs and POSIX replace atomically; FAT needs dst removed first)."""
     try:
-        os.rename(src, dst)
-    except OSError:
-        os.remove(dst)
-        os.rename(src, dst)
+        _schema().save(root, changes)
+    finally:
+        _unload()

@@ -1,10 +1,13 @@
-"""The rules of config.json and board.json: defaults and checks, loaded only while validating.
+"""The rules and file handling of config.json and board.json, loaded only while in use.
 
-config.load() imports this module at boot and drops it again on MicroPython: the checks are most
-of the configuration code and are never needed once the node runs.
+config.py imports this module for each call and drops it again on MicroPython: the checks are
+most of the configuration code and are needed only at boot and when a downlink saves a change.
 """
 
-from polylink.config import Config, ConfigError
+import json
+
+from polylink.config import BOARD_FILE, CONFIG_FILE, Config, ConfigError
+from polylink.store import replace
 
 SENSORS = ("bme280", "ds18b20", "battery")
 _BOARD_KEYS = (
@@ -177,3 +180,40 @@ def validate(raw, board, default_node=None) -> Config:
         "config.json: sensors", board["sensors"] if sensors is None else sensors, board
     )
     return c
+
+
+def read_json(path, what):
+    try:
+        f = open(path)
+    except OSError:
+        raise ConfigError("%s not found at %s" % (what, path)) from None
+    try:
+        return json.load(f)
+    except ValueError as e:
+        raise ConfigError("%s at %s is not valid JSON: %s" % (what, path, e)) from None
+    finally:
+        f.close()
+
+
+def load_board(root="") -> dict:
+    """Read and validate board.json under the flash root."""
+    return validate_board(read_json(root + "/" + BOARD_FILE, "board definition"))
+
+
+def load(root="", default_node=None, board=None) -> Config:
+    """Read and validate config.json (and board.json unless given) under the flash root."""
+    if board is None:
+        board = load_board(root)
+    raw = read_json(root + "/" + CONFIG_FILE, "config")
+    return validate(raw, board, default_node)
+
+
+def save(root, changes) -> None:
+    """Merge changes (top-level keys) into config.json, replacing the file atomically."""
+    path = root + "/" + CONFIG_FILE
+    raw = read_json(path, "config")
+    raw.update(changes)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(raw, f)
+    replace(tmp, path)

@@ -8,7 +8,7 @@ except ImportError:  # CPython (host port) has no micropython module; const is t
         return x
 
 
-from polylink.config import replace
+from polylink.store import replace
 
 _BLOCK = const(256)  # one flash write per 256 frames, and one per boot
 _WIRE_MASK = const(0xFFFF)  # the frame carries 16 bits; the fleet extends them (proto.extend_seq)

@@ -188,3 +188,12 @@ class Store:
             self._segs = []
             self._head_off = 0
             self._tail_n = 0
+
+
+def replace(src, dst) -> None:
+    """Rename src over dst (littlefs and POSIX replace atomically; FAT needs dst removed first)."""
+    try:
+        os.rename(src, dst)
+    except OSError:
+        os.remove(dst)
+        os.rename(src, dst)
