@@ -198,6 +198,7 @@ class Worker:
         protocol=mqtt.MQTTv311,
     ):
         self.db = store.open_db(db_path)
+        store.tune_for_bulk_writes(self.db)
         self.ingest = Ingest(self.db)
         self.host, self.port = host, port
         self.batch_size = batch_size

@@ -105,3 +105,17 @@ def test_duplicate_user_and_token_names(db):
     assert store.token_name(db, "secret-2") is None
     # Only the hash is stored.
     assert "secret-1" not in str(list(db.query("SELECT * FROM api_tokens")))
+
+
+def test_flask_db_migrate_hook(app):
+    result = app.test_cli_runner().invoke(args=["db", "migrate"])
+    assert result.exit_code == 0
+    assert f"{store.SCHEMA_VERSION} -> {store.SCHEMA_VERSION}" in result.output
+
+
+def test_connection_closes_at_teardown(app):
+    with app.app_context():
+        db = store.get_db()
+        assert store.get_db() is db
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.conn.execute("SELECT 1")
