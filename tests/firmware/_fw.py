@@ -250,3 +250,56 @@ def board():
         "battery": {"adc_pin": 35, "divider": 2.0},
         "sensors": ["bme280", "ds18b20", "battery"],
     }
+
+
+class Pipe(FakeStream):
+    """A FakeStream whose reads wait for data like a socket (EOFError once closed)."""
+
+    def __init__(self):
+        super().__init__()
+        import asyncio
+
+        self._ev = asyncio.Event()
+
+    def feed(self, data):
+        self.rx += data
+        self._ev.set()
+
+    async def readexactly(self, n):
+        while len(self.rx) < n:
+            if self.closed:
+                raise EOFError("pipe closed")
+            self._ev.clear()
+            await self._ev.wait()
+        b = bytes(self.rx[:n])
+        self.rx = self.rx[n:]
+        return b
+
+    def close(self):
+        self.closed = True
+        self._ev.set()
+
+
+class NetHAL(FakeHAL):
+    """FakeHAL with a real clock, WiFi that is up, and connections that are Pipes the test reads."""
+
+    def __init__(self, root, board):
+        super().__init__(root, board)
+        import time
+
+        self._t = time
+        self.pipes = []
+
+    def ticks_ms(self):
+        return self._t.ticks_ms() if hasattr(self._t, "ticks_ms") else int(self._t.time() * 1000)
+
+    def wifi_connect(self, ssid, pw):
+        pass
+
+    def wifi_isconnected(self):
+        return True
+
+    async def open_connection(self, host, port, tls=None):
+        p = Pipe()
+        self.pipes.append(p)
+        return p, p
