@@ -85,13 +85,18 @@ class _Failures:
 
     def blocked(self, keys, limit: int, window: float) -> bool:
         now = time.monotonic()
+        blocked = False
         for key in keys:
-            q = self.times[key]
+            q = self.times.get(key)
+            if q is None:
+                continue
             while q and now - q[0] > window:
                 q.popleft()
-            if len(q) >= limit:
-                return True
-        return False
+            if not q:
+                del self.times[key]  # keep memory bounded by recent failures only
+            elif len(q) >= limit:
+                blocked = True
+        return blocked
 
     def add(self, keys):
         now = time.monotonic()

@@ -546,8 +546,8 @@ def store_batch(db, batch: Batch, telemetry, status, event, result) -> int:
         if batch.touch:
             conn.executemany(
                 "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1,"
-                " provider = ?, up_seq = max(coalesce(up_seq, 0), ?) WHERE id = ?",
-                [(seen, prov, seq, node) for node, (seen, prov, seq) in batch.touch.items()],
+                " provider = ?, up_seq = coalesce(max(up_seq, ?), up_seq, ?) WHERE id = ?",
+                [(seen, prov, seq, seq, node) for node, (seen, prov, seq) in batch.touch.items()],
             )
         if batch.conn_state:
             conn.executemany(

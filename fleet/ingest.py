@@ -87,7 +87,7 @@ class Ingest:
                 batch.conn_state[node] = 1
                 if not retained:
                     # A retained "1" is the broker replaying the past, not contact now.
-                    batch.touch[node] = (received_at, self.provider, None)
+                    batch.touch[node] = (received_at, self.provider, self.seqs.get(node))
             elif payload == b"0":
                 batch.conn_state[node] = 0
             else:

@@ -69,10 +69,12 @@ def publisher(port: int, n: int, nodes: int, started, done):
     publish, loop = client.publish, client.loop
     for i, (topic, payload) in enumerate(msgs):
         publish(topic, payload, qos=1)
-        if i % 200 == 199:
-            loop(0)
+        if i % 200 == 199 and loop(0):
+            raise SystemExit("publisher lost the broker")
+    deadline = time.time() + 300
     while client._out_messages:
-        loop(0.01)
+        if loop(0.01) or time.time() > deadline:
+            raise SystemExit(f"publisher: {len(client._out_messages)} messages never acknowledged")
     done.value = time.time()
     client.disconnect()
 
@@ -80,7 +82,7 @@ def publisher(port: int, n: int, nodes: int, started, done):
 def publish_all(port: int, n: int, nodes: int) -> float:
     """Publish n frames from a separate process; return the publisher's msg/s."""
     started, done = mp.Value("d", 0.0), mp.Value("d", 0.0)
-    pub = mp.Process(target=publisher, args=(port, n, nodes, started, done))
+    pub = mp.Process(target=publisher, args=(port, n, nodes, started, done), daemon=True)
     pub.start()
     pub.join()
     if pub.exitcode != 0:
@@ -108,7 +110,7 @@ class Counter:
 
     def _on_message(self, client, userdata, msg):
         self.count += 1
-        if self.count == self.n:
+        if self.count >= self.n and not self.last:
             self.last = time.time()
 
     def away(self):
@@ -127,7 +129,7 @@ class Counter:
         while self.count < self.n and time.time() < deadline:
             time.sleep(0.02)
         self.away()
-        if self.count != self.n:
+        if self.count < self.n:
             raise SystemExit(f"raw subscriber got {self.count} of {self.n} messages")
         return self.n / (self.last - started)
 
@@ -142,9 +144,9 @@ def raw_backlog(port: int, n: int, nodes: int) -> float:
 def raw_live(port: int, n: int, nodes: int) -> float:
     counter = Counter(port, n, "bench-raw-live")
     started, done = mp.Value("d", 0.0), mp.Value("d", 0.0)
-    pub = mp.Process(target=publisher, args=(port, n, nodes, started, done))
+    pub = mp.Process(target=publisher, args=(port, n, nodes, started, done), daemon=True)
     pub.start()
-    while not started.value:
+    while not started.value and pub.is_alive():
         time.sleep(0.001)
     rate = counter.wait(started.value)
     pub.join()
@@ -212,9 +214,9 @@ def ingest_live(port: int, n: int, nodes: int, data_dir: Path) -> float:
     worker.subscribed()
     try:
         started, done = mp.Value("d", 0.0), mp.Value("d", 0.0)
-        pub = mp.Process(target=publisher, args=(port, n, nodes, started, done))
+        pub = mp.Process(target=publisher, args=(port, n, nodes, started, done), daemon=True)
         pub.start()
-        while not started.value:
+        while not started.value and pub.is_alive():
             time.sleep(0.001)
         rate = worker.wait(started.value, n)
         pub.join()

@@ -179,3 +179,18 @@ def test_a_failed_commit_keeps_the_batch_for_retry(db, monkeypatch):
     assert ing.pending == 1
     assert ing.flush() == 1
     assert store.count_frames(db, "n1") == 1
+
+
+def test_conn_messages_do_not_lose_the_seq_state(db):
+    ing = Ingest(db)
+    ing.add("pl/v1/n1/conn", b"1", 1.0)
+    ing.flush()
+    ing.add(up(), frame(proto.TELEMETRY, 65535, READING), 2.0)
+    ing.add("pl/v1/n1/conn", b"1", 3.0)
+    ing.flush()
+    ing.add("pl/v1/n1/conn", b"1", 4.0)
+    ing.flush()
+    restarted = Ingest(db)
+    restarted.add(up(), frame(proto.TELEMETRY, 0, READING), 5.0)
+    restarted.flush()
+    assert store.frame_seqs(db, "n1") == [65535, 65536]
