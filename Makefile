@@ -28,8 +28,8 @@ sim: setup ## run NODES=N simulated firmware nodes against the broker (default 2
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
 
 bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/benchmarks.md)
-	@set -e; for bench in $(wildcard tests/bench/bench_*.py); do \
-		echo "== $$bench"; $(BIN)/python $$bench; done
+	@status=0; for bench in $(wildcard tests/bench/bench_*.py); do \
+		echo "== $$bench"; $(BIN)/python $$bench || status=1; done; exit $$status
 
 lint: setup ## ruff on everything; type-check the firmware against the MicroPython stubs
 	$(BIN)/ruff check .

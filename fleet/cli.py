@@ -65,16 +65,21 @@ def run_command():
 @click.option("--batch-size", default=5000, show_default=True, help="Most messages per commit.")
 @click.option("--batch-delay", default=0.05, show_default=True,
               help="Longest wait (s) for a batch to fill before committing it.")
+@click.option("--mqtt-version", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True,
+              help="MQTT protocol version; 3.1.1 for brokers without MQTT 5 (the amqtt fallback).")
 @friendly
-def ingest_command(batch_size, batch_delay):
+def ingest_command(batch_size, batch_delay, mqtt_version):
     """Run the ingest worker: broker -> SQLite, until SIGTERM.
 
     Example: MQTT_PORT=1884 fleet ingest
     """
+    import paho.mqtt.client as mqtt
+
     from . import ingest
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ingest.main(from_env(), batch_size=batch_size, batch_delay=batch_delay)
+    protocol = mqtt.MQTTv5 if mqtt_version == "5" else mqtt.MQTTv311
+    ingest.main(from_env(), batch_size=batch_size, batch_delay=batch_delay, protocol=protocol)
 
 
 @cli.group("db")

@@ -1,7 +1,11 @@
 """The project's mosquitto config keeps a QoS-1 burst for an offline consumer; defaults do not."""
 
+import os
 import socket
+import sqlite3
 import struct
+import subprocess
+import sys
 import time
 
 import paho.mqtt.client as mqtt
@@ -148,3 +152,58 @@ def test_amqtt_fallback_serves_mqtt(tmp_path):
     finally:
         broker.stop()
     assert not broker.running
+
+
+def test_without_mosquitto_make_broker_falls_back_to_amqtt(monkeypatch, tmp_path):
+    monkeypatch.setattr(fleet_broker, "find_mosquitto", lambda: None)
+    assert isinstance(fleet_broker.make_broker(free_port(), tmp_path), fleet_broker.AmqttBroker)
+
+
+def test_amqtt_fallback_carries_frames_into_the_store(tmp_path):
+    # The path `make run` takes on a machine without mosquitto: amqtt, and the ingest worker
+    # speaking MQTT 3.1.1 (amqtt has no MQTT 5).
+    from polylink import proto
+
+    from fleet import db as store
+
+    broker = fleet_broker.AmqttBroker(free_port(), tmp_path / "broker").start()
+    env = dict(os.environ, DATA_DIR=str(tmp_path), MQTT_PORT=str(broker.port))
+    env.pop("MQTT_URL", None)
+    worker = subprocess.Popen([sys.executable, "-m", "fleet.cli", "ingest", "--mqtt-version",
+                               "3.1.1"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="amqtt-node")
+    try:
+        publisher.connect(broker.host, broker.port)
+        publisher.loop_start()
+        buf = bytearray(64)
+
+        def send(seq: int) -> None:
+            n = proto.encode(buf, proto.TELEMETRY, seq, [(0, 0, 21.5)])
+            publisher.publish("pl/v1/amqtt-node/up", bytes(buf[:n]), qos=1).wait_for_publish(5)
+
+        def stored() -> list[int]:
+            try:
+                db = store.connect(tmp_path / "fleet.db")
+                try:
+                    return store.frame_seqs(db, "amqtt-node")
+                finally:
+                    db.conn.close()
+            except sqlite3.OperationalError:  # the worker has not created the schema yet
+                return []
+
+        deadline = time.monotonic() + 30
+        # Until the worker has subscribed, frames go nowhere: resend seq 0 until it is stored.
+        while not stored() and time.monotonic() < deadline:
+            send(0)
+            time.sleep(0.2)
+        for seq in range(1, 10):
+            send(seq)
+        while len(stored()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stored() == list(range(10))
+    finally:
+        publisher.loop_stop()
+        worker.terminate()
+        worker.wait(20)
+        broker.stop()
