@@ -15,6 +15,7 @@ import logging
 import random
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
 # The DevKitC has no battery; simulated nodes carry a LiPo on a 1:2 divider at GPIO35 so the fleet
 # sees battery readings (a board file for such a board would say the same).
 SIM_BATTERY = {"adc_pin": 35, "divider": 2.0}
-_WDT_CHECK_S = 1.0
+_WDT_CHECK_S = 0.25
 
 log = logging.getLogger("polylink_host.sim")
 
@@ -105,7 +106,8 @@ class SimNode:
             except SimReset:
                 pass  # hal.reset() set the cause
             except asyncio.CancelledError:
-                if not self._wdt_fired:
+                me = asyncio.current_task()
+                if not self._wdt_fired or (me is not None and me.cancelling()):
                     self._task.cancel()
                     self.hal.drop_connections()
                     raise
@@ -121,13 +123,21 @@ class SimNode:
             self.hal.led(False)
             await asyncio.sleep(0.05)  # boot time
 
-    def check_watchdog(self) -> bool:
-        """Reset the node if its watchdog expired (a starved or hung loop); True if it fired."""
-        if self._task is not None and not self._task.done() and self.hal.wdt_expired():
-            self._wdt_fired = True
+    def watchdog_expired(self) -> bool:
+        """True (once per boot) when the running firmware's watchdog went unfed past its timeout.
+
+        Called from the watchdog thread: the verdict is taken while a blocking call may still hold
+        the loop, so feeding afterwards cannot undo it, as with the chip's hardware timer.
+        """
+        task = self._task
+        if task is None or task.done() or self._wdt_fired or not self.hal.wdt_expired():
+            return False
+        self._wdt_fired = True
+        return True
+
+    def _bite(self) -> None:
+        if self._wdt_fired and self._task is not None and not self._task.done():
             self._task.cancel()
-            return True
-        return False
 
     def power_cut(self) -> None:
         """Stop the node abruptly: sockets die without DISCONNECT, so the broker sends the will."""
@@ -137,11 +147,29 @@ class SimNode:
 
 
 async def watchdog(nodes: list[SimNode]) -> None:
-    """One task for all nodes: the simulated hardware watchdog."""
-    while True:
-        await asyncio.sleep(_WDT_CHECK_S)
-        for n in nodes:
-            n.check_watchdog()
+    """The simulated hardware watchdog of all nodes, until cancelled.
+
+    One thread for the whole fleet: a task could not run while a blocking call starves the loop,
+    which is exactly when a hardware watchdog must bite.
+    """
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def check() -> None:
+        while not stop.wait(_WDT_CHECK_S):
+            for n in nodes:
+                if n.watchdog_expired():
+                    # Logged from here because the loop may be starved; the reset runs when the
+                    # loop gets control back (a loop blocked for good hangs the whole simulator).
+                    log.warning("node %s: watchdog expired, resetting", n.id)
+                    loop.call_soon_threadsafe(n._bite)
+
+    thread = threading.Thread(target=check, name="sim-watchdog", daemon=True)
+    thread.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        stop.set()
 
 
 def node_ids(prefix: str, count: int) -> list[str]:

@@ -226,3 +226,37 @@ def test_watchdog_resets_a_node_whose_sampling_hangs(mosquitto, tmp_path, monkey
     lst.close()
     st = [f[3] for f in lst.frames("h-wdt", proto.STATUS) if f[3]["boots"] == 2][0]
     assert st["reset"] == WDT_RESET
+
+
+def test_watchdog_resets_a_node_whose_loop_is_starved_by_a_blocking_call(
+    mosquitto, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(node_mod, "WDT_TIMEOUT_MS", 1000)
+    lst = Listener(mosquitto)
+
+    async def scenario():
+        sim = sim_node(tmp_path, mosquitto, "h-starve", interval=1)
+        task = asyncio.create_task(sim.run())
+        dog = asyncio.create_task(watchdog([sim]))
+        await until(lambda: lst.conn("h-starve") == [b"1"], 10, "node online")
+        first = sim.node
+
+        async def blocking_sample():
+            # One long blocking call (a busy-wait in a driver): nothing else on the loop runs
+            # meanwhile, not even the node's own watchdog feeding.
+            first.sample_once = normal
+            time.sleep(2.0)
+            await normal()
+
+        normal = first.sample_once
+
+        first.sample_once = blocking_sample
+        await until(lambda: sim.resets >= 1 and sim.node is not first, 10, "the watchdog reset")
+        task.cancel()
+        dog.cancel()
+        await asyncio.gather(task, dog, return_exceptions=True)
+        return sim
+
+    sim = asyncio.run(scenario())
+    lst.close()
+    assert sim.hal.cause == WDT_RESET
