@@ -9,9 +9,14 @@ from polylink.node import Node
 
 def main():
     # The board is read first so the HAL knows its pins; the node id defaults to the chip id.
-    board = config.load_board("")
-    hal = HAL(board)
-    cfg = config.load("", default_node="pl-" + hal.unique_id(), board=board)
+    try:
+        board = config.load_board("")
+        hal = HAL(board)
+        cfg = config.load("", default_node="pl-" + hal.unique_id(), board=board)
+    except config.ConfigError as e:
+        # Stop at the REPL with one clear line for whoever fixes the files; no reset loop.
+        print("polylink: cannot start:", e)
+        return
     asyncio.run(Node(hal, cfg).run())
 
 

@@ -27,7 +27,7 @@ BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
 # The DevKitC has no battery; simulated nodes carry a LiPo on a 1:2 divider at GPIO35 so the fleet
 # sees battery readings (a board file for such a board would say the same).
 SIM_BATTERY = {"adc_pin": 35, "divider": 2.0}
-_WDT_CHECK_S = 0.25
+_WDT_CHECK_S = 0.5
 
 log = logging.getLogger("polylink_host.sim")
 
