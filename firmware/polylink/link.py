@@ -130,7 +130,6 @@ class Link:
         """Forever: bring WiFi and MQTT up, serve the session, back off after each failure."""
         attempt = 0
         while True:
-            cl = None
             try:
                 await self._wifi()
                 cl = await self._session_open()
@@ -147,9 +146,10 @@ class Link:
                 self.up.clear()
                 self.down.set()
                 self._dead.set()
-                if cl is not None:
-                    cl.acked.set()
-                    self._close(cl)
+                # self.client, not cl: a CONNECT that failed must not leave its socket open.
+                if self.client is not None:
+                    self.client.acked.set()
+                    self._close(self.client)
             self.failures += 1
             await asyncio.sleep(backoff_s(attempt))
             attempt += 1

@@ -89,3 +89,21 @@ async def test_dup_resend_keepalive_and_resend_after_reconnect():
         link._ACK_TIMEOUT_S = saved
         task.cancel()
         await asyncio.sleep(0)
+
+
+async def test_refused_connect_closes_its_socket_and_backs_off():
+    hal = NetHAL("/", board())
+    lk = link.Link(hal, _cfg(), lambda t, m, r: None)
+    task = asyncio.create_task(lk.run())
+    try:
+        await _until(lambda: hal.pipes and hal.pipes[0].tx, "CONNECT")
+        hal.pipes[0].feed(b"\x20\x02\x00\x04")  # bad user name or password
+        await _until(lambda: lk.failures == 1, "the failure counted")
+        eq(hal.pipes[0].closed, True, "socket closed")
+        eq("bad user name or password" in lk.last_error, True, lk.last_error)
+        eq(lk.up.is_set(), False)
+        await asyncio.sleep(0.2)
+        eq(len(hal.pipes), 1, "no reconnect before the backoff (at least 0.5 s)")
+    finally:
+        task.cancel()
+        await asyncio.sleep(0)
