@@ -14,9 +14,8 @@ REBOOT = 1
 SET_INTERVAL = 2
 IDENTIFY = 3
 
-# EVENT codes the firmware sends (docs/firmware.md lists them)
+# EVENT code for a downlink that is not a valid COMMAND or CONFIG (docs/firmware.md lists all codes)
 EV_BAD_DOWNLINK = 1
-EV_SENSOR_FAILED = 2
 
 INTERVAL_MIN = 1
 INTERVAL_MAX = 86400
@@ -33,8 +32,8 @@ class Commands:
     """Turns downlink payloads into calls on the node (intervals, reboot, identify)."""
 
     def __init__(self, node):
+        # The count of rejected downlinks lives on the node: this object lasts one downlink.
         self.node = node
-        self.bad = 0  # downlinks that failed to decode or were not downlinks, since boot
 
     def handle(self, payload):
         """Decode one downlink and act; answer COMMAND/CONFIG with RESULT, junk with EVENT."""
@@ -55,8 +54,10 @@ class Commands:
         self.node.emit(proto.RESULT, {"cid": cid, "code": code, "value": value, "text": text})
 
     def _bad(self, text):
-        self.bad += 1
-        self.node.emit(proto.EVENT, {"code": EV_BAD_DOWNLINK, "value": self.bad, "text": text[:60]})
+        node = self.node
+        node.bad_downlinks += 1
+        body = {"code": EV_BAD_DOWNLINK, "value": node.bad_downlinks, "text": text[:60]}
+        node.emit(proto.EVENT, body)
 
     def _safely(self, fn, body):
         try:

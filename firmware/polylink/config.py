@@ -44,12 +44,13 @@ def _schema():
     return configschema
 
 
-def _unload():
+def unload(name):
+    """Drop polylink.<name> from the heap (MicroPython only); the next import loads it again."""
     if _UNLOAD:
-        sys.modules.pop("polylink.configschema", None)
+        sys.modules.pop("polylink." + name, None)
         pkg = sys.modules.get("polylink")
-        if pkg is not None and "configschema" in pkg.__dict__:
-            delattr(pkg, "configschema")
+        if pkg is not None and name in pkg.__dict__:
+            delattr(pkg, name)
 
 
 def check_node_id(node) -> str:
@@ -57,7 +58,7 @@ def check_node_id(node) -> str:
     try:
         return _schema().check_node_id(node)
     finally:
-        _unload()
+        unload("configschema")
 
 
 def validate_board(board) -> dict:
@@ -65,7 +66,7 @@ def validate_board(board) -> dict:
     try:
         return _schema().validate_board(board)
     finally:
-        _unload()
+        unload("configschema")
 
 
 def validate(raw, board, default_node=None) -> Config:
@@ -73,7 +74,7 @@ def validate(raw, board, default_node=None) -> Config:
     try:
         return _schema().validate(raw, board, default_node)
     finally:
-        _unload()
+        unload("configschema")
 
 
 def load_board(root="") -> dict:
@@ -81,7 +82,7 @@ def load_board(root="") -> dict:
     try:
         return _schema().load_board(root)
     finally:
-        _unload()
+        unload("configschema")
 
 
 def load(root="", default_node=None, board=None) -> Config:
@@ -89,7 +90,7 @@ def load(root="", default_node=None, board=None) -> Config:
     try:
         return _schema().load(root, default_node, board)
     finally:
-        _unload()
+        unload("configschema")
 
 
 def save(root, changes) -> None:
@@ -97,4 +98,4 @@ def save(root, changes) -> None:
     try:
         _schema().save(root, changes)
     finally:
-        _unload()
+        unload("configschema")

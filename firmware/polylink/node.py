@@ -2,14 +2,14 @@
 
 import asyncio
 
-from polylink import commands, config, proto, status
-from polylink.commands import Commands
+from polylink import config, proto, status
 from polylink.link import Link, LinkDown
 from polylink.sensors import Schedule, SensorSet
 from polylink.sequence import Sequence
 from polylink.store import Store
 
 FW_VERSION = "0.1.0"
+EV_SENSOR_FAILED = 2  # EVENT code: a sensor started failing (docs/firmware.md lists all codes)
 WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
@@ -31,7 +31,7 @@ class Node:
         self.schedule = Schedule(hal, cfg.interval)
         self.status_schedule = Schedule(hal, cfg.status_interval)
         self.link = Link(hal, cfg, self._on_message)
-        self.commands = Commands(self)
+        self.bad_downlinks = 0  # downlinks rejected since boot (EVENT code 1 reports the count)
         self.sent = 0  # frames acknowledged by the broker since boot
         self.encode_errors = 0
         self.store_errors = 0  # frames lost because the flash queue could not be written
@@ -101,7 +101,12 @@ class Node:
 
     def _on_message(self, topic, msg, retained):
         if topic == self.link.down_topic:
-            self.commands.handle(msg)
+            # commands.py is loaded per downlink and dropped again on MicroPython: most nodes
+            # rarely get one, and its code is not worth 3 KB of heap in between.
+            from polylink.commands import Commands
+
+            Commands(self).handle(msg)
+            config.unload("commands")
 
     async def sample_once(self):
         """Read every sensor, queue one TELEMETRY frame (and an EVENT per newly failing sensor)."""
@@ -115,7 +120,7 @@ class Node:
             failing |= 1 << i
             if not self._failing & (1 << i):
                 self.emit(
-                    proto.EVENT, {"code": commands.EV_SENSOR_FAILED, "value": i, "text": text[:60]}
+                    proto.EVENT, {"code": EV_SENSOR_FAILED, "value": i, "text": text[:60]}
                 )
         self._failing = failing
         if out:

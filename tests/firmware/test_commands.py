@@ -12,6 +12,7 @@ class FakeNode:
         self.reboots = 0
         self.busy = False
         self.blinks = None
+        self.bad_downlinks = 0
 
     def emit(self, mtype, body, ts=None):
         # Encode for real: a body the codec rejects would be a bug in commands.py.
@@ -99,7 +100,7 @@ def test_garbage_and_uplinks_become_events_with_a_count():
     eq([o[1]["value"] for o in node.out], [1, 2, 3])
     eq([o[1]["code"] for o in node.out], [commands.EV_BAD_DOWNLINK] * 3)
     eq("not a downlink" in node.out[2][1]["text"], True)
-    eq(c.bad, 3)
+    eq(node.bad_downlinks, 3)
 
 
 def test_failing_action_is_answered_not_raised():

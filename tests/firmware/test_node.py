@@ -4,8 +4,8 @@ import json
 
 from _check import eq
 from _fw import FakeBME280Bus, FakeDS, FakeHAL, board, rmtree, tmpdir
-from polylink import commands, config, ds18b20, proto
-from polylink.node import Node
+from polylink import config, ds18b20, proto
+from polylink.node import EV_SENSOR_FAILED, Node
 from polylink.sensors import Schedule
 
 ds18b20._CONVERSION_S = 0
@@ -64,7 +64,7 @@ async def test_failing_sensor_sends_one_event_and_the_rest_still_report():
             [proto.EVENT, proto.TELEMETRY, proto.TELEMETRY],
             "one EVENT, not one per sample",
         )
-        eq((f[0][3]["code"], f[0][3]["value"]), (commands.EV_SENSOR_FAILED, 0))
+        eq((f[0][3]["code"], f[0][3]["value"]), (EV_SENSOR_FAILED, 0))
         eq("bme280" in f[0][3]["text"], True)
         eq(sorted(set(q for q, i, v in f[1][3])), [0, 2], "DS18B20 and battery still read")
         bus.missing = False
@@ -152,5 +152,27 @@ async def test_full_flash_loses_the_frame_not_the_node():
         eq(node.store_errors, 1)
         node._tick()
         eq(hal.fed, 1, "sampling still counts as progress")
+    finally:
+        rmtree(d)
+
+
+async def test_downlinks_are_answered_and_commands_leave_the_heap_after():
+    import sys
+
+    d = tmpdir("node")
+    try:
+        node, hal = _node(d)
+        buf = bytearray(32)
+        n = proto.encode(buf, proto.COMMAND, 1, {"cid": 11, "cmd": 2, "arg": 5})
+        node._on_message(node.link.down_topic, bytes(buf[:n]), False)
+        node._on_message(node.link.down_topic, b"\xff\xff", False)
+        node._on_message("pl/v1/other/down", bytes(buf[:n]), False)  # not ours: ignored
+        f = _frames(node)
+        eq([x[0] for x in f], [proto.RESULT, proto.EVENT])
+        eq((f[0][3]["cid"], f[0][3]["code"]), (11, 0))
+        eq((f[1][3]["code"], f[1][3]["value"]), (1, 1))
+        eq((node.schedule.interval, node.bad_downlinks), (5, 1))
+        if sys.implementation.name == "micropython":
+            eq("polylink.commands" in sys.modules, False, "unloaded after the downlink")
     finally:
         rmtree(d)
