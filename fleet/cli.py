@@ -65,8 +65,10 @@ def run_command():
 @click.option("--batch-size", default=5000, show_default=True, help="Most messages per commit.")
 @click.option("--batch-delay", default=0.05, show_default=True,
               help="Longest wait (s) for a batch to fill before committing it.")
-@click.option("--mqtt-version", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True,
-              help="MQTT protocol version; 3.1.1 for brokers without MQTT 5 (the amqtt fallback).")
+@click.option("--mqtt-version", type=click.Choice(["3.1.1", "5"]), default="3.1.1",
+              show_default=True,
+              help="MQTT protocol version. 3.1.1 works with every broker (amqtt too) and takes the "
+                   "worker's fast path; 5 costs ~2x CPU per message in paho.")
 @friendly
 def ingest_command(batch_size, batch_delay, mqtt_version):
     """Run the ingest worker: broker -> SQLite, until SIGTERM.
