@@ -48,9 +48,10 @@ class IngestProcess:
         self.log = open(data_dir.parent / "ingest.log", "ab")  # noqa: SIM115
         self.proc = None
 
-    def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "ingest"], env=self.env,
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+    def start(self, *args):
+        self.proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "ingest", *args],
+                                     env=self.env, cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -100,16 +101,17 @@ def count_frames(db_path):
         db.conn.close()
 
 
-def started(ingest_proc, pub, settings):
+def started(ingest_proc, pub, settings, *args):
     """Start the worker and return once it is subscribed (it has seen a retained probe)."""
     publish_wait(pub, "pl/v1/probe/conn", b"1", retain=True)
-    ingest_proc.start()
+    ingest_proc.start(*args)
     wait_for(node_known(settings.db_path, "probe"), what="the worker to subscribe")
 
 
-def test_published_frames_are_stored_exactly_once(mosquitto, ingest_proc, settings):
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_published_frames_are_stored_exactly_once(mosquitto, ingest_proc, settings, version):
     pub = publisher(mosquitto)
-    started(ingest_proc, pub, settings)
+    started(ingest_proc, pub, settings, "--mqtt-version", version)
     for i in range(300):
         pub.publish(f"pl/v1/node-{i % 3}/up", frame(i // 3), qos=1)
     # Retransmissions: the same frames again must not be stored twice.
@@ -145,7 +147,7 @@ def test_ingest_crash_and_restart_mid_stream_lose_nothing(mosquitto, ingest_proc
     wait_for(lambda: count_frames(settings.db_path) >= 300, what="the first frames")
     ingest_proc.stop(signal.SIGKILL)  # a crash: no flush, no clean disconnect
     time.sleep(0.5)
-    ingest_proc.start()
+    ingest_proc.start("--mqtt-version", "5")  # the session carries over between versions
     wait_for(lambda: count_frames(settings.db_path) >= 1200, what="frames after the crash")
     assert ingest_proc.stop(signal.SIGTERM) == 0  # and a clean restart too
     ingest_proc.start()
