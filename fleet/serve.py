@@ -72,10 +72,12 @@ def prepare_store(settings: Settings) -> str | None:
 class Ingest:
     """The ingest worker process, restarted whenever it exits while the server runs."""
 
-    def __init__(self, settings: Settings, mqtt_version: str = "5"):
+    def __init__(self, settings: Settings, mqtt_version: str | None = None):
         self.env = child_env(settings)
         self.log_path = settings.data_dir / "logs" / "ingest.log"
-        self.command = [sys.executable, "-m", "fleet.cli", "ingest", "--mqtt-version", mqtt_version]
+        self.command = [sys.executable, "-m", "fleet.cli", "ingest"]
+        if mqtt_version:
+            self.command += ["--mqtt-version", mqtt_version]
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self.restarts = 0
@@ -149,8 +151,9 @@ def main(settings: Settings) -> None:
             broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir)
             broker.start()
         password = prepare_store(settings)
-        # amqtt speaks MQTT 3.1.1 only; mosquitto and external brokers get MQTT 5.
-        ingest = Ingest(settings, "3.1.1" if broker is not None and broker.kind == "amqtt" else "5")
+        # amqtt speaks MQTT 3.1.1 only: say so whatever the worker's default is.
+        on_amqtt = broker is not None and broker.kind == "amqtt"
+        ingest = Ingest(settings, "3.1.1" if on_amqtt else None)
         ingest.start()
         serve_web(settings, broker, ingest, password)
     except (brokers.BrokerError, store.StoreError, ServeError) as e:
