@@ -44,6 +44,10 @@ def create_app(test_config=None):
     app.register_blueprint(auth.bp)
     app.register_blueprint(nodes.bp)
     api.init_app(app)
+    from . import provision_api, provision_ui
+
+    provision_api.init_app(app)
+    app.register_blueprint(provision_ui.bp)
 
     @app.route("/")
     def index():
