@@ -37,12 +37,13 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
 
-    from . import api, auth, db, nodes
+    from . import admin, api, auth, db, nodes
 
     db.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(nodes.bp)
+    app.register_blueprint(admin.bp)
     api.init_app(app)
     from . import provision_api, provision_ui
 

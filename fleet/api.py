@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import db as store
 from . import downlink, senml
-from .auth import bearer_token_name, csrf
+from .auth import bearer_token, csrf, require
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -142,19 +142,24 @@ def _node(node_id: str) -> dict:
 
 @bp.before_request
 def require_token():
-    name = bearer_token_name()
-    if name is None:
+    token = bearer_token()
+    if token is None:
         raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
                             "create one with `fleet token create NAME`")
-    g.token_name = name
+    # The API authenticates by token only: a browser's session cookie grants nothing here.
+    g.user = None
+    g.token = token
+    g.token_name = token["name"]
 
 
 @bp.get("/nodes")
+@require("read")
 def list_nodes():
     return jsonify({"nodes": [node_json(n) for n in store.list_nodes(store.get_db())]})
 
 
 @bp.get("/nodes/<node_id>")
+@require("read")
 def get_node(node_id):
     node = node_json(_node(node_id))
     rows = store.latest_values(store.get_db(), node_id)
@@ -164,6 +169,7 @@ def get_node(node_id):
 
 
 @bp.get("/nodes/<node_id>/telemetry")
+@require("read")
 def telemetry(node_id):
     _node(node_id)
     since, until = _time_param("since"), _time_param("until")
@@ -176,6 +182,7 @@ def telemetry(node_id):
 
 
 @bp.post("/nodes/<node_id>/commands")
+@require("nodes")
 def send_command(node_id):
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -207,6 +214,7 @@ def send_command(node_id):
 
 
 @bp.get("/nodes/<node_id>/commands/<int:cid>")
+@require("read")
 def get_command(node_id, cid):
     _node(node_id)
     try:
@@ -216,6 +224,7 @@ def get_command(node_id, cid):
 
 
 @bp.get("/nodes/<node_id>/bad-frames")
+@require("read")
 def bad_frames(node_id):
     node = _node(node_id)
     rows = store.bad_frames(store.get_db(), node_id, _limit_param(default=100))

@@ -30,31 +30,59 @@ hasher = PasswordHash.recommended()
 USER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 MIN_PASSWORD = 8
-ROLES = ("admin", "operator")
 TOKEN_PREFIX = "plt_"
+
+# Roles, least to most powerful. Each area of the fleet names the roles that may change things
+# in it; everybody logged in may read everything except the admin area. Admin may do everything.
+ROLES = ("viewer", "technician", "operator", "admin")
+AREAS = {
+    # Read pages and the API's GET endpoints.
+    "read": ("viewer", "technician", "operator", "admin"),
+    # One node at a time: commands, config, location, tags, name; acknowledge its alerts.
+    "nodes": ("technician", "operator", "admin"),
+    # Register nodes, build their images, approve claims (issue 5 adds the pages).
+    "provisioning": ("technician", "operator", "admin"),
+    # Many nodes at once, releases and rollouts (issue 3 adds the latter).
+    "bulk": ("operator", "admin"),
+    "releases": ("operator", "admin"),
+    # People, API tokens, providers, signing keys and the audit log.
+    "admin": ("admin",),
+}
 
 
 class AuthError(ValueError):
     """A user or token cannot be created as asked."""
 
 
-def create_user(db, name: str, password: str, role: str = "operator"):
+def check_role(role: str) -> str:
+    """Return role if it is one of ROLES, else raise AuthError."""
+    if role not in ROLES:
+        raise AuthError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    return role
+
+
+def allowed(role: str | None, area: str) -> bool:
+    """True if a user or token with this role may change things in the area."""
+    return role in AREAS[area]
+
+
+def create_user(db, name: str, password: str, role: str = "operator", actor=None):
     """Create a user with an argon2 password hash; raise AuthError on a bad name or password."""
     if not USER_NAME.match(name or ""):
         raise AuthError(f"user name {name!r} must be 1-64 of A-Z a-z 0-9 _ . @ -")
-    if role not in ROLES:
-        raise AuthError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    check_role(role)
     if len(password) < MIN_PASSWORD:
         raise AuthError(f"password must be at least {MIN_PASSWORD} characters")
-    store.add_user(db, name, hasher.hash(password), role)
+    store.add_user(db, name, hasher.hash(password), role, actor=actor)
 
 
-def create_token(db, name: str) -> str:
+def create_token(db, name: str, role: str = "operator", actor=None) -> str:
     """Create an API token and return it; only its hash is stored, so it is shown once."""
     if not TOKEN_NAME.match(name or ""):
         raise AuthError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    check_role(role)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    store.add_token(db, name, token)
+    store.add_token(db, name, token, role, actor=actor)
     return token
 
 
@@ -68,13 +96,41 @@ def check_password(db, name: str, password: str) -> dict | None:
     return user if hasher.verify(password, user["password_hash"]) else None
 
 
-def bearer_token_name() -> str | None:
-    """Name of the valid bearer token in this request, or None."""
+def bearer_token() -> dict | None:
+    """The valid bearer token of this request as {"name", "role"}, or None."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return store.token_name(store.get_db(), token.strip())
+    return store.token_info(store.get_db(), token.strip())
+
+
+def bearer_token_name() -> str | None:
+    """Name of the valid bearer token in this request, or None."""
+    info = bearer_token()
+    return None if info is None else info["name"]
+
+
+def actor() -> str | None:
+    """Who is making this request, as the audit log names them: the user, or token:NAME."""
+    if g.get("user") is not None:
+        return g.user["name"]
+    if g.get("token") is not None:
+        return "token:" + g.token["name"]
+    return None
+
+
+def current_role() -> str | None:
+    """Role of the logged-in user, or of the API token of this request."""
+    if g.get("user") is not None:
+        return g.user["role"]
+    if g.get("token") is not None:
+        return g.token["role"]
+    return None
+
+
+class Forbidden(Exception):
+    """The user or token is authenticated but its role may not do this."""
 
 
 class _Failures:
@@ -120,6 +176,52 @@ def login_required(view):
     return wrapped
 
 
+def require(area: str):
+    """Let a view run only for a user (session) or API token whose role may act in area.
+
+    Not logged in: the UI redirects to the login page (the API already answered 401).
+    Logged in without the role: 403 (JSON for the API, a page for the UI).
+    """
+    if area not in AREAS:
+        raise ValueError(f"unknown area {area!r}; known: {', '.join(AREAS)}")
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(**kwargs):
+            role = current_role()
+            if role is None:
+                return redirect(url_for("auth.login", next=request.path))
+            if not allowed(role, area):
+                raise Forbidden(f"role {role} may not do this (needs one of: "
+                                f"{', '.join(AREAS[area])})")
+            return view(**kwargs)
+
+        wrapped.polylink_area = area  # type: ignore[attr-defined]  (read by the permission test)
+        return wrapped
+
+    return decorate
+
+
+def require_role(*roles: str):
+    """Let a view run only for these roles (exactly; admin is not implied)."""
+    for role in roles:
+        check_role(role)
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(**kwargs):
+            role = current_role()
+            if role is None:
+                return redirect(url_for("auth.login", next=request.path))
+            if role not in roles:
+                raise Forbidden(f"role {role} may not do this (needs one of: {', '.join(roles)})")
+            return view(**kwargs)
+
+        return wrapped
+
+    return decorate
+
+
 @bp.before_app_request
 def load_logged_in_user():
     user_id = session.get("user_id")
@@ -161,6 +263,8 @@ def login():
 
 @bp.route("/logout", methods=("POST",))
 def logout():
+    if g.user is not None:
+        store.audit(store.get_db(), g.user["name"], "logout")
     session.clear()
     return redirect(url_for("auth.login"))
 
@@ -173,3 +277,14 @@ def init_app(app):
     @app.errorhandler(CSRFError)
     def csrf_error(e):
         return render_template("error.html", message=f"Form refused: {e.description}"), 400
+
+    @app.errorhandler(Forbidden)
+    def forbidden(e):
+        if request.path.startswith("/api/"):
+            return {"error": str(e)}, 403
+        return render_template("error.html", message=f"Not allowed: {e}"), 403
+
+    @app.context_processor
+    def roles_in_templates():
+        # `can('bulk')` in a template hides what the user may not do (the view checks anyway).
+        return {"can": lambda area: allowed(current_role(), area)}

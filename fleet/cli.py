@@ -10,6 +10,9 @@ import click
 from . import db as store
 from .settings import SettingsError, from_env
 
+# The roles of fleet/auth.py, repeated so `fleet --help` needs no Flask; a test keeps them equal.
+ROLES = ("viewer", "technician", "operator", "admin")
+
 
 def friendly(fn):
     """Turn the library's named exceptions into one-line click errors (no tracebacks)."""
@@ -116,8 +119,10 @@ def user_group():
 
 @user_group.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["admin", "operator"]), default="operator",
-              show_default=True, help="admin may also manage users and tokens.")
+@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
+              help="viewer reads; technician also works on single nodes; operator also runs "
+                   "bulk actions and rollouts; admin also manages users, tokens and providers "
+                   "(docs/fleet.md).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @friendly
 def user_add(name, role, password_stdin):
@@ -131,8 +136,32 @@ def user_add(name, role, password_stdin):
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    auth.create_user(open_store(), name, password, role)
+    auth.create_user(open_store(), name, password, role, actor="cli")
     click.echo(f"user {name} ({role}) added")
+
+
+@user_group.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+@friendly
+def user_set_role(name, role):
+    """Change what a user may do.
+
+    Example: fleet user set-role bob technician
+    """
+    store.set_user_role(open_store(), name, role, actor="cli")
+    click.echo(f"user {name} is now {role}")
+
+
+@user_group.command("list")
+@friendly
+def user_list():
+    """List users and their roles.
+
+    Example: fleet user list
+    """
+    for u in store.list_users(open_store()):
+        click.echo(f"{u['name']:<32} {u['role']:<10} {when(u['created'])}")
 
 
 @cli.group("token")
@@ -145,15 +174,17 @@ def token_group():
 
 @token_group.command("create")
 @click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
+              help="What the token may do, as for users; give a read-only script viewer.")
 @friendly
-def token_create(name):
+def token_create(name, role):
     """Create an API token and print it once; only its hash is stored.
 
-    Example: fleet token create grafana
+    Example: fleet token create grafana --role viewer
     """
     from . import auth
 
-    click.echo(auth.create_token(open_store(), name))
+    click.echo(auth.create_token(open_store(), name, role, actor="cli"))
 
 
 @cli.command("nodes")

@@ -159,7 +159,14 @@ MIGRATIONS = [
     INSERT INTO latest (node_id, qid, inst, t, value)
         SELECT node_id, qid, inst, max(t), value FROM readings GROUP BY node_id, qid, inst;
     """,
-    # 4: per-node identity minted at registration (provisioning): MQTT login (hash only),
+    # 4: roles for API tokens (tokens made before had the operator's powers, and keep them);
+    # audit log searchable by who and by what.
+    """
+    ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'operator';
+    CREATE INDEX audit_actor ON audit (actor, id);
+    CREATE INDEX audit_target ON audit (target, id);
+    """,
+    # 5: per-node identity minted at registration (provisioning): MQTT login (hash only),
     # LoRaWAN keys, trusted OTA keys, hardware id; revoked_at set means the broker refuses it.
     """
     CREATE TABLE node_credentials (
@@ -666,12 +673,43 @@ def audit(db, actor, action, target=None, detail=None):
         )
 
 
-def audit_log(db, limit=100) -> list[dict]:
-    """Most recent audit entries, newest first."""
-    return list(db.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit]))
+def audit_log(db, limit=100, actor=None, target=None, before=None) -> list[dict]:
+    """Most recent audit entries (of one actor and/or target; ids below `before`), newest first."""
+    sql, args = "SELECT * FROM audit WHERE 1", []
+    for column, value in (("actor", actor), ("target", target)):
+        if value:
+            sql += f" AND {column} = ?"
+            args.append(value)
+    if before is not None:
+        sql += " AND id < ?"
+        args.append(before)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return list(db.query(sql, args))
 
 
-def add_user(db, name, password_hash, role):
+def list_users(db) -> list[dict]:
+    """Every user (without password hashes), by name."""
+    return list(db.query("SELECT id, name, role, created FROM users ORDER BY name"))
+
+
+def set_user_role(db, name, role, actor=None):
+    """Change a user's role; raise StoreError if there is no such user."""
+    with transaction(db) as conn:
+        if conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name)).rowcount != 1:
+            raise StoreError(f"unknown user {name!r}")
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, "user.role", name, json.dumps({"role": role})),
+        )
+
+
+def list_tokens(db) -> list[dict]:
+    """Every API token's name, role and times (never the hash)."""
+    return list(db.query("SELECT name, role, created, last_used FROM api_tokens ORDER BY name"))
+
+
+def add_user(db, name, password_hash, role, actor=None):
     """Create a user; raise DuplicateName if the name is taken."""
     try:
         with transaction(db) as conn:
@@ -681,7 +719,7 @@ def add_user(db, name, password_hash, role):
             )
     except sqlite3.IntegrityError:
         raise DuplicateName(f"user {name!r} already exists") from None
-    audit(db, None, "user.add", name, {"role": role})
+    audit(db, actor, "user.add", name, {"role": role})
 
 
 def get_user(db, name) -> dict | None:
@@ -701,17 +739,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_token(db, name, token):
+def add_token(db, name, token, role="operator", actor=None):
     """Store a token's hash under a name; raise DuplicateName if the name is taken."""
     try:
         with transaction(db) as conn:
             conn.execute(
-                "INSERT INTO api_tokens (name, token_hash, created) VALUES (?, ?, ?)",
-                (name, hash_token(token), time.time()),
+                "INSERT INTO api_tokens (name, token_hash, created, role) VALUES (?, ?, ?, ?)",
+                (name, hash_token(token), time.time(), role),
             )
     except sqlite3.IntegrityError:
         raise DuplicateName(f"token {name!r} already exists") from None
-    audit(db, None, "token.create", name)
+    audit(db, actor, "token.create", name, {"role": role})
 
 
 def token_name(db, token: str) -> str | None:
@@ -720,6 +758,14 @@ def token_name(db, token: str) -> str | None:
         "SELECT name FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
     ).fetchone()
     return row[0] if row else None
+
+
+def token_info(db, token: str) -> dict | None:
+    """{"name", "role"} of the token, or None if no such token exists."""
+    row = db.conn.execute(
+        "SELECT name, role FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
+    ).fetchone()
+    return None if row is None else {"name": row[0], "role": row[1]}
 
 
 # --- provisioning: node credentials ---------------------------------------------------------------

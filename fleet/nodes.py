@@ -17,7 +17,7 @@ from flask import (
 from . import db as store
 from . import downlink
 from .api import iso
-from .auth import login_required
+from .auth import require
 from .senml import name_and_unit
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
@@ -76,7 +76,7 @@ def ago_filter(t):
 
 
 @bp.route("/")
-@login_required
+@require("read")
 def index():
     nodes = store.list_nodes(store.get_db())
     online = sum(1 for n in nodes if n["online"])
@@ -84,7 +84,7 @@ def index():
 
 
 @bp.route("/<node_id>")
-@login_required
+@require("read")
 def detail(node_id):
     db = store.get_db()
     try:
@@ -117,7 +117,7 @@ def detail(node_id):
 
 
 @bp.route("/<node_id>/commands", methods=("POST",))
-@login_required
+@require("nodes")
 def send_command(node_id):
     db = store.get_db()
     command = request.form.get("command", "")

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from . import db as store
 from . import provision
 from .api import ApiError, iso
-from .auth import bearer_token_name, csrf
+from .auth import bearer_token, csrf, require
 
 bp = Blueprint("provision_api", __name__, url_prefix="/api/v1")
 _FIELDS = {"id", "board", "name", "mac"}
@@ -13,11 +13,14 @@ _FIELDS = {"id", "board", "name", "mac"}
 
 @bp.before_request
 def require_token():
-    name = bearer_token_name()
-    if name is None:
+    token = bearer_token()
+    if token is None:
         raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
                             "create one with `fleet token create NAME`")
-    g.token_name = name
+    # As in api.py: the API authenticates by token only, never by a browser's session cookie.
+    g.user = None
+    g.token = token
+    g.token_name = token["name"]
 
 
 def _body() -> dict:
@@ -31,6 +34,7 @@ def _body() -> dict:
 
 
 @bp.post("/nodes")
+@require("provisioning")
 def register():
     body = _body()
     unknown = set(body) - _FIELDS
@@ -62,6 +66,7 @@ def _identity(node_id: str) -> dict:
 
 
 @bp.get("/nodes/<node_id>/identity")
+@require("read")
 def identity(node_id):
     """The non-secret part of a node's identity."""
     c = _identity(node_id)
@@ -72,6 +77,7 @@ def identity(node_id):
 
 
 @bp.post("/nodes/<node_id>/revoke")
+@require("provisioning")
 def revoke(node_id):
     _identity(node_id)
     try:
@@ -83,6 +89,7 @@ def revoke(node_id):
 
 
 @bp.post("/nodes/<node_id>/rotate")
+@require("provisioning")
 def rotate(node_id):
     _identity(node_id)
     try:

@@ -15,7 +15,7 @@ from flask import (
 
 from . import db as store
 from . import provision
-from .auth import login_required
+from .auth import require
 
 bp = Blueprint("provision", __name__, url_prefix="/provision")
 
@@ -35,7 +35,7 @@ def _identities(db) -> list[dict]:
 
 
 @bp.route("/", methods=("GET", "POST"))
-@login_required
+@require("provisioning")
 def index():
     db = store.get_db()
     identity = None
@@ -59,7 +59,7 @@ def index():
 
 
 @bp.route("/<node_id>/revoke", methods=("POST",))
-@login_required
+@require("provisioning")
 def revoke(node_id):
     db = store.get_db()
     if store.get_credentials(db, node_id) is None:

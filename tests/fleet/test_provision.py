@@ -121,3 +121,17 @@ def test_ui_registers_with_csrf_and_shows_secrets_once(logged_in, form_token, db
     assert "Not registered: node &#39;ui-1&#39; is already registered" in bad
     c.post("/provision/ui-1/revoke", data={"csrf_token": csrf})
     assert "ui-1" not in store.active_mqtt_hashes(db)
+
+
+def test_viewers_cannot_register_or_revoke(client, db, form_token):
+    from fleet.auth import create_token, create_user
+
+    viewer = create_token(db, "viewer-script", "viewer")
+    h = {"Authorization": f"Bearer {viewer}"}
+    r = client.post("/api/v1/nodes", json={"id": "v-1"}, headers=h)
+    assert r.status_code == 403 and store.get_credentials(db, "v-1") is None
+    create_user(db, "val", "long enough pw", "viewer")
+    client.post("/auth/login", data={"username": "val", "password": "long enough pw",
+                                     "csrf_token": form_token(client, "/auth/login")})
+    assert client.get("/provision/").status_code == 403
+    assert 'href="/provision/"' not in client.get("/nodes/").get_data(as_text=True)
