@@ -47,5 +47,9 @@ def create_app(test_config=None):
     app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
     api.init_app(app)
+    from . import provision_api, provision_ui
+
+    provision_api.init_app(app)
+    app.register_blueprint(provision_ui.bp)
 
     return app

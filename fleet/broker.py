@@ -19,7 +19,7 @@ _SYSTEM_MOSQUITTO = "/usr/sbin/mosquitto"
 # An MQTT 3.1.1 CONNECT (clean session, keepalive 10 s, client id "polylink-probe") and the
 # CONNACK that accepts it: a listening socket alone does not prove the broker is serving yet.
 _PROBE_CONNECT = bytes.fromhex("101a00044d5154540402000a000e706f6c796c696e6b2d70726f6265")
-_CONNACK_OK = bytes.fromhex("20020000")
+_CONNACK = bytes.fromhex("2002")
 _DISCONNECT = bytes.fromhex("e000")
 
 
@@ -69,14 +69,31 @@ def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def render_config(port: int, broker_dir: Path) -> str:
-    """The project's mosquitto.conf for a broker on 127.0.0.1:port with its data in broker_dir."""
+# Every client logs in: nodes with the credentials minted at registration, the ingest worker and
+# the fleet with their service accounts (fleet/brokerauth.py writes both files and sends SIGHUP
+# when a credential changes). The client id is the username, so no client can take over another's
+# session by choosing its client id.
+_AUTH = """allow_anonymous false
+password_file $broker_dir/passwd
+acl_file $broker_dir/acl
+use_username_as_clientid true"""
+# Test brokers only (auth=False): any process on this machine may connect without a login.
+_ANONYMOUS = "allow_anonymous true"
+
+
+def render_config(port: int, broker_dir: Path, auth: bool = False) -> str:
+    """The project's mosquitto.conf for a broker on 127.0.0.1:port with its data in broker_dir.
+
+    auth=True (what `fleet run` uses) enforces the fleet's password and ACL files.
+    """
     for path in (broker_dir,):
         # mosquitto's config format has no quoting: a space or newline would split the line.
         if any(c.isspace() for c in str(path)):
             raise BrokerError(f"broker directory {path} contains whitespace, which mosquitto "
                               "cannot read in its config; choose a DATA_DIR without spaces")
+    auth_text = Template(_AUTH).substitute(broker_dir=broker_dir) if auth else _ANONYMOUS
     return Template(TEMPLATE.read_text()).substitute(
+        auth=auth_text,
         port=port,
         user=current_user(),
         persistence_dir=broker_dir,
@@ -84,11 +101,11 @@ def render_config(port: int, broker_dir: Path) -> str:
     )
 
 
-def write_config(port: int, broker_dir: Path) -> Path:
+def write_config(port: int, broker_dir: Path, auth: bool = False) -> Path:
     """Write the project's config into broker_dir and return its path."""
     broker_dir.mkdir(parents=True, exist_ok=True)
     path = broker_dir / "mosquitto.conf"
-    path.write_text(render_config(port, broker_dir))
+    path.write_text(render_config(port, broker_dir, auth))
     return path
 
 
@@ -143,7 +160,8 @@ def mqtt_ready(host: str, port: int, timeout: float = 1.0) -> bool:
                     return False
                 reply += chunk
             sock.sendall(_DISCONNECT)
-            return reply == _CONNACK_OK
+            # Any CONNACK means the broker serves; one that enforces logins refuses the probe.
+            return reply[:2] == _CONNACK
     except OSError:
         return False
 
@@ -190,6 +208,8 @@ class Broker:
                     raise PortInUseError(port_in_use_message(self.port))
                 raise BrokerError(f"{self.kind} exited while starting on port {self.port}:\n{tail}")
             if mqtt_ready(self.host, self.port):
+                # Other processes (the CLI registering a node) signal the broker to reload.
+                (self.broker_dir / "broker.pid").write_text(f"{self.proc.pid}\n")
                 return self
             time.sleep(0.05)
         self.stop()
@@ -201,6 +221,7 @@ class Broker:
         if self.proc is not None:
             stop_process(self.proc, timeout)
             self.proc = None
+            (self.broker_dir / "broker.pid").unlink(missing_ok=True)
 
     def kill(self) -> None:
         """Kill the broker without a clean shutdown, as a crash or power loss would."""
@@ -234,8 +255,9 @@ class MosquittoBroker(Broker):
     kind = "mosquitto"
 
     def __init__(self, port: int, broker_dir: Path, executable: str | None = None,
-                 config_text: str | None = None):
+                 config_text: str | None = None, auth: bool = False):
         super().__init__(port, broker_dir)
+        self.auth = auth
         self.executable = executable or find_mosquitto()
         if self.executable is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -244,7 +266,7 @@ class MosquittoBroker(Broker):
 
     def command(self) -> list[str]:
         if self.config_text is None:
-            conf = write_config(self.port, self.broker_dir)
+            conf = write_config(self.port, self.broker_dir, self.auth)
         else:
             self.broker_dir.mkdir(parents=True, exist_ok=True)
             conf = self.broker_dir / "mosquitto.conf"
@@ -265,10 +287,10 @@ class AmqttBroker(Broker):
         return [sys.executable, "-m", "fleet.broker", "amqtt", str(self.port)]
 
 
-def make_broker(port: int, broker_dir: Path) -> Broker:
-    """mosquitto when installed, else the embedded amqtt broker."""
+def make_broker(port: int, broker_dir: Path, auth: bool = False) -> Broker:
+    """mosquitto when installed (enforcing the fleet's logins if auth), else embedded amqtt."""
     if find_mosquitto():
-        return MosquittoBroker(port, broker_dir)
+        return MosquittoBroker(port, broker_dir, auth=auth)
     return AmqttBroker(port, broker_dir)
 
 

@@ -16,6 +16,7 @@ ROLES = ("viewer", "technician", "operator", "admin")
 
 def friendly(fn):
     """Turn the library's named exceptions into one-line click errors (no tracebacks)."""
+    from .brokerauth import BrokerAuthError
     from .downlink import DownlinkError
     from .ingest import IngestError
 
@@ -23,7 +24,8 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (SettingsError, store.StoreError, DownlinkError, IngestError, ValueError) as e:
+        except (SettingsError, store.StoreError, DownlinkError, IngestError, BrokerAuthError,
+                ValueError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
@@ -230,6 +232,69 @@ def node_show(node_id):
     for row in store.latest_values(db, node_id):
         name, unit = name_and_unit(row["qid"], row["inst"])
         click.echo(f"{name:<17} {row['value']} {unit or ''} at {when(row['t'])}")
+
+
+@node_group.command("add")
+@click.argument("node_id", required=False)
+@click.option("--board", help="Board name from boards/ (a radio board also gets LoRaWAN keys).")
+@click.option("--name", help="Display name, e.g. where the node is mounted.")
+@click.option("--mac", help="Hardware id (MAC) of the board, if known.")
+@click.option("--json", "as_json", is_flag=True, help="Print the identity as JSON (for scripts).")
+@friendly
+def node_add(node_id, board, name, mac, as_json):
+    """Register a node and mint its identity; its secrets are printed once.
+
+    Without NODE_ID a random id is chosen. The broker accepts the node at once.
+
+    Example: fleet node add street-lamp-0042 --board HELTEC_V3 --name "Main St 42"
+    """
+    import json
+
+    from . import provision
+
+    identity = provision.register(open_store(), from_env(), node_id, board=board, name=name,
+                                  mac=mac, actor="cli")
+    if as_json:
+        click.echo(json.dumps(identity))
+        return
+    click.echo(f"node {identity['node_id']} registered" + (f" ({board})" if board else ""))
+    click.echo(f"  mqtt user      {identity['mqtt']['user']}")
+    click.echo(f"  mqtt password  {identity['mqtt']['password']}")
+    if identity["lorawan"]:
+        for key in ("dev_eui", "join_eui", "app_key"):
+            click.echo(f"  {key:<14} {identity['lorawan'][key]}")
+    keys = ", ".join(identity["ota"]["keys"]) or "none yet (no DATA_DIR/ota/trusted_keys.json)"
+    click.echo(f"  ota keys       {keys}")
+    click.echo("These secrets are shown only once; `make image` or `make flash` writes them to the "
+               "node.")
+
+
+@node_group.command("revoke")
+@click.argument("node_id")
+@friendly
+def node_revoke(node_id):
+    """Revoke a node's credentials (lost or stolen); the broker drops and refuses it at once.
+
+    Example: fleet node revoke street-lamp-0042
+    """
+    from . import provision
+
+    provision.revoke(open_store(), from_env(), node_id, actor="cli")
+    click.echo(f"node {node_id} revoked")
+
+
+@node_group.command("rotate")
+@click.argument("node_id")
+@friendly
+def node_rotate(node_id):
+    """Give a node a new MQTT password, printed once; the old one stops working.
+
+    Example: fleet node rotate street-lamp-0042
+    """
+    from . import provision
+
+    password = provision.rotate(open_store(), from_env(), node_id, actor="cli")
+    click.echo(f"node {node_id}: new mqtt password {password}")
 
 
 @cli.group("command")

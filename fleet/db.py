@@ -29,6 +29,10 @@ class DuplicateName(StoreError):
     """A user or token with that name already exists."""
 
 
+class AlreadyRegistered(StoreError):
+    """The node already has active credentials (rotate or revoke them instead)."""
+
+
 class SchemaTooNew(StoreError):
     """The database was written by a newer fleet than this one."""
 
@@ -162,7 +166,25 @@ MIGRATIONS = [
     CREATE INDEX audit_actor ON audit (actor, id);
     CREATE INDEX audit_target ON audit (target, id);
     """,
-    # 5: the web UI: node positions, status history, alerts, and indexes for the node list's
+    # 5: per-node identity minted at registration (provisioning): MQTT login (hash only),
+    # LoRaWAN keys, trusted OTA keys, hardware id; revoked_at set means the broker refuses it.
+    """
+    CREATE TABLE node_credentials (
+        node_id TEXT PRIMARY KEY,
+        mqtt_user TEXT NOT NULL UNIQUE,
+        mqtt_hash TEXT NOT NULL,
+        dev_eui TEXT UNIQUE,
+        join_eui TEXT,
+        app_key TEXT,
+        ota_keys TEXT NOT NULL DEFAULT '{}',
+        mac TEXT UNIQUE,
+        created REAL NOT NULL,
+        created_by TEXT,
+        revoked_at REAL,
+        revoked_by TEXT
+    );
+    """,
+    # 6: the web UI: node positions, status history, alerts, and indexes for the node list's
     # filters and sorts over 10,000 nodes.
     """
     ALTER TABLE nodes ADD COLUMN lat REAL;
@@ -1155,3 +1177,94 @@ def token_info(db, token: str) -> dict | None:
         "SELECT name, role FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
     ).fetchone()
     return None if row is None else {"name": row[0], "role": row[1]}
+
+
+# --- provisioning: node credentials ---------------------------------------------------------------
+
+CREDENTIAL_COLUMNS = (
+    "node_id, mqtt_user, dev_eui, join_eui, ota_keys, mac, created, created_by, revoked_at, "
+    "revoked_by"
+)
+
+
+def register_node(db, node_id: str, cred: dict, name=None, board=None, provider="mqtt",
+                  actor=None) -> None:
+    """Create (or adopt) a node and store its new credentials in one transaction.
+
+    cred: mqtt_user, mqtt_hash, dev_eui, join_eui, app_key, ota_keys (dict), mac. Raises
+    AlreadyRegistered if the node holds active credentials, DuplicateName if the DevEUI, MAC or
+    MQTT user belongs to another node.
+    """
+    now = time.time()
+    try:
+        with transaction(db) as conn:
+            row = conn.execute("SELECT revoked_at FROM node_credentials WHERE node_id = ?",
+                               (node_id,)).fetchone()
+            if row is not None and row[0] is None:
+                raise AlreadyRegistered(f"node {node_id!r} is already registered; revoke it "
+                                        "first or rotate its credentials")
+            conn.execute("DELETE FROM node_credentials WHERE node_id = ?", (node_id,))
+            conn.execute(
+                "INSERT OR IGNORE INTO nodes (id, name, board, provider, created, tags)"
+                " VALUES (?, ?, ?, ?, ?, '[]')", (node_id, name, board, provider, now))
+            conn.execute("UPDATE nodes SET board = coalesce(?, board), name = coalesce(?, name)"
+                         " WHERE id = ?", (board, name, node_id))
+            conn.execute(
+                "INSERT INTO node_credentials (node_id, mqtt_user, mqtt_hash, dev_eui, join_eui,"
+                " app_key, ota_keys, mac, created, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (node_id, cred["mqtt_user"], cred["mqtt_hash"], cred.get("dev_eui"),
+                 cred.get("join_eui"), cred.get("app_key"), json.dumps(cred.get("ota_keys") or {}),
+                 cred.get("mac"), now, actor))
+            conn.execute(
+                "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (now, actor, "node.register", node_id, json.dumps({"board": board})))
+    except sqlite3.IntegrityError as e:
+        raise DuplicateName(f"cannot register {node_id!r}: {e} (DevEUI, MAC or MQTT user "
+                            "already belongs to another node)") from None
+
+
+def get_credentials(db, node_id: str) -> dict | None:
+    """A node's credential record without secrets (no hashes, no AppKey), or None."""
+    rows = list(db.query(f"SELECT {CREDENTIAL_COLUMNS} FROM node_credentials WHERE node_id = ?",
+                         [node_id]))
+    if not rows:
+        return None
+    row = rows[0]
+    row["ota_keys"] = json.loads(row["ota_keys"])
+    return row
+
+
+def node_for_mac(db, mac: str) -> str | None:
+    """The node registered with this hardware id (MAC), or None."""
+    row = db.conn.execute("SELECT node_id FROM node_credentials WHERE mac = ?", (mac,)).fetchone()
+    return row[0] if row else None
+
+
+def active_mqtt_hashes(db) -> dict[str, str]:
+    """{mqtt user: $7$ hash} of every node whose credentials are not revoked."""
+    rows = db.conn.execute(
+        "SELECT mqtt_user, mqtt_hash FROM node_credentials WHERE revoked_at IS NULL")
+    return dict(rows.fetchall())
+
+
+def set_mqtt_hash(db, node_id: str, mqtt_hash: str, actor=None) -> None:
+    """Replace a node's MQTT password hash (rotation); raise UnknownNode if it has none."""
+    with transaction(db) as conn:
+        cur = conn.execute("UPDATE node_credentials SET mqtt_hash = ? WHERE node_id = ?"
+                           " AND revoked_at IS NULL", (mqtt_hash, node_id))
+        if cur.rowcount != 1:
+            raise UnknownNode(f"node {node_id!r} has no active credentials")
+        conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
+                     (time.time(), actor, "node.rotate", node_id))
+
+
+def revoke_credentials(db, node_id: str, actor=None) -> None:
+    """Mark a node's credentials revoked; raise UnknownNode if it has no active ones."""
+    now = time.time()
+    with transaction(db) as conn:
+        cur = conn.execute("UPDATE node_credentials SET revoked_at = ?, revoked_by = ?"
+                           " WHERE node_id = ? AND revoked_at IS NULL", (now, actor, node_id))
+        if cur.rowcount != 1:
+            raise UnknownNode(f"node {node_id!r} has no active credentials to revoke")
+        conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
+                     (now, actor, "node.revoke", node_id))

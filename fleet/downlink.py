@@ -43,7 +43,7 @@ def check_command(cmd: str, arg) -> int | None:
 
 def publish(settings, node_id: str, frame: bytes):
     """Publish one frame to pl/v1/{node}/down with QoS 1 and wait until the broker has it."""
-    host, port, username, password = settings.mqtt_target()
+    host, port, username, password = settings.mqtt_login("fleet")
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     if username:
         client.username_pw_set(username, password)

@@ -340,7 +340,7 @@ class Worker:
 
 def main(settings, **kwargs):
     """Entry point of `fleet ingest`: run the worker against the configured broker and store."""
-    host, port, username, password = settings.mqtt_target()
+    host, port, username, password = settings.mqtt_login("ingest")
     worker = Worker(settings.db_path, host, port, username, password, **kwargs)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

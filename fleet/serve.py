@@ -69,6 +69,17 @@ def prepare_store(settings: Settings) -> str | None:
         db.conn.close()
 
 
+def sync_broker_logins(settings: Settings) -> None:
+    """Write the broker's password and ACL files from the registered nodes (fleet/brokerauth.py)."""
+    from . import brokerauth
+
+    db = store.open_db(settings.db_path)
+    try:
+        brokerauth.write_files(settings.broker_dir, store.active_mqtt_hashes(db))
+    finally:
+        db.conn.close()
+
+
 class Ingest:
     """The ingest worker process, restarted whenever it exits while the server runs."""
 
@@ -147,10 +158,12 @@ def main(settings: Settings) -> None:
     broker = None
     ingest = None
     try:
-        if settings.mqtt_url is None:
-            broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir)
-            broker.start()
         password = prepare_store(settings)
+        if settings.mqtt_url is None:
+            # The password and ACL files must exist before mosquitto reads its config.
+            sync_broker_logins(settings)
+            broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True)
+            broker.start()
         # amqtt speaks MQTT 3.1.1 only: say so whatever the worker's default is.
         on_amqtt = broker is not None and broker.kind == "amqtt"
         ingest = Ingest(settings, "3.1.1" if on_amqtt else None)
@@ -197,6 +210,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
         if broker.kind != "mosquitto":
             say("                  mosquitto is not installed: the embedded broker keeps "
                 "queued messages in memory only")
+            say("                  and lets any local client in: per-node logins and ACLs "
+                "need mosquitto")
     else:
         host, port, _user, _pw = settings.mqtt_target()
         say(f"  broker          external, mqtt://{host}:{port} (MQTT_URL)")

@@ -36,6 +36,19 @@ class Settings:
             )
         return parts.hostname, parts.port or 1883, parts.username, parts.password
 
+    def mqtt_login(self, service: str) -> tuple[str, int, str | None, str | None]:
+        """mqtt_target() with the service account's login ("ingest", "fleet") on our own broker.
+
+        With MQTT_URL the login in the URL is used as given.
+        """
+        host, port, user, password = self.mqtt_target()
+        if self.mqtt_url:
+            return host, port, user, password
+        from .brokerauth import service_login
+
+        login = service_login(self.broker_dir, service)
+        return (host, port) + (login if login else (None, None))
+
 
 def _port(name: str, default: int) -> int:
     raw = os.environ.get(name, "")

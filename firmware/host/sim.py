@@ -193,6 +193,38 @@ def summary(nodes: list[SimNode], started: float) -> str:
     )
 
 
+def fleet_logins(ids: list[str], settings) -> dict[str, tuple[str, str]]:
+    """Per-node MQTT logins for simulated nodes on the fleet's own broker (which enforces them).
+
+    Each node is registered in the fleet's store like a real one (board ESP32_GENERIC); a node
+    simulated before keeps the password in its flash config.json if the fleet still accepts it,
+    else it gets a new one. The broker's files are rewritten and reloaded once for all.
+    """
+    from fleet import brokerauth, provision
+    from fleet import db as store
+
+    db = store.open_db(settings.db_path)
+    try:
+        active = store.active_mqtt_hashes(db)
+        logins = {}
+        for node in ids:
+            path = settings.data_dir / "sim" / node / config.CONFIG_FILE
+            old = json.loads(path.read_text()).get("mqtt", {}) if path.exists() else {}
+            password = old.get("password")
+            if node in active and password and brokerauth.verify_password(password, active[node]):
+                logins[node] = (node, password)
+            elif node in active:
+                logins[node] = (node, provision.rotate(db, settings, node, "sim", sync=False))
+            else:
+                identity = provision.register(db, settings, node, board="ESP32_GENERIC",
+                                              actor="sim", sync=False)
+                logins[node] = (node, identity["mqtt"]["password"])
+        brokerauth.sync(db, settings.broker_dir)
+        return logins
+    finally:
+        db.conn.close()
+
+
 async def run(
     ids: list[str],
     data_dir: Path,
@@ -204,12 +236,17 @@ async def run(
     status_interval: int,
     duration: float | None = None,
     report_s: float = 0,
+    logins: dict[str, tuple[str, str]] | None = None,
 ) -> list[SimNode]:
-    """Provision and run the nodes; stop after duration seconds (None: until cancelled)."""
+    """Provision and run the nodes; stop after duration seconds (None: until cancelled).
+
+    logins: per-node (user, password), else every node uses user and password.
+    """
     nodes = []
     for node in ids:
         root = data_dir / "sim" / node
-        write_config(root, node, host, port, user, password, interval, status_interval)
+        u, pw = logins[node] if logins else (user, password)
+        write_config(root, node, host, port, u, pw, interval, status_interval)
         nodes.append(SimNode(node, root))
     started = time.monotonic()
     # Spread the boots so a large fleet does not hit the broker with every CONNECT at once.
@@ -278,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             },
             sim_board(),
         )
+        logins = None
+        if s.mqtt_url is None and (s.broker_dir / "services.json").exists():
+            # The broker `fleet run` started admits registered nodes only.
+            logins = fleet_logins(ids, s)
     except ValueError as e:
         print(f"sim: {e}", file=sys.stderr)
         return 2
@@ -299,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             args.status_interval,
             args.duration,
             args.report,
+            logins,
         )
     )
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -36,6 +36,8 @@ class Config:
     queue_max: int = 1000
     sensors: list = []
     bme280_addr: int = 0x76
+    ota_keys: dict = {}
+    lorawan: dict | None = None
 
 
 def _schema():

@@ -40,7 +40,48 @@ DEFAULTS = {
     "queue_max": 1000,
     "sensors": None,  # None: the board's default sensors
     "bme280_addr": 0x76,
+    # Minted by the fleet at registration (fleet/provision.py): the public keys signed updates
+    # must verify against, {key id: public key hex}, and the LoRaWAN OTAA keys of a radio board.
+    "ota": {"keys": {}},
+    "lorawan": None,
 }
+_LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
+
+
+def _hex(where, value, length=None):
+    _str(where, value)
+    if (length is not None and len(value) != length) or len(value) % 2:
+        raise ConfigError("%s must be %s hex digits, got %r"
+                          % (where, length or "an even number of", value))
+    for c in value:
+        if c not in "0123456789abcdefABCDEF":
+            raise ConfigError("%s must be hex digits, got %r" % (where, value))
+    return value
+
+
+def _ota(raw):
+    ota = _section(raw, "ota")
+    keys = ota["keys"]
+    if not isinstance(keys, dict):
+        raise ConfigError("config.json: ota.keys must be {key id: public key hex}, got %r"
+                          % (keys,))
+    for kid in keys:
+        _hex("config.json: ota.keys.%s" % kid, keys[kid])
+    return keys
+
+
+def _lorawan(raw):
+    lw = raw.get("lorawan")
+    if lw is None:
+        return None
+    if not isinstance(lw, dict):
+        raise ConfigError("config.json: lorawan must be null or a JSON object, got %r" % (lw,))
+    for k in lw:
+        if k not in ("dev_eui", "join_eui", "app_key"):
+            raise ConfigError("config.json: unknown key lorawan.%s" % k)
+    for k, n in _LORAWAN_KEYS:
+        _hex("config.json: lorawan." + k, lw.get(k), n)
+    return lw
 
 
 def _int(where, value, lo, hi):
@@ -175,6 +216,8 @@ def validate(raw, board, default_node=None) -> Config:
     c.bme280_addr = _int(
         "config.json: bme280_addr", raw.get("bme280_addr", DEFAULTS["bme280_addr"]), 0x76, 0x77
     )
+    c.ota_keys = _ota(raw)
+    c.lorawan = _lorawan(raw)
     sensors = raw.get("sensors")
     c.sensors = _sensors(
         "config.json: sensors", board["sensors"] if sensors is None else sensors, board

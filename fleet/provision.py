@@ -1,0 +1,157 @@
+"""Registering a node: mint its identity (MQTT login, LoRaWAN keys, trusted OTA keys), revoke it.
+
+The secrets are returned once, to whoever registered the node; the store keeps only the MQTT
+password's hash. The AppKey is kept because the LoRaWAN network server (TTN, ChirpStack) must be
+given it when the device is registered there; it is never shown again by the UI or the API.
+"""
+
+import json
+import secrets
+from pathlib import Path
+
+from . import brokerauth
+from . import db as store
+
+# A LoRaWAN 1.0.x JoinEUI (AppEUI) for the whole fleet; all zeros is what TTN and ChirpStack
+# accept when no join server is used. Override with LORAWAN_JOIN_EUI in the environment.
+DEFAULT_JOIN_EUI = "0000000000000000"
+OTA_KEYS_FILE = "ota/trusted_keys.json"
+
+
+class ProvisionError(ValueError):
+    """A node cannot be registered, revoked or rotated as asked."""
+
+
+def check_new_node_id(node_id: str) -> str:
+    """Return node_id if a node may be registered under it, else raise ProvisionError."""
+    if not isinstance(node_id, str) or not store.valid_node_id(node_id):
+        raise ProvisionError(f"node id {node_id!r} must be 1-32 characters of a-z, 0-9 and '-'")
+    if node_id.startswith(brokerauth.RESERVED_PREFIX):
+        raise ProvisionError(f"node ids starting with {brokerauth.RESERVED_PREFIX!r} are "
+                             "reserved for the fleet's own services")
+    return node_id
+
+
+def new_node_id() -> str:
+    """A fresh random node id, e.g. node-k3x9q2mf."""
+    alphabet = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: ids get read off labels
+    return "node-" + "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def new_dev_eui() -> str:
+    """A random EUI-64 with the locally-administered bit set and the group bit clear."""
+    b = bytearray(secrets.token_bytes(8))
+    b[0] = (b[0] | 0x02) & 0xFE
+    return b.hex().upper()
+
+
+def check_mac(mac: str | None) -> str | None:
+    """A hardware id as 12 lower-case hex digits (separators removed), or None."""
+    if mac is None:
+        return None
+    digits = mac.replace(":", "").replace("-", "").lower()
+    if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
+        raise ProvisionError(f"MAC {mac!r} must be 6 bytes of hex, e.g. 24:6f:28:aa:bb:cc")
+    return digits
+
+
+def trusted_ota_keys(settings) -> dict[str, str]:
+    """{key id: public key hex} that new nodes trust for signed updates (DATA_DIR/ota/...).
+
+    The OTA feature owns the keys; until it writes that file, nodes are minted with no keys.
+    """
+    path = Path(settings.data_dir) / OTA_KEYS_FILE
+    if not path.exists():
+        return {}
+    keys = json.loads(path.read_text())
+    if not isinstance(keys, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+        raise ProvisionError(f"{path} must hold a JSON object {{key_id: public_key_hex}}")
+    return keys
+
+
+def _board_has_radio(board: str | None) -> bool:
+    if board is None:
+        return False
+    from provisioning import boards
+
+    try:
+        return boards.load(board)["radio"] is not None
+    except boards.BoardError as e:
+        raise ProvisionError(str(e)) from None
+
+
+def register(db, settings, node_id: str | None = None, board: str | None = None,
+             name: str | None = None, mac: str | None = None, actor: str | None = None,
+             join_eui: str | None = None, sync: bool = True) -> dict:
+    """Register a node and mint its identity; return it with its secrets (shown only now).
+
+    Keys of the result: node_id, board, mqtt {user, password}, lorawan {dev_eui, join_eui,
+    app_key} or None, ota {keys}, mac.
+    """
+    node_id = check_new_node_id(node_id or new_node_id())
+    mac = check_mac(mac)
+    radio = _board_has_radio(board)
+    password = brokerauth.mint_password()
+    lorawan = None
+    if radio:
+        lorawan = {"dev_eui": new_dev_eui(),
+                   "join_eui": (join_eui or settings_join_eui()).upper(),
+                   "app_key": secrets.token_bytes(16).hex().upper()}
+    ota_keys = trusted_ota_keys(settings)
+    cred = {"mqtt_user": node_id, "mqtt_hash": brokerauth.hash_password(password),
+            "ota_keys": ota_keys, "mac": mac, **(lorawan or {})}
+    try:
+        store.register_node(db, node_id, cred, name=name, board=board, actor=actor)
+    except store.StoreError as e:
+        raise ProvisionError(str(e)) from None
+    if sync:  # bulk callers (the simulator) register many, then sync once
+        brokerauth.sync(db, settings.broker_dir)
+    return {"node_id": node_id, "board": board, "name": name, "mac": mac,
+            "mqtt": {"user": node_id, "password": password},
+            "lorawan": lorawan, "ota": {"keys": ota_keys}}
+
+
+def settings_join_eui() -> str:
+    import os
+
+    eui = os.environ.get("LORAWAN_JOIN_EUI") or DEFAULT_JOIN_EUI
+    if len(eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in eui):
+        raise ProvisionError(f"LORAWAN_JOIN_EUI={eui!r} must be 16 hex digits")
+    return eui
+
+
+def revoke(db, settings, node_id: str, actor: str | None = None) -> None:
+    """Revoke a node's credentials; the broker refuses it from the moment this returns."""
+    try:
+        store.revoke_credentials(db, node_id, actor)
+    except store.StoreError as e:
+        raise ProvisionError(str(e)) from None
+    brokerauth.sync(db, settings.broker_dir)
+
+
+def rotate(db, settings, node_id: str, actor: str | None = None, sync: bool = True) -> str:
+    """Give a node a new MQTT password; return it (shown once). The old one stops working."""
+    password = brokerauth.mint_password()
+    try:
+        store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor)
+    except store.StoreError as e:
+        raise ProvisionError(str(e)) from None
+    if sync:
+        brokerauth.sync(db, settings.broker_dir)
+    return password
+
+
+def node_config(identity: dict, mqtt_host: str, mqtt_port: int, wifi_ssid: str = "",
+                wifi_password: str = "") -> dict:
+    """The node's config.json from its identity: what the image builder writes to flash."""
+    cfg = {
+        "node": identity["node_id"],
+        "wifi": {"ssid": wifi_ssid, "password": wifi_password},
+        "mqtt": {"host": mqtt_host, "port": mqtt_port, "user": identity["mqtt"]["user"],
+                 "password": identity["mqtt"]["password"]},
+        "ota": {"keys": dict(identity["ota"]["keys"])},
+    }
+    if identity.get("lorawan"):
+        cfg["lorawan"] = dict(identity["lorawan"])
+    return cfg

@@ -1,0 +1,108 @@
+"""REST API for registering nodes: POST /api/v1/nodes mints an identity; revoke; rotate."""
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from . import db as store
+from . import provision
+from .api import ApiError, iso
+from .auth import bearer_token, csrf, require
+
+bp = Blueprint("provision_api", __name__, url_prefix="/api/v1")
+_FIELDS = {"id", "board", "name", "mac"}
+
+
+@bp.before_request
+def require_token():
+    token = bearer_token()
+    if token is None:
+        raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
+                            "create one with `fleet token create NAME`")
+    # As in api.py: the API authenticates by token only, never by a browser's session cookie.
+    g.user = None
+    g.token = token
+    g.token_name = token["name"]
+
+
+def _body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None and not request.data:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object like {"board": "HELTEC_V3"} '
+                            "(Content-Type: application/json)")
+    return body
+
+
+@bp.post("/nodes")
+@require("provisioning")
+def register():
+    body = _body()
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
+                            f"expected {', '.join(sorted(_FIELDS))}")
+    for key in _FIELDS:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ApiError(400, f'field "{key}" must be a string')
+    db = store.get_db()
+    try:
+        identity = provision.register(db, current_app.config["SETTINGS"], body.get("id"),
+                                      board=body.get("board"), name=body.get("name"),
+                                      mac=body.get("mac"), actor=f"token:{g.token_name}")
+    except provision.ProvisionError as e:
+        status = 409 if "already" in str(e) else 400
+        raise ApiError(status, str(e)) from None
+    response = jsonify(identity)
+    response.status_code = 201
+    response.headers["Cache-Control"] = "no-store"  # it carries secrets shown only this once
+    return response
+
+
+def _identity(node_id: str) -> dict:
+    cred = store.get_credentials(store.get_db(), node_id)
+    if cred is None:
+        raise ApiError(404, f"node {node_id!r} has no registered identity")
+    return cred
+
+
+@bp.get("/nodes/<node_id>/identity")
+@require("read")
+def identity(node_id):
+    """The non-secret part of a node's identity."""
+    c = _identity(node_id)
+    return jsonify({"node_id": node_id, "mqtt_user": c["mqtt_user"], "dev_eui": c["dev_eui"],
+                    "join_eui": c["join_eui"], "ota_key_ids": sorted(c["ota_keys"]),
+                    "mac": c["mac"], "created": iso(c["created"]), "created_by": c["created_by"],
+                    "revoked_at": iso(c["revoked_at"]), "revoked_by": c["revoked_by"]})
+
+
+@bp.post("/nodes/<node_id>/revoke")
+@require("provisioning")
+def revoke(node_id):
+    _identity(node_id)
+    try:
+        provision.revoke(store.get_db(), current_app.config["SETTINGS"], node_id,
+                         actor=f"token:{g.token_name}")
+    except provision.ProvisionError as e:
+        raise ApiError(409, str(e)) from None
+    return jsonify({"node_id": node_id, "revoked": True})
+
+
+@bp.post("/nodes/<node_id>/rotate")
+@require("provisioning")
+def rotate(node_id):
+    _identity(node_id)
+    try:
+        password = provision.rotate(store.get_db(), current_app.config["SETTINGS"], node_id,
+                                    actor=f"token:{g.token_name}")
+    except provision.ProvisionError as e:
+        raise ApiError(409, str(e)) from None
+    response = jsonify({"node_id": node_id, "mqtt": {"user": node_id, "password": password}})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app):
+    """Register the blueprint; like the rest of the API it uses bearer tokens, not CSRF."""
+    csrf.exempt(bp)
+    app.register_blueprint(bp)

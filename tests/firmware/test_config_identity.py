@@ -1,0 +1,41 @@
+"""config.json carries the identity provisioning minted: trusted OTA keys and LoRaWAN keys."""
+
+from _check import eq, raises
+from _fw import board
+from polylink import config
+from polylink.config import ConfigError
+
+_LW = {"dev_eui": "02A1B2C3D4E5F601", "join_eui": "0000000000000000",
+       "app_key": "00112233445566778899AABBCCDDEEFF"}
+
+
+def _raw(**kw):
+    raw = {"node": "n-1", "mqtt": {"host": "broker.local", "user": "n-1", "password": "pw"}}
+    raw.update(kw)
+    return raw
+
+
+def test_identity_defaults_to_no_keys():
+    c = config.validate(_raw(), board())
+    eq((c.ota_keys, c.lorawan), ({}, None))
+
+
+def test_minted_keys_are_kept():
+    c = config.validate(_raw(ota={"keys": {"k1": "ab" * 32}}, lorawan=dict(_LW)), board())
+    eq(c.ota_keys, {"k1": "ab" * 32})
+    eq(c.lorawan["dev_eui"], "02A1B2C3D4E5F601")
+
+
+def test_bad_keys_say_which():
+    cases = (
+        (_raw(ota={"keys": ["ab"]}), "ota.keys"),
+        (_raw(ota={"keys": {"k1": "xyz1"}}), "ota.keys.k1"),
+        (_raw(ota={"trust": {}}), "ota.trust"),
+        (_raw(lorawan={"dev_eui": "02A1"}), "lorawan.dev_eui"),
+        (_raw(lorawan=dict(_LW, app_key="00" * 15)), "lorawan.app_key"),
+        (_raw(lorawan=dict(_LW, nwk_key="00" * 16)), "lorawan.nwk_key"),
+    )
+    for raw, word in cases:
+        e = raises(ConfigError, config.validate, raw, board())
+        if word not in str(e):
+            raise AssertionError("message %r does not name %r" % (str(e), word))
