@@ -1,0 +1,87 @@
+"""The provider ingest worker against a real mosquitto standing in for TTS and ChirpStack.
+
+The fixtures' JSON (the providers' documented shapes) is published on the providers' topics; the
+worker stores each frame once per (node, seq) with every reception's radio metadata.
+"""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fleet import db as store
+from fleet.providers import registry, worker
+from fleet.settings import Settings
+
+FIX = Path(__file__).parent / "fixtures"
+DEV_EUI = "02A1B2C3D4E5F601"
+
+
+def _publish(broker, items):
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-provider-pub")
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    for topic, payload in items:
+        info = c.publish(topic, payload, qos=1)
+        info.wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+
+
+def _wait(pred, timeout=15):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
+        tmp_path, mosquitto):
+    settings = Settings(tmp_path, 0, mosquitto.port, None)
+    db = store.open_db(settings.db_path)
+    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                       "dev_eui": DEV_EUI})
+    for name, kind, app in (("ttn", "tts", "polylink-city"), ("cs", "chirpstack", "7b0c")):
+        registry.add(db, tmp_path, {"name": name, "kind": kind, "host": mosquitto.host,
+                                    "port": mosquitto.port, "application": app}, "s3cret")
+    stop = threading.Event()
+    t = threading.Thread(target=worker.run, args=(settings, stop), daemon=True)
+    t.start()
+    try:
+        time.sleep(1.0)  # subscriptions in place (clean_session=False would also keep them)
+        tts_msg = (FIX / "tts_uplink.json").read_bytes()
+        cs_msg = (FIX / "chirpstack_uplink.json").read_bytes()
+        unknown = json.loads(tts_msg)
+        unknown["end_device_ids"]["dev_eui"] = "0102030405060708"
+        _publish(mosquitto, [
+            ("v3/polylink-city@ttn/devices/pl-lamp-7/up", tts_msg),
+            ("application/7b0c/device/02a1b2c3d4e5f601/event/up", cs_msg),
+            ("v3/polylink-city@ttn/devices/stranger/up", json.dumps(unknown).encode()),
+        ])
+        assert _wait(lambda: store.count_frames(db, "lamp-7") == 1
+                     and len(registry.receptions(db, "lamp-7")) == 3
+                     and store.bad_frames(db))
+    finally:
+        stop.set()
+        t.join(10)
+    rx = registry.receptions(db, "lamp-7")
+    assert {(r["provider"], r["gateway"], r["rssi"], r["sf"], r["freq"]) for r in rx} == {
+        ("ttn", "eui-aa555a0000000101", -68, 7, 868100000),
+        ("ttn", "city-hall-gw", -112, 7, 868100000),
+        ("cs", "0016c001f153a14c", -36, 7, 868500000)}
+    assert {r["seq"] for r in rx} == {5}
+    assert store.count_readings(db, "lamp-7") == 3  # one frame's readings, not two
+    ids = {(i["provider"], i["ext_id"], i["device_id"]) for i in registry.identities(db, "lamp-7")}
+    assert ids == {("ttn", DEV_EUI, "pl-lamp-7"), ("cs", DEV_EUI, "02a1b2c3d4e5f601")}
+    bad = store.bad_frames(db)
+    assert any("0102030405060708" in b["error"] for b in bad)
+    # the password is stored encrypted, never in clear, and not in what the registry lists
+    raw = list(db.query("SELECT secret FROM providers"))
+    assert all(b"s3cret" not in r["secret"] for r in raw)
+    assert "s3cret" not in json.dumps(registry.list_all(db))
+    assert registry.login(db, tmp_path, "ttn")[1] == "s3cret"
