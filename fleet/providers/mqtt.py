@@ -16,5 +16,5 @@ def downlink_topic(cfg, node_id: str) -> str:
     return f"pl/v1/{node_id}/down"
 
 
-def downlink_message(frame: bytes, fport=None, confirmed=False) -> bytes:
+def downlink_message(frame: bytes, fport=None, confirmed=False, dev_eui="") -> bytes:
     return frame

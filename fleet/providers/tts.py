@@ -33,7 +33,7 @@ def downlink_topic(cfg, device_id: str) -> str:
     return f"v3/{app_prefix(cfg)}/devices/{device_id}/down/push"
 
 
-def downlink_message(frame: bytes, fport: int, confirmed=False) -> bytes:
+def downlink_message(frame: bytes, fport: int, confirmed=False, dev_eui="") -> bytes:
     d = {"f_port": fport, "frm_payload": base64.b64encode(frame).decode(), "priority": "NORMAL"}
     if confirmed:
         d["confirmed"] = True

@@ -4,16 +4,20 @@ The fixtures' JSON (the providers' documented shapes) is published on the provid
 worker stores each frame once per (node, seq) with every reception's radio metadata.
 """
 
+import base64
 import json
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from polylink import proto
 
 from fleet import db as store
-from fleet.providers import registry, worker
+from fleet import downlink
+from fleet.providers import downlinks, registry, worker
 from fleet.settings import Settings
 
 FIX = Path(__file__).parent / "fixtures"
@@ -85,3 +89,45 @@ def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
     assert all(b"s3cret" not in r["secret"] for r in raw)
     assert "s3cret" not in json.dumps(registry.list_all(db))
     assert registry.login(db, tmp_path, "ttn")[1] == "s3cret"
+
+
+def test_downlink_goes_through_the_provider_last_heard_on_within_its_limits(tmp_path, mosquitto):
+    settings = Settings(tmp_path, 0, mosquitto.port, None)
+    db = store.open_db(settings.db_path)
+    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                       "dev_eui": DEV_EUI})
+    registry.add(db, tmp_path, {"name": "ttn", "kind": "tts", "host": mosquitto.host,
+                                "port": mosquitto.port, "application": "polylink-city",
+                                "downlinks_per_day": 2}, None)
+    got = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-provider-sub")
+    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
+    sub.connect(mosquitto.host, mosquitto.port)
+    sub.subscribe([("v3/+/devices/+/down/push", 1), ("pl/v1/+/down", 1)])
+    sub.loop_start()
+    try:
+        ing = worker.ProviderIngest(db, "ttn", "tts")
+        msg = json.loads((FIX / "tts_uplink.json").read_bytes())
+        msg["uplink_message"]["settings"]["data_rate"]["lora"]["spreading_factor"] = 12
+        ing.add_message("v3/polylink-city@ttn/devices/pl-lamp-7/up", json.dumps(msg).encode(),
+                        time.time())
+        ing.flush()
+        assert store.get_node(db, "lamp-7")["provider"] == "ttn"
+        cid = downlink.send_command(db, settings, "lamp-7", "identify")
+        assert _wait(lambda: got)
+        topic, body = got[0]
+        assert topic == "v3/polylink-city@ttn/devices/pl-lamp-7/down/push"
+        frame = base64.b64decode(body["downlinks"][0]["frm_payload"])
+        mtype, _seq, _ts, cmd = proto.decode(frame)
+        assert (mtype, cmd["cid"], body["downlinks"][0]["f_port"]) == (proto.COMMAND, cid, 1)
+        # DR0 (SF12) carries 51 bytes at most: a bigger frame is refused, not truncated
+        with pytest.raises(downlink.TooLarge, match="DR0"):
+            downlinks.send(db, settings, "lamp-7", bytes(60))
+        downlink.send_command(db, settings, "lamp-7", "identify")
+        with pytest.raises(downlink.BudgetUsed, match="2 downlinks"):
+            downlink.send_command(db, settings, "lamp-7", "identify")
+        assert downlinks.used_today(db, "lamp-7", "ttn") == 2
+        assert downlinks.used_today(db, "lamp-7", "ttn", now=time.time() + 86400) == 0
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
