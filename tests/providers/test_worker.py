@@ -131,3 +131,26 @@ def test_downlink_goes_through_the_provider_last_heard_on_within_its_limits(tmp_
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_node_page_shows_receptions_and_networks(tmp_path):
+    from fleet import create_app
+    from fleet.auth import create_user
+
+    settings = Settings(tmp_path, 0, 1, None)
+    db = store.open_db(settings.db_path)
+    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                       "dev_eui": DEV_EUI})
+    ing = worker.ProviderIngest(db, "ttn", "tts")
+    ing.add_message("v3/polylink-city@ttn/devices/pl-lamp-7/up",
+                    (FIX / "tts_uplink.json").read_bytes(), time.time())
+    ing.flush()
+    create_user(db, "vera", "correct horse", "viewer")
+    client = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "t",
+                         "WTF_CSRF_ENABLED": False}).test_client()
+    client.post("/auth/login", data={"username": "vera", "password": "correct horse"})
+    page = client.get("/nodes/lamp-7").get_data(as_text=True)
+    assert "Last heard on <strong>ttn</strong>" in page
+    assert "ttn 02A1B2C3D4E5F601" in page
+    assert "eui-aa555a0000000101" in page and "-68" in page and "868.1 MHz" in page
+    assert "SF7 / DR5" in page and "62 ms" in page
