@@ -42,6 +42,7 @@ class HostHAL:
         self._writers: set[asyncio.StreamWriter] = set()
         self.led_on = False
         self.led_toggles = 0
+        self.modem = None  # set by the simulation to a simradio.SimModem
         self.wdt_timeout_ms: int | None = None
         self.last_feed = self.ticks_ms()
         Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -108,6 +109,10 @@ class HostHAL:
 
     def adc_uv(self, pin: int) -> int:
         return self.hw.adc_uv(pin)
+
+    # LoRa: a simulated modem (polylink_host.simradio.SimModem) if the simulation attached one
+    def lora_modem(self):
+        return self.modem if self.board.get("radio") else None
 
     # WiFi and network
     def wifi_connect(self, ssid: str, password: str) -> None:

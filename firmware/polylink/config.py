@@ -38,6 +38,7 @@ class Config:
     bme280_addr: int = 0x76
     ota_keys: dict = {}
     lorawan: dict | None = None
+    link_policy: str = "wifi"  # wifi | lorawan | wifi_first (LoRaWAN while WiFi is down)
 
 
 def _schema():

@@ -96,6 +96,22 @@ def _lorawan(raw):
     return lw
 
 
+_POLICIES = ("wifi", "lorawan", "wifi_first")
+
+
+def _link_policy(raw, lw, board):
+    # A radio board with LoRaWAN keys fails over to LoRaWAN by default; others use WiFi only.
+    default = "wifi_first" if lw is not None and board.get("radio") else "wifi"
+    p = raw.get("link_policy", default)
+    if p not in _POLICIES:
+        raise ConfigError("config.json: link_policy must be one of %s, got %r"
+                          % (", ".join(_POLICIES), p))
+    if p != "wifi" and (lw is None or not board.get("radio")):
+        raise ConfigError("config.json: link_policy %r needs a board with a radio and a"
+                          " lorawan section" % p)
+    return p
+
+
 def _int(where, value, lo, hi):
     # bool is an int subclass in Python; true/false in JSON is never a valid number here.
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -230,6 +246,7 @@ def validate(raw, board, default_node=None) -> Config:
     )
     c.ota_keys = _ota(raw)
     c.lorawan = _lorawan(raw)
+    c.link_policy = _link_policy(raw, c.lorawan, board)
     sensors = raw.get("sensors")
     c.sensors = _sensors(
         "config.json: sensors", board["sensors"] if sensors is None else sensors, board
