@@ -44,6 +44,8 @@ DEFAULTS = {
     # must verify against, {key id: public key hex}, and the LoRaWAN OTAA keys of a radio board.
     "ota": {"keys": {}},
     "lorawan": None,
+    # wifi | lorawan | wifi_first; None: wifi_first on a radio board with lorawan keys, else wifi
+    "link_policy": None,
 }
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
@@ -102,7 +104,7 @@ _POLICIES = ("wifi", "lorawan", "wifi_first")
 def _link_policy(raw, lw, board):
     # A radio board with LoRaWAN keys fails over to LoRaWAN by default; others use WiFi only.
     default = "wifi_first" if lw is not None and board.get("radio") else "wifi"
-    p = raw.get("link_policy", default)
+    p = raw.get("link_policy") or default
     if p not in _POLICIES:
         raise ConfigError("config.json: link_policy must be one of %s, got %r"
                           % (", ".join(_POLICIES), p))

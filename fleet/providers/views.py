@@ -14,6 +14,7 @@ from . import LORAWAN_KINDS, ProviderError, registry
 
 ui = Blueprint("providers", __name__, url_prefix="/providers")
 api = Blueprint("providers_api", __name__, url_prefix="/api/v1/providers")
+radio_api = Blueprint("radio_api", __name__, url_prefix="/api/v1/nodes")
 _FIELDS = {"name", "kind", "host", "port", "tls", "application", "tenant", "username",
            "password", "downlinks_per_day"}
 
@@ -71,6 +72,30 @@ def require_token():
     g.token_name = token["name"]
 
 
+@radio_api.before_request
+def require_token_radio():
+    require_token()
+
+
+@radio_api.get("/<node_id>/receptions")
+@require("read")
+def api_receptions(node_id):
+    """Radio metadata of a node's latest uplink receptions, and its transport identities."""
+    db = store.get_db()
+    try:
+        store.get_node(db, node_id)
+    except store.StoreError as e:
+        raise ApiError(404, str(e)) from None
+    try:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        raise ApiError(400, "limit must be an integer 1..1000") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "limit must be an integer 1..1000")
+    return jsonify({"node_id": node_id, "identities": registry.identities(db, node_id),
+                    "receptions": registry.receptions(db, node_id, limit)})
+
+
 @api.get("")
 @require("admin")
 def api_list():
@@ -119,5 +144,7 @@ def init_app(app):
     """The API uses bearer tokens, not CSRF; the UI's forms carry the CSRF token."""
     app.context_processor(lambda: {"node_radio": node_radio})
     csrf.exempt(api)
+    csrf.exempt(radio_api)
     app.register_blueprint(ui)
     app.register_blueprint(api)
+    app.register_blueprint(radio_api)
