@@ -143,3 +143,69 @@ def test_lora_nodes_through_tts_and_chirpstack_to_the_api_and_a_command_back(tmp
     assert client.get("/api/v1/nodes/nope/receptions", headers=h).status_code == 404
     assert results["medium"]["delivered"] > 0
     assert proto.TELEMETRY == 0
+
+
+def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosquitto):
+    import os
+    import subprocess
+    import sys
+
+    settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
+    store.register_node(db, "fo-1", {"mqtt_user": "fo-1", "mqtt_hash": "x",
+                                     "dev_eui": OTAA["dev_eui"]})
+    env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(mosquitto.port))
+    env.pop("MQTT_URL", None)
+    log = open(tmp_path / "ingest.log", "wb")  # noqa: SIM115
+    ingest = subprocess.Popen([sys.executable, "-m", "fleet.cli", "ingest"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    out = {}
+
+    def by_provider(p):
+        return db.execute("SELECT count(*) FROM frames WHERE node_id = 'fo-1' AND direction ="
+                          " 'up' AND provider = ?", [p]).fetchone()[0]
+
+    async def scenario():
+        medium = Medium()
+        gw = Gateway(medium, "eui-aa555a0000000101", (0, 0))
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city", gateways=[gw])
+        tts.register_otaa(OTAA["dev_eui"], OTAA["app_key"], device_id="fo-1")
+        sim = lora_node(tmp_path, mosquitto, "fo-1", OTAA, "wifi_first", medium, (300, 0),
+                        interval=2)
+        # The ingest worker's session must exist before the node publishes (else the broker has
+        # nobody to keep the first frames for).
+        await until(lambda: b"connected to" in (tmp_path / "ingest.log").read_bytes(), 20,
+                    "the ingest worker")
+        await asyncio.sleep(0.5)
+        task = asyncio.create_task(sim.run())
+        try:
+            await until(lambda: by_provider("mqtt") >= 3, 30, "frames over WiFi")
+            await until(lambda: sim.node.lora.ready.is_set(), 30, "the LoRaWAN join")
+            sim.hal.set_wifi(False)  # the access point goes away mid-run
+            await until(lambda: by_provider("ttn") >= 3, 60, "frames over LoRaWAN")
+            out["queued_during_outage"] = sim.node.store.count
+            sim.hal.set_wifi(True)
+            mqtt_before = by_provider("mqtt")
+            await until(lambda: by_provider("mqtt") > mqtt_before + 2, 40, "WiFi back")
+            await until(lambda: sim.node.store.count == 0, 40, "the queue drained")
+            out["lora_sent"] = sim.node.lora_sent
+            out["emitted"] = sim.node.seq.next
+            await until(lambda: store.count_frames(db, "fo-1") >= out["emitted"], 20,
+                        "every frame stored")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            tts.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        wt.join(10)
+        ingest.terminate()
+        ingest.wait(15)
+        log.close()
+    seqs = store.frame_seqs(db, "fo-1")
+    assert sorted(seqs) == list(range(out["emitted"])), "every seq stored, exactly once, none lost"
+    assert by_provider("ttn") >= 3 and by_provider("mqtt") >= 6
+    assert out["lora_sent"] >= 3 and out["queued_during_outage"] >= 1
+    assert store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
