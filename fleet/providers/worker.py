@@ -23,6 +23,7 @@ from . import ADAPTERS, FPORT, ProviderError, registry
 log = logging.getLogger("fleet.providers")
 BATCH = 500
 FLUSH_S = 0.2
+RELOAD_S = 5.0
 
 
 class ProviderIngest(Ingest):
@@ -131,15 +132,75 @@ def connect(cfg: dict, password: str | None, on_message) -> mqtt.Client:
     return client
 
 
+def _fingerprint(db, names):
+    return [(p["name"], p["kind"], p["host"], p["port"], p["tls"], p["application"],
+             p["tenant"], p["username"], p["password_set"], p["created"])
+            for p in registry.list_all(db) if not names or p["name"] in names]
+
+
 def run(settings, stop=None, names=None) -> None:
-    """Run until stop (a threading.Event) is set: every configured provider, one client each."""
+    """Run until stop (a threading.Event) is set: every configured provider, one client each.
+
+    Providers added, changed or removed in the fleet are picked up within RELOAD_S.
+    """
     db = store.open_db(settings.db_path)
     inbox: queue.Queue = queue.Queue()
+    workers: dict = {}
+    clients: list = []
+    seen = None
+    acks: list = []
+    last = time.monotonic()
+    checked = 0.0
+    try:
+        while stop is None or not stop.is_set():
+            if time.monotonic() - checked >= RELOAD_S:
+                checked = time.monotonic()
+                now = _fingerprint(db, names)
+                if now != seen:
+                    _flush(workers, acks)
+                    acks = []
+                    for c in clients:
+                        c.loop_stop()
+                        c.disconnect()
+                    workers, clients = _start(db, settings, inbox, names)
+                    seen = now
+            try:
+                name, c, topic, payload, t, mid, qos = inbox.get(timeout=FLUSH_S)
+                if name in workers:
+                    workers[name].add_message(topic, payload, t)
+                    acks.append((c, mid, qos))
+            except queue.Empty:
+                pass
+            if acks and (len(acks) >= BATCH or time.monotonic() - last >= FLUSH_S):
+                _flush(workers, acks)
+                acks = []
+                last = time.monotonic()
+    finally:
+        _flush(workers, acks)
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        db.close()
+
+
+def _flush(workers, acks):
+    for w in workers.values():
+        w.flush()
+    for c, mid, qos in acks:
+        if qos:
+            c.ack(mid, qos)
+
+
+def _start(db, settings, inbox, names):
     workers, clients = {}, []
     for p in registry.list_all(db):
         if names and p["name"] not in names:
             continue
-        cfg, pw = registry.login(db, settings.data_dir, p["name"])
+        try:
+            cfg, pw = registry.login(db, settings.data_dir, p["name"])
+        except ProviderError as e:
+            log.error("%s", e)
+            continue
         workers[p["name"]] = ProviderIngest(db, p["name"], p["kind"])
 
         def on_message(c, userdata, msg, name=p["name"]):
@@ -147,27 +208,6 @@ def run(settings, stop=None, names=None) -> None:
 
         clients.append(connect(cfg, pw, on_message))
     if not workers:
-        log.warning("no providers configured; add one with `fleet provider-add`")
-    acks: list = []
-    last = time.monotonic()
-    try:
-        while stop is None or not stop.is_set():
-            try:
-                name, c, topic, payload, t, mid, qos = inbox.get(timeout=FLUSH_S)
-                workers[name].add_message(topic, payload, t)
-                acks.append((c, mid, qos))
-            except queue.Empty:
-                pass
-            if acks and (len(acks) >= BATCH or time.monotonic() - last >= FLUSH_S):
-                for w in workers.values():
-                    w.flush()
-                for c, mid, qos in acks:
-                    if qos:
-                        c.ack(mid, qos)
-                acks = []
-                last = time.monotonic()
-    finally:
-        for c in clients:
-            c.loop_stop()
-            c.disconnect()
-        db.close()
+        log.info("no providers configured yet; add one at /providers or with"
+                 " `fleet provider add`")
+    return workers, clients

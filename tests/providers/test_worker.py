@@ -154,3 +154,25 @@ def test_node_page_shows_receptions_and_networks(tmp_path):
     assert "ttn 02A1B2C3D4E5F601" in page
     assert "eui-aa555a0000000101" in page and "-68" in page and "868.1 MHz" in page
     assert "SF7 / DR5" in page and "62 ms" in page
+
+
+def test_worker_picks_up_a_provider_added_while_it_runs(tmp_path, mosquitto, monkeypatch):
+    monkeypatch.setattr(worker, "RELOAD_S", 0.3)
+    settings = Settings(tmp_path, 0, mosquitto.port, None)
+    db = store.open_db(settings.db_path)
+    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                       "dev_eui": DEV_EUI})
+    stop = threading.Event()
+    t = threading.Thread(target=worker.run, args=(settings, stop), daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        registry.add(db, tmp_path, {"name": "cs", "kind": "chirpstack", "host": mosquitto.host,
+                                    "port": mosquitto.port, "application": "7b0c"}, None)
+        time.sleep(1.5)
+        _publish(mosquitto, [("application/7b0c/device/02a1b2c3d4e5f601/event/up",
+                              (FIX / "chirpstack_uplink.json").read_bytes())])
+        assert _wait(lambda: store.count_frames(db, "lamp-7") == 1)
+    finally:
+        stop.set()
+        t.join(10)
