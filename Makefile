@@ -13,10 +13,10 @@ NODE_STAMP := tests/mpy/node_modules/.installed
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help run test sim bench lint setup clean
+.PHONY: help run test sim bench lint setup clean image flash deploy merged-image label
 
 help: ## list these targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, broker on :1883
 	$(BIN)/fleet run
@@ -26,6 +26,9 @@ test: setup ## run the whole test suite (lint and firmware type check included)
 
 sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20)
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
+
+image: setup ## build a node's filesystem image: make image BOARD=HELTEC_V3 NODE=lamp-42 (docs/provisioning.md)
+	$(BIN)/python -m provisioning image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)")
 
 bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/benchmarks.md)
 	@status=0; for bench in $(wildcard tests/bench/bench_*.py); do \
