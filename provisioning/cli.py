@@ -2,6 +2,7 @@
 
 import functools
 import os
+import time
 from pathlib import Path
 
 import click
@@ -17,12 +18,14 @@ def friendly(fn):
     from fleet.provision import ProvisionError
     from fleet.settings import SettingsError
 
+    from .flash import FlashError
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (boards.BoardError, image.ImageError, miplib.MipError, ProvisionError,
-                StoreError, SettingsError) as e:
+                StoreError, SettingsError, FlashError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
@@ -52,7 +55,7 @@ def cli():
     """
 
 
-def issue_identity(node: str | None, board: str) -> dict:
+def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
     """Register the node (or give a registered one a new password) in the fleet's store."""
     from fleet import db as store
     from fleet import provision
@@ -61,7 +64,7 @@ def issue_identity(node: str | None, board: str) -> dict:
     settings = from_env()
     db = store.open_db(settings.db_path)
     try:
-        return provision.issue(db, settings, node, board, actor="provisioning")
+        return provision.issue(db, settings, node, board, actor="provisioning", mac=mac)
     finally:
         db.conn.close()
 
@@ -107,3 +110,116 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
     click.echo(f"image {out}: node {identity['node_id']}, {len(files)} files, "
                f"{sum(map(len, files.values())) // 1024} KB of {fs['size'] // 1024} KB; "
                f"write at {fs['offset']:#x}")
+
+
+def reported_since(node_id: str, since: float):
+    """A check for watch(): has the fleet heard from the node since `since`?"""
+    from fleet import db as store
+    from fleet.settings import from_env
+
+    path = from_env().db_path
+
+    def check() -> bool:
+        db = store.connect(path)
+        try:
+            row = db.conn.execute("SELECT last_seen FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        finally:
+            db.conn.close()
+        return bool(row and row[0] and row[0] >= since)
+
+    return check
+
+
+def flash_one(board_name, port, node, firmware, site: dict, mip_index, mip_cache, timeout,
+              echo=click.echo) -> str:
+    """Flash one board end to end; return the node id. Raises FlashError and friends."""
+    from . import flash
+
+    board = boards.load(board_name)
+    flash.check_port(port)
+    if firmware:
+        flash.check_version(flash.micropython_version(Path(firmware)), f"FIRMWARE {firmware}")
+    echo(f"{port}: asking the chip what it is")
+    found = flash.probe(port)
+    flash.check_board(board, found, port)
+    echo(f"{port}: {found.description}, {found.flash_size // 1048576} MB flash, MAC {found.mac}")
+    if firmware:
+        echo(f"{port}: writing MicroPython {firmware}")
+        flash.write_firmware(board, port, Path(firmware))
+    identity = issue_identity(node, board_name, found.mac)
+    out, _, _ = write_image(identity, board_name, site["wifi_ssid"], site["wifi_password"],
+                            site["mqtt_host"], site["mqtt_port"], mip_index, mip_cache)
+    fs = boards.fs_partition(board)
+    echo(f"{port}: writing node {identity['node_id']}'s filesystem at {fs['offset']:#x}")
+    started = time.time()
+    flash.write_image(board, port, out, fs["offset"])
+    echo(f"{port}: waiting for {identity['node_id']} to report in (up to {timeout:.0f} s)")
+    flash.watch(port, reported_since(identity["node_id"], started), timeout, echo)
+    echo(f"{port}: node {identity['node_id']} is online")
+    return identity["node_id"]
+
+
+def flash_options(fn):
+    fn = click.option("--timeout", default=120.0, show_default=True,
+                      help="Seconds to wait for the node to report in.")(fn)
+    fn = click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
+                      help="Where fetched packages are kept.")(fn)
+    fn = click.option("--mip-index", default=miplib.INDEX, show_default=True,
+                      help="micropython-lib package index.")(fn)
+    fn = click.option("--firmware", type=click.Path(dir_okay=False),
+                      help="MicroPython firmware .bin to write first (erases the flash).")(fn)
+    return site_options(fn)
+
+
+@cli.command("flash")
+@click.option("--board", required=True, help="Board name from boards/.")
+@click.option("--port", default="", help="Serial port, e.g. /dev/ttyUSB0.")
+@click.option("--node", help="Node id; registered now if new. Empty: a random id.")
+@flash_options
+@friendly
+def flash_command(board, port, node, firmware, wifi_ssid, wifi_password, mqtt_host, mqtt_port,
+                  mip_index, mip_cache, timeout):
+    """Flash one board: MicroPython (with --firmware), the node's image, then watch it report in.
+
+    Example: make flash BOARD=HELTEC_V3 PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC_S3-v1.29.0.bin
+    """
+    site = {"wifi_ssid": wifi_ssid, "wifi_password": wifi_password, "mqtt_host": mqtt_host,
+            "mqtt_port": mqtt_port}
+    flash_one(board, port, node, firmware, site, mip_index, mip_cache, timeout)
+
+
+@cli.command("batch")
+@click.option("--board", required=True, help="Board name from boards/ (all boards alike).")
+@click.option("--port", "ports", multiple=True, required=True,
+              help="Serial port of one board; repeat for each board.")
+@flash_options
+@friendly
+def batch_command(board, ports, firmware, wifi_ssid, wifi_password, mqtt_host, mqtt_port,
+                  mip_index, mip_cache, timeout):
+    """Flash many boards in a row (new node ids), with progress per board and a summary.
+
+    Example: make flash-batch BOARD=ESP32_GENERIC PORTS="/dev/ttyUSB0 /dev/ttyUSB1"
+    """
+    from .flash import FlashError
+
+    site = {"wifi_ssid": wifi_ssid, "wifi_password": wifi_password, "mqtt_host": mqtt_host,
+            "mqtt_port": mqtt_port}
+    done, failed = [], []
+    for i, port in enumerate(ports, 1):
+        click.echo(f"[{i}/{len(ports)}] {port}")
+        try:
+            node = flash_one(board, port, None, firmware, site, mip_index, mip_cache, timeout,
+                             echo=lambda s: click.echo(f"  {s}"))
+        except (FlashError, boards.BoardError, image.ImageError, miplib.MipError,
+                ValueError) as e:
+            failed.append((port, str(e).splitlines()[0]))
+            click.echo(f"  FAILED: {e}")
+        else:
+            done.append((port, node))
+    click.echo(f"summary: {len(ports)} boards, {len(done)} ok, {len(failed)} failed")
+    for port, node in done:
+        click.echo(f"  ok      {port}  {node}")
+    for port, why in failed:
+        click.echo(f"  failed  {port}  {why}")
+    if failed:
+        raise SystemExit(1)
