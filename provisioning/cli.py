@@ -2,6 +2,7 @@
 
 import functools
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -69,19 +70,19 @@ def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict
         db.conn.close()
 
 
-def write_image(identity: dict, board_name: str, wifi_ssid, wifi_password, mqtt_host, mqtt_port,
-                mip_index, mip_cache) -> tuple[Path, dict, bytes]:
+def write_image(identity: dict, board: dict, packages: dict, wifi_ssid, wifi_password,
+                mqtt_host, mqtt_port) -> tuple[Path, bytes]:
     from fleet.provision import node_config
 
     config = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
-    board, data = image.build(board_name, config, mip_index, Path(mip_cache))
-    out = BUILD / "images" / f"{identity['node_id']}.{board_name}.littlefs.bin"
+    data = image.build(board, config, packages)
+    out = BUILD / "images" / f"{identity['node_id']}.{board['name']}.littlefs.bin"
     out.parent.mkdir(parents=True, exist_ok=True)
     # The image holds the node's secrets: readable by this user only.
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    return out, board, data
+    return out, data
 
 
 @cli.command("image")
@@ -101,10 +102,13 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
 
     Example: NODE_MQTT_HOST=10.0.0.2 python -m provisioning image --board HELTEC_V3 --node lamp-42
     """
-    boards.load(board)  # a bad board name fails before anything is registered
+    # Everything that can fail without touching the fleet comes first: a failed build must not
+    # leave a registered node whose password nobody has.
+    b = boards.load(board)
+    packages = image.fetch_packages(b, mip_index, Path(mip_cache))
     identity = issue_identity(node, board)
-    out, b, data = write_image(identity, board, wifi_ssid, wifi_password, mqtt_host, mqtt_port,
-                               mip_index, mip_cache)
+    out, data = write_image(identity, b, packages, wifi_ssid, wifi_password, mqtt_host,
+                            mqtt_port)
     fs = boards.fs_partition(b)
     files = image.read_back(data)
     click.echo(f"image {out}: node {identity['node_id']}, {len(files)} files, "
@@ -146,9 +150,10 @@ def flash_one(board_name, port, node, firmware, site: dict, mip_index, mip_cache
     if firmware:
         echo(f"{port}: writing MicroPython {firmware}")
         flash.write_firmware(board, port, Path(firmware))
+    packages = image.fetch_packages(board, mip_index, Path(mip_cache))
     identity = issue_identity(node, board_name, found.mac)
-    out, _, _ = write_image(identity, board_name, site["wifi_ssid"], site["wifi_password"],
-                            site["mqtt_host"], site["mqtt_port"], mip_index, mip_cache)
+    out, _ = write_image(identity, board, packages, site["wifi_ssid"], site["wifi_password"],
+                         site["mqtt_host"], site["mqtt_port"])
     fs = boards.fs_partition(board)
     echo(f"{port}: writing node {identity['node_id']}'s filesystem at {fs['offset']:#x}")
     started = time.time()
@@ -223,3 +228,91 @@ def batch_command(board, ports, firmware, wifi_ssid, wifi_password, mqtt_host, m
         click.echo(f"  failed  {port}  {why}")
     if failed:
         raise SystemExit(1)
+
+
+@cli.command("deploy")
+@click.option("--port", default="", help="Serial port of a board that already runs MicroPython.")
+@friendly
+def deploy_command(port):
+    """Copy the app files that changed to a board running MicroPython (mpremote), then reset.
+
+    config.json and board.json on the board are left as they are.
+
+    Example: make deploy PORT=/dev/ttyUSB0
+    """
+    from . import flash
+
+    flash.check_port(port)
+    app_dir = BUILD / "deploy"
+    shutil.rmtree(app_dir, ignore_errors=True)  # no stale module from an older build
+    for name, data in image.compile_app().items():
+        path = app_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    out = flash.deploy_files(port, app_dir)
+    total = sum(1 for p in app_dir.rglob("*") if p.is_file())
+    same = len([line for line in out.splitlines() if line.startswith("Up to date")])
+    click.echo(f"{port}: {total - same} files copied, {same} up to date; board reset")
+
+
+@cli.command("merged-image")
+@click.option("--board", required=True, help="Board name from boards/.")
+@click.option("--firmware", required=True, type=click.Path(dir_okay=False),
+              help="MicroPython firmware .bin for the board.")
+@click.option("--node", help="Node id (one node's image); empty: a new node.")
+@site_options
+@click.option("--mip-index", default=miplib.INDEX, show_default=True,
+              help="micropython-lib package index.")
+@click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
+              help="Where fetched packages are kept.")
+@friendly
+def merged_image_command(board, firmware, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port,
+                         mip_index, mip_cache):
+    """One file for a factory programmer: MicroPython and the node's filesystem (esptool merge-bin).
+
+    Example: make merged-image BOARD=ESP32_GENERIC FIRMWARE=ESP32_GENERIC-v1.29.0.bin NODE=lamp-42
+    """
+    from . import flash
+
+    b = boards.load(board)
+    flash.check_version(flash.micropython_version(Path(firmware)), f"FIRMWARE {firmware}")
+    packages = image.fetch_packages(b, mip_index, Path(mip_cache))
+    identity = issue_identity(node, board)
+    fs_path, _ = write_image(identity, b, packages, wifi_ssid, wifi_password, mqtt_host,
+                             mqtt_port)
+    fs = boards.fs_partition(b)
+    out = BUILD / "merged" / f"{identity['node_id']}.{board}.merged.bin"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    flash.run_tool("esptool", [
+        "--chip", b["chip"], "merge-bin", "-o", str(out),
+        "--flash-size", f"{b['flash_size'] // 1048576}MB",
+        hex(flash.FIRMWARE_OFFSET[b["chip"]]), str(firmware), hex(fs["offset"]), str(fs_path)])
+    os.chmod(out, 0o600)  # it holds the node's secrets
+    click.echo(f"merged image {out}: write it at 0x0 (esptool write-flash 0x0 {out.name})")
+
+
+@cli.command("label")
+@click.option("--node", required=True, help="Node id.")
+@click.option("--fleet-url", envvar="FLEET_URL", default="http://127.0.0.1:8000",
+              show_default=True, help="The fleet's web address as people reach it (env FLEET_URL).")
+@friendly
+def label_command(node, fleet_url):
+    """Write a printable SVG label with a QR code that opens the node's page.
+
+    Example: FLEET_URL=https://fleet.city python -m provisioning label --node lamp-42
+    """
+    from fleet import db as store
+    from fleet.settings import from_env
+
+    from . import label
+
+    db = store.open_db(from_env().db_path)
+    try:
+        n = store.get_node(db, node)
+        cred = store.get_credentials(db, node) or {}
+    finally:
+        db.conn.close()
+    out = BUILD / "labels" / f"{node}.svg"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(label.label_svg(node, fleet_url, n["board"], cred.get("dev_eui")))
+    click.echo(f"label {out}: QR code opens {label.node_url(fleet_url, node)}")

@@ -105,10 +105,12 @@ def read_back(image: bytes) -> dict[str, bytes]:
     return out
 
 
-def build(board_name: str, config: dict, mip_index: str = miplib.INDEX,
-          mip_cache: Path | None = None) -> tuple[dict, bytes]:
-    """(board, image bytes) for a node with this config on this board."""
-    board = boards.load(board_name)
-    packages = miplib.fetch(miplib.packages_for(board), mip_index, mip_cache)
-    fs = boards.fs_partition(board)
-    return board, pack(node_files(board, config, packages), fs["size"])
+def fetch_packages(board: dict, mip_index: str = miplib.INDEX,
+                   mip_cache: Path | None = None) -> dict[str, bytes]:
+    """The micropython-lib packages the board needs, fetched before anything is registered."""
+    return miplib.fetch(miplib.packages_for(board), mip_index, mip_cache)
+
+
+def build(board: dict, config: dict, packages: dict[str, bytes]) -> bytes:
+    """The image bytes for a node with this config on this (checked) board."""
+    return pack(node_files(board, config, packages), boards.fs_partition(board)["size"])
