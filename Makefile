@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 NODES ?= 20
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := tests/mpy/node_modules/.installed
+BROWSER_STAMP := tests/browser/node_modules/.installed
 # The MicroPython stubs are installed in typeshed layout into the venv; pyright uses that folder
 # as its typeshed so the firmware is checked against MicroPython, not CPython.
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -53,10 +54,10 @@ lint: setup ## ruff on everything; type-check the firmware against the MicroPyth
 	$(BIN)/ruff check .
 	$(BIN)/pyright -p firmware --typeshedpath "$(MPY_TYPESHED)"
 
-setup: $(VENV_STAMP) $(NODE_STAMP) ## build .venv and the Node packages (the other targets do it)
+setup: $(VENV_STAMP) $(NODE_STAMP) $(BROWSER_STAMP) ## build .venv and the Node packages (the other targets do it)
 
 clean: ## remove .venv, Node packages, caches and build output (keeps the data in ./var)
-	rm -rf $(VENV) tests/mpy/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) tests/mpy/node_modules tests/browser/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name '*.mpy' -type f -delete
 
@@ -68,4 +69,9 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 $(NODE_STAMP): tests/mpy/package.json tests/mpy/package-lock.json
 	npm ci --prefix tests/mpy --no-audit --no-fund
+	touch $@
+
+# playwright-core drives Debian's chromium (apt); it never downloads a browser of its own.
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
 	touch $@

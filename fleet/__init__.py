@@ -3,7 +3,7 @@
 import os
 import secrets
 
-from flask import Flask, redirect, url_for
+from flask import Flask
 
 from .settings import from_env
 
@@ -37,21 +37,19 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
 
-    from . import admin, api, auth, db, nodes
+    from . import admin, alerts, api, auth, db, nodes, overview
 
     db.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)
-    app.register_blueprint(nodes.bp)
+    nodes.init_app(app)
+    alerts.init_app(app)
+    app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
     api.init_app(app)
     from . import provision_api, provision_ui
 
     provision_api.init_app(app)
     app.register_blueprint(provision_ui.bp)
-
-    @app.route("/")
-    def index():
-        return redirect(url_for("nodes.index"))
 
     return app

@@ -322,6 +322,29 @@ def command_send(node_id, command, arg):
     click.echo(f"command {cid} sent to {node_id}")
 
 
+@cli.group("alerts")
+def alerts_group():
+    """Node alerts: offline, battery low, boot loop, bad frames, update failed.
+
+    Example: fleet alerts check
+    """
+
+
+@alerts_group.command("check")
+@friendly
+def alerts_check():
+    """Evaluate alerts now and list the open ones (the web UI also does it every 30 s).
+
+    Example: fleet alerts check
+    """
+    db = open_store()
+    opened = store.evaluate_alerts(db)
+    click.echo("opened: " + ", ".join(f"{k} {n}" for k, n in opened.items()))
+    for a in store.list_alerts(db, limit=1000):
+        click.echo(f"{when(a['opened'])} {a['node_id']:<32} {a['kind']:<13} {a['state']:<6} "
+                   f"{a['detail'] or ''}")
+
+
 @cli.command("bad-frames")
 @click.argument("node_id", required=False)
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")

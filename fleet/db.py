@@ -184,6 +184,49 @@ MIGRATIONS = [
         revoked_by TEXT
     );
     """,
+    # 6: the web UI: node positions, status history, alerts, and indexes for the node list's
+    # filters and sorts over 10,000 nodes.
+    """
+    ALTER TABLE nodes ADD COLUMN lat REAL;
+    ALTER TABLE nodes ADD COLUMN lon REAL;
+    ALTER TABLE nodes ADD COLUMN location TEXT;
+    CREATE INDEX nodes_last_seen ON nodes (last_seen);
+    CREATE INDEX nodes_provider ON nodes (provider, id);
+    CREATE INDEX nodes_board ON nodes (board, id);
+    CREATE INDEX nodes_firmware ON nodes (firmware_version, id);
+    CREATE INDEX nodes_battery ON nodes (battery);
+    CREATE TABLE status_log (
+        node_id TEXT NOT NULL,
+        t REAL NOT NULL,
+        firmware_version TEXT,
+        uptime INTEGER,
+        reset_cause INTEGER,
+        heap_free INTEGER,
+        rssi INTEGER,
+        queue INTEGER,
+        dropped INTEGER,
+        boots INTEGER
+    );
+    CREATE INDEX status_log_node_t ON status_log (node_id, t);
+    CREATE INDEX status_log_t ON status_log (t);
+    CREATE INDEX bad_frames_time ON bad_frames (received_at);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open',
+        opened REAL NOT NULL,
+        detail TEXT,
+        acked_by TEXT,
+        acked_at REAL,
+        resolved_by TEXT,
+        resolved_at REAL
+    );
+    -- At most one unresolved alert of each kind per node.
+    CREATE UNIQUE INDEX alerts_unresolved ON alerts (node_id, kind) WHERE state != 'resolved';
+    CREATE INDEX alerts_state ON alerts (state, id);
+    CREATE INDEX alerts_node ON alerts (node_id, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -435,6 +478,369 @@ def events(db, node_id, limit=50) -> list[dict]:
     )
 
 
+# --- web UI: node list, overview, positions, status history, charts, alerts ----------------------
+
+# A node counts as online while its broker session is up (conn 1) and it was heard within three
+# reporting intervals plus a minute; LoRaWAN nodes have no session flag, so the time rule matters.
+OFFLINE_INTERVALS = 3
+OFFLINE_GRACE = 60
+DEFAULT_INTERVAL = 60
+_ALLOWANCE = f"({OFFLINE_INTERVALS} * coalesce(interval, {DEFAULT_INTERVAL}) + {OFFLINE_GRACE})"
+STATUS_SQL = (
+    "CASE WHEN last_seen IS NULL THEN 'new'"
+    f" WHEN online = 1 AND last_seen >= :now - {_ALLOWANCE} THEN 'online' ELSE 'offline' END"
+)
+ALERTING_SQL = "id IN (SELECT node_id FROM alerts WHERE state != 'resolved')"
+BATTERY_LOW = 3.4  # V: below it an alert opens
+BATTERY_OK = 3.5  # V: at or above it the alert resolves itself (hysteresis, no flapping)
+BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
+BOOT_LOOP_WINDOW = 3600
+BAD_FRAMES_WINDOW = 3600
+ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_failed")
+
+# Sort keys of the node list -> SQL; every one is backed by an index or is cheap on 10,000 rows.
+NODE_SORTS = {
+    "id": "id",
+    "name": "coalesce(name, id)",
+    "last_seen": "last_seen",
+    "battery": "battery",
+    "firmware": "firmware_version",
+    "provider": "provider",
+    "rssi": "rssi",
+}
+SEEN_WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+class BadFilter(StoreError, ValueError):
+    """A node list filter or sort that does not exist."""
+
+
+def _node_where(f: dict, now: float) -> tuple[str, dict]:
+    """WHERE clause and parameters for the node list's filters (all optional, ANDed)."""
+    where, args = ["1"], {"now": now}
+    q = (f.get("q") or "").strip()
+    if q:
+        args["q"] = q
+        args["like"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(
+            "(id LIKE :like ESCAPE '\\' OR name LIKE :like ESCAPE '\\'"
+            " OR location LIKE :like ESCAPE '\\'"
+            " OR EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :q))"
+        )
+    status = f.get("status")
+    if status == "alerting":
+        where.append(ALERTING_SQL)
+    elif status in ("online", "offline", "new"):
+        where.append(f"{STATUS_SQL} = :status")
+        args["status"] = status
+    elif status:
+        raise BadFilter(f"status {status!r}: expected online, offline, new or alerting")
+    for key, column in (("provider", "provider"), ("board", "board"),
+                        ("firmware", "firmware_version")):
+        if f.get(key):
+            where.append(f"{column} = :{key}")
+            args[key] = f[key]
+    if f.get("tag"):
+        where.append("EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+        args["tag"] = f["tag"]
+    battery = f.get("battery")
+    if battery == "low":
+        where.append(f"battery < {BATTERY_LOW}")
+    elif battery == "ok":
+        where.append(f"battery >= {BATTERY_LOW}")
+    elif battery == "unknown":
+        where.append("battery IS NULL")
+    elif battery:
+        raise BadFilter(f"battery {battery!r}: expected low, ok or unknown")
+    seen = f.get("seen")
+    if seen in SEEN_WINDOWS:
+        where.append("last_seen >= :seen_since")
+        args["seen_since"] = now - SEEN_WINDOWS[seen]
+    elif seen == "older":
+        where.append("last_seen < :seen_since")
+        args["seen_since"] = now - SEEN_WINDOWS["7d"]
+    elif seen == "never":
+        where.append("last_seen IS NULL")
+    elif seen:
+        raise BadFilter(f"seen {seen!r}: expected 1h, 24h, 7d, older or never")
+    return " AND ".join(where), args
+
+
+def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
+                now=None) -> tuple[list[dict], int]:
+    """One page of nodes matching the filters, in order, and how many match in all."""
+    if sort not in NODE_SORTS:
+        raise BadFilter(f"sort {sort!r}: expected one of {', '.join(NODE_SORTS)}")
+    now = time.time() if now is None else now
+    where, args = _node_where(filters, now)
+    total = db.conn.execute(f"SELECT count(*) FROM nodes WHERE {where}", args).fetchone()[0]
+    order = NODE_SORTS[sort] + (" DESC" if desc else "")
+    # NULLs (never seen, no battery) go last either way; id breaks ties so pages are stable.
+    rows = list(db.query(
+        f"SELECT {NODE_COLUMNS}, location, lat, lon, {STATUS_SQL} AS status FROM nodes"
+        f" WHERE {where} ORDER BY {NODE_SORTS[sort]} IS NULL, {order}, id"
+        " LIMIT :limit OFFSET :offset",
+        dict(args, limit=limit, offset=offset),
+    ))
+    if rows:
+        ids = [r["id"] for r in rows]
+        counts = dict(db.conn.execute(
+            "SELECT node_id, count(*) FROM alerts WHERE state != 'resolved' AND node_id IN"
+            f" ({', '.join('?' * len(ids))}) GROUP BY node_id", ids))
+        for r in rows:
+            _node_dict(r)
+            r["alerts"] = counts.get(r["id"], 0)
+    return rows, total
+
+
+def matching_node_ids(db, filters: dict, now=None) -> list[str]:
+    """Ids of every node matching the filters (for bulk actions on a whole result)."""
+    where, args = _node_where(filters, time.time() if now is None else now)
+    return [r[0] for r in db.conn.execute(f"SELECT id FROM nodes WHERE {where}", args)]
+
+
+def facets(db) -> dict[str, list[str]]:
+    """The providers, boards and firmware versions present, for the list's filter menus."""
+    out = {}
+    for key, column in (("provider", "provider"), ("board", "board"),
+                        ("firmware", "firmware_version")):
+        out[key] = [r[0] for r in db.conn.execute(
+            f"SELECT DISTINCT {column} FROM nodes WHERE {column} IS NOT NULL ORDER BY 1")]
+    return out
+
+
+def overview(db, now=None) -> dict:
+    """Node counts (total/online/offline/new/alerting) in all and by provider, board, firmware."""
+    now = time.time() if now is None else now
+    rows = db.conn.execute(
+        f"SELECT provider, board, firmware_version, {STATUS_SQL}, {ALERTING_SQL}, count(*)"
+        " FROM nodes GROUP BY 1, 2, 3, 4, 5", {"now": now}).fetchall()
+    empty = {"total": 0, "online": 0, "offline": 0, "new": 0, "alerting": 0}
+    out: dict = {"all": dict(empty), "provider": {}, "board": {}, "firmware": {}}
+    for provider, board, firmware, status, alerting, n in rows:
+        groups = [out["all"]]
+        for key, value in (("provider", provider), ("board", board), ("firmware", firmware)):
+            groups.append(out[key].setdefault(value or "-", dict(empty)))
+        for group in groups:
+            group["total"] += n
+            group[status] += n
+            group["alerting"] += n if alerting else 0
+    return out
+
+
+def node_status(db, node_id, now=None) -> str:
+    """online, offline or new, by the same rule as the lists."""
+    row = db.conn.execute(f"SELECT {STATUS_SQL} FROM nodes WHERE id = :id",
+                          {"now": time.time() if now is None else now, "id": node_id}).fetchone()
+    if row is None:
+        raise UnknownNode(f"unknown node {node_id!r}")
+    return row[0]
+
+
+def node_place(db, node_id) -> dict:
+    """A node's position: lat, lon (WGS84 degrees) and a free-text location."""
+    row = db.conn.execute("SELECT lat, lon, location FROM nodes WHERE id = ?",
+                          (node_id,)).fetchone()
+    if row is None:
+        raise UnknownNode(f"unknown node {node_id!r}")
+    return {"lat": row[0], "lon": row[1], "location": row[2]}
+
+
+def set_place(db, node_id, lat, lon, location, actor=None):
+    """Set a node's position and location text (None clears); audited."""
+    get_node(db, node_id)
+    with transaction(db) as conn:
+        conn.execute("UPDATE nodes SET lat = ?, lon = ?, location = ? WHERE id = ?",
+                     (lat, lon, location, node_id))
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, "node.place", node_id,
+             json.dumps({"lat": lat, "lon": lon, "location": location})))
+
+
+def set_name_and_tags(db, node_id, name, tags, actor=None):
+    """Set a node's display name and tags; audited."""
+    get_node(db, node_id)
+    with transaction(db) as conn:
+        conn.execute("UPDATE nodes SET name = ?, tags = ? WHERE id = ?",
+                     (name, json.dumps(list(tags)), node_id))
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, "node.edit", node_id, json.dumps({"name": name,
+                                                                   "tags": list(tags)})))
+
+
+def tag_nodes(db, node_ids, tag, remove=False, actor=None) -> int:
+    """Add (or remove) one tag on many nodes in one transaction; return how many changed."""
+    if remove:
+        sql = ("UPDATE nodes SET tags = (SELECT json_group_array(value) FROM json_each(nodes.tags)"
+               " WHERE value != :tag) WHERE id = :id"
+               " AND EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+    else:
+        sql = ("UPDATE nodes SET tags = json_insert(tags, '$[#]', :tag) WHERE id = :id"
+               " AND NOT EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+    with transaction(db) as conn:
+        before = conn.total_changes
+        conn.executemany(sql, [{"tag": tag, "id": i} for i in node_ids])
+        changed = conn.total_changes - before
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, "bulk.untag" if remove else "bulk.tag", tag,
+             json.dumps({"nodes": len(node_ids), "changed": changed})))
+    return changed
+
+
+def positions(db, now=None) -> list[dict]:
+    """Every node with a position: id, name, lat, lon, status and whether it is alerting."""
+    return list(db.query(
+        f"SELECT id, name, lat, lon, {STATUS_SQL} AS status, {ALERTING_SQL} AS alerting"
+        " FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL",
+        {"now": time.time() if now is None else now}))
+
+
+def status_history(db, node_id, since, limit=500) -> list[dict]:
+    """A node's STATUS reports since a time, newest first."""
+    return list(db.query(
+        "SELECT t, firmware_version, uptime, reset_cause, heap_free, rssi, queue, dropped, boots"
+        " FROM status_log WHERE node_id = ? AND t >= ? ORDER BY t DESC LIMIT ?",
+        [node_id, since, limit]))
+
+
+def reading_buckets(db, node_id, qid, inst, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of one quantity in `buckets` equal time slices, oldest first."""
+    width = (until - since) / buckets
+    return db.conn.execute(
+        "SELECT min(t), min(value), avg(value), max(value) FROM readings"
+        " WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ? AND inst = ?"
+        " GROUP BY CAST((t - ?) / ? AS INTEGER) ORDER BY 1",
+        (node_id, qid, since, until, inst, since, width)).fetchall()
+
+
+def status_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of a STATUS column (rssi, heap_free, queue) in time slices."""
+    if column not in ("rssi", "heap_free", "queue", "uptime", "dropped"):
+        raise BadFilter(f"no status column {column!r}")
+    width = (until - since) / buckets
+    return db.conn.execute(
+        f"SELECT min(t), min({column}), avg({column}), max({column}) FROM status_log"
+        f" WHERE node_id = ? AND t >= ? AND t <= ? AND {column} IS NOT NULL"
+        " GROUP BY CAST((t - ?) / ? AS INTEGER) ORDER BY 1",
+        (node_id, since, until, since, width)).fetchall()
+
+
+def live_state(db, node_id) -> dict:
+    """What the node page's live stream sends: node facts, latest values, command results."""
+    node = get_node(db, node_id)
+    return {
+        "node": node,
+        "latest": latest_values(db, node_id),
+        "commands": list(db.query(
+            "SELECT id, result_code, result_value, result_text, result_at, sent_at FROM commands"
+            " WHERE node_id = ? ORDER BY id DESC LIMIT 20", [node_id])),
+    }
+
+
+def evaluate_alerts(db, now=None) -> dict[str, int]:
+    """Open alerts whose condition holds, resolve those whose condition cleared; counts opened."""
+    now = time.time() if now is None else now
+    offline = f"last_seen IS NOT NULL AND (online = 0 OR last_seen < :now - {_ALLOWANCE})"
+    conditions = {
+        "offline": (
+            f"SELECT id, 'offline', 'no contact since ' || datetime(last_seen, 'unixepoch')"
+            f" || ' UTC; reports every ' || coalesce(interval, {DEFAULT_INTERVAL}) || ' s'"
+            f" FROM nodes WHERE {offline}",
+            f"SELECT id FROM nodes WHERE NOT ({offline})",
+        ),
+        "battery_low": (
+            f"SELECT id, 'battery_low', 'battery ' || round(battery, 2) || ' V'"
+            f" FROM nodes WHERE battery < {BATTERY_LOW}",
+            f"SELECT id FROM nodes WHERE battery IS NULL OR battery >= {BATTERY_OK}",
+        ),
+        "boot_loop": (
+            "SELECT node_id, 'boot_loop', (max(boots) - min(boots)) || ' boots in the last '"
+            f" || {BOOT_LOOP_WINDOW // 60} || ' min' FROM status_log WHERE t >= :now - "
+            f"{BOOT_LOOP_WINDOW} GROUP BY node_id HAVING max(boots) - min(boots) >= "
+            f"{BOOT_LOOP_BOOTS}",
+            "SELECT node_id FROM alerts WHERE kind = 'boot_loop' AND state != 'resolved'"
+            " AND node_id NOT IN (SELECT node_id FROM status_log WHERE t >= :now -"
+            f" {BOOT_LOOP_WINDOW} GROUP BY node_id HAVING max(boots) - min(boots) >="
+            f" {BOOT_LOOP_BOOTS})",
+        ),
+        "bad_frames": (
+            "SELECT node_id, 'bad_frames', count(*) || ' bad frames in the last hour'"
+            f" FROM bad_frames WHERE received_at >= :now - {BAD_FRAMES_WINDOW}"
+            " AND node_id IS NOT NULL GROUP BY node_id",
+            "SELECT node_id FROM alerts WHERE kind = 'bad_frames' AND state != 'resolved'"
+            " AND node_id NOT IN (SELECT node_id FROM bad_frames WHERE received_at >= :now -"
+            f" {BAD_FRAMES_WINDOW} AND node_id IS NOT NULL)",
+        ),
+    }
+    opened = {}
+    with transaction(db) as conn:
+        for kind, (open_sql, clear_sql) in conditions.items():
+            conn.execute(
+                "UPDATE alerts SET state = 'resolved', resolved_by = 'auto', resolved_at = :now"
+                f" WHERE kind = '{kind}' AND state != 'resolved' AND node_id IN ({clear_sql})",
+                {"now": now})
+            before = conn.total_changes
+            # The partial unique index keeps one unresolved alert per node and kind.
+            conn.execute(
+                "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened)"
+                f" SELECT *, :now FROM ({open_sql})", {"now": now})
+            opened[kind] = conn.total_changes - before
+    return opened
+
+
+def open_alert(db, node_id, kind, detail, now=None) -> bool:
+    """Open an alert of a kind for a node (e.g. update_failed from OTA); False if already open."""
+    if kind not in ALERT_KINDS:
+        raise BadFilter(f"alert kind {kind!r}: expected one of {', '.join(ALERT_KINDS)}")
+    with transaction(db) as conn:
+        return conn.execute(
+            "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened) VALUES (?, ?, ?, ?)",
+            (node_id, kind, detail, time.time() if now is None else now)).rowcount == 1
+
+
+def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
+    """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
+    sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
+           " WHERE 1")
+    args: list = []
+    if unresolved:
+        sql += " AND a.state != 'resolved'"
+    if node_id is not None:
+        sql += " AND a.node_id = ?"
+        args.append(node_id)
+    sql += " ORDER BY a.id DESC LIMIT ?"
+    args.append(limit)
+    return list(db.query(sql, args))
+
+
+def change_alert(db, alert_id, action, actor=None) -> dict:
+    """Acknowledge or resolve an alert; audited. Return the alert."""
+    if action not in ("ack", "resolve"):
+        raise BadFilter(f"alert action {action!r}: expected ack or resolve")
+    now = time.time()
+    with transaction(db) as conn:
+        row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ?",
+                           (alert_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no alert {alert_id}")
+        if row[2] == "resolved":
+            raise StoreError(f"alert {alert_id} is already resolved")
+        if action == "ack":
+            conn.execute("UPDATE alerts SET state = 'acked', acked_by = ?, acked_at = ?"
+                         " WHERE id = ?", (actor, now, alert_id))
+        else:
+            conn.execute("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?"
+                         " WHERE id = ?", (actor, now, alert_id))
+        conn.execute(
+            "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, actor, f"alert.{action}", row[0], json.dumps({"alert": alert_id,
+                                                                "kind": row[1]})))
+    return {"id": alert_id, "node_id": row[0], "kind": row[1]}
+
+
 # --- ingest (hot path: keep per-row Python work small) -------------------------------------------
 
 _INSERT_FRAME = (
@@ -559,6 +965,11 @@ def store_batch(db, batch: Batch, telemetry, status, event, result) -> int:
                 " uptime = ?, reset_cause = ?, heap_free = ?, rssi = ?, queue = ?, dropped = ?,"
                 " boots = ?, interval = coalesce(?, interval), status_at = ? WHERE id = ?",
                 statuses,
+            )
+            conn.executemany(
+                "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free, rssi,"
+                " queue, dropped, boots, t, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [st[:8] + st[9:] for st in statuses],
             )
         if events_rows:
             conn.executemany(

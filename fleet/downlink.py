@@ -10,6 +10,7 @@ from . import db as store
 COMMANDS = {"reboot": 1, "set_interval": 2, "identify": 3}
 # Bounds of set_interval's argument, in seconds: one second to one day.
 INTERVAL_MIN, INTERVAL_MAX = 1, 86400
+STATUS_INTERVAL_MIN = 10
 PUBLISH_TIMEOUT = 5.0
 
 
@@ -78,9 +79,11 @@ def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None
 def send_config(db, settings, node_id: str, interval=None, status_interval=None,
                 created_by=None) -> int:
     """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
-    for name, value in (("interval", interval), ("status_interval", status_interval)):
-        if value is not None and not INTERVAL_MIN <= value <= INTERVAL_MAX:
-            raise BadCommand(f"{name} {value} is outside {INTERVAL_MIN}..{INTERVAL_MAX} s")
+    # The node refuses a status interval under 10 s (firmware/polylink/commands.py).
+    for name, value, lo in (("interval", interval, INTERVAL_MIN),
+                            ("status_interval", status_interval, STATUS_INTERVAL_MIN)):
+        if value is not None and not lo <= value <= INTERVAL_MAX:
+            raise BadCommand(f"{name} {value} is outside {lo}..{INTERVAL_MAX} s")
     cid, seq = store.create_command(db, node_id, "config", interval, created_by)
     body = {"cid": cid}
     if interval is not None:

@@ -1,61 +1,52 @@
-"""Web UI: the fleet list and one page per node with latest values, a chart and commands."""
+"""Web UI for nodes: the searchable list with bulk actions, and the node page with live values.
 
+The node page's live values come from a server-sent event stream (`/nodes/<id>/live`). Each open
+stream holds one of waitress's worker threads, so at most LIVE_STREAMS run at once (the rest are
+told to retry later) and each ends after LIVE_SECONDS; the browser's EventSource reconnects by
+itself. The web process shares nothing with the ingest worker but the SQLite file, so a stream
+polls the store every LIVE_POLL seconds (a few indexed reads of one node).
+"""
+
+import json
+import math
+import threading
 import time
+import unicodedata
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     request,
     url_for,
 )
+from polylink import commands as fw_commands
 
+from . import alerts, auth, charts, downlink
 from . import db as store
-from . import downlink
 from .api import iso
-from .auth import require
 from .senml import name_and_unit
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
-CHART_W, CHART_H, CHART_PAD = 600, 160, 24
-CHART_HOURS = 24
-CHART_POINTS = 2000
-
-
-def chart(points: list[tuple[float, float]]) -> dict | None:
-    """SVG geometry (polyline points and axis labels) for (t, value) points, oldest first."""
-    if len(points) < 2:
-        return None
-    t0, t1 = points[0][0], points[-1][0]
-    values = [v for _, v in points]
-    lo, hi = min(values), max(values)
-    if hi == lo:
-        lo, hi = lo - 1, hi + 1
-    span_t = (t1 - t0) or 1.0
-    w, h, pad = CHART_W - 2 * CHART_PAD, CHART_H - 2 * CHART_PAD, CHART_PAD
-    coords = " ".join(
-        f"{pad + (t - t0) / span_t * w:.1f},{pad + (hi - v) / (hi - lo) * h:.1f}"
-        for t, v in points
-    )
-    return {
-        "points": coords,
-        "width": CHART_W,
-        "height": CHART_H,
-        "pad": pad,
-        "lo": f"{lo:g}",
-        "hi": f"{hi:g}",
-        "start": time.strftime("%H:%M", time.gmtime(t0)),
-        "end": time.strftime("%H:%M", time.gmtime(t1)),
-    }
+PAGE_SIZE = 50
+BULK_COMMAND_MAX = 100  # one broker connection per command: keep a click under a few seconds
+LIVE_STREAMS = 4  # of waitress's 8 threads; the rest keep serving pages
+LIVE_SECONDS = 60
+LIVE_POLL = 1.0
+LIVE_RETRY_MS = 3000
+TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
+FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "battery", "seen", "tag")
+RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
+STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
 
 
 def ago(t) -> str:
-    """A short human 'time since' for the fleet list."""
+    """A short human 'time since'."""
     if t is None:
         return "never"
     s = max(0, int(time.time() - t))
@@ -75,49 +66,207 @@ def ago_filter(t):
     return ago(t)
 
 
+def _filters() -> dict:
+    return {k: request.values.get(k, "").strip() for k in FILTER_KEYS}
+
+
+def _clean_text(raw: str, what: str, limit: int) -> str:
+    """Strip; refuse control characters and overlong text (tags, names, locations)."""
+    text = raw.strip()
+    if len(text) > limit:
+        raise ValueError(f"{what} is {len(text)} characters; at most {limit}")
+    if any(unicodedata.category(c)[0] == "C" for c in text):
+        raise ValueError(f"{what} contains control characters")
+    return text
+
+
+def _tag(raw: str) -> str:
+    tag = _clean_text(raw, "tag", TAG_MAX)
+    if not tag or "," in tag:
+        raise ValueError("a tag is 1-32 characters without commas")
+    return tag
+
+
+# --- the list ------------------------------------------------------------------------------------
+
+
 @bp.route("/")
-@require("read")
+@auth.require("read")
 def index():
-    nodes = store.list_nodes(store.get_db())
-    online = sum(1 for n in nodes if n["online"])
-    return render_template("nodes/index.html", nodes=nodes, online=online)
+    db = store.get_db()
+    alerts.refresh(db)
+    f = _filters()
+    sort = request.args.get("sort", "id")
+    desc = request.args.get("dir") == "desc"
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    try:
+        rows, total = store.query_nodes(db, f, sort, desc, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    except store.BadFilter as e:
+        return render_template("error.html", message=f"Bad filter: {e}"), 400
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    active = {k: v for k, v in f.items() if v}
+    return render_template(
+        "nodes/index.html", nodes=rows, total=total, page=page, pages=pages, f=f,
+        active=active, sort=sort, desc=desc, facets=store.facets(db), sorts=store.NODE_SORTS,
+        command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX)
+
+
+@bp.route("/bulk", methods=("POST",))
+@auth.require("bulk")
+def bulk():
+    db = store.get_db()
+    f = _filters()
+    back = url_for("nodes.index", **{k: v for k, v in f.items() if v})
+    action = request.form.get("action", "")
+    if request.form.get("scope") == "matching":
+        ids = store.matching_node_ids(db, f)
+    else:
+        ids = request.form.getlist("ids")
+    if not ids:
+        flash("No nodes selected.")
+        return redirect(back, 303)
+    if action in ("tag", "untag"):
+        try:
+            tag = _tag(request.form.get("bulk_tag", ""))
+        except ValueError as e:
+            flash(f"Not tagged: {e}")
+            return redirect(back, 303)
+        n = store.tag_nodes(db, ids, tag, remove=action == "untag", actor=auth.actor())
+        flash(f"Tag {tag!r} {'removed from' if action == 'untag' else 'added to'} {n} of "
+              f"{len(ids)} nodes.")
+    elif action == "command":
+        if len(ids) > BULK_COMMAND_MAX:
+            flash(f"Not sent: {len(ids)} nodes; a bulk command goes to at most "
+                  f"{BULK_COMMAND_MAX} (use a rollout or narrow the filter).")
+            return redirect(back, 303)
+        command, raw_arg = request.form.get("command", ""), request.form.get("arg", "").strip()
+        try:
+            arg = downlink.check_command(command, int(raw_arg) if raw_arg else None)
+        except downlink.BadCommand as e:
+            flash(f"Not sent: {e}")
+            return redirect(back, 303)
+        except ValueError:
+            flash(f"Not sent: argument {raw_arg!r} is not a whole number.")
+            return redirect(back, 303)
+        sent, failed = 0, []
+        for node_id in ids:
+            try:
+                downlink.send_command(db, current_app.config["SETTINGS"], node_id, command, arg,
+                                      created_by=auth.actor())
+                sent += 1
+            except (downlink.DownlinkError, store.UnknownNode) as e:
+                failed.append(f"{node_id}: {e}")
+        flash(f"Command {command} sent to {sent} of {len(ids)} nodes."
+              + (f" Failed: {'; '.join(failed[:3])}" if failed else ""))
+    else:
+        flash(f"Unknown bulk action {action!r}.")
+    return redirect(back, 303)
+
+
+# --- one node ------------------------------------------------------------------------------------
+
+
+def _node_or_404(db, node_id) -> dict:
+    try:
+        return store.get_node(db, node_id)
+    except store.UnknownNode:
+        abort(404)
+
+
+def _latest(db, node_id) -> list[dict]:
+    out = []
+    for row in store.latest_values(db, node_id):
+        name, unit = name_and_unit(row["qid"], row["inst"])
+        out.append({"key": f"q{row['qid']}-{row['inst']}", "qid": row["qid"], "inst": row["inst"],
+                    "name": name, "unit": unit or "", "value": f"{row['value']:g}", "t": row["t"]})
+    return out
+
+
+def _command_result(c: dict) -> str:
+    if c["result_at"] is not None:
+        text = "ok" if c["result_code"] == 0 else f"error {c['result_code']}"
+        if c["result_value"] not in (None, 0):
+            text += f" ({c['result_value']})"
+        return text + (f": {c['result_text']}" if c["result_text"] else "")
+    return "waiting" if c["sent_at"] else "not sent"
+
+
+@bp.app_template_filter("command_result")
+def command_result_filter(c):
+    return _command_result(c)
+
+
+@bp.app_template_filter("reset_cause")
+def reset_cause_filter(code):
+    return "-" if code is None else RESET_CAUSES.get(code, str(code))
 
 
 @bp.route("/<node_id>")
-@require("read")
+@auth.require("read")
 def detail(node_id):
     db = store.get_db()
-    try:
-        node = store.get_node(db, node_id)
-    except store.UnknownNode:
-        abort(404)
-    latest = []
-    charts = []
-    since = time.time() - CHART_HOURS * 3600
-    for row in store.latest_values(db, node_id):
-        name, unit = name_and_unit(row["qid"], row["inst"])
-        latest.append({"name": name, "unit": unit or "", "value": row["value"], "t": row["t"]})
-        points = [(t, v) for t, _q, inst, v in
-                  store.readings(db, node_id, since=since, qids=[row["qid"]], limit=CHART_POINTS)
-                  if inst == row["inst"]]
-        c = chart(points)
-        if c:
-            c["name"], c["unit"] = name, unit or ""
-            charts.append(c)
+    node = _node_or_404(db, node_id)
+    alerts.refresh(db)
+    rng = request.args.get("range", charts.DEFAULT_RANGE)
+    if rng not in charts.RANGES:
+        rng = charts.DEFAULT_RANGE
+    now = time.time()
     return render_template(
         "nodes/detail.html",
         node=node,
-        latest=latest,
-        charts=charts,
+        status=store.node_status(db, node_id),
+        place=store.node_place(db, node_id),
+        latest=_latest(db, node_id),
+        rng=rng,
+        ranges=list(charts.RANGES),
+        status_charts=STATUS_CHARTS,
+        alerts=store.list_alerts(db, node_id=node_id, limit=20),
         commands=store.list_commands(db, node_id),
+        history=store.status_history(db, node_id, now - 7 * 86400, limit=10),
         events=store.events(db, node_id, limit=10),
-        bad=store.bad_frames(db, node_id, limit=10),
+        bad=store.bad_frames(db, node_id, limit=5),
         command_names=list(downlink.COMMANDS),
+        limits={"interval": (fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX),
+                "status_interval": (fw_commands.STATUS_INTERVAL_MIN, fw_commands.INTERVAL_MAX)},
+        live_ms=LIVE_RETRY_MS,
     )
 
 
+@bp.route("/<node_id>/chart.svg")
+@auth.require("read")
+def chart_svg(node_id):
+    """One chart as an SVG image: ?q=QID&i=INST for a quantity or ?s=COLUMN for status."""
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    rng = request.args.get("range", charts.DEFAULT_RANGE)
+    if rng not in charts.RANGES:
+        abort(400, f"range must be one of {', '.join(charts.RANGES)}")
+    until = time.time()
+    since = until - charts.RANGES[rng]
+    column = request.args.get("s")
+    if column:
+        labels = {c: (n, u) for c, n, u in STATUS_CHARTS}
+        if column not in labels:
+            abort(400, f"s must be one of {', '.join(labels)}")
+        name, unit = labels[column]
+        rows = store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
+    else:
+        qid = request.args.get("q", type=int)
+        inst = request.args.get("i", 0, type=int)
+        if qid is None:
+            abort(400, "q (quantity id) or s (status column) is required")
+        name, unit = name_and_unit(qid, inst)
+        rows = store.reading_buckets(db, node_id, qid, inst, since, until, charts.BUCKETS)
+    svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until),
+                          name=name, unit=unit or "", rng=rng)
+    response = Response(svg, mimetype="image/svg+xml")
+    # Fresh enough for a person looking at it; lets a phone on a slow link reuse it briefly.
+    response.headers["Cache-Control"] = "private, max-age=30"
+    return response
+
+
 @bp.route("/<node_id>/commands", methods=("POST",))
-@require("nodes")
+@auth.require("nodes")
 def send_command(node_id):
     db = store.get_db()
     command = request.form.get("command", "")
@@ -128,14 +277,179 @@ def send_command(node_id):
             arg = int(raw_arg)
         except ValueError:
             flash(f"Argument {raw_arg!r} is not a whole number.")
-            return redirect(url_for("nodes.detail", node_id=node_id))
+            return redirect(url_for("nodes.detail", node_id=node_id) + "#commands", 303)
     try:
         cid = downlink.send_command(db, current_app.config["SETTINGS"], node_id, command, arg,
-                                    created_by=g.user["name"])
+                                    created_by=auth.actor())
     except store.UnknownNode:
         abort(404)
     except downlink.DownlinkError as e:
         flash(f"Command not sent: {e}")
     else:
         flash(f"Command {command} sent (id {cid}).")
-    return redirect(url_for("nodes.detail", node_id=node_id))
+    return redirect(url_for("nodes.detail", node_id=node_id) + "#commands", 303)
+
+
+def _config_value(name: str):
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    lo = fw_commands.STATUS_INTERVAL_MIN if name == "status_interval" else fw_commands.INTERVAL_MIN
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} {raw!r} is not a whole number of seconds") from None
+    # The node's own rule for CONFIG (firmware/polylink/commands.py), checked before sending.
+    if not fw_commands._ranged(value, lo, fw_commands.INTERVAL_MAX):
+        raise ValueError(f"{name} must be {lo}..{fw_commands.INTERVAL_MAX} s, got {value}")
+    return value
+
+
+@bp.route("/<node_id>/config", methods=("POST",))
+@auth.require("nodes")
+def send_config(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    back = url_for("nodes.detail", node_id=node_id) + "#config"
+    try:
+        interval = _config_value("interval")
+        status_interval = _config_value("status_interval")
+        if interval is None and status_interval is None:
+            raise ValueError("set interval, status interval or both")
+    except ValueError as e:
+        flash(f"Config not sent: {e}")
+        return redirect(back, 303)
+    try:
+        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id, interval,
+                                   status_interval, created_by=auth.actor())
+    except downlink.DownlinkError as e:
+        flash(f"Config not sent: {e}")
+    else:
+        flash(f"Config sent (id {cid}); the node confirms it in Commands.")
+    return redirect(back, 303)
+
+
+@bp.route("/<node_id>/edit", methods=("POST",))
+@auth.require("nodes")
+def edit(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    try:
+        name = _clean_text(request.form.get("name", ""), "name", NAME_MAX) or None
+        tags = []
+        for raw in request.form.get("tags", "").split(","):
+            if raw.strip():
+                tag = _tag(raw)
+                if tag not in tags:
+                    tags.append(tag)
+    except ValueError as e:
+        flash(f"Not saved: {e}")
+    else:
+        store.set_name_and_tags(db, node_id, name, tags, actor=auth.actor())
+        flash("Name and tags saved.")
+    return redirect(url_for("nodes.detail", node_id=node_id) + "#edit", 303)
+
+
+def _coordinate(name: str, limit: float):
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} {raw!r} is not a number") from None
+    if not math.isfinite(value) or not -limit <= value <= limit:
+        raise ValueError(f"{name} must be within -{limit:g}..{limit:g} degrees")
+    return value
+
+
+@bp.route("/<node_id>/place", methods=("POST",))
+@auth.require("nodes")
+def place(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    try:
+        lat, lon = _coordinate("lat", 90), _coordinate("lon", 180)
+        if (lat is None) != (lon is None):
+            raise ValueError("give both latitude and longitude, or neither")
+        location = _clean_text(request.form.get("location", ""), "location", LOCATION_MAX)
+    except ValueError as e:
+        flash(f"Position not saved: {e}")
+    else:
+        store.set_place(db, node_id, lat, lon, location or None, actor=auth.actor())
+        flash("Position saved.")
+    return redirect(url_for("nodes.detail", node_id=node_id) + "#place", 303)
+
+
+# --- live values ---------------------------------------------------------------------------------
+
+
+def live_payload(db, node_id) -> dict:
+    """Everything the node page updates in place, already formatted."""
+    state = store.live_state(db, node_id)
+    node = state["node"]
+    values = {}
+    for row in state["latest"]:
+        name, unit = name_and_unit(row["qid"], row["inst"])
+        values[f"q{row['qid']}-{row['inst']}"] = f"{row['value']:g} {unit or ''}".strip()
+    return {
+        "status": store.node_status(db, node_id),
+        # A time, not "5 s ago": the stream sends only when something changed.
+        "last_seen": node["last_seen"],
+        "facts": {
+            "battery": "-" if node["battery"] is None else f"{node['battery']:.2f} V",
+            "rssi": "-" if node["rssi"] is None else f"{node['rssi']} dBm",
+            "uptime": "-" if node["uptime"] is None else f"{node['uptime']} s",
+            "firmware": node["firmware_version"] or "-",
+        },
+        "values": values,
+        "commands": {str(c["id"]): _command_result(c) for c in state["commands"]},
+    }
+
+
+@bp.route("/<node_id>/live")
+@auth.require("read")
+def live(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    slots = current_app.extensions["polylink_live_slots"]
+    path = current_app.config["DATABASE"]
+    seconds = current_app.config.get("LIVE_SECONDS", LIVE_SECONDS)
+
+    def stream():
+        # The slot is taken inside the generator, so a response never iterated holds none.
+        if not slots.acquire(blocking=False):
+            # Ends at once; EventSource retries after `retry` ms (a 503 would stop it for good).
+            yield f"retry: {LIVE_RETRY_MS * 3}\n: busy\n\n"
+            return
+        conn = None
+        try:
+            conn = store.connect(path)
+            yield f"retry: {LIVE_RETRY_MS}\n\n"
+            last, end, quiet = None, time.monotonic() + seconds, 0.0
+            while time.monotonic() < end:
+                data = json.dumps(live_payload(conn, node_id), separators=(",", ":"))
+                if data != last:
+                    last = data
+                    yield f"event: state\ndata: {data}\n\n"
+                    quiet = 0.0
+                elif quiet >= 15:
+                    yield ": ping\n\n"  # keeps proxies from closing an idle stream
+                    quiet = 0.0
+                time.sleep(LIVE_POLL)
+                quiet += LIVE_POLL
+        finally:
+            if conn is not None:
+                conn.conn.close()
+            slots.release()
+
+    response = Response(stream(), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def init_app(app):
+    app.extensions["polylink_live_slots"] = threading.BoundedSemaphore(
+        app.config.get("LIVE_STREAMS", LIVE_STREAMS))
+    app.register_blueprint(bp)

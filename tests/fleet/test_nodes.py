@@ -3,9 +3,9 @@
 import pytest
 from polylink import proto
 
+from fleet import charts
 from fleet import db as store
 from fleet.ingest import Ingest
-from fleet.nodes import chart
 
 
 def frame(mtype, seq, body, ts=None) -> bytes:
@@ -80,8 +80,8 @@ def test_logout_needs_post_with_csrf(logged_in, form_token):
 def test_fleet_list_shows_state_firmware_and_battery(logged_in, node, db):
     store.enrol_node(db, "n2")
     page = logged_in.get("/nodes/").get_data(as_text=True)
-    assert "1 of 2 online" in page
-    assert "0.3.1" in page and "3.70 V" in page and "offline" in page
+    assert "2 match" in page
+    assert "0.3.1" in page and "3.70 V" in page and ">online<" in page and ">new<" in page
 
 
 def test_node_name_is_escaped(logged_in, node, db):
@@ -92,11 +92,15 @@ def test_node_name_is_escaped(logged_in, node, db):
         assert "&lt;script&gt;alert" in page
 
 
-def test_node_page_has_latest_values_and_an_svg_chart(logged_in, node):
+def test_node_page_has_latest_values_and_svg_charts(logged_in, node):
     page = logged_in.get("/nodes/n1").get_data(as_text=True)
-    assert "temperature" in page and "29.0 Cel" in page
-    assert "<svg" in page and "<polyline" in page
-    assert "<script" not in page  # server-side chart, no JS
+    assert "temperature" in page and "29 Cel" in page
+    assert '/nodes/n1/chart.svg?q=0&amp;i=0&amp;range=24h' in page
+    r = logged_in.get("/nodes/n1/chart.svg?q=0&i=0&range=24h")
+    assert r.mimetype == "image/svg+xml"
+    svg = r.get_data(as_text=True)
+    assert "<polyline" in svg and "<script" not in svg  # server-side chart, no JS
+    assert ">29<" in svg and ">20<" in svg  # axis: max and min of the ten readings
 
 
 def test_unknown_node_page_is_404(logged_in):
@@ -138,9 +142,11 @@ def test_command_form_sends_through_the_broker(mosquitto, node, settings, user, 
 
 
 def test_chart_geometry():
-    assert chart([(0.0, 1.0)]) is None
-    c = chart([(0.0, 10.0), (50.0, 20.0), (100.0, 15.0)])
-    xs_ys = [tuple(map(float, p.split(","))) for p in c["points"].split()]
-    assert xs_ys[0][0] == c["pad"] and xs_ys[-1][0] == c["width"] - c["pad"]
-    assert xs_ys[1][1] == c["pad"]  # the maximum is at the top
+    assert charts.geometry([], 0, 100) is None
+    c = charts.geometry([(0.0, 10.0, 10.0, 10.0), (50.0, 18.0, 19.0, 20.0),
+                         (100.0, 15.0, 15.0, 15.0)], 0.0, 100.0)
+    xs_ys = [tuple(map(float, p.split(","))) for p in c["line"].split()]
+    assert xs_ys[0][0] == c["pad_l"] and xs_ys[-1][0] == c["w"] - c["pad_r"]
+    band_ys = [float(p.split(",")[1]) for p in c["band"].split()]
+    assert min(band_ys) == c["pad_y"]  # the maximum of the slice's band is at the top
     assert c["lo"] == "10" and c["hi"] == "20"

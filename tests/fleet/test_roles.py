@@ -64,7 +64,7 @@ def test_commands_need_the_nodes_area(as_role, role, db, form_token):
         assert r.status_code == 403
         assert store.list_commands(db, "n1") == []
     else:
-        assert r.status_code == 302
+        assert r.status_code == 303
         assert [c["created_by"] for c in store.list_commands(db, "n1")] == [f"{role}-user"]
 
 
