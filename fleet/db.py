@@ -1314,3 +1314,12 @@ def revoke_credentials(db, node_id: str, actor=None) -> None:
             raise UnknownNode(f"node {node_id!r} has no active credentials to revoke")
         conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
                      (now, actor, "node.revoke", node_id))
+
+
+def lorawan_keys(db, node_id: str) -> dict | None:
+    """A node's DevEUI, JoinEUI and AppKey (for its image or the network server), or None."""
+    row = db.conn.execute("SELECT dev_eui, join_eui, app_key FROM node_credentials WHERE"
+                          " node_id = ? AND revoked_at IS NULL", (node_id,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return {"dev_eui": row[0], "join_eui": row[1], "app_key": row[2]}
