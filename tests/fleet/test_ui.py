@@ -248,6 +248,16 @@ def test_names_tags_and_locations_are_escaped_everywhere(as_role, fleet, db, for
     assert "<img src=x" not in admin_page
 
 
+def test_pages_forbid_inline_scripts_and_framing(as_role, fleet):
+    r = as_role("viewer").get("/nodes/n05")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    page = r.get_data(as_text=True)
+    # Nothing on the page would need 'unsafe-inline'.
+    assert "<script>" not in page and " style=" not in page and " onclick=" not in page
+
+
 # --- node page forms -----------------------------------------------------------------------------
 
 
