@@ -475,3 +475,14 @@ def test_live_streams_are_bounded(app, as_role, fleet):
     finally:
         for _ in held:
             slots.release()
+
+
+def test_cli_alerts_check(runner, db, fleet):
+    from fleet.cli import cli
+
+    r = runner.invoke(cli, ["alerts", "check"])
+    assert r.exit_code == 0, r.output
+    assert "battery_low 1" in r.output and "offline 1" in r.output
+    assert "n03" in r.output and "battery 3.2 V" in r.output
+    r = runner.invoke(cli, ["alerts", "check"])
+    assert "battery_low 0" in r.output and "n03" in r.output  # still open, not opened twice
