@@ -17,6 +17,16 @@ def main():
         # Stop at the REPL with one clear line for whoever fixes the files; no reset loop.
         print("polylink: cannot start:", e)
         return
+    if cfg.claim is not None:
+        # A generic image: ask the fleet for this board's identity, then boot as that node.
+        from polylink import claim
+
+        try:
+            asyncio.run(claim.run(hal, cfg, ""))
+        except claim.ClaimError as e:
+            print("polylink: claim refused:", e)
+            return
+        hal.reset()
     asyncio.run(Node(hal, cfg).run())
 
 

@@ -97,7 +97,14 @@ class SimNode:
     async def run(self) -> None:
         """Boot the firmware, and boot it again after every reset, until cancelled."""
         while True:
-            cfg = config.load(str(self.root), board=self.board)
+            cfg = config.load(str(self.root), default_node=self.id, board=self.board)
+            if cfg.claim is not None:
+                # A generic image, as main.py does: claim an identity, then boot again as it.
+                from polylink import claim
+
+                self.id = await claim.run(self.hal, cfg, str(self.root))
+                self.hal.node = self.id
+                continue
             self.node = Node(self.hal, cfg)
             self._task = asyncio.create_task(self.node.run())
             self._wdt_fired = False

@@ -38,6 +38,7 @@ class Config:
     bme280_addr: int = 0x76
     ota_keys: dict = {}
     lorawan: dict | None = None
+    claim: dict | None = None
 
 
 def _schema():

@@ -44,6 +44,8 @@ DEFAULTS = {
     # must verify against, {key id: public key hex}, and the LoRaWAN OTAA keys of a radio board.
     "ota": {"keys": {}},
     "lorawan": None,
+    # A generic image's claim token: {"token": "<id>.<secret>", "port": claim listener, "retry": s}
+    "claim": None,
 }
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
@@ -72,6 +74,23 @@ def _ota(raw):
     for kid in keys:
         _hex("config.json: ota.keys.%s" % kid, keys[kid])
     return keys
+
+
+def _claim(raw):
+    cl = raw.get("claim")
+    if cl is None:
+        return None
+    if not isinstance(cl, dict):
+        raise ConfigError("config.json: claim must be null or a JSON object, got %r" % (cl,))
+    for k in cl:
+        if k not in ("token", "port", "retry"):
+            raise ConfigError("config.json: unknown key claim.%s" % k)
+    token = _str("config.json: claim.token", cl.get("token"))
+    if "." not in token:
+        raise ConfigError("config.json: claim.token must be <id>.<secret>, got %r" % token)
+    _int("config.json: claim.port", cl.get("port"), 1, 65535)
+    _int("config.json: claim.retry", cl.get("retry", 30), 1, 3600)
+    return cl
 
 
 def _lorawan(raw):
@@ -230,6 +249,7 @@ def validate(raw, board, default_node=None) -> Config:
     )
     c.ota_keys = _ota(raw)
     c.lorawan = _lorawan(raw)
+    c.claim = _claim(raw)
     sensors = raw.get("sensors")
     c.sensors = _sensors(
         "config.json: sensors", board["sensors"] if sensors is None else sensors, board
