@@ -359,3 +359,21 @@ def release_file(settings, version: str, name: str) -> Path | None:
         return None
     p = release_dir(settings) / version / name
     return p if p.exists() else None
+
+
+def upload(db, settings, data: bytes, actor=None) -> dict:
+    """Check a bundle, keep its files and record the release; return the parsed manifest."""
+    from . import db as store
+
+    manifest, sig, blobs = read_bundle(data)
+    m = check_release(trusted_keys(settings), manifest, sig, blobs)
+    try:
+        store.get_release(db, m["version"])
+    except store.UnknownRelease:
+        pass
+    else:
+        raise store.DuplicateName(f"release {m['version']} already exists; releases are "
+                                  "immutable, build a new version")
+    store_release(settings, manifest, sig, blobs)
+    store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
+    return m

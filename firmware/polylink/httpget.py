@@ -70,8 +70,11 @@ class Response:
             pass
 
 
-async def get(hal, url, path, start=0, tls_ca=None):
-    """GET url's prefix + path (from byte start) and return a Response with the headers read."""
+async def get(hal, url, path, start=0, tls_ca=None, login=None):
+    """GET url's prefix + path (from byte start) and return a Response with the headers read.
+
+    login: (user, password) sent as HTTP Basic, or None.
+    """
     tls, host, port, prefix = split_url(url)
     if tls is not None and tls_ca:
         tls["ca"] = tls_ca
@@ -83,6 +86,11 @@ async def get(hal, url, path, start=0, tls_ca=None):
         req = "GET %s%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (prefix, path, host)
         if start:
             req += "Range: bytes=%d-\r\n" % start
+        if login:
+            import binascii
+
+            cred = binascii.b2a_base64(("%s:%s" % login).encode()).strip().decode()
+            req += "Authorization: Basic %s\r\n" % cred
         writer.write((req + "\r\n").encode())
         await writer.drain()
         line = await reader.readline()

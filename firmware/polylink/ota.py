@@ -202,6 +202,9 @@ class Agent:
         self.task = None
         self.version = None  # the version being updated to
         self.buf = bytearray(_CHUNK)
+        c = node.cfg
+        # The fleet lets registered nodes fetch files with their own MQTT login (HTTP Basic).
+        self.login = (c.mqtt_user, c.mqtt_password) if getattr(c, "mqtt_user", None) else None
 
     # -- reports
     def report(self, state, version, rid=None, **kw):
@@ -381,7 +384,7 @@ class Agent:
     async def _small(self, url, path, limit):
         for attempt in range(_RETRIES):
             try:
-                r = await get(self.hal, url, path, 0, self.cfg.get("ca"))
+                r = await get(self.hal, url, path, 0, self.cfg.get("ca"), self.login)
                 try:
                     if r.status != 200:
                         raise OTAError(DOWNLOAD, "HTTP %d for %s" % (r.status, path))
@@ -427,7 +430,7 @@ class Agent:
             have = 0
         if size is not None and have == size:
             return
-        r = await get(self.hal, url, path, have, self.cfg.get("ca"))
+        r = await get(self.hal, url, path, have, self.cfg.get("ca"), self.login)
         try:
             if r.status == 416:
                 _remove(part)
