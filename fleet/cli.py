@@ -363,8 +363,10 @@ def bad_frames_command(node_id, limit):
                    f"{row['payload'].hex()} {row['error']}")
 
 
-# OTA commands live in their own module and attach themselves to the group.
-from . import ota_cli  # noqa: E402,F401
+# OTA commands live in their own module (fleet/ota_cli.py).
+from . import ota_cli  # noqa: E402
+
+ota_cli.register(cli)
 
 if __name__ == "__main__":
     cli()

@@ -1,31 +1,39 @@
 """`fleet keys`, `fleet release` and `fleet rollout`: OTA from the command line."""
 
+import functools
 import json
+import time
 from pathlib import Path
 
 import click
 
 from . import db as store
 from . import ota, rollouts
-from .cli import cli, friendly, open_store, when
-from .settings import from_env
+from .settings import SettingsError, from_env
 
 
 def _friendly(fn):
-    fn = friendly(fn)
+    """Library errors become one-line messages (as fleet/cli.py's friendly(); no import cycle)."""
 
+    @functools.wraps(fn)
     def wrapper(*a, **kw):
         try:
             return fn(*a, **kw)
-        except (ota.ReleaseError, rollouts.RolloutError) as e:
+        except (SettingsError, store.StoreError, ValueError, OSError) as e:
             raise click.ClickException(str(e)) from None
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
-@cli.group("keys")
+def open_store():
+    return store.open_db(from_env().db_path)
+
+
+def when(t) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@click.group("keys")
 def keys_group():
     """Release signing keys (ECDSA P-256) and the keys nodes trust.
 
@@ -69,7 +77,7 @@ def keys_retire(key_id):
     click.echo(f"key {key_id} retired")
 
 
-@cli.group("release")
+@click.group("release")
 def release_group():
     """Build, upload and list OTA releases.
 
@@ -136,7 +144,7 @@ def _stages(text):
     return out
 
 
-@cli.group("rollout")
+@click.group("rollout")
 def rollout_group():
     """Staged rollouts of a release to nodes.
 
@@ -239,3 +247,9 @@ def rollout_tick():
     finally:
         pub.close()
     click.echo(f"ticked {len(seen)} running rollout(s)")
+
+
+def register(group: click.Group) -> None:
+    """Attach the OTA commands to the `fleet` group."""
+    for g in (keys_group, release_group, rollout_group):
+        group.add_command(g)

@@ -157,6 +157,7 @@ def main(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _interrupt)
     broker = None
     ingest = None
+    ticker = None
     try:
         password = prepare_store(settings)
         if settings.mqtt_url is None:
@@ -168,6 +169,10 @@ def main(settings: Settings) -> None:
         on_amqtt = broker is not None and broker.kind == "amqtt"
         ingest = Ingest(settings, "3.1.1" if on_amqtt else None)
         ingest.start()
+        from .rollouts import Ticker
+
+        ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
+        ticker.start()
         serve_web(settings, broker, ingest, password)
     except (brokers.BrokerError, store.StoreError, ServeError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -178,6 +183,8 @@ def main(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         say("stopping…")
+        if ticker is not None:
+            ticker.stop()
         if ingest is not None:
             ingest.stop()
         if broker is not None:
