@@ -2,7 +2,7 @@
 
 import asyncio
 
-from polylink import config, proto, slots, status
+from polylink import config, proto, status
 from polylink.link import Link, LinkDown
 from polylink.sensors import Schedule, SensorSet
 from polylink.sequence import Sequence
@@ -25,9 +25,14 @@ class Node:
         self.hal = hal
         self.cfg = cfg
         self.reset_cause = hal.reset_cause()
-        # The version that runs: the slot pointer's (an OTA update) or the factory app's.
-        self.slot = slots.read(hal.root)
-        self.fw = self.slot["version"] or FW_VERSION
+        # The version that runs: the slot pointer's (an OTA update) or the factory app's. The
+        # slot code is needed again only for an update, so it is not kept in the heap.
+        from polylink import slots
+
+        st = slots.read(hal.root)
+        config.unload("slots")
+        self.fw = st["version"] or FW_VERSION
+        self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
         self.ota = None
         self.seq = Sequence(hal.path("seq"))
         self.store = Store(hal.path("queue"), cfg.queue_max)
@@ -190,8 +195,7 @@ class Node:
             asyncio.create_task(self._reporter()),
             asyncio.create_task(self._sender()),
         ]
-        st = self.slot
-        if st["trial"] or st.get("rolled_back"):
+        if self._ota_after_boot:
             tasks.append(asyncio.create_task(self.ota_agent().after_boot()))
         if self.cfg.ota and self.cfg.ota.get("check"):
             tasks.append(asyncio.create_task(self.ota_agent().check_loop(self.cfg.ota["check"])))

@@ -129,6 +129,10 @@ def check_signature(keys, digest, sig_line):
         ecdsa.verify_digest(pub, digest, binascii.unhexlify(parts[1]))
     except (ValueError, ecdsa.SignatureError) as e:
         raise OTAError(BAD_SIGNATURE, "bad signature (key %s): %s" % (kid, e)) from None
+    finally:
+        from polylink import config
+
+        config.unload("ecdsa")  # needed once per update: not worth its heap while downloading
     return kid
 
 
@@ -424,12 +428,13 @@ class Agent:
         replace(part, dest)
 
     async def _fetch_once(self, url, path, part, size):
-        have = _exists(part) or 0
-        if size is not None and have > size:
+        have = _exists(part)
+        if size is not None and have is not None and have > size:
             _remove(part)
-            have = 0
+            have = None
         if size is not None and have == size:
-            return
+            return  # complete (also a complete empty file)
+        have = have or 0
         r = await get(self.hal, url, path, have, self.cfg.get("ca"), self.login)
         try:
             if r.status == 416:
