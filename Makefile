@@ -8,15 +8,16 @@ BIN := $(VENV)/bin
 NODES ?= 20
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := tests/mpy/node_modules/.installed
+BROWSER_STAMP := tests/browser/node_modules/.installed
 # The MicroPython stubs are installed in typeshed layout into the venv; pyright uses that folder
 # as its typeshed so the firmware is checked against MicroPython, not CPython.
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help run test sim bench lint setup clean
+.PHONY: help run test sim bench lint setup clean image flash flash-batch deploy merged-image label
 
 help: ## list these targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, broker on :1883
 	$(BIN)/fleet run
@@ -27,6 +28,24 @@ test: setup ## run the whole test suite (lint and firmware type check included)
 sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20)
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
 
+image: setup ## build a node's filesystem image: make image BOARD=HELTEC_V3 NODE=lamp-42 (docs/provisioning.md)
+	$(BIN)/python -m provisioning image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)")
+
+flash: setup ## flash a board: make flash BOARD=.. PORT=/dev/ttyUSB0 [NODE=..] [FIRMWARE=micropython.bin]
+	$(BIN)/python -m provisioning flash --board "$(BOARD)" --port "$(PORT)" $(if $(NODE),--node "$(NODE)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
+
+flash-batch: setup ## flash many boards: make flash-batch BOARD=.. PORTS="/dev/ttyUSB0 /dev/ttyUSB1" [FIRMWARE=..]
+	$(BIN)/python -m provisioning batch --board "$(BOARD)" $(foreach p,$(PORTS),--port "$(p)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
+
+deploy: setup ## copy changed app files to a board running MicroPython: make deploy PORT=/dev/ttyUSB0
+	$(BIN)/python -m provisioning deploy --port "$(PORT)"
+
+merged-image: setup ## one file for a factory programmer: make merged-image BOARD=.. FIRMWARE=.. [NODE=..]
+	$(BIN)/python -m provisioning merged-image --board "$(BOARD)" --firmware "$(FIRMWARE)" $(if $(NODE),--node "$(NODE)")
+
+label: setup ## printable SVG label with a QR code to the node's page: make label NODE=lamp-42
+	$(BIN)/python -m provisioning label --node "$(NODE)"
+
 bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/benchmarks.md)
 	@status=0; for bench in $(wildcard tests/bench/bench_*.py); do \
 		echo "== $$bench"; $(BIN)/python $$bench || status=1; done; exit $$status
@@ -35,10 +54,10 @@ lint: setup ## ruff on everything; type-check the firmware against the MicroPyth
 	$(BIN)/ruff check .
 	$(BIN)/pyright -p firmware --typeshedpath "$(MPY_TYPESHED)"
 
-setup: $(VENV_STAMP) $(NODE_STAMP) ## build .venv and the Node packages (the other targets do it)
+setup: $(VENV_STAMP) $(NODE_STAMP) $(BROWSER_STAMP) ## build .venv and the Node packages (the other targets do it)
 
 clean: ## remove .venv, Node packages, caches and build output (keeps the data in ./var)
-	rm -rf $(VENV) tests/mpy/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) tests/mpy/node_modules tests/browser/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name '*.mpy' -type f -delete
 
@@ -50,4 +69,9 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 $(NODE_STAMP): tests/mpy/package.json tests/mpy/package-lock.json
 	npm ci --prefix tests/mpy --no-audit --no-fund
+	touch $@
+
+# playwright-core drives Debian's chromium (apt); it never downloads a browser of its own.
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
 	touch $@

@@ -16,6 +16,7 @@ from . import db as store
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 
 ALERT_REFRESH = 30.0
+ALERTS_PAGE = 100  # newest first; a phone should not load thousands
 KIND_TEXT = {
     "offline": "offline",
     "battery_low": "battery low",
@@ -51,7 +52,8 @@ def index():
     refresh(db)
     show_all = request.args.get("all") == "1"
     return render_template("alerts/index.html", show_all=show_all,
-                           alerts=store.list_alerts(db, unresolved=not show_all, limit=200))
+                           alerts=store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE),
+                           limit=ALERTS_PAGE)
 
 
 @bp.route("/<int:alert_id>/<any(ack, resolve):action>", methods=("POST",))

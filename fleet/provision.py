@@ -155,3 +155,23 @@ def node_config(identity: dict, mqtt_host: str, mqtt_port: int, wifi_ssid: str =
     if identity.get("lorawan"):
         cfg["lorawan"] = dict(identity["lorawan"])
     return cfg
+
+
+def issue(db, settings, node_id: str | None, board: str, actor: str | None = None,
+          mac: str | None = None) -> dict:
+    """The identity to write onto a board: register the node, or re-issue a registered one.
+
+    The fleet never keeps a node's MQTT password, so flashing a registered node gives it a new
+    one (the old image stops working); its LoRaWAN keys and OTA keys stay as registered.
+    """
+    cred = store.get_credentials(db, node_id) if node_id else None
+    if cred is None or cred["revoked_at"] is not None:
+        return register(db, settings, node_id, board=board, actor=actor, mac=mac)
+    mac = check_mac(mac)
+    if mac and cred["mac"] and mac != cred["mac"]:
+        raise ProvisionError(f"node {node_id} was registered on the board with MAC {cred['mac']}, "
+                             f"this board is {mac}; revoke the node first to move it")
+    password = rotate(db, settings, node_id, actor=actor)
+    return {"node_id": node_id, "board": board, "name": None, "mac": cred["mac"],
+            "mqtt": {"user": cred["mqtt_user"], "password": password},
+            "lorawan": store.lorawan_keys(db, node_id), "ota": {"keys": cred["ota_keys"]}}

@@ -71,3 +71,19 @@ def revoke(node_id):
     else:
         flash(f"Node {node_id} revoked: the broker refuses it from now on.")
     return redirect(url_for("provision.index"))
+
+
+@bp.route("/<node_id>/label.svg")
+@require("read")
+def label(node_id):
+    """The node's printable label; its QR code opens the node's page on this fleet."""
+    from provisioning.label import label_svg
+
+    db = store.get_db()
+    try:
+        node = store.get_node(db, node_id)
+    except store.UnknownNode:
+        abort(404)
+    cred = store.get_credentials(db, node_id) or {}
+    svg = label_svg(node_id, request.host_url, node["board"], cred.get("dev_eui"))
+    return current_app.response_class(svg, mimetype="image/svg+xml")

@@ -50,6 +50,10 @@ DEFAULTS = {
     "lorawan": None,
 }
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
+_LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
+# Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.Device.
+_LORAWAN_ALL = ("dev_eui", "join_eui", "app_key", "dev_addr", "nwk_s_key", "app_s_key",
+                "uplink_airtime_s_per_day", "downlinks_per_day", "adr")
 
 
 def _hex(where, value, length=None):
@@ -100,10 +104,18 @@ def _lorawan(raw):
     if not isinstance(lw, dict):
         raise ConfigError("config.json: lorawan must be null or a JSON object, got %r" % (lw,))
     for k in lw:
-        if k not in ("dev_eui", "join_eui", "app_key"):
+        if k not in _LORAWAN_ALL:
             raise ConfigError("config.json: unknown key lorawan.%s" % k)
-    for k, n in _LORAWAN_KEYS:
+    keys = _LORAWAN_KEYS
+    if "dev_addr" in lw and "app_key" not in lw:
+        keys = _LORAWAN_ABP  # activation by personalisation: the session keys are given
+    for k, n in keys:
         _hex("config.json: lorawan." + k, lw.get(k), n)
+    _int("config.json: lorawan.uplink_airtime_s_per_day", lw.get("uplink_airtime_s_per_day", 30),
+         1, 86400)
+    _int("config.json: lorawan.downlinks_per_day", lw.get("downlinks_per_day", 10), 0, 10000)
+    if not isinstance(lw.get("adr", True), bool):
+        raise ConfigError("config.json: lorawan.adr must be true or false")
     return lw
 
 

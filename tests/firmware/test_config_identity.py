@@ -39,3 +39,18 @@ def test_bad_keys_say_which():
         e = raises(ConfigError, config.validate, raw, board())
         if word not in str(e):
             raise AssertionError("message %r does not name %r" % (str(e), word))
+
+
+def test_lorawan_abp_and_budgets_accepted_and_checked():
+    abp = {"dev_eui": "02A1B2C3D4E5F601", "dev_addr": "26011BDA", "nwk_s_key": "00" * 16,
+           "app_s_key": "11" * 16, "uplink_airtime_s_per_day": 60, "downlinks_per_day": 5}
+    c = config.validate(_raw(lorawan=dict(abp)), board())
+    eq(c.lorawan["dev_addr"], "26011BDA")
+    for bad, where in (
+        (dict(abp, dev_addr="26011B"), "lorawan.dev_addr"),
+        (dict(abp, uplink_airtime_s_per_day=0), "lorawan.uplink_airtime_s_per_day"),
+        (dict(abp, adr="yes"), "lorawan.adr"),
+    ):
+        e = raises(ConfigError, config.validate, _raw(lorawan=bad), board())
+        if where not in str(e):
+            raise AssertionError("%r does not name %s" % (str(e), where))

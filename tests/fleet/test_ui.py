@@ -409,9 +409,14 @@ def test_map_bins_many_nodes(as_role, db, monkeypatch):
     for i in range(30):
         store.enrol_node(db, f"m{i}")
         store.set_place(db, f"m{i}", 50 + (i % 3) * 0.01, 8 + (i // 3) * 0.001, None)
+    store.open_alert(db, "m4", "update_failed", "x")
     page = as_role("viewer").get("/map").get_data(as_text=True)
     assert "30 of 30 nodes have a position" in page and "circles count nodes" in page
-    assert page.count("<circle") < 30
+    import re
+
+    counts = [int(n) for n in re.findall(r"<title>(\d+) nodes, worst", page)]
+    assert sum(counts) == 30 and len(counts) < 30
+    assert page.count('class="alerting"><title>') == 1  # m4's cell, and only that one
 
 
 def test_chart_ranges_and_bad_requests(as_role, fleet):

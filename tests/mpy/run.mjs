@@ -9,6 +9,7 @@
 //   /tests/firmware/    <- tests/firmware/      (also on sys.path, for `_check`)
 //   /tests/vectors/     <- tests/vectors/
 //   /boards/            <- boards/
+//   /lib/cryptolib.py   <- tests/mpy/cryptolib.py (pure-Python AES: the wasm build lacks cryptolib)
 // Exit status: 0 all passed / script ran; 1 a test failed / script raised; 2 the runner itself broke.
 
 import fs from "node:fs";
@@ -82,6 +83,8 @@ async function main() {
     stderr: (bytes) => process.stderr.write(Buffer.from(bytes)),
   });
   for (const [src, dst] of MOUNTS) copyTree(mp, path.join(ROOT, src), dst);
+  // This wasm build has no cryptolib (the ESP32 build has); the tests' stand-in takes its place.
+  mp.FS.writeFile("/lib/cryptolib.py", fs.readFileSync(path.join(HERE, "cryptolib.py")));
 
   // The pyscript variant's asyncio runs on the JS event loop and has no run(); this is the same
   // stand-in the package's own CLI installs: a top-level await of the task.

@@ -1,0 +1,500 @@
+"""LoRaWAN 1.0.x Class A end device: frames, join, counters, MAC commands, duty cycle, budgets.
+
+No radio I/O here (lw_radio.py does the Class A timing on the modem); this module turns
+application payloads into PHY payloads and back. The region is a module (region_eu868) passed in.
+State that must survive a reboot or deep sleep (session keys, frame counters, network settings)
+lives in one JSON file written atomically; the uplink counter is reserved in blocks so a counter
+value is never sent twice, at the cost of a gap of at most one block after a reset.
+"""
+
+import json
+import random
+
+from polylink import lw_crypto
+from polylink.store import replace
+
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_JOIN_REQUEST = const(0x00)
+_JOIN_ACCEPT = const(0x20)
+UNCONFIRMED_UP = const(0x40)
+_UNCONFIRMED_DOWN = const(0x60)
+CONFIRMED_UP = const(0x80)
+_CONFIRMED_DOWN = const(0xA0)
+_FCTRL_ADR = const(0x80)
+_FCTRL_ADRACKREQ = const(0x40)
+_FCTRL_ACK = const(0x20)
+_FCTRL_FPENDING = const(0x10)
+_FCNT_BLOCK = const(32)
+_MAX_FCNT_GAP = const(16384)
+_ADR_ACK_LIMIT = const(64)
+_ADR_ACK_DELAY = const(32)
+_DAY_S = const(86400)
+
+# MAC command identifiers (LoRaWAN 1.0.x section 5)
+LINK_CHECK = const(0x02)
+LINK_ADR = const(0x03)
+DUTY_CYCLE = const(0x04)
+RX_PARAM_SETUP = const(0x05)
+DEV_STATUS = const(0x06)
+NEW_CHANNEL = const(0x07)
+RX_TIMING_SETUP = const(0x08)
+TX_PARAM_SETUP = const(0x09)
+DL_CHANNEL = const(0x0A)
+DEVICE_TIME = const(0x0D)
+# Length of each network->device command's payload, for walking FOpts
+_DOWN_LEN = {LINK_CHECK: 2, LINK_ADR: 4, DUTY_CYCLE: 1, RX_PARAM_SETUP: 4, DEV_STATUS: 0,
+             NEW_CHANNEL: 5, RX_TIMING_SETUP: 1, TX_PARAM_SETUP: 1, DL_CHANNEL: 4,
+             DEVICE_TIME: 5}
+
+
+class LoRaWANError(ValueError):
+    """A frame was rejected (bad MIC, wrong address, replayed counter) or cannot be built."""
+
+
+class BudgetError(LoRaWANError):
+    """Sending now would break the duty cycle or the node's daily airtime budget."""
+
+
+def _rev(hexstr) -> bytes:
+    """EUIs and DevAddr are written big-endian by people and sent little-endian on air."""
+    b = bytes.fromhex(hexstr)
+    return bytes(b[i] for i in range(len(b) - 1, -1, -1))
+
+
+def _le(buf, off, n) -> int:
+    v = 0
+    for i in range(n - 1, -1, -1):
+        v = (v << 8) | buf[off + i]
+    return v
+
+
+class Device:
+    """A LoRaWAN session of one node; keys is the config's lorawan section."""
+
+    def __init__(self, path, keys, region, battery=None, rand=None):
+        self.path = path
+        self.region = region
+        self.keys = keys
+        self.battery = battery  # callable -> DevStatusAns battery byte (0 external .. 254, 255)
+        self.rand = rand if rand is not None else random.getrandbits
+        self.uplink_budget_us = int(keys.get("uplink_airtime_s_per_day", 30)) * 1000000
+        self.downlink_budget = int(keys.get("downlinks_per_day", 10))
+        self.adr = bool(keys.get("adr", True))
+        self.link_check = None  # (margin dB, gateways) of the last LinkCheckAns
+        self.last_snr = 0
+        self.ack_pending = False  # the last downlink was confirmed: ACK it in the next uplink
+        self._mac = bytearray()  # answers to send in the next uplink's FOpts
+        self._sticky = bytearray()  # RXParamSetupAns/RXTimingSetupAns: repeat until a downlink
+        self._band_free = [0] * len(region.BANDS)  # ms tick when each sub-band may send again
+        self._dc_free = 0  # aggregated duty cycle (DutyCycleReq) for the whole device
+        self._dev_nonce = 0
+        self.s = {}
+        self._load()
+
+    # state
+    def _defaults(self):
+        r = self.region
+        return {"nonce": self._dev_nonce, "up": 0, "down": 0, "rx1o": 0, "rx2dr": r.RX2_DR,
+                "rx2f": r.RX2_FREQ, "delay": 1, "dr": r.MAX_DR, "pw": 0,
+                "ch": list(r.DEFAULT_CHANNELS), "mask": (1 << len(r.DEFAULT_CHANNELS)) - 1,
+                "dc": 0, "nb": 1, "day": -1, "air": 0, "dl": 0, "noack": 0}
+
+    def _load(self):
+        s = None
+        try:
+            with open(self.path) as f:
+                s = json.load(f)
+        except (OSError, ValueError):
+            pass  # first boot, or a file we cannot trust: join again
+        if s is None:
+            s = self._defaults()
+            if self.keys.get("dev_addr"):  # ABP: the session is in the config
+                s["addr"] = self.keys["dev_addr"]
+                s["nwk"] = self.keys["nwk_s_key"]
+                s["app"] = self.keys["app_s_key"]
+        self._dev_nonce = s.get("nonce", 0)
+        # Counter values below "up" may have been used before the reset: start at the limit.
+        self.fcnt_up = s["up"]
+        s["up"] += _FCNT_BLOCK
+        self.s = s
+        self._set_session()
+        self._save()
+
+    def _set_session(self):
+        s = self.s
+        if "addr" in s:
+            self.dev_addr = _rev(s["addr"])
+            self.nwk_skey = bytes.fromhex(s["nwk"])
+            self.app_skey = bytes.fromhex(s["app"])
+        else:
+            self.dev_addr = None
+
+    def _save(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.s, f)
+        replace(tmp, self.path)
+
+    @property
+    def joined(self) -> bool:
+        return self.dev_addr is not None
+
+    @property
+    def dr(self) -> int:
+        return self.s["dr"]
+
+    # join (OTAA)
+    def join_request(self) -> bytes:
+        """A join-request with a fresh DevNonce (a persisted counter: never reused)."""
+        k = self.keys
+        if "app_key" not in k:
+            raise LoRaWANError("OTAA needs lorawan.app_key, dev_eui and join_eui in config.json")
+        self._dev_nonce = (self._dev_nonce + 1) & 0xFFFF
+        self.s["nonce"] = self._dev_nonce
+        self._save()
+        msg = bytearray(19)
+        msg[0] = _JOIN_REQUEST
+        msg[1:9] = _rev(k["join_eui"])
+        msg[9:17] = _rev(k["dev_eui"])
+        msg[17] = self._dev_nonce & 0xFF
+        msg[18] = self._dev_nonce >> 8
+        return bytes(msg) + lw_crypto.join_mic(bytes.fromhex(k["app_key"]), msg)
+
+    def join_accept(self, phy) -> None:
+        """Take the join-accept of the last join-request: derive keys, reset counters, settings."""
+        if not phy or phy[0] & 0xE0 != _JOIN_ACCEPT:
+            raise LoRaWANError("not a join-accept")
+        app_key = bytes.fromhex(self.keys["app_key"])
+        clear = lw_crypto.decrypt_join_accept(app_key, phy)
+        n = len(clear)
+        if lw_crypto.join_mic(app_key, clear[: n - 4]) != bytes(clear[n - 4 :]):
+            raise LoRaWANError("join-accept MIC mismatch")
+        nonce = bytes((self._dev_nonce & 0xFF, self._dev_nonce >> 8))
+        nwk, app = lw_crypto.session_keys(app_key, clear[1:4], clear[4:7], nonce)
+        s = self._defaults()
+        s["addr"] = bytes(clear[i] for i in (10, 9, 8, 7)).hex()
+        s["nwk"] = nwk.hex()
+        s["app"] = app.hex()
+        s["rx1o"] = (clear[11] >> 4) & 0x07
+        s["rx2dr"] = clear[11] & 0x0F
+        s["delay"] = (clear[12] & 0x0F) or 1
+        s["day"], s["air"], s["dl"] = self.s["day"], self.s["air"], self.s["dl"]
+        if n == 33 and clear[28] == 0:  # CFList type 0: five more channel frequencies
+            for i in range(5):
+                f = _le(clear, 13 + 3 * i, 3) * 100
+                if f:
+                    s["ch"].append(f)
+                    s["mask"] |= 1 << (len(s["ch"]) - 1)
+        s["up"] = _FCNT_BLOCK
+        self.fcnt_up = 0
+        self.s = s
+        self._set_session()
+        self._mac = bytearray()
+        self._sticky = bytearray()
+        self.ack_pending = False
+        self._save()
+
+    # uplinks
+    def max_payload(self) -> int:
+        """Largest FRMPayload at the current DR with the MAC answers now waiting in FOpts."""
+        return self.region.max_app_payload(self.s["dr"], self._fopts_len())
+
+    def _fopts_len(self) -> int:
+        n = len(self._mac) + len(self._sticky)
+        return n if n <= 15 else 15
+
+    def request_link_check(self) -> None:
+        self._mac.append(LINK_CHECK)
+
+    def uplink(self, payload, fport, confirmed=False) -> bytes:
+        """The PHY payload of one data uplink (MAC answers ride along in FOpts)."""
+        if not self.joined:
+            raise LoRaWANError("not joined")
+        if not 1 <= fport <= 223:
+            raise LoRaWANError("FPort must be 1..223 for application data, got %d" % fport)
+        fopts = (self._sticky + self._mac)[:15]
+        if len(payload) > self.region.max_app_payload(self.s["dr"], len(fopts)):
+            raise LoRaWANError("%d bytes do not fit DR%d (max %d)" % (
+                len(payload), self.s["dr"], self.region.max_app_payload(self.s["dr"], len(fopts))))
+        fcnt = self.fcnt_up
+        if fcnt >= self.s["up"]:
+            self.s["up"] = fcnt + _FCNT_BLOCK
+            self._save()
+        self.fcnt_up = fcnt + 1
+        fctrl = len(fopts)
+        if self.adr:
+            fctrl |= _FCTRL_ADR
+            if self.s["noack"] >= _ADR_ACK_LIMIT:
+                fctrl |= _FCTRL_ADRACKREQ
+        if self.ack_pending:
+            fctrl |= _FCTRL_ACK
+            self.ack_pending = False
+        n = 8 + len(fopts) + 1 + len(payload)
+        msg = bytearray(n)
+        msg[0] = CONFIRMED_UP if confirmed else UNCONFIRMED_UP
+        msg[1:5] = self.dev_addr or b""
+        msg[5] = fctrl
+        msg[6] = fcnt & 0xFF
+        msg[7] = (fcnt >> 8) & 0xFF
+        msg[8 : 8 + len(fopts)] = fopts
+        p = 8 + len(fopts)
+        msg[p] = fport
+        msg[p + 1 :] = payload
+        lw_crypto.crypt_payload(self.app_skey, lw_crypto.UP, self.dev_addr, fcnt, msg, p + 1, n)
+        self._mac = self._mac[max(0, len(fopts) - len(self._sticky)) :]
+        self._note_no_downlink()
+        return bytes(msg) + lw_crypto.data_mic(self.nwk_skey, lw_crypto.UP, self.dev_addr, fcnt,
+                                               msg)
+
+    def _note_no_downlink(self):
+        # ADR backoff (1.0.x 4.3.1.1): no downlink for ADR_ACK_LIMIT + ADR_ACK_DELAY uplinks ->
+        # step down the data rate (more range) until the network answers again.
+        s = self.s
+        s["noack"] += 1
+        if self.adr and s["noack"] >= _ADR_ACK_LIMIT + _ADR_ACK_DELAY:
+            s["noack"] = _ADR_ACK_LIMIT
+            if s["pw"]:
+                s["pw"] = 0
+            elif s["dr"] > 0:
+                s["dr"] -= 1
+
+    # downlinks
+    def downlink(self, phy, snr=0, now_s=None):
+        """Check and decrypt a data downlink; return (fport, payload, ack) ((None, b"", ack) when
+        it carried no application data). MAC commands in it are carried out and answered."""
+        if len(phy) < 12:
+            raise LoRaWANError("downlink of %d bytes is too short" % len(phy))
+        mtype = phy[0] & 0xE0
+        if mtype not in (_UNCONFIRMED_DOWN, _CONFIRMED_DOWN):
+            raise LoRaWANError("not a data downlink (MHDR %02x)" % phy[0])
+        if not self.joined or bytes(phy[1:5]) != self.dev_addr:
+            raise LoRaWANError("downlink for another DevAddr")
+        s = self.s
+        f16 = phy[6] | (phy[7] << 8)
+        fcnt = (s["down"] & ~0xFFFF) | f16
+        if fcnt < s["down"]:
+            fcnt += 0x10000
+        if fcnt - s["down"] > _MAX_FCNT_GAP:
+            raise LoRaWANError("downlink FCnt %d is a replay or too far ahead of %d"
+                               % (f16, s["down"]))
+        n = len(phy)
+        msg = phy[: n - 4]
+        if lw_crypto.data_mic(self.nwk_skey, lw_crypto.DOWN, self.dev_addr, fcnt, msg) != bytes(
+            phy[n - 4 :]
+        ):
+            raise LoRaWANError("downlink MIC mismatch")
+        fctrl = phy[5]
+        folen = fctrl & 0x0F
+        p = 8 + folen
+        buf = bytearray(msg)
+        fport = None
+        if p < len(buf):
+            fport = buf[p]
+            key = self.nwk_skey if fport == 0 else self.app_skey
+            lw_crypto.crypt_payload(key, lw_crypto.DOWN, self.dev_addr, fcnt, buf, p + 1, len(buf))
+        s["down"] = fcnt + 1
+        s["noack"] = 0
+        self.last_snr = snr
+        self._sticky = bytearray()  # a Class A downlink arrived: sticky answers are done
+        if mtype == _CONFIRMED_DOWN:
+            self.ack_pending = True
+        self._count_downlink(now_s)
+        self._mac_commands(buf[8:p])
+        payload = b""
+        if fport == 0:
+            if folen:
+                raise LoRaWANError("MAC commands in both FOpts and FPort 0")
+            self._mac_commands(buf[p + 1 :])
+            fport = None
+        elif fport is not None:
+            payload = bytes(buf[p + 1 :])
+        self._save()
+        return fport, payload, bool(fctrl & _FCTRL_ACK)
+
+    def _count_downlink(self, now_s):
+        s = self.s
+        day = s["day"] if now_s is None else now_s // _DAY_S
+        if s["day"] != day:
+            s["day"], s["air"], s["dl"] = day, 0, 0
+        s["dl"] += 1
+
+    def _mac_commands(self, cmds):
+        i = 0
+        n = len(cmds)
+        while i < n:
+            cid = cmds[i]
+            ln = _DOWN_LEN.get(cid)
+            if ln is None or i + 1 + ln > n:
+                break  # an unknown command: the rest cannot be parsed (1.0.x section 5)
+            a = cmds[i + 1 : i + 1 + ln]
+            i += 1 + ln
+            if cid == LINK_CHECK:
+                self.link_check = (a[0], a[1])
+            elif cid == LINK_ADR:
+                self._link_adr(a)
+            elif cid == DUTY_CYCLE:
+                self.s["dc"] = a[0] & 0x0F
+                self._mac.append(DUTY_CYCLE)
+            elif cid == RX_PARAM_SETUP:
+                self._rx_param_setup(a)
+            elif cid == DEV_STATUS:
+                bat = self.battery() if self.battery is not None else 255
+                self._mac += bytes((DEV_STATUS, bat, int(self.last_snr) & 0x3F))
+            elif cid == NEW_CHANNEL:
+                self._new_channel(a)
+            elif cid == RX_TIMING_SETUP:
+                self.s["delay"] = (a[0] & 0x0F) or 1
+                self._sticky.append(RX_TIMING_SETUP)
+            elif cid == DL_CHANNEL:
+                self._mac += bytes((DL_CHANNEL, 0))  # separate RX1 frequencies: not supported
+            # TX_PARAM_SETUP is not used in EU868: skipped without an answer, as the spec says;
+            # DEVICE_TIME answers are read past (we never ask).
+
+    def _link_adr(self, a):
+        r = self.region
+        s = self.s
+        dr = a[0] >> 4
+        pw = a[0] & 0x0F
+        mask = a[1] | (a[2] << 8)
+        cntl = (a[3] >> 4) & 0x07
+        nb = a[3] & 0x0F
+        chans = len(s["ch"])
+        status = 0
+        if cntl == 6:
+            mask = (1 << chans) - 1
+        if cntl in (0, 6) and mask and not mask >> chans:
+            status |= 1
+        if dr == 0x0F or dr < len(r.DATA_RATES):
+            status |= 2
+        if pw == 0x0F or pw <= r.MAX_TX_POWER_INDEX:
+            status |= 4
+        if status == 7:  # all or nothing
+            s["mask"] = mask
+            if dr != 0x0F:
+                s["dr"] = dr
+            if pw != 0x0F:
+                s["pw"] = pw
+            s["nb"] = nb or 1
+        self._mac += bytes((LINK_ADR, status))
+
+    def _rx_param_setup(self, a):
+        r = self.region
+        offset = (a[0] >> 4) & 0x07
+        dr = a[0] & 0x0F
+        freq = _le(a, 1, 3) * 100
+        status = 0
+        try:
+            r.band_of(freq)
+            status |= 1
+        except ValueError:
+            pass
+        if dr < len(r.DATA_RATES):
+            status |= 2
+        if offset <= r.RX1_DR_OFFSET_MAX:
+            status |= 4
+        if status == 7:
+            self.s["rx1o"], self.s["rx2dr"], self.s["rx2f"] = offset, dr, freq
+        self._sticky += bytes((RX_PARAM_SETUP, status))
+
+    def _new_channel(self, a):
+        r = self.region
+        s = self.s
+        idx = a[0]
+        freq = _le(a, 1, 3) * 100
+        status = 0
+        if freq == 0 or self._in_band(freq):
+            status |= 1
+        if (a[4] & 0x0F) <= (a[4] >> 4) < len(r.DATA_RATES):
+            status |= 2
+        if idx < len(r.DEFAULT_CHANNELS) or idx >= r.MAX_CHANNELS:
+            status = 0  # the default channels cannot be changed
+        if status == 3:
+            ch = s["ch"]
+            while len(ch) <= idx:
+                ch.append(0)
+            ch[idx] = freq
+            if freq:
+                s["mask"] |= 1 << idx
+            else:
+                s["mask"] &= ~(1 << idx)
+        self._mac += bytes((NEW_CHANNEL, status))
+
+    def _in_band(self, freq):
+        try:
+            self.region.band_of(freq)
+            return True
+        except ValueError:
+            return False
+
+    # duty cycle, budgets and channels
+    def airtime_today_us(self, now_s) -> int:
+        s = self.s
+        return s["air"] if s["day"] == now_s // _DAY_S else 0
+
+    def downlinks_today(self, now_s) -> int:
+        s = self.s
+        return s["dl"] if s["day"] == now_s // _DAY_S else 0
+
+    def plan(self, phy_len, now_ms, now_s, ticks_diff=None):
+        """(freq, dr, wait_ms) for an uplink of phy_len bytes; BudgetError past the daily budget.
+
+        wait_ms > 0: every enabled channel's sub-band is still within its duty-cycle off time.
+        """
+        r = self.region
+        s = self.s
+        dr = s["dr"]
+        t = r.airtime_us(phy_len, dr)
+        if self.airtime_today_us(now_s) + t > self.uplink_budget_us:
+            raise BudgetError("daily uplink airtime budget of %d s used up"
+                              % (self.uplink_budget_us // 1000000))
+        diff = ticks_diff or (lambda a, b: a - b)
+        best = None
+        wait = 1 << 30
+        ch = s["ch"]
+        start = self.rand(8) % len(ch)
+        for k in range(len(ch)):
+            i = (start + k) % len(ch)
+            if not (s["mask"] >> i) & 1 or not ch[i]:
+                continue
+            band = r.band_of(ch[i])
+            w = max(diff(self._band_free[band], now_ms), diff(self._dc_free, now_ms), 0)
+            if w < wait:
+                best, wait = ch[i], w
+        if best is None:
+            raise LoRaWANError("no enabled channel")
+        return best, dr, wait
+
+    def sent(self, freq, dr, phy_len, now_ms, now_s, ticks_add=None) -> int:
+        """Account an uplink's airtime to its sub-band, the aggregated duty cycle and the day."""
+        r = self.region
+        s = self.s
+        t = r.airtime_us(phy_len, dr)
+        add = ticks_add or (lambda a, b: a + b)
+        band = r.band_of(freq)
+        off = t * r.BANDS[band][2] // 1000  # ms of time the band must rest, airtime included
+        self._band_free[band] = add(now_ms, off)
+        self._dc_free = add(now_ms, (t << s["dc"]) // 1000)
+        day = now_s // _DAY_S
+        if s["day"] != day:
+            s["day"], s["air"], s["dl"] = day, 0, 0
+        s["air"] += t
+        return t
+
+    def rx1(self):
+        """(delay ms, freq, dr) of the first receive window for an uplink at the current DR."""
+        r = self.region
+        return self.s["delay"] * 1000, None, r.rx1_dr(self.s["dr"], self.s["rx1o"])
+
+    def rx2(self):
+        s = self.s
+        return s["delay"] * 1000 + 1000, s["rx2f"], s["rx2dr"]
+
+    def tx_power_dbm(self) -> int:
+        return self.region.tx_power_dbm(self.s["pw"])

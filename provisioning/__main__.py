@@ -1,0 +1,5 @@
+"""`python -m provisioning`: the technician's host tools (make image, make flash, ...)."""
+
+from .cli import cli
+
+cli()

