@@ -7,7 +7,6 @@ stage after its soak time. `fleet run` calls it every few seconds; it is idempot
 """
 
 import hashlib
-import json
 import math
 import os
 import threading
@@ -16,11 +15,13 @@ import time
 from polylink import proto
 
 from . import db as store
-from .db import StoreError
 
 DEFAULT_STAGES = [{"percent": 1, "soak": 3600}, {"percent": 10, "soak": 3600},
                   {"percent": 50, "soak": 3600}, {"percent": 100, "soak": 0}]
-REOFFER_AFTER = 600  # s: an online node that said nothing about an offer gets it again
+REOFFER_AFTER = 600  # s: an online node silent this long about its update gets the offer again
+# States in which a node owes us news; silence in them means a lost offer or a node that lost
+# power mid-update (it forgets the offer), so the offer is repeated.
+IN_FLIGHT = ("offered", "downloading", "verified", "deferred")
 HEALTH_MIN_UPDATED = 3  # nodes that must be updated before health is compared at all
 TERMINAL = ("succeeded", "failed", "rolled_back", "declined", "skipped")
 FAILED = ("failed", "rolled_back")
@@ -226,7 +227,8 @@ def _tick_one(db, r, send, url, now):
     reached = [n for n in nodes.values() if 0 <= n["stage"] <= stage]
     to_offer = [n for n in reached if n["online"] and (
         n["state"] == "pending"
-        or (n["state"] == "offered" and (n["offered_at"] or 0) < now - REOFFER_AFTER))]
+        or (n["state"] in IN_FLIGHT
+            and max(n["offered_at"] or 0, n["updated"] or 0) < now - REOFFER_AFTER))]
     if to_offer:
         seqs = store.take_down_seqs(db, [n["node_id"] for n in to_offer])
         for n in to_offer:
@@ -340,7 +342,7 @@ class Ticker:
             db = store.connect(self.settings.db_path)
             try:
                 tick(db, pub, ota_url(self.settings))
-            except (StoreError, OSError, json.JSONDecodeError) as e:
+            except Exception as e:  # noqa: BLE001 - a bad tick must not end the rollouts thread
                 self.errors += 1
                 print(f"rollouts: tick failed: {e}", flush=True)
             finally:

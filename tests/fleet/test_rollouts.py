@@ -263,3 +263,21 @@ def test_ui_upload_refuses_with_a_message(client, settings, user, form_token):
                                                "bundle": (io.BytesIO(b"junk"), "x.tar")},
                     content_type="multipart/form-data", follow_redirects=True)
     assert "Release refused: not a release bundle" in r.get_data(as_text=True)
+
+
+def test_a_node_silent_mid_update_gets_the_offer_again(db):
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:1])
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:1]}, [{"percent": 100, "soak": 0}])
+    sent = []
+    rollouts.tick(db, lambda n, f: sent.append(n), None)
+    b = store.Batch()  # it starts downloading, then loses power and forgets the offer
+    b.frames = [(IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
+                 {"state": 2, "version": "0.2.0", "rid": rid, "progress": 25})]
+    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    rollouts.tick(db, lambda n, f: sent.append(n), None)
+    assert sent == [IDS[0]], "no second offer while the node is fresh"
+    later = time.time() + rollouts.REOFFER_AFTER + 1
+    rollouts.tick(db, lambda n, f: sent.append(n), None, now=later)
+    assert sent == [IDS[0], IDS[0]]
+    assert store.rollout_nodes(db, rid)[0]["attempts"] == 2
