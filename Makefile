@@ -29,7 +29,7 @@ sim: setup ## run NODES=N simulated firmware nodes against the broker (default 2
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
 
 image: setup ## build a node's filesystem image: make image BOARD=HELTEC_V3 NODE=lamp-42 (docs/provisioning.md)
-	$(BIN)/python -m provisioning image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)")
+	$(BIN)/python -m provisioning image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)") $(if $(CLAIM_TOKEN),--claim-token "$(CLAIM_TOKEN)" --claim-port "$(CLAIM_PORT)")
 
 flash: setup ## flash a board: make flash BOARD=.. PORT=/dev/ttyUSB0 [NODE=..] [FIRMWARE=micropython.bin]
 	$(BIN)/python -m provisioning flash --board "$(BOARD)" --port "$(PORT)" $(if $(NODE),--node "$(NODE)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")

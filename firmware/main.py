@@ -30,12 +30,23 @@ def main():
             if _on_trial():
                 raise  # ... unless a new release brought the rule: reset, so it is reverted
             return
+        if cfg.claim is not None:
+            # A generic image: ask the fleet for this board's identity, then boot as that node.
+            from polylink import claim
+
+            try:
+                asyncio.run(claim.run(hal, cfg, ""))
+            except claim.ClaimError as e:
+                print("polylink: claim refused:", e)
+                return
+            hal.reset()
         asyncio.run(Node(hal, cfg).run())
     except Exception as e:
         print("polylink: crashed:", e)
         if not _on_trial():
             raise
-        # A new release that crashes resets, so boot.py counts the boot and reverts in time.
+        # A new release that crashes resets, so boot.py counts the boot and reverts in time
+        # (docs/ota.md).
         if hal is not None:
             hal.reset()
         # The slot's own HAL did not even load: the one place outside the HAL that resets.

@@ -79,9 +79,17 @@ acl_file $broker_dir/acl
 use_username_as_clientid true"""
 # Test brokers only (auth=False): any process on this machine may connect without a login.
 _ANONYMOUS = "allow_anonymous true"
+# Zero-touch claims (fleet/claims.py): boards log in with a claim token and may only ask for
+# their identity. Not bound to the client id: many boards claim with the same token at once.
+_CLAIM_LISTENER = """
+listener $claim_port 127.0.0.1
+allow_anonymous false
+password_file $broker_dir/claim_passwd
+acl_file $broker_dir/claim_acl"""
 
 
-def render_config(port: int, broker_dir: Path, auth: bool = False) -> str:
+def render_config(port: int, broker_dir: Path, auth: bool = False,
+                  claim_port: int | None = None) -> str:
     """The project's mosquitto.conf for a broker on 127.0.0.1:port with its data in broker_dir.
 
     auth=True (what `fleet run` uses) enforces the fleet's password and ACL files.
@@ -92,8 +100,11 @@ def render_config(port: int, broker_dir: Path, auth: bool = False) -> str:
             raise BrokerError(f"broker directory {path} contains whitespace, which mosquitto "
                               "cannot read in its config; choose a DATA_DIR without spaces")
     auth_text = Template(_AUTH).substitute(broker_dir=broker_dir) if auth else _ANONYMOUS
+    claim = (Template(_CLAIM_LISTENER).substitute(claim_port=claim_port, broker_dir=broker_dir)
+             if claim_port else "")
     return Template(TEMPLATE.read_text()).substitute(
         auth=auth_text,
+        claim_listener=claim,
         port=port,
         user=current_user(),
         persistence_dir=broker_dir,
@@ -101,11 +112,12 @@ def render_config(port: int, broker_dir: Path, auth: bool = False) -> str:
     )
 
 
-def write_config(port: int, broker_dir: Path, auth: bool = False) -> Path:
+def write_config(port: int, broker_dir: Path, auth: bool = False,
+                 claim_port: int | None = None) -> Path:
     """Write the project's config into broker_dir and return its path."""
     broker_dir.mkdir(parents=True, exist_ok=True)
     path = broker_dir / "mosquitto.conf"
-    path.write_text(render_config(port, broker_dir, auth))
+    path.write_text(render_config(port, broker_dir, auth, claim_port))
     return path
 
 
@@ -255,9 +267,11 @@ class MosquittoBroker(Broker):
     kind = "mosquitto"
 
     def __init__(self, port: int, broker_dir: Path, executable: str | None = None,
-                 config_text: str | None = None, auth: bool = False):
+                 config_text: str | None = None, auth: bool = False,
+                 claim_port: int | None = None):
         super().__init__(port, broker_dir)
         self.auth = auth
+        self.claim_port = claim_port
         self.executable = executable or find_mosquitto()
         if self.executable is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -266,7 +280,7 @@ class MosquittoBroker(Broker):
 
     def command(self) -> list[str]:
         if self.config_text is None:
-            conf = write_config(self.port, self.broker_dir, self.auth)
+            conf = write_config(self.port, self.broker_dir, self.auth, self.claim_port)
         else:
             self.broker_dir.mkdir(parents=True, exist_ok=True)
             conf = self.broker_dir / "mosquitto.conf"
@@ -287,10 +301,11 @@ class AmqttBroker(Broker):
         return [sys.executable, "-m", "fleet.broker", "amqtt", str(self.port)]
 
 
-def make_broker(port: int, broker_dir: Path, auth: bool = False) -> Broker:
+def make_broker(port: int, broker_dir: Path, auth: bool = False,
+                claim_port: int | None = None) -> Broker:
     """mosquitto when installed (enforcing the fleet's logins if auth), else embedded amqtt."""
     if find_mosquitto():
-        return MosquittoBroker(port, broker_dir, auth=auth)
+        return MosquittoBroker(port, broker_dir, auth=auth, claim_port=claim_port)
     return AmqttBroker(port, broker_dir)
 
 

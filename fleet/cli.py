@@ -297,6 +297,74 @@ def node_rotate(node_id):
     click.echo(f"node {node_id}: new mqtt password {password}")
 
 
+@cli.group("claim")
+def claim_group():
+    """Zero-touch claims: tokens for generic images, and the claims boards made with them.
+
+    Example: fleet claim token --board ESP32_GENERIC --uses 100 --hours 48
+    """
+
+
+@claim_group.command("token")
+@click.option("--board", required=True, help="Board name from boards/ the claiming boards are.")
+@click.option("--uses", default=1, show_default=True, help="How many boards may claim with it.")
+@click.option("--hours", default=24.0, show_default=True, help="How long it is valid.")
+@click.option("--auto-approve", is_flag=True,
+              help="Issue identities without a technician's approval.")
+@friendly
+def claim_token(board, uses, hours, auto_approve):
+    """Create a claim token for a generic image; printed once.
+
+    Example: fleet claim token --board HELTEC_V3 --uses 100 --hours 48
+    """
+    from . import claims
+
+    token = claims.create_token(open_store(), from_env(), board, uses, hours, auto_approve,
+                                actor="cli")
+    click.echo(token)
+
+
+@claim_group.command("list")
+@friendly
+def claim_list():
+    """List claims, newest first: pending ones wait for `fleet claim approve`.
+
+    Example: fleet claim list
+    """
+    for c in store.list_claims(open_store()):
+        click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
+                   f"token {c['token_id']} {c['node_id'] or ''}")
+
+
+@claim_group.command("approve")
+@click.argument("claim_id", type=int)
+@friendly
+def claim_approve(claim_id):
+    """Approve a pending claim; the board gets its identity when it next asks.
+
+    Example: fleet claim approve 12
+    """
+    from . import claims
+
+    claims.decide(open_store(), claim_id, True, "cli")
+    click.echo(f"claim {claim_id} approved")
+
+
+@claim_group.command("reject")
+@click.argument("claim_id", type=int)
+@click.option("--reason", default="rejected by a technician", help="Told to the board.")
+@friendly
+def claim_reject(claim_id, reason):
+    """Reject a pending claim.
+
+    Example: fleet claim reject 12 --reason "not one of ours"
+    """
+    from . import claims
+
+    claims.decide(open_store(), claim_id, False, "cli", reason)
+    click.echo(f"claim {claim_id} rejected")
+
+
 @cli.group("command")
 def command_group():
     """Send commands to nodes.

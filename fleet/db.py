@@ -232,7 +232,36 @@ MIGRATIONS = [
     CREATE INDEX nodes_overview ON nodes
         (provider, board, firmware_version, online, last_seen, interval, id);
     """,
-    # 8: OTA: releases, the state reports nodes send (OTA_UP), rollouts and their nodes.
+    # 8: zero-touch claims: claim tokens (limited uses and time; only the secret's hash) and
+    # the claims boards made with them, waiting for approval or issued.
+    """
+    CREATE TABLE claim_tokens (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        board TEXT NOT NULL,
+        max_uses INTEGER NOT NULL,
+        uses INTEGER NOT NULL DEFAULT 0,
+        expires REAL NOT NULL,
+        auto_approve INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        created_by TEXT,
+        revoked_at REAL
+    );
+    CREATE TABLE claims (
+        id INTEGER PRIMARY KEY,
+        token_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        mac TEXT NOT NULL UNIQUE,
+        board TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        node_id TEXT,
+        requested_at REAL NOT NULL,
+        decided_at REAL,
+        decided_by TEXT,
+        reason TEXT
+    );
+    """,
+    # 9: OTA: releases, the state reports nodes send (OTA_UP), rollouts and their nodes.
     """
     CREATE TABLE releases (
         version TEXT PRIMARY KEY,
@@ -1390,6 +1419,107 @@ def lorawan_keys(db, node_id: str) -> dict | None:
     if row is None or row[0] is None:
         return None
     return {"dev_eui": row[0], "join_eui": row[1], "app_key": row[2]}
+
+
+# --- provisioning: claim tokens and claims -------------------------------------------------------
+
+
+def add_claim_token(db, token_id, secret_hash, board, max_uses, expires, auto_approve, actor):
+    """Store a claim token (its secret only as a hash)."""
+    now = time.time()
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT INTO claim_tokens (id, secret_hash, board, max_uses, expires, auto_approve,"
+            " created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (token_id, secret_hash, board, max_uses, expires, int(auto_approve), now, actor))
+        conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                     (now, actor, "claim_token.create", token_id,
+                      json.dumps({"board": board, "uses": max_uses, "auto": auto_approve})))
+
+
+def get_claim_token(db, token_id) -> dict | None:
+    rows = list(db.query("SELECT * FROM claim_tokens WHERE id = ?", [token_id]))
+    return rows[0] if rows else None
+
+
+def claim_token_usable(token: dict, now: float | None = None) -> bool:
+    """True while the token is not revoked, not expired and has uses left."""
+    now = time.time() if now is None else now
+    return (token["revoked_at"] is None and token["expires"] > now
+            and token["uses"] < token["max_uses"])
+
+
+def list_claim_tokens(db) -> list[dict]:
+    return list(db.query("SELECT id, board, max_uses, uses, expires, auto_approve, created,"
+                         " created_by, revoked_at FROM claim_tokens ORDER BY created DESC"))
+
+
+def active_claim_token_hashes(db) -> dict[str, str]:
+    """{token id: secret hash} of every token the broker's claim listener may admit now."""
+    rows = db.conn.execute(
+        "SELECT id, secret_hash FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
+        " AND uses < max_uses", (time.time(),))
+    return dict(rows.fetchall())
+
+
+def use_claim_token(db, token_id) -> bool:
+    """Take one use of a token (atomically); False if it has none left or expired."""
+    with transaction(db) as conn:
+        cur = conn.execute("UPDATE claim_tokens SET uses = uses + 1 WHERE id = ? AND uses <"
+                           " max_uses AND expires > ? AND revoked_at IS NULL",
+                           (token_id, time.time()))
+        return cur.rowcount == 1
+
+
+def revoke_claim_token(db, token_id, actor=None) -> None:
+    with transaction(db) as conn:
+        cur = conn.execute("UPDATE claim_tokens SET revoked_at = ? WHERE id = ? AND"
+                           " revoked_at IS NULL", (time.time(), token_id))
+        if cur.rowcount != 1:
+            raise StoreError(f"no active claim token {token_id!r}")
+        conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
+                     (time.time(), actor, "claim_token.revoke", token_id))
+
+
+def get_claim(db, mac) -> dict | None:
+    """The claim made for this hardware id, or None."""
+    rows = list(db.query("SELECT * FROM claims WHERE mac = ?", [mac]))
+    return rows[0] if rows else None
+
+
+def get_claim_by_id(db, claim_id) -> dict | None:
+    rows = list(db.query("SELECT * FROM claims WHERE id = ?", [claim_id]))
+    return rows[0] if rows else None
+
+
+def add_claim(db, token_id, client_id, mac, board) -> dict:
+    """Record a new pending claim and return it."""
+    with transaction(db) as conn:
+        conn.execute("INSERT INTO claims (token_id, client_id, mac, board, requested_at)"
+                     " VALUES (?, ?, ?, ?, ?)", (token_id, client_id, mac, board, time.time()))
+    return get_claim(db, mac)
+
+
+def list_claims(db, limit=200) -> list[dict]:
+    return list(db.query("SELECT * FROM claims ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def decide_claim(db, claim_id, state, actor, reason=None) -> None:
+    """Approve or reject a pending claim; StoreError if it is not pending."""
+    with transaction(db) as conn:
+        cur = conn.execute("UPDATE claims SET state = ?, decided_at = ?, decided_by = ?,"
+                           " reason = ? WHERE id = ? AND state = 'pending'",
+                           (state, time.time(), actor, reason, claim_id))
+        if cur.rowcount != 1:
+            raise StoreError(f"claim {claim_id} is not waiting for a decision")
+        conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
+                     (time.time(), actor, f"claim.{state}", str(claim_id)))
+
+
+def mark_claim_issued(db, claim_id, node_id) -> None:
+    with transaction(db) as conn:
+        conn.execute("UPDATE claims SET state = 'issued', node_id = ? WHERE id = ?",
+                     (node_id, claim_id))
 
 
 # --- OTA releases and rollouts (fleet/ota.py, fleet/rollouts.py) ---------------------------------

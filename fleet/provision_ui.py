@@ -49,11 +49,17 @@ def index():
                 mac=form["mac"] or None, actor=g.user["name"])
         except provision.ProvisionError as e:
             flash(f"Not registered: {e}")
+    return _page(db, identity=identity, form=form)
+
+
+def _page(db, identity=None, form=None, claim_token=None):
+    form = form or {"id": "", "board": "", "name": "", "mac": ""}
     response = make_response(render_template(
         "provision/index.html", boards=_boards(), identities=_identities(db),
-        identity=identity, form=form))
-    if identity is not None:
-        # The page carries the node's secrets once: no cache may keep it.
+        identity=identity, form=form, claims=store.list_claims(db, limit=100),
+        tokens=store.list_claim_tokens(db), claim_token=claim_token))
+    if identity is not None or claim_token is not None:
+        # The page carries secrets once: no cache may keep it.
         response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -87,3 +93,39 @@ def label(node_id):
     cred = store.get_credentials(db, node_id) or {}
     svg = label_svg(node_id, request.host_url, node["board"], cred.get("dev_eui"))
     return current_app.response_class(svg, mimetype="image/svg+xml")
+
+
+@bp.route("/claim-tokens", methods=("POST",))
+@require("provisioning")
+def create_claim_token():
+    from . import claims
+
+    db = store.get_db()
+    try:
+        uses = int(request.form.get("uses", "1"))
+        hours = float(request.form.get("hours", "24"))
+        token = claims.create_token(db, current_app.config["SETTINGS"],
+                                    request.form.get("board", ""), uses, hours,
+                                    request.form.get("auto_approve") == "on", g.user["name"])
+    except (ValueError, claims.ClaimError) as e:
+        flash(f"No claim token made: {e}")
+        return redirect(url_for("provision.index"))
+    return _page(db, claim_token=token)
+
+
+@bp.route("/claims/<int:claim_id>/<any(approve, reject):decision>", methods=("POST",))
+@require("provisioning")
+def decide_claim(claim_id, decision):
+    from . import claims
+
+    db = store.get_db()
+    if store.get_claim_by_id(db, claim_id) is None:
+        abort(404)
+    try:
+        claims.decide(db, claim_id, decision == "approve", g.user["name"],
+                      None if decision == "approve" else "rejected by a technician")
+    except claims.ClaimError as e:
+        flash(f"Not changed: {e}")
+    else:
+        flash(f"Claim {claim_id} {decision}d: the board learns it when it next asks.")
+    return redirect(url_for("provision.index"))

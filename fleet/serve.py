@@ -69,13 +69,24 @@ def prepare_store(settings: Settings) -> str | None:
         db.conn.close()
 
 
+def claim_port() -> int | None:
+    """CLAIM_PORT: the broker's listener for zero-touch claims (none when unset)."""
+    raw = os.environ.get("CLAIM_PORT", "")
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SettingsError(f"CLAIM_PORT={raw!r} is not a port number")
+    return int(raw)
+
+
 def sync_broker_logins(settings: Settings) -> None:
     """Write the broker's password and ACL files from the registered nodes (fleet/brokerauth.py)."""
     from . import brokerauth
 
     db = store.open_db(settings.db_path)
     try:
-        brokerauth.write_files(settings.broker_dir, store.active_mqtt_hashes(db))
+        brokerauth.write_files(settings.broker_dir, store.active_mqtt_hashes(db),
+                               store.active_claim_token_hashes(db))
     finally:
         db.conn.close()
 
@@ -158,12 +169,14 @@ def main(settings: Settings) -> None:
     broker = None
     ingest = None
     ticker = None
+    claim_service = None
     try:
         password = prepare_store(settings)
         if settings.mqtt_url is None:
             # The password and ACL files must exist before mosquitto reads its config.
             sync_broker_logins(settings)
-            broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True)
+            broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True,
+                                         claim_port=claim_port())
             broker.start()
         # amqtt speaks MQTT 3.1.1 only: say so whatever the worker's default is.
         on_amqtt = broker is not None and broker.kind == "amqtt"
@@ -173,8 +186,12 @@ def main(settings: Settings) -> None:
 
         ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
         ticker.start()
+        if broker is not None and broker.kind == "mosquitto" and claim_port():
+            from .claims import ClaimService
+
+            claim_service = ClaimService(settings).start()
         serve_web(settings, broker, ingest, password)
-    except (brokers.BrokerError, store.StoreError, ServeError) as e:
+    except (brokers.BrokerError, store.StoreError, ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         pass
@@ -185,6 +202,8 @@ def main(settings: Settings) -> None:
         say("stopping…")
         if ticker is not None:
             ticker.stop()
+        if claim_service is not None:
+            claim_service.stop()
         if ingest is not None:
             ingest.stop()
         if broker is not None:
@@ -214,6 +233,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     if broker is not None:
         say(f"  broker          {broker.kind} on mqtt://127.0.0.1:{settings.mqtt_port}"
             f"  (data and log in {settings.broker_dir})")
+        if broker.kind == "mosquitto" and claim_port():
+            say(f"  claims          zero-touch claim listener on mqtt://127.0.0.1:{claim_port()}")
         if broker.kind != "mosquitto":
             say("                  mosquitto is not installed: the embedded broker keeps "
                 "queued messages in memory only")

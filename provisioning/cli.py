@@ -93,9 +93,14 @@ def write_image(identity: dict, board: dict, packages: dict, wifi_ssid, wifi_pas
               help="micropython-lib package index.")
 @click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
               help="Where fetched packages are kept (a warm cache needs no network).")
+@click.option("--claim-token", envvar="CLAIM_TOKEN",
+              help="Build a generic image that claims its identity with this token on first boot "
+                   "(`fleet claim-token create`); no node is registered now.")
+@click.option("--claim-port", envvar="CLAIM_PORT", type=click.IntRange(1, 65535),
+              help="The broker's claim listener port, as the node reaches it (env CLAIM_PORT).")
 @friendly
 def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, mip_index,
-                  mip_cache):
+                  mip_cache, claim_token, claim_port):
     """Build a node's LittleFS image: app (.mpy), config with its identity, board file, packages.
 
     A registered node gets a new MQTT password (the fleet keeps only hashes).
@@ -106,6 +111,10 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
     # leave a registered node whose password nobody has.
     b = boards.load(board)
     packages = image.fetch_packages(b, mip_index, Path(mip_cache))
+    if claim_token:
+        generic_image(b, packages, claim_token, claim_port, node, wifi_ssid, wifi_password,
+                      mqtt_host)
+        return
     identity = issue_identity(node, board)
     out, data = write_image(identity, b, packages, wifi_ssid, wifi_password, mqtt_host,
                             mqtt_port)
@@ -114,6 +123,26 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
     click.echo(f"image {out}: node {identity['node_id']}, {len(files)} files, "
                f"{sum(map(len, files.values())) // 1024} KB of {fs['size'] // 1024} KB; "
                f"write at {fs['offset']:#x}")
+
+
+def generic_image(board, packages, token, claim_port, node, wifi_ssid, wifi_password, mqtt_host):
+    from fleet.claims import generic_config
+
+    if node:
+        raise click.UsageError("--node and --claim-token exclude each other: a generic image "
+                               "gets its identity on first boot")
+    if not claim_port:
+        raise click.UsageError("a generic image needs --claim-port (env CLAIM_PORT)")
+    token_id = token.partition(".")[0]
+    config = generic_config(token, mqtt_host, claim_port, wifi_ssid, wifi_password)
+    data = image.build(board, config, packages)
+    out = BUILD / "images" / f"generic.{board['name']}.{token_id}.littlefs.bin"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the token
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    click.echo(f"generic image {out}: claims with token {token_id}; flash it onto any number of "
+               f"{board['name']} boards (write at {boards.fs_partition(board)['offset']:#x})")
 
 
 def reported_since(node_id: str, since: float):

@@ -104,7 +104,14 @@ class SimNode:
         """Boot the firmware, and boot it again after every reset, until cancelled."""
         while True:
             slots.boot(str(self.root))  # what boot.py does: count trial boots, revert if due
-            cfg = config.load(str(self.root), board=self.board)
+            cfg = config.load(str(self.root), default_node=self.id, board=self.board)
+            if cfg.claim is not None:
+                # A generic image, as main.py does: claim an identity, then boot again as it.
+                from polylink import claim
+
+                self.id = await claim.run(self.hal, cfg, str(self.root))
+                self.hal.node = self.id
+                continue
             self.node = Node(self.hal, cfg)
             if self.node.fw in self.crash_versions:
                 self._task = asyncio.create_task(self._crash())

@@ -39,6 +39,7 @@ class Config:
     ota: dict = {}  # the "ota" section, defaults filled in (configschema.DEFAULTS)
     ota_keys: dict = {}
     lorawan: dict | None = None
+    claim: dict | None = None
 
 
 def _schema():

@@ -48,6 +48,8 @@ DEFAULTS = {
     "ota": {"keys": {}, "url": None, "window": None, "min_battery": None, "check": 0,
             "confirm": 300, "ca": None},
     "lorawan": None,
+    # A generic image's claim token: {"token": "<id>.<secret>", "port": claim listener, "retry": s}
+    "claim": None,
 }
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
@@ -95,6 +97,23 @@ def _ota(raw):
     _int("config.json: ota.confirm", ota["confirm"], 1, 86400)
     _opt_str("config.json: ota.ca", ota["ca"])
     return ota
+
+
+def _claim(raw):
+    cl = raw.get("claim")
+    if cl is None:
+        return None
+    if not isinstance(cl, dict):
+        raise ConfigError("config.json: claim must be null or a JSON object, got %r" % (cl,))
+    for k in cl:
+        if k not in ("token", "port", "retry"):
+            raise ConfigError("config.json: unknown key claim.%s" % k)
+    token = _str("config.json: claim.token", cl.get("token"))
+    if "." not in token:
+        raise ConfigError("config.json: claim.token must be <id>.<secret>, got %r" % token)
+    _int("config.json: claim.port", cl.get("port"), 1, 65535)
+    _int("config.json: claim.retry", cl.get("retry", 30), 1, 3600)
+    return cl
 
 
 def _lorawan(raw):
@@ -254,6 +273,7 @@ def validate(raw, board, default_node=None) -> Config:
     c.ota = _ota(raw)
     c.ota_keys = c.ota["keys"]
     c.lorawan = _lorawan(raw)
+    c.claim = _claim(raw)
     sensors = raw.get("sensors")
     c.sensors = _sensors(
         "config.json: sensors", board["sensors"] if sensors is None else sensors, board

@@ -34,6 +34,10 @@ def test_bad_keys_say_which():
         (_raw(lorawan={"dev_eui": "02A1"}), "lorawan.dev_eui"),
         (_raw(lorawan=dict(_LW, app_key="00" * 15)), "lorawan.app_key"),
         (_raw(lorawan=dict(_LW, nwk_key="00" * 16)), "lorawan.nwk_key"),
+        (_raw(claim={"token": "nodot", "port": 1884}), "claim.token"),
+        (_raw(claim={"token": "ct1.s", "port": 0}), "claim.port"),
+        (_raw(claim={"token": "ct1.s", "port": 1884, "retry": 0}), "claim.retry"),
+        (_raw(claim={"token": "ct1.s", "port": 1884, "colour": 1}), "claim.colour"),
     )
     for raw, word in cases:
         e = raises(ConfigError, config.validate, raw, board())
@@ -54,3 +58,9 @@ def test_lorawan_abp_and_budgets_accepted_and_checked():
         e = raises(ConfigError, config.validate, _raw(lorawan=bad), board())
         if where not in str(e):
             raise AssertionError("%r does not name %s" % (str(e), where))
+
+
+def test_generic_image_config_has_a_claim_and_no_login():
+    raw = {"mqtt": {"host": "broker.local"}, "claim": {"token": "ct1.secret", "port": 1884}}
+    c = config.validate(raw, board(), default_node="pl-a1b2")
+    eq((c.node, c.claim["port"], c.mqtt_user), ("pl-a1b2", 1884, None))

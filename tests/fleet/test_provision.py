@@ -135,3 +135,29 @@ def test_viewers_cannot_register_or_revoke(client, db, form_token):
                                      "csrf_token": form_token(client, "/auth/login")})
     assert client.get("/provision/").status_code == 403
     assert 'href="/provision/"' not in client.get("/nodes/").get_data(as_text=True)
+
+
+def test_ui_claim_tokens_and_approval(logged_in, form_token, db, settings):
+    from fleet import claims
+
+    c = logged_in
+    csrf = form_token(c, "/provision/")
+    r = c.post("/provision/claim-tokens", data={"board": "ESP32_GENERIC", "uses": "5",
+                                                "hours": "2", "csrf_token": csrf})
+    html = r.get_data(as_text=True)
+    token = re.search(r"Claim token \(shown only once\):</strong> <code>([^<]+)<", html).group(1)
+    assert r.headers["Cache-Control"] == "no-store"
+    tid = token.split(".")[0]
+    assert f"{tid}:$7$" in (settings.broker_dir / "claim_passwd").read_text()
+    assert token not in c.get("/provision/").get_data(as_text=True)
+    answer = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "aabbccddeeff"}).encode())
+    assert answer == {"state": "pending"}
+    claim_id = store.get_claim(db, "aabbccddeeff")["id"]
+    assert c.post(f"/provision/claims/{claim_id}/approve").status_code == 400  # no CSRF token
+    r = c.post(f"/provision/claims/{claim_id}/approve", data={"csrf_token": csrf})
+    assert r.status_code == 302 and store.get_claim(db, "aabbccddeeff")["state"] == "approved"
+    issued = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "aabbccddeeff"}).encode())
+    assert issued["state"] == "issued" and issued["node"] == "pl-aabbccddeeff"
+    bad = c.post("/provision/claim-tokens", data={"board": "NOPE", "csrf_token": csrf},
+                 follow_redirects=True)
+    assert "No claim token made: unknown board" in bad.get_data(as_text=True)

@@ -1,14 +1,23 @@
 """`make run` + `make sim` with logins enforced: the broker admits registered nodes only."""
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from services import READY
+from polylink import claim as fw_claim
+from polylink import config as fw_config
+from polylink_host.sim import SimNode
+from services import READY, free_port
 
 from fleet import db as store
 from fleet.broker import mqtt_ready
+from fleet.claims import generic_config
+
+BOARDS = Path(__file__).resolve().parents[2] / "boards"
 
 
 def _connack(port: int, user: bytes | None = None) -> int:
@@ -27,9 +36,13 @@ def _connack(port: int, user: bytes | None = None) -> int:
         return s.recv(4)[3]
 
 
-def test_fleet_run_enforces_logins_and_sim_nodes_get_their_own(fleet_run, tmp_path):
+def test_fleet_run_enforces_logins_and_sim_nodes_get_their_own(fleet_run, tmp_path,
+                                                                monkeypatch):
+    claim_port = free_port()
+    monkeypatch.setenv("CLAIM_PORT", str(claim_port))
     run = fleet_run()
     run.wait_for(READY, timeout=60)
+    assert f"claim listener on mqtt://127.0.0.1:{claim_port}" in run.output()
     port = run.mqtt_port
     assert mqtt_ready("127.0.0.1", port)
     assert _connack(port) == 5, "an anonymous client must be refused (not authorised)"
@@ -59,5 +72,20 @@ def test_fleet_run_enforces_logins_and_sim_nodes_get_their_own(fleet_run, tmp_pa
                            text=True, timeout=60)
     assert "sim: 2 nodes, 2 connected" in again.stdout, again.stdout + again.stderr
     assert store.active_mqtt_hashes(db) == hashes
+    # Zero-touch: a claim token from the CLI, a board claiming through `fleet run`'s claim service.
+    token = subprocess.run([sys.executable, "-m", "fleet.cli", "claim", "token", "--board",
+                            "ESP32_GENERIC", "--auto-approve"], env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert token.returncode == 0, token.stderr
+    root = tmp_path / "claimer"
+    root.mkdir()
+    board = json.loads((BOARDS / "ESP32_GENERIC.json").read_text())
+    (root / "board.json").write_text(json.dumps(board))
+    (root / "config.json").write_text(json.dumps(
+        generic_config(token.stdout.strip(), "127.0.0.1", claim_port, retry=1)))
+    hal = SimNode("claimer", root).hal
+    cfg = fw_config.load(str(root), default_node="claimer", board=board)
+    node = asyncio.run(asyncio.wait_for(fw_claim.run(hal, cfg, str(root)), 30))
+    assert node == f"pl-{hal.unique_id()}" and node in store.active_mqtt_hashes(db)
     db.conn.close()
     assert run.stop() == 0
