@@ -149,6 +149,12 @@ def test_node_fetches_files_with_its_login_and_range(built, settings, client, db
     assert client.get("/ota/v1/releases/0.2.0/../x", auth=login).status_code == 404
     assert client.get("/ota/v1/nodes/n-1/offer", auth=login).status_code == 204
     assert client.get("/ota/v1/nodes/n-2/offer", auth=login).status_code == 403
+    # A node that checks periodically finds the offer its rollout holds for it.
+    from fleet import rollouts
+
+    rid = rollouts.create(db, "0.2.0", {"nodes": ["n-1"]}, [{"percent": 100, "soak": 0}])
+    r = client.get("/ota/v1/nodes/n-1/offer", auth=login)
+    assert r.status_code == 200 and r.json == {"version": "0.2.0", "rid": rid}
     store.revoke_credentials(db, "n-1")
     assert client.get(url, auth=login).status_code == 401, "a revoked node gets nothing"
 
