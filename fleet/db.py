@@ -605,6 +605,14 @@ class BadFilter(StoreError, ValueError):
     """A node list filter or sort that does not exist."""
 
 
+class UnknownAlert(StoreError):
+    """No alert with that id exists."""
+
+
+class AlertResolved(StoreError):
+    """The alert is already resolved; it cannot be acknowledged or resolved again."""
+
+
 def _node_where(f: dict, now: float) -> tuple[str, dict]:
     """WHERE clause and parameters for the node list's filters (all optional, ANDed)."""
     where, args = ["1"], {"now": now}
@@ -947,6 +955,14 @@ def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
     return list(db.query(sql, args))
 
 
+def get_alert(db, alert_id) -> dict:
+    """One alert; raise UnknownAlert if there is none with that id."""
+    rows = list(db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+    if not rows:
+        raise UnknownAlert(f"no alert {alert_id}")
+    return rows[0]
+
+
 def change_alert(db, alert_id, action, actor=None) -> dict:
     """Acknowledge or resolve an alert; audited. Return the alert."""
     if action not in ("ack", "resolve"):
@@ -956,9 +972,9 @@ def change_alert(db, alert_id, action, actor=None) -> dict:
         row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ?",
                            (alert_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no alert {alert_id}")
+            raise UnknownAlert(f"no alert {alert_id}")
         if row[2] == "resolved":
-            raise StoreError(f"alert {alert_id} is already resolved")
+            raise AlertResolved(f"alert {alert_id} is already resolved")
         if action == "ack":
             conn.execute("UPDATE alerts SET state = 'acked', acked_by = ?, acked_at = ?"
                          " WHERE id = ?", (actor, now, alert_id))

@@ -158,3 +158,27 @@ def test_cli_token_and_user_roles(runner, db):
     assert "tina" in r.output and "viewer" in r.output
     r = runner.invoke(cli.cli, ["user", "add", "x", "--role", "wizard"])
     assert r.exit_code == 2 and "wizard" in r.output
+
+
+def test_every_form_post_needs_a_csrf_token(app, as_role, db):
+    """Every POST outside the token-authenticated API is refused without the form's token."""
+    store.enrol_node(db, "n1")
+    client = as_role("admin")
+    posts = []
+    for rule in app.url_map.iter_rules():
+        if "POST" not in rule.methods or rule.rule.startswith("/api/"):
+            continue
+        values = {}
+        for arg, conv in rule._converters.items():
+            if hasattr(conv, "items"):  # any(...): the first choice
+                values[arg] = sorted(conv.items)[0]
+            else:
+                values[arg] = 1 if type(conv).__name__ == "IntegerConverter" else "n1"
+        path = app.url_map.bind("localhost").build(rule.endpoint, values, method="POST")
+        posts.append(path)
+    assert "/nodes/bulk" in posts and "/admin/users" in posts
+    before = store.audit_log(db, limit=1000)
+    for path in posts:
+        r = client.post(path, data={"command": "identify", "name": "x", "tag": "x"})
+        assert r.status_code == 400 and b"CSRF" in r.data, path
+    assert store.audit_log(db, limit=1000) == before  # nothing changed

@@ -248,6 +248,16 @@ def test_names_tags_and_locations_are_escaped_everywhere(as_role, fleet, db, for
     assert "<img src=x" not in admin_page
 
 
+def test_pages_forbid_inline_scripts_and_framing(as_role, fleet):
+    r = as_role("viewer").get("/nodes/n05")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    page = r.get_data(as_text=True)
+    # Nothing on the page would need 'unsafe-inline'.
+    assert "<script>" not in page and " style=" not in page and " onclick=" not in page
+
+
 # --- node page forms -----------------------------------------------------------------------------
 
 
@@ -465,3 +475,39 @@ def test_live_streams_are_bounded(app, as_role, fleet):
     finally:
         for _ in held:
             slots.release()
+
+
+def test_cli_alerts_check(runner, db, fleet):
+    from fleet.cli import cli
+
+    r = runner.invoke(cli, ["alerts", "check"])
+    assert r.exit_code == 0, r.output
+    assert "battery_low 1" in r.output and "offline 1" in r.output
+    assert "n03" in r.output and "battery 3.2 V" in r.output
+    r = runner.invoke(cli, ["alerts", "check"])
+    assert "battery_low 0" in r.output and "n03" in r.output  # still open, not opened twice
+
+
+def test_alerts_api(client, db, fleet):
+    store.evaluate_alerts(db)
+    viewer = {"Authorization": "Bearer " + auth.create_token(db, "grafana", "viewer")}
+    tech = {"Authorization": "Bearer " + auth.create_token(db, "field", "technician")}
+    body = client.get("/api/v1/alerts", headers=viewer).get_json()
+    assert {(a["node_id"], a["kind"], a["state"]) for a in body["alerts"]} == {
+        ("n03", "battery_low", "open"), ("n11", "offline", "open")}
+    (alert,) = client.get("/api/v1/alerts?node=n03", headers=viewer).get_json()["alerts"]
+    assert alert["detail"] == "battery 3.2 V" and alert["opened"].endswith("Z")
+    assert client.get("/api/v1/alerts?node=ghost", headers=viewer).status_code == 404
+    assert client.get("/api/v1/alerts?limit=0", headers=viewer).status_code == 400
+    r = client.post(f"/api/v1/alerts/{alert['id']}/ack", headers=viewer)
+    assert r.status_code == 403
+    r = client.post(f"/api/v1/alerts/{alert['id']}/ack", headers=tech)
+    assert r.status_code == 200 and r.get_json()["acked_by"] == "token:field"
+    r = client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=tech)
+    assert r.get_json()["state"] == "resolved"
+    r = client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=tech)
+    assert r.status_code == 409 and "already resolved" in r.get_json()["error"]
+    assert client.post("/api/v1/alerts/999/ack", headers=tech).status_code == 404
+    assert client.post("/api/v1/alerts/1/snooze", headers=tech).status_code == 404
+    everything = client.get("/api/v1/alerts?all=1", headers=viewer).get_json()["alerts"]
+    assert len(everything) == 2
