@@ -54,5 +54,9 @@ def create_app(test_config=None):
     from .providers import views as provider_views
 
     provider_views.init_app(app)
+    from . import ota_api, ota_ui
+
+    ota_api.init_app(app)
+    app.register_blueprint(ota_ui.bp)
 
     return app

@@ -435,6 +435,10 @@ def bad_frames_command(node_id, limit):
 from .providers.cli import provider_group  # noqa: E402
 
 cli.add_command(provider_group)
+# OTA commands live in their own module (fleet/ota_cli.py).
+from . import ota_cli  # noqa: E402
+
+ota_cli.register(cli)
 
 if __name__ == "__main__":
     cli()

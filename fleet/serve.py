@@ -178,6 +178,7 @@ def main(settings: Settings) -> None:
     broker = None
     ingest = None
     providers = None
+    ticker = None
     claim_service = None
     try:
         password = prepare_store(settings)
@@ -193,6 +194,10 @@ def main(settings: Settings) -> None:
         ingest.start()
         providers = ProviderIngest(settings)
         providers.start()
+        from .rollouts import Ticker
+
+        ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
+        ticker.start()
         if broker is not None and broker.kind == "mosquitto" and claim_port():
             from .claims import ClaimService
 
@@ -209,6 +214,8 @@ def main(settings: Settings) -> None:
         say("stopping…")
         if providers is not None:
             providers.stop()
+        if ticker is not None:
+            ticker.stop()
         if claim_service is not None:
             claim_service.stop()
         if ingest is not None:

@@ -25,6 +25,15 @@ class Node:
         self.hal = hal
         self.cfg = cfg
         self.reset_cause = hal.reset_cause()
+        # The version that runs: the slot pointer's (an OTA update) or the factory app's. The
+        # slot code is needed again only for an update, so it is not kept in the heap.
+        from polylink import slots
+
+        st = slots.read(hal.root)
+        config.unload("slots")
+        self.fw = st["version"] or FW_VERSION
+        self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
+        self.ota = None
         self.seq = Sequence(hal.path("seq"))
         self.store = Store(hal.path("queue"), cfg.queue_max)
         self.sensors = SensorSet(hal, cfg)
@@ -86,6 +95,14 @@ class Node:
                 await asyncio.sleep(0.2)
         finally:
             self._blinking = False
+
+    def ota_agent(self):
+        """The OTA agent, loaded on first need (an offer, a trial boot, periodic checks)."""
+        if self.ota is None:
+            from polylink.ota import Agent
+
+            self.ota = Agent(self)
+        return self.ota
 
     def uptime_s(self) -> int:
         return self._uptime_ms // 1000
@@ -246,6 +263,10 @@ class Node:
             tasks.append(asyncio.create_task(self.link.run()))
         if self.lora is not None:
             tasks.append(asyncio.create_task(self.lora.join()))
+        if self._ota_after_boot:
+            tasks.append(asyncio.create_task(self.ota_agent().after_boot()))
+        if self.cfg.ota and self.cfg.ota.get("check"):
+            tasks.append(asyncio.create_task(self.ota_agent().check_loop(self.cfg.ota["check"])))
         try:
             while True:
                 self._tick()
@@ -253,3 +274,5 @@ class Node:
         finally:
             for t in tasks:
                 t.cancel()
+            if self.ota is not None and self.ota.task is not None:
+                self.ota.task.cancel()
