@@ -14,7 +14,7 @@ BROWSER_STAMP := tests/browser/node_modules/.installed
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help run test sim bench lint setup clean image flash flash-batch deploy merged-image label
+.PHONY: help run test sim bench lint setup clean image flash flash-batch deploy merged-image label release
 
 help: ## list these targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ merged-image: setup ## one file for a factory programmer: make merged-image BOAR
 
 label: setup ## printable SVG label with a QR code to the node's page: make label NODE=lamp-42
 	$(BIN)/python -m provisioning label --node "$(NODE)"
+
+release: setup ## build, sign and store an OTA release: make release VERSION=0.2.0 [BOARDS="ESP32_GENERIC .."] (docs/ota.md)
+	$(BIN)/fleet release build "$(VERSION)" $(foreach b,$(BOARDS),--board "$(b)")
 
 bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/benchmarks.md)
 	@status=0; for bench in $(wildcard tests/bench/bench_*.py); do \

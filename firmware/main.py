@@ -1,33 +1,58 @@
 """On the device: read the config, build the ESP32 HAL, run the node application."""
 
 import asyncio
+import json
 
-from polylink import config
-from polylink.hal_esp32 import HAL
-from polylink.node import Node
+
+def _on_trial():
+    try:
+        with open("/slot") as f:
+            return bool(json.load(f).get("trial"))
+    except (OSError, ValueError):
+        return False
 
 
 def main():
-    # The board is read first so the HAL knows its pins; the node id defaults to the chip id.
+    hal = None
     try:
-        board = config.load_board("")
-        hal = HAL(board)
-        cfg = config.load("", default_node="pl-" + hal.unique_id(), board=board)
-    except config.ConfigError as e:
-        # Stop at the REPL with one clear line for whoever fixes the files; no reset loop.
-        print("polylink: cannot start:", e)
-        return
-    if cfg.claim is not None:
-        # A generic image: ask the fleet for this board's identity, then boot as that node.
-        from polylink import claim
+        from polylink import config
+        from polylink.hal_esp32 import HAL
+        from polylink.node import Node
 
+        # The board is read first so the HAL knows its pins; the node id defaults to the chip id.
         try:
-            asyncio.run(claim.run(hal, cfg, ""))
-        except claim.ClaimError as e:
-            print("polylink: claim refused:", e)
+            board = config.load_board("")
+            hal = HAL(board)
+            cfg = config.load("", default_node="pl-" + hal.unique_id(), board=board)
+        except config.ConfigError as e:
+            # Stop at the REPL with one clear line for whoever fixes the files; no reset loop.
+            print("polylink: cannot start:", e)
+            if _on_trial():
+                raise  # ... unless a new release brought the rule: reset, so it is reverted
             return
-        hal.reset()
-    asyncio.run(Node(hal, cfg).run())
+        if cfg.claim is not None:
+            # A generic image: ask the fleet for this board's identity, then boot as that node.
+            from polylink import claim
+
+            try:
+                asyncio.run(claim.run(hal, cfg, ""))
+            except claim.ClaimError as e:
+                print("polylink: claim refused:", e)
+                return
+            hal.reset()
+        asyncio.run(Node(hal, cfg).run())
+    except Exception as e:
+        print("polylink: crashed:", e)
+        if not _on_trial():
+            raise
+        # A new release that crashes resets, so boot.py counts the boot and reverts in time
+        # (docs/ota.md).
+        if hal is not None:
+            hal.reset()
+        # The slot's own HAL did not even load: the one place outside the HAL that resets.
+        import machine
+
+        machine.reset()
 
 
 main()

@@ -51,5 +51,9 @@ def create_app(test_config=None):
 
     provision_api.init_app(app)
     app.register_blueprint(provision_ui.bp)
+    from . import ota_api, ota_ui
+
+    ota_api.init_app(app)
+    app.register_blueprint(ota_ui.bp)
 
     return app

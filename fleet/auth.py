@@ -49,6 +49,9 @@ AREAS = {
     "releases": ("operator", "admin"),
     # People, API tokens, providers, signing keys and the audit log.
     "admin": ("admin",),
+    # Nodes fetching update files (fleet/ota_api.py): no user role; a node logs in with its own
+    # MQTT credentials (HTTP Basic), checked by the view itself.
+    "device": (),
 }
 
 

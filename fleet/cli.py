@@ -431,5 +431,10 @@ def bad_frames_command(node_id, limit):
                    f"{row['payload'].hex()} {row['error']}")
 
 
+# OTA commands live in their own module (fleet/ota_cli.py).
+from . import ota_cli  # noqa: E402
+
+ota_cli.register(cli)
+
 if __name__ == "__main__":
     cli()

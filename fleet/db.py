@@ -261,7 +261,63 @@ MIGRATIONS = [
         reason TEXT
     );
     """,
-    # 9: alert evaluation reads the last hour of STATUS reports from this covering index alone.
+    # 9: OTA: releases, the state reports nodes send (OTA_UP), rollouts and their nodes.
+    """
+    CREATE TABLE releases (
+        version TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        boards TEXT NOT NULL,
+        micropython TEXT,
+        files INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        manifest_sha TEXT NOT NULL,
+        created REAL NOT NULL,
+        created_by TEXT
+    );
+    CREATE TABLE ota_reports (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        t REAL NOT NULL,
+        state INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        progress INTEGER,
+        reason INTEGER,
+        text TEXT,
+        rid INTEGER
+    );
+    CREATE INDEX ota_reports_node ON ota_reports (node_id, id);
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        release TEXT NOT NULL REFERENCES releases (version),
+        state TEXT NOT NULL,
+        stages TEXT NOT NULL,
+        stage INTEGER NOT NULL DEFAULT 0,
+        stage_started REAL,
+        max_failures REAL NOT NULL,
+        max_health_drop REAL NOT NULL,
+        target TEXT NOT NULL,
+        reason TEXT,
+        report_id INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        created_by TEXT,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE rollout_nodes (
+        rollout_id INTEGER NOT NULL,
+        node_id TEXT NOT NULL,
+        stage INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        from_version TEXT,
+        offered_at REAL,
+        progress INTEGER,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated REAL NOT NULL,
+        PRIMARY KEY (rollout_id, node_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollout_nodes_node ON rollout_nodes (node_id);
+    """,
+    # 10: alert evaluation reads the last hour of STATUS reports from this covering index alone.
     """
     DROP INDEX status_log_t;
     CREATE INDEX status_log_t_boots ON status_log (t, node_id, boots);
@@ -1012,11 +1068,12 @@ def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
     return [f for f in frames if execute(_INSERT_FRAME, f[:6]).rowcount == 1]
 
 
-def store_batch(db, batch: Batch, telemetry, status, event, result) -> int:
+def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None) -> int:
     """Write a batch in one transaction; return how many frames were new (not duplicates).
 
-    telemetry/status/event/result are the protocol's message type codes.
+    telemetry/status/event/result/ota_up are the protocol's message type codes.
     """
+    ota_rows = []
     readings_rows = []
     latest_rows = {}
     statuses = []
@@ -1057,6 +1114,10 @@ def store_batch(db, batch: Batch, telemetry, status, event, result) -> int:
                     (body.get("code"), body.get("value"), body.get("text"), received_at,
                      body.get("cid"), node)
                 )
+            elif mtype == ota_up:
+                ota_rows.append((node, received_at, body.get("state"), body.get("version"),
+                                 body.get("progress"), body.get("reason"), body.get("text"),
+                                 body.get("rid")))
         if readings_rows:
             conn.executemany(_INSERT_READING, readings_rows)
             conn.executemany(_UPSERT_LATEST, latest_rows.values())
@@ -1073,6 +1134,12 @@ def store_batch(db, batch: Batch, telemetry, status, event, result) -> int:
                 "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free, rssi,"
                 " queue, dropped, boots, t, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [st[:8] + st[9:] for st in statuses],
+            )
+        if ota_rows:
+            conn.executemany(
+                "INSERT INTO ota_reports (node_id, t, state, version, progress, reason, text, rid)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ota_rows,
             )
         if events_rows:
             conn.executemany(
@@ -1481,3 +1548,176 @@ def mark_claim_issued(db, claim_id, node_id) -> None:
     with transaction(db) as conn:
         conn.execute("UPDATE claims SET state = 'issued', node_id = ? WHERE id = ?",
                      (node_id, claim_id))
+
+
+# --- OTA releases and rollouts (fleet/ota.py, fleet/rollouts.py) ---------------------------------
+
+
+class UnknownRelease(StoreError):
+    """No release with that version is stored."""
+
+
+class UnknownRollout(StoreError):
+    """No rollout with that id exists."""
+
+
+def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
+    """Record a checked release (fleet/ota.py); raise DuplicateName if the version exists."""
+    try:
+        with transaction(db) as conn:
+            conn.execute(
+                "INSERT INTO releases (version, key_id, boards, micropython, files, size,"
+                " manifest_sha, created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (m["version"], m["key"], json.dumps(m["boards"]), m.get("micropython"),
+                 len(m["files"]), sum(f["size"] for f in m["files"]), manifest_sha, time.time(),
+                 actor))
+            conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                         (time.time(), actor, "release.upload", m["version"],
+                          json.dumps({"key": m["key"], "boards": m["boards"]})))
+    except sqlite3.IntegrityError:
+        raise DuplicateName(f"release {m['version']} already exists; releases are immutable, "
+                            "build a new version") from None
+
+
+def _release(row: dict) -> dict:
+    row["boards"] = json.loads(row["boards"])
+    return row
+
+
+def list_releases(db) -> list[dict]:
+    return [_release(r) for r in db.query("SELECT * FROM releases ORDER BY created DESC")]
+
+
+def get_release(db, version: str) -> dict:
+    rows = list(db.query("SELECT * FROM releases WHERE version = ?", [version]))
+    if not rows:
+        raise UnknownRelease(f"no release {version!r}")
+    return _release(rows[0])
+
+
+def ota_reports(db, node_id=None, after_id=0, limit=1000) -> list[dict]:
+    """OTA_UP reports in arrival order (of one node; with ids above after_id)."""
+    sql, args = "SELECT * FROM ota_reports WHERE id > ?", [after_id]
+    if node_id is not None:
+        sql += " AND node_id = ?"
+        args.append(node_id)
+    return list(db.query(sql + " ORDER BY id LIMIT ?", args + [limit]))
+
+
+def last_ota_report_id(db) -> int:
+    return db.conn.execute("SELECT coalesce(max(id), 0) FROM ota_reports").fetchone()[0]
+
+
+def _rollout(row: dict) -> dict:
+    row["stages"] = json.loads(row["stages"])
+    row["target"] = json.loads(row["target"])
+    return row
+
+
+def add_rollout(db, release, stages, max_failures, max_health_drop, target, nodes, actor=None,
+                now=None) -> int:
+    """Create a running rollout; nodes: [(node_id, stage, state, from_version)]."""
+    now = time.time() if now is None else now
+    with transaction(db) as conn:
+        rid = conn.execute(
+            "INSERT INTO rollouts (release, state, stages, stage, stage_started, max_failures,"
+            " max_health_drop, target, report_id, created, created_by, updated)"
+            " VALUES (?, 'running', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (release, json.dumps(stages), now, max_failures, max_health_drop, json.dumps(target),
+             conn.execute("SELECT coalesce(max(id), 0) FROM ota_reports").fetchone()[0], now,
+             actor, now)).lastrowid
+        conn.executemany(
+            "INSERT INTO rollout_nodes (rollout_id, node_id, stage, state, from_version, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?)", [(rid, n, st, s, v, now) for n, st, s, v in nodes])
+        conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                     (now, actor, "rollout.create", f"rollout:{rid}",
+                      json.dumps({"release": release, "nodes": len(nodes), "target": target})))
+    return rid
+
+
+def get_rollout(db, rid: int) -> dict:
+    rows = list(db.query("SELECT * FROM rollouts WHERE id = ?", [rid]))
+    if not rows:
+        raise UnknownRollout(f"no rollout {rid}")
+    return _rollout(rows[0])
+
+
+def list_rollouts(db, state=None) -> list[dict]:
+    sql, args = "SELECT * FROM rollouts", []
+    if state:
+        sql += " WHERE state = ?"
+        args.append(state)
+    return [_rollout(r) for r in db.query(sql + " ORDER BY id DESC", args)]
+
+
+def rollout_nodes(db, rid: int, state=None, limit=100000) -> list[dict]:
+    sql = ("SELECT rn.*, n.firmware_version, n.online, n.last_seen, n.reset_cause, n.boots"
+           " FROM rollout_nodes rn LEFT JOIN nodes n ON n.id = rn.node_id WHERE rollout_id = ?")
+    args: list = [rid]
+    if state:
+        sql += " AND rn.state = ?"
+        args.append(state)
+    return list(db.query(sql + " ORDER BY rn.stage, rn.node_id LIMIT ?", args + [limit]))
+
+
+def rollout_counts(db, rid: int) -> dict:
+    """{stage: {state: count}} of a rollout."""
+    out: dict = {}
+    for stage, state, n in db.conn.execute(
+            "SELECT stage, state, count(*) FROM rollout_nodes WHERE rollout_id = ?"
+            " GROUP BY stage, state", (rid,)):
+        out.setdefault(stage, {})[state] = n
+    return out
+
+
+def update_rollout(db, rid: int, actor=None, action=None, **fields) -> None:
+    """Change rollout columns; with action, also write an audit entry."""
+    now = time.time()
+    fields["updated"] = now
+    cols = ", ".join(f"{k} = ?" for k in fields)
+    with transaction(db) as conn:
+        conn.execute(f"UPDATE rollouts SET {cols} WHERE id = ?", [*fields.values(), rid])
+        if action:
+            conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                         (now, actor, action, f"rollout:{rid}",
+                          json.dumps({k: v for k, v in fields.items() if k != "updated"})))
+
+
+def set_rollout_nodes(db, rid: int, rows: list[tuple]) -> None:
+    """rows: (state, offered_at, progress, reason, attempts, node_id) for nodes of rollout rid."""
+    if not rows:
+        return
+    now = time.time()
+    with transaction(db) as conn:
+        conn.executemany(
+            "UPDATE rollout_nodes SET state = ?, offered_at = ?, progress = ?, reason = ?,"
+            " attempts = ?, updated = ? WHERE rollout_id = ? AND node_id = ?",
+            [(s, o, p, r, a, now, rid, n) for s, o, p, r, a, n in rows])
+
+
+def rollout_offer_for(db, node_id: str) -> dict | None:
+    """The offer a running rollout holds for this node now (periodic check), or None."""
+    rows = list(db.query(
+        "SELECT r.id, r.release FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
+        " WHERE rn.node_id = ? AND r.state = 'running' AND rn.stage <= r.stage"
+        " AND rn.state IN ('pending', 'offered') ORDER BY r.id DESC LIMIT 1", [node_id]))
+    return {"version": rows[0]["release"], "rid": rows[0]["id"]} if rows else None
+
+
+def take_down_seqs(db, node_ids: list[str]) -> dict[str, int]:
+    """Take the next downlink seq of each node (one transaction); return {node: seq}."""
+    out = {}
+    with transaction(db) as conn:
+        for n in node_ids:
+            row = conn.execute("UPDATE nodes SET down_seq = down_seq + 1 WHERE id = ?"
+                               " RETURNING down_seq", (n,)).fetchone()
+            if row:
+                out[n] = row[0]
+    return out
+
+
+def node_login_hash(db, mqtt_user: str) -> tuple[str, str] | None:
+    """(node id, $7$ hash) of an active MQTT login, for nodes fetching OTA files; else None."""
+    row = db.conn.execute("SELECT node_id, mqtt_hash FROM node_credentials WHERE mqtt_user = ?"
+                          " AND revoked_at IS NULL", (mqtt_user,)).fetchone()
+    return (row[0], row[1]) if row else None

@@ -104,7 +104,8 @@ class Ingest:
         if not self.pending:
             return 0
         new = store.store_batch(
-            self.db, self.batch, proto.TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT
+            self.db, self.batch, proto.TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT,
+            proto.OTA_UP,
         )
         self.stored += new
         self.duplicates += len(self.batch.frames) - new

@@ -168,6 +168,7 @@ def main(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _interrupt)
     broker = None
     ingest = None
+    ticker = None
     claim_service = None
     try:
         password = prepare_store(settings)
@@ -181,6 +182,10 @@ def main(settings: Settings) -> None:
         on_amqtt = broker is not None and broker.kind == "amqtt"
         ingest = Ingest(settings, "3.1.1" if on_amqtt else None)
         ingest.start()
+        from .rollouts import Ticker
+
+        ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
+        ticker.start()
         if broker is not None and broker.kind == "mosquitto" and claim_port():
             from .claims import ClaimService
 
@@ -195,6 +200,8 @@ def main(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         say("stopping…")
+        if ticker is not None:
+            ticker.stop()
         if claim_service is not None:
             claim_service.stop()
         if ingest is not None:

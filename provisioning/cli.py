@@ -36,7 +36,7 @@ def site_options(fn):
     """What every node of a site shares: WiFi and the broker as the node reaches it."""
     fn = click.option("--mqtt-port", envvar="NODE_MQTT_PORT", default=1883, show_default=True,
                       type=click.IntRange(1, 65535), help="Broker port for the node.")(fn)
-    fn = click.option("--mqtt-host", envvar="NODE_MQTT_HOST", required=True,
+    fn = click.option("--mqtt-host", envvar="NODE_MQTT_HOST",
                       help="Broker address as the node reaches it (env NODE_MQTT_HOST), e.g. "
                            "192.168.1.10 — not 127.0.0.1, which is the node itself.")(fn)
     fn = click.option("--wifi-password", envvar="WIFI_PASSWORD", default="",
@@ -54,6 +54,13 @@ def cli():
 
     Example: python -m provisioning image --board HELTEC_V3 --node lamp-42 --mqtt-host 10.0.0.2
     """
+
+
+def need_mqtt_host(mqtt_host: str | None) -> str:
+    if not mqtt_host:
+        raise click.UsageError("say where nodes find the broker: NODE_MQTT_HOST=192.168.1.10 "
+                               "(or --mqtt-host), the broker's address as the node reaches it")
+    return mqtt_host
 
 
 def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
@@ -110,6 +117,7 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
     # Everything that can fail without touching the fleet comes first: a failed build must not
     # leave a registered node whose password nobody has.
     b = boards.load(board)
+    need_mqtt_host(mqtt_host)
     packages = image.fetch_packages(b, mip_index, Path(mip_cache))
     if claim_token:
         generic_image(b, packages, claim_token, claim_port, node, wifi_ssid, wifi_password,
@@ -170,6 +178,7 @@ def flash_one(board_name, port, node, firmware, site: dict, mip_index, mip_cache
 
     board = boards.load(board_name)
     flash.check_port(port)
+    need_mqtt_host(site["mqtt_host"])
     if firmware:
         flash.check_version(flash.micropython_version(Path(firmware)), f"FIRMWARE {firmware}")
     echo(f"{port}: asking the chip what it is")
@@ -236,6 +245,7 @@ def batch_command(board, ports, firmware, wifi_ssid, wifi_password, mqtt_host, m
     """
     from .flash import FlashError
 
+    need_mqtt_host(mqtt_host)
     site = {"wifi_ssid": wifi_ssid, "wifi_password": wifi_password, "mqtt_host": mqtt_host,
             "mqtt_port": mqtt_port}
     done, failed = [], []
@@ -304,6 +314,7 @@ def merged_image_command(board, firmware, node, wifi_ssid, wifi_password, mqtt_h
     from . import flash
 
     b = boards.load(board)
+    need_mqtt_host(mqtt_host)
     flash.check_version(flash.micropython_version(Path(firmware)), f"FIRMWARE {firmware}")
     packages = image.fetch_packages(b, mip_index, Path(mip_cache))
     identity = issue_identity(node, board)

@@ -23,9 +23,13 @@ SCHEMA = {  # field name -> kind, per dict type, as docs/protocol.md lists them
     proto.RESULT: {"cid": "uint", "code": "uint", "value": "sint", "text": "str"},
     proto.COMMAND: {"cid": "uint", "cmd": "uint", "arg": "sint"},
     proto.CONFIG: {"cid": "uint", "interval": "uint", "status_interval": "uint"},
+    proto.OTA_UP: {"state": "uint", "version": "str", "progress": "uint", "reason": "uint",
+                   "text": "str", "rid": "uint", "bytes": "uint"},
+    proto.OTA_DOWN: {"op": "uint", "version": "str", "rid": "uint", "url": "str"},
 }
 REQUIRED = {proto.STATUS: ("fw", "uptime"), proto.EVENT: ("code",), proto.RESULT: ("cid", "code"),
-            proto.COMMAND: ("cid", "cmd"), proto.CONFIG: ("cid",)}
+            proto.COMMAND: ("cid", "cmd"), proto.CONFIG: ("cid",),
+            proto.OTA_UP: ("state", "version"), proto.OTA_DOWN: ("op", "version")}
 
 
 def scaled(qid, raw):

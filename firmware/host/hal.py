@@ -41,6 +41,7 @@ class HostHAL:
         self._station = False  # connect() was called: like the ESP32 driver, keep (re)joining
         self._writers: set[asyncio.StreamWriter] = set()
         self.led_on = False
+        self.micropython = (1, 24, 1)
         self.led_toggles = 0
         self.wdt_timeout_ms: int | None = None
         self.last_feed = self.ticks_ms()
@@ -78,6 +79,10 @@ class HostHAL:
     def reset(self) -> None:
         self.cause = SOFT_RESET
         raise SimReset("machine.reset()")
+
+    def mpy_version(self) -> tuple:
+        """The MicroPython version a simulated node reports (a setting: CPython runs it)."""
+        return self.micropython
 
     def unique_id(self) -> str:
         return self.hw.uid

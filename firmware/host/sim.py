@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from polylink import config
+from polylink import config, slots
 from polylink.node import Node
 from polylink_host.hal import WDT_RESET, HostHAL, SimReset
 
@@ -52,6 +52,7 @@ def write_config(
     queue_max: int = 1000,
     board: dict | None = None,
     keepalive: int = 60,
+    ota: dict | None = None,
 ) -> None:
     """Write a simulated node's board.json and config.json, as provisioning would."""
     root.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,8 @@ def write_config(
         "status_interval": status_interval,
         "queue_max": queue_max,
     }
+    if ota is not None:
+        cfg["ota"] = ota
     path = root / config.CONFIG_FILE
     if path.exists():
         # Keep what the fleet changed on the node (CONFIG downlinks persist intervals).
@@ -83,9 +86,12 @@ def write_config(
 class SimNode:
     """One simulated node: its HAL and a supervisor that restarts the firmware after a reset."""
 
-    def __init__(self, node: str, root: Path):
+    def __init__(self, node: str, root: Path, crash_versions=()):
         self.id = node
         self.root = Path(root)
+        # The host port cannot run a slot's .mpy files, so it runs this tree's code whatever the
+        # slot; a release "crashes at start" here when its version is named in crash_versions.
+        self.crash_versions = set(crash_versions)
         self.board = config.load_board(str(self.root))
         self.hal = HostHAL(node, self.root, self.board)
         self.node: Node | None = None
@@ -97,6 +103,7 @@ class SimNode:
     async def run(self) -> None:
         """Boot the firmware, and boot it again after every reset, until cancelled."""
         while True:
+            slots.boot(str(self.root))  # what boot.py does: count trial boots, revert if due
             cfg = config.load(str(self.root), default_node=self.id, board=self.board)
             if cfg.claim is not None:
                 # A generic image, as main.py does: claim an identity, then boot again as it.
@@ -106,7 +113,10 @@ class SimNode:
                 self.hal.node = self.id
                 continue
             self.node = Node(self.hal, cfg)
-            self._task = asyncio.create_task(self.node.run())
+            if self.node.fw in self.crash_versions:
+                self._task = asyncio.create_task(self._crash())
+            else:
+                self._task = asyncio.create_task(self.node.run())
             self._wdt_fired = False
             try:
                 await self._task
@@ -129,6 +139,10 @@ class SimNode:
             self.hal.wdt_timeout_ms = None
             self.hal.led(False)
             await asyncio.sleep(0.05)  # boot time
+
+    async def _crash(self) -> None:
+        await asyncio.sleep(0.3)
+        raise RuntimeError(f"simulated crash of release {self.node and self.node.fw}")
 
     def watchdog_expired(self) -> bool:
         """True (once per boot) when the running firmware's watchdog went unfed past its timeout.

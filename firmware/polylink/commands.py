@@ -48,6 +48,9 @@ class Commands:
         elif mtype == proto.CONFIG:
             cid = body["cid"]
             code, value, text = self._safely(self._config, body)
+        elif mtype == proto.OTA_DOWN:
+            self.node.ota_agent().offer(body)  # the agent reports its states with OTA_UP
+            return
         else:
             self._bad("%s is not a downlink" % proto.type_name(mtype))
             return

@@ -36,6 +36,7 @@ class Config:
     queue_max: int = 1000
     sensors: list = []
     bme280_addr: int = 0x76
+    ota: dict = {}  # the "ota" section, defaults filled in (configschema.DEFAULTS)
     ota_keys: dict = {}
     lorawan: dict | None = None
     claim: dict | None = None

@@ -42,7 +42,11 @@ DEFAULTS = {
     "bme280_addr": 0x76,
     # Minted by the fleet at registration (fleet/provision.py): the public keys signed updates
     # must verify against, {key id: public key hex}, and the LoRaWAN OTAA keys of a radio board.
-    "ota": {"keys": {}},
+    # url: the fleet's base URL for update files; window: [from hour, to hour) UTC or null;
+    # min_battery: volts below which an update is declined; check: seconds between asking the
+    # fleet for an update (0: offers only); confirm: seconds a new version must run healthy.
+    "ota": {"keys": {}, "url": None, "window": None, "min_battery": None, "check": 0,
+            "confirm": 300, "ca": None},
     "lorawan": None,
     # A generic image's claim token: {"token": "<id>.<secret>", "port": claim listener, "retry": s}
     "claim": None,
@@ -72,8 +76,27 @@ def _ota(raw):
         raise ConfigError("config.json: ota.keys must be {key id: public key hex}, got %r"
                           % (keys,))
     for kid in keys:
-        _hex("config.json: ota.keys.%s" % kid, keys[kid])
-    return keys
+        _hex("config.json: ota.keys.%s" % kid, keys[kid], 130)
+    url = _opt_str("config.json: ota.url", ota["url"])
+    if url and not (url.startswith("http://") or url.startswith("https://")):
+        raise ConfigError("config.json: ota.url must start with http:// or https://, got %r"
+                          % (url,))
+    w = ota["window"]
+    if w is not None:
+        if not isinstance(w, list) or len(w) != 2:
+            raise ConfigError("config.json: ota.window must be null or [from hour, to hour] UTC,"
+                              " got %r" % (w,))
+        _int("config.json: ota.window[0]", w[0], 0, 23)
+        _int("config.json: ota.window[1]", w[1], 0, 24)
+    mb = ota["min_battery"]
+    if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float))
+                           or not 0 < mb < 6):
+        raise ConfigError("config.json: ota.min_battery must be null or volts in 0..6, got %r"
+                          % (mb,))
+    _int("config.json: ota.check", ota["check"], 0, 604800)
+    _int("config.json: ota.confirm", ota["confirm"], 1, 86400)
+    _opt_str("config.json: ota.ca", ota["ca"])
+    return ota
 
 
 def _claim(raw):
@@ -247,7 +270,8 @@ def validate(raw, board, default_node=None) -> Config:
     c.bme280_addr = _int(
         "config.json: bme280_addr", raw.get("bme280_addr", DEFAULTS["bme280_addr"]), 0x76, 0x77
     )
-    c.ota_keys = _ota(raw)
+    c.ota = _ota(raw)
+    c.ota_keys = c.ota["keys"]
     c.lorawan = _lorawan(raw)
     c.claim = _claim(raw)
     sensors = raw.get("sensors")

@@ -72,6 +72,12 @@ class HAL:
     def reset(self) -> None:
         machine.reset()
 
+    def mpy_version(self) -> tuple:
+        """The running MicroPython's version, e.g. (1, 24, 1)."""
+        import sys
+
+        return tuple(sys.implementation.version[:3])
+
     def unique_id(self) -> str:
         return "".join("%02x" % b for b in machine.unique_id())
 

@@ -25,6 +25,15 @@ class Node:
         self.hal = hal
         self.cfg = cfg
         self.reset_cause = hal.reset_cause()
+        # The version that runs: the slot pointer's (an OTA update) or the factory app's. The
+        # slot code is needed again only for an update, so it is not kept in the heap.
+        from polylink import slots
+
+        st = slots.read(hal.root)
+        config.unload("slots")
+        self.fw = st["version"] or FW_VERSION
+        self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
+        self.ota = None
         self.seq = Sequence(hal.path("seq"))
         self.store = Store(hal.path("queue"), cfg.queue_max)
         self.sensors = SensorSet(hal, cfg)
@@ -77,6 +86,14 @@ class Node:
                 await asyncio.sleep(0.2)
         finally:
             self._blinking = False
+
+    def ota_agent(self):
+        """The OTA agent, loaded on first need (an offer, a trial boot, periodic checks)."""
+        if self.ota is None:
+            from polylink.ota import Agent
+
+            self.ota = Agent(self)
+        return self.ota
 
     def uptime_s(self) -> int:
         return self._uptime_ms // 1000
@@ -172,12 +189,16 @@ class Node:
     async def run(self):
         """Start every task and run the main loop (watchdog, uptime, reboots) until reset."""
         self.hal.wdt_start(WDT_TIMEOUT_MS)
-        tasks = [
+        tasks: list = [
             asyncio.create_task(self.link.run()),
             asyncio.create_task(self._sampler()),
             asyncio.create_task(self._reporter()),
             asyncio.create_task(self._sender()),
         ]
+        if self._ota_after_boot:
+            tasks.append(asyncio.create_task(self.ota_agent().after_boot()))
+        if self.cfg.ota and self.cfg.ota.get("check"):
+            tasks.append(asyncio.create_task(self.ota_agent().check_loop(self.cfg.ota["check"])))
         try:
             while True:
                 self._tick()
@@ -185,3 +206,5 @@ class Node:
         finally:
             for t in tasks:
                 t.cancel()
+            if self.ota is not None and self.ota.task is not None:
+                self.ota.task.cancel()

@@ -19,11 +19,11 @@ EVENT = const(2)
 RESULT = const(3)
 COMMAND = const(4)
 CONFIG = const(5)
-OTA_UP = const(8)  # reserved until the OTA protocol defines it
-OTA_DOWN = const(9)  # reserved until the OTA protocol defines it
+OTA_UP = const(8)  # update state reports (docs/ota.md)
+OTA_DOWN = const(9)  # update offers
 
-UPLINKS = (TELEMETRY, STATUS, EVENT, RESULT)
-DOWNLINKS = (COMMAND, CONFIG)
+UPLINKS = (TELEMETRY, STATUS, EVENT, RESULT, OTA_UP)
+DOWNLINKS = (COMMAND, CONFIG, OTA_DOWN)
 TYPE_NAMES = ("TELEMETRY", "STATUS", "EVENT", "RESULT", "COMMAND", "CONFIG", None, None,
               "OTA_UP", "OTA_DOWN")
 
@@ -72,6 +72,23 @@ _SCHEMA = (
         (1, "cid", _UINT, True),
         (2, "interval", _UINT, False),
         (3, "status_interval", _UINT, False),
+    ),
+    None,
+    None,
+    (  # OTA_UP
+        (1, "state", _UINT, True),
+        (2, "version", _STR, True),
+        (3, "progress", _UINT, False),
+        (4, "reason", _UINT, False),
+        (5, "text", _STR, False),
+        (6, "rid", _UINT, False),
+        (7, "bytes", _UINT, False),
+    ),
+    (  # OTA_DOWN
+        (1, "op", _UINT, True),
+        (2, "version", _STR, True),
+        (3, "rid", _UINT, False),
+        (4, "url", _STR, False),
     ),
 )
 
@@ -250,10 +267,7 @@ def _enc_fields(buf, i, mtype, body):
 
 def encode(buf, mtype, seq, body, ts=None):
     """Write one frame into bytearray buf from offset 0 and return its length."""
-    if mtype in (OTA_UP, OTA_DOWN):
-        raise FrameError("reserved message type %d (%s): not defined in v1"
-                         % (mtype, TYPE_NAMES[mtype]))
-    if not isinstance(mtype, int) or not 0 <= mtype <= CONFIG:
+    if not isinstance(mtype, int) or not 0 <= mtype <= OTA_DOWN or mtype in (6, 7):
         raise FrameError("unknown message type %r" % (mtype,))
     _check_int(seq, 0, 0xFFFF, "seq")
     _room(buf, 0, 3)
@@ -418,10 +432,7 @@ def decode(frame) -> tuple:  # body is a list or a dict by mtype: callers know w
         raise FrameError("unsupported version %d at offset 0 (this decoder speaks %d)"
                          % (version, VERSION))
     mtype = h & 0x0F
-    if mtype == OTA_UP or mtype == OTA_DOWN:
-        raise FrameError("reserved message type %d (%s) at offset 0: not defined in v1"
-                         % (mtype, TYPE_NAMES[mtype]))
-    if mtype > CONFIG:
+    if mtype > OTA_DOWN or mtype == 6 or mtype == 7:
         raise FrameError("unknown message type %d at offset 0" % mtype)
     seq = frame[1] << 8 | frame[2]
     ts = None

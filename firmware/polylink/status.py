@@ -5,7 +5,7 @@ def body(node) -> dict:
     """STATUS fields (docs/architecture.md, Seam 1); rssi is left out while WiFi is down."""
     hal = node.hal
     b = {
-        "fw": node.FW_VERSION,
+        "fw": node.fw,
         "uptime": node.uptime_s(),
         "reset": node.reset_cause,
         "heap_free": hal.mem_free(),

@@ -137,6 +137,15 @@ class FakeHAL:
     def wifi_rssi(self):
         return -61
 
+    def mpy_version(self):
+        return (1, 24, 1)
+
+    async def open_connection(self, host, port, tls=None):
+        if getattr(self, "http", None) is None:
+            raise OSError("no network in this test")
+        c = self.http.connect()
+        return c, c
+
 
 # The BMP280/BME280 datasheet's worked example (T, P) and a typical part's humidity trimming.
 CAL = {
@@ -303,3 +312,83 @@ class NetHAL(FakeHAL):
         p = Pipe()
         self.pipes.append(p)
         return p, p
+
+
+class FakeHTTP:
+    """An HTTP/1.1 server in memory for the OTA agent: GET with Range, optional faults.
+
+    files: {path: bytes}. cut: {path: n} closes the connection after n body bytes once.
+    corrupt: {path} serves those bodies with one byte flipped.
+    """
+
+    def __init__(self, files):
+        self.files = files
+        self.cut = {}
+        self.corrupt = set()
+        self.requests = []  # (path, range start)
+        self.bytes_sent = 0
+
+    def connect(self):
+        return _HTTPConn(self)
+
+    def answer(self, request):
+        lines = request.decode().split("\r\n")
+        path = lines[0].split(" ")[1]
+        start = 0
+        for ln in lines[1:]:
+            if ln.lower().startswith("range: bytes="):
+                start = int(ln[13:].split("-")[0])
+        self.requests.append((path, start))
+        body = self.files.get(path)
+        if body is None:
+            return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        if path in self.corrupt:
+            body = bytes([body[0] ^ 1]) + body[1:]
+        if start >= len(body) and start:
+            return b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n"
+        part = body[start:]
+        n = self.cut.pop(path, None)
+        head = "HTTP/1.1 %s\r\nContent-Length: %d\r\n" % (
+            "206 Partial Content" if start else "200 OK", len(part))
+        if start:
+            head += "Content-Range: bytes %d-%d/%d\r\n" % (start, len(body) - 1, len(body))
+        if n is not None:
+            part = part[:n]
+        self.bytes_sent += len(part)
+        return (head + "\r\n").encode() + part
+
+
+class _HTTPConn:
+    def __init__(self, server):
+        self.server = server
+        self.req = bytearray()
+        self.rx = None
+        self.pos = 0
+
+    def write(self, b):
+        self.req += bytes(b)
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+    def _ready(self):
+        if self.rx is None:
+            self.rx = self.server.answer(bytes(self.req))
+
+    async def readline(self):
+        self._ready()
+        rx = self.rx
+        i = rx.find(b"\n", self.pos)
+        end = len(rx) if i < 0 else i + 1
+        line = rx[self.pos:end]
+        self.pos = end
+        return line
+
+    async def read(self, n):
+        self._ready()
+        b = self.rx[self.pos:self.pos + n]
+        self.pos += len(b)
+        return b

@@ -21,8 +21,8 @@ def test_identity_defaults_to_no_keys():
 
 
 def test_minted_keys_are_kept():
-    c = config.validate(_raw(ota={"keys": {"k1": "ab" * 32}}, lorawan=dict(_LW)), board())
-    eq(c.ota_keys, {"k1": "ab" * 32})
+    c = config.validate(_raw(ota={"keys": {"k1": "04" + "ab" * 64}}, lorawan=dict(_LW)), board())
+    eq(c.ota_keys, {"k1": "04" + "ab" * 64})
     eq(c.lorawan["dev_eui"], "02A1B2C3D4E5F601")
 
 

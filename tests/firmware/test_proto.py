@@ -173,8 +173,8 @@ def test_type_names_and_directions():
     eq(proto.type_name(proto.TELEMETRY), "TELEMETRY", "0")
     eq(proto.type_name(proto.OTA_DOWN), "OTA_DOWN", "9")
     eq(proto.type_name(12), "type 12", "12")
-    eq(proto.UPLINKS, (0, 1, 2, 3), "uplinks")
-    eq(proto.DOWNLINKS, (4, 5), "downlinks")
+    eq(proto.UPLINKS, (0, 1, 2, 3, 8), "uplinks")
+    eq(proto.DOWNLINKS, (4, 5, 9), "downlinks")
 
 
 def test_registry_entries_are_consistent():

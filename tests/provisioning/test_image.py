@@ -174,7 +174,7 @@ def test_bad_input_is_refused_before_anything_is_registered(env):
     r = run("image", "--board", "NOPE", "--node", "x-1", "--mqtt-host", "h")
     assert r.exit_code == 1 and "unknown board 'NOPE'" in r.output
     r = run("image", "--board", "ESP32_GENERIC", "--node", "x-1")
-    assert r.exit_code == 2 and "--mqtt-host" in r.output
+    assert r.exit_code == 2 and "NODE_MQTT_HOST" in r.output
     assert store.get_credentials(_db(env), "x-1") is None
 
 

