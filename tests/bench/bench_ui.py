@@ -215,7 +215,7 @@ def report() -> str:
         lines.append(f"| {name} | {p50:.1f} | {p95:.1f}{mark} | {size:,} |")
     lines.append(f"| alert evaluation, all 10,000 nodes ({open_alerts:,} open alerts; runs every "
                  f"30 s at most, not in the page figures) | {statistics.median(evals):.1f} | "
-                 f"{sorted(evals)[-1]:.1f} (max of 10; first {first_eval:.0f}) | - |")
+                 f"{sorted(evals)[-1]:.1f} (max of 10; the first, cold: {first_eval:.0f}) | - |")
     # First load of the node page: the HTML and everything it pulls in.
     page = client.get(f"/nodes/{busy}").get_data(as_text=True)
     assets = re.findall(r'(?:src|href)="(/(?:static|nodes)/[^"]+)"', page)
