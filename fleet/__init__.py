@@ -51,6 +51,9 @@ def create_app(test_config=None):
 
     provision_api.init_app(app)
     app.register_blueprint(provision_ui.bp)
+    from .providers import views as provider_views
+
+    provider_views.init_app(app)
     from . import ota_api, ota_ui
 
     ota_api.init_app(app)

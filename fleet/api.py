@@ -202,6 +202,10 @@ def send_command(node_id):
         raise ApiError(400, str(e)) from None
     except downlink.BrokerUnavailable as e:
         raise ApiError(503, str(e)) from None
+    except downlink.TooLarge as e:
+        raise ApiError(413, str(e)) from None
+    except downlink.OverLimit as e:
+        raise ApiError(429, str(e)) from None
     response = jsonify({
         "id": cid,
         "node_id": node_id,

@@ -431,6 +431,10 @@ def bad_frames_command(node_id, limit):
                    f"{row['payload'].hex()} {row['error']}")
 
 
+# LoRaWAN providers: their commands live with their adapters (fleet/providers/cli.py).
+from .providers.cli import provider_group  # noqa: E402
+
+cli.add_command(provider_group)
 # OTA commands live in their own module (fleet/ota_cli.py).
 from . import ota_cli  # noqa: E402
 

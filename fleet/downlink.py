@@ -26,6 +26,26 @@ class BrokerUnavailable(DownlinkError):
     """The broker did not accept the downlink."""
 
 
+class OverLimit(DownlinkError):
+    """The provider the node was last heard on cannot take this downlink now."""
+
+
+class TooLarge(OverLimit):
+    """The frame exceeds the payload the node's LoRaWAN data rate allows."""
+
+
+class BudgetUsed(OverLimit):
+    """The node's daily downlink budget on its provider is used up."""
+
+
+def deliver(db, settings, node_id: str, frame: bytes):
+    """Send a frame through the provider the node was last heard on (own broker by default)."""
+    from .providers import downlinks
+
+    if not downlinks.send(db, settings, node_id, frame):
+        publish(settings, node_id, frame)
+
+
 def check_command(cmd: str, arg) -> int | None:
     """Validate a command and its argument; return the argument to send (None for none)."""
     if cmd not in COMMANDS:
@@ -71,7 +91,7 @@ def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None
         body["arg"] = arg
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.COMMAND, seq & 0xFFFF, body)
-    publish(settings, node_id, bytes(buf[:n]))
+    deliver(db, settings, node_id, bytes(buf[:n]))
     store.mark_command_sent(db, cid, proto.COMMAND)
     return cid
 
@@ -92,6 +112,6 @@ def send_config(db, settings, node_id: str, interval=None, status_interval=None,
         body["status_interval"] = status_interval
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.CONFIG, seq & 0xFFFF, body)
-    publish(settings, node_id, bytes(buf[:n]))
+    deliver(db, settings, node_id, bytes(buf[:n]))
     store.mark_command_sent(db, cid, proto.CONFIG)
     return cid

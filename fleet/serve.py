@@ -154,6 +154,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+class ProviderIngest(Ingest):
+    """The LoRaWAN provider ingest worker (`fleet provider ingest`), supervised the same way."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.log_path = settings.data_dir / "logs" / "providers.log"
+        self.command = [sys.executable, "-m", "fleet.cli", "provider", "ingest"]
+
+
 def main(settings: Settings) -> None:
     """Run the fleet manager until Ctrl-C or SIGTERM; exit with a one-line error if it cannot."""
     try:
@@ -168,6 +177,7 @@ def main(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _interrupt)
     broker = None
     ingest = None
+    providers = None
     ticker = None
     claim_service = None
     try:
@@ -182,6 +192,8 @@ def main(settings: Settings) -> None:
         on_amqtt = broker is not None and broker.kind == "amqtt"
         ingest = Ingest(settings, "3.1.1" if on_amqtt else None)
         ingest.start()
+        providers = ProviderIngest(settings)
+        providers.start()
         from .rollouts import Ticker
 
         ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
@@ -200,6 +212,8 @@ def main(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         say("stopping…")
+        if providers is not None:
+            providers.stop()
         if ticker is not None:
             ticker.stop()
         if claim_service is not None:
@@ -244,6 +258,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
         host, port, _user, _pw = settings.mqtt_target()
         say(f"  broker          external, mqtt://{host}:{port} (MQTT_URL)")
     say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
+    say("  providers       LoRaWAN provider ingest (log in "
+        f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
     say(f"  data            {settings.data_dir}")
     say()
     if password is not None:

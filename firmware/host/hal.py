@@ -43,6 +43,7 @@ class HostHAL:
         self.led_on = False
         self.micropython = (1, 24, 1)
         self.led_toggles = 0
+        self.modem = None  # set by the simulation to a simradio.SimModem
         self.wdt_timeout_ms: int | None = None
         self.last_feed = self.ticks_ms()
         Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -113,6 +114,10 @@ class HostHAL:
 
     def adc_uv(self, pin: int) -> int:
         return self.hw.adc_uv(pin)
+
+    # LoRa: a simulated modem (polylink_host.simradio.SimModem) if the simulation attached one
+    def lora_modem(self):
+        return self.modem if self.board.get("radio") else None
 
     # WiFi and network
     def wifi_connect(self, ssid: str, password: str) -> None:

@@ -36,7 +36,8 @@ def sim_board(name: str = "ESP32_GENERIC") -> dict:
     """The board simulated nodes run with: the real board file plus a simulated battery."""
     board = json.loads((BOARDS / f"{name}.json").read_text())
     board["battery"] = dict(SIM_BATTERY)
-    board["sensors"] = list(board["sensors"]) + ["battery"]
+    # Boards with a battery input (Heltec, T-Beam) list it already: a second one is a duplicate.
+    board["sensors"] = [s for s in board["sensors"] if s != "battery"] + ["battery"]
     return board
 
 

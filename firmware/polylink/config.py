@@ -39,6 +39,7 @@ class Config:
     ota: dict = {}  # the "ota" section, defaults filled in (configschema.DEFAULTS)
     ota_keys: dict = {}
     lorawan: dict | None = None
+    link_policy: str = "wifi"  # wifi | lorawan | wifi_first (LoRaWAN while WiFi is down)
     claim: dict | None = None
 
 

@@ -48,6 +48,8 @@ DEFAULTS = {
     "ota": {"keys": {}, "url": None, "window": None, "min_battery": None, "check": 0,
             "confirm": 300, "ca": None},
     "lorawan": None,
+    # wifi | lorawan | wifi_first; None: wifi_first on a radio board with lorawan keys, else wifi
+    "link_policy": None,
     # A generic image's claim token: {"token": "<id>.<secret>", "port": claim listener, "retry": s}
     "claim": None,
 }
@@ -136,6 +138,22 @@ def _lorawan(raw):
     if not isinstance(lw.get("adr", True), bool):
         raise ConfigError("config.json: lorawan.adr must be true or false")
     return lw
+
+
+_POLICIES = ("wifi", "lorawan", "wifi_first")
+
+
+def _link_policy(raw, lw, board):
+    # A radio board with LoRaWAN keys fails over to LoRaWAN by default; others use WiFi only.
+    default = "wifi_first" if lw is not None and board.get("radio") else "wifi"
+    p = raw.get("link_policy") or default
+    if p not in _POLICIES:
+        raise ConfigError("config.json: link_policy must be one of %s, got %r"
+                          % (", ".join(_POLICIES), p))
+    if p != "wifi" and (lw is None or not board.get("radio")):
+        raise ConfigError("config.json: link_policy %r needs a board with a radio and a"
+                          " lorawan section" % p)
+    return p
 
 
 def _int(where, value, lo, hi):
@@ -273,6 +291,7 @@ def validate(raw, board, default_node=None) -> Config:
     c.ota = _ota(raw)
     c.ota_keys = c.ota["keys"]
     c.lorawan = _lorawan(raw)
+    c.link_policy = _link_policy(raw, c.lorawan, board)
     c.claim = _claim(raw)
     sensors = raw.get("sensors")
     c.sensors = _sensors(

@@ -119,6 +119,35 @@ class HAL:
 
         return ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin)))
 
+    def lora_modem(self):
+        """The board's LoRa radio as a micropython-lib `lora` async modem, or None without one.
+
+        The drivers (`lora-sx127x` or `lora-sx126x`, and `lora-async`) are installed with mip when
+        the board is flashed; board["radio"] names the chip and pins.
+        """
+        r = self.board.get("radio")
+        if not r:
+            return None
+        s = r["spi"]
+        spi = machine.SPI(s["id"], baudrate=s.get("baudrate", 2000000), polarity=0, phase=0,
+                          sck=machine.Pin(s["sck"]), mosi=machine.Pin(s["mosi"]),
+                          miso=machine.Pin(s["miso"]))
+
+        def pin(name, mode=machine.Pin.IN):
+            return None if r.get(name) is None else machine.Pin(r[name], mode)
+
+        if r["chip"] == "sx1262":
+            from lora import AsyncSX1262  # pyright: ignore[reportMissingImports]
+
+            return AsyncSX1262(spi=spi, cs=pin("cs", machine.Pin.OUT), busy=pin("busy"),
+                           dio1=pin("dio1"), reset=pin("reset", machine.Pin.OUT),
+                           dio2_rf_sw=r.get("dio2_rf_sw", True),
+                           dio3_tcxo_millivolts=r.get("dio3_tcxo_millivolts"))
+        from lora import AsyncSX1276  # pyright: ignore[reportMissingImports]
+
+        return AsyncSX1276(spi=spi, cs=pin("cs", machine.Pin.OUT), dio0=pin("dio0"),
+                           dio1=pin("dio1"), reset=pin("reset", machine.Pin.OUT))
+
     def adc_uv(self, pin: int) -> int:
         """One ADC reading on pin in microvolts (calibrated, 11 dB attenuation: 0..3.1 V)."""
         adc = machine.ADC(machine.Pin(pin), atten=machine.ADC.ATTN_11DB)

@@ -40,6 +40,15 @@ class Node:
         self.schedule = Schedule(hal, cfg.interval)
         self.status_schedule = Schedule(hal, cfg.status_interval)
         self.link = Link(hal, cfg, self._on_message)
+        self.lora = None  # the LoRaWAN link (lw_link.LoRaLink) when the policy and board allow
+        self.lora_sent = 0  # frames sent over LoRaWAN since boot
+        if cfg.link_policy != "wifi":
+            make = getattr(hal, "lora_modem", None)
+            modem = make() if make is not None else None
+            if modem is not None:
+                from polylink.lw_link import LoRaLink
+
+                self.lora = LoRaLink(hal, cfg, modem, self._on_lora)
         self.bad_downlinks = 0  # downlinks rejected since boot (EVENT code 1 reports the count)
         self.sent = 0  # frames acknowledged by the broker since boot
         self.encode_errors = 0
@@ -144,6 +153,59 @@ class Node:
             self.emit(proto.TELEMETRY, out, self.hal.time())
         self._last_sample = self.hal.ticks_ms()
 
+    def _on_lora(self, fport, payload):
+        from polylink.commands import Commands
+
+        Commands(self).handle(payload)
+        config.unload("commands")
+
+    def _wifi_ok(self) -> bool:
+        return self.cfg.link_policy != "lorawan" and self.link.up.is_set()
+
+    async def _link_ready(self):
+        """Wait until a link the policy allows can carry a frame: WiFi first, else LoRaWAN."""
+        lora = self.lora
+        if lora is None:
+            await self.link.up.wait()
+            return
+        while not self._wifi_ok() and not lora.ready.is_set():
+            await asyncio.sleep(0.5)
+
+    async def _send_lora(self, idx, n):
+        """Send the queue's head over LoRaWAN; split it by priority if the data rate is short."""
+        from polylink.lorawan import BudgetError, LoRaWANError
+
+        lora = self.lora
+        if lora is None:
+            return
+        frame = bytes(memoryview(self._out)[:n])
+        limit = lora.max_payload()
+        if n > limit:
+            from polylink.lw_split import split
+
+            try:
+                parts = split(frame, limit, self.seq.take)
+            except proto.FrameError:
+                # Not a TELEMETRY frame: it waits for WiFi or a faster data rate, never cut.
+                await asyncio.sleep(5)
+                return
+            for p in parts:
+                self.store.append(p, len(p))
+            self.store.pop(idx)
+            return
+        try:
+            await lora.send(frame)
+        except BudgetError:
+            await asyncio.sleep(60)  # the day's airtime is used up: wait for WiFi or tomorrow
+            return
+        except LoRaWANError as e:
+            lora.last_error = str(e)
+            await asyncio.sleep(1)
+            return
+        self.store.pop(idx)
+        self.sent += 1
+        self.lora_sent += 1
+
     async def _sampler(self):
         while True:
             await self.schedule.wait()
@@ -159,13 +221,16 @@ class Node:
         link = self.link
         while True:
             # Peek only once connected: a frame dropped from a full queue meanwhile is not sent.
-            await link.up.wait()
+            await self._link_ready()
             n = store.peek(self._out)
             if not n:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
             idx = store.head_idx
+            if not self._wifi_ok():
+                await self._send_lora(idx, n)
+                continue
             try:
                 await link.publish(link.up_topic, memoryview(self._out)[:n], key=idx)
             except LinkDown:
@@ -190,11 +255,14 @@ class Node:
         """Start every task and run the main loop (watchdog, uptime, reboots) until reset."""
         self.hal.wdt_start(WDT_TIMEOUT_MS)
         tasks: list = [
-            asyncio.create_task(self.link.run()),
             asyncio.create_task(self._sampler()),
             asyncio.create_task(self._reporter()),
             asyncio.create_task(self._sender()),
         ]
+        if self.cfg.link_policy != "lorawan" or self.lora is None:
+            tasks.append(asyncio.create_task(self.link.run()))
+        if self.lora is not None:
+            tasks.append(asyncio.create_task(self.lora.join()))
         if self._ota_after_boot:
             tasks.append(asyncio.create_task(self.ota_agent().after_boot()))
         if self.cfg.ota and self.cfg.ota.get("check"):

@@ -1,0 +1,121 @@
+"""LoRaWAN Class A over a radio with the micropython-lib `lora` AsyncModem API.
+
+Protocol (frames, keys, counters, MAC) is lorawan.Device; this module owns the timing: transmit
+on a channel the duty cycle allows, open RX1 and RX2 after it, join until accepted. Downlinks with
+application data are handed to on_downlink(fport, payload).
+"""
+
+import asyncio
+
+from polylink import region_eu868 as region
+from polylink.lorawan import BudgetError, Device, LoRaWANError
+
+_RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start
+_JOIN_BACKOFF_S = 10  # extra wait between join attempts, on top of the duty cycle
+FPORT = 1  # the Polylink frame's FPort (docs/protocol.md)
+
+
+class LoRaLink:
+    """A node's LoRaWAN link; `ready` is set while it has a session (joined or ABP)."""
+
+    def __init__(self, hal, cfg, modem, on_downlink, battery=None):
+        self.hal = hal
+        self.modem = modem
+        self.on_downlink = on_downlink
+        self.dev = Device(hal.path("lorawan.json"), cfg.lorawan, region, battery=battery)
+        self.ready = asyncio.Event()
+        if self.dev.joined:
+            self.ready.set()
+        self.sent = 0  # uplinks transmitted since boot
+        self.joins = 0
+        self.downlinks = 0
+        self.last_error = ""
+        self._busy = asyncio.Lock()
+
+    def max_payload(self) -> int:
+        return self.dev.max_payload()
+
+    async def _wait_ms(self, ms):
+        if ms > 0:
+            await asyncio.sleep(ms / 1000)
+
+    async def _tx(self, phy):
+        """Transmit phy on a channel whose sub-band is free; return (freq, dr, tx end ticks)."""
+        hal = self.hal
+        dev = self.dev
+        while True:
+            freq, dr, wait = dev.plan(len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_diff)
+            if not wait:
+                break
+            await self._wait_ms(wait)
+        self.modem.configure(region.lora_cfg(freq, dr, True, dev.tx_power_dbm()))
+        dev.sent(freq, dr, len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_add)
+        end = await self.modem.send(phy)
+        return freq, dr, end
+
+    async def _rx(self, at, freq, dr):
+        """Listen in a receive window opening at ticks `at`; the packet or None."""
+        hal = self.hal
+        await self._wait_ms(hal.ticks_diff(at, hal.ticks_ms()))
+        self.modem.configure(region.lora_cfg(freq, dr, False))
+        pkt = await self.modem.recv(timeout_ms=_RX_WINDOW_MS)
+        self.modem.standby()
+        return pkt
+
+    async def _windows(self, end, freq, rx1, rx2):
+        """RX1 then, if nothing came, RX2; rx1/rx2 are (delay ms, freq or None, dr)."""
+        add = self.hal.ticks_add
+        pkt = await self._rx(add(end, rx1[0]), rx1[1] or freq, rx1[2])
+        if pkt is None:
+            pkt = await self._rx(add(end, rx2[0]), rx2[1] or freq, rx2[2])
+        return pkt
+
+    async def join(self):
+        """Send join-requests until a join-accept comes (OTAA); returns at once for ABP."""
+        dev = self.dev
+        while not dev.joined:
+            async with self._busy:
+                req = dev.join_request()
+                try:
+                    freq, dr, end = await self._tx(req)
+                except BudgetError as e:
+                    self.last_error = str(e)
+                    await asyncio.sleep(600)
+                    continue
+                d1 = region.JOIN_ACCEPT_DELAY1_MS
+                pkt = await self._windows(end, freq, (d1, None, dr),
+                                          (d1 + 1000, dev.s["rx2f"], dev.s["rx2dr"]))
+                if pkt is not None:
+                    try:
+                        dev.join_accept(pkt)
+                        self.joins += 1
+                        break
+                    except LoRaWANError as e:
+                        self.last_error = "join: %s" % (e,)
+            await asyncio.sleep(_JOIN_BACKOFF_S)
+        self.ready.set()
+
+    async def send(self, payload, confirmed=False) -> bool:
+        """Send one application payload on FPort 1; True once sent (and, if confirmed, acked).
+
+        Raises LoRaWANError when the payload does not fit the data rate, BudgetError when the
+        daily airtime budget is used up.
+        """
+        await self.ready.wait()
+        dev = self.dev
+        async with self._busy:
+            phy = dev.uplink(payload, FPORT, confirmed)
+            freq, _dr, end = await self._tx(phy)
+            self.sent += 1
+            pkt = await self._windows(end, freq, dev.rx1(), dev.rx2())
+        acked = False
+        if pkt is not None:
+            try:
+                fport, data, acked = dev.downlink(pkt, getattr(pkt, "snr", 0), self.hal.time())
+            except LoRaWANError as e:
+                self.last_error = "downlink: %s" % (e,)
+            else:
+                self.downlinks += 1
+                if fport == FPORT and data:
+                    self.on_downlink(fport, data)
+        return acked or not confirmed

@@ -1,0 +1,88 @@
+"""Downlinks through the LoRaWAN provider a node was last heard on, within its limits.
+
+Limits checked before anything is published: the frame must fit the payload of the data rate
+the node last used (EU868 table in polylink.region_eu868), and the node must have downlinks left
+in its provider's daily budget (The Things Network's fair use: 10 a day). The provider queues
+the downlink (TTS `down/push`, ChirpStack `command/down` both append to the device's queue) and
+sends it in a receive window after the node's next uplink (Class A).
+"""
+
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from polylink import region_eu868
+
+from fleet import db as store
+
+from . import ADAPTERS, FPORT, registry
+
+PUBLISH_TIMEOUT = 5.0
+_DAY = 86400
+
+
+def _provider_of(db, node_id):
+    rows = list(db.query(
+        "SELECT p.name, p.kind, p.downlinks_per_day FROM nodes n JOIN providers p"
+        " ON p.name = n.provider WHERE n.id = ?", [node_id]))
+    return rows[0] if rows else None
+
+
+def used_today(db, node_id: str, provider: str, now=None) -> int:
+    now = time.time() if now is None else now
+    start = now - now % _DAY
+    return db.execute("SELECT count(*) FROM provider_downlinks WHERE node_id = ? AND provider = ?"
+                      " AND t >= ?", [node_id, provider, start]).fetchone()[0]
+
+
+def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
+    """Send frame via the node's LoRaWAN provider; False if the node was last heard elsewhere."""
+    from fleet.downlink import BrokerUnavailable, BudgetUsed, OverLimit, TooLarge
+
+    p = _provider_of(db, node_id)
+    if p is None:
+        return False
+    ids = list(db.query("SELECT ext_id, device_id, last_dr FROM transport_ids WHERE node_id = ?"
+                        " AND provider = ? ORDER BY last_seen DESC", [node_id, p["name"]]))
+    if not ids:
+        raise OverLimit(f"node {node_id} has no identity on provider {p['name']}")
+    ident = ids[0]
+    dr = ident["last_dr"] or 0
+    limit = region_eu868.max_app_payload(min(dr, len(region_eu868.DATA_RATES) - 1))
+    if len(frame) > limit:
+        raise TooLarge(f"{len(frame)} bytes do not fit a downlink at DR{dr} (max {limit}) on"
+                       f" provider {p['name']}")
+    used = used_today(db, node_id, p["name"], now)
+    if used >= p["downlinks_per_day"]:
+        raise BudgetUsed(f"node {node_id} used its {p['downlinks_per_day']} downlinks for today"
+                         f" on provider {p['name']}; try again after 00:00 UTC")
+    cfg, password = registry.login(db, settings.data_dir, p["name"])
+    adapter = ADAPTERS[p["kind"]]
+    topic = adapter.downlink_topic(cfg, ident["device_id"] or ident["ext_id"])
+    message = adapter.downlink_message(frame, FPORT, dev_eui=ident["ext_id"])
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if cfg.get("username"):
+        client.username_pw_set(cfg["username"], password)
+    if cfg.get("tls"):
+        import ssl
+
+        client.tls_set_context(ssl.create_default_context())
+    try:
+        client.connect(cfg["host"], cfg["port"], keepalive=10)
+    except OSError as e:
+        raise BrokerUnavailable(f"cannot reach provider {p['name']} at {cfg['host']}:"
+                                f"{cfg['port']}: {e}") from None
+    client.loop_start()
+    try:
+        info = client.publish(topic, message, qos=1)
+        info.wait_for_publish(PUBLISH_TIMEOUT)
+        if not info.is_published():
+            raise BrokerUnavailable(f"provider {p['name']} did not acknowledge the downlink")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with store.transaction(db) as conn:
+        conn.execute("INSERT INTO provider_downlinks (node_id, provider, t, size)"
+                     " VALUES (?, ?, ?, ?)",
+                     (node_id, p["name"], time.time() if now is None else now, len(frame)))
+    return True

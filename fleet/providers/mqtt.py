@@ -1,0 +1,20 @@
+"""The fleet's own MQTT broker (WiFi nodes): topics `pl/v1/{node}/up|down|conn`.
+
+Its uplinks take the fast path in fleet/ingest.py (a raw frame per message, the node id in the
+topic, no JSON); this module names the shapes so every provider has one adapter module.
+"""
+
+KIND = "mqtt"
+TITLE = "Fleet MQTT broker"
+
+
+def subscriptions(cfg=None) -> list[tuple[str, int]]:
+    return [("pl/v1/+/up", 1), ("pl/v1/+/conn", 1)]
+
+
+def downlink_topic(cfg, node_id: str) -> str:
+    return f"pl/v1/{node_id}/down"
+
+
+def downlink_message(frame: bytes, fport=None, confirmed=False, dev_eui="") -> bytes:
+    return frame

@@ -1,0 +1,100 @@
+"""The Things Stack v3 MQTT integration (The Things Network is The Things Stack too).
+
+Uplinks: `v3/{application id}@{tenant}/devices/{device id}/up`, JSON as in The Things Stack's
+"Data Formats" documentation. Empty fields are left out (f_cnt 0, rssi 0, snr 0, confirmed false
+arrive absent); frequency and consumed_airtime are strings. Downlinks: a JSON
+`{"downlinks": [...]}` to `.../down/push` (appended to the device's queue) or `.../down/replace`.
+"""
+
+import base64
+import binascii
+import json
+
+KIND = "tts"
+TITLE = "The Things Stack v3"
+
+
+def _err(msg):
+    from . import ProviderError
+
+    return ProviderError(f"TTS uplink: {msg}")
+
+
+def app_prefix(cfg) -> str:
+    """`{application}@{tenant}`: The Things Network's tenant is `ttn`."""
+    return f"{cfg['application']}@{cfg.get('tenant') or 'ttn'}"
+
+
+def subscriptions(cfg) -> list[tuple[str, int]]:
+    return [(f"v3/{app_prefix(cfg)}/devices/+/up", 1)]
+
+
+def downlink_topic(cfg, device_id: str) -> str:
+    return f"v3/{app_prefix(cfg)}/devices/{device_id}/down/push"
+
+
+def downlink_message(frame: bytes, fport: int, confirmed=False, dev_eui="") -> bytes:
+    d = {"f_port": fport, "frm_payload": base64.b64encode(frame).decode(), "priority": "NORMAL"}
+    if confirmed:
+        d["confirmed"] = True
+    return json.dumps({"downlinks": [d]}).encode()
+
+
+def _num(d, key, kind=float):
+    v = d.get(key)
+    if v is None:
+        return None
+    try:
+        return kind(v)
+    except (TypeError, ValueError):
+        raise _err(f"{key} is not a number: {v!r}") from None
+
+
+def parse_uplink(topic: str, payload: bytes):
+    """An Uplink, or None for a message that carries no application uplink (join, ...)."""
+    from . import Reception, Uplink, dr_of
+
+    try:
+        msg = json.loads(payload)
+    except ValueError as e:
+        raise _err(f"not JSON: {e}") from None
+    if not isinstance(msg, dict):
+        raise _err("not a JSON object")
+    up = msg.get("uplink_message")
+    if up is None:
+        return None
+    ids = msg.get("end_device_ids")
+    if not isinstance(ids, dict) or not isinstance(up, dict):
+        raise _err("end_device_ids and uplink_message must be objects")
+    dev_eui = ids.get("dev_eui")
+    if not isinstance(dev_eui, str) or len(dev_eui) != 16:
+        raise _err(f"end_device_ids.dev_eui must be 16 hex digits, got {dev_eui!r}")
+    try:
+        frame = base64.b64decode(up.get("frm_payload", ""), validate=True)
+    except (binascii.Error, TypeError):
+        raise _err("uplink_message.frm_payload is not base64") from None
+    settings = up.get("settings") or {}
+    lora = (settings.get("data_rate") or {}).get("lora") or {}
+    sf = _num(lora, "spreading_factor", int)
+    bw = _num(lora, "bandwidth", int)
+    airtime = up.get("consumed_airtime")
+    if isinstance(airtime, str) and airtime.endswith("s"):
+        airtime = airtime[:-1]
+    rx = []
+    for m in up.get("rx_metadata") or []:
+        gw = (m.get("gateway_ids") or {}).get("gateway_id", "")
+        rx.append(Reception(gw, _num(m, "rssi") or 0.0, _num(m, "snr") or 0.0))
+    return Uplink(
+        ext_id=dev_eui.upper(),
+        device_id=ids.get("device_id") or topic.split("/")[3],
+        fport=_num(up, "f_port", int) or 0,
+        fcnt=_num(up, "f_cnt", int) or 0,
+        payload=frame,
+        confirmed=bool(up.get("confirmed", False)),
+        sf=sf,
+        bw=bw,
+        dr=dr_of(sf, bw),
+        freq=_num(settings, "frequency", int),
+        airtime=_num({"a": airtime}, "a"),
+        receptions=rx,
+    )

@@ -1,0 +1,150 @@
+"""Providers in the web UI (/providers) and the REST API (/api/v1/providers); admin area.
+
+A provider's password (TTS API key, ChirpStack MQTT password) is write-only: it is accepted on
+create or edit, stored encrypted, and only `password_set` is ever shown back.
+"""
+
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+
+from fleet import db as store
+from fleet.api import ApiError
+from fleet.auth import bearer_token, csrf, require
+
+from . import LORAWAN_KINDS, ProviderError, registry
+
+ui = Blueprint("providers", __name__, url_prefix="/providers")
+api = Blueprint("providers_api", __name__, url_prefix="/api/v1/providers")
+radio_api = Blueprint("radio_api", __name__, url_prefix="/api/v1/nodes")
+_FIELDS = {"name", "kind", "host", "port", "tls", "application", "tenant", "username",
+           "password", "downlinks_per_day"}
+
+
+def _data_dir():
+    from flask import current_app
+
+    return current_app.config["SETTINGS"].data_dir
+
+
+@ui.route("/", methods=("GET", "POST"))
+@require("admin")
+def index():
+    db = store.get_db()
+    form = {k: "" for k in _FIELDS - {"password"}}
+    if request.method == "POST":
+        form = {k: request.form.get(k, "").strip() for k in form}
+        cfg = dict(form, tls=request.form.get("tls") == "on")
+        for k in ("port", "downlinks_per_day"):
+            if not cfg[k]:
+                cfg.pop(k)
+        try:
+            p = registry.add(db, _data_dir(), cfg, request.form.get("password") or None,
+                             actor=g.user["name"])
+        except ProviderError as e:
+            flash(f"Not saved: {e}")
+        else:
+            flash(f"Provider {p['name']} saved. Restart `fleet provider ingest` (or `fleet run`)"
+                  " to connect to it.")
+            return redirect(url_for("providers.index"))
+    return render_template("providers/index.html", providers=registry.list_all(db), form=form,
+                           kinds=LORAWAN_KINDS)
+
+
+@ui.route("/<name>/remove", methods=("POST",))
+@require("admin")
+def remove(name):
+    try:
+        registry.remove(store.get_db(), name, actor=g.user["name"])
+    except KeyError:
+        flash(f"No provider {name}.")
+    else:
+        flash(f"Provider {name} removed.")
+    return redirect(url_for("providers.index"))
+
+
+@api.before_request
+def require_token():
+    token = bearer_token()
+    if token is None:
+        raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
+                            "create one with `fleet token create NAME`")
+    g.user = None
+    g.token = token
+    g.token_name = token["name"]
+
+
+@radio_api.before_request
+def require_token_radio():
+    require_token()
+
+
+@radio_api.get("/<node_id>/receptions")
+@require("read")
+def api_receptions(node_id):
+    """Radio metadata of a node's latest uplink receptions, and its transport identities."""
+    db = store.get_db()
+    try:
+        store.get_node(db, node_id)
+    except store.StoreError as e:
+        raise ApiError(404, str(e)) from None
+    try:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        raise ApiError(400, "limit must be an integer 1..1000") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "limit must be an integer 1..1000")
+    return jsonify({"node_id": node_id, "identities": registry.identities(db, node_id),
+                    "receptions": registry.receptions(db, node_id, limit)})
+
+
+@api.get("")
+@require("admin")
+def api_list():
+    return jsonify(registry.list_all(store.get_db()))
+
+
+@api.put("/<name>")
+@require("admin")
+def api_put(name):
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object like {"kind": "tts", "host": ..., '
+                            '"application": ...} (Content-Type: application/json)')
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
+                            f"expected {', '.join(sorted(_FIELDS))}")
+    cfg = dict(body, name=name)
+    password = cfg.pop("password", None)
+    try:
+        p = registry.add(store.get_db(), _data_dir(), cfg, password,
+                         actor=f"token:{g.token_name}")
+    except ProviderError as e:
+        raise ApiError(400, str(e)) from None
+    return jsonify(p)
+
+
+@api.delete("/<name>")
+@require("admin")
+def api_delete(name):
+    try:
+        registry.remove(store.get_db(), name, actor=f"token:{g.token_name}")
+    except KeyError:
+        raise ApiError(404, f"no provider named {name!r}") from None
+    return "", 204
+
+
+def node_radio(node_id: str) -> dict:
+    """For the node page: transport identities and the latest receptions with radio metadata."""
+    db = store.get_db()
+    return {"identities": registry.identities(db, node_id),
+            "receptions": registry.receptions(db, node_id, limit=20)}
+
+
+def init_app(app):
+    """The API uses bearer tokens, not CSRF; the UI's forms carry the CSRF token."""
+    app.context_processor(lambda: {"node_radio": node_radio})
+    csrf.exempt(api)
+    csrf.exempt(radio_api)
+    app.register_blueprint(ui)
+    app.register_blueprint(api)
+    app.register_blueprint(radio_api)

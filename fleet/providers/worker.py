@@ -1,0 +1,213 @@
+"""The provider ingest worker: subscribes to each LoRaWAN provider's broker, stores frames.
+
+One MQTT client per provider (their brokers, their credentials); messages are decoded by the
+provider's adapter, then stored like the own broker's (fleet/ingest.py: same batches, same
+dedupe by (node, seq)), plus one reception row per gateway. A message is acknowledged to the
+provider's broker only after its batch is committed.
+"""
+
+import logging
+import queue
+import ssl
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from polylink import proto
+
+from fleet import db as store
+from fleet.ingest import UPLINK_TYPES, Ingest
+
+from . import ADAPTERS, FPORT, ProviderError, registry
+
+log = logging.getLogger("fleet.providers")
+BATCH = 500
+FLUSH_S = 0.2
+RELOAD_S = 5.0
+
+
+class ProviderIngest(Ingest):
+    """Turns one provider's uplink messages into stored frames and receptions (no network)."""
+
+    def __init__(self, db, name: str, kind: str):
+        super().__init__(db, provider=name)
+        self.kind = kind
+        self.adapter = ADAPTERS[kind]
+        self.ids = registry.resolve(db, name)
+        self.receptions: list[tuple] = []
+        self.idents: dict[str, tuple] = {}
+
+    def add_message(self, topic: str, payload: bytes, received_at: float) -> None:
+        """Decode one provider message into the current batch; bad ones are kept, not raised."""
+        try:
+            up = self.adapter.parse_uplink(topic, payload)
+        except ProviderError as e:
+            self.pending += 1
+            self._bad(None, received_at, topic, payload, str(e))
+            return
+        if up is None:
+            return  # joins, acks, ...: nothing to store
+        self.pending += 1
+        node = self.ids.get(up.ext_id)
+        if node is None:
+            self.ids = registry.resolve(self.db, self.provider)  # registered since we started?
+            node = self.ids.get(up.ext_id)
+        if node is None:
+            self._bad(None, received_at, topic, payload,
+                      f"DevEUI {up.ext_id} is not a registered node's transport identity")
+            return
+        if up.fport != FPORT:
+            self._bad(node, received_at, topic, payload,
+                      f"FPort {up.fport} is not Polylink's FPort {FPORT}")
+            return
+        try:
+            mtype, seq16, ts, body = proto.decode(up.payload)
+        except proto.FrameError as e:
+            self._bad(node, received_at, topic, payload, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - a codec bug must not stop ingest
+            self._bad(node, received_at, topic, payload, f"decoder failed: {e!r}")
+            return
+        if mtype not in UPLINK_TYPES:
+            self._bad(node, received_at, topic, payload, f"message type {mtype} is not an uplink")
+            return
+        if node not in self.known:
+            self.known.add(node)
+            self.batch.new_nodes.append((node, self.provider, received_at))
+        last = self.seqs.get(node)
+        seq = proto.extend_seq(last, seq16)
+        if last is None or seq > last:
+            self.seqs[node] = seq
+        self.batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
+        self.batch.touch[node] = (received_at, self.provider, self.seqs[node])
+        for r in up.receptions or [None]:
+            self.receptions.append((node, seq, self.provider, received_at,
+                                    r.gateway if r else None, r.rssi if r else None,
+                                    r.snr if r else None, up.sf, up.dr, up.freq, up.airtime,
+                                    up.fcnt))
+        self.idents[up.ext_id] = (node, up.device_id, received_at, up.dr)
+
+    def flush(self) -> int:
+        n = super().flush()
+        if self.receptions or self.idents:
+            with store.transaction(self.db) as conn:
+                conn.executemany(
+                    "INSERT INTO receptions (node_id, seq, provider, received_at, gateway, rssi,"
+                    " snr, sf, dr, freq, airtime, fcnt)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self.receptions)
+                conn.executemany(
+                    "INSERT INTO transport_ids (provider, ext_id, node_id, device_id, last_seen,"
+                    " last_dr) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (provider, ext_id) DO UPDATE"
+                    " SET node_id = excluded.node_id, device_id = excluded.device_id,"
+                    " last_seen = excluded.last_seen, last_dr = excluded.last_dr",
+                    [(self.provider, ext, node, dev, seen, dr)
+                     for ext, (node, dev, seen, dr) in self.idents.items()])
+            self.receptions = []
+            self.idents = {}
+        return n
+
+
+def connect(cfg: dict, password: str | None, on_message) -> mqtt.Client:
+    """A client subscribed to one provider's uplink topics; QoS 1 acked by us after storing."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"polylink-{cfg['name']}",
+                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+    if cfg.get("username"):
+        client.username_pw_set(cfg["username"], password)
+    if cfg.get("tls"):
+        client.tls_set_context(ssl.create_default_context())
+    subs = ADAPTERS[cfg["kind"]].subscriptions(cfg)
+
+    def on_connect(c, userdata, flags, reason, props):
+        if reason.is_failure:
+            log.error("provider %s: broker refused the connection: %s", cfg["name"], reason)
+            return
+        c.subscribe(subs)
+        log.info("provider %s: subscribed to %s", cfg["name"], ", ".join(t for t, _ in subs))
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect_async(cfg["host"], cfg["port"], keepalive=60)
+    client.loop_start()
+    return client
+
+
+def _fingerprint(db, names):
+    return [(p["name"], p["kind"], p["host"], p["port"], p["tls"], p["application"],
+             p["tenant"], p["username"], p["password_set"], p["created"])
+            for p in registry.list_all(db) if not names or p["name"] in names]
+
+
+def run(settings, stop=None, names=None) -> None:
+    """Run until stop (a threading.Event) is set: every configured provider, one client each.
+
+    Providers added, changed or removed in the fleet are picked up within RELOAD_S.
+    """
+    db = store.open_db(settings.db_path)
+    inbox: queue.Queue = queue.Queue()
+    workers: dict = {}
+    clients: list = []
+    seen = None
+    acks: list = []
+    last = time.monotonic()
+    checked = 0.0
+    try:
+        while stop is None or not stop.is_set():
+            if time.monotonic() - checked >= RELOAD_S:
+                checked = time.monotonic()
+                now = _fingerprint(db, names)
+                if now != seen:
+                    _flush(workers, acks)
+                    acks = []
+                    for c in clients:
+                        c.loop_stop()
+                        c.disconnect()
+                    workers, clients = _start(db, settings, inbox, names)
+                    seen = now
+            try:
+                name, c, topic, payload, t, mid, qos = inbox.get(timeout=FLUSH_S)
+                if name in workers:
+                    workers[name].add_message(topic, payload, t)
+                    acks.append((c, mid, qos))
+            except queue.Empty:
+                pass
+            if acks and (len(acks) >= BATCH or time.monotonic() - last >= FLUSH_S):
+                _flush(workers, acks)
+                acks = []
+                last = time.monotonic()
+    finally:
+        _flush(workers, acks)
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        db.close()
+
+
+def _flush(workers, acks):
+    for w in workers.values():
+        w.flush()
+    for c, mid, qos in acks:
+        if qos:
+            c.ack(mid, qos)
+
+
+def _start(db, settings, inbox, names):
+    workers, clients = {}, []
+    for p in registry.list_all(db):
+        if names and p["name"] not in names:
+            continue
+        try:
+            cfg, pw = registry.login(db, settings.data_dir, p["name"])
+        except ProviderError as e:
+            log.error("%s", e)
+            continue
+        workers[p["name"]] = ProviderIngest(db, p["name"], p["kind"])
+
+        def on_message(c, userdata, msg, name=p["name"]):
+            inbox.put((name, c, msg.topic, msg.payload, time.time(), msg.mid, msg.qos))
+
+        clients.append(connect(cfg, pw, on_message))
+    if not workers:
+        log.info("no providers configured yet; add one at /providers or with"
+                 " `fleet provider add`")
+    return workers, clients

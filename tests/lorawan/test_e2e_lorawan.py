@@ -1,0 +1,211 @@
+"""End to end over LoRaWAN: simulated nodes running the real firmware -> simulated radio and
+gateways -> network-server emulators publishing as The Things Stack and as ChirpStack on a real
+mosquitto -> the fleet's provider ingest -> SQLite -> the REST API; a command travels back.
+
+The radio, the gateways and the network servers are simulations (firmware/host/simradio.py,
+nsemu.py); the firmware, the broker, the fleet and the database are the real ones.
+"""
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+from polylink import proto
+from polylink_host.nsemu import NetworkServer
+from polylink_host.sim import SimNode, sim_board, write_config
+from polylink_host.simradio import Gateway, Medium, SimModem
+
+from fleet import create_app, downlink
+from fleet import db as store
+from fleet.auth import create_token
+from fleet.providers import registry, worker
+from fleet.settings import Settings
+
+OTAA = {"dev_eui": "02A1B2C3D4E5F601", "join_eui": "0000000000000000",
+        "app_key": "00112233445566778899AABBCCDDEEFF"}
+ABP = {"dev_eui": "02A1B2C3D4E5F602", "dev_addr": "26011BDA",
+       "nwk_s_key": "2B7E151628AED2A6ABF7158809CF4F3C",
+       "app_s_key": "000102030405060708090A0B0C0D0E0F"}
+
+
+def lora_node(tmp_path: Path, broker, name, lorawan, policy, medium, pos, interval=4):
+    root = tmp_path / name
+    write_config(root, name, broker.host, broker.port, interval=interval, status_interval=600,
+                 board=sim_board("HELTEC_V3"))
+    cfg = json.loads((root / "config.json").read_text())
+    cfg.update(lorawan=lorawan, link_policy=policy)
+    (root / "config.json").write_text(json.dumps(cfg))
+    sim = SimNode(name, root)
+    sim.hal.modem = SimModem(medium, pos)
+    return sim
+
+
+async def until(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def fleet_with_providers(tmp_path, broker):
+    settings = Settings(tmp_path / "data", 0, broker.port, None)
+    db = store.open_db(settings.db_path)
+    for name, kind, app in (("ttn", "tts", "city"), ("cs", "chirpstack", "5f1d")):
+        registry.add(db, settings.data_dir, {"name": name, "kind": kind, "host": broker.host,
+                                             "port": broker.port, "application": app}, None)
+    stop = threading.Event()
+    t = threading.Thread(target=worker.run, args=(settings, stop), daemon=True)
+    t.start()
+    return settings, db, stop, t
+
+
+def test_lora_nodes_through_tts_and_chirpstack_to_the_api_and_a_command_back(tmp_path, mosquitto):
+    settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
+    store.register_node(db, "lw-otaa", {"mqtt_user": "lw-otaa", "mqtt_hash": "x",
+                                        "dev_eui": OTAA["dev_eui"]})
+    store.register_node(db, "lw-abp", {"mqtt_user": "lw-abp", "mqtt_hash": "x",
+                                       "dev_eui": ABP["dev_eui"]})
+    results = {}
+
+    async def scenario():
+        medium = Medium()
+        gw_ttn = Gateway(medium, "eui-aa555a0000000101", (0, 0))
+        gw_cs = Gateway(medium, "cs-gw-1", (800, 0))
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city", gateways=[gw_ttn])
+        cs = NetworkServer("chirpstack", mosquitto.host, mosquitto.port, "5f1d",
+                           gateways=[gw_cs])
+        tts.register_otaa(OTAA["dev_eui"], OTAA["app_key"], device_id="lw-otaa")
+        # The ABP node is registered with the same session on both networks: its every uplink
+        # reaches the fleet twice, once through each provider.
+        for ns in (tts, cs):
+            ns.register_abp(ABP["dev_eui"], ABP["dev_addr"], ABP["nwk_s_key"], ABP["app_s_key"])
+        a = lora_node(tmp_path, mosquitto, "lw-otaa", OTAA, "lorawan", medium, (200, 0))
+        b = lora_node(tmp_path, mosquitto, "lw-abp", ABP, "lorawan", medium, (400, 0))
+        tasks = [asyncio.create_task(n.run()) for n in (a, b)]
+        try:
+            await until(lambda: store.count_readings(db, "lw-otaa") > 0
+                        and store.count_frames(db, "lw-abp") >= 2, 60, "telemetry via LoRaWAN")
+            results["joins"] = tts.stats["joins"]
+            cid = await asyncio.to_thread(downlink.send_command, db, settings, "lw-otaa",
+                                          "set_interval", 7)
+            results["cid"] = cid
+
+            def answered():
+                return store.get_command(db, "lw-otaa", cid).get("result_code") is not None
+
+            await until(answered, 60, "the command's RESULT over LoRaWAN")
+            results["interval"] = a.node.schedule.interval
+            results["medium"] = dict(medium.stats)
+            results["tts_published"] = [t for t, _ in tts.published]
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tts.close()
+            cs.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        wt.join(10)
+    assert results["joins"] == 1
+    assert any(t.endswith("/join") for t in results["tts_published"])
+    assert results["interval"] == 7  # the command reached the node through TTS and RX1
+    cmd = store.get_command(db, "lw-otaa", results["cid"])
+    assert cmd["result_code"] == 0 and cmd["result_value"] == 7
+    node = store.get_node(db, "lw-otaa")
+    assert node["provider"] == "ttn"
+    # the ABP node's frames came through both providers, each stored once
+    seqs = store.frame_seqs(db, "lw-abp")
+    assert len(seqs) == len(set(seqs)) >= 2
+    rx = registry.receptions(db, "lw-abp", 200)
+    both = {r["seq"] for r in rx if r["provider"] == "ttn"} & {
+        r["seq"] for r in rx if r["provider"] == "cs"}
+    assert both, "some frame was heard on both networks"
+    # the REST API shows the telemetry and the radio metadata
+    app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "t"})
+    client = app.test_client()
+    h = {"Authorization": "Bearer " + create_token(db, "e2e", role="viewer")}
+    tel = client.get("/api/v1/nodes/lw-otaa/telemetry", headers=h)
+    assert tel.status_code == 200 and tel.json
+    r = client.get("/api/v1/nodes/lw-otaa/receptions", headers=h).json
+    first = r["receptions"][0]
+    assert first["provider"] == "ttn" and first["gateway"] == "eui-aa555a0000000101"
+    assert first["sf"] == 7 and first["dr"] == 5 and first["freq"] in (868100000, 868300000,
+                                                                         868500000)
+    assert -123 < first["rssi"] < -30 and first["airtime"] > 0.04
+    assert {i["provider"] for i in r["identities"]} == {"ttn"}
+    assert client.get("/api/v1/nodes/nope/receptions", headers=h).status_code == 404
+    assert results["medium"]["delivered"] > 0
+    assert proto.TELEMETRY == 0
+
+
+def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosquitto):
+    import os
+    import subprocess
+    import sys
+
+    settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
+    store.register_node(db, "fo-1", {"mqtt_user": "fo-1", "mqtt_hash": "x",
+                                     "dev_eui": OTAA["dev_eui"]})
+    env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(mosquitto.port))
+    env.pop("MQTT_URL", None)
+    log = open(tmp_path / "ingest.log", "wb")  # noqa: SIM115
+    ingest = subprocess.Popen([sys.executable, "-m", "fleet.cli", "ingest"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    out = {}
+
+    def by_provider(p):
+        return db.execute("SELECT count(*) FROM frames WHERE node_id = 'fo-1' AND direction ="
+                          " 'up' AND provider = ?", [p]).fetchone()[0]
+
+    async def scenario():
+        medium = Medium()
+        gw = Gateway(medium, "eui-aa555a0000000101", (0, 0))
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city", gateways=[gw])
+        tts.register_otaa(OTAA["dev_eui"], OTAA["app_key"], device_id="fo-1")
+        sim = lora_node(tmp_path, mosquitto, "fo-1", OTAA, "wifi_first", medium, (300, 0),
+                        interval=2)
+        # The ingest worker's session must exist before the node publishes (else the broker has
+        # nobody to keep the first frames for).
+        await until(lambda: b"connected to" in (tmp_path / "ingest.log").read_bytes(), 20,
+                    "the ingest worker")
+        await asyncio.sleep(0.5)
+        task = asyncio.create_task(sim.run())
+        try:
+            await until(lambda: by_provider("mqtt") >= 3, 30, "frames over WiFi")
+            await until(lambda: sim.node.lora.ready.is_set(), 30, "the LoRaWAN join")
+            sim.hal.set_wifi(False)  # the access point goes away mid-run
+            await until(lambda: by_provider("ttn") >= 3, 60, "frames over LoRaWAN")
+            out["queued_during_outage"] = sim.node.store.count
+            sim.hal.set_wifi(True)
+            mqtt_before = by_provider("mqtt")
+            await until(lambda: by_provider("mqtt") > mqtt_before + 2, 40, "WiFi back")
+            await until(lambda: sim.node.store.count == 0, 40, "the queue drained")
+            out["lora_sent"] = sim.node.lora_sent
+            out["emitted"] = sim.node.seq.next
+            await until(lambda: store.count_frames(db, "fo-1") >= out["emitted"], 20,
+                        "every frame stored")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            tts.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        wt.join(10)
+        ingest.terminate()
+        ingest.wait(15)
+        log.close()
+    seqs = store.frame_seqs(db, "fo-1")
+    assert sorted(seqs) == list(range(out["emitted"])), "every seq stored, exactly once, none lost"
+    assert by_provider("ttn") >= 3 and by_provider("mqtt") >= 6
+    assert out["lora_sent"] >= 3 and out["queued_during_outage"] >= 1
+    assert store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
