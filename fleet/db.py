@@ -644,6 +644,7 @@ BATTERY_OK = 3.5  # V: at or above it the alert resolves itself (hysteresis, no 
 BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
 BOOT_LOOP_WINDOW = 3600
 BAD_FRAMES_WINDOW = 3600
+UPDATE_FAILED_WINDOW = 7 * 86400
 ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_failed")
 
 # Sort keys of the node list -> SQL; every one is backed by an index or is cheap on 10,000 rows.
@@ -925,6 +926,33 @@ def status_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:
         (node_id, since, until, since, width)).fetchall()
 
 
+def node_updates(db, node_id, limit=10) -> dict:
+    """A node's newest OTA reports and the rollouts it is or was in, newest first."""
+    return {
+        "reports": list(db.query(
+            "SELECT t, state, version, progress, reason, text, rid FROM ota_reports"
+            " WHERE node_id = ? ORDER BY id DESC LIMIT ?", [node_id, limit])),
+        "rollouts": list(db.query(
+            "SELECT r.id, r.release, r.state AS rollout_state, rn.state, rn.from_version,"
+            " rn.reason, rn.updated FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
+            " WHERE rn.node_id = ? ORDER BY r.id DESC LIMIT ?", [node_id, limit])),
+    }
+
+
+def rollouts_in_progress(db) -> list[dict]:
+    """Running and paused rollouts with their node counts by state, newest first."""
+    out = list(db.query(
+        "SELECT id, release, state, stage, stages, created, created_by FROM rollouts"
+        " WHERE state IN ('running', 'paused') ORDER BY id DESC"))
+    for r in out:
+        r["stages"] = len(json.loads(r["stages"]))
+        r["counts"] = dict(db.conn.execute(
+            "SELECT state, count(*) FROM rollout_nodes WHERE rollout_id = ? GROUP BY state",
+            (r["id"],)).fetchall())
+        r["total"] = sum(r["counts"].values())
+    return out
+
+
 def live_state(db, node_id) -> dict:
     """What the node page's live stream sends: node facts, latest values, command results."""
     node = get_node(db, node_id)
@@ -970,6 +998,19 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
             f" status_log_t_boots WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
             f" HAVING max(boots) - min(boots) >= {BOOT_LOOP_BOOTS}",
             f"node_id NOT IN ({boot_loop})",
+        ),
+        # A node whose update failed or rolled back in a rollout of the last week; it clears
+        # when a later rollout of that node succeeds (or by hand).
+        "update_failed": (
+            "SELECT rn.node_id, 'update_failed', 'update to ' || r.release || ' '"
+            " || replace(rn.state, '_', ' ') || coalesce(': ' || rn.reason, '')"
+            " FROM rollouts r JOIN rollout_nodes rn ON rn.rollout_id = r.id"
+            f" WHERE r.updated >= :now - {UPDATE_FAILED_WINDOW}"
+            " AND rn.state IN ('failed', 'rolled_back') AND NOT EXISTS (SELECT 1 FROM"
+            " rollout_nodes s WHERE s.node_id = rn.node_id AND s.state = 'succeeded'"
+            " AND s.updated > rn.updated) GROUP BY rn.node_id",
+            "EXISTS (SELECT 1 FROM rollout_nodes WHERE rollout_nodes.node_id = alerts.node_id"
+            " AND state = 'succeeded' AND updated > alerts.opened)",
         ),
         "bad_frames": (
             "SELECT node_id, 'bad_frames', count(*) || ' bad frames in the last hour'"

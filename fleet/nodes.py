@@ -26,7 +26,7 @@ from flask import (
 )
 from polylink import commands as fw_commands
 
-from . import alerts, auth, charts, downlink
+from . import alerts, auth, charts, downlink, rollouts
 from . import db as store
 from .api import iso
 from .senml import name_and_unit
@@ -108,7 +108,9 @@ def index():
     return render_template(
         "nodes/index.html", nodes=rows, total=total, page=page, pages=pages, f=f,
         active=active, sort=sort, desc=desc, facets=store.facets(db), sorts=store.NODE_SORTS,
-        command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX)
+        command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX,
+        releases=[r["version"] for r in store.list_releases(db)] if auth.allowed(
+            auth.current_role(), "releases") else [])
 
 
 @bp.route("/bulk", methods=("POST",))
@@ -158,6 +160,19 @@ def bulk():
                 failed.append(f"{node_id}: {e}")
         flash(f"Command {command} sent to {sent} of {len(ids)} nodes."
               + (f" Failed: {'; '.join(failed[:3])}" if failed else ""))
+    elif action == "rollout":
+        # Starts a rollout of the chosen release to exactly these nodes (fleet/rollouts.py
+        # checks boards and that no node is in another unfinished rollout).
+        if not auth.allowed(auth.current_role(), "releases"):
+            raise auth.Forbidden("starting a rollout needs the releases area")
+        version = request.form.get("release", "")
+        try:
+            rid = rollouts.create(db, version, {"nodes": ids}, actor=auth.actor())
+        except (rollouts.RolloutError, store.StoreError) as e:
+            flash(f"No rollout started: {e}")
+            return redirect(back, 303)
+        flash(f"Rollout {rid} of {version} started for {len(ids)} nodes.")
+        return redirect(url_for("ota.rollout", rid=rid), 303)
     else:
         flash(f"Unknown bulk action {action!r}.")
     return redirect(back, 303)
@@ -224,6 +239,8 @@ def detail(node_id):
         commands=store.list_commands(db, node_id),
         history=store.status_history(db, node_id, now - 7 * 86400, limit=10),
         events=store.events(db, node_id, limit=10),
+        updates=store.node_updates(db, node_id),
+        ota_states=rollouts.REPORT_STATES, ota_reasons=rollouts.REASONS,
         bad=store.bad_frames(db, node_id, limit=5),
         command_names=list(downlink.COMMANDS),
         limits={"interval": (fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX),

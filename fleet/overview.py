@@ -21,7 +21,8 @@ def index():
     alerts.refresh(db)
     counts = store.overview(db)
     return render_template("overview/index.html", counts=counts,
-                           alerts=store.list_alerts(db, limit=10))
+                           alerts=store.list_alerts(db, limit=10),
+                           rollouts=store.rollouts_in_progress(db))
 
 
 def frame(bounds) -> dict:

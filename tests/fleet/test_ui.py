@@ -511,3 +511,63 @@ def test_alerts_api(client, db, fleet):
     assert client.post("/api/v1/alerts/1/snooze", headers=tech).status_code == 404
     everything = client.get("/api/v1/alerts?all=1", headers=viewer).get_json()["alerts"]
     assert len(everything) == 2
+
+
+# --- OTA: rollouts on the overview, updates on the node page, rollout as a bulk action -----------
+
+
+def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, form_token):
+    from test_rollouts import Nodes, _release
+
+    from fleet import rollouts
+
+    _release(db, "0.4.0")
+    ids = [f"r-{i}" for i in range(5)]
+    nodes = Nodes(db, ids, bad={"0.4.0"})
+    tech = as_role("technician")
+    assert 'value="rollout"' not in tech.get("/nodes/").get_data(as_text=True)
+    op = as_role("operator")
+    listing = op.get("/nodes/?q=r-").get_data(as_text=True)
+    assert 'value="rollout"' in listing and "<option>0.4.0</option>" in listing
+    token = form_token(op, "/nodes/")
+    r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                     "release": "0.9.9", "ids": ids[:2]}, follow_redirects=True)
+    assert "No rollout started: no release &#39;0.9.9&#39;" in r.get_data(as_text=True)
+    r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                     "release": "0.4.0", "scope": "matching", "q": "r-"})
+    assert r.status_code == 303 and "/updates/rollouts/" in r.headers["Location"]
+    (rollout,) = store.rollouts_in_progress(db)
+    assert rollout["release"] == "0.4.0" and rollout["total"] == 5
+    assert store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.create"
+    page = op.get("/").get_data(as_text=True)
+    assert "Rollouts in progress" in page and "0.4.0" in page and "1 of 4" in page
+    # The release crash-loops: the first stage's node rolls back, the rollout pauses and an
+    # update_failed alert opens for that node.
+    for _ in range(3):
+        rollouts.tick(db, nodes.send, "http://fleet")
+        nodes.deliver()
+    store.evaluate_alerts(db)
+    failed = [a for a in store.list_alerts(db) if a["kind"] == "update_failed"]
+    assert len(failed) >= 1
+    node = failed[0]["node_id"]
+    assert failed[0]["detail"].startswith("update to 0.4.0 rolled back")
+    page = op.get(f"/nodes/{node}").get_data(as_text=True)
+    assert "update failed" in page and "rolled back" in page and "crash loop" in page
+    assert f"/updates/rollouts/{rollout['id']}" in page
+    assert "paused" in op.get("/").get_data(as_text=True)
+    # A fixed release reaches that node: the alert resolves itself.
+    rollouts.act(db, rollout["id"], "abort")
+    _release(db, "0.4.1")
+    rid = rollouts.create(db, "0.4.1", {"nodes": [node]},
+                          [{"percent": 100, "soak": 0}])
+    for _ in range(3):
+        rollouts.tick(db, nodes.send, "http://fleet")
+        nodes.deliver()
+    assert store.get_rollout(db, rid)["state"] == "done"
+    store.evaluate_alerts(db)
+    assert [a for a in store.list_alerts(db) if a["kind"] == "update_failed"] == []
+
+
+def test_node_page_without_updates(as_role, fleet):
+    page = as_role("viewer").get("/nodes/n01").get_data(as_text=True)
+    assert "No updates yet." in page
