@@ -171,5 +171,21 @@ def receptions(db, node_id: str, limit=50) -> list[dict]:
         [node_id, limit]))
 
 
+def recent_frames(db, node_id: str, limit=10) -> list[dict]:
+    """A node's newest uplink frames with the provider that carried each (seq order: the
+    primary key, so the node page stays fast with millions of frames) and how many gateways
+    heard it."""
+    rows = list(db.query(
+        "SELECT seq, type, received_at, provider FROM frames WHERE node_id = ? AND direction ="
+        " 'up' ORDER BY seq DESC LIMIT ?", [node_id, limit]))
+    if rows:
+        counts = dict(db.execute(
+            "SELECT seq, count(*) FROM receptions WHERE node_id = ? AND seq >= ? GROUP BY seq",
+            [node_id, rows[-1]["seq"]]).fetchall())
+        for r in rows:
+            r["receptions"] = counts.get(r["seq"], 0)
+    return rows
+
+
 def adapter(kind: str):
     return ADAPTERS[kind]

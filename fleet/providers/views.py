@@ -137,7 +137,8 @@ def node_radio(node_id: str) -> dict:
     """For the node page: transport identities and the latest receptions with radio metadata."""
     db = store.get_db()
     return {"identities": registry.identities(db, node_id),
-            "receptions": registry.receptions(db, node_id, limit=20)}
+            "receptions": registry.receptions(db, node_id, limit=20),
+            "frames": registry.recent_frames(db, node_id, limit=10)}
 
 
 def init_app(app):

@@ -154,6 +154,8 @@ def test_node_page_shows_receptions_and_networks(tmp_path):
     assert "ttn 02A1B2C3D4E5F601" in page
     assert "eui-aa555a0000000101" in page and "-68" in page and "868.1 MHz" in page
     assert "SF7 / DR5" in page and "62 ms" in page
+    # which provider carried each reading
+    assert '<td>5</td><td>TELEMETRY</td><td>ttn</td><td class="wide">2</td>' in page
 
 
 def test_worker_picks_up_a_provider_added_while_it_runs(tmp_path, mosquitto, monkeypatch):
