@@ -147,6 +147,10 @@ def act(db, rid: int, action: str, actor=None) -> dict:
     elif action == "abort":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is already {state}")
+        # Nodes in the middle of it are told to stop (the next tick sends OTA_DOWN op 2).
+        rows = [("cancel", n["offered_at"], n["progress"], n["reason"], n["attempts"],
+                 n["node_id"]) for n in store.rollout_nodes(db, rid) if n["state"] in IN_FLIGHT]
+        store.set_rollout_nodes(db, rid, rows)
         store.update_rollout(db, rid, actor, "rollout.abort", state="aborted",
                              reason=f"aborted by {actor}")
     elif action == "retry":
@@ -193,7 +197,26 @@ def tick(db, send, url=None, now=None) -> list[int]:
     for r in store.list_rollouts(db, "running"):
         _tick_one(db, r, send, url, now)
         seen.append(r["id"])
+    for r in store.list_rollouts(db, "aborted"):
+        _cancel(db, r, send)
     return seen
+
+
+def _cancel(db, r, send):
+    """Send OTA_DOWN op 2 (cancel) to the nodes an abort caught mid-update."""
+    todo = [n for n in store.rollout_nodes(db, r["id"], state="cancel") if n["online"]]
+    if not todo:
+        return
+    seqs = store.take_down_seqs(db, [n["node_id"] for n in todo])
+    rows = []
+    for n in todo:
+        try:
+            send(n["node_id"], offer_frame(seqs[n["node_id"]], r["release"], r["id"], None, op=2))
+        except Exception:  # noqa: BLE001, S112 - tried again on the next tick
+            continue
+        rows.append(("cancelled", n["offered_at"], n["progress"], "rollout aborted",
+                     n["attempts"], n["node_id"]))
+    store.set_rollout_nodes(db, r["id"], rows)
 
 
 def _tick_one(db, r, send, url, now):

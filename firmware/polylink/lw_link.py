@@ -16,7 +16,10 @@ FPORT = 1  # the Polylink frame's FPort (docs/protocol.md)
 
 
 class LoRaLink:
-    """A node's LoRaWAN link; `ready` is set while it has a session (joined or ABP)."""
+    """A node's LoRaWAN link; `ready` is set while it has a session (joined or ABP).
+
+    on_downlink(None, payload) gets each application downlink (the node's _on_message).
+    """
 
     def __init__(self, hal, cfg, modem, on_downlink, battery=None):
         self.hal = hal
@@ -117,5 +120,41 @@ class LoRaLink:
             else:
                 self.downlinks += 1
                 if fport == FPORT and data:
-                    self.on_downlink(fport, data)
+                    self.on_downlink(None, data)
         return acked or not confirmed
+
+    async def send_head(self, node, idx, n):
+        """Send the node's queue head (node._out[:n], record idx); pop it once sent.
+
+        A TELEMETRY frame larger than the data rate allows is split by priority into new frames
+        queued in its place (lw_split.py); nothing is truncated.
+        """
+        frame = bytes(memoryview(node._out)[:n])
+        limit = self.max_payload()
+        if n > limit:
+            from polylink.lw_split import split
+            from polylink.proto import FrameError
+
+            try:
+                parts = split(frame, limit, node.seq.take)
+            except FrameError:
+                # Not a TELEMETRY frame: it waits for WiFi or a faster data rate, never cut.
+                await asyncio.sleep(5)
+                return
+            for p in parts:
+                node.store.append(p, len(p))
+            node.store.pop(idx)
+            return
+        try:
+            await self.send(frame)
+        except BudgetError as e:
+            self.last_error = str(e)
+            await asyncio.sleep(60)  # the day's airtime is used up: wait for WiFi or tomorrow
+            return
+        except LoRaWANError as e:
+            self.last_error = str(e)
+            await asyncio.sleep(1)
+            return
+        node.store.pop(idx)
+        node.sent += 1
+        node.lora_sent += 1

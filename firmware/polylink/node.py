@@ -48,7 +48,7 @@ class Node:
             if modem is not None:
                 from polylink.lw_link import LoRaLink
 
-                self.lora = LoRaLink(hal, cfg, modem, self._on_lora)
+                self.lora = LoRaLink(hal, cfg, modem, self._on_message)
         self.bad_downlinks = 0  # downlinks rejected since boot (EVENT code 1 reports the count)
         self.sent = 0  # frames acknowledged by the broker since boot
         self.encode_errors = 0
@@ -125,8 +125,9 @@ class Node:
         self._queued.set()
         return seq
 
-    def _on_message(self, topic, msg, retained):
-        if topic == self.link.down_topic:
+    def _on_message(self, topic, msg, retained=False):
+        # topic None: a LoRaWAN downlink on FPort 1 (lw_link.py)
+        if topic is None or topic == self.link.down_topic:
             # commands.py is loaded per downlink and dropped again on MicroPython: most nodes
             # rarely get one, and its code is not worth 3 KB of heap in between.
             from polylink.commands import Commands
@@ -153,12 +154,6 @@ class Node:
             self.emit(proto.TELEMETRY, out, self.hal.time())
         self._last_sample = self.hal.ticks_ms()
 
-    def _on_lora(self, fport, payload):
-        from polylink.commands import Commands
-
-        Commands(self).handle(payload)
-        config.unload("commands")
-
     def _wifi_ok(self) -> bool:
         return self.cfg.link_policy != "lorawan" and self.link.up.is_set()
 
@@ -170,41 +165,6 @@ class Node:
             return
         while not self._wifi_ok() and not lora.ready.is_set():
             await asyncio.sleep(0.5)
-
-    async def _send_lora(self, idx, n):
-        """Send the queue's head over LoRaWAN; split it by priority if the data rate is short."""
-        from polylink.lorawan import BudgetError, LoRaWANError
-
-        lora = self.lora
-        if lora is None:
-            return
-        frame = bytes(memoryview(self._out)[:n])
-        limit = lora.max_payload()
-        if n > limit:
-            from polylink.lw_split import split
-
-            try:
-                parts = split(frame, limit, self.seq.take)
-            except proto.FrameError:
-                # Not a TELEMETRY frame: it waits for WiFi or a faster data rate, never cut.
-                await asyncio.sleep(5)
-                return
-            for p in parts:
-                self.store.append(p, len(p))
-            self.store.pop(idx)
-            return
-        try:
-            await lora.send(frame)
-        except BudgetError:
-            await asyncio.sleep(60)  # the day's airtime is used up: wait for WiFi or tomorrow
-            return
-        except LoRaWANError as e:
-            lora.last_error = str(e)
-            await asyncio.sleep(1)
-            return
-        self.store.pop(idx)
-        self.sent += 1
-        self.lora_sent += 1
 
     async def _sampler(self):
         while True:
@@ -229,7 +189,8 @@ class Node:
                 continue
             idx = store.head_idx
             if not self._wifi_ok():
-                await self._send_lora(idx, n)
+                # LoRaWAN code lives in lw_link.py: a WiFi-only node never loads it.
+                await self.lora.send_head(self, idx, n)  # pyright: ignore[reportOptionalMemberAccess]
                 continue
             try:
                 await link.publish(link.up_topic, memoryview(self._out)[:n], key=idx)

@@ -481,6 +481,7 @@ class Agent:
             if age >= 4 * confirm_ms:
                 slots.revert(self.root, slots.NOT_CONFIRMED)
                 hal.reset()
+                return
 
     async def check_loop(self, every):
         """Ask the fleet every `every` seconds whether an update waits for this node."""

@@ -32,7 +32,7 @@ def mpy_tree(tmp: Path) -> Path:
     copy next to .mpy files loads the app exactly as it ships, with no installer code in the heap.
     """
     (tmp / "tests" / "mpy").mkdir(parents=True)
-    for name in ("run.mjs", "runner.py", "package.json"):
+    for name in ("run.mjs", "runner.py", "package.json", "cryptolib.py"):
         shutil.copy(RUNNER.parent / name, tmp / "tests" / "mpy" / name)
     (tmp / "tests" / "mpy" / "node_modules").symlink_to(RUNNER.parent / "node_modules")
     shutil.copytree(
@@ -51,9 +51,9 @@ def mpy_tree(tmp: Path) -> Path:
     return tmp / "tests" / "mpy" / "run.mjs"
 
 
-def run_probe(runner: Path) -> dict[str, int]:
+def run_probe(runner: Path, probe: Path = PROBE) -> dict[str, int]:
     proc = subprocess.run(
-        ["node", str(runner), "script", str(PROBE)],
+        ["node", str(runner), "script", str(probe)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,8 +11,10 @@ Prints a markdown section and (unless --print-only) puts it in docs/benchmarks.m
 """
 
 import sys
+import tempfile
 from pathlib import Path
 
+from bench_firmware_mem import RUNNER, kb, mpy_tree, run_probe
 from bench_protocol import TS, cayenne_lpp, polylink
 from polylink import region_eu868 as eu
 
@@ -45,7 +47,28 @@ def report() -> str:
                      + " | ".join(f"{t / 1000:.1f} ms" for t in times) + " | "
                      + " | ".join(str(n) for n in per_day) + f" | {duty} |")
     lines.append("")
+    lines += heap()
     return "\n".join(lines)
+
+
+def heap() -> list[str]:
+    """Heap of the LoRaWAN modules under the wasm MicroPython (tests/bench/lorawan_mem_probe.py)."""
+    probe = Path(__file__).with_name("lorawan_mem_probe.py")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name, runner in ((".py source", RUNNER), (".mpy (mpy-cross)", mpy_tree(Path(d)))):
+            rows.append((name, run_probe(runner, probe)))
+    out = ["Heap the LoRaWAN modules add once imported (a node with `link_policy` wifi never",
+           "imports them), gc.mem_alloc() after gc.collect(), wasm MicroPython; the wasm build's",
+           "`cryptolib` stand-in is imported before the baseline (the ESP32 has it built in):",
+           "",
+           "| app loaded from | lw_crypto + region_eu868 | lorawan | lw_link | lw_split | total |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for name, f in rows:
+        out.append(f"| {name} | {kb(f['crypto_region'])} | {kb(f['lorawan'])} | "
+                   f"{kb(f['lw_link'])} | {kb(f['lw_split'])} | {kb(f['total'])} |")
+    out.append("")
+    return out
 
 
 def update_doc(section):

@@ -19,7 +19,11 @@ from polylink_host import sim
 from services import READY, FleetRun, free_port
 from test_end_to_end import Api, SimFleet, create_token, wait_until
 
+from fleet import db as store
+
 IDS = ["ota-0", "ota-1", "ota-2"]
+BROWSER = Path(__file__).resolve().parents[1] / "browser"
+CHROMIUM = "/usr/bin/chromium"
 
 
 def fleet_cli(data_dir: Path, *args) -> str:
@@ -44,7 +48,8 @@ def fleet(tmp_path):
             run.stop()
 
 
-def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_path, fleet):
+def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_path, fleet,
+                                                                           artifacts):
     data = tmp_path / "data"
     api = Api(f"http://127.0.0.1:{fleet.port}/api/v1", create_token(data))
     nodes_dir = tmp_path / "nodes"
@@ -109,5 +114,29 @@ def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_p
         assert vnode.crashes == slots.MAX_TRIAL_BOOTS, vnode.crashes
         time.sleep(3)
         assert api.get(f"/rollouts/{bad}")["state"] == "paused"
+        browse(data, fleet, bad, artifacts)
+        assert api.get(f"/rollouts/{bad}")["state"] == "aborted"
+        audit = [a["action"] for a in store.audit_log(store.open_db(data / "fleet.db"),
+                                                       target=f"rollout:{bad}")]
+        assert audit[0] == "rollout.abort" and "rollout.auto-pause" in audit, audit
     finally:
         nodes.stop()
+
+
+def browse(data: Path, fleet, rid: int, artifacts: Path) -> None:
+    """An operator looks at the paused rollout in Chromium and aborts it (tests/browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed; `.ci/run` installs it (apt-get install chromium)")
+    r = subprocess.run([sys.executable, "-m", "fleet.cli", "user", "add", "op", "--role",
+                        "operator", "--password-stdin"], input="a-long-password\n",
+                       env=dict(os.environ, DATA_DIR=str(data)), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["node", str(BROWSER / "ota_ui.mjs")], cwd=BROWSER, capture_output=True,
+                       text=True, timeout=120,
+                       env=dict(os.environ, BASE=f"http://127.0.0.1:{fleet.port}", USER="op",
+                                PASSWORD="a-long-password", RID=str(rid),
+                                ARTIFACTS=str(artifacts), CHROMIUM=CHROMIUM))
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "crash loop" in seen["list"]

@@ -309,3 +309,65 @@ async def test_agent_declines_on_low_battery_and_during_a_trial():
         eq((node.sent[-1]["state"], node.sent[-1]["reason"]), (ota.DECLINED, ota.BUSY), "trial")
     finally:
         rmtree(root)
+
+
+class _Up:
+    def __init__(self, up):
+        self.up = _Flag(up)
+
+
+class _Flag:
+    def __init__(self, v):
+        self.v = v
+
+    def is_set(self):
+        return self.v
+
+
+class _Store:
+    count = 0
+
+
+async def _after_boot(root, link_up):
+    _app(root, "a", "0.2.0", {"polylink/x.txt": b"a"})
+    slots.switch(root, "a", "0.2.0", 4)
+    slots.boot(root)
+    node = _Node(root, REL["keys"])
+    node.fw = "0.2.0"
+    node.link = _Up(link_up)
+    node.store = _Store()
+    node.sent = 1 if link_up else 0  # frames acknowledged since boot
+    agent = ota.Agent(node)
+    reports = []
+    node.emit = lambda mtype, body, ts=None: reports.append(body)
+    import asyncio
+
+    task = asyncio.create_task(agent.after_boot())
+    await asyncio.sleep(0)  # it took its start time
+    node.hal.now += 10000  # ten seconds into the trial (confirm is 1 s in _Cfg)
+    await task
+    return node, reports
+
+
+async def test_trial_version_confirms_once_healthy():
+    root = tmpdir("trial")
+    try:
+        node, reports = await _after_boot(root, True)
+        eq(reports, [{"state": ota.CONFIRMED, "version": "0.2.0", "rid": 4}], "confirmed")
+        eq(slots.read(root)["trial"], 0, "kept")
+        eq(node.hal.resets, 0, "no reset")
+    finally:
+        rmtree(root)
+
+
+async def test_trial_version_never_healthy_is_reverted():
+    root = tmpdir("trial")
+    try:
+        node, reports = await _after_boot(root, False)
+        eq(reports, [], "nothing to confirm")
+        eq(node.hal.resets, 1, "reset to revert")
+        st = slots.read(root)
+        eq((st["active"], st["trial"]), ("", 0), "back on the factory app")
+        eq(st["rolled_back"], {"version": "0.2.0", "reason": slots.NOT_CONFIRMED}, "why")
+    finally:
+        rmtree(root)

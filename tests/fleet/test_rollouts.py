@@ -281,3 +281,18 @@ def test_a_node_silent_mid_update_gets_the_offer_again(db):
     rollouts.tick(db, lambda n, f: sent.append(n), None, now=later)
     assert sent == [IDS[0], IDS[0]]
     assert store.rollout_nodes(db, rid)[0]["attempts"] == 2
+
+
+def test_abort_tells_nodes_mid_update_to_stop(db):
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:2])
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:2]}, [{"percent": 100, "soak": 0}])
+    rollouts.tick(db, lambda n, f: None, None)  # both offered, neither answers yet
+    rollouts.act(db, rid, "abort", actor="op")
+    sent = []
+    rollouts.tick(db, lambda n, f: sent.append((n, proto.decode(f)[3])), None)
+    assert sorted(n for n, _ in sent) == IDS[:2]
+    assert all(body["op"] == 2 and body["version"] == "0.2.0" for _, body in sent)
+    assert {n["state"] for n in store.rollout_nodes(db, rid)} == {"cancelled"}
+    rollouts.tick(db, lambda n, f: sent.append(n), None)
+    assert len(sent) == 2, "a cancel is sent once"

@@ -1,0 +1,22 @@
+"""Heap the LoRaWAN modules take once imported (bench_lorawan.py runs this under the wasm port).
+
+Imports go through __import__ so that they happen in this order, after each baseline.
+"""
+
+import gc
+
+for name in ("asyncio", "json", "cryptolib", "polylink.proto", "polylink.store"):
+    __import__(name)  # what the app (or, for cryptolib, the ESP32 build) already has
+figures = {}
+for key, mods in (("crypto_region", ("polylink.lw_crypto", "polylink.region_eu868")),
+                  ("lorawan", ("polylink.lorawan",)), ("lw_link", ("polylink.lw_link",)),
+                  ("lw_split", ("polylink.lw_split",))):
+    gc.collect()
+    before = gc.mem_alloc()
+    for m in mods:
+        __import__(m)
+    gc.collect()
+    figures[key] = gc.mem_alloc() - before
+figures["total"] = sum(figures.values())
+for key in ("crypto_region", "lorawan", "lw_link", "lw_split", "total"):
+    print(key, figures[key])
