@@ -953,6 +953,24 @@ def rollouts_in_progress(db) -> list[dict]:
     return out
 
 
+def reception_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of LoRaWAN rssi or snr over all gateways and providers, in slices."""
+    if column not in ("rssi", "snr"):
+        raise BadFilter(f"no reception column {column!r}")
+    width = (until - since) / buckets
+    return db.conn.execute(
+        f"SELECT min(received_at), min({column}), avg({column}), max({column}) FROM receptions"
+        f" WHERE node_id = ? AND received_at >= ? AND received_at <= ? AND {column} IS NOT NULL"
+        " GROUP BY CAST((received_at - ?) / ? AS INTEGER) ORDER BY 1",
+        (node_id, since, until, since, width)).fetchall()
+
+
+def has_receptions(db, node_id) -> bool:
+    """True if a LoRaWAN provider ever reported radio metadata for the node."""
+    return db.conn.execute("SELECT 1 FROM receptions WHERE node_id = ? LIMIT 1",
+                           (node_id,)).fetchone() is not None
+
+
 def live_state(db, node_id) -> dict:
     """What the node page's live stream sends: node facts, latest values, command results."""
     node = get_node(db, node_id)

@@ -43,6 +43,9 @@ TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
 FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "battery", "seen", "tag")
 RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
 STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
+# From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
+RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
+                ("lora_snr", "LoRa SNR, all gateways", "dB"))
 
 
 def ago(t) -> str:
@@ -234,7 +237,8 @@ def detail(node_id):
         latest=_latest(db, node_id),
         rng=rng,
         ranges=list(charts.RANGES),
-        status_charts=STATUS_CHARTS,
+        status_charts=(RADIO_CHARTS if store.has_receptions(db, node_id) else ())
+        + STATUS_CHARTS,
         alerts=store.list_alerts(db, node_id=node_id, limit=20),
         commands=store.list_commands(db, node_id),
         history=store.status_history(db, node_id, now - 7 * 86400, limit=10),
@@ -262,11 +266,14 @@ def chart_svg(node_id):
     since = until - charts.RANGES[rng]
     column = request.args.get("s")
     if column:
-        labels = {c: (n, u) for c, n, u in STATUS_CHARTS}
+        labels = {c: (n, u) for c, n, u in STATUS_CHARTS + RADIO_CHARTS}
         if column not in labels:
             abort(400, f"s must be one of {', '.join(labels)}")
         name, unit = labels[column]
-        rows = store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
+        if column.startswith("lora_"):
+            rows = store.reception_buckets(db, node_id, column[5:], since, until, charts.BUCKETS)
+        else:
+            rows = store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
     else:
         qid = request.args.get("q", type=int)
         inst = request.args.get("i", 0, type=int)

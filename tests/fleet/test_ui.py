@@ -571,3 +571,20 @@ def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, f
 def test_node_page_without_updates(as_role, fleet):
     page = as_role("viewer").get("/nodes/n01").get_data(as_text=True)
     assert "No updates yet." in page
+
+
+def test_lora_radio_quality_charts(as_role, fleet, db):
+    viewer = as_role("viewer")
+    assert "s=lora_snr" not in viewer.get("/nodes/n01").get_data(as_text=True)
+    now = time.time()
+    with store.transaction(db) as conn:
+        conn.executemany(
+            "INSERT INTO receptions (node_id, seq, provider, received_at, gateway, rssi, snr)"
+            " VALUES ('n01', ?, ?, ?, ?, ?, ?)",
+            [(i, "ttn" if i % 2 else "chirpstack", now - 3000 + 60 * i, f"gw-{i % 2}",
+              -100.0 - i, 7.5 - i / 10) for i in range(40)])
+    page = viewer.get("/nodes/n01").get_data(as_text=True)
+    assert "s=lora_rssi" in page and "s=lora_snr" in page
+    svg = viewer.get("/nodes/n01/chart.svg?s=lora_snr&range=1h").get_data(as_text=True)
+    assert "LoRa SNR" in svg and "<polyline" in svg and ">7.5<" in svg and ">3.6<" in svg
+    assert viewer.get("/nodes/n01/chart.svg?s=lora_gain").status_code == 400
