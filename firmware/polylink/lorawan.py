@@ -48,12 +48,6 @@ RX_TIMING_SETUP = const(0x08)
 TX_PARAM_SETUP = const(0x09)
 DL_CHANNEL = const(0x0A)
 DEVICE_TIME = const(0x0D)
-# Length of each network->device command's payload, for walking FOpts
-_DOWN_LEN = {LINK_CHECK: 2, LINK_ADR: 4, DUTY_CYCLE: 1, RX_PARAM_SETUP: 4, DEV_STATUS: 0,
-             NEW_CHANNEL: 5, RX_TIMING_SETUP: 1, TX_PARAM_SETUP: 1, DL_CHANNEL: 4,
-             DEVICE_TIME: 5}
-
-
 class LoRaWANError(ValueError):
     """A frame was rejected (bad MIC, wrong address, replayed counter) or cannot be built."""
 
@@ -306,13 +300,20 @@ class Device:
         if mtype == _CONFIRMED_DOWN:
             self.ack_pending = True
         self._count_downlink(now_s)
-        self._mac_commands(buf[8:p])
+        cmds = buf[8:p]
         payload = b""
         if fport == 0:
             if folen:
                 raise LoRaWANError("MAC commands in both FOpts and FPort 0")
-            self._mac_commands(buf[p + 1 :])
+            cmds = buf[p + 1 :]
             fport = None
+        if cmds:
+            # The MAC command code is loaded only while used (like commands.py): most downlinks
+            # carry none, and it is a third of this module's heap.
+            from polylink import config, lw_mac
+
+            lw_mac.apply(self, cmds)
+            config.unload("lw_mac")
         elif fport is not None:
             payload = bytes(buf[p + 1 :])
         self._save()
@@ -324,114 +325,6 @@ class Device:
         if s["day"] != day:
             s["day"], s["air"], s["dl"] = day, 0, 0
         s["dl"] += 1
-
-    def _mac_commands(self, cmds):
-        i = 0
-        n = len(cmds)
-        while i < n:
-            cid = cmds[i]
-            ln = _DOWN_LEN.get(cid)
-            if ln is None or i + 1 + ln > n:
-                break  # an unknown command: the rest cannot be parsed (1.0.x section 5)
-            a = cmds[i + 1 : i + 1 + ln]
-            i += 1 + ln
-            if cid == LINK_CHECK:
-                self.link_check = (a[0], a[1])
-            elif cid == LINK_ADR:
-                self._link_adr(a)
-            elif cid == DUTY_CYCLE:
-                self.s["dc"] = a[0] & 0x0F
-                self._mac.append(DUTY_CYCLE)
-            elif cid == RX_PARAM_SETUP:
-                self._rx_param_setup(a)
-            elif cid == DEV_STATUS:
-                bat = self.battery() if self.battery is not None else 255
-                self._mac += bytes((DEV_STATUS, bat, int(self.last_snr) & 0x3F))
-            elif cid == NEW_CHANNEL:
-                self._new_channel(a)
-            elif cid == RX_TIMING_SETUP:
-                self.s["delay"] = (a[0] & 0x0F) or 1
-                self._sticky.append(RX_TIMING_SETUP)
-            elif cid == DL_CHANNEL:
-                self._mac += bytes((DL_CHANNEL, 0))  # separate RX1 frequencies: not supported
-            # TX_PARAM_SETUP is not used in EU868: skipped without an answer, as the spec says;
-            # DEVICE_TIME answers are read past (we never ask).
-
-    def _link_adr(self, a):
-        r = self.region
-        s = self.s
-        dr = a[0] >> 4
-        pw = a[0] & 0x0F
-        mask = a[1] | (a[2] << 8)
-        cntl = (a[3] >> 4) & 0x07
-        nb = a[3] & 0x0F
-        chans = len(s["ch"])
-        status = 0
-        if cntl == 6:
-            mask = (1 << chans) - 1
-        if cntl in (0, 6) and mask and not mask >> chans:
-            status |= 1
-        if dr == 0x0F or dr < len(r.DATA_RATES):
-            status |= 2
-        if pw == 0x0F or pw <= r.MAX_TX_POWER_INDEX:
-            status |= 4
-        if status == 7:  # all or nothing
-            s["mask"] = mask
-            if dr != 0x0F:
-                s["dr"] = dr
-            if pw != 0x0F:
-                s["pw"] = pw
-            s["nb"] = nb or 1
-        self._mac += bytes((LINK_ADR, status))
-
-    def _rx_param_setup(self, a):
-        r = self.region
-        offset = (a[0] >> 4) & 0x07
-        dr = a[0] & 0x0F
-        freq = _le(a, 1, 3) * 100
-        status = 0
-        try:
-            r.band_of(freq)
-            status |= 1
-        except ValueError:
-            pass
-        if dr < len(r.DATA_RATES):
-            status |= 2
-        if offset <= r.RX1_DR_OFFSET_MAX:
-            status |= 4
-        if status == 7:
-            self.s["rx1o"], self.s["rx2dr"], self.s["rx2f"] = offset, dr, freq
-        self._sticky += bytes((RX_PARAM_SETUP, status))
-
-    def _new_channel(self, a):
-        r = self.region
-        s = self.s
-        idx = a[0]
-        freq = _le(a, 1, 3) * 100
-        status = 0
-        if freq == 0 or self._in_band(freq):
-            status |= 1
-        if (a[4] & 0x0F) <= (a[4] >> 4) < len(r.DATA_RATES):
-            status |= 2
-        if idx < len(r.DEFAULT_CHANNELS) or idx >= r.MAX_CHANNELS:
-            status = 0  # the default channels cannot be changed
-        if status == 3:
-            ch = s["ch"]
-            while len(ch) <= idx:
-                ch.append(0)
-            ch[idx] = freq
-            if freq:
-                s["mask"] |= 1 << idx
-            else:
-                s["mask"] &= ~(1 << idx)
-        self._mac += bytes((NEW_CHANNEL, status))
-
-    def _in_band(self, freq):
-        try:
-            self.region.band_of(freq)
-            return True
-        except ValueError:
-            return False
 
     # duty cycle, budgets and channels
     def airtime_today_us(self, now_s) -> int:

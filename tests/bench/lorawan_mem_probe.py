@@ -5,7 +5,8 @@ Imports go through __import__ so that they happen in this order, after each base
 
 import gc
 
-for name in ("asyncio", "json", "cryptolib", "polylink.proto", "polylink.store"):
+for name in ("asyncio", "json", "cryptolib", "polylink.proto", "polylink.store",
+             "polylink.config"):
     __import__(name)  # what the app (or, for cryptolib, the ESP32 build) already has
 figures = {}
 for key, mods in (("crypto_region", ("polylink.lw_crypto", "polylink.region_eu868")),
