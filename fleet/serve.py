@@ -7,10 +7,11 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from . import broker as brokers
 from . import db as store
-from .settings import Settings, SettingsError
+from .settings import DEFAULT_MQTT_PORT, Settings, SettingsError
 
 FIRST_ADMIN = "admin"
 # A worker that dies this soon after starting is failing at start-up (bad store, broker gone):
@@ -26,6 +27,41 @@ class ServeError(RuntimeError):
 def say(text: str = "") -> None:
     """Print to the operator's terminal at once (stdout may be a pipe under make or a test)."""
     print(text, flush=True)
+
+
+# Where `fleet run` looks for a free broker port when MQTT_PORT is not given and 1883 is taken.
+_FALLBACK_MQTT_PORTS = range(1884, 1900)
+
+
+def choose_mqtt_port(settings: Settings, default: int = DEFAULT_MQTT_PORT,
+                     fallbacks=_FALLBACK_MQTT_PORTS) -> Settings:
+    """Settings with the port our broker will listen on.
+
+    MQTT_PORT given (or MQTT_URL): as given, check_ports() refuses a taken one. Not given: the
+    default when free, else the first free fallback, said aloud. Recorded in DATA_DIR/broker/port
+    by main() so `make sim` and the CLI reach the same broker.
+    """
+    if settings.mqtt_url is not None or settings.mqtt_port_chosen:
+        return settings
+    if brokers.port_is_free(default):
+        return replace(settings, mqtt_port=default)
+    for port in fallbacks:
+        if brokers.port_is_free(port):
+            say(f"port {default} is taken (a system mosquitto?): our broker listens on "
+                f"127.0.0.1:{port} instead; `make sim` and the fleet CLI find it in "
+                f"{settings.broker_port_file}. Set MQTT_PORT to choose, or MQTT_URL to use "
+                f"the broker on {default}.")
+            return replace(settings, mqtt_port=port)
+    raise ServeError(brokers.port_in_use_message(default))
+
+
+def record_mqtt_port(settings: Settings) -> None:
+    """Write the broker's port where from_env() finds it (atomically: readers never see half)."""
+    path = settings.broker_port_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{settings.mqtt_port}\n")
+    os.replace(tmp, path)
 
 
 def check_ports(settings: Settings) -> None:
@@ -167,6 +203,7 @@ def main(settings: Settings) -> None:
     """Run the fleet manager until Ctrl-C or SIGTERM; exit with a one-line error if it cannot."""
     try:
         settings.mqtt_target()  # a malformed MQTT_URL fails here, not later in the worker
+        settings = choose_mqtt_port(settings)
         check_ports(settings)
     except (ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -188,6 +225,7 @@ def main(settings: Settings) -> None:
             broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True,
                                          claim_port=claim_port())
             broker.start()
+            record_mqtt_port(settings)
         # amqtt speaks MQTT 3.1.1 only: say so whatever the worker's default is.
         on_amqtt = broker is not None and broker.kind == "amqtt"
         ingest = Ingest(settings, "3.1.1" if on_amqtt else None)

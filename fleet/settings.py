@@ -1,7 +1,7 @@
 """Settings shared by the server, the CLI and the simulator, read from the environment."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +16,8 @@ class Settings:
     port: int
     mqtt_port: int
     mqtt_url: str | None
+    # False when MQTT_PORT was not given: `fleet run` may then move its broker off a taken 1883.
+    mqtt_port_chosen: bool = True
 
     @property
     def db_path(self) -> Path:
@@ -24,6 +26,11 @@ class Settings:
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def broker_port_file(self) -> Path:
+        """Where `fleet run` records the port its broker listens on, for the CLI and `make sim`."""
+        return self.broker_dir / "port"
 
     def mqtt_target(self) -> tuple[str, int, str | None, str | None]:
         """(host, port, username, password) of the broker the fleet talks to."""
@@ -63,11 +70,35 @@ def _port(name: str, default: int) -> int:
     return value
 
 
+DEFAULT_MQTT_PORT = 1883
+
+
+def _recorded_port(path: Path) -> int | None:
+    """The broker port a `fleet run` on this data directory recorded, if any and well-formed."""
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return None
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else None
+
+
 def from_env() -> Settings:
-    """Read DATA_DIR, PORT, MQTT_PORT and MQTT_URL; raise SettingsError on a bad value."""
-    return Settings(
-        data_dir=Path(os.environ.get("DATA_DIR") or "var").resolve(),
+    """Read DATA_DIR, PORT, MQTT_PORT and MQTT_URL; raise SettingsError on a bad value.
+
+    Without MQTT_PORT the broker port is the one `fleet run` recorded in DATA_DIR/broker/port
+    (it moves off 1883 when a system broker holds it), else 1883.
+    """
+    data_dir = Path(os.environ.get("DATA_DIR") or "var").resolve()
+    chosen = bool(os.environ.get("MQTT_PORT"))
+    settings = Settings(
+        data_dir=data_dir,
         port=_port("PORT", 8000),
-        mqtt_port=_port("MQTT_PORT", 1883),
+        mqtt_port=_port("MQTT_PORT", DEFAULT_MQTT_PORT),
         mqtt_url=os.environ.get("MQTT_URL") or None,
+        mqtt_port_chosen=chosen,
     )
+    if not chosen:
+        recorded = _recorded_port(settings.broker_port_file)
+        if recorded:
+            settings = replace(settings, mqtt_port=recorded)
+    return settings

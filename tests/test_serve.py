@@ -8,9 +8,12 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 
+import pytest
 from services import READY, FleetRun, free_port
 
+from fleet import serve
 from fleet.broker import mqtt_ready, port_is_free
+from fleet.settings import Settings, from_env
 
 
 def get(url: str) -> tuple[int, str]:
@@ -137,3 +140,47 @@ def test_a_dead_ingest_worker_is_restarted(fleet_run):
     assert new_pid != pid
     os.kill(new_pid, 0)  # raises if the new worker is not running
     assert run.stop() == 0
+
+
+def _squat():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_without_mqtt_port_a_taken_default_moves_the_broker_to_a_free_port(tmp_path, capsys):
+    # As on a machine whose system mosquitto holds 1883: `make run` must still start.
+    settings = Settings(tmp_path, free_port(), 1883, None, mqtt_port_chosen=False)
+    with _squat() as a, _squat() as b:
+        default, also_taken = a.getsockname()[1], b.getsockname()[1]
+        free = free_port()
+        chosen = serve.choose_mqtt_port(settings, default, [also_taken, free])
+        assert chosen.mqtt_port == free
+        assert f"port {default} is taken" in capsys.readouterr().out
+        with pytest.raises(serve.ServeError, match=f"port {default} is already in use"):
+            serve.choose_mqtt_port(settings, default, [also_taken])
+    assert serve.choose_mqtt_port(settings, free).mqtt_port == free  # the default when free
+
+
+def test_a_given_mqtt_port_is_kept_even_when_taken(tmp_path):
+    with _squat() as a:
+        taken = a.getsockname()[1]
+        settings = Settings(tmp_path, free_port(), taken, None, mqtt_port_chosen=True)
+        assert serve.choose_mqtt_port(settings, taken, [free_port()]) is settings
+        with pytest.raises(serve.ServeError, match="MQTT_PORT="):
+            serve.check_ports(settings)
+
+
+def test_the_cli_and_sim_find_the_port_fleet_run_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MQTT_PORT", raising=False)
+    monkeypatch.delenv("MQTT_URL", raising=False)
+    assert from_env().mqtt_port == 1883  # nothing recorded yet
+    serve.record_mqtt_port(Settings(tmp_path, 8000, 1890, None))
+    assert from_env().mqtt_port == 1890 and not from_env().mqtt_port_chosen
+    monkeypatch.setenv("MQTT_PORT", "1999")
+    assert from_env().mqtt_port == 1999  # the environment wins
+    monkeypatch.delenv("MQTT_PORT")
+    (tmp_path / "broker" / "port").write_text("not a port\n")
+    assert from_env().mqtt_port == 1883  # a damaged record is ignored, not fatal
