@@ -46,8 +46,8 @@ merged-image: setup ## one file for a factory programmer: make merged-image BOAR
 label: setup ## printable SVG label with a QR code to the node's page: make label NODE=lamp-42
 	$(BIN)/python -m provisioning label --node "$(NODE)"
 
-release: setup ## build, sign and store an OTA release: make release VERSION=0.2.0 [BOARDS="ESP32_GENERIC .."] (docs/ota.md)
-	$(BIN)/fleet release build "$(VERSION)" $(foreach b,$(BOARDS),--board "$(b)")
+release: setup ## build, sign and store an OTA release: make release VERSION=0.2.0 [BOARDS="ESP32_GENERIC .."] [RUNTIME=micropython.app-bin] (docs/ota.md)
+	$(BIN)/fleet release build "$(VERSION)" $(foreach b,$(BOARDS),--board "$(b)") $(if $(RUNTIME),--runtime "$(RUNTIME)")
 
 bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/benchmarks.md)
 	@status=0; for bench in $(wildcard tests/bench/bench_*.py); do \

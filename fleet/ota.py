@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -182,22 +183,112 @@ def check_version(version: str) -> str:
 
 
 def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
-                   created=None) -> bytes:
+                   created=None, runtime=None) -> bytes:
     """The canonical manifest bytes (sorted keys, no spaces) that are signed."""
     m = {"format": 1, "version": version, "key": key_id, "boards": sorted(boards),
          "micropython": micropython, "created": int(created or time.time()),
          "files": sorted(files, key=lambda f: f["path"])}
+    if runtime is not None:
+        m["runtime"] = runtime
     return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 
 
+# --- MicroPython runtime images ------------------------------------------------------------------
+
+APP_DESC_MAGIC = 0xABCD5432  # esp_app_desc_t.magic_word: the first bytes of an app's first segment
+BANNER_RE = re.compile(rb"MicroPython v(\d+)\.(\d+)\.(\d+)")
+
+
+def _ota_boards(boards: list[str]) -> tuple[str, int]:
+    """(chip, smallest OTA slot size) of boards that can all take a runtime image."""
+    from provisioning import boards as board_files
+
+    chips, slots = set(), []
+    for name in boards:
+        b = board_files.load(name)
+        if not board_files.has_ota(b):
+            raise ReleaseError(
+                f"runtime image: board {name} has no OTA partitions (its MicroPython build has "
+                "one app partition), so it cannot take a runtime image over the air; build the "
+                "release for boards with ota_0/ota_1 (e.g. --board ESP32_GENERIC_OTA) or leave "
+                "--runtime out")
+        chips.add(b["chip"])
+        slots += [p["size"] for p in b["partitions"] if p["subtype"] in ("ota_0", "ota_1")]
+    if len(chips) != 1:
+        raise ReleaseError(f"runtime image: the boards have different chips "
+                           f"({', '.join(sorted(chips))}); one runtime image runs on one chip")
+    return chips.pop(), min(slots)
+
+
+def runtime_entry(data: bytes, boards: list[str]) -> dict:
+    """The manifest's runtime entry for an ESP32 app image, or ReleaseError saying what is wrong.
+
+    esptool's own image loader (pinned in requirements.txt) parses the header, the extended
+    header's chip id, the segments, the checksum and the appended SHA-256: the same format the
+    bootloader checks, so a parser of our own could only drift from it.
+    """
+    from esptool.bin_image import LoadFirmwareImage
+    from esptool.util import FatalError
+
+    chip, slot = _ota_boards(boards)
+    if not data or data[0] != 0xE9:
+        raise ReleaseError(f"runtime image: not an ESP32 app image (first byte "
+                           f"{data[:1].hex() or 'missing'}, an app image starts with magic e9)")
+    try:
+        img = LoadFirmwareImage(chip, data)
+    except (FatalError, RuntimeError, struct.error, ValueError) as e:
+        raise ReleaseError(f"runtime image: not a whole ESP32 app image: {e}") from None
+    want = img.ROM_LOADER.IMAGE_CHIP_ID
+    if img.chip_id != want:
+        raise ReleaseError(f"runtime image: built for chip id {img.chip_id}, the boards "
+                           f"({', '.join(boards)}) have an {chip} (chip id {want}); use the "
+                           f"MicroPython build for {chip}")
+    if img.calculate_checksum() != img.checksum:
+        raise ReleaseError("runtime image: checksum does not match its segments (damaged file)")
+    if img.append_digest and img.stored_digest != img.calc_digest:
+        raise ReleaseError("runtime image: appended SHA-256 does not match (damaged file)")
+    if not img.segments or img.segments[0].data[:4] != struct.pack("<I", APP_DESC_MAGIC):
+        raise ReleaseError("runtime image: no app descriptor; this is not an app image (a "
+                           "bootloader, or a whole-flash .bin?). Use MicroPython's .app-bin "
+                           "(or build-*/micropython.bin)")
+    if len(data) > slot:
+        raise ReleaseError(f"runtime image: {len(data)} bytes do not fit the {slot} byte OTA "
+                           f"app partition of {', '.join(boards)}")
+    m = BANNER_RE.search(data)
+    if not m:
+        raise ReleaseError("runtime image: no 'MicroPython vX.Y.Z' banner in it; is it "
+                           "MicroPython?")
+    version = ".".join(x.decode() for x in m.groups())
+    if _vtuple(version) < _vtuple(MIN_MICROPYTHON):
+        raise ReleaseError(f"runtime image: MicroPython {version} is older than the "
+                           f"{MIN_MICROPYTHON} the app needs")
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "micropython": version, "chip": chip}
+
+
+def _vtuple(v: str) -> tuple:
+    return tuple(int(x) for x in v.split("."))
+
+
 def build(settings, version: str, boards: list[str] | None = None, key_id: str | None = None,
-          source: Path = FIRMWARE, out_dir: Path | None = None, compile_mpy: bool = True) -> Path:
-    """Compile source/polylink into a signed release bundle (a .tar); return its path."""
+          source: Path = FIRMWARE, out_dir: Path | None = None, compile_mpy: bool = True,
+          runtime: Path | None = None) -> Path:
+    """Compile source/polylink into a signed release bundle (a .tar); return its path.
+
+    runtime: a MicroPython app image (.app-bin) the release also carries (OTA boards only).
+    """
     check_version(version)
     boards = boards or ["ESP32_GENERIC"]
     for b in boards:
         if b not in known_boards():
             raise ReleaseError(f"unknown board {b!r}; known: {', '.join(known_boards())}")
+    rt = rt_data = None
+    if runtime is not None:
+        try:
+            rt_data = Path(runtime).read_bytes()
+        except OSError as e:
+            raise ReleaseError(f"runtime image: cannot read {runtime}: {e.strerror}") from None
+        rt = runtime_entry(rt_data, boards)
     key_id, key = _private_key(settings, key_id)
     sources = sorted(Path(source).glob(APP_GLOB))
     if not sources:
@@ -220,12 +311,15 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
                 blobs[rel] = src.read_bytes()
     files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
              for p, b in blobs.items()]
-    manifest = manifest_bytes(version, key_id, boards, files)
+    manifest = manifest_bytes(version, key_id, boards, files, runtime=rt)
     sig = sign(key, key_id, manifest)
     out_dir = Path(out_dir or release_dir(settings))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"polylink-{version}.tar"
-    write_bundle(path, manifest, sig, {f["sha256"]: blobs[f["path"]] for f in files})
+    content = {f["sha256"]: blobs[f["path"]] for f in files}
+    if rt is not None:
+        content[rt["sha256"]] = rt_data
+    write_bundle(path, manifest, sig, content)
     return path
 
 
@@ -323,6 +417,20 @@ def check_release(keys: dict, manifest: bytes, sig: str, blobs: dict[str, bytes]
         if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
             raise ReleaseError(f"hash mismatch: {p} does not have the size and SHA-256 the "
                                "manifest gives")
+    rt = m.get("runtime")
+    if rt is not None:
+        if not isinstance(rt, dict) or not SHA_RE.match(str(rt.get("sha256"))):
+            raise ReleaseError("manifest's runtime entry must carry a sha256")
+        data = blobs.get(rt["sha256"])
+        if data is None:
+            raise ReleaseError("hash mismatch: the runtime image is missing from the bundle")
+        if len(data) != rt.get("size") or hashlib.sha256(data).hexdigest() != rt["sha256"]:
+            raise ReleaseError("hash mismatch: the runtime image does not have the size and "
+                               "SHA-256 the manifest gives")
+        # The same checks as at build time: a bundle made elsewhere gets no less scrutiny.
+        if runtime_entry(data, boards) != rt:
+            raise ReleaseError("manifest's runtime entry does not describe its image (chip or "
+                               "MicroPython version differ)")
     return m
 
 
@@ -332,11 +440,14 @@ def store_release(settings, manifest: bytes, sig: str, blobs: dict[str, bytes]) 
     base = release_dir(settings)
     files_dir = base / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
-    for f in m["files"]:
-        dst = files_dir / f["sha256"]
+    shas = [f["sha256"] for f in m["files"]]
+    if m.get("runtime"):
+        shas.append(m["runtime"]["sha256"])
+    for sha in shas:
+        dst = files_dir / sha
         if not dst.exists():
-            tmp = files_dir / (f["sha256"] + ".tmp")
-            tmp.write_bytes(blobs[f["sha256"]])
+            tmp = files_dir / (sha + ".tmp")
+            tmp.write_bytes(blobs[sha])
             os.replace(tmp, dst)
     d = base / m["version"]
     d.mkdir(parents=True, exist_ok=True)

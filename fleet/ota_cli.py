@@ -93,19 +93,26 @@ def release_group():
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=ota.FIRMWARE,
               show_default=True, help="The firmware tree to build from.")
 @click.option("--no-upload", is_flag=True, help="Only write the bundle, do not store it.")
+@click.option("--runtime", type=click.Path(dir_okay=False, path_type=Path),
+              help="A MicroPython app image (.app-bin) the release also carries; only for boards "
+                   "with OTA partitions (e.g. ESP32_GENERIC_OTA).")
 @_friendly
-def release_build(version, boards, key_id, source, no_upload):
+def release_build(version, boards, key_id, source, no_upload, runtime):
     """Compile the app with mpy-cross, sign the manifest, write RELEASE_DIR/polylink-VERSION.tar
     and store the release in this fleet.
 
     Example: fleet release build 0.2.0 --board ESP32_GENERIC --board ESP32_GENERIC_OTA
+
+    Example: fleet release build 0.3.0 --board ESP32_GENERIC_OTA --runtime mp-ota.app-bin
     """
     s = from_env()
-    path = ota.build(s, version, list(boards) or None, key_id, source)
+    path = ota.build(s, version, list(boards) or None, key_id, source, runtime=runtime)
     click.echo(f"built {path}")
     if not no_upload:
         m = ota.upload(open_store(), s, path.read_bytes(), actor="cli")
-        click.echo(f"release {m['version']} stored: {len(m['files'])} files, key {m['key']}")
+        click.echo(f"release {m['version']} stored: {len(m['files'])} files, key {m['key']}"
+                   + (f", MicroPython {m['runtime']['micropython']} runtime image "
+                      f"({m['runtime']['size']} bytes)" if m.get("runtime") else ""))
 
 
 @release_group.command("upload")

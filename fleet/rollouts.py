@@ -31,7 +31,7 @@ REPORT_STATES = {1: "offered", 2: "downloading", 3: "verified", 4: "rebooting", 
 REASONS = {1: "bad signature", 2: "unknown key", 3: "hash mismatch", 4: "incompatible board",
            5: "MicroPython too old", 6: "download failed", 7: "storage", 8: "low battery",
            9: "outside update window", 10: "busy", 11: "crash loop", 12: "not confirmed in time",
-           13: "bad manifest"}
+           13: "bad manifest", 14: "runtime rolled back"}
 TARGET_KEYS = ("tags", "board", "provider", "version", "nodes")
 
 

@@ -1,10 +1,13 @@
 """The host HAL: polylink.hal_esp32's methods over simulated hardware and the host's network."""
 
 import asyncio
+import os
+import re
 import ssl
 import time
 from pathlib import Path
 
+from polylink_host import esp32sim
 from polylink_host.simsensors import SimHardware
 
 PWRON_RESET = 1
@@ -46,6 +49,8 @@ class HostHAL:
         self.modem = None  # set by the simulation to a simradio.SimModem
         self.wdt_timeout_ms: int | None = None
         self.last_feed = self.ticks_ms()
+        self._flash: esp32sim.Flash | None = None  # created on first use (OTA of the runtime)
+        self._banners: dict = {}
         Path(self.root).mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> str:
@@ -82,8 +87,42 @@ class HostHAL:
         raise SimReset("machine.reset()")
 
     def mpy_version(self) -> tuple:
-        """The MicroPython version a simulated node reports (a setting: CPython runs it)."""
+        """The MicroPython version a simulated node reports: the banner of the runtime image in
+        the running app partition if an OTA update wrote one, else a setting (CPython runs it)."""
+        fl = self._flash
+        if fl is not None and fl.running:
+            v = self._banner_version(fl.path(fl.running))
+            if v is not None:
+                return v
         return self.micropython
+
+    def _banner_version(self, path: str) -> tuple | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._banners:
+            m = re.search(rb"MicroPython v(\d+)\.(\d+)\.(\d+)", Path(path).read_bytes())
+            self._banners = {key: tuple(int(x) for x in m.groups()) if m else None}
+        return self._banners[key]
+
+    # flash partitions: a simulation of esp32.Partition and the bootloader (esp32sim.py)
+    def partition(self):
+        return esp32sim.partition_class(self.flash())
+
+    def flash(self) -> esp32sim.Flash:
+        if self._flash is None:
+            self._flash = esp32sim.Flash(self.root, self.board)
+            self._flash.bootloader()  # the power-on
+        return self._flash
+
+    def bootloader(self) -> None:
+        """What the chip's bootloader does at a reset (rolls back an unconfirmed runtime)."""
+        if self._flash is None:
+            self.flash()
+        else:
+            self._flash.bootloader()
 
     def unique_id(self) -> str:
         return self.hw.uid

@@ -104,6 +104,7 @@ class SimNode:
     async def run(self) -> None:
         """Boot the firmware, and boot it again after every reset, until cancelled."""
         while True:
+            self.hal.bootloader()  # the chip's bootloader: may roll back an unconfirmed runtime
             slots.boot(str(self.root))  # what boot.py does: count trial boots, revert if due
             cfg = config.load(str(self.root), default_node=self.id, board=self.board)
             if cfg.claim is not None:

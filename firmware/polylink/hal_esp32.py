@@ -78,6 +78,12 @@ class HAL:
 
         return tuple(sys.implementation.version[:3])
 
+    def partition(self):
+        """MicroPython's esp32.Partition class (flash partitions, OTA of the runtime image)."""
+        import esp32
+
+        return esp32.Partition
+
     def unique_id(self) -> str:
         return "".join("%02x" % b for b in machine.unique_id())
 

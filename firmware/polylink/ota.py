@@ -37,6 +37,7 @@ LOW_BATTERY = 8
 WINDOW = 9
 BUSY = 10
 BAD_MANIFEST = 13
+RUNTIME_ROLLED_BACK = 14
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -146,7 +147,17 @@ def _version_tuple(v):
     return tuple(out)
 
 
-def check_manifest(m, kid, version, board, mpy_version):
+def check_runtime(rt, chip):
+    """Raise OTAError unless rt is a well-formed runtime entry for this chip."""
+    if (not isinstance(rt, dict) or not isinstance(rt.get("sha256"), str)
+            or len(rt["sha256"]) != 64 or not isinstance(rt.get("size"), int)
+            or rt["size"] <= 0 or not isinstance(rt.get("micropython"), str)):
+        raise OTAError(BAD_MANIFEST, "bad runtime entry in the manifest")
+    if chip is not None and rt.get("chip") != chip:
+        raise OTAError(BOARD, "runtime image is for %s, this chip is %s" % (rt.get("chip"), chip))
+
+
+def check_manifest(m, kid, version, board, mpy_version, chip=None):
     """Raise OTAError unless manifest dict m fits this node; return its files list."""
     if not isinstance(m, dict) or m.get("format") != 1:
         raise OTAError(BAD_MANIFEST, "manifest is not format 1")
@@ -158,6 +169,11 @@ def check_manifest(m, kid, version, board, mpy_version):
     boards = m.get("boards")
     if not isinstance(boards, list) or board not in boards:
         raise OTAError(BOARD, "release is for %s, this board is %s" % (boards, board))
+    rt = m.get("runtime")
+    if rt is not None:
+        check_runtime(rt, chip)
+        # The app will run on the runtime the release brings, not on the one running now.
+        mpy_version = _version_tuple(rt["micropython"])
     need = m.get("micropython")
     if need and tuple(mpy_version) < _version_tuple(need):
         raise OTAError(MICROPYTHON, "release needs MicroPython %s" % need)
@@ -277,12 +293,32 @@ class Agent:
         self.report(OFFERED, version, rid)
         slot = slots.inactive(st)
         d = slots.slot_dir(self.root, slot)
-        files = await self.stage(url, version, d, st, rid)
+        files, rt = await self.stage(url, version, d, st, rid)
+        part = None
+        if rt is not None:
+            # A MicroPython runtime image (boards with OTA partitions): into the next app
+            # partition, read back and verified before anything that boots changes.
+            from polylink import runtime
+
+            part = await runtime.fetch(self, url, rt, self._runtime_progress)
         self.report(VERIFIED, version, rid)
-        slots.switch(self.root, slot, version, rid)
+        if part is None:
+            slots.switch(self.root, slot, version, rid)
+        else:
+            # Pointer first, then otadata: a cut between them boots the old runtime with the
+            # pointer expecting the new one, and after_boot() reverts the app (reason 14).
+            slots.switch(self.root, slot, version, rid, part.info()[4])
+            try:
+                runtime.set_boot(part)  # pyright: ignore[reportPossiblyUnbound]
+            except OTAError:
+                slots.undo_switch(self.root)
+                raise
         self.report(REBOOTING, version, rid)
         del files
         node.request_reboot()
+
+    def _runtime_progress(self, n):
+        self._progress(self._files_total + n)
 
     def low_battery(self):
         limit = self.cfg.get("min_battery")
@@ -314,8 +350,12 @@ class Agent:
                 m = json.load(f)
             except ValueError:
                 raise OTAError(BAD_MANIFEST, "manifest is not JSON") from None
-        files = check_manifest(m, kid, version, self.node.cfg.board.get("name"),
-                               self.hal.mpy_version())
+        board = self.node.cfg.board
+        files = check_manifest(m, kid, version, board.get("name"), self.hal.mpy_version(),
+                               board.get("chip"))
+        rt = m.get("runtime")
+        if rt is not None and _version_tuple(rt["micropython"]) == tuple(self.hal.mpy_version()):
+            rt = None  # the node already runs that MicroPython version
         del m
         # Files of an older release left in this slot go first; .part files of ours stay.
         wanted = {}
@@ -338,8 +378,14 @@ class Agent:
         total = 0
         for f in files:
             total += f["size"]
+        self._files_total = total
+        if rt is not None:
+            total += rt["size"]
+        self._total = total
+        self._shown = -1
+        self._version = version
+        self._rid = rid
         done = 0
-        shown = -1
         for f in files:
             dest = d + "/" + f["path"]
             _makedirs(dest.rsplit("/", 1)[0])
@@ -351,10 +397,7 @@ class Agent:
                 await self.fetch(url, "/ota/v1/files/" + f["sha256"], dest, f["size"],
                                  f["sha256"], d + "/" + f["sha256"] + ".part")
             done += f["size"]
-            pct = done * 100 // total if total else 100
-            if pct // 25 != shown // 25 or pct == 100:
-                shown = pct
-                self.report(DOWNLOADING, version, rid, progress=pct, bytes=done)
+            self._progress(done)
         # Everything again, from flash, before anything changes.
         for f in files:
             dest = d + "/" + f["path"]
@@ -365,7 +408,15 @@ class Agent:
             f.write(sig)
         os.rename(d + "/" + SIGNATURE + ".new", d + "/" + SIGNATURE)
         os.rename(new, d + "/" + MANIFEST)  # the slot is whole now
-        return files
+        return files, rt
+
+    def _progress(self, done):
+        """Report DOWNLOADING after each quarter of the update's bytes."""
+        total = self._total
+        pct = done * 100 // total if total else 100
+        if pct // 25 != self._shown // 25 or (pct == 100 and self._shown != 100):
+            self._shown = pct
+            self.report(DOWNLOADING, self._version, self._rid, progress=pct, bytes=done)
 
     def copy(self, src, dest, size, sha):
         """Copy a file this node already holds (same hash in the running app)."""
@@ -467,14 +518,28 @@ class Agent:
             slots.clear_rolled_back(self.root)
         if not st["trial"]:
             return
-        confirm_ms = self.cfg.get("confirm", 300) * 1000
         hal = self.hal
+        label = st.get("runtime")
+        if label:
+            from polylink import runtime
+
+            if runtime.running_label(hal) != label:
+                # The bootloader rolled the new runtime back (a reset before it was confirmed,
+                # or a cut before set_boot): the app that needs it goes back too.
+                slots.revert(self.root, RUNTIME_ROLLED_BACK)
+                hal.reset()
+                return
+        confirm_ms = self.cfg.get("confirm", 300) * 1000
         t0 = hal.ticks_ms()
         while True:
             await asyncio.sleep(1)
             age = hal.ticks_diff(hal.ticks_ms(), t0)
             healthy = node.link.up.is_set() and node.sent > 0 and not node.store.count
             if age >= confirm_ms and healthy:
+                if label:
+                    # The runtime first: confirming the app alone and losing power before
+                    # this would leave the new app on a runtime the next reset rolls back.
+                    runtime.confirm(hal)  # pyright: ignore[reportPossiblyUnbound]
                 slots.confirm(self.root)
                 self.report(CONFIRMED, st["version"], st.get("rid"))
                 return

@@ -81,12 +81,25 @@ def _reverted(st, reason):
             "rolled_back": {"version": st["version"], "reason": reason}}
 
 
-def switch(root, slot, version, rid) -> None:
-    """Make slot the one that boots next, on trial; the running one becomes the fallback."""
+def switch(root, slot, version, rid, runtime=None) -> None:
+    """Make slot the one that boots next, on trial; the running one becomes the fallback.
+
+    runtime: the app partition label of a new MicroPython runtime the trial version expects.
+    """
     st = read(root)
-    write(root, {"active": slot, "prev": st["active"], "trial": 1, "boots": 0,
-                 "version": version, "prev_version": st["version"], "rid": rid,
-                 "rolled_back": None})
+    st.pop("was", None)
+    new = {"active": slot, "prev": st["active"], "trial": 1, "boots": 0, "version": version,
+           "prev_version": st["version"], "rid": rid, "rolled_back": None, "was": st}
+    if runtime:
+        new["runtime"] = runtime
+    write(root, new)
+
+
+def undo_switch(root) -> None:
+    """Take back a switch() before any reboot (the runtime image was refused): the old pointer."""
+    st = read(root)
+    if st.get("was") is not None:
+        write(root, st["was"])
 
 
 def confirm(root) -> None:

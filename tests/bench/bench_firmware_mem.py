@@ -41,6 +41,9 @@ def mpy_tree(tmp: Path) -> Path:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     shutil.copytree(ROOT / "boards", tmp / "boards")
+    # The host port's esp32.Partition simulation (source: it stands in for the chip, not the app).
+    (tmp / "firmware" / "host").mkdir(parents=True)
+    shutil.copy(ROOT / "firmware" / "host" / "esp32sim.py", tmp / "firmware" / "host")
     app = tmp / "firmware" / "polylink"
     app.mkdir(parents=True)
     for src in sorted(APP.glob("*.py")):

@@ -9,6 +9,7 @@ import json
 import time
 
 from polylink import config, proto, slots, store  # noqa: E402,F401
+from polylink_host import esp32sim  # noqa: E402 - the simulated flash: not the node's heap
 
 await asyncio.sleep(0)  # noqa: F704 - the wasm port collects garbage when control passes JS
 BASE = gc.mem_alloc()
@@ -40,6 +41,11 @@ async def sample():
     a = gc.mem_alloc()
     if a > peak[0]:
         peak[0] = a
+    if len(first) < 2:
+        first.append(a)  # preallocated below: no heap growth from the sampling itself
+
+
+first = []
 
 
 # Time: median of 5 verifications.
@@ -81,10 +87,12 @@ del h
 
 
 class Conn:
-    def __init__(self):
-        self.head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % SIZE
+    def __init__(self, size=SIZE):
+        self.size = size
+        self.head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
         self.hpos = 0
         self.pos = 0
+        self.reads = 0
 
     def write(self, b):
         pass
@@ -102,19 +110,32 @@ class Conn:
         return line
 
     async def read(self, n):
-        n = min(n, SIZE - self.pos)
+        n = min(n, self.size - self.pos)
         b = bytes(body_chunk(self.pos, n))
         self.pos += n
+        self.reads += 1
+        CONNS[-1] = self
         await sample()
         return b
 
 
+CONNS = [None]
+
+
 class HAL:
     root = "/tmp/otaprobe"
+    conn_size = SIZE
+    flash = None
 
     async def open_connection(self, host, port, tls=None):
-        c = Conn()
+        c = Conn(self.conn_size)
         return c, c
+
+    def path(self, name):
+        return self.root + "/" + name
+
+    def partition(self):
+        return esp32sim.partition_class(self.flash)
 
     def mpy_version(self):
         return (1, 24, 1)
@@ -168,3 +189,50 @@ await agent.fetch("http://fleet", "/ota/v1/files/" + SHA, "/tmp/otaprobe/f.mpy",
 print("stream_ms", time.ticks_diff(time.ticks_ms(), t0))
 print("stream_peak", peak[0] - base - ARTIFACT)
 print("stream_size", os.stat("/tmp/otaprobe/f.mpy")[6])
+
+# A MicroPython runtime image streamed into the next app partition (esp32.Partition: here the
+# simulation, whose own buffers are transient), 4 KB blocks, then read back and hashed.
+RT_SIZE = 200 * 1024
+h = hashlib.sha256()
+for pos in range(0, RT_SIZE, 1024):
+    h.update(body_chunk(pos, 1024))
+RT_SHA = binascii.hexlify(h.digest()).decode()
+del h
+with open("/boards/ESP32_GENERIC_OTA.json") as f:
+    board = json.load(f)
+fl = esp32sim.Flash("/tmp/otaprobe", board)
+fl.bootloader()
+Node.hal.flash = fl
+Node.hal.conn_size = RT_SIZE
+del board
+gc.collect()
+await asyncio.sleep(0)  # noqa: F704
+base = gc.mem_alloc()
+from polylink import runtime  # noqa: E402
+
+gc.collect()
+await asyncio.sleep(0)  # noqa: F704
+print("runtime_module", gc.mem_alloc() - base)
+RT_PASSES = RT_SIZE // 1024  # the stream reads 1 KB pieces: one pass through JS each
+gc.collect()
+await asyncio.sleep(0)  # noqa: F704
+a0 = gc.mem_alloc()
+for _ in range(RT_PASSES):
+    gc.collect()
+    await asyncio.sleep(0)  # noqa: F704
+gc.collect()
+await asyncio.sleep(0)  # noqa: F704
+RT_ARTIFACT = gc.mem_alloc() - a0
+print("rt_js_artifact", RT_ARTIFACT)
+gc.collect()
+await asyncio.sleep(0)  # noqa: F704
+base = gc.mem_alloc()
+peak[0] = base
+first[:] = []
+part = await runtime.fetch(agent, "http://fleet", {"sha256": RT_SHA, "size": RT_SIZE},  # noqa: F704
+                           lambda n: None)
+if CONNS[-1].reads != RT_PASSES:
+    raise RuntimeError("the stream made %d passes, not %d" % (CONNS[-1].reads, RT_PASSES))
+print("rt_stream_peak", peak[0] - base - RT_ARTIFACT)
+print("rt_stream_first", first[1] - base)  # after the first 1 KB piece: buffers all in place
+print("rt_size", RT_SIZE if runtime.readback_sha(part, RT_SIZE, bytearray(4096)) == RT_SHA else 0)

@@ -123,6 +123,79 @@ def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_p
         nodes.stop()
 
 
+def test_runtime_image_rollout_confirms_and_a_crashing_one_rolls_back_the_runtime(tmp_path,
+                                                                                  fleet):
+    """Boards with OTA partitions get a MicroPython runtime image too (esp32.Partition: on the
+    host port the simulation in polylink_host.esp32sim, with the bootloader's rollback)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vectors"))
+    from make_runtime_vectors import app_image
+
+    data = tmp_path / "data"
+    api = Api(f"http://127.0.0.1:{fleet.port}/api/v1", create_token(data))
+    nodes_dir = tmp_path / "nodes"
+    ids = ["rt-0", "rt-1"]
+    nodes = SimFleet(ids, nodes_dir, "127.0.0.1", fleet.mqtt_port)
+    for n in nodes.nodes:
+        ident = json.loads(fleet_cli(data, "node", "add", n.id, "--board", "ESP32_GENERIC_OTA",
+                                     "--json"))
+        sim.write_config(n.root, n.id, "127.0.0.1", fleet.mqtt_port, user=n.id,
+                         password=ident["mqtt"]["password"], interval=5, status_interval=10,
+                         board=sim.sim_board("ESP32_GENERIC_OTA"),
+                         ota=dict(ident["ota"], url=f"http://127.0.0.1:{fleet.port}", confirm=2))
+        n.__init__(n.id, n.root)  # boots with the OTA board's partitions
+    for version, mpy in (("0.2.0", "1.25.0"), ("0.3.0", "1.26.0")):
+        rt = tmp_path / f"ESP32_GENERIC-OTA-v{mpy}.app-bin"
+        rt.write_bytes(app_image("esp32", mpy, 200000))
+        out = fleet_cli(data, "release", "build", version, "--board", "ESP32_GENERIC_OTA",
+                        "--runtime", str(rt))
+        assert f"MicroPython {mpy} runtime image" in out, out
+    for n in nodes.nodes:
+        n.crash_versions = {"0.3.0"}
+    nodes.start()
+    try:
+        def on(version, which):
+            listed = {n["id"]: n for n in api.get("/nodes")["nodes"]}
+            return all(listed.get(i, {}).get("online") and
+                       listed[i]["firmware_version"] == version for i in which)
+
+        wait_until("2 nodes online on 0.1.0", lambda: on("0.1.0", ids), 30)
+        assert all(n.hal.mpy_version() == (1, 24, 1) for n in nodes.nodes)
+        status, r = api.call("POST", "/rollouts", {
+            "release": "0.2.0", "target": {"nodes": ids}, "stages": [{"percent": 100,
+                                                                      "soak": 0}]})
+        assert status == 201, r
+        rid = r["id"]
+        wait_until("runtime rollout done",
+                   lambda: api.get(f"/rollouts/{rid}")["state"] == "done", 180, every=1)
+        assert api.get(f"/rollouts/{rid}")["totals"] == {"succeeded": 2}
+        assert on("0.2.0", ids), "the fleet's view: both run 0.2.0"
+        for n in nodes.nodes:  # ... and each node's flash: new runtime booted and confirmed
+            fl = n.hal.flash()
+            assert (fl.running, fl.state("ota_1")) == ("ota_1", 2), (n.id, fl.otadata())
+            assert n.hal.mpy_version() == (1, 25, 0)
+            assert slots.read(str(n.root))["trial"] == 0
+
+        victim = nodes.nodes[0]
+        status, r = api.call("POST", "/rollouts", {
+            "release": "0.3.0", "target": {"nodes": [victim.id]},
+            "stages": [{"percent": 100, "soak": 0}]})
+        assert status == 201, r
+        bad = r["id"]
+        wait_until("the crashing runtime release rolls back", lambda: api.get(
+            f"/rollouts/{bad}")["nodes"][0]["state"] == "rolled_back", 180, every=1)
+        wait_until("the victim reports 0.2.0 again", lambda: on("0.2.0", [victim.id]), 60)
+        fl = victim.hal.flash()
+        # The first crash reset found ota_0 still pending verification: the bootloader went back.
+        assert fl.running == "ota_1" and fl.state("ota_0") == 4, fl.otadata()
+        assert victim.hal.mpy_version() == (1, 25, 0)
+        st = slots.read(str(victim.root))
+        assert (st["version"], st["trial"]) == ("0.2.0", 0), st
+        states = [h["state"] for h in api.get(f"/nodes/{victim.id}/ota")["reports"]]
+        assert states.count("rolled_back") == 1 and "downloading" in states, states
+    finally:
+        nodes.stop()
+
+
 def browse(data: Path, fleet, rid: int, artifacts: Path) -> None:
     """An operator looks at the paused rollout in Chromium and aborts it (tests/browser)."""
     if not Path(CHROMIUM).exists():

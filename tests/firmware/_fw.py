@@ -140,6 +140,14 @@ class FakeHAL:
     def mpy_version(self):
         return (1, 24, 1)
 
+    def partition(self):
+        """esp32.Partition: the simulation (polylink_host.esp32sim) a test attached, if any."""
+        if getattr(self, "flash", None) is None:
+            raise OSError("no esp32 module in this test")
+        from polylink_host.esp32sim import partition_class
+
+        return partition_class(self.flash)
+
     async def open_connection(self, host, port, tls=None):
         if getattr(self, "http", None) is None:
             raise OSError("no network in this test")

@@ -184,3 +184,87 @@ def test_bundle_reader_refuses_stray_members():
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(ota.ReleaseError, match="unexpected file"):
         ota.read_bundle(buf.getvalue())
+
+
+# --- MicroPython runtime images ------------------------------------------------------------------
+
+def _app_image(*a, **kw) -> bytes:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vectors"))
+    from make_runtime_vectors import app_image
+
+    return app_image(*a, **kw)
+
+
+def test_build_with_a_runtime_image_signs_and_serves_it(settings, db, tmp_path, client):
+    ota.create_key(settings, "k1")
+    rt = tmp_path / "ESP32_GENERIC-OTA-v1.25.0.app-bin"
+    rt.write_bytes(_app_image("esp32", "1.25.0"))
+    path = ota.build(settings, "0.3.0", ["ESP32_GENERIC_OTA"], runtime=rt, compile_mpy=False)
+    manifest, sig, blobs = _bundle(path)
+    m = ota.check_release(ota.trusted_keys(settings), manifest, sig, blobs)
+    import hashlib
+
+    data = rt.read_bytes()
+    assert m["runtime"] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                            "micropython": "1.25.0", "chip": "esp32"}
+    assert blobs[m["runtime"]["sha256"]] == data, "the image travels in the bundle"
+    ota.upload(db, settings, path.read_bytes())
+    ident = provision.register(db, settings, "n-rt", board="ESP32_GENERIC_OTA")
+    login = (ident["mqtt"]["user"], ident["mqtt"]["password"])
+    r = client.get(f"/ota/v1/files/{m['runtime']['sha256']}", auth=login,
+                   headers={"Range": "bytes=4096-"})
+    assert r.status_code == 206 and r.data == data[4096:], "node resumes the image with Range"
+    # The signed manifest is what the node checks: the runtime entry cannot be changed unseen.
+    with pytest.raises(ota.ReleaseError, match="bad signature"):
+        ota.check_release(ota.trusted_keys(settings),
+                          manifest.replace(b'"1.25.0"', b'"1.26.0"'), sig, blobs)
+    tampered = dict(blobs, **{m["runtime"]["sha256"]: data[:-1] + b"\x00"})
+    with pytest.raises(ota.ReleaseError, match="hash mismatch: the runtime image"):
+        ota.check_release(ota.trusted_keys(settings), manifest, sig, tampered)
+
+
+@pytest.mark.parametrize("case, boards, match", [
+    ("no_ota", ["ESP32_GENERIC"], "board ESP32_GENERIC has no OTA partitions"),
+    ("mixed", ["ESP32_GENERIC_OTA", "ESP32_GENERIC"], "ESP32_GENERIC has no OTA partitions"),
+    ("s3", ["ESP32_GENERIC_OTA"], "built for chip id 9"),
+    ("big", ["ESP32_GENERIC_OTA"], "do not fit the 1572864 byte OTA app partition"),
+    ("magic", ["ESP32_GENERIC_OTA"], "not an ESP32 app image"),
+    ("cut", ["ESP32_GENERIC_OTA"], "not a whole ESP32 app image"),
+    ("damaged", ["ESP32_GENERIC_OTA"], "checksum does not match|SHA-256 does not match"),
+    ("no_desc", ["ESP32_GENERIC_OTA"], "no app descriptor"),
+    ("old", ["ESP32_GENERIC_OTA"], "older than"),
+])
+def test_runtime_image_refusals(settings, tmp_path, case, boards, match):
+    ota.create_key(settings, "k1")
+    good = _app_image("esp32", "1.25.0", 20000)
+    data = {
+        "no_ota": good, "mixed": good, "s3": _app_image("esp32s3", "1.25.0", 20000),
+        "big": _app_image("esp32", "1.25.0", 1600000), "magic": b"\x00" + good[1:],
+        "cut": good[:5000], "damaged": good[:3000] + bytes([good[3000] ^ 0xFF]) + good[3001:],
+        "no_desc": _app_image("esp32", "1.25.0", 20000, app_desc=False),
+        "old": _app_image("esp32", "1.19.1", 20000),
+    }[case]
+    rt = tmp_path / "rt.bin"
+    rt.write_bytes(data)
+    with pytest.raises(ota.ReleaseError, match=match):
+        ota.build(settings, "0.3.0", boards, runtime=rt, compile_mpy=False)
+    assert not (settings.data_dir / "releases" / "polylink-0.3.0.tar").exists(), "nothing written"
+
+
+def test_cli_release_build_runtime(runner, settings, db, tmp_path):
+    assert runner.invoke(cli, ["keys", "create", "k9"]).exit_code == 0
+    rt = tmp_path / "rt.app-bin"
+    rt.write_bytes(_app_image("esp32", "1.25.0", 20000))
+    r = runner.invoke(cli, ["release", "build", "0.3.0", "--runtime", str(rt)])
+    assert r.exit_code == 1 and "has no OTA partitions" in r.output, r.output
+    assert "Traceback" not in r.output
+    r = runner.invoke(cli, ["release", "build", "0.3.0", "--board", "ESP32_GENERIC_OTA",
+                            "--runtime", str(rt)])
+    assert r.exit_code == 0, r.output
+    assert "MicroPython 1.25.0 runtime image" in r.output
+    r = runner.invoke(cli, ["release", "build", "0.3.1", "--board", "ESP32_GENERIC_OTA",
+                            "--runtime", str(tmp_path / "missing.bin")])
+    assert r.exit_code == 1 and "cannot read" in r.output, r.output

@@ -194,3 +194,126 @@ def test_a_torn_pointer_write_keeps_the_old_pointer(tmp_path, monkeypatch, at):
     slots.switch(str(root), "", "0.1.0", None)  # a pointer exists
     (root / "slot.tmp").write_text('{"active": "a", "tri')  # a cut while writing the next one
     assert whole_version(root) == "0.1.0"
+
+
+# --- the MicroPython runtime image (esp32.Partition simulation) ---------------------------------
+
+RT = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "runtime_v1.json").read_text())
+
+
+def _ota_board():
+    return json.loads((Path(__file__).resolve().parents[2] / "boards" /
+                       "ESP32_GENERIC_OTA.json").read_text())
+
+
+def rt_node(root, fl):
+    import base64
+
+    from polylink_host import esp32sim
+
+    node = Node(root)
+    node.cfg.board = _ota_board()
+    node.cfg.ota["keys"] = RT["release"]["keys"]
+    node.hal.flash = fl
+    files = {"/ota/v1/releases/0.3.0/manifest.json": RT["release"]["manifest"].encode(),
+             "/ota/v1/releases/0.3.0/manifest.sig": RT["release"]["sig"].encode()}
+    for h, text in RT["release"]["files"].items():
+        files["/ota/v1/files/" + h] = text.encode()
+    image = base64.b64decode(RT["image"])
+    files["/ota/v1/files/" + sha(image)] = image
+    node.hal.http = FakeHTTP(files)
+    assert esp32sim  # the partition class comes from node.hal.partition()
+    return node
+
+
+def rt_flash(root):
+    """A simulated chip as esptool left it: a valid MicroPython 1.24.1 in ota_0, otadata blank."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vectors"))
+    from make_runtime_vectors import app_image
+    from polylink_host import esp32sim
+
+    fl = esp32sim.Flash(str(root), _ota_board())
+    fl.bootloader()
+    P = esp32sim.partition_class(fl)
+    data = app_image("esp32", "1.24.1", 30000)
+    buf = bytearray(4096)
+    for i in range(0, len(data), 4096):
+        chunk = data[i:i + 4096]
+        buf[:] = chunk + b"\xff" * (4096 - len(chunk))
+        P(P.RUNNING).writeblocks(i // 4096, buf)
+    return fl
+
+
+def rt_update(root, fl):
+    node = rt_node(root, fl)
+    try:
+        asyncio.run(ota.Agent(node).update("0.3.0", 1))
+    except PowerCut:
+        return None
+    return node.reports[-1]
+
+
+def rt_boot(root, fl):
+    """Power back: the bootloader picks the runtime, boot.py the app; the agent's first check.
+
+    Returns (app version, runtime label). Fails unless the runtime that boots is a valid image
+    and the app that boots is whole. REVERTS counts the boots where the app had to follow.
+    """
+    from polylink import runtime
+    from polylink_host import esp32sim
+
+    fl.bootloader()
+    esp32sim.validate(fl, fl.running, "esp32")  # raises unless bootable
+    st = slots.read(str(root))
+    if st["trial"] and st.get("runtime") and st["runtime"] != fl.running:
+        # after_boot(): the runtime the trial app expects did not boot, so the app goes back too.
+        node = rt_node(root, fl)
+        assert runtime.running_label(node.hal) == fl.running
+        slots.revert(str(root), ota.RUNTIME_ROLLED_BACK)
+        REVERTS.append(1)
+    return whole_version(root), fl.running
+
+
+REVERTS: list = []
+
+
+def test_power_cut_at_every_runtime_update_step_leaves_a_bootable_runtime(tmp_path, monkeypatch):
+    from polylink import runtime
+    from polylink_host import esp32sim
+
+    flash = Flash()
+    install(monkeypatch, flash)
+    monkeypatch.setattr(runtime, "os", ota.os, raising=False)  # the harness's counting os
+    monkeypatch.setattr(runtime, "open", ota.open, raising=False)
+    # Partition writes and otadata updates are steps too (the simulation's own files are not
+    # torn: a cut falls before or after each flash operation, as on the chip).
+    monkeypatch.setattr(esp32sim.Flash, "step", lambda self: flash.step())
+    root = tmp_path / "dry"
+    root.mkdir()
+    factory(root)
+    fl = rt_flash(root)
+    flash.steps = 0
+    assert rt_update(root, fl)["state"] == ota.REBOOTING
+    total = flash.steps
+    assert total > 30, f"only {total} steps: the harness is not seeing the writes"
+    seen = set()
+    for k in range(1, total + 1):
+        root = tmp_path / f"cut{k}"
+        root.mkdir()
+        factory(root)
+        flash.cut, flash.steps = None, 0
+        fl = rt_flash(root)
+        flash.cut, flash.steps = k, 0
+        assert rt_update(root, fl) is None, f"step {k} was not reached"
+        flash.cut = None
+        version, label = rt_boot(root, fl)
+        seen.add((version, label))
+        # set_boot() is the update's last flash write: any cut leaves the old runtime and app.
+        assert (version, label) == ("0.1.0", "ota_0"), (k, version, label)
+        last = rt_update(root, fl)  # offered again: completes from what the cut left
+        assert last["state"] == ota.REBOOTING, (k, last)
+        assert rt_boot(root, fl) == ("0.3.0", "ota_1"), k
+    assert seen == {("0.1.0", "ota_0")}, seen
+    # The cuts between the pointer switch and set_boot() (the pointer's rename, which a node
+    # without a pointer yet reads from slot.tmp, and set_boot itself): the trial app went back.
+    assert len(REVERTS) == 2, REVERTS

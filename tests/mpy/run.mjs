@@ -9,6 +9,7 @@
 //   /tests/firmware/    <- tests/firmware/      (also on sys.path, for `_check`)
 //   /tests/vectors/     <- tests/vectors/
 //   /boards/            <- boards/
+//   /lib/polylink_host/ <- firmware/host/       (esp32sim.py: the esp32.Partition simulation)
 //   /lib/cryptolib.py   <- tests/mpy/cryptolib.py (pure-Python AES: the wasm build lacks cryptolib)
 // Exit status: 0 all passed / script ran; 1 a test failed / script raised; 2 the runner itself broke.
 
@@ -26,6 +27,8 @@ const MOUNTS = [
   ["tests/firmware", "/tests/firmware"],
   ["tests/vectors", "/tests/vectors"],
   ["boards", "/boards"],
+  // The host port's esp32.Partition simulation (MicroPython subset) for the runtime OTA tests.
+  ["firmware/host", "/lib/polylink_host"],
 ];
 
 function usage(msg) {
