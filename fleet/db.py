@@ -375,6 +375,15 @@ MIGRATIONS = [
     );
     CREATE INDEX provider_downlinks_node ON provider_downlinks (node_id, provider, t);
     """,
+    # 12: when the periodic work (fleet/upkeep.py) last ran each task, so pages can say how
+    # fresh the alerts are without evaluating them inside a GET.
+    """
+    CREATE TABLE upkeep (
+        task TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        detail TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1054,6 +1063,36 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
     return opened
 
 
+def mark_upkeep(db, task: str, at: float, detail=None) -> None:
+    """Record that a periodic task (alerts, prune, broker) ran at `at`."""
+    with transaction(db) as conn:
+        conn.execute("INSERT INTO upkeep (task, at, detail) VALUES (?, ?, ?) ON CONFLICT (task)"
+                     " DO UPDATE SET at = excluded.at, detail = excluded.detail",
+                     (task, at, None if detail is None else json.dumps(detail)))
+
+
+def upkeep_state(db) -> dict[str, dict]:
+    """{task: {"at": time, "detail": ...}} of the periodic tasks that ever ran."""
+    return {r[0]: {"at": r[1], "detail": json.loads(r[2]) if r[2] else None}
+            for r in db.conn.execute("SELECT task, at, detail FROM upkeep")}
+
+
+def prune_status_log(db, before: float, chunk: int = 5000) -> int:
+    """Delete STATUS history older than `before`, in short transactions; the count deleted.
+
+    Chunks keep each write lock short, so the ingest worker is never held up for long.
+    """
+    total = 0
+    while True:
+        with transaction(db) as conn:
+            n = conn.execute(
+                "DELETE FROM status_log WHERE rowid IN (SELECT rowid FROM status_log"
+                " INDEXED BY status_log_t_boots WHERE t < ? LIMIT ?)", (before, chunk)).rowcount
+        total += n
+        if n < chunk:
+            return total
+
+
 def open_alert(db, node_id, kind, detail, now=None) -> bool:
     """Open an alert of a kind for a node (e.g. update_failed from OTA); False if already open."""
     if kind not in ALERT_KINDS:
@@ -1600,6 +1639,14 @@ def active_claim_token_hashes(db) -> dict[str, str]:
         "SELECT id, secret_hash FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
         " AND uses < max_uses", (time.time(),))
     return dict(rows.fetchall())
+
+
+def next_claim_token_expiry(db, now: float | None = None) -> float | None:
+    """When the next token the claim listener admits now runs out of time (None: no such token)."""
+    row = db.conn.execute(
+        "SELECT min(expires) FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
+        " AND uses < max_uses", (time.time() if now is None else now,)).fetchone()
+    return row[0]
 
 
 def use_claim_token(db, token_id) -> bool:

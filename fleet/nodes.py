@@ -26,7 +26,7 @@ from flask import (
 )
 from polylink import commands as fw_commands
 
-from . import alerts, auth, charts, downlink, rollouts
+from . import auth, charts, downlink, rollouts
 from . import db as store
 from .api import iso
 from .senml import name_and_unit
@@ -97,7 +97,6 @@ def _tag(raw: str) -> str:
 @auth.require("read")
 def index():
     db = store.get_db()
-    alerts.refresh(db)
     f = _filters()
     sort = request.args.get("sort", "id")
     desc = request.args.get("dir") == "desc"
@@ -224,7 +223,6 @@ def reset_cause_filter(code):
 def detail(node_id):
     db = store.get_db()
     node = _node_or_404(db, node_id)
-    alerts.refresh(db)
     rng = request.args.get("range", charts.DEFAULT_RANGE)
     if rng not in charts.RANGES:
         rng = charts.DEFAULT_RANGE

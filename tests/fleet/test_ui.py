@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sqlite3
 import time
 
 import pytest
@@ -77,6 +78,37 @@ def test_every_role_reads_every_page(as_role, fleet, role):
         assert client.get(path).status_code == 200, path
 
 
+def test_get_pages_do_no_writes(as_role, fleet, app, settings):
+    """Pages read what `fleet upkeep` stored; no GET commits anything to the store."""
+    client = as_role("admin")
+    pages = READ_PAGES + ["/nodes/?status=alerting", "/alerts/?all=1", "/admin/users",
+                          "/admin/audit"]
+    for rule in app.url_map.iter_rules():
+        if "GET" in rule.methods and not rule.arguments and not rule.rule.startswith("/api/"):
+            pages.append(rule.rule)
+    watcher = sqlite3.connect(settings.db_path)
+    # data_version changes whenever another connection commits to the file.
+    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    status = {path: client.get(path).status_code for path in pages}
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before, status
+    assert status["/"] == 200 and status["/alerts/"] == 200 and len(pages) > 12
+    watcher.close()
+    assert store.list_alerts(fleet_db := store.connect(settings.db_path)) == [], "evaluated"
+    fleet_db.conn.close()
+
+
+def test_pages_say_how_fresh_the_alerts_are(as_role, fleet, db):
+    client = as_role("viewer")
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert "have not been evaluated yet" in page and "fleet alerts check" in page
+    store.mark_upkeep(db, "alerts", time.time() - 5, {})
+    page = client.get("/").get_data(as_text=True)
+    assert "Alerts evaluated 5 s ago" in page and "not been evaluated" not in page
+    store.mark_upkeep(db, "alerts", time.time() - 3600, {})
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert "were last evaluated 1 h ago" in page
+
+
 @pytest.mark.parametrize("path", READ_PAGES + ["/nodes/n05/live", "/admin/audit"])
 def test_pages_need_a_login(client, fleet, path):
     r = client.get(path)
@@ -96,6 +128,7 @@ def test_node_forms_shown_only_to_roles_that_may_use_them(as_role, fleet, role):
 
 def test_overview_counts_by_provider_board_and_firmware(as_role, fleet, db):
     store.enrol_node(db, "fresh")
+    store.evaluate_alerts(db)  # what `fleet upkeep` does every round; the page only reads
     page = as_role("viewer").get("/").get_data(as_text=True)
     counts = store.overview(db)
     assert counts["all"] == {"total": 13, "online": 11, "offline": 1, "new": 1, "alerting": 2}
@@ -119,8 +152,9 @@ def test_list_search_by_id_name_tag_and_location(as_role, fleet):
     assert ids_in(client.get("/nodes/?q=%25").get_data(as_text=True)) == []  # LIKE is escaped
 
 
-def test_list_filters(as_role, fleet):
+def test_list_filters(as_role, fleet, db):
     client = as_role("operator")
+    store.evaluate_alerts(db)  # `fleet upkeep`'s work; the list only reads the alerts table
 
     def ids(qs):
         return ids_in(client.get("/nodes/?" + qs).get_data(as_text=True))
