@@ -361,13 +361,15 @@ def claim_token(board, uses, hours, auto_approve):
 
 
 @claim_group.command("list")
+@click.option("--state", type=click.Choice(store.CLAIM_STATES), default=None,
+              help="Only claims in this state (pending: waiting for a decision).")
 @friendly
-def claim_list():
+def claim_list(state):
     """List claims, newest first: pending ones wait for `fleet claim approve`.
 
-    Example: fleet claim list
+    Example: fleet claim list --state pending
     """
-    for c in store.list_claims(open_store()):
+    for c in store.list_claims(open_store(), state=state):
         click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
                    f"token {c['token_id']} {c['node_id'] or ''}")
 

@@ -1687,8 +1687,15 @@ def add_claim(db, token_id, client_id, mac, board) -> dict:
     return get_claim(db, mac)
 
 
-def list_claims(db, limit=200) -> list[dict]:
-    return list(db.query("SELECT * FROM claims ORDER BY id DESC LIMIT ?", [limit]))
+CLAIM_STATES = ("pending", "approved", "rejected", "issued")
+
+
+def list_claims(db, limit=200, state=None) -> list[dict]:
+    """Claims, newest first; only those in `state` if given."""
+    if state is None:
+        return list(db.query("SELECT * FROM claims ORDER BY id DESC LIMIT ?", [limit]))
+    return list(db.query("SELECT * FROM claims WHERE state = ? ORDER BY id DESC LIMIT ?",
+                         [state, limit]))
 
 
 def decide_claim(db, claim_id, state, actor, reason=None) -> None:
@@ -1699,8 +1706,9 @@ def decide_claim(db, claim_id, state, actor, reason=None) -> None:
                            (state, time.time(), actor, reason, claim_id))
         if cur.rowcount != 1:
             raise StoreError(f"claim {claim_id} is not waiting for a decision")
-        conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
-                     (time.time(), actor, f"claim.{state}", str(claim_id)))
+        conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                     (time.time(), actor, f"claim.{state}", str(claim_id),
+                      json.dumps({"reason": reason}) if reason else None))
 
 
 def mark_claim_issued(db, claim_id, node_id) -> None:
@@ -1792,6 +1800,26 @@ def add_rollout(db, release, stages, max_failures, max_health_drop, target, node
                      (now, actor, "rollout.create", f"rollout:{rid}",
                       json.dumps({"release": release, "nodes": len(nodes), "target": target})))
     return rid
+
+
+def add_rollout_nodes(db, rid: int, nodes, actor=None, skipped=None, now=None) -> None:
+    """Add nodes to a rollout ([(node_id, stage, state, from_version)]), audited with the skips."""
+    now = time.time() if now is None else now
+    with transaction(db) as conn:
+        conn.executemany(
+            "INSERT INTO rollout_nodes (rollout_id, node_id, stage, state, from_version, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?)", [(rid, n, st, s, v, now) for n, st, s, v in nodes])
+        conn.execute("UPDATE rollouts SET updated = ? WHERE id = ?", (now, rid))
+        conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                     (now, actor, "rollout.add-nodes", f"rollout:{rid}",
+                      json.dumps({"added": len(nodes), "skipped": skipped or {},
+                                  "nodes": [n[0] for n in nodes[:20]]})))
+
+
+def open_rollouts(db) -> list[dict]:
+    """Rollouts that still take nodes (running or paused), newest first."""
+    return [_rollout(r) for r in db.query(
+        "SELECT * FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id DESC")]
 
 
 def get_rollout(db, rid: int) -> dict:

@@ -562,7 +562,7 @@ def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, f
     assert 'value="rollout"' not in tech.get("/nodes/").get_data(as_text=True)
     op = as_role("operator")
     listing = op.get("/nodes/?q=r-").get_data(as_text=True)
-    assert 'value="rollout"' in listing and "<option>0.4.0</option>" in listing
+    assert 'value="rollout"' in listing and 'value="new:0.4.0"' in listing
     token = form_token(op, "/nodes/")
     r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
                                      "release": "0.9.9", "ids": ids[:2]}, follow_redirects=True)
@@ -622,3 +622,54 @@ def test_lora_radio_quality_charts(as_role, fleet, db):
     svg = viewer.get("/nodes/n01/chart.svg?s=lora_snr&range=1h").get_data(as_text=True)
     assert "LoRa SNR" in svg and "<polyline" in svg and ">7.5<" in svg and ">3.6<" in svg
     assert viewer.get("/nodes/n01/chart.svg?s=lora_gain").status_code == 400
+
+
+def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
+    from test_rollouts import Nodes, _release
+
+    from fleet import rollouts
+
+    _release(db, "0.4.0")
+    _release(db, "0.5.0")
+    ids = [f"j-{i}" for i in range(5)]
+    Nodes(db, ids)
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET firmware_version = '0.4.0' WHERE id = 'j-4'")
+    rid = rollouts.create(db, "0.4.0", {"nodes": ids[:1]}, [{"percent": 100, "soak": 600}])
+    done = rollouts.create(db, "0.5.0", {"nodes": ["j-4"]}, [{"percent": 100, "soak": 0}])
+    rollouts.act(db, done, "abort")
+    op = as_role("operator")
+    listing = op.get("/nodes/?q=j-").get_data(as_text=True)
+    # Open rollouts are offered under their own release; finished ones are not.
+    assert 'value="new:0.4.0"' in listing and f'value="rollout:{rid}"' in listing
+    assert 'value="new:0.5.0"' in listing and f'value="rollout:{done}"' not in listing
+    token = form_token(op, "/nodes/")
+    r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                     "rollout_to": f"rollout:{rid}", "ids": ids})
+    assert r.status_code == 303 and r.headers["Location"].endswith(f"/updates/rollouts/{rid}")
+    page = op.get(r.headers["Location"]).get_data(as_text=True)
+    assert (f"3 of 5 nodes added to rollout {rid} of 0.4.0. Skipped: 1 already in it, "
+            "1 already on 0.4.0.") in page
+    assert len(store.rollout_nodes(db, rid)) == 4
+    assert store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.add-nodes"
+    # A finished rollout, or a made-up id, is refused with a message and changes nothing.
+    for choice, text in ((f"rollout:{done}", "is aborted"), ("rollout:x", "not a rollout id")):
+        r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                         "rollout_to": choice, "ids": ids},
+                    follow_redirects=True)
+        assert "No nodes added:" in r.get_data(as_text=True) and text in r.get_data(as_text=True)
+    assert len(store.rollout_nodes(db, done)) == 1
+    # "new:" still starts a rollout (here refused: the nodes are in the open one).
+    r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                     "rollout_to": "new:0.5.0", "ids": ids[1:3]},
+                follow_redirects=True)
+    assert "in another unfinished rollout" in r.get_data(as_text=True)
+    # Without CSRF, or as a technician (no bulk area), nothing is added.
+    r = op.post("/nodes/bulk", data={"action": "rollout", "rollout_to": f"rollout:{rid}",
+                                     "ids": ["j-4"]})
+    assert r.status_code == 400
+    tech = as_role("technician")
+    r = tech.post("/nodes/bulk", data={"csrf_token": form_token(tech, "/nodes/"),
+                                       "action": "rollout", "rollout_to": f"rollout:{rid}",
+                                       "ids": ids})
+    assert r.status_code == 403 and len(store.rollout_nodes(db, rid)) == 4
