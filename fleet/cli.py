@@ -361,13 +361,15 @@ def claim_token(board, uses, hours, auto_approve):
 
 
 @claim_group.command("list")
+@click.option("--state", type=click.Choice(store.CLAIM_STATES), default=None,
+              help="Only claims in this state (pending: waiting for a decision).")
 @friendly
-def claim_list():
+def claim_list(state):
     """List claims, newest first: pending ones wait for `fleet claim approve`.
 
-    Example: fleet claim list
+    Example: fleet claim list --state pending
     """
-    for c in store.list_claims(open_store()):
+    for c in store.list_claims(open_store(), state=state):
         click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
                    f"token {c['token_id']} {c['node_id'] or ''}")
 
@@ -424,6 +426,23 @@ def command_send(node_id, command, arg):
     cid = downlink.send_command(open_store(), from_env(), node_id, command.replace("-", "_"),
                                 arg, created_by="cli")
     click.echo(f"command {cid} sent to {node_id}")
+
+
+@command_group.command("config")
+@click.argument("node_id")
+@click.option("--interval", type=int, help="Sampling interval in seconds (1..86400).")
+@click.option("--status-interval", type=int, help="STATUS interval in seconds (10..86400).")
+@friendly
+def command_config(node_id, interval, status_interval):
+    """Send a CONFIG downlink (checked with the node's own limits); prints the command id.
+
+    Example: fleet command config node-1 --interval 120 --status-interval 600
+    """
+    from . import downlink
+
+    cid = downlink.send_config(open_store(), from_env(), node_id, interval, status_interval,
+                               created_by="cli")
+    click.echo(f"config {cid} sent to {node_id}")
 
 
 @cli.group("alerts")

@@ -24,7 +24,6 @@ from flask import (
     request,
     url_for,
 )
-from polylink import commands as fw_commands
 
 from . import auth, charts, downlink, rollouts
 from . import db as store
@@ -111,8 +110,18 @@ def index():
         "nodes/index.html", nodes=rows, total=total, page=page, pages=pages, f=f,
         active=active, sort=sort, desc=desc, facets=store.facets(db), sorts=store.NODE_SORTS,
         command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX,
-        releases=[r["version"] for r in store.list_releases(db)] if auth.allowed(
-            auth.current_role(), "releases") else [])
+        **_rollout_choices(db))
+
+
+def _rollout_choices(db) -> dict:
+    """Releases to roll out, each with the unfinished rollouts of it nodes can join."""
+    if not auth.allowed(auth.current_role(), "releases"):
+        return {"releases": [], "open_rollouts": {}}
+    joinable: dict[str, list] = {}
+    for r in store.open_rollouts(db):
+        joinable.setdefault(r["release"], []).append(r)
+    return {"releases": [r["version"] for r in store.list_releases(db)],
+            "open_rollouts": joinable}
 
 
 @bp.route("/bulk", methods=("POST",))
@@ -163,11 +172,16 @@ def bulk():
         flash(f"Command {command} sent to {sent} of {len(ids)} nodes."
               + (f" Failed: {'; '.join(failed[:3])}" if failed else ""))
     elif action == "rollout":
-        # Starts a rollout of the chosen release to exactly these nodes (fleet/rollouts.py
-        # checks boards and that no node is in another unfinished rollout).
+        # rollout_to is "new:VERSION" (a new rollout of exactly these nodes; fleet/rollouts.py
+        # checks boards and that no node is in another unfinished rollout) or "rollout:ID" (add
+        # them to that unfinished rollout; those already in it or on its release are skipped).
         if not auth.allowed(auth.current_role(), "releases"):
             raise auth.Forbidden("starting a rollout needs the releases area")
-        version = request.form.get("release", "")
+        choice = request.form.get("rollout_to", "")
+        if choice.startswith("rollout:"):
+            return _join_rollout(db, choice[len("rollout:"):], ids, back)
+        version = choice[len("new:"):] if choice.startswith("new:") else request.form.get(
+            "release", "")
         try:
             rid = rollouts.create(db, version, {"nodes": ids}, actor=auth.actor())
         except (rollouts.RolloutError, store.StoreError) as e:
@@ -178,6 +192,23 @@ def bulk():
     else:
         flash(f"Unknown bulk action {action!r}.")
     return redirect(back, 303)
+
+
+def _join_rollout(db, raw_rid: str, ids: list, back: str):
+    if not raw_rid.isdigit():
+        flash(f"No nodes added: {raw_rid!r} is not a rollout id.")
+        return redirect(back, 303)
+    rid = int(raw_rid)
+    try:
+        done = rollouts.add_nodes(db, rid, ids, actor=auth.actor())
+    except (rollouts.RolloutError, store.StoreError) as e:
+        flash(f"No nodes added: {e}")
+        return redirect(back, 303)
+    version = store.get_rollout(db, rid)["release"]
+    skipped = rollouts.skipped_text(done["skipped"], version)
+    flash(f"{done['added']} of {len(ids)} nodes added to rollout {rid} of {version}."
+          + (f" Skipped: {skipped}." if skipped else ""))
+    return redirect(url_for("ota.rollout", rid=rid), 303)
 
 
 # --- one node ------------------------------------------------------------------------------------
@@ -213,6 +244,13 @@ def command_result_filter(c):
     return _command_result(c)
 
 
+@bp.app_template_filter("config_text")
+def config_text(body):
+    """{"interval": 60, "status_interval": 300} as 'interval 60 s, status interval 300 s'."""
+    return ", ".join(f"{k.replace('_', ' ')} {v} {downlink.CONFIG_FIELDS.get(k, (0, 0, ''))[2]}"
+                     .strip() for k, v in (body or {}).items())
+
+
 @bp.app_template_filter("reset_cause")
 def reset_cause_filter(code):
     return "-" if code is None else RESET_CAUSES.get(code, str(code))
@@ -245,8 +283,8 @@ def detail(node_id):
         ota_states=rollouts.REPORT_STATES, ota_reasons=rollouts.REASONS,
         bad=store.bad_frames(db, node_id, limit=5),
         command_names=list(downlink.COMMANDS),
-        limits={"interval": (fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX),
-                "status_interval": (fw_commands.STATUS_INTERVAL_MIN, fw_commands.INTERVAL_MAX)},
+        config_fields=downlink.CONFIG_FIELDS,
+        last_config=store.last_config(db, node_id),
         live_ms=LIVE_RETRY_MS,
     )
 
@@ -316,15 +354,10 @@ def _config_value(name: str):
     raw = request.form.get(name, "").strip()
     if not raw:
         return None
-    lo = fw_commands.STATUS_INTERVAL_MIN if name == "status_interval" else fw_commands.INTERVAL_MIN
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ValueError(f"{name} {raw!r} is not a whole number of seconds") from None
-    # The node's own rule for CONFIG (firmware/polylink/commands.py), checked before sending.
-    if not fw_commands._ranged(value, lo, fw_commands.INTERVAL_MAX):
-        raise ValueError(f"{name} must be {lo}..{fw_commands.INTERVAL_MAX} s, got {value}")
-    return value
 
 
 @bp.route("/<node_id>/config", methods=("POST",))
@@ -334,16 +367,15 @@ def send_config(node_id):
     _node_or_404(db, node_id)
     back = url_for("nodes.detail", node_id=node_id) + "#config"
     try:
-        interval = _config_value("interval")
-        status_interval = _config_value("status_interval")
-        if interval is None and status_interval is None:
-            raise ValueError("set interval, status interval or both")
-    except ValueError as e:
+        # The node's own rules for CONFIG (firmware/polylink/commands.py), before anything is sent.
+        fields = downlink.check_config({name: _config_value(name)
+                                        for name in downlink.CONFIG_FIELDS})
+    except ValueError as e:  # BadCommand too
         flash(f"Config not sent: {e}")
         return redirect(back, 303)
     try:
-        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id, interval,
-                                   status_interval, created_by=auth.actor())
+        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
+                                   created_by=auth.actor(), **fields)
     except downlink.DownlinkError as e:
         flash(f"Config not sent: {e}")
     else:
