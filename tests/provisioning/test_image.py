@@ -21,7 +21,7 @@ from fleet import db as store
 from provisioning import boards, cli, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
-APP = ({"boot.py", "main.py"}
+APP = ({"boot.py", "main.py", "manifest.json"}
        | {f"polylink/{p.stem}.mpy" for p in (FIRMWARE / "polylink").glob("*.py")})
 
 

@@ -59,7 +59,7 @@ def test_deploy_copies_only_changed_files_and_resets(env):
          "import sys; print('mpy', sys.implementation._mpy & 0xff, 'ver', "
          "'%d.%d.%d' % sys.implementation.version[:3])"],
         ["mpremote", "connect", port, "cp", "-r", f"{deploy}/boot.py", f"{deploy}/main.py",
-         f"{deploy}/polylink", ":", "+", "reset"],
+         f"{deploy}/manifest.json", f"{deploy}/polylink", ":", "+", "reset"],
     ]
     assert (env / "device" / "polylink" / "proto.mpy").read_bytes() == app["polylink/proto.mpy"]
     (env / "device" / "polylink" / "proto.mpy").write_bytes(b"old")
