@@ -91,6 +91,10 @@ def _ota(raw):
                               " got %r" % (w,))
         _int("config.json: ota.window[0]", w[0], 0, 23)
         _int("config.json: ota.window[1]", w[1], 0, 24)
+        if w[0] == w[1]:
+            # [5, 5] is an empty window: updates would wait forever. Use null for "any time".
+            raise ConfigError("config.json: ota.window [%d, %d] is empty; use null for any time, "
+                              "or [22, 4] for 22:00-04:00 UTC" % (w[0], w[1]))
     mb = ota["min_battery"]
     if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float))
                            or not 0 < mb < 6):

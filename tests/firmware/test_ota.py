@@ -85,6 +85,13 @@ def test_manifest_checks_board_micropython_and_paths():
         eq(e.reason, ota.BAD_MANIFEST, bad)
 
 
+DAY = 1767225600  # 2026-01-01 00:00 UTC
+
+
+def _at(h, m=0):
+    return DAY + h * 3600 + m * 60
+
+
 def test_window_wraps_midnight():
     eq(ota.in_window(None, None), True, "no window")
     eq(ota.in_window([1, 5], 3 * 3600), True, "03:00 in 1-5")
@@ -92,6 +99,116 @@ def test_window_wraps_midnight():
     eq(ota.in_window([22, 4], 23 * 3600), True, "23:00 in 22-4")
     eq(ota.in_window([22, 4], 12 * 3600), False, "12:00 in 22-4")
     eq(ota.in_window([1, 5], None), False, "no clock")
+
+
+def test_window_edges_from_inclusive_to_exclusive_also_across_midnight():
+    for w, h, m, want in (
+        ([1, 5], 1, 0, True), ([1, 5], 0, 59, False), ([1, 5], 4, 59, True),
+        ([1, 5], 5, 0, False),
+        ([22, 4], 22, 0, True), ([22, 4], 21, 59, False), ([22, 4], 0, 0, True),
+        ([22, 4], 3, 59, True), ([22, 4], 4, 0, False), ([23, 0], 23, 30, True),
+        ([23, 0], 0, 0, False), ([0, 24], 0, 0, True), ([0, 24], 23, 59, True),
+        ([9, 17], 17, 0, False),
+    ):
+        eq(ota.in_window(w, _at(h, m)), want, "%r at %02d:%02d" % (w, h, m))
+        eq(ota.in_window(w, _at(h, m) + 86400 * 40), want, "the same 40 days later")
+
+
+def test_config_refuses_an_empty_or_malformed_window():
+    from polylink import configschema
+
+    board_ = board()
+    base = {"node": "n-1", "mqtt": {"host": "h"}}
+    for w in ([5, 5], [0, 0], [1], [24, 2], [3, 25], "22-4"):
+        e = raises(configschema.ConfigError, configschema.validate, dict(base, ota={"window": w}),
+                   board_)
+        eq("ota.window" in str(e), True, str(e))
+    eq(configschema.validate(dict(base, ota={"window": [22, 4]}), board_).ota["window"], [22, 4],
+       "wrapping window accepted")
+
+
+class _Stop(Exception):
+    """Ends a test's wait."""
+
+
+async def _deferred_update(node, clock, on_sleep):
+    """Run an update with the agent's sleeps counted and on_sleep(n) run at the n-th one."""
+    node.hal.time = lambda: clock[0]
+    seen = []
+    real = ota.asyncio.sleep
+
+    async def sleep(s):
+        seen.append((s, len(node.hal.http.requests)))
+        on_sleep(len(seen))
+        await real(0)
+
+    ota.asyncio.sleep = sleep
+    try:
+        await ota.Agent(node).update("0.2.0", 5)
+    finally:
+        ota.asyncio.sleep = real
+    return seen
+
+
+async def test_agent_defers_outside_the_window_and_starts_when_it_opens():
+    root = tmpdir("agent")
+    try:
+        node = _Node(root, REL["keys"])
+        node.hal.http = _server()
+        node.cfg.ota["window"] = [22, 4]
+        clock = [_at(12)]
+
+        def evening(n):
+            if n == 3:
+                clock[0] = _at(22, 0)
+
+        seen = await _deferred_update(node, clock, evening)
+        first = node.sent[0]
+        eq((first["state"], first["reason"], first["text"]),
+           (ota.DEFERRED, ota.WINDOW, "waits for 22-04 UTC"), "deferred at noon")
+        eq([n for _, n in seen], [0, 0, 0], "no request while outside the window")
+        eq(seen[0][0] > 0, True, "it sleeps between looks at the clock")
+        eq(node.states()[1:2], [ota.OFFERED], "offered once the window opened")
+        eq(node.states()[-1], ota.REBOOTING, "and the update ran")
+    finally:
+        rmtree(root)
+
+
+async def test_agent_inside_a_window_across_midnight_does_not_wait():
+    root = tmpdir("agent")
+    try:
+        node = _Node(root, REL["keys"])
+        node.hal.http = _server()
+        node.cfg.ota["window"] = [22, 4]
+        seen = await _deferred_update(node, [_at(3, 30)], lambda n: None)
+        eq(seen, [], "never slept")
+        eq(ota.DEFERRED in node.states(), False, "not deferred at 03:30")
+        eq(node.states()[-1], ota.REBOOTING, "updated")
+    finally:
+        rmtree(root)
+
+
+async def test_agent_without_a_clock_waits_for_one():
+    root = tmpdir("agent")
+    try:
+        node = _Node(root, REL["keys"])
+        node.hal.http = _server()
+        node.cfg.ota["window"] = [1, 5]
+
+        def give_up(n):
+            if n == 5:
+                raise _Stop()
+
+        try:
+            await _deferred_update(node, [None], give_up)
+        except _Stop:
+            pass
+        else:
+            raise AssertionError("the agent did not wait for the clock")
+        eq(node.states(), [ota.DEFERRED], "deferred, nothing else")
+        eq(node.hal.http.requests, [], "nothing fetched")
+    finally:
+        rmtree(root)
 
 
 def _app(root, name, version, files):
