@@ -49,10 +49,26 @@ def main():
         # (docs/ota.md).
         if hal is not None:
             hal.reset()
-        # The slot's own HAL did not even load: the one place outside the HAL that resets.
-        import machine
+        _reset_without_hal()
 
-        machine.reset()
+
+def _reset_without_hal():
+    """Reset when no HAL object was built (the board file, the config or a module failed).
+
+    Through a HAL module's board-free reset(): the running slot's, or, if the release broke that
+    module too, the factory app's at the flash root, which no update ever writes.
+    """
+    import sys
+
+    try:
+        from polylink import hal_esp32
+    except Exception:  # noqa: BLE001 - whatever broke the release's HAL, the factory one works
+        for name in list(sys.modules):
+            if name == "polylink" or name.startswith("polylink."):
+                del sys.modules[name]
+        del sys.path[0]  # the slot directory boot.py put first (only a slot is on trial)
+        from polylink import hal_esp32
+    hal_esp32.reset()
 
 
 main()

@@ -19,6 +19,11 @@ _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _VALID_AFTER = 1700000000  # a clock before Nov 2023 was never set (no NTP yet)
 
 
+def reset() -> None:
+    """Reset the chip; needs no board (main.py's last resort when no HAL could be built)."""
+    machine.reset()
+
+
 class HALError(OSError):
     """The board definition asks for hardware this HAL cannot drive."""
 
@@ -71,7 +76,7 @@ class HAL:
         return machine.reset_cause()
 
     def reset(self) -> None:
-        machine.reset()
+        reset()
 
     def mpy_version(self) -> tuple:
         """The running MicroPython's version, e.g. (1, 24, 1)."""
