@@ -1,6 +1,6 @@
 """LoRaWAN 1.0.x Class A end device: frames, join, counters, MAC commands, duty cycle, budgets.
 
-No radio I/O here (lw_radio.py does the Class A timing on the modem); this module turns
+No radio I/O here (lw_link.py does the Class A timing on the modem); this module turns
 application payloads into PHY payloads and back. The region is a module (region_eu868) passed in.
 State that must survive a reboot or deep sleep (session keys, frame counters, network settings)
 lives in one JSON file written atomically; the uplink counter is reserved in blocks so a counter
@@ -225,7 +225,7 @@ class Device:
         fctrl = len(fopts)
         if self.adr:
             fctrl |= _FCTRL_ADR
-            if self.s["noack"] >= _ADR_ACK_LIMIT:
+            if self.s["noack"] >= _ADR_ACK_LIMIT and self._can_back_off():
                 fctrl |= _FCTRL_ADRACKREQ
         if self.ack_pending:
             fctrl |= _FCTRL_ACK
@@ -247,9 +247,22 @@ class Device:
         return bytes(msg) + lw_crypto.data_mic(self.nwk_skey, lw_crypto.UP, self.dev_addr, fcnt,
                                                msg)
 
+    def _default_mask(self) -> int:
+        return (1 << len(self.region.DEFAULT_CHANNELS)) - 1
+
+    def _defaults_on(self) -> bool:
+        m = self._default_mask()
+        return self.s["mask"] & m == m
+
+    def _can_back_off(self) -> bool:
+        s = self.s
+        return s["pw"] != 0 or s["dr"] > 0 or not self._defaults_on()
+
     def _note_no_downlink(self):
-        # ADR backoff (1.0.x 4.3.1.1): no downlink for ADR_ACK_LIMIT + ADR_ACK_DELAY uplinks ->
-        # step down the data rate (more range) until the network answers again.
+        # ADR backoff (1.0.x 4.3.1.1): ADR_ACK_CNT counts uplinks (new FCnts, not repetitions)
+        # since the last downlink. From ADR_ACK_LIMIT on, ADRACKReq asks the network to answer;
+        # after each further ADR_ACK_DELAY without one: full TX power first, then one DR lower;
+        # at the lowest DR the default channels are enabled again (1.0.3 4.3.1.1).
         s = self.s
         s["noack"] += 1
         if self.adr and s["noack"] >= _ADR_ACK_LIMIT + _ADR_ACK_DELAY:
@@ -258,6 +271,25 @@ class Device:
                 s["pw"] = 0
             elif s["dr"] > 0:
                 s["dr"] -= 1
+            if s["dr"] == 0 and s["pw"] == 0:
+                s["mask"] |= self._default_mask()
+
+    def retry_dr(self, k, phy_len) -> int:
+        """DR of transmission k (0 = first) of a confirmed uplink: LoRaWAN 1.0.2 section 18.4
+        steps one DR down after every two unacknowledged transmissions, never to a DR the
+        frame does not fit (MACPayload = PHY - MHDR - MIC)."""
+        m = self.region.MAX_MAC_PAYLOAD
+        d = self.s["dr"] - k // 2
+        if d < 0:
+            d = 0
+        while d < self.s["dr"] and m[d] < phy_len - 5:
+            d += 1
+        return d
+
+    @property
+    def nb_trans(self) -> int:
+        """Transmissions of each unconfirmed uplink (NbTrans of the last LinkADRReq)."""
+        return self.s["nb"]
 
     # downlinks
     def downlink(self, phy, snr=0, now_s=None):
@@ -335,14 +367,16 @@ class Device:
         s = self.s
         return s["dl"] if s["day"] == now_s // _DAY_S else 0
 
-    def plan(self, phy_len, now_ms, now_s, ticks_diff=None):
-        """(freq, dr, wait_ms) for an uplink of phy_len bytes; BudgetError past the daily budget.
+    def plan(self, phy_len, now_ms, now_s, ticks_diff=None, dr=None):
+        """(freq, dr, wait_ms) for an uplink of phy_len bytes (at dr, default the current DR);
+        BudgetError past the daily budget.
 
         wait_ms > 0: every enabled channel's sub-band is still within its duty-cycle off time.
         """
         r = self.region
         s = self.s
-        dr = s["dr"]
+        if dr is None:
+            dr = s["dr"]
         t = r.airtime_us(phy_len, dr)
         if self.airtime_today_us(now_s) + t > self.uplink_budget_us:
             raise BudgetError("daily uplink airtime budget of %d s used up"
@@ -380,10 +414,12 @@ class Device:
         s["air"] += t
         return t
 
-    def rx1(self):
-        """(delay ms, freq, dr) of the first receive window for an uplink at the current DR."""
+    def rx1(self, dr=None):
+        """(delay ms, freq, dr) of the first receive window for an uplink at dr (default: the
+        current DR)."""
         r = self.region
-        return self.s["delay"] * 1000, None, r.rx1_dr(self.s["dr"], self.s["rx1o"])
+        return self.s["delay"] * 1000, None, r.rx1_dr(self.s["dr"] if dr is None else dr,
+                                                      self.s["rx1o"])
 
     def rx2(self):
         s = self.s

@@ -226,3 +226,46 @@ def test_duty_cycle_and_daily_budget():
         eq(dev.plan(23, 10**7, 86400 * 11)[2], 0, "a new day, a new budget")
     finally:
         rmtree(d)
+
+
+def test_adr_backoff_requests_then_steps_down_and_restores_default_channels():
+    dev, d = _dev()
+    try:
+        dev.s["pw"] = 2
+        dev.s["mask"] = 0x01  # only channel 0 enabled by the network
+        for i in range(64):
+            eq(dev.uplink(b"x", 1)[5] & 0x40, 0, "no ADRACKReq before ADR_ACK_LIMIT (%d)" % i)
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0x40, "ADRACKReq from uplink 65 on")
+        for _ in range(31):
+            dev.uplink(b"x", 1)
+        eq((dev.s["pw"], dev.dr), (0, 5), "after ADR_ACK_DELAY more: full power first")
+        for _ in range(32):
+            dev.uplink(b"x", 1)
+        eq(dev.dr, 4, "then one DR lower")
+        eq(dev.s["mask"], 0x01, "channels untouched above the lowest DR")
+        dev.s["dr"] = 1
+        for _ in range(32):
+            dev.uplink(b"x", 1)
+        eq((dev.dr, dev.s["mask"]), (0, 0x07), "at DR0 the default channels come back")
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0, "nothing left to back off: no ADRACKReq")
+        dev.s["dr"] = 3
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0x40)
+        dev.downlink(_down("26011BDA", 0, 9, b"hi"))
+        eq(dev.s["noack"], 0, "a downlink resets ADR_ACK_CNT")
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0, "and ADRACKReq")
+    finally:
+        rmtree(d)
+
+
+def test_retry_dr_steps_down_every_two_tries_where_the_frame_fits():
+    dev, d = _dev()
+    try:
+        eq([dev.retry_dr(k, 20) for k in range(8)], [5, 5, 4, 4, 3, 3, 2, 2], "1.0.2 18.4")
+        eq(dev.retry_dr(7, 200), 4, "200 bytes fit DR4 but not DR3 (MACPayload 123)")
+        dev.s["dr"] = 1
+        eq([dev.retry_dr(k, 20) for k in range(6)], [1, 1, 0, 0, 0, 0], "never below DR0")
+        eq(dev.nb_trans, 1)
+        dev.downlink(_down("26011BDA", 0, 0, bytes((0x03, 0x50, 0x07, 0x00, 0x03))))
+        eq((dev.dr, dev.nb_trans), (5, 3), "LinkADRReq NbTrans 3")
+    finally:
+        rmtree(d)
