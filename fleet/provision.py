@@ -6,6 +6,7 @@ given it when the device is registered there; it is never shown again by the UI 
 """
 
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -175,3 +176,54 @@ def issue(db, settings, node_id: str | None, board: str, actor: str | None = Non
     return {"node_id": node_id, "board": board, "name": None, "mac": cred["mac"],
             "mqtt": {"user": cred["mqtt_user"], "password": password},
             "lorawan": store.lorawan_keys(db, node_id), "ota": {"keys": cred["ota_keys"]}}
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 1883,
+                wifi_ssid: str = "", wifi_password: str = "",
+                actor: str | None = None) -> tuple[str, bytes]:
+    """(file name, bytes) of a registered node's LittleFS image, for the UI and the API.
+
+    The image carries a new MQTT password (the fleet keeps only hashes), so an image made
+    before stops working. Everything that can fail runs first, with a stand-in password of the
+    same length: a failed build leaves the node's password as it was.
+    """
+    from provisioning import boards, image, miplib
+
+    cred = store.get_credentials(db, node_id)
+    if cred is None or cred["revoked_at"] is not None:
+        raise ProvisionError(f"node {node_id!r} has no active credentials; register it first")
+    board_name = store.get_node(db, node_id).get("board")
+    if not board_name:
+        raise ProvisionError(f"node {node_id!r} has no board; an image is built for one board")
+    mqtt_host = (mqtt_host or "").strip()
+    if not mqtt_host or mqtt_host in _LOOPBACK:
+        raise ProvisionError("say where the node finds the broker: its address as the node "
+                             "reaches it (e.g. 192.168.1.10), not 127.0.0.1, which is the node")
+    if not 0 < mqtt_port < 65536:
+        raise ProvisionError(f"broker port {mqtt_port} is outside 1..65535")
+    try:
+        board = boards.load(board_name)
+        packages = image.fetch_packages(board, os.environ.get("MIP_INDEX") or miplib.INDEX,
+                                        settings.data_dir / "mip-cache")
+        app = image.compile_app()
+        fs_size = boards.fs_partition(board)["size"]
+        identity = {"node_id": node_id, "mqtt": {"user": cred["mqtt_user"],
+                                                 "password": brokerauth.mint_password()},
+                    "lorawan": store.lorawan_keys(db, node_id),
+                    "ota": {"keys": cred["ota_keys"]}}
+
+        def packed() -> bytes:
+            cfg = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
+            return image.pack(image.node_files(board, cfg, packages, app), fs_size)
+
+        packed()  # the dry run: fits, compiles, packages present
+    except (boards.BoardError, image.ImageError, miplib.MipError) as e:
+        raise ProvisionError(f"no image for {node_id}: {e}") from None
+    identity["mqtt"]["password"] = rotate(db, settings, node_id, actor=actor)
+    data = packed()
+    store.audit(db, actor, "node.image", node_id,
+                f"{board_name}, broker {mqtt_host}:{mqtt_port}, WiFi {wifi_ssid or '(none)'}")
+    return f"{node_id}.{board_name}.littlefs.bin", data

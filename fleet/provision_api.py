@@ -106,3 +106,37 @@ def init_app(app):
     """Register the blueprint; like the rest of the API it uses bearer tokens, not CSRF."""
     csrf.exempt(bp)
     app.register_blueprint(bp)
+
+
+_IMAGE_FIELDS = {"mqtt_host", "mqtt_port", "wifi_ssid", "wifi_password"}
+
+
+@bp.post("/nodes/<node_id>/image")
+@require("provisioning")
+def node_image(node_id):
+    """The node's LittleFS image (application/octet-stream) with a new MQTT password inside."""
+    body = _body()
+    unknown = set(body) - _IMAGE_FIELDS
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
+                            f"expected {', '.join(sorted(_IMAGE_FIELDS))}")
+    port = body.get("mqtt_port", 1883)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise ApiError(400, 'field "mqtt_port" must be an integer')
+    for key in _IMAGE_FIELDS - {"mqtt_port"}:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ApiError(400, f'field "{key}" must be a string')
+    db = store.get_db()
+    if store.get_credentials(db, node_id) is None:
+        raise ApiError(404, f"no node {node_id!r} is registered")
+    try:
+        name, data = provision.build_image(
+            db, current_app.config["SETTINGS"], node_id, body.get("mqtt_host") or "", port,
+            body.get("wifi_ssid") or "", body.get("wifi_password") or "",
+            actor=f"token:{g.token_name}")
+    except provision.ProvisionError as e:
+        raise ApiError(400, str(e)) from None
+    response = current_app.response_class(data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

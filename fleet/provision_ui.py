@@ -57,6 +57,7 @@ def _page(db, identity=None, form=None, claim_token=None):
     response = make_response(render_template(
         "provision/index.html", boards=_boards(), identities=_identities(db),
         identity=identity, form=form, claims=store.list_claims(db, limit=100),
+        image=_image_defaults(),
         tokens=store.list_claim_tokens(db), claim_token=claim_token))
     if identity is not None or claim_token is not None:
         # The page carries secrets once: no cache may keep it.
@@ -129,3 +130,39 @@ def decide_claim(claim_id, decision):
     else:
         flash(f"Claim {claim_id} {decision}d: the board learns it when it next asks.")
     return redirect(url_for("provision.index"))
+
+
+def _image_defaults() -> dict:
+    """What the image form starts with: the site's broker as nodes reach it, if configured."""
+    import os
+
+    host = os.environ.get("NODE_MQTT_HOST", "")
+    if not host and request.host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
+        host = request.host.rsplit(":", 1)[0]  # the fleet's address as this browser reaches it
+    return {"mqtt_host": host, "mqtt_port": os.environ.get("NODE_MQTT_PORT", "1883"),
+            "wifi_ssid": os.environ.get("WIFI_SSID", "")}
+
+
+@bp.route("/image", methods=("POST",))
+@require("provisioning")
+def download_image():
+    """A registered node's filesystem image to flash, with a new MQTT password inside."""
+    db = store.get_db()
+    f = request.form
+    node_id = f.get("node", "")
+    try:
+        port = int(f.get("mqtt_port") or "1883")
+    except ValueError:
+        flash(f"No image: broker port {f.get('mqtt_port')!r} is not a number")
+        return redirect(url_for("provision.index") + "#image")
+    try:
+        name, data = provision.build_image(
+            db, current_app.config["SETTINGS"], node_id, f.get("mqtt_host", ""), port,
+            f.get("wifi_ssid", ""), f.get("wifi_password", ""), actor=g.user["name"])
+    except provision.ProvisionError as e:
+        flash(f"No image: {e}")
+        return redirect(url_for("provision.index") + "#image")
+    response = current_app.response_class(data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"  # the node's password and WiFi key are inside
+    return response

@@ -66,6 +66,11 @@ def consistency_problems(board: dict) -> list[str]:
     for sensor, needs in (("bme280", "i2c"), ("ds18b20", "onewire_pin"), ("battery", "battery")):
         if sensor in board.get("sensors", ()) and board.get(needs) is None:
             problems.append(f"default sensor {sensor} needs {needs}, which is null")
+    battery = board.get("battery") or {}
+    if "pmu" in battery and not board.get("i2c"):
+        problems.append("battery: a power chip (pmu) is read over I2C, but i2c is null")
+    if "enable_level" in battery and "enable_pin" not in battery:
+        problems.append("battery: enable_level without enable_pin")
     if board.get("name") and board.get("name") != board.get("name", "").upper():
         problems.append("name must be upper case")
     return problems
@@ -99,9 +104,9 @@ def _pins(board: dict) -> list[tuple[str, int]]:
     for key in ("led_pin", "onewire_pin"):
         if board.get(key) is not None:
             pins.append((key, board[key]))
-    for section, keys in (("i2c", ("sda", "scl")), ("battery", ("adc_pin",))):
+    for section, keys in (("i2c", ("sda", "scl")), ("battery", ("adc_pin", "enable_pin"))):
         if board.get(section):
-            pins += [(f"{section}.{k}", board[section][k]) for k in keys]
+            pins += [(f"{section}.{k}", board[section][k]) for k in keys if k in board[section]]
     radio = board.get("radio")
     if radio:
         pins += [(f"radio.spi.{k}", radio["spi"][k]) for k in ("sck", "mosi", "miso")]

@@ -35,7 +35,8 @@ class HostHAL:
         self.node = node
         self.root = str(root)
         self.board = board
-        self.hw = hw if hw is not None else SimHardware(node)
+        self.hw = hw if hw is not None else SimHardware(node, board=board)
+        self.pins: dict[int, int] = {}  # GPIO -> level driven by pin_out
         self.cause = PWRON_RESET
         self.wifi_enabled = True  # the access point is in reach
         self._station = False  # connect() was called: like the ESP32 driver, keep (re)joining
@@ -113,7 +114,14 @@ class HostHAL:
         return self.hw.ds if self.board.get("onewire_pin") is not None else None
 
     def adc_uv(self, pin: int) -> int:
+        bat = self.board.get("battery") or {}
+        enable = bat.get("enable_pin")
+        if enable is not None and self.pins.get(enable) != bat.get("enable_level", 1):
+            return self.hw.floating_uv()  # the divider is switched off: nothing on the pin
         return self.hw.adc_uv(pin)
+
+    def pin_out(self, pin: int, value: int) -> None:
+        self.pins[pin] = value
 
     # LoRa: a simulated modem (polylink_host.simradio.SimModem) if the simulation attached one
     def lora_modem(self):

@@ -290,24 +290,75 @@ class SimBattery:
         return max(0, int(v * 1e6 + self.rnd.gauss(0, 8000)))  # ESP32 ADC noise, a few mV rms
 
 
-class SimHardware:
-    """Everything attached to one simulated node, derived deterministically from its id."""
+class SimPMU:
+    """An X-Powers AXP192 or AXP2101 power chip as its registers show the battery (T-Beam v1.x).
 
-    def __init__(self, node: str, battery_pin: int = 35, divider: float = 2.0):
+    Register map from the datasheets, as polylink/pmu.py reads it: chip id at 0x03; AXP192:
+    battery present bit 5 of 0x01, ADC enable bit 7 of 0x82, voltage in 0x78/0x79 (12 bits,
+    1.1 mV); AXP2101: battery present bit 3 of 0x00, ADC enable bit 0 of 0x30, voltage in
+    0x34/0x35 (14 bits, mV). The voltage registers read 0 until their ADC channel is enabled.
+    """
+
+    def __init__(self, chip: str, battery: "SimBattery"):
+        self.chip = chip
+        self.battery = battery
+        self.regs = bytearray(256)
+        if chip == "axp192":
+            self.regs[0x03], self.regs[0x01], self.regs[0x82] = 0x03, 0x20, 0x03
+        else:
+            self.regs[0x03], self.regs[0x00], self.regs[0x30] = 0x4A, 0x08, 0x02
+
+    def _update(self) -> None:
+        mv = self.battery.volts(time.time()) * 1000
+        if self.chip == "axp192":
+            raw = int(mv / 1.1) if self.regs[0x82] & 0x80 else 0
+            self.regs[0x78], self.regs[0x79] = raw >> 4, raw & 0x0F
+        else:
+            raw = int(mv) if self.regs[0x30] & 0x01 else 0
+            self.regs[0x34], self.regs[0x35] = raw >> 8, raw & 0xFF
+
+    def read(self, reg: int, n: int) -> bytes:
+        self._update()
+        return bytes(self.regs[reg : reg + n])
+
+    def write(self, reg: int, data: bytes) -> None:
+        self.regs[reg : reg + len(data)] = data
+
+
+class SimHardware:
+    """Everything attached to one simulated node, derived deterministically from its id.
+
+    The battery sits where the board file says: behind an ADC divider (its pin and ratio), or
+    behind a power chip on the I2C bus (one of the chips the board may carry, chosen per node).
+    """
+
+    def __init__(self, node: str, battery_pin: int = 35, divider: float = 2.0,
+                 board: dict | None = None):
         seed = zlib.crc32(node.encode())
         self.uid = "%012x" % (seed * 2654435761 % (1 << 48))
         self.weather = Weather(seed)
         self.bme = SimBME280(self.weather)
         self.i2c = SimI2C({BME280_ADDR: self.bme})
         self.ds = SimDS18X20(self.weather, [seed.to_bytes(4, "little") + b"\x00\x01"])
+        bat = (board or {}).get("battery") or {}
+        if "adc_pin" in bat:
+            battery_pin, divider = bat["adc_pin"], bat["divider"]
         self.battery_pin = battery_pin
         self.battery = SimBattery(seed, divider)
+        self.pmu = None
+        if "pmu" in bat:
+            chips = bat["pmu"]
+            self.pmu = SimPMU(chips[seed % len(chips)], self.battery)
+            self.i2c.devices[bat.get("i2c_addr", 0x34)] = self.pmu
         self._rssi = -45 - seed % 40
         self._rnd = random.Random(seed)
 
+    def floating_uv(self) -> int:
+        return self._rnd.randrange(0, 20000)  # a floating input reads near zero
+
     def adc_uv(self, pin: int) -> int:
         if pin != self.battery_pin:
-            return self._rnd.randrange(0, 20000)  # a floating input reads near zero
+            return self.floating_uv()
         return self.battery.adc_uv()
 
     def rssi(self) -> int:

@@ -10,6 +10,7 @@ from polylink.config import BOARD_FILE, CONFIG_FILE, Config, ConfigError
 from polylink.store import replace
 
 SENSORS = ("bme280", "ds18b20", "battery")
+_PMUS = ("axp192", "axp2101")  # power chips polylink/pmu.py reads the battery from
 _BOARD_KEYS = (
     "name",
     "chip",
@@ -207,20 +208,36 @@ def validate_board(board) -> dict:
             raise ConfigError('board.json: i2c must be null or {"sda": pin, "scl": pin}')
         _int("board.json: i2c.sda", i2c["sda"], 0, 48)
         _int("board.json: i2c.scl", i2c["scl"], 0, 48)
+    if not isinstance(board.get("led_active_low", False), bool):
+        raise ConfigError("board.json: led_active_low must be true or false")
     bat = board["battery"]
     if bat is not None:
-        if not isinstance(bat, dict) or "adc_pin" not in bat or "divider" not in bat:
-            raise ConfigError(
-                'board.json: battery must be null or {"adc_pin": pin, "divider": ratio}'
-            )
-        _int("board.json: battery.adc_pin", bat["adc_pin"], 0, 48)
-        div = bat["divider"]
-        if not isinstance(div, (int, float)) or isinstance(div, bool) or not 1 <= div <= 20:
-            raise ConfigError(
-                "board.json: battery.divider must be a ratio in 1..20, got %r" % (div,)
-            )
+        _battery(bat, i2c)
     _sensors("board.json: sensors", board["sensors"], board)
     return board
+
+
+def _battery(bat, i2c):
+    if isinstance(bat, dict) and "pmu" in bat:
+        chips = bat["pmu"]
+        if not isinstance(chips, list) or not chips or [c for c in chips if c not in _PMUS]:
+            raise ConfigError("board.json: battery.pmu must list chips of %s, got %r"
+                              % (", ".join(_PMUS), chips))
+        _int("board.json: battery.i2c_addr", bat.get("i2c_addr", 0x34), 8, 119)
+        if i2c is None:
+            raise ConfigError("board.json: battery.pmu is read over I2C but i2c is null")
+        return
+    if not isinstance(bat, dict) or "adc_pin" not in bat or "divider" not in bat:
+        raise ConfigError('board.json: battery must be null, {"adc_pin": pin, "divider": ratio}'
+                          ' or {"pmu": [chip, ...]}')
+    _int("board.json: battery.adc_pin", bat["adc_pin"], 0, 48)
+    div = bat["divider"]
+    if not isinstance(div, (int, float)) or isinstance(div, bool) or not 1 <= div <= 20:
+        raise ConfigError("board.json: battery.divider must be a ratio in 1..20, got %r" % (div,))
+    if "enable_pin" in bat:
+        _int("board.json: battery.enable_pin", bat["enable_pin"], 0, 48)
+    if bat.get("enable_level", 1) not in (0, 1):
+        raise ConfigError("board.json: battery.enable_level must be 0 or 1")
 
 
 def _sensors(where, names, board):
@@ -236,7 +253,7 @@ def _sensors(where, names, board):
         if name == "ds18b20" and board.get("onewire_pin") is None:
             raise ConfigError("%s: ds18b20 needs a 1-Wire pin but the board defines none" % where)
         if name == "battery" and board.get("battery") is None:
-            raise ConfigError("%s: battery needs an ADC divider but the board defines none" % where)
+            raise ConfigError("%s: battery needs a battery section but the board's is null" % where)
     return names
 
 

@@ -33,9 +33,10 @@ class HAL:
         self._wlan = None
         self._i2c = None
         self._led = None
+        self._led_off = 1 if board.get("led_active_low") else 0
         pin = board.get("led_pin")
         if pin is not None:
-            self._led = machine.Pin(pin, machine.Pin.OUT, value=0)
+            self._led = machine.Pin(pin, machine.Pin.OUT, value=self._led_off)
 
     def path(self, name: str) -> str:
         """Absolute flash path of a file the firmware keeps."""
@@ -92,7 +93,11 @@ class HAL:
     # LED
     def led(self, on: bool) -> None:
         if self._led is not None:
-            self._led.value(1 if on else 0)
+            self._led.value(self._led_off ^ 1 if on else self._led_off)
+
+    def pin_out(self, pin: int, value: int) -> None:
+        """Drive a GPIO as an output (a sensor's power or enable switch)."""
+        machine.Pin(pin, machine.Pin.OUT, value=value)
 
     # sensors
     def i2c(self):

@@ -37,10 +37,18 @@ class SensorSet:
         if name == "battery":
             bat = self.cfg.board.get("battery")
             if not bat:
-                raise SensorError("battery: the board has no battery divider")
+                raise SensorError("battery: the board has no battery section")
+            if "pmu" in bat:
+                i2c = hal.i2c()
+                if i2c is None:
+                    raise SensorError("battery: the board's power chip needs an I2C bus")
+                from polylink.pmu import PMUBattery
+
+                return PMUBattery(i2c, bat["pmu"], bat.get("i2c_addr", 0x34))
             from polylink.battery import Battery
 
-            return Battery(hal, bat["adc_pin"], bat["divider"])
+            return Battery(hal, bat["adc_pin"], bat["divider"], bat.get("enable_pin"),
+                           bat.get("enable_level", 1))
         raise SensorError("unknown sensor %r" % name)
 
     async def read(self, out, errors):

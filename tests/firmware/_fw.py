@@ -86,6 +86,9 @@ class FakeHAL:
         self._i2c = i2c
         self._ds = ds
         self.adc = adc or {}
+        self.gates = {}  # adc pin -> (enable pin, level): reads 0 V unless that pin is at level
+        self.pins = {}  # GPIO -> last level driven by pin_out
+        self.pin_log = []
         self.now = 1000
         self.leds = []
         self.fed = 0
@@ -132,7 +135,14 @@ class FakeHAL:
         return self._ds
 
     def adc_uv(self, pin):
+        gate = self.gates.get(pin)
+        if gate is not None and self.pins.get(gate[0]) != gate[1]:
+            return 0
         return self.adc[pin]
+
+    def pin_out(self, pin, value):
+        self.pins[pin] = value
+        self.pin_log.append((pin, value))
 
     def wifi_rssi(self):
         return -61
