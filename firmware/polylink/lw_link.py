@@ -27,12 +27,13 @@ class LoRaLink:
     on_downlink(None, payload) gets each application downlink (the node's _on_message).
     """
 
-    def __init__(self, hal, cfg, modem, on_downlink, battery=None):
+    def __init__(self, hal, cfg, modem, on_downlink, battery=None, keep=None):
         self.hal = hal
         self.modem = modem
         self.on_downlink = on_downlink
         lw = cfg.lorawan
-        self.dev = Device(hal.path("lorawan.json"), lw, region, battery=battery)
+        self.dev = Device(hal.path("lorawan.json"), lw, region, battery=battery,
+                          keep=keep and keep[0])
         self.tries = int(lw.get("confirmed_tries", 3))
         self.confirm = 0  # bit per Polylink message type sent confirmed
         for name in lw.get("confirmed", CONFIRMED_DEFAULT):
@@ -46,10 +47,20 @@ class LoRaLink:
         self.unacked = 0  # confirmed uplinks that got no ACK in any of their tries
         self.unconfirmed_budget = 0  # sent unconfirmed: the day's downlinks (ACKs) were used up
         self._noack_rounds = 0
+        if keep:
+            (self.sent, self.retransmissions, self.acked, self.unacked, self.unconfirmed_budget,
+             self.downlinks, self.joins, self._noack_rounds) = keep[1]
         self.joins = 0
         self.downlinks = 0
         self.last_error = ""
         self._busy = asyncio.Lock()
+
+    def park(self) -> tuple:
+        """The link's state for LoRaLink(..., keep=it) after its code was dropped from the heap
+        (node.py does it while WiFi carries the queue). Only while joined and idle."""
+        return self.dev.park(), (self.sent, self.retransmissions, self.acked, self.unacked,
+                                 self.unconfirmed_budget, self.downlinks, self.joins,
+                                 self._noack_rounds)
 
     def max_payload(self) -> int:
         return self.dev.max_payload()

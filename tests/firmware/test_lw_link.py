@@ -205,3 +205,58 @@ async def test_confirmed_types_come_from_config():
         eq(lk.modem.sent[1][0][0], 0x80, "TELEMETRY confirmed")
     finally:
         rmtree(d)
+
+
+def _manual(lk):
+    """The node's own LoRaLink on the manual clock, as _Link does."""
+
+    async def wait(ms):
+        if ms > 0:
+            lk.hal.now += ms
+
+    lk._wait_ms = wait
+    return lk
+
+
+async def test_dual_node_parks_the_lorawan_code_on_wifi_and_resumes_the_same_session():
+    import json
+    import sys
+
+    from _fw import FakeHAL, board
+    from polylink import config
+    from polylink.node import Node
+
+    d = tmpdir("lwpark")
+    try:
+        b = board()
+        b["radio"] = {"chip": "sx1276"}
+        with open(d + "/config.json", "w") as f:
+            json.dump({"node": "t-1", "mqtt": {"host": "h"}, "lorawan": _ABP,
+                       "link_policy": "wifi_first"}, f)
+
+        class RadioHAL(FakeHAL):
+            def lora_modem(self):
+                return _Modem(self)
+
+        hal = RadioHAL(d, b)
+        node = Node(hal, config.load(d, board=b))
+        eq(node.link.drop_idle, True, "wifi_first: MQTT code dropped while WiFi is down")
+        lk = _manual(node.lora)
+        await lk.send(b"\x20\x00\x01")
+        lk.dev.request_link_check()  # a MAC request waiting for the next uplink
+        with open(d + "/lorawan.json") as f:
+            up_limit = json.load(f)["up"]
+        node._lora_park()
+        eq((node.lora, node.lora_ready()), (None, True), "parked, session kept")
+        if sys.implementation.name == "micropython":
+            eq([m for m in ("lorawan", "lw_link", "lw_crypto", "region_eu868")
+                if "polylink." + m in sys.modules], [], "LoRaWAN code left the heap")
+        lk = _manual(node._lora_load())
+        eq((lk.dev.fcnt_up, lk.sent, lk.ready.is_set()), (1, 1, True), "same counters, joined")
+        with open(d + "/lorawan.json") as f:
+            eq(json.load(f)["up"], up_limit, "no counter block spent on reloading")
+        await lk.send(b"\x20\x00\x02")
+        phy = lk.modem.sent[-1][0]
+        eq((_fcnt(phy), phy[5] & 0x0F, phy[8]), (1, 1, 0x02), "FCnt 1, the LinkCheckReq kept")
+    finally:
+        rmtree(d)

@@ -179,7 +179,10 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
         task = asyncio.create_task(sim.run())
         try:
             await until(lambda: by_provider("mqtt") >= 3, 30, "frames over WiFi")
-            await until(lambda: sim.node.lora.ready.is_set(), 30, "the LoRaWAN join")
+            await until(lambda: sim.node.lora_ready(), 30, "the LoRaWAN join")
+            # on WiFi the LoRaWAN code leaves the heap; the outage brings it back, same session
+            await until(lambda: sim.node.lora_parks >= 1, 30, "the LoRaWAN code parked")
+            out["joins"] = tts.stats["joins"]
             sim.hal.set_wifi(False)  # the access point goes away mid-run
             await until(lambda: by_provider("ttn") >= 3, 60, "frames over LoRaWAN")
             out["queued_during_outage"] = sim.node.store.count
@@ -188,6 +191,8 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
             await until(lambda: by_provider("mqtt") > mqtt_before + 2, 40, "WiFi back")
             await until(lambda: sim.node.store.count == 0, 40, "the queue drained")
             out["lora_sent"] = sim.node.lora_sent
+            out["joins_after"] = tts.stats["joins"]
+            out["parks"] = sim.node.lora_parks
             out["emitted"] = sim.node.seq.next
             await until(lambda: store.count_frames(db, "fo-1") >= out["emitted"], 20,
                         "every frame stored")
@@ -208,6 +213,8 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
     assert sorted(seqs) == list(range(out["emitted"])), "every seq stored, exactly once, none lost"
     assert by_provider("ttn") >= 3 and by_provider("mqtt") >= 6
     assert out["lora_sent"] >= 3 and out["queued_during_outage"] >= 1
+    assert out["joins"] == out["joins_after"] == 1, "the parked session served, no rejoin"
+    assert out["parks"] >= 2, "parked before the outage and again once WiFi was back"
     assert store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
 
 
