@@ -1,11 +1,10 @@
-"""Alerts: evaluated from the store at most every ALERT_REFRESH seconds; list, acknowledge, resolve.
+"""Alerts: list, acknowledge, resolve; pages show what the periodic evaluation stored.
 
-The web process evaluates when a page that shows alerts is asked for and the last evaluation is
-older than ALERT_REFRESH, so alerts are at most that stale while someone looks; `fleet alerts
-check` does the same from cron when nobody does. Evaluation is set-based SQL (fleet/db.py).
+Evaluation (set-based SQL, db.evaluate_alerts) runs outside any request: in `fleet upkeep`, which
+`fleet run` supervises (every UPKEEP_EVERY seconds), or from cron with `fleet alerts check`. A page
+never writes; it says when alerts were last evaluated and warns when that is too long ago.
 """
 
-import threading
 import time
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -15,7 +14,8 @@ from . import db as store
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 
-ALERT_REFRESH = 30.0
+# Evaluations older than this many upkeep intervals (or never) are shown as a warning.
+STALE_ROUNDS = 4
 ALERTS_PAGE = 100  # newest first; a phone should not load thousands
 KIND_TEXT = {
     "offline": "offline",
@@ -26,18 +26,12 @@ KIND_TEXT = {
 }
 
 
-def refresh(db, force=False):
-    """Evaluate alerts unless another thread is or it was done within ALERT_REFRESH seconds."""
-    ext = current_app.extensions
-    lock = ext["polylink_alerts_lock"]
-    if not lock.acquire(blocking=False):
-        return
-    try:
-        if force or time.monotonic() - ext["polylink_alerts_at"] >= ALERT_REFRESH:
-            store.evaluate_alerts(db)
-            ext["polylink_alerts_at"] = time.monotonic()
-    finally:
-        lock.release()
+def freshness(db, now=None) -> dict:
+    """{"at": time of the last evaluation or None, "stale": True if it is overdue}."""
+    now = time.time() if now is None else now
+    at = store.upkeep_state(db).get("alerts", {}).get("at")
+    every = current_app.config["SETTINGS"].upkeep_every
+    return {"at": at, "stale": at is None or now - at > STALE_ROUNDS * max(every, 30.0)}
 
 
 @bp.app_template_filter("alert_kind")
@@ -49,11 +43,10 @@ def alert_kind(kind):
 @auth.require("read")
 def index():
     db = store.get_db()
-    refresh(db)
     show_all = request.args.get("all") == "1"
     return render_template("alerts/index.html", show_all=show_all,
                            alerts=store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE),
-                           limit=ALERTS_PAGE)
+                           limit=ALERTS_PAGE, evaluated=freshness(db))
 
 
 @bp.route("/<int:alert_id>/<any(ack, resolve):action>", methods=("POST",))
@@ -73,6 +66,4 @@ def change(alert_id, action):
 
 
 def init_app(app):
-    app.extensions["polylink_alerts_lock"] = threading.Lock()
-    app.extensions["polylink_alerts_at"] = float("-inf")
     app.register_blueprint(bp)

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import threading
 from pathlib import Path
 
 # Service accounts: (username, ACL lines). Usernames start with the reserved prefix, which no node
@@ -83,7 +84,8 @@ def verify_password(password: str, hashed: str) -> bool:
 
 def _write_private(path: Path, text: str) -> None:
     """Write a file readable by this user only, atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own: the web process, the claim service and `fleet upkeep` may write at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)

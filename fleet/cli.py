@@ -89,6 +89,42 @@ def ingest_command(batch_size, batch_delay, mqtt_version):
     ingest.main(from_env(), batch_size=batch_size, batch_delay=batch_delay, protocol=protocol)
 
 
+@cli.command("upkeep")
+@click.option("--once", is_flag=True, help="Do one round and exit (for cron without `fleet run`).")
+@click.option("--every", type=click.FloatRange(0.1, 3600), default=None,
+              help="Seconds between rounds (default UPKEEP_EVERY, 30).")
+@click.option("--broker-sync", is_flag=True,
+              help="Also rewrite the broker's logins when a claim token expires (`fleet run` "
+                   "passes it for the mosquitto it started).")
+@friendly
+def upkeep_command(once, every, broker_sync):
+    """Periodic work: evaluate alerts, drop expired claim tokens, prune old STATUS history.
+
+    Example: fleet upkeep --once
+    """
+    import signal
+    import threading
+
+    from . import upkeep
+
+    worker = upkeep.Upkeep(from_env(), every=every, broker=broker_sync)
+    if once:
+        db = open_store()
+        try:
+            done = worker.round(db)
+        finally:
+            db.conn.close()
+        click.echo("alerts opened: " + ", ".join(f"{k} {n}" for k, n in done["alerts"].items()))
+        if "prune" in done:
+            click.echo(f"status history rows pruned: {done['prune']}")
+        return
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    worker.run(stopping, log=lambda text: print(time.strftime("%Y-%m-%dT%H:%M:%SZ ",
+                                                              time.gmtime()) + text, flush=True))
+
+
 @cli.group("db")
 def db_group():
     """Database commands.
@@ -325,13 +361,15 @@ def claim_token(board, uses, hours, auto_approve):
 
 
 @claim_group.command("list")
+@click.option("--state", type=click.Choice(store.CLAIM_STATES), default=None,
+              help="Only claims in this state (pending: waiting for a decision).")
 @friendly
-def claim_list():
+def claim_list(state):
     """List claims, newest first: pending ones wait for `fleet claim approve`.
 
-    Example: fleet claim list
+    Example: fleet claim list --state pending
     """
-    for c in store.list_claims(open_store()):
+    for c in store.list_claims(open_store(), state=state):
         click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
                    f"token {c['token_id']} {c['node_id'] or ''}")
 
@@ -401,12 +439,14 @@ def alerts_group():
 @alerts_group.command("check")
 @friendly
 def alerts_check():
-    """Evaluate alerts now and list the open ones (the web UI also does it every 30 s).
+    """Evaluate alerts now and list the open ones (`fleet run` does it every 30 s by itself).
 
     Example: fleet alerts check
     """
     db = open_store()
-    opened = store.evaluate_alerts(db)
+    now = time.time()
+    opened = store.evaluate_alerts(db, now)
+    store.mark_upkeep(db, "alerts", now, opened)
     click.echo("opened: " + ", ".join(f"{k} {n}" for k, n in opened.items()))
     for a in store.list_alerts(db, limit=1000):
         click.echo(f"{when(a['opened'])} {a['node_id']:<32} {a['kind']:<13} {a['state']:<6} "

@@ -375,6 +375,15 @@ MIGRATIONS = [
     );
     CREATE INDEX provider_downlinks_node ON provider_downlinks (node_id, provider, t);
     """,
+    # 12: when the periodic work (fleet/upkeep.py) last ran each task, so pages can say how
+    # fresh the alerts are without evaluating them inside a GET.
+    """
+    CREATE TABLE upkeep (
+        task TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        detail TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1054,6 +1063,36 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
     return opened
 
 
+def mark_upkeep(db, task: str, at: float, detail=None) -> None:
+    """Record that a periodic task (alerts, prune, broker) ran at `at`."""
+    with transaction(db) as conn:
+        conn.execute("INSERT INTO upkeep (task, at, detail) VALUES (?, ?, ?) ON CONFLICT (task)"
+                     " DO UPDATE SET at = excluded.at, detail = excluded.detail",
+                     (task, at, None if detail is None else json.dumps(detail)))
+
+
+def upkeep_state(db) -> dict[str, dict]:
+    """{task: {"at": time, "detail": ...}} of the periodic tasks that ever ran."""
+    return {r[0]: {"at": r[1], "detail": json.loads(r[2]) if r[2] else None}
+            for r in db.conn.execute("SELECT task, at, detail FROM upkeep")}
+
+
+def prune_status_log(db, before: float, chunk: int = 5000) -> int:
+    """Delete STATUS history older than `before`, in short transactions; the count deleted.
+
+    Chunks keep each write lock short, so the ingest worker is never held up for long.
+    """
+    total = 0
+    while True:
+        with transaction(db) as conn:
+            n = conn.execute(
+                "DELETE FROM status_log WHERE rowid IN (SELECT rowid FROM status_log"
+                " INDEXED BY status_log_t_boots WHERE t < ? LIMIT ?)", (before, chunk)).rowcount
+        total += n
+        if n < chunk:
+            return total
+
+
 def open_alert(db, node_id, kind, detail, now=None) -> bool:
     """Open an alert of a kind for a node (e.g. update_failed from OTA); False if already open."""
     if kind not in ALERT_KINDS:
@@ -1602,6 +1641,14 @@ def active_claim_token_hashes(db) -> dict[str, str]:
     return dict(rows.fetchall())
 
 
+def next_claim_token_expiry(db, now: float | None = None) -> float | None:
+    """When the next token the claim listener admits now runs out of time (None: no such token)."""
+    row = db.conn.execute(
+        "SELECT min(expires) FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
+        " AND uses < max_uses", (time.time() if now is None else now,)).fetchone()
+    return row[0]
+
+
 def use_claim_token(db, token_id) -> bool:
     """Take one use of a token (atomically); False if it has none left or expired."""
     with transaction(db) as conn:
@@ -1640,8 +1687,15 @@ def add_claim(db, token_id, client_id, mac, board) -> dict:
     return get_claim(db, mac)
 
 
-def list_claims(db, limit=200) -> list[dict]:
-    return list(db.query("SELECT * FROM claims ORDER BY id DESC LIMIT ?", [limit]))
+CLAIM_STATES = ("pending", "approved", "rejected", "issued")
+
+
+def list_claims(db, limit=200, state=None) -> list[dict]:
+    """Claims, newest first; only those in `state` if given."""
+    if state is None:
+        return list(db.query("SELECT * FROM claims ORDER BY id DESC LIMIT ?", [limit]))
+    return list(db.query("SELECT * FROM claims WHERE state = ? ORDER BY id DESC LIMIT ?",
+                         [state, limit]))
 
 
 def decide_claim(db, claim_id, state, actor, reason=None) -> None:
@@ -1652,8 +1706,9 @@ def decide_claim(db, claim_id, state, actor, reason=None) -> None:
                            (state, time.time(), actor, reason, claim_id))
         if cur.rowcount != 1:
             raise StoreError(f"claim {claim_id} is not waiting for a decision")
-        conn.execute("INSERT INTO audit (t, actor, action, target) VALUES (?, ?, ?, ?)",
-                     (time.time(), actor, f"claim.{state}", str(claim_id)))
+        conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                     (time.time(), actor, f"claim.{state}", str(claim_id),
+                      json.dumps({"reason": reason}) if reason else None))
 
 
 def mark_claim_issued(db, claim_id, node_id) -> None:
@@ -1745,6 +1800,26 @@ def add_rollout(db, release, stages, max_failures, max_health_drop, target, node
                      (now, actor, "rollout.create", f"rollout:{rid}",
                       json.dumps({"release": release, "nodes": len(nodes), "target": target})))
     return rid
+
+
+def add_rollout_nodes(db, rid: int, nodes, actor=None, skipped=None, now=None) -> None:
+    """Add nodes to a rollout ([(node_id, stage, state, from_version)]), audited with the skips."""
+    now = time.time() if now is None else now
+    with transaction(db) as conn:
+        conn.executemany(
+            "INSERT INTO rollout_nodes (rollout_id, node_id, stage, state, from_version, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?)", [(rid, n, st, s, v, now) for n, st, s, v in nodes])
+        conn.execute("UPDATE rollouts SET updated = ? WHERE id = ?", (now, rid))
+        conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                     (now, actor, "rollout.add-nodes", f"rollout:{rid}",
+                      json.dumps({"added": len(nodes), "skipped": skipped or {},
+                                  "nodes": [n[0] for n in nodes[:20]]})))
+
+
+def open_rollouts(db) -> list[dict]:
+    """Rollouts that still take nodes (running or paused), newest first."""
+    return [_rollout(r) for r in db.query(
+        "SELECT * FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id DESC")]
 
 
 def get_rollout(db, rid: int) -> dict:

@@ -26,7 +26,7 @@ from flask import (
 )
 from polylink import commands as fw_commands
 
-from . import alerts, auth, charts, downlink, rollouts
+from . import auth, charts, downlink, rollouts
 from . import db as store
 from .api import iso
 from .senml import name_and_unit
@@ -97,7 +97,6 @@ def _tag(raw: str) -> str:
 @auth.require("read")
 def index():
     db = store.get_db()
-    alerts.refresh(db)
     f = _filters()
     sort = request.args.get("sort", "id")
     desc = request.args.get("dir") == "desc"
@@ -112,8 +111,18 @@ def index():
         "nodes/index.html", nodes=rows, total=total, page=page, pages=pages, f=f,
         active=active, sort=sort, desc=desc, facets=store.facets(db), sorts=store.NODE_SORTS,
         command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX,
-        releases=[r["version"] for r in store.list_releases(db)] if auth.allowed(
-            auth.current_role(), "releases") else [])
+        **_rollout_choices(db))
+
+
+def _rollout_choices(db) -> dict:
+    """Releases to roll out, each with the unfinished rollouts of it nodes can join."""
+    if not auth.allowed(auth.current_role(), "releases"):
+        return {"releases": [], "open_rollouts": {}}
+    joinable: dict[str, list] = {}
+    for r in store.open_rollouts(db):
+        joinable.setdefault(r["release"], []).append(r)
+    return {"releases": [r["version"] for r in store.list_releases(db)],
+            "open_rollouts": joinable}
 
 
 @bp.route("/bulk", methods=("POST",))
@@ -164,11 +173,16 @@ def bulk():
         flash(f"Command {command} sent to {sent} of {len(ids)} nodes."
               + (f" Failed: {'; '.join(failed[:3])}" if failed else ""))
     elif action == "rollout":
-        # Starts a rollout of the chosen release to exactly these nodes (fleet/rollouts.py
-        # checks boards and that no node is in another unfinished rollout).
+        # rollout_to is "new:VERSION" (a new rollout of exactly these nodes; fleet/rollouts.py
+        # checks boards and that no node is in another unfinished rollout) or "rollout:ID" (add
+        # them to that unfinished rollout; those already in it or on its release are skipped).
         if not auth.allowed(auth.current_role(), "releases"):
             raise auth.Forbidden("starting a rollout needs the releases area")
-        version = request.form.get("release", "")
+        choice = request.form.get("rollout_to", "")
+        if choice.startswith("rollout:"):
+            return _join_rollout(db, choice[len("rollout:"):], ids, back)
+        version = choice[len("new:"):] if choice.startswith("new:") else request.form.get(
+            "release", "")
         try:
             rid = rollouts.create(db, version, {"nodes": ids}, actor=auth.actor())
         except (rollouts.RolloutError, store.StoreError) as e:
@@ -179,6 +193,23 @@ def bulk():
     else:
         flash(f"Unknown bulk action {action!r}.")
     return redirect(back, 303)
+
+
+def _join_rollout(db, raw_rid: str, ids: list, back: str):
+    if not raw_rid.isdigit():
+        flash(f"No nodes added: {raw_rid!r} is not a rollout id.")
+        return redirect(back, 303)
+    rid = int(raw_rid)
+    try:
+        done = rollouts.add_nodes(db, rid, ids, actor=auth.actor())
+    except (rollouts.RolloutError, store.StoreError) as e:
+        flash(f"No nodes added: {e}")
+        return redirect(back, 303)
+    version = store.get_rollout(db, rid)["release"]
+    skipped = rollouts.skipped_text(done["skipped"], version)
+    flash(f"{done['added']} of {len(ids)} nodes added to rollout {rid} of {version}."
+          + (f" Skipped: {skipped}." if skipped else ""))
+    return redirect(url_for("ota.rollout", rid=rid), 303)
 
 
 # --- one node ------------------------------------------------------------------------------------
@@ -224,7 +255,6 @@ def reset_cause_filter(code):
 def detail(node_id):
     db = store.get_db()
     node = _node_or_404(db, node_id)
-    alerts.refresh(db)
     rng = request.args.get("range", charts.DEFAULT_RANGE)
     if rng not in charts.RANGES:
         rng = charts.DEFAULT_RANGE

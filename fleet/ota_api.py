@@ -136,6 +136,23 @@ def create_rollout():
     return response
 
 
+@bp.post("/rollouts/<int:rid>/nodes")
+@require("releases")
+def add_rollout_nodes(rid):
+    """Add nodes to an unfinished rollout; those already in it or on its release are skipped."""
+    _rollout(rid)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or set(body) != {"nodes"}:
+        raise ApiError(400, 'body must be a JSON object like {"nodes": ["node-1", "node-2"]} '
+                            "(Content-Type: application/json)")
+    try:
+        done = rollouts.add_nodes(store.get_db(), rid, body["nodes"],
+                                  actor=f"token:{g.token_name}")
+    except rollouts.RolloutError as e:
+        raise ApiError(409 if "only to a running" in str(e) else 400, str(e)) from None
+    return jsonify({**done, "rollout": rollout_json(_rollout(rid))})
+
+
 @bp.post("/rollouts/<int:rid>/<action>")
 @require("releases")
 def rollout_action(rid, action):

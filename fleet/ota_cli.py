@@ -215,6 +215,25 @@ def rollout_show(rid):
                    f"{n['firmware_version'] or '-':<10} {n['reason'] or ''}")
 
 
+@rollout_group.command("add")
+@click.argument("rid", type=int)
+@click.argument("nodes", nargs=-1, required=True)
+@_friendly
+def rollout_add(rid, nodes):
+    """Add nodes to a running or paused rollout; they join its current stage.
+
+    Nodes already in it, already on its release, in another unfinished rollout or on a board the
+    release does not support are skipped and counted.
+
+    Example: fleet rollout add 3 lamp-0042 lamp-0043
+    """
+    db = open_store()
+    done = rollouts.add_nodes(db, rid, list(nodes), actor="cli")
+    skipped = rollouts.skipped_text(done["skipped"], store.get_rollout(db, rid)["release"])
+    click.echo(f"rollout {rid}: {done['added']} of {len(set(nodes))} nodes added"
+               + (f"; skipped {skipped}" if skipped else ""))
+
+
 def _action(name, doc):
     @rollout_group.command(name, help=doc)
     @click.argument("rid", type=int)

@@ -18,9 +18,8 @@ MAP_CELLS = 24
 @auth.require("read")
 def index():
     db = store.get_db()
-    alerts.refresh(db)
     counts = store.overview(db)
-    return render_template("overview/index.html", counts=counts,
+    return render_template("overview/index.html", counts=counts, evaluated=alerts.freshness(db),
                            alerts=store.list_alerts(db, limit=10),
                            rollouts=store.rollouts_in_progress(db))
 

@@ -102,6 +102,48 @@ def rotate(node_id):
     return response
 
 
+def claim_json(c: dict) -> dict:
+    """The API's view of a zero-touch claim (no secrets: the token's id only)."""
+    return {"id": c["id"], "state": c["state"], "mac": c["mac"], "board": c["board"],
+            "token_id": c["token_id"], "node_id": c["node_id"],
+            "requested_at": iso(c["requested_at"]), "decided_at": iso(c["decided_at"]),
+            "decided_by": c["decided_by"], "reason": c["reason"]}
+
+
+@bp.get("/claims")
+@require("read")
+def list_claims():
+    """Claims, newest first: ?state=pending (the default), approved, rejected, issued or all."""
+    state = request.args.get("state", "pending")
+    if state not in store.CLAIM_STATES + ("all",):
+        raise ApiError(400, f"state must be one of {', '.join(store.CLAIM_STATES)} or all")
+    limit = request.args.get("limit", "200")
+    if not limit.isdigit() or not 1 <= int(limit) <= 10000:
+        raise ApiError(400, "limit must be 1..10000")
+    rows = store.list_claims(store.get_db(), int(limit), None if state == "all" else state)
+    return jsonify({"claims": [claim_json(c) for c in rows]})
+
+
+@bp.post("/claims/<int:claim_id>/<any(approve, reject):decision>")
+@require("provisioning")
+def decide_claim(claim_id, decision):
+    """Approve or reject a pending claim (audited); the board learns it when it next asks."""
+    from . import claims
+
+    body = _body()
+    if set(body) - {"reason"} or not isinstance(body.get("reason", ""), str | None):
+        raise ApiError(400, 'body is empty or {"reason": "why"}')
+    reason = (body.get("reason") or "").strip()[:200] or None
+    db = store.get_db()
+    if store.get_claim_by_id(db, claim_id) is None:
+        raise ApiError(404, f"no claim {claim_id}")
+    try:
+        claims.decide(db, claim_id, decision == "approve", f"token:{g.token_name}", reason)
+    except claims.ClaimError as e:
+        raise ApiError(409, str(e)) from None
+    return jsonify(claim_json(store.get_claim_by_id(db, claim_id)))
+
+
 def init_app(app):
     """Register the blueprint; like the rest of the API it uses bearer tokens, not CSRF."""
     csrf.exempt(bp)

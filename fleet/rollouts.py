@@ -33,6 +33,7 @@ REASONS = {1: "bad signature", 2: "unknown key", 3: "hash mismatch", 4: "incompa
            9: "outside update window", 10: "busy", 11: "crash loop", 12: "not confirmed in time",
            13: "bad manifest"}
 TARGET_KEYS = ("tags", "board", "provider", "version", "nodes")
+OPEN_STATES = ("running", "paused")  # a rollout that still offers (or will offer) its release
 
 
 class RolloutError(ValueError):
@@ -88,6 +89,23 @@ def select_nodes(db, target: dict) -> list[dict]:
     return list(db.query(sql + " ORDER BY id", args))
 
 
+def _busy_nodes(db) -> set[str]:
+    """Nodes with an update still to come in some unfinished rollout."""
+    return set(r[0] for r in db.conn.execute(
+        "SELECT rn.node_id FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
+        " WHERE r.state IN ('running', 'paused') AND rn.state NOT IN"
+        f" ({','.join('?' * len(TERMINAL))})", TERMINAL))
+
+
+def skipped_text(skipped: dict, version: str) -> str:
+    """'1 already in it, 2 already on 0.2.0' for the counts add_nodes() returns."""
+    parts = [(skipped.get("already_in"), "already in it"),
+             (skipped.get("on_version"), f"already on {version}"),
+             (skipped.get("other_rollout"), "in another unfinished rollout"),
+             (skipped.get("incompatible"), f"on a board {version} does not support")]
+    return ", ".join(f"{n} {text}" for n, text in parts if n)
+
+
 def create(db, version: str, target: dict, stages=None, max_failures=0.2,
            max_health_drop=0.25, actor=None, now=None) -> int:
     """Start a rollout of release version to the target; return its id."""
@@ -106,10 +124,7 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         raise RolloutError(f"incompatible board: {len(bad)} target node(s) are not on a board "
                            f"release {version} supports ({', '.join(rel['boards'])}): "
                            f"{', '.join(bad[:5])}")
-    busy = set(r[0] for r in db.conn.execute(
-        "SELECT rn.node_id FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
-        " WHERE r.state IN ('running', 'paused') AND rn.state NOT IN"
-        f" ({','.join('?' * len(TERMINAL))})", TERMINAL))
+    busy = _busy_nodes(db)
     clash = [n["id"] for n in nodes if n["id"] in busy]
     if clash:
         raise RolloutError(f"{len(clash)} node(s) are in another unfinished rollout: "
@@ -128,6 +143,40 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         start = end
     return store.add_rollout(db, version, stages, max_failures, max_health_drop, target, rows,
                              actor, now)
+
+
+def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
+    """Add nodes to an unfinished rollout, in its current stage; say what was added and skipped.
+
+    Skipped, each counted: nodes already in this rollout, already on its release, in another
+    unfinished rollout, or on a board the release does not support. Unknown ids are an error.
+    """
+    r = store.get_rollout(db, rid)
+    if r["state"] not in OPEN_STATES:
+        raise RolloutError(f"rollout {rid} is {r['state']}; nodes can be added only to a "
+                           "running or paused rollout")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise RolloutError("nodes must be a non-empty list of node ids")
+    ids = list(dict.fromkeys(ids))
+    rel = store.get_release(db, r["release"])
+    nodes = select_nodes(db, {"nodes": ids})  # raises for unknown ids
+    inside = {n["node_id"] for n in store.rollout_nodes(db, rid)}
+    busy = _busy_nodes(db)
+    skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0}
+    rows = []
+    for n in nodes:
+        if n["id"] in inside:
+            skipped["already_in"] += 1
+        elif n["firmware_version"] == r["release"]:
+            skipped["on_version"] += 1
+        elif n["id"] in busy:
+            skipped["other_rollout"] += 1
+        elif n["board"] not in rel["boards"]:
+            skipped["incompatible"] += 1
+        else:
+            rows.append((n["id"], r["stage"], "pending", n["firmware_version"]))
+    store.add_rollout_nodes(db, rid, rows, actor, skipped, now)
+    return {"added": len(rows), "skipped": skipped}
 
 
 def act(db, rid: int, action: str, actor=None) -> dict:

@@ -199,6 +199,17 @@ class ProviderIngest(Ingest):
         self.command = [sys.executable, "-m", "fleet.cli", "provider", "ingest"]
 
 
+class UpkeepWorker(Ingest):
+    """`fleet upkeep`: alerts, expired claim tokens, retention (fleet/upkeep.py), supervised."""
+
+    def __init__(self, settings: Settings, broker_sync: bool):
+        super().__init__(settings)
+        self.log_path = settings.data_dir / "logs" / "upkeep.log"
+        self.command = [sys.executable, "-m", "fleet.cli", "upkeep"]
+        if broker_sync:
+            self.command.append("--broker-sync")
+
+
 def main(settings: Settings) -> None:
     """Run the fleet manager until Ctrl-C or SIGTERM; exit with a one-line error if it cannot."""
     try:
@@ -215,6 +226,7 @@ def main(settings: Settings) -> None:
     broker = None
     ingest = None
     providers = None
+    upkeep = None
     ticker = None
     claim_service = None
     try:
@@ -232,6 +244,9 @@ def main(settings: Settings) -> None:
         ingest.start()
         providers = ProviderIngest(settings)
         providers.start()
+        # Only the mosquitto we started reads the files upkeep rewrites when a claim token expires.
+        upkeep = UpkeepWorker(settings, broker is not None and broker.kind == "mosquitto")
+        upkeep.start()
         from .rollouts import Ticker
 
         ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
@@ -252,6 +267,8 @@ def main(settings: Settings) -> None:
         say("stopping…")
         if providers is not None:
             providers.stop()
+        if upkeep is not None:
+            upkeep.stop()
         if ticker is not None:
             ticker.stop()
         if claim_service is not None:
@@ -298,6 +315,9 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
     say("  providers       LoRaWAN provider ingest (log in "
         f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
+    say(f"  upkeep          alerts every {settings.upkeep_every:g} s, STATUS history kept "
+        + (f"{settings.status_log_days} days" if settings.status_log_days else "for ever")
+        + f" (log in {settings.data_dir / 'logs' / 'upkeep.log'})")
     say(f"  data            {settings.data_dir}")
     say()
     if password is not None:

@@ -10,6 +10,10 @@ class SettingsError(ValueError):
     """A setting in the environment is malformed."""
 
 
+DEFAULT_STATUS_LOG_DAYS = 90
+DEFAULT_UPKEEP_EVERY = 30.0
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -18,6 +22,10 @@ class Settings:
     mqtt_url: str | None
     # False when MQTT_PORT was not given: `fleet run` may then move its broker off a taken 1883.
     mqtt_port_chosen: bool = True
+    # Days of STATUS history (status_log) kept; older rows are pruned by fleet/upkeep.py. 0: all.
+    status_log_days: int = DEFAULT_STATUS_LOG_DAYS
+    # Seconds between rounds of the periodic work of `fleet run` (alerts, broker logins).
+    upkeep_every: float = DEFAULT_UPKEEP_EVERY
 
     @property
     def db_path(self) -> Path:
@@ -73,6 +81,21 @@ def _port(name: str, default: int) -> int:
 DEFAULT_MQTT_PORT = 1883
 
 
+def _number(name: str, default, lo, hi, kind=int):
+    """An integer (or, with kind=float, a number) setting within lo..hi."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}"
+                            ) from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={raw} is outside {lo}..{hi}")
+    return value
+
+
 def _recorded_port(path: Path) -> int | None:
     """The broker port a `fleet run` on this data directory recorded, if any and well-formed."""
     try:
@@ -83,7 +106,7 @@ def _recorded_port(path: Path) -> int | None:
 
 
 def from_env() -> Settings:
-    """Read DATA_DIR, PORT, MQTT_PORT and MQTT_URL; raise SettingsError on a bad value.
+    """Read DATA_DIR, PORT, MQTT_PORT, MQTT_URL, STATUS_LOG_DAYS, UPKEEP_EVERY; raise if bad.
 
     Without MQTT_PORT the broker port is the one `fleet run` recorded in DATA_DIR/broker/port
     (it moves off 1883 when a system broker holds it), else 1883.
@@ -96,6 +119,8 @@ def from_env() -> Settings:
         mqtt_port=_port("MQTT_PORT", DEFAULT_MQTT_PORT),
         mqtt_url=os.environ.get("MQTT_URL") or None,
         mqtt_port_chosen=chosen,
+        status_log_days=_number("STATUS_LOG_DAYS", DEFAULT_STATUS_LOG_DAYS, 0, 36500),
+        upkeep_every=_number("UPKEEP_EVERY", DEFAULT_UPKEEP_EVERY, 0.1, 3600, float),
     )
     if not chosen:
         recorded = _recorded_port(settings.broker_port_file)

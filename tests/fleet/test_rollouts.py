@@ -296,3 +296,94 @@ def test_abort_tells_nodes_mid_update_to_stop(db):
     assert {n["state"] for n in store.rollout_nodes(db, rid)} == {"cancelled"}
     rollouts.tick(db, lambda n, f: sent.append(n), None)
     assert len(sent) == 2, "a cancel is sent once"
+
+
+# --- adding nodes to an unfinished rollout -------------------------------------------------------
+
+
+def test_add_nodes_joins_the_current_stage_and_skips_with_counts(db):
+    _release(db, "0.2.0")
+    nodes = Nodes(db, IDS[:8])
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET firmware_version = '0.2.0' WHERE id = 'n-005'")
+        conn.execute("UPDATE nodes SET board = 'HELTEC_V3' WHERE id = 'n-006'")
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:2]}, [{"percent": 50, "soak": 0},
+                                                             {"percent": 100, "soak": 0}])
+    other = rollouts.create(db, "0.2.0", {"nodes": ["n-004"]}, [{"percent": 100, "soak": 0}])
+    done = rollouts.add_nodes(db, rid, IDS[:8] + ["n-002"], actor="alice")
+    assert done == {"added": 3, "skipped": {"already_in": 2, "on_version": 1,
+                                            "other_rollout": 1, "incompatible": 1}}
+    assert rollouts.skipped_text(done["skipped"], "0.2.0") == (
+        "2 already in it, 1 already on 0.2.0, 1 in another unfinished rollout, "
+        "1 on a board 0.2.0 does not support")
+    added = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    assert {"n-002", "n-003", "n-007"} <= set(added) and added["n-002"]["stage"] == 0
+    assert added["n-002"]["state"] == "pending" and added["n-002"]["from_version"] == "0.1.0"
+    entry = store.audit_log(db, actor="alice")[0]
+    assert entry["action"] == "rollout.add-nodes" and entry["target"] == f"rollout:{rid}"
+    assert '"added": 3' in entry["detail"]
+    # The next ticks offer the release to the added nodes, and the rollout completes with them.
+    assert _run(db, nodes, rid)["state"] == "done"
+    assert {n: nodes.offers.get(n) for n in ("n-002", "n-003", "n-007")} == {
+        "n-002": 1, "n-003": 1, "n-007": 1}
+    assert store.get_rollout(db, other)["state"] == "done"
+    # Only unfinished rollouts take nodes; unknown ids are an error, nothing is added.
+    with pytest.raises(rollouts.RolloutError, match="rollout 1 is done; nodes can be added only"):
+        rollouts.add_nodes(db, rid, ["n-001"])
+    _release(db, "0.3.0")
+    fresh = rollouts.create(db, "0.3.0", {"nodes": ["n-000"]}, [{"percent": 100, "soak": 0}])
+    with pytest.raises(rollouts.RolloutError, match="unknown node"):
+        rollouts.add_nodes(db, fresh, ["ghost", "n-003"])
+    with pytest.raises(rollouts.RolloutError, match="non-empty list"):
+        rollouts.add_nodes(db, fresh, [])
+    assert len(store.rollout_nodes(db, fresh)) == 1
+
+
+def test_add_nodes_to_a_paused_rollout_waits_for_resume(db):
+    _release(db, "0.2.0")
+    nodes = Nodes(db, IDS[:3])
+    rid = rollouts.create(db, "0.2.0", {"nodes": ["n-000"]}, [{"percent": 100, "soak": 0}])
+    rollouts.act(db, rid, "pause", actor="alice")
+    assert rollouts.add_nodes(db, rid, ["n-001"])["added"] == 1
+    rollouts.tick(db, nodes.send, "http://fleet")
+    assert nodes.offers == {}
+    rollouts.act(db, rid, "resume", actor="alice")
+    assert _run(db, nodes, rid)["state"] == "done" and set(nodes.offers) == {"n-000", "n-001"}
+
+
+def test_add_nodes_api(client, db, auth_headers):
+    from fleet.auth import create_token
+
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:4])
+    rid = rollouts.create(db, "0.2.0", {"nodes": ["n-000"]}, [{"percent": 100, "soak": 600}])
+    url = f"/api/v1/rollouts/{rid}/nodes"
+    r = client.post(url, headers=auth_headers, json={"nodes": ["n-000", "n-001", "n-002"]})
+    assert r.status_code == 200, r.json
+    assert r.json["added"] == 2 and r.json["skipped"]["already_in"] == 1
+    assert r.json["rollout"]["totals"] == {"pending": 3}
+    assert store.audit_log(db, actor="token:tests")[0]["action"] == "rollout.add-nodes"
+    tech = {"Authorization": "Bearer " + create_token(db, "tech", role="technician")}
+    r = client.post(url, headers=tech, json={"nodes": ["n-003"]})
+    assert r.status_code == 403
+    for body in ({"nodes": "n-003"}, {"nodes": []}, {"ids": ["n-003"]}, ["n-003"]):
+        r = client.post(url, headers=auth_headers, json=body)
+        assert r.status_code == 400 and "error" in r.json, body
+    r = client.post(url, headers=auth_headers, json={"nodes": ["ghost"]})
+    assert r.status_code == 400 and "unknown node" in r.json["error"]
+    assert client.post("/api/v1/rollouts/999/nodes", headers=auth_headers,
+                       json={"nodes": ["n-003"]}).status_code == 404
+    # The CLI does the same.
+    from click.testing import CliRunner
+
+    from fleet.cli import cli
+
+    out = CliRunner().invoke(cli, ["rollout", "add", str(rid), "n-001", "n-003"])
+    assert out.exit_code == 0, out.output
+    assert f"rollout {rid}: 1 of 2 nodes added; skipped 1 already in it" in out.output
+    rollouts.act(db, rid, "abort")
+    out = CliRunner().invoke(cli, ["rollout", "add", str(rid), "n-003"])
+    assert out.exit_code == 1 and "is aborted" in out.output
+    r = client.post(url, headers=auth_headers, json={"nodes": ["n-003"]})
+    assert r.status_code == 409 and "aborted" in r.json["error"]
+    assert len(store.rollout_nodes(db, rid)) == 4

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sqlite3
 import time
 
 import pytest
@@ -77,6 +78,37 @@ def test_every_role_reads_every_page(as_role, fleet, role):
         assert client.get(path).status_code == 200, path
 
 
+def test_get_pages_do_no_writes(as_role, fleet, app, settings):
+    """Pages read what `fleet upkeep` stored; no GET commits anything to the store."""
+    client = as_role("admin")
+    pages = READ_PAGES + ["/nodes/?status=alerting", "/alerts/?all=1", "/admin/users",
+                          "/admin/audit"]
+    for rule in app.url_map.iter_rules():
+        if "GET" in rule.methods and not rule.arguments and not rule.rule.startswith("/api/"):
+            pages.append(rule.rule)
+    watcher = sqlite3.connect(settings.db_path)
+    # data_version changes whenever another connection commits to the file.
+    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    status = {path: client.get(path).status_code for path in pages}
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before, status
+    assert status["/"] == 200 and status["/alerts/"] == 200 and len(pages) > 12
+    watcher.close()
+    assert store.list_alerts(fleet_db := store.connect(settings.db_path)) == [], "evaluated"
+    fleet_db.conn.close()
+
+
+def test_pages_say_how_fresh_the_alerts_are(as_role, fleet, db):
+    client = as_role("viewer")
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert "have not been evaluated yet" in page and "fleet alerts check" in page
+    store.mark_upkeep(db, "alerts", time.time() - 5, {})
+    page = client.get("/").get_data(as_text=True)
+    assert "Alerts evaluated 5 s ago" in page and "not been evaluated" not in page
+    store.mark_upkeep(db, "alerts", time.time() - 3600, {})
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert "were last evaluated 1 h ago" in page
+
+
 @pytest.mark.parametrize("path", READ_PAGES + ["/nodes/n05/live", "/admin/audit"])
 def test_pages_need_a_login(client, fleet, path):
     r = client.get(path)
@@ -96,6 +128,7 @@ def test_node_forms_shown_only_to_roles_that_may_use_them(as_role, fleet, role):
 
 def test_overview_counts_by_provider_board_and_firmware(as_role, fleet, db):
     store.enrol_node(db, "fresh")
+    store.evaluate_alerts(db)  # what `fleet upkeep` does every round; the page only reads
     page = as_role("viewer").get("/").get_data(as_text=True)
     counts = store.overview(db)
     assert counts["all"] == {"total": 13, "online": 11, "offline": 1, "new": 1, "alerting": 2}
@@ -119,8 +152,9 @@ def test_list_search_by_id_name_tag_and_location(as_role, fleet):
     assert ids_in(client.get("/nodes/?q=%25").get_data(as_text=True)) == []  # LIKE is escaped
 
 
-def test_list_filters(as_role, fleet):
+def test_list_filters(as_role, fleet, db):
     client = as_role("operator")
+    store.evaluate_alerts(db)  # `fleet upkeep`'s work; the list only reads the alerts table
 
     def ids(qs):
         return ids_in(client.get("/nodes/?" + qs).get_data(as_text=True))
@@ -528,7 +562,7 @@ def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, f
     assert 'value="rollout"' not in tech.get("/nodes/").get_data(as_text=True)
     op = as_role("operator")
     listing = op.get("/nodes/?q=r-").get_data(as_text=True)
-    assert 'value="rollout"' in listing and "<option>0.4.0</option>" in listing
+    assert 'value="rollout"' in listing and 'value="new:0.4.0"' in listing
     token = form_token(op, "/nodes/")
     r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
                                      "release": "0.9.9", "ids": ids[:2]}, follow_redirects=True)
@@ -588,3 +622,54 @@ def test_lora_radio_quality_charts(as_role, fleet, db):
     svg = viewer.get("/nodes/n01/chart.svg?s=lora_snr&range=1h").get_data(as_text=True)
     assert "LoRa SNR" in svg and "<polyline" in svg and ">7.5<" in svg and ">3.6<" in svg
     assert viewer.get("/nodes/n01/chart.svg?s=lora_gain").status_code == 400
+
+
+def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
+    from test_rollouts import Nodes, _release
+
+    from fleet import rollouts
+
+    _release(db, "0.4.0")
+    _release(db, "0.5.0")
+    ids = [f"j-{i}" for i in range(5)]
+    Nodes(db, ids)
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET firmware_version = '0.4.0' WHERE id = 'j-4'")
+    rid = rollouts.create(db, "0.4.0", {"nodes": ids[:1]}, [{"percent": 100, "soak": 600}])
+    done = rollouts.create(db, "0.5.0", {"nodes": ["j-4"]}, [{"percent": 100, "soak": 0}])
+    rollouts.act(db, done, "abort")
+    op = as_role("operator")
+    listing = op.get("/nodes/?q=j-").get_data(as_text=True)
+    # Open rollouts are offered under their own release; finished ones are not.
+    assert 'value="new:0.4.0"' in listing and f'value="rollout:{rid}"' in listing
+    assert 'value="new:0.5.0"' in listing and f'value="rollout:{done}"' not in listing
+    token = form_token(op, "/nodes/")
+    r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                     "rollout_to": f"rollout:{rid}", "ids": ids})
+    assert r.status_code == 303 and r.headers["Location"].endswith(f"/updates/rollouts/{rid}")
+    page = op.get(r.headers["Location"]).get_data(as_text=True)
+    assert (f"3 of 5 nodes added to rollout {rid} of 0.4.0. Skipped: 1 already in it, "
+            "1 already on 0.4.0.") in page
+    assert len(store.rollout_nodes(db, rid)) == 4
+    assert store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.add-nodes"
+    # A finished rollout, or a made-up id, is refused with a message and changes nothing.
+    for choice, text in ((f"rollout:{done}", "is aborted"), ("rollout:x", "not a rollout id")):
+        r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                         "rollout_to": choice, "ids": ids},
+                    follow_redirects=True)
+        assert "No nodes added:" in r.get_data(as_text=True) and text in r.get_data(as_text=True)
+    assert len(store.rollout_nodes(db, done)) == 1
+    # "new:" still starts a rollout (here refused: the nodes are in the open one).
+    r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
+                                     "rollout_to": "new:0.5.0", "ids": ids[1:3]},
+                follow_redirects=True)
+    assert "in another unfinished rollout" in r.get_data(as_text=True)
+    # Without CSRF, or as a technician (no bulk area), nothing is added.
+    r = op.post("/nodes/bulk", data={"action": "rollout", "rollout_to": f"rollout:{rid}",
+                                     "ids": ["j-4"]})
+    assert r.status_code == 400
+    tech = as_role("technician")
+    r = tech.post("/nodes/bulk", data={"csrf_token": form_token(tech, "/nodes/"),
+                                       "action": "rollout", "rollout_to": f"rollout:{rid}",
+                                       "ids": ids})
+    assert r.status_code == 403 and len(store.rollout_nodes(db, rid)) == 4

@@ -1,0 +1,85 @@
+"""Upkeep: the fleet's periodic work that belongs to no request.
+
+One round evaluates alerts (db.evaluate_alerts), rewrites the broker's logins when a claim token
+ran out of time (brokerauth.sync: the broker refuses it from then on), and once an hour deletes
+STATUS history older than STATUS_LOG_DAYS. Each task records when it ran in the `upkeep` table,
+which pages read to say how fresh the alerts are: a GET never writes.
+
+`fleet run` runs it as the supervised worker process `fleet upkeep` (restarted when it exits, like
+the ingest workers). Without `fleet run`, `fleet upkeep --once` or `fleet alerts check` from cron
+do the same work.
+"""
+
+import json
+import threading
+import time
+
+from . import brokerauth
+from . import db as store
+
+PRUNE_EVERY = 3600.0  # s between retention passes; they are cheap but need not run often
+# A token is dropped just after it expires, never just before: sleep this much past its time.
+_EXPIRY_SLACK = 0.5
+
+
+class Upkeep:
+    """The periodic tasks; run() loops until stopped, round() does one pass (tests, --once)."""
+
+    def __init__(self, settings, every: float | None = None, broker: bool = False,
+                 prune_every: float = PRUNE_EVERY):
+        self.settings = settings
+        self.every = settings.upkeep_every if every is None else every
+        self.broker = broker  # True when the broker's files are ours (`fleet run`'s mosquitto)
+        self.prune_every = prune_every
+        self.next_prune = 0.0
+        self.rounds = 0
+        self.errors = 0
+
+    def round(self, db, now: float | None = None) -> dict:
+        """Do every task that is due once; return what each did."""
+        now = time.time() if now is None else now
+        done = {}
+        opened = store.evaluate_alerts(db, now)
+        store.mark_upkeep(db, "alerts", now, opened)
+        done["alerts"] = opened
+        if self.broker:
+            # Rewrites only what changed; a token past its expiry leaves the claim listener here.
+            done["broker"] = brokerauth.sync(db, self.settings.broker_dir)
+            if done["broker"]:
+                store.mark_upkeep(db, "broker", now)
+        days = self.settings.status_log_days
+        if days and now >= self.next_prune:
+            pruned = store.prune_status_log(db, now - days * 86400)
+            store.mark_upkeep(db, "prune", now, {"status_log": pruned, "days": days})
+            done["prune"] = pruned
+            self.next_prune = now + self.prune_every
+        self.rounds += 1
+        return done
+
+    def wait(self, db, now: float | None = None) -> float:
+        """Seconds until the next round: `every`, or sooner when a claim token expires before."""
+        now = time.time() if now is None else now
+        wait = self.every
+        if self.broker:
+            expiry = store.next_claim_token_expiry(db, now)
+            if expiry is not None:
+                wait = min(wait, expiry - now + _EXPIRY_SLACK)
+        return max(wait, 0.05)
+
+    def run(self, stopping: threading.Event, log=print) -> None:
+        """Rounds until stopping is set; a failing round is logged and tried again next time."""
+        db = store.open_db(self.settings.db_path)
+        try:
+            while not stopping.is_set():
+                try:
+                    done = self.round(db)
+                    if done.get("broker") or done.get("prune") or any(done["alerts"].values()):
+                        log("upkeep: " + json.dumps(done, separators=(",", ":")))
+                    wait = self.wait(db)
+                except Exception as e:  # noqa: BLE001 - a bad round must not end the periodic work
+                    self.errors += 1
+                    log(f"upkeep: round failed: {type(e).__name__}: {e}")
+                    wait = self.every
+                stopping.wait(wait)
+        finally:
+            db.conn.close()

@@ -1,0 +1,238 @@
+"""Upkeep (fleet/upkeep.py): alerts, expired claim tokens and retention without any page view."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from services import READY
+
+from fleet import db as store
+from fleet import upkeep
+from fleet.settings import SettingsError, from_env
+
+
+def wait_until(cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+def heard(db, node_id, t, online=1):
+    store.enrol_node(db, node_id)
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET last_seen = ?, online = ?, interval = 60 WHERE id = ?",
+                     (t, online, node_id))
+
+
+def offline_alerts(db):
+    return [a["node_id"] for a in store.list_alerts(db) if a["kind"] == "offline"]
+
+
+def test_worker_opens_the_offline_alert_by_itself(settings, db):
+    heard(db, "quiet", time.time() - 7200)
+    heard(db, "fine", time.time())
+    worker = upkeep.Upkeep(settings, every=0.1)
+    stopping = threading.Event()
+    logged = []
+    thread = threading.Thread(target=worker.run, args=(stopping, logged.append), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: offline_alerts(db) == ["quiet"])
+        # It keeps going: the node comes back and the next rounds resolve the alert.
+        heard(db, "quiet", time.time())
+        assert wait_until(lambda: offline_alerts(db) == [])
+    finally:
+        stopping.set()
+        thread.join(30)
+    assert not thread.is_alive() and worker.errors == 0 and worker.rounds >= 2
+    assert store.upkeep_state(db)["alerts"]["at"] > time.time() - 60
+    assert any('"offline":1' in line for line in logged), logged
+
+
+def test_a_failing_round_is_logged_and_the_worker_goes_on(settings, db, monkeypatch):
+    calls = []
+
+    def flaky(conn, now=None):
+        calls.append(now)
+        if len(calls) == 1:
+            raise store.StoreError("disk full")
+        return {}
+
+    monkeypatch.setattr(store, "evaluate_alerts", flaky)
+    worker = upkeep.Upkeep(settings, every=0.1)
+    stopping = threading.Event()
+    logged = []
+    thread = threading.Thread(target=worker.run, args=(stopping, logged.append), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: len(calls) >= 2)
+    finally:
+        stopping.set()
+        thread.join(30)
+    assert worker.errors == 1 and "round failed: StoreError: disk full" in logged[0]
+
+
+def test_status_history_is_pruned_after_the_retention_days(settings, db):
+    now = time.time()
+    store.enrol_node(db, "n1")
+    with store.transaction(db) as conn:
+        conn.executemany("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', ?, 1)",
+                         [(now - d * 86400,) for d in (0.5, 10, 89, 91, 200, 400)])
+    worker = upkeep.Upkeep(settings, prune_every=3600)
+    done = worker.round(db, now)
+    assert done["prune"] == 3
+    left = sorted(round((now - r[0]) / 86400) for r in db.conn.execute("SELECT t FROM status_log"))
+    assert left == [0, 10, 89]
+    # Not again within the hour; a later round after it prunes what aged meanwhile.
+    assert "prune" not in worker.round(db, now + 60)
+    assert worker.round(db, now + 86400 * 2)["prune"] == 1
+    assert store.upkeep_state(db)["prune"]["detail"] == {"status_log": 1, "days": 90}
+
+
+def test_pruning_goes_in_chunks(db):
+    store.enrol_node(db, "n1")
+    with store.transaction(db) as conn:
+        conn.executemany("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', ?, 1)",
+                         [(float(i),) for i in range(25)])
+    assert store.prune_status_log(db, 20.0, chunk=7) == 20
+    assert db.conn.execute("SELECT count(*) FROM status_log").fetchone()[0] == 5
+
+
+def test_retention_zero_keeps_everything(settings, db):
+    import dataclasses
+
+    store.enrol_node(db, "n1")
+    with store.transaction(db) as conn:
+        conn.execute("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', 1.0, 1)")
+    worker = upkeep.Upkeep(dataclasses.replace(settings, status_log_days=0))
+    assert "prune" not in worker.round(db)
+    assert db.conn.execute("SELECT count(*) FROM status_log").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("STATUS_LOG_DAYS", "ninety", "is not an integer"),
+    ("STATUS_LOG_DAYS", "-1", "outside 0..36500"),
+    ("UPKEEP_EVERY", "0", "outside 0.1..3600"),
+    ("UPKEEP_EVERY", "nan", "outside"),
+])
+def test_bad_settings_are_refused_by_name(monkeypatch, data_dir, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name + ".*" + message):
+        from_env()
+
+
+def test_settings_from_the_environment(monkeypatch, data_dir):
+    monkeypatch.setenv("STATUS_LOG_DAYS", "30")
+    monkeypatch.setenv("UPKEEP_EVERY", "2.5")
+    s = from_env()
+    assert (s.status_log_days, s.upkeep_every) == (30, 2.5)
+
+
+def test_upkeep_once_from_cron(runner, db):
+    from fleet.cli import cli
+
+    heard(db, "quiet", time.time() - 7200)
+    result = runner.invoke(cli, ["upkeep", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "offline 1" in result.output and "status history rows pruned: 0" in result.output
+    assert offline_alerts(db) == ["quiet"]
+
+
+def test_fleet_run_alerts_an_offline_node_with_nobody_looking(fleet_run, tmp_path, monkeypatch):
+    """A real `fleet run`: a simulated node goes away; its offline alert opens without a request."""
+    import os
+
+    monkeypatch.setenv("UPKEEP_EVERY", "1")
+    run = fleet_run()
+    run.wait_for(READY, timeout=60)
+    assert "upkeep          alerts every 1 s, STATUS history kept 90 days" in run.output()
+    env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MQTT_PORT=str(run.mqtt_port))
+    env.pop("MQTT_URL", None)
+    # The node runs, then its process ends without a goodbye: the broker publishes its will.
+    sim = subprocess.run([sys.executable, "-m", "polylink_host.sim", "--nodes", "1",
+                          "--interval", "1", "--duration", "4"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    db = store.open_db(tmp_path / "data" / "fleet.db")
+    try:
+        assert store.get_node(db, "sim-0000")["last_seen"] is not None
+        assert wait_until(lambda: offline_alerts(db) == ["sim-0000"], timeout=90), \
+            run.output()
+        assert store.upkeep_state(db)["alerts"]["at"] > time.time() - 60
+    finally:
+        db.conn.close()
+    log = (tmp_path / "data" / "logs" / "upkeep.log").read_text()
+    assert '"offline":1' in log
+    assert run.stop() == 0
+
+
+def _claim_connack(port: int, user: str, password: str):
+    """The CONNACK reason a claim-listener login gets (None if the broker never answered)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="claim-probe", protocol=mqtt.MQTTv311)
+    c.username_pw_set(user, password)
+    c.on_connect = lambda client, userdata, flags, rc, props: got.append(rc)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        wait_until(lambda: got, timeout=30)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got[0] if got else None
+
+
+def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
+    """Real mosquitto with the claim listener: nothing but the clock makes the token stop."""
+    from services import free_port
+
+    from fleet import brokerauth, claims
+    from fleet.broker import MosquittoBroker, find_mosquitto
+    from fleet.settings import Settings
+
+    assert find_mosquitto(), "mosquitto is not installed; `.ci/run` installs it"
+    settings = Settings(data_dir=tmp_path / "data", port=free_port(), mqtt_port=free_port(),
+                        mqtt_url=None)
+    claim_port = free_port()
+    db = store.open_db(settings.db_path)
+    brokerauth.sync(db, settings.broker_dir)
+    broker = MosquittoBroker(settings.mqtt_port, settings.broker_dir, auth=True,
+                             claim_port=claim_port).start()
+    # every=3600: only the token's own expiry can wake the worker in time.
+    worker = upkeep.Upkeep(settings, every=3600, broker=True)
+    stopping = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stopping, lambda text: None), daemon=True)
+    try:
+        lifetime = 20.0  # s: long enough to log in once on a loaded machine
+        token = claims.create_token(db, settings, "ESP32_GENERIC", uses=5, hours=lifetime / 3600)
+        token_id, secret = token.split(".")
+        expires = store.get_claim_token(db, token_id)["expires"]
+        thread.start()
+        first = _claim_connack(claim_port, token_id, secret)
+        assert time.time() < expires, "the machine was too slow to log in before the expiry"
+        assert first is not None and not first.is_failure, first
+        assert store.next_claim_token_expiry(db) == expires
+        # No other change: no new token, no claim, no CLI. The broker must refuse it after expiry.
+        assert wait_until(lambda: (tmp_path / "data" / "broker" / "claim_passwd").read_text()
+                          == "", timeout=lifetime + 60)
+        assert time.time() >= expires
+
+        def refused():
+            rc = _claim_connack(claim_port, token_id, secret)
+            return rc is not None and rc.is_failure
+
+        assert wait_until(refused, timeout=30)  # once mosquitto handled its SIGHUP
+        assert worker.rounds == 2 and store.next_claim_token_expiry(db) is None
+    finally:
+        stopping.set()
+        thread.join(30)
+        broker.stop()
+        db.conn.close()
