@@ -112,11 +112,15 @@ class Device:
 
     def _load(self, reserve=True):
         s = None
-        try:
-            with open(self.path) as f:
-                s = json.load(f)
-        except (OSError, ValueError):
-            pass  # first boot, or a file we cannot trust: join again
+        # The .tmp is read only when the file itself is gone: store.replace on FAT removes the
+        # old file before renaming the new, complete one, and power may fail in between.
+        for p in (self.path, self.path + ".tmp"):
+            try:
+                with open(p) as f:
+                    s = json.load(f)
+                break
+            except (OSError, ValueError):
+                pass  # first boot, or a file we cannot trust: join again
         if s is None:
             s = self._defaults()
             if self.keys.get("dev_addr"):  # ABP: the session is in the config
