@@ -78,6 +78,7 @@ def command_json(c: dict) -> dict:
         "created": iso(c["created"]),
         "sent_at": iso(c["sent_at"]),
         "state": state,
+        **({"config": c["body"]} if c.get("body") else {}),
         "result": result,
     }
 
@@ -214,6 +215,36 @@ def send_command(node_id):
     })
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_command", node_id=node_id, cid=cid)
+    return response
+
+
+@bp.post("/nodes/<node_id>/config")
+@require("nodes")
+def send_config(node_id):
+    """A CONFIG downlink: {"interval": s, "status_interval": s}, checked by the node's rules."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object like {"interval": 60, "status_interval": '
+                            '300} (Content-Type: application/json)')
+    _node(node_id)
+    db = store.get_db()
+    try:
+        fields = downlink.check_config(body)
+        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
+                                   created_by=f"token:{g.token_name}", **fields)
+    except downlink.BadCommand as e:
+        raise ApiError(400, str(e)) from None
+    except downlink.BrokerUnavailable as e:
+        raise ApiError(503, str(e)) from None
+    except downlink.TooLarge as e:
+        raise ApiError(413, str(e)) from None
+    except downlink.OverLimit as e:
+        raise ApiError(429, str(e)) from None
+    url = url_for("api.get_command", node_id=node_id, cid=cid)
+    response = jsonify({"id": cid, "node_id": node_id, "command": "config", "config": fields,
+                        "url": url})
+    response.status_code = 202
+    response.headers["Location"] = url
     return response
 
 

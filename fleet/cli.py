@@ -428,6 +428,23 @@ def command_send(node_id, command, arg):
     click.echo(f"command {cid} sent to {node_id}")
 
 
+@command_group.command("config")
+@click.argument("node_id")
+@click.option("--interval", type=int, help="Sampling interval in seconds (1..86400).")
+@click.option("--status-interval", type=int, help="STATUS interval in seconds (10..86400).")
+@friendly
+def command_config(node_id, interval, status_interval):
+    """Send a CONFIG downlink (checked with the node's own limits); prints the command id.
+
+    Example: fleet command config node-1 --interval 120 --status-interval 600
+    """
+    from . import downlink
+
+    cid = downlink.send_config(open_store(), from_env(), node_id, interval, status_interval,
+                               created_by="cli")
+    click.echo(f"config {cid} sent to {node_id}")
+
+
 @cli.group("alerts")
 def alerts_group():
     """Node alerts: offline, battery low, boot loop, bad frames, update failed.

@@ -384,6 +384,11 @@ MIGRATIONS = [
         detail TEXT
     );
     """,
+    # 13: the fields a CONFIG downlink set (JSON), so the node page and the audit log show all of
+    # them, not only the interval kept in `arg`.
+    """
+    ALTER TABLE commands ADD COLUMN body TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1335,8 +1340,11 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
 # --- commands ------------------------------------------------------------------------------------
 
 
-def create_command(db, node_id, cmd, arg, created_by) -> tuple[int, int]:
-    """Record a command and take the node's next downlink seq; return (cid, seq)."""
+def create_command(db, node_id, cmd, arg, created_by, body=None) -> tuple[int, int]:
+    """Record a command and take the node's next downlink seq; return (cid, seq).
+
+    body: the fields of a CONFIG downlink ({"interval": 60, ...}), stored and audited whole.
+    """
     get_node(db, node_id)
     now = time.time()
     with transaction(db) as conn:
@@ -1344,13 +1352,16 @@ def create_command(db, node_id, cmd, arg, created_by) -> tuple[int, int]:
             "UPDATE nodes SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq", (node_id,)
         ).fetchone()[0]
         cid = conn.execute(
-            "INSERT INTO commands (node_id, cmd, arg, created_by, created, seq)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (node_id, cmd, arg, created_by, now, seq),
+            "INSERT INTO commands (node_id, cmd, arg, created_by, created, seq, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (node_id, cmd, arg, created_by, now, seq, None if body is None else json.dumps(body)),
         ).lastrowid
+        detail = {"cid": cid, "cmd": cmd, "arg": arg}
+        if body is not None:
+            detail = {"cid": cid, "cmd": cmd, **body}
         conn.execute(
             "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (now, created_by, "command", node_id, json.dumps({"cid": cid, "cmd": cmd, "arg": arg})),
+            (now, created_by, "command", node_id, json.dumps(detail)),
         )
     return cid, seq
 
@@ -1373,24 +1384,36 @@ def get_command(db, node_id, cid) -> dict:
     rows = list(
         db.query(
             "SELECT id, node_id, cmd, arg, created_by, created, seq, sent_at, result_code,"
-            " result_value, result_text, result_at FROM commands WHERE id = ? AND node_id = ?",
+            " result_value, result_text, result_at, body FROM commands WHERE id = ?"
+            " AND node_id = ?",
             [cid, node_id],
         )
     )
     if not rows:
         raise UnknownCommand(f"no command {cid} for node {node_id!r}")
-    return rows[0]
+    return _command_row(rows[0])
+
+
+def _command_row(row: dict) -> dict:
+    row["body"] = json.loads(row["body"]) if row.get("body") else None
+    return row
 
 
 def list_commands(db, node_id, limit=20) -> list[dict]:
     """A node's most recent commands, newest first."""
-    return list(
-        db.query(
-            "SELECT id, cmd, arg, created_by, created, sent_at, result_code, result_value,"
-            " result_text, result_at FROM commands WHERE node_id = ? ORDER BY id DESC LIMIT ?",
-            [node_id, limit],
-        )
-    )
+    return [_command_row(r) for r in db.query(
+        "SELECT id, cmd, arg, created_by, created, sent_at, result_code, result_value,"
+        " result_text, result_at, body FROM commands WHERE node_id = ? ORDER BY id DESC LIMIT ?",
+        [node_id, limit])]
+
+
+def last_config(db, node_id) -> dict | None:
+    """The node's newest CONFIG command with its fields and result, or None."""
+    rows = list(db.query(
+        "SELECT id, created, created_by, sent_at, result_code, result_value, result_text,"
+        " result_at, body FROM commands INDEXED BY commands_node WHERE node_id = ?"
+        " AND cmd = 'config' ORDER BY id DESC LIMIT 1", [node_id]))
+    return _command_row(rows[0]) if rows else None
 
 
 # --- users, tokens, audit ------------------------------------------------------------------------

@@ -2,15 +2,23 @@
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from polylink import commands as fw_commands
 from polylink import proto
 
 from . import db as store
 
 # The protocol's command codes (docs/architecture.md, COMMAND.cmd).
 COMMANDS = {"reboot": 1, "set_interval": 2, "identify": 3}
-# Bounds of set_interval's argument, in seconds: one second to one day.
-INTERVAL_MIN, INTERVAL_MAX = 1, 86400
-STATUS_INTERVAL_MIN = 10
+# Bounds in seconds, taken from the node's own rules (firmware/polylink/commands.py) so the fleet
+# refuses exactly what a node would: one second (status: ten) to one day.
+INTERVAL_MIN, INTERVAL_MAX = fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX
+STATUS_INTERVAL_MIN = fw_commands.STATUS_INTERVAL_MIN
+# Every field a CONFIG downlink carries (the protocol's CONFIG body, firmware/polylink/proto.py,
+# applied and saved by the node's Commands._config): name -> (min, max, unit).
+CONFIG_FIELDS = {
+    "interval": (INTERVAL_MIN, INTERVAL_MAX, "s"),
+    "status_interval": (STATUS_INTERVAL_MIN, INTERVAL_MAX, "s"),
+}
 PUBLISH_TIMEOUT = 5.0
 
 
@@ -61,6 +69,28 @@ def check_command(cmd: str, arg) -> int | None:
     return None
 
 
+def check_config(fields: dict) -> dict:
+    """The CONFIG fields to send, checked as the node checks them; BadCommand says what is wrong.
+
+    Fields given as None are left out; at least one must remain.
+    """
+    unknown = set(fields) - set(CONFIG_FIELDS)
+    if unknown:
+        raise BadCommand(f"unknown config field(s) {', '.join(sorted(unknown))}; a node accepts "
+                         f"{', '.join(CONFIG_FIELDS)}")
+    out = {}
+    for name, (lo, hi, unit) in CONFIG_FIELDS.items():
+        value = fields.get(name)
+        if value is None:
+            continue
+        if not fw_commands._ranged(value, lo, hi):
+            raise BadCommand(f"{name} must be a whole number {lo}..{hi} {unit}, got {value!r}")
+        out[name] = value
+    if not out:
+        raise BadCommand("set interval, status interval or both")
+    return out
+
+
 def publish(settings, node_id: str, frame: bytes):
     """Publish one frame to pl/v1/{node}/down with QoS 1 and wait until the broker has it."""
     host, port, username, password = settings.mqtt_login("fleet")
@@ -99,17 +129,10 @@ def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None
 def send_config(db, settings, node_id: str, interval=None, status_interval=None,
                 created_by=None) -> int:
     """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
-    # The node refuses a status interval under 10 s (firmware/polylink/commands.py).
-    for name, value, lo in (("interval", interval, INTERVAL_MIN),
-                            ("status_interval", status_interval, STATUS_INTERVAL_MIN)):
-        if value is not None and not lo <= value <= INTERVAL_MAX:
-            raise BadCommand(f"{name} {value} is outside {lo}..{INTERVAL_MAX} s")
-    cid, seq = store.create_command(db, node_id, "config", interval, created_by)
-    body = {"cid": cid}
-    if interval is not None:
-        body["interval"] = interval
-    if status_interval is not None:
-        body["status_interval"] = status_interval
+    fields = check_config({"interval": interval, "status_interval": status_interval})
+    cid, seq = store.create_command(db, node_id, "config", fields.get("interval"), created_by,
+                                    body=fields)
+    body = {"cid": cid, **fields}
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.CONFIG, seq & 0xFFFF, body)
     deliver(db, settings, node_id, bytes(buf[:n]))

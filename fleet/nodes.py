@@ -24,7 +24,6 @@ from flask import (
     request,
     url_for,
 )
-from polylink import commands as fw_commands
 
 from . import auth, charts, downlink, rollouts
 from . import db as store
@@ -245,6 +244,13 @@ def command_result_filter(c):
     return _command_result(c)
 
 
+@bp.app_template_filter("config_text")
+def config_text(body):
+    """{"interval": 60, "status_interval": 300} as 'interval 60 s, status interval 300 s'."""
+    return ", ".join(f"{k.replace('_', ' ')} {v} {downlink.CONFIG_FIELDS.get(k, (0, 0, ''))[2]}"
+                     .strip() for k, v in (body or {}).items())
+
+
 @bp.app_template_filter("reset_cause")
 def reset_cause_filter(code):
     return "-" if code is None else RESET_CAUSES.get(code, str(code))
@@ -277,8 +283,8 @@ def detail(node_id):
         ota_states=rollouts.REPORT_STATES, ota_reasons=rollouts.REASONS,
         bad=store.bad_frames(db, node_id, limit=5),
         command_names=list(downlink.COMMANDS),
-        limits={"interval": (fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX),
-                "status_interval": (fw_commands.STATUS_INTERVAL_MIN, fw_commands.INTERVAL_MAX)},
+        config_fields=downlink.CONFIG_FIELDS,
+        last_config=store.last_config(db, node_id),
         live_ms=LIVE_RETRY_MS,
     )
 
@@ -348,15 +354,10 @@ def _config_value(name: str):
     raw = request.form.get(name, "").strip()
     if not raw:
         return None
-    lo = fw_commands.STATUS_INTERVAL_MIN if name == "status_interval" else fw_commands.INTERVAL_MIN
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ValueError(f"{name} {raw!r} is not a whole number of seconds") from None
-    # The node's own rule for CONFIG (firmware/polylink/commands.py), checked before sending.
-    if not fw_commands._ranged(value, lo, fw_commands.INTERVAL_MAX):
-        raise ValueError(f"{name} must be {lo}..{fw_commands.INTERVAL_MAX} s, got {value}")
-    return value
 
 
 @bp.route("/<node_id>/config", methods=("POST",))
@@ -366,16 +367,15 @@ def send_config(node_id):
     _node_or_404(db, node_id)
     back = url_for("nodes.detail", node_id=node_id) + "#config"
     try:
-        interval = _config_value("interval")
-        status_interval = _config_value("status_interval")
-        if interval is None and status_interval is None:
-            raise ValueError("set interval, status interval or both")
-    except ValueError as e:
+        # The node's own rules for CONFIG (firmware/polylink/commands.py), before anything is sent.
+        fields = downlink.check_config({name: _config_value(name)
+                                        for name in downlink.CONFIG_FIELDS})
+    except ValueError as e:  # BadCommand too
         flash(f"Config not sent: {e}")
         return redirect(back, 303)
     try:
-        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id, interval,
-                                   status_interval, created_by=auth.actor())
+        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
+                                   created_by=auth.actor(), **fields)
     except downlink.DownlinkError as e:
         flash(f"Config not sent: {e}")
     else:

@@ -5,9 +5,10 @@
   var root = document.getElementById("node");
   if (!root) return;
   var conn = root.querySelector("[data-live-conn]");
-  function set(sel, text) {
-    var el = root.querySelector(sel);
-    if (el && el.textContent !== text) { el.textContent = text; el.classList.add("changed"); }
+  function set(sel, text) {  // every match: a config's result shows in two places
+    root.querySelectorAll(sel).forEach(function (el) {
+      if (el.textContent !== text) { el.textContent = text; el.classList.add("changed"); }
+    });
   }
   function ago(t) {
     var s = Math.max(0, Math.floor(Date.now() / 1000 - t));

@@ -334,9 +334,10 @@ def test_config_is_validated_with_the_firmware_rules(as_role, fleet, db, form_to
                            follow_redirects=True).get_data(as_text=True)
 
     assert "set interval, status interval or both" in post()
-    assert "interval must be 1..86400 s, got 0" in post(interval="0")
+    assert "interval must be a whole number 1..86400 s, got 0" in post(interval="0")
     # The node refuses a status interval under 10 s (firmware/polylink/commands.py).
-    assert "status_interval must be 10..86400 s, got 5" in post(status_interval="5")
+    assert "status_interval must be a whole number 10..86400 s, got 5" in post(
+        status_interval="5")
     assert "not a whole number" in post(interval="1.5")
     assert store.list_commands(db, "n01") == []
     # Valid, but the test settings point at a closed broker port: recorded, not sent.
@@ -673,3 +674,126 @@ def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
                                        "action": "rollout", "rollout_to": f"rollout:{rid}",
                                        "ids": ids})
     assert r.status_code == 403 and len(store.rollout_nodes(db, rid)) == 4
+
+
+# --- config: every field the node accepts by downlink, with the node's own limits ----------------
+
+
+class ConfigNode:
+    """Just enough of a node for the firmware's Commands to apply a CONFIG and answer it."""
+
+    def __init__(self):
+        self.out, self.bad_downlinks = [], 0
+        self.interval, self.status_interval = 60, 300
+
+    def emit(self, mtype, body, ts=None):
+        self.out.append((mtype, body))
+
+    def set_interval(self, s):
+        self.interval = s
+
+    def set_status_interval(self, s):
+        self.status_interval = s
+
+
+@pytest.mark.parametrize("name", ["interval", "status_interval"])
+def test_the_fleet_refuses_exactly_what_the_node_refuses(name):
+    from polylink import commands as fw_commands
+
+    from fleet import downlink
+
+    assert set(downlink.CONFIG_FIELDS) == {f[1] for f in proto._SCHEMA[proto.CONFIG]} - {"cid"}
+    for value in (-1, 0, 1, 2, 9, 10, 11, 3600, 86399, 86400, 86401, 10**9, True, 1.5, "60"):
+        node = ConfigNode()
+        code = fw_commands.Commands(node)._config({name: value})[0]
+        try:
+            downlink.check_config({name: value})
+            fleet_ok = True
+        except downlink.BadCommand:
+            fleet_ok = False
+        assert fleet_ok == (code == fw_commands.OK), (name, value)
+    with pytest.raises(downlink.BadCommand, match="unknown config field.*queue_max"):
+        downlink.check_config({"queue_max": 100})
+    with pytest.raises(downlink.BadCommand, match="set interval, status interval or both"):
+        downlink.check_config({"interval": None})
+
+
+def test_config_over_the_api_confirmed_by_the_node(mosquitto, fleet, settings, db, app,
+                                                    form_token):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from polylink import commands as fw_commands
+
+    got = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("pl/v1/n01/down", qos=1)
+    sub.loop_start()
+    live = create_app({"TESTING": True, "SECRET_KEY": "t",
+                       "SETTINGS": dataclasses.replace(settings, mqtt_port=mosquitto.port)})
+    client = live.test_client()
+    tech = {"Authorization": "Bearer " + auth.create_token(db, "tech", role="technician")}
+    viewer = {"Authorization": "Bearer " + auth.create_token(db, "view", role="viewer")}
+    try:
+        assert client.post("/api/v1/nodes/n01/config", headers=viewer,
+                           json={"interval": 120}).status_code == 403
+        for body, text in (({"interval": 0}, "interval must be a whole number 1..86400 s"),
+                           ({"status_interval": 5}, "status_interval must be"),
+                           ({"interval": "60"}, "interval must be"),
+                           ({"queue_max": 5}, "unknown config field"),
+                           ({}, "set interval, status interval or both"),
+                           ([60], "body must be a JSON object")):
+            r = client.post("/api/v1/nodes/n01/config", headers=tech, json=body)
+            assert r.status_code == 400 and text in r.json["error"], (body, r.json)
+        assert client.post("/api/v1/nodes/nope/config", headers=tech,
+                           json={"interval": 60}).status_code == 404
+        assert store.list_commands(db, "n01") == []
+        r = client.post("/api/v1/nodes/n01/config", headers=tech,
+                        json={"interval": 120, "status_interval": 600})
+        assert r.status_code == 202, r.json
+        assert r.json["config"] == {"interval": 120, "status_interval": 600}
+        cid = r.json["id"]
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    # The firmware's own handler applies the frame from the broker and answers with a RESULT,
+    # which comes back through the ingest.
+    node = ConfigNode()
+    fw_commands.Commands(node).handle(got[0])
+    assert (node.interval, node.status_interval) == (120, 600)
+    (mtype, result), = node.out
+    assert mtype == proto.RESULT and result["cid"] == cid and result["code"] == fw_commands.OK
+    ing = Ingest(db)
+    ing.add("pl/v1/n01/up", frame(proto.RESULT, 50, result), time.time())
+    ing.flush()
+    c = client.get(r.json["url"], headers=tech).json
+    assert c["state"] == "done" and c["config"] == {"interval": 120, "status_interval": 600}
+    detail = json.loads(store.audit_log(db, actor="token:tech")[0]["detail"])
+    assert detail == {"cid": cid, "cmd": "config", "interval": 120, "status_interval": 600}
+    # The node page shows the confirmed config and fills the form with it.
+    auth.create_user(db, "techie", PASSWORD, "technician")
+    page = login(app.test_client(), form_token, "techie").get("/nodes/n01").get_data(
+        as_text=True)
+    assert "Last config: interval 120 s, status interval 600 s" in page
+    assert "ok: config applied" in page
+    assert 'name="status_interval" type="number" inputmode="numeric" min="10" max="86400" ' \
+           'value="600"' in page
+
+
+def test_config_from_the_cli_is_checked_first(runner, fleet, db, monkeypatch):
+    from fleet.cli import cli
+
+    monkeypatch.setenv("MQTT_PORT", "1")  # nothing listens there: recorded, not sent
+    r = runner.invoke(cli, ["command", "config", "n01", "--status-interval", "5"])
+    assert r.exit_code == 1 and "status_interval must be a whole number 10..86400 s" in r.output
+    r = runner.invoke(cli, ["command", "config", "n01"])
+    assert r.exit_code == 1 and "set interval, status interval or both" in r.output
+    assert store.list_commands(db, "n01") == []
+    r = runner.invoke(cli, ["command", "config", "n01", "--interval", "30"])
+    assert r.exit_code == 1 and "cannot reach the broker" in r.output  # port 1: recorded only
+    (c,) = store.list_commands(db, "n01")
+    assert c["cmd"] == "config" and c["body"] == {"interval": 30} and c["created_by"] == "cli"
