@@ -1410,10 +1410,15 @@ def list_commands(db, node_id, limit=20) -> list[dict]:
 def last_config(db, node_id) -> dict | None:
     """The node's newest CONFIG command with its fields and result, or None."""
     rows = list(db.query(
-        "SELECT id, created, created_by, sent_at, result_code, result_value, result_text,"
+        "SELECT id, arg, created, created_by, sent_at, result_code, result_value, result_text,"
         " result_at, body FROM commands INDEXED BY commands_node WHERE node_id = ?"
         " AND cmd = 'config' ORDER BY id DESC LIMIT 1", [node_id]))
-    return _command_row(rows[0]) if rows else None
+    if not rows:
+        return None
+    row = _command_row(rows[0])
+    if row["body"] is None:  # sent before schema 13 kept the fields: only the interval is known
+        row["body"] = {} if row["arg"] is None else {"interval": row["arg"]}
+    return row
 
 
 # --- users, tokens, audit ------------------------------------------------------------------------

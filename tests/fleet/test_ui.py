@@ -797,3 +797,11 @@ def test_config_from_the_cli_is_checked_first(runner, fleet, db, monkeypatch):
     assert r.exit_code == 1 and "cannot reach the broker" in r.output  # port 1: recorded only
     (c,) = store.list_commands(db, "n01")
     assert c["cmd"] == "config" and c["body"] == {"interval": 30} and c["created_by"] == "cli"
+
+
+def test_a_config_sent_before_schema_13_still_shows_its_interval(db, fleet):
+    with store.transaction(db) as conn:
+        conn.execute("INSERT INTO commands (node_id, cmd, arg, created, result_code, result_at)"
+                     " VALUES ('n02', 'config', 90, 1, 0, 2)")
+    assert store.last_config(db, "n02")["body"] == {"interval": 90}
+    assert store.last_config(db, "n03") is None
