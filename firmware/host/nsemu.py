@@ -4,11 +4,14 @@ SIMULATION and test infrastructure: no network server runs here. It does what th
 on and nothing more — OTAA joins (MIC, DevNonce never reused, session keys, join-accept in the
 JOIN_ACCEPT_DELAY1 window), ABP sessions, data uplinks (deduplicated across gateways, MIC with the
 full 32-bit counter, decryption), LinkCheckReq answers, ACKs of confirmed uplinks, and a
-per-device downlink queue sent in RX1 after the next uplink (Class A). It then publishes on a real
-MQTT broker exactly the JSON that The Things Stack v3 (`v3/{app}@{tenant}/devices/{id}/up`) or
-ChirpStack v4 (`application/{app}/device/{dev_eui}/event/up`) publish in their MQTT integrations,
-leaving out zero/false/empty fields as they do, and takes their downlink messages
-(`.../down/push`, `.../command/down`).
+per-device downlink queue sent in RX1 after the next uplink (Class A). A confirmed uplink is
+ACKed in the downlink that follows it (ACK bit in FCtrl, with queued data if any); a
+retransmission (same FCnt) is ACKed again but handed to the application only once. It then
+publishes on a real MQTT broker exactly the JSON that The Things Stack v3
+(`v3/{app}@{tenant}/devices/{id}/up`) or ChirpStack v4
+(`application/{app}/device/{dev_eui}/event/up`) publish in their MQTT integrations (with
+`confirmed: true` on a confirmed uplink), leaving out zero/false/empty fields as they do, and
+takes their downlink messages (`.../down/push`, `.../command/down`).
 """
 
 import asyncio
@@ -77,7 +80,8 @@ class NetworkServer:
         self.nonces: dict[str, set] = {}
         self.pending: dict[bytes, tuple] = {}  # PHY -> (first meta, [(gateway, meta)])
         self.published: list[tuple[str, dict]] = []
-        self.stats = {"joins": 0, "uplinks": 0, "mic_fail": 0, "downlinks": 0, "dup_gw": 0}
+        self.stats = {"joins": 0, "uplinks": 0, "mic_fail": 0, "downlinks": 0, "dup_gw": 0,
+                      "retransmissions": 0, "acks": 0}
         self._lock = threading.Lock()
         self._next_addr = 0x260B0000 if flavor == "tts" else 0x00180000
         for g in gateways:
@@ -215,8 +219,19 @@ class NetworkServer:
         if lw_crypto.data_mic(s.nwk, 0, addr, fcnt, phy[:-4]) != phy[-4:]:
             self.stats["mic_fail"] += 1
             return
-        if fcnt <= s.fcnt_up:
-            return  # a retransmission or replay
+        confirmed = (phy[0] & 0xE0) == 0x80
+        if fcnt == s.fcnt_up:
+            # The same FCnt again: a confirmed uplink whose ACK the device missed, or an NbTrans
+            # repetition. Both networks hand it to the application once (TTS "Confirmed uplinks
+            # behavior"; ChirpStack logs UPLINK_F_CNT_RETRANSMISSION) and ACK every confirmed
+            # transmission they receive.
+            self.stats["retransmissions"] += 1
+            if confirmed:
+                s.ack_next = True
+                self._maybe_downlink(s, meta, rx)
+            return
+        if fcnt < s.fcnt_up:
+            return  # a replay
         s.fcnt_up = fcnt
         folen = phy[5] & 0x0F
         fopts = phy[8:8 + folen]
@@ -231,7 +246,6 @@ class NetworkServer:
         if 0x02 in bytes(fopts):  # LinkCheckReq: margin over DR sensitivity, gateway count
             margin = max(0, int(meta["snr"] + 20))
             s.mac_out += bytes((0x02, min(margin, 254), len(rx)))
-        confirmed = (phy[0] & 0xE0) == 0x80
         if confirmed:
             s.ack_next = True
         self.stats["uplinks"] += 1
@@ -248,6 +262,7 @@ class NetworkServer:
         s.mac_out = bytearray()
         mtype = 0xA0 if item and item[2] else 0x60
         fctrl = len(fopts) | (0x20 if s.ack_next else 0)
+        self.stats["acks"] += s.ack_next
         s.ack_next = False
         with self._lock:
             if s.queue:

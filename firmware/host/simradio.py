@@ -70,7 +70,13 @@ class Medium:
         self.gateways: list[Gateway] = []
         self.modems: list[SimModem] = []
         self.recent: list[_Tx] = []
-        self.stats = {"sent": 0, "delivered": 0, "collided": 0, "too_weak": 0}
+        self.stats = {"sent": 0, "delivered": 0, "collided": 0, "too_weak": 0, "lost": 0}
+        self._lose = {True: 0, False: 0}  # uplink? -> transmissions still to be lost
+
+    def lose_next(self, uplinks=0, downlinks=0) -> None:
+        """Lose the next transmissions in each direction whole (a burst of interference)."""
+        self._lose[True] += uplinks
+        self._lose[False] += downlinks
 
     def rssi(self, a, b, power) -> float:
         d = math.dist(a, b)
@@ -104,6 +110,10 @@ class Medium:
         return False
 
     def _deliver(self, tx: _Tx) -> None:
+        if self._lose[tx.uplink]:
+            self._lose[tx.uplink] -= 1
+            self.stats["lost"] += 1
+            return
         receivers = self.gateways if tx.uplink else self.modems
         for r in receivers:
             if r is tx.src or not r.listening(tx):

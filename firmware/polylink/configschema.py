@@ -58,7 +58,10 @@ _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
 # Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.Device.
 _LORAWAN_ALL = ("dev_eui", "join_eui", "app_key", "dev_addr", "nwk_s_key", "app_s_key",
-                "uplink_airtime_s_per_day", "downlinks_per_day", "adr")
+                "uplink_airtime_s_per_day", "downlinks_per_day", "adr", "confirmed",
+                "confirmed_tries")
+# Uplink message types that may go as confirmed uplinks (lorawan.confirmed; lw_link.py)
+_CONFIRMABLE = ("telemetry", "status", "event", "result")
 
 
 def _hex(where, value, length=None):
@@ -142,6 +145,11 @@ def _lorawan(raw):
     _int("config.json: lorawan.downlinks_per_day", lw.get("downlinks_per_day", 10), 0, 10000)
     if not isinstance(lw.get("adr", True), bool):
         raise ConfigError("config.json: lorawan.adr must be true or false")
+    conf = lw.get("confirmed", ())
+    if not isinstance(conf, (list, tuple)) or any(c not in _CONFIRMABLE for c in conf):
+        raise ConfigError("config.json: lorawan.confirmed must be a list of %s, got %r"
+                          % (", ".join(_CONFIRMABLE), conf))
+    _int("config.json: lorawan.confirmed_tries", lw.get("confirmed_tries", 3), 1, 8)
     return lw
 
 

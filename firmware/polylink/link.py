@@ -1,9 +1,13 @@
-"""Connectivity policy above mqtt.py: WiFi, MQTT session, capped backoff, up/down events."""
+"""Connectivity policy above mqtt.py: WiFi, MQTT session, capped backoff, up/down events.
+
+mqtt.py is imported when a session is opened; with drop_idle (a wifi_first node on LoRaWAN) it
+is dropped from the heap again while WiFi is down. Its MQTTError is an OSError, caught as one.
+"""
 
 import asyncio
 import random
 
-from polylink.mqtt import MQTTClient, MQTTError
+from polylink import config
 
 _BACKOFF_FIRST_S = 1
 _BACKOFF_CAP_S = 120
@@ -44,6 +48,8 @@ class Link:
         self.down = asyncio.Event()
         self.down.set()
         self.client = None
+        self.drop_idle = False  # unload the MQTT client while WiFi is down (node.py sets it)
+        self._pid = 0  # the last packet id, kept while the client is unloaded
         self.connects = 0  # successful sessions since boot
         self.failures = 0  # failed or dropped sessions since boot
         self.last_error = ""
@@ -53,6 +59,8 @@ class Link:
         self._last_rx = 0
 
     def _client(self):
+        from polylink.mqtt import MQTTClient
+
         c = self.cfg
         cl = MQTTClient(
             c.node,
@@ -63,10 +71,16 @@ class Link:
             clean=False,
         )
         cl.on_message = self.on_message
-        if self.client is not None:
-            # Packet ids continue across sessions: a kept session may still hold the in-flight one.
-            cl._pid = self.client._pid
+        # Packet ids continue across sessions: a kept session may still hold the in-flight one.
+        cl._pid = self.client._pid if self.client is not None else self._pid
         return cl
+
+    def _drop_client(self):
+        """WiFi is down: let the MQTT code go until the next session (drop_idle)."""
+        if self.client is not None:
+            self._pid = self.client._pid
+            self.client = None
+        config.unload("mqtt")
 
     async def _wifi(self):
         hal = self.hal
@@ -96,7 +110,7 @@ class Link:
             while True:
                 await cl.read_packet()
                 self._last_rx = self.hal.ticks_ms()
-        except (OSError, EOFError, MQTTError, ValueError) as e:
+        except (OSError, EOFError, ValueError) as e:
             self.last_error = "read: %s" % (e,)
         finally:
             self._dead.set()
@@ -120,7 +134,7 @@ class Link:
                     self.last_error = "no packet from the broker for 1.5 keepalive periods"
                     break
                 await cl.ping()
-        except (OSError, MQTTError) as e:
+        except OSError as e:
             self.last_error = "ping: %s" % (e,)
         finally:
             reader.cancel()
@@ -129,6 +143,7 @@ class Link:
     async def run(self):
         """Forever: bring WiFi and MQTT up, serve the session, back off after each failure."""
         attempt = 0
+        cl = None
         while True:
             try:
                 await self._wifi()
@@ -140,7 +155,7 @@ class Link:
                 self.down.clear()
                 self.up.set()
                 await self._serve(cl)
-            except (OSError, EOFError, MQTTError, asyncio.TimeoutError) as e:
+            except (OSError, EOFError, asyncio.TimeoutError) as e:
                 self.last_error = "%s: %s" % (type(e).__name__, e)
             finally:
                 self.up.clear()
@@ -150,6 +165,9 @@ class Link:
                 if self.client is not None:
                     self.client.acked.set()
                     self._close(self.client)
+                if self.drop_idle and not self.hal.wifi_isconnected():
+                    cl = None  # this frame would keep the client, and with it mqtt.py
+                    self._drop_client()
             self.failures += 1
             await asyncio.sleep(backoff_s(attempt))
             attempt += 1
@@ -185,7 +203,7 @@ class Link:
                 if self._dead.is_set():
                     break
                 await cl.publish(topic, msg, 1, retain, pid, True)
-        except (OSError, MQTTError) as e:
+        except OSError as e:
             self.last_error = "publish: %s" % (e,)
         self._dead.set()
         raise LinkDown("publish of %d bytes to %s not acknowledged" % (len(msg), topic))

@@ -1,6 +1,6 @@
 """LoRaWAN 1.0.x Class A end device: frames, join, counters, MAC commands, duty cycle, budgets.
 
-No radio I/O here (lw_radio.py does the Class A timing on the modem); this module turns
+No radio I/O here (lw_link.py does the Class A timing on the modem); this module turns
 application payloads into PHY payloads and back. The region is a module (region_eu868) passed in.
 State that must survive a reboot or deep sleep (session keys, frame counters, network settings)
 lives in one JSON file written atomically; the uplink counter is reserved in blocks so a counter
@@ -21,8 +21,6 @@ except ImportError:  # CPython
         return x
 
 
-_JOIN_REQUEST = const(0x00)
-_JOIN_ACCEPT = const(0x20)
 UNCONFIRMED_UP = const(0x40)
 _UNCONFIRMED_DOWN = const(0x60)
 CONFIRMED_UP = const(0x80)
@@ -31,7 +29,7 @@ _FCTRL_ADR = const(0x80)
 _FCTRL_ADRACKREQ = const(0x40)
 _FCTRL_ACK = const(0x20)
 _FCTRL_FPENDING = const(0x10)
-_FCNT_BLOCK = const(32)
+FCNT_BLOCK = const(32)  # uplink counter values reserved per flash write
 _MAX_FCNT_GAP = const(16384)
 _ADR_ACK_LIMIT = const(64)
 _ADR_ACK_DELAY = const(32)
@@ -72,7 +70,7 @@ def _le(buf, off, n) -> int:
 class Device:
     """A LoRaWAN session of one node; keys is the config's lorawan section."""
 
-    def __init__(self, path, keys, region, battery=None, rand=None):
+    def __init__(self, path, keys, region, battery=None, rand=None, keep=None):
         self.path = path
         self.region = region
         self.keys = keys
@@ -90,7 +88,19 @@ class Device:
         self._dc_free = 0  # aggregated duty cycle (DutyCycleReq) for the whole device
         self._dev_nonce = 0
         self.s = {}
-        self._load()
+        self._load(keep is None)
+        if keep is not None:  # what park() returned: this session, reloaded from lorawan.json
+            (self.fcnt_up, mac, sticky, self._band_free, self._dc_free, self.ack_pending,
+             self.link_check, self.last_snr) = keep
+            self._mac = bytearray(mac)
+            self._sticky = bytearray(sticky)
+
+    def park(self) -> tuple:
+        """Save the session; return what lives only in RAM (uplink counter, MAC answers not yet
+        sent, duty-cycle clocks) for Device(..., keep=it) once this code was unloaded."""
+        self._save()
+        return (self.fcnt_up, bytes(self._mac), bytes(self._sticky), self._band_free,
+                self._dc_free, self.ack_pending, self.link_check, self.last_snr)
 
     # state
     def _defaults(self):
@@ -100,13 +110,17 @@ class Device:
                 "ch": list(r.DEFAULT_CHANNELS), "mask": (1 << len(r.DEFAULT_CHANNELS)) - 1,
                 "dc": 0, "nb": 1, "day": -1, "air": 0, "dl": 0, "noack": 0}
 
-    def _load(self):
+    def _load(self, reserve=True):
         s = None
-        try:
-            with open(self.path) as f:
-                s = json.load(f)
-        except (OSError, ValueError):
-            pass  # first boot, or a file we cannot trust: join again
+        # The .tmp is read only when the file itself is gone: store.replace on FAT removes the
+        # old file before renaming the new, complete one, and power may fail in between.
+        for p in (self.path, self.path + ".tmp"):
+            try:
+                with open(p) as f:
+                    s = json.load(f)
+                break
+            except (OSError, ValueError):
+                pass  # first boot, or a file we cannot trust: join again
         if s is None:
             s = self._defaults()
             if self.keys.get("dev_addr"):  # ABP: the session is in the config
@@ -114,12 +128,13 @@ class Device:
                 s["nwk"] = self.keys["nwk_s_key"]
                 s["app"] = self.keys["app_s_key"]
         self._dev_nonce = s.get("nonce", 0)
-        # Counter values below "up" may have been used before the reset: start at the limit.
-        self.fcnt_up = s["up"]
-        s["up"] += _FCNT_BLOCK
         self.s = s
         self._set_session()
-        self._save()
+        if reserve:
+            # Counter values below "up" may have been used before the reset: start at the limit.
+            self.fcnt_up = s["up"]
+            s["up"] += FCNT_BLOCK
+            self._save()
 
     def _set_session(self):
         s = self.s
@@ -144,56 +159,24 @@ class Device:
     def dr(self) -> int:
         return self.s["dr"]
 
-    # join (OTAA)
+    # join (OTAA): the code is in lw_join.py, loaded only while joining
     def join_request(self) -> bytes:
         """A join-request with a fresh DevNonce (a persisted counter: never reused)."""
-        k = self.keys
-        if "app_key" not in k:
-            raise LoRaWANError("OTAA needs lorawan.app_key, dev_eui and join_eui in config.json")
-        self._dev_nonce = (self._dev_nonce + 1) & 0xFFFF
-        self.s["nonce"] = self._dev_nonce
-        self._save()
-        msg = bytearray(19)
-        msg[0] = _JOIN_REQUEST
-        msg[1:9] = _rev(k["join_eui"])
-        msg[9:17] = _rev(k["dev_eui"])
-        msg[17] = self._dev_nonce & 0xFF
-        msg[18] = self._dev_nonce >> 8
-        return bytes(msg) + lw_crypto.join_mic(bytes.fromhex(k["app_key"]), msg)
+        from polylink import config, lw_join
+
+        try:
+            return lw_join.request(self)
+        finally:
+            config.unload("lw_join")
 
     def join_accept(self, phy) -> None:
         """Take the join-accept of the last join-request: derive keys, reset counters, settings."""
-        if not phy or phy[0] & 0xE0 != _JOIN_ACCEPT:
-            raise LoRaWANError("not a join-accept")
-        app_key = bytes.fromhex(self.keys["app_key"])
-        clear = lw_crypto.decrypt_join_accept(app_key, phy)
-        n = len(clear)
-        if lw_crypto.join_mic(app_key, clear[: n - 4]) != bytes(clear[n - 4 :]):
-            raise LoRaWANError("join-accept MIC mismatch")
-        nonce = bytes((self._dev_nonce & 0xFF, self._dev_nonce >> 8))
-        nwk, app = lw_crypto.session_keys(app_key, clear[1:4], clear[4:7], nonce)
-        s = self._defaults()
-        s["addr"] = bytes(clear[i] for i in (10, 9, 8, 7)).hex()
-        s["nwk"] = nwk.hex()
-        s["app"] = app.hex()
-        s["rx1o"] = (clear[11] >> 4) & 0x07
-        s["rx2dr"] = clear[11] & 0x0F
-        s["delay"] = (clear[12] & 0x0F) or 1
-        s["day"], s["air"], s["dl"] = self.s["day"], self.s["air"], self.s["dl"]
-        if n == 33 and clear[28] == 0:  # CFList type 0: five more channel frequencies
-            for i in range(5):
-                f = _le(clear, 13 + 3 * i, 3) * 100
-                if f:
-                    s["ch"].append(f)
-                    s["mask"] |= 1 << (len(s["ch"]) - 1)
-        s["up"] = _FCNT_BLOCK
-        self.fcnt_up = 0
-        self.s = s
-        self._set_session()
-        self._mac = bytearray()
-        self._sticky = bytearray()
-        self.ack_pending = False
-        self._save()
+        from polylink import config, lw_join
+
+        try:
+            lw_join.accept(self, phy)
+        finally:
+            config.unload("lw_join")
 
     # uplinks
     def max_payload(self) -> int:
@@ -219,13 +202,13 @@ class Device:
                 len(payload), self.s["dr"], self.region.max_app_payload(self.s["dr"], len(fopts))))
         fcnt = self.fcnt_up
         if fcnt >= self.s["up"]:
-            self.s["up"] = fcnt + _FCNT_BLOCK
+            self.s["up"] = fcnt + FCNT_BLOCK
             self._save()
         self.fcnt_up = fcnt + 1
         fctrl = len(fopts)
         if self.adr:
             fctrl |= _FCTRL_ADR
-            if self.s["noack"] >= _ADR_ACK_LIMIT:
+            if self.s["noack"] >= _ADR_ACK_LIMIT and self._can_back_off():
                 fctrl |= _FCTRL_ADRACKREQ
         if self.ack_pending:
             fctrl |= _FCTRL_ACK
@@ -247,9 +230,22 @@ class Device:
         return bytes(msg) + lw_crypto.data_mic(self.nwk_skey, lw_crypto.UP, self.dev_addr, fcnt,
                                                msg)
 
+    def _default_mask(self) -> int:
+        return (1 << len(self.region.DEFAULT_CHANNELS)) - 1
+
+    def _defaults_on(self) -> bool:
+        m = self._default_mask()
+        return self.s["mask"] & m == m
+
+    def _can_back_off(self) -> bool:
+        s = self.s
+        return s["pw"] != 0 or s["dr"] > 0 or not self._defaults_on()
+
     def _note_no_downlink(self):
-        # ADR backoff (1.0.x 4.3.1.1): no downlink for ADR_ACK_LIMIT + ADR_ACK_DELAY uplinks ->
-        # step down the data rate (more range) until the network answers again.
+        # ADR backoff (1.0.x 4.3.1.1): ADR_ACK_CNT counts uplinks (new FCnts, not repetitions)
+        # since the last downlink. From ADR_ACK_LIMIT on, ADRACKReq asks the network to answer;
+        # after each further ADR_ACK_DELAY without one: full TX power first, then one DR lower;
+        # at the lowest DR the default channels are enabled again (1.0.3 4.3.1.1).
         s = self.s
         s["noack"] += 1
         if self.adr and s["noack"] >= _ADR_ACK_LIMIT + _ADR_ACK_DELAY:
@@ -258,6 +254,25 @@ class Device:
                 s["pw"] = 0
             elif s["dr"] > 0:
                 s["dr"] -= 1
+            if s["dr"] == 0 and s["pw"] == 0:
+                s["mask"] |= self._default_mask()
+
+    def retry_dr(self, k, phy_len) -> int:
+        """DR of transmission k (0 = first) of a confirmed uplink: LoRaWAN 1.0.2 section 18.4
+        steps one DR down after every two unacknowledged transmissions, never to a DR the
+        frame does not fit (MACPayload = PHY - MHDR - MIC)."""
+        m = self.region.MAX_MAC_PAYLOAD
+        d = self.s["dr"] - k // 2
+        if d < 0:
+            d = 0
+        while d < self.s["dr"] and m[d] < phy_len - 5:
+            d += 1
+        return d
+
+    @property
+    def nb_trans(self) -> int:
+        """Transmissions of each unconfirmed uplink (NbTrans of the last LinkADRReq)."""
+        return self.s["nb"]
 
     # downlinks
     def downlink(self, phy, snr=0, now_s=None):
@@ -335,14 +350,16 @@ class Device:
         s = self.s
         return s["dl"] if s["day"] == now_s // _DAY_S else 0
 
-    def plan(self, phy_len, now_ms, now_s, ticks_diff=None):
-        """(freq, dr, wait_ms) for an uplink of phy_len bytes; BudgetError past the daily budget.
+    def plan(self, phy_len, now_ms, now_s, ticks_diff=None, dr=None):
+        """(freq, dr, wait_ms) for an uplink of phy_len bytes (at dr, default the current DR);
+        BudgetError past the daily budget.
 
         wait_ms > 0: every enabled channel's sub-band is still within its duty-cycle off time.
         """
         r = self.region
         s = self.s
-        dr = s["dr"]
+        if dr is None:
+            dr = s["dr"]
         t = r.airtime_us(phy_len, dr)
         if self.airtime_today_us(now_s) + t > self.uplink_budget_us:
             raise BudgetError("daily uplink airtime budget of %d s used up"
@@ -380,10 +397,12 @@ class Device:
         s["air"] += t
         return t
 
-    def rx1(self):
-        """(delay ms, freq, dr) of the first receive window for an uplink at the current DR."""
+    def rx1(self, dr=None):
+        """(delay ms, freq, dr) of the first receive window for an uplink at dr (default: the
+        current DR)."""
         r = self.region
-        return self.s["delay"] * 1000, None, r.rx1_dr(self.s["dr"], self.s["rx1o"])
+        return self.s["delay"] * 1000, None, r.rx1_dr(self.s["dr"] if dr is None else dr,
+                                                      self.s["rx1o"])
 
     def rx2(self):
         s = self.s

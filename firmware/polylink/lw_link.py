@@ -9,9 +9,15 @@ import asyncio
 
 from polylink import region_eu868 as region
 from polylink.lorawan import BudgetError, Device, LoRaWANError
+from polylink.proto import TYPE_NAMES
 
 _RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start
 _JOIN_BACKOFF_S = 10  # extra wait between join attempts, on top of the duty cycle
+_NOACK_BACKOFF_S = 60  # a confirmed frame never acknowledged goes again after 1, 2, 4 .. min
+_NOACK_BACKOFF_CAP_S = 3600
+# Message types sent as confirmed uplinks unless lorawan.confirmed says otherwise: events
+# (alarms) and command results; readings and status go unconfirmed (docs/lorawan.md, airtime).
+CONFIRMED_DEFAULT = ("event", "result")
 FPORT = 1  # the Polylink frame's FPort (docs/protocol.md)
 
 
@@ -21,19 +27,40 @@ class LoRaLink:
     on_downlink(None, payload) gets each application downlink (the node's _on_message).
     """
 
-    def __init__(self, hal, cfg, modem, on_downlink, battery=None):
+    def __init__(self, hal, cfg, modem, on_downlink, battery=None, keep=None):
         self.hal = hal
         self.modem = modem
         self.on_downlink = on_downlink
-        self.dev = Device(hal.path("lorawan.json"), cfg.lorawan, region, battery=battery)
+        lw = cfg.lorawan
+        self.dev = Device(hal.path("lorawan.json"), lw, region, battery=battery,
+                          keep=keep and keep[0])
+        self.tries = int(lw.get("confirmed_tries", 3))
+        self.confirm = 0  # bit per Polylink message type sent confirmed
+        for name in lw.get("confirmed", CONFIRMED_DEFAULT):
+            self.confirm |= 1 << TYPE_NAMES.index(name.upper())
         self.ready = asyncio.Event()
         if self.dev.joined:
             self.ready.set()
-        self.sent = 0  # uplinks transmitted since boot
+        self.sent = 0  # uplinks (FCnts) sent since boot
+        self.retransmissions = 0  # repeated transmissions (no ACK yet, or NbTrans > 1)
+        self.acked = 0  # confirmed uplinks acknowledged
+        self.unacked = 0  # confirmed uplinks that got no ACK in any of their tries
+        self.unconfirmed_budget = 0  # sent unconfirmed: the day's downlinks (ACKs) were used up
+        self._noack_rounds = 0
+        if keep:
+            (self.sent, self.retransmissions, self.acked, self.unacked, self.unconfirmed_budget,
+             self.downlinks, self.joins, self._noack_rounds) = keep[1]
         self.joins = 0
         self.downlinks = 0
         self.last_error = ""
         self._busy = asyncio.Lock()
+
+    def park(self) -> tuple:
+        """The link's state for LoRaLink(..., keep=it) after its code was dropped from the heap
+        (node.py does it while WiFi carries the queue). Only while joined and idle."""
+        return self.dev.park(), (self.sent, self.retransmissions, self.acked, self.unacked,
+                                 self.unconfirmed_budget, self.downlinks, self.joins,
+                                 self._noack_rounds)
 
     def max_payload(self) -> int:
         return self.dev.max_payload()
@@ -42,12 +69,13 @@ class LoRaLink:
         if ms > 0:
             await asyncio.sleep(ms / 1000)
 
-    async def _tx(self, phy):
+    async def _tx(self, phy, dr=None):
         """Transmit phy on a channel whose sub-band is free; return (freq, dr, tx end ticks)."""
         hal = self.hal
         dev = self.dev
         while True:
-            freq, dr, wait = dev.plan(len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_diff)
+            freq, dr, wait = dev.plan(len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_diff,
+                                      dr)
             if not wait:
                 break
             await self._wait_ms(wait)
@@ -99,34 +127,72 @@ class LoRaLink:
         self.ready.set()
 
     async def send(self, payload, confirmed=False) -> bool:
-        """Send one application payload on FPort 1; True once sent (and, if confirmed, acked).
+        """Send one application payload on FPort 1 as one uplink (one FCnt).
 
+        Unconfirmed: transmitted NbTrans times (LinkADRReq; 1 by default), fewer if a downlink
+        comes; True. Confirmed: the same frame, same FCnt, again after ACK_TIMEOUT while no ACK
+        came in RX1/RX2, at most `tries` transmissions; True once acknowledged, False if never.
+        Every transmission waits for the duty cycle and counts against the daily airtime.
         Raises LoRaWANError when the payload does not fit the data rate, BudgetError when the
         daily airtime budget is used up.
         """
         await self.ready.wait()
         dev = self.dev
+        hal = self.hal
+        if confirmed and dev.downlinks_today(hal.time() or 0) >= dev.downlink_budget:
+            # The ACK would be one more downlink past the day's fair-use budget.
+            confirmed = False
+            self.unconfirmed_budget += 1
+        tries = self.tries if confirmed else dev.nb_trans
+        got = []
+        acked = False
         async with self._busy:
             phy = dev.uplink(payload, FPORT, confirmed)
-            freq, _dr, end = await self._tx(phy)
             self.sent += 1
-            pkt = await self._windows(end, freq, dev.rx1(), dev.rx2())
-        acked = False
-        if pkt is not None:
-            try:
-                fport, data, acked = dev.downlink(pkt, getattr(pkt, "snr", 0), self.hal.time())
-            except LoRaWANError as e:
-                self.last_error = "downlink: %s" % (e,)
-            else:
+            for k in range(tries):
+                if k:
+                    self.retransmissions += 1
+                    if confirmed:
+                        j = region.ACK_TIMEOUT_JITTER_MS
+                        await self._wait_ms(region.ACK_TIMEOUT_MS - j + dev.rand(16) % (2 * j + 1))
+                dr = dev.retry_dr(k, len(phy)) if confirmed else dev.dr
+                freq, dr, end = await self._tx(phy, dr)
+                pkt = await self._windows(end, freq, dev.rx1(dr), dev.rx2())
+                if pkt is None:
+                    continue
+                try:
+                    fport, data, ack = dev.downlink(pkt, getattr(pkt, "snr", 0), hal.time())
+                except LoRaWANError as e:
+                    self.last_error = "downlink: %s" % (e,)
+                    continue
                 self.downlinks += 1
                 if fport == FPORT and data:
-                    self.on_downlink(None, data)
+                    got.append(data)
+                if ack or not confirmed:
+                    # Any downlink ends an unconfirmed uplink's repetitions (1.0.4 NbTrans).
+                    acked = ack
+                    break
+        for data in got:
+            self.on_downlink(None, data)
+        if confirmed:
+            if acked:
+                self.acked += 1
+            else:
+                self.unacked += 1
         return acked or not confirmed
 
-    async def send_head(self, node, idx, n):
-        """Send the node's queue head (node._out[:n], record idx); pop it once sent.
+    async def _pause(self, node, seconds):
+        """Wait up to seconds; return early once WiFi can carry the queue (wifi_first)."""
+        for _ in range(int(seconds)):
+            if node._wifi_ok():
+                return
+            await asyncio.sleep(1)
 
-        A TELEMETRY frame larger than the data rate allows is split by priority into new frames
+    async def send_head(self, node, idx, n):
+        """Send the node's queue head (node._out[:n], record idx); pop it once delivered.
+
+        Message types named in lorawan.confirmed go as confirmed uplinks (docs/lorawan.md). A
+        TELEMETRY frame larger than the data rate allows is split by priority into new frames
         queued in its place (lw_split.py); nothing is truncated.
         """
         frame = bytes(memoryview(node._out)[:n])
@@ -139,22 +205,31 @@ class LoRaLink:
                 parts = split(frame, limit, node.seq.take)
             except FrameError:
                 # Not a TELEMETRY frame: it waits for WiFi or a faster data rate, never cut.
-                await asyncio.sleep(5)
+                await self._pause(node, 5)
                 return
             for p in parts:
                 node.store.append(p, len(p))
             node.store.pop(idx)
             return
         try:
-            await self.send(frame)
+            ok = await self.send(frame, bool(self.confirm >> (frame[0] & 0x0F) & 1))
         except BudgetError as e:
             self.last_error = str(e)
-            await asyncio.sleep(60)  # the day's airtime is used up: wait for WiFi or tomorrow
+            await self._pause(node, 60)  # the day's airtime is used up: wait for WiFi or tomorrow
             return
         except LoRaWANError as e:
             self.last_error = str(e)
             await asyncio.sleep(1)
             return
+        if not ok:
+            # No ACK after every try: the frame stays at the head and goes again later as a new
+            # uplink (new FCnt); its Polylink seq makes a second copy harmless to the fleet.
+            self.last_error = "confirmed uplink not acknowledged after %d tries" % self.tries
+            wait = _NOACK_BACKOFF_S << min(self._noack_rounds, 6)
+            self._noack_rounds += 1
+            await self._pause(node, wait if wait < _NOACK_BACKOFF_CAP_S else _NOACK_BACKOFF_CAP_S)
+            return
+        self._noack_rounds = 0
         node.store.pop(idx)
         node.sent += 1
         node.lora_sent += 1

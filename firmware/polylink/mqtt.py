@@ -31,8 +31,9 @@ _REFUSED = (
 )
 
 
-class MQTTError(Exception):
-    """The broker refused us or broke the MQTT 3.1.1 protocol."""
+class MQTTError(OSError):
+    """The broker refused us or broke the MQTT 3.1.1 protocol (an OSError: the link policy
+    treats it like any other failed connection, without importing this module)."""
 
 
 class _NotConnected:

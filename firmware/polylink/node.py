@@ -16,10 +16,17 @@ _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESU
 _STALL_MARGIN_MS = 60000
 
 
+# What a wifi_first node drops from the heap while on WiFi (lw_link.py imports the rest)
+_LW_MODULES = ("lw_link", "lw_split", "lw_mac", "lw_join", "lorawan", "lw_crypto",
+               "region_eu868")
+
+
 class Node:
     """One Polylink node; run() is the whole application."""
 
     FW_VERSION = FW_VERSION
+    # A wifi_first node keeps only the code of the link in use (False: both, for the benchmark)
+    active_link_only = True
 
     def __init__(self, hal, cfg):
         self.hal = hal
@@ -40,15 +47,19 @@ class Node:
         self.schedule = Schedule(hal, cfg.interval)
         self.status_schedule = Schedule(hal, cfg.status_interval)
         self.link = Link(hal, cfg, self._on_message)
-        self.lora = None  # the LoRaWAN link (lw_link.LoRaLink) when the policy and board allow
+        self.lora = None  # the LoRaWAN link (lw_link.LoRaLink) while its code is loaded
         self.lora_sent = 0  # frames sent over LoRaWAN since boot
+        self._modem = None  # the radio, when the policy and the board allow LoRaWAN
+        self._lw_keep = None  # the LoRaWAN link's state while its code is unloaded (park())
+        self.lora_parks = 0  # times the LoRaWAN code was dropped for WiFi since boot
+        self._join_task = None
         if cfg.link_policy != "wifi":
             make = getattr(hal, "lora_modem", None)
-            modem = make() if make is not None else None
-            if modem is not None:
-                from polylink.lw_link import LoRaLink
-
-                self.lora = LoRaLink(hal, cfg, modem, self._on_message)
+            self._modem = make() if make is not None else None
+            if self._modem is not None:
+                self._lora_load()
+                # wifi_first: only the link in use keeps its code in the heap (docs/lorawan.md)
+                self.link.drop_idle = self.active_link_only and cfg.link_policy == "wifi_first"
         self.bad_downlinks = 0  # downlinks rejected since boot (EVENT code 1 reports the count)
         self.sent = 0  # frames acknowledged by the broker since boot
         self.encode_errors = 0
@@ -103,6 +114,42 @@ class Node:
 
             self.ota = Agent(self)
         return self.ota
+
+    def _lora_load(self):
+        from polylink.lw_link import LoRaLink
+
+        self.lora = LoRaLink(self.hal, self.cfg, self._modem, self._on_message,
+                             keep=self._lw_keep)
+        self._lw_keep = None
+        return self.lora
+
+    def _lora_park(self):
+        """Drop the LoRaWAN code from the heap while WiFi carries the queue (wifi_first); the
+        session stays in lorawan.json and a small tuple, and comes back in _lora_load()."""
+        lora = self.lora
+        if lora is None or not lora.ready.is_set() or lora._busy.locked():
+            return  # still joining or sending: not now
+        t = self._join_task
+        if t is not None:
+            if not t.done():
+                return
+            self._join_task = None
+        self._lw_keep = lora.park()
+        self.lora = None
+        self.lora_parks += 1
+        for m in _LW_MODULES:
+            config.unload(m)
+
+    def _start_join(self):
+        # Not in run()'s task list nor its frame: once joined, nothing may hold the LoRaWAN code
+        # that _lora_park() drops (a coroutine's frame can keep a stale reference).
+        self._join_task = asyncio.create_task(self.lora.join())  # pyright: ignore
+
+    def lora_ready(self) -> bool:
+        """The node has a LoRaWAN session (joined or ABP), its code loaded or parked."""
+        if self.lora is not None:
+            return self.lora.ready.is_set()
+        return self._lw_keep is not None
 
     def uptime_s(self) -> int:
         return self._uptime_ms // 1000
@@ -159,11 +206,10 @@ class Node:
 
     async def _link_ready(self):
         """Wait until a link the policy allows can carry a frame: WiFi first, else LoRaWAN."""
-        lora = self.lora
-        if lora is None:
+        if self._modem is None:
             await self.link.up.wait()
             return
-        while not self._wifi_ok() and not lora.ready.is_set():
+        while not self._wifi_ok() and not self.lora_ready():
             await asyncio.sleep(0.5)
 
     async def _sampler(self):
@@ -190,8 +236,10 @@ class Node:
             idx = store.head_idx
             if not self._wifi_ok():
                 # LoRaWAN code lives in lw_link.py: a WiFi-only node never loads it.
-                await self.lora.send_head(self, idx, n)  # pyright: ignore[reportOptionalMemberAccess]
+                await (self.lora or self._lora_load()).send_head(self, idx, n)
                 continue
+            if self.lora is not None and self.link.drop_idle:
+                self._lora_park()
             try:
                 await link.publish(link.up_topic, memoryview(self._out)[:n], key=idx)
             except LinkDown:
@@ -220,10 +268,10 @@ class Node:
             asyncio.create_task(self._reporter()),
             asyncio.create_task(self._sender()),
         ]
-        if self.cfg.link_policy != "lorawan" or self.lora is None:
+        if self.cfg.link_policy != "lorawan" or self._modem is None:
             tasks.append(asyncio.create_task(self.link.run()))
         if self.lora is not None:
-            tasks.append(asyncio.create_task(self.lora.join()))
+            self._start_join()
         if self._ota_after_boot:
             tasks.append(asyncio.create_task(self.ota_agent().after_boot()))
         if self.cfg.ota and self.cfg.ota.get("check"):
@@ -233,6 +281,8 @@ class Node:
                 self._tick()
                 await asyncio.sleep(_TICK_S)
         finally:
+            if self._join_task is not None:
+                tasks.append(self._join_task)
             for t in tasks:
                 t.cancel()
             if self.ota is not None and self.ota.task is not None:

@@ -26,6 +26,10 @@ RX2_FREQ = const(869525000)
 RX2_DR = const(0)
 RECEIVE_DELAY1_MS = const(1000)
 JOIN_ACCEPT_DELAY1_MS = const(5000)
+# A confirmed uplink not acknowledged in RX1/RX2 may be sent again ACK_TIMEOUT after RX2:
+# 2 s +- 1 s, random (RP002 / LoRaWAN 1.0.x "default settings")
+ACK_TIMEOUT_MS = const(2000)
+ACK_TIMEOUT_JITTER_MS = const(1000)
 MAX_EIRP_DBM = const(16)
 MAX_TX_POWER_INDEX = const(7)  # TXPower n: MaxEIRP - 2n dB
 RX1_DR_OFFSET_MAX = const(5)

@@ -54,9 +54,9 @@ def mpy_tree(tmp: Path) -> Path:
     return tmp / "tests" / "mpy" / "run.mjs"
 
 
-def run_probe(runner: Path, probe: Path = PROBE) -> dict[str, int]:
+def run_probe(runner: Path, probe: Path = PROBE, *args: str) -> dict[str, int]:
     proc = subprocess.run(
-        ["node", str(runner), "script", str(probe)],
+        ["node", str(runner), "script", str(probe), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

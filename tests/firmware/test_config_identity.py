@@ -50,10 +50,15 @@ def test_lorawan_abp_and_budgets_accepted_and_checked():
            "app_s_key": "11" * 16, "uplink_airtime_s_per_day": 60, "downlinks_per_day": 5}
     c = config.validate(_raw(lorawan=dict(abp)), board())
     eq(c.lorawan["dev_addr"], "26011BDA")
+    c = config.validate(_raw(lorawan=dict(abp, confirmed=["event"], confirmed_tries=8)), board())
+    eq((c.lorawan["confirmed"], c.lorawan["confirmed_tries"]), (["event"], 8))
     for bad, where in (
         (dict(abp, dev_addr="26011B"), "lorawan.dev_addr"),
         (dict(abp, uplink_airtime_s_per_day=0), "lorawan.uplink_airtime_s_per_day"),
         (dict(abp, adr="yes"), "lorawan.adr"),
+        (dict(abp, confirmed=["alarm"]), "lorawan.confirmed"),
+        (dict(abp, confirmed="event"), "lorawan.confirmed"),
+        (dict(abp, confirmed_tries=9), "lorawan.confirmed_tries"),
     ):
         e = raises(ConfigError, config.validate, _raw(lorawan=bad), board())
         if where not in str(e):

@@ -23,3 +23,21 @@ def test_random_jitter_spreads_a_fleet():
     vals = set(link.backoff_s(5) for _ in range(20))
     if len(vals) < 10:
         raise AssertionError("jitter too coarse: %r" % sorted(vals))
+
+
+def test_dropped_client_unloads_mqtt_and_packet_ids_continue():
+    import sys
+
+    from polylink.config import Config
+
+    c = Config()
+    c.node = "n1"
+    lk = link.Link(None, c, lambda *a: None)
+    cl = lk._client()
+    cl._pid = 41
+    lk.client = cl
+    lk._drop_client()
+    eq((lk.client, lk._pid), (None, 41))
+    if sys.implementation.name == "micropython":
+        eq("polylink.mqtt" in sys.modules, False, "mqtt.py left the heap")
+    eq(lk._client()._pid, 41, "the next session goes on from the last packet id")

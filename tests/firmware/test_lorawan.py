@@ -226,3 +226,91 @@ def test_duty_cycle_and_daily_budget():
         eq(dev.plan(23, 10**7, 86400 * 11)[2], 0, "a new day, a new budget")
     finally:
         rmtree(d)
+
+
+def test_adr_backoff_requests_then_steps_down_and_restores_default_channels():
+    dev, d = _dev()
+    try:
+        dev.s["pw"] = 2
+        dev.s["mask"] = 0x01  # only channel 0 enabled by the network
+        for i in range(64):
+            eq(dev.uplink(b"x", 1)[5] & 0x40, 0, "no ADRACKReq before ADR_ACK_LIMIT (%d)" % i)
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0x40, "ADRACKReq from uplink 65 on")
+        for _ in range(31):
+            dev.uplink(b"x", 1)
+        eq((dev.s["pw"], dev.dr), (0, 5), "after ADR_ACK_DELAY more: full power first")
+        for _ in range(32):
+            dev.uplink(b"x", 1)
+        eq(dev.dr, 4, "then one DR lower")
+        eq(dev.s["mask"], 0x01, "channels untouched above the lowest DR")
+        dev.s["dr"] = 1
+        for _ in range(32):
+            dev.uplink(b"x", 1)
+        eq((dev.dr, dev.s["mask"]), (0, 0x07), "at DR0 the default channels come back")
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0, "nothing left to back off: no ADRACKReq")
+        dev.s["dr"] = 3
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0x40)
+        dev.downlink(_down("26011BDA", 0, 9, b"hi"))
+        eq(dev.s["noack"], 0, "a downlink resets ADR_ACK_CNT")
+        eq(dev.uplink(b"x", 1)[5] & 0x40, 0, "and ADRACKReq")
+    finally:
+        rmtree(d)
+
+
+def test_retry_dr_steps_down_every_two_tries_where_the_frame_fits():
+    dev, d = _dev()
+    try:
+        eq([dev.retry_dr(k, 20) for k in range(8)], [5, 5, 4, 4, 3, 3, 2, 2], "1.0.2 18.4")
+        eq(dev.retry_dr(7, 200), 4, "200 bytes fit DR4 but not DR3 (MACPayload 123)")
+        dev.s["dr"] = 1
+        eq([dev.retry_dr(k, 20) for k in range(6)], [1, 1, 0, 0, 0, 0], "never below DR0")
+        eq(dev.nb_trans, 1)
+        dev.downlink(_down("26011BDA", 0, 0, bytes((0x03, 0x50, 0x07, 0x00, 0x03))))
+        eq((dev.dr, dev.nb_trans), (5, 3), "LinkADRReq NbTrans 3")
+    finally:
+        rmtree(d)
+
+
+def test_counter_write_ahead_survives_a_power_cut_between_remove_and_rename():
+    import os
+
+    dev, d = _dev()
+    try:
+        for _ in range(40):  # past the first block: "up" was written ahead to 72
+            dev.uplink(b"x", 1)
+        used = dev.fcnt_up - 1
+        # store.replace on FAT removes the old file, then renames the new one; a power cut in
+        # between leaves only lorawan.json.tmp, complete (it was closed before the remove).
+        os.rename(d + "/lw", d + "/lw.tmp")
+        again, _ = _dev(path=d)
+        if again.fcnt_up <= used:
+            raise AssertionError("FCnt %d after the cut, %d was used" % (again.fcnt_up, used))
+        eq(again.joined, True)
+        # a cut while the new file was being written: the old one is whole, the .tmp is not
+        with open(d + "/lw.tmp", "w") as f:
+            f.write('{"up": ')
+        used = again.fcnt_up - 1
+        third, _ = _dev(path=d)
+        if third.fcnt_up <= used:
+            raise AssertionError("FCnt %d after a torn .tmp, %d was used" % (third.fcnt_up, used))
+    finally:
+        rmtree(d)
+
+
+def test_deep_sleep_cycles_keep_fcnt_monotonic_and_the_session():
+    # Deep sleep on the ESP32 is a reset: RAM is lost, flash stays. Each wake builds the Device
+    # again from lorawan.json, sends a few uplinks and sleeps again.
+    dev, d = _dev()
+    try:
+        sent = []
+        for cycle in range(6):
+            dev, _ = _dev(path=d)
+            eq(dev.joined, True, "session kept across sleep %d" % cycle)
+            for _ in range(cycle * 7 + 1):
+                phy = dev.uplink(b"x", 1)
+                sent.append(phy[6] | phy[7] << 8)
+        eq(sent, sorted(set(sent)), "strictly increasing, never repeated")
+        if sent[-1] - sent[0] > 6 * 32 + len(sent):
+            raise AssertionError("more counter values skipped than one block per wake")
+    finally:
+        rmtree(d)

@@ -179,7 +179,10 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
         task = asyncio.create_task(sim.run())
         try:
             await until(lambda: by_provider("mqtt") >= 3, 30, "frames over WiFi")
-            await until(lambda: sim.node.lora.ready.is_set(), 30, "the LoRaWAN join")
+            await until(lambda: sim.node.lora_ready(), 30, "the LoRaWAN join")
+            # on WiFi the LoRaWAN code leaves the heap; the outage brings it back, same session
+            await until(lambda: sim.node.lora_parks >= 1, 30, "the LoRaWAN code parked")
+            out["joins"] = tts.stats["joins"]
             sim.hal.set_wifi(False)  # the access point goes away mid-run
             await until(lambda: by_provider("ttn") >= 3, 60, "frames over LoRaWAN")
             out["queued_during_outage"] = sim.node.store.count
@@ -188,6 +191,8 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
             await until(lambda: by_provider("mqtt") > mqtt_before + 2, 40, "WiFi back")
             await until(lambda: sim.node.store.count == 0, 40, "the queue drained")
             out["lora_sent"] = sim.node.lora_sent
+            out["joins_after"] = tts.stats["joins"]
+            out["parks"] = sim.node.lora_parks
             out["emitted"] = sim.node.seq.next
             await until(lambda: store.count_frames(db, "fo-1") >= out["emitted"], 20,
                         "every frame stored")
@@ -208,4 +213,129 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
     assert sorted(seqs) == list(range(out["emitted"])), "every seq stored, exactly once, none lost"
     assert by_provider("ttn") >= 3 and by_provider("mqtt") >= 6
     assert out["lora_sent"] >= 3 and out["queued_during_outage"] >= 1
+    assert out["joins"] == out["joins_after"] == 1, "the parked session served, no rejoin"
+    assert out["parks"] >= 2, "parked before the outage and again once WiFi was back"
     assert store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
+
+
+def test_confirmed_event_lost_then_retransmitted_is_stored_once(tmp_path, mosquitto):
+    """An EVENT goes as a confirmed uplink. First its ACK is lost on the air: the node sends the
+    same frame (same FCnt) again, the network ACKs it again but publishes it once. Then a first
+    transmission itself is lost: the retransmission is the one that arrives."""
+    settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
+    store.register_node(db, "lw-conf", {"mqtt_user": "lw-conf", "mqtt_hash": "x",
+                                        "dev_eui": ABP["dev_eui"]})
+    out = {}
+
+    def ups(tts):
+        return [m["uplink_message"] for t, m in tts.published if t.endswith("/up")]
+
+    async def scenario():
+        medium = Medium()
+        gw = Gateway(medium, "eui-aa555a0000000101", (0, 0))
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city", gateways=[gw])
+        tts.register_abp(ABP["dev_eui"], ABP["dev_addr"], ABP["nwk_s_key"], ABP["app_s_key"])
+        sim = lora_node(tmp_path, mosquitto, "lw-conf", ABP, "lorawan", medium, (300, 0),
+                        interval=3600)
+        task = asyncio.create_task(sim.run())
+        try:
+            await until(lambda: store.count_frames(db, "lw-conf") >= 1, 60, "the first reading")
+            node = sim.node
+            await until(lambda: node.store.count == 0, 60, "the queue empty")
+            out["before"] = len(ups(tts))
+            frames0 = store.count_frames(db, "lw-conf")
+            medium.lose_next(downlinks=1)  # the ACK of the next uplink never reaches the node
+            out["ev1"] = node.emit(proto.EVENT, {"code": 9, "value": 1, "text": "door open"})
+            await until(lambda: node.lora.acked == 1, 90, "the EVENT acknowledged")
+            out["after_lost_ack"] = (node.lora.retransmissions, tts.stats["retransmissions"],
+                                     len(ups(tts)), medium.stats["lost"])
+            medium.lose_next(uplinks=1)  # the next uplink never reaches the gateway
+            out["ev2"] = node.emit(proto.EVENT, {"code": 9, "value": 2, "text": "door shut"})
+            await until(lambda: node.lora.acked == 2, 90, "the second EVENT acknowledged")
+            await until(lambda: store.count_frames(db, "lw-conf") >= frames0 + 2, 30,
+                        "both EVENTs stored")
+            out["after_lost_up"] = (node.lora.retransmissions, tts.stats["retransmissions"],
+                                    len(ups(tts)), medium.stats["lost"])
+            out["ups"] = ups(tts)
+            out["acks"] = tts.stats["acks"]
+            out["unacked"] = node.lora.unacked
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            tts.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        wt.join(10)
+    n = out["before"]  # the boot's reading and status, unconfirmed
+    # lost ACK: one retransmission, seen by the network as one, published once
+    assert out["after_lost_ack"] == (1, 1, n + 1, 1)
+    # lost uplink: one more retransmission, which the network sees as the first
+    assert out["after_lost_up"] == (2, 1, n + 2, 2)
+    assert out["unacked"] == 0 and out["acks"] == 3  # the ACK lost, its repeat, the 2nd EVENT's
+    assert [bool(u.get("confirmed")) for u in out["ups"]] == [False] * n + [True, True]
+    fcnts = [u.get("f_cnt", 0) for u in out["ups"]]
+    assert fcnts == sorted(set(fcnts)), "each FCnt published once"
+    seqs = store.frame_seqs(db, "lw-conf")
+    assert sorted(seqs) == sorted(set(seqs)) and {out["ev1"], out["ev2"]} <= set(seqs)
+
+
+def test_deep_sleep_keeps_the_session_and_fcnt_monotonic(tmp_path, mosquitto):
+    """An OTAA node loses its RAM (deep sleep on the ESP32 ends in a reset; here: the node is
+    stopped abruptly and booted again with the deep-sleep reset cause), twice. It goes on with
+    the session in lorawan.json: no new join, FCnts keep rising, the network takes every frame."""
+    from polylink_host.hal import DEEPSLEEP_RESET
+
+    settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
+    store.register_node(db, "lw-sleep", {"mqtt_user": "lw-sleep", "mqtt_hash": "x",
+                                         "dev_eui": OTAA["dev_eui"]})
+    out = {}
+
+    def fcnts(tts):
+        return [m["uplink_message"].get("f_cnt", 0) for t, m in tts.published
+                if t.endswith("/up")]
+
+    async def scenario():
+        medium = Medium()
+        gw = Gateway(medium, "eui-aa555a0000000101", (0, 0))
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city", gateways=[gw])
+        tts.register_otaa(OTAA["dev_eui"], OTAA["app_key"], device_id="lw-sleep")
+        sim = lora_node(tmp_path, mosquitto, "lw-sleep", OTAA, "lorawan", medium, (300, 0),
+                        interval=3)
+        task = asyncio.create_task(sim.run())
+        try:
+            for wake in range(3):
+                n = len(fcnts(tts))
+                await until(lambda n=n: len(fcnts(tts)) >= n + 2, 90, f"uplinks, wake {wake}")
+                sim.power_cut()  # RAM gone mid-run, as at the start of a deep sleep
+                await asyncio.gather(task, return_exceptions=True)
+                out.setdefault("wakes", []).append(len(fcnts(tts)))
+                sim.hal.cause = DEEPSLEEP_RESET
+                task = asyncio.create_task(sim.run())
+            await until(lambda: len(fcnts(tts)) >= out["wakes"][-1] + 1, 90, "the last wake")
+            out["fcnts"] = fcnts(tts)
+            # a frame sent just before a cut may go again after the wake (new FCnt, same seq)
+            await until(lambda: store.count_frames(db, "lw-sleep") >= len(out["fcnts"]) - 3, 30,
+                        "the frames stored")
+            out["joins"] = tts.stats["joins"]
+            out["reset"] = sim.node.reset_cause
+            out["emitted"] = sim.node.seq.next
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            tts.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        wt.join(10)
+    assert out["joins"] == 1, "one join: each wake took the saved session"
+    assert out["reset"] == DEEPSLEEP_RESET
+    f = out["fcnts"]
+    assert f == sorted(set(f)), f"FCnt strictly rising across three wakes: {f}"
+    assert len(f) >= out["wakes"][-1] + 1
+    seqs = store.frame_seqs(db, "lw-sleep")
+    assert len(seqs) == len(set(seqs)) >= len(f) - 3, "each seq stored once"
