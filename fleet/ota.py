@@ -25,12 +25,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from provisioning import flash as _flash
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
 KEYS_DIR = "ota/keys"
 TRUSTED = "ota/trusted_keys.json"  # read by provisioning (fleet/provision.py) for new nodes
-MIN_MICROPYTHON = "1.22.0"
+# The oldest MicroPython our .mpy files run on; flashing checks the same figure.
+MIN_MICROPYTHON = ".".join(map(str, _flash.MIN_MICROPYTHON + (0,)))
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MAX_FILES = 64
