@@ -1661,20 +1661,35 @@ def list_claim_tokens(db) -> list[dict]:
                          " created_by, revoked_at FROM claim_tokens ORDER BY created DESC"))
 
 
+# A claim whose identity the fleet issued but the board has not used yet: the answer may never
+# have reached the board (fleet/claims.py hands it a fresh password when it asks again).
+_UNDELIVERED = (
+    "SELECT 1 FROM claims c JOIN node_credentials k ON k.node_id = c.node_id"
+    " JOIN nodes n ON n.id = c.node_id WHERE c.state = 'issued' AND k.revoked_at IS NULL"
+    " AND n.last_seen IS NULL")
+# The tokens the claim listener admits: usable ones, and used-up ones while a board they issued
+# an identity to has not been heard with it yet (it may still have to fetch the answer).
+_ADMITTED = (f"revoked_at IS NULL AND expires > ? AND (uses < max_uses OR EXISTS ("
+             f"{_UNDELIVERED} AND c.token_id = claim_tokens.id))")
+
+
 def active_claim_token_hashes(db) -> dict[str, str]:
     """{token id: secret hash} of every token the broker's claim listener may admit now."""
-    rows = db.conn.execute(
-        "SELECT id, secret_hash FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
-        " AND uses < max_uses", (time.time(),))
+    rows = db.conn.execute(f"SELECT id, secret_hash FROM claim_tokens WHERE {_ADMITTED}",
+                           (time.time(),))
     return dict(rows.fetchall())
 
 
 def next_claim_token_expiry(db, now: float | None = None) -> float | None:
     """When the next token the claim listener admits now runs out of time (None: no such token)."""
-    row = db.conn.execute(
-        "SELECT min(expires) FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
-        " AND uses < max_uses", (time.time() if now is None else now,)).fetchone()
+    row = db.conn.execute(f"SELECT min(expires) FROM claim_tokens WHERE {_ADMITTED}",
+                          (time.time() if now is None else now,)).fetchone()
     return row[0]
+
+
+def claim_undelivered(db, claim_id) -> bool:
+    """True while the identity issued for this claim has not been used by its board."""
+    return db.conn.execute(f"{_UNDELIVERED} AND c.id = ?", (claim_id,)).fetchone() is not None
 
 
 def use_claim_token(db, token_id) -> bool:
