@@ -389,6 +389,11 @@ MIGRATIONS = [
     """
     ALTER TABLE commands ADD COLUMN body TEXT;
     """,
+    # 14: the ids of the update keys a node said it trusts when it last confirmed an update
+    # (OTA_UP `keys`, comma-separated); NULL: as provisioned (node_credentials.ota_keys).
+    """
+    ALTER TABLE nodes ADD COLUMN ota_keys TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -950,6 +955,7 @@ def node_updates(db, node_id, limit=10) -> dict:
             "SELECT r.id, r.release, r.state AS rollout_state, rn.state, rn.from_version,"
             " rn.reason, rn.updated FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
             " WHERE rn.node_id = ? ORDER BY r.id DESC LIMIT ?", [node_id, limit])),
+        "keys": trusted_key_ids(db, [node_id]).get(node_id),
     }
 
 
@@ -1255,6 +1261,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
     telemetry/status/event/result/ota_up are the protocol's message type codes.
     """
     ota_rows = []
+    trusts = {}
     readings_rows = []
     latest_rows = {}
     statuses = []
@@ -1299,6 +1306,8 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 ota_rows.append((node, received_at, body.get("state"), body.get("version"),
                                  body.get("progress"), body.get("reason"), body.get("text"),
                                  body.get("rid")))
+                if body.get("keys"):
+                    trusts[node] = (body["keys"], node)
         if readings_rows:
             conn.executemany(_INSERT_READING, readings_rows)
             conn.executemany(_UPSERT_LATEST, latest_rows.values())
@@ -1322,6 +1331,8 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 ota_rows,
             )
+        if trusts:
+            conn.executemany("UPDATE nodes SET ota_keys = ? WHERE id = ?", trusts.values())
         if events_rows:
             conn.executemany(
                 "INSERT INTO events (node_id, t, received_at, code, value, text)"
@@ -1619,6 +1630,41 @@ def active_mqtt_hashes(db) -> dict[str, str]:
     rows = db.conn.execute(
         "SELECT mqtt_user, mqtt_hash FROM node_credentials WHERE revoked_at IS NULL")
     return dict(rows.fetchall())
+
+
+def set_ota_keys(db, node_id: str, keys: dict) -> None:
+    """The update keys a node's new image carries: they replace what it trusted before."""
+    with transaction(db) as conn:
+        conn.execute("UPDATE node_credentials SET ota_keys = ? WHERE node_id = ?"
+                     " AND revoked_at IS NULL", (json.dumps(keys), node_id))
+        conn.execute("UPDATE nodes SET ota_keys = NULL WHERE id = ?", (node_id,))
+
+
+def trusted_key_ids(db, node_ids=None) -> dict[str, list[str] | None]:
+    """{node id: ids of the update keys it trusts} (None: not known, e.g. a node enrolled by its
+    first frame). What the node last reported wins over what it was provisioned with."""
+    sql = ("SELECT n.id, n.ota_keys, c.ota_keys FROM nodes n LEFT JOIN node_credentials c"
+           " ON c.node_id = n.id AND c.revoked_at IS NULL")
+    args = []
+    wanted = None
+    if node_ids is not None:
+        node_ids = list(node_ids)
+        if len(node_ids) <= 500:
+            sql += f" WHERE n.id IN ({', '.join('?' * len(node_ids))})"
+            args = node_ids
+        else:  # a big rollout: one pass over all nodes beats thousands of parameters
+            wanted = set(node_ids)
+    out = {}
+    for node, reported, provisioned in db.conn.execute(sql, args):
+        if wanted is not None and node not in wanted:
+            continue
+        if reported:
+            out[node] = sorted(reported.split(","))
+        elif provisioned:
+            out[node] = sorted(json.loads(provisioned)) or None
+        else:
+            out[node] = None
+    return out
 
 
 def set_mqtt_hash(db, node_id: str, mqtt_hash: str, actor=None) -> None:

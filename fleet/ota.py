@@ -109,11 +109,33 @@ def list_keys(settings) -> list[dict]:
             for k, v in sorted(trusted_keys(settings).items())]
 
 
-def retire_key(settings, key_id: str) -> None:
-    """Stop trusting a key for new releases and new nodes (nodes already flashed keep it)."""
+def nodes_needing(db, key_id: str, keys: dict) -> list[str]:
+    """Nodes that trust key_id and none of keys (by what they reported or were provisioned
+    with): once key_id is gone they can only be updated by reflashing."""
+    from . import db as store
+
+    return sorted(n for n, ids in store.trusted_key_ids(db).items()
+                  if ids and key_id in ids and not set(ids) & set(keys))
+
+
+def retire_key(settings, key_id: str, db=None, force: bool = False) -> None:
+    """Stop trusting a key for new releases and new nodes (nodes already flashed keep it).
+
+    With db: refused while nodes trust only this key (they would be stranded), unless force.
+    """
     keys = trusted_keys(settings)
     if key_id not in keys:
         raise ReleaseError(f"no trusted key {key_id}")
+    if db is not None and not force:
+        rest = {k: v for k, v in keys.items() if k != key_id}
+        stranded = nodes_needing(db, key_id, rest)
+        if stranded:
+            raise ReleaseError(
+                f"{len(stranded)} node(s) trust no other key than {key_id} "
+                f"({', '.join(stranded[:5])}{', ...' if len(stranded) > 5 else ''}): retired, "
+                f"they could only be updated by reflashing. First roll out a release signed "
+                f"with {key_id} (it carries the fleet's other keys: `fleet release build "
+                f"VERSION --key {key_id}`), or retire anyway with --force")
     del keys[key_id]
     _write_trusted(settings, keys)
     pem = Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem"
@@ -183,14 +205,43 @@ def check_version(version: str) -> str:
     return version
 
 
+MAX_KEYS = 8  # keys a node trusts at once (firmware/polylink/ota.py MAX_KEYS)
+PUBLIC_RE = re.compile(r"04[0-9a-f]{128}\Z")
+
+
+def check_keys(keys) -> dict:
+    """Raise ReleaseError unless keys is {key id: P-256 public key hex} with 1..MAX_KEYS keys."""
+    if not isinstance(keys, dict) or not 0 < len(keys) <= MAX_KEYS:
+        raise ReleaseError(f"a release carries 1..{MAX_KEYS} trusted keys for its nodes, got "
+                           f"{len(keys) if isinstance(keys, dict) else type(keys).__name__}"
+                           + ("; retire old keys with `fleet keys retire`"
+                              if isinstance(keys, dict) and keys else ""))
+    for kid, pub in keys.items():
+        if not isinstance(kid, str) or not KEY_ID_RE.match(kid):
+            raise ReleaseError(f"manifest keys: bad key id {kid!r}")
+        if not isinstance(pub, str) or not PUBLIC_RE.match(pub):
+            raise ReleaseError(f"manifest keys: {kid} is not an uncompressed P-256 point in "
+                               "lowercase hex")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(pub))
+        except ValueError:
+            raise ReleaseError(f"manifest keys: {kid} is not a point on P-256") from None
+    return keys
+
+
 def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
-                   created=None, runtime=None) -> bytes:
-    """The canonical manifest bytes (sorted keys, no spaces) that are signed."""
+                   created=None, runtime=None, keys=None) -> bytes:
+    """The canonical manifest bytes (sorted keys, no spaces) that are signed.
+
+    keys: the {key id: public hex} set nodes trust once this release confirmed on them.
+    """
     m = {"format": 1, "version": version, "key": key_id, "boards": sorted(boards),
          "micropython": micropython, "created": int(created or time.time()),
          "files": sorted(files, key=lambda f: f["path"])}
     if runtime is not None:
         m["runtime"] = runtime
+    if keys is not None:
+        m["keys"] = keys
     return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -310,7 +361,10 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
             blobs[rel] = src.read_bytes()
     files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
              for p, b in blobs.items()]
-    manifest = manifest_bytes(version, key_id, boards, files, runtime=rt)
+    # Every release carries the fleet's trusted keys: a node that confirms it trusts exactly
+    # those from then on, which is how keys rotate over the air (docs/ota.md).
+    keys = check_keys(trusted_keys(settings))
+    manifest = manifest_bytes(version, key_id, boards, files, runtime=rt, keys=keys)
     sig = sign(key, key_id, manifest)
     out_dir = Path(out_dir or release_dir(settings))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -416,6 +470,8 @@ def check_release(keys: dict, manifest: bytes, sig: str, blobs: dict[str, bytes]
         if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
             raise ReleaseError(f"hash mismatch: {p} does not have the size and SHA-256 the "
                                "manifest gives")
+    if "keys" in m:
+        check_keys(m["keys"])
     rt = m.get("runtime")
     if rt is not None:
         if not isinstance(rt, dict) or not SHA_RE.match(str(rt.get("sha256"))):

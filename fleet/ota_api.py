@@ -174,7 +174,9 @@ def node_ota(node_id):
     except store.UnknownNode as e:
         raise ApiError(404, str(e)) from None
     rows = store.ota_reports(db, node_id=node_id)
-    return jsonify({"node_id": node_id, "reports": [
+    return jsonify({"node_id": node_id,
+                    "trusted_keys": store.trusted_key_ids(db, [node_id]).get(node_id),
+                    "reports": [
         {"t": iso(r["t"]), "state": rollouts.REPORT_STATES.get(r["state"], r["state"]),
          "version": r["version"], "progress": r["progress"],
          "reason": rollouts.REASONS.get(r["reason"]) if r["reason"] else None,

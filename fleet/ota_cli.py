@@ -67,14 +67,21 @@ def keys_list():
 
 @keys_group.command("retire")
 @click.argument("key_id")
+@click.option("--force", is_flag=True,
+              help="Retire it even though some nodes trust no other key (they will need "
+                   "reflashing to take updates again).")
 @_friendly
-def keys_retire(key_id):
-    """Stop trusting a key for new releases and new nodes (flashed nodes keep it).
+def keys_retire(key_id, force):
+    """Stop trusting a key for new releases and new nodes.
+
+    Nodes drop it when they confirm the next release (it carries the remaining keys). Refused
+    while nodes trust only this key, unless --force.
 
     Example: fleet keys retire release-2025
     """
-    ota.retire_key(from_env(), key_id)
-    click.echo(f"key {key_id} retired")
+    ota.retire_key(from_env(), key_id, open_store(), force)
+    click.echo(f"key {key_id} retired; nodes stop trusting it with the next release they "
+               "confirm")
 
 
 @click.group("release")

@@ -173,9 +173,12 @@ def issue(db, settings, node_id: str | None, board: str, actor: str | None = Non
         raise ProvisionError(f"node {node_id} was registered on the board with MAC {cred['mac']}, "
                              f"this board is {mac}; revoke the node first to move it")
     password = rotate(db, settings, node_id, actor=actor)
+    # The new image trusts the fleet's update keys of today, not those of its first flashing.
+    keys = trusted_ota_keys(settings)
+    store.set_ota_keys(db, node_id, keys)
     return {"node_id": node_id, "board": board, "name": None, "mac": cred["mac"],
             "mqtt": {"user": cred["mqtt_user"], "password": password},
-            "lorawan": store.lorawan_keys(db, node_id), "ota": {"keys": cred["ota_keys"]}}
+            "lorawan": store.lorawan_keys(db, node_id), "ota": {"keys": keys}}
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -213,7 +216,7 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
         identity = {"node_id": node_id, "mqtt": {"user": cred["mqtt_user"],
                                                  "password": brokerauth.mint_password()},
                     "lorawan": store.lorawan_keys(db, node_id),
-                    "ota": {"keys": cred["ota_keys"]}}
+                    "ota": {"keys": trusted_ota_keys(settings)}}
 
         def packed() -> bytes:
             cfg = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
@@ -223,6 +226,7 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
     except (boards.BoardError, image.ImageError, miplib.MipError) as e:
         raise ProvisionError(f"no image for {node_id}: {e}") from None
     identity["mqtt"]["password"] = rotate(db, settings, node_id, actor=actor)
+    store.set_ota_keys(db, node_id, identity["ota"]["keys"])
     data = packed()
     store.audit(db, actor, "node.image", node_id,
                 f"{board_name}, broker {mqtt_host}:{mqtt_port}, WiFi {wifi_ssid or '(none)'}")

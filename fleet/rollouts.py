@@ -102,7 +102,8 @@ def skipped_text(skipped: dict, version: str) -> str:
     parts = [(skipped.get("already_in"), "already in it"),
              (skipped.get("on_version"), f"already on {version}"),
              (skipped.get("other_rollout"), "in another unfinished rollout"),
-             (skipped.get("incompatible"), f"on a board {version} does not support")]
+             (skipped.get("incompatible"), f"on a board {version} does not support"),
+             (skipped.get("untrusted_key"), "not trusting the key that signed it")]
     return ", ".join(f"{n} {text}" for n, text in parts if n)
 
 
@@ -124,6 +125,18 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         raise RolloutError(f"incompatible board: {len(bad)} target node(s) are not on a board "
                            f"release {version} supports ({', '.join(rel['boards'])}): "
                            f"{', '.join(bad[:5])}")
+    untrusting = _untrusting(db, rel, [n["id"] for n in nodes
+                                       if n["firmware_version"] != version])
+    if untrusting:
+        ids = sorted(untrusting)
+        trusted = sorted({k for ks in untrusting.values() for k in ks})
+        raise RolloutError(
+            f"untrusted key: release {version} is signed with key {rel['key_id']}, which "
+            f"{len(ids)} target node(s) do not trust ({', '.join(ids[:5])}"
+            f"{', ...' if len(ids) > 5 else ''}; they trust {', '.join(trusted)}). Sign a "
+            f"release with a key they trust (`fleet release build VERSION --key {trusted[0]}`): "
+            f"it carries the fleet's current keys, so after it they trust "
+            f"{rel['key_id']} too")
     busy = _busy_nodes(db)
     clash = [n["id"] for n in nodes if n["id"] in busy]
     if clash:
@@ -145,6 +158,12 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
                              actor, now)
 
 
+def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
+    """{node: the key ids it trusts} of nodes known not to trust the key that signed rel."""
+    return {n: keys for n, keys in store.trusted_key_ids(db, ids).items()
+            if keys is not None and rel["key_id"] not in keys}
+
+
 def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     """Add nodes to an unfinished rollout, in its current stage; say what was added and skipped.
 
@@ -162,7 +181,9 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     nodes = select_nodes(db, {"nodes": ids})  # raises for unknown ids
     inside = {n["node_id"] for n in store.rollout_nodes(db, rid)}
     busy = _busy_nodes(db)
-    skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0}
+    skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0,
+               "untrusted_key": 0}
+    untrusting = _untrusting(db, rel, [n["id"] for n in nodes])
     rows = []
     for n in nodes:
         if n["id"] in inside:
@@ -173,6 +194,8 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
             skipped["other_rollout"] += 1
         elif n["board"] not in rel["boards"]:
             skipped["incompatible"] += 1
+        elif n["id"] in untrusting:
+            skipped["untrusted_key"] += 1
         else:
             rows.append((n["id"], r["stage"], "pending", n["firmware_version"]))
     store.add_rollout_nodes(db, rid, rows, actor, skipped, now)

@@ -98,9 +98,10 @@ def load(root="", default_node=None, board=None) -> Config:
         unload("configschema")
 
 
-def save(root, changes) -> None:
-    """Merge changes (top-level keys) into config.json, replacing the file atomically."""
+def save(root, changes, section=None) -> None:
+    """Merge changes into config.json (top-level keys, or keys of one section such as "ota"),
+    check the result, and replace the file atomically."""
     try:
-        _schema().save(root, changes)
+        _schema().save(root, changes, section)
     finally:
         unload("configschema")

@@ -355,11 +355,20 @@ def load(root="", default_node=None, board=None) -> Config:
     return validate(raw, board, default_node)
 
 
-def save(root, changes) -> None:
-    """Merge changes (top-level keys) into config.json, replacing the file atomically."""
+def save(root, changes, section=None) -> None:
+    """Merge changes (top-level keys, or keys of one section) into config.json, replacing the
+    file atomically; a changed ota section is checked first, so a bad one is never written."""
     path = root + "/" + CONFIG_FILE
     raw = read_json(path, "config")
-    raw.update(changes)
+    if section is None:
+        raw.update(changes)
+    else:
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            part = raw[section] = {}
+        part.update(changes)
+    if "ota" in changes or section == "ota":
+        _ota(raw)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(raw, f)

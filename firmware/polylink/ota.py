@@ -43,6 +43,7 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 _CHUNK = 1024
 _MAX_MANIFEST = 16384
+MAX_KEYS = 8  # keys a node trusts at once (config and a manifest's "keys")
 _RETRIES = 5
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
@@ -157,6 +158,25 @@ def check_runtime(rt, chip):
         raise OTAError(BOARD, "runtime image is for %s, this chip is %s" % (rt.get("chip"), chip))
 
 
+def check_keys(keys):
+    """Raise OTAError unless keys is {key id: P-256 public key hex} with 1..MAX_KEYS entries."""
+    if not isinstance(keys, dict) or not keys or len(keys) > MAX_KEYS:
+        raise OTAError(BAD_MANIFEST, "manifest keys must name 1..%d keys" % MAX_KEYS)
+    for kid in keys:
+        pub = keys[kid]
+        if (not isinstance(kid, str) or not 0 < len(kid) <= 32 or not isinstance(pub, str)
+                or len(pub) != 130 or pub[:2] != "04"):
+            raise OTAError(BAD_MANIFEST, "bad key %r in the manifest" % (kid,))
+        for c in pub:
+            if c not in "0123456789abcdef":
+                raise OTAError(BAD_MANIFEST, "bad key %r in the manifest" % (kid,))
+
+
+def key_ids(keys):
+    """The ids of trusted keys as OTA_UP's `keys` field carries them: sorted, comma-separated."""
+    return ",".join(sorted(keys))
+
+
 def check_manifest(m, kid, version, board, mpy_version, chip=None):
     """Raise OTAError unless manifest dict m fits this node; return its files list."""
     if not isinstance(m, dict) or m.get("format") != 1:
@@ -169,6 +189,8 @@ def check_manifest(m, kid, version, board, mpy_version, chip=None):
     boards = m.get("boards")
     if not isinstance(boards, list) or board not in boards:
         raise OTAError(BOARD, "release is for %s, this board is %s" % (boards, board))
+    if "keys" in m:
+        check_keys(m["keys"])
     rt = m.get("runtime")
     if rt is not None:
         check_runtime(rt, chip)
@@ -276,7 +298,8 @@ class Agent:
                         text="%s has not confirmed its health yet" % st["version"])
             return
         if version == node.fw:
-            self.report(CONFIRMED, version, rid)  # already runs it
+            # Already runs it.
+            self.report(CONFIRMED, version, rid, keys=key_ids(self.cfg.get("keys") or {}))
             return
         why = self.low_battery()
         if why:
@@ -550,13 +573,36 @@ class Agent:
                     # The runtime first: confirming the app alone and losing power before
                     # this would leave the new app on a runtime the next reset rolls back.
                     runtime.confirm(hal)  # pyright: ignore[reportPossiblyUnbound]
+                # Keys before the slot: a cut between the two confirms again on the next boot,
+                # and adopting the same keys twice changes nothing.
+                self.adopt_keys(slots.slot_dir(self.root, st["active"]))
                 slots.confirm(self.root)
-                self.report(CONFIRMED, st["version"], st.get("rid"))
+                self.report(CONFIRMED, st["version"], st.get("rid"),
+                            keys=key_ids(self.cfg.get("keys") or {}))
                 return
             if age >= 4 * confirm_ms:
                 slots.revert(self.root, slots.NOT_CONFIRMED)
                 hal.reset()
                 return
+
+    def adopt_keys(self, d):
+        """Trust the key set the release in slot directory d carries, if it names one.
+
+        Its manifest was verified against a key this node trusted before it was staged, so the
+        fleet can rotate keys over the air: a release signed with the old key brings the new one
+        (and later a release signed with the new one leaves the old out). Only a release that
+        proved healthy gets here, so a bad release changes nothing.
+        """
+        m = load_manifest(d)
+        keys = m.get("keys") if m else None
+        del m
+        if not keys or keys == self.cfg.get("keys"):
+            return
+        check_keys(keys)
+        from polylink import config
+
+        config.save(self.root, {"keys": keys}, "ota")
+        self.cfg["keys"] = keys
 
     async def check_loop(self, every):
         """Ask the fleet every `every` seconds whether an update waits for this node."""

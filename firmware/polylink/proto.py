@@ -83,6 +83,7 @@ _SCHEMA = (
         (5, "text", _STR, False),
         (6, "rid", _UINT, False),
         (7, "bytes", _UINT, False),
+        (8, "keys", _STR, False),
     ),
     (  # OTA_DOWN
         (1, "op", _UINT, True),

@@ -85,6 +85,24 @@ def test_manifest_checks_board_micropython_and_paths():
         eq(e.reason, ota.BAD_MANIFEST, bad)
 
 
+def test_manifest_key_sets_are_checked():
+    rot = V["rotation"]
+    m = json.loads(rot["to_k2"])
+    eq(len(ota.check_manifest(m, "k1", "0.2.0", "ESP32_GENERIC", (1, 24, 1))), 2, "good key set")
+    pub = REL["keys"]["k2"]
+    many = {}
+    for i in range(ota.MAX_KEYS + 1):
+        many["k%d" % i] = pub
+    for bad in ({}, [pub], many, {"k2": pub[:-2]}, {"k2": "05" + pub[2:]},
+                {"k2": pub.upper()}, {"": pub}, {"k2": 5}):
+        m2 = json.loads(rot["to_k2"])
+        m2["keys"] = bad
+        e = raises(ota.OTAError, ota.check_manifest, m2, "k1", "0.2.0", "ESP32_GENERIC",
+                   (1, 24, 1))
+        eq(e.reason, ota.BAD_MANIFEST, str(bad)[:40])
+    eq(ota.key_ids({"k2": pub, "a-1": pub}), "a-1,k2", "ids as OTA_UP carries them")
+
+
 DAY = 1767225600  # 2026-01-01 00:00 UTC
 
 
@@ -470,7 +488,8 @@ async def test_trial_version_confirms_once_healthy():
     root = tmpdir("trial")
     try:
         node, reports = await _after_boot(root, True)
-        eq(reports, [{"state": ota.CONFIRMED, "version": "0.2.0", "rid": 4}], "confirmed")
+        eq(reports, [{"state": ota.CONFIRMED, "version": "0.2.0", "rid": 4, "keys": "k1,k2"}],
+           "confirmed, with the keys the node trusts")
         eq(slots.read(root)["trial"], 0, "kept")
         eq(node.hal.resets, 0, "no reset")
     finally:
@@ -507,3 +526,74 @@ async def test_agent_downloads_a_file_whose_local_copy_no_longer_matches_its_man
             eq(f.read(), b"unchanged\n" * 10, "the release's file")
     finally:
         rmtree(root)
+
+
+def _config_keys(root):
+    with open(root + "/config.json") as f:
+        return json.load(f)["ota"]["keys"]
+
+
+async def _boot_trial(root, keys, healthy):
+    """The reboot into the trial version: after_boot() until it confirms or reverts."""
+    import asyncio
+
+    slots.boot(root)
+    node = _Node(root, keys)
+    node.fw = "0.2.0"
+    node.link = _Up(healthy)
+    node.store = _Store()
+    node.sent = 1 if healthy else 0
+    reports = []
+    node.emit = lambda mtype, body, ts=None: reports.append(body)
+    task = asyncio.create_task(ota.Agent(node).after_boot())
+    await asyncio.sleep(0)
+    node.hal.now += 10000
+    await task
+    return node, reports
+
+
+async def test_keys_rotate_over_the_air_once_the_release_proved_healthy():
+    rot = V["rotation"]
+    k1 = {"k1": REL["keys"]["k1"]}
+    for healthy in (False, True):
+        root = tmpdir("rotate")
+        try:
+            with open(root + "/config.json", "w") as f:
+                json.dump({"node": "n-1", "ota": {"keys": k1, "url": "http://fleet:8000"}}, f)
+            node = _Node(root, dict(k1))
+            node.hal.http = _server(sig=rot["to_k2_sig"], manifest=rot["to_k2"])
+            await ota.Agent(node).update("0.2.0", 3)
+            eq(node.states()[-1], ota.REBOOTING, str(node.sent[-1]))
+            eq(_config_keys(root), k1, "nothing changes before the new version proved healthy")
+            node, reports = await _boot_trial(root, dict(k1), healthy)
+            if not healthy:
+                eq(reports, [], "not confirmed")
+                eq(node.hal.resets, 1, "reverted")
+                eq(_config_keys(root), k1, "a release that did not prove healthy changes no key")
+                continue
+            eq(reports, [{"state": ota.CONFIRMED, "version": "0.2.0", "rid": 3, "keys": "k2"}],
+               "confirmed; the node says which keys it trusts now")
+            eq(_config_keys(root), {"k2": REL["keys"]["k2"]}, "k1 retired, k2 trusted, in flash")
+            eq(node.cfg.ota["keys"], {"k2": REL["keys"]["k2"]}, "and in the running agent")
+            # A second confirm (a power cut between keys and slot) changes nothing.
+            ota.Agent(node).adopt_keys(root + "/a")
+            eq(_config_keys(root), {"k2": REL["keys"]["k2"]}, "idempotent")
+        finally:
+            rmtree(root)
+
+
+async def test_after_rotation_only_the_new_key_is_trusted():
+    rot = V["rotation"]
+    k2 = {"k2": REL["keys"]["k2"]}
+    for manifest, sig, last in ((REL["manifest"], REL["sig"], ota.FAILED),
+                                (rot["by_k2"], rot["by_k2_sig"], ota.REBOOTING)):
+        root = tmpdir("rotated")
+        try:
+            node = _Node(root, dict(k2))
+            node.hal.http = _server(sig=sig, manifest=manifest)
+            await ota.Agent(node).update("0.2.0", None)
+            eq(node.sent[-1]["state"], last, str(node.sent[-1]))
+            if last == ota.FAILED:
+                eq(node.sent[-1]["reason"], ota.UNKNOWN_KEY, "k1 is no longer trusted")
+        finally:
+            rmtree(root)

@@ -333,7 +333,8 @@ async def test_healthy_new_runtime_is_confirmed_with_mark_app_valid():
     root = tmpdir("rt")
     try:
         node, reports = await _updated_then_rebooted(root, True)
-        eq(reports, [{"state": ota.CONFIRMED, "version": "0.3.0", "rid": 4}], "confirmed")
+        eq(reports, [{"state": ota.CONFIRMED, "version": "0.3.0", "rid": 4, "keys": "k1"}],
+           "confirmed")
         fl = node.hal.flash
         eq((fl.running, fl.state("ota_1")), ("ota_1", esp32sim.VALID), "runtime valid")
         eq(slots.read(root)["trial"], 0, "app kept")

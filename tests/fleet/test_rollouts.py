@@ -312,7 +312,8 @@ def test_add_nodes_joins_the_current_stage_and_skips_with_counts(db):
     other = rollouts.create(db, "0.2.0", {"nodes": ["n-004"]}, [{"percent": 100, "soak": 0}])
     done = rollouts.add_nodes(db, rid, IDS[:8] + ["n-002"], actor="alice")
     assert done == {"added": 3, "skipped": {"already_in": 2, "on_version": 1,
-                                            "other_rollout": 1, "incompatible": 1}}
+                                            "other_rollout": 1, "incompatible": 1,
+                                            "untrusted_key": 0}}
     assert rollouts.skipped_text(done["skipped"], "0.2.0") == (
         "2 already in it, 1 already on 0.2.0, 1 in another unfinished rollout, "
         "1 on a board 0.2.0 does not support")

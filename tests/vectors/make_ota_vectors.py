@@ -40,8 +40,16 @@ def main():
         "sig_by_k2_named_k1": ota.sign(k2, "k1", manifest),
         "files": {hashlib.sha256(b).hexdigest(): b.decode() for b in files.values()},
     }
+    # Key rotation over the air: the same release signed with k1 and carrying {k2} as the key set
+    # nodes trust from then on, and the same signed with k2 (what comes after the rotation).
+    to_k2 = ota.manifest_bytes("0.2.0", "k1", ["ESP32_GENERIC"], entries, created=1764288000,
+                               keys={"k2": ota.public_hex(k2)})
+    by_k2 = ota.manifest_bytes("0.2.0", "k2", ["ESP32_GENERIC"], entries, created=1764288000,
+                               keys={"k2": ota.public_hex(k2)})
+    rotation = {"to_k2": to_k2.decode(), "to_k2_sig": ota.sign(k1, "k1", to_k2),
+                "by_k2": by_k2.decode(), "by_k2_sig": ota.sign(k2, "k2", by_k2)}
     OUT.write_text(json.dumps({"description": __doc__.split("\n\n")[0], "ecdsa": cases,
-                               "release": release}, indent=1) + "\n")
+                               "release": release, "rotation": rotation}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
