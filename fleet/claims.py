@@ -5,6 +5,11 @@ token as a login (user = token id) while the token is valid; a board publishes i
 pl/v1/claim/{token id}/{claim id}/req and the ClaimService answers on .../resp. A claim waits for
 a technician's approval unless the token says auto_approve. A MAC that already belongs to a node
 is never given that node's identity through a claim: a stolen token cannot take over a node.
+
+An answer can be lost (the board's link drops, or it stops waiting). Until the board has been heard
+with its identity, the same board (same MAC and the random claim id kept in its flash) that asks
+again gets its identity again with a fresh password, and the token stays admitted for that, also
+when its uses ran out. Once the node has reported, the token no longer works for it.
 """
 
 import json
@@ -52,8 +57,8 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
             node_port: int | None = None) -> dict:
     """Handle one claim request; return the answer to publish (state pending|rejected|issued)."""
     token = store.get_claim_token(db, token_id)
-    if token is None or not store.claim_token_usable(token):
-        return {"state": "rejected", "reason": "claim token unknown, expired, used up or revoked"}
+    if token is None or token["revoked_at"] is not None or token["expires"] <= time.time():
+        return {"state": "rejected", "reason": "claim token unknown, expired or revoked"}
     try:
         body = json.loads(payload)
         mac = provision.check_mac(body.get("mac"))
@@ -68,6 +73,8 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
             # This hardware already is a node: only a technician re-provisions it, never a token.
             return {"state": "rejected", "reason": f"this board is already node {owner}; ask a "
                                                    "technician to re-provision it"}
+        if not store.claim_token_usable(token):
+            return {"state": "rejected", "reason": "claim token used up"}
         claim = store.add_claim(db, token_id, client_id, mac, token["board"])
         if token["auto_approve"]:
             store.decide_claim(db, claim["id"], "approved", f"token:{token_id}")
@@ -80,19 +87,30 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
     if claim["state"] == "rejected":
         return {"state": "rejected", "reason": claim["reason"] or "rejected by a technician"}
     if claim["state"] == "issued":
-        # The token stops working for a board once it has its identity.
+        if claim["token_id"] == token_id and store.claim_undelivered(db, claim["id"]):
+            # The same board (same MAC, same random claim id) asks again before it ever used its
+            # identity: the answer was lost on the way (a dropped link, a board that gave up
+            # waiting). It gets a fresh password; the one in the lost answer stops working.
+            identity = provision.issue(db, settings, claim["node_id"], claim["board"],
+                                       actor=f"claim:{claim['id']}", mac=mac)
+            log.info("claim %s: identity %s sent again", claim["id"], claim["node_id"])
+            return _issued(identity, node_port or settings.mqtt_port)
+        # The token stops working for a board once it has used its identity.
         return {"state": "rejected", "reason": f"already claimed: this board is node "
                                                f"{claim['node_id']}"}
     if not store.use_claim_token(db, token_id):
         return {"state": "rejected", "reason": "claim token used up or expired"}
     identity = provision.register(db, settings, "pl-" + mac, board=claim["board"], mac=mac,
-                                  actor=f"claim:{claim['id']}")
+                                  actor=f"claim:{claim['id']}", sync=False)
     store.mark_claim_issued(db, claim["id"], identity["node_id"])
-    # A token that just ran out leaves the claim listener's password file now.
+    # The node's login, and the token's while its board has not used the identity yet.
     brokerauth.sync(db, settings.broker_dir)
+    return _issued(identity, node_port or settings.mqtt_port)
+
+
+def _issued(identity: dict, port: int) -> dict:
     return {"state": "issued", "node": identity["node_id"], "mqtt": identity["mqtt"],
-            "port": node_port or settings.mqtt_port, "lorawan": identity["lorawan"],
-            "ota": identity["ota"]}
+            "port": port, "lorawan": identity["lorawan"], "ota": identity["ota"]}
 
 
 class ClaimService:

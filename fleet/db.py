@@ -1099,20 +1099,45 @@ def upkeep_state(db) -> dict[str, dict]:
             for r in db.conn.execute("SELECT task, at, detail FROM upkeep")}
 
 
-def prune_status_log(db, before: float, chunk: int = 5000) -> int:
-    """Delete STATUS history older than `before`, in short transactions; the count deleted.
+# How each table is pruned by age: the groups to walk (None: the whole table at once) and the
+# DELETE for one group, along an index whose prefix is the group and then the time, so each
+# statement reads only rows it deletes. Readings are indexed (node_id, qid, t): walking the
+# (node, quantity) pairs `latest` holds avoids scanning the biggest table.
+_PRUNE = {
+    "status_log": (None, "SELECT rowid FROM status_log INDEXED BY status_log_t_boots WHERE t < ?"),
+    "readings": ("SELECT DISTINCT node_id, qid FROM latest",
+                 "SELECT rowid FROM readings INDEXED BY readings_node_qid_t"
+                 " WHERE node_id = ? AND qid = ? AND t < ?"),
+    "receptions": ("SELECT id FROM nodes", "SELECT rowid FROM receptions INDEXED BY receptions_node"
+                                           " WHERE node_id = ? AND received_at < ?"),
+    "events": ("SELECT id FROM nodes",
+               "SELECT rowid FROM events INDEXED BY events_node_t WHERE node_id = ? AND t < ?"),
+    "bad_frames": (None, "SELECT rowid FROM bad_frames INDEXED BY bad_frames_time"
+                         " WHERE received_at < ?"),
+}
+PRUNABLE = tuple(_PRUNE)
 
-    Chunks keep each write lock short, so the ingest worker is never held up for long.
+
+def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
+    """Delete a table's rows older than `before` in short transactions; the count deleted.
+
+    Each transaction deletes at most `chunk` rows, so the ingest worker never waits long for the
+    write lock; many small groups (nodes) share one transaction.
     """
+    groups_sql, select = _PRUNE[table]
+    delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
+    groups = [tuple(g) for g in db.conn.execute(groups_sql)] if groups_sql else [()]
     total = 0
-    while True:
+    while groups:
         with transaction(db) as conn:
-            n = conn.execute(
-                "DELETE FROM status_log WHERE rowid IN (SELECT rowid FROM status_log"
-                " INDEXED BY status_log_t_boots WHERE t < ? LIMIT ?)", (before, chunk)).rowcount
-        total += n
-        if n < chunk:
-            return total
+            room = chunk
+            while groups and room:
+                n = conn.execute(delete, (*groups[-1], before, room)).rowcount
+                total += n
+                if n < room:
+                    groups.pop()  # nothing older left in this group
+                room -= n
+    return total
 
 
 def open_alert(db, node_id, kind, detail, now=None) -> bool:
@@ -1681,20 +1706,35 @@ def list_claim_tokens(db) -> list[dict]:
                          " created_by, revoked_at FROM claim_tokens ORDER BY created DESC"))
 
 
+# A claim whose identity the fleet issued but the board has not used yet: the answer may never
+# have reached the board (fleet/claims.py hands it a fresh password when it asks again).
+_UNDELIVERED = (
+    "SELECT 1 FROM claims c JOIN node_credentials k ON k.node_id = c.node_id"
+    " JOIN nodes n ON n.id = c.node_id WHERE c.state = 'issued' AND k.revoked_at IS NULL"
+    " AND n.last_seen IS NULL")
+# The tokens the claim listener admits: usable ones, and used-up ones while a board they issued
+# an identity to has not been heard with it yet (it may still have to fetch the answer).
+_ADMITTED = (f"revoked_at IS NULL AND expires > ? AND (uses < max_uses OR EXISTS ("
+             f"{_UNDELIVERED} AND c.token_id = claim_tokens.id))")
+
+
 def active_claim_token_hashes(db) -> dict[str, str]:
     """{token id: secret hash} of every token the broker's claim listener may admit now."""
-    rows = db.conn.execute(
-        "SELECT id, secret_hash FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
-        " AND uses < max_uses", (time.time(),))
+    rows = db.conn.execute(f"SELECT id, secret_hash FROM claim_tokens WHERE {_ADMITTED}",
+                           (time.time(),))
     return dict(rows.fetchall())
 
 
 def next_claim_token_expiry(db, now: float | None = None) -> float | None:
     """When the next token the claim listener admits now runs out of time (None: no such token)."""
-    row = db.conn.execute(
-        "SELECT min(expires) FROM claim_tokens WHERE revoked_at IS NULL AND expires > ?"
-        " AND uses < max_uses", (time.time() if now is None else now,)).fetchone()
+    row = db.conn.execute(f"SELECT min(expires) FROM claim_tokens WHERE {_ADMITTED}",
+                          (time.time() if now is None else now,)).fetchone()
     return row[0]
+
+
+def claim_undelivered(db, claim_id) -> bool:
+    """True while the identity issued for this claim has not been used by its board."""
+    return db.conn.execute(f"{_UNDELIVERED} AND c.id = ?", (claim_id,)).fetchone() is not None
 
 
 def use_claim_token(db, token_id) -> bool:

@@ -161,3 +161,55 @@ def test_ui_claim_tokens_and_approval(logged_in, form_token, db, settings):
     bad = c.post("/provision/claim-tokens", data={"board": "NOPE", "csrf_token": csrf},
                  follow_redirects=True)
     assert "No claim token made: unknown board" in bad.get_data(as_text=True)
+
+
+def _status_from(db, node):
+    """The node reports in (a STATUS frame through the ingest path), so the fleet has heard it."""
+    from polylink import proto
+
+    from fleet.ingest import Ingest
+
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.STATUS, 1, {"fw": "0.1.0", "uptime": 5})
+    ing = Ingest(db)
+    ing.add(f"pl/v1/{node}/up", bytes(buf[:n]), 1_700_000_000.0)
+    assert ing.flush() == 1
+
+
+def test_used_up_claim_token_stays_admitted_only_until_its_board_is_heard(db, settings):
+    from fleet import claims
+
+    token = claims.create_token(db, settings, "ESP32_GENERIC", uses=1, auto_approve=True)
+    tid = token.split(".")[0]
+    first = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())
+    assert first["state"] == "issued"
+    assert tid in store.active_claim_token_hashes(db), "its board may not have the answer yet"
+    assert store.next_claim_token_expiry(db) is not None
+    # Asked again by the same board: a fresh password, the lost one stops working.
+    again = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())
+    assert again["state"] == "issued" and again["node"] == first["node"]
+    current = store.active_mqtt_hashes(db)[first["node"]]
+    assert brokerauth.verify_password(again["mqtt"]["password"], current)
+    assert not brokerauth.verify_password(first["mqtt"]["password"], current)
+    assert store.get_claim_token(db, tid)["uses"] == 1, "sending it again takes no use"
+    # Another claim id for the same MAC gets nothing.
+    thief = claims.request(db, settings, tid, "c-2", json.dumps({"mac": "dd0000000001"}).encode())
+    assert thief["state"] == "rejected" and "another board" in thief["reason"]
+    _status_from(db, first["node"])
+    assert tid not in store.active_claim_token_hashes(db)
+    assert store.next_claim_token_expiry(db) is None
+    late = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())
+    assert late["state"] == "rejected" and "already claimed" in late["reason"]
+
+
+def test_revoking_a_claimed_node_before_it_reports_closes_the_token_too(db, settings):
+    from fleet import claims
+
+    token = claims.create_token(db, settings, "ESP32_GENERIC", uses=1, auto_approve=True)
+    tid = token.split(".")[0]
+    first = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000002"}).encode())
+    provision.revoke(db, settings, first["node"], actor="tech")
+    assert tid not in store.active_claim_token_hashes(db)
+    again = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000002"}).encode())
+    assert again["state"] == "rejected"
+    assert first["node"] not in store.active_mqtt_hashes(db), "revoked stays revoked"

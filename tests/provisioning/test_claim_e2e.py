@@ -22,6 +22,7 @@ from services import free_port
 from fleet import brokerauth, claims, provision
 from fleet import db as store
 from fleet.broker import MosquittoBroker
+from fleet.ingest import Ingest
 from fleet.settings import Settings
 from provisioning import cli, image
 
@@ -37,15 +38,26 @@ class Fleet:
         self.broker = MosquittoBroker(self.settings.mqtt_port, self.settings.broker_dir, auth=True,
                                       claim_port=self.claim_port).start()
         self.service = claims.ClaimService(self.settings).start()
-        self.uplinks: list[str] = []
+        self.frames: list[tuple[str, bytes]] = []
         user, pw = brokerauth.service_login(self.settings.broker_dir, "ingest")
         self.ingest = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user,
                                   protocol=mqtt.MQTTv311)
         self.ingest.username_pw_set(user, pw)
-        self.ingest.on_message = lambda c, u, m: self.uplinks.append(m.topic)
+        self.ingest.on_message = lambda c, u, m: self.frames.append((m.topic, m.payload))
         self.ingest.connect("127.0.0.1", self.settings.mqtt_port)
         self.ingest.subscribe("pl/v1/+/up", 1)
         self.ingest.loop_start()
+
+    @property
+    def uplinks(self) -> list[str]:
+        return [topic for topic, _ in self.frames]
+
+    def store_uplinks(self) -> int:
+        """Store what the nodes sent so far, as the fleet's ingest worker does; return how many."""
+        ingest = Ingest(self.db)
+        for topic, payload in list(self.frames):
+            ingest.add(topic, payload, time.time())
+        return ingest.flush()
 
     def close(self):
         self.ingest.loop_stop()
@@ -63,9 +75,12 @@ def fleet(tmp_path):
 class Board:
     """A board running the host-port firmware from a flash directory, in its own thread."""
 
-    def __init__(self, tmp, name, config: dict, board: dict, uid: str | None = None):
+    def __init__(self, tmp, name, config: dict, board: dict, uid: str | None = None,
+                 claim_id: str | None = None):
         self.root = tmp / name
         self.root.mkdir()
+        if claim_id:
+            (self.root / "claim_id").write_text(claim_id)  # as if it had asked before
         (self.root / "board.json").write_text(json.dumps(board))
         (self.root / "config.json").write_text(json.dumps(config))
         self.node = sim.SimNode(name, self.root)
@@ -150,7 +165,9 @@ def test_claim_waits_for_approval_then_the_node_runs_as_itself(fleet, tmp_path, 
         assert fw_config.validate(saved, board).node == node
     finally:
         a.stop()
-    # The token does not work again for this board: a replay of its claim is refused.
+    # Once the fleet has heard the node, the token does not work again for this board: a replay
+    # of its claim is refused.
+    assert fleet.store_uplinks() and store.get_node(fleet.db, node)["last_seen"]
     answer = claims.request(fleet.db, fleet.settings, token.split(".")[0],
                             store.get_claim(fleet.db, mac)["client_id"],
                             json.dumps({"mac": mac}).encode())
@@ -192,17 +209,10 @@ def test_token_limits_uses_and_rejection(fleet, tmp_path, monkeypatch):
                                 auto_approve=True, actor="tech")
     cfg, board = generic_image_config(fleet, tmp_path, monkeypatch, token)
     assert _claim_once(tmp_path, "one", cfg, board, "bb0000000001") == "pl-bb0000000001"
-    # Used up: the broker's claim listener no longer admits the token at all.
-    tid, _, secret = token.partition(".")
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="c-x", protocol=mqtt.MQTTv311)
-    c.username_pw_set(tid, secret)
-    result = {}
-    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
-    c.connect("127.0.0.1", fleet.claim_port)
-    c.loop_start()
-    assert wait(lambda: "rc" in result, 5)
-    c.loop_stop()
-    assert result["rc"].is_failure
+    # Used up: no other board gets an identity with it.
+    with pytest.raises(fw_claim.ClaimError, match="claim token used up"):
+        _claim_once(tmp_path, "two", cfg, board, "bb0000000003")
+    assert store.node_for_mac(fleet.db, "bb0000000003") is None
     # A technician's rejection reaches the board as a refusal.
     manual = claims.create_token(fleet.db, fleet.settings, "ESP32_GENERIC", uses=3, hours=1,
                                  actor="tech")
@@ -214,6 +224,63 @@ def test_token_limits_uses_and_rejection(fleet, tmp_path, monkeypatch):
                   "not ours")
     with pytest.raises(fw_claim.ClaimError, match="not ours"):
         _claim_once(tmp_path, "rej", cfg2, board, "bb0000000002", claim_id="c-1")
+
+
+def _listener_admits(fleet, token) -> bool:
+    """Whether the broker's claim listener accepts the token as a login now."""
+    tid, _, secret = token.partition(".")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="c-probe", protocol=mqtt.MQTTv311)
+    c.username_pw_set(tid, secret)
+    result = {}
+    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
+    c.connect("127.0.0.1", fleet.claim_port)
+    c.loop_start()
+    try:
+        assert wait(lambda: "rc" in result, 5), "no CONNACK from the claim listener"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return not result["rc"].is_failure
+
+
+def test_a_lost_answer_is_sent_again_until_the_board_uses_its_identity(fleet, tmp_path,
+                                                                        monkeypatch):
+    token = claims.create_token(fleet.db, fleet.settings, "ESP32_GENERIC", uses=1, hours=1,
+                                auto_approve=True, actor="tech")
+    tid = token.split(".")[0]
+    cfg, board = generic_image_config(fleet, tmp_path, monkeypatch, token)
+    mac = "cc0000000001"
+    # The fleet issues the identity, but the answer never reaches the board (its link dropped).
+    lost = claims.request(fleet.db, fleet.settings, tid, "c-lost-1",
+                          json.dumps({"mac": mac}).encode())
+    assert lost["state"] == "issued" and lost["node"] == f"pl-{mac}"
+    # The token's one use is spent, yet the listener still admits it: the board must be able to
+    # ask again. Nobody else gets an identity with it.
+    assert _listener_admits(fleet, token)
+    other = claims.request(fleet.db, fleet.settings, tid, "c-other",
+                           json.dumps({"mac": "cc0000000002"}).encode())
+    assert other == {"state": "rejected", "reason": "claim token used up"}
+    # The same board (same MAC, same claim id in its flash) asks again and runs as itself.
+    b = Board(tmp_path, "lost", cfg, board, uid=mac, claim_id="c-lost-1")
+    node = f"pl-{mac}"
+    try:
+        assert wait(lambda: f"pl/v1/{node}/up" in fleet.uplinks), (b.error, fleet.uplinks)
+        pw = b.config()["mqtt"]["password"]
+    finally:
+        b.stop()
+    current = store.active_mqtt_hashes(fleet.db)[node]
+    assert pw != lost["mqtt"]["password"] and brokerauth.verify_password(pw, current)
+    assert not brokerauth.verify_password(lost["mqtt"]["password"], current), \
+        "the password in the lost answer no longer works"
+    # Heard with its identity: the next sync (fleet run's upkeep does it every round) takes the
+    # token off the listener, and a replay of the claim is refused.
+    assert fleet.store_uplinks()
+    brokerauth.sync(fleet.db, fleet.settings.broker_dir)
+    assert wait(lambda: not _listener_admits(fleet, token), 10)
+    again = claims.request(fleet.db, fleet.settings, tid, "c-lost-1",
+                           json.dumps({"mac": mac}).encode())
+    assert again["state"] == "rejected" and "already claimed" in again["reason"]
+    assert set(store.active_mqtt_hashes(fleet.db)) == {node}
 
 
 def test_bad_tokens_are_refused_with_the_reason(fleet):
