@@ -42,6 +42,7 @@ def node_json(node: dict) -> dict:
         "online": node["online"],
         "last_seen": iso(node["last_seen"]),
         "firmware_version": node["firmware_version"],
+        "micropython_version": node["micropython_version"],
         "provider": node["provider"],
         "battery": node["battery"],
         "board": node["board"],

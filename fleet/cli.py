@@ -235,11 +235,13 @@ def nodes_command():
     if not rows:
         click.echo("no nodes yet")
         return
-    click.echo(f"{'id':<32} {'state':<7} {'last seen':<20} {'firmware':<10} {'battery':>7}")
+    click.echo(f"{'id':<32} {'state':<7} {'last seen':<20} {'firmware':<10} "
+               f"{'micropython':<11} {'battery':>7}")
     for n in rows:
         battery = "-" if n["battery"] is None else f"{n['battery']:.2f} V"
         click.echo(f"{n['id']:<32} {'online' if n['online'] else 'offline':<7} "
-                   f"{when(n['last_seen']):<20} {n['firmware_version'] or '-':<10} {battery:>7}")
+                   f"{when(n['last_seen']):<20} {n['firmware_version'] or '-':<10} "
+                   f"{n['micropython_version'] or '-':<11} {battery:>7}")
 
 
 @cli.group("node")

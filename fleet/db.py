@@ -389,7 +389,18 @@ MIGRATIONS = [
     """
     ALTER TABLE commands ADD COLUMN body TEXT;
     """,
-    # 14: the ids of the update keys a node said it trusts when it last confirmed an update
+    # 14: the MicroPython a node runs (STATUS field 10, sent after boot) and the one a release's
+    # runtime image carries, so rollouts count a runtime update only once the node runs it; the
+    # overview's covering index gains the column it now counts by.
+    """
+    ALTER TABLE nodes ADD COLUMN micropython_version TEXT;
+    ALTER TABLE releases ADD COLUMN runtime_micropython TEXT;
+    CREATE INDEX nodes_micropython ON nodes (micropython_version, id);
+    DROP INDEX nodes_overview;
+    CREATE INDEX nodes_overview ON nodes
+        (provider, board, firmware_version, micropython_version, online, last_seen, interval, id);
+    """,
+    # 15: the ids of the update keys a node said it trusts when it last confirmed an update
     # (OTA_UP `keys`, comma-separated); NULL: as provisioned (node_credentials.ota_keys).
     """
     ALTER TABLE nodes ADD COLUMN ota_keys TEXT;
@@ -518,9 +529,9 @@ def init_app(app):
 # --- nodes ---------------------------------------------------------------------------------------
 
 NODE_COLUMNS = (
-    "id, name, board, provider, firmware_version, last_seen, online, uptime, reset_cause, "
-    "heap_free, rssi, queue, dropped, boots, interval, status_at, battery, bad_frames, created, "
-    "tags"
+    "id, name, board, provider, firmware_version, micropython_version, last_seen, online, uptime,"
+    " reset_cause, heap_free, rssi, queue, dropped, boots, interval, status_at, battery,"
+    " bad_frames, created, tags"
 )
 
 
@@ -673,10 +684,14 @@ NODE_SORTS = {
     "last_seen": "last_seen",
     "battery": "battery",
     "firmware": "firmware_version",
+    "micropython": "micropython_version",
     "provider": "provider",
     "rssi": "rssi",
 }
 SEEN_WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+# Node list filters that match one column exactly (menus of the values present), each indexed.
+FACETS = (("provider", "provider"), ("board", "board"), ("firmware", "firmware_version"),
+          ("micropython", "micropython_version"))
 
 
 class BadFilter(StoreError, ValueError):
@@ -711,8 +726,7 @@ def _node_where(f: dict, now: float) -> tuple[str, dict]:
         args["status"] = status
     elif status:
         raise BadFilter(f"status {status!r}: expected online, offline, new or alerting")
-    for key, column in (("provider", "provider"), ("board", "board"),
-                        ("firmware", "firmware_version")):
+    for key, column in FACETS:
         if f.get(key):
             where.append(f"{column} = :{key}")
             args[key] = f[key]
@@ -776,41 +790,44 @@ def matching_node_ids(db, filters: dict, now=None) -> list[str]:
 
 
 def facets(db) -> dict[str, list[str]]:
-    """The providers, boards and firmware versions present, for the list's filter menus."""
+    """The providers, boards, firmware and MicroPython versions present, for the filter menus."""
     out = {}
-    for key, column in (("provider", "provider"), ("board", "board"),
-                        ("firmware", "firmware_version")):
+    for key, column in FACETS:
         out[key] = [r[0] for r in db.conn.execute(
             f"SELECT DISTINCT {column} FROM nodes WHERE {column} IS NOT NULL ORDER BY 1")]
     return out
 
 
 def overview(db, now=None) -> dict:
-    """Node counts (total/online/offline/new/alerting) in all and by provider, board, firmware."""
+    """Node counts (total/online/offline/new/alerting) in all and by provider, board, firmware
+    and MicroPython version."""
     now = time.time() if now is None else now
     # Two grouped scans (statuses over the covering index nodes_overview; alerting nodes from
     # the unresolved alerts) cost about half of one scan that probes the alerts for every node.
     rows = db.conn.execute(
-        f"SELECT provider, board, firmware_version, {STATUS_SQL}, count(*) FROM nodes"
-        " GROUP BY 1, 2, 3, 4", {"now": now}).fetchall()
+        f"SELECT provider, board, firmware_version, micropython_version, {STATUS_SQL}, count(*)"
+        " FROM nodes GROUP BY 1, 2, 3, 4, 5", {"now": now}).fetchall()
     alerting = db.conn.execute(
-        "SELECT n.provider, n.board, n.firmware_version, count(DISTINCT n.id) FROM alerts a"
-        " JOIN nodes n ON n.id = a.node_id WHERE a.state != 'resolved' GROUP BY 1, 2, 3"
+        "SELECT n.provider, n.board, n.firmware_version, n.micropython_version,"
+        " count(DISTINCT n.id) FROM alerts a JOIN nodes n ON n.id = a.node_id"
+        " WHERE a.state != 'resolved' GROUP BY 1, 2, 3, 4"
     ).fetchall()
     empty = {"total": 0, "online": 0, "offline": 0, "new": 0, "alerting": 0}
-    out: dict = {"all": dict(empty), "provider": {}, "board": {}, "firmware": {}}
+    out: dict = {"all": dict(empty), "provider": {}, "board": {}, "firmware": {},
+                 "micropython": {}}
+    keys = ("provider", "board", "firmware", "micropython")
 
-    def groups(provider, board, firmware):
+    def groups(values):
         yield out["all"]
-        for key, value in (("provider", provider), ("board", board), ("firmware", firmware)):
+        for key, value in zip(keys, values, strict=True):
             yield out[key].setdefault(value or "-", dict(empty))
 
-    for provider, board, firmware, status, n in rows:
-        for group in groups(provider, board, firmware):
+    for *values, status, n in rows:
+        for group in groups(values):
             group["total"] += n
             group[status] += n
-    for provider, board, firmware, n in alerting:
-        for group in groups(provider, board, firmware):
+    for *values, n in alerting:
+        for group in groups(values):
             group["alerting"] += n
     return out
 
@@ -1290,7 +1307,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                         body.get("fw"), body.get("uptime"), body.get("reset"),
                         body.get("heap_free"), body.get("rssi"), body.get("queue"),
                         body.get("dropped"), body.get("boots"), body.get("interval"),
-                        t, node,
+                        body.get("micropython"), t, node,
                     )
                 )
             elif mtype == event:
@@ -1317,13 +1334,16 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             conn.executemany(
                 "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
                 " uptime = ?, reset_cause = ?, heap_free = ?, rssi = ?, queue = ?, dropped = ?,"
-                " boots = ?, interval = coalesce(?, interval), status_at = ? WHERE id = ?",
+                " boots = ?, interval = coalesce(?, interval),"
+                # Only the STATUS after a boot names the MicroPython: the last one named stays.
+                " micropython_version = coalesce(?, micropython_version), status_at = ?"
+                " WHERE id = ?",
                 statuses,
             )
             conn.executemany(
                 "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free, rssi,"
                 " queue, dropped, boots, t, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [st[:8] + st[9:] for st in statuses],
+                [st[:8] + st[10:] for st in statuses],
             )
         if ota_rows:
             conn.executemany(
@@ -1848,10 +1868,11 @@ def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
         with transaction(db) as conn:
             conn.execute(
                 "INSERT INTO releases (version, key_id, boards, micropython, files, size,"
-                " manifest_sha, created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " manifest_sha, created, created_by, runtime_micropython)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (m["version"], m["key"], json.dumps(m["boards"]), m.get("micropython"),
                  len(m["files"]), sum(f["size"] for f in m["files"]), manifest_sha, time.time(),
-                 actor))
+                 actor, (m.get("runtime") or {}).get("micropython")))
             conn.execute("INSERT INTO audit (t, actor, action, target, detail) VALUES (?,?,?,?,?)",
                          (time.time(), actor, "release.upload", m["version"],
                           json.dumps({"key": m["key"], "boards": m["boards"]})))
@@ -1952,7 +1973,8 @@ def list_rollouts(db, state=None) -> list[dict]:
 
 
 def rollout_nodes(db, rid: int, state=None, limit=100000) -> list[dict]:
-    sql = ("SELECT rn.*, n.firmware_version, n.online, n.last_seen, n.reset_cause, n.boots"
+    sql = ("SELECT rn.*, n.firmware_version, n.micropython_version, n.online, n.last_seen,"
+           " n.reset_cause, n.boots"
            " FROM rollout_nodes rn LEFT JOIN nodes n ON n.id = rn.node_id WHERE rollout_id = ?")
     args: list = [rid]
     if state:

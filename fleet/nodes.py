@@ -39,7 +39,8 @@ LIVE_SECONDS = 60
 LIVE_POLL = 1.0
 LIVE_RETRY_MS = 3000
 TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
-FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "battery", "seen", "tag")
+FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
+               "tag")
 RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
 STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
@@ -455,6 +456,7 @@ def live_payload(db, node_id) -> dict:
             "rssi": "-" if node["rssi"] is None else f"{node['rssi']} dBm",
             "uptime": "-" if node["uptime"] is None else f"{node['uptime']} s",
             "firmware": node["firmware_version"] or "-",
+            "micropython": node["micropython_version"] or "-",
         },
         "values": values,
         "commands": {str(c["id"]): _command_result(c) for c in state["commands"]},

@@ -32,7 +32,8 @@ def require_token():
 
 def release_json(r: dict) -> dict:
     return {"version": r["version"], "key_id": r["key_id"], "boards": r["boards"],
-            "micropython": r["micropython"], "files": r["files"], "size": r["size"],
+            "micropython": r["micropython"], "runtime_micropython": r["runtime_micropython"],
+            "files": r["files"], "size": r["size"],
             "manifest_sha256": r["manifest_sha"], "created": iso(r["created"]),
             "created_by": r["created_by"]}
 
@@ -104,6 +105,7 @@ def get_rollout(rid):
     r = rollout_json(_rollout(rid))
     r["nodes"] = [{"node_id": n["node_id"], "stage": n["stage"], "state": n["state"],
                    "from_version": n["from_version"], "firmware_version": n["firmware_version"],
+                   "micropython_version": n["micropython_version"],
                    "progress": n["progress"], "reason": n["reason"], "attempts": n["attempts"],
                    "offered_at": iso(n["offered_at"]), "updated": iso(n["updated"])}
                   for n in store.rollout_nodes(store.get_db(), rid)]

@@ -172,6 +172,7 @@ def rollout_group():
 @click.option("--board", help="Nodes of this board.")
 @click.option("--provider", help="Nodes on this provider.")
 @click.option("--from-version", help="Nodes running this firmware version.")
+@click.option("--from-micropython", help="Nodes running this MicroPython version (e.g. 1.24.1).")
 @click.option("--node", "nodes", multiple=True, help="This node (repeat).")
 @click.option("--stages", default="1:3600,10:3600,50:3600,100:0", show_default=True,
               help="PERCENT:SOAK_SECONDS,...")
@@ -180,14 +181,15 @@ def rollout_group():
 @click.option("--max-health-drop", default=0.25, show_default=True,
               help="Extra fraction of unhealthy updated nodes that pauses it.")
 @_friendly
-def rollout_create(version, tags, board, provider, from_version, nodes, stages, max_failures,
-                   max_health_drop):
+def rollout_create(version, tags, board, provider, from_version, from_micropython, nodes, stages,
+                   max_failures, max_health_drop):
     """Start a rollout of a stored release to the chosen nodes.
 
     Example: fleet rollout create 0.2.0 --tag district-3 --stages 10:600,100:0
     """
     target = {k: v for k, v in (("tags", list(tags)), ("board", board), ("provider", provider),
-                                ("version", from_version), ("nodes", list(nodes))) if v}
+                                ("version", from_version), ("micropython", from_micropython),
+                                ("nodes", list(nodes))) if v}
     db = open_store()
     rid = rollouts.create(db, version, target, _stages(stages), max_failures, max_health_drop,
                           actor="cli")
@@ -226,7 +228,8 @@ def rollout_show(rid):
         click.echo(f"  stage {i + 1} ({st['percent']} %, soak {st['soak']} s): {json.dumps(c)}")
     for n in store.rollout_nodes(db, rid):
         click.echo(f"  {n['node_id']:<32} stage {n['stage'] + 1:<3} {n['state']:<12} "
-                   f"{n['firmware_version'] or '-':<10} {n['reason'] or ''}")
+                   f"{n['firmware_version'] or '-':<10} {n['micropython_version'] or '-':<8} "
+                   f"{n['reason'] or ''}")
 
 
 @rollout_group.command("add")

@@ -54,14 +54,14 @@ def upload():
 @require("releases")
 def create():
     form = {k: request.form.get(k, "").strip() for k in
-            ("release", "tags", "board", "provider", "version", "nodes", "stages",
-             "max_failures")}
+            ("release", "tags", "board", "provider", "version", "micropython", "nodes",
+             "stages", "max_failures")}
     target = {}
     if form["tags"]:
         target["tags"] = [t.strip() for t in form["tags"].split(",") if t.strip()]
     if form["nodes"]:
         target["nodes"] = [t.strip() for t in form["nodes"].replace(",", " ").split()]
-    for k in ("board", "provider", "version"):
+    for k in ("board", "provider", "version", "micropython"):
         if form[k]:
             target[k] = form[k]
     try:

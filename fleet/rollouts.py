@@ -32,7 +32,7 @@ REASONS = {1: "bad signature", 2: "unknown key", 3: "hash mismatch", 4: "incompa
            5: "MicroPython too old", 6: "download failed", 7: "storage", 8: "low battery",
            9: "outside update window", 10: "busy", 11: "crash loop", 12: "not confirmed in time",
            13: "bad manifest", 14: "runtime rolled back"}
-TARGET_KEYS = ("tags", "board", "provider", "version", "nodes")
+TARGET_KEYS = ("tags", "board", "provider", "version", "micropython", "nodes")
 OPEN_STATES = ("running", "paused")  # a rollout that still offers (or will offer) its release
 
 
@@ -66,9 +66,11 @@ def select_nodes(db, target: dict) -> list[dict]:
     if unknown:
         raise RolloutError(f"unknown target key(s) {', '.join(sorted(unknown))}; "
                            f"expected {', '.join(TARGET_KEYS)}")
-    sql, args = "SELECT id, board, provider, firmware_version, tags FROM nodes WHERE 1", []
+    sql = ("SELECT id, board, provider, firmware_version, micropython_version, tags FROM nodes"
+           " WHERE 1")
+    args = []
     for key, col in (("board", "board"), ("provider", "provider"),
-                     ("version", "firmware_version")):
+                     ("version", "firmware_version"), ("micropython", "micropython_version")):
         if target.get(key):
             sql += f" AND {col} = ?"
             args.append(target[key])
@@ -87,6 +89,25 @@ def select_nodes(db, target: dict) -> list[dict]:
         sql += f" AND id IN ({','.join('?' * len(ids))})"
         args += ids
     return list(db.query(sql + " ORDER BY id", args))
+
+
+def runs_release(n: dict, rel: dict) -> bool:
+    """The node's own STATUS says it runs the release: its app version and, for a release that
+    carries a runtime image, that image's MicroPython (STATUS field 10, sent after each boot)."""
+    rt = rel.get("runtime_micropython")
+    return n["firmware_version"] == rel["version"] and (
+        rt is None or n["micropython_version"] == rt)
+
+
+def _not_yet(n: dict, rel: dict) -> str | None:
+    """Why a node that confirmed the release is not counted, when its app version is right but
+    its MicroPython is not the release's runtime (else None)."""
+    rt = rel.get("runtime_micropython")
+    if rt is None or n["firmware_version"] != rel["version"] or n["micropython_version"] == rt:
+        return None
+    runs = n["micropython_version"]
+    return (f"confirmed, but its STATUS says MicroPython {runs}, not the release's {rt}" if runs
+            else f"confirmed, but it has not said which MicroPython it runs (the release's: {rt})")
 
 
 def _busy_nodes(db) -> set[str]:
@@ -116,7 +137,8 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
             raise RolloutError(f"{name} must be a fraction 0..1, got {v!r}")
     if not isinstance(target, dict) or not any(target.get(k) for k in TARGET_KEYS):
-        raise RolloutError("choose the target: tags, board, provider, version or nodes")
+        raise RolloutError("choose the target: tags, board, provider, version, micropython or "
+                           "nodes")
     nodes = select_nodes(db, target)
     if not nodes:
         raise RolloutError("the target matches no node")
@@ -125,8 +147,7 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         raise RolloutError(f"incompatible board: {len(bad)} target node(s) are not on a board "
                            f"release {version} supports ({', '.join(rel['boards'])}): "
                            f"{', '.join(bad[:5])}")
-    untrusting = _untrusting(db, rel, [n["id"] for n in nodes
-                                       if n["firmware_version"] != version])
+    untrusting = _untrusting(db, rel, [n["id"] for n in nodes if not runs_release(n, rel)])
     if untrusting:
         ids = sorted(untrusting)
         trusted = sorted({k for ks in untrusting.values() for k in ks})
@@ -142,11 +163,12 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
     if clash:
         raise RolloutError(f"{len(clash)} node(s) are in another unfinished rollout: "
                            f"{', '.join(clash[:5])}")
-    # A stable shuffle, so the first stage is not always the alphabetically first nodes.
-    todo = sorted((n for n in nodes if n["firmware_version"] != version),
+    # A stable shuffle, so the first stage is not always the alphabetically first nodes. A node
+    # on the release's app but not (or not known to be) on its runtime is not skipped.
+    todo = sorted((n for n in nodes if not runs_release(n, rel)),
                   key=lambda n: hashlib.sha256(n["id"].encode()).digest())
     rows = [(n["id"], -1, "skipped", n["firmware_version"]) for n in nodes
-            if n["firmware_version"] == version]
+            if runs_release(n, rel)]
     start = 0
     for i, s in enumerate(stages):
         end = max(start + (1 if start < len(todo) else 0),
@@ -188,7 +210,7 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     for n in nodes:
         if n["id"] in inside:
             skipped["already_in"] += 1
-        elif n["firmware_version"] == r["release"]:
+        elif runs_release(n, rel):
             skipped["on_version"] += 1
         elif n["id"] in busy:
             skipped["other_rollout"] += 1
@@ -294,6 +316,7 @@ def _cancel(db, r, send):
 def _tick_one(db, r, send, url, now):
     rid = r["id"]
     version = r["release"]
+    rel = store.get_release(db, version)
     nodes = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
     changed = {}
     last = r["report_id"]
@@ -314,10 +337,19 @@ def _tick_one(db, r, send, url, now):
             n["reason"] = f"{reason}: {rep['text']}" if rep["text"] else reason
         changed[n["node_id"]] = n
     for n in nodes.values():
-        # Counted only when the node confirmed AND its own STATUS says it runs the release.
-        if n["state"] == "confirmed" and n["firmware_version"] == version:
+        # Counted only when the node confirmed AND its own STATUS says it runs the release (with
+        # a runtime image: also that MicroPython; the boot STATUS naming it is delivered before
+        # the agent confirms).
+        if n["state"] != "confirmed":
+            continue
+        if runs_release(n, rel):
             n["state"] = "succeeded"
             changed[n["node_id"]] = n
+        else:
+            why = _not_yet(n, rel)
+            if why and n["reason"] != why:
+                n["reason"] = why
+                changed[n["node_id"]] = n
     stage = r["stage"]
     reached = [n for n in nodes.values() if 0 <= n["stage"] <= stage]
     to_offer = [n for n in reached if n["online"] and (

@@ -18,7 +18,7 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 SCHEMA = {  # field name -> kind, per dict type, as docs/protocol.md lists them
     proto.STATUS: {"fw": "str", "uptime": "uint", "reset": "uint", "heap_free": "uint",
                    "rssi": "sint", "queue": "uint", "dropped": "uint", "boots": "uint",
-                   "interval": "uint"},
+                   "interval": "uint", "micropython": "str"},
     proto.EVENT: {"code": "uint", "value": "sint", "text": "str"},
     proto.RESULT: {"cid": "uint", "code": "uint", "value": "sint", "text": "str"},
     proto.COMMAND: {"cid": "uint", "cmd": "uint", "arg": "sint"},

@@ -218,9 +218,11 @@ class Node:
             await self.sample_once()
 
     async def _reporter(self):
+        boot = True  # until the first STATUS (the one naming the MicroPython) is queued
         while True:
             await self.status_schedule.wait()
-            self.emit(proto.STATUS, status.body(self))
+            if self.emit(proto.STATUS, status.body(self, boot)) is not None:
+                boot = False
 
     async def _sender(self):
         store = self.store

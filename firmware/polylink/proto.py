@@ -51,6 +51,7 @@ _SCHEMA = (
         (7, "dropped", _UINT, False),
         (8, "boots", _UINT, False),
         (9, "interval", _UINT, False),
+        (10, "micropython", _STR, False),
     ),
     (  # EVENT
         (1, "code", _UINT, True),

@@ -1,8 +1,12 @@
 """The STATUS frame body: what the fleet needs to judge a node's health."""
 
 
-def body(node) -> dict:
-    """STATUS fields (docs/architecture.md, Seam 1); rssi is left out while WiFi is down."""
+def body(node, boot=False) -> dict:
+    """STATUS fields (docs/architecture.md, Seam 1); rssi is left out while WiFi is down.
+
+    boot: the first STATUS since the reset also names the MicroPython that runs. It changes only
+    across a reset, so later STATUS frames leave its 8 bytes out (LoRaWAN DR0 carries 51).
+    """
     hal = node.hal
     b = {
         "fw": node.fw,
@@ -17,4 +21,7 @@ def body(node) -> dict:
     rssi = hal.wifi_rssi()
     if rssi is not None:
         b["rssi"] = rssi
+    if boot:
+        v = hal.mpy_version()
+        b["micropython"] = "%d.%d.%d" % (v[0], v[1], v[2])
     return b

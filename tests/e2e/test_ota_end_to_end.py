@@ -153,12 +153,15 @@ def test_runtime_image_rollout_confirms_and_a_crashing_one_rolls_back_the_runtim
         n.crash_versions = {"0.3.0"}
     nodes.start()
     try:
-        def on(version, which):
+        def on(version, which, mpy=None):
             listed = {n["id"]: n for n in api.get("/nodes")["nodes"]}
             return all(listed.get(i, {}).get("online") and
-                       listed[i]["firmware_version"] == version for i in which)
+                       listed[i]["firmware_version"] == version and
+                       (mpy is None or listed[i]["micropython_version"] == mpy) for i in which)
 
-        wait_until("2 nodes online on 0.1.0", lambda: on("0.1.0", ids), 30)
+        # The boot STATUS names the MicroPython (field 10); the fleet shows it.
+        wait_until("2 nodes online on 0.1.0, MicroPython 1.24.1",
+                   lambda: on("0.1.0", ids, "1.24.1"), 30)
         assert all(n.hal.mpy_version() == (1, 24, 1) for n in nodes.nodes)
         status, r = api.call("POST", "/rollouts", {
             "release": "0.2.0", "target": {"nodes": ids}, "stages": [{"percent": 100,
@@ -167,8 +170,11 @@ def test_runtime_image_rollout_confirms_and_a_crashing_one_rolls_back_the_runtim
         rid = r["id"]
         wait_until("runtime rollout done",
                    lambda: api.get(f"/rollouts/{rid}")["state"] == "done", 180, every=1)
-        assert api.get(f"/rollouts/{rid}")["totals"] == {"succeeded": 2}
-        assert on("0.2.0", ids), "the fleet's view: both run 0.2.0"
+        done = api.get(f"/rollouts/{rid}")
+        assert done["totals"] == {"succeeded": 2}
+        # Counted only on the nodes' own word that they run the new app on the new runtime.
+        assert all(n["micropython_version"] == "1.25.0" for n in done["nodes"]), done["nodes"]
+        assert on("0.2.0", ids, "1.25.0"), "the fleet's view: both run 0.2.0 on 1.25.0"
         for n in nodes.nodes:  # ... and each node's flash: new runtime booted and confirmed
             fl = n.hal.flash()
             assert (fl.running, fl.state("ota_1")) == ("ota_1", 2), (n.id, fl.otadata())
@@ -183,7 +189,8 @@ def test_runtime_image_rollout_confirms_and_a_crashing_one_rolls_back_the_runtim
         bad = r["id"]
         wait_until("the crashing runtime release rolls back", lambda: api.get(
             f"/rollouts/{bad}")["nodes"][0]["state"] == "rolled_back", 180, every=1)
-        wait_until("the victim reports 0.2.0 again", lambda: on("0.2.0", [victim.id]), 60)
+        wait_until("the victim reports 0.2.0 on 1.25.0 again",
+                   lambda: on("0.2.0", [victim.id], "1.25.0"), 60)
         fl = victim.hal.flash()
         # The first crash reset found ota_0 still pending verification: the bootloader went back.
         assert fl.running == "ota_1" and fl.state("ota_0") == 4, fl.otadata()

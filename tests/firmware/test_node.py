@@ -91,6 +91,59 @@ async def test_status_frame_reports_health_fields():
             ("0.1.0", 5, 1, 54321, -61),
         )
         eq((b["queue"], b["dropped"], b["boots"], b["interval"]), (0, 0, 1, 10))
+        eq("micropython" in b, False, "only the boot STATUS names the MicroPython")
+        node.emit(proto.STATUS, status.body(node, True))
+        eq(_frames(node)[0][3]["micropython"], "1.24.1", "the HAL's (1, 24, 1) as a string")
+    finally:
+        rmtree(d)
+
+
+async def _reporter_frames(node, rounds):
+    """Run the reporter for `rounds` STATUS periods; the STATUS bodies it queued."""
+    import asyncio
+
+    task = asyncio.create_task(node._reporter())
+    for i in range(rounds):
+        if i:
+            node.status_schedule.set_interval(node.status_schedule.interval)  # next one due now
+        for _ in range(3):
+            await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    return [f[3] for f in _frames(node) if f[0] == proto.STATUS]
+
+
+async def test_only_the_first_status_after_boot_names_the_micropython():
+    d = tmpdir("node")
+    try:
+        node, hal = _node(d)
+        hal.mpy_version = lambda: (1, 25, 0, "")  # sys.implementation.version has 4 items
+        got = await _reporter_frames(node, 3)
+        eq(len(got), 3)
+        eq(got[0]["micropython"], "1.25.0")
+        eq(["micropython" in b for b in got[1:]], [False, False])
+    finally:
+        rmtree(d)
+
+
+async def test_a_boot_status_that_could_not_be_queued_is_sent_again_with_the_micropython():
+    d = tmpdir("node")
+    try:
+        node, hal = _node(d)
+        append = node.store.append
+        calls = []
+
+        def flaky(buf, n):
+            calls.append(n)
+            if len(calls) == 1:
+                raise OSError(28)  # ENOSPC: the flash queue could not take it
+            append(buf, n)
+
+        node.store.append = flaky
+        got = await _reporter_frames(node, 2)
+        eq(node.store_errors, 1)
+        eq(len(got), 1)
+        eq(got[0]["micropython"], "1.24.1", "the next STATUS carries what the lost one had")
     finally:
         rmtree(d)
 

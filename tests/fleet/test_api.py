@@ -28,7 +28,8 @@ def fleet(db):
     ing = Ingest(db)
     for i in range(5):
         ing.add("pl/v1/n1/up", frame(proto.TELEMETRY, i, READING, ts=1_000 + 60 * i), 2_000.0)
-    ing.add("pl/v1/n1/up", frame(proto.STATUS, 5, {"fw": "1.2.3", "uptime": 9}), 2_001.0)
+    ing.add("pl/v1/n1/up", frame(proto.STATUS, 5, {"fw": "1.2.3", "uptime": 9,
+                                                   "micropython": "1.24.1"}), 2_001.0)
     ing.add("pl/v1/n1/up", b"\x01\x02", 2_002.0)
     ing.add("pl/v1/n2/conn", b"1", 2_003.0)
     ing.flush()
@@ -53,15 +54,16 @@ def test_list_nodes(client, fleet, auth_headers):
     assert set(nodes) == {"n1", "n2"}
     n1 = nodes["n1"]
     assert n1["online"] is True and n1["firmware_version"] == "1.2.3"
+    assert n1["micropython_version"] == "1.24.1"
     assert n1["provider"] == "mqtt" and n1["battery"] == 3.71
     assert n1["last_seen"].endswith("Z") and n1["bad_frames"] == 1
-    assert nodes["n2"]["firmware_version"] is None
+    assert nodes["n2"]["firmware_version"] is None and nodes["n2"]["micropython_version"] is None
 
 
 def test_get_node_with_latest_values_as_senml(client, fleet, auth_headers):
     r = client.get("/api/v1/nodes/n1", headers=auth_headers)
     body = r.get_json()
-    assert body["id"] == "n1" and body["uptime"] == 9
+    assert body["id"] == "n1" and body["uptime"] == 9 and body["micropython_version"] == "1.24.1"
     latest = body["latest"]
     assert latest[0]["bn"] == "urn:dev:polylink:n1:" and latest[0]["bt"] == 1_240
     assert [(x["n"], x["v"]) for x in latest] == [

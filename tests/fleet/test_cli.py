@@ -74,7 +74,12 @@ def test_nodes_node_show_and_bad_frames(runner, db):
     ing.add("pl/v1/n1/up", b"\xff", 1_700_000_001.0)
     ing.flush()
     out = runner.invoke(cli, ["nodes"]).output
-    assert re.search(r"n1\s+online\s+2023-11-14T22:13:20Z\s+-\s+3.71 V", out), out
+    assert re.search(r"n1\s+online\s+2023-11-14T22:13:20Z\s+-\s+-\s+3.71 V", out), out
+    n = proto.encode(buf, proto.STATUS, 2, {"fw": "0.2.0", "uptime": 5, "micropython": "1.24.1"})
+    ing.add("pl/v1/n1/up", bytes(buf[:n]), 1_700_000_000.0)
+    ing.flush()
+    out = runner.invoke(cli, ["nodes"]).output
+    assert re.search(r"n1\s+online\s+2023-11-14T22:13:20Z\s+0.2.0\s+1.24.1\s+3.71 V", out), out
     out = runner.invoke(cli, ["node", "show", "n1"]).output
     assert "temperature" in out and "21.5 Cel" in out
     r = runner.invoke(cli, ["node", "show", "ghost"])

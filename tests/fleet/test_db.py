@@ -39,6 +39,21 @@ def test_upgrade_from_version_1_keeps_data_and_backfills_latest(tmp_path):
     assert "users" in tables(db)
 
 
+def test_upgrade_from_version_13_adds_micropython_columns_and_keeps_nodes(tmp_path):
+    db = store.connect(tmp_path / "f.db")
+    store.migrate(db, target=13)
+    db.conn.execute("INSERT INTO nodes (id, firmware_version, created) VALUES ('n1', '0.1.0', 0)")
+    assert store.migrate(db) == (13, store.SCHEMA_VERSION)
+    node = store.get_node(db, "n1")
+    assert (node["firmware_version"], node["micropython_version"]) == ("0.1.0", None)
+    assert "runtime_micropython" in db["releases"].columns_dict
+    # The overview still reads its counts from the covering index alone.
+    plan = " ".join(r[3] for r in db.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT provider, board, firmware_version, micropython_version, online,"
+        " last_seen, interval, count(*) FROM nodes GROUP BY 1, 2, 3, 4"))
+    assert "COVERING INDEX nodes_overview" in plan, plan
+
+
 def test_newer_schema_is_refused(tmp_path):
     db = store.connect(tmp_path / "f.db")
     db.conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")

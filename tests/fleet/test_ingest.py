@@ -136,6 +136,29 @@ def test_status_event_and_result_update_the_registry(db):
     assert (command["result_code"], command["result_value"], command["result_at"]) == (0, 30, 7.0)
 
 
+def test_micropython_from_the_boot_status_stays_until_another_boot_names_one(db):
+    ing = Ingest(db)
+    ing.add(up(), frame(proto.STATUS, 1, {"fw": "0.2.0", "uptime": 3, "micropython": "1.24.1"}),
+            1.0)
+    ing.flush()
+    assert store.get_node(db, "n1")["micropython_version"] == "1.24.1"
+    # The periodic STATUS leaves the field out: the node still runs what its boot STATUS said.
+    ing.add(up(), frame(proto.STATUS, 2, {"fw": "0.2.0", "uptime": 903}), 2.0)
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert (node["micropython_version"], node["uptime"]) == ("1.24.1", 903)
+    ing.add(up(), frame(proto.STATUS, 3, {"fw": "0.3.0", "uptime": 4, "micropython": "1.25.0"}),
+            3.0)
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert (node["firmware_version"], node["micropython_version"]) == ("0.3.0", "1.25.0")
+    # A STATUS repeated (same seq, another provider) changes nothing back.
+    ing.add(up(), frame(proto.STATUS, 1, {"fw": "0.2.0", "uptime": 3, "micropython": "1.24.1"}),
+            4.0)
+    ing.flush()
+    assert store.get_node(db, "n1")["micropython_version"] == "1.25.0"
+
+
 def test_result_for_another_nodes_command_changes_nothing(db):
     store.enrol_node(db, "n1")
     cid, _ = store.create_command(db, "n1", "reboot", None, "me")

@@ -23,7 +23,8 @@ def node(db):
     for i in range(10):
         ing.add("pl/v1/n1/up", frame(proto.TELEMETRY, i, [(0, 0, 20.0 + i), (2, 0, 3.7)]),
                 now - 600 + 60 * i)
-    ing.add("pl/v1/n1/up", frame(proto.STATUS, 10, {"fw": "0.3.1", "uptime": 5}), now)
+    ing.add("pl/v1/n1/up", frame(proto.STATUS, 10, {"fw": "0.3.1", "uptime": 5,
+                                                    "micropython": "1.24.1"}), now)
     ing.flush()
     return "n1"
 
@@ -82,6 +83,32 @@ def test_fleet_list_shows_state_firmware_and_battery(logged_in, node, db):
     page = logged_in.get("/nodes/").get_data(as_text=True)
     assert "2 match" in page
     assert "0.3.1" in page and "3.70 V" in page and ">online<" in page and ">new<" in page
+
+
+def test_micropython_version_on_the_list_its_filter_the_node_page_and_the_overview(
+        logged_in, node, db):
+    store.enrol_node(db, "n2")
+    ing = Ingest(db)
+    ing.add("pl/v1/n3/up", frame(proto.STATUS, 1, {"fw": "0.3.1", "uptime": 5,
+                                                   "micropython": "1.25.0"}), 1.0)
+    ing.flush()
+    page = logged_in.get("/nodes/").get_data(as_text=True)
+    assert "3 match" in page and "<td class=\"wide\">1.24.1</td>" in page
+    assert "<option>1.24.1</option>" in page and "<option>1.25.0</option>" in page
+    page = logged_in.get("/nodes/?micropython=1.25.0").get_data(as_text=True)
+    assert "1 matching" in page and ">n3<" in page and ">n1<" not in page
+    page = logged_in.get("/nodes/?micropython=1.24.1&firmware=0.3.1").get_data(as_text=True)
+    assert "1 matching" in page and ">n1<" in page
+    page = logged_in.get("/nodes/?sort=micropython&dir=desc").get_data(as_text=True)
+    assert page.index(">n3<") < page.index(">n1<") < page.index(">n2<")
+    page = logged_in.get("/nodes/n1").get_data(as_text=True)
+    assert '<dt>MicroPython</dt><dd data-live-fact="micropython">1.24.1</dd>' in page
+    assert logged_in.get("/nodes/n2").get_data(as_text=True).count(
+        '<dd data-live-fact="micropython">-</dd>') == 1
+    page = logged_in.get("/").get_data(as_text=True)
+    assert "By MicroPython" in page and "/nodes/?micropython=1.25.0" in page
+    counts = store.overview(db)["micropython"]
+    assert {k: v["total"] for k, v in counts.items()} == {"1.24.1": 1, "1.25.0": 1, "-": 1}
 
 
 def test_node_name_is_escaped(logged_in, node, db):

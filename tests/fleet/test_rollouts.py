@@ -6,6 +6,7 @@ through the ingest's batch writer. The real agent over real HTTP and MQTT is in
 tests/e2e/test_ota_end_to_end.py.
 """
 
+import re
 import time
 
 import pytest
@@ -21,10 +22,14 @@ STAGES = [{"percent": 1, "soak": 0}, {"percent": 10, "soak": 0}, {"percent": 50,
 class Nodes:
     """Simulated nodes answering offers: good ones confirm, bad releases roll back."""
 
-    def __init__(self, db, ids, bad=(), offline=()):
+    def __init__(self, db, ids, bad=(), offline=(), runtimes=None, stale=()):
         self.db = db
         self.bad = set(bad)
         self.offline = set(offline)
+        # release -> the MicroPython of its runtime image; nodes in `stale` keep the old one
+        # (as if their agent confirmed without the runtime switch) and say so after boot.
+        self.runtimes = runtimes or {}
+        self.stale = set(stale)
         self.offers = {}  # node -> number of offers received
         self.seq = {}
         self.outbox = []  # frames to store on the next deliver()
@@ -51,7 +56,8 @@ class Nodes:
             self._up(node, proto.STATUS, {"fw": "0.1.0", "uptime": 3, "reset": 3})
             self._up(node, proto.OTA_UP, {"state": 7, "version": v, "rid": rid, "reason": 11})
         else:
-            self._up(node, proto.STATUS, {"fw": v, "uptime": 5, "reset": 5})
+            mpy = "1.24.1" if node in self.stale else self.runtimes.get(v, "1.24.1")
+            self._up(node, proto.STATUS, {"fw": v, "uptime": 5, "reset": 5, "micropython": mpy})
             self._up(node, proto.OTA_UP, {"state": 5, "version": v, "rid": rid})
 
     def _up(self, node, mtype, body):
@@ -73,9 +79,12 @@ class Nodes:
                          (time.time(), node))
 
 
-def _release(db, version):
+def _release(db, version, runtime=None):
     m = {"version": version, "key": "k1", "boards": ["ESP32_GENERIC"], "micropython": "1.22.0",
          "files": [{"path": "polylink/node.mpy", "sha256": "0" * 64, "size": 1}]}
+    if runtime:
+        m["runtime"] = {"sha256": "1" * 64, "size": 1534256, "micropython": runtime,
+                        "chip": "esp32"}
     store.add_release(db, m, "0" * 64)
 
 
@@ -139,6 +148,95 @@ def test_confirmed_counts_only_when_the_node_runs_the_release(db):
     states = {n["node_id"]: n["state"] for n in store.rollout_nodes(db, rid)}
     assert states[IDS[0]] == "confirmed"
     del nodes
+
+
+def test_runtime_release_counts_a_node_only_once_its_status_shows_the_new_micropython(db):
+    _release(db, "0.3.0", runtime="1.25.0")
+    nodes = Nodes(db, IDS[:5], runtimes={"0.3.0": "1.25.0"}, stale={"n-002"})
+    rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:5]}, [{"percent": 100, "soak": 0}])
+    r = _run(db, nodes, rid, ticks=5)
+    assert r["state"] == "running", "n-002 confirmed on the old MicroPython: not done"
+    got = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    stuck = got.pop("n-002")
+    assert all(n["state"] == "succeeded" and n["micropython_version"] == "1.25.0"
+               for n in got.values())
+    # New app, old MicroPython: confirmed, not counted, and the reason says why.
+    assert (stuck["state"], stuck["firmware_version"], stuck["micropython_version"]) == (
+        "confirmed", "0.3.0", "1.24.1")
+    assert stuck["reason"] == ("confirmed, but its STATUS says MicroPython 1.24.1, not the "
+                               "release's 1.25.0"), stuck["reason"]
+    assert rollouts.summary(db, rid)["totals"] == {"succeeded": 4, "confirmed": 1}
+    # Its next boot STATUS names the runtime: only now it counts.
+    nodes._up("n-002", proto.STATUS, {"fw": "0.3.0", "uptime": 4, "micropython": "1.25.0"})
+    nodes.deliver()
+    rollouts.tick(db, nodes.send, None)
+    assert store.get_rollout(db, rid)["state"] == "done"
+    assert rollouts.summary(db, rid)["totals"] == {"succeeded": 5}
+
+
+def test_runtime_release_waits_for_a_node_that_never_named_its_micropython(db):
+    _release(db, "0.3.0", runtime="1.25.0")
+    Nodes(db, IDS[:1])
+    rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:1]}, [{"percent": 100, "soak": 0}])
+    rollouts.tick(db, lambda n, f: None, None)
+    b = store.Batch()
+    b.frames = [(IDS[0], 1, proto.STATUS, time.time(), None, "mqtt", {"fw": "0.3.0", "uptime": 9}),
+                (IDS[0], 2, proto.OTA_UP, time.time(), None, "mqtt",
+                 {"state": 5, "version": "0.3.0", "rid": rid})]
+    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    rollouts.tick(db, lambda n, f: None, None)
+    n = store.rollout_nodes(db, rid)[0]
+    assert n["state"] == "confirmed" and "has not said which MicroPython" in n["reason"]
+
+
+def test_runtime_release_skips_only_nodes_on_both_its_app_and_its_micropython(db):
+    _release(db, "0.3.0", runtime="1.25.0")
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:6])
+    with store.transaction(db) as conn:
+        conn.executemany("UPDATE nodes SET firmware_version = ?, micropython_version = ?"
+                         " WHERE id = ?",
+                         [("0.3.0", "1.25.0", "n-000"), ("0.3.0", "1.24.1", "n-001"),
+                          ("0.3.0", None, "n-002"), ("0.1.0", "1.25.0", "n-003"),
+                          ("0.2.0", "1.24.1", "n-004"), ("0.3.0", "1.25.0", "n-005")])
+    rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:5]}, [{"percent": 100, "soak": 0}])
+    states = {n["node_id"]: n["state"] for n in store.rollout_nodes(db, rid)}
+    assert states == {"n-000": "skipped", "n-001": "pending", "n-002": "pending",
+                      "n-003": "pending", "n-004": "pending"}
+    done = rollouts.add_nodes(db, rid, ["n-005"])
+    assert done == {"added": 0, "skipped": {"already_in": 0, "on_version": 1,
+                                            "other_rollout": 0, "incompatible": 0}}
+    rollouts.act(db, rid, "abort", actor="op")
+    # A release without a runtime image skips by app version alone, whatever MicroPython runs.
+    rid = rollouts.create(db, "0.2.0", {"nodes": ["n-004"]}, [{"percent": 100, "soak": 0}])
+    assert rollouts.summary(db, rid)["skipped"] == 1
+
+
+def test_target_by_micropython_version(db):
+    _release(db, "0.3.0", runtime="1.25.0")
+    Nodes(db, IDS[:4])
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET micropython_version = '1.23.0' WHERE id IN"
+                     " ('n-001', 'n-003')")
+    rid = rollouts.create(db, "0.3.0", {"micropython": "1.23.0"}, [{"percent": 100, "soak": 0}])
+    assert sorted(n["node_id"] for n in store.rollout_nodes(db, rid)) == ["n-001", "n-003"]
+    with pytest.raises(rollouts.RolloutError, match="matches no node"):
+        rollouts.create(db, "0.3.0", {"micropython": "1.22.0"})
+
+
+def test_cli_rollout_by_micropython_and_show_names_it(runner, db):
+    from fleet.cli import cli
+
+    _release(db, "0.3.0", runtime="1.25.0")
+    Nodes(db, IDS[:3])
+    with store.transaction(db) as conn:
+        conn.execute("UPDATE nodes SET micropython_version = '1.23.0' WHERE id = 'n-001'")
+    r = runner.invoke(cli, ["rollout", "create", "0.3.0", "--from-micropython", "1.23.0",
+                            "--stages", "100:0"])
+    assert r.exit_code == 0 and "to 1 nodes" in r.output, r.output
+    rid = store.list_rollouts(db)[0]["id"]
+    out = runner.invoke(cli, ["rollout", "show", str(rid)]).output
+    assert re.search(r"n-001\s+stage 1\s+pending\s+0.1.0\s+1.23.0", out), out
 
 
 def test_skips_nodes_on_target_and_offers_offline_nodes_when_they_return(db):
@@ -227,6 +325,12 @@ def test_api_and_ui(client, db, auth_headers, user, form_token):
     assert r.json["totals"] == {"pending": 1}  # n-007 carries the tag
     r = client.get(f"/api/v1/rollouts/{rid}", headers=auth_headers)
     assert r.json["nodes"][0]["node_id"] == "n-007"
+    assert r.json["nodes"][0]["micropython_version"] is None
+    _release(db, "0.3.0", runtime="1.25.0")
+    rels = {x["version"]: x for x in client.get("/api/v1/releases",
+                                                headers=auth_headers).json["releases"]}
+    assert (rels["0.3.0"]["runtime_micropython"], rels["0.2.0"]["runtime_micropython"]) == (
+        "1.25.0", None)
     r = client.post(f"/api/v1/rollouts/{rid}/pause", headers=auth_headers)
     assert r.json["state"] == "paused"
     r = client.post(f"/api/v1/rollouts/{rid}/explode", headers=auth_headers)
@@ -241,6 +345,7 @@ def test_api_and_ui(client, db, auth_headers, user, form_token):
                                      "csrf_token": form_token(client, "/auth/login")})
     html = client.get("/updates/").get_data(as_text=True)
     assert "0.2.0" in html and f'/updates/rollouts/{rid}"' in html and page.status_code == 200
+    assert "<td>MicroPython 1.25.0</td>" in html and 'name="micropython"' in html
     html = client.get(f"/updates/rollouts/{rid}").get_data(as_text=True)
     assert "paused" in html and "n-007" in html
     assert client.post(f"/updates/rollouts/{rid}/resume").status_code == 400, "CSRF required"
@@ -249,6 +354,9 @@ def test_api_and_ui(client, db, auth_headers, user, form_token):
     assert r.status_code == 302 and store.get_rollout(db, rid)["state"] == "running"
     r = client.post("/updates/rollouts", data={"csrf_token": tok, "release": "0.2.0",
                                                "board": "HELTEC_V3"})
+    assert r.status_code == 400 and "matches no node" in r.get_data(as_text=True)
+    r = client.post("/updates/rollouts", data={"csrf_token": tok, "release": "0.2.0",
+                                               "micropython": "1.19.1"})
     assert r.status_code == 400 and "matches no node" in r.get_data(as_text=True)
 
 
