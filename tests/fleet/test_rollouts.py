@@ -205,7 +205,8 @@ def test_runtime_release_skips_only_nodes_on_both_its_app_and_its_micropython(db
                       "n-003": "pending", "n-004": "pending"}
     done = rollouts.add_nodes(db, rid, ["n-005"])
     assert done == {"added": 0, "skipped": {"already_in": 0, "on_version": 1,
-                                            "other_rollout": 0, "incompatible": 0}}
+                                            "other_rollout": 0, "incompatible": 0,
+                                            "untrusted_key": 0}}
     rollouts.act(db, rid, "abort", actor="op")
     # A release without a runtime image skips by app version alone, whatever MicroPython runs.
     rid = rollouts.create(db, "0.2.0", {"nodes": ["n-004"]}, [{"percent": 100, "soak": 0}])
