@@ -297,8 +297,8 @@ class Agent:
             self.report(DECLINED, version, rid, reason=BUSY,
                         text="%s has not confirmed its health yet" % st["version"])
             return
-        if version == node.fw:
-            # Already runs it.
+        if version == node.fw and not (url and await self._runtime_pending(url, version)):
+            # Already runs it (and the MicroPython runtime it brings, if any).
             self.report(CONFIRMED, version, rid, keys=key_ids(self.cfg.get("keys") or {}))
             return
         why = self.low_battery()
@@ -363,23 +363,7 @@ class Agent:
         new = d + "/" + MANIFEST + ".new"
         _remove(new)
         _remove(new + ".part")
-        sig = await self._small(url, "/ota/v1/releases/%s/%s" % (version, SIGNATURE), 200)
-        await self.fetch(url, "/ota/v1/releases/%s/%s" % (version, MANIFEST), new, None, None,
-                         new + ".part")
-        kid = check_signature(self.cfg.get("keys") or {}, digest_file(new, self.buf),
-                              sig.decode())
-        with open(new) as f:
-            try:
-                m = json.load(f)
-            except ValueError:
-                raise OTAError(BAD_MANIFEST, "manifest is not JSON") from None
-        board = self.node.cfg.board
-        files = check_manifest(m, kid, version, board.get("name"), self.hal.mpy_version(),
-                               board.get("chip"))
-        rt = m.get("runtime")
-        if rt is not None and _version_tuple(rt["micropython"]) == tuple(self.hal.mpy_version()):
-            rt = None  # the node already runs that MicroPython version
-        del m
+        sig, files, rt = await self._manifest(url, version, new)
         # Files of an older release left in this slot go first; .part files of ours stay.
         wanted = {}
         for f in files:
@@ -433,6 +417,38 @@ class Agent:
         os.rename(d + "/" + SIGNATURE + ".new", d + "/" + SIGNATURE)
         os.rename(new, d + "/" + MANIFEST)  # the slot is whole now
         return files, rt
+
+    async def _manifest(self, url, version, new):
+        """Fetch the release's signature and manifest (into file new) and check both; return
+        (signature, files, runtime entry or None when this node runs that MicroPython)."""
+        sig = await self._small(url, "/ota/v1/releases/%s/%s" % (version, SIGNATURE), 200)
+        await self.fetch(url, "/ota/v1/releases/%s/%s" % (version, MANIFEST), new, None, None,
+                         new + ".part")
+        kid = check_signature(self.cfg.get("keys") or {}, digest_file(new, self.buf),
+                              sig.decode())
+        with open(new) as f:
+            try:
+                m = json.load(f)
+            except ValueError:
+                raise OTAError(BAD_MANIFEST, "manifest is not JSON") from None
+        board = self.node.cfg.board
+        files = check_manifest(m, kid, version, board.get("name"), self.hal.mpy_version(),
+                               board.get("chip"))
+        rt = m.get("runtime")
+        if rt is not None and _version_tuple(rt["micropython"]) == tuple(self.hal.mpy_version()):
+            rt = None  # the node already runs that MicroPython version
+        return sig, files, rt
+
+    async def _runtime_pending(self, url, version):
+        """Offered the app version this node runs: True if the release also brings a MicroPython
+        runtime it does not run yet (an update that failed only in its runtime part, or a node
+        flashed with the app but not the runtime), so the update must go on."""
+        new = self.root + "/offer.json"
+        try:
+            return (await self._manifest(url, version, new))[2] is not None
+        finally:
+            _remove(new)
+            _remove(new + ".part")
 
     def _progress(self, done):
         """Report DOWNLOADING after each quarter of the update's bytes."""

@@ -277,6 +277,33 @@ async def test_runtime_of_the_running_version_is_not_fetched():
         rmtree(root)
 
 
+async def test_same_app_version_offered_again_still_brings_its_runtime():
+    """A node on the release's app but an older MicroPython (its runtime part failed before, or
+    it was flashed with the app only) updates the runtime instead of saying it is done."""
+    for running, last in (((1, 24, 1), ota.REBOOTING), ((1, 25, 0), ota.CONFIRMED)):
+        root = tmpdir("rt")
+        try:
+            node = _Node(root)
+            node.fw = "0.3.0"
+            node.hal.mpy_version = lambda running=running: running
+            node.hal.http = _server()
+            await _fast(ota.Agent(node).update("0.3.0", 2))
+            eq(node.states()[-1], last, str(node.sent[-1]))
+            fetched = [r[0] for r in node.hal.http.requests]
+            if last == ota.CONFIRMED:
+                eq(node.states(), [ota.CONFIRMED], "nothing else to do")
+                eq([f for f in fetched if "/files/" in f], [], "only the manifest was read")
+                eq(slots.read(root)["active"], "", "nothing switched")
+            else:
+                eq(RT_PATH in fetched, True, "the runtime image was fetched")
+                eq(node.P(node.P.BOOT).info()[4], "ota_1", "and set to boot")
+            import os
+
+            eq([n for n in os.listdir(root) if n.startswith("offer")], [], "no leftovers")
+        finally:
+            rmtree(root)
+
+
 def test_manifest_runtime_entry_checks():
     m = json.loads(REL["manifest"])
     ota.check_manifest(m, "k1", "0.3.0", "ESP32_GENERIC_OTA", (1, 20, 0), "esp32")  # needs 1.25
