@@ -31,6 +31,14 @@ class SimReset(Exception):
     """The firmware called reset(); the simulator restarts the node as the chip would."""
 
 
+class SimDeepSleep(SimReset):
+    """The firmware called deepsleep(ms); the simulator powers the node down and wakes it."""
+
+    def __init__(self, ms: int):
+        super().__init__("machine.deepsleep(%d)" % ms)
+        self.ms = ms
+
+
 class HostHAL:
     """Hardware of one simulated node: flash is a directory, WiFi a switch, sensors simulated."""
 
@@ -52,6 +60,9 @@ class HostHAL:
         self.last_feed = self.ticks_ms()
         self._flash: esp32sim.Flash | None = None  # created on first use (OTA of the runtime)
         self._banners: dict = {}
+        self.sleeps = 0  # deep sleeps since the simulation started (tests count wake cycles)
+        self.slept_ms = 0
+        self.asleep = False  # powered down in deep sleep: no socket, no radio
         Path(self.root).mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> str:
@@ -86,6 +97,14 @@ class HostHAL:
     def reset(self) -> None:
         self.cause = SOFT_RESET
         raise SimReset("machine.reset()")
+
+    def deepsleep(self, ms: int) -> None:
+        """Like machine.deepsleep(ms): the simulator (sim.SimNode) keeps the node powered down
+        for ms and boots it again with reset cause DEEPSLEEP_RESET; RAM is lost, flash kept."""
+        self.cause = DEEPSLEEP_RESET
+        self.sleeps += 1
+        self.slept_ms += ms
+        raise SimDeepSleep(ms)
 
     def mpy_version(self) -> tuple:
         """The MicroPython version a simulated node reports: the banner of the runtime image in

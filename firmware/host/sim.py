@@ -21,7 +21,7 @@ from pathlib import Path
 
 from polylink import config, slots
 from polylink.node import Node
-from polylink_host.hal import WDT_RESET, HostHAL, SimReset
+from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
 
 BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
 # The DevKitC has no battery; simulated nodes carry a LiPo on a 1:2 divider at GPIO35 so the fleet
@@ -54,6 +54,7 @@ def write_config(
     board: dict | None = None,
     keepalive: int = 60,
     ota: dict | None = None,
+    power: dict | None = None,
 ) -> None:
     """Write a simulated node's board.json and config.json, as provisioning would."""
     root.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,8 @@ def write_config(
     }
     if ota is not None:
         cfg["ota"] = ota
+    if power is not None:
+        cfg["power"] = power
     path = root / config.CONFIG_FILE
     if path.exists():
         # Keep what the fleet changed on the node (CONFIG downlinks persist intervals).
@@ -120,8 +123,11 @@ class SimNode:
             else:
                 self._task = asyncio.create_task(self.node.run())
             self._wdt_fired = False
+            slept = None
             try:
                 await self._task
+            except SimDeepSleep as e:
+                slept = e.ms
             except SimReset:
                 pass  # hal.reset() set the cause
             except asyncio.CancelledError:
@@ -140,7 +146,25 @@ class SimNode:
             self.hal.drop_connections()
             self.hal.wdt_timeout_ms = None
             self.hal.led(False)
+            if slept is not None:
+                await self._deep_sleep(slept)
             await asyncio.sleep(0.05)  # boot time
+
+    async def _deep_sleep(self, ms: int) -> None:
+        """Power the node down for ms as the chip's deep sleep does: everything in RAM is gone
+        (the Node object is dropped and built anew from flash), GPIOs float, WiFi is off."""
+        hal = self.hal
+        self.node = None
+        self._task = None
+        hal.pins.clear()
+        hal.wifi_disconnect()
+        if hal.modem is not None and hasattr(hal.modem, "sleep"):
+            hal.modem.sleep()
+        hal.asleep = True
+        try:
+            await asyncio.sleep(ms / 1000)
+        finally:
+            hal.asleep = False
 
     async def _crash(self) -> None:
         await asyncio.sleep(0.3)

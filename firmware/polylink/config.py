@@ -41,6 +41,7 @@ class Config:
     lorawan: dict | None = None
     link_policy: str = "wifi"  # wifi | lorawan | wifi_first (LoRaWAN while WiFi is down)
     claim: dict | None = None
+    power: dict = {}  # the "power" section, defaults filled in (configschema.DEFAULTS)
 
 
 def _schema():

@@ -53,7 +53,13 @@ DEFAULTS = {
     "link_policy": None,
     # A generic image's claim token: {"token": "<id>.<secret>", "port": claim listener, "retry": s}
     "claim": None,
+    # Battery duty cycle (docs/firmware.md, Power): sleep "off" runs forever; "deep" wakes every
+    # interval, sends, and deep-sleeps. awake_max: seconds a wake may last before the node sleeps
+    # with frames still queued; linger: seconds it stays connected after its queue emptied, for
+    # downlinks the broker or network server held while it slept.
+    "power": {"sleep": "off", "awake_max": 60, "linger": 3},
 }
+_SLEEP = ("off", "deep")
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
 # Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.Device.
@@ -107,6 +113,21 @@ def _ota(raw):
     _int("config.json: ota.confirm", ota["confirm"], 1, 86400)
     _opt_str("config.json: ota.ca", ota["ca"])
     return ota
+
+
+def _power(raw, interval):
+    p = _section(raw, "power")
+    if p["sleep"] not in _SLEEP:
+        raise ConfigError("config.json: power.sleep must be one of %s, got %r"
+                          % (", ".join(_SLEEP), p["sleep"]))
+    _int("config.json: power.awake_max", p["awake_max"], 5, 3600)
+    _int("config.json: power.linger", p["linger"], 0, 60)
+    if p["sleep"] == "deep" and p["linger"] >= p["awake_max"]:
+        raise ConfigError("config.json: power.linger (%d s) must be below power.awake_max (%d s)"
+                          % (p["linger"], p["awake_max"]))
+    if p["sleep"] == "deep" and interval < 2:
+        raise ConfigError("config.json: interval must be at least 2 s with power.sleep \"deep\"")
+    return p
 
 
 def _claim(raw):
@@ -322,6 +343,7 @@ def validate(raw, board, default_node=None) -> Config:
     c.lorawan = _lorawan(raw)
     c.link_policy = _link_policy(raw, c.lorawan, board)
     c.claim = _claim(raw)
+    c.power = _power(raw, c.interval)
     sensors = raw.get("sensors")
     c.sensors = _sensors(
         "config.json: sensors", board["sensors"] if sensors is None else sensors, board

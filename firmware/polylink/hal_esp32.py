@@ -78,6 +78,16 @@ class HAL:
     def reset(self) -> None:
         reset()
 
+    def deepsleep(self, ms: int) -> None:
+        """Power down for ms (power.sleep "deep"); the chip wakes with reset cause DEEPSLEEP_RESET.
+
+        RAM is lost; RTC time and flash are kept. WiFi is switched off first so the radio does
+        not hold the supply up while the chip goes down.
+        """
+        if self._wlan is not None:
+            self._wlan.active(False)
+        machine.deepsleep(ms)
+
     def mpy_version(self) -> tuple:
         """The running MicroPython's version, e.g. (1, 24, 1)."""
         import sys

@@ -172,6 +172,19 @@ class Link:
             await asyncio.sleep(backoff_s(attempt))
             attempt += 1
 
+    async def close(self):
+        """End the session with DISCONNECT before a deep sleep: the broker keeps the session
+        (clean=False) and queues downlinks for the next wake, and publishes no will."""
+        cl = self.client
+        if cl is None or self._dead.is_set():
+            return
+        try:
+            await cl.disconnect()
+        except OSError:
+            pass
+        self._dead.set()
+        self._close(cl)
+
     def _close(self, cl):
         try:
             cl.w.close()

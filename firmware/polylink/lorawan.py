@@ -102,6 +102,38 @@ class Device:
         return (self.fcnt_up, bytes(self._mac), bytes(self._sticky), self._band_free,
                 self._dc_free, self.ack_pending, self.link_check, self.last_snr)
 
+    def sleep_save(self, now_ms, ticks_diff) -> None:
+        """Before a deep sleep: save the exact next FCnt (no block is skipped at the wake), the
+        MAC answers still to send, and each sub-band's remaining off time in ms, which the RAM
+        holding the tick clocks does not survive (resume() takes them back)."""
+        s = self.s
+        s["up"] = self.fcnt_up
+        rest = [0] * (len(self._band_free) + 1)
+        for i in range(len(self._band_free)):
+            rest[i] = max(ticks_diff(self._band_free[i], now_ms), 0)
+        rest[-1] = max(ticks_diff(self._dc_free, now_ms), 0)
+        s["rest"] = rest
+        s["mac"] = bytes(self._mac).hex()
+        s["sticky"] = bytes(self._sticky).hex()
+        s["ackp"] = self.ack_pending
+        self._save()
+
+    def resume(self, now_ms, slept_ms, ticks_add) -> None:
+        """After a boot: take back what sleep_save() left. The off times count down by slept_ms
+        (0 unless the node woke from its own deep sleep: after any other reset the time that
+        passed is unknown, so the whole off time is waited again)."""
+        s = self.s
+        rest = s.pop("rest", None)
+        if rest and len(rest) == len(self._band_free) + 1:
+            for i in range(len(self._band_free)):
+                if rest[i] > slept_ms:
+                    self._band_free[i] = ticks_add(now_ms, rest[i] - slept_ms)
+            if rest[-1] > slept_ms:
+                self._dc_free = ticks_add(now_ms, rest[-1] - slept_ms)
+        self._mac = bytearray(bytes.fromhex(s.pop("mac", "")))
+        self._sticky = bytearray(bytes.fromhex(s.pop("sticky", "")))
+        self.ack_pending = bool(s.pop("ackp", False))
+
     # state
     def _defaults(self):
         r = self.region

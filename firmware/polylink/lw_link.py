@@ -27,13 +27,16 @@ class LoRaLink:
     on_downlink(None, payload) gets each application downlink (the node's _on_message).
     """
 
-    def __init__(self, hal, cfg, modem, on_downlink, battery=None, keep=None):
+    def __init__(self, hal, cfg, modem, on_downlink, battery=None, keep=None, slept_ms=0):
         self.hal = hal
         self.modem = modem
         self.on_downlink = on_downlink
         lw = cfg.lorawan
         self.dev = Device(hal.path("lorawan.json"), lw, region, battery=battery,
                           keep=keep and keep[0])
+        if keep is None:
+            # Off times and MAC answers a deep sleep saved (power.py), less the time slept.
+            self.dev.resume(hal.ticks_ms(), slept_ms, hal.ticks_add)
         self.tries = int(lw.get("confirmed_tries", 3))
         self.confirm = 0  # bit per Polylink message type sent confirmed
         for name in lw.get("confirmed", CONFIRMED_DEFAULT):

@@ -14,6 +14,7 @@ WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
 _STALL_MARGIN_MS = 60000
+_DEEPSLEEP_RESET = 4  # machine.reset_cause() after a wake from deep sleep (power.py)
 
 
 # What a wifi_first node drops from the heap while on WiFi (lw_link.py imports the rest)
@@ -41,7 +42,16 @@ class Node:
         self.fw = st["version"] or FW_VERSION
         self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
         self.ota = None
-        self.seq = Sequence(hal.path("seq"))
+        self._after_boot_task = None
+        # power.sleep "deep": this run is one wake (power.py), read before the LoRaWAN link
+        # because the time slept counts down its duty-cycle off times.
+        self.sleeper = None
+        if cfg.power and cfg.power.get("sleep") == "deep":
+            from polylink.power import Cycle
+
+            self.sleeper = Cycle(self)
+        self.samples = 0  # sample_once() calls since boot
+        self.seq = Sequence(hal.path("seq"), wake=self.reset_cause == _DEEPSLEEP_RESET)
         self.store = Store(hal.path("queue"), cfg.queue_max)
         self.sensors = SensorSet(hal, cfg)
         self.schedule = Schedule(hal, cfg.interval)
@@ -119,7 +129,8 @@ class Node:
         from polylink.lw_link import LoRaLink
 
         self.lora = LoRaLink(self.hal, self.cfg, self._modem, self._on_message,
-                             keep=self._lw_keep)
+                             keep=self._lw_keep,
+                             slept_ms=self.sleeper.slept_ms if self.sleeper is not None else 0)
         self._lw_keep = None
         return self.lora
 
@@ -200,6 +211,7 @@ class Node:
         if out:
             self.emit(proto.TELEMETRY, out, self.hal.time())
         self._last_sample = self.hal.ticks_ms()
+        self.samples += 1
 
     def _wifi_ok(self) -> bool:
         return self.cfg.link_policy != "lorawan" and self.link.up.is_set()
@@ -267,18 +279,22 @@ class Node:
         self.hal.wdt_start(WDT_TIMEOUT_MS)
         tasks: list = [
             asyncio.create_task(self._sampler()),
-            asyncio.create_task(self._reporter()),
             asyncio.create_task(self._sender()),
         ]
+        if self.sleeper is None:
+            tasks.append(asyncio.create_task(self._reporter()))  # a sleeper sends its own
         if self.cfg.link_policy != "lorawan" or self._modem is None:
             tasks.append(asyncio.create_task(self.link.run()))
         if self.lora is not None:
             self._start_join()
         if self._ota_after_boot:
-            tasks.append(asyncio.create_task(self.ota_agent().after_boot()))
+            self._after_boot_task = asyncio.create_task(self.ota_agent().after_boot())
+            tasks.append(self._after_boot_task)
         if self.cfg.ota and self.cfg.ota.get("check"):
             tasks.append(asyncio.create_task(self.ota_agent().check_loop(self.cfg.ota["check"])))
         try:
+            if self.sleeper is not None:
+                await self.sleeper.run()  # ends in a deep sleep, from which the chip reboots
             while True:
                 self._tick()
                 await asyncio.sleep(_TICK_S)

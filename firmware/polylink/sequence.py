@@ -17,7 +17,7 @@ _WIRE_MASK = const(0xFFFF)  # the frame carries 16 bits; the fleet extends them 
 class Sequence:
     """Hands out seqs; the file holds 'limit boots': any number below limit may be used."""
 
-    def __init__(self, path, block=_BLOCK):
+    def __init__(self, path, block=_BLOCK, wake=False):
         self.path = path
         self.block = block
         self.boots = 0
@@ -30,7 +30,8 @@ class Sequence:
         except (OSError, ValueError, IndexError):
             # First boot, or a file we cannot trust: numbering restarts; boots shows why.
             pass
-        self.boots += 1
+        if not wake:
+            self.boots += 1  # a wake from deep sleep (power.py) is not a boot
         self.next = limit
         self.limit = limit + block
         self._save()
@@ -40,6 +41,12 @@ class Sequence:
         with open(tmp, "w") as f:
             f.write("%d %d\n" % (self.limit, self.boots))
         replace(tmp, self.path)
+
+    def close(self):
+        """Before a deep sleep: record the exact next seq, so the wake continues without a gap
+        (one small write; a reset instead skips to the reserved limit)."""
+        self.limit = self.next
+        self._save()
 
     def take(self) -> int:
         """The next seq for a frame (16 bits, as the wire carries it)."""

@@ -115,3 +115,25 @@ def test_load_reports_missing_and_broken_files_and_save_persists():
         eq(config.load(d).node, "n-1")
     finally:
         rmtree(d)
+
+
+def test_power_section_defaults_and_checks():
+    c = config.validate(_raw(), board())
+    eq(c.power, {"sleep": "off", "awake_max": 60, "linger": 3})
+    c = config.validate(_raw(interval=300, power={"sleep": "deep", "linger": 0}), board())
+    eq((c.power["sleep"], c.power["awake_max"], c.power["linger"]), ("deep", 60, 0))
+    cases = (
+        (_raw(power={"sleep": "light"}), "power.sleep must be one of off, deep"),
+        (_raw(power={"sleep": True}), "power.sleep"),
+        (_raw(power={"sleep": "deep", "awake_max": 2}), "power.awake_max"),
+        (_raw(power={"awake_max": "60"}), "power.awake_max"),
+        (_raw(power={"linger": 61}), "power.linger"),
+        (_raw(power={"sleep": "deep", "awake_max": 10, "linger": 10}), "below power.awake_max"),
+        (_raw(interval=1, power={"sleep": "deep"}), "at least 2 s"),
+        (_raw(power={"nap": 1}), "unknown key power.nap"),
+        (_raw(power="deep"), "power must be a JSON object"),
+    )
+    for raw, words in cases:
+        e = raises(ConfigError, config.validate, raw, board())
+        if words not in str(e):
+            raise AssertionError("%r: message %r does not mention %r" % (raw, str(e), words))

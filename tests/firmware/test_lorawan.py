@@ -314,3 +314,46 @@ def test_deep_sleep_cycles_keep_fcnt_monotonic_and_the_session():
             raise AssertionError("more counter values skipped than one block per wake")
     finally:
         rmtree(d)
+
+
+def test_sleep_save_keeps_the_exact_fcnt_off_times_and_mac_answers():
+    dev, d = _dev()
+    try:
+        for _ in range(3):
+            dev.uplink(b"x", 1)
+        freq, dr, _ = dev.plan(23, 1000, 86400 * 10)
+        t = dev.sent(freq, dr, 23, 1000, 86400 * 10)  # 61.7 ms at SF7: the band rests 6.2 s
+        off = t * 100 // 1000
+        dev.request_link_check()
+        dev.sleep_save(1000 + 200, lambda a, b: a - b)  # asleep 200 ms after the uplink
+        # the wake: RAM gone, a new Device from flash, its tick clock restarted near 0
+        w, _ = _dev(path=d)
+        w.resume(50, 3000, lambda a, b: a + b)  # slept 3 s
+        eq(w.fcnt_up, 3, "the next FCnt, no block skipped")
+        eq(w.plan(23, 50, 86400 * 10)[2], off - 200 - 3000, "off time left after the sleep")
+        eq(bytes(w._mac), bytes((0x02,)), "the LinkCheckReq waits for the next uplink")
+        phy = w.uplink(b"x", 1)
+        eq(phy[6] | phy[7] << 8, 3)
+        eq(phy[5] & 0x0F, 1, "carried in FOpts")
+        # slept longer than the off time: free at once
+        w.sleep_save(0, lambda a, b: a - b)
+        w2, _ = _dev(path=d)
+        w2.resume(0, 10**6, lambda a, b: a + b)
+        eq(w2.plan(23, 0, 86400 * 10)[2], 0)
+        eq(w2.fcnt_up, 4)
+    finally:
+        rmtree(d)
+
+
+def test_after_a_reset_the_whole_saved_off_time_is_waited_again():
+    # Only a wake from our own deep sleep knows how long it was away; any other reset counts 0.
+    dev, d = _dev()
+    try:
+        freq, dr, _ = dev.plan(23, 0, 86400 * 10)
+        t = dev.sent(freq, dr, 23, 0, 86400 * 10)
+        dev.sleep_save(0, lambda a, b: a - b)
+        w, _ = _dev(path=d)
+        w.resume(0, 0, lambda a, b: a + b)
+        eq(w.plan(23, 0, 86400 * 10)[2], t * 100 // 1000)
+    finally:
+        rmtree(d)

@@ -62,3 +62,22 @@ def test_unreadable_file_starts_over_and_counts_a_boot():
         eq((s.take(), s.boots), (0, 1))
     finally:
         rmtree(d)
+
+
+def test_deep_sleep_continues_without_a_gap_and_is_not_a_boot():
+    # power.py closes the sequence before each deep sleep; the wake takes the very next number.
+    d = tmpdir("seq")
+    try:
+        s = Sequence(d + "/seq", block=10)
+        got = [s.take() for _ in range(3)]
+        for _wake in range(4):
+            s.close()
+            s = Sequence(d + "/seq", block=10, wake=True)
+            got += [s.take() for _ in range(4)]
+        eq(got, list(range(19)), "every seq once, in order, across four sleeps")
+        eq(s.boots, 1, "wakes from deep sleep are not boots")
+        s3 = Sequence(d + "/seq", block=10)  # a reset without close(): skips to the limit
+        eq(s3.take(), 25, "the last wake reserved 15..24")
+        eq(s3.boots, 2)
+    finally:
+        rmtree(d)
