@@ -57,6 +57,7 @@ class Link:
         self._session = False  # the broker kept our session: unacknowledged pids must be resent
         self._inflight = None  # (pid, key) of the publish waiting for its PUBACK
         self._last_rx = 0
+        self._closed = False  # close() was called: the node goes to sleep, no new session
 
     def _client(self):
         from polylink.mqtt import MQTTClient
@@ -168,6 +169,8 @@ class Link:
                 if self.drop_idle and not self.hal.wifi_isconnected():
                     cl = None  # this frame would keep the client, and with it mqtt.py
                     self._drop_client()
+            if self._closed:
+                return
             self.failures += 1
             await asyncio.sleep(backoff_s(attempt))
             attempt += 1
@@ -175,6 +178,7 @@ class Link:
     async def close(self):
         """End the session with DISCONNECT before a deep sleep: the broker keeps the session
         (clean=False) and queues downlinks for the next wake, and publishes no will."""
+        self._closed = True
         cl = self.client
         if cl is None or self._dead.is_set():
             return
