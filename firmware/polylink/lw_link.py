@@ -57,6 +57,7 @@ class LoRaLink:
         self.downlinks = 0
         self.last_error = ""
         self._busy = asyncio.Lock()
+        self.dc_wait = False  # waiting for a sub-band's duty-cycle off time to pass
 
     def park(self) -> tuple:
         """The link's state for LoRaLink(..., keep=it) after its code was dropped from the heap
@@ -72,16 +73,25 @@ class LoRaLink:
         if ms > 0:
             await asyncio.sleep(ms / 1000)
 
+    async def _band_wait(self, n, dr=None):
+        """Wait until some enabled channel's sub-band may carry n bytes (duty cycle)."""
+        hal = self.hal
+        while True:
+            wait = self.dev.plan(n, hal.ticks_ms(), hal.time() or 0, hal.ticks_diff, dr)[2]
+            if not wait:
+                return
+            self.dc_wait = True  # a sleeping node sleeps through this instead (power.py)
+            try:
+                await self._wait_ms(wait)
+            finally:
+                self.dc_wait = False
+
     async def _tx(self, phy, dr=None):
         """Transmit phy on a channel whose sub-band is free; return (freq, dr, tx end ticks)."""
         hal = self.hal
         dev = self.dev
-        while True:
-            freq, dr, wait = dev.plan(len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_diff,
-                                      dr)
-            if not wait:
-                break
-            await self._wait_ms(wait)
+        await self._band_wait(len(phy), dr)
+        freq, dr, _ = dev.plan(len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_diff, dr)
         self.modem.configure(region.lora_cfg(freq, dr, True, dev.tx_power_dbm()))
         dev.sent(freq, dr, len(phy), hal.ticks_ms(), hal.time() or 0, hal.ticks_add)
         end = await self.modem.send(phy)
@@ -150,6 +160,9 @@ class LoRaLink:
         got = []
         acked = False
         async with self._busy:
+            # The off time first, then the FCnt: a node that sleeps through the wait (power.py)
+            # has used no counter value for a frame it did not send.
+            await self._band_wait(13 + dev._fopts_len() + len(payload))
             phy = dev.uplink(payload, FPORT, confirmed)
             self.sent += 1
             for k in range(tries):

@@ -66,12 +66,16 @@ class Cycle:
         return ""
 
     def idle(self) -> bool:
-        """The wake's work is done: sampled, every frame delivered, no LoRaWAN exchange open."""
+        """The wake's work is done: sampled, every frame delivered, no LoRaWAN exchange open;
+        or what is left waits only for a duty-cycle off time, which is better slept through
+        (sleep() saves the off time, so the next wake still keeps it)."""
         node = self.node
-        if node.samples == self.samples0 or node.store.count:
+        if node.samples == self.samples0:
             return False
         lora = node.lora
-        return lora is None or not lora._busy.locked()
+        if lora is not None and lora.dc_wait and not node._wifi_ok():
+            return True
+        return not node.store.count and (lora is None or not lora._busy.locked())
 
     async def run(self):
         node = self.node
