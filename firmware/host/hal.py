@@ -35,7 +35,7 @@ class SimDeepSleep(SimReset):
     """The firmware called deepsleep(ms); the simulator powers the node down and wakes it."""
 
     def __init__(self, ms: int):
-        super().__init__("machine.deepsleep(%d)" % ms)
+        super().__init__(f"machine.deepsleep({ms})")
         self.ms = ms
 
 

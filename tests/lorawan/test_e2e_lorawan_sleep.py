@@ -80,8 +80,9 @@ def test_sleeping_lora_node_keeps_fcnt_duty_cycle_and_gets_a_queued_command(tmp_
             out["fcnts"] = [u.get("f_cnt", 0) for u in ups(tts)]  # TTS leaves 0 out
             out["sleeps"] = sim.hal.sleeps
         except AssertionError:
-            print("node state at the timeout:", sim.hal.sleeps, store.count_frames(db, "lw-sleep"), modem.txs[:8],
-                  tts.stats, sim.node and sim.node.lora and sim.node.lora.last_error,
+            print("node state at the timeout:", sim.hal.sleeps,
+                  store.count_frames(db, "lw-sleep"), modem.txs[:8], tts.stats,
+                  sim.node and sim.node.lora and sim.node.lora.last_error,
                   sim.node and sim.node.store.count, len(ups(tts)))
             raise
         finally:
