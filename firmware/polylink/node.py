@@ -221,7 +221,8 @@ class Node:
         if self._modem is None:
             await self.link.up.wait()
             return
-        while not self._wifi_ok() and not self.lora_ready():
+        while not self._wifi_ok() and not (self.lora_ready() and (
+                self.sleeper is None or self.sleeper.lora_now())):
             await asyncio.sleep(0.5)
 
     async def _sampler(self):

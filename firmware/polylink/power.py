@@ -22,6 +22,9 @@ DEEPSLEEP_RESET = const(4)  # machine.reset_cause() after a wake from deep sleep
 _MIN_SLEEP_MS = const(1000)  # shorter sleeps cost more in the reboot than they save
 _POLL_S = 0.1  # the awake loop's period: the node is awake only as long as it must be
 _CLOSE_TIMEOUT_S = 2
+# wifi_first: how long a wake waits for WiFi before it sends over LoRaWAN, if the last wake had
+# WiFi (association takes seconds; the LoRaWAN session is ready at once from flash)
+_WIFI_GRACE_MS = const(10000)
 
 
 class Cycle:
@@ -33,12 +36,14 @@ class Cycle:
         # ms since the last STATUS (None: one is due now) and ms the last sleep lasted
         self.since_status = None
         self.slept_ms = 0
+        self.wifi_last = True  # the last wake had an MQTT session
         if node.reset_cause == DEEPSLEEP_RESET:
             try:
                 with open(self.path) as f:
                     parts = f.read().split()
                 self.since_status = int(parts[0])
                 self.slept_ms = int(parts[1])
+                self.wifi_last = parts[2] != "0"
             except (OSError, ValueError, IndexError):
                 pass  # no record: send a STATUS, and count no time as slept (conservative)
         self.t0 = node.hal.ticks_ms()
@@ -47,6 +52,14 @@ class Cycle:
     def _status_due(self, age_ms) -> bool:
         s = self.since_status
         return s is None or s + age_ms >= self.node.status_schedule.interval * 1000
+
+    def lora_now(self) -> bool:
+        """May the queue go over LoRaWAN yet? A wifi_first node gives WiFi a few seconds at each
+        wake, unless the last wake found none."""
+        node = self.node
+        if node.cfg.link_policy != "wifi_first" or not self.wifi_last:
+            return True
+        return node.hal.ticks_diff(node.hal.ticks_ms(), self.t0) >= _WIFI_GRACE_MS
 
     def stay_awake(self) -> str:
         """Why the node must not sleep now ("" when it may)."""
@@ -135,6 +148,6 @@ class Cycle:
             since += hal.ticks_diff(now, self.t0) + ms
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            f.write("%d %d\n" % (since, ms))
+            f.write("%d %d %d\n" % (since, ms, 1 if node.link.connects else 0))
         replace(tmp, self.path)
         hal.deepsleep(ms)

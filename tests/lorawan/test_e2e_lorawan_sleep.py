@@ -24,10 +24,12 @@ class RecordingModem(SimModem):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.txs: list[tuple[float, int, int, int]] = []
+        self.mhdrs: list[int] = []  # 0x00 join-request, 0x40/0x80 data uplinks
 
     async def send(self, packet, tx_at_ms=None) -> int:
         self.txs.append((time.monotonic(), int(self.cfg["freq_khz"] * 1000),
                          SF_DR[self.cfg["sf"]], len(packet)))
+        self.mhdrs.append(packet[0])
         return await super().send(packet, tx_at_ms)
 
 
@@ -117,3 +119,52 @@ def test_sleeping_lora_node_keeps_fcnt_duty_cycle_and_gets_a_queued_command(tmp_
                 f" its off time was {off:.3f} s")
         last[band] = (start, region.airtime_us(n, dr) * region.BANDS[band][2] / 1e9)
     assert proto.TELEMETRY == 0
+
+
+def test_sleeping_wifi_first_node_waits_for_wifi_at_each_wake_instead_of_using_lorawan(
+        tmp_path, mosquitto):
+    # The LoRaWAN session is ready from flash the moment a wake starts; WiFi takes seconds. A
+    # wifi_first node that had WiFi last time gives it a grace period rather than spend airtime.
+    out = {}
+    nodes = []  # each wake's Node object, RAM of the wakes gone by kept for the counts
+
+    def note():
+        if sim.node is not None and (not nodes or nodes[-1] is not sim.node):
+            nodes.append(sim.node)
+        return False
+
+    async def scenario():
+        medium = Medium()
+        gw = Gateway(medium, "eui-aa555a0000000101", (0, 0))
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city", gateways=[gw])
+        tts.register_otaa(OTAA["dev_eui"], OTAA["app_key"], device_id="wf-sleep")
+        nonlocal sim
+        sim = lora_node(tmp_path, mosquitto, "wf-sleep", OTAA, "wifi_first", medium, (200, 0),
+                        interval=3)
+        cfg_path = tmp_path / "wf-sleep" / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["power"] = {"sleep": "deep", "awake_max": 20, "linger": 0}
+        cfg_path.write_text(json.dumps(cfg))
+        modem = RecordingModem(medium, (200, 0))
+        medium.modems.remove(sim.hal.modem)
+        sim.hal.modem = modem
+        task = asyncio.create_task(sim.run())
+        try:
+            await until(lambda: note() or tts.stats["joins"] == 1, 40, "the join")
+            joined_at = sim.hal.sleeps
+            await until(lambda: note() or sim.hal.sleeps >= joined_at + 4, 60,
+                        "four wakes after the join")
+            out["uplinks"] = tts.stats["uplinks"]
+            out["mhdrs"] = list(modem.mhdrs)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            tts.close()
+
+    sim = None
+    asyncio.run(scenario())
+    assert out["uplinks"] == 0, "no data uplink over LoRaWAN while WiFi was there every wake"
+    assert set(out["mhdrs"]) == {0x00}, "the radio sent join-requests only"
+    assert len(nodes) >= 3  # (a short wake may fall between two polls)
+    assert sum(n.lora_sent for n in nodes) == 0
+    assert sum(n.sent for n in nodes) >= 3, "the readings went over MQTT"
