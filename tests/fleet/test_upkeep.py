@@ -220,8 +220,8 @@ def test_fleet_run_alerts_an_offline_node_with_nobody_looking(fleet_run, tmp_pat
     monkeypatch.setenv("UPKEEP_EVERY", "1")
     run = fleet_run()
     run.wait_for(READY, timeout=60)
-    assert ("upkeep          alerts every 1 s; deletes status_log 90 d, bad_frames 30 d older"
-            in run.output())
+    assert ("upkeep          alerts every 1 s; keeps status_log 90 d, bad_frames 30 d, the "
+            "rest for ever" in run.output())
     env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MQTT_PORT=str(run.mqtt_port))
     env.pop("MQTT_URL", None)
     # The node runs, then its process ends without a goodbye: the broker publishes its will.
