@@ -98,7 +98,7 @@ def ingest_command(batch_size, batch_delay, mqtt_version):
                    "passes it for the mosquitto it started).")
 @friendly
 def upkeep_command(once, every, broker_sync):
-    """Periodic work: evaluate alerts, drop expired claim tokens, prune old STATUS history.
+    """Periodic work: evaluate alerts, drop expired claim tokens, delete data past its retention.
 
     Example: fleet upkeep --once
     """
@@ -116,7 +116,8 @@ def upkeep_command(once, every, broker_sync):
             db.conn.close()
         click.echo("alerts opened: " + ", ".join(f"{k} {n}" for k, n in done["alerts"].items()))
         if "prune" in done:
-            click.echo(f"status history rows pruned: {done['prune']}")
+            click.echo("rows older than their retention deleted: "
+                       + ", ".join(f"{table} {n}" for table, n in done["prune"].items()))
         return
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -1092,20 +1092,45 @@ def upkeep_state(db) -> dict[str, dict]:
             for r in db.conn.execute("SELECT task, at, detail FROM upkeep")}
 
 
-def prune_status_log(db, before: float, chunk: int = 5000) -> int:
-    """Delete STATUS history older than `before`, in short transactions; the count deleted.
+# How each table is pruned by age: the groups to walk (None: the whole table at once) and the
+# DELETE for one group, along an index whose prefix is the group and then the time, so each
+# statement reads only rows it deletes. Readings are indexed (node_id, qid, t): walking the
+# (node, quantity) pairs `latest` holds avoids scanning the biggest table.
+_PRUNE = {
+    "status_log": (None, "SELECT rowid FROM status_log INDEXED BY status_log_t_boots WHERE t < ?"),
+    "readings": ("SELECT DISTINCT node_id, qid FROM latest",
+                 "SELECT rowid FROM readings INDEXED BY readings_node_qid_t"
+                 " WHERE node_id = ? AND qid = ? AND t < ?"),
+    "receptions": ("SELECT id FROM nodes", "SELECT rowid FROM receptions INDEXED BY receptions_node"
+                                           " WHERE node_id = ? AND received_at < ?"),
+    "events": ("SELECT id FROM nodes",
+               "SELECT rowid FROM events INDEXED BY events_node_t WHERE node_id = ? AND t < ?"),
+    "bad_frames": (None, "SELECT rowid FROM bad_frames INDEXED BY bad_frames_time"
+                         " WHERE received_at < ?"),
+}
+PRUNABLE = tuple(_PRUNE)
 
-    Chunks keep each write lock short, so the ingest worker is never held up for long.
+
+def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
+    """Delete a table's rows older than `before` in short transactions; the count deleted.
+
+    Each transaction deletes at most `chunk` rows, so the ingest worker never waits long for the
+    write lock; many small groups (nodes) share one transaction.
     """
+    groups_sql, select = _PRUNE[table]
+    delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
+    groups = [tuple(g) for g in db.conn.execute(groups_sql)] if groups_sql else [()]
     total = 0
-    while True:
+    while groups:
         with transaction(db) as conn:
-            n = conn.execute(
-                "DELETE FROM status_log WHERE rowid IN (SELECT rowid FROM status_log"
-                " INDEXED BY status_log_t_boots WHERE t < ? LIMIT ?)", (before, chunk)).rowcount
-        total += n
-        if n < chunk:
-            return total
+            room = chunk
+            while groups and room:
+                n = conn.execute(delete, (*groups[-1], before, room)).rowcount
+                total += n
+                if n < room:
+                    groups.pop()  # nothing older left in this group
+                room -= n
+    return total
 
 
 def open_alert(db, node_id, kind, detail, now=None) -> bool:

@@ -315,9 +315,9 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
     say("  providers       LoRaWAN provider ingest (log in "
         f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
-    say(f"  upkeep          alerts every {settings.upkeep_every:g} s, STATUS history kept "
-        + (f"{settings.status_log_days} days" if settings.status_log_days else "for ever")
-        + f" (log in {settings.data_dir / 'logs' / 'upkeep.log'})")
+    kept = ", ".join(f"{table} {days} d" for table, days in settings.retention().items() if days)
+    say(f"  upkeep          alerts every {settings.upkeep_every:g} s; deletes {kept or 'nothing'}"
+        f" older, keeps the rest (log in {settings.data_dir / 'logs' / 'upkeep.log'})")
     say(f"  data            {settings.data_dir}")
     say()
     if password is not None:

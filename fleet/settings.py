@@ -11,6 +11,7 @@ class SettingsError(ValueError):
 
 
 DEFAULT_STATUS_LOG_DAYS = 90
+DEFAULT_BAD_FRAMES_DAYS = 30
 DEFAULT_UPKEEP_EVERY = 30.0
 
 
@@ -24,8 +25,20 @@ class Settings:
     mqtt_port_chosen: bool = True
     # Days of STATUS history (status_log) kept; older rows are pruned by fleet/upkeep.py. 0: all.
     status_log_days: int = DEFAULT_STATUS_LOG_DAYS
+    # Days of readings and their radio receptions kept (0: all, the default: it is the city's data).
+    readings_days: int = 0
+    # Days of node events kept (0: all).
+    events_days: int = 0
+    # Days of frames that failed to decode kept (their payloads, for diagnosis). 0: all.
+    bad_frames_days: int = DEFAULT_BAD_FRAMES_DAYS
     # Seconds between rounds of the periodic work of `fleet run` (alerts, broker logins).
     upkeep_every: float = DEFAULT_UPKEEP_EVERY
+
+    def retention(self) -> dict[str, int]:
+        """{table: days kept} for every table upkeep prunes by age (0 days: kept for ever)."""
+        return {"status_log": self.status_log_days, "readings": self.readings_days,
+                "receptions": self.readings_days, "events": self.events_days,
+                "bad_frames": self.bad_frames_days}
 
     @property
     def db_path(self) -> Path:
@@ -106,7 +119,7 @@ def _recorded_port(path: Path) -> int | None:
 
 
 def from_env() -> Settings:
-    """Read DATA_DIR, PORT, MQTT_PORT, MQTT_URL, STATUS_LOG_DAYS, UPKEEP_EVERY; raise if bad.
+    """Read DATA_DIR, PORT, MQTT_PORT, MQTT_URL, the retention days, UPKEEP_EVERY; raise if bad.
 
     Without MQTT_PORT the broker port is the one `fleet run` recorded in DATA_DIR/broker/port
     (it moves off 1883 when a system broker holds it), else 1883.
@@ -120,6 +133,9 @@ def from_env() -> Settings:
         mqtt_url=os.environ.get("MQTT_URL") or None,
         mqtt_port_chosen=chosen,
         status_log_days=_number("STATUS_LOG_DAYS", DEFAULT_STATUS_LOG_DAYS, 0, 36500),
+        readings_days=_number("READINGS_DAYS", 0, 0, 36500),
+        events_days=_number("EVENTS_DAYS", 0, 0, 36500),
+        bad_frames_days=_number("BAD_FRAMES_DAYS", DEFAULT_BAD_FRAMES_DAYS, 0, 36500),
         upkeep_every=_number("UPKEEP_EVERY", DEFAULT_UPKEEP_EVERY, 0.1, 3600, float),
     )
     if not chosen:

@@ -2,8 +2,9 @@
 
 One round evaluates alerts (db.evaluate_alerts), rewrites the broker's logins when a claim token
 ran out of time (brokerauth.sync: the broker refuses it from then on), and once an hour deletes
-STATUS history older than STATUS_LOG_DAYS. Each task records when it ran in the `upkeep` table,
-which pages read to say how fresh the alerts are: a GET never writes.
+what is older than its retention: STATUS history (STATUS_LOG_DAYS), readings and receptions
+(READINGS_DAYS), events (EVENTS_DAYS), bad frames (BAD_FRAMES_DAYS). Each task records when it
+ran in the `upkeep` table, which pages read to say how fresh the alerts are: a GET never writes.
 
 `fleet run` runs it as the supervised worker process `fleet upkeep` (restarted when it exits, like
 the ingest workers). Without `fleet run`, `fleet upkeep --once` or `fleet alerts check` from cron
@@ -47,10 +48,11 @@ class Upkeep:
             done["broker"] = brokerauth.sync(db, self.settings.broker_dir)
             if done["broker"]:
                 store.mark_upkeep(db, "broker", now)
-        days = self.settings.status_log_days
-        if days and now >= self.next_prune:
-            pruned = store.prune_status_log(db, now - days * 86400)
-            store.mark_upkeep(db, "prune", now, {"status_log": pruned, "days": days})
+        kept = {table: days for table, days in self.settings.retention().items() if days}
+        if kept and now >= self.next_prune:
+            pruned = {table: store.prune_old(db, table, now - days * 86400)
+                      for table, days in kept.items()}
+            store.mark_upkeep(db, "prune", now, {**pruned, "days": kept})
             done["prune"] = pruned
             self.next_prune = now + self.prune_every
         self.rounds += 1
@@ -73,7 +75,8 @@ class Upkeep:
             while not stopping.is_set():
                 try:
                     done = self.round(db)
-                    if done.get("broker") or done.get("prune") or any(done["alerts"].values()):
+                    if (done.get("broker") or any(done.get("prune", {}).values())
+                            or any(done["alerts"].values())):
                         log("upkeep: " + json.dumps(done, separators=(",", ":")))
                     wait = self.wait(db)
                 except Exception as e:  # noqa: BLE001 - a bad round must not end the periodic work

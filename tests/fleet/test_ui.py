@@ -805,3 +805,55 @@ def test_a_config_sent_before_schema_13_still_shows_its_interval(db, fleet):
                      " VALUES ('n02', 'config', 90, 1, 0, 2)")
     assert store.last_config(db, "n02")["body"] == {"interval": 90}
     assert store.last_config(db, "n03") is None
+
+
+# --- compression ---------------------------------------------------------------------------------
+
+
+def _decoded(r) -> bytes:
+    """The body of a response, decoded as its Content-Encoding says."""
+    import gzip
+    import zlib
+
+    import brotli
+
+    try:
+        from compression import zstd  # Python 3.14
+    except ImportError:
+        from backports import zstd
+
+    body, coding = r.get_data(), r.headers.get("Content-Encoding")
+    return {"gzip": gzip.decompress, "br": brotli.decompress, "deflate": zlib.decompress,
+            "zstd": zstd.decompress, None: bytes}[coding](body)
+
+
+def test_style_script_and_charts_are_compressed_pages_and_json_are_not(as_role, fleet, app, db):
+    """Slow links get small assets; nothing holding a secret is compressed (BREACH)."""
+    from pathlib import Path
+
+    client = as_role("technician")
+    static = Path(app.static_folder)
+    for accept in ("gzip, deflate, br, zstd", "gzip, deflate"):  # Chromium on HTTPS; on HTTP
+        for url, path in (("/static/style.css", static / "style.css"),
+                          ("/static/node.js", static / "node.js")):
+            r = client.get(url, headers={"Accept-Encoding": accept})
+            assert r.status_code == 200 and r.headers.get("Content-Encoding") in accept, url
+            assert _decoded(r) == path.read_bytes()
+            assert len(r.get_data()) < path.stat().st_size / 2, (url, len(r.get_data()))
+        r = client.get("/nodes/n05/chart.svg?q=0&i=0&range=7d",
+                       headers={"Accept-Encoding": accept})
+        assert r.headers.get("Content-Encoding") in accept
+        assert "Accept-Encoding" in r.headers["Vary"]
+        assert _decoded(r).startswith(b"<svg")
+    # A client that does not ask for it gets the plain bytes.
+    plain = client.get("/nodes/n05/chart.svg?q=0&i=0&range=7d")
+    assert "Content-Encoding" not in plain.headers and plain.get_data().startswith(b"<svg")
+    # HTML pages (CSRF tokens next to reflected search text) and JSON stay uncompressed.
+    gz = {"Accept-Encoding": "gzip, deflate, br, zstd"}
+    for url in ("/nodes/?q=" + "x" * 600, "/nodes/n05", "/"):
+        r = client.get(url, headers=gz)
+        assert r.status_code == 200 and "Content-Encoding" not in r.headers, url
+        assert len(r.get_data()) > 500, "big enough that it would have been compressed"
+    token = auth.create_token(db, "reader", "viewer")
+    r = app.test_client().get("/api/v1/nodes", headers={**gz, "Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and "Content-Encoding" not in r.headers

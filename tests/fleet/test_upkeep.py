@@ -85,13 +85,14 @@ def test_status_history_is_pruned_after_the_retention_days(settings, db):
                          [(now - d * 86400,) for d in (0.5, 10, 89, 91, 200, 400)])
     worker = upkeep.Upkeep(settings, prune_every=3600)
     done = worker.round(db, now)
-    assert done["prune"] == 3
+    assert done["prune"]["status_log"] == 3
     left = sorted(round((now - r[0]) / 86400) for r in db.conn.execute("SELECT t FROM status_log"))
     assert left == [0, 10, 89]
     # Not again within the hour; a later round after it prunes what aged meanwhile.
     assert "prune" not in worker.round(db, now + 60)
-    assert worker.round(db, now + 86400 * 2)["prune"] == 1
-    assert store.upkeep_state(db)["prune"]["detail"] == {"status_log": 1, "days": 90}
+    assert worker.round(db, now + 86400 * 2)["prune"]["status_log"] == 1
+    assert store.upkeep_state(db)["prune"]["detail"] == {
+        "status_log": 1, "bad_frames": 0, "days": {"status_log": 90, "bad_frames": 30}}
 
 
 def test_pruning_goes_in_chunks(db):
@@ -99,8 +100,69 @@ def test_pruning_goes_in_chunks(db):
     with store.transaction(db) as conn:
         conn.executemany("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', ?, 1)",
                          [(float(i),) for i in range(25)])
-    assert store.prune_status_log(db, 20.0, chunk=7) == 20
+    assert store.prune_old(db, "status_log", 20.0, chunk=7) == 20
     assert db.conn.execute("SELECT count(*) FROM status_log").fetchone()[0] == 5
+
+
+def _fill(db, now):
+    """Two nodes with readings, receptions, events and bad frames 1, 10, 40 and 400 days old."""
+    ages = (1, 10, 40, 400)
+    for node in ("n1", "n2"):
+        store.enrol_node(db, node)
+    with store.transaction(db) as conn:
+        for node in ("n1", "n2"):
+            for qid in (1, 2):
+                conn.executemany("INSERT INTO readings (node_id, t, qid, inst, value)"
+                                 " VALUES (?, ?, ?, 0, 1.5)",
+                                 [(node, now - d * 86400, qid) for d in ages])
+                conn.execute("INSERT INTO latest (node_id, qid, inst, t, value)"
+                             " VALUES (?, ?, 0, ?, 1.5)", (node, qid, now - 86400))
+            conn.executemany("INSERT INTO receptions (node_id, seq, provider, received_at)"
+                             " VALUES (?, ?, 'ttn', ?)",
+                             [(node, i, now - d * 86400) for i, d in enumerate(ages)])
+            conn.executemany("INSERT INTO events (node_id, t, received_at, code)"
+                             " VALUES (?, ?, ?, 1)",
+                             [(node, now - d * 86400, now - d * 86400) for d in ages])
+        conn.executemany("INSERT INTO bad_frames (node_id, received_at, error) VALUES"
+                         " ('n1', ?, 'bad')", [(now - d * 86400,) for d in ages])
+
+
+def _ages(db, table, column, now):
+    return sorted(round((now - t) / 86400) for (t,) in
+                  db.conn.execute(f"SELECT {column} FROM {table}"))
+
+
+def test_readings_events_and_bad_frames_are_kept_as_configured(settings, db):
+    import dataclasses
+
+    now = time.time()
+    _fill(db, now)
+    # The defaults keep readings, receptions and events for ever, bad frames 30 days.
+    done = upkeep.Upkeep(settings).round(db, now)
+    assert done["prune"] == {"status_log": 0, "bad_frames": 2}
+    assert _ages(db, "readings", "t", now) == [1] * 4 + [10] * 4 + [40] * 4 + [400] * 4
+    assert _ages(db, "bad_frames", "received_at", now) == [1, 10]
+    # A city that keeps a year of telemetry and 30 days of events.
+    worker = upkeep.Upkeep(dataclasses.replace(settings, readings_days=365, events_days=30))
+    done = worker.round(db, now)
+    assert done["prune"] == {"status_log": 0, "readings": 4, "receptions": 2, "events": 4,
+                             "bad_frames": 0}
+    assert _ages(db, "readings", "t", now) == [1] * 4 + [10] * 4 + [40] * 4
+    assert _ages(db, "receptions", "received_at", now) == [1, 1, 10, 10, 40, 40]
+    assert _ages(db, "events", "t", now) == [1, 1, 10, 10]
+    # The latest values stay: the node list still shows each node's last reading.
+    assert db.conn.execute("SELECT count(*) FROM latest").fetchone()[0] == 4
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 100])
+def test_pruning_many_groups_in_chunks_deletes_exactly_the_old_rows(db, chunk):
+    now = time.time()
+    _fill(db, now)
+    assert store.prune_old(db, "readings", now - 5 * 86400, chunk=chunk) == 12
+    assert _ages(db, "readings", "t", now) == [1] * 4
+    assert store.prune_old(db, "events", now - 5 * 86400, chunk=chunk) == 6
+    assert store.prune_old(db, "receptions", now - 5 * 86400, chunk=chunk) == 6
+    assert store.prune_old(db, "readings", now - 5 * 86400, chunk=chunk) == 0
 
 
 def test_retention_zero_keeps_everything(settings, db):
@@ -109,7 +171,7 @@ def test_retention_zero_keeps_everything(settings, db):
     store.enrol_node(db, "n1")
     with store.transaction(db) as conn:
         conn.execute("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', 1.0, 1)")
-    worker = upkeep.Upkeep(dataclasses.replace(settings, status_log_days=0))
+    worker = upkeep.Upkeep(dataclasses.replace(settings, status_log_days=0, bad_frames_days=0))
     assert "prune" not in worker.round(db)
     assert db.conn.execute("SELECT count(*) FROM status_log").fetchone()[0] == 1
 
@@ -119,6 +181,9 @@ def test_retention_zero_keeps_everything(settings, db):
     ("STATUS_LOG_DAYS", "-1", "outside 0..36500"),
     ("UPKEEP_EVERY", "0", "outside 0.1..3600"),
     ("UPKEEP_EVERY", "nan", "outside"),
+    ("READINGS_DAYS", "1y", "is not an integer"),
+    ("EVENTS_DAYS", "-5", "outside 0..36500"),
+    ("BAD_FRAMES_DAYS", "40000", "outside 0..36500"),
 ])
 def test_bad_settings_are_refused_by_name(monkeypatch, data_dir, name, value, message):
     monkeypatch.setenv(name, value)
@@ -129,8 +194,12 @@ def test_bad_settings_are_refused_by_name(monkeypatch, data_dir, name, value, me
 def test_settings_from_the_environment(monkeypatch, data_dir):
     monkeypatch.setenv("STATUS_LOG_DAYS", "30")
     monkeypatch.setenv("UPKEEP_EVERY", "2.5")
+    monkeypatch.setenv("READINGS_DAYS", "730")
+    monkeypatch.setenv("BAD_FRAMES_DAYS", "0")
     s = from_env()
     assert (s.status_log_days, s.upkeep_every) == (30, 2.5)
+    assert s.retention() == {"status_log": 30, "readings": 730, "receptions": 730, "events": 0,
+                             "bad_frames": 0}
 
 
 def test_upkeep_once_from_cron(runner, db):
@@ -139,7 +208,8 @@ def test_upkeep_once_from_cron(runner, db):
     heard(db, "quiet", time.time() - 7200)
     result = runner.invoke(cli, ["upkeep", "--once"])
     assert result.exit_code == 0, result.output
-    assert "offline 1" in result.output and "status history rows pruned: 0" in result.output
+    assert "offline 1" in result.output
+    assert "older than their retention deleted: status_log 0, bad_frames 0" in result.output
     assert offline_alerts(db) == ["quiet"]
 
 
@@ -150,7 +220,8 @@ def test_fleet_run_alerts_an_offline_node_with_nobody_looking(fleet_run, tmp_pat
     monkeypatch.setenv("UPKEEP_EVERY", "1")
     run = fleet_run()
     run.wait_for(READY, timeout=60)
-    assert "upkeep          alerts every 1 s, STATUS history kept 90 days" in run.output()
+    assert ("upkeep          alerts every 1 s; deletes status_log 90 d, bad_frames 30 d older"
+            in run.output())
     env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MQTT_PORT=str(run.mqtt_port))
     env.pop("MQTT_URL", None)
     # The node runs, then its process ends without a goodbye: the broker publishes its will.
