@@ -1130,6 +1130,9 @@ _PRUNE = {
                "SELECT rowid FROM events INDEXED BY events_node_t WHERE node_id = ? AND t < ?"),
     "bad_frames": (None, "SELECT rowid FROM bad_frames INDEXED BY bad_frames_time"
                          " WHERE received_at < ?"),
+    "provider_downlinks": ("SELECT id FROM nodes",
+                           "SELECT rowid FROM provider_downlinks INDEXED BY provider_downlinks_node"
+                           " WHERE node_id = ? AND t < ?"),
 }
 PRUNABLE = tuple(_PRUNE)
 
