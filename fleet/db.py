@@ -405,6 +405,16 @@ MIGRATIONS = [
     """
     ALTER TABLE nodes ADD COLUMN ota_keys TEXT;
     """,
+    # 16: the network's ACKs of confirmed uplinks are downlinks too and use the same daily
+    # budget (TTN fair use): one row per acknowledged uplink (kind 'ack'), at most one per
+    # (node, provider, seq, FCnt) however many gateways or MQTT redeliveries brought it.
+    """
+    ALTER TABLE provider_downlinks ADD COLUMN kind TEXT NOT NULL DEFAULT 'fleet';
+    ALTER TABLE provider_downlinks ADD COLUMN seq INTEGER;
+    ALTER TABLE provider_downlinks ADD COLUMN fcnt INTEGER;
+    CREATE UNIQUE INDEX provider_downlinks_ack ON provider_downlinks (node_id, provider, seq, fcnt)
+        WHERE kind = 'ack';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1120,6 +1130,9 @@ _PRUNE = {
                "SELECT rowid FROM events INDEXED BY events_node_t WHERE node_id = ? AND t < ?"),
     "bad_frames": (None, "SELECT rowid FROM bad_frames INDEXED BY bad_frames_time"
                          " WHERE received_at < ?"),
+    "provider_downlinks": ("SELECT id FROM nodes",
+                           "SELECT rowid FROM provider_downlinks INDEXED BY provider_downlinks_node"
+                           " WHERE node_id = ? AND t < ?"),
 }
 PRUNABLE = tuple(_PRUNE)
 

@@ -19,6 +19,10 @@ from . import db as store
 DEFAULT_STAGES = [{"percent": 1, "soak": 3600}, {"percent": 10, "soak": 3600},
                   {"percent": 50, "soak": 3600}, {"percent": 100, "soak": 0}]
 REOFFER_AFTER = 600  # s: an online node silent this long about its update gets the offer again
+# s: a node that said it reboots into the release, or confirmed it without its STATUS showing it,
+# and stays so this long has failed: its stage can finish (or pause) instead of waiting forever.
+# The trial itself takes ota.confirm (300 s by default) after the reboot.
+STUCK_AFTER = 3600
 # States in which a node owes us news; silence in them means a lost offer or a node that lost
 # power mid-update (it forgets the offer), so the offer is repeated.
 IN_FLIGHT = ("offered", "downloading", "verified", "deferred")
@@ -350,6 +354,17 @@ def _tick_one(db, r, send, url, now):
             if why and n["reason"] != why:
                 n["reason"] = why
                 changed[n["node_id"]] = n
+    for n in nodes.values():
+        if (n["state"] in ("rebooting", "confirmed") and n["node_id"] not in changed
+                and (n["updated"] or now) < now - STUCK_AFTER):
+            minutes = STUCK_AFTER // 60
+            n["reason"] = (
+                f"said it reboots into {version}, then no confirmed boot for {minutes} min"
+                if n["state"] == "rebooting" else
+                f"{n['reason'] or f'confirmed, but its STATUS never showed {version}'} "
+                f"(for {minutes} min)")
+            n["state"] = "failed"
+            changed[n["node_id"]] = n
     stage = r["stage"]
     reached = [n for n in nodes.values() if 0 <= n["stage"] <= stage]
     to_offer = [n for n in reached if n["online"] and (

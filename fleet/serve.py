@@ -316,8 +316,9 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     say("  providers       LoRaWAN provider ingest (log in "
         f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
     kept = ", ".join(f"{table} {days} d" for table, days in settings.retention().items() if days)
-    say(f"  upkeep          alerts every {settings.upkeep_every:g} s; deletes {kept or 'nothing'}"
-        f" older, keeps the rest (log in {settings.data_dir / 'logs' / 'upkeep.log'})")
+    say(f"  upkeep          alerts every {settings.upkeep_every:g} s; keeps {kept or 'everything'}"
+        f"{', the rest for ever' if kept else ''} (log in "
+        f"{settings.data_dir / 'logs' / 'upkeep.log'})")
     say(f"  data            {settings.data_dir}")
     say()
     if password is not None:

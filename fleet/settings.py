@@ -12,6 +12,9 @@ class SettingsError(ValueError):
 
 DEFAULT_STATUS_LOG_DAYS = 90
 DEFAULT_BAD_FRAMES_DAYS = 30
+# Days of LoRaWAN downlink records kept: only today's count against a node's daily budget, the
+# rest is history for diagnosis (one row per downlink and per ACK of a confirmed uplink).
+DOWNLINK_LOG_DAYS = 7
 DEFAULT_UPKEEP_EVERY = 30.0
 
 
@@ -38,7 +41,7 @@ class Settings:
         """{table: days kept} for every table upkeep prunes by age (0 days: kept for ever)."""
         return {"status_log": self.status_log_days, "readings": self.readings_days,
                 "receptions": self.readings_days, "events": self.events_days,
-                "bad_frames": self.bad_frames_days}
+                "bad_frames": self.bad_frames_days, "provider_downlinks": DOWNLINK_LOG_DAYS}
 
     @property
     def db_path(self) -> Path:

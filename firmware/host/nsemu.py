@@ -4,7 +4,12 @@ SIMULATION and test infrastructure: no network server runs here. It does what th
 on and nothing more — OTAA joins (MIC, DevNonce never reused, session keys, join-accept in the
 JOIN_ACCEPT_DELAY1 window), ABP sessions, data uplinks (deduplicated across gateways, MIC with the
 full 32-bit counter, decryption), LinkCheckReq answers, ACKs of confirmed uplinks, and a
-per-device downlink queue sent in RX1 after the next uplink (Class A). A confirmed uplink is
+per-device downlink queue sent after the next uplink (Class A) in RX1, or in RX2 when RX1 is not
+possible (the gateway is already transmitting then). RX2 follows the network: The Things
+Network's EU868 plan uses 869.525 MHz at SF9 (DR3) and tells the device so in the join-accept's
+DLSettings; ChirpStack's default EU868 region config keeps the regional default DR0 (SF12). A
+join-accept goes out in RX1, or in RX2 at the regional default (the device learns DLSettings
+only from it). A confirmed uplink is
 ACKed in the downlink that follows it (ACK bit in FCtrl, with queued data if any); a
 retransmission (same FCnt) is ACKed again but handed to the application only once. It then
 publishes on a real MQTT broker exactly the JSON that The Things Stack v3
@@ -29,6 +34,10 @@ from polylink import region_eu868 as region
 
 DEDUP_S = 0.2
 NET_ID = bytes.fromhex("000013")  # TTN's NetID (LoRaWAN Alliance, type 0, NwkID 0x13)
+# RX2 data rate each network puts in the join-accept's DLSettings (RX1DROffset is 0 in both):
+# TTN's EU868 frequency plan uses SF9 (DR3); ChirpStack's region_eu868.toml rx2_dr = 0.
+RX2_DR = {"tts": 3, "chirpstack": region.RX2_DR}
+RX1_DR_OFFSET = 0
 
 
 def _rev(b: bytes) -> bytes:
@@ -58,8 +67,9 @@ def _drop_empty(d):
 
 
 class Session:
-    def __init__(self, dev_eui, dev_addr, nwk, app):
+    def __init__(self, dev_eui, dev_addr, nwk, app, rx2_dr=region.RX2_DR, rx1_offset=0):
         self.dev_eui, self.dev_addr, self.nwk, self.app = dev_eui, dev_addr, nwk, app
+        self.rx2_dr, self.rx1_offset = rx2_dr, rx1_offset  # as the device was told
         self.fcnt_up = -1
         self.fcnt_down = 0
         self.queue: list[tuple[int, bytes, bool]] = []  # (fport, payload, confirmed)
@@ -81,7 +91,10 @@ class NetworkServer:
         self.pending: dict[bytes, tuple] = {}  # PHY -> (first meta, [(gateway, meta)])
         self.published: list[tuple[str, dict]] = []
         self.stats = {"joins": 0, "uplinks": 0, "mic_fail": 0, "downlinks": 0, "dup_gw": 0,
-                      "retransmissions": 0, "acks": 0}
+                      "retransmissions": 0, "acks": 0, "rx2": 0}
+        self.rx2_dr = RX2_DR[flavor]
+        self.force_rx2 = False  # tests: answer in RX2, as when RX1 is not possible
+        self.sent: list[dict] = []  # every downlink scheduled: window, freq, dr, join
         self._lock = threading.Lock()
         self._next_addr = 0x260B0000 if flavor == "tts" else 0x00180000
         for g in gateways:
@@ -105,12 +118,14 @@ class NetworkServer:
                                          "device_id": device_id or dev_eui.lower(),
                                          "join_eui": join_eui.upper()}
 
-    def register_abp(self, dev_eui, dev_addr, nwk_s_key, app_s_key, device_id=None):
+    def register_abp(self, dev_eui, dev_addr, nwk_s_key, app_s_key, device_id=None,
+                     rx2_dr=region.RX2_DR):
+        """An ABP session; rx2_dr is what the device was configured with (no join tells it)."""
         self.devices[dev_eui.upper()] = {"device_id": device_id or dev_eui.lower(),
                                          "join_eui": "0" * 16}
         addr = _rev(bytes.fromhex(dev_addr))
         self.sessions[addr] = Session(dev_eui.upper(), addr, bytes.fromhex(nwk_s_key),
-                                      bytes.fromhex(app_s_key))
+                                      bytes.fromhex(app_s_key), rx2_dr)
 
     # topics
     def _prefix(self):
@@ -188,7 +203,7 @@ class NetworkServer:
         self._next_addr += 1
         addr = self._next_addr.to_bytes(4, "little")
         app_nonce = uuid.uuid4().bytes[:3]
-        dl = (0 << 4) | region.RX2_DR  # RX1DROffset 0, RX2 DR0
+        dl = (RX1_DR_OFFSET << 4) | self.rx2_dr  # DLSettings
         clear = bytes((0x20,)) + app_nonce + NET_ID[::-1] + addr + bytes((dl, 1))
         mic = lw_crypto.join_mic(dev["app_key"], clear)
         body = clear[1:] + mic
@@ -199,11 +214,12 @@ class NetworkServer:
         for a, s in list(self.sessions.items()):
             if s.dev_eui == dev_eui:
                 del self.sessions[a]
-        self.sessions[addr] = Session(dev_eui, addr, nwk, app)
+        self.sessions[addr] = Session(dev_eui, addr, nwk, app, self.rx2_dr, RX1_DR_OFFSET)
         self.stats["joins"] += 1
-        loop = asyncio.get_running_loop()
-        at = loop.time() + (meta["end"] + region.JOIN_ACCEPT_DELAY1_MS / 1000 - loop.time())
-        self._best(rx).schedule(phy_out, at, meta["freq"], meta["dr"])
+        # Before the join-accept the device knows only the regional defaults: RX1DROffset 0
+        # and RX2 at DR0.
+        self._send(phy_out, meta, rx, region.JOIN_ACCEPT_DELAY1_MS, meta["dr"], region.RX2_DR,
+                   join=True)
         self._publish_join(dev_eui, addr, meta)
 
     def _data(self, phy, meta, rx):
@@ -278,10 +294,20 @@ class NetworkServer:
             lw_crypto.crypt_payload(s.app if fport else s.nwk, 1, s.dev_addr, fcnt, msg,
                                     p + 1, len(msg))
         phy = bytes(msg) + lw_crypto.data_mic(s.nwk, 1, s.dev_addr, fcnt, bytes(msg))
-        rx1_dr = region.rx1_dr(meta["dr"], 0)
-        self._best(rx).schedule(phy, meta["end"] + region.RECEIVE_DELAY1_MS / 1000,
-                                meta["freq"], rx1_dr)
+        self._send(phy, meta, rx, region.RECEIVE_DELAY1_MS,
+                   region.rx1_dr(meta["dr"], s.rx1_offset), s.rx2_dr)
         self.stats["downlinks"] += 1
+
+    def _send(self, phy, meta, rx, delay1_ms, rx1_dr, rx2_dr, join=False):
+        """Schedule a downlink in RX1 (uplink channel) or, if RX1 is not possible, in RX2."""
+        gw = self._best(rx)
+        at = meta["end"] + delay1_ms / 1000
+        window, freq, dr = 1, meta["freq"], rx1_dr
+        if self.force_rx2 or not gw.free_at(at, len(phy), rx1_dr):
+            window, freq, dr, at = 2, region.RX2_FREQ, rx2_dr, at + 1.0
+            self.stats["rx2"] += 1
+        gw.schedule(phy, at, freq, dr)
+        self.sent.append({"window": window, "freq": freq, "dr": dr, "join": join})
 
     # MQTT side: the providers' JSON
     def _publish(self, topic: str, msg: dict) -> None:

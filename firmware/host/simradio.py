@@ -202,6 +202,7 @@ class Gateway:
         self.power = power
         self.on_uplink = None  # callable(gateway, data, meta) set by the network server
         self.sent = 0
+        self._tx: list[tuple[float, float]] = []  # (start, end) loop times of scheduled downlinks
         medium.gateways.append(self)
 
     def listening(self, tx: _Tx) -> bool:
@@ -214,8 +215,17 @@ class Gateway:
                                            "sf": tx.sf, "bw": tx.bw, "end": tx.end,
                                            "time": time.time()})
 
+    def free_at(self, at: float, n: int, dr: int) -> bool:
+        """True if an n-byte downlink at dr starting at loop time `at` overlaps none scheduled
+        (a gateway's one transmitter sends one packet at a time)."""
+        end = at + region.airtime_us(n, dr, crc=False) / 1e6
+        return all(end <= s or at >= e for s, e in self._tx)
+
     def schedule(self, data: bytes, at: float, freq: int, dr: int) -> None:
         """Transmit data at loop time `at` (inverted IQ, no CRC: a LoRaWAN downlink)."""
+        now = asyncio.get_running_loop().time()
+        self._tx = [(s, e) for s, e in self._tx if e > now]
+        self._tx.append((at, at + region.airtime_us(len(data), dr, crc=False) / 1e6))
         sf, bw = region.DATA_RATES[dr]
         cfg = {"freq_khz": freq / 1000, "sf": sf, "bw": str(bw // 1000)}
         loop = asyncio.get_running_loop()

@@ -52,8 +52,12 @@ def accept(self, phy) -> None:
     s["addr"] = bytes(clear[i] for i in (10, 9, 8, 7)).hex()
     s["nwk"] = nwk.hex()
     s["app"] = app.hex()
-    s["rx1o"] = (clear[11] >> 4) & 0x07
-    s["rx2dr"] = clear[11] & 0x0F
+    # DLSettings: the network's RX1DROffset and RX2 data rate (TTN EU868: RX2 DR3, SF9). A value
+    # this region does not have keeps the default rather than failing every later window.
+    r = self.region
+    rx1o, rx2dr = (clear[11] >> 4) & 0x07, clear[11] & 0x0F
+    if rx1o <= r.RX1_DR_OFFSET_MAX and rx2dr < len(r.DATA_RATES):
+        s["rx1o"], s["rx2dr"] = rx1o, rx2dr
     s["delay"] = (clear[12] & 0x0F) or 1
     s["day"], s["air"], s["dl"] = self.s["day"], self.s["air"], self.s["dl"]
     if n == 33 and clear[28] == 0:  # CFList type 0: five more channel frequencies

@@ -127,8 +127,10 @@ class LoRaLink:
                     await asyncio.sleep(600)
                     continue
                 d1 = region.JOIN_ACCEPT_DELAY1_MS
+                # The join-accept comes at the regional defaults (RX2 DR0 at RX2_FREQ): the
+                # RX2 settings of an earlier session (TTN: DR3) are not the network's for it.
                 pkt = await self._windows(end, freq, (d1, None, dr),
-                                          (d1 + 1000, dev.s["rx2f"], dev.s["rx2dr"]))
+                                          (d1 + 1000, region.RX2_FREQ, region.RX2_DR))
                 if pkt is not None:
                     try:
                         dev.join_accept(pkt)

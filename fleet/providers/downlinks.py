@@ -2,9 +2,11 @@
 
 Limits checked before anything is published: the frame must fit the payload of the data rate
 the node last used (EU868 table in polylink.region_eu868), and the node must have downlinks left
-in its provider's daily budget (The Things Network's fair use: 10 a day). The provider queues
-the downlink (TTS `down/push`, ChirpStack `command/down` both append to the device's queue) and
-sends it in a receive window after the node's next uplink (Class A).
+in its provider's daily budget (The Things Network's fair use: 10 a day). The budget counts
+what the fleet sent and the network's ACKs of the node's confirmed uplinks (stored by the ingest
+worker, fleet/providers/worker.py): TTN counts both. The provider queues the downlink (TTS
+`down/push`, ChirpStack `command/down` both append to the device's queue) and sends it in a
+receive window after the node's next uplink (Class A).
 """
 
 import time
@@ -28,11 +30,38 @@ def _provider_of(db, node_id):
     return rows[0] if rows else None
 
 
-def used_today(db, node_id: str, provider: str, now=None) -> int:
+def _today(now):
     now = time.time() if now is None else now
-    start = now - now % _DAY
-    return db.execute("SELECT count(*) FROM provider_downlinks WHERE node_id = ? AND provider = ?"
-                      " AND t >= ?", [node_id, provider, start]).fetchone()[0]
+    return now - now % _DAY  # the budget is per UTC day
+
+
+def used_today(db, node_id: str, provider: str, now=None) -> tuple[int, int]:
+    """(downlinks, of which ACKs) a node used today on a provider."""
+    used, acks = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE kind = 'ack') FROM provider_downlinks"
+        " WHERE node_id = ? AND provider = ? AND t >= ?",
+        [node_id, provider, _today(now)]).fetchone()
+    return used, acks
+
+
+def budgets(db, node_id: str, now=None) -> list[dict]:
+    """Today's downlink budget of a node on each LoRaWAN provider it has an identity on."""
+    out = []
+    for p in db.query("SELECT DISTINCT p.name, p.downlinks_per_day FROM transport_ids t JOIN"
+                      " providers p ON p.name = t.provider WHERE t.node_id = ? ORDER BY p.name",
+                      [node_id]):
+        used, acks = used_today(db, node_id, p["name"], now)
+        out.append({"provider": p["name"], "limit": p["downlinks_per_day"], "used": used,
+                    "acks": acks, "left": max(0, p["downlinks_per_day"] - used)})
+    return out
+
+
+def describe(b: dict) -> str:
+    """'3 of 10 used, 2 by ACKs of confirmed uplinks' for a budgets() entry."""
+    text = f"{b['used']} of {b['limit']} used"
+    if b["acks"]:
+        text += f", {b['acks']} by ACKs of confirmed uplinks"
+    return text
 
 
 def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
@@ -52,10 +81,12 @@ def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     if len(frame) > limit:
         raise TooLarge(f"{len(frame)} bytes do not fit a downlink at DR{dr} (max {limit}) on"
                        f" provider {p['name']}")
-    used = used_today(db, node_id, p["name"], now)
+    used, acks = used_today(db, node_id, p["name"], now)
     if used >= p["downlinks_per_day"]:
-        raise BudgetUsed(f"node {node_id} used its {p['downlinks_per_day']} downlinks for today"
-                         f" on provider {p['name']}; try again after 00:00 UTC")
+        why = (f"{acks} of them the network's ACKs of confirmed uplinks, {used - acks} sent by"
+               " the fleet" if acks else "all sent by the fleet")
+        raise BudgetUsed(f"node {node_id} used {used} of its {p['downlinks_per_day']} downlinks"
+                         f" for today on provider {p['name']} ({why}); try again after 00:00 UTC")
     cfg, password = registry.login(db, settings.data_dir, p["name"])
     adapter = ADAPTERS[p["kind"]]
     topic = adapter.downlink_topic(cfg, ident["device_id"] or ident["ext_id"])

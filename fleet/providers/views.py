@@ -10,7 +10,7 @@ from fleet import db as store
 from fleet.api import ApiError
 from fleet.auth import bearer_token, csrf, require
 
-from . import LORAWAN_KINDS, ProviderError, registry
+from . import LORAWAN_KINDS, ProviderError, downlinks, registry
 
 ui = Blueprint("providers", __name__, url_prefix="/providers")
 api = Blueprint("providers_api", __name__, url_prefix="/api/v1/providers")
@@ -80,7 +80,8 @@ def require_token_radio():
 @radio_api.get("/<node_id>/receptions")
 @require("read")
 def api_receptions(node_id):
-    """Radio metadata of a node's latest uplink receptions, and its transport identities."""
+    """Radio metadata of a node's latest uplink receptions, its transport identities and
+    today's downlink budget on each provider (ACKs of confirmed uplinks included)."""
     db = store.get_db()
     try:
         store.get_node(db, node_id)
@@ -93,6 +94,7 @@ def api_receptions(node_id):
     if not 1 <= limit <= 1000:
         raise ApiError(400, "limit must be an integer 1..1000")
     return jsonify({"node_id": node_id, "identities": registry.identities(db, node_id),
+                    "downlink_budget": downlinks.budgets(db, node_id),
                     "receptions": registry.receptions(db, node_id, limit)})
 
 
@@ -134,9 +136,13 @@ def api_delete(name):
 
 
 def node_radio(node_id: str) -> dict:
-    """For the node page: transport identities and the latest receptions with radio metadata."""
+    """For the node page: transport identities, today's downlink budgets and the latest
+    receptions with radio metadata."""
     db = store.get_db()
-    return {"identities": registry.identities(db, node_id),
+    budgets = downlinks.budgets(db, node_id)
+    for b in budgets:
+        b["text"] = downlinks.describe(b)
+    return {"identities": registry.identities(db, node_id), "budgets": budgets,
             "receptions": registry.receptions(db, node_id, limit=20),
             "frames": registry.recent_frames(db, node_id, limit=10)}
 

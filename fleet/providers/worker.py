@@ -2,8 +2,9 @@
 
 One MQTT client per provider (their brokers, their credentials); messages are decoded by the
 provider's adapter, then stored like the own broker's (fleet/ingest.py: same batches, same
-dedupe by (node, seq)), plus one reception row per gateway. A message is acknowledged to the
-provider's broker only after its batch is committed.
+dedupe by (node, seq)), plus one reception row per gateway. A confirmed uplink also counts the
+network's ACK against the node's daily downlink budget (fleet/providers/downlinks.py). A message
+is acknowledged to the provider's broker only after its batch is committed.
 """
 
 import logging
@@ -36,6 +37,18 @@ class ProviderIngest(Ingest):
         self.ids = registry.resolve(db, name)
         self.receptions: list[tuple] = []
         self.idents: dict[str, tuple] = {}
+        self.acks: list[tuple] = []  # (node, provider, t, seq, fcnt) of confirmed uplinks
+
+    def _ack(self, node, up, received_at, seq=None) -> None:
+        """The network ACKs a confirmed uplink with a downlink, whatever we make of its frame.
+
+        Stored at most once per (node, provider, seq, FCnt): the provider publishes one message
+        for all gateways that heard the frame, and a redelivered MQTT message or a retransmission
+        with the same FCnt is the same uplink. A frame we could not decode has no seq and counts
+        each time (over-counting is the safe side of a budget).
+        """
+        if up.confirmed:
+            self.acks.append((node, self.provider, received_at, seq, up.fcnt))
 
     def add_message(self, topic: str, payload: bytes, received_at: float) -> None:
         """Decode one provider message into the current batch; bad ones are kept, not raised."""
@@ -57,18 +70,22 @@ class ProviderIngest(Ingest):
                       f"DevEUI {up.ext_id} is not a registered node's transport identity")
             return
         if up.fport != FPORT:
+            self._ack(node, up, received_at)
             self._bad(node, received_at, topic, payload,
                       f"FPort {up.fport} is not Polylink's FPort {FPORT}")
             return
         try:
             mtype, seq16, ts, body = proto.decode(up.payload)
         except proto.FrameError as e:
+            self._ack(node, up, received_at)
             self._bad(node, received_at, topic, payload, str(e))
             return
         except Exception as e:  # noqa: BLE001 - a codec bug must not stop ingest
+            self._ack(node, up, received_at)
             self._bad(node, received_at, topic, payload, f"decoder failed: {e!r}")
             return
         if mtype not in UPLINK_TYPES:
+            self._ack(node, up, received_at)
             self._bad(node, received_at, topic, payload, f"message type {mtype} is not an uplink")
             return
         if node not in self.known:
@@ -86,10 +103,11 @@ class ProviderIngest(Ingest):
                                     r.snr if r else None, up.sf, up.dr, up.freq, up.airtime,
                                     up.fcnt))
         self.idents[up.ext_id] = (node, up.device_id, received_at, up.dr)
+        self._ack(node, up, received_at, seq)
 
     def flush(self) -> int:
         n = super().flush()
-        if self.receptions or self.idents:
+        if self.receptions or self.idents or self.acks:
             with store.transaction(self.db) as conn:
                 conn.executemany(
                     "INSERT INTO receptions (node_id, seq, provider, received_at, gateway, rssi,"
@@ -103,8 +121,12 @@ class ProviderIngest(Ingest):
                     " last_seen = excluded.last_seen, last_dr = excluded.last_dr",
                     [(self.provider, ext, node, dev, seen, dr)
                      for ext, (node, dev, seen, dr) in self.idents.items()])
+                conn.executemany(
+                    "INSERT OR IGNORE INTO provider_downlinks (node_id, provider, t, size, kind,"
+                    " seq, fcnt) VALUES (?, ?, ?, 0, 'ack', ?, ?)", self.acks)
             self.receptions = []
             self.idents = {}
+            self.acks = []
         return n
 
 

@@ -62,8 +62,16 @@ def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_p
                          user=node, password=ident["mqtt"]["password"], interval=5,
                          status_interval=10,
                          ota=dict(ident["ota"], url=f"http://127.0.0.1:{fleet.port}", confirm=2))
-    fleet_cli(data, "release", "build", "0.2.0")
-    fleet_cli(data, "release", "build", "0.3.0")
+    # Key rotation rides along: k2 is created after the nodes were flashed with k1 alone, 0.2.0 is
+    # signed with k1 and carries {k1, k2}; once every node confirmed it, k1 can be retired and
+    # 0.3.0 is signed with k2.
+    fleet_cli(data, "keys", "create", "k2")
+    fleet_cli(data, "release", "build", "0.2.0", "--key", "k1")
+    refused = subprocess.run([sys.executable, "-m", "fleet.cli", "keys", "retire", "k1"],
+                             env=dict(os.environ, DATA_DIR=str(data)), capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 1 and "3 node(s) trust no other key than k1" in refused.stdout \
+        + refused.stderr, refused
     for n in nodes.nodes:
         n.crash_versions = {"0.3.0"}
     nodes.start()
@@ -93,6 +101,13 @@ def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_p
         states = [h["state"] for h in history]
         for s in ("offered", "downloading", "verified", "rebooting", "confirmed"):
             assert s in states, states
+        # Each node now trusts k2 as well, in its flash and in the fleet's view (its report).
+        for n in nodes.nodes:
+            keys = json.loads((n.root / "config.json").read_text())["ota"]["keys"]
+            assert set(keys) == {"k1", "k2"}, (n.id, keys)
+            assert api.get(f"/nodes/{n.id}/ota")["trusted_keys"] == ["k1", "k2"]
+        fleet_cli(data, "keys", "retire", "k1")
+        fleet_cli(data, "release", "build", "0.3.0")  # signed with k2, carries {k2}
 
         status, r = api.call("POST", "/rollouts", {
             "release": "0.3.0", "target": {"nodes": IDS}, "max_failures": 0.2,

@@ -143,6 +143,33 @@ def test_otaa_join():
         rmtree(d)
 
 
+# Join-accepts for _OTAA's AppKey, encrypted as a network does (AES decrypt, which neither the
+# device nor the wasm stand-in has): AppNonce a1b2c3, NetID 000013, DevAddr 260B1234, RxDelay 1,
+# no CFList; only DLSettings differ. Its MIC does not depend on the DevNonce.
+_ACCEPT_TTN = _H("205428ef533e696a0af40b8e9f07517e8f")  # DLSettings 0x03: RX1DROffset 0, RX2 DR3
+_ACCEPT_OFFSET2_DR4 = _H("202e5f3af879d01d254f3ab7c658111e5c")  # 0x24
+_ACCEPT_BAD = _H("20fa3fb721a35654b974b5ab222fe8a675")  # 0x7F: offset 7, DR15 (not in EU868)
+
+
+def test_join_accept_dlsettings_set_rx1_offset_and_rx2_data_rate():
+    for phy, want in ((_ACCEPT_TTN, (0, 3)), (_ACCEPT_OFFSET2_DR4, (2, 4)),
+                      (_ACCEPT_BAD, (0, eu.RX2_DR))):
+        dev, d = _dev(_OTAA)
+        try:
+            dev.join_request()
+            dev.join_accept(phy)
+            eq(dev.joined, True)
+            eq(dev.dev_addr, _r(_H("260B1234")), "DevAddr")
+            eq((dev.s["rx1o"], dev.s["rx2dr"]), want, "DLSettings")
+            # RX2 one second after RX1 (RxDelay 1), on the region's RX2 frequency
+            eq(dev.rx2(), (2000, eu.RX2_FREQ, want[1]))
+            eq(dev.rx1(5), (1000, None, 5 - want[0]))
+            again, _ = _dev(_OTAA, path=d)
+            eq((again.s["rx1o"], again.s["rx2dr"]), want, "kept across a reboot")
+        finally:
+            rmtree(d)
+
+
 def test_dev_nonce_is_never_reused_across_reboots():
     dev, d = _dev(_OTAA)
     try:

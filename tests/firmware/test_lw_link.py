@@ -260,3 +260,42 @@ async def test_dual_node_parks_the_lorawan_code_on_wifi_and_resumes_the_same_ses
         eq((_fcnt(phy), phy[5] & 0x0F, phy[8]), (1, 1, 0x02), "FCnt 1, the LinkCheckReq kept")
     finally:
         rmtree(d)
+
+
+# A join-accept for _OTAA's AppKey as TTN sends it (DLSettings 0x03: RX2 DR3, SF9), built like
+# the ones in test_lorawan.py (encrypted with AES decrypt, which the device does not have).
+_OTAA = {"dev_eui": "02A1B2C3D4E5F601", "join_eui": "70B3D57ED0000001",
+         "app_key": "00112233445566778899AABBCCDDEEFF"}
+_ACCEPT_TTN = bytes.fromhex("205428ef533e696a0af40b8e9f07517e8f")
+
+
+class _Listening(_Modem):
+    """Also records (sf, freq Hz) of every receive window."""
+
+    async def recv(self, timeout_ms=None):
+        self.heard = getattr(self, "heard", [])
+        self.heard.append((self.cfg["sf"], int(self.cfg["freq_khz"] * 1000)))
+        return await _Modem.recv(self, timeout_ms)
+
+
+class _OtaaCfg:
+    lorawan = _OTAA
+
+
+async def test_join_accept_rx2_at_the_default_then_the_data_rate_it_set():
+    d = tmpdir("lwl")
+    try:
+        hal = _HAL(d)
+        modem = _Listening(hal, [None, _ACCEPT_TTN])  # RX1 quiet, the join-accept in RX2
+        lk = _Link(hal, _OtaaCfg(), modem, lambda t, m: None)
+        lk.dev.rand = lambda n: 0
+        lk.dev.s["rx2dr"] = 3  # left by an earlier session: not what a join-accept comes at
+        await lk.join()
+        eq(lk.joins, 1, "joined")
+        eq(modem.heard[1], (12, eu.RX2_FREQ), "join-accept RX2: DR0 (SF12), 869.525 MHz")
+        eq((lk.dev.s["rx1o"], lk.dev.s["rx2dr"]), (0, 3), "DLSettings applied")
+        eq(await lk.send(b"\x20\x00\x01"), True)
+        eq(modem.heard[3], (9, eu.RX2_FREQ), "data RX2: DR3 (SF9) as the join-accept said")
+        eq(modem.heard[2][0], modem.sent[-1][1], "RX1 at the uplink's DR (offset 0)")
+    finally:
+        rmtree(d)

@@ -392,6 +392,38 @@ def test_a_node_silent_mid_update_gets_the_offer_again(db):
     assert store.rollout_nodes(db, rid)[0]["attempts"] == 2
 
 
+def test_a_node_stuck_rebooting_or_confirmed_without_proof_fails_after_a_while(db):
+    """Its stage must end (or pause) instead of waiting for it forever."""
+    _release(db, "0.2.0")
+    Nodes(db, IDS[:3])
+    rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:3]}, [{"percent": 100, "soak": 0}], 0.5)
+    rollouts.tick(db, lambda n, f: None, None)
+    b = store.Batch()
+    b.frames = [  # n-000 rebooted and was never heard again; n-001 confirmed, STATUS says 0.1.0
+        (IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
+         {"state": 4, "version": "0.2.0", "rid": rid}),
+        (IDS[1], 1, proto.OTA_UP, time.time(), None, "mqtt",
+         {"state": 5, "version": "0.2.0", "rid": rid}),
+        (IDS[2], 1, proto.STATUS, time.time(), None, "mqtt", {"fw": "0.2.0", "uptime": 5}),
+        (IDS[2], 2, proto.OTA_UP, time.time(), None, "mqtt",
+         {"state": 5, "version": "0.2.0", "rid": rid})]
+    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    rollouts.tick(db, lambda n, f: None, None)
+    soon = time.time() + rollouts.STUCK_AFTER - 60
+    rollouts.tick(db, lambda n, f: None, None, now=soon)
+    got = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    assert [got[i]["state"] for i in IDS[:3]] == ["rebooting", "confirmed", "succeeded"]
+    later = time.time() + rollouts.STUCK_AFTER + 1
+    rollouts.tick(db, lambda n, f: None, None, now=later)
+    got = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    assert [got[i]["state"] for i in IDS[:3]] == ["failed", "failed", "succeeded"]
+    assert got[IDS[0]]["reason"] == "said it reboots into 0.2.0, then no confirmed boot for 60 min"
+    assert got[IDS[1]]["reason"] == "confirmed, but its STATUS never showed 0.2.0 (for 60 min)"
+    # 2 of 3 failed, over the 50 % threshold: paused, and retry offers them the release again.
+    r = store.get_rollout(db, rid)
+    assert r["state"] == "paused" and "2 of 3 nodes failed" in r["reason"]
+
+
 def test_abort_tells_nodes_mid_update_to_stop(db):
     _release(db, "0.2.0")
     Nodes(db, IDS[:2])

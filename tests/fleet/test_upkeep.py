@@ -92,7 +92,8 @@ def test_status_history_is_pruned_after_the_retention_days(settings, db):
     assert "prune" not in worker.round(db, now + 60)
     assert worker.round(db, now + 86400 * 2)["prune"]["status_log"] == 1
     assert store.upkeep_state(db)["prune"]["detail"] == {
-        "status_log": 1, "bad_frames": 0, "days": {"status_log": 90, "bad_frames": 30}}
+        "status_log": 1, "bad_frames": 0, "provider_downlinks": 0,
+        "days": {"status_log": 90, "bad_frames": 30, "provider_downlinks": 7}}
 
 
 def test_pruning_goes_in_chunks(db):
@@ -125,6 +126,8 @@ def _fill(db, now):
                              [(node, now - d * 86400, now - d * 86400) for d in ages])
         conn.executemany("INSERT INTO bad_frames (node_id, received_at, error) VALUES"
                          " ('n1', ?, 'bad')", [(now - d * 86400,) for d in ages])
+        conn.executemany("INSERT INTO provider_downlinks (node_id, provider, t, size) VALUES"
+                         " ('n2', 'ttn', ?, 12)", [(now - d * 86400,) for d in ages])
 
 
 def _ages(db, table, column, now):
@@ -139,14 +142,14 @@ def test_readings_events_and_bad_frames_are_kept_as_configured(settings, db):
     _fill(db, now)
     # The defaults keep readings, receptions and events for ever, bad frames 30 days.
     done = upkeep.Upkeep(settings).round(db, now)
-    assert done["prune"] == {"status_log": 0, "bad_frames": 2}
+    assert done["prune"] == {"status_log": 0, "bad_frames": 2, "provider_downlinks": 3}
     assert _ages(db, "readings", "t", now) == [1] * 4 + [10] * 4 + [40] * 4 + [400] * 4
     assert _ages(db, "bad_frames", "received_at", now) == [1, 10]
     # A city that keeps a year of telemetry and 30 days of events.
     worker = upkeep.Upkeep(dataclasses.replace(settings, readings_days=365, events_days=30))
     done = worker.round(db, now)
     assert done["prune"] == {"status_log": 0, "readings": 4, "receptions": 2, "events": 4,
-                             "bad_frames": 0}
+                             "bad_frames": 0, "provider_downlinks": 0}
     assert _ages(db, "readings", "t", now) == [1] * 4 + [10] * 4 + [40] * 4
     assert _ages(db, "receptions", "received_at", now) == [1, 1, 10, 10, 40, 40]
     assert _ages(db, "events", "t", now) == [1, 1, 10, 10]
@@ -172,7 +175,8 @@ def test_retention_zero_keeps_everything(settings, db):
     with store.transaction(db) as conn:
         conn.execute("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', 1.0, 1)")
     worker = upkeep.Upkeep(dataclasses.replace(settings, status_log_days=0, bad_frames_days=0))
-    assert "prune" not in worker.round(db)
+    # Only the downlink log (its budget needs today's rows alone) has a fixed retention.
+    assert worker.round(db)["prune"] == {"provider_downlinks": 0}
     assert db.conn.execute("SELECT count(*) FROM status_log").fetchone()[0] == 1
 
 
@@ -199,7 +203,7 @@ def test_settings_from_the_environment(monkeypatch, data_dir):
     s = from_env()
     assert (s.status_log_days, s.upkeep_every) == (30, 2.5)
     assert s.retention() == {"status_log": 30, "readings": 730, "receptions": 730, "events": 0,
-                             "bad_frames": 0}
+                             "bad_frames": 0, "provider_downlinks": 7}
 
 
 def test_upkeep_once_from_cron(runner, db):
@@ -209,7 +213,8 @@ def test_upkeep_once_from_cron(runner, db):
     result = runner.invoke(cli, ["upkeep", "--once"])
     assert result.exit_code == 0, result.output
     assert "offline 1" in result.output
-    assert "older than their retention deleted: status_log 0, bad_frames 0" in result.output
+    assert ("older than their retention deleted: status_log 0, bad_frames 0, "
+            "provider_downlinks 0" in result.output)
     assert offline_alerts(db) == ["quiet"]
 
 
@@ -220,8 +225,8 @@ def test_fleet_run_alerts_an_offline_node_with_nobody_looking(fleet_run, tmp_pat
     monkeypatch.setenv("UPKEEP_EVERY", "1")
     run = fleet_run()
     run.wait_for(READY, timeout=60)
-    assert ("upkeep          alerts every 1 s; deletes status_log 90 d, bad_frames 30 d older"
-            in run.output())
+    assert ("upkeep          alerts every 1 s; keeps status_log 90 d, bad_frames 30 d, "
+            "provider_downlinks 7 d, the rest for ever" in run.output())
     env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MQTT_PORT=str(run.mqtt_port))
     env.pop("MQTT_URL", None)
     # The node runs, then its process ends without a goodbye: the broker publishes its will.

@@ -126,8 +126,8 @@ def test_downlink_goes_through_the_provider_last_heard_on_within_its_limits(tmp_
         downlink.send_command(db, settings, "lamp-7", "identify")
         with pytest.raises(downlink.BudgetUsed, match="2 downlinks"):
             downlink.send_command(db, settings, "lamp-7", "identify")
-        assert downlinks.used_today(db, "lamp-7", "ttn") == 2
-        assert downlinks.used_today(db, "lamp-7", "ttn", now=time.time() + 86400) == 0
+        assert downlinks.used_today(db, "lamp-7", "ttn") == (2, 0)
+        assert downlinks.used_today(db, "lamp-7", "ttn", now=time.time() + 86400) == (0, 0)
     finally:
         sub.loop_stop()
         sub.disconnect()
