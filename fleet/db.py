@@ -1134,7 +1134,6 @@ _PRUNE = {
                            "SELECT rowid FROM provider_downlinks INDEXED BY provider_downlinks_node"
                            " WHERE node_id = ? AND t < ?"),
 }
-PRUNABLE = tuple(_PRUNE)
 
 
 def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
