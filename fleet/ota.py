@@ -489,9 +489,8 @@ def check_release(keys: dict, manifest: bytes, sig: str, blobs: dict[str, bytes]
     return m
 
 
-def store_release(settings, manifest: bytes, sig: str, blobs: dict[str, bytes]) -> dict:
-    """Check a release and keep its files under RELEASE_DIR; return the parsed manifest."""
-    m = check_release(trusted_keys(settings), manifest, sig, blobs)
+def store_release(settings, m: dict, manifest: bytes, sig: str, blobs: dict[str, bytes]) -> None:
+    """Keep a release that check_release() passed (m: its parsed manifest) under RELEASE_DIR."""
     base = release_dir(settings)
     files_dir = base / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
@@ -510,7 +509,6 @@ def store_release(settings, manifest: bytes, sig: str, blobs: dict[str, bytes]) 
     tmp = d / (MANIFEST + ".tmp")
     tmp.write_bytes(manifest)
     os.replace(tmp, d / MANIFEST)
-    return m
 
 
 def file_path(settings, sha: str) -> Path | None:
@@ -540,6 +538,6 @@ def upload(db, settings, data: bytes, actor=None) -> dict:
     else:
         raise store.DuplicateName(f"release {m['version']} already exists; releases are "
                                   "immutable, build a new version")
-    store_release(settings, manifest, sig, blobs)
+    store_release(settings, m, manifest, sig, blobs)
     store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
     return m
