@@ -33,6 +33,7 @@ class Node:
         self.hal = hal
         self.cfg = cfg
         self.reset_cause = hal.reset_cause()
+        self.woke = self.reset_cause == _DEEPSLEEP_RESET  # this run is one wake (power.py)
         # The version that runs: the slot pointer's (an OTA update) or the factory app's. The
         # slot code is needed again only for an update, so it is not kept in the heap.
         from polylink import slots
@@ -51,7 +52,7 @@ class Node:
 
             self.sleeper = Cycle(self)
         self.samples = 0  # sample_once() calls since boot
-        self.seq = Sequence(hal.path("seq"), wake=self.reset_cause == _DEEPSLEEP_RESET)
+        self.seq = Sequence(hal.path("seq"), wake=self.woke)
         self.store = Store(hal.path("queue"), cfg.queue_max)
         self.sensors = SensorSet(hal, cfg)
         self.schedule = Schedule(hal, cfg.interval)

@@ -18,7 +18,6 @@ except ImportError:  # CPython
         return x
 
 
-DEEPSLEEP_RESET = const(4)  # machine.reset_cause() after a wake from deep sleep
 _MIN_SLEEP_MS = const(1000)  # shorter sleeps cost more in the reboot than they save
 _POLL_S = 0.1  # the awake loop's period: the node is awake only as long as it must be
 _CLOSE_TIMEOUT_S = 2
@@ -37,7 +36,7 @@ class Cycle:
         self.since_status = None
         self.slept_ms = 0
         self.wifi_last = True  # the last wake had an MQTT session
-        if node.reset_cause == DEEPSLEEP_RESET:
+        if node.woke:
             try:
                 with open(self.path) as f:
                     parts = f.read().split()
@@ -47,7 +46,6 @@ class Cycle:
             except (OSError, ValueError, IndexError):
                 pass  # no record: send a STATUS, and count no time as slept (conservative)
         self.t0 = node.hal.ticks_ms()
-        self.samples0 = 0
 
     def _status_due(self, age_ms) -> bool:
         s = self.since_status
@@ -83,7 +81,7 @@ class Cycle:
         or what is left waits only for a duty-cycle off time, which is better slept through
         (sleep() saves the off time, so the next wake still keeps it)."""
         node = self.node
-        if node.samples == self.samples0:
+        if not node.samples:
             return False
         lora = node.lora
         if lora is not None and lora.dc_wait and not node._wifi_ok():
@@ -96,7 +94,7 @@ class Cycle:
         p = node.cfg.power
         awake_max = p["awake_max"] * 1000
         linger = p["linger"] * 1000
-        boot = node.reset_cause != DEEPSLEEP_RESET
+        boot = not node.woke
         idle_at = None
         while True:
             node._tick()
