@@ -9,7 +9,7 @@ import sys
 
 def _choose():
     try:
-        from polylink import slots
+        from polylink.ota import slots
 
         d = slots.boot("")  # counts trial boots; past the limit it reverts by itself
     except Exception as e:  # noqa: BLE001 - nothing here may stop the factory app from booting

@@ -16,7 +16,7 @@ def main():
     hal = None
     try:
         from polylink import config
-        from polylink.hal_esp32 import HAL
+        from polylink.hal.esp32 import HAL
         from polylink.node import Node
 
         # The board is read first so the HAL knows its pins; the node id defaults to the chip id.
@@ -61,13 +61,13 @@ def _reset_without_hal():
     import sys
 
     try:
-        from polylink import hal_esp32
+        from polylink.hal import esp32 as hal_esp32
     except Exception:  # noqa: BLE001 - whatever broke the release's HAL, the factory one works
         for name in list(sys.modules):
             if name == "polylink" or name.startswith("polylink."):
                 del sys.modules[name]
         del sys.path[0]  # the slot directory boot.py put first (only a slot is on trial)
-        from polylink import hal_esp32
+        from polylink.hal import esp32 as hal_esp32
     hal_esp32.reset()
 
 

@@ -2,7 +2,7 @@
 
 A release is a manifest (JSON, the signed bytes), its signature line `<key id> <r||s hex>` and
 content-addressed files (compiled .mpy app files, named by SHA-256). Keys are ECDSA P-256: the
-node verifies with pure Python (polylink/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
+node verifies with pure Python (polylink/ota/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
 """
 
 import hashlib
@@ -38,14 +38,14 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MAX_FILES = 64
 MAX_FILE_SIZE = 512 * 1024
-MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota.py)
+MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota/agent.py)
 VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}\Z")
 KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,95}\Z")
 # Files of the app a release carries: the polylink package, compiled. boot.py and main.py stay at
 # the flash root (they choose the slot; docs/ota.md) and are not updated over the air.
-APP_GLOB = "polylink/*.py"
+APP_GLOB = "polylink/**/*.py"
 
 
 class ReleaseError(ValueError):
@@ -205,7 +205,7 @@ def check_version(version: str) -> str:
     return version
 
 
-MAX_KEYS = 8  # keys a node trusts at once (firmware/polylink/ota.py MAX_KEYS)
+MAX_KEYS = 8  # keys a node trusts at once (firmware/polylink/ota/agent.py MAX_KEYS)
 PUBLIC_RE = re.compile(r"04[0-9a-f]{128}\Z")
 
 

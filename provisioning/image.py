@@ -25,7 +25,7 @@ _LFS = {"read_size": 32, "prog_size": 32, "lookahead_size": 32, "name_max": 255,
         "disk_version": 0x00020000}
 # Run from the filesystem as source: MicroPython only runs boot.py and main.py, never .mpy.
 SOURCE_FILES = ("boot.py", "main.py")
-MANIFEST = "manifest.json"  # the factory app's, at the flash root (polylink/ota.py reads it)
+MANIFEST = "manifest.json"  # the factory app's, at the flash root (polylink/ota/agent.py reads it)
 
 
 class ImageError(RuntimeError):
@@ -69,11 +69,12 @@ def factory_manifest(app: dict[str, bytes]) -> bytes:
 
 
 def compile_app() -> dict[str, bytes]:
-    """{path on the device: bytes}: boot.py and main.py as source, polylink/*.py as .mpy, and the
-    factory manifest.json describing them."""
+    """{path on the device: bytes}: boot.py and main.py as source, polylink/ and its subpackages
+    as .mpy, and the factory manifest.json describing them."""
     files = {name: (FIRMWARE / name).read_bytes() for name in SOURCE_FILES}
-    for src in sorted((FIRMWARE / "polylink").glob("*.py")):
-        files[f"polylink/{src.stem}.mpy"] = compile_module(src, f"polylink/{src.name}")
+    for src in sorted((FIRMWARE / "polylink").rglob("*.py")):
+        rel = src.relative_to(FIRMWARE).as_posix()
+        files[rel[:-3] + ".mpy"] = compile_module(src, rel)
     files[MANIFEST] = factory_manifest(files)
     return files
 

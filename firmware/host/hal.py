@@ -1,4 +1,4 @@
-"""The host HAL: polylink.hal_esp32's methods over simulated hardware and the host's network."""
+"""The host HAL: polylink.hal.esp32's methods over simulated hardware and the host's network."""
 
 import asyncio
 import os

@@ -13,7 +13,7 @@ import asyncio
 import json
 
 from polylink import config
-from polylink.mqtt import MQTTClient, MQTTError
+from polylink.net.mqtt import MQTTClient, MQTTError
 
 _CLAIM_ID_FILE = "claim_id"
 _WAIT_S = 10  # seconds per request: the fleet answers at once unless the broker lost it

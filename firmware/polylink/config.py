@@ -51,12 +51,15 @@ def _schema():
 
 
 def unload(name):
-    """Drop polylink.<name> from the heap (MicroPython only); the next import loads it again."""
+    """Drop polylink.<name> (e.g. "ota.slots") from the heap (MicroPython only); the next import
+    loads it again."""
     if _UNLOAD:
-        sys.modules.pop("polylink." + name, None)
-        pkg = sys.modules.get("polylink")
-        if pkg is not None and name in pkg.__dict__:
-            delattr(pkg, name)
+        full = "polylink." + name
+        sys.modules.pop(full, None)
+        parent, _, leaf = full.rpartition(".")
+        pkg = sys.modules.get(parent)
+        if pkg is not None and leaf in pkg.__dict__:
+            delattr(pkg, leaf)
 
 
 def check_node_id(node) -> str:

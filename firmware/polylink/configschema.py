@@ -10,7 +10,7 @@ from polylink.config import BOARD_FILE, CONFIG_FILE, Config, ConfigError
 from polylink.store import replace
 
 SENSORS = ("bme280", "ds18b20", "battery")
-_PMUS = ("axp192", "axp2101")  # power chips polylink/pmu.py reads the battery from
+_PMUS = ("axp192", "axp2101")  # power chips polylink/drivers/pmu.py reads the battery from
 _BOARD_KEYS = (
     "name",
     "chip",
@@ -62,7 +62,7 @@ DEFAULTS = {
 _SLEEP = ("off", "deep")
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
-# Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.Device.
+# Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.device.Device.
 _LORAWAN_ALL = ("dev_eui", "join_eui", "app_key", "dev_addr", "nwk_s_key", "app_s_key",
                 "uplink_airtime_s_per_day", "downlinks_per_day", "adr", "confirmed",
                 "confirmed_tries")

@@ -3,7 +3,7 @@
 import asyncio
 
 from polylink import config, proto, status
-from polylink.link import Link, LinkDown
+from polylink.net.link import Link, LinkDown
 from polylink.sensors import Schedule, SensorSet
 from polylink.sequence import Sequence
 from polylink.store import Store
@@ -17,9 +17,9 @@ _STALL_MARGIN_MS = 60000
 _DEEPSLEEP_RESET = 4  # machine.reset_cause() after a wake from deep sleep (power.py)
 
 
-# What a wifi_first node drops from the heap while on WiFi (lw_link.py imports the rest)
-_LW_MODULES = ("lw_link", "lw_split", "lw_mac", "lw_join", "lorawan", "lw_crypto",
-               "region_eu868")
+# What a wifi_first node drops from the heap while on WiFi (lorawan/link.py imports the rest)
+_LW_MODULES = ("lorawan.link", "lorawan.split", "lorawan.mac", "lorawan.join", "lorawan.device",
+               "lorawan.crypto", "lorawan.region", "lorawan")
 
 
 class Node:
@@ -36,10 +36,10 @@ class Node:
         self.woke = self.reset_cause == _DEEPSLEEP_RESET  # this run is one wake (power.py)
         # The version that runs: the slot pointer's (an OTA update) or the factory app's. The
         # slot code is needed again only for an update, so it is not kept in the heap.
-        from polylink import slots
+        from polylink.ota import slots
 
         st = slots.read(hal.root)
-        config.unload("slots")
+        config.unload("ota.slots")
         self.fw = st["version"] or FW_VERSION
         self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
         self.ota = None
@@ -121,13 +121,13 @@ class Node:
     def ota_agent(self):
         """The OTA agent, loaded on first need (an offer, a trial boot, periodic checks)."""
         if self.ota is None:
-            from polylink.ota import Agent
+            from polylink.ota.agent import Agent
 
             self.ota = Agent(self)
         return self.ota
 
     def _lora_load(self):
-        from polylink.lw_link import LoRaLink
+        from polylink.lorawan.link import LoRaLink
 
         self.lora = LoRaLink(self.hal, self.cfg, self._modem, self._on_message,
                              keep=self._lw_keep,

@@ -46,7 +46,7 @@ class Uplink:
 
 def dr_of(sf, bw):
     """EU868 data rate index of a LoRa spreading factor and bandwidth (None if not one)."""
-    from polylink import region_eu868
+    from polylink.lorawan import region as region_eu868
 
     try:
         return region_eu868.DATA_RATES.index((sf, bw))

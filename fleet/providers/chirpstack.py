@@ -73,7 +73,7 @@ def parse_uplink(topic: str, payload: bytes):
         dr = dr_of(sf, bw) if sf else 0  # DR0 is left out like any zero
     airtime = None
     if sf and bw and dr is not None:
-        from polylink import region_eu868
+        from polylink.lorawan import region as region_eu868
 
         if dr < len(region_eu868.DATA_RATES):
             airtime = region_eu868.airtime_us(len(frame) + 13, dr) / 1e6

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench_firmware_mem import RUNNER, kb, mpy_tree, run_probe
 from bench_protocol import TS, cayenne_lpp, polylink
-from polylink import region_eu868 as eu
+from polylink.lorawan import region as eu
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -14,7 +14,7 @@ Run: .venv/bin/python tests/bench/bench_ota.py
    stream    live heap peak while fetching, writing and hashing a 100 KB file (sampled at every
              1 KB chunk after gc.collect() and a pass through JS, which is when the wasm port
              collects; the ~30 bytes the port itself keeps per pass are measured and taken off)
-   runtime   the MicroPython runtime image path (polylink/runtime.py) streaming a 200 KB image
+   runtime   the MicroPython runtime image path (polylink/ota/runtime.py) streaming a 200 KB image
              into the next app partition in 4 KB blocks and reading it back (esp32.Partition is
              the host port's simulation here); live heap after the first 1 KB piece, and the peak
              over the whole stream less the wasm port's own per-pass bookkeeping
@@ -90,15 +90,17 @@ def memory() -> bool:
 def wire() -> None:
     from _fw import FakeHAL, FakeHTTP, board
     from cryptography.hazmat.primitives.asymmetric import ec
-    from polylink import ota, slots
+    from polylink.ota import agent as ota
+    from polylink.ota import slots
 
     from fleet import ota as fota
 
     key = ec.generate_private_key(ec.SECP256R1())
     keys = {"k1": fota.public_hex(key)}
     app = {}
-    for src in sorted((ROOT / "firmware" / "polylink").glob("*.py")):
-        app["polylink/" + src.stem + ".py"] = src.read_bytes()  # stands in for the .mpy sizes
+    for src in sorted((ROOT / "firmware" / "polylink").rglob("*.py")):
+        # the source stands in for the .mpy sizes
+        app[src.relative_to(ROOT / "firmware").as_posix()] = src.read_bytes()
 
     def release(version, files):
         entries = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}

@@ -8,17 +8,19 @@ import hashlib  # noqa: E402,F401
 import json
 import time
 
-from polylink import config, proto, slots, store  # noqa: E402,F401
+from polylink import config, proto, store  # noqa: E402,F401
+from polylink.ota import slots  # noqa: E402,F401
 from polylink_host import esp32sim  # noqa: E402 - the simulated flash: not the node's heap
 
 await asyncio.sleep(0)  # noqa: F704 - the wasm port collects garbage when control passes JS
 BASE = gc.mem_alloc()
-from polylink import httpget, ota  # noqa: E402,F401
+from polylink.net import http as httpget  # noqa: E402,F401
+from polylink.ota import agent as ota  # noqa: E402,F401
 
 await asyncio.sleep(0)  # noqa: F704
 print("modules", gc.mem_alloc() - BASE)
 BASE = gc.mem_alloc()
-from polylink import ecdsa  # noqa: E402
+from polylink.ota import ecdsa  # noqa: E402
 
 await asyncio.sleep(0)  # noqa: F704
 print("ecdsa_module", gc.mem_alloc() - BASE)
@@ -208,7 +210,7 @@ del board
 gc.collect()
 await asyncio.sleep(0)  # noqa: F704
 base = gc.mem_alloc()
-from polylink import runtime  # noqa: E402
+from polylink.ota import runtime  # noqa: E402
 
 gc.collect()
 await asyncio.sleep(0)  # noqa: F704

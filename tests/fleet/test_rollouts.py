@@ -1,8 +1,8 @@
 """Rollouts over many simulated nodes: stages, confirmed boots only, auto-pause, operator actions.
 
 The nodes here are protocol-level simulations: each decodes the real OTA_DOWN offer with the codec
-and answers with the OTA_UP and STATUS frames the firmware agent sends (polylink/ota.py), stored
-through the ingest's batch writer. The real agent over real HTTP and MQTT is in
+and answers with the OTA_UP and STATUS frames the firmware agent sends (polylink/ota/agent.py),
+stored through the ingest's batch writer. The real agent over real HTTP and MQTT is in
 tests/e2e/test_ota_end_to_end.py.
 """
 

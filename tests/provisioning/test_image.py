@@ -22,7 +22,8 @@ from provisioning import boards, cli, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 APP = ({"boot.py", "main.py", "manifest.json"}
-       | {f"polylink/{p.stem}.mpy" for p in (FIRMWARE / "polylink").glob("*.py")})
+       | {p.relative_to(FIRMWARE).with_suffix(".mpy").as_posix()
+          for p in (FIRMWARE / "polylink").rglob("*.py")})
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ Loaded by Device.join_request()/join_accept() only while joining and dropped aga
 MicroPython: a node with a session (joined before, or ABP) never needs this code.
 """
 
-from polylink import lw_crypto
-from polylink.lorawan import FCNT_BLOCK, LoRaWANError, _le, _rev
+from polylink.lorawan import crypto
+from polylink.lorawan.device import FCNT_BLOCK, LoRaWANError, _le, _rev
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
@@ -34,7 +34,7 @@ def request(self) -> bytes:
     msg[9:17] = _rev(k["dev_eui"])
     msg[17] = self._dev_nonce & 0xFF
     msg[18] = self._dev_nonce >> 8
-    return bytes(msg) + lw_crypto.join_mic(bytes.fromhex(k["app_key"]), msg)
+    return bytes(msg) + crypto.join_mic(bytes.fromhex(k["app_key"]), msg)
 
 
 def accept(self, phy) -> None:
@@ -42,12 +42,12 @@ def accept(self, phy) -> None:
     if not phy or phy[0] & 0xE0 != _JOIN_ACCEPT:
         raise LoRaWANError("not a join-accept")
     app_key = bytes.fromhex(self.keys["app_key"])
-    clear = lw_crypto.decrypt_join_accept(app_key, phy)
+    clear = crypto.decrypt_join_accept(app_key, phy)
     n = len(clear)
-    if lw_crypto.join_mic(app_key, clear[: n - 4]) != bytes(clear[n - 4 :]):
+    if crypto.join_mic(app_key, clear[: n - 4]) != bytes(clear[n - 4 :]):
         raise LoRaWANError("join-accept MIC mismatch")
     nonce = bytes((self._dev_nonce & 0xFF, self._dev_nonce >> 8))
-    nwk, app = lw_crypto.session_keys(app_key, clear[1:4], clear[4:7], nonce)
+    nwk, app = crypto.session_keys(app_key, clear[1:4], clear[4:7], nonce)
     s = self._defaults()
     s["addr"] = bytes(clear[i] for i in (10, 9, 8, 7)).hex()
     s["nwk"] = nwk.hex()

@@ -2,7 +2,7 @@
 
 from _check import eq
 from _fw import FakeStream
-from polylink.mqtt import MQTTClient, MQTTError
+from polylink.net.mqtt import MQTTClient, MQTTError
 
 CONNACK_OK = b"\x20\x02\x00\x00"
 

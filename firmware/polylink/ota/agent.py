@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 
-from polylink import proto, slots
-from polylink.httpget import HTTPError, get
+from polylink import proto
+from polylink.net.http import HTTPError, get
+from polylink.ota import slots
 
 # OTA_UP states
 OFFERED = 1
@@ -118,7 +119,7 @@ def hash_file(path, buf):
 def check_signature(keys, digest, sig_line):
     """Raise OTAError unless sig_line ("key-id <r||s hex>") signs the manifest's SHA-256 digest
     with a trusted key; return the key id."""
-    from polylink import ecdsa
+    from polylink.ota import ecdsa
 
     parts = sig_line.split()
     if len(parts) != 2:
@@ -134,7 +135,7 @@ def check_signature(keys, digest, sig_line):
     finally:
         from polylink import config
 
-        config.unload("ecdsa")  # needed once per update: not worth its heap while downloading
+        config.unload("ota.ecdsa")  # needed once per update: not worth its heap while downloading
     return kid
 
 
@@ -321,7 +322,7 @@ class Agent:
         if rt is not None:
             # A MicroPython runtime image (boards with OTA partitions): into the next app
             # partition, read back and verified before anything that boots changes.
-            from polylink import runtime
+            from polylink.ota import runtime
 
             part = await runtime.fetch(self, url, rt, self._runtime_progress)
         self.report(VERIFIED, version, rid)
@@ -348,7 +349,7 @@ class Agent:
         bat = self.node.cfg.board.get("battery")
         if not limit or not bat:
             return None
-        from polylink.battery import Battery
+        from polylink.drivers.battery import Battery
 
         v = Battery(self.hal, bat["adc_pin"], bat["divider"]).volts()
         if v < limit:
@@ -570,7 +571,7 @@ class Agent:
         hal = self.hal
         label = st.get("runtime")
         if label:
-            from polylink import runtime
+            from polylink.ota import runtime
 
             if runtime.running_label(hal) != label:
                 # The bootloader rolled the new runtime back (a reset before it was confirmed,

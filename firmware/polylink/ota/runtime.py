@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 
-from polylink.httpget import HTTPError, get
-from polylink.ota import _RETRIES, DOWNLOAD, HASH_MISMATCH, STORAGE, OTAError
+from polylink.net.http import HTTPError, get
+from polylink.ota.agent import _RETRIES, DOWNLOAD, HASH_MISMATCH, STORAGE, OTAError
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]

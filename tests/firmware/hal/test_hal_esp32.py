@@ -31,7 +31,7 @@ def _hal(**over):
     sys.modules["machine"] = _Machine
     sys.modules["network"] = _Machine
     try:
-        from polylink.hal_esp32 import HAL
+        from polylink.hal.esp32 import HAL
 
         b = board()
         b.update(over)
@@ -39,7 +39,7 @@ def _hal(**over):
     finally:
         del sys.modules["machine"]
         del sys.modules["network"]
-        sys.modules.pop("polylink.hal_esp32", None)
+        sys.modules.pop("polylink.hal.esp32", None)
 
 
 def test_the_led_starts_off_and_follows_led():

@@ -2,7 +2,7 @@
 
 from _check import eq, raises
 from polylink import proto
-from polylink.lw_split import split
+from polylink.lorawan.split import split
 
 
 def _frame(readings, ts=1767225600):

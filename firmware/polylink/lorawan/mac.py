@@ -4,7 +4,7 @@ Loaded by Device.downlink() only when a downlink carries MAC commands, and dropp
 MicroPython (config.unload), like commands.py: most downlinks carry none.
 """
 
-from polylink.lorawan import (
+from polylink.lorawan.device import (
     DEV_STATUS,
     DEVICE_TIME,
     DL_CHANNEL,

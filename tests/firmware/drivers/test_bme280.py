@@ -2,8 +2,8 @@
 
 from _check import eq, raises
 from _fw import FakeBME280Bus
-from polylink import bme280
-from polylink.bme280 import BME280, BME280Error
+from polylink.drivers import bme280
+from polylink.drivers.bme280 import BME280, BME280Error
 
 
 def test_temperature_and_pressure_match_the_datasheet_example():

@@ -7,14 +7,16 @@ import json
 
 from _check import eq, raises
 from _fw import FakeHAL, FakeHTTP, boards_dir, rmtree, tmpdir
-from polylink import ota, proto, runtime, slots
+from polylink import proto
+from polylink.ota import agent as ota
+from polylink.ota import runtime, slots
 from polylink_host import esp32sim
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 
 
 def _vectors():
-    for p in (_HERE + "/../vectors/runtime_v1.json", "/tests/vectors/runtime_v1.json"):
+    for p in (_HERE + "/../../vectors/runtime_v1.json", "/tests/vectors/runtime_v1.json"):
         try:
             with open(p) as f:
                 return json.load(f)

@@ -2,9 +2,9 @@
 
 from _check import eq, raises
 from _fw import rmtree, tmpdir
-from polylink import lw_crypto
-from polylink import region_eu868 as eu
-from polylink.lorawan import BudgetError, Device, LoRaWANError
+from polylink.lorawan import crypto as lw_crypto
+from polylink.lorawan import region as eu
+from polylink.lorawan.device import BudgetError, Device, LoRaWANError
 
 _NWK = "2B7E151628AED2A6ABF7158809CF4F3C"
 _APP = "000102030405060708090A0B0C0D0E0F"

@@ -10,7 +10,7 @@ value is never sent twice, at the cost of a gap of at most one block after a res
 import json
 import random
 
-from polylink import lw_crypto
+from polylink.lorawan import crypto
 from polylink.store import replace
 
 try:
@@ -194,21 +194,23 @@ class Device:
     # join (OTAA): the code is in lw_join.py, loaded only while joining
     def join_request(self) -> bytes:
         """A join-request with a fresh DevNonce (a persisted counter: never reused)."""
-        from polylink import config, lw_join
+        from polylink import config
+        from polylink.lorawan import join as lw_join
 
         try:
             return lw_join.request(self)
         finally:
-            config.unload("lw_join")
+            config.unload("lorawan.join")
 
     def join_accept(self, phy) -> None:
         """Take the join-accept of the last join-request: derive keys, reset counters, settings."""
-        from polylink import config, lw_join
+        from polylink import config
+        from polylink.lorawan import join as lw_join
 
         try:
             lw_join.accept(self, phy)
         finally:
-            config.unload("lw_join")
+            config.unload("lorawan.join")
 
     # uplinks
     def max_payload(self) -> int:
@@ -256,10 +258,10 @@ class Device:
         p = 8 + len(fopts)
         msg[p] = fport
         msg[p + 1 :] = payload
-        lw_crypto.crypt_payload(self.app_skey, lw_crypto.UP, self.dev_addr, fcnt, msg, p + 1, n)
+        crypto.crypt_payload(self.app_skey, crypto.UP, self.dev_addr, fcnt, msg, p + 1, n)
         self._mac = self._mac[max(0, len(fopts) - len(self._sticky)) :]
         self._note_no_downlink()
-        return bytes(msg) + lw_crypto.data_mic(self.nwk_skey, lw_crypto.UP, self.dev_addr, fcnt,
+        return bytes(msg) + crypto.data_mic(self.nwk_skey, crypto.UP, self.dev_addr, fcnt,
                                                msg)
 
     def _default_mask(self) -> int:
@@ -327,7 +329,7 @@ class Device:
                                % (f16, s["down"]))
         n = len(phy)
         msg = phy[: n - 4]
-        if lw_crypto.data_mic(self.nwk_skey, lw_crypto.DOWN, self.dev_addr, fcnt, msg) != bytes(
+        if crypto.data_mic(self.nwk_skey, crypto.DOWN, self.dev_addr, fcnt, msg) != bytes(
             phy[n - 4 :]
         ):
             raise LoRaWANError("downlink MIC mismatch")
@@ -339,7 +341,7 @@ class Device:
         if p < len(buf):
             fport = buf[p]
             key = self.nwk_skey if fport == 0 else self.app_skey
-            lw_crypto.crypt_payload(key, lw_crypto.DOWN, self.dev_addr, fcnt, buf, p + 1, len(buf))
+            crypto.crypt_payload(key, crypto.DOWN, self.dev_addr, fcnt, buf, p + 1, len(buf))
         s["down"] = fcnt + 1
         s["noack"] = 0
         self.last_snr = snr
@@ -357,10 +359,11 @@ class Device:
         if cmds:
             # The MAC command code is loaded only while used (like commands.py): most downlinks
             # carry none, and it is a third of this module's heap.
-            from polylink import config, lw_mac
+            from polylink import config
+            from polylink.lorawan import mac as lw_mac
 
             lw_mac.apply(self, cmds)
-            config.unload("lw_mac")
+            config.unload("lorawan.mac")
         elif fport is not None:
             payload = bytes(buf[p + 1 :])
         self._save()

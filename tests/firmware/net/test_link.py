@@ -1,7 +1,7 @@
 """link.py: topics per node and the capped, jittered backoff."""
 
 from _check import eq
-from polylink import link
+from polylink.net import link
 
 
 def test_topics_follow_seam_2():
@@ -39,5 +39,5 @@ def test_dropped_client_unloads_mqtt_and_packet_ids_continue():
     lk._drop_client()
     eq((lk.client, lk._pid), (None, 41))
     if sys.implementation.name == "micropython":
-        eq("polylink.mqtt" in sys.modules, False, "mqtt.py left the heap")
+        eq("polylink.net.mqtt" in sys.modules, False, "mqtt.py left the heap")
     eq(lk._client()._pid, 41, "the next session goes on from the last packet id")

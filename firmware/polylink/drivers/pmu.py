@@ -9,7 +9,7 @@ from 0x78 (8 high) and 0x79 (4 low) at 1.1 mV per step; AXP2101: battery present
 
 import asyncio
 
-from polylink.battery import BatteryError
+from polylink.drivers.battery import BatteryError
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]

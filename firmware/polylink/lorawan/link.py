@@ -7,8 +7,8 @@ application data are handed to on_downlink(fport, payload).
 
 import asyncio
 
-from polylink import region_eu868 as region
-from polylink.lorawan import BudgetError, Device, LoRaWANError
+from polylink.lorawan import region
+from polylink.lorawan.device import BudgetError, Device, LoRaWANError
 from polylink.proto import TYPE_NAMES
 
 _RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start
@@ -216,7 +216,7 @@ class LoRaLink:
         frame = bytes(memoryview(node._out)[:n])
         limit = self.max_payload()
         if n > limit:
-            from polylink.lw_split import split
+            from polylink.lorawan.split import split
             from polylink.proto import FrameError
 
             try:

@@ -2,8 +2,8 @@
 
 from _check import eq, raises
 from _fw import FakeDS
-from polylink import ds18b20
-from polylink.ds18b20 import DS18B20, DS18B20Error
+from polylink.drivers import ds18b20
+from polylink.drivers.ds18b20 import DS18B20, DS18B20Error
 
 ds18b20._CONVERSION_S = 0  # the fake converts instantly
 

@@ -4,8 +4,8 @@ import asyncio
 
 from _check import eq
 from _fw import NetHAL, board
-from polylink import link
 from polylink.config import Config
+from polylink.net import link
 
 
 async def _until(cond, what, timeout=5.0):

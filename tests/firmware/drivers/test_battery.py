@@ -2,7 +2,7 @@
 
 from _check import eq
 from _fw import FakeHAL, board, boards_dir
-from polylink.battery import Battery, BatteryError
+from polylink.drivers.battery import Battery, BatteryError
 
 
 async def test_divider_scales_the_adc_voltage():
@@ -77,7 +77,7 @@ class FakePMU:
 
 
 async def test_axp192_battery_voltage_and_its_adc_is_switched_on():
-    from polylink.pmu import PMUBattery
+    from polylink.drivers.pmu import PMUBattery
 
     bus = FakePMU("axp192", 3987)
     out = []
@@ -88,7 +88,7 @@ async def test_axp192_battery_voltage_and_its_adc_is_switched_on():
 
 
 async def test_axp2101_battery_voltage_with_its_adc_already_on():
-    from polylink.pmu import PMUBattery
+    from polylink.drivers.pmu import PMUBattery
 
     bus = FakePMU("axp2101", 4105, adc_on=True)
     out = []
@@ -98,7 +98,7 @@ async def test_axp2101_battery_voltage_with_its_adc_already_on():
 
 
 async def test_pmu_without_battery_or_of_the_wrong_kind_is_a_clear_error():
-    from polylink.pmu import PMUBattery
+    from polylink.drivers.pmu import PMUBattery
 
     for bus, chips, words in ((FakePMU("axp192", 0, battery=False), ["axp192"], "no battery"),
                               (FakePMU("axp2101", 0, battery=False), ["axp2101"], "no battery"),

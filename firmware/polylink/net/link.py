@@ -60,7 +60,7 @@ class Link:
         self._closed = False  # close() was called: the node goes to sleep, no new session
 
     def _client(self):
-        from polylink.mqtt import MQTTClient
+        from polylink.net.mqtt import MQTTClient
 
         c = self.cfg
         cl = MQTTClient(
@@ -81,7 +81,7 @@ class Link:
         if self.client is not None:
             self._pid = self.client._pid
             self.client = None
-        config.unload("mqtt")
+        config.unload("net.mqtt")
 
     async def _wifi(self):
         hal = self.hal
