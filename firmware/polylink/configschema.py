@@ -6,7 +6,7 @@ most of the configuration code and are needed only at boot and when a downlink s
 
 import json
 
-from polylink.config import BOARD_FILE, CONFIG_FILE, Config, ConfigError
+from polylink.settings import BOARD_FILE, CONFIG_FILE, Config, ConfigError
 from polylink.store import replace
 
 SENSORS = ("bme280", "ds18b20", "battery")

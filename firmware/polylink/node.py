@@ -8,18 +8,23 @@ from polylink.sensors import Schedule, SensorSet
 from polylink.sequence import Sequence
 from polylink.store import Store
 
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 FW_VERSION = "0.1.0"
 EV_SENSOR_FAILED = 2  # EVENT code: a sensor started failing (docs/firmware.md lists all codes)
 WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
 _STALL_MARGIN_MS = 60000
-_DEEPSLEEP_RESET = 4  # machine.reset_cause() after a wake from deep sleep (power.py)
-
-
-# What a wifi_first node drops from the heap while on WiFi (lorawan/link.py imports the rest)
-_LW_MODULES = ("lorawan.link", "lorawan.split", "lorawan.mac", "lorawan.join", "lorawan.device",
-               "lorawan.crypto", "lorawan.region", "lorawan")
+# codes.DEEPSLEEP_RESET (machine.reset_cause() after a wake from deep sleep), a const here so the
+# resident node does not load codes.py (tests/test_codes.py holds it to codes.py)
+_DEEPSLEEP_RESET = const(4)
 
 
 class Node:
@@ -39,7 +44,7 @@ class Node:
         from polylink.ota import slots
 
         st = slots.read(hal.root)
-        config.unload("ota.slots")
+        config.unload("ota")  # slots and the package it loaded
         self.fw = st["version"] or FW_VERSION
         self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
         self.ota = None
@@ -58,7 +63,7 @@ class Node:
         self.schedule = Schedule(hal, cfg.interval)
         self.status_schedule = Schedule(hal, cfg.status_interval)
         self.link = Link(hal, cfg, self._on_message)
-        self.lora = None  # the LoRaWAN link (lw_link.LoRaLink) while its code is loaded
+        self.lora = None  # the LoRaWAN link (lorawan.link.LoRaLink) while its code is loaded
         self.lora_sent = 0  # frames sent over LoRaWAN since boot
         self._modem = None  # the radio, when the policy and the board allow LoRaWAN
         self._lw_keep = None  # the LoRaWAN link's state while its code is unloaded (park())
@@ -149,8 +154,7 @@ class Node:
         self._lw_keep = lora.park()
         self.lora = None
         self.lora_parks += 1
-        for m in _LW_MODULES:
-            config.unload(m)
+        config.unload("lorawan")
 
     def _start_join(self):
         # Not in run()'s task list nor its frame: once joined, nothing may hold the LoRaWAN code
@@ -185,7 +189,7 @@ class Node:
         return seq
 
     def _on_message(self, topic, msg, retained=False):
-        # topic None: a LoRaWAN downlink on FPort 1 (lw_link.py)
+        # topic None: a LoRaWAN downlink on FPort 1 (lorawan/link.py)
         if topic is None or topic == self.link.down_topic:
             # commands.py is loaded per downlink and dropped again on MicroPython: most nodes
             # rarely get one, and its code is not worth 3 KB of heap in between.
@@ -251,7 +255,7 @@ class Node:
                 continue
             idx = store.head_idx
             if not self._wifi_ok():
-                # LoRaWAN code lives in lw_link.py: a WiFi-only node never loads it.
+                # LoRaWAN code lives in lorawan/:  a WiFi-only node never loads it.
                 await (self.lora or self._lora_load()).send_head(self, idx, n)
                 continue
             if self.lora is not None and self.link.drop_idle:

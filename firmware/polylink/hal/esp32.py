@@ -7,13 +7,6 @@ import time
 import machine
 import network
 
-# Reset causes as machine.reset_cause() reports them; the host HAL uses the same numbers.
-PWRON_RESET = 1
-HARD_RESET = 2
-WDT_RESET = 3
-DEEPSLEEP_RESET = 4
-SOFT_RESET = 5
-
 # Some ports count time.time() from 2000, others from 1970; computed once so frames carry Unix time.
 _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _VALID_AFTER = 1700000000  # a clock before Nov 2023 was never set (no NTP yet)
@@ -79,7 +72,7 @@ class HAL:
         reset()
 
     def deepsleep(self, ms: int) -> None:
-        """Power down for ms (power.sleep "deep"); the chip wakes with reset cause DEEPSLEEP_RESET.
+        """Power down for ms (power.sleep "deep"); the chip wakes with codes.DEEPSLEEP_RESET.
 
         RAM is lost; RTC time and flash are kept. WiFi is switched off first so the radio does
         not hold the supply up while the chip goes down.

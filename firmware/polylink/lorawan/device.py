@@ -1,7 +1,7 @@
 """LoRaWAN 1.0.x Class A end device: frames, join, counters, MAC commands, duty cycle, budgets.
 
-No radio I/O here (lw_link.py does the Class A timing on the modem); this module turns
-application payloads into PHY payloads and back. The region is a module (region_eu868) passed in.
+No radio I/O here (lorawan/link.py does the Class A timing on the modem); this module turns
+application payloads into PHY payloads and back. The region is a module (region.py) passed in.
 State that must survive a reboot or deep sleep (session keys, frame counters, network settings)
 lives in one JSON file written atomically; the uplink counter is reserved in blocks so a counter
 value is never sent twice, at the cost of a gap of at most one block after a reset.
@@ -10,7 +10,11 @@ value is never sent twice, at the cost of a gap of at most one block after a res
 import json
 import random
 
+from polylink import config
 from polylink.lorawan import crypto
+
+# LoRaWANError and BudgetError are this module's errors too: callers import them from here.
+from polylink.lorawan.spec import FCNT_BLOCK, LINK_CHECK, BudgetError, LoRaWANError, rev
 from polylink.store import replace
 
 try:
@@ -29,43 +33,10 @@ _FCTRL_ADR = const(0x80)
 _FCTRL_ADRACKREQ = const(0x40)
 _FCTRL_ACK = const(0x20)
 _FCTRL_FPENDING = const(0x10)
-FCNT_BLOCK = const(32)  # uplink counter values reserved per flash write
 _MAX_FCNT_GAP = const(16384)
 _ADR_ACK_LIMIT = const(64)
 _ADR_ACK_DELAY = const(32)
 _DAY_S = const(86400)
-
-# MAC command identifiers (LoRaWAN 1.0.x section 5)
-LINK_CHECK = const(0x02)
-LINK_ADR = const(0x03)
-DUTY_CYCLE = const(0x04)
-RX_PARAM_SETUP = const(0x05)
-DEV_STATUS = const(0x06)
-NEW_CHANNEL = const(0x07)
-RX_TIMING_SETUP = const(0x08)
-TX_PARAM_SETUP = const(0x09)
-DL_CHANNEL = const(0x0A)
-DEVICE_TIME = const(0x0D)
-class LoRaWANError(ValueError):
-    """A frame was rejected (bad MIC, wrong address, replayed counter) or cannot be built."""
-
-
-class BudgetError(LoRaWANError):
-    """Sending now would break the duty cycle or the node's daily airtime budget."""
-
-
-def _rev(hexstr) -> bytes:
-    """EUIs and DevAddr are written big-endian by people and sent little-endian on air."""
-    b = bytes.fromhex(hexstr)
-    return bytes(b[i] for i in range(len(b) - 1, -1, -1))
-
-
-def _le(buf, off, n) -> int:
-    v = 0
-    for i in range(n - 1, -1, -1):
-        v = (v << 8) | buf[off + i]
-    return v
-
 
 class Device:
     """A LoRaWAN session of one node; keys is the config's lorawan section."""
@@ -171,7 +142,7 @@ class Device:
     def _set_session(self):
         s = self.s
         if "addr" in s:
-            self.dev_addr = _rev(s["addr"])
+            self.dev_addr = rev(s["addr"])
             self.nwk_skey = bytes.fromhex(s["nwk"])
             self.app_skey = bytes.fromhex(s["app"])
         else:
@@ -191,24 +162,23 @@ class Device:
     def dr(self) -> int:
         return self.s["dr"]
 
-    # join (OTAA): the code is in lw_join.py, loaded only while joining
+    # join (OTAA): the code is in join.py, imported here and dropped again to save device RAM:
+    # it is needed only while joining
     def join_request(self) -> bytes:
         """A join-request with a fresh DevNonce (a persisted counter: never reused)."""
-        from polylink import config
-        from polylink.lorawan import join as lw_join
+        from polylink.lorawan import join
 
         try:
-            return lw_join.request(self)
+            return join.request(self)
         finally:
             config.unload("lorawan.join")
 
     def join_accept(self, phy) -> None:
         """Take the join-accept of the last join-request: derive keys, reset counters, settings."""
-        from polylink import config
-        from polylink.lorawan import join as lw_join
+        from polylink.lorawan import join
 
         try:
-            lw_join.accept(self, phy)
+            join.accept(self, phy)
         finally:
             config.unload("lorawan.join")
 
@@ -357,12 +327,11 @@ class Device:
             cmds = buf[p + 1 :]
             fport = None
         if cmds:
-            # The MAC command code is loaded only while used (like commands.py): most downlinks
-            # carry none, and it is a third of this module's heap.
-            from polylink import config
-            from polylink.lorawan import mac as lw_mac
+            # Device RAM: the MAC command code is loaded only while used (like commands.py): most
+            # downlinks carry none, and it is a third of this module's heap.
+            from polylink.lorawan import mac
 
-            lw_mac.apply(self, cmds)
+            mac.apply(self, cmds)
             config.unload("lorawan.mac")
         elif fport is not None:
             payload = bytes(buf[p + 1 :])

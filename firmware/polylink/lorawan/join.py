@@ -6,7 +6,7 @@ MicroPython: a node with a session (joined before, or ABP) never needs this code
 """
 
 from polylink.lorawan import crypto
-from polylink.lorawan.device import FCNT_BLOCK, LoRaWANError, _le, _rev
+from polylink.lorawan.spec import FCNT_BLOCK, LoRaWANError, le, rev
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
@@ -30,8 +30,8 @@ def request(self) -> bytes:
     self._save()
     msg = bytearray(19)
     msg[0] = _JOIN_REQUEST
-    msg[1:9] = _rev(k["join_eui"])
-    msg[9:17] = _rev(k["dev_eui"])
+    msg[1:9] = rev(k["join_eui"])
+    msg[9:17] = rev(k["dev_eui"])
     msg[17] = self._dev_nonce & 0xFF
     msg[18] = self._dev_nonce >> 8
     return bytes(msg) + crypto.join_mic(bytes.fromhex(k["app_key"]), msg)
@@ -62,7 +62,7 @@ def accept(self, phy) -> None:
     s["day"], s["air"], s["dl"] = self.s["day"], self.s["air"], self.s["dl"]
     if n == 33 and clear[28] == 0:  # CFList type 0: five more channel frequencies
         for i in range(5):
-            f = _le(clear, 13 + 3 * i, 3) * 100
+            f = le(clear, 13 + 3 * i, 3) * 100
             if f:
                 s["ch"].append(f)
                 s["mask"] |= 1 << (len(s["ch"]) - 1)

@@ -8,7 +8,8 @@ application data are handed to on_downlink(fport, payload).
 import asyncio
 
 from polylink.lorawan import region
-from polylink.lorawan.device import BudgetError, Device, LoRaWANError
+from polylink.lorawan.device import Device
+from polylink.lorawan.spec import BudgetError, LoRaWANError
 from polylink.proto import TYPE_NAMES
 
 _RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start
@@ -211,7 +212,7 @@ class LoRaLink:
 
         Message types named in lorawan.confirmed go as confirmed uplinks (docs/lorawan.md). A
         TELEMETRY frame larger than the data rate allows is split by priority into new frames
-        queued in its place (lw_split.py); nothing is truncated.
+        queued in its place (split.py); nothing is truncated.
         """
         frame = bytes(memoryview(node._out)[:n])
         limit = self.max_payload()

@@ -4,7 +4,7 @@ Loaded by Device.downlink() only when a downlink carries MAC commands, and dropp
 MicroPython (config.unload), like commands.py: most downlinks carry none.
 """
 
-from polylink.lorawan.device import (
+from polylink.lorawan.spec import (
     DEV_STATUS,
     DEVICE_TIME,
     DL_CHANNEL,
@@ -15,7 +15,7 @@ from polylink.lorawan.device import (
     RX_PARAM_SETUP,
     RX_TIMING_SETUP,
     TX_PARAM_SETUP,
-    _le,
+    le,
 )
 
 # Length of each network->device command's payload, for walking FOpts
@@ -88,7 +88,7 @@ def _rx_param_setup(self, a):
     r = self.region
     offset = (a[0] >> 4) & 0x07
     dr = a[0] & 0x0F
-    freq = _le(a, 1, 3) * 100
+    freq = le(a, 1, 3) * 100
     status = 0
     try:
         r.band_of(freq)
@@ -107,7 +107,7 @@ def _new_channel(self, a):
     r = self.region
     s = self.s
     idx = a[0]
-    freq = _le(a, 1, 3) * 100
+    freq = le(a, 1, 3) * 100
     status = 0
     if freq == 0 or _in_band(self, freq):
         status |= 1

@@ -11,51 +11,40 @@ import hashlib
 import json
 import os
 
-from polylink import proto
+from polylink import config, proto
+from polylink.codes import (  # noqa: F401 - the OTA_UP codes are part of this module's API
+    BAD_MANIFEST,
+    BAD_SIGNATURE,
+    BOARD,
+    BUSY,
+    CONFIRMED,
+    DECLINED,
+    DEFERRED,
+    DOWNLOAD,
+    DOWNLOADING,
+    FAILED,
+    HASH_MISMATCH,
+    LOW_BATTERY,
+    MAX_KEYS,
+    MICROPYTHON,
+    OFFERED,
+    REBOOTING,
+    ROLLED_BACK,
+    RUNTIME_ROLLED_BACK,
+    STORAGE,
+    UNKNOWN_KEY,
+    VERIFIED,
+    WINDOW,
+)
 from polylink.net.http import HTTPError, get
 from polylink.ota import slots
-
-# OTA_UP states
-OFFERED = 1
-DOWNLOADING = 2
-VERIFIED = 3
-REBOOTING = 4
-CONFIRMED = 5
-FAILED = 6
-ROLLED_BACK = 7
-DEFERRED = 8
-DECLINED = 9
-
-# OTA_UP reasons
-BAD_SIGNATURE = 1
-UNKNOWN_KEY = 2
-HASH_MISMATCH = 3
-BOARD = 4
-MICROPYTHON = 5
-DOWNLOAD = 6
-STORAGE = 7
-LOW_BATTERY = 8
-WINDOW = 9
-BUSY = 10
-BAD_MANIFEST = 13
-RUNTIME_ROLLED_BACK = 14
+from polylink.ota.failure import RETRIES, OTAError
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 _CHUNK = 1024
 _MAX_MANIFEST = 16384
-MAX_KEYS = 8  # keys a node trusts at once (config and a manifest's "keys")
-_RETRIES = 5
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
-
-
-class OTAError(Exception):
-    """An update that cannot go on; reason is the OTA_UP reason code."""
-
-    def __init__(self, reason, text):
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
 
 
 def hexdigest(h) -> str:
@@ -133,8 +122,6 @@ def check_signature(keys, digest, sig_line):
     except (ValueError, ecdsa.SignatureError) as e:
         raise OTAError(BAD_SIGNATURE, "bad signature (key %s): %s" % (kid, e)) from None
     finally:
-        from polylink import config
-
         config.unload("ota.ecdsa")  # needed once per update: not worth its heap while downloading
     return kid
 
@@ -487,7 +474,7 @@ class Agent:
         return True
 
     async def _small(self, url, path, limit):
-        for attempt in range(_RETRIES):
+        for attempt in range(RETRIES):
             try:
                 r = await get(self.hal, url, path, 0, self.cfg.get("ca"), self.login)
                 try:
@@ -504,19 +491,19 @@ class Agent:
                 finally:
                     r.close()
             except HTTPError as e:
-                if attempt == _RETRIES - 1:
+                if attempt == RETRIES - 1:
                     raise OTAError(DOWNLOAD, str(e)) from None
                 await asyncio.sleep(1 << attempt)
         raise OTAError(DOWNLOAD, path)
 
     async def fetch(self, url, path, dest, size, sha, part):
         """Download to dest through file part, resuming with Range; verify size and hash."""
-        for attempt in range(_RETRIES):
+        for attempt in range(RETRIES):
             try:
                 await self._fetch_once(url, path, part, size)
                 break
             except HTTPError as e:
-                if attempt == _RETRIES - 1:
+                if attempt == RETRIES - 1:
                     raise OTAError(DOWNLOAD, str(e)) from None
                 await asyncio.sleep(1 << attempt)
         if sha is not None:

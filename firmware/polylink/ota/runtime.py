@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 
+from polylink.codes import DOWNLOAD, HASH_MISMATCH, STORAGE
 from polylink.net.http import HTTPError, get
-from polylink.ota.agent import _RETRIES, DOWNLOAD, HASH_MISMATCH, STORAGE, OTAError
+from polylink.ota.failure import RETRIES, OTAError
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
@@ -88,12 +89,12 @@ async def fetch(agent, url, rt, progress):
     if done > size or done % _BLOCK:
         done = 0
     pos = [done]  # bytes programmed; a cut connection resumes from exactly there
-    for attempt in range(_RETRIES):
+    for attempt in range(RETRIES):
         try:
             await _stream(agent, url, sha, size, part, pos, path, label, progress)
             break
         except HTTPError as e:
-            if attempt == _RETRIES - 1:
+            if attempt == RETRIES - 1:
                 raise OTAError(DOWNLOAD, str(e)) from None
             await asyncio.sleep(1 << attempt)
     if readback_sha(part, size, agent.buf) != sha:

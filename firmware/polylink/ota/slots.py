@@ -12,9 +12,11 @@ import os
 POINTER = "slot"
 MAX_TRIAL_BOOTS = 3  # boots a new version gets to confirm its health before boot() reverts
 
-# rolled-back reasons (OTA_UP reason codes, docs/ota.md)
+# Rolled-back reasons: codes.CRASH_LOOP and codes.NOT_CONFIRMED, kept here because boot.py and
+# every start load this module, and codes.py would cost the heap its names (tests/test_codes.py).
 CRASH_LOOP = 11
 NOT_CONFIRMED = 12
+
 
 
 def slot_dir(root, name):
