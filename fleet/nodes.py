@@ -24,6 +24,7 @@ from flask import (
     request,
     url_for,
 )
+from polylink import codes
 
 from . import auth, charts, downlink, rollouts
 from . import db as store
@@ -41,7 +42,9 @@ LIVE_RETRY_MS = 3000
 TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
 FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
                "tag")
-RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
+RESET_CAUSES = {codes.PWRON_RESET: "power on", codes.HARD_RESET: "hard reset",
+                codes.WDT_RESET: "watchdog", codes.DEEPSLEEP_RESET: "deep sleep",
+                codes.SOFT_RESET: "soft reset"}
 STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),

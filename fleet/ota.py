@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from polylink import codes
 
 from provisioning import flash as _flash
 
@@ -205,7 +206,7 @@ def check_version(version: str) -> str:
     return version
 
 
-MAX_KEYS = 8  # keys a node trusts at once (firmware/polylink/ota/agent.py MAX_KEYS)
+MAX_KEYS = codes.MAX_KEYS  # keys a node trusts at once
 PUBLIC_RE = re.compile(r"04[0-9a-f]{128}\Z")
 
 
