@@ -8,7 +8,7 @@ import sys
 
 
 def _choose():
-    try:
+    try:  # inside the try, not for RAM: a broken slots module must not stop the boot
         from polylink.ota import slots
 
         d = slots.boot("")  # counts trial boots; past the limit it reverts by itself

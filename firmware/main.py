@@ -15,6 +15,8 @@ def _on_trial():
 def main():
     hal = None
     try:
+        # Imported inside the try, not for RAM: a release whose modules fail to import must
+        # still reset (below), so a trial boot is counted and reverted.
         from polylink import config
         from polylink.hal.esp32 import HAL
         from polylink.node import Node
@@ -32,6 +34,7 @@ def main():
             return
         if cfg.claim is not None:
             # A generic image: ask the fleet for this board's identity, then boot as that node.
+            # (Device RAM: only an unclaimed node loads the claim code.)
             from polylink import claim
 
             try:
@@ -60,7 +63,7 @@ def _reset_without_hal():
     """
     import sys
 
-    try:
+    try:  # at the call, not for RAM: this import is what may fail
         from polylink.hal import esp32 as hal_esp32
     except Exception:  # noqa: BLE001 - whatever broke the release's HAL, the factory one works
         for name in list(sys.modules):

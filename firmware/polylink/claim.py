@@ -25,7 +25,8 @@ class ClaimError(Exception):
 
 def _random_hex(n) -> str:
     # os.urandom is the ESP32's hardware RNG; ports without it (the WebAssembly one the tests
-    # use) fall back to the random module.
+    # use) fall back to the random module: imported here because which one exists is only known
+    # by trying.
     try:
         from os import urandom
 

@@ -53,7 +53,7 @@ class Node:
         # because the time slept counts down its duty-cycle off times.
         self.sleeper = None
         if cfg.power and cfg.power.get("sleep") == "deep":
-            from polylink.power import Cycle
+            from polylink.power import Cycle  # Device RAM: only a deep-sleeping node needs it
 
             self.sleeper = Cycle(self)
         self.samples = 0  # sample_once() calls since boot
@@ -126,12 +126,13 @@ class Node:
     def ota_agent(self):
         """The OTA agent, loaded on first need (an offer, a trial boot, periodic checks)."""
         if self.ota is None:
-            from polylink.ota.agent import Agent
+            from polylink.ota.agent import Agent  # Device RAM: most of the time nothing updates
 
             self.ota = Agent(self)
         return self.ota
 
     def _lora_load(self):
+        # Device RAM: a WiFi-only node never loads the LoRaWAN code; wifi_first drops it on WiFi
         from polylink.lorawan.link import LoRaLink
 
         self.lora = LoRaLink(self.hal, self.cfg, self._modem, self._on_message,

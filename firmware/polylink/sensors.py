@@ -18,7 +18,8 @@ class SensorSet:
         self.failures = 0  # sensor reads or opens that failed since boot
 
     def _open(self, name):
-        # Drivers are imported here, not at the top: a node loads only the code of its own sensors.
+        # Device RAM: drivers are imported here, not at the top, so a node loads only the code of
+        # its own sensors.
         hal = self.hal
         if name == "bme280":
             i2c = hal.i2c()

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import sys
 import time
 
 import machine
@@ -83,13 +84,11 @@ class HAL:
 
     def mpy_version(self) -> tuple:
         """The running MicroPython's version, e.g. (1, 24, 1)."""
-        import sys
-
         return tuple(sys.implementation.version[:3])
 
     def partition(self):
         """MicroPython's esp32.Partition class (flash partitions, OTA of the runtime image)."""
-        import esp32
+        import esp32  # start-up time and RAM: only a runtime update needs it
 
         return esp32.Partition
 
@@ -133,6 +132,7 @@ class HAL:
         pin = self.board.get("onewire_pin")
         if pin is None:
             return None
+        # Device RAM: only a board with a 1-Wire pin loads (and has) these drivers
         import ds18x20
         import onewire
 
@@ -155,6 +155,7 @@ class HAL:
         def pin(name, mode=machine.Pin.IN):
             return None if r.get(name) is None else machine.Pin(r[name], mode)
 
+        # Device RAM: only a board with a radio loads (and has) its driver
         if r["chip"] == "sx1262":
             from lora import AsyncSX1262  # pyright: ignore[reportMissingImports]
 
@@ -205,7 +206,7 @@ class HAL:
         """An asyncio stream pair to host:port; tls None for plain TCP, or a dict {"ca": path}."""
         ctx = None
         if tls is not None:
-            import ssl
+            import ssl  # Device RAM: only a TLS connection needs it
 
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ca = tls.get("ca")

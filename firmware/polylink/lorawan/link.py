@@ -10,7 +10,7 @@ import asyncio
 from polylink.lorawan import region
 from polylink.lorawan.device import Device
 from polylink.lorawan.spec import BudgetError, LoRaWANError
-from polylink.proto import TYPE_NAMES
+from polylink.proto import TYPE_NAMES, FrameError
 
 _RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start
 _JOIN_BACKOFF_S = 10  # extra wait between join attempts, on top of the duty cycle
@@ -217,8 +217,8 @@ class LoRaLink:
         frame = bytes(memoryview(node._out)[:n])
         limit = self.max_payload()
         if n > limit:
+            # Device RAM: the splitter is loaded only for a frame too long for the data rate
             from polylink.lorawan.split import split
-            from polylink.proto import FrameError
 
             try:
                 parts = split(frame, limit, node.seq.take)

@@ -4,6 +4,8 @@ Enough for the OTA agent: one request per connection (Connection: close), an opt
 resuming, the body handed over piece by piece so nothing is ever held whole in RAM.
 """
 
+import binascii
+
 
 class HTTPError(OSError):
     """The server could not be reached, or answered with something we cannot use."""
@@ -87,8 +89,6 @@ async def get(hal, url, path, start=0, tls_ca=None, login=None):
         if start:
             req += "Range: bytes=%d-\r\n" % start
         if login:
-            import binascii
-
             cred = binascii.b2a_base64(("%s:%s" % login).encode()).strip().decode()
             req += "Authorization: Basic %s\r\n" % cred
         writer.write((req + "\r\n").encode())

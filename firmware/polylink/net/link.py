@@ -60,6 +60,7 @@ class Link:
         self._closed = False  # close() was called: the node goes to sleep, no new session
 
     def _client(self):
+        # Device RAM: the MQTT code leaves the heap while WiFi is down (_drop_client)
         from polylink.net.mqtt import MQTTClient
 
         c = self.cfg

@@ -39,6 +39,7 @@ from polylink.codes import (  # noqa: F401 - the OTA_UP codes are part of this m
 from polylink.net.http import HTTPError, get
 from polylink.ota import slots
 from polylink.ota.failure import RETRIES, OTAError
+from polylink.store import replace
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -336,7 +337,7 @@ class Agent:
         bat = self.node.cfg.board.get("battery")
         if not limit or not bat:
             return None
-        from polylink.drivers.battery import Battery
+        from polylink.drivers.battery import Battery  # Device RAM: only with ota.min_battery
 
         v = Battery(self.hal, bat["adc_pin"], bat["divider"]).volts()
         if v < limit:
@@ -511,8 +512,6 @@ class Agent:
             if got != size or hash_file(part, self.buf) != sha:
                 _remove(part)
                 raise OTAError(HASH_MISMATCH, "hash of %s" % path.rsplit("/", 1)[-1])
-        from polylink.store import replace
-
         replace(part, dest)
 
     async def _fetch_once(self, url, path, part, size):
@@ -603,8 +602,6 @@ class Agent:
         if not keys or keys == self.cfg.get("keys"):
             return
         check_keys(keys)
-        from polylink import config
-
         config.save(self.root, {"keys": keys}, "ota")
         self.cfg["keys"] = keys
 

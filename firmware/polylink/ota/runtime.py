@@ -14,6 +14,7 @@ import os
 from polylink.codes import DOWNLOAD, HASH_MISMATCH, STORAGE
 from polylink.net.http import HTTPError, get
 from polylink.ota.failure import RETRIES, OTAError
+from polylink.store import replace
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
@@ -52,8 +53,6 @@ def _load_progress(path, sha, label):
 
 
 def _save_progress(path, sha, label, done):
-    from polylink.store import replace
-
     with open(path + ".tmp", "w") as f:
         json.dump({"sha256": sha, "label": label, "done": done}, f)
     replace(path + ".tmp", path)

@@ -42,6 +42,7 @@ def read(root) -> dict:
 
 def write(root, st) -> None:
     """Replace the pointer atomically: the whole new file, then one rename."""
+    # Start-up time: boot.py loads this module on every boot, store.py is needed only here
     from polylink.store import replace
 
     tmp = root + "/" + POINTER + ".tmp"
