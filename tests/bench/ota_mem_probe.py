@@ -207,13 +207,15 @@ fl.bootloader()
 Node.hal.flash = fl
 Node.hal.conn_size = RT_SIZE
 del board
-gc.collect()
-await asyncio.sleep(0)  # noqa: F704
+for _ in range(3):
+    gc.collect()
+    await asyncio.sleep(0)  # noqa: F704
 base = gc.mem_alloc()
 from polylink.ota import runtime  # noqa: E402
 
-gc.collect()
-await asyncio.sleep(0)  # noqa: F704
+for _ in range(3):
+    gc.collect()
+    await asyncio.sleep(0)  # noqa: F704
 print("runtime_module", gc.mem_alloc() - base)
 RT_PASSES = RT_SIZE // 1024  # the stream reads 1 KB pieces: one pass through JS each
 gc.collect()

@@ -11,10 +11,13 @@ import hashlib
 import json
 import os
 
+from polylink import config
 from polylink.codes import DOWNLOAD, HASH_MISMATCH, STORAGE
 from polylink.net.http import HTTPError, get
 from polylink.ota.failure import RETRIES, OTAError
 from polylink.store import replace
+
+config.unload("codes")  # Device RAM: the three codes above are this module's now
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
