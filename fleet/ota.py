@@ -343,12 +343,16 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
             raise ReleaseError(f"runtime image: cannot read {runtime}: {e.strerror}") from None
         rt = runtime_entry(rt_data, boards)
     key_id, key = _private_key(settings, key_id)
-    sources = sorted(Path(source).glob(APP_GLOB))
+    # A release for WiFi-only boards leaves out the LoRaWAN code they never load. (Imported
+    # here for start-up time: the web process loads the image code only to build a release.)
+    from provisioning import boards as board_files
+    from provisioning.image import app_sources
+
+    sources = app_sources(Path(source), [board_files.load(b) for b in boards])
     if not sources:
         raise ReleaseError(f"no app files under {source} ({APP_GLOB})")
     blobs = {}
-    for src in sources:
-        rel = src.relative_to(source).as_posix()
+    for src, rel in sources:
         if compile_mpy:
             # The very compile `make image` does (same bytes, same hashes): files a node was
             # provisioned with are copied on flash instead of downloaded.
