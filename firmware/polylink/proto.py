@@ -29,6 +29,7 @@ TYPE_NAMES = ("TELEMETRY", "STATUS", "EVENT", "RESULT", "COMMAND", "CONFIG", Non
 
 _T_FLAG = const(0x10)
 _UINT_MAX = const(0xFFFFFFFF)
+_FIELD_MAX = const(0x1FFFFFFF)  # the largest protobuf field number, 2^29 - 1
 # Built once: a tuple literal in isinstance() would be allocated again on every call on MicroPython.
 _NUMBER = (int, float)
 _SEQUENCE = (list, tuple)
@@ -306,12 +307,17 @@ def _get_varint(f, i, what):
                              % (what, start, len(f)))
         b = f[i]
         i += 1
+        # The 10th byte holds bit 63 only: a 64-bit decoder (protobuf) would drop anything more
+        # and read another number, so such a varint is refused rather than read differently.
+        if shift == 63 and b > 1:
+            if b & 0x80:
+                raise FrameError("bad varint: %s at offset %d is longer than 10 bytes"
+                                 % (what, start))
+            raise FrameError("bad varint: %s at offset %d exceeds 64 bits" % (what, start))
         v |= (b & 0x7F) << shift
         if not b & 0x80:
             return v, i
         shift += 7
-        if shift >= 70:
-            raise FrameError("bad varint: %s at offset %d is longer than 10 bytes" % (what, start))
 
 
 def _get_value(f, i, qid, out, inst):
@@ -376,8 +382,10 @@ def _dec_fields(f, i, mtype):
         key, i = _get_varint(f, i, "field key")
         no = key >> 3
         wt = key & 7
-        if no == 0:
-            raise FrameError("bad field number 0 at offset %d" % at)
+        # Protobuf field numbers are 1..2^29-1, so a key fits 32 bits; a decoder that reads keys
+        # as uint32 would see another field in a larger one.
+        if no == 0 or no > _FIELD_MAX:
+            raise FrameError("bad field number %d at offset %d" % (no, at))
         if wt != 0 and wt != 2:
             raise FrameError("unknown wire type %d (field %d) at offset %d" % (wt, no, at))
         v, i = _get_varint(f, i, "field %d" % no)

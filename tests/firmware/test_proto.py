@@ -203,3 +203,19 @@ def test_registry_ids_are_stable():
     eq(q[1][:4], ("humidity", 3304, "%RH", quantities.U8), "1")
     eq(q[2][:4], ("battery_voltage", 3316, "V", quantities.U16), "2")
     eq(quantities.fmt_name(quantities.S24), "s24", "fmt name")
+
+
+def test_varints_hold_64_bits_and_field_numbers_29_bits():
+    # The 10th byte of a varint carries bit 63 only: 0x01 is the last value a 64-bit decoder reads.
+    e = raises(proto.FrameError, proto.decode, _unhex("20000180808080808080808001"))
+    if "unknown quantity 63" not in str(e):
+        raise AssertionError("bit 63 of the mask: %s" % e)
+    e = raises(proto.FrameError, proto.decode, _unhex("20000180808080808080808002"))
+    if "exceeds 64 bits" not in str(e):
+        raise AssertionError("bit 64 of the mask: %s" % e)
+    key = "f8ffffff0f"  # field 536870911 (2^29 - 1), wire type 0: the largest field number
+    eq(proto.decode(_unhex("24000108011003" + key + "00"))[3], {"cid": 1, "cmd": 3}, "skipped")
+    key = "8080808010"  # field 536870912
+    e = raises(proto.FrameError, proto.decode, _unhex("24000108011003" + key + "00"))
+    if "bad field number 536870912" not in str(e):
+        raise AssertionError("field 2^29: %s" % e)
