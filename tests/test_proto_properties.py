@@ -1,8 +1,10 @@
 """Codec properties: round trips, an independent reading of the spec, fuzzing, spec vs code."""
 
 import json
+import math
 import re
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -149,6 +151,36 @@ def test_any_in_range_float_lands_within_half_a_step(qid, x):
     (_, _, got), = proto.decode(frame)[3]
     step = q[MUL] / q[DIV]
     assert abs(got - x) <= step / 2 * (1 + 1e-9) + abs(x) * 1e-15
+
+
+def raw_by_the_spec(qid, value):
+    """Section 4's rule read independently: exact quotient, nearest int, halves away from zero."""
+    q = QUANTITIES[qid]
+    if isinstance(value, int):
+        exact = Fraction(value * q[DIV], q[MUL])
+    else:  # binary64, multiplication first, then the division
+        exact = Fraction(value * q[DIV] / q[MUL])
+    sign = -1 if exact < 0 else 1
+    return sign * math.floor(abs(exact) + Fraction(1, 2))
+
+
+@given(st.integers(0, len(QUANTITIES) - 1), st.data())
+@FUZZ
+def test_rounding_follows_the_spec_rule_for_ints_floats_and_half_steps(qid, data):
+    q = QUANTITIES[qid]
+    raw = data.draw(st.integers(q[RMIN], q[RMAX] - 1))
+    # A value on a step, half-way to the next one, or anywhere: as an int when it is one.
+    n = data.draw(st.sampled_from([0, 1]))
+    value = scaled(qid, raw) if n == 0 else (scaled(qid, raw) + scaled(qid, raw + 1)) / 2
+    if data.draw(st.booleans()):
+        value = data.draw(st.floats(scaled(qid, q[RMIN]), scaled(qid, q[RMAX])))
+    for v in {value, int(value)} if value == int(value) else {value}:
+        want = raw_by_the_spec(qid, v)
+        if not q[RMIN] <= want <= q[RMAX]:
+            continue
+        frame = encode(proto.TELEMETRY, 0, [(qid, 0, v)])
+        size = q[FMT] & 7
+        assert int.from_bytes(frame[-size:], "big", signed=bool(q[FMT] & 8)) == want, v
 
 
 def field_values(kind):

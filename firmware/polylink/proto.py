@@ -153,6 +153,13 @@ def _scaled(q, raw):
     return raw * q[MUL] if q[DIV] == 1 else raw * q[MUL] / q[DIV]
 
 
+def _halves_away(n, d):
+    """n / d for ints (d > 0) to the nearest int, halves away from zero."""
+    if n >= 0:
+        return (2 * n + d) // (2 * d)
+    return -((d - 2 * n) // (2 * d))
+
+
 def _raw(qid, value):
     q = QUANTITIES[qid]
     mul = q[MUL]
@@ -160,18 +167,26 @@ def _raw(qid, value):
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
         raise FrameError("quantity %d (%s) value must be a number, got %s"
                          % (qid, q[NAME], type(value).__name__))
+    # One rounding rule for every encoder (docs/protocol.md section 4): the nearest step, halves
+    # away from zero. Not round(): CPython's is half to even, and MicroPython's follows the C
+    # library of its port.
     if isinstance(value, int):
         n = value * div
-        raw = n if mul == 1 else (2 * n + mul) // (2 * mul)
+        raw = n if mul == 1 else _halves_away(n, mul)
     else:
         x = value * div if mul == 1 else value * div / mul
         if x != x or x - x != 0:  # NaN, or inf (inf - inf is NaN)
             raise FrameError("quantity %d (%s) value %s is not finite" % (qid, q[NAME], value))
-        # Range before round(): round() of a huge float would overflow on MicroPython.
+        # Range first, so that a huge float never turns into a big int.
         if x < q[RMIN] - 1 or x > q[RMAX] + 1:
             raw = q[RMIN] - 1 if x < 0 else q[RMAX] + 1
         else:
-            raw = round(x)
+            raw = int(x)  # towards zero; x - raw is then exact, the fraction of x
+            frac = x - raw
+            if frac >= 0.5:
+                raw += 1
+            elif frac <= -0.5:
+                raw -= 1
     if raw < q[RMIN] or raw > q[RMAX]:
         raise FrameError("out of range: quantity %d (%s) value %s outside %s..%s"
                          % (qid, q[NAME], value, _scaled(q, q[RMIN]), _scaled(q, q[RMAX])))

@@ -219,3 +219,27 @@ def test_varints_hold_64_bits_and_field_numbers_29_bits():
     e = raises(proto.FrameError, proto.decode, _unhex("24000108011003" + key + "00"))
     if "bad field number 536870912" not in str(e):
         raise AssertionError("field 2^29: %s" % e)
+
+
+def _raw_of(frame, qid):
+    # One instance-0 reading: its value bytes follow the 3-byte header and the mask.
+    size = quantities.QUANTITIES[qid][quantities.FMT] & 7
+    raw = 0
+    for b in frame[-size:]:
+        raw = raw << 8 | b
+    if quantities.QUANTITIES[qid][quantities.FMT] & 8 and raw >> (size * 8 - 1):
+        raw -= 1 << (size * 8)
+    return raw
+
+
+def test_half_steps_round_away_from_zero_on_every_runtime():
+    # The same value must give the same bytes from any encoder: one rule, no "either way".
+    vectors = _vectors()["rounding"]
+    if len(vectors) < 10:
+        raise AssertionError("rounding vectors lost cases")
+    for v in vectors:
+        frame = _encode(proto.TELEMETRY, 1, [(v["qid"], 0, v["value"])])
+        eq(_raw_of(frame, v["qid"]), v["raw"], v["name"])
+    e = raises(proto.FrameError, _encode, proto.TELEMETRY, 1, [(1, 0, 100.25)])
+    if "out of range" not in str(e):
+        raise AssertionError("humidity 100.25 rounds to raw 201: %s" % e)
