@@ -343,3 +343,26 @@ def test_every_spec_example_decodes_as_its_vector_says():
         if v["hex"] in SPEC:
             mtype, seq, ts, body = proto.decode(bytes.fromhex(v["hex"]))
             assert (mtype, seq, ts) == (v["mtype"], v["seq"], v["ts"])
+
+
+# Random bytes, or code points (surrogates included) written as UTF-8 would write them.
+CODE_POINTS = st.lists(st.integers(0, 0x10FFFF), max_size=10).map(
+    lambda cs: "".join(map(chr, cs)).encode("utf-8", "surrogatepass"))
+
+
+@given(st.binary(max_size=40) | CODE_POINTS)
+@FUZZ
+def test_text_fields_accept_exactly_what_strict_utf8_accepts(data):
+    # The codec checks UTF-8 itself (MicroPython's decoder is lax); CPython's strict one is the
+    # oracle here, and tests/firmware/test_proto.py holds the same line under MicroPython.
+    frame = bytes([0x21, 0, 1, 0x0A, len(data)]) + data + b"\x10\x0c"
+    try:
+        want = data.decode("utf-8")
+    except UnicodeDecodeError:
+        want = None
+    try:
+        got = proto.decode(frame)[3]["fw"]
+    except proto.FrameError as e:
+        assert "bad UTF-8" in str(e)
+        got = None
+    assert got == want

@@ -141,6 +141,41 @@ def _put_varint(buf, i, v):
         i += 1
 
 
+def _utf8_ok(b, i, end):
+    """True if b[i:end] is well-formed UTF-8: no surrogate, overlong form or code past U+10FFFF."""
+    # Checked here, not left to bytes.decode(): MicroPython's decoder passes all three.
+    while i < end:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        lo = 0x80
+        hi = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            n = 1
+        elif 0xE0 <= c <= 0xEF:
+            n = 2
+            if c == 0xE0:
+                lo = 0xA0  # below: an overlong form
+            elif c == 0xED:
+                hi = 0x9F  # above: a surrogate, U+D800..U+DFFF
+        elif 0xF0 <= c <= 0xF4:
+            n = 3
+            if c == 0xF0:
+                lo = 0x90  # below: an overlong form
+            elif c == 0xF4:
+                hi = 0x8F  # above: past U+10FFFF
+        else:
+            return False
+        if i + n >= end or not lo <= b[i + 1] <= hi:
+            return False
+        for k in range(i + 2, i + n + 1):
+            if not 0x80 <= b[k] <= 0xBF:
+                return False
+        i += n + 1
+    return True
+
+
 def _check_int(v, lo, hi, what):
     # CPython counts bool as an int; a True seq is a caller bug, not a 1.
     if not isinstance(v, int) or isinstance(v, bool):
@@ -266,7 +301,14 @@ def _enc_fields(buf, i, mtype, body):
         if kind == _STR:
             if not isinstance(v, str):
                 raise FrameError("field '%s' must be a str, got %s" % (name, type(v).__name__))
-            data = v.encode("utf-8")
+            try:
+                data = v.encode("utf-8")
+            except UnicodeError:  # CPython: a lone surrogate has no UTF-8 form
+                data = None
+            # MicroPython writes a surrogate's 3 bytes as if it had one: check what came out.
+            if data is None or not _utf8_ok(data, 0, len(data)):
+                raise FrameError("bad UTF-8 in field '%s': text with a surrogate cannot be sent"
+                                 % name)
             i = _put_varint(buf, i, no << 3 | 2)
             i = _put_varint(buf, i, len(data))
             _room(buf, i, len(data))
@@ -422,10 +464,9 @@ def _dec_fields(f, i, mtype):
         if (wt == 2) != (kind == _STR):
             raise FrameError("wrong wire type %d for field '%s' at offset %d" % (wt, name, at))
         if kind == _STR:
-            try:
-                body[name] = bytes(f[start:i]).decode("utf-8")
-            except UnicodeError:
-                raise FrameError("bad UTF-8 in field '%s' at offset %d" % (name, start)) from None
+            if not _utf8_ok(f, start, i):
+                raise FrameError("bad UTF-8 in field '%s' at offset %d" % (name, start))
+            body[name] = bytes(f[start:i]).decode("utf-8")
         elif kind == _UINT:
             if v > _UINT_MAX:
                 raise FrameError("out of range: field '%s' %d exceeds uint32 at offset %d"

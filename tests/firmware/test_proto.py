@@ -243,3 +243,22 @@ def test_half_steps_round_away_from_zero_on_every_runtime():
     e = raises(proto.FrameError, _encode, proto.TELEMETRY, 1, [(1, 0, 100.25)])
     if "out of range" not in str(e):
         raise AssertionError("humidity 100.25 rounds to raw 201: %s" % e)
+
+
+def test_text_is_strict_utf8_on_every_runtime():
+    # MicroPython's own decoder passes surrogates, code points past U+10FFFF and overlong forms;
+    # the codec must refuse the same strings on every runtime (the invalid vectors hold more).
+    for fw in ("eda080", "f4908080", "c0af", "e080af", "f888808080", "ed", "80", "ff"):
+        frame = _unhex("2100010a%02x%s100c" % (len(fw) // 2, fw))
+        e = raises(proto.FrameError, proto.decode, frame)
+        if "bad UTF-8 in field 'fw'" not in str(e):
+            raise AssertionError("%s: %s" % (fw, e))
+    for fw in ("ed9fbf", "ee8080", "efbfbf", "f48fbfbf", "c2a0", "00"):
+        frame = _unhex("2100010a%02x%s100c" % (len(fw) // 2, fw))
+        eq(proto.decode(frame)[3]["fw"].encode("utf-8"), _unhex(fw), fw)
+    # A lone surrogate has no UTF-8 form: CPython raises UnicodeEncodeError on it, MicroPython
+    # writes its 3 bytes as if it had; the codec refuses it on both with a FrameError.
+    for text in (chr(0xD800), "ok" + chr(0xDFFF)):
+        e = raises(proto.FrameError, _encode, proto.EVENT, 1, {"code": 1, "text": text})
+        if "bad UTF-8 in field 'text'" not in str(e):
+            raise AssertionError("encoding %r: %s" % (text, e))
