@@ -38,6 +38,8 @@ _SEQUENCE = (list, tuple)
 _UINT = const(0)  # protobuf uint32
 _SINT = const(1)  # protobuf sint32 (zigzag)
 _STR = const(2)  # protobuf string (UTF-8)
+_TEXT80 = const(3)  # protobuf string (UTF-8) of at most TEXT80_MAX bytes
+TEXT80_MAX = const(80)
 
 # Per dict message type: (field number, name, kind, required), in field-number order.
 _SCHEMA = (
@@ -82,7 +84,7 @@ _SCHEMA = (
         (2, "version", _STR, True),
         (3, "progress", _UINT, False),
         (4, "reason", _UINT, False),
-        (5, "text", _STR, False),
+        (5, "text", _TEXT80, False),
         (6, "rid", _UINT, False),
         (7, "bytes", _UINT, False),
         (8, "keys", _STR, False),
@@ -298,7 +300,7 @@ def _enc_fields(buf, i, mtype, body):
             if required:
                 raise FrameError("missing required field '%s' in %s" % (name, TYPE_NAMES[mtype]))
             continue
-        if kind == _STR:
+        if kind >= _STR:
             if not isinstance(v, str):
                 raise FrameError("field '%s' must be a str, got %s" % (name, type(v).__name__))
             try:
@@ -309,6 +311,9 @@ def _enc_fields(buf, i, mtype, body):
             if data is None or not _utf8_ok(data, 0, len(data)):
                 raise FrameError("bad UTF-8 in field '%s': text with a surrogate cannot be sent"
                                  % name)
+            if kind == _TEXT80 and len(data) > TEXT80_MAX:
+                raise FrameError("too long: field '%s' has %d bytes, limit %d"
+                                 % (name, len(data), TEXT80_MAX))
             i = _put_varint(buf, i, no << 3 | 2)
             i = _put_varint(buf, i, len(data))
             _room(buf, i, len(data))
@@ -349,6 +354,16 @@ def encode(buf, mtype, seq, body, ts=None):
     if mtype == TELEMETRY:
         return _enc_telemetry(buf, i, body)
     return _enc_fields(buf, i, mtype, body)
+
+
+def clip(text, n):
+    """Return text cut to at most n bytes of UTF-8, at a character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= n:
+        return text
+    while n and data[n] & 0xC0 == 0x80:  # a continuation byte: cut before its character
+        n -= 1
+    return data[:n].decode("utf-8")
 
 
 # ---------------------------------------------------------------- decoding
@@ -461,9 +476,12 @@ def _dec_fields(f, i, mtype):
         kind = fdef[2]
         if name in body:
             raise FrameError("duplicate field '%s' at offset %d" % (name, at))
-        if (wt == 2) != (kind == _STR):
+        if (wt == 2) != (kind >= _STR):
             raise FrameError("wrong wire type %d for field '%s' at offset %d" % (wt, name, at))
-        if kind == _STR:
+        if kind >= _STR:
+            if kind == _TEXT80 and v > TEXT80_MAX:
+                raise FrameError("too long: field '%s' has %d bytes, limit %d at offset %d"
+                                 % (name, v, TEXT80_MAX, start))
             if not _utf8_ok(f, start, i):
                 raise FrameError("bad UTF-8 in field '%s' at offset %d" % (name, start))
             body[name] = bytes(f[start:i]).decode("utf-8")

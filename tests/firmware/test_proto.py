@@ -262,3 +262,16 @@ def test_text_is_strict_utf8_on_every_runtime():
         e = raises(proto.FrameError, _encode, proto.EVENT, 1, {"code": 1, "text": text})
         if "bad UTF-8 in field 'text'" not in str(e):
             raise AssertionError("encoding %r: %s" % (text, e))
+
+
+def test_ota_up_text_is_at_most_80_bytes_and_clip_cuts_at_a_character():
+    body = {"state": 6, "version": "0.2.0", "text": "x" * 80}
+    eq(proto.decode(_encode(proto.OTA_UP, 1, body))[3], body, "80 bytes")
+    body["text"] = "é" * 40 + "x"
+    e = raises(proto.FrameError, _encode, proto.OTA_UP, 1, body)
+    if "too long: field 'text' has 81 bytes, limit 80" not in str(e):
+        raise AssertionError(str(e))
+    eq(_encode(proto.EVENT, 1, {"code": 1, "text": "x" * 81})[-1], ord("x"), "EVENT text: no limit")
+    eq(proto.clip("é" * 41, 80), "é" * 40, "41 two-byte characters")
+    eq(proto.clip("a" + "é" * 40, 80), "a" + "é" * 39, "a cut inside a character drops it")
+    eq(proto.clip("short", 80), "short", "short text")
