@@ -1344,10 +1344,13 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
         if statuses:
             conn.executemany(
+                # A field a STATUS leaves out keeps its last value (docs/protocol.md, STATUS):
+                # a compact STATUS must not blank what the full one after boot reported.
                 "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
-                " uptime = ?, reset_cause = ?, heap_free = ?, rssi = ?, queue = ?, dropped = ?,"
-                " boots = ?, interval = coalesce(?, interval),"
-                # Only the STATUS after a boot names the MicroPython: the last one named stays.
+                " uptime = ?, reset_cause = coalesce(?, reset_cause),"
+                " heap_free = coalesce(?, heap_free), rssi = coalesce(?, rssi),"
+                " queue = coalesce(?, queue), dropped = coalesce(?, dropped),"
+                " boots = coalesce(?, boots), interval = coalesce(?, interval),"
                 " micropython_version = coalesce(?, micropython_version), status_at = ?"
                 " WHERE id = ?",
                 statuses,
