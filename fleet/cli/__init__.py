@@ -80,9 +80,7 @@ def ingest_command(batch_size, batch_delay, mqtt_version):
 
     Example: MQTT_PORT=1884 fleet ingest
     """
-    import paho.mqtt.client as mqtt
-
-    from fleet import ingest
+    from fleet import ingest, mqtt
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     protocol = mqtt.MQTTv5 if mqtt_version == "5" else mqtt.MQTTv311

@@ -19,12 +19,13 @@ import threading
 import time
 
 from fleet import db as store
+from fleet import mqtt, topics
 from fleet.broker import auth as brokerauth
 from fleet.identity import provision
 
 log = logging.getLogger("fleet.claims")
 
-REQUEST_TOPIC = "pl/v1/claim/+/+/req"
+REQUEST_TOPIC = topics.CLAIM_REQUESTS
 MAX_USES = 10000
 MAX_HOURS = 24 * 90
 
@@ -125,16 +126,10 @@ class ClaimService:
         self.ready = threading.Event()
 
     def start(self) -> "ClaimService":
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         # Its own service login: with use_username_as_clientid the downlink publishers (account
         # polylink-fleet) would otherwise take this session over.
         host, port, user, password = self.settings.mqtt_login("claims")
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="polylink-claims",
-                        protocol=mqtt.MQTTv311)
-        if user:
-            c.username_pw_set(user, password)
+        c = mqtt.client("polylink-claims", user, password)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.connect(host, port, keepalive=30)
@@ -153,10 +148,10 @@ class ClaimService:
             self.ready.set()
 
     def _on_message(self, client, userdata, msg):
-        parts = msg.topic.split("/")
-        if len(parts) != 6:
+        ids = topics.claim_topic(msg.topic)
+        if ids is None:
             return
-        token_id, client_id = parts[3], parts[4]
+        token_id, client_id = ids
         db = store.open_db(self.settings.db_path)
         try:
             answer = request(db, self.settings, token_id, client_id, msg.payload, self.node_port)
@@ -165,7 +160,7 @@ class ClaimService:
             answer = {"state": "pending"}
         finally:
             db.conn.close()
-        client.publish(f"pl/v1/claim/{token_id}/{client_id}/resp", json.dumps(answer), qos=1)
+        client.publish(topics.claim_answer(token_id, client_id), json.dumps(answer), qos=1)
         self.answered += 1
 
     def stop(self) -> None:

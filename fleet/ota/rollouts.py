@@ -15,6 +15,7 @@ import time
 from polylink import proto
 
 from fleet import db as store
+from fleet import mqtt, topics
 
 DEFAULT_STAGES = [{"percent": 1, "soak": 3600}, {"percent": 10, "soak": 3600},
                   {"percent": 50, "soak": 3600}, {"percent": 100, "soak": 0}]
@@ -442,21 +443,16 @@ class Publisher:
         self.client = None
 
     def __call__(self, node_id: str, frame: bytes) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         if self.client is None:
             host, port, user, password = self.settings.mqtt_login("fleet")
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-            if user:
-                c.username_pw_set(user, password)
+            c = mqtt.client(user=user, password=password)
             c.connect(host, port, keepalive=30)
             c.loop_start()
             self.client = c
-        info = self.client.publish(f"pl/v1/{node_id}/down", frame, qos=1)
-        info.wait_for_publish(5.0)
-        if not info.is_published():
-            raise OSError("the broker did not acknowledge the offer")
+        try:
+            mqtt.publish_acked(self.client, topics.down(node_id), frame)
+        except mqtt.NotAcknowledged:
+            raise OSError("the broker did not acknowledge the offer") from None
 
     def close(self) -> None:
         if self.client is not None:
