@@ -13,22 +13,11 @@ from fleet import db as store
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.web.api import ApiError, iso
-from fleet.web.auth import bearer_token, csrf, require
+from fleet.web.auth import csrf, require
 
-bp = Blueprint("ota_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("ota", __name__)
 files_bp = Blueprint("ota_files", __name__, url_prefix="/ota/v1")
 MAX_BUNDLE = 8 * 1024 * 1024
-
-
-@bp.before_request
-def require_token():
-    token = bearer_token()
-    if token is None:
-        raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
-                            "create one with `fleet token create NAME`")
-    g.user = None
-    g.token = token
-    g.token_name = token["name"]
 
 
 def release_json(r: dict) -> dict:
@@ -244,7 +233,6 @@ def offer(node_id):
 
 
 def init_app(app):
-    csrf.exempt(bp)
+    """The files nodes fetch (/ota/v1): node logins, not CSRF (bp goes under /api/v1)."""
     csrf.exempt(files_bp)
-    app.register_blueprint(bp)
     app.register_blueprint(files_bp)
