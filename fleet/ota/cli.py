@@ -1,37 +1,18 @@
 """`fleet keys`, `fleet release` and `fleet rollout`: OTA from the command line."""
 
-import functools
 import json
-import time
 from pathlib import Path
 
 import click
 
 from fleet import db as store
+from fleet.cli.base import one_line, open_store, when
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.settings import SettingsError, from_env
 
-
-def _friendly(fn):
-    """Library errors become one-line messages (as fleet.cli's friendly(); no import cycle)."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except (SettingsError, store.StoreError, ValueError, OSError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-def open_store():
-    return store.open_db(from_env().db_path)
-
-
-def when(t) -> str:
-    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+# Releases read and write files: an OSError is a user's missing or unreadable file.
+_friendly = one_line(SettingsError, store.StoreError, ValueError, OSError)
 
 
 @click.group("keys")
