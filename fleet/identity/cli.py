@@ -6,7 +6,7 @@ import click
 
 from fleet import db as store
 from fleet.cli.base import friendly, open_store
-from fleet.identity import claims, provision
+from fleet.identity import claims, provision, provision_cli
 from fleet.nodes.cli import node_group
 from fleet.settings import from_env
 
@@ -133,5 +133,6 @@ def claim_reject(claim_id, reason):
 
 
 def register(cli: click.Group) -> None:
-    """The claim group; the node commands above join `fleet node` (nodes/cli.py)."""
+    """The claim and provision groups; the node commands above join `fleet node` (nodes/cli.py)."""
     cli.add_command(claim_group)
+    cli.add_command(provision_cli.cli)

@@ -18,7 +18,8 @@ from services import free_port
 
 from fleet import db as store
 from fleet.broker import auth as brokerauth
-from provisioning import boards, cli, image, miplib
+from fleet.identity import provision_cli as cli
+from provisioning import boards, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 APP = ({"boot.py", "main.py", "manifest.json"}

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from esptool.bin_image import ELFSection, ESP32FirmwareImage
 
 from fleet import db as store
-from provisioning import boards, cli, image, label
+from fleet.identity import provision_cli as cli
+from provisioning import boards, image, label
 
 HERE = Path(__file__).parent
 

@@ -1,6 +1,10 @@
-"""The provisioning command line behind `make image`, `make flash`, `make deploy` and labels."""
+"""`fleet provision ...`: the commands behind `make image`, `make flash`, `make flash-batch`,
+`make deploy`, `make merged-image` and `make label`.
 
-import functools
+The host tools (provisioning/) build and write the images; this module adds what needs the fleet:
+registering the node (or a new password for it), its config, claim tokens, watching it report in.
+"""
+
 import os
 import shutil
 import time
@@ -8,28 +12,17 @@ from pathlib import Path
 
 import click
 
-from . import boards, image, miplib
+from fleet import db as store
+from fleet.cli.base import one_line
+from fleet.identity import claims, provision
+from fleet.settings import SettingsError, from_env
+from provisioning import boards, flash, image, label, miplib
 
 BUILD = Path(os.environ.get("BUILD_DIR") or "build")
 
-
-def friendly(fn):
-    """Named errors become one-line messages, never a traceback for a user mistake."""
-    from fleet.db import StoreError
-    from fleet.identity.provision import ProvisionError
-    from fleet.settings import SettingsError
-
-    from .flash import FlashError
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (boards.BoardError, image.ImageError, miplib.MipError, ProvisionError,
-                StoreError, SettingsError, FlashError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
+# Named errors become one-line messages, never a traceback for a user mistake.
+friendly = one_line(boards.BoardError, image.ImageError, miplib.MipError,
+                    provision.ProvisionError, store.StoreError, SettingsError, flash.FlashError)
 
 
 def site_options(fn):
@@ -46,13 +39,13 @@ def site_options(fn):
     return fn
 
 
-@click.group()
+@click.group("provision")
 def cli():
-    """Polylink provisioning: build, flash and label nodes.
+    """Build, flash and label nodes (make image, make flash, ...).
 
-    Settings of the fleet come from the environment (DATA_DIR, ...), as for `fleet`.
+    Settings of the fleet come from the environment (DATA_DIR, ...), as for every command.
 
-    Example: python -m provisioning image --board HELTEC_V3 --node lamp-42 --mqtt-host 10.0.0.2
+    Example: fleet provision image --board HELTEC_V3 --node lamp-42 --mqtt-host 10.0.0.2
     """
 
 
@@ -65,10 +58,6 @@ def need_mqtt_host(mqtt_host: str | None) -> str:
 
 def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
     """Register the node (or give a registered one a new password) in the fleet's store."""
-    from fleet import db as store
-    from fleet.identity import provision
-    from fleet.settings import from_env
-
     settings = from_env()
     db = store.open_db(settings.db_path)
     try:
@@ -79,9 +68,7 @@ def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict
 
 def write_image(identity: dict, board: dict, packages: dict, wifi_ssid, wifi_password,
                 mqtt_host, mqtt_port) -> tuple[Path, bytes]:
-    from fleet.identity.provision import node_config
-
-    config = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
+    config = provision.node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
     data = image.build(board, config, packages)
     out = BUILD / "images" / f"{identity['node_id']}.{board['name']}.littlefs.bin"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +99,7 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
 
     A registered node gets a new MQTT password (the fleet keeps only hashes).
 
-    Example: NODE_MQTT_HOST=10.0.0.2 python -m provisioning image --board HELTEC_V3 --node lamp-42
+    Example: NODE_MQTT_HOST=10.0.0.2 fleet provision image --board HELTEC_V3 --node lamp-42
     """
     # Everything that can fail without touching the fleet comes first: a failed build must not
     # leave a registered node whose password nobody has.
@@ -134,15 +121,13 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
 
 
 def generic_image(board, packages, token, claim_port, node, wifi_ssid, wifi_password, mqtt_host):
-    from fleet.identity.claims import generic_config
-
     if node:
         raise click.UsageError("--node and --claim-token exclude each other: a generic image "
                                "gets its identity on first boot")
     if not claim_port:
         raise click.UsageError("a generic image needs --claim-port (env CLAIM_PORT)")
     token_id = token.partition(".")[0]
-    config = generic_config(token, mqtt_host, claim_port, wifi_ssid, wifi_password)
+    config = claims.generic_config(token, mqtt_host, claim_port, wifi_ssid, wifi_password)
     data = image.build(board, config, packages)
     out = BUILD / "images" / f"generic.{board['name']}.{token_id}.littlefs.bin"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,18 +140,17 @@ def generic_image(board, packages, token, claim_port, node, wifi_ssid, wifi_pass
 
 def reported_since(node_id: str, since: float):
     """A check for watch(): has the fleet heard from the node since `since`?"""
-    from fleet import db as store
-    from fleet.settings import from_env
-
     path = from_env().db_path
 
     def check() -> bool:
         db = store.connect(path)
         try:
-            row = db.conn.execute("SELECT last_seen FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            last_seen = store.get_node(db, node_id)["last_seen"]
+        except store.UnknownNode:
+            return False
         finally:
             db.conn.close()
-        return bool(row and row[0] and row[0] >= since)
+        return bool(last_seen and last_seen >= since)
 
     return check
 
@@ -174,8 +158,6 @@ def reported_since(node_id: str, since: float):
 def flash_one(board_name, port, node, firmware, site: dict, mip_index, mip_cache, timeout,
               echo=click.echo) -> str:
     """Flash one board end to end; return the node id. Raises FlashError and friends."""
-    from . import flash
-
     board = boards.load(board_name)
     flash.check_port(port)
     need_mqtt_host(site["mqtt_host"])
@@ -224,7 +206,7 @@ def flash_command(board, port, node, firmware, wifi_ssid, wifi_password, mqtt_ho
                   mip_index, mip_cache, timeout):
     """Flash one board: MicroPython (with --firmware), the node's image, then watch it report in.
 
-    Example: make flash BOARD=HELTEC_V3 PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC_S3-v1.29.0.bin
+    Example: fleet provision flash --board HELTEC_V3 --port /dev/ttyUSB0 --firmware mp.bin
     """
     site = {"wifi_ssid": wifi_ssid, "wifi_password": wifi_password, "mqtt_host": mqtt_host,
             "mqtt_port": mqtt_port}
@@ -241,10 +223,8 @@ def batch_command(board, ports, firmware, wifi_ssid, wifi_password, mqtt_host, m
                   mip_index, mip_cache, timeout):
     """Flash many boards in a row (new node ids), with progress per board and a summary.
 
-    Example: make flash-batch BOARD=ESP32_GENERIC PORTS="/dev/ttyUSB0 /dev/ttyUSB1"
+    Example: fleet provision batch --board ESP32_GENERIC --port /dev/ttyUSB0 --port /dev/ttyUSB1
     """
-    from .flash import FlashError
-
     need_mqtt_host(mqtt_host)
     site = {"wifi_ssid": wifi_ssid, "wifi_password": wifi_password, "mqtt_host": mqtt_host,
             "mqtt_port": mqtt_port}
@@ -254,7 +234,7 @@ def batch_command(board, ports, firmware, wifi_ssid, wifi_password, mqtt_host, m
         try:
             node = flash_one(board, port, None, firmware, site, mip_index, mip_cache, timeout,
                              echo=lambda s: click.echo(f"  {s}"))
-        except (FlashError, boards.BoardError, image.ImageError, miplib.MipError,
+        except (flash.FlashError, boards.BoardError, image.ImageError, miplib.MipError,
                 ValueError) as e:
             failed.append((port, str(e).splitlines()[0]))
             click.echo(f"  FAILED: {e}")
@@ -277,10 +257,8 @@ def deploy_command(port):
 
     config.json and board.json on the board are left as they are.
 
-    Example: make deploy PORT=/dev/ttyUSB0
+    Example: fleet provision deploy --port /dev/ttyUSB0 (make deploy PORT=/dev/ttyUSB0)
     """
-    from . import flash
-
     flash.check_port(port)
     app_dir = BUILD / "deploy"
     shutil.rmtree(app_dir, ignore_errors=True)  # no stale module from an older build
@@ -309,10 +287,8 @@ def merged_image_command(board, firmware, node, wifi_ssid, wifi_password, mqtt_h
                          mip_index, mip_cache):
     """One file for a factory programmer: MicroPython and the node's filesystem (esptool merge-bin).
 
-    Example: make merged-image BOARD=ESP32_GENERIC FIRMWARE=ESP32_GENERIC-v1.29.0.bin NODE=lamp-42
+    Example: fleet provision merged-image --board ESP32_GENERIC --firmware ESP32_GENERIC.bin
     """
-    from . import flash
-
     b = boards.load(board)
     need_mqtt_host(mqtt_host)
     flash.check_version(flash.micropython_version(Path(firmware)), f"FIRMWARE {firmware}")
@@ -339,13 +315,8 @@ def merged_image_command(board, firmware, node, wifi_ssid, wifi_password, mqtt_h
 def label_command(node, fleet_url):
     """Write a printable SVG label with a QR code that opens the node's page.
 
-    Example: FLEET_URL=https://fleet.city python -m provisioning label --node lamp-42
+    Example: FLEET_URL=https://fleet.city fleet provision label --node lamp-42
     """
-    from fleet import db as store
-    from fleet.settings import from_env
-
-    from . import label
-
     db = store.open_db(from_env().db_path)
     try:
         n = store.get_node(db, node)
