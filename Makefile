@@ -14,7 +14,7 @@ BROWSER_STAMP := tests/browser/node_modules/.installed
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help run test sim bench lint setup clean image flash flash-batch deploy merged-image label release
+.PHONY: help system-packages run test sim bench lint setup clean image flash flash-batch deploy merged-image label release
 
 help: ## list these targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,29 +22,29 @@ help: ## list these targets
 run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, broker on :1883
 	$(BIN)/fleet run
 
-test: setup ## run the whole test suite (lint and firmware type check included)
+test: system-packages setup ## run the whole test suite (lint and firmware type check included)
 	$(BIN)/python -m pytest
 
 sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20)
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
 
 image: setup ## build a node's filesystem image: make image BOARD=HELTEC_V3 NODE=lamp-42 (docs/provisioning.md)
-	$(BIN)/python -m provisioning image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)") $(if $(CLAIM_TOKEN),--claim-token "$(CLAIM_TOKEN)" --claim-port "$(CLAIM_PORT)")
+	$(BIN)/fleet provision image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)") $(if $(CLAIM_TOKEN),--claim-token "$(CLAIM_TOKEN)" --claim-port "$(CLAIM_PORT)")
 
 flash: setup ## flash a board: make flash BOARD=.. PORT=/dev/ttyUSB0 [NODE=..] [FIRMWARE=micropython.bin]
-	$(BIN)/python -m provisioning flash --board "$(BOARD)" --port "$(PORT)" $(if $(NODE),--node "$(NODE)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
+	$(BIN)/fleet provision flash --board "$(BOARD)" --port "$(PORT)" $(if $(NODE),--node "$(NODE)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
 
 flash-batch: setup ## flash many boards: make flash-batch BOARD=.. PORTS="/dev/ttyUSB0 /dev/ttyUSB1" [FIRMWARE=..]
-	$(BIN)/python -m provisioning batch --board "$(BOARD)" $(foreach p,$(PORTS),--port "$(p)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
+	$(BIN)/fleet provision batch --board "$(BOARD)" $(foreach p,$(PORTS),--port "$(p)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
 
 deploy: setup ## copy changed app files to a board running MicroPython: make deploy PORT=/dev/ttyUSB0 [BOARD=..]
-	$(BIN)/python -m provisioning deploy --port "$(PORT)" $(if $(BOARD),--board "$(BOARD)")
+	$(BIN)/fleet provision deploy --port "$(PORT)" $(if $(BOARD),--board "$(BOARD)")
 
 merged-image: setup ## one file for a factory programmer: make merged-image BOARD=.. FIRMWARE=.. [NODE=..]
-	$(BIN)/python -m provisioning merged-image --board "$(BOARD)" --firmware "$(FIRMWARE)" $(if $(NODE),--node "$(NODE)")
+	$(BIN)/fleet provision merged-image --board "$(BOARD)" --firmware "$(FIRMWARE)" $(if $(NODE),--node "$(NODE)")
 
 label: setup ## printable SVG label with a QR code to the node's page: make label NODE=lamp-42
-	$(BIN)/python -m provisioning label --node "$(NODE)"
+	$(BIN)/fleet provision label --node "$(NODE)"
 
 release: setup ## build, sign and store an OTA release: make release VERSION=0.2.0 [BOARDS="ESP32_GENERIC .."] [RUNTIME=micropython.app-bin] (docs/ota.md)
 	$(BIN)/fleet release build "$(VERSION)" $(foreach b,$(BOARDS),--board "$(b)") $(if $(RUNTIME),--runtime "$(RUNTIME)")
@@ -56,6 +56,9 @@ bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/bench
 lint: setup ## ruff on everything; type-check the firmware against the MicroPython stubs
 	$(BIN)/ruff check .
 	$(BIN)/pyright -p firmware --typeshedpath "$(MPY_TYPESHED)"
+
+system-packages: ## install (as root) or name the Debian packages the tests need
+	@tests/system-packages
 
 setup: $(VENV_STAMP) $(NODE_STAMP) $(BROWSER_STAMP) ## build .venv and the Node packages (the other targets do it)
 

@@ -6,7 +6,7 @@ import secrets
 from flask import Flask
 from flask_compress import Compress
 
-from .settings import from_env
+from fleet.settings import from_env
 
 
 def _secret_key(data_dir) -> str:
@@ -43,7 +43,19 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
 
-    from . import admin, alerts, api, auth, db, nodes, overview
+    # Imported here, when an app is built: the workers and the CLI import fleet.* without
+    # loading Flask and every view (start-up time).
+    from fleet import db
+    from fleet.alerts import api as alerts_api
+    from fleet.alerts import views as alerts
+    from fleet.identity import api as identity_api
+    from fleet.identity import views as identity_views
+    from fleet.nodes import api as nodes_api
+    from fleet.nodes import views as nodes
+    from fleet.ota import api as ota_api
+    from fleet.ota import views as ota_views
+    from fleet.providers import views as providers
+    from fleet.web import admin, api, auth, overview
 
     Compress(app)
     db.init_app(app)
@@ -53,17 +65,11 @@ def create_app(test_config=None):
     alerts.init_app(app)
     app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
-    api.init_app(app)
-    from . import provision_api, provision_ui
-
-    provision_api.init_app(app)
-    app.register_blueprint(provision_ui.bp)
-    from .providers import views as provider_views
-
-    provider_views.init_app(app)
-    from . import ota_api, ota_ui
-
+    app.register_blueprint(identity_views.bp)
+    providers.init_app(app)
     ota_api.init_app(app)
-    app.register_blueprint(ota_ui.bp)
+    app.register_blueprint(ota_views.bp)
+    api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
+                       providers.radio_api])
 
     return app

@@ -8,7 +8,10 @@ from polylink import codes, commands, node
 from polylink.ota import agent, runtime, slots
 from polylink_host import hal as host_hal
 
-from fleet import downlink, nodes, ota, rollouts
+from fleet.nodes import commands as downlink
+from fleet.nodes import views as nodes
+from fleet.ota import releases as ota
+from fleet.ota import rollouts
 
 CODES = Path(codes.__file__)
 GROUPS = {"OTA_UP state": "state", "OTA_UP reason": "reason", "COMMAND cmd": "cmd",

@@ -1,13 +1,16 @@
 """`fleet provider ...`: configure LoRaWAN providers and run their ingest worker."""
 
 import logging
+import signal
 import sys
+import threading
 
 import click
 
+from fleet import db as store
 from fleet.settings import from_env
 
-from . import LORAWAN_KINDS, ProviderError, registry
+from . import LORAWAN_KINDS, ProviderError, registry, worker
 
 
 @click.group("provider")
@@ -40,8 +43,6 @@ def provider_add(name, kind, host, port, tls, application, tenant, username, pas
     Example: fleet provider add ttn --kind tts --host eu1.cloud.thethings.network --tls
     --application city-sensors --username city-sensors@ttn
     """
-    from fleet import db as store
-
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -68,8 +69,6 @@ def provider_list():
 
     Example: fleet provider list
     """
-    from fleet import db as store
-
     db = store.open_db(from_env().db_path)
     for p in registry.list_all(db):
         click.echo(f"{p['name']:<16} {p['kind']:<11} {p['host']}:{p['port']:<6}"
@@ -85,8 +84,6 @@ def provider_remove(name):
 
     Example: fleet provider remove ttn
     """
-    from fleet import db as store
-
     try:
         registry.remove(store.open_db(from_env().db_path), name, actor="cli")
     except KeyError:
@@ -103,8 +100,6 @@ def provider_link(node_id, provider, dev_eui, device_id):
 
     Example: fleet provider link lamp-7 ttn 02A1B2C3D4E5F601 --device-id lamp-7
     """
-    from fleet import db as store
-
     if len(dev_eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in dev_eui):
         raise click.ClickException(f"DevEUI must be 16 hex digits, got {dev_eui!r}")
     db = store.open_db(from_env().db_path)
@@ -126,11 +121,6 @@ def provider_ingest(only):
 
     Example: fleet provider ingest
     """
-    import signal
-    import threading
-
-    from . import worker
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -138,3 +128,7 @@ def provider_ingest(only):
         worker.run(from_env(), stop, names=set(only) or None)
     except KeyboardInterrupt:
         pass
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(provider_group)

@@ -9,14 +9,12 @@ is acknowledged to the provider's broker only after its batch is committed.
 
 import logging
 import queue
-import ssl
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from polylink import proto
 
 from fleet import db as store
+from fleet import mqtt
 from fleet.ingest import UPLINK_TYPES, Ingest
 
 from . import ADAPTERS, FPORT, ProviderError, registry
@@ -91,10 +89,7 @@ class ProviderIngest(Ingest):
         if node not in self.known:
             self.known.add(node)
             self.batch.new_nodes.append((node, self.provider, received_at))
-        last = self.seqs.get(node)
-        seq = proto.extend_seq(last, seq16)
-        if last is None or seq > last:
-            self.seqs[node] = seq
+        seq = self.extend(node, mtype, seq16, ts, body, received_at)
         self.batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
         self.batch.touch[node] = (received_at, self.provider, self.seqs[node])
         for r in up.receptions or [None]:
@@ -130,14 +125,11 @@ class ProviderIngest(Ingest):
         return n
 
 
-def connect(cfg: dict, password: str | None, on_message) -> mqtt.Client:
+def connect(cfg: dict, password: str | None, on_message):
     """A client subscribed to one provider's uplink topics; QoS 1 acked by us after storing."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"polylink-{cfg['name']}",
-                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
-    if cfg.get("username"):
-        client.username_pw_set(cfg["username"], password)
-    if cfg.get("tls"):
-        client.tls_set_context(ssl.create_default_context())
+    client = mqtt.client(f"polylink-{cfg['name']}", cfg["username"] if cfg.get("username")
+                         else None, password, tls=bool(cfg.get("tls")), clean_session=False,
+                         manual_ack=True)
     subs = ADAPTERS[cfg["kind"]].subscriptions(cfg)
 
     def on_connect(c, userdata, flags, reason, props):

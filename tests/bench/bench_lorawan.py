@@ -1,6 +1,6 @@
 """LoRaWAN budgets of the reference reading: uplinks per day within TTN fair use and duty cycle.
 
-Airtime from polylink.region_eu868.airtime_us (Semtech formula, the one the firmware enforces),
+Airtime from polylink.lorawan.region.airtime_us (Semtech formula, the one the firmware enforces),
 for the PHY payload = FRMPayload + 13 bytes (MHDR, FHDR without FOpts, FPort, MIC). Budgets:
 The Things Network's fair use (30 s of uplink airtime per node per day) and the EU868 1 %
 duty cycle of the g1 sub-band the default channels share (864 s per day).

@@ -15,7 +15,7 @@ import pytest
 from polylink.ota import agent as ota
 from polylink.ota import slots
 
-from fleet import ota as fota
+from fleet.ota import releases as fota
 from fleet.settings import Settings
 from provisioning import boards, image
 

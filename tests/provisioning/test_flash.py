@@ -20,7 +20,8 @@ from polylink_host import sim
 from services import READY
 
 from fleet import db as store
-from provisioning import cli, image
+from fleet.identity import provision_cli as cli
+from provisioning import image
 
 FAKE = Path(__file__).with_name("fake_esptool.py")
 

@@ -16,9 +16,10 @@ from click.testing import CliRunner
 from polylink import config as fw_config
 from services import free_port
 
-from fleet import brokerauth
 from fleet import db as store
-from provisioning import boards, cli, image, miplib
+from fleet.broker import auth as brokerauth
+from fleet.identity import provision_cli as cli
+from provisioning import boards, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 APP = ({"boot.py", "main.py", "manifest.json"}

@@ -1,0 +1,98 @@
+"""The REST API's shared parts: the /api/v1 parent blueprint, its one bearer-token check, JSON
+errors and the query parameters more than one resource reads.
+
+Each feature's API is a blueprint of its own (nodes/api.py, alerts/api.py, identity/api.py,
+ota/api.py, providers/views.py); init_app() mounts them all under this one.
+"""
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from fleet.web.auth import bearer_token, csrf
+
+PREFIX = "/api/v1"
+MAX_LIMIT = 10000
+
+
+class ApiError(Exception):
+    """A request the API refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def iso(t) -> str | None:
+    """Unix time as ISO 8601 UTC with a Z, or None."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def limit_param(default=1000):
+    """The `limit` query parameter, 1..MAX_LIMIT."""
+    raw = request.args.get("limit")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"limit={raw!r}: expected an integer 1..{MAX_LIMIT}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, f"limit={value}: must be within 1..{MAX_LIMIT}")
+    return value
+
+
+def require_token():
+    """Every /api/v1 request: a valid bearer token, or 401."""
+    token = bearer_token()
+    if token is None:
+        raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
+                            "create one with `fleet token create NAME`")
+    # The API authenticates by token only: a browser's session cookie grants nothing here.
+    g.user = None
+    g.token = token
+    g.token_name = token["name"]
+
+
+def _error(status: int, message: str):
+    response = jsonify({"error": message})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="polylink"'
+    return response
+
+
+def init_app(app, resources):
+    """Mount the resources' blueprints under /api/v1, without CSRF (bearer tokens), with JSON
+    errors for every /api/ path."""
+    # A new parent per app: a blueprint cannot take children once it has been registered.
+    bp = Blueprint("api", __name__, url_prefix=PREFIX)
+    bp.before_request(require_token)
+    for resource in resources:
+        bp.register_blueprint(resource)
+        csrf.exempt(resource)
+    csrf.exempt(bp)
+    app.register_blueprint(bp)
+
+    @app.errorhandler(ApiError)
+    def api_error(e):
+        return _error(e.status, str(e))
+
+    @app.errorhandler(HTTPException)
+    def http_error(e):
+        if request.path.startswith(PREFIX):
+            return _error(e.code or 500, e.description or e.name)
+        return e
+
+    @app.errorhandler(Exception)
+    def unexpected(e):
+        # Never a bare 500 page for API clients; the traceback goes to the log.
+        current_app.logger.exception("unhandled error")
+        if request.path.startswith(PREFIX):
+            return _error(500, f"internal error ({type(e).__name__}); see the server log")
+        return "internal error; see the server log", 500
