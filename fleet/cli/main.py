@@ -38,7 +38,7 @@ def run_command():
 
     Example: PORT=8080 fleet run
     """
-    from fleet import serve  # lazily: it starts processes and is only needed here
+    from fleet import serve  # here, not at the top: it loads Flask and waitress (start-up time)
 
     serve.main(from_env())
 

@@ -113,8 +113,6 @@ def register(db, settings, node_id: str | None = None, board: str | None = None,
 
 
 def settings_join_eui() -> str:
-    import os
-
     eui = os.environ.get("LORAWAN_JOIN_EUI") or DEFAULT_JOIN_EUI
     if len(eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in eui):
         raise ProvisionError(f"LORAWAN_JOIN_EUI={eui!r} must be 16 hex digits")
