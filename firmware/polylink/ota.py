@@ -257,7 +257,7 @@ class Agent:
             if kw[k] is not None:
                 body[k] = kw[k]
         if "text" in body:
-            body["text"] = body["text"][:80]
+            body["text"] = proto.clip(body["text"], proto.TEXT80_MAX)  # bytes, not characters
         self.node.emit(proto.OTA_UP, body)
 
     # -- entry points

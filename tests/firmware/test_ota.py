@@ -597,3 +597,14 @@ async def test_after_rotation_only_the_new_key_is_trusted():
                 eq(node.sent[-1]["reason"], ota.UNKNOWN_KEY, "k1 is no longer trusted")
         finally:
             rmtree(root)
+
+
+def test_report_text_is_cut_to_80_bytes_not_80_characters():
+    root = tmpdir("clip")
+    try:
+        node = _Node(root, REL["keys"])
+        agent = ota.Agent(node)
+        agent.report(ota.FAILED, "0.2.0", text="é" * 60)  # 120 bytes: the codec refuses > 80
+        eq(node.sent[-1]["text"], "é" * 40, "cut at 80 bytes")
+    finally:
+        rmtree(root)

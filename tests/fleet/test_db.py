@@ -3,8 +3,10 @@
 import sqlite3
 
 import pytest
+from polylink import proto
 
 from fleet import db as store
+from fleet.ingest import Ingest
 
 
 def tables(db):
@@ -134,3 +136,30 @@ def test_connection_closes_at_teardown(app):
         assert store.get_db() is db
     with pytest.raises(sqlite3.ProgrammingError):
         db.conn.execute("SELECT 1")
+
+
+def _status(seq, **body) -> bytes:
+    buf = bytearray(proto.MAX_FRAME)
+    return bytes(buf[:proto.encode(buf, proto.STATUS, seq, dict(body, fw="1.0.0"))])
+
+
+def test_an_absent_status_field_keeps_the_last_value(db):
+    # A compact STATUS leaves optional fields out: the node keeps what it last reported.
+    ing = Ingest(db)
+    full = {"reset": 3, "heap_free": 81920, "rssi": -67, "queue": 2, "dropped": 4, "interval": 60,
+            "micropython": "1.24.1"}
+    now = 10_000.0
+    for i in range(4):  # a boot loop: four boots, each a full STATUS, then a compact one
+        ing.add("pl/v1/n1/up", _status(2 * i, uptime=3, boots=7 + i, **full), now + 60 * i)
+        ing.add("pl/v1/n1/up", _status(2 * i + 1, uptime=33), now + 60 * i + 30)
+    ing.flush()
+    node = store.get_node(db, "n1")
+    assert {k: node[k] for k in ("uptime", "reset_cause", "heap_free", "rssi", "queue", "dropped",
+                                 "boots", "interval", "micropython_version")} == {
+        "uptime": 33, "reset_cause": 3, "heap_free": 81920, "rssi": -67, "queue": 2,
+        "dropped": 4, "boots": 10, "interval": 60, "micropython_version": "1.24.1"}
+    store.evaluate_alerts(db, now + 300)
+    assert [a["kind"] for a in store.list_alerts(db, "n1")] == ["boot_loop"]
+    # The log keeps what each STATUS said: a compact one has no heap reading to chart.
+    log = store.status_history(db, "n1", 0)
+    assert [r["heap_free"] for r in log[:2]] == [None, 81920]
