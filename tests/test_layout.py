@@ -152,6 +152,27 @@ def test_no_import_cycles():
         "\n".join(" <-> ".join(c) for c in cycles))
 
 
+def _floor(module: str) -> str:
+    """The unit imports must run one way between: a package's subpackage (fleet.ota), else the
+    module itself (fleet.settings)."""
+    parts = module.split(".")
+    if len(parts) > 2 and f"{parts[0]}.{parts[1]}" in MODULES and MODULES[
+            f"{parts[0]}.{parts[1]}"][1]:
+        return f"{parts[0]}.{parts[1]}"
+    return module
+
+
+def test_no_import_cycles_between_feature_packages():
+    """fleet.ota may import fleet.web or the other way round, never both (through any path)."""
+    floors: dict[str, set[str]] = {}
+    for module, targets in _graph().items():
+        floors.setdefault(_floor(module), set()).update(
+            _floor(t) for t in targets if _floor(t) != _floor(module))
+    cycles = _cycles(floors)
+    assert not cycles, "packages importing each other in a circle:\n" + (
+        "\n".join(" <-> ".join(c) for c in cycles))
+
+
 @pytest.mark.parametrize("folder", NEVER_FLEET, ids=lambda f: str(f.relative_to(ROOT)))
 def test_never_imports_the_fleet(folder):
     bad = []

@@ -11,7 +11,7 @@ import click
 from fleet import db as store
 from fleet import ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
-from fleet.cli.base import friendly, open_store
+from fleet.console import friendly, open_store
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
 from fleet.ota import cli as ota_cli

@@ -7,7 +7,7 @@ import click
 
 from fleet import db as store
 from fleet.broker import auth as brokerauth
-from fleet.cli.base import friendly, open_store
+from fleet.console import friendly, open_store
 from fleet.identity import claims, provision, provision_cli
 from fleet.nodes.cli import node_group
 from fleet.settings import from_env

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from fleet import db as store
-from fleet.cli.base import one_line
+from fleet.console import one_line
 from fleet.identity import claims, provision
 from fleet.settings import SettingsError, from_env
 from provisioning import boards, flash, image, label, miplib
