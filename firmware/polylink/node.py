@@ -8,23 +8,15 @@ from polylink.sensors import Schedule, SensorSet
 from polylink.sequence import Sequence
 from polylink.store import Store
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
-
 FW_VERSION = "0.1.0"
 EV_SENSOR_FAILED = 2  # EVENT code: a sensor started failing (docs/firmware.md lists all codes)
 WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
 _STALL_MARGIN_MS = 60000
-# codes.DEEPSLEEP_RESET (machine.reset_cause() after a wake from deep sleep), a const here so the
+# codes.DEEPSLEEP_RESET (machine.reset_cause() after a wake from deep sleep), kept here so the
 # resident node does not load codes.py (tests/test_codes.py holds it to codes.py)
-_DEEPSLEEP_RESET = const(4)
+_DEEPSLEEP_RESET = 4
 
 
 class Node:
