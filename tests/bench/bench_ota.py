@@ -17,7 +17,8 @@ Run: .venv/bin/python tests/bench/bench_ota.py
    runtime   the MicroPython runtime image path (polylink/ota/runtime.py) streaming a 200 KB image
              into the next app partition in 4 KB blocks and reading it back (esp32.Partition is
              the host port's simulation here); live heap after the first 1 KB piece, and the peak
-             over the whole stream less the wasm port's own per-pass bookkeeping
+             over the whole stream less the wasm port's own per-pass bookkeeping; the runtime
+             module's own heap is measured in an interpreter of its own (runtime_mem_probe.py)
    Target (issue 3): modules + agent + max(ecdsa, stream) <= 24 KB beyond the resident heap; the
    same for a runtime update: modules + agent + runtime module + runtime stream peak.
 2. Bytes on the wire for an update that changes one app file, against sending the whole app: the
@@ -44,12 +45,15 @@ from bench_firmware_mem import RUNNER, kb, mpy_tree  # noqa: E402
 from bench_firmware_mem import run_probe as _run_probe  # noqa: E402
 
 PROBE = Path(__file__).with_name("ota_mem_probe.py")
+RT_PROBE = Path(__file__).with_name("runtime_mem_probe.py")
 UPDATE_MAX = 24 * 1024
 
 
 def run_probe(runner: Path) -> dict:
     # run_probe's default probe is bound when it is defined: pass ours explicitly.
-    return _run_probe(runner, PROBE)
+    f = _run_probe(runner, PROBE)
+    f.update(_run_probe(runner, RT_PROBE))  # the runtime module, in an interpreter of its own
+    return f
 
 
 def memory() -> bool:
