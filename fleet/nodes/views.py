@@ -31,7 +31,6 @@ from fleet.nodes import commands as downlink
 from fleet.nodes.senml import name_and_unit
 from fleet.ota import rollouts
 from fleet.web import auth
-from fleet.web.api import iso
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
@@ -49,27 +48,6 @@ STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("que
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
-
-
-def ago(t) -> str:
-    """A short human 'time since'."""
-    if t is None:
-        return "never"
-    s = max(0, int(time.time() - t))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if s >= size:
-            return f"{s // size} {unit} ago"
-    return f"{s} s ago"
-
-
-@bp.app_template_filter("iso")
-def iso_filter(t):
-    return iso(t) or "-"
-
-
-@bp.app_template_filter("ago")
-def ago_filter(t):
-    return ago(t)
 
 
 def _filters() -> dict:
