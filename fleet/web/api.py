@@ -7,7 +7,7 @@ ota/api.py, providers/views.py); init_app() mounts them all under this one.
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fleet.web.auth import bearer_token, csrf
@@ -87,7 +87,10 @@ def init_app(app, resources):
     def http_error(e):
         if request.path.startswith(PREFIX):
             return _error(e.code or 500, e.description or e.name)
-        return e
+        if e.code is None or e.code < 400:
+            return e  # a redirect the router asks for
+        # The site's own page, not werkzeug's: that one has no viewport and is 980 px on a phone.
+        return render_template("error.html", message=e.description or e.name), e.code
 
     @app.errorhandler(Exception)
     def unexpected(e):
