@@ -26,9 +26,8 @@ from flask import (
 )
 
 from fleet import db as store
-from fleet.nodes import charts
+from fleet.nodes import charts, display
 from fleet.nodes import commands as downlink
-from fleet.nodes.senml import name_and_unit
 from fleet.ota import rollouts
 from fleet.web import auth
 from fleet.web.api import iso
@@ -45,7 +44,7 @@ TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
 FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
                "tag")
 RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
-STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
+STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "Free heap", "B"), ("queue", "Queue", ""))
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
@@ -228,9 +227,9 @@ def _node_or_404(db, node_id) -> dict:
 def _latest(db, node_id) -> list[dict]:
     out = []
     for row in store.latest_values(db, node_id):
-        name, unit = name_and_unit(row["qid"], row["inst"])
+        shown = display.quantity(row["qid"], row["inst"])
         out.append({"key": f"q{row['qid']}-{row['inst']}", "qid": row["qid"], "inst": row["inst"],
-                    "name": name, "unit": unit or "", "value": f"{row['value']:g}", "t": row["t"]})
+                    "name": shown.label, "text": shown.text(row["value"]), "t": row["t"]})
     return out
 
 
@@ -309,7 +308,7 @@ def chart_svg(node_id):
         labels = {c: (n, u) for c, n, u in STATUS_CHARTS + RADIO_CHARTS}
         if column not in labels:
             abort(400, f"s must be one of {', '.join(labels)}")
-        name, unit = labels[column]
+        shown = display.measure(*labels[column])
         if column.startswith("lora_"):
             rows = store.reception_buckets(db, node_id, column[5:], since, until, charts.BUCKETS)
         else:
@@ -319,10 +318,10 @@ def chart_svg(node_id):
         inst = request.args.get("i", 0, type=int)
         if qid is None:
             abort(400, "q (quantity id) or s (status column) is required")
-        name, unit = name_and_unit(qid, inst)
+        shown = display.quantity(qid, inst)
         rows = store.reading_buckets(db, node_id, qid, inst, since, until, charts.BUCKETS)
-    svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until),
-                          name=name, unit=unit or "", rng=rng)
+    svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until, shown.factor),
+                          title=shown.title(), rng=rng, width=charts.W, font=charts.FONT)
     response = Response(svg, mimetype="image/svg+xml")
     # Fresh enough for a person looking at it; lets a phone on a slow link reuse it briefly.
     response.headers["Cache-Control"] = "private, max-age=30"
@@ -448,8 +447,8 @@ def live_payload(db, node_id) -> dict:
     node = state["node"]
     values = {}
     for row in state["latest"]:
-        name, unit = name_and_unit(row["qid"], row["inst"])
-        values[f"q{row['qid']}-{row['inst']}"] = f"{row['value']:g} {unit or ''}".strip()
+        values[f"q{row['qid']}-{row['inst']}"] = display.quantity(row["qid"], row["inst"]).text(
+            row["value"])
     return {
         "status": store.node_status(db, node_id),
         # A time, not "5 s ago": the stream sends only when something changed.

@@ -82,6 +82,9 @@ try {
     })));
     const name = String(++n).padStart(2, "0") + path.replace(/[^A-Za-z0-9]+/g, "-");
     await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
+    if (await page.locator(".charts").count()) {  // close enough to read, as a person would
+      await page.locator(".charts").first().screenshot({ path: `${ARTIFACTS}/${name}.charts.png` });
+    }
   }
   console.log(JSON.stringify(seen));
 } catch (e) {

@@ -1,8 +1,8 @@
 """Every page of the web UI on a 360 px phone, in a real Chromium, with real data on it.
 
 The pages are every GET route of the URL map that answers HTML, so a new page is checked without
-anyone remembering to add it here. Each must fit 360 px without sideways scrolling. Screenshots of
-every page land in the artifacts.
+anyone remembering to add it here. Each must fit 360 px without sideways scrolling, and the text
+of every chart must render at 12 px or more. Screenshots of every page land in the artifacts.
 """
 
 import json
@@ -90,7 +90,7 @@ def pages(app, values: dict) -> list[str]:
     return out
 
 
-def test_every_page_fits_a_phone(fleet_run, tmp_path, artifacts):
+def test_every_page_fits_a_phone_and_charts_are_readable(fleet_run, tmp_path, artifacts):
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed; `make test` installs it as root "
                     "(tests/system-packages)")
@@ -122,4 +122,13 @@ def test_every_page_fits_a_phone(fleet_run, tmp_path, artifacts):
     too_wide = {p: w for p, w in seen["widths"].items() if w > 360}
     assert not too_wide, f"pages wider than a 360 px phone: {too_wide} ({seen['wide']})"
     assert set(seen["widths"]) == set(paths)
-    assert len(list(artifacts.glob("*.png"))) == len(paths)
+    # Two temperatures, humidity, pressure, battery; RSSI, heap and queue.
+    assert len(seen["charts"]) >= 8, seen["charts"]
+    small = [c for c in seen["charts"] if c["smallest"] < 12]
+    assert not small, f"chart text under 12 px on a phone: {small}"
+    titles = {c["title"] for c in seen["charts"]}
+    assert {"Temperature in °C", "Temperature (sensor 2) in °C", "Humidity in %",
+            "Air pressure in hPa"} <= titles, titles
+    texts = " ".join(t for c in seen["charts"] for t in c["texts"])
+    assert not re.search(r"\d[eE][+-]?\d|Cel|\bPa\b|/1\b", texts), texts
+    assert len([p for p in artifacts.glob("*.png") if ".charts" not in p.name]) == len(paths)
