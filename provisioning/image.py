@@ -60,7 +60,7 @@ def factory_manifest(app: dict[str, bytes]) -> bytes:
     the files that changed (docs/ota.md, "Delta"). It is not signed: the agent only uses it to
     find local copies, and every copy is hashed against the new, signed manifest.
     """
-    from polylink.node import FW_VERSION
+    from polylink.node import FW_VERSION  # here: it loads the firmware app (start-up time)
 
     files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
              for p, b in sorted(app.items()) if p.startswith("polylink/")]

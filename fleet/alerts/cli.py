@@ -5,7 +5,7 @@ import time
 import click
 
 from fleet import db as store
-from fleet.cli.base import friendly, open_store, when
+from fleet.console import friendly, open_store, when
 
 
 @click.group("alerts")

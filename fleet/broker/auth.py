@@ -16,6 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
+from fleet import db as store
 from fleet import topics
 
 # Service accounts: (username, ACL lines). Usernames start with the reserved prefix, which no node
@@ -177,8 +178,6 @@ def sync(db, broker_dir: Path) -> bool:
 
     Returns True if the files changed. Revocations and new nodes take effect at the broker here.
     """
-    from fleet import db as store
-
     changed = write_files(broker_dir, store.active_mqtt_hashes(db),
                           store.active_claim_token_hashes(db))
     if changed:

@@ -21,7 +21,9 @@ import time
 from fleet import db as store
 from fleet import mqtt, topics
 from fleet.broker import auth as brokerauth
+from fleet.broker.server import BrokerError
 from fleet.identity import provision
+from provisioning import boards
 
 log = logging.getLogger("fleet.claims")
 
@@ -37,8 +39,6 @@ class ClaimError(ValueError):
 def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
                  auto_approve: bool = False, actor=None) -> str:
     """Create a claim token and return it ("<id>.<secret>", shown once)."""
-    from provisioning import boards
-
     try:
         boards.load(board)
     except boards.BoardError as e:
@@ -136,8 +136,6 @@ class ClaimService:
         c.loop_start()
         self.client = c
         if not self.ready.wait(10):
-            from fleet.broker.server import BrokerError
-
             c.loop_stop()
             raise BrokerError("claim service: the broker did not accept its login")
         return self

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from fleet import db as store
-from fleet.cli.base import one_line
+from fleet.console import one_line
 from fleet.identity import claims, provision
 from fleet.settings import SettingsError, from_env
 from provisioning import boards, flash, image, label, miplib
@@ -37,6 +37,18 @@ def site_options(fn):
     fn = click.option("--wifi-ssid", envvar="WIFI_SSID", default="",
                       help="WiFi network name (env WIFI_SSID).")(fn)
     return fn
+
+
+def mip_options(cache_help: str = "Where fetched packages are kept."):
+    """--mip-index and --mip-cache: where the board's micropython-lib packages come from."""
+
+    def decorate(fn):
+        fn = click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
+                          help=cache_help)(fn)
+        return click.option("--mip-index", default=miplib.INDEX, show_default=True,
+                            help="micropython-lib package index.")(fn)
+
+    return decorate
 
 
 @click.group("provision")
@@ -71,25 +83,26 @@ def write_image(identity: dict, board: dict, packages: dict, wifi_ssid, wifi_pas
     config = provision.node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
     data = image.build(board, config, packages)
     out = BUILD / "images" / f"{identity['node_id']}.{board['name']}.littlefs.bin"
+    write_private(out, data)  # the image holds the node's secrets
+    return out, data
+
+
+def write_private(out: Path, data: bytes) -> None:
+    """Write a file only this user may read (an image holding a node's secrets or a token)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    # The image holds the node's secrets: readable by this user only.
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    return out, data
 
 
 @cli.command("image")
 @click.option("--board", required=True, help="Board name from boards/.")
 @click.option("--node", help="Node id; registered now if new. Empty: a random id.")
 @site_options
-@click.option("--mip-index", default=miplib.INDEX, show_default=True,
-              help="micropython-lib package index.")
-@click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
-              help="Where fetched packages are kept (a warm cache needs no network).")
+@mip_options("Where fetched packages are kept (a warm cache needs no network).")
 @click.option("--claim-token", envvar="CLAIM_TOKEN",
               help="Build a generic image that claims its identity with this token on first boot "
-                   "(`fleet claim-token create`); no node is registered now.")
+                   "(`fleet claim token`); no node is registered now.")
 @click.option("--claim-port", envvar="CLAIM_PORT", type=click.IntRange(1, 65535),
               help="The broker's claim listener port, as the node reaches it (env CLAIM_PORT).")
 @friendly
@@ -130,10 +143,7 @@ def generic_image(board, packages, token, claim_port, node, wifi_ssid, wifi_pass
     config = claims.generic_config(token, mqtt_host, claim_port, wifi_ssid, wifi_password)
     data = image.build(board, config, packages)
     out = BUILD / "images" / f"generic.{board['name']}.{token_id}.littlefs.bin"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the token
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    write_private(out, data)  # it holds the token
     click.echo(f"generic image {out}: claims with token {token_id}; flash it onto any number of "
                f"{board['name']} boards (write at {boards.fs_partition(board)['offset']:#x})")
 
@@ -187,10 +197,7 @@ def flash_one(board_name, port, node, firmware, site: dict, mip_index, mip_cache
 def flash_options(fn):
     fn = click.option("--timeout", default=120.0, show_default=True,
                       help="Seconds to wait for the node to report in.")(fn)
-    fn = click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
-                      help="Where fetched packages are kept.")(fn)
-    fn = click.option("--mip-index", default=miplib.INDEX, show_default=True,
-                      help="micropython-lib package index.")(fn)
+    fn = mip_options()(fn)
     fn = click.option("--firmware", type=click.Path(dir_okay=False),
                       help="MicroPython firmware .bin to write first (erases the flash).")(fn)
     return site_options(fn)
@@ -278,10 +285,7 @@ def deploy_command(port):
               help="MicroPython firmware .bin for the board.")
 @click.option("--node", help="Node id (one node's image); empty: a new node.")
 @site_options
-@click.option("--mip-index", default=miplib.INDEX, show_default=True,
-              help="micropython-lib package index.")
-@click.option("--mip-cache", default=str(BUILD / "mip-cache"), show_default=True,
-              help="Where fetched packages are kept.")
+@mip_options()
 @friendly
 def merged_image_command(board, firmware, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port,
                          mip_index, mip_cache):

@@ -1,5 +1,7 @@
 """Web UI for provisioning: register a node (secrets shown once), list identities, revoke."""
 
+import os
+
 from flask import (
     Blueprint,
     abort,
@@ -14,15 +16,15 @@ from flask import (
 )
 
 from fleet import db as store
-from fleet.identity import provision
+from fleet.identity import claims, provision
 from fleet.web.auth import require
+from provisioning import boards
+from provisioning.label import label_svg
 
 bp = Blueprint("provision", __name__, url_prefix="/provision")
 
 
 def _boards() -> list[str]:
-    from provisioning import boards
-
     return boards.names()
 
 
@@ -84,8 +86,6 @@ def revoke(node_id):
 @require("read")
 def label(node_id):
     """The node's printable label; its QR code opens the node's page on this fleet."""
-    from provisioning.label import label_svg
-
     db = store.get_db()
     try:
         node = store.get_node(db, node_id)
@@ -99,8 +99,6 @@ def label(node_id):
 @bp.route("/claim-tokens", methods=("POST",))
 @require("provisioning")
 def create_claim_token():
-    from fleet.identity import claims
-
     db = store.get_db()
     try:
         uses = int(request.form.get("uses", "1"))
@@ -117,8 +115,6 @@ def create_claim_token():
 @bp.route("/claims/<int:claim_id>/<any(approve, reject):decision>", methods=("POST",))
 @require("provisioning")
 def decide_claim(claim_id, decision):
-    from fleet.identity import claims
-
     db = store.get_db()
     if store.get_claim_by_id(db, claim_id) is None:
         abort(404)
@@ -134,8 +130,6 @@ def decide_claim(claim_id, decision):
 
 def _image_defaults() -> dict:
     """What the image form starts with: the site's broker as nodes reach it, if configured."""
-    import os
-
     host = os.environ.get("NODE_MQTT_HOST", "")
     if not host and request.host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
         host = request.host.rsplit(":", 1)[0]  # the fleet's address as this browser reaches it

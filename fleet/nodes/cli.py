@@ -3,10 +3,12 @@
 import click
 
 from fleet import db as store
-from fleet.cli.base import friendly, open_store, when
+from fleet.console import FRIENDLY, one_line, open_store, when
 from fleet.nodes import commands as downlink
 from fleet.nodes.senml import name_and_unit
 from fleet.settings import from_env
+
+friendly = one_line(*FRIENDLY, downlink.DownlinkError)
 
 
 @click.command("nodes")

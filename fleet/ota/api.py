@@ -10,9 +10,10 @@ import functools
 from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
 
 from fleet import db as store
+from fleet.broker.auth import verify_password
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
-from fleet.web.api import ApiError, iso
+from fleet.web.api import ApiError, iso, json_body
 from fleet.web.auth import csrf, require
 
 bp = Blueprint("ota", __name__)
@@ -105,13 +106,8 @@ def get_rollout(rid):
 @bp.post("/rollouts")
 @require("releases")
 def create_rollout():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object like {"release": "0.2.0", "target": '
-                            '{"tags": ["pilot"]}} (Content-Type: application/json)')
-    unknown = set(body) - {"release", "target", "stages", "max_failures", "max_health_drop"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    body = json_body('{"release": "0.2.0", "target": {"tags": ["pilot"]}}',
+                     {"release", "target", "stages", "max_failures", "max_health_drop"})
     if not isinstance(body.get("release"), str):
         raise ApiError(400, 'field "release" must be a release version string')
     kw = {k: body[k] for k in ("stages", "max_failures", "max_health_drop") if k in body}
@@ -183,8 +179,6 @@ def node_login(view):
 
     @functools.wraps(view)
     def wrapped(**kwargs):
-        from fleet.broker.auth import verify_password
-
         a = request.authorization
         login = None
         if a is not None and a.type == "basic" and a.username:

@@ -25,7 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from fleet import db as store
+from provisioning import boards as board_files
 from provisioning import flash as _flash
+from provisioning.image import ImageError, compile_module
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -112,8 +115,6 @@ def list_keys(settings) -> list[dict]:
 def nodes_needing(db, key_id: str, keys: dict) -> list[str]:
     """Nodes that trust key_id and none of keys (by what they reported or were provisioned
     with): once key_id is gone they can only be updated by reflashing."""
-    from fleet import db as store
-
     return sorted(n for n, ids in store.trusted_key_ids(db).items()
                   if ids and key_id in ids and not set(ids) & set(keys))
 
@@ -253,8 +254,6 @@ BANNER_RE = re.compile(rb"MicroPython v(\d+)\.(\d+)\.(\d+)")
 
 def _ota_boards(boards: list[str]) -> tuple[str, int]:
     """(chip, smallest OTA slot size) of boards that can all take a runtime image."""
-    from provisioning import boards as board_files
-
     chips, slots = set(), []
     for name in boards:
         b = board_files.load(name)
@@ -279,6 +278,7 @@ def runtime_entry(data: bytes, boards: list[str]) -> dict:
     header's chip id, the segments, the checksum and the appended SHA-256: the same format the
     bootloader checks, so a parser of our own could only drift from it.
     """
+    # Here, not at the top: esptool is slow to import and only runtime images need it.
     from esptool.bin_image import LoadFirmwareImage
     from esptool.util import FatalError
 
@@ -351,8 +351,6 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
         if compile_mpy:
             # The very compile `make image` does (same bytes, same hashes): files a node was
             # provisioned with are copied on flash instead of downloaded.
-            from provisioning.image import ImageError, compile_module
-
             try:
                 blobs[rel[:-3] + ".mpy"] = compile_module(src, rel, _mpy_cross())
             except ImageError as e:
@@ -527,8 +525,6 @@ def release_file(settings, version: str, name: str) -> Path | None:
 
 def upload(db, settings, data: bytes, actor=None) -> dict:
     """Check a bundle, keep its files and record the release; return the parsed manifest."""
-    from fleet import db as store
-
     manifest, sig, blobs = read_bundle(data)
     m = check_release(trusted_keys(settings), manifest, sig, blobs)
     try:

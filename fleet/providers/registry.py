@@ -8,6 +8,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from fleet import db as store
+
 from . import ADAPTERS, LORAWAN_KINDS, ProviderError
 
 KEY_FILE = "provider-secrets.key"
@@ -68,8 +70,6 @@ def check(cfg: dict) -> dict:
 
 def add(db, data_dir, cfg: dict, password: str | None, actor=None) -> dict:
     """Add (or replace, by name) a provider; the password is stored encrypted, never returned."""
-    from fleet import db as store
-
     c = check(cfg)
     if password is not None and not isinstance(password, str):
         raise ProviderError("password must be a string")
@@ -124,8 +124,6 @@ def login(db, data_dir, name: str) -> tuple[dict, str | None]:
 
 
 def remove(db, name: str, actor=None) -> None:
-    from fleet import db as store
-
     with store.transaction(db) as conn:
         if conn.execute("DELETE FROM providers WHERE name = ?", (name,)).rowcount == 0:
             raise KeyError(name)
@@ -137,8 +135,6 @@ def remove(db, name: str, actor=None) -> None:
 
 def link_identity(db, provider: str, ext_id: str, node_id: str, device_id=None) -> None:
     """Map a transport identity (DevEUI on a provider) to a node."""
-    from fleet import db as store
-
     with store.transaction(db) as conn:
         conn.execute(
             "INSERT INTO transport_ids (provider, ext_id, node_id, device_id) VALUES (?, ?, ?, ?)"

@@ -4,10 +4,20 @@ A provider's password (TTS API key, ChirpStack MQTT password) is write-only: it 
 create or edit, stored encrypted, and only `password_set` is ever shown back.
 """
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from fleet import db as store
-from fleet.web.api import ApiError
+from fleet.web.api import ApiError, json_body
 from fleet.web.auth import require
 
 from . import LORAWAN_KINDS, ProviderError, downlinks, registry
@@ -20,8 +30,6 @@ _FIELDS = {"name", "kind", "host", "port", "tls", "application", "tenant", "user
 
 
 def _data_dir():
-    from flask import current_app
-
     return current_app.config["SETTINGS"].data_dir
 
 
@@ -91,14 +99,8 @@ def api_list():
 @api.put("/<name>")
 @require("admin")
 def api_put(name):
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object like {"kind": "tts", "host": ..., '
-                            '"application": ...} (Content-Type: application/json)')
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                            f"expected {', '.join(sorted(_FIELDS))}")
+    body = json_body('{"kind": "tts", "host": ..., "application": ...}', _FIELDS,
+                     say_expected=True)
     cfg = dict(body, name=name)
     password = cfg.pop("password", None)
     try:

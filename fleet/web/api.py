@@ -47,6 +47,25 @@ def limit_param(default=1000):
     return value
 
 
+def json_body(example: str, fields=None, say_expected: bool = False) -> dict:
+    """The request's JSON object, or 400 with an example; with fields, unknown keys are a 400."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, f"body must be a JSON object like {example} "
+                            "(Content-Type: application/json)")
+    if fields is not None:
+        known_fields(body, fields, say_expected)
+    return body
+
+
+def known_fields(body: dict, fields, say_expected: bool = False) -> None:
+    """400 naming the keys of body that are not in fields (and, if asked, the ones that are)."""
+    unknown = set(body) - set(fields)
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}"
+                       + (f"; expected {', '.join(sorted(fields))}" if say_expected else ""))
+
+
 def require_token():
     """Every /api/v1 request: a valid bearer token, or 401."""
     token = bearer_token()

@@ -5,7 +5,7 @@ import sys
 import click
 
 from fleet import db as store
-from fleet.cli.base import friendly, open_store, when
+from fleet.console import friendly, open_store, when
 
 # The roles of web/auth.py, repeated so `fleet --help` needs no Flask; a test keeps them equal.
 ROLES = ("viewer", "technician", "operator", "admin")

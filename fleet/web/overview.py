@@ -2,10 +2,10 @@
 
 import math
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 
 from fleet import db as store
-from fleet.alerts import views as alerts
+from fleet import upkeep
 from fleet.web import auth
 
 bp = Blueprint("overview", __name__)
@@ -20,7 +20,8 @@ MAP_CELLS = 24
 def index():
     db = store.get_db()
     counts = store.overview(db)
-    return render_template("overview/index.html", counts=counts, evaluated=alerts.freshness(db),
+    evaluated = upkeep.alerts_freshness(db, current_app.config["SETTINGS"])
+    return render_template("overview/index.html", counts=counts, evaluated=evaluated,
                            alerts=store.list_alerts(db, limit=10),
                            rollouts=store.rollouts_in_progress(db))
 

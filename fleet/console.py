@@ -9,7 +9,6 @@ import click
 from fleet import db as store
 from fleet.broker.auth import BrokerAuthError
 from fleet.ingest import IngestError
-from fleet.providers.downlinks import DownlinkError
 from fleet.settings import SettingsError, from_env
 
 
@@ -29,9 +28,9 @@ def one_line(*errors):
     return decorate
 
 
-# The library's named exceptions, for most commands.
-friendly = one_line(SettingsError, store.StoreError, DownlinkError, IngestError, BrokerAuthError,
-                    ValueError)
+# The library's named exceptions, for most commands (nodes/cli.py adds the downlink errors).
+FRIENDLY = (SettingsError, store.StoreError, IngestError, BrokerAuthError, ValueError)
+friendly = one_line(*FRIENDLY)
 
 
 def open_store():

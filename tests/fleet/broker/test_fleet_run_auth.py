@@ -17,7 +17,7 @@ from fleet import db as store
 from fleet.broker.server import mqtt_ready
 from fleet.identity.claims import generic_config
 
-BOARDS = Path(__file__).resolve().parents[2] / "boards"
+BOARDS = Path(__file__).resolve().parents[3] / "boards"
 
 
 def _connack(port: int, user: bytes | None = None) -> int:
