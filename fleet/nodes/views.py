@@ -24,6 +24,7 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import Markup
 
 from fleet import db as store
 from fleet.nodes import charts, display
@@ -64,6 +65,15 @@ def ago(t) -> str:
 @bp.app_template_filter("iso")
 def iso_filter(t):
     return iso(t) or "-"
+
+
+@bp.app_template_filter("when")
+def when_filter(t):
+    """A <time> element whose date and clock each stay on one line (style.css)."""
+    if t is None:
+        return "-"
+    day, clock = display.when(t).split(" ")
+    return Markup(f'<time datetime="{iso(t)}"><span>{day}</span> <span>{clock}</span></time>')
 
 
 @bp.app_template_filter("ago")
