@@ -86,6 +86,12 @@ try {
       await page.locator(".charts").first().screenshot({ path: `${ARTIFACTS}/${name}.charts.png` });
     }
   }
+  // The same charts at a desk: side by side, not blown up (their text stays about 13 px).
+  const desk = await browser.newContext({ viewport: { width: 1280, height: 900 }, storageState: await context.storageState() });
+  const wide = await desk.newPage();
+  const nodePage = JSON.parse(PAGES).find((p) => /^\/nodes\/[^/?]+$/.test(p) && !p.includes("no-such"));
+  await wide.goto(BASE + nodePage);
+  await wide.locator(".charts").first().screenshot({ path: `${ARTIFACTS}/desktop.charts.png` });
   console.log(JSON.stringify(seen));
 } catch (e) {
   console.error(e.stack || String(e));
