@@ -76,6 +76,12 @@ def when_filter(t):
     return Markup(f'<time datetime="{iso(t)}"><span>{day}</span> <span>{clock}</span></time>')
 
 
+@bp.app_template_filter("reading")
+def reading_filter(value, senml_unit, decimals=None):
+    """A node's own measure with its unit from the one table: {{ n.battery|reading('V', 2) }}."""
+    return display.measure("", senml_unit, decimals).text(value)
+
+
 @bp.app_template_filter("ago")
 def ago_filter(t):
     return ago(t)
@@ -464,9 +470,9 @@ def live_payload(db, node_id) -> dict:
         # A time, not "5 s ago": the stream sends only when something changed.
         "last_seen": node["last_seen"],
         "facts": {
-            "battery": "-" if node["battery"] is None else f"{node['battery']:.2f} V",
-            "rssi": "-" if node["rssi"] is None else f"{node['rssi']} dBm",
-            "uptime": "-" if node["uptime"] is None else f"{node['uptime']} s",
+            "battery": reading_filter(node["battery"], "V", 2),
+            "rssi": reading_filter(node["rssi"], "dBm"),
+            "uptime": reading_filter(node["uptime"], "s"),
             "firmware": node["firmware_version"] or "-",
             "micropython": node["micropython_version"] or "-",
         },
