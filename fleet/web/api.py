@@ -109,7 +109,10 @@ def init_app(app, resources):
         if e.code is None or e.code < 400:
             return e  # a redirect the router asks for
         # The site's own page, not werkzeug's: that one has no viewport and is 980 px on a phone.
-        return render_template("error.html", message=e.description or e.name), e.code
+        # The exception's response keeps its headers (Allow on a 405, Retry-After on a 429).
+        response = e.get_response()
+        response.set_data(render_template("error.html", message=e.description or e.name))
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(e):

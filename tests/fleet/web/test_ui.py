@@ -859,3 +859,13 @@ def test_style_script_and_charts_are_compressed_pages_and_json_are_not(as_role, 
     token = auth.create_token(db, "reader", "viewer")
     r = app.test_client().get("/api/v1/nodes", headers={**gz, "Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and "Content-Encoding" not in r.headers
+
+
+def test_error_pages_are_the_sites_own_and_fit_a_phone(as_role):
+    client = as_role("viewer")
+    page = client.get("/nodes/ghost")
+    assert page.status_code == 404 and 'name="viewport"' in page.get_data(as_text=True)
+    wrong = client.post("/map")  # werkzeug's page had no viewport: 980 px wide on a phone
+    assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
+    assert 'name="viewport"' in wrong.get_data(as_text=True)
+    assert client.get("/api/v1/ghost").is_json
