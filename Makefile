@@ -37,8 +37,8 @@ flash: setup ## flash a board: make flash BOARD=.. PORT=/dev/ttyUSB0 [NODE=..] [
 flash-batch: setup ## flash many boards: make flash-batch BOARD=.. PORTS="/dev/ttyUSB0 /dev/ttyUSB1" [FIRMWARE=..]
 	$(BIN)/fleet provision batch --board "$(BOARD)" $(foreach p,$(PORTS),--port "$(p)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
 
-deploy: setup ## copy changed app files to a board running MicroPython: make deploy PORT=/dev/ttyUSB0
-	$(BIN)/fleet provision deploy --port "$(PORT)"
+deploy: setup ## copy changed app files to a board running MicroPython: make deploy PORT=/dev/ttyUSB0 [BOARD=..]
+	$(BIN)/fleet provision deploy --port "$(PORT)" $(if $(BOARD),--board "$(BOARD)")
 
 merged-image: setup ## one file for a factory programmer: make merged-image BOARD=.. FIRMWARE=.. [NODE=..]
 	$(BIN)/fleet provision merged-image --board "$(BOARD)" --firmware "$(FIRMWARE)" $(if $(NODE),--node "$(NODE)")

@@ -21,8 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from polylink import config, slots
+from polylink import config
 from polylink.node import Node
+from polylink.ota import slots
 from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
 
 BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"

@@ -258,18 +258,22 @@ def batch_command(board, ports, firmware, wifi_ssid, wifi_password, mqtt_host, m
 
 @cli.command("deploy")
 @click.option("--port", default="", help="Serial port of a board that already runs MicroPython.")
+@click.option("--board", default="",
+              help="Board name from boards/: copy only what it carries (no LoRaWAN code on a "
+                   "WiFi-only board). Empty: every app file.")
 @friendly
-def deploy_command(port):
+def deploy_command(port, board):
     """Copy the app files that changed to a board running MicroPython (mpremote), then reset.
 
     config.json and board.json on the board are left as they are.
 
-    Example: fleet provision deploy --port /dev/ttyUSB0 (make deploy PORT=/dev/ttyUSB0)
+    Example: fleet provision deploy --port /dev/ttyUSB0 --board ESP32_GENERIC
+    (make deploy PORT=/dev/ttyUSB0 BOARD=ESP32_GENERIC)
     """
     flash.check_port(port)
     app_dir = BUILD / "deploy"
     shutil.rmtree(app_dir, ignore_errors=True)  # no stale module from an older build
-    for name, data in image.compile_app().items():
+    for name, data in image.compile_app(boards.load(board) if board else None).items():
         path = app_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

@@ -2,7 +2,7 @@
 
 A release is a manifest (JSON, the signed bytes), its signature line `<key id> <r||s hex>` and
 content-addressed files (compiled .mpy app files, named by SHA-256). Keys are ECDSA P-256: the
-node verifies with pure Python (polylink/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
+node verifies with pure Python (polylink/ota/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
 """
 
 import hashlib
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from polylink import codes
 
 from fleet import db as store
 from provisioning import boards as board_files
@@ -41,14 +42,14 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MAX_FILES = 64
 MAX_FILE_SIZE = 512 * 1024
-MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota.py)
+MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota/agent.py)
 VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}\Z")
 KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,95}\Z")
 # Files of the app a release carries: the polylink package, compiled. boot.py and main.py stay at
 # the flash root (they choose the slot; docs/ota.md) and are not updated over the air.
-APP_GLOB = "polylink/*.py"
+APP_GLOB = "polylink/**/*.py"
 
 
 class ReleaseError(ValueError):
@@ -206,7 +207,7 @@ def check_version(version: str) -> str:
     return version
 
 
-MAX_KEYS = 8  # keys a node trusts at once (firmware/polylink/ota.py MAX_KEYS)
+MAX_KEYS = codes.MAX_KEYS  # keys a node trusts at once
 PUBLIC_RE = re.compile(r"04[0-9a-f]{128}\Z")
 
 
@@ -342,12 +343,16 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
             raise ReleaseError(f"runtime image: cannot read {runtime}: {e.strerror}") from None
         rt = runtime_entry(rt_data, boards)
     key_id, key = _private_key(settings, key_id)
-    sources = sorted(Path(source).glob(APP_GLOB))
+    # A release for WiFi-only boards leaves out the LoRaWAN code they never load. (Imported
+    # here for start-up time: the web process loads the image code only to build a release.)
+    from provisioning import boards as board_files
+    from provisioning.image import app_sources
+
+    sources = app_sources(Path(source), [board_files.load(b) for b in boards])
     if not sources:
         raise ReleaseError(f"no app files under {source} ({APP_GLOB})")
     blobs = {}
-    for src in sources:
-        rel = src.relative_to(source).as_posix()
+    for src, rel in sources:
         if compile_mpy:
             # The very compile `make image` does (same bytes, same hashes): files a node was
             # provisioned with are copied on flash instead of downloaded.

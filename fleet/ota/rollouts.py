@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from polylink import proto
+from polylink import codes, proto
 
 from fleet import db as store
 from fleet import mqtt, topics
@@ -31,12 +31,17 @@ HEALTH_MIN_UPDATED = 3  # nodes that must be updated before health is compared a
 TERMINAL = ("succeeded", "failed", "rolled_back", "declined", "skipped")
 FAILED = ("failed", "rolled_back")
 # OTA_UP state code -> rollout node state (docs/ota.md)
-REPORT_STATES = {1: "offered", 2: "downloading", 3: "verified", 4: "rebooting", 5: "confirmed",
-                 6: "failed", 7: "rolled_back", 8: "deferred", 9: "declined"}
-REASONS = {1: "bad signature", 2: "unknown key", 3: "hash mismatch", 4: "incompatible board",
-           5: "MicroPython too old", 6: "download failed", 7: "storage", 8: "low battery",
-           9: "outside update window", 10: "busy", 11: "crash loop", 12: "not confirmed in time",
-           13: "bad manifest", 14: "runtime rolled back"}
+# OTA_UP state and reason names, keyed by the node's codes (polylink/codes.py)
+REPORT_STATES = {getattr(codes, n.upper()): n for n in (
+    "offered", "downloading", "verified", "rebooting", "confirmed", "failed", "rolled_back",
+    "deferred", "declined")}
+REASONS = {codes.BAD_SIGNATURE: "bad signature", codes.UNKNOWN_KEY: "unknown key",
+           codes.HASH_MISMATCH: "hash mismatch", codes.BOARD: "incompatible board",
+           codes.MICROPYTHON: "MicroPython too old", codes.DOWNLOAD: "download failed",
+           codes.STORAGE: "storage", codes.LOW_BATTERY: "low battery",
+           codes.WINDOW: "outside update window", codes.BUSY: "busy",
+           codes.CRASH_LOOP: "crash loop", codes.NOT_CONFIRMED: "not confirmed in time",
+           codes.BAD_MANIFEST: "bad manifest", codes.RUNTIME_ROLLED_BACK: "runtime rolled back"}
 TARGET_KEYS = ("tags", "board", "provider", "version", "micropython", "nodes")
 OPEN_STATES = ("running", "paused")  # a rollout that still offers (or will offer) its release
 
