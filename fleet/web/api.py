@@ -7,7 +7,7 @@ ota/api.py, providers/views.py); init_app() mounts them all under this one.
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fleet.web.auth import bearer_token, csrf
@@ -106,7 +106,13 @@ def init_app(app, resources):
     def http_error(e):
         if request.path.startswith(PREFIX):
             return _error(e.code or 500, e.description or e.name)
-        return e
+        if e.code is None or e.code < 400:
+            return e  # a redirect the router asks for
+        # The site's own page, not werkzeug's: that one has no viewport and is 980 px on a phone.
+        # The exception's response keeps its headers (Allow on a 405, Retry-After on a 429).
+        response = e.get_response()
+        response.set_data(render_template("error.html", message=e.description or e.name))
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(e):
