@@ -2,6 +2,7 @@
 metadata of each reception, and the downlinks (and ACKs) counted against their daily budget."""
 
 from .base import BadFilter, transaction
+from .telemetry import time_buckets
 
 
 def save_provider(db, row: dict, keep_secret: bool) -> None:
@@ -123,12 +124,7 @@ def reception_buckets(db, node_id, column, since, until, buckets) -> list[tuple]
     """(t, min, avg, max) of LoRaWAN rssi or snr over all gateways and providers, in slices."""
     if column not in ("rssi", "snr"):
         raise BadFilter(f"no reception column {column!r}")
-    width = (until - since) / buckets
-    return db.conn.execute(
-        f"SELECT min(received_at), min({column}), avg({column}), max({column}) FROM receptions"
-        f" WHERE node_id = ? AND received_at >= ? AND received_at <= ? AND {column} IS NOT NULL"
-        " GROUP BY CAST((received_at - ?) / ? AS INTEGER) ORDER BY 1",
-        (node_id, since, until, since, width)).fetchall()
+    return time_buckets(db, "receptions", "received_at", column, node_id, since, until, buckets)
 
 
 def has_receptions(db, node_id) -> bool:

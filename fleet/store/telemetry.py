@@ -108,16 +108,22 @@ def reading_buckets(db, node_id, qid, inst, since, until, buckets) -> list[tuple
         (node_id, qid, since, until, inst, since, width)).fetchall()
 
 
+def time_buckets(db, table, t, column, node_id, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of a column of one node's rows with a value, in `buckets` equal slices
+    of time column t, oldest first."""
+    width = (until - since) / buckets
+    return db.conn.execute(
+        f"SELECT min({t}), min({column}), avg({column}), max({column}) FROM {table}"
+        f" WHERE node_id = ? AND {t} >= ? AND {t} <= ? AND {column} IS NOT NULL"
+        f" GROUP BY CAST(({t} - ?) / ? AS INTEGER) ORDER BY 1",
+        (node_id, since, until, since, width)).fetchall()
+
+
 def status_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:
     """(t, min, avg, max) of a STATUS column (rssi, heap_free, queue) in time slices."""
     if column not in ("rssi", "heap_free", "queue", "uptime", "dropped"):
         raise BadFilter(f"no status column {column!r}")
-    width = (until - since) / buckets
-    return db.conn.execute(
-        f"SELECT min(t), min({column}), avg({column}), max({column}) FROM status_log"
-        f" WHERE node_id = ? AND t >= ? AND t <= ? AND {column} IS NOT NULL"
-        " GROUP BY CAST((t - ?) / ? AS INTEGER) ORDER BY 1",
-        (node_id, since, until, since, width)).fetchall()
+    return time_buckets(db, "status_log", "t", column, node_id, since, until, buckets)
 
 
 def live_state(db, node_id) -> dict:
