@@ -6,7 +6,7 @@ import secrets
 from flask import Flask
 from flask_compress import Compress
 
-from .settings import from_env
+from fleet.settings import from_env
 
 
 def _secret_key(data_dir) -> str:
@@ -43,7 +43,10 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
 
-    from . import admin, alerts, api, auth, db, nodes, overview
+    from fleet import db
+    from fleet.alerts import views as alerts
+    from fleet.nodes import views as nodes
+    from fleet.web import admin, api, auth, overview
 
     Compress(app)
     db.init_app(app)
@@ -54,14 +57,16 @@ def create_app(test_config=None):
     app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
     api.init_app(app)
-    from . import provision_api, provision_ui
+    from fleet.identity import api as provision_api
+    from fleet.identity import views as provision_ui
 
     provision_api.init_app(app)
     app.register_blueprint(provision_ui.bp)
-    from .providers import views as provider_views
+    from fleet.providers import views as provider_views
 
     provider_views.init_app(app)
-    from . import ota_api, ota_ui
+    from fleet.ota import api as ota_api
+    from fleet.ota import views as ota_ui
 
     ota_api.init_app(app)
     app.register_blueprint(ota_ui.bp)

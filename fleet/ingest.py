@@ -11,7 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from polylink import proto
 
-from . import db as store
+from fleet import db as store
 
 log = logging.getLogger("fleet.ingest")
 

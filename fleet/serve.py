@@ -9,9 +9,9 @@ import threading
 import time
 from dataclasses import replace
 
-from . import broker as brokers
-from . import db as store
-from .settings import DEFAULT_MQTT_PORT, Settings, SettingsError
+from fleet import db as store
+from fleet.broker import server as brokers
+from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
 
 FIRST_ADMIN = "admin"
 # A worker that dies this soon after starting is failing at start-up (bad store, broker gone):
@@ -89,7 +89,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def prepare_store(settings: Settings) -> str | None:
     """Migrate the database; on the first run create the admin and return its password."""
-    from . import auth
+    from fleet.web import auth
 
     db = store.open_db(settings.db_path)
     try:
@@ -116,8 +116,8 @@ def claim_port() -> int | None:
 
 
 def sync_broker_logins(settings: Settings) -> None:
-    """Write the broker's password and ACL files from the registered nodes (fleet/brokerauth.py)."""
-    from . import brokerauth
+    """Write the broker's password and ACL files from the registered nodes (broker/auth.py)."""
+    from fleet.broker import auth as brokerauth
 
     db = store.open_db(settings.db_path)
     try:
@@ -247,12 +247,12 @@ def main(settings: Settings) -> None:
         # Only the mosquitto we started reads the files upkeep rewrites when a claim token expires.
         upkeep = UpkeepWorker(settings, broker is not None and broker.kind == "mosquitto")
         upkeep.start()
-        from .rollouts import Ticker
+        from fleet.ota.rollouts import Ticker
 
-        ticker = Ticker(settings)  # moves OTA rollouts along (fleet/rollouts.py)
+        ticker = Ticker(settings)  # moves OTA rollouts along (fleet/ota/rollouts.py)
         ticker.start()
         if broker is not None and broker.kind == "mosquitto" and claim_port():
-            from .claims import ClaimService
+            from fleet.identity.claims import ClaimService
 
             claim_service = ClaimService(settings).start()
         serve_web(settings, broker, ingest, password)
@@ -285,7 +285,7 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     from flask import url_for
     from waitress.server import create_server
 
-    from . import create_app
+    from fleet import create_app
 
     app = create_app({"SETTINGS": settings})
     try:

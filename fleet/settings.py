@@ -75,7 +75,7 @@ class Settings:
         host, port, user, password = self.mqtt_target()
         if self.mqtt_url:
             return host, port, user, password
-        from .brokerauth import service_login
+        from fleet.broker.auth import service_login
 
         login = service_login(self.broker_dir, service)
         return (host, port) + (login if login else (None, None))

@@ -15,8 +15,8 @@ import json
 import threading
 import time
 
-from . import brokerauth
-from . import db as store
+from fleet import db as store
+from fleet.broker import auth as brokerauth
 
 PRUNE_EVERY = 3600.0  # s between retention passes; they are cheap but need not run often
 # A token is dropped just after it expires, never just before: sleep this much past its time.

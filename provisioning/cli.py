@@ -16,7 +16,7 @@ BUILD = Path(os.environ.get("BUILD_DIR") or "build")
 def friendly(fn):
     """Named errors become one-line messages, never a traceback for a user mistake."""
     from fleet.db import StoreError
-    from fleet.provision import ProvisionError
+    from fleet.identity.provision import ProvisionError
     from fleet.settings import SettingsError
 
     from .flash import FlashError
@@ -66,7 +66,7 @@ def need_mqtt_host(mqtt_host: str | None) -> str:
 def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
     """Register the node (or give a registered one a new password) in the fleet's store."""
     from fleet import db as store
-    from fleet import provision
+    from fleet.identity import provision
     from fleet.settings import from_env
 
     settings = from_env()
@@ -79,7 +79,7 @@ def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict
 
 def write_image(identity: dict, board: dict, packages: dict, wifi_ssid, wifi_password,
                 mqtt_host, mqtt_port) -> tuple[Path, bytes]:
-    from fleet.provision import node_config
+    from fleet.identity.provision import node_config
 
     config = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
     data = image.build(board, config, packages)
@@ -134,7 +134,7 @@ def image_command(board, node, wifi_ssid, wifi_password, mqtt_host, mqtt_port, m
 
 
 def generic_image(board, packages, token, claim_port, node, wifi_ssid, wifi_password, mqtt_host):
-    from fleet.claims import generic_config
+    from fleet.identity.claims import generic_config
 
     if node:
         raise click.UsageError("--node and --claim-token exclude each other: a generic image "

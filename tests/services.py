@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.broker import MosquittoBroker, find_mosquitto
+from fleet.broker.server import MosquittoBroker, find_mosquitto
 
 
 def free_port() -> int:

@@ -247,8 +247,9 @@ def fleet_logins(ids: list[str], settings) -> dict[str, tuple[str, str]]:
     simulated before keeps the password in its flash config.json if the fleet still accepts it,
     else it gets a new one. The broker's files are rewritten and reloaded once for all.
     """
-    from fleet import brokerauth, provision
     from fleet import db as store
+    from fleet.broker import auth as brokerauth
+    from fleet.identity import provision
 
     db = store.open_db(settings.db_path)
     try:

@@ -66,7 +66,7 @@ def describe(b: dict) -> str:
 
 def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     """Send frame via the node's LoRaWAN provider; False if the node was last heard elsewhere."""
-    from fleet.downlink import BrokerUnavailable, BudgetUsed, OverLimit, TooLarge
+    from fleet.nodes.commands import BrokerUnavailable, BudgetUsed, OverLimit, TooLarge
 
     p = _provider_of(db, node_id)
     if p is None:

@@ -7,8 +7,8 @@ create or edit, stored encrypted, and only `password_set` is ever shown back.
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
 from fleet import db as store
-from fleet.api import ApiError
-from fleet.auth import bearer_token, csrf, require
+from fleet.web.api import ApiError
+from fleet.web.auth import bearer_token, csrf, require
 
 from . import LORAWAN_KINDS, ProviderError, downlinks, registry
 

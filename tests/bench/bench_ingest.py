@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from polylink import proto  # noqa: E402
 
-from fleet.broker import MosquittoBroker  # noqa: E402
+from fleet.broker.server import MosquittoBroker  # noqa: E402
 
 
 def free_port() -> int:

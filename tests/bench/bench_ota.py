@@ -92,7 +92,7 @@ def wire() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from polylink import ota, slots
 
-    from fleet import ota as fota
+    from fleet.ota import releases as fota
 
     key = ec.generate_private_key(ec.SECP256R1())
     keys = {"k1": fota.public_hex(key)}
@@ -164,7 +164,7 @@ def rollout(n_nodes=1000) -> None:
     from test_rollouts import STAGES, Nodes, _release
 
     from fleet import db as store
-    from fleet import rollouts
+    from fleet.ota import rollouts
 
     runs = []
     for _ in range(3):

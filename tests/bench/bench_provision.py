@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import brokerauth, provision
 from fleet import db as store
+from fleet.broker import auth as brokerauth
+from fleet.identity import provision
 from fleet.settings import Settings
 from provisioning import boards, image
 

@@ -150,9 +150,10 @@ def measure(client, url: str) -> tuple[float, float, int]:
 
 
 def report() -> str:
-    from fleet import auth, create_app
+    from fleet import create_app
     from fleet import db as store
     from fleet.settings import Settings
+    from fleet.web import auth
 
     path, age = database()
     db = store.connect(path)

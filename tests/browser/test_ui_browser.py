@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from services import READY
 
-from fleet import auth
 from fleet import db as store
+from fleet.web import auth
 
 HERE = Path(__file__).resolve().parent
 PASSWORD = "a-long-password"

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from fleet import create_app
 from fleet import db as store
-from fleet.auth import create_token, create_user
 from fleet.settings import Settings
+from fleet.web.auth import create_token, create_user
 
 
 @pytest.fixture

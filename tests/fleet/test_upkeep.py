@@ -270,8 +270,9 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
     """Real mosquitto with the claim listener: nothing but the clock makes the token stop."""
     from services import free_port
 
-    from fleet import brokerauth, claims
-    from fleet.broker import MosquittoBroker, find_mosquitto
+    from fleet.broker import auth as brokerauth
+    from fleet.broker.server import MosquittoBroker, find_mosquitto
+    from fleet.identity import claims
     from fleet.settings import Settings
 
     assert find_mosquitto(), "mosquitto is not installed; `.ci/run` installs it"

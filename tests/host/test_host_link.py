@@ -11,7 +11,7 @@ import pytest
 from _host_harness import Listener, sim_node, until
 from polylink import proto
 
-from fleet.broker import MosquittoBroker, current_user
+from fleet.broker.server import MosquittoBroker, current_user
 
 
 def test_wifi_loss_queues_frames_sends_the_will_and_delivers_after_return(mosquitto, tmp_path):

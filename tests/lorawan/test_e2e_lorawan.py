@@ -17,11 +17,12 @@ from polylink_host.nsemu import NetworkServer
 from polylink_host.sim import SimNode, sim_board, write_config
 from polylink_host.simradio import Gateway, Medium, SimModem
 
-from fleet import create_app, downlink
+from fleet import create_app
 from fleet import db as store
-from fleet.auth import create_token
+from fleet.nodes import commands as downlink
 from fleet.providers import registry, worker
 from fleet.settings import Settings
+from fleet.web.auth import create_token
 
 OTAA = {"dev_eui": "02A1B2C3D4E5F601", "join_eui": "0000000000000000",
         "app_key": "00112233445566778899AABBCCDDEEFF"}

@@ -13,7 +13,7 @@ from polylink_host.simradio import Gateway, Medium, SimModem
 from test_e2e_lorawan import OTAA, fleet_with_providers, lora_node, until
 
 from fleet import db as store
-from fleet import downlink
+from fleet.nodes import commands as downlink
 
 SF_DR = {sf: dr for dr, (sf, bw) in enumerate(region.DATA_RATES) if bw == 125000}
 

@@ -7,9 +7,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services import free_port
 
-from fleet import brokerauth, provision
 from fleet import db as store
-from fleet.broker import MosquittoBroker, find_mosquitto
+from fleet.broker import auth as brokerauth
+from fleet.broker.server import MosquittoBroker, find_mosquitto
+from fleet.identity import provision
 from fleet.settings import Settings
 
 

@@ -19,9 +19,10 @@ from polylink import config as fw_config
 from polylink_host import sim
 from services import free_port
 
-from fleet import brokerauth, claims, provision
 from fleet import db as store
-from fleet.broker import MosquittoBroker
+from fleet.broker import auth as brokerauth
+from fleet.broker.server import MosquittoBroker
+from fleet.identity import claims, provision
 from fleet.ingest import Ingest
 from fleet.settings import Settings
 from provisioning import cli, image

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from polylink import ota, slots
 
-from fleet import ota as fota
+from fleet.ota import releases as fota
 from fleet.settings import Settings
 from provisioning import boards, image
 

@@ -14,8 +14,8 @@ from polylink_host.sim import SimNode
 from services import READY, free_port
 
 from fleet import db as store
-from fleet.broker import mqtt_ready
-from fleet.claims import generic_config
+from fleet.broker.server import mqtt_ready
+from fleet.identity.claims import generic_config
 
 BOARDS = Path(__file__).resolve().parents[2] / "boards"
 

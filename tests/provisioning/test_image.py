@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from polylink import config as fw_config
 from services import free_port
 
-from fleet import brokerauth
 from fleet import db as store
+from fleet.broker import auth as brokerauth
 from provisioning import boards, cli, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"

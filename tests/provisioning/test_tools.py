@@ -113,7 +113,7 @@ def test_label_qr_opens_the_node_page(env):
                                      "lamp-8", "--mip-cache", str(env / "c"), "--mip-index",
                                      "http://127.0.0.1:9/none"])
     assert r.exit_code == 1 and "cannot fetch" in r.output  # no package index here
-    from fleet import provision
+    from fleet.identity import provision
     from fleet.settings import from_env
 
     db = store.open_db(env / "data" / "fleet.db")
@@ -142,8 +142,8 @@ def test_label_page_in_the_ui(logged_in_client):
 @pytest.fixture
 def logged_in_client(tmp_path):
     from fleet import create_app
-    from fleet.auth import create_user
     from fleet.settings import Settings
+    from fleet.web.auth import create_user
 
     settings = Settings(data_dir=tmp_path / "d", port=8000, mqtt_port=1, mqtt_url=None)
     app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "t",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleet import ota
+from fleet.ota import releases as ota
 
 OUT = Path(__file__).with_name("ota_v1.json")
 

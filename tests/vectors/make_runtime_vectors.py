@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareImage
 
-from fleet import ota
+from fleet.ota import releases as ota
 
 OUT = Path(__file__).with_name("runtime_v1.json")
 APP_DESC_MAGIC = 0xABCD5432

@@ -1,0 +1,1 @@
+"""Alerts: the pages and API that list, acknowledge and resolve them."""

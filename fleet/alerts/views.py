@@ -1,0 +1,69 @@
+"""Alerts: list, acknowledge, resolve; pages show what the periodic evaluation stored.
+
+Evaluation (set-based SQL, db.evaluate_alerts) runs outside any request: in `fleet upkeep`, which
+`fleet run` supervises (every UPKEEP_EVERY seconds), or from cron with `fleet alerts check`. A page
+never writes; it says when alerts were last evaluated and warns when that is too long ago.
+"""
+
+import time
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+
+from fleet import db as store
+from fleet.web import auth
+
+bp = Blueprint("alerts", __name__, url_prefix="/alerts")
+
+# Evaluations older than this many upkeep intervals (or never) are shown as a warning.
+STALE_ROUNDS = 4
+ALERTS_PAGE = 100  # newest first; a phone should not load thousands
+KIND_TEXT = {
+    "offline": "offline",
+    "battery_low": "battery low",
+    "boot_loop": "boot loop",
+    "bad_frames": "bad frames",
+    "update_failed": "update failed",
+}
+
+
+def freshness(db, now=None) -> dict:
+    """{"at": time of the last evaluation or None, "stale": True if it is overdue}."""
+    now = time.time() if now is None else now
+    at = store.upkeep_state(db).get("alerts", {}).get("at")
+    every = current_app.config["SETTINGS"].upkeep_every
+    return {"at": at, "stale": at is None or now - at > STALE_ROUNDS * max(every, 30.0)}
+
+
+@bp.app_template_filter("alert_kind")
+def alert_kind(kind):
+    return KIND_TEXT.get(kind, kind)
+
+
+@bp.route("/")
+@auth.require("read")
+def index():
+    db = store.get_db()
+    show_all = request.args.get("all") == "1"
+    return render_template("alerts/index.html", show_all=show_all,
+                           alerts=store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE),
+                           limit=ALERTS_PAGE, evaluated=freshness(db))
+
+
+@bp.route("/<int:alert_id>/<any(ack, resolve):action>", methods=("POST",))
+@auth.require("nodes")
+def change(alert_id, action):
+    try:
+        alert = store.change_alert(store.get_db(), alert_id, action, actor=auth.actor())
+    except store.StoreError as e:
+        flash(f"Not changed: {e}")
+        return redirect(url_for("alerts.index")), 303
+    flash(f"Alert {alert_id} ({alert_kind(alert['kind'])} on {alert['node_id']}) "
+          f"{'acknowledged' if action == 'ack' else 'resolved'}.")
+    back = request.form.get("next", "")
+    if not back.startswith("/") or back.startswith("//"):
+        back = url_for("alerts.index")
+    return redirect(back, 303)
+
+
+def init_app(app):
+    app.register_blueprint(bp)

@@ -1,0 +1,192 @@
+"""Broker credentials and ACLs: mosquitto's password and ACL files, generated from the fleet.
+
+Every node logs in as its own node id; the ACL lets it publish only pl/v1/{its id}/up and /conn
+and read only pl/v1/{its id}/down. The ingest worker and the fleet's downlink publisher have
+their own service accounts. The files are rewritten from the store whenever a credential changes,
+and the running mosquitto re-reads them on SIGHUP (its pid is in broker_dir/broker.pid).
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import threading
+from pathlib import Path
+
+# Service accounts: (username, ACL lines). Usernames start with the reserved prefix, which no node
+# id may use, so a node can never be registered under a service's name.
+RESERVED_PREFIX = "polylink-"
+SERVICES = {
+    "ingest": ("polylink-ingest", ["topic read pl/v1/+/up", "topic read pl/v1/+/conn"]),
+    "fleet": ("polylink-fleet", ["topic write pl/v1/+/down"]),
+    # Answers zero-touch claims (fleet/identity/claims.py): reads requests, writes answers.
+    "claims": ("polylink-claims", ["topic read pl/v1/claim/+/+/req",
+                                   "topic write pl/v1/claim/+/+/resp"]),
+}
+# The claim listener (a second port, its own password and ACL files): a claim token's id is the
+# login, the client id the board's random claim id; a board reaches only its own two topics.
+CLAIM_ACL = [
+    "pattern write pl/v1/claim/%u/%c/req",
+    "pattern read pl/v1/claim/%u/%c/resp",
+]
+CLAIM_PASSWD_FILE = "claim_passwd"
+CLAIM_ACL_FILE = "claim_acl"
+# %u is the username, which is the node id; use_username_as_clientid (mosquitto.conf) makes it the
+# client id too, so a node cannot take over another node's session by choosing its client id.
+NODE_ACL = [
+    "pattern write pl/v1/%u/up",
+    "pattern write pl/v1/%u/conn",
+    "pattern read pl/v1/%u/down",
+]
+PASSWD_FILE = "passwd"
+ACL_FILE = "acl"
+SERVICES_FILE = "services.json"
+PID_FILE = "broker.pid"  # written by fleet/broker/server.py when it starts the broker
+# mosquitto's $7$ format: PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte key, base64. Passwords are
+# 192-bit random strings minted by the fleet, never chosen by people, so stretching adds nothing;
+# 101 iterations is mosquitto_passwd's own default and keeps CONNECT cheap for large fleets.
+_ITERATIONS = 101
+_SALT_BYTES = 12
+
+
+class BrokerAuthError(RuntimeError):
+    """The broker's credential files cannot be written or the broker cannot be reloaded."""
+
+
+def mint_password() -> str:
+    """A new random MQTT password (32 URL-safe characters, 192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def hash_password(password: str, salt: bytes | None = None, iterations: int = _ITERATIONS) -> str:
+    """The password in mosquitto's $7$ (PBKDF2-SHA512) password-file format."""
+    salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
+    key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """True if password matches a $7$ hash (constant-time compare)."""
+    try:
+        _, kind, iterations, salt, key = hashed.split("$")
+        if kind != "7":
+            return False
+        want = base64.b64decode(key)
+        got = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt),
+                                  int(iterations), len(want))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file readable by this user only, atomically (temp file + rename)."""
+    # A name of its own: the web process, the claim service and `fleet upkeep` may write at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def service_passwords(broker_dir: Path) -> dict[str, str]:
+    """The service accounts' passwords, created on first use and kept in broker_dir (mode 0600)."""
+    path = Path(broker_dir) / SERVICES_FILE
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if set(stored) >= set(SERVICES):
+            return stored
+    else:
+        stored = {}
+    for name in SERVICES:
+        stored.setdefault(name, mint_password())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, json.dumps(stored))
+    return stored
+
+
+def service_login(broker_dir: Path, service: str) -> tuple[str, str] | None:
+    """(username, password) of a service account, or None if the broker has no credentials yet."""
+    path = Path(broker_dir) / SERVICES_FILE
+    if not path.exists():
+        return None
+    password = json.loads(path.read_text()).get(service)
+    return (SERVICES[service][0], password) if password else None
+
+
+def render_passwd(node_hashes: dict[str, str], service_hashes: dict[str, str]) -> str:
+    """mosquitto's password file: one `user:$7$...` line per service and active node."""
+    lines = [f"{SERVICES[name][0]}:{h}" for name, h in sorted(service_hashes.items())]
+    lines += [f"{user}:{h}" for user, h in sorted(node_hashes.items())]
+    return "\n".join(lines) + "\n"
+
+
+def render_acl() -> str:
+    """mosquitto's ACL file: the node patterns, then each service account's topics."""
+    out = ["# Generated by the Polylink fleet (fleet/broker/auth.py); edits are overwritten.", ""]
+    out += NODE_ACL
+    for username, rules in SERVICES.values():
+        out += ["", f"user {username}"] + rules
+    return "\n".join(out) + "\n"
+
+
+def write_files(broker_dir: Path, node_hashes: dict[str, str],
+                claim_hashes: dict[str, str] | None = None) -> bool:
+    """Write passwd and acl (and the claim listener's pair) into broker_dir; True if changed."""
+    broker_dir = Path(broker_dir)
+    broker_dir.mkdir(parents=True, exist_ok=True)
+    passwords = service_passwords(broker_dir)
+    # Service hashes are kept stable across rewrites (same salt), so an unchanged fleet writes an
+    # unchanged file and the broker is not reloaded for nothing.
+    salts = {name: hashlib.sha256(("salt:" + pw).encode()).digest()[:_SALT_BYTES]
+             for name, pw in passwords.items()}
+    service_hashes = {name: hash_password(passwords[name], salts[name]) for name in SERVICES}
+    changed = False
+    claim_passwd = "".join(f"{tid}:{h}\n" for tid, h in sorted((claim_hashes or {}).items()))
+    claim_acl = "# Generated by the Polylink fleet; edits are overwritten.\n" + "\n".join(
+        CLAIM_ACL) + "\n"
+    for name, text in ((PASSWD_FILE, render_passwd(node_hashes, service_hashes)),
+                       (ACL_FILE, render_acl()), (CLAIM_PASSWD_FILE, claim_passwd),
+                       (CLAIM_ACL_FILE, claim_acl)):
+        path = broker_dir / name
+        if not path.exists() or path.read_text() != text:
+            _write_private(path, text)
+            changed = True
+    return changed
+
+
+def reload_broker(broker_dir: Path) -> bool:
+    """SIGHUP the mosquitto the fleet started with broker_dir; False if none runs.
+
+    mosquitto re-reads both files and disconnects connected clients whose login is gone
+    (checked with mosquitto 2.0.11 in tests/provisioning/test_broker_auth.py).
+    """
+    path = Path(broker_dir) / PID_FILE
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return False
+    except PermissionError as e:
+        raise BrokerAuthError(f"cannot signal the broker (pid {pid}) to reload: {e}") from None
+    return True
+
+
+def sync(db, broker_dir: Path) -> bool:
+    """Bring the broker's files in line with the store and reload it if they changed.
+
+    Returns True if the files changed. Revocations and new nodes take effect at the broker here.
+    """
+    from fleet import db as store
+
+    changed = write_files(broker_dir, store.active_mqtt_hashes(db),
+                          store.active_claim_token_hashes(db))
+    if changed:
+        reload_broker(broker_dir)
+    return changed

@@ -1,0 +1,1 @@
+"""Node identities: registration, MQTT logins, zero-touch claims; their API, pages, commands."""

@@ -1,0 +1,190 @@
+"""Zero-touch claims: claim tokens (limited uses and time), claim requests, approval, issuance.
+
+A generic image carries a claim token "<id>.<secret>". The broker's claim listener admits the
+token as a login (user = token id) while the token is valid; a board publishes its MAC to
+pl/v1/claim/{token id}/{claim id}/req and the ClaimService answers on .../resp. A claim waits for
+a technician's approval unless the token says auto_approve. A MAC that already belongs to a node
+is never given that node's identity through a claim: a stolen token cannot take over a node.
+
+An answer can be lost (the board's link drops, or it stops waiting). Until the board has been heard
+with its identity, the same board (same MAC and the random claim id kept in its flash) that asks
+again gets its identity again with a fresh password, and the token stays admitted for that, also
+when its uses ran out. Once the node has reported, the token no longer works for it.
+"""
+
+import json
+import logging
+import secrets
+import threading
+import time
+
+from fleet import db as store
+from fleet.broker import auth as brokerauth
+from fleet.identity import provision
+
+log = logging.getLogger("fleet.claims")
+
+REQUEST_TOPIC = "pl/v1/claim/+/+/req"
+MAX_USES = 10000
+MAX_HOURS = 24 * 90
+
+
+class ClaimError(ValueError):
+    """A claim token or claim cannot be created or decided as asked."""
+
+
+def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
+                 auto_approve: bool = False, actor=None) -> str:
+    """Create a claim token and return it ("<id>.<secret>", shown once)."""
+    from provisioning import boards
+
+    try:
+        boards.load(board)
+    except boards.BoardError as e:
+        raise ClaimError(str(e)) from None
+    if not 1 <= uses <= MAX_USES:
+        raise ClaimError(f"uses must be 1..{MAX_USES}")
+    if not 0 < hours <= MAX_HOURS:
+        raise ClaimError(f"hours must be more than 0 and at most {MAX_HOURS}")
+    token_id = "ct" + secrets.token_hex(4)
+    secret = secrets.token_urlsafe(24)
+    store.add_claim_token(db, token_id, brokerauth.hash_password(secret), board, uses,
+                          time.time() + hours * 3600, auto_approve, actor)
+    brokerauth.sync(db, settings.broker_dir)
+    return f"{token_id}.{secret}"
+
+
+def request(db, settings, token_id: str, client_id: str, payload: bytes,
+            node_port: int | None = None) -> dict:
+    """Handle one claim request; return the answer to publish (state pending|rejected|issued)."""
+    token = store.get_claim_token(db, token_id)
+    if token is None or token["revoked_at"] is not None or token["expires"] <= time.time():
+        return {"state": "rejected", "reason": "claim token unknown, expired or revoked"}
+    try:
+        body = json.loads(payload)
+        mac = provision.check_mac(body.get("mac"))
+    except (ValueError, AttributeError, TypeError) as e:
+        return {"state": "rejected", "reason": f"bad claim request: {e}"}
+    if mac is None:
+        return {"state": "rejected", "reason": "bad claim request: no mac"}
+    claim = store.get_claim(db, mac)
+    owner = store.node_for_mac(db, mac)
+    if claim is None:
+        if owner is not None:
+            # This hardware already is a node: only a technician re-provisions it, never a token.
+            return {"state": "rejected", "reason": f"this board is already node {owner}; ask a "
+                                                   "technician to re-provision it"}
+        if not store.claim_token_usable(token):
+            return {"state": "rejected", "reason": "claim token used up"}
+        claim = store.add_claim(db, token_id, client_id, mac, token["board"])
+        if token["auto_approve"]:
+            store.decide_claim(db, claim["id"], "approved", f"token:{token_id}")
+            claim = store.get_claim(db, mac)
+    elif claim["client_id"] != client_id:
+        # Another board (or someone replaying the token with a copied MAC) asks for this MAC.
+        return {"state": "rejected", "reason": "this hardware id was claimed by another board"}
+    if claim["state"] == "pending":
+        return {"state": "pending"}
+    if claim["state"] == "rejected":
+        return {"state": "rejected", "reason": claim["reason"] or "rejected by a technician"}
+    if claim["state"] == "issued":
+        if claim["token_id"] == token_id and store.claim_undelivered(db, claim["id"]):
+            # The same board (same MAC, same random claim id) asks again before it ever used its
+            # identity: the answer was lost on the way (a dropped link, a board that gave up
+            # waiting). It gets a fresh password; the one in the lost answer stops working.
+            identity = provision.issue(db, settings, claim["node_id"], claim["board"],
+                                       actor=f"claim:{claim['id']}", mac=mac)
+            log.info("claim %s: identity %s sent again", claim["id"], claim["node_id"])
+            return _issued(identity, node_port or settings.mqtt_port)
+        # The token stops working for a board once it has used its identity.
+        return {"state": "rejected", "reason": f"already claimed: this board is node "
+                                               f"{claim['node_id']}"}
+    if not store.use_claim_token(db, token_id):
+        return {"state": "rejected", "reason": "claim token used up or expired"}
+    identity = provision.register(db, settings, "pl-" + mac, board=claim["board"], mac=mac,
+                                  actor=f"claim:{claim['id']}", sync=False)
+    store.mark_claim_issued(db, claim["id"], identity["node_id"])
+    # The node's login, and the token's while its board has not used the identity yet.
+    brokerauth.sync(db, settings.broker_dir)
+    return _issued(identity, node_port or settings.mqtt_port)
+
+
+def _issued(identity: dict, port: int) -> dict:
+    return {"state": "issued", "node": identity["node_id"], "mqtt": identity["mqtt"],
+            "port": port, "lorawan": identity["lorawan"], "ota": identity["ota"]}
+
+
+class ClaimService:
+    """Answers claim requests on the fleet's broker (a paho client on its own thread)."""
+
+    def __init__(self, settings, node_port: int | None = None):
+        self.settings = settings
+        self.node_port = node_port
+        self.client = None
+        self.answered = 0
+        self.ready = threading.Event()
+
+    def start(self) -> "ClaimService":
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        # Its own service login: with use_username_as_clientid the downlink publishers (account
+        # polylink-fleet) would otherwise take this session over.
+        host, port, user, password = self.settings.mqtt_login("claims")
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="polylink-claims",
+                        protocol=mqtt.MQTTv311)
+        if user:
+            c.username_pw_set(user, password)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
+        self.client = c
+        if not self.ready.wait(10):
+            from fleet.broker.server import BrokerError
+
+            c.loop_stop()
+            raise BrokerError("claim service: the broker did not accept its login")
+        return self
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            client.subscribe(REQUEST_TOPIC, 1)
+            self.ready.set()
+
+    def _on_message(self, client, userdata, msg):
+        parts = msg.topic.split("/")
+        if len(parts) != 6:
+            return
+        token_id, client_id = parts[3], parts[4]
+        db = store.open_db(self.settings.db_path)
+        try:
+            answer = request(db, self.settings, token_id, client_id, msg.payload, self.node_port)
+        except Exception:  # noqa: BLE001 - one bad request must not stop claims for everyone
+            log.exception("claim request on %s failed", msg.topic)
+            answer = {"state": "pending"}
+        finally:
+            db.conn.close()
+        client.publish(f"pl/v1/claim/{token_id}/{client_id}/resp", json.dumps(answer), qos=1)
+        self.answered += 1
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+def decide(db, claim_id: int, approve: bool, actor: str, reason: str | None = None) -> None:
+    """A technician approves or rejects a pending claim; the board learns it on its next ask."""
+    try:
+        store.decide_claim(db, claim_id, "approved" if approve else "rejected", actor, reason)
+    except store.StoreError as e:
+        raise ClaimError(str(e)) from None
+
+
+def generic_config(token: str, mqtt_host: str, claim_port: int, wifi_ssid: str = "",
+                   wifi_password: str = "", retry: int = 30) -> dict:
+    """config.json of a generic image: no identity, only the claim token and where to claim."""
+    return {"wifi": {"ssid": wifi_ssid, "password": wifi_password},
+            "mqtt": {"host": mqtt_host},
+            "claim": {"token": token, "port": claim_port, "retry": retry}}

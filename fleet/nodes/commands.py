@@ -1,0 +1,140 @@
+"""Downlinks: COMMAND and CONFIG frames published to a node's down topic, recorded as commands."""
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from polylink import commands as fw_commands
+from polylink import proto
+
+from fleet import db as store
+
+# The protocol's command codes (docs/architecture.md, COMMAND.cmd).
+COMMANDS = {"reboot": 1, "set_interval": 2, "identify": 3}
+# Bounds in seconds, taken from the node's own rules (firmware/polylink/commands.py) so the fleet
+# refuses exactly what a node would: one second (status: ten) to one day.
+INTERVAL_MIN, INTERVAL_MAX = fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX
+STATUS_INTERVAL_MIN = fw_commands.STATUS_INTERVAL_MIN
+# Every field a CONFIG downlink carries (the protocol's CONFIG body, firmware/polylink/proto.py,
+# applied and saved by the node's Commands._config): name -> (min, max, unit).
+CONFIG_FIELDS = {
+    "interval": (INTERVAL_MIN, INTERVAL_MAX, "s"),
+    "status_interval": (STATUS_INTERVAL_MIN, INTERVAL_MAX, "s"),
+}
+PUBLISH_TIMEOUT = 5.0
+
+
+class DownlinkError(Exception):
+    """A downlink could not be built or handed to the broker."""
+
+
+class BadCommand(DownlinkError, ValueError):
+    """The command or its argument is not one a node understands."""
+
+
+class BrokerUnavailable(DownlinkError):
+    """The broker did not accept the downlink."""
+
+
+class OverLimit(DownlinkError):
+    """The provider the node was last heard on cannot take this downlink now."""
+
+
+class TooLarge(OverLimit):
+    """The frame exceeds the payload the node's LoRaWAN data rate allows."""
+
+
+class BudgetUsed(OverLimit):
+    """The node's daily downlink budget on its provider is used up."""
+
+
+def deliver(db, settings, node_id: str, frame: bytes):
+    """Send a frame through the provider the node was last heard on (own broker by default)."""
+    from fleet.providers import downlinks
+
+    if not downlinks.send(db, settings, node_id, frame):
+        publish(settings, node_id, frame)
+
+
+def check_command(cmd: str, arg) -> int | None:
+    """Validate a command and its argument; return the argument to send (None for none)."""
+    if cmd not in COMMANDS:
+        raise BadCommand(f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")
+    if cmd == "set_interval":
+        if isinstance(arg, bool) or not isinstance(arg, int):
+            raise BadCommand("set_interval needs an integer arg: the sampling interval in seconds")
+        if not INTERVAL_MIN <= arg <= INTERVAL_MAX:
+            raise BadCommand(f"set_interval arg {arg} is outside {INTERVAL_MIN}..{INTERVAL_MAX} s")
+        return arg
+    if arg is not None:
+        raise BadCommand(f"{cmd} takes no arg")
+    return None
+
+
+def check_config(fields: dict) -> dict:
+    """The CONFIG fields to send, checked as the node checks them; BadCommand says what is wrong.
+
+    Fields given as None are left out; at least one must remain.
+    """
+    unknown = set(fields) - set(CONFIG_FIELDS)
+    if unknown:
+        raise BadCommand(f"unknown config field(s) {', '.join(sorted(unknown))}; a node accepts "
+                         f"{', '.join(CONFIG_FIELDS)}")
+    out = {}
+    for name, (lo, hi, unit) in CONFIG_FIELDS.items():
+        value = fields.get(name)
+        if value is None:
+            continue
+        if not fw_commands._ranged(value, lo, hi):
+            raise BadCommand(f"{name} must be a whole number {lo}..{hi} {unit}, got {value!r}")
+        out[name] = value
+    if not out:
+        raise BadCommand("set interval, status interval or both")
+    return out
+
+
+def publish(settings, node_id: str, frame: bytes):
+    """Publish one frame to pl/v1/{node}/down with QoS 1 and wait until the broker has it."""
+    host, port, username, password = settings.mqtt_login("fleet")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if username:
+        client.username_pw_set(username, password)
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError as e:
+        raise BrokerUnavailable(f"cannot reach the broker at {host}:{port}: {e}") from None
+    client.loop_start()
+    try:
+        info = client.publish(f"pl/v1/{node_id}/down", frame, qos=1)
+        info.wait_for_publish(PUBLISH_TIMEOUT)
+        if not info.is_published():
+            raise BrokerUnavailable(f"the broker at {host}:{port} did not acknowledge the command")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:
+    """Record a command, publish its COMMAND frame and return its id (cid)."""
+    arg = check_command(cmd, arg)
+    cid, seq = store.create_command(db, node_id, cmd, arg, created_by)
+    body = {"cid": cid, "cmd": COMMANDS[cmd]}
+    if arg is not None:
+        body["arg"] = arg
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.COMMAND, seq & 0xFFFF, body)
+    deliver(db, settings, node_id, bytes(buf[:n]))
+    store.mark_command_sent(db, cid, proto.COMMAND)
+    return cid
+
+
+def send_config(db, settings, node_id: str, interval=None, status_interval=None,
+                created_by=None) -> int:
+    """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
+    fields = check_config({"interval": interval, "status_interval": status_interval})
+    cid, seq = store.create_command(db, node_id, "config", fields.get("interval"), created_by,
+                                    body=fields)
+    body = {"cid": cid, **fields}
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.CONFIG, seq & 0xFFFF, body)
+    deliver(db, settings, node_id, bytes(buf[:n]))
+    store.mark_command_sent(db, cid, proto.CONFIG)
+    return cid

@@ -1,0 +1,514 @@
+"""Web UI for nodes: the searchable list with bulk actions, and the node page with live values.
+
+The node page's live values come from a server-sent event stream (`/nodes/<id>/live`). Each open
+stream holds one of waitress's worker threads, so at most LIVE_STREAMS run at once (the rest are
+told to retry later) and each ends after LIVE_SECONDS; the browser's EventSource reconnects by
+itself. The web process shares nothing with the ingest worker but the SQLite file, so a stream
+polls the store every LIVE_POLL seconds (a few indexed reads of one node).
+"""
+
+import json
+import math
+import threading
+import time
+import unicodedata
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from fleet import db as store
+from fleet.nodes import charts
+from fleet.nodes import commands as downlink
+from fleet.nodes.senml import name_and_unit
+from fleet.ota import rollouts
+from fleet.web import auth
+from fleet.web.api import iso
+
+bp = Blueprint("nodes", __name__, url_prefix="/nodes")
+
+PAGE_SIZE = 50
+BULK_COMMAND_MAX = 100  # one broker connection per command: keep a click under a few seconds
+LIVE_STREAMS = 4  # of waitress's 8 threads; the rest keep serving pages
+LIVE_SECONDS = 60
+LIVE_POLL = 1.0
+LIVE_RETRY_MS = 3000
+TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
+FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
+               "tag")
+RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
+STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
+# From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
+RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
+                ("lora_snr", "LoRa SNR, all gateways", "dB"))
+
+
+def ago(t) -> str:
+    """A short human 'time since'."""
+    if t is None:
+        return "never"
+    s = max(0, int(time.time() - t))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s // size} {unit} ago"
+    return f"{s} s ago"
+
+
+@bp.app_template_filter("iso")
+def iso_filter(t):
+    return iso(t) or "-"
+
+
+@bp.app_template_filter("ago")
+def ago_filter(t):
+    return ago(t)
+
+
+def _filters() -> dict:
+    return {k: request.values.get(k, "").strip() for k in FILTER_KEYS}
+
+
+def _clean_text(raw: str, what: str, limit: int) -> str:
+    """Strip; refuse control characters and overlong text (tags, names, locations)."""
+    text = raw.strip()
+    if len(text) > limit:
+        raise ValueError(f"{what} is {len(text)} characters; at most {limit}")
+    if any(unicodedata.category(c)[0] == "C" for c in text):
+        raise ValueError(f"{what} contains control characters")
+    return text
+
+
+def _tag(raw: str) -> str:
+    tag = _clean_text(raw, "tag", TAG_MAX)
+    if not tag or "," in tag:
+        raise ValueError("a tag is 1-32 characters without commas")
+    return tag
+
+
+# --- the list ------------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@auth.require("read")
+def index():
+    db = store.get_db()
+    f = _filters()
+    sort = request.args.get("sort", "id")
+    desc = request.args.get("dir") == "desc"
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    try:
+        rows, total = store.query_nodes(db, f, sort, desc, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    except store.BadFilter as e:
+        return render_template("error.html", message=f"Bad filter: {e}"), 400
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    active = {k: v for k, v in f.items() if v}
+    return render_template(
+        "nodes/index.html", nodes=rows, total=total, page=page, pages=pages, f=f,
+        active=active, sort=sort, desc=desc, facets=store.facets(db), sorts=store.NODE_SORTS,
+        command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX,
+        **_rollout_choices(db))
+
+
+def _rollout_choices(db) -> dict:
+    """Releases to roll out, each with the unfinished rollouts of it nodes can join."""
+    if not auth.allowed(auth.current_role(), "releases"):
+        return {"releases": [], "open_rollouts": {}}
+    joinable: dict[str, list] = {}
+    for r in store.open_rollouts(db):
+        joinable.setdefault(r["release"], []).append(r)
+    return {"releases": [r["version"] for r in store.list_releases(db)],
+            "open_rollouts": joinable}
+
+
+@bp.route("/bulk", methods=("POST",))
+@auth.require("bulk")
+def bulk():
+    db = store.get_db()
+    f = _filters()
+    back = url_for("nodes.index", **{k: v for k, v in f.items() if v})
+    action = request.form.get("action", "")
+    if request.form.get("scope") == "matching":
+        ids = store.matching_node_ids(db, f)
+    else:
+        ids = request.form.getlist("ids")
+    if not ids:
+        flash("No nodes selected.")
+        return redirect(back, 303)
+    if action in ("tag", "untag"):
+        try:
+            tag = _tag(request.form.get("bulk_tag", ""))
+        except ValueError as e:
+            flash(f"Not tagged: {e}")
+            return redirect(back, 303)
+        n = store.tag_nodes(db, ids, tag, remove=action == "untag", actor=auth.actor())
+        flash(f"Tag {tag!r} {'removed from' if action == 'untag' else 'added to'} {n} of "
+              f"{len(ids)} nodes.")
+    elif action == "command":
+        if len(ids) > BULK_COMMAND_MAX:
+            flash(f"Not sent: {len(ids)} nodes; a bulk command goes to at most "
+                  f"{BULK_COMMAND_MAX} (use a rollout or narrow the filter).")
+            return redirect(back, 303)
+        command, raw_arg = request.form.get("command", ""), request.form.get("arg", "").strip()
+        try:
+            arg = downlink.check_command(command, int(raw_arg) if raw_arg else None)
+        except downlink.BadCommand as e:
+            flash(f"Not sent: {e}")
+            return redirect(back, 303)
+        except ValueError:
+            flash(f"Not sent: argument {raw_arg!r} is not a whole number.")
+            return redirect(back, 303)
+        sent, failed = 0, []
+        for node_id in ids:
+            try:
+                downlink.send_command(db, current_app.config["SETTINGS"], node_id, command, arg,
+                                      created_by=auth.actor())
+                sent += 1
+            except (downlink.DownlinkError, store.UnknownNode) as e:
+                failed.append(f"{node_id}: {e}")
+        flash(f"Command {command} sent to {sent} of {len(ids)} nodes."
+              + (f" Failed: {'; '.join(failed[:3])}" if failed else ""))
+    elif action == "rollout":
+        # rollout_to is "new:VERSION" (a new rollout of exactly these nodes; fleet/ota/rollouts.py
+        # checks boards and that no node is in another unfinished rollout) or "rollout:ID" (add
+        # them to that unfinished rollout; those already in it or on its release are skipped).
+        if not auth.allowed(auth.current_role(), "releases"):
+            raise auth.Forbidden("starting a rollout needs the releases area")
+        choice = request.form.get("rollout_to", "")
+        if choice.startswith("rollout:"):
+            return _join_rollout(db, choice[len("rollout:"):], ids, back)
+        version = choice[len("new:"):] if choice.startswith("new:") else request.form.get(
+            "release", "")
+        try:
+            rid = rollouts.create(db, version, {"nodes": ids}, actor=auth.actor())
+        except (rollouts.RolloutError, store.StoreError) as e:
+            flash(f"No rollout started: {e}")
+            return redirect(back, 303)
+        flash(f"Rollout {rid} of {version} started for {len(ids)} nodes.")
+        return redirect(url_for("ota.rollout", rid=rid), 303)
+    else:
+        flash(f"Unknown bulk action {action!r}.")
+    return redirect(back, 303)
+
+
+def _join_rollout(db, raw_rid: str, ids: list, back: str):
+    if not raw_rid.isdigit():
+        flash(f"No nodes added: {raw_rid!r} is not a rollout id.")
+        return redirect(back, 303)
+    rid = int(raw_rid)
+    try:
+        done = rollouts.add_nodes(db, rid, ids, actor=auth.actor())
+    except (rollouts.RolloutError, store.StoreError) as e:
+        flash(f"No nodes added: {e}")
+        return redirect(back, 303)
+    version = store.get_rollout(db, rid)["release"]
+    skipped = rollouts.skipped_text(done["skipped"], version)
+    flash(f"{done['added']} of {len(ids)} nodes added to rollout {rid} of {version}."
+          + (f" Skipped: {skipped}." if skipped else ""))
+    return redirect(url_for("ota.rollout", rid=rid), 303)
+
+
+# --- one node ------------------------------------------------------------------------------------
+
+
+def _node_or_404(db, node_id) -> dict:
+    try:
+        return store.get_node(db, node_id)
+    except store.UnknownNode:
+        abort(404)
+
+
+def _latest(db, node_id) -> list[dict]:
+    out = []
+    for row in store.latest_values(db, node_id):
+        name, unit = name_and_unit(row["qid"], row["inst"])
+        out.append({"key": f"q{row['qid']}-{row['inst']}", "qid": row["qid"], "inst": row["inst"],
+                    "name": name, "unit": unit or "", "value": f"{row['value']:g}", "t": row["t"]})
+    return out
+
+
+def _command_result(c: dict) -> str:
+    if c["result_at"] is not None:
+        text = "ok" if c["result_code"] == 0 else f"error {c['result_code']}"
+        if c["result_value"] not in (None, 0):
+            text += f" ({c['result_value']})"
+        return text + (f": {c['result_text']}" if c["result_text"] else "")
+    return "waiting" if c["sent_at"] else "not sent"
+
+
+@bp.app_template_filter("command_result")
+def command_result_filter(c):
+    return _command_result(c)
+
+
+@bp.app_template_filter("config_text")
+def config_text(body):
+    """{"interval": 60, "status_interval": 300} as 'interval 60 s, status interval 300 s'."""
+    return ", ".join(f"{k.replace('_', ' ')} {v} {downlink.CONFIG_FIELDS.get(k, (0, 0, ''))[2]}"
+                     .strip() for k, v in (body or {}).items())
+
+
+@bp.app_template_filter("reset_cause")
+def reset_cause_filter(code):
+    return "-" if code is None else RESET_CAUSES.get(code, str(code))
+
+
+@bp.route("/<node_id>")
+@auth.require("read")
+def detail(node_id):
+    db = store.get_db()
+    node = _node_or_404(db, node_id)
+    rng = request.args.get("range", charts.DEFAULT_RANGE)
+    if rng not in charts.RANGES:
+        rng = charts.DEFAULT_RANGE
+    now = time.time()
+    return render_template(
+        "nodes/detail.html",
+        node=node,
+        status=store.node_status(db, node_id),
+        place=store.node_place(db, node_id),
+        latest=_latest(db, node_id),
+        rng=rng,
+        ranges=list(charts.RANGES),
+        status_charts=(RADIO_CHARTS if store.has_receptions(db, node_id) else ())
+        + STATUS_CHARTS,
+        alerts=store.list_alerts(db, node_id=node_id, limit=20),
+        commands=store.list_commands(db, node_id),
+        history=store.status_history(db, node_id, now - 7 * 86400, limit=10),
+        events=store.events(db, node_id, limit=10),
+        updates=store.node_updates(db, node_id),
+        ota_states=rollouts.REPORT_STATES, ota_reasons=rollouts.REASONS,
+        bad=store.bad_frames(db, node_id, limit=5),
+        command_names=list(downlink.COMMANDS),
+        config_fields=downlink.CONFIG_FIELDS,
+        last_config=store.last_config(db, node_id),
+        live_ms=LIVE_RETRY_MS,
+    )
+
+
+@bp.route("/<node_id>/chart.svg")
+@auth.require("read")
+def chart_svg(node_id):
+    """One chart as an SVG image: ?q=QID&i=INST for a quantity or ?s=COLUMN for status."""
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    rng = request.args.get("range", charts.DEFAULT_RANGE)
+    if rng not in charts.RANGES:
+        abort(400, f"range must be one of {', '.join(charts.RANGES)}")
+    until = time.time()
+    since = until - charts.RANGES[rng]
+    column = request.args.get("s")
+    if column:
+        labels = {c: (n, u) for c, n, u in STATUS_CHARTS + RADIO_CHARTS}
+        if column not in labels:
+            abort(400, f"s must be one of {', '.join(labels)}")
+        name, unit = labels[column]
+        if column.startswith("lora_"):
+            rows = store.reception_buckets(db, node_id, column[5:], since, until, charts.BUCKETS)
+        else:
+            rows = store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
+    else:
+        qid = request.args.get("q", type=int)
+        inst = request.args.get("i", 0, type=int)
+        if qid is None:
+            abort(400, "q (quantity id) or s (status column) is required")
+        name, unit = name_and_unit(qid, inst)
+        rows = store.reading_buckets(db, node_id, qid, inst, since, until, charts.BUCKETS)
+    svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until),
+                          name=name, unit=unit or "", rng=rng)
+    response = Response(svg, mimetype="image/svg+xml")
+    # Fresh enough for a person looking at it; lets a phone on a slow link reuse it briefly.
+    response.headers["Cache-Control"] = "private, max-age=30"
+    return response
+
+
+@bp.route("/<node_id>/commands", methods=("POST",))
+@auth.require("nodes")
+def send_command(node_id):
+    db = store.get_db()
+    command = request.form.get("command", "")
+    raw_arg = request.form.get("arg", "").strip()
+    arg = None
+    if raw_arg:
+        try:
+            arg = int(raw_arg)
+        except ValueError:
+            flash(f"Argument {raw_arg!r} is not a whole number.")
+            return redirect(url_for("nodes.detail", node_id=node_id) + "#commands", 303)
+    try:
+        cid = downlink.send_command(db, current_app.config["SETTINGS"], node_id, command, arg,
+                                    created_by=auth.actor())
+    except store.UnknownNode:
+        abort(404)
+    except downlink.DownlinkError as e:
+        flash(f"Command not sent: {e}")
+    else:
+        flash(f"Command {command} sent (id {cid}).")
+    return redirect(url_for("nodes.detail", node_id=node_id) + "#commands", 303)
+
+
+def _config_value(name: str):
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} {raw!r} is not a whole number of seconds") from None
+
+
+@bp.route("/<node_id>/config", methods=("POST",))
+@auth.require("nodes")
+def send_config(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    back = url_for("nodes.detail", node_id=node_id) + "#config"
+    try:
+        # The node's own rules for CONFIG (firmware/polylink/commands.py), before anything is sent.
+        fields = downlink.check_config({name: _config_value(name)
+                                        for name in downlink.CONFIG_FIELDS})
+    except ValueError as e:  # BadCommand too
+        flash(f"Config not sent: {e}")
+        return redirect(back, 303)
+    try:
+        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
+                                   created_by=auth.actor(), **fields)
+    except downlink.DownlinkError as e:
+        flash(f"Config not sent: {e}")
+    else:
+        flash(f"Config sent (id {cid}); the node confirms it in Commands.")
+    return redirect(back, 303)
+
+
+@bp.route("/<node_id>/edit", methods=("POST",))
+@auth.require("nodes")
+def edit(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    try:
+        name = _clean_text(request.form.get("name", ""), "name", NAME_MAX) or None
+        tags = []
+        for raw in request.form.get("tags", "").split(","):
+            if raw.strip():
+                tag = _tag(raw)
+                if tag not in tags:
+                    tags.append(tag)
+    except ValueError as e:
+        flash(f"Not saved: {e}")
+    else:
+        store.set_name_and_tags(db, node_id, name, tags, actor=auth.actor())
+        flash("Name and tags saved.")
+    return redirect(url_for("nodes.detail", node_id=node_id) + "#edit", 303)
+
+
+def _coordinate(name: str, limit: float):
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} {raw!r} is not a number") from None
+    if not math.isfinite(value) or not -limit <= value <= limit:
+        raise ValueError(f"{name} must be within -{limit:g}..{limit:g} degrees")
+    return value
+
+
+@bp.route("/<node_id>/place", methods=("POST",))
+@auth.require("nodes")
+def place(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    try:
+        lat, lon = _coordinate("lat", 90), _coordinate("lon", 180)
+        if (lat is None) != (lon is None):
+            raise ValueError("give both latitude and longitude, or neither")
+        location = _clean_text(request.form.get("location", ""), "location", LOCATION_MAX)
+    except ValueError as e:
+        flash(f"Position not saved: {e}")
+    else:
+        store.set_place(db, node_id, lat, lon, location or None, actor=auth.actor())
+        flash("Position saved.")
+    return redirect(url_for("nodes.detail", node_id=node_id) + "#place", 303)
+
+
+# --- live values ---------------------------------------------------------------------------------
+
+
+def live_payload(db, node_id) -> dict:
+    """Everything the node page updates in place, already formatted."""
+    state = store.live_state(db, node_id)
+    node = state["node"]
+    values = {}
+    for row in state["latest"]:
+        name, unit = name_and_unit(row["qid"], row["inst"])
+        values[f"q{row['qid']}-{row['inst']}"] = f"{row['value']:g} {unit or ''}".strip()
+    return {
+        "status": store.node_status(db, node_id),
+        # A time, not "5 s ago": the stream sends only when something changed.
+        "last_seen": node["last_seen"],
+        "facts": {
+            "battery": "-" if node["battery"] is None else f"{node['battery']:.2f} V",
+            "rssi": "-" if node["rssi"] is None else f"{node['rssi']} dBm",
+            "uptime": "-" if node["uptime"] is None else f"{node['uptime']} s",
+            "firmware": node["firmware_version"] or "-",
+            "micropython": node["micropython_version"] or "-",
+        },
+        "values": values,
+        "commands": {str(c["id"]): _command_result(c) for c in state["commands"]},
+    }
+
+
+@bp.route("/<node_id>/live")
+@auth.require("read")
+def live(node_id):
+    db = store.get_db()
+    _node_or_404(db, node_id)
+    slots = current_app.extensions["polylink_live_slots"]
+    path = current_app.config["DATABASE"]
+    seconds = current_app.config.get("LIVE_SECONDS", LIVE_SECONDS)
+
+    def stream():
+        # The slot is taken inside the generator, so a response never iterated holds none.
+        if not slots.acquire(blocking=False):
+            # Ends at once; EventSource retries after `retry` ms (a 503 would stop it for good).
+            yield f"retry: {LIVE_RETRY_MS * 3}\n: busy\n\n"
+            return
+        conn = None
+        try:
+            conn = store.connect(path)
+            yield f"retry: {LIVE_RETRY_MS}\n\n"
+            last, end, quiet = None, time.monotonic() + seconds, 0.0
+            while time.monotonic() < end:
+                data = json.dumps(live_payload(conn, node_id), separators=(",", ":"))
+                if data != last:
+                    last = data
+                    yield f"event: state\ndata: {data}\n\n"
+                    quiet = 0.0
+                elif quiet >= 15:
+                    yield ": ping\n\n"  # keeps proxies from closing an idle stream
+                    quiet = 0.0
+                time.sleep(LIVE_POLL)
+                quiet += LIVE_POLL
+        finally:
+            if conn is not None:
+                conn.conn.close()
+            slots.release()
+
+    response = Response(stream(), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def init_app(app):
+    app.extensions["polylink_live_slots"] = threading.BoundedSemaphore(
+        app.config.get("LIVE_STREAMS", LIVE_STREAMS))
+    app.register_blueprint(bp)

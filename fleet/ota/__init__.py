@@ -1,0 +1,1 @@
+"""Over-the-air updates: signed releases, staged rollouts, their API, pages and commands."""

@@ -1,0 +1,292 @@
+"""`fleet keys`, `fleet release` and `fleet rollout`: OTA from the command line."""
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import click
+
+from fleet import db as store
+from fleet.ota import releases as ota
+from fleet.ota import rollouts
+from fleet.settings import SettingsError, from_env
+
+
+def _friendly(fn):
+    """Library errors become one-line messages (as fleet.cli's friendly(); no import cycle)."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (SettingsError, store.StoreError, ValueError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def open_store():
+    return store.open_db(from_env().db_path)
+
+
+def when(t) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@click.group("keys")
+def keys_group():
+    """Release signing keys (ECDSA P-256) and the keys nodes trust.
+
+    Example: fleet keys create release-2026
+    """
+
+
+@keys_group.command("create")
+@click.argument("key_id")
+@_friendly
+def keys_create(key_id):
+    """Make a signing key; new nodes are provisioned to trust it.
+
+    Example: fleet keys create release-2026
+    """
+    pub = ota.create_key(from_env(), key_id)
+    click.echo(f"key {key_id} created; public key {pub}")
+
+
+@keys_group.command("list")
+@_friendly
+def keys_list():
+    """List the trusted keys and whether this fleet can sign with each.
+
+    Example: fleet keys list
+    """
+    for k in ota.list_keys(from_env()):
+        click.echo(f"{k['id']:<24} {'signs' if k['can_sign'] else 'verify-only':<12} "
+                   f"{k['public'][:24]}...")
+
+
+@keys_group.command("retire")
+@click.argument("key_id")
+@click.option("--force", is_flag=True,
+              help="Retire it even though some nodes trust no other key (they will need "
+                   "reflashing to take updates again).")
+@_friendly
+def keys_retire(key_id, force):
+    """Stop trusting a key for new releases and new nodes.
+
+    Nodes drop it when they confirm the next release (it carries the remaining keys). Refused
+    while nodes trust only this key, unless --force.
+
+    Example: fleet keys retire release-2025
+    """
+    ota.retire_key(from_env(), key_id, open_store(), force)
+    click.echo(f"key {key_id} retired; nodes stop trusting it with the next release they "
+               "confirm")
+
+
+@click.group("release")
+def release_group():
+    """Build, upload and list OTA releases.
+
+    Example: fleet release build 0.2.0
+    """
+
+
+@release_group.command("build")
+@click.argument("version")
+@click.option("--board", "boards", multiple=True, help="Compatible board (repeat); default "
+              "ESP32_GENERIC.")
+@click.option("--key", "key_id", help="Signing key id (default: the newest this fleet holds).")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=ota.FIRMWARE,
+              show_default=True, help="The firmware tree to build from.")
+@click.option("--no-upload", is_flag=True, help="Only write the bundle, do not store it.")
+@click.option("--runtime", type=click.Path(dir_okay=False, path_type=Path),
+              help="A MicroPython app image (.app-bin) the release also carries; only for boards "
+                   "with OTA partitions (e.g. ESP32_GENERIC_OTA).")
+@_friendly
+def release_build(version, boards, key_id, source, no_upload, runtime):
+    """Compile the app with mpy-cross, sign the manifest, write RELEASE_DIR/polylink-VERSION.tar
+    and store the release in this fleet.
+
+    Example: fleet release build 0.2.0 --board ESP32_GENERIC --board ESP32_GENERIC_OTA
+
+    Example: fleet release build 0.3.0 --board ESP32_GENERIC_OTA --runtime mp-ota.app-bin
+    """
+    s = from_env()
+    path = ota.build(s, version, list(boards) or None, key_id, source, runtime=runtime)
+    click.echo(f"built {path}")
+    if not no_upload:
+        m = ota.upload(open_store(), s, path.read_bytes(), actor="cli")
+        click.echo(f"release {m['version']} stored: {len(m['files'])} files, key {m['key']}"
+                   + (f", MicroPython {m['runtime']['micropython']} runtime image "
+                      f"({m['runtime']['size']} bytes)" if m.get("runtime") else ""))
+
+
+@release_group.command("upload")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_friendly
+def release_upload(bundle):
+    """Check and store a release bundle (.tar) built elsewhere.
+
+    Example: fleet release upload var/releases/polylink-0.2.0.tar
+    """
+    m = ota.upload(open_store(), from_env(), bundle.read_bytes(), actor="cli")
+    click.echo(f"release {m['version']} stored: {len(m['files'])} files, key {m['key']}")
+
+
+@release_group.command("list")
+@_friendly
+def release_list():
+    """List stored releases.
+
+    Example: fleet release list
+    """
+    for r in store.list_releases(open_store()):
+        click.echo(f"{r['version']:<10} {when(r['created'])} key {r['key_id']:<16} "
+                   f"{r['files']} files {r['size']} B boards {','.join(r['boards'])}")
+
+
+def _stages(text):
+    out = []
+    for part in text.split(","):
+        pct, _, soak = part.partition(":")
+        try:
+            out.append({"percent": float(pct) if "." in pct else int(pct),
+                        "soak": int(soak or 0)})
+        except ValueError:
+            raise click.BadParameter(f"{part!r}: expected PERCENT:SOAK_SECONDS") from None
+    return out
+
+
+@click.group("rollout")
+def rollout_group():
+    """Staged rollouts of a release to nodes.
+
+    Example: fleet rollout create 0.2.0 --tag pilot
+    """
+
+
+@rollout_group.command("create")
+@click.argument("version")
+@click.option("--tag", "tags", multiple=True, help="Nodes with this tag (repeat: all tags).")
+@click.option("--board", help="Nodes of this board.")
+@click.option("--provider", help="Nodes on this provider.")
+@click.option("--from-version", help="Nodes running this firmware version.")
+@click.option("--from-micropython", help="Nodes running this MicroPython version (e.g. 1.24.1).")
+@click.option("--node", "nodes", multiple=True, help="This node (repeat).")
+@click.option("--stages", default="1:3600,10:3600,50:3600,100:0", show_default=True,
+              help="PERCENT:SOAK_SECONDS,...")
+@click.option("--max-failures", default=0.2, show_default=True,
+              help="Fraction of failed nodes that pauses the rollout.")
+@click.option("--max-health-drop", default=0.25, show_default=True,
+              help="Extra fraction of unhealthy updated nodes that pauses it.")
+@_friendly
+def rollout_create(version, tags, board, provider, from_version, from_micropython, nodes, stages,
+                   max_failures, max_health_drop):
+    """Start a rollout of a stored release to the chosen nodes.
+
+    Example: fleet rollout create 0.2.0 --tag district-3 --stages 10:600,100:0
+    """
+    target = {k: v for k, v in (("tags", list(tags)), ("board", board), ("provider", provider),
+                                ("version", from_version), ("micropython", from_micropython),
+                                ("nodes", list(nodes))) if v}
+    db = open_store()
+    rid = rollouts.create(db, version, target, _stages(stages), max_failures, max_health_drop,
+                          actor="cli")
+    s = rollouts.summary(db, rid)
+    click.echo(f"rollout {rid}: {version} to {sum(s['totals'].values())} nodes "
+               f"({s['skipped']} already on it)")
+
+
+@rollout_group.command("list")
+@_friendly
+def rollout_list():
+    """List rollouts, newest first.
+
+    Example: fleet rollout list
+    """
+    db = open_store()
+    for r in store.list_rollouts(db):
+        s = rollouts.summary(db, r["id"])
+        click.echo(f"{r['id']:>4} {r['release']:<10} {r['state']:<8} stage {r['stage'] + 1}/"
+                   f"{len(r['stages'])} {json.dumps(s['totals'])} {r['reason'] or ''}")
+
+
+@rollout_group.command("show")
+@click.argument("rid", type=int)
+@_friendly
+def rollout_show(rid):
+    """Show a rollout's stages and each node's state.
+
+    Example: fleet rollout show 3
+    """
+    db = open_store()
+    s = rollouts.summary(db, rid)
+    click.echo(f"rollout {rid}: {s['release']} {s['state']} stage {s['stage'] + 1}/"
+               f"{len(s['stages'])} {s['reason'] or ''}")
+    for i, (st, c) in enumerate(zip(s["stages"], s["stage_counts"], strict=True)):
+        click.echo(f"  stage {i + 1} ({st['percent']} %, soak {st['soak']} s): {json.dumps(c)}")
+    for n in store.rollout_nodes(db, rid):
+        click.echo(f"  {n['node_id']:<32} stage {n['stage'] + 1:<3} {n['state']:<12} "
+                   f"{n['firmware_version'] or '-':<10} {n['micropython_version'] or '-':<8} "
+                   f"{n['reason'] or ''}")
+
+
+@rollout_group.command("add")
+@click.argument("rid", type=int)
+@click.argument("nodes", nargs=-1, required=True)
+@_friendly
+def rollout_add(rid, nodes):
+    """Add nodes to a running or paused rollout; they join its current stage.
+
+    Nodes already in it, already on its release, in another unfinished rollout or on a board the
+    release does not support are skipped and counted.
+
+    Example: fleet rollout add 3 lamp-0042 lamp-0043
+    """
+    db = open_store()
+    done = rollouts.add_nodes(db, rid, list(nodes), actor="cli")
+    skipped = rollouts.skipped_text(done["skipped"], store.get_rollout(db, rid)["release"])
+    click.echo(f"rollout {rid}: {done['added']} of {len(set(nodes))} nodes added"
+               + (f"; skipped {skipped}" if skipped else ""))
+
+
+def _action(name, doc):
+    @rollout_group.command(name, help=doc)
+    @click.argument("rid", type=int)
+    @_friendly
+    def command(rid):
+        r = rollouts.act(open_store(), rid, name, actor="cli")
+        click.echo(f"rollout {rid}: {r['state']}")
+
+    return command
+
+
+_action("pause", "Pause a running rollout: no new offers.\n\nExample: fleet rollout pause 3")
+_action("resume", "Resume a paused rollout.\n\nExample: fleet rollout resume 3")
+_action("abort", "Abort a rollout for good.\n\nExample: fleet rollout abort 3")
+_action("retry", "Offer the release again to the failed nodes only.\n\n"
+        "Example: fleet rollout retry 3")
+
+
+@rollout_group.command("tick")
+@_friendly
+def rollout_tick():
+    """Advance every running rollout once (`fleet run` does this every few seconds).
+
+    Example: fleet rollout tick
+    """
+    s = from_env()
+    pub = rollouts.Publisher(s)
+    try:
+        seen = rollouts.tick(open_store(), pub, rollouts.ota_url(s))
+    finally:
+        pub.close()
+    click.echo(f"ticked {len(seen)} running rollout(s)")
+
+
+def register(group: click.Group) -> None:
+    """Attach the OTA commands to the `fleet` group."""
+    for g in (keys_group, release_group, rollout_group):
+        group.add_command(g)

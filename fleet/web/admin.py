@@ -1,0 +1,50 @@
+"""Admin pages: the audit log, users and their roles, API tokens (role admin only)."""
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from fleet import db as store
+from fleet.web import auth
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+AUDIT_PAGE = 50
+
+
+@bp.route("/audit")
+@auth.require("admin")
+def audit():
+    actor = request.args.get("actor", "").strip() or None
+    target = request.args.get("target", "").strip() or None
+    before = request.args.get("before", type=int)
+    rows = store.audit_log(store.get_db(), AUDIT_PAGE + 1, actor, target, before)
+    more = len(rows) > AUDIT_PAGE
+    rows = rows[:AUDIT_PAGE]
+    return render_template("admin/audit.html", rows=rows, actor=actor or "", target=target or "",
+                           next_before=rows[-1]["id"] if more else None)
+
+
+@bp.route("/users", methods=("GET", "POST"))
+@auth.require("admin")
+def users():
+    db = store.get_db()
+    status = 200
+    if request.method == "POST":
+        name = request.form.get("name", "").strip()
+        role = request.form.get("role", "")
+        try:
+            if request.form.get("action") == "add":
+                auth.create_user(db, name, request.form.get("password", ""), role,
+                                 actor=auth.actor())
+                flash(f"User {name} ({role}) added.")
+            else:
+                auth.check_role(role)
+                store.set_user_role(db, name, role, actor=auth.actor())
+                flash(f"User {name} is now {role}.")
+        except (auth.AuthError, store.StoreError) as e:
+            flash(f"Not changed: {e}")
+            status = 400
+        else:
+            return redirect(url_for("admin.users"))
+    return render_template("admin/users.html", users=store.list_users(db),
+                           tokens=store.list_tokens(db), roles=auth.ROLES,
+                           areas=auth.AREAS), status

@@ -1,0 +1,304 @@
+"""Users, login sessions with CSRF protection and a login rate limit, and API bearer tokens."""
+
+import functools
+import re
+import secrets
+import time
+from collections import defaultdict, deque
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from pwdlib import PasswordHash
+
+from fleet import db as store
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+csrf = CSRFProtect()
+# argon2id with pwdlib's recommended parameters.
+hasher = PasswordHash.recommended()
+
+USER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
+TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+MIN_PASSWORD = 8
+TOKEN_PREFIX = "plt_"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+# Roles, least to most powerful. Each area of the fleet names the roles that may change things
+# in it; everybody logged in may read everything except the admin area. Admin may do everything.
+ROLES = ("viewer", "technician", "operator", "admin")
+AREAS = {
+    # Read pages and the API's GET endpoints.
+    "read": ("viewer", "technician", "operator", "admin"),
+    # One node at a time: commands, config, location, tags, name; acknowledge its alerts.
+    "nodes": ("technician", "operator", "admin"),
+    # Register nodes, build their images, approve claims (issue 5 adds the pages).
+    "provisioning": ("technician", "operator", "admin"),
+    # Many nodes at once, releases and rollouts (issue 3 adds the latter).
+    "bulk": ("operator", "admin"),
+    "releases": ("operator", "admin"),
+    # People, API tokens, providers, signing keys and the audit log.
+    "admin": ("admin",),
+    # Nodes fetching update files (fleet/ota/api.py): no user role; a node logs in with its own
+    # MQTT credentials (HTTP Basic), checked by the view itself.
+    "device": (),
+}
+
+
+class AuthError(ValueError):
+    """A user or token cannot be created as asked."""
+
+
+def check_role(role: str) -> str:
+    """Return role if it is one of ROLES, else raise AuthError."""
+    if role not in ROLES:
+        raise AuthError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    return role
+
+
+def allowed(role: str | None, area: str) -> bool:
+    """True if a user or token with this role may change things in the area."""
+    return role in AREAS[area]
+
+
+def create_user(db, name: str, password: str, role: str = "operator", actor=None):
+    """Create a user with an argon2 password hash; raise AuthError on a bad name or password."""
+    if not USER_NAME.match(name or ""):
+        raise AuthError(f"user name {name!r} must be 1-64 of A-Z a-z 0-9 _ . @ -")
+    check_role(role)
+    if len(password) < MIN_PASSWORD:
+        raise AuthError(f"password must be at least {MIN_PASSWORD} characters")
+    store.add_user(db, name, hasher.hash(password), role, actor=actor)
+
+
+def create_token(db, name: str, role: str = "operator", actor=None) -> str:
+    """Create an API token and return it; only its hash is stored, so it is shown once."""
+    if not TOKEN_NAME.match(name or ""):
+        raise AuthError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    check_role(role)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    store.add_token(db, name, token, role, actor=actor)
+    return token
+
+
+def check_password(db, name: str, password: str) -> dict | None:
+    """The user if name and password match, else None (same work either way)."""
+    user = store.get_user(db, name)
+    if user is None:
+        # Hash anyway so a wrong name takes as long as a wrong password.
+        hasher.hash(password)
+        return None
+    return user if hasher.verify(password, user["password_hash"]) else None
+
+
+def bearer_token() -> dict | None:
+    """The valid bearer token of this request as {"name", "role"}, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return store.token_info(store.get_db(), token.strip())
+
+
+def bearer_token_name() -> str | None:
+    """Name of the valid bearer token in this request, or None."""
+    info = bearer_token()
+    return None if info is None else info["name"]
+
+
+def actor() -> str | None:
+    """Who is making this request, as the audit log names them: the user, or token:NAME."""
+    if g.get("user") is not None:
+        return g.user["name"]
+    if g.get("token") is not None:
+        return "token:" + g.token["name"]
+    return None
+
+
+def current_role() -> str | None:
+    """Role of the logged-in user, or of the API token of this request."""
+    if g.get("user") is not None:
+        return g.user["role"]
+    if g.get("token") is not None:
+        return g.token["role"]
+    return None
+
+
+class Forbidden(Exception):
+    """The user or token is authenticated but its role may not do this."""
+
+
+class _Failures:
+    """Recent failed logins per key, to slow down password guessing."""
+
+    def __init__(self):
+        self.times: dict[str, deque] = defaultdict(deque)
+
+    def blocked(self, keys, limit: int, window: float) -> bool:
+        now = time.monotonic()
+        blocked = False
+        for key in keys:
+            q = self.times.get(key)
+            if q is None:
+                continue
+            while q and now - q[0] > window:
+                q.popleft()
+            if not q:
+                del self.times[key]  # keep memory bounded by recent failures only
+            elif len(q) >= limit:
+                blocked = True
+        return blocked
+
+    def add(self, keys):
+        now = time.monotonic()
+        for key in keys:
+            self.times[key].append(now)
+
+    def clear(self, keys):
+        for key in keys:
+            self.times.pop(key, None)
+
+
+def login_required(view):
+    """Redirect to the login page unless someone is logged in."""
+
+    @functools.wraps(view)
+    def wrapped(**kwargs):
+        if g.user is None:
+            return redirect(url_for("auth.login", next=request.path))
+        return view(**kwargs)
+
+    return wrapped
+
+
+def require(area: str):
+    """Let a view run only for a user (session) or API token whose role may act in area.
+
+    Not logged in: the UI redirects to the login page (the API already answered 401).
+    Logged in without the role: 403 (JSON for the API, a page for the UI).
+    """
+    if area not in AREAS:
+        raise ValueError(f"unknown area {area!r}; known: {', '.join(AREAS)}")
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(**kwargs):
+            role = current_role()
+            if role is None:
+                return redirect(url_for("auth.login", next=request.path))
+            if not allowed(role, area):
+                raise Forbidden(f"role {role} may not do this (needs one of: "
+                                f"{', '.join(AREAS[area])})")
+            return view(**kwargs)
+
+        wrapped.polylink_area = area  # type: ignore[attr-defined]  (read by the permission test)
+        return wrapped
+
+    return decorate
+
+
+def require_role(*roles: str):
+    """Let a view run only for these roles (exactly; admin is not implied)."""
+    for role in roles:
+        check_role(role)
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(**kwargs):
+            role = current_role()
+            if role is None:
+                return redirect(url_for("auth.login", next=request.path))
+            if role not in roles:
+                raise Forbidden(f"role {role} may not do this (needs one of: {', '.join(roles)})")
+            return view(**kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+@bp.before_app_request
+def load_logged_in_user():
+    user_id = session.get("user_id")
+    g.user = None if user_id is None else store.get_user_by_id(store.get_db(), user_id)
+
+
+@bp.route("/login", methods=("GET", "POST"))
+def login():
+    status = 200
+    if request.method == "POST":
+        name = request.form.get("username", "")
+        password = request.form.get("password", "")
+        keys = ("addr:" + (request.remote_addr or "?"), "user:" + name)
+        failures = current_app.extensions["polylink_login_failures"]
+        limit = current_app.config["LOGIN_MAX_FAILURES"]
+        window = current_app.config["LOGIN_WINDOW"]
+        db = store.get_db()
+        if failures.blocked(keys, limit, window):
+            flash(f"Too many failed logins; try again in {window // 60} minutes.")
+            status = 429
+        else:
+            user = check_password(db, name, password)
+            if user is None:
+                failures.add(keys)
+                flash("Wrong user name or password.")
+                status = 401
+            else:
+                failures.clear(keys)
+                session.clear()
+                session["user_id"] = user["id"]
+                store.audit(db, name, "login")
+                target = request.args.get("next", "")
+                # Only local paths: never bounce a fresh session to another site.
+                if not target.startswith("/") or target.startswith("//"):
+                    target = url_for("nodes.index")
+                return redirect(target)
+    return render_template("auth/login.html"), status
+
+
+@bp.route("/logout", methods=("POST",))
+def logout():
+    if g.user is not None:
+        store.audit(store.get_db(), g.user["name"], "logout")
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app):
+    """CSRF on every form (the API blueprint is exempted where it is registered)."""
+    csrf.init_app(app)
+    app.extensions["polylink_login_failures"] = _Failures()
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(e):
+        return render_template("error.html", message=f"Form refused: {e.description}"), 400
+
+    @app.errorhandler(Forbidden)
+    def forbidden(e):
+        if request.path.startswith("/api/"):
+            return {"error": str(e)}, 403
+        return render_template("error.html", message=f"Not allowed: {e}"), 403
+
+    @app.after_request
+    def security_headers(response):
+        # Pages carry no inline script or style: the browser may run only our own files, so an
+        # injected <script> would not run even if escaping ever failed.
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.context_processor
+    def roles_in_templates():
+        # `can('bulk')` in a template hides what the user may not do (the view checks anyway).
+        return {"can": lambda area: allowed(current_role(), area)}

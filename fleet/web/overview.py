@@ -1,0 +1,74 @@
+"""Overview (counts by provider, board and firmware; newest alerts) and the offline map."""
+
+import math
+
+from flask import Blueprint, render_template
+
+from fleet import db as store
+from fleet.alerts import views as alerts
+from fleet.web import auth
+
+bp = Blueprint("overview", __name__)
+
+MAP_W, MAP_H, MAP_PAD = 600, 600, 20
+MAP_POINTS = 2000  # above this, nodes are drawn as counts per grid cell to keep the page small
+MAP_CELLS = 24
+
+
+@bp.route("/")
+@auth.require("read")
+def index():
+    db = store.get_db()
+    counts = store.overview(db)
+    return render_template("overview/index.html", counts=counts, evaluated=alerts.freshness(db),
+                           alerts=store.list_alerts(db, limit=10),
+                           rollouts=store.rollouts_in_progress(db))
+
+
+def frame(bounds) -> dict:
+    """The map's frame for the bounding box: origin, scale and grid lines at a round step."""
+    _n, lat0, lat1, lon0, lon1 = bounds
+    # Metres per degree of longitude shrink with latitude; scale so the map is not stretched.
+    kx = math.cos(math.radians((lat0 + lat1) / 2))
+    span = max((lon1 - lon0) * kx, lat1 - lat0) or 0.001
+    inner = MAP_W - 2 * MAP_PAD
+    metres = span * 111_000  # about 111 km per degree of latitude
+    step_m = 10 ** math.floor(math.log10(metres / 4)) if metres > 4 else 1
+    step = step_m / metres * inner
+    return {"lat1": lat1, "lon0": lon0, "kx": kx, "span": span, "inner": inner,
+            "step_m": step_m, "lines": [MAP_PAD + i * step for i in range(int(inner / step) + 1)]}
+
+
+def place(points: list[dict], f: dict) -> list[dict]:
+    """Each node's x, y on the MAP_W x MAP_H plane (equirectangular, north up)."""
+    scale = f["inner"] / f["span"]
+    for p in points:
+        p["x"] = round(MAP_PAD + (p["lon"] - f["lon0"]) * f["kx"] * scale, 1)
+        p["y"] = round(MAP_PAD + (f["lat1"] - p["lat"]) * scale, 1)
+    return points
+
+
+RANKS = ("new", "online", "offline", "alerting")
+
+
+@bp.route("/map")
+@auth.require("read")
+def map():
+    db = store.get_db()
+    bounds = store.position_bounds(db)
+    grid, points, binned = None, [], None
+    if bounds[0]:
+        grid = frame(bounds)
+        if bounds[0] <= MAP_POINTS:
+            points = place(store.positions(db), grid)
+        else:
+            size = grid["inner"] / MAP_CELLS
+            binned = [{"x": round(MAP_PAD + (i + 0.5) * size, 1),
+                       "y": round(MAP_PAD + (j + 0.5) * size, 1),
+                       "r": round(min(size / 2, 3 + math.sqrt(n)), 1), "n": n,
+                       "status": RANKS[rank]}
+                      for i, j, n, rank in store.position_cells(
+                          db, grid["lat1"], grid["lon0"], grid["kx"], grid["span"], MAP_CELLS)]
+    return render_template("overview/map.html", points=points, binned=binned, grid=grid,
+                           w=MAP_W, h=MAP_H, pad=MAP_PAD, placed=bounds[0],
+                           total=store.count_nodes(db))
