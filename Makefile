@@ -14,7 +14,7 @@ BROWSER_STAMP := tests/browser/node_modules/.installed
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help run test sim bench lint setup clean image flash flash-batch deploy merged-image label release
+.PHONY: help system-packages run test sim bench lint setup clean image flash flash-batch deploy merged-image label release
 
 help: ## list these targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,7 +22,7 @@ help: ## list these targets
 run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, broker on :1883
 	$(BIN)/fleet run
 
-test: setup ## run the whole test suite (lint and firmware type check included)
+test: system-packages setup ## run the whole test suite (lint and firmware type check included)
 	$(BIN)/python -m pytest
 
 sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20)
@@ -56,6 +56,9 @@ bench: setup ## measure frame sizes, ingest rate and firmware memory (docs/bench
 lint: setup ## ruff on everything; type-check the firmware against the MicroPython stubs
 	$(BIN)/ruff check .
 	$(BIN)/pyright -p firmware --typeshedpath "$(MPY_TYPESHED)"
+
+system-packages: ## install (as root) or name the Debian packages the tests need
+	@tests/system-packages
 
 setup: $(VENV_STAMP) $(NODE_STAMP) $(BROWSER_STAMP) ## build .venv and the Node packages (the other targets do it)
 
