@@ -43,10 +43,9 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
 
-    from fleet import db
     from fleet.alerts import views as alerts
     from fleet.nodes import views as nodes
-    from fleet.web import admin, api, auth, overview
+    from fleet.web import admin, api, auth, db, overview
 
     Compress(app)
     db.init_app(app)

@@ -9,9 +9,12 @@ import threading
 import time
 from dataclasses import replace
 
-from fleet import db as store
 from fleet.broker import server as brokers
 from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
+from fleet.store import identity as identity_store
+from fleet.store import users as user_store
+from fleet.store.base import DuplicateName, StoreError
+from fleet.store.migrate import open_db
 
 FIRST_ADMIN = "admin"
 # A worker that dies this soon after starting is failing at start-up (bad store, broker gone):
@@ -91,14 +94,14 @@ def prepare_store(settings: Settings) -> str | None:
     """Migrate the database; on the first run create the admin and return its password."""
     from fleet.web import auth
 
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
-        if db["users"].count:
+        if user_store.count_users(db):
             return None
         password = secrets.token_urlsafe(12)
         try:
             auth.create_user(db, FIRST_ADMIN, password, "admin")
-        except store.DuplicateName:
+        except DuplicateName:
             return None  # another `fleet run` on the same data won the race; it printed it
         return password
     finally:
@@ -119,10 +122,10 @@ def sync_broker_logins(settings: Settings) -> None:
     """Write the broker's password and ACL files from the registered nodes (broker/auth.py)."""
     from fleet.broker import auth as brokerauth
 
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
-        brokerauth.write_files(settings.broker_dir, store.active_mqtt_hashes(db),
-                               store.active_claim_token_hashes(db))
+        brokerauth.write_files(settings.broker_dir, identity_store.active_mqtt_hashes(db),
+                               identity_store.active_claim_token_hashes(db))
     finally:
         db.conn.close()
 
@@ -256,7 +259,7 @@ def main(settings: Settings) -> None:
 
             claim_service = ClaimService(settings).start()
         serve_web(settings, broker, ingest, password)
-    except (brokers.BrokerError, store.StoreError, ServeError, SettingsError) as e:
+    except (brokers.BrokerError, StoreError, ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         pass

@@ -15,9 +15,9 @@ BUILD = Path(os.environ.get("BUILD_DIR") or "build")
 
 def friendly(fn):
     """Named errors become one-line messages, never a traceback for a user mistake."""
-    from fleet.db import StoreError
     from fleet.identity.provision import ProvisionError
     from fleet.settings import SettingsError
+    from fleet.store.base import StoreError
 
     from .flash import FlashError
 
@@ -65,12 +65,12 @@ def need_mqtt_host(mqtt_host: str | None) -> str:
 
 def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
     """Register the node (or give a registered one a new password) in the fleet's store."""
-    from fleet import db as store
     from fleet.identity import provision
     from fleet.settings import from_env
+    from fleet.store.migrate import open_db
 
     settings = from_env()
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
         return provision.issue(db, settings, node, board, actor="provisioning", mac=mac)
     finally:
@@ -155,18 +155,19 @@ def generic_image(board, packages, token, claim_port, node, wifi_ssid, wifi_pass
 
 def reported_since(node_id: str, since: float):
     """A check for watch(): has the fleet heard from the node since `since`?"""
-    from fleet import db as store
     from fleet.settings import from_env
+    from fleet.store import nodes as node_store
+    from fleet.store.base import close, connect
 
     path = from_env().db_path
 
     def check() -> bool:
-        db = store.connect(path)
+        db = connect(path)
         try:
-            row = db.conn.execute("SELECT last_seen FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            seen = node_store.last_seen(db, node_id)
         finally:
-            db.conn.close()
-        return bool(row and row[0] and row[0] >= since)
+            close(db)
+        return bool(seen and seen >= since)
 
     return check
 
@@ -341,15 +342,17 @@ def label_command(node, fleet_url):
 
     Example: FLEET_URL=https://fleet.city python -m provisioning label --node lamp-42
     """
-    from fleet import db as store
     from fleet.settings import from_env
+    from fleet.store import identity as identity_store
+    from fleet.store import nodes as node_store
+    from fleet.store.migrate import open_db
 
     from . import label
 
-    db = store.open_db(from_env().db_path)
+    db = open_db(from_env().db_path)
     try:
-        n = store.get_node(db, node)
-        cred = store.get_credentials(db, node) or {}
+        n = node_store.get_node(db, node)
+        cred = identity_store.get_credentials(db, node) or {}
     finally:
         db.conn.close()
     out = BUILD / "labels" / f"{node}.svg"

@@ -247,13 +247,14 @@ def fleet_logins(ids: list[str], settings) -> dict[str, tuple[str, str]]:
     simulated before keeps the password in its flash config.json if the fleet still accepts it,
     else it gets a new one. The broker's files are rewritten and reloaded once for all.
     """
-    from fleet import db as store
     from fleet.broker import auth as brokerauth
     from fleet.identity import provision
+    from fleet.store import identity as identity_store
+    from fleet.store.migrate import open_db
 
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
-        active = store.active_mqtt_hashes(db)
+        active = identity_store.active_mqtt_hashes(db)
         logins = {}
         for node in ids:
             path = settings.data_dir / "sim" / node / config.CONFIG_FILE

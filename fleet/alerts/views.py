@@ -9,8 +9,11 @@ import time
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
-from fleet import db as store
+from fleet.store import alerts as alert_store
+from fleet.store import upkeep as upkeep_store
+from fleet.store.base import StoreError
 from fleet.web import auth
+from fleet.web import db as web_db
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 
@@ -29,7 +32,7 @@ KIND_TEXT = {
 def freshness(db, now=None) -> dict:
     """{"at": time of the last evaluation or None, "stale": True if it is overdue}."""
     now = time.time() if now is None else now
-    at = store.upkeep_state(db).get("alerts", {}).get("at")
+    at = upkeep_store.upkeep_state(db).get("alerts", {}).get("at")
     every = current_app.config["SETTINGS"].upkeep_every
     return {"at": at, "stale": at is None or now - at > STALE_ROUNDS * max(every, 30.0)}
 
@@ -42,10 +45,10 @@ def alert_kind(kind):
 @bp.route("/")
 @auth.require("read")
 def index():
-    db = store.get_db()
+    db = web_db.get_db()
     show_all = request.args.get("all") == "1"
-    return render_template("alerts/index.html", show_all=show_all,
-                           alerts=store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE),
+    alerts = alert_store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE)
+    return render_template("alerts/index.html", show_all=show_all, alerts=alerts,
                            limit=ALERTS_PAGE, evaluated=freshness(db))
 
 
@@ -53,8 +56,8 @@ def index():
 @auth.require("nodes")
 def change(alert_id, action):
     try:
-        alert = store.change_alert(store.get_db(), alert_id, action, actor=auth.actor())
-    except store.StoreError as e:
+        alert = alert_store.change_alert(web_db.get_db(), alert_id, action, actor=auth.actor())
+    except StoreError as e:
         flash(f"Not changed: {e}")
         return redirect(url_for("alerts.index")), 303
     flash(f"Alert {alert_id} ({alert_kind(alert['kind'])} on {alert['node_id']}) "

@@ -7,8 +7,16 @@ import time
 
 import click
 
-from fleet import db as store
 from fleet.settings import SettingsError, from_env
+from fleet.store import alerts as alert_store
+from fleet.store import identity as identity_store
+from fleet.store import migrate
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store import upkeep as upkeep_store
+from fleet.store import users as user_store
+from fleet.store.base import StoreError, connect
+from fleet.store.migrate import open_db
 
 # The roles of web/auth.py, repeated so `fleet --help` needs no Flask; a test keeps them equal.
 ROLES = ("viewer", "technician", "operator", "admin")
@@ -24,7 +32,7 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (SettingsError, store.StoreError, DownlinkError, IngestError, BrokerAuthError,
+        except (SettingsError, StoreError, DownlinkError, IngestError, BrokerAuthError,
                 ValueError) as e:
             raise click.ClickException(str(e)) from None
 
@@ -33,7 +41,7 @@ def friendly(fn):
 
 def open_store():
     """The fleet database named by DATA_DIR, migrated to the current schema."""
-    return store.open_db(from_env().db_path)
+    return open_db(from_env().db_path)
 
 
 def when(t) -> str:
@@ -141,8 +149,8 @@ def db_migrate():
 
     Example: DATA_DIR=/srv/fleet fleet db migrate
     """
-    db = store.connect(from_env().db_path)
-    before, after = store.migrate(db)
+    db = connect(from_env().db_path)
+    before, after = migrate.migrate(db)
     click.echo(f"schema version {before} -> {after}")
 
 
@@ -186,7 +194,7 @@ def user_set_role(name, role):
 
     Example: fleet user set-role bob technician
     """
-    store.set_user_role(open_store(), name, role, actor="cli")
+    user_store.set_user_role(open_store(), name, role, actor="cli")
     click.echo(f"user {name} is now {role}")
 
 
@@ -197,7 +205,7 @@ def user_list():
 
     Example: fleet user list
     """
-    for u in store.list_users(open_store()):
+    for u in user_store.list_users(open_store()):
         click.echo(f"{u['name']:<32} {u['role']:<10} {when(u['created'])}")
 
 
@@ -231,7 +239,7 @@ def nodes_command():
 
     Example: fleet nodes
     """
-    rows = store.list_nodes(open_store())
+    rows = node_store.list_nodes(open_store())
     if not rows:
         click.echo("no nodes yet")
         return
@@ -263,12 +271,12 @@ def node_show(node_id):
     from fleet.nodes.senml import name_and_unit
 
     db = open_store()
-    node = store.get_node(db, node_id)
+    node = node_store.get_node(db, node_id)
     for key, value in node.items():
         if key in ("last_seen", "created", "status_at"):
             value = when(value)
         click.echo(f"{key:<17} {value}")
-    for row in store.latest_values(db, node_id):
+    for row in telemetry_store.latest_values(db, node_id):
         name, unit = name_and_unit(row["qid"], row["inst"])
         click.echo(f"{name:<17} {row['value']} {unit or ''} at {when(row['t'])}")
 
@@ -364,7 +372,7 @@ def claim_token(board, uses, hours, auto_approve):
 
 
 @claim_group.command("list")
-@click.option("--state", type=click.Choice(store.CLAIM_STATES), default=None,
+@click.option("--state", type=click.Choice(identity_store.CLAIM_STATES), default=None,
               help="Only claims in this state (pending: waiting for a decision).")
 @friendly
 def claim_list(state):
@@ -372,7 +380,7 @@ def claim_list(state):
 
     Example: fleet claim list --state pending
     """
-    for c in store.list_claims(open_store(), state=state):
+    for c in identity_store.list_claims(open_store(), state=state):
         click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
                    f"token {c['token_id']} {c['node_id'] or ''}")
 
@@ -465,10 +473,10 @@ def alerts_check():
     """
     db = open_store()
     now = time.time()
-    opened = store.evaluate_alerts(db, now)
-    store.mark_upkeep(db, "alerts", now, opened)
+    opened = alert_store.evaluate_alerts(db, now)
+    upkeep_store.mark_upkeep(db, "alerts", now, opened)
     click.echo("opened: " + ", ".join(f"{k} {n}" for k, n in opened.items()))
-    for a in store.list_alerts(db, limit=1000):
+    for a in alert_store.list_alerts(db, limit=1000):
         click.echo(f"{when(a['opened'])} {a['node_id']:<32} {a['kind']:<13} {a['state']:<6} "
                    f"{a['detail'] or ''}")
 
@@ -484,9 +492,9 @@ def bad_frames_command(node_id, limit):
     """
     db = open_store()
     if node_id is not None:
-        node = store.get_node(db, node_id)
+        node = node_store.get_node(db, node_id)
         click.echo(f"{node_id}: {node['bad_frames']} bad frames in total")
-    for row in store.bad_frames(db, node_id, limit):
+    for row in telemetry_store.bad_frames(db, node_id, limit):
         click.echo(f"{when(row['received_at'])} {row['node_id'] or '?':<20} {row['topic']} "
                    f"{row['payload'].hex()} {row['error']}")
 

@@ -5,7 +5,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from polylink import commands as fw_commands
 from polylink import proto
 
-from fleet import db as store
+from fleet.store import commands as command_store
 
 # The protocol's command codes (docs/architecture.md, COMMAND.cmd).
 COMMANDS = {"reboot": 1, "set_interval": 2, "identify": 3}
@@ -115,14 +115,14 @@ def publish(settings, node_id: str, frame: bytes):
 def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:
     """Record a command, publish its COMMAND frame and return its id (cid)."""
     arg = check_command(cmd, arg)
-    cid, seq = store.create_command(db, node_id, cmd, arg, created_by)
+    cid, seq = command_store.create_command(db, node_id, cmd, arg, created_by)
     body = {"cid": cid, "cmd": COMMANDS[cmd]}
     if arg is not None:
         body["arg"] = arg
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.COMMAND, seq & 0xFFFF, body)
     deliver(db, settings, node_id, bytes(buf[:n]))
-    store.mark_command_sent(db, cid, proto.COMMAND)
+    command_store.mark_command_sent(db, cid, proto.COMMAND)
     return cid
 
 
@@ -130,11 +130,11 @@ def send_config(db, settings, node_id: str, interval=None, status_interval=None,
                 created_by=None) -> int:
     """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
     fields = check_config({"interval": interval, "status_interval": status_interval})
-    cid, seq = store.create_command(db, node_id, "config", fields.get("interval"), created_by,
-                                    body=fields)
+    cid, seq = command_store.create_command(db, node_id, "config", fields.get("interval"),
+                                            created_by, body=fields)
     body = {"cid": cid, **fields}
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.CONFIG, seq & 0xFFFF, body)
     deliver(db, settings, node_id, bytes(buf[:n]))
-    store.mark_command_sent(db, cid, proto.CONFIG)
+    command_store.mark_command_sent(db, cid, proto.CONFIG)
     return cid

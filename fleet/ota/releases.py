@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from fleet.store import identity as identity_store
+from fleet.store import ota as ota_store
+from fleet.store.base import DuplicateName, UnknownRelease
 from provisioning import flash as _flash
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,9 +115,7 @@ def list_keys(settings) -> list[dict]:
 def nodes_needing(db, key_id: str, keys: dict) -> list[str]:
     """Nodes that trust key_id and none of keys (by what they reported or were provisioned
     with): once key_id is gone they can only be updated by reflashing."""
-    from fleet import db as store
-
-    return sorted(n for n, ids in store.trusted_key_ids(db).items()
+    return sorted(n for n, ids in identity_store.trusted_key_ids(db).items()
                   if ids and key_id in ids and not set(ids) & set(keys))
 
 
@@ -527,17 +528,15 @@ def release_file(settings, version: str, name: str) -> Path | None:
 
 def upload(db, settings, data: bytes, actor=None) -> dict:
     """Check a bundle, keep its files and record the release; return the parsed manifest."""
-    from fleet import db as store
-
     manifest, sig, blobs = read_bundle(data)
     m = check_release(trusted_keys(settings), manifest, sig, blobs)
     try:
-        store.get_release(db, m["version"])
-    except store.UnknownRelease:
+        ota_store.get_release(db, m["version"])
+    except UnknownRelease:
         pass
     else:
-        raise store.DuplicateName(f"release {m['version']} already exists; releases are "
-                                  "immutable, build a new version")
+        raise DuplicateName(f"release {m['version']} already exists; releases are "
+                            "immutable, build a new version")
     store_release(settings, m, manifest, sig, blobs)
-    store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
+    ota_store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
     return m

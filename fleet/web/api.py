@@ -7,9 +7,14 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from polylink import quantities
 from werkzeug.exceptions import HTTPException
 
-from fleet import db as store
 from fleet.nodes import commands as downlink
 from fleet.nodes import senml
+from fleet.store import alerts as alert_store
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import AlertResolved, UnknownAlert, UnknownCommand, UnknownNode
+from fleet.web import db as web_db
 from fleet.web.auth import bearer_token, csrf, require
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -138,8 +143,8 @@ def _quantity_param():
 
 def _node(node_id: str) -> dict:
     try:
-        return store.get_node(store.get_db(), node_id)
-    except store.UnknownNode as e:
+        return node_store.get_node(web_db.get_db(), node_id)
+    except UnknownNode as e:
         raise ApiError(404, str(e)) from None
 
 
@@ -158,14 +163,14 @@ def require_token():
 @bp.get("/nodes")
 @require("read")
 def list_nodes():
-    return jsonify({"nodes": [node_json(n) for n in store.list_nodes(store.get_db())]})
+    return jsonify({"nodes": [node_json(n) for n in node_store.list_nodes(web_db.get_db())]})
 
 
 @bp.get("/nodes/<node_id>")
 @require("read")
 def get_node(node_id):
     node = node_json(_node(node_id))
-    rows = store.latest_values(store.get_db(), node_id)
+    rows = telemetry_store.latest_values(web_db.get_db(), node_id)
     node["latest"] = senml.records(node_id, [(r["t"], r["qid"], r["inst"], r["value"])
                                              for r in rows])
     return jsonify(node)
@@ -178,7 +183,8 @@ def telemetry(node_id):
     since, until = _time_param("since"), _time_param("until")
     if since is not None and until is not None and since > until:
         raise ApiError(400, "since is after until")
-    rows = store.readings(store.get_db(), node_id, since, until, _quantity_param(), _limit_param())
+    rows = telemetry_store.readings(web_db.get_db(), node_id, since, until, _quantity_param(),
+                                    _limit_param())
     response = jsonify(senml.records(node_id, rows))
     response.mimetype = SENML_JSON
     return response
@@ -199,7 +205,7 @@ def send_command(node_id):
         raise ApiError(400, 'field "command" must be a string: reboot, identify or set_interval')
     _node(node_id)
     try:
-        cid = downlink.send_command(store.get_db(), current_app.config["SETTINGS"], node_id,
+        cid = downlink.send_command(web_db.get_db(), current_app.config["SETTINGS"], node_id,
                                     command, body.get("arg"), created_by=f"token:{g.token_name}")
     except downlink.BadCommand as e:
         raise ApiError(400, str(e)) from None
@@ -229,7 +235,7 @@ def send_config(node_id):
         raise ApiError(400, 'body must be a JSON object like {"interval": 60, "status_interval": '
                             '300} (Content-Type: application/json)')
     _node(node_id)
-    db = store.get_db()
+    db = web_db.get_db()
     try:
         fields = downlink.check_config(body)
         cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
@@ -255,8 +261,8 @@ def send_config(node_id):
 def get_command(node_id, cid):
     _node(node_id)
     try:
-        return jsonify(command_json(store.get_command(store.get_db(), node_id, cid)))
-    except store.UnknownCommand as e:
+        return jsonify(command_json(command_store.get_command(web_db.get_db(), node_id, cid)))
+    except UnknownCommand as e:
         raise ApiError(404, str(e)) from None
 
 
@@ -264,7 +270,7 @@ def get_command(node_id, cid):
 @require("read")
 def bad_frames(node_id):
     node = _node(node_id)
-    rows = store.bad_frames(store.get_db(), node_id, _limit_param(default=100))
+    rows = telemetry_store.bad_frames(web_db.get_db(), node_id, _limit_param(default=100))
     return jsonify({
         "node_id": node_id,
         "count": node["bad_frames"],
@@ -290,23 +296,23 @@ def list_alerts():
     node_id = request.args.get("node") or None
     if node_id is not None:
         _node(node_id)
-    rows = store.list_alerts(store.get_db(), node_id=node_id,
-                             unresolved=request.args.get("all") != "1",
-                             limit=_limit_param(default=100))
+    rows = alert_store.list_alerts(web_db.get_db(), node_id=node_id,
+                                   unresolved=request.args.get("all") != "1",
+                                   limit=_limit_param(default=100))
     return jsonify({"alerts": [alert_json(a) for a in rows]})
 
 
 @bp.post("/alerts/<int:alert_id>/<any(ack, resolve):action>")
 @require("nodes")
 def change_alert(alert_id, action):
-    db = store.get_db()
+    db = web_db.get_db()
     try:
-        store.change_alert(db, alert_id, action, actor=f"token:{g.token_name}")
-    except store.UnknownAlert as e:
+        alert_store.change_alert(db, alert_id, action, actor=f"token:{g.token_name}")
+    except UnknownAlert as e:
         raise ApiError(404, str(e)) from None
-    except store.AlertResolved as e:
+    except AlertResolved as e:
         raise ApiError(409, str(e)) from None
-    return jsonify(alert_json(store.get_alert(db, alert_id)))
+    return jsonify(alert_json(alert_store.get_alert(db, alert_id)))
 
 
 def _error(status: int, message: str):
