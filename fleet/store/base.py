@@ -98,3 +98,9 @@ def transaction(db: Database):
         raise
     db.conn.execute("COMMIT")
 
+
+
+def first(db: Database, sql: str, args=()) -> dict | None:
+    """The first row a query returns, as a dict, or None if it returns none."""
+    found = list(db.query(sql, args))
+    return found[0] if found else None

@@ -11,6 +11,7 @@ from .base import (
     IntegrityError,
     StoreError,
     UnknownNode,
+    first,
     transaction,
 )
 
@@ -175,8 +176,7 @@ def add_claim_token(db, token_id, secret_hash, board, max_uses, expires, auto_ap
 
 
 def get_claim_token(db, token_id) -> dict | None:
-    rows = list(db.query("SELECT * FROM claim_tokens WHERE id = ?", [token_id]))
-    return rows[0] if rows else None
+    return first(db, "SELECT * FROM claim_tokens WHERE id = ?", [token_id])
 
 
 def claim_token_usable(token: dict, now: float | None = None) -> bool:
@@ -242,13 +242,11 @@ def revoke_claim_token(db, token_id, actor=None) -> None:
 
 def get_claim(db, mac) -> dict | None:
     """The claim made for this hardware id, or None."""
-    rows = list(db.query("SELECT * FROM claims WHERE mac = ?", [mac]))
-    return rows[0] if rows else None
+    return first(db, "SELECT * FROM claims WHERE mac = ?", [mac])
 
 
 def get_claim_by_id(db, claim_id) -> dict | None:
-    rows = list(db.query("SELECT * FROM claims WHERE id = ?", [claim_id]))
-    return rows[0] if rows else None
+    return first(db, "SELECT * FROM claims WHERE id = ?", [claim_id])
 
 
 def add_claim(db, token_id, client_id, mac, board) -> dict:

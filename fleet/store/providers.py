@@ -1,7 +1,7 @@
 """LoRaWAN providers: their settings, the transport identities nodes have on them, radio
 metadata of each reception, and the downlinks (and ACKs) counted against their daily budget."""
 
-from .base import BadFilter, transaction
+from .base import BadFilter, first, transaction
 from .telemetry import time_buckets
 
 
@@ -25,8 +25,7 @@ def list_providers(db) -> list[dict]:
 
 def get_provider(db, name: str) -> dict | None:
     """A provider's row (with its encrypted secret), or None."""
-    found = list(db.query("SELECT * FROM providers WHERE name = ?", [name]))
-    return found[0] if found else None
+    return first(db, "SELECT * FROM providers WHERE name = ?", [name])
 
 
 def delete_provider(db, name: str) -> bool:
@@ -138,10 +137,9 @@ def has_receptions(db, node_id) -> bool:
 
 def provider_of(db, node_id: str) -> dict | None:
     """name, kind and downlinks_per_day of the provider a node was last heard on, or None."""
-    found = list(db.query(
-        "SELECT p.name, p.kind, p.downlinks_per_day FROM nodes n JOIN providers p"
-        " ON p.name = n.provider WHERE n.id = ?", [node_id]))
-    return found[0] if found else None
+    return first(
+        db, "SELECT p.name, p.kind, p.downlinks_per_day FROM nodes n JOIN providers p"
+        " ON p.name = n.provider WHERE n.id = ?", [node_id])
 
 
 def node_providers(db, node_id: str) -> list[dict]:

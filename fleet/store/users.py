@@ -4,7 +4,7 @@ import hashlib
 import time
 
 from . import audit
-from .base import DuplicateName, IntegrityError, StoreError, transaction
+from .base import DuplicateName, IntegrityError, StoreError, first, transaction
 
 
 def list_users(db) -> list[dict]:
@@ -14,14 +14,12 @@ def list_users(db) -> list[dict]:
 
 def get_user(db, name) -> dict | None:
     """The user with that name, or None."""
-    rows = list(db.query("SELECT * FROM users WHERE name = ?", [name]))
-    return rows[0] if rows else None
+    return first(db, "SELECT * FROM users WHERE name = ?", [name])
 
 
 def get_user_by_id(db, user_id) -> dict | None:
     """The user with that id, or None."""
-    rows = list(db.query("SELECT * FROM users WHERE id = ?", [user_id]))
-    return rows[0] if rows else None
+    return first(db, "SELECT * FROM users WHERE id = ?", [user_id])
 
 
 def add_user(db, name, password_hash, role, actor=None):
