@@ -43,8 +43,17 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(settings.data_dir)
 
+    # Imported here, when an app is built: the workers and the CLI import fleet.* without
+    # loading Flask and every view (start-up time).
+    from fleet.alerts import api as alerts_api
     from fleet.alerts import views as alerts
+    from fleet.identity import api as identity_api
+    from fleet.identity import views as identity_views
+    from fleet.nodes import api as nodes_api
     from fleet.nodes import views as nodes
+    from fleet.ota import api as ota_api
+    from fleet.ota import views as ota_views
+    from fleet.providers import views as providers
     from fleet.web import admin, api, auth, db, overview
 
     Compress(app)
@@ -55,19 +64,11 @@ def create_app(test_config=None):
     alerts.init_app(app)
     app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
-    api.init_app(app)
-    from fleet.identity import api as provision_api
-    from fleet.identity import views as provision_ui
-
-    provision_api.init_app(app)
-    app.register_blueprint(provision_ui.bp)
-    from fleet.providers import views as provider_views
-
-    provider_views.init_app(app)
-    from fleet.ota import api as ota_api
-    from fleet.ota import views as ota_ui
-
+    app.register_blueprint(identity_views.bp)
+    providers.init_app(app)
     ota_api.init_app(app)
-    app.register_blueprint(ota_ui.bp)
+    app.register_blueprint(ota_views.bp)
+    api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
+                       providers.radio_api])
 
     return app

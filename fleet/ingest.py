@@ -5,12 +5,9 @@ import signal
 import struct
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from polylink import proto
 
+from fleet import mqtt, topics
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import valid_node_id
@@ -19,7 +16,7 @@ from fleet.store.migrate import open_db
 log = logging.getLogger("fleet.ingest")
 
 CLIENT_ID = "polylink-ingest"
-SUBSCRIPTIONS = [("pl/v1/+/up", 1), ("pl/v1/+/conn", 1)]
+SUBSCRIPTIONS = topics.UPLINKS
 PROVIDER = "mqtt"  # the fleet's own broker (WiFi nodes); LoRaWAN providers get their own adapters
 UPLINK_TYPES = frozenset(proto.UPLINKS)
 # How many messages the broker may send before we acknowledge: a whole batch must fit in it,
@@ -54,11 +51,11 @@ class Ingest:
         """Decode one message into the current batch; bad frames are kept, never raised."""
         batch = self.batch
         self.pending += 1
-        parts = topic.split("/")
-        if len(parts) != 4 or parts[0] != "pl" or parts[1] != "v1":
+        parts = topics.node_topic(topic)
+        if parts is None:
             self._bad(None, received_at, topic, payload, "topic is not pl/v1/{node}/up|conn")
             return
-        node, kind = parts[2], parts[3]
+        node, kind = parts
         if node not in self.known:
             if not valid_node_id(node):
                 self._bad(None, received_at, topic, payload, "node id is not [a-z0-9-]{1,32}")
@@ -118,70 +115,6 @@ class Ingest:
         return n
 
 
-class _BufferedClient(mqtt.Client):
-    """paho reads each packet with three or more recv() calls; serve them from one large read."""
-
-    _rbuf = b""
-    _rpos = 0
-    _rsock = None
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rsock is not self._sock:
-            # A new connection: bytes left over from the old socket belong to a dead session.
-            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
-        pos = self._rpos
-        if pos >= len(self._rbuf):
-            self._rbuf = super()._sock_recv(262144)  # raises BlockingIOError when nothing waits
-            pos = 0
-            if not self._rbuf:
-                return b""  # connection closed
-        chunk = self._rbuf[pos:pos + bufsize]
-        self._rpos = pos + len(chunk)
-        return chunk
-
-    read_budget = 1000  # most packets one loop_read() handles, so batches can close on time
-
-    # Set by the worker: on_frame(topic bytes, payload bytes, mid, qos, retain) for each PUBLISH.
-    on_frame = None
-
-    def _handle_publish(self):
-        # paho builds an MQTTMessage and matches topic callbacks for every PUBLISH, which costs
-        # more than decoding and storing the frame; for MQTT 3.1.1 QoS 0/1 (no properties) take
-        # topic, mid and payload straight from the packet. Written against paho-mqtt 2.2.0 (pinned).
-        header = self._in_packet["command"]
-        qos = (header >> 1) & 3
-        if self.on_frame is None or self._protocol == mqtt.MQTTv5 or qos == 2:
-            return super()._handle_publish()
-        packet = self._in_packet["packet"]
-        end = 2 + (packet[0] << 8 | packet[1]) if len(packet) >= 2 else 0
-        if not end or len(packet) < end + 2 * qos:
-            return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
-        if qos:
-            self.on_frame(packet[2:end], packet[end + 2:], packet[end] << 8 | packet[end + 1],
-                          qos, header & 1)
-        else:
-            self.on_frame(packet[2:end], packet[end:], 0, 0, header & 1)
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def loop(self, timeout: float = 1.0):
-        # select() cannot see bytes already in our buffer: handle those first, without waiting.
-        if self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf):
-            rc = self.loop_read()
-            if not rc and self.want_write():
-                rc = self.loop_write()
-            return rc or self.loop_misc()
-        return super().loop(timeout)
-
-    def loop_read(self, max_packets: int = 1):
-        # paho handles one QoS-1 packet per select(); go on while the buffer holds more.
-        rc = super().loop_read(max_packets)
-        budget = self.read_budget
-        while not rc and budget and self._sock is not None and self._rpos < len(self._rbuf):
-            rc = super().loop_read(max_packets)
-            budget -= 1
-        return rc
-
-
 class Worker:
     """The ingest process: a persistent MQTT session feeding Ingest in time- and size-bound batches.
 
@@ -215,15 +148,8 @@ class Worker:
         kwargs = {}
         if protocol != mqtt.MQTTv5:
             kwargs["clean_session"] = False
-        self.client = _BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=protocol,
-            manual_ack=True,
-            **kwargs,
-        )
-        if username:
-            self.client.username_pw_set(username, password)
+        self.client = mqtt.client(client_id, username, password, protocol=protocol,
+                                  cls=mqtt.BufferedClient, manual_ack=True, **kwargs)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -261,9 +187,7 @@ class Worker:
         """Open the persistent session; raise IngestError if the broker cannot be reached."""
         try:
             if self.protocol == mqtt.MQTTv5:
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = SESSION_EXPIRY
-                props.ReceiveMaximum = RECEIVE_MAXIMUM
+                props = mqtt.connect_properties(SESSION_EXPIRY, RECEIVE_MAXIMUM)
                 self.client.connect(self.host, self.port, keepalive=30, clean_start=False,
                                     properties=props)
             else:
@@ -284,7 +208,7 @@ class Worker:
         if self.acks and self.connected:
             # One write for the whole batch instead of one packet per message; a PUBACK with
             # reason "success" is the same 4 bytes in MQTT 3.1.1 and 5.
-            self.client._packet_queue(0x40, b"".join(self.acks), 0, 0)
+            self.client.send_pubacks(b"".join(self.acks))
         self.acks = []
 
     def poll(self, timeout: float):

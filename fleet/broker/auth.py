@@ -16,33 +16,26 @@ import signal
 import threading
 from pathlib import Path
 
+from fleet import topics
 from fleet.store import identity as identity_store
 
 # Service accounts: (username, ACL lines). Usernames start with the reserved prefix, which no node
 # id may use, so a node can never be registered under a service's name.
 RESERVED_PREFIX = "polylink-"
 SERVICES = {
-    "ingest": ("polylink-ingest", ["topic read pl/v1/+/up", "topic read pl/v1/+/conn"]),
-    "fleet": ("polylink-fleet", ["topic write pl/v1/+/down"]),
+    "ingest": ("polylink-ingest", topics.SERVICE_ACLS["ingest"]),
+    "fleet": ("polylink-fleet", topics.SERVICE_ACLS["fleet"]),
     # Answers zero-touch claims (fleet/identity/claims.py): reads requests, writes answers.
-    "claims": ("polylink-claims", ["topic read pl/v1/claim/+/+/req",
-                                   "topic write pl/v1/claim/+/+/resp"]),
+    "claims": ("polylink-claims", topics.SERVICE_ACLS["claims"]),
 }
 # The claim listener (a second port, its own password and ACL files): a claim token's id is the
 # login, the client id the board's random claim id; a board reaches only its own two topics.
-CLAIM_ACL = [
-    "pattern write pl/v1/claim/%u/%c/req",
-    "pattern read pl/v1/claim/%u/%c/resp",
-]
+CLAIM_ACL = topics.CLAIM_ACL
 CLAIM_PASSWD_FILE = "claim_passwd"
 CLAIM_ACL_FILE = "claim_acl"
 # %u is the username, which is the node id; use_username_as_clientid (mosquitto.conf) makes it the
 # client id too, so a node cannot take over another node's session by choosing its client id.
-NODE_ACL = [
-    "pattern write pl/v1/%u/up",
-    "pattern write pl/v1/%u/conn",
-    "pattern read pl/v1/%u/down",
-]
+NODE_ACL = topics.NODE_ACL
 PASSWD_FILE = "passwd"
 ACL_FILE = "acl"
 SERVICES_FILE = "services.json"

@@ -6,22 +6,10 @@ from fleet.identity import provision
 from fleet.store import identity as identity_store
 from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso
-from fleet.web.auth import bearer_token, csrf, require
+from fleet.web.auth import require
 
-bp = Blueprint("provision_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("identity", __name__)
 _FIELDS = {"id", "board", "name", "mac"}
-
-
-@bp.before_request
-def require_token():
-    token = bearer_token()
-    if token is None:
-        raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
-                            "create one with `fleet token create NAME`")
-    # As in api.py: the API authenticates by token only, never by a browser's session cookie.
-    g.user = None
-    g.token = token
-    g.token_name = token["name"]
 
 
 def _body() -> dict:
@@ -144,12 +132,6 @@ def decide_claim(claim_id, decision):
     except claims.ClaimError as e:
         raise ApiError(409, str(e)) from None
     return jsonify(claim_json(identity_store.get_claim_by_id(db, claim_id)))
-
-
-def init_app(app):
-    """Register the blueprint; like the rest of the API it uses bearer tokens, not CSRF."""
-    csrf.exempt(bp)
-    app.register_blueprint(bp)
 
 
 _IMAGE_FIELDS = {"mqtt_host", "mqtt_port", "wifi_ssid", "wifi_password"}

@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 
+from fleet import mqtt, topics
 from fleet.broker import auth as brokerauth
 from fleet.identity import provision
 from fleet.store import identity as identity_store
@@ -26,7 +27,7 @@ from fleet.store.migrate import open_db
 
 log = logging.getLogger("fleet.claims")
 
-REQUEST_TOPIC = "pl/v1/claim/+/+/req"
+REQUEST_TOPIC = topics.CLAIM_REQUESTS
 MAX_USES = 10000
 MAX_HOURS = 24 * 90
 
@@ -51,7 +52,7 @@ def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
     token_id = "ct" + secrets.token_hex(4)
     secret = secrets.token_urlsafe(24)
     identity_store.add_claim_token(db, token_id, brokerauth.hash_password(secret), board, uses,
-                                   time.time() + hours * 3600, auto_approve, actor)
+                          time.time() + hours * 3600, auto_approve, actor)
     brokerauth.sync(db, settings.broker_dir)
     return f"{token_id}.{secret}"
 
@@ -127,16 +128,10 @@ class ClaimService:
         self.ready = threading.Event()
 
     def start(self) -> "ClaimService":
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         # Its own service login: with use_username_as_clientid the downlink publishers (account
         # polylink-fleet) would otherwise take this session over.
         host, port, user, password = self.settings.mqtt_login("claims")
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="polylink-claims",
-                        protocol=mqtt.MQTTv311)
-        if user:
-            c.username_pw_set(user, password)
+        c = mqtt.client("polylink-claims", user, password)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.connect(host, port, keepalive=30)
@@ -155,10 +150,10 @@ class ClaimService:
             self.ready.set()
 
     def _on_message(self, client, userdata, msg):
-        parts = msg.topic.split("/")
-        if len(parts) != 6:
+        ids = topics.claim_topic(msg.topic)
+        if ids is None:
             return
-        token_id, client_id = parts[3], parts[4]
+        token_id, client_id = ids
         db = open_db(self.settings.db_path)
         try:
             answer = request(db, self.settings, token_id, client_id, msg.payload, self.node_port)
@@ -167,7 +162,7 @@ class ClaimService:
             answer = {"state": "pending"}
         finally:
             db.conn.close()
-        client.publish(f"pl/v1/claim/{token_id}/{client_id}/resp", json.dumps(answer), qos=1)
+        client.publish(topics.claim_answer(token_id, client_id), json.dumps(answer), qos=1)
         self.answered += 1
 
     def stop(self) -> None:

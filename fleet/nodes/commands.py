@@ -1,10 +1,19 @@
 """Downlinks: COMMAND and CONFIG frames published to a node's down topic, recorded as commands."""
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from polylink import commands as fw_commands
 from polylink import proto
 
+from fleet import mqtt, topics
+from fleet.providers import downlinks
+
+# Where a downlink can fail on its way, named once for every path a downlink takes.
+from fleet.providers.downlinks import (
+    BrokerUnavailable,
+    BudgetUsed,
+    DownlinkError,
+    OverLimit,
+    TooLarge,
+)
 from fleet.store import commands as command_store
 
 # The protocol's command codes (docs/architecture.md, COMMAND.cmd).
@@ -19,37 +28,16 @@ CONFIG_FIELDS = {
     "interval": (INTERVAL_MIN, INTERVAL_MAX, "s"),
     "status_interval": (STATUS_INTERVAL_MIN, INTERVAL_MAX, "s"),
 }
-PUBLISH_TIMEOUT = 5.0
-
-
-class DownlinkError(Exception):
-    """A downlink could not be built or handed to the broker."""
+__all__ = ["BadCommand", "BrokerUnavailable", "BudgetUsed", "DownlinkError", "OverLimit",
+           "TooLarge"]
 
 
 class BadCommand(DownlinkError, ValueError):
     """The command or its argument is not one a node understands."""
 
 
-class BrokerUnavailable(DownlinkError):
-    """The broker did not accept the downlink."""
-
-
-class OverLimit(DownlinkError):
-    """The provider the node was last heard on cannot take this downlink now."""
-
-
-class TooLarge(OverLimit):
-    """The frame exceeds the payload the node's LoRaWAN data rate allows."""
-
-
-class BudgetUsed(OverLimit):
-    """The node's daily downlink budget on its provider is used up."""
-
-
 def deliver(db, settings, node_id: str, frame: bytes):
     """Send a frame through the provider the node was last heard on (own broker by default)."""
-    from fleet.providers import downlinks
-
     if not downlinks.send(db, settings, node_id, frame):
         publish(settings, node_id, frame)
 
@@ -83,7 +71,8 @@ def check_config(fields: dict) -> dict:
         value = fields.get(name)
         if value is None:
             continue
-        if not fw_commands._ranged(value, lo, hi):
+        # The node's own test (polylink.commands): an int, never a bool, within the bounds.
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise BadCommand(f"{name} must be a whole number {lo}..{hi} {unit}, got {value!r}")
         out[name] = value
     if not out:
@@ -94,22 +83,13 @@ def check_config(fields: dict) -> dict:
 def publish(settings, node_id: str, frame: bytes):
     """Publish one frame to pl/v1/{node}/down with QoS 1 and wait until the broker has it."""
     host, port, username, password = settings.mqtt_login("fleet")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    if username:
-        client.username_pw_set(username, password)
     try:
-        client.connect(host, port, keepalive=10)
-    except OSError as e:
+        mqtt.publish_once(host, port, topics.down(node_id), frame, username, password)
+    except mqtt.Unreachable as e:
         raise BrokerUnavailable(f"cannot reach the broker at {host}:{port}: {e}") from None
-    client.loop_start()
-    try:
-        info = client.publish(f"pl/v1/{node_id}/down", frame, qos=1)
-        info.wait_for_publish(PUBLISH_TIMEOUT)
-        if not info.is_published():
-            raise BrokerUnavailable(f"the broker at {host}:{port} did not acknowledge the command")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    except mqtt.NotAcknowledged:
+        raise BrokerUnavailable(f"the broker at {host}:{port} did not acknowledge the command"
+                                ) from None
 
 
 def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:

@@ -17,22 +17,11 @@ from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownNode, UnknownRelease, UnknownRollout
 from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso
-from fleet.web.auth import bearer_token, csrf, require
+from fleet.web.auth import csrf, require
 
-bp = Blueprint("ota_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("ota", __name__)
 files_bp = Blueprint("ota_files", __name__, url_prefix="/ota/v1")
 MAX_BUNDLE = 8 * 1024 * 1024
-
-
-@bp.before_request
-def require_token():
-    token = bearer_token()
-    if token is None:
-        raise ApiError(401, "missing or invalid bearer token (Authorization: Bearer <token>); "
-                            "create one with `fleet token create NAME`")
-    g.user = None
-    g.token = token
-    g.token_name = token["name"]
 
 
 def release_json(r: dict) -> dict:
@@ -249,7 +238,6 @@ def offer(node_id):
 
 
 def init_app(app):
-    csrf.exempt(bp)
+    """The files nodes fetch (/ota/v1): node logins, not CSRF (bp goes under /api/v1)."""
     csrf.exempt(files_bp)
-    app.register_blueprint(bp)
     app.register_blueprint(files_bp)

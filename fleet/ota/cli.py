@@ -1,39 +1,19 @@
 """`fleet keys`, `fleet release` and `fleet rollout`: OTA from the command line."""
 
-import functools
 import json
-import time
 from pathlib import Path
 
 import click
 
+from fleet.cli.base import one_line, open_store, when
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.settings import SettingsError, from_env
 from fleet.store import ota as ota_store
 from fleet.store.base import StoreError
-from fleet.store.migrate import open_db
 
-
-def _friendly(fn):
-    """Library errors become one-line messages (as fleet.cli's friendly(); no import cycle)."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except (SettingsError, StoreError, ValueError, OSError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-def open_store():
-    return open_db(from_env().db_path)
-
-
-def when(t) -> str:
-    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+# Releases read and write files: an OSError is a user's missing or unreadable file.
+_friendly = one_line(SettingsError, StoreError, ValueError, OSError)
 
 
 @click.group("keys")

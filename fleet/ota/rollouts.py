@@ -14,6 +14,7 @@ import time
 
 from polylink import proto
 
+from fleet import mqtt, topics
 from fleet.store import commands as command_store
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
@@ -167,7 +168,7 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         rows += [(n["id"], i, "pending", n["firmware_version"]) for n in todo[start:end]]
         start = end
     return ota_store.add_rollout(db, version, stages, max_failures, max_health_drop, target, rows,
-                                 actor, now)
+                             actor, now)
 
 
 def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
@@ -222,12 +223,12 @@ def act(db, rid: int, action: str, actor=None) -> dict:
         if state != "running":
             raise RolloutError(f"rollout {rid} is {state}; only a running one can be paused")
         ota_store.update_rollout(db, rid, actor, "rollout.pause", state="paused",
-                                 reason=f"paused by {actor}")
+                             reason=f"paused by {actor}")
     elif action == "resume":
         if state != "paused":
             raise RolloutError(f"rollout {rid} is {state}; only a paused one can be resumed")
         ota_store.update_rollout(db, rid, actor, "rollout.resume", state="running", reason=None,
-                                 stage_started=time.time())
+                             stage_started=time.time())
     elif action == "abort":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is already {state}")
@@ -236,7 +237,7 @@ def act(db, rid: int, action: str, actor=None) -> dict:
                  n["node_id"]) for n in ota_store.rollout_nodes(db, rid) if n["state"] in IN_FLIGHT]
         ota_store.set_rollout_nodes(db, rid, rows)
         ota_store.update_rollout(db, rid, actor, "rollout.abort", state="aborted",
-                                 reason=f"aborted by {actor}")
+                             reason=f"aborted by {actor}")
     elif action == "retry":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is {state}; nothing to retry")
@@ -246,7 +247,7 @@ def act(db, rid: int, action: str, actor=None) -> dict:
         ota_store.set_rollout_nodes(db, rid, rows)
         # A rollout paused for failures runs again, the failed nodes offered once more.
         ota_store.update_rollout(db, rid, actor, "rollout.retry", state="running",
-                                 reason=f"{len(rows)} failed node(s) retried")
+                             reason=f"{len(rows)} failed node(s) retried")
     else:
         raise RolloutError(f"unknown action {action!r}; expected pause, resume, abort or retry")
     return ota_store.get_rollout(db, rid)
@@ -428,21 +429,16 @@ class Publisher:
         self.client = None
 
     def __call__(self, node_id: str, frame: bytes) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         if self.client is None:
             host, port, user, password = self.settings.mqtt_login("fleet")
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-            if user:
-                c.username_pw_set(user, password)
+            c = mqtt.client(user=user, password=password)
             c.connect(host, port, keepalive=30)
             c.loop_start()
             self.client = c
-        info = self.client.publish(f"pl/v1/{node_id}/down", frame, qos=1)
-        info.wait_for_publish(5.0)
-        if not info.is_published():
-            raise OSError("the broker did not acknowledge the offer")
+        try:
+            mqtt.publish_acked(self.client, topics.down(node_id), frame)
+        except mqtt.NotAcknowledged:
+            raise OSError("the broker did not acknowledge the offer") from None
 
     def close(self) -> None:
         if self.client is not None:

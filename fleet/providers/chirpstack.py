@@ -7,17 +7,17 @@ with `{"devEui", "confirmed", "fPort", "data"}`; ChirpStack appends it to the de
 """
 
 import base64
-import binascii
 import json
+
+from polylink import region_eu868
+
+from .adapter import Reader, Uplink, dr_of
 
 KIND = "chirpstack"
 TITLE = "ChirpStack v4"
 
 
-def _err(msg):
-    from . import ProviderError
-
-    return ProviderError(f"ChirpStack uplink: {msg}")
+_read = Reader("ChirpStack uplink")
 
 
 def subscriptions(cfg) -> list[tuple[str, int]]:
@@ -33,61 +33,36 @@ def downlink_message(frame: bytes, fport: int, confirmed=False, dev_eui="") -> b
                        "data": base64.b64encode(frame).decode()}).encode()
 
 
-def _num(d, key, kind=float):
-    v = d.get(key)
-    if v is None:
-        return None
-    try:
-        return kind(v)
-    except (TypeError, ValueError):
-        raise _err(f"{key} is not a number: {v!r}") from None
-
-
 def parse_uplink(topic: str, payload: bytes):
-    from . import Reception, Uplink, dr_of
-
-    try:
-        msg = json.loads(payload)
-    except ValueError as e:
-        raise _err(f"not JSON: {e}") from None
-    if not isinstance(msg, dict):
-        raise _err("not a JSON object")
+    msg = _read.message(payload)
     info = msg.get("deviceInfo")
     if not isinstance(info, dict):
-        raise _err("deviceInfo must be an object")
-    dev_eui = info.get("devEui")
-    if not isinstance(dev_eui, str) or len(dev_eui) != 16:
-        raise _err(f"deviceInfo.devEui must be 16 hex digits, got {dev_eui!r}")
-    try:
-        frame = base64.b64decode(msg.get("data", ""), validate=True)
-    except (binascii.Error, TypeError):
-        raise _err("data is not base64") from None
+        raise _read.error("deviceInfo must be an object")
+    dev_eui = _read.dev_eui(info.get("devEui"), "deviceInfo.devEui")
+    frame = _read.base64(msg.get("data", ""), "data")
     tx = msg.get("txInfo") or {}
     lora = (tx.get("modulation") or {}).get("lora") or {}
-    sf = _num(lora, "spreadingFactor", int)
-    bw = _num(lora, "bandwidth", int)
-    rx = [Reception(m.get("gatewayId", ""), _num(m, "rssi") or 0.0, _num(m, "snr") or 0.0)
-          for m in msg.get("rxInfo") or []]
-    dr = _num(msg, "dr", int)
+    sf = _read.number(lora, "spreadingFactor", int)
+    bw = _read.number(lora, "bandwidth", int)
+    rx = [_read.reception(m.get("gatewayId", ""), m) for m in msg.get("rxInfo") or []]
+    dr = _read.number(msg, "dr", int)
     if dr is None:
         dr = dr_of(sf, bw) if sf else 0  # DR0 is left out like any zero
     airtime = None
     if sf and bw and dr is not None:
-        from polylink import region_eu868
-
         if dr < len(region_eu868.DATA_RATES):
             airtime = region_eu868.airtime_us(len(frame) + 13, dr) / 1e6
     return Uplink(
         ext_id=dev_eui.upper(),
         device_id=dev_eui.lower(),
-        fport=_num(msg, "fPort", int) or 0,
-        fcnt=_num(msg, "fCnt", int) or 0,
+        fport=_read.number(msg, "fPort", int) or 0,
+        fcnt=_read.number(msg, "fCnt", int) or 0,
         payload=frame,
         confirmed=bool(msg.get("confirmed", False)),
         sf=sf,
         bw=bw,
         dr=dr,
-        freq=_num(tx, "frequency", int),
+        freq=_read.number(tx, "frequency", int),
         airtime=airtime,
         receptions=rx,
     )

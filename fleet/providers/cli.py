@@ -1,7 +1,9 @@
 """`fleet provider ...`: configure LoRaWAN providers and run their ingest worker."""
 
 import logging
+import signal
 import sys
+import threading
 
 import click
 
@@ -11,7 +13,7 @@ from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
 from fleet.store.migrate import open_db
 
-from . import LORAWAN_KINDS, ProviderError, registry
+from . import LORAWAN_KINDS, ProviderError, registry, worker
 
 
 @click.group("provider")
@@ -122,11 +124,6 @@ def provider_ingest(only):
 
     Example: fleet provider ingest
     """
-    import signal
-    import threading
-
-    from . import worker
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -134,3 +131,7 @@ def provider_ingest(only):
         worker.run(from_env(), stop, names=set(only) or None)
     except KeyboardInterrupt:
         pass
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(provider_group)

@@ -11,16 +11,34 @@ receive window after the node's next uplink (Class A).
 
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from polylink import region_eu868
 
+from fleet import mqtt
 from fleet.store import providers as provider_store
 
 from . import ADAPTERS, FPORT, registry
 
-PUBLISH_TIMEOUT = 5.0
 _DAY = 86400
+
+
+class DownlinkError(Exception):
+    """A downlink could not be built or handed to the broker."""
+
+
+class BrokerUnavailable(DownlinkError):
+    """The broker did not accept the downlink."""
+
+
+class OverLimit(DownlinkError):
+    """The provider the node was last heard on cannot take this downlink now."""
+
+
+class TooLarge(OverLimit):
+    """The frame exceeds the payload the node's LoRaWAN data rate allows."""
+
+
+class BudgetUsed(OverLimit):
+    """The node's daily downlink budget on its provider is used up."""
 
 
 def _today(now):
@@ -53,8 +71,6 @@ def describe(b: dict) -> str:
 
 def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     """Send frame via the node's LoRaWAN provider; False if the node was last heard elsewhere."""
-    from fleet.nodes.commands import BrokerUnavailable, BudgetUsed, OverLimit, TooLarge
-
     p = provider_store.provider_of(db, node_id)
     if p is None:
         return False
@@ -77,27 +93,16 @@ def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     adapter = ADAPTERS[p["kind"]]
     topic = adapter.downlink_topic(cfg, ident["device_id"] or ident["ext_id"])
     message = adapter.downlink_message(frame, FPORT, dev_eui=ident["ext_id"])
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    if cfg.get("username"):
-        client.username_pw_set(cfg["username"], password)
-    if cfg.get("tls"):
-        import ssl
-
-        client.tls_set_context(ssl.create_default_context())
     try:
-        client.connect(cfg["host"], cfg["port"], keepalive=10)
-    except OSError as e:
+        mqtt.publish_once(cfg["host"], cfg["port"], topic, message,
+                          cfg["username"] if cfg.get("username") else None, password,
+                          tls=bool(cfg.get("tls")))
+    except mqtt.Unreachable as e:
         raise BrokerUnavailable(f"cannot reach provider {p['name']} at {cfg['host']}:"
                                 f"{cfg['port']}: {e}") from None
-    client.loop_start()
-    try:
-        info = client.publish(topic, message, qos=1)
-        info.wait_for_publish(PUBLISH_TIMEOUT)
-        if not info.is_published():
-            raise BrokerUnavailable(f"provider {p['name']} did not acknowledge the downlink")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    except mqtt.NotAcknowledged:
+        raise BrokerUnavailable(f"provider {p['name']} did not acknowledge the downlink"
+                                ) from None
     provider_store.record_downlink(db, node_id, p["name"], time.time() if now is None else now,
                                    len(frame))
     return True

@@ -4,16 +4,18 @@ Its uplinks take the fast path in fleet/ingest.py (a raw frame per message, the 
 topic, no JSON); this module names the shapes so every provider has one adapter module.
 """
 
+from fleet import topics
+
 KIND = "mqtt"
 TITLE = "Fleet MQTT broker"
 
 
 def subscriptions(cfg=None) -> list[tuple[str, int]]:
-    return [("pl/v1/+/up", 1), ("pl/v1/+/conn", 1)]
+    return list(topics.UPLINKS)
 
 
 def downlink_topic(cfg, node_id: str) -> str:
-    return f"pl/v1/{node_id}/down"
+    return topics.down(node_id)
 
 
 def downlink_message(frame: bytes, fport=None, confirmed=False, dev_eui="") -> bytes:

@@ -7,17 +7,15 @@ arrive absent); frequency and consumed_airtime are strings. Downlinks: a JSON
 """
 
 import base64
-import binascii
 import json
+
+from .adapter import Reader, Uplink, dr_of
 
 KIND = "tts"
 TITLE = "The Things Stack v3"
 
 
-def _err(msg):
-    from . import ProviderError
-
-    return ProviderError(f"TTS uplink: {msg}")
+_read = Reader("TTS uplink")
 
 
 def app_prefix(cfg) -> str:
@@ -40,61 +38,39 @@ def downlink_message(frame: bytes, fport: int, confirmed=False, dev_eui="") -> b
     return json.dumps({"downlinks": [d]}).encode()
 
 
-def _num(d, key, kind=float):
-    v = d.get(key)
-    if v is None:
-        return None
-    try:
-        return kind(v)
-    except (TypeError, ValueError):
-        raise _err(f"{key} is not a number: {v!r}") from None
-
-
 def parse_uplink(topic: str, payload: bytes):
     """An Uplink, or None for a message that carries no application uplink (join, ...)."""
-    from . import Reception, Uplink, dr_of
-
-    try:
-        msg = json.loads(payload)
-    except ValueError as e:
-        raise _err(f"not JSON: {e}") from None
-    if not isinstance(msg, dict):
-        raise _err("not a JSON object")
+    msg = _read.message(payload)
     up = msg.get("uplink_message")
     if up is None:
         return None
     ids = msg.get("end_device_ids")
     if not isinstance(ids, dict) or not isinstance(up, dict):
-        raise _err("end_device_ids and uplink_message must be objects")
-    dev_eui = ids.get("dev_eui")
-    if not isinstance(dev_eui, str) or len(dev_eui) != 16:
-        raise _err(f"end_device_ids.dev_eui must be 16 hex digits, got {dev_eui!r}")
-    try:
-        frame = base64.b64decode(up.get("frm_payload", ""), validate=True)
-    except (binascii.Error, TypeError):
-        raise _err("uplink_message.frm_payload is not base64") from None
+        raise _read.error("end_device_ids and uplink_message must be objects")
+    dev_eui = _read.dev_eui(ids.get("dev_eui"), "end_device_ids.dev_eui")
+    frame = _read.base64(up.get("frm_payload", ""), "uplink_message.frm_payload")
     settings = up.get("settings") or {}
     lora = (settings.get("data_rate") or {}).get("lora") or {}
-    sf = _num(lora, "spreading_factor", int)
-    bw = _num(lora, "bandwidth", int)
+    sf = _read.number(lora, "spreading_factor", int)
+    bw = _read.number(lora, "bandwidth", int)
     airtime = up.get("consumed_airtime")
     if isinstance(airtime, str) and airtime.endswith("s"):
         airtime = airtime[:-1]
     rx = []
     for m in up.get("rx_metadata") or []:
         gw = (m.get("gateway_ids") or {}).get("gateway_id", "")
-        rx.append(Reception(gw, _num(m, "rssi") or 0.0, _num(m, "snr") or 0.0))
+        rx.append(_read.reception(gw, m))
     return Uplink(
         ext_id=dev_eui.upper(),
         device_id=ids.get("device_id") or topic.split("/")[3],
-        fport=_num(up, "f_port", int) or 0,
-        fcnt=_num(up, "f_cnt", int) or 0,
+        fport=_read.number(up, "f_port", int) or 0,
+        fcnt=_read.number(up, "f_cnt", int) or 0,
         payload=frame,
         confirmed=bool(up.get("confirmed", False)),
         sf=sf,
         bw=bw,
         dr=dr_of(sf, bw),
-        freq=_num(settings, "frequency", int),
-        airtime=_num({"a": airtime}, "a"),
+        freq=_read.number(settings, "frequency", int),
+        airtime=_read.number({"a": airtime}, "a"),
         receptions=rx,
     )

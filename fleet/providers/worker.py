@@ -9,13 +9,11 @@ is acknowledged to the provider's broker only after its batch is committed.
 
 import logging
 import queue
-import ssl
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from polylink import proto
 
+from fleet import mqtt
 from fleet.ingest import UPLINK_TYPES, Ingest
 from fleet.store import providers as provider_store
 from fleet.store.migrate import open_db
@@ -121,14 +119,11 @@ class ProviderIngest(Ingest):
         return n
 
 
-def connect(cfg: dict, password: str | None, on_message) -> mqtt.Client:
+def connect(cfg: dict, password: str | None, on_message):
     """A client subscribed to one provider's uplink topics; QoS 1 acked by us after storing."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"polylink-{cfg['name']}",
-                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
-    if cfg.get("username"):
-        client.username_pw_set(cfg["username"], password)
-    if cfg.get("tls"):
-        client.tls_set_context(ssl.create_default_context())
+    client = mqtt.client(f"polylink-{cfg['name']}", cfg["username"] if cfg.get("username")
+                         else None, password, tls=bool(cfg.get("tls")), clean_session=False,
+                         manual_ack=True)
     subs = ADAPTERS[cfg["kind"]].subscriptions(cfg)
 
     def on_connect(c, userdata, flags, reason, props):

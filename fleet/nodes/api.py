@@ -1,0 +1,236 @@
+"""The nodes' REST API (/api/v1/nodes): nodes, telemetry as SenML, commands and bad frames."""
+
+import math
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from flask import Blueprint, current_app, g, jsonify, request, url_for
+from polylink import quantities
+
+from fleet.nodes import commands as downlink
+from fleet.nodes import senml
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import UnknownCommand, UnknownNode
+from fleet.web import db as web_db
+from fleet.web.api import ApiError, iso, limit_param
+from fleet.web.auth import require
+
+bp = Blueprint("nodes", __name__)
+
+SENML_JSON = "application/senml+json"
+
+
+def node_json(node: dict) -> dict:
+    """The API's view of a node."""
+    return {
+        "id": node["id"],
+        "name": node["name"],
+        "online": node["online"],
+        "last_seen": iso(node["last_seen"]),
+        "firmware_version": node["firmware_version"],
+        "micropython_version": node["micropython_version"],
+        "provider": node["provider"],
+        "battery": node["battery"],
+        "board": node["board"],
+        "rssi": node["rssi"],
+        "uptime": node["uptime"],
+        "reset_cause": node["reset_cause"],
+        "heap_free": node["heap_free"],
+        "queue": node["queue"],
+        "dropped": node["dropped"],
+        "boots": node["boots"],
+        "interval": node["interval"],
+        "status_at": iso(node["status_at"]),
+        "bad_frames": node["bad_frames"],
+        "created": iso(node["created"]),
+        "tags": node["tags"],
+    }
+
+
+def command_json(c: dict) -> dict:
+    """The API's view of a command and its result."""
+    if c["result_at"] is not None:
+        state = "done" if c["result_code"] == 0 else "failed"
+        result = {"code": c["result_code"], "value": c["result_value"], "text": c["result_text"],
+                  "at": iso(c["result_at"])}
+    else:
+        state = "sent" if c["sent_at"] is not None else "pending"
+        result = None
+    return {
+        "id": c["id"],
+        "node_id": c["node_id"],
+        "command": c["cmd"],
+        "arg": c["arg"],
+        "created_by": c["created_by"],
+        "created": iso(c["created"]),
+        "sent_at": iso(c["sent_at"]),
+        "state": state,
+        **({"config": c["body"]} if c.get("body") else {}),
+        "result": result,
+    }
+
+
+def _time_param(name: str):
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ApiError(
+                400, f"{name}={raw!r}: expected unix seconds or ISO 8601 (2026-01-31T12:00:00Z)"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    if not math.isfinite(value) or value < 0:
+        raise ApiError(400, f"{name}={raw!r}: must be a non-negative finite number")
+    return value
+
+
+def _quantity_param():
+    raw = request.args.get("quantity")
+    if raw is None or raw == "":
+        return None
+    qids = []
+    for part in raw.split(","):
+        part = part.strip()
+        qid = quantities.lookup(part)
+        if qid is None and part.isdigit() and int(part) < quantities.COUNT:
+            qid = int(part)
+        if qid is None:
+            names = ", ".join(q[quantities.NAME] for q in quantities.QUANTITIES)
+            raise ApiError(400, f"unknown quantity {part!r}; known: {names}")
+        qids.append(qid)
+    return qids
+
+
+def node_or_404(node_id: str) -> dict:
+    """The node, or a 404 naming it."""
+    try:
+        return node_store.get_node(web_db.get_db(), node_id)
+    except UnknownNode as e:
+        raise ApiError(404, str(e)) from None
+
+
+@bp.get("/nodes")
+@require("read")
+def list_nodes():
+    return jsonify({"nodes": [node_json(n) for n in node_store.list_nodes(web_db.get_db())]})
+
+
+@bp.get("/nodes/<node_id>")
+@require("read")
+def getnode_or_404(node_id):
+    node = node_json(node_or_404(node_id))
+    rows = telemetry_store.latest_values(web_db.get_db(), node_id)
+    node["latest"] = senml.records(node_id, [(r["t"], r["qid"], r["inst"], r["value"])
+                                             for r in rows])
+    return jsonify(node)
+
+
+@bp.get("/nodes/<node_id>/telemetry")
+@require("read")
+def telemetry(node_id):
+    node_or_404(node_id)
+    since, until = _time_param("since"), _time_param("until")
+    if since is not None and until is not None and since > until:
+        raise ApiError(400, "since is after until")
+    rows = telemetry_store.readings(web_db.get_db(), node_id, since, until, _quantity_param(),
+                                    limit_param())
+    response = jsonify(senml.records(node_id, rows))
+    response.mimetype = SENML_JSON
+    return response
+
+
+# The HTTP status for each way a downlink can be refused; a subclass before its base.
+_DOWNLINK_STATUS = ((downlink.BadCommand, 400), (downlink.BrokerUnavailable, 503),
+                    (downlink.TooLarge, 413), (downlink.OverLimit, 429))
+
+
+@contextmanager
+def _downlink_errors():
+    try:
+        yield
+    except downlink.DownlinkError as e:
+        for kind, status in _DOWNLINK_STATUS:
+            if isinstance(e, kind):
+                raise ApiError(status, str(e)) from None
+        raise
+
+
+def _accepted(node_id: str, cid: int, fields: dict):
+    """202 Accepted for a queued command, with where to follow its result."""
+    url = url_for(".get_command", node_id=node_id, cid=cid)
+    response = jsonify({"id": cid, "node_id": node_id, **fields, "url": url})
+    response.status_code = 202
+    response.headers["Location"] = url
+    return response
+
+
+@bp.post("/nodes/<node_id>/commands")
+@require("nodes")
+def send_command(node_id):
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object like {"command": "identify"} '
+                            "(Content-Type: application/json)")
+    unknown = set(body) - {"command", "arg"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    command = body.get("command")
+    if not isinstance(command, str):
+        raise ApiError(400, 'field "command" must be a string: reboot, identify or set_interval')
+    node_or_404(node_id)
+    with _downlink_errors():
+        cid = downlink.send_command(web_db.get_db(), current_app.config["SETTINGS"], node_id,
+                                    command, body.get("arg"), created_by=f"token:{g.token_name}")
+    return _accepted(node_id, cid, {"command": command})
+
+
+@bp.post("/nodes/<node_id>/config")
+@require("nodes")
+def send_config(node_id):
+    """A CONFIG downlink: {"interval": s, "status_interval": s}, checked by the node's rules."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object like {"interval": 60, "status_interval": '
+                            '300} (Content-Type: application/json)')
+    node_or_404(node_id)
+    db = web_db.get_db()
+    with _downlink_errors():
+        fields = downlink.check_config(body)
+        cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
+                                   created_by=f"token:{g.token_name}", **fields)
+    return _accepted(node_id, cid, {"command": "config", "config": fields})
+
+
+@bp.get("/nodes/<node_id>/commands/<int:cid>")
+@require("read")
+def get_command(node_id, cid):
+    node_or_404(node_id)
+    try:
+        return jsonify(command_json(command_store.get_command(web_db.get_db(), node_id, cid)))
+    except UnknownCommand as e:
+        raise ApiError(404, str(e)) from None
+
+
+@bp.get("/nodes/<node_id>/bad-frames")
+@require("read")
+def bad_frames(node_id):
+    node = node_or_404(node_id)
+    rows = telemetry_store.bad_frames(web_db.get_db(), node_id, limit_param(default=100))
+    return jsonify({
+        "node_id": node_id,
+        "count": node["bad_frames"],
+        "frames": [
+            {"received_at": iso(r["received_at"]), "provider": r["provider"], "topic": r["topic"],
+             "payload_hex": r["payload"].hex(), "error": r["error"]}
+            for r in rows
+        ],
+    })

@@ -1,0 +1,120 @@
+"""`fleet nodes`, `fleet node show`, `fleet command`, `fleet bad-frames`: nodes, their commands."""
+
+import click
+
+from fleet.cli.base import friendly, open_store, when
+from fleet.nodes import commands as downlink
+from fleet.nodes.senml import name_and_unit
+from fleet.settings import from_env
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+
+
+@click.command("nodes")
+@friendly
+def nodes_command():
+    """List every node with its state.
+
+    Example: fleet nodes
+    """
+    rows = node_store.list_nodes(open_store())
+    if not rows:
+        click.echo("no nodes yet")
+        return
+    click.echo(f"{'id':<32} {'state':<7} {'last seen':<20} {'firmware':<10} "
+               f"{'micropython':<11} {'battery':>7}")
+    for n in rows:
+        battery = "-" if n["battery"] is None else f"{n['battery']:.2f} V"
+        click.echo(f"{n['id']:<32} {'online' if n['online'] else 'offline':<7} "
+                   f"{when(n['last_seen']):<20} {n['firmware_version'] or '-':<10} "
+                   f"{n['micropython_version'] or '-':<11} {battery:>7}")
+
+
+@click.group("node")
+def node_group():
+    """Inspect one node.
+
+    Example: fleet node show node-1
+    """
+
+
+@node_group.command("show")
+@click.argument("node_id")
+@friendly
+def node_show(node_id):
+    """Show a node's state and latest values.
+
+    Example: fleet node show node-1
+    """
+    db = open_store()
+    node = node_store.get_node(db, node_id)
+    for key, value in node.items():
+        if key in ("last_seen", "created", "status_at"):
+            value = when(value)
+        click.echo(f"{key:<17} {value}")
+    for row in telemetry_store.latest_values(db, node_id):
+        name, unit = name_and_unit(row["qid"], row["inst"])
+        click.echo(f"{name:<17} {row['value']} {unit or ''} at {when(row['t'])}")
+
+
+@click.group("command")
+def command_group():
+    """Send commands to nodes.
+
+    Example: fleet command send node-1 identify
+    """
+
+
+@command_group.command("send")
+@click.argument("node_id")
+@click.argument("command", type=click.Choice(["reboot", "identify", "set-interval"]))
+@click.argument("arg", required=False, type=int)
+@friendly
+def command_send(node_id, command, arg):
+    """Send a command to a node over its downlink; prints the command id.
+
+    Example: fleet command send node-1 set-interval 60
+    """
+    cid = downlink.send_command(open_store(), from_env(), node_id, command.replace("-", "_"),
+                                arg, created_by="cli")
+    click.echo(f"command {cid} sent to {node_id}")
+
+
+@command_group.command("config")
+@click.argument("node_id")
+@click.option("--interval", type=int, help="Sampling interval in seconds (1..86400).")
+@click.option("--status-interval", type=int, help="STATUS interval in seconds (10..86400).")
+@friendly
+def command_config(node_id, interval, status_interval):
+    """Send a CONFIG downlink (checked with the node's own limits); prints the command id.
+
+    Example: fleet command config node-1 --interval 120 --status-interval 600
+    """
+    cid = downlink.send_config(open_store(), from_env(), node_id, interval, status_interval,
+                               created_by="cli")
+    click.echo(f"config {cid} sent to {node_id}")
+
+
+@click.command("bad-frames")
+@click.argument("node_id", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many, newest first.")
+@friendly
+def bad_frames_command(node_id, limit):
+    """List frames that failed to decode, kept for inspection.
+
+    Example: fleet bad-frames node-1 --limit 5
+    """
+    db = open_store()
+    if node_id is not None:
+        node = node_store.get_node(db, node_id)
+        click.echo(f"{node_id}: {node['bad_frames']} bad frames in total")
+    for row in telemetry_store.bad_frames(db, node_id, limit):
+        click.echo(f"{when(row['received_at'])} {row['node_id'] or '?':<20} {row['topic']} "
+                   f"{row['payload'].hex()} {row['error']}")
+
+
+
+
+def register(cli: click.Group) -> None:
+    for command in (nodes_command, node_group, command_group, bad_frames_command):
+        cli.add_command(command)

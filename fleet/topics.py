@@ -1,0 +1,59 @@
+"""Every topic of the fleet's own MQTT broker, and the ACL lines that guard them.
+
+A node publishes frames on pl/v1/{node}/up and its connection state on .../conn, and reads
+downlinks on .../down (docs/protocol.md). A board claiming an identity asks on
+pl/v1/claim/{token id}/{claim id}/req and reads the answer on .../resp (identity/claims.py).
+"""
+
+ROOT = "pl/v1"
+
+
+def up(node: str) -> str:
+    return f"{ROOT}/{node}/up"
+
+
+def conn(node: str) -> str:
+    return f"{ROOT}/{node}/conn"
+
+
+def down(node: str) -> str:
+    return f"{ROOT}/{node}/down"
+
+
+def claim_request(token_id: str, claim_id: str) -> str:
+    return f"{ROOT}/claim/{token_id}/{claim_id}/req"
+
+
+def claim_answer(token_id: str, claim_id: str) -> str:
+    return f"{ROOT}/claim/{token_id}/{claim_id}/resp"
+
+
+def node_topic(topic: str) -> tuple[str, str] | None:
+    """(node, "up" | "conn" | ...) of a pl/v1/{node}/{kind} topic, None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != ROOT:
+        return None
+    return parts[2], parts[3]
+
+
+def claim_topic(topic: str) -> tuple[str, str] | None:
+    """(token id, claim id) of a claim request topic, None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 6:
+        return None
+    return parts[3], parts[4]
+
+
+# What the ingest worker reads: every node's frames and connection state.
+UPLINKS = [(up("+"), 1), (conn("+"), 1)]
+CLAIM_REQUESTS = claim_request("+", "+")
+# mosquitto ACL lines (broker/auth.py): %u is the login, %c the client id.
+SERVICE_ACLS = {
+    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}"],
+    "fleet": [f"topic write {down('+')}"],
+    "claims": [f"topic read {CLAIM_REQUESTS}", f"topic write {claim_answer('+', '+')}"],
+}
+NODE_ACL = [f"pattern write {up('%u')}", f"pattern write {conn('%u')}",
+            f"pattern read {down('%u')}"]
+CLAIM_ACL = [f"pattern write {claim_request('%u', '%c')}",
+             f"pattern read {claim_answer('%u', '%c')}"]

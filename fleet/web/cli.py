@@ -1,0 +1,96 @@
+"""`fleet user` and `fleet token`: the people who log in to the web UI and the API's tokens."""
+
+import sys
+
+import click
+
+from fleet.cli.base import friendly, open_store, when
+from fleet.store import users as user_store
+
+# The roles of web/auth.py, repeated so `fleet --help` needs no Flask; a test keeps them equal.
+ROLES = ("viewer", "technician", "operator", "admin")
+
+
+@click.group("user")
+def user_group():
+    """Manage the people who can log in to the web UI.
+
+    Example: fleet user add alice --role admin
+    """
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
+              help="viewer reads; technician also works on single nodes; operator also runs "
+                   "bulk actions and rollouts; admin also manages users, tokens and providers "
+                   "(docs/fleet.md).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@friendly
+def user_add(name, role, password_stdin):
+    """Create a user who can log in to the web UI.
+
+    Example: echo 's3cret-pass' | fleet user add alice --role admin --password-stdin
+    """
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    from fleet.web import auth  # here, not at the top: it loads Flask (start-up time)
+
+    auth.create_user(open_store(), name, password, role, actor="cli")
+    click.echo(f"user {name} ({role}) added")
+
+
+@user_group.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+@friendly
+def user_set_role(name, role):
+    """Change what a user may do.
+
+    Example: fleet user set-role bob technician
+    """
+    user_store.set_user_role(open_store(), name, role, actor="cli")
+    click.echo(f"user {name} is now {role}")
+
+
+@user_group.command("list")
+@friendly
+def user_list():
+    """List users and their roles.
+
+    Example: fleet user list
+    """
+    for u in user_store.list_users(open_store()):
+        click.echo(f"{u['name']:<32} {u['role']:<10} {when(u['created'])}")
+
+
+@click.group("token")
+def token_group():
+    """Manage API bearer tokens.
+
+    Example: fleet token create grafana
+    """
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
+              help="What the token may do, as for users; give a read-only script viewer.")
+@friendly
+def token_create(name, role):
+    """Create an API token and print it once; only its hash is stored.
+
+    Example: fleet token create grafana --role viewer
+    """
+    from fleet.web import auth  # here, not at the top: it loads Flask (start-up time)
+
+    click.echo(auth.create_token(open_store(), name, role, actor="cli"))
+
+
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(user_group)
+    cli.add_command(token_group)
