@@ -29,22 +29,22 @@ sim: setup ## run NODES=N simulated firmware nodes against the broker (default 2
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
 
 image: setup ## build a node's filesystem image: make image BOARD=HELTEC_V3 NODE=lamp-42 (docs/provisioning.md)
-	$(BIN)/python -m provisioning image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)") $(if $(CLAIM_TOKEN),--claim-token "$(CLAIM_TOKEN)" --claim-port "$(CLAIM_PORT)")
+	$(BIN)/fleet provision image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)") $(if $(CLAIM_TOKEN),--claim-token "$(CLAIM_TOKEN)" --claim-port "$(CLAIM_PORT)")
 
 flash: setup ## flash a board: make flash BOARD=.. PORT=/dev/ttyUSB0 [NODE=..] [FIRMWARE=micropython.bin]
-	$(BIN)/python -m provisioning flash --board "$(BOARD)" --port "$(PORT)" $(if $(NODE),--node "$(NODE)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
+	$(BIN)/fleet provision flash --board "$(BOARD)" --port "$(PORT)" $(if $(NODE),--node "$(NODE)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
 
 flash-batch: setup ## flash many boards: make flash-batch BOARD=.. PORTS="/dev/ttyUSB0 /dev/ttyUSB1" [FIRMWARE=..]
-	$(BIN)/python -m provisioning batch --board "$(BOARD)" $(foreach p,$(PORTS),--port "$(p)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
+	$(BIN)/fleet provision batch --board "$(BOARD)" $(foreach p,$(PORTS),--port "$(p)") $(if $(FIRMWARE),--firmware "$(FIRMWARE)")
 
-deploy: setup ## copy changed app files to a board running MicroPython: make deploy PORT=/dev/ttyUSB0
-	$(BIN)/python -m provisioning deploy --port "$(PORT)"
+deploy: setup ## copy changed app files to a board running MicroPython: make deploy PORT=/dev/ttyUSB0 [BOARD=..]
+	$(BIN)/fleet provision deploy --port "$(PORT)" $(if $(BOARD),--board "$(BOARD)")
 
 merged-image: setup ## one file for a factory programmer: make merged-image BOARD=.. FIRMWARE=.. [NODE=..]
-	$(BIN)/python -m provisioning merged-image --board "$(BOARD)" --firmware "$(FIRMWARE)" $(if $(NODE),--node "$(NODE)")
+	$(BIN)/fleet provision merged-image --board "$(BOARD)" --firmware "$(FIRMWARE)" $(if $(NODE),--node "$(NODE)")
 
 label: setup ## printable SVG label with a QR code to the node's page: make label NODE=lamp-42
-	$(BIN)/python -m provisioning label --node "$(NODE)"
+	$(BIN)/fleet provision label --node "$(NODE)"
 
 release: setup ## build, sign and store an OTA release: make release VERSION=0.2.0 [BOARDS="ESP32_GENERIC .."] [RUNTIME=micropython.app-bin] (docs/ota.md)
 	$(BIN)/fleet release build "$(VERSION)" $(foreach b,$(BOARDS),--board "$(b)") $(if $(RUNTIME),--runtime "$(RUNTIME)")

@@ -8,8 +8,8 @@ import sys
 
 
 def _choose():
-    try:
-        from polylink import slots
+    try:  # inside the try, not for RAM: a broken slots module must not stop the boot
+        from polylink.ota import slots
 
         d = slots.boot("")  # counts trial boots; past the limit it reverts by itself
     except Exception as e:  # noqa: BLE001 - nothing here may stop the factory app from booting

@@ -15,8 +15,10 @@ def _on_trial():
 def main():
     hal = None
     try:
+        # Imported inside the try, not for RAM: a release whose modules fail to import must
+        # still reset (below), so a trial boot is counted and reverted.
         from polylink import config
-        from polylink.hal_esp32 import HAL
+        from polylink.hal.esp32 import HAL
         from polylink.node import Node
 
         # The board is read first so the HAL knows its pins; the node id defaults to the chip id.
@@ -32,6 +34,7 @@ def main():
             return
         if cfg.claim is not None:
             # A generic image: ask the fleet for this board's identity, then boot as that node.
+            # (Device RAM: only an unclaimed node loads the claim code.)
             from polylink import claim
 
             try:
@@ -60,14 +63,14 @@ def _reset_without_hal():
     """
     import sys
 
-    try:
-        from polylink import hal_esp32
+    try:  # at the call, not for RAM: this import is what may fail
+        from polylink.hal import esp32 as hal_esp32
     except Exception:  # noqa: BLE001 - whatever broke the release's HAL, the factory one works
         for name in list(sys.modules):
             if name == "polylink" or name.startswith("polylink."):
                 del sys.modules[name]
         del sys.path[0]  # the slot directory boot.py put first (only a slot is on trial)
-        from polylink import hal_esp32
+        from polylink.hal import esp32 as hal_esp32
     hal_esp32.reset()
 
 

@@ -27,6 +27,11 @@ RECEIVE_MAXIMUM = 65535
 # worker is away; "never expire" because losing the queue would lose readings.
 SESSION_EXPIRY = 0xFFFFFFFF
 _PUBACK = struct.Struct("!BBH")
+# A STATUS whose seq was already used tells of a restarted counter when the boot it reports
+# (its time minus its uptime) is this much later than the node's last known boot; a redelivered
+# STATUS without a timestamp would need to be this late to be taken for one.
+BOOT_SLACK = 300
+EV_SEQ_RESTART = 3  # EVENT code the fleet records for a restarted counter (docs/protocol.md)
 
 
 class IngestError(Exception):
@@ -41,11 +46,13 @@ class Ingest:
         self.provider = provider
         self.known = node_store.known_node_ids(db)
         self.seqs = node_store.up_seqs(db)
+        self.boots = node_store.boot_times(db)
         self.batch = telemetry_store.Batch()
         self.pending = 0
         self.stored = 0
         self.duplicates = 0
         self.bad = 0
+        self.restarts = 0
 
     def add(self, topic: str, payload: bytes, received_at: float, retained=False):
         """Decode one message into the current batch; bad frames are kept, never raised."""
@@ -76,10 +83,7 @@ class Ingest:
                 self._bad(node, received_at, topic, payload,
                           f"message type {mtype} is not an uplink")
                 return
-            last = self.seqs.get(node)
-            seq = proto.extend_seq(last, seq16)
-            if last is None or seq > last:
-                self.seqs[node] = seq
+            seq = self.extend(node, mtype, seq16, ts, body, received_at)
             batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
             batch.touch[node] = (received_at, self.provider, self.seqs[node])
         elif kind == "conn":
@@ -94,6 +98,30 @@ class Ingest:
                 self._bad(node, received_at, topic, payload, "conn payload is not 1 or 0")
         else:
             self._bad(node, received_at, topic, payload, f"unknown topic kind {kind!r}")
+
+    def extend(self, node, mtype, seq16, ts, body, received_at) -> int:
+        """The frame's extended seq; a STATUS may show the node's counter restarted (section 2)."""
+        last = self.seqs.get(node)
+        seq = proto.extend_seq(last, seq16)
+        if mtype == proto.STATUS:
+            boot = (received_at if ts is None else ts) - body["uptime"]
+            known = self.boots.get(node)
+            if last is not None and seq <= last and known is not None and boot > known + BOOT_SLACK:
+                # A boot after the last one, numbered as if it came before: the counter restarted
+                # (re-flashed, or its file lost). Number this life above every seq of the last.
+                seq = (last // 0x10000 + 1) * 0x10000 + seq16
+                self.restarts += 1
+                t = received_at if ts is None else ts
+                text = (f"seq restarted: STATUS seq {seq16} after seq {last & 0xFFFF}, boot at"
+                        f" {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(boot))};"
+                        f" numbered from {seq - seq16}")
+                self.batch.restarts.append((node, t, received_at, EV_SEQ_RESTART, seq16, text))
+                log.warning("node %s: %s", node, text)
+            if known is None or boot > known:
+                self.boots[node] = boot
+        if last is None or seq > last:
+            self.seqs[node] = seq
+        return seq
 
     def _bad(self, node, received_at, topic, payload, error):
         self.bad += 1
@@ -275,4 +303,5 @@ def main(settings, **kwargs):
     log.info("ingesting from %s:%s into %s", host, port, settings.db_path)
     worker.run()
     i = worker.ingest
-    log.info("stopped: %d stored, %d duplicates, %d bad", i.stored, i.duplicates, i.bad)
+    log.info("stopped: %d stored, %d duplicates, %d bad, %d seq restarts", i.stored, i.duplicates,
+             i.bad, i.restarts)

@@ -9,12 +9,20 @@ import threading
 import time
 from dataclasses import replace
 
+from flask import url_for
+from waitress.server import create_server
+
+from fleet import create_app
+from fleet.broker import auth as brokerauth
 from fleet.broker import server as brokers
+from fleet.identity.claims import ClaimService
+from fleet.ota.rollouts import Ticker
 from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
 from fleet.store import identity as identity_store
 from fleet.store import users as user_store
 from fleet.store.base import DuplicateName, StoreError
 from fleet.store.migrate import open_db
+from fleet.web import auth
 
 FIRST_ADMIN = "admin"
 # A worker that dies this soon after starting is failing at start-up (bad store, broker gone):
@@ -92,8 +100,6 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def prepare_store(settings: Settings) -> str | None:
     """Migrate the database; on the first run create the admin and return its password."""
-    from fleet.web import auth
-
     db = open_db(settings.db_path)
     try:
         if user_store.count_users(db):
@@ -120,8 +126,6 @@ def claim_port() -> int | None:
 
 def sync_broker_logins(settings: Settings) -> None:
     """Write the broker's password and ACL files from the registered nodes (broker/auth.py)."""
-    from fleet.broker import auth as brokerauth
-
     db = open_db(settings.db_path)
     try:
         brokerauth.write_files(settings.broker_dir, identity_store.active_mqtt_hashes(db),
@@ -250,13 +254,9 @@ def main(settings: Settings) -> None:
         # Only the mosquitto we started reads the files upkeep rewrites when a claim token expires.
         upkeep = UpkeepWorker(settings, broker is not None and broker.kind == "mosquitto")
         upkeep.start()
-        from fleet.ota.rollouts import Ticker
-
         ticker = Ticker(settings)  # moves OTA rollouts along (fleet/ota/rollouts.py)
         ticker.start()
         if broker is not None and broker.kind == "mosquitto" and claim_port():
-            from fleet.identity.claims import ClaimService
-
             claim_service = ClaimService(settings).start()
         serve_web(settings, broker, ingest, password)
     except (brokers.BrokerError, StoreError, ServeError, SettingsError) as e:
@@ -285,11 +285,6 @@ def main(settings: Settings) -> None:
 
 def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) -> None:
     """Serve the web UI and API with waitress on 127.0.0.1:PORT until interrupted."""
-    from flask import url_for
-    from waitress.server import create_server
-
-    from fleet import create_app
-
     app = create_app({"SETTINGS": settings})
     try:
         server = create_server(app, host="127.0.0.1", port=settings.port, threads=8,

@@ -5,6 +5,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fleet.broker.auth import service_login
+
 
 class SettingsError(ValueError):
     """A setting in the environment is malformed."""
@@ -75,8 +77,6 @@ class Settings:
         host, port, user, password = self.mqtt_target()
         if self.mqtt_url:
             return host, port, user, password
-        from fleet.broker.auth import service_login
-
         login = service_login(self.broker_dir, service)
         return (host, port) + (login if login else (None, None))
 

@@ -24,6 +24,16 @@ from fleet.store.migrate import open_db
 PRUNE_EVERY = 3600.0  # s between retention passes; they are cheap but need not run often
 # A token is dropped just after it expires, never just before: sleep this much past its time.
 _EXPIRY_SLACK = 0.5
+# Evaluations older than this many upkeep intervals (or never) are shown as a warning.
+STALE_ROUNDS = 4
+
+
+def alerts_freshness(db, settings, now=None) -> dict:
+    """{"at": time of the last alert evaluation or None, "stale": True if it is overdue}."""
+    now = time.time() if now is None else now
+    at = upkeep_store.upkeep_state(db).get("alerts", {}).get("at")
+    return {"at": at,
+            "stale": at is None or now - at > STALE_ROUNDS * max(settings.upkeep_every, 30.0)}
 
 
 class Upkeep:

@@ -20,7 +20,7 @@ class BoardError(ValueError):
 
 @cache
 def _validator():
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # here: slow to import, needed once
 
     schema = json.loads(SCHEMA.read_text())
     Draft202012Validator.check_schema(schema)

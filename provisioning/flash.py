@@ -143,7 +143,7 @@ def write_image(board: dict, port: str, image_path: Path, offset: int, baud: int
 
 def watch(port: str, reported, timeout: float, echo=print) -> None:
     """Show the node's console until reported() is true; FlashError on a fatal line or timeout."""
-    import serial
+    import serial  # here, not at the top: pyserial is needed only to watch a flashed board
 
     last: list[str] = []
     deadline = time.monotonic() + timeout

@@ -25,7 +25,12 @@ _LFS = {"read_size": 32, "prog_size": 32, "lookahead_size": 32, "name_max": 255,
         "disk_version": 0x00020000}
 # Run from the filesystem as source: MicroPython only runs boot.py and main.py, never .mpy.
 SOURCE_FILES = ("boot.py", "main.py")
-MANIFEST = "manifest.json"  # the factory app's, at the flash root (polylink/ota.py reads it)
+MANIFEST = "manifest.json"  # the factory app's, at the flash root (polylink/ota/agent.py reads it)
+
+
+# The LoRaWAN subpackage: only a board with a radio ("radio" in boards/*.json) ever loads it, so a
+# WiFi-only board's image and OTA releases for WiFi-only boards leave it out.
+LORAWAN_DIR = "polylink/lorawan/"
 
 
 class ImageError(RuntimeError):
@@ -60,7 +65,7 @@ def factory_manifest(app: dict[str, bytes]) -> bytes:
     the files that changed (docs/ota.md, "Delta"). It is not signed: the agent only uses it to
     find local copies, and every copy is hashed against the new, signed manifest.
     """
-    from polylink.node import FW_VERSION
+    from polylink.node import FW_VERSION  # here: it loads the firmware app (start-up time)
 
     files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
              for p, b in sorted(app.items()) if p.startswith("polylink/")]
@@ -68,20 +73,40 @@ def factory_manifest(app: dict[str, bytes]) -> bytes:
                       sort_keys=True, separators=(",", ":")).encode()
 
 
-def compile_app() -> dict[str, bytes]:
-    """{path on the device: bytes}: boot.py and main.py as source, polylink/*.py as .mpy, and the
-    factory manifest.json describing them."""
+def carries(boards: list[dict], path: str) -> bool:
+    """Whether an app file at path (relative to firmware/) belongs on any of these boards."""
+    return not path.startswith(LORAWAN_DIR) or any(b.get("radio") for b in boards)
+
+
+def app_sources(root: Path = FIRMWARE, boards: list[dict] | None = None) -> list[tuple[Path, str]]:
+    """(source, path relative to root) of every app module under root/polylink, subpackages
+    included; with boards, only the ones those boards carry."""
+    out = []
+    for src in sorted((root / "polylink").rglob("*.py")):
+        rel = src.relative_to(root).as_posix()
+        if boards is None or carries(boards, rel):
+            out.append((src, rel))
+    return out
+
+
+def compile_app(board: dict | None = None) -> dict[str, bytes]:
+    """{path on the device: bytes}: boot.py and main.py as source, polylink/ and its subpackages
+    as .mpy (for a board: the ones it carries), and the factory manifest.json describing them."""
     files = {name: (FIRMWARE / name).read_bytes() for name in SOURCE_FILES}
-    for src in sorted((FIRMWARE / "polylink").glob("*.py")):
-        files[f"polylink/{src.stem}.mpy"] = compile_module(src, f"polylink/{src.name}")
+    for src, rel in app_sources(boards=None if board is None else [board]):
+        files[rel[:-3] + ".mpy"] = compile_module(src, rel)
     files[MANIFEST] = factory_manifest(files)
     return files
 
 
 def node_files(board: dict, config: dict, packages: dict[str, bytes] | None = None,
                app: dict[str, bytes] | None = None) -> dict[str, bytes]:
-    """Every file of a node's filesystem, by path."""
-    files = dict(app if app is not None else compile_app())
+    """Every file of a node's filesystem, by path (app: compile_app() for any board, trimmed
+    here to what this board carries)."""
+    files = dict(app if app is not None else compile_app(board))
+    if any(not carries([board], p) for p in files):
+        files = {p: b for p, b in files.items() if carries([board], p)}
+        files[MANIFEST] = factory_manifest(files)
     files["board.json"] = json.dumps(board, separators=(",", ":")).encode()
     files["config.json"] = json.dumps(config, separators=(",", ":")).encode()
     files.update(packages or {})

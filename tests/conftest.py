@@ -12,6 +12,25 @@ from services import FleetRun, free_port, start_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+# What a test needs besides Python, as a marker (registered in pyproject.toml), so that
+# `pytest -m "not chromium"` leaves those out; every test still runs by default. A test gets the
+# marker from the fixtures it uses, the names its module imports, or the folder it lives in.
+NEEDS = {
+    "mosquitto": {"fixtures": {"mosquitto", "mosquitto_session"},
+                  "names": {"MosquittoBroker", "start_mosquitto"}},
+    "node": {"fixtures": {"mpy_run"}, "names": {"lora_packet"}, "folders": {"browser"}},
+    "chromium": {"folders": {"browser"}},
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        names = set(vars(item.module)) if getattr(item, "module", None) else set()
+        folder = item.path.parent.name
+        for marker, uses in NEEDS.items():
+            if (uses.get("fixtures", set()) & set(item.fixturenames)
+                    or uses.get("names", set()) & names or folder in uses.get("folders", ())):
+                item.add_marker(marker)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Every firmware unit test (tests/firmware/test_*.py) also passes under real MicroPython (wasm)."""
+"""Every firmware unit test (tests/firmware/**/test_*.py) also passes under real MicroPython."""
 
 import ast
 import re
@@ -17,9 +17,10 @@ SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
 
 
 def firmware_tests() -> list[str]:
-    """Names 'module::function' of the test functions the runner should find, read from source."""
+    """Names 'module::function' of the test functions the runner should find, read from source
+    (tests/firmware and its subfolders, which mirror the app's subpackages)."""
     names = []
-    for path in sorted(FIRMWARE_TESTS.glob("test_*.py")):
+    for path in sorted(FIRMWARE_TESTS.rglob("test_*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(

@@ -1,8 +1,10 @@
 """Codec properties: round trips, an independent reading of the spec, fuzzing, spec vs code."""
 
 import json
+import math
 import re
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -24,7 +26,7 @@ SCHEMA = {  # field name -> kind, per dict type, as docs/protocol.md lists them
     proto.COMMAND: {"cid": "uint", "cmd": "uint", "arg": "sint"},
     proto.CONFIG: {"cid": "uint", "interval": "uint", "status_interval": "uint"},
     proto.OTA_UP: {"state": "uint", "version": "str", "progress": "uint", "reason": "uint",
-                   "text": "str", "rid": "uint", "bytes": "uint"},
+                   "text": "str", "rid": "uint", "bytes": "uint", "keys": "str"},
     proto.OTA_DOWN: {"op": "uint", "version": "str", "rid": "uint", "url": "str"},
 }
 REQUIRED = {proto.STATUS: ("fw", "uptime"), proto.EVENT: ("code",), proto.RESULT: ("cid", "code"),
@@ -151,9 +153,39 @@ def test_any_in_range_float_lands_within_half_a_step(qid, x):
     assert abs(got - x) <= step / 2 * (1 + 1e-9) + abs(x) * 1e-15
 
 
+def raw_by_the_spec(qid, value):
+    """Section 4's rule read independently: exact quotient, nearest int, halves away from zero."""
+    q = QUANTITIES[qid]
+    if isinstance(value, int):
+        exact = Fraction(value * q[DIV], q[MUL])
+    else:  # binary64, multiplication first, then the division
+        exact = Fraction(value * q[DIV] / q[MUL])
+    sign = -1 if exact < 0 else 1
+    return sign * math.floor(abs(exact) + Fraction(1, 2))
+
+
+@given(st.integers(0, len(QUANTITIES) - 1), st.data())
+@FUZZ
+def test_rounding_follows_the_spec_rule_for_ints_floats_and_half_steps(qid, data):
+    q = QUANTITIES[qid]
+    raw = data.draw(st.integers(q[RMIN], q[RMAX] - 1))
+    # A value on a step, half-way to the next one, or anywhere: as an int when it is one.
+    n = data.draw(st.sampled_from([0, 1]))
+    value = scaled(qid, raw) if n == 0 else (scaled(qid, raw) + scaled(qid, raw + 1)) / 2
+    if data.draw(st.booleans()):
+        value = data.draw(st.floats(scaled(qid, q[RMIN]), scaled(qid, q[RMAX])))
+    for v in {value, int(value)} if value == int(value) else {value}:
+        want = raw_by_the_spec(qid, v)
+        if not q[RMIN] <= want <= q[RMAX]:
+            continue
+        frame = encode(proto.TELEMETRY, 0, [(qid, 0, v)])
+        size = q[FMT] & 7
+        assert int.from_bytes(frame[-size:], "big", signed=bool(q[FMT] & 8)) == want, v
+
+
 def field_values(kind):
     if kind == "str":
-        return st.text(max_size=24)
+        return st.text(max_size=20)  # 80 bytes at most: OTA_UP text has that limit
     if kind == "uint":
         return st.integers(0, 0xFFFFFFFF)
     return st.integers(-(2**31), 2**31 - 1)
@@ -311,3 +343,57 @@ def test_every_spec_example_decodes_as_its_vector_says():
         if v["hex"] in SPEC:
             mtype, seq, ts, body = proto.decode(bytes.fromhex(v["hex"]))
             assert (mtype, seq, ts) == (v["mtype"], v["seq"], v["ts"])
+
+
+# Random bytes, or code points (surrogates included) written as UTF-8 would write them.
+CODE_POINTS = st.lists(st.integers(0, 0x10FFFF), max_size=10).map(
+    lambda cs: "".join(map(chr, cs)).encode("utf-8", "surrogatepass"))
+
+
+@given(st.binary(max_size=40) | CODE_POINTS)
+@FUZZ
+def test_text_fields_accept_exactly_what_strict_utf8_accepts(data):
+    # The codec checks UTF-8 itself (MicroPython's decoder is lax); CPython's strict one is the
+    # oracle here, and tests/firmware/test_proto.py holds the same line under MicroPython.
+    frame = bytes([0x21, 0, 1, 0x0A, len(data)]) + data + b"\x10\x0c"
+    try:
+        want = data.decode("utf-8")
+    except UnicodeDecodeError:
+        want = None
+    try:
+        got = proto.decode(frame)[3]["fw"]
+    except proto.FrameError as e:
+        assert "bad UTF-8" in str(e)
+        got = None
+    assert got == want
+
+
+def test_spec_protobuf_block_matches_the_code():
+    block = SPEC[SPEC.index("```proto"):]
+    block = block[: block.index("```", 3)]
+    types = {"string": "str", "uint32": "uint", "sint32": "sint"}
+    names = {"Status": proto.STATUS, "Event": proto.EVENT, "Result": proto.RESULT,
+             "Command": proto.COMMAND, "Config": proto.CONFIG, "OtaUp": proto.OTA_UP,
+             "OtaDown": proto.OTA_DOWN}
+    spec = {}
+    for msg, fields in re.findall(r"message (\w+)\s*\{([^}]*)\}", block):
+        spec[names[msg]] = [(int(no), name, types[kind], rule == "required")
+                            for rule, kind, name, no in
+                            re.findall(r"(required|optional) (\w+) (\w+) = (\d+);", fields)]
+    code = {m: [(no, name, "uint" if kind == 0 else "sint" if kind == 1 else "str", req)
+                for no, name, kind, req in proto._SCHEMA[m]] for m in names.values()}
+    assert spec == code
+
+
+def test_spec_lets_every_dict_message_grow_by_new_fields():
+    rule = re.search(r"\*\*new fields\*\* in ([^.]+?) take new field\s+numbers", SPEC)
+    assert rule, "section 7 lost its rule for new fields"
+    named = set(re.findall(r"[A-Z_]{4,}", rule.group(1)))
+    assert named == {proto.TYPE_NAMES[m] for m in SCHEMA}, named
+
+
+def test_architecture_topic_table_matches_the_spec():
+    arch = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.compile(r"^\| `pl/v1/\{node\}/\w+` \|.*$", re.M)
+    assert rows.findall(arch) == rows.findall(SPEC)
+    assert "COMMAND, CONFIG or OTA_DOWN" in rows.findall(SPEC)[1]

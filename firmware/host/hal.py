@@ -1,4 +1,4 @@
-"""The host HAL: polylink.hal_esp32's methods over simulated hardware and the host's network."""
+"""The host HAL: polylink.hal.esp32's methods over simulated hardware and the host's network."""
 
 import asyncio
 import os
@@ -7,14 +7,16 @@ import ssl
 import time
 from pathlib import Path
 
+# Reset causes: the numbers machine.reset_cause() reports on the chip (polylink/codes.py)
+from polylink.codes import (  # noqa: F401 - the simulator's callers import them from here
+    DEEPSLEEP_RESET,
+    HARD_RESET,
+    PWRON_RESET,
+    SOFT_RESET,
+    WDT_RESET,
+)
 from polylink_host import esp32sim
 from polylink_host.simsensors import SimHardware
-
-PWRON_RESET = 1
-HARD_RESET = 2
-WDT_RESET = 3
-DEEPSLEEP_RESET = 4
-SOFT_RESET = 5
 
 # MicroPython's ticks wrap at 2**30 ms (12.4 days); the host wraps the same way so the firmware's
 # wrap handling runs here too.

@@ -29,8 +29,7 @@ import uuid
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from paho.mqtt.enums import CallbackAPIVersion
-from polylink import lw_crypto
-from polylink import region_eu868 as region
+from polylink.lorawan import crypto, region
 
 DEDUP_S = 0.2
 NET_ID = bytes.fromhex("000013")  # TTN's NetID (LoRaWAN Alliance, type 0, NwkID 0x13)
@@ -192,7 +191,7 @@ class NetworkServer:
         dev = self.devices.get(dev_eui)
         if dev is None or "app_key" not in dev:
             return
-        if lw_crypto.join_mic(dev["app_key"], phy[:19]) != phy[19:23]:
+        if crypto.join_mic(dev["app_key"], phy[:19]) != phy[19:23]:
             self.stats["mic_fail"] += 1
             return
         nonce = phy[17:19]
@@ -205,12 +204,12 @@ class NetworkServer:
         app_nonce = uuid.uuid4().bytes[:3]
         dl = (RX1_DR_OFFSET << 4) | self.rx2_dr  # DLSettings
         clear = bytes((0x20,)) + app_nonce + NET_ID[::-1] + addr + bytes((dl, 1))
-        mic = lw_crypto.join_mic(dev["app_key"], clear)
+        mic = crypto.join_mic(dev["app_key"], clear)
         body = clear[1:] + mic
         # The network encrypts a join-accept with AES *decrypt* so the device only encrypts.
         dec = Cipher(algorithms.AES(dev["app_key"]), modes.ECB()).decryptor()
         phy_out = bytes((0x20,)) + dec.update(body) + dec.finalize()
-        nwk, app = lw_crypto.session_keys(dev["app_key"], app_nonce, NET_ID[::-1], nonce)
+        nwk, app = crypto.session_keys(dev["app_key"], app_nonce, NET_ID[::-1], nonce)
         for a, s in list(self.sessions.items()):
             if s.dev_eui == dev_eui:
                 del self.sessions[a]
@@ -232,7 +231,7 @@ class NetworkServer:
         fcnt = (base & ~0xFFFF) | f16
         if fcnt < base:
             fcnt += 0x10000
-        if lw_crypto.data_mic(s.nwk, 0, addr, fcnt, phy[:-4]) != phy[-4:]:
+        if crypto.data_mic(s.nwk, 0, addr, fcnt, phy[:-4]) != phy[-4:]:
             self.stats["mic_fail"] += 1
             return
         confirmed = (phy[0] & 0xE0) == 0x80
@@ -257,7 +256,7 @@ class NetworkServer:
         if p < len(buf):
             fport = buf[p]
             key = s.nwk if fport == 0 else s.app
-            lw_crypto.crypt_payload(key, 0, addr, fcnt, buf, p + 1, len(buf))
+            crypto.crypt_payload(key, 0, addr, fcnt, buf, p + 1, len(buf))
             payload = bytes(buf[p + 1:])
         if 0x02 in bytes(fopts):  # LinkCheckReq: margin over DR sensitivity, gateway count
             margin = max(0, int(meta["snr"] + 20))
@@ -291,9 +290,9 @@ class NetworkServer:
             fport, payload, _ = item
             p = len(msg)
             msg += bytes((fport,)) + payload
-            lw_crypto.crypt_payload(s.app if fport else s.nwk, 1, s.dev_addr, fcnt, msg,
+            crypto.crypt_payload(s.app if fport else s.nwk, 1, s.dev_addr, fcnt, msg,
                                     p + 1, len(msg))
-        phy = bytes(msg) + lw_crypto.data_mic(s.nwk, 1, s.dev_addr, fcnt, bytes(msg))
+        phy = bytes(msg) + crypto.data_mic(s.nwk, 1, s.dev_addr, fcnt, bytes(msg))
         self._send(phy, meta, rx, region.RECEIVE_DELAY1_MS,
                    region.rx1_dr(meta["dr"], s.rx1_offset), s.rx2_dr)
         self.stats["downlinks"] += 1

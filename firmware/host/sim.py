@@ -9,18 +9,21 @@ same environment as the fleet (MQTT_URL, MQTT_PORT) unless --mqtt-url is given.
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
+import os
 import random
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from polylink import config, slots
+from polylink import config
 from polylink.node import Node
+from polylink.ota import slots
 from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
 
 BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
@@ -240,38 +243,38 @@ def summary(nodes: list[SimNode], started: float) -> str:
     )
 
 
-def fleet_logins(ids: list[str], settings) -> dict[str, tuple[str, str]]:
+def ask_fleet(args: list[str], env: dict, stdin: str = "") -> dict:
+    """Run the fleet's command line (`fleet ARGS`, as a technician would) and read its JSON.
+
+    The command is $FLEET, else the `fleet` installed beside this Python, else `fleet` on PATH.
+    """
+    here = Path(sys.executable).with_name("fleet")
+    command = shlex.split(env.get("FLEET", "")) or [str(here) if here.exists() else "fleet"]
+    try:
+        r = subprocess.run(command + args, input=stdin, capture_output=True, text=True, env=env)
+    except OSError as e:
+        raise ValueError(f"cannot run the fleet's command line {command[0]}: {e}") from None
+    if r.returncode:
+        why = (r.stderr.strip().splitlines() or [f"fleet {args[0]} failed"])[-1]
+        raise ValueError(why.removeprefix("Error: "))
+    return json.loads(r.stdout)
+
+
+def fleet_logins(ids: list[str], data_dir: Path, env: dict) -> dict[str, tuple[str, str]]:
     """Per-node MQTT logins for simulated nodes on the fleet's own broker (which enforces them).
 
-    Each node is registered in the fleet's store like a real one (board ESP32_GENERIC); a node
-    simulated before keeps the password in its flash config.json if the fleet still accepts it,
-    else it gets a new one. The broker's files are rewritten and reloaded once for all.
+    Each node is registered in the fleet like a real one (board ESP32_GENERIC); a node simulated
+    before keeps the password in its flash config.json if the fleet still accepts it, else it
+    gets a new one (`fleet node logins`).
     """
-    from fleet.broker import auth as brokerauth
-    from fleet.identity import provision
-    from fleet.store import identity as identity_store
-    from fleet.store.migrate import open_db
-
-    db = open_db(settings.db_path)
-    try:
-        active = identity_store.active_mqtt_hashes(db)
-        logins = {}
-        for node in ids:
-            path = settings.data_dir / "sim" / node / config.CONFIG_FILE
-            old = json.loads(path.read_text()).get("mqtt", {}) if path.exists() else {}
-            password = old.get("password")
-            if node in active and password and brokerauth.verify_password(password, active[node]):
-                logins[node] = (node, password)
-            elif node in active:
-                logins[node] = (node, provision.rotate(db, settings, node, "sim", sync=False))
-            else:
-                identity = provision.register(db, settings, node, board="ESP32_GENERIC",
-                                              actor="sim", sync=False)
-                logins[node] = (node, identity["mqtt"]["password"])
-        brokerauth.sync(db, settings.broker_dir)
-        return logins
-    finally:
-        db.conn.close()
+    known = {}
+    for node in ids:
+        path = data_dir / "sim" / node / config.CONFIG_FILE
+        if path.exists():
+            known[node] = json.loads(path.read_text()).get("mqtt", {}).get("password")
+    answer = ask_fleet(["node", "logins", *ids, "--known-stdin", "--actor", "sim"], env,
+                       json.dumps(known))
+    return {node: (node, password) for node, password in answer["logins"].items()}
 
 
 async def run(
@@ -324,8 +327,6 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fleet import settings as fleet_settings
-
     p = argparse.ArgumentParser(
         prog="python -m polylink_host.sim", description=__doc__.split("\n")[0]
     )
@@ -350,10 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.nodes < 1:
             raise ValueError("--nodes must be at least 1")
-        s = fleet_settings.from_env()
-        if args.mqtt_url:
-            s = dataclasses.replace(s, mqtt_url=args.mqtt_url)
-        host, port, user, password = s.mqtt_target()
+        env = dict(os.environ, **({"MQTT_URL": args.mqtt_url} if args.mqtt_url else {}))
+        fleet = ask_fleet(["node", "logins"], env)  # the broker, as the fleet's settings say
+        host, port, user, password = (fleet[k] for k in ("host", "port", "user", "password"))
+        data_dir = Path(fleet["data_dir"])
         ids = node_ids(args.prefix, args.nodes)
         config.validate(
             {
@@ -365,22 +366,22 @@ def main(argv: list[str] | None = None) -> int:
             sim_board(),
         )
         logins = None
-        if s.mqtt_url is None and (s.broker_dir / "services.json").exists():
+        if fleet["logins_required"]:
             # The broker `fleet run` started admits registered nodes only.
-            logins = fleet_logins(ids, s)
+            logins = fleet_logins(ids, data_dir, env)
     except ValueError as e:
         print(f"sim: {e}", file=sys.stderr)
         return 2
     print(
         f"sim: {args.nodes} nodes -> mqtt://{host}:{port}, "
-        f"flash under {s.data_dir / 'sim'}; Ctrl-C stops",
+        f"flash under {data_dir / 'sim'}; Ctrl-C stops",
         flush=True,
     )
     loop = asyncio.new_event_loop()
     main_task = loop.create_task(
         run(
             ids,
-            s.data_dir,
+            data_dir,
             host,
             port,
             user,

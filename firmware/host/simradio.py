@@ -20,7 +20,7 @@ import math
 import random
 import time
 
-from polylink import region_eu868 as region
+from polylink.lorawan import region
 
 TX_POWER_DBM = 14
 NOISE_DBM = -117.0  # thermal noise in 125 kHz plus a 6 dB noise figure

@@ -293,7 +293,7 @@ class SimBattery:
 class SimPMU:
     """An X-Powers AXP192 or AXP2101 power chip as its registers show the battery (T-Beam v1.x).
 
-    Register map from the datasheets, as polylink/pmu.py reads it: chip id at 0x03; AXP192:
+    Register map from the datasheets, as polylink/drivers/pmu.py reads it: chip id at 0x03; AXP192:
     battery present bit 5 of 0x01, ADC enable bit 7 of 0x82, voltage in 0x78/0x79 (12 bits,
     1.1 mV); AXP2101: battery present bit 3 of 0x00, ADC enable bit 0 of 0x30, voltage in
     0x34/0x35 (14 bits, mV). The voltage registers read 0 until their ADC channel is enabled.

@@ -13,7 +13,7 @@ import asyncio
 import json
 
 from polylink import config
-from polylink.mqtt import MQTTClient, MQTTError
+from polylink.net.mqtt import MQTTClient, MQTTError
 
 _CLAIM_ID_FILE = "claim_id"
 _WAIT_S = 10  # seconds per request: the fleet answers at once unless the broker lost it
@@ -25,7 +25,8 @@ class ClaimError(Exception):
 
 def _random_hex(n) -> str:
     # os.urandom is the ESP32's hardware RNG; ports without it (the WebAssembly one the tests
-    # use) fall back to the random module.
+    # use) fall back to the random module: imported here because which one exists is only known
+    # by trying.
     try:
         from os import urandom
 

@@ -9,7 +9,8 @@ BAD_ARG = 2
 FAILED = 3
 BUSY = 4
 
-# COMMAND cmd numbers
+# COMMAND cmd numbers: codes.REBOOT, SET_INTERVAL and IDENTIFY, kept here because this module is
+# loaded for every downlink and codes.py would cost the heap its names (tests/test_codes.py).
 REBOOT = 1
 SET_INTERVAL = 2
 IDENTIFY = 3

@@ -1,4 +1,4 @@
-"""Node configuration: the validated settings (Config) and the calls that load and save them.
+"""Node configuration: the calls that load, check and save the settings (Config, settings.py).
 
 The defaults, the checks and the file handling live in configschema.py, which is imported for each
 call and dropped again on MicroPython, so the node keeps only this small module in its heap.
@@ -6,57 +6,37 @@ call and dropped again on MicroPython, so the node keeps only this small module 
 
 import sys
 
-CONFIG_FILE = "config.json"
-BOARD_FILE = "board.json"
-# On a device every KB of heap counts; CPython (host port, thousands of simulated boots) keeps the
-# schema loaded, as re-importing it would only cost time.
+from polylink.settings import BOARD_FILE, CONFIG_FILE, Config, ConfigError  # noqa: F401 - the API
+
+# On a device every KB of heap counts; CPython (host port, thousands of simulated nodes) keeps
+# modules loaded, as re-importing them would only cost time.
 _UNLOAD = sys.implementation.name == "micropython"
 
 
-class ConfigError(ValueError):
-    """config.json or board.json holds a value the node cannot run with."""
-
-
-class Config:
-    """The validated settings of one node; the class values are placeholders until validate()."""
-
-    # Annotations are for the type checker; MicroPython never evaluates them.
-    node: str = ""
-    board: dict = {}
-    wifi_ssid: str = ""
-    wifi_password: str = ""
-    mqtt_host: str = ""
-    mqtt_port: int = 1883
-    mqtt_user: str | None = None
-    mqtt_password: str | None = None
-    mqtt_tls: dict | None = None
-    keepalive: int = 60
-    interval: int = 60
-    status_interval: int = 300
-    queue_max: int = 1000
-    sensors: list = []
-    bme280_addr: int = 0x76
-    ota: dict = {}  # the "ota" section, defaults filled in (configschema.DEFAULTS)
-    ota_keys: dict = {}
-    lorawan: dict | None = None
-    link_policy: str = "wifi"  # wifi | lorawan | wifi_first (LoRaWAN while WiFi is down)
-    claim: dict | None = None
-    power: dict = {}  # the "power" section, defaults filled in (configschema.DEFAULTS)
-
-
 def _schema():
+    # Device RAM: the schema is loaded for each call and dropped again after it.
     from polylink import configschema
 
     return configschema
 
 
 def unload(name):
-    """Drop polylink.<name> from the heap (MicroPython only); the next import loads it again."""
-    if _UNLOAD:
-        sys.modules.pop("polylink." + name, None)
-        pkg = sys.modules.get("polylink")
-        if pkg is not None and name in pkg.__dict__:
-            delattr(pkg, name)
+    """Drop polylink.<name> and, for a subpackage ("lorawan"), every module loaded from it.
+
+    The names interned by their code stay (MicroPython never frees them); the code and its
+    data go, once nothing else refers to them.
+    """
+    if not _UNLOAD:
+        return
+    full = "polylink." + name
+    sub = full + "."
+    for m in list(sys.modules):
+        if m == full or m.startswith(sub):
+            del sys.modules[m]
+            parent, _, leaf = m.rpartition(".")
+            pkg = sys.modules.get(parent)  # the package keeps its submodule as an attribute
+            if pkg is not None and leaf in pkg.__dict__:
+                delattr(pkg, leaf)
 
 
 def check_node_id(node) -> str:

@@ -6,11 +6,11 @@ most of the configuration code and are needed only at boot and when a downlink s
 
 import json
 
-from polylink.config import BOARD_FILE, CONFIG_FILE, Config, ConfigError
+from polylink.settings import BOARD_FILE, CONFIG_FILE, Config, ConfigError
 from polylink.store import replace
 
 SENSORS = ("bme280", "ds18b20", "battery")
-_PMUS = ("axp192", "axp2101")  # power chips polylink/pmu.py reads the battery from
+_PMUS = ("axp192", "axp2101")  # power chips polylink/drivers/pmu.py reads the battery from
 _BOARD_KEYS = (
     "name",
     "chip",
@@ -62,7 +62,7 @@ DEFAULTS = {
 _SLEEP = ("off", "deep")
 _LORAWAN_KEYS = (("dev_eui", 16), ("join_eui", 16), ("app_key", 32))
 _LORAWAN_ABP = (("dev_eui", 16), ("dev_addr", 8), ("nwk_s_key", 32), ("app_s_key", 32))
-# Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.Device.
+# Budgets (TTN fair use by default) and ADR are read by polylink.lorawan.device.Device.
 _LORAWAN_ALL = ("dev_eui", "join_eui", "app_key", "dev_addr", "nwk_s_key", "app_s_key",
                 "uplink_airtime_s_per_day", "downlinks_per_day", "adr", "confirmed",
                 "confirmed_tries")
@@ -130,15 +130,23 @@ def _power(raw, interval):
     return p
 
 
+def _optional(raw, key, known):
+    """The section raw[key] (None when absent or null), checked to hold only known keys."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("config.json: %s must be null or a JSON object, got %r" % (key, value))
+    for k in value:
+        if k not in known:
+            raise ConfigError("config.json: unknown key %s.%s" % (key, k))
+    return value
+
+
 def _claim(raw):
-    cl = raw.get("claim")
+    cl = _optional(raw, "claim", ("token", "port", "retry"))
     if cl is None:
         return None
-    if not isinstance(cl, dict):
-        raise ConfigError("config.json: claim must be null or a JSON object, got %r" % (cl,))
-    for k in cl:
-        if k not in ("token", "port", "retry"):
-            raise ConfigError("config.json: unknown key claim.%s" % k)
     token = _str("config.json: claim.token", cl.get("token"))
     if "." not in token:
         raise ConfigError("config.json: claim.token must be <id>.<secret>, got %r" % token)
@@ -148,14 +156,9 @@ def _claim(raw):
 
 
 def _lorawan(raw):
-    lw = raw.get("lorawan")
+    lw = _optional(raw, "lorawan", _LORAWAN_ALL)
     if lw is None:
         return None
-    if not isinstance(lw, dict):
-        raise ConfigError("config.json: lorawan must be null or a JSON object, got %r" % (lw,))
-    for k in lw:
-        if k not in _LORAWAN_ALL:
-            raise ConfigError("config.json: unknown key lorawan.%s" % k)
     keys = _LORAWAN_KEYS
     if "dev_addr" in lw and "app_key" not in lw:
         keys = _LORAWAN_ABP  # activation by personalisation: the session keys are given

@@ -3,7 +3,7 @@
 import asyncio
 
 from polylink import config, proto, status
-from polylink.link import Link, LinkDown
+from polylink.net.link import Link, LinkDown
 from polylink.sensors import Schedule, SensorSet
 from polylink.sequence import Sequence
 from polylink.store import Store
@@ -14,12 +14,9 @@ WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
 _STALL_MARGIN_MS = 60000
-_DEEPSLEEP_RESET = 4  # machine.reset_cause() after a wake from deep sleep (power.py)
-
-
-# What a wifi_first node drops from the heap while on WiFi (lw_link.py imports the rest)
-_LW_MODULES = ("lw_link", "lw_split", "lw_mac", "lw_join", "lorawan", "lw_crypto",
-               "region_eu868")
+# codes.DEEPSLEEP_RESET (machine.reset_cause() after a wake from deep sleep), kept here so the
+# resident node does not load codes.py (tests/test_codes.py holds it to codes.py)
+_DEEPSLEEP_RESET = 4
 
 
 class Node:
@@ -36,10 +33,10 @@ class Node:
         self.woke = self.reset_cause == _DEEPSLEEP_RESET  # this run is one wake (power.py)
         # The version that runs: the slot pointer's (an OTA update) or the factory app's. The
         # slot code is needed again only for an update, so it is not kept in the heap.
-        from polylink import slots
+        from polylink.ota import slots
 
         st = slots.read(hal.root)
-        config.unload("slots")
+        config.unload("ota")  # slots and the package it loaded
         self.fw = st["version"] or FW_VERSION
         self._ota_after_boot = bool(st["trial"] or st.get("rolled_back"))
         self.ota = None
@@ -48,7 +45,7 @@ class Node:
         # because the time slept counts down its duty-cycle off times.
         self.sleeper = None
         if cfg.power and cfg.power.get("sleep") == "deep":
-            from polylink.power import Cycle
+            from polylink.power import Cycle  # Device RAM: only a deep-sleeping node needs it
 
             self.sleeper = Cycle(self)
         self.samples = 0  # sample_once() calls since boot
@@ -58,7 +55,7 @@ class Node:
         self.schedule = Schedule(hal, cfg.interval)
         self.status_schedule = Schedule(hal, cfg.status_interval)
         self.link = Link(hal, cfg, self._on_message)
-        self.lora = None  # the LoRaWAN link (lw_link.LoRaLink) while its code is loaded
+        self.lora = None  # the LoRaWAN link (lorawan.link.LoRaLink) while its code is loaded
         self.lora_sent = 0  # frames sent over LoRaWAN since boot
         self._modem = None  # the radio, when the policy and the board allow LoRaWAN
         self._lw_keep = None  # the LoRaWAN link's state while its code is unloaded (park())
@@ -121,13 +118,14 @@ class Node:
     def ota_agent(self):
         """The OTA agent, loaded on first need (an offer, a trial boot, periodic checks)."""
         if self.ota is None:
-            from polylink.ota import Agent
+            from polylink.ota.agent import Agent  # Device RAM: most of the time nothing updates
 
             self.ota = Agent(self)
         return self.ota
 
     def _lora_load(self):
-        from polylink.lw_link import LoRaLink
+        # Device RAM: a WiFi-only node never loads the LoRaWAN code; wifi_first drops it on WiFi
+        from polylink.lorawan.link import LoRaLink
 
         self.lora = LoRaLink(self.hal, self.cfg, self._modem, self._on_message,
                              keep=self._lw_keep,
@@ -149,8 +147,7 @@ class Node:
         self._lw_keep = lora.park()
         self.lora = None
         self.lora_parks += 1
-        for m in _LW_MODULES:
-            config.unload(m)
+        config.unload("lorawan")
 
     def _start_join(self):
         # Not in run()'s task list nor its frame: once joined, nothing may hold the LoRaWAN code
@@ -185,7 +182,7 @@ class Node:
         return seq
 
     def _on_message(self, topic, msg, retained=False):
-        # topic None: a LoRaWAN downlink on FPort 1 (lw_link.py)
+        # topic None: a LoRaWAN downlink on FPort 1 (lorawan/link.py)
         if topic is None or topic == self.link.down_topic:
             # commands.py is loaded per downlink and dropped again on MicroPython: most nodes
             # rarely get one, and its code is not worth 3 KB of heap in between.
@@ -251,7 +248,7 @@ class Node:
                 continue
             idx = store.head_idx
             if not self._wifi_ok():
-                # LoRaWAN code lives in lw_link.py: a WiFi-only node never loads it.
+                # LoRaWAN code lives in lorawan/:  a WiFi-only node never loads it.
                 await (self.lora or self._lora_load()).send_head(self, idx, n)
                 continue
             if self.lora is not None and self.link.drop_idle:

@@ -29,6 +29,7 @@ TYPE_NAMES = ("TELEMETRY", "STATUS", "EVENT", "RESULT", "COMMAND", "CONFIG", Non
 
 _T_FLAG = const(0x10)
 _UINT_MAX = const(0xFFFFFFFF)
+_FIELD_MAX = const(0x1FFFFFFF)  # the largest protobuf field number, 2^29 - 1
 # Built once: a tuple literal in isinstance() would be allocated again on every call on MicroPython.
 _NUMBER = (int, float)
 _SEQUENCE = (list, tuple)
@@ -37,6 +38,8 @@ _SEQUENCE = (list, tuple)
 _UINT = const(0)  # protobuf uint32
 _SINT = const(1)  # protobuf sint32 (zigzag)
 _STR = const(2)  # protobuf string (UTF-8)
+_TEXT80 = const(3)  # protobuf string (UTF-8) of at most TEXT80_MAX bytes
+TEXT80_MAX = const(80)
 
 # Per dict message type: (field number, name, kind, required), in field-number order.
 _SCHEMA = (
@@ -81,7 +84,7 @@ _SCHEMA = (
         (2, "version", _STR, True),
         (3, "progress", _UINT, False),
         (4, "reason", _UINT, False),
-        (5, "text", _STR, False),
+        (5, "text", _TEXT80, False),
         (6, "rid", _UINT, False),
         (7, "bytes", _UINT, False),
         (8, "keys", _STR, False),
@@ -140,6 +143,41 @@ def _put_varint(buf, i, v):
         i += 1
 
 
+def _utf8_ok(b, i, end):
+    """True if b[i:end] is well-formed UTF-8: no surrogate, overlong form or code past U+10FFFF."""
+    # Checked here, not left to bytes.decode(): MicroPython's decoder passes all three.
+    while i < end:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        lo = 0x80
+        hi = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            n = 1
+        elif 0xE0 <= c <= 0xEF:
+            n = 2
+            if c == 0xE0:
+                lo = 0xA0  # below: an overlong form
+            elif c == 0xED:
+                hi = 0x9F  # above: a surrogate, U+D800..U+DFFF
+        elif 0xF0 <= c <= 0xF4:
+            n = 3
+            if c == 0xF0:
+                lo = 0x90  # below: an overlong form
+            elif c == 0xF4:
+                hi = 0x8F  # above: past U+10FFFF
+        else:
+            return False
+        if i + n >= end or not lo <= b[i + 1] <= hi:
+            return False
+        for k in range(i + 2, i + n + 1):
+            if not 0x80 <= b[k] <= 0xBF:
+                return False
+        i += n + 1
+    return True
+
+
 def _check_int(v, lo, hi, what):
     # CPython counts bool as an int; a True seq is a caller bug, not a 1.
     if not isinstance(v, int) or isinstance(v, bool):
@@ -152,6 +190,13 @@ def _scaled(q, raw):
     return raw * q[MUL] if q[DIV] == 1 else raw * q[MUL] / q[DIV]
 
 
+def _halves_away(n, d):
+    """n / d for ints (d > 0) to the nearest int, halves away from zero."""
+    if n >= 0:
+        return (2 * n + d) // (2 * d)
+    return -((d - 2 * n) // (2 * d))
+
+
 def _raw(qid, value):
     q = QUANTITIES[qid]
     mul = q[MUL]
@@ -159,18 +204,26 @@ def _raw(qid, value):
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
         raise FrameError("quantity %d (%s) value must be a number, got %s"
                          % (qid, q[NAME], type(value).__name__))
+    # One rounding rule for every encoder (docs/protocol.md section 4): the nearest step, halves
+    # away from zero. Not round(): CPython's is half to even, and MicroPython's follows the C
+    # library of its port.
     if isinstance(value, int):
         n = value * div
-        raw = n if mul == 1 else (2 * n + mul) // (2 * mul)
+        raw = n if mul == 1 else _halves_away(n, mul)
     else:
         x = value * div if mul == 1 else value * div / mul
         if x != x or x - x != 0:  # NaN, or inf (inf - inf is NaN)
             raise FrameError("quantity %d (%s) value %s is not finite" % (qid, q[NAME], value))
-        # Range before round(): round() of a huge float would overflow on MicroPython.
+        # Range first, so that a huge float never turns into a big int.
         if x < q[RMIN] - 1 or x > q[RMAX] + 1:
             raw = q[RMIN] - 1 if x < 0 else q[RMAX] + 1
         else:
-            raw = round(x)
+            raw = int(x)  # towards zero; x - raw is then exact, the fraction of x
+            frac = x - raw
+            if frac >= 0.5:
+                raw += 1
+            elif frac <= -0.5:
+                raw -= 1
     if raw < q[RMIN] or raw > q[RMAX]:
         raise FrameError("out of range: quantity %d (%s) value %s outside %s..%s"
                          % (qid, q[NAME], value, _scaled(q, q[RMIN]), _scaled(q, q[RMAX])))
@@ -247,10 +300,20 @@ def _enc_fields(buf, i, mtype, body):
             if required:
                 raise FrameError("missing required field '%s' in %s" % (name, TYPE_NAMES[mtype]))
             continue
-        if kind == _STR:
+        if kind >= _STR:
             if not isinstance(v, str):
                 raise FrameError("field '%s' must be a str, got %s" % (name, type(v).__name__))
-            data = v.encode("utf-8")
+            try:
+                data = v.encode("utf-8")
+            except UnicodeError:  # CPython: a lone surrogate has no UTF-8 form
+                data = None
+            # MicroPython writes a surrogate's 3 bytes as if it had one: check what came out.
+            if data is None or not _utf8_ok(data, 0, len(data)):
+                raise FrameError("bad UTF-8 in field '%s': text with a surrogate cannot be sent"
+                                 % name)
+            if kind == _TEXT80 and len(data) > TEXT80_MAX:
+                raise FrameError("too long: field '%s' has %d bytes, limit %d"
+                                 % (name, len(data), TEXT80_MAX))
             i = _put_varint(buf, i, no << 3 | 2)
             i = _put_varint(buf, i, len(data))
             _room(buf, i, len(data))
@@ -293,6 +356,16 @@ def encode(buf, mtype, seq, body, ts=None):
     return _enc_fields(buf, i, mtype, body)
 
 
+def clip(text, n):
+    """Return text cut to at most n bytes of UTF-8, at a character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= n:
+        return text
+    while n and data[n] & 0xC0 == 0x80:  # a continuation byte: cut before its character
+        n -= 1
+    return data[:n].decode("utf-8")
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -306,12 +379,17 @@ def _get_varint(f, i, what):
                              % (what, start, len(f)))
         b = f[i]
         i += 1
+        # The 10th byte holds bit 63 only: a 64-bit decoder (protobuf) would drop anything more
+        # and read another number, so such a varint is refused rather than read differently.
+        if shift == 63 and b > 1:
+            if b & 0x80:
+                raise FrameError("bad varint: %s at offset %d is longer than 10 bytes"
+                                 % (what, start))
+            raise FrameError("bad varint: %s at offset %d exceeds 64 bits" % (what, start))
         v |= (b & 0x7F) << shift
         if not b & 0x80:
             return v, i
         shift += 7
-        if shift >= 70:
-            raise FrameError("bad varint: %s at offset %d is longer than 10 bytes" % (what, start))
 
 
 def _get_value(f, i, qid, out, inst):
@@ -376,8 +454,10 @@ def _dec_fields(f, i, mtype):
         key, i = _get_varint(f, i, "field key")
         no = key >> 3
         wt = key & 7
-        if no == 0:
-            raise FrameError("bad field number 0 at offset %d" % at)
+        # Protobuf field numbers are 1..2^29-1, so a key fits 32 bits; a decoder that reads keys
+        # as uint32 would see another field in a larger one.
+        if no == 0 or no > _FIELD_MAX:
+            raise FrameError("bad field number %d at offset %d" % (no, at))
         if wt != 0 and wt != 2:
             raise FrameError("unknown wire type %d (field %d) at offset %d" % (wt, no, at))
         v, i = _get_varint(f, i, "field %d" % no)
@@ -396,13 +476,15 @@ def _dec_fields(f, i, mtype):
         kind = fdef[2]
         if name in body:
             raise FrameError("duplicate field '%s' at offset %d" % (name, at))
-        if (wt == 2) != (kind == _STR):
+        if (wt == 2) != (kind >= _STR):
             raise FrameError("wrong wire type %d for field '%s' at offset %d" % (wt, name, at))
-        if kind == _STR:
-            try:
-                body[name] = bytes(f[start:i]).decode("utf-8")
-            except UnicodeError:
-                raise FrameError("bad UTF-8 in field '%s' at offset %d" % (name, start)) from None
+        if kind >= _STR:
+            if kind == _TEXT80 and v > TEXT80_MAX:
+                raise FrameError("too long: field '%s' has %d bytes, limit %d at offset %d"
+                                 % (name, v, TEXT80_MAX, start))
+            if not _utf8_ok(f, start, i):
+                raise FrameError("bad UTF-8 in field '%s' at offset %d" % (name, start))
+            body[name] = bytes(f[start:i]).decode("utf-8")
         elif kind == _UINT:
             if v > _UINT_MAX:
                 raise FrameError("out of range: field '%s' %d exceeds uint32 at offset %d"

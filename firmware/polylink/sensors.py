@@ -18,20 +18,21 @@ class SensorSet:
         self.failures = 0  # sensor reads or opens that failed since boot
 
     def _open(self, name):
-        # Drivers are imported here, not at the top: a node loads only the code of its own sensors.
+        # Device RAM: drivers are imported here, not at the top, so a node loads only the code of
+        # its own sensors.
         hal = self.hal
         if name == "bme280":
             i2c = hal.i2c()
             if i2c is None:
                 raise SensorError("bme280: the board has no I2C bus")
-            from polylink.bme280 import BME280
+            from polylink.drivers.bme280 import BME280
 
             return BME280(i2c, self.cfg.bme280_addr)
         if name == "ds18b20":
             ds = hal.ds18x20()
             if ds is None:
                 raise SensorError("ds18b20: the board has no 1-Wire pin")
-            from polylink.ds18b20 import DS18B20
+            from polylink.drivers.ds18b20 import DS18B20
 
             return DS18B20(ds)
         if name == "battery":
@@ -42,10 +43,10 @@ class SensorSet:
                 i2c = hal.i2c()
                 if i2c is None:
                     raise SensorError("battery: the board's power chip needs an I2C bus")
-                from polylink.pmu import PMUBattery
+                from polylink.drivers.pmu import PMUBattery
 
                 return PMUBattery(i2c, bat["pmu"], bat.get("i2c_addr", 0x34))
-            from polylink.battery import Battery
+            from polylink.drivers.battery import Battery
 
             return Battery(hal, bat["adc_pin"], bat["divider"], bat.get("enable_pin"),
                            bat.get("enable_level", 1))

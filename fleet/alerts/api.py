@@ -27,8 +27,8 @@ def list_alerts():
     if node_id is not None:
         node_or_404(node_id)
     rows = alert_store.list_alerts(web_db.get_db(), node_id=node_id,
-                             unresolved=request.args.get("all") != "1",
-                             limit=limit_param(default=100))
+                                   unresolved=request.args.get("all") != "1",
+                                   limit=limit_param(default=100))
     return jsonify({"alerts": [alert_json(a) for a in rows]})
 
 

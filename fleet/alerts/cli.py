@@ -4,7 +4,7 @@ import time
 
 import click
 
-from fleet.cli.base import friendly, open_store, when
+from fleet.console import friendly, open_store, when
 from fleet.store import alerts as alert_store
 from fleet.store import upkeep as upkeep_store
 

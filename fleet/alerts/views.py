@@ -5,20 +5,17 @@ Evaluation (set-based SQL, db.evaluate_alerts) runs outside any request: in `fle
 never writes; it says when alerts were last evaluated and warns when that is too long ago.
 """
 
-import time
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
+from fleet import upkeep
 from fleet.store import alerts as alert_store
-from fleet.store import upkeep as upkeep_store
 from fleet.store.base import StoreError
 from fleet.web import auth
 from fleet.web import db as web_db
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 
-# Evaluations older than this many upkeep intervals (or never) are shown as a warning.
-STALE_ROUNDS = 4
 ALERTS_PAGE = 100  # newest first; a phone should not load thousands
 KIND_TEXT = {
     "offline": "offline",
@@ -27,14 +24,6 @@ KIND_TEXT = {
     "bad_frames": "bad frames",
     "update_failed": "update failed",
 }
-
-
-def freshness(db, now=None) -> dict:
-    """{"at": time of the last evaluation or None, "stale": True if it is overdue}."""
-    now = time.time() if now is None else now
-    at = upkeep_store.upkeep_state(db).get("alerts", {}).get("at")
-    every = current_app.config["SETTINGS"].upkeep_every
-    return {"at": at, "stale": at is None or now - at > STALE_ROUNDS * max(every, 30.0)}
 
 
 @bp.app_template_filter("alert_kind")
@@ -47,9 +36,10 @@ def alert_kind(kind):
 def index():
     db = web_db.get_db()
     show_all = request.args.get("all") == "1"
+    evaluated = upkeep.alerts_freshness(db, current_app.config["SETTINGS"])
     alerts = alert_store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE)
     return render_template("alerts/index.html", show_all=show_all, alerts=alerts,
-                           limit=ALERTS_PAGE, evaluated=freshness(db))
+                           limit=ALERTS_PAGE, evaluated=evaluated)
 
 
 @bp.route("/<int:alert_id>/<any(ack, resolve):action>", methods=("POST",))

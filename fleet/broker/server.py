@@ -321,6 +321,7 @@ def amqtt_config(port: int) -> dict:
 
 def run_amqtt(port: int) -> None:
     """Serve amqtt on 127.0.0.1:port until SIGTERM or SIGINT."""
+    # Here, not at the top: amqtt is slow to import and only this fallback broker needs it.
     from amqtt.broker import Broker as AmqttServer
 
     async def serve() -> None:

@@ -10,7 +10,7 @@ import click
 
 from fleet import ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
-from fleet.cli.base import friendly, open_store
+from fleet.console import friendly, open_store
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
 from fleet.ota import cli as ota_cli
@@ -39,7 +39,7 @@ def run_command():
 
     Example: PORT=8080 fleet run
     """
-    from fleet import serve  # lazily: it starts processes and is only needed here
+    from fleet import serve  # here, not at the top: it loads Flask and waitress (start-up time)
 
     serve.main(from_env())
 

@@ -2,10 +2,10 @@
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from fleet.identity import provision
+from fleet.identity import claims, provision
 from fleet.store import identity as identity_store
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso
+from fleet.web.api import ApiError, iso, known_fields
 from fleet.web.auth import require
 
 bp = Blueprint("identity", __name__)
@@ -26,10 +26,7 @@ def _body() -> dict:
 @require("provisioning")
 def register():
     body = _body()
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                            f"expected {', '.join(sorted(_FIELDS))}")
+    known_fields(body, _FIELDS, say_expected=True)
     for key in _FIELDS:
         if body.get(key) is not None and not isinstance(body[key], str):
             raise ApiError(400, f'field "{key}" must be a string')
@@ -118,8 +115,6 @@ def list_claims():
 @require("provisioning")
 def decide_claim(claim_id, decision):
     """Approve or reject a pending claim (audited); the board learns it when it next asks."""
-    from fleet.identity import claims
-
     body = _body()
     if set(body) - {"reason"} or not isinstance(body.get("reason", ""), str | None):
         raise ApiError(400, 'body is empty or {"reason": "why"}')
@@ -142,10 +137,7 @@ _IMAGE_FIELDS = {"mqtt_host", "mqtt_port", "wifi_ssid", "wifi_password"}
 def node_image(node_id):
     """The node's LittleFS image (application/octet-stream) with a new MQTT password inside."""
     body = _body()
-    unknown = set(body) - _IMAGE_FIELDS
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                            f"expected {', '.join(sorted(_IMAGE_FIELDS))}")
+    known_fields(body, _IMAGE_FIELDS, say_expected=True)
     port = body.get("mqtt_port", 1883)
     if not isinstance(port, int) or isinstance(port, bool):
         raise ApiError(400, 'field "mqtt_port" must be an integer')

@@ -20,10 +20,12 @@ import time
 
 from fleet import mqtt, topics
 from fleet.broker import auth as brokerauth
+from fleet.broker.server import BrokerError
 from fleet.identity import provision
 from fleet.store import identity as identity_store
 from fleet.store.base import StoreError
 from fleet.store.migrate import open_db
+from provisioning import boards
 
 log = logging.getLogger("fleet.claims")
 
@@ -39,8 +41,6 @@ class ClaimError(ValueError):
 def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
                  auto_approve: bool = False, actor=None) -> str:
     """Create a claim token and return it ("<id>.<secret>", shown once)."""
-    from provisioning import boards
-
     try:
         boards.load(board)
     except boards.BoardError as e:
@@ -52,7 +52,7 @@ def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
     token_id = "ct" + secrets.token_hex(4)
     secret = secrets.token_urlsafe(24)
     identity_store.add_claim_token(db, token_id, brokerauth.hash_password(secret), board, uses,
-                          time.time() + hours * 3600, auto_approve, actor)
+                                   time.time() + hours * 3600, auto_approve, actor)
     brokerauth.sync(db, settings.broker_dir)
     return f"{token_id}.{secret}"
 
@@ -138,8 +138,6 @@ class ClaimService:
         c.loop_start()
         self.client = c
         if not self.ready.wait(10):
-            from fleet.broker.server import BrokerError
-
             c.loop_stop()
             raise BrokerError("claim service: the broker did not accept its login")
         return self

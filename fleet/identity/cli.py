@@ -1,11 +1,13 @@
 """`fleet node add|revoke|rotate|logins` and `fleet claim`: identities and zero-touch claims."""
 
 import json
+import sys
 
 import click
 
-from fleet.cli.base import friendly, open_store
-from fleet.identity import claims, provision
+from fleet.broker import auth as brokerauth
+from fleet.console import friendly, open_store
+from fleet.identity import claims, provision, provision_cli
 from fleet.nodes.cli import node_group
 from fleet.settings import from_env
 from fleet.store import identity as identity_store
@@ -64,6 +66,36 @@ def node_rotate(node_id):
     """
     password = provision.rotate(open_store(), from_env(), node_id, actor="cli")
     click.echo(f"node {node_id}: new mqtt password {password}")
+
+
+@node_group.command("logins")
+@click.argument("node_ids", nargs=-1)
+@click.option("--board", default="ESP32_GENERIC", show_default=True,
+              help="Board new nodes are registered with.")
+@click.option("--known-stdin", is_flag=True,
+              help='Read {"node": "password"} JSON from stdin: passwords the nodes hold already.')
+@click.option("--actor", default="cli", show_default=True, help="Who the audit log names.")
+@friendly
+def node_logins(node_ids, board, known_stdin, actor):
+    """Print, as JSON, the broker as the fleet reaches it and an MQTT login for each node.
+
+    For simulated nodes and scripts. When the fleet's own broker checks logins, each NODE_ID is
+    registered if new, and gets a new password unless --known-stdin gives one it still accepts.
+    Without NODE_IDs nothing is registered.
+
+    Example: fleet node logins sim-0000 sim-0001 --actor sim
+    """
+    settings = from_env()
+    host, port, user, password = settings.mqtt_target()
+    required = settings.mqtt_url is None and (
+        settings.broker_dir / brokerauth.SERVICES_FILE).exists()
+    passwords = {}
+    if required and node_ids:
+        known = json.loads(sys.stdin.read() or "{}") if known_stdin else {}
+        passwords = provision.logins(open_store(), settings, list(node_ids), known, board, actor)
+    click.echo(json.dumps({"data_dir": str(settings.data_dir), "host": host, "port": port,
+                           "user": user, "password": password, "logins_required": required,
+                           "logins": passwords}))
 
 
 @click.group("claim")
@@ -133,5 +165,6 @@ def claim_reject(claim_id, reason):
 
 
 def register(cli: click.Group) -> None:
-    """The claim group; the node commands above join `fleet node` (nodes/cli.py)."""
+    """The claim and provision groups; the node commands above join `fleet node` (nodes/cli.py)."""
     cli.add_command(claim_group)
+    cli.add_command(provision_cli.cli)

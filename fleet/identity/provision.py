@@ -15,6 +15,7 @@ from fleet.store import audit as audit_store
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store.base import StoreError, valid_node_id
+from provisioning import boards, image, miplib
 
 # A LoRaWAN 1.0.x JoinEUI (AppEUI) for the whole fleet; all zeros is what TTN and ChirpStack
 # accept when no join server is used. Override with LORAWAN_JOIN_EUI in the environment.
@@ -77,8 +78,6 @@ def trusted_ota_keys(settings) -> dict[str, str]:
 def _board_has_radio(board: str | None) -> bool:
     if board is None:
         return False
-    from provisioning import boards
-
     try:
         return boards.load(board)["radio"] is not None
     except boards.BoardError as e:
@@ -117,8 +116,6 @@ def register(db, settings, node_id: str | None = None, board: str | None = None,
 
 
 def settings_join_eui() -> str:
-    import os
-
     eui = os.environ.get("LORAWAN_JOIN_EUI") or DEFAULT_JOIN_EUI
     if len(eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in eui):
         raise ProvisionError(f"LORAWAN_JOIN_EUI={eui!r} must be 16 hex digits")
@@ -196,8 +193,6 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
     before stops working. Everything that can fail runs first, with a stand-in password of the
     same length: a failed build leaves the node's password as it was.
     """
-    from provisioning import boards, image, miplib
-
     cred = identity_store.get_credentials(db, node_id)
     if cred is None or cred["revoked_at"] is not None:
         raise ProvisionError(f"node {node_id!r} has no active credentials; register it first")
@@ -234,3 +229,25 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
     audit_store.audit(db, actor, "node.image", node_id,
                       f"{board_name}, broker {mqtt_host}:{mqtt_port}, WiFi {wifi_ssid or '(none)'}")
     return f"{node_id}.{board_name}.littlefs.bin", data
+
+
+def logins(db, settings, node_ids: list[str], known: dict[str, str], board: str | None = None,
+           actor: str | None = None) -> dict[str, str]:
+    """An MQTT password for each node (for simulated nodes and scripts), registering new ones.
+
+    A registered node keeps its password from `known` while the broker still accepts it, else it
+    gets a new one. The broker's files are rewritten and reloaded once for all.
+    """
+    active = identity_store.active_mqtt_hashes(db)
+    out = {}
+    for node in node_ids:
+        password = known.get(node)
+        if node in active and password and brokerauth.verify_password(password, active[node]):
+            out[node] = password
+        elif node in active:
+            out[node] = rotate(db, settings, node, actor, sync=False)
+        else:
+            identity = register(db, settings, node, board=board, actor=actor, sync=False)
+            out[node] = identity["mqtt"]["password"]
+    brokerauth.sync(db, settings.broker_dir)
+    return out

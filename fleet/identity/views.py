@@ -1,5 +1,7 @@
 """Web UI for provisioning: register a node (secrets shown once), list identities, revoke."""
 
+import os
+
 from flask import (
     Blueprint,
     abort,
@@ -13,19 +15,19 @@ from flask import (
     url_for,
 )
 
-from fleet.identity import provision
+from fleet.identity import claims, provision
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store.base import UnknownNode
 from fleet.web import db as web_db
 from fleet.web.auth import require
+from provisioning import boards
+from provisioning.label import label_svg
 
 bp = Blueprint("provision", __name__, url_prefix="/provision")
 
 
 def _boards() -> list[str]:
-    from provisioning import boards
-
     return boards.names()
 
 
@@ -79,8 +81,6 @@ def revoke(node_id):
 @require("read")
 def label(node_id):
     """The node's printable label; its QR code opens the node's page on this fleet."""
-    from provisioning.label import label_svg
-
     db = web_db.get_db()
     try:
         node = node_store.get_node(db, node_id)
@@ -94,8 +94,6 @@ def label(node_id):
 @bp.route("/claim-tokens", methods=("POST",))
 @require("provisioning")
 def create_claim_token():
-    from fleet.identity import claims
-
     db = web_db.get_db()
     try:
         uses = int(request.form.get("uses", "1"))
@@ -112,8 +110,6 @@ def create_claim_token():
 @bp.route("/claims/<int:claim_id>/<any(approve, reject):decision>", methods=("POST",))
 @require("provisioning")
 def decide_claim(claim_id, decision):
-    from fleet.identity import claims
-
     db = web_db.get_db()
     if identity_store.get_claim_by_id(db, claim_id) is None:
         abort(404)
@@ -129,8 +125,6 @@ def decide_claim(claim_id, decision):
 
 def _image_defaults() -> dict:
     """What the image form starts with: the site's broker as nodes reach it, if configured."""
-    import os
-
     host = os.environ.get("NODE_MQTT_HOST", "")
     if not host and request.host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
         host = request.host.rsplit(":", 1)[0]  # the fleet's address as this browser reaches it

@@ -14,7 +14,7 @@ from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import UnknownCommand, UnknownNode
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso, limit_param
+from fleet.web.api import ApiError, iso, json_body, limit_param
 from fleet.web.auth import require
 
 bp = Blueprint("nodes", __name__)
@@ -176,13 +176,7 @@ def _accepted(node_id: str, cid: int, fields: dict):
 @bp.post("/nodes/<node_id>/commands")
 @require("nodes")
 def send_command(node_id):
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object like {"command": "identify"} '
-                            "(Content-Type: application/json)")
-    unknown = set(body) - {"command", "arg"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    body = json_body('{"command": "identify"}', {"command", "arg"})
     command = body.get("command")
     if not isinstance(command, str):
         raise ApiError(400, 'field "command" must be a string: reboot, identify or set_interval')
@@ -197,10 +191,7 @@ def send_command(node_id):
 @require("nodes")
 def send_config(node_id):
     """A CONFIG downlink: {"interval": s, "status_interval": s}, checked by the node's rules."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object like {"interval": 60, "status_interval": '
-                            '300} (Content-Type: application/json)')
+    body = json_body('{"interval": 60, "status_interval": 300}')
     node_or_404(node_id)
     db = web_db.get_db()
     with _downlink_errors():

@@ -2,12 +2,14 @@
 
 import click
 
-from fleet.cli.base import friendly, open_store, when
+from fleet.console import FRIENDLY, one_line, open_store, when
 from fleet.nodes import commands as downlink
 from fleet.nodes.senml import name_and_unit
 from fleet.settings import from_env
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
+
+friendly = one_line(*FRIENDLY, downlink.DownlinkError)
 
 
 @click.command("nodes")

@@ -1,7 +1,7 @@
 """Downlinks: COMMAND and CONFIG frames published to a node's down topic, recorded as commands."""
 
+from polylink import codes, proto
 from polylink import commands as fw_commands
-from polylink import proto
 
 from fleet import mqtt, topics
 from fleet.providers import downlinks
@@ -16,8 +16,8 @@ from fleet.providers.downlinks import (
 )
 from fleet.store import commands as command_store
 
-# The protocol's command codes (docs/architecture.md, COMMAND.cmd).
-COMMANDS = {"reboot": 1, "set_interval": 2, "identify": 3}
+# The protocol's command codes (docs/architecture.md, COMMAND.cmd), as the node numbers them.
+COMMANDS = {n: getattr(codes, n.upper()) for n in ("reboot", "set_interval", "identify")}
 # Bounds in seconds, taken from the node's own rules (firmware/polylink/commands.py) so the fleet
 # refuses exactly what a node would: one second (status: ten) to one day.
 INTERVAL_MIN, INTERVAL_MAX = fw_commands.INTERVAL_MIN, fw_commands.INTERVAL_MAX

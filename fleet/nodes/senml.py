@@ -19,6 +19,15 @@ def name_and_unit(qid: int, inst: int) -> tuple[str, str | None]:
     return name, unit
 
 
+def number(qid: int, value):
+    """A stored value as the spec decodes it: an int for a quantity whose divisor is 1."""
+    # The store keeps every value as a REAL, which would print 415 ppm as 415.0.
+    if (isinstance(value, float) and 0 <= qid < quantities.COUNT and value.is_integer()
+            and quantities.QUANTITIES[qid][quantities.DIV] == 1):
+        return int(value)
+    return value
+
+
 def records(node_id: str, rows) -> list[dict]:
     """SenML pack for (t, qid, inst, value) rows of one node; bn and bt go on the first record."""
     pack: list[dict] = []
@@ -33,7 +42,7 @@ def records(node_id: str, rows) -> list[dict]:
         rec["n"] = name
         if unit is not None:
             rec["u"] = unit
-        rec["v"] = value
+        rec["v"] = number(qid, value)
         offset = t - base_time
         if offset:
             rec["t"] = round(offset, 6)

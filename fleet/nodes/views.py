@@ -24,10 +24,11 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import Markup
+from polylink import codes
 
-from fleet.nodes import charts
+from fleet.nodes import charts, display
 from fleet.nodes import commands as downlink
-from fleet.nodes.senml import name_and_unit
 from fleet.ota import rollouts
 from fleet.store import alerts as alert_store
 from fleet.store import commands as command_store
@@ -51,8 +52,10 @@ LIVE_RETRY_MS = 3000
 TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
 FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
                "tag")
-RESET_CAUSES = {1: "power on", 2: "hard reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
-STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "free heap", "B"), ("queue", "queue", ""))
+RESET_CAUSES = {codes.PWRON_RESET: "power on", codes.HARD_RESET: "hard reset",
+                codes.WDT_RESET: "watchdog", codes.DEEPSLEEP_RESET: "deep sleep",
+                codes.SOFT_RESET: "soft reset"}
+STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "Free heap", "B"), ("queue", "Queue", ""))
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
@@ -72,6 +75,21 @@ def ago(t) -> str:
 @bp.app_template_filter("iso")
 def iso_filter(t):
     return iso(t) or "-"
+
+
+@bp.app_template_filter("when")
+def when_filter(t):
+    """A <time> element whose date and clock each stay on one line (style.css)."""
+    if t is None:
+        return "-"
+    day, clock = display.when(t).split(" ")
+    return Markup(f'<time datetime="{iso(t)}"><span>{day}</span> <span>{clock}</span></time>')
+
+
+@bp.app_template_filter("reading")
+def reading_filter(value, senml_unit, decimals=None):
+    """A node's own measure with its unit from the one table: {{ n.battery|reading('V', 2) }}."""
+    return display.measure("", senml_unit, decimals).text(value)
 
 
 @bp.app_template_filter("ago")
@@ -236,9 +254,9 @@ def _node_or_404(db, node_id) -> dict:
 def _latest(db, node_id) -> list[dict]:
     out = []
     for row in telemetry_store.latest_values(db, node_id):
-        name, unit = name_and_unit(row["qid"], row["inst"])
+        shown = display.quantity(row["qid"], row["inst"])
         out.append({"key": f"q{row['qid']}-{row['inst']}", "qid": row["qid"], "inst": row["inst"],
-                    "name": name, "unit": unit or "", "value": f"{row['value']:g}", "t": row["t"]})
+                    "name": shown.label, "text": shown.text(row["value"]), "t": row["t"]})
     return out
 
 
@@ -317,7 +335,7 @@ def chart_svg(node_id):
         labels = {c: (n, u) for c, n, u in STATUS_CHARTS + RADIO_CHARTS}
         if column not in labels:
             abort(400, f"s must be one of {', '.join(labels)}")
-        name, unit = labels[column]
+        shown = display.measure(*labels[column])
         if column.startswith("lora_"):
             rows = provider_store.reception_buckets(db, node_id, column[5:], since, until,
                                                     charts.BUCKETS)
@@ -328,10 +346,10 @@ def chart_svg(node_id):
         inst = request.args.get("i", 0, type=int)
         if qid is None:
             abort(400, "q (quantity id) or s (status column) is required")
-        name, unit = name_and_unit(qid, inst)
+        shown = display.quantity(qid, inst)
         rows = telemetry_store.reading_buckets(db, node_id, qid, inst, since, until, charts.BUCKETS)
-    svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until),
-                          name=name, unit=unit or "", rng=rng)
+    svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until, shown.factor),
+                          title=shown.title(), rng=rng, width=charts.W, font=charts.FONT)
     response = Response(svg, mimetype="image/svg+xml")
     # Fresh enough for a person looking at it; lets a phone on a slow link reuse it briefly.
     response.headers["Cache-Control"] = "private, max-age=30"
@@ -457,16 +475,16 @@ def live_payload(db, node_id) -> dict:
     node = state["node"]
     values = {}
     for row in state["latest"]:
-        name, unit = name_and_unit(row["qid"], row["inst"])
-        values[f"q{row['qid']}-{row['inst']}"] = f"{row['value']:g} {unit or ''}".strip()
+        values[f"q{row['qid']}-{row['inst']}"] = display.quantity(row["qid"], row["inst"]).text(
+            row["value"])
     return {
         "status": node_store.node_status(db, node_id),
         # A time, not "5 s ago": the stream sends only when something changed.
         "last_seen": node["last_seen"],
         "facts": {
-            "battery": "-" if node["battery"] is None else f"{node['battery']:.2f} V",
-            "rssi": "-" if node["rssi"] is None else f"{node['rssi']} dBm",
-            "uptime": "-" if node["uptime"] is None else f"{node['uptime']} s",
+            "battery": reading_filter(node["battery"], "V", 2),
+            "rssi": reading_filter(node["rssi"], "dBm"),
+            "uptime": reading_filter(node["uptime"], "s"),
             "firmware": node["firmware_version"] or "-",
             "micropython": node["micropython_version"] or "-",
         },

@@ -9,6 +9,7 @@ import functools
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
 
+from fleet.broker.auth import verify_password
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.store import identity as identity_store
@@ -16,7 +17,7 @@ from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownNode, UnknownRelease, UnknownRollout
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso
+from fleet.web.api import ApiError, iso, json_body
 from fleet.web.auth import csrf, require
 
 bp = Blueprint("ota", __name__)
@@ -110,13 +111,8 @@ def get_rollout(rid):
 @bp.post("/rollouts")
 @require("releases")
 def create_rollout():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object like {"release": "0.2.0", "target": '
-                            '{"tags": ["pilot"]}} (Content-Type: application/json)')
-    unknown = set(body) - {"release", "target", "stages", "max_failures", "max_health_drop"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    body = json_body('{"release": "0.2.0", "target": {"tags": ["pilot"]}}',
+                     {"release", "target", "stages", "max_failures", "max_health_drop"})
     if not isinstance(body.get("release"), str):
         raise ApiError(400, 'field "release" must be a release version string')
     kw = {k: body[k] for k in ("stages", "max_failures", "max_health_drop") if k in body}
@@ -188,8 +184,6 @@ def node_login(view):
 
     @functools.wraps(view)
     def wrapped(**kwargs):
-        from fleet.broker.auth import verify_password
-
         a = request.authorization
         login = None
         if a is not None and a.type == "basic" and a.username:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fleet.cli.base import one_line, open_store, when
+from fleet.console import one_line, open_store, when
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.settings import SettingsError, from_env

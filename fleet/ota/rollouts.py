@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from polylink import proto
+from polylink import codes, proto
 
 from fleet import mqtt, topics
 from fleet.store import commands as command_store
@@ -35,12 +35,17 @@ HEALTH_MIN_UPDATED = 3  # nodes that must be updated before health is compared a
 TERMINAL = ("succeeded", "failed", "rolled_back", "declined", "skipped")
 FAILED = ("failed", "rolled_back")
 # OTA_UP state code -> rollout node state (docs/ota.md)
-REPORT_STATES = {1: "offered", 2: "downloading", 3: "verified", 4: "rebooting", 5: "confirmed",
-                 6: "failed", 7: "rolled_back", 8: "deferred", 9: "declined"}
-REASONS = {1: "bad signature", 2: "unknown key", 3: "hash mismatch", 4: "incompatible board",
-           5: "MicroPython too old", 6: "download failed", 7: "storage", 8: "low battery",
-           9: "outside update window", 10: "busy", 11: "crash loop", 12: "not confirmed in time",
-           13: "bad manifest", 14: "runtime rolled back"}
+# OTA_UP state and reason names, keyed by the node's codes (polylink/codes.py)
+REPORT_STATES = {getattr(codes, n.upper()): n for n in (
+    "offered", "downloading", "verified", "rebooting", "confirmed", "failed", "rolled_back",
+    "deferred", "declined")}
+REASONS = {codes.BAD_SIGNATURE: "bad signature", codes.UNKNOWN_KEY: "unknown key",
+           codes.HASH_MISMATCH: "hash mismatch", codes.BOARD: "incompatible board",
+           codes.MICROPYTHON: "MicroPython too old", codes.DOWNLOAD: "download failed",
+           codes.STORAGE: "storage", codes.LOW_BATTERY: "low battery",
+           codes.WINDOW: "outside update window", codes.BUSY: "busy",
+           codes.CRASH_LOOP: "crash loop", codes.NOT_CONFIRMED: "not confirmed in time",
+           codes.BAD_MANIFEST: "bad manifest", codes.RUNTIME_ROLLED_BACK: "runtime rolled back"}
 TARGET_KEYS = ("tags", "board", "provider", "version", "micropython", "nodes")
 OPEN_STATES = ("running", "paused")  # a rollout that still offers (or will offer) its release
 
@@ -168,7 +173,7 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         rows += [(n["id"], i, "pending", n["firmware_version"]) for n in todo[start:end]]
         start = end
     return ota_store.add_rollout(db, version, stages, max_failures, max_health_drop, target, rows,
-                             actor, now)
+                                 actor, now)
 
 
 def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
@@ -223,12 +228,12 @@ def act(db, rid: int, action: str, actor=None) -> dict:
         if state != "running":
             raise RolloutError(f"rollout {rid} is {state}; only a running one can be paused")
         ota_store.update_rollout(db, rid, actor, "rollout.pause", state="paused",
-                             reason=f"paused by {actor}")
+                                 reason=f"paused by {actor}")
     elif action == "resume":
         if state != "paused":
             raise RolloutError(f"rollout {rid} is {state}; only a paused one can be resumed")
         ota_store.update_rollout(db, rid, actor, "rollout.resume", state="running", reason=None,
-                             stage_started=time.time())
+                                 stage_started=time.time())
     elif action == "abort":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is already {state}")
@@ -237,7 +242,7 @@ def act(db, rid: int, action: str, actor=None) -> dict:
                  n["node_id"]) for n in ota_store.rollout_nodes(db, rid) if n["state"] in IN_FLIGHT]
         ota_store.set_rollout_nodes(db, rid, rows)
         ota_store.update_rollout(db, rid, actor, "rollout.abort", state="aborted",
-                             reason=f"aborted by {actor}")
+                                 reason=f"aborted by {actor}")
     elif action == "retry":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is {state}; nothing to retry")
@@ -247,7 +252,7 @@ def act(db, rid: int, action: str, actor=None) -> dict:
         ota_store.set_rollout_nodes(db, rid, rows)
         # A rollout paused for failures runs again, the failed nodes offered once more.
         ota_store.update_rollout(db, rid, actor, "rollout.retry", state="running",
-                             reason=f"{len(rows)} failed node(s) retried")
+                                 reason=f"{len(rows)} failed node(s) retried")
     else:
         raise RolloutError(f"unknown action {action!r}; expected pause, resume, abort or retry")
     return ota_store.get_rollout(db, rid)

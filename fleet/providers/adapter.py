@@ -6,7 +6,7 @@ import binascii
 import json
 from dataclasses import dataclass, field
 
-from polylink import region_eu868
+from polylink.lorawan import region as region_eu868
 
 FPORT = 1  # the Polylink frame's FPort in both directions (docs/protocol.md)
 

@@ -9,7 +9,7 @@ with `{"devEui", "confirmed", "fPort", "data"}`; ChirpStack appends it to the de
 import base64
 import json
 
-from polylink import region_eu868
+from polylink.lorawan import region as region_eu868
 
 from .adapter import Reader, Uplink, dr_of
 

@@ -1,7 +1,7 @@
 """Downlinks through the LoRaWAN provider a node was last heard on, within its limits.
 
 Limits checked before anything is published: the frame must fit the payload of the data rate
-the node last used (EU868 table in polylink.region_eu868), and the node must have downlinks left
+the node last used (EU868 table in polylink.lorawan.region), and the node must have downlinks left
 in its provider's daily budget (The Things Network's fair use: 10 a day). The budget counts
 what the fleet sent and the network's ACKs of the node's confirmed uplinks (stored by the ingest
 worker, fleet/providers/worker.py): TTN counts both. The provider queues the downlink (TTS
@@ -11,7 +11,7 @@ receive window after the node's next uplink (Class A).
 
 import time
 
-from polylink import region_eu868
+from polylink.lorawan import region as region_eu868
 
 from fleet import mqtt
 from fleet.store import providers as provider_store

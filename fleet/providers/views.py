@@ -4,13 +4,23 @@ A provider's password (TTS API key, ChirpStack MQTT password) is write-only: it 
 create or edit, stored encrypted, and only `password_set` is ever shown back.
 """
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from fleet.store import nodes as node_store
 from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
 from fleet.web import db as web_db
-from fleet.web.api import ApiError
+from fleet.web.api import ApiError, json_body
 from fleet.web.auth import require
 
 from . import LORAWAN_KINDS, ProviderError, downlinks, registry
@@ -23,8 +33,6 @@ _FIELDS = {"name", "kind", "host", "port", "tls", "application", "tenant", "user
 
 
 def _data_dir():
-    from flask import current_app
-
     return current_app.config["SETTINGS"].data_dir
 
 
@@ -94,14 +102,8 @@ def api_list():
 @api.put("/<name>")
 @require("admin")
 def api_put(name):
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object like {"kind": "tts", "host": ..., '
-                            '"application": ...} (Content-Type: application/json)')
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                            f"expected {', '.join(sorted(_FIELDS))}")
+    body = json_body('{"kind": "tts", "host": ..., "application": ...}', _FIELDS,
+                     say_expected=True)
     cfg = dict(body, name=name)
     password = cfg.pop("password", None)
     try:

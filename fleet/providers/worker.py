@@ -91,10 +91,7 @@ class ProviderIngest(Ingest):
         if node not in self.known:
             self.known.add(node)
             self.batch.new_nodes.append((node, self.provider, received_at))
-        last = self.seqs.get(node)
-        seq = proto.extend_seq(last, seq16)
-        if last is None or seq > last:
-            self.seqs[node] = seq
+        seq = self.extend(node, mtype, seq16, ts, body, received_at)
         self.batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
         self.batch.touch[node] = (received_at, self.provider, self.seqs[node])
         for r in up.receptions or [None]:

@@ -60,6 +60,12 @@ def up_seqs(db) -> dict[str, int]:
     return dict(db.conn.execute("SELECT id, up_seq FROM nodes WHERE up_seq IS NOT NULL"))
 
 
+def boot_times(db) -> dict[str, float]:
+    """When every node last booted, as its newest STATUS told (its time minus its uptime)."""
+    return dict(db.conn.execute("SELECT id, status_at - uptime FROM nodes"
+                                " WHERE status_at IS NOT NULL AND uptime IS NOT NULL"))
+
+
 def known_node_ids(db) -> set[str]:
     """Ids of every registered node."""
     return {r[0] for r in db.conn.execute("SELECT id FROM nodes")}

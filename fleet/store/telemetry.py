@@ -167,7 +167,7 @@ def tune_for_bulk_writes(db):
 class Batch:
     """Decoded uplinks of one ingest batch, written by store_batch in one transaction."""
 
-    __slots__ = ("frames", "bad", "touch", "conn_state", "new_nodes")
+    __slots__ = ("frames", "bad", "touch", "conn_state", "new_nodes", "restarts")
 
     def __init__(self):
         # (node, seq, mtype, received_at, ts, provider, body)
@@ -180,6 +180,8 @@ class Batch:
         self.conn_state: dict[str, int] = {}
         # (node, provider, created)
         self.new_nodes: list[tuple] = []
+        # events rows (node, t, received_at, code, value, text) for restarted seq counters
+        self.restarts: list[tuple] = []
 
 
 def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
@@ -259,10 +261,13 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
         if statuses:
             conn.executemany(
+                # A field a STATUS leaves out keeps its last value (docs/protocol.md, STATUS):
+                # a compact STATUS must not blank what the full one after boot reported.
                 "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
-                " uptime = ?, reset_cause = ?, heap_free = ?, rssi = ?, queue = ?, dropped = ?,"
-                " boots = ?, interval = coalesce(?, interval),"
-                # Only the STATUS after a boot names the MicroPython: the last one named stays.
+                " uptime = ?, reset_cause = coalesce(?, reset_cause),"
+                " heap_free = coalesce(?, heap_free), rssi = coalesce(?, rssi),"
+                " queue = coalesce(?, queue), dropped = coalesce(?, dropped),"
+                " boots = coalesce(?, boots), interval = coalesce(?, interval),"
                 " micropython_version = coalesce(?, micropython_version), status_at = ?"
                 " WHERE id = ?",
                 statuses,
@@ -280,6 +285,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             )
         if trusts:
             conn.executemany("UPDATE nodes SET ota_keys = ? WHERE id = ?", trusts.values())
+        events_rows += batch.restarts
         if events_rows:
             conn.executemany(
                 "INSERT INTO events (node_id, t, received_at, code, value, text)"

@@ -7,7 +7,7 @@ ota/api.py, providers/views.py); init_app() mounts them all under this one.
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fleet.web.auth import bearer_token, csrf
@@ -45,6 +45,25 @@ def limit_param(default=1000):
     if not 1 <= value <= MAX_LIMIT:
         raise ApiError(400, f"limit={value}: must be within 1..{MAX_LIMIT}")
     return value
+
+
+def json_body(example: str, fields=None, say_expected: bool = False) -> dict:
+    """The request's JSON object, or 400 with an example; with fields, unknown keys are a 400."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, f"body must be a JSON object like {example} "
+                            "(Content-Type: application/json)")
+    if fields is not None:
+        known_fields(body, fields, say_expected)
+    return body
+
+
+def known_fields(body: dict, fields, say_expected: bool = False) -> None:
+    """400 naming the keys of body that are not in fields (and, if asked, the ones that are)."""
+    unknown = set(body) - set(fields)
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}"
+                       + (f"; expected {', '.join(sorted(fields))}" if say_expected else ""))
 
 
 def require_token():
@@ -87,7 +106,13 @@ def init_app(app, resources):
     def http_error(e):
         if request.path.startswith(PREFIX):
             return _error(e.code or 500, e.description or e.name)
-        return e
+        if e.code is None or e.code < 400:
+            return e  # a redirect the router asks for
+        # The site's own page, not werkzeug's: that one has no viewport and is 980 px on a phone.
+        # The exception's response keeps its headers (Allow on a 405, Retry-After on a 429).
+        response = e.get_response()
+        response.set_data(render_template("error.html", message=e.description or e.name))
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(e):

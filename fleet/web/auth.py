@@ -183,14 +183,12 @@ def login_required(view):
     return wrapped
 
 
-def require(area: str):
-    """Let a view run only for a user (session) or API token whose role may act in area.
+def _guard(permitted, needs: str):
+    """A decorator: the view runs for a role that permitted(role) lets in.
 
     Not logged in: the UI redirects to the login page (the API already answered 401).
-    Logged in without the role: 403 (JSON for the API, a page for the UI).
+    Logged in with another role: 403 (JSON for the API, a page for the UI).
     """
-    if area not in AREAS:
-        raise ValueError(f"unknown area {area!r}; known: {', '.join(AREAS)}")
 
     def decorate(view):
         @functools.wraps(view)
@@ -198,11 +196,23 @@ def require(area: str):
             role = current_role()
             if role is None:
                 return redirect(url_for("auth.login", next=request.path))
-            if not allowed(role, area):
-                raise Forbidden(f"role {role} may not do this (needs one of: "
-                                f"{', '.join(AREAS[area])})")
+            if not permitted(role):
+                raise Forbidden(f"role {role} may not do this (needs one of: {needs})")
             return view(**kwargs)
 
+        return wrapped
+
+    return decorate
+
+
+def require(area: str):
+    """Let a view run only for a user (session) or API token whose role may act in area."""
+    if area not in AREAS:
+        raise ValueError(f"unknown area {area!r}; known: {', '.join(AREAS)}")
+    guard = _guard(lambda role: allowed(role, area), ", ".join(AREAS[area]))
+
+    def decorate(view):
+        wrapped = guard(view)
         wrapped.polylink_area = area  # type: ignore[attr-defined]  (read by the permission test)
         return wrapped
 
@@ -213,20 +223,7 @@ def require_role(*roles: str):
     """Let a view run only for these roles (exactly; admin is not implied)."""
     for role in roles:
         check_role(role)
-
-    def decorate(view):
-        @functools.wraps(view)
-        def wrapped(**kwargs):
-            role = current_role()
-            if role is None:
-                return redirect(url_for("auth.login", next=request.path))
-            if role not in roles:
-                raise Forbidden(f"role {role} may not do this (needs one of: {', '.join(roles)})")
-            return view(**kwargs)
-
-        return wrapped
-
-    return decorate
+    return _guard(lambda role: role in roles, ", ".join(roles))
 
 
 @bp.before_app_request

@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from fleet.cli.base import friendly, open_store, when
+from fleet.console import friendly, open_store, when
 from fleet.store import users as user_store
 
 # The roles of web/auth.py, repeated so `fleet --help` needs no Flask; a test keeps them equal.

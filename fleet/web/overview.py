@@ -2,9 +2,9 @@
 
 import math
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 
-from fleet.alerts import views as alerts
+from fleet import upkeep
 from fleet.store import alerts as alert_store
 from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
@@ -23,7 +23,8 @@ MAP_CELLS = 24
 def index():
     db = web_db.get_db()
     counts = node_store.overview(db)
-    return render_template("overview/index.html", counts=counts, evaluated=alerts.freshness(db),
+    evaluated = upkeep.alerts_freshness(db, current_app.config["SETTINGS"])
+    return render_template("overview/index.html", counts=counts, evaluated=evaluated,
                            alerts=alert_store.list_alerts(db, limit=10),
                            rollouts=ota_store.rollouts_in_progress(db))
 

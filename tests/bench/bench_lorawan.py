@@ -1,6 +1,6 @@
 """LoRaWAN budgets of the reference reading: uplinks per day within TTN fair use and duty cycle.
 
-Airtime from polylink.region_eu868.airtime_us (Semtech formula, the one the firmware enforces),
+Airtime from polylink.lorawan.region.airtime_us (Semtech formula, the one the firmware enforces),
 for the PHY payload = FRMPayload + 13 bytes (MHDR, FHDR without FOpts, FPort, MIC). Budgets:
 The Things Network's fair use (30 s of uplink airtime per node per day) and the EU868 1 %
 duty cycle of the g1 sub-band the default channels share (864 s per day).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench_firmware_mem import RUNNER, kb, mpy_tree, run_probe
 from bench_protocol import TS, cayenne_lpp, polylink
-from polylink import region_eu868 as eu
+from polylink.lorawan import region as eu
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -63,7 +63,7 @@ def heap() -> list[str]:
            "imports them), gc.mem_alloc() after gc.collect(), wasm MicroPython; the wasm build's",
            "`cryptolib` stand-in is imported before the baseline (the ESP32 has it built in):",
            "",
-           "| app loaded from | lw_crypto + region_eu868 | lorawan | lw_link | lw_split | total |",
+           "| app loaded from | crypto + region | device (+ spec) | link | split | total |",
            "|---|---:|---:|---:|---:|---:|"]
     for name, f in rows:
         out.append(f"| {name} | {kb(f['crypto_region'])} | {kb(f['lorawan'])} | "
@@ -98,13 +98,13 @@ def dual() -> list[str]:
     now = rows[1][1]
     out += [
         "",
-        "- On WiFi the LoRaWAN code (`lw_link`, `lorawan`, `lw_crypto`, `region_eu868`) leaves",
+        "- On WiFi the LoRaWAN code (the `polylink.lorawan` subpackage) leaves",
         "  the heap while MQTT carries the queue (`Node._lora_park`); the session's RAM state",
         "  (uplink counter, MAC answers not yet sent, duty-cycle clocks, the link's counters) is",
         "  kept in a tuple of a few hundred bytes and the rest is in `lorawan.json`. When WiFi",
         "  fails the code is imported again and goes on with the same session: no rejoin, no",
         "  counter block spent. On LoRaWAN, `mqtt.py` leaves the heap while WiFi is down",
-        "  (`Link.drop_idle`). OTAA join code (`lw_join.py`) is loaded only while joining.",
+        "  (`Link.drop_idle`). OTAA join code (`lorawan/join.py`) is loaded only while joining.",
         "- What unloading cannot give back: the interned names (qstrs) of every module once",
         "  imported, which MicroPython never frees (`tests/bench/unload_mem_probe.py`: the",
         f"  LoRaWAN set takes {kb(u['lora_import'])} and leaves {kb(u['lora_left'])} once",

@@ -14,10 +14,11 @@ Run: .venv/bin/python tests/bench/bench_ota.py
    stream    live heap peak while fetching, writing and hashing a 100 KB file (sampled at every
              1 KB chunk after gc.collect() and a pass through JS, which is when the wasm port
              collects; the ~30 bytes the port itself keeps per pass are measured and taken off)
-   runtime   the MicroPython runtime image path (polylink/runtime.py) streaming a 200 KB image
+   runtime   the MicroPython runtime image path (polylink/ota/runtime.py) streaming a 200 KB image
              into the next app partition in 4 KB blocks and reading it back (esp32.Partition is
              the host port's simulation here); live heap after the first 1 KB piece, and the peak
-             over the whole stream less the wasm port's own per-pass bookkeeping
+             over the whole stream less the wasm port's own per-pass bookkeeping; the runtime
+             module's own heap is measured in an interpreter of its own (runtime_mem_probe.py)
    Target (issue 3): modules + agent + max(ecdsa, stream) <= 24 KB beyond the resident heap; the
    same for a runtime update: modules + agent + runtime module + runtime stream peak.
 2. Bytes on the wire for an update that changes one app file, against sending the whole app: the
@@ -44,12 +45,15 @@ from bench_firmware_mem import RUNNER, kb, mpy_tree  # noqa: E402
 from bench_firmware_mem import run_probe as _run_probe  # noqa: E402
 
 PROBE = Path(__file__).with_name("ota_mem_probe.py")
+RT_PROBE = Path(__file__).with_name("runtime_mem_probe.py")
 UPDATE_MAX = 24 * 1024
 
 
 def run_probe(runner: Path) -> dict:
     # run_probe's default probe is bound when it is defined: pass ours explicitly.
-    return _run_probe(runner, PROBE)
+    f = _run_probe(runner, PROBE)
+    f.update(_run_probe(runner, RT_PROBE))  # the runtime module, in an interpreter of its own
+    return f
 
 
 def memory() -> bool:
@@ -90,15 +94,17 @@ def memory() -> bool:
 def wire() -> None:
     from _fw import FakeHAL, FakeHTTP, board
     from cryptography.hazmat.primitives.asymmetric import ec
-    from polylink import ota, slots
+    from polylink.ota import agent as ota
+    from polylink.ota import slots
 
     from fleet.ota import releases as fota
 
     key = ec.generate_private_key(ec.SECP256R1())
     keys = {"k1": fota.public_hex(key)}
     app = {}
-    for src in sorted((ROOT / "firmware" / "polylink").glob("*.py")):
-        app["polylink/" + src.stem + ".py"] = src.read_bytes()  # stands in for the .mpy sizes
+    for src in sorted((ROOT / "firmware" / "polylink").rglob("*.py")):
+        # the source stands in for the .mpy sizes
+        app[src.relative_to(ROOT / "firmware").as_posix()] = src.read_bytes()
 
     def release(version, files):
         entries = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}

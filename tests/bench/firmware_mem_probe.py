@@ -16,7 +16,8 @@ from _fw import FakeBME280Bus, FakeDS, FakeHAL  # noqa: E402
 gc.collect()
 BASE_FAKES = gc.mem_alloc()
 
-from polylink import bme280, config, ds18b20  # noqa: E402
+from polylink import config  # noqa: E402
+from polylink.drivers import bme280, ds18b20  # noqa: E402
 from polylink.node import Node  # noqa: E402
 
 gc.collect()

@@ -9,9 +9,10 @@ for name in ("asyncio", "json", "cryptolib", "polylink.proto", "polylink.store",
              "polylink.config"):
     __import__(name)  # what the app (or, for cryptolib, the ESP32 build) already has
 figures = {}
-for key, mods in (("crypto_region", ("polylink.lw_crypto", "polylink.region_eu868")),
-                  ("lorawan", ("polylink.lorawan",)), ("lw_link", ("polylink.lw_link",)),
-                  ("lw_split", ("polylink.lw_split",))):
+for key, mods in (("crypto_region", ("polylink.lorawan.crypto", "polylink.lorawan.region")),
+                  ("lorawan", ("polylink.lorawan.device",)),
+                  ("lw_link", ("polylink.lorawan.link",)),
+                  ("lw_split", ("polylink.lorawan.split",))):
     gc.collect()
     before = gc.mem_alloc()
     for m in mods:

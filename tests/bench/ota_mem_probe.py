@@ -8,17 +8,19 @@ import hashlib  # noqa: E402,F401
 import json
 import time
 
-from polylink import config, proto, slots, store  # noqa: E402,F401
+from polylink import config, proto, store  # noqa: E402,F401
+from polylink.ota import slots  # noqa: E402,F401
 from polylink_host import esp32sim  # noqa: E402 - the simulated flash: not the node's heap
 
 await asyncio.sleep(0)  # noqa: F704 - the wasm port collects garbage when control passes JS
 BASE = gc.mem_alloc()
-from polylink import httpget, ota  # noqa: E402,F401
+from polylink.net import http as httpget  # noqa: E402,F401
+from polylink.ota import agent as ota  # noqa: E402,F401
 
 await asyncio.sleep(0)  # noqa: F704
 print("modules", gc.mem_alloc() - BASE)
 BASE = gc.mem_alloc()
-from polylink import ecdsa  # noqa: E402
+from polylink.ota import ecdsa  # noqa: E402
 
 await asyncio.sleep(0)  # noqa: F704
 print("ecdsa_module", gc.mem_alloc() - BASE)
@@ -205,13 +207,15 @@ fl.bootloader()
 Node.hal.flash = fl
 Node.hal.conn_size = RT_SIZE
 del board
-gc.collect()
-await asyncio.sleep(0)  # noqa: F704
+for _ in range(3):
+    gc.collect()
+    await asyncio.sleep(0)  # noqa: F704
 base = gc.mem_alloc()
-from polylink import runtime  # noqa: E402
+from polylink.ota import runtime  # noqa: E402
 
-gc.collect()
-await asyncio.sleep(0)  # noqa: F704
+for _ in range(3):
+    gc.collect()
+    await asyncio.sleep(0)  # noqa: F704
 print("runtime_module", gc.mem_alloc() - base)
 RT_PASSES = RT_SIZE // 1024  # the stream reads 1 KB pieces: one pass through JS each
 gc.collect()

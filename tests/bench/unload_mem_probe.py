@@ -20,18 +20,18 @@ async def col():
 
 async def main():
     a = await col()
-    __import__("polylink.lw_link")
+    __import__("polylink.lorawan.link")
     b = await col()
-    for m in ("lw_link", "lw_split", "lw_mac", "lw_join", "lorawan", "lw_crypto",
-              "region_eu868"):
+    for m in ("lorawan.link", "lorawan.split", "lorawan.mac", "lorawan.join", "lorawan.device",
+              "lorawan.crypto", "lorawan.region", "lorawan"):
         config.unload(m)
     c = await col()
     print("lora_import", b - a)
     print("lora_left", c - a)
     a = await col()
-    __import__("polylink.mqtt")
+    __import__("polylink.net.mqtt")
     b = await col()
-    config.unload("mqtt")
+    config.unload("net.mqtt")
     c = await col()
     print("mqtt_import", b - a)
     print("mqtt_left", c - a)

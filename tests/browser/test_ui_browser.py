@@ -30,8 +30,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 def test_technician_and_operator_in_chromium(fleet_run, tmp_path, artifacts):
     if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed; `make test` installs it as root"
-                    " (tests/system-packages)")
+        pytest.fail("chromium is not installed; `make test` installs it as root "
+                    "(tests/system-packages)")
     if not (HERE / "node_modules" / "playwright-core").exists():
         pytest.fail("tests/browser/node_modules is missing; run `make setup`")
     for old in artifacts.glob("*.png"):  # screenshots of an earlier run must not count

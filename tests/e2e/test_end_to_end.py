@@ -18,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from polylink import link as link_module
 from polylink import proto
+from polylink.net import link as link_module
 from polylink_host import sim
 from services import READY, FleetRun, free_port
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from polylink import slots
+from polylink.ota import slots
 from polylink_host import sim
 from services import READY, FleetRun, free_port
 from test_end_to_end import Api, SimFleet, create_token, wait_until

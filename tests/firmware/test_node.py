@@ -4,7 +4,8 @@ import json
 
 from _check import eq
 from _fw import FakeBME280Bus, FakeDS, FakeHAL, board, rmtree, tmpdir
-from polylink import config, ds18b20, proto
+from polylink import config, proto
+from polylink.drivers import ds18b20
 from polylink.node import EV_SENSOR_FAILED, Node
 from polylink.sensors import Schedule
 

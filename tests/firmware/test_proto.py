@@ -203,3 +203,75 @@ def test_registry_ids_are_stable():
     eq(q[1][:4], ("humidity", 3304, "%RH", quantities.U8), "1")
     eq(q[2][:4], ("battery_voltage", 3316, "V", quantities.U16), "2")
     eq(quantities.fmt_name(quantities.S24), "s24", "fmt name")
+
+
+def test_varints_hold_64_bits_and_field_numbers_29_bits():
+    # The 10th byte of a varint carries bit 63 only: 0x01 is the last value a 64-bit decoder reads.
+    e = raises(proto.FrameError, proto.decode, _unhex("20000180808080808080808001"))
+    if "unknown quantity 63" not in str(e):
+        raise AssertionError("bit 63 of the mask: %s" % e)
+    e = raises(proto.FrameError, proto.decode, _unhex("20000180808080808080808002"))
+    if "exceeds 64 bits" not in str(e):
+        raise AssertionError("bit 64 of the mask: %s" % e)
+    key = "f8ffffff0f"  # field 536870911 (2^29 - 1), wire type 0: the largest field number
+    eq(proto.decode(_unhex("24000108011003" + key + "00"))[3], {"cid": 1, "cmd": 3}, "skipped")
+    key = "8080808010"  # field 536870912
+    e = raises(proto.FrameError, proto.decode, _unhex("24000108011003" + key + "00"))
+    if "bad field number 536870912" not in str(e):
+        raise AssertionError("field 2^29: %s" % e)
+
+
+def _raw_of(frame, qid):
+    # One instance-0 reading: its value bytes follow the 3-byte header and the mask.
+    size = quantities.QUANTITIES[qid][quantities.FMT] & 7
+    raw = 0
+    for b in frame[-size:]:
+        raw = raw << 8 | b
+    if quantities.QUANTITIES[qid][quantities.FMT] & 8 and raw >> (size * 8 - 1):
+        raw -= 1 << (size * 8)
+    return raw
+
+
+def test_half_steps_round_away_from_zero_on_every_runtime():
+    # The same value must give the same bytes from any encoder: one rule, no "either way".
+    vectors = _vectors()["rounding"]
+    if len(vectors) < 10:
+        raise AssertionError("rounding vectors lost cases")
+    for v in vectors:
+        frame = _encode(proto.TELEMETRY, 1, [(v["qid"], 0, v["value"])])
+        eq(_raw_of(frame, v["qid"]), v["raw"], v["name"])
+    e = raises(proto.FrameError, _encode, proto.TELEMETRY, 1, [(1, 0, 100.25)])
+    if "out of range" not in str(e):
+        raise AssertionError("humidity 100.25 rounds to raw 201: %s" % e)
+
+
+def test_text_is_strict_utf8_on_every_runtime():
+    # MicroPython's own decoder passes surrogates, code points past U+10FFFF and overlong forms;
+    # the codec must refuse the same strings on every runtime (the invalid vectors hold more).
+    for fw in ("eda080", "f4908080", "c0af", "e080af", "f888808080", "ed", "80", "ff"):
+        frame = _unhex("2100010a%02x%s100c" % (len(fw) // 2, fw))
+        e = raises(proto.FrameError, proto.decode, frame)
+        if "bad UTF-8 in field 'fw'" not in str(e):
+            raise AssertionError("%s: %s" % (fw, e))
+    for fw in ("ed9fbf", "ee8080", "efbfbf", "f48fbfbf", "c2a0", "00"):
+        frame = _unhex("2100010a%02x%s100c" % (len(fw) // 2, fw))
+        eq(proto.decode(frame)[3]["fw"].encode("utf-8"), _unhex(fw), fw)
+    # A lone surrogate has no UTF-8 form: CPython raises UnicodeEncodeError on it, MicroPython
+    # writes its 3 bytes as if it had; the codec refuses it on both with a FrameError.
+    for text in (chr(0xD800), "ok" + chr(0xDFFF)):
+        e = raises(proto.FrameError, _encode, proto.EVENT, 1, {"code": 1, "text": text})
+        if "bad UTF-8 in field 'text'" not in str(e):
+            raise AssertionError("encoding %r: %s" % (text, e))
+
+
+def test_ota_up_text_is_at_most_80_bytes_and_clip_cuts_at_a_character():
+    body = {"state": 6, "version": "0.2.0", "text": "x" * 80}
+    eq(proto.decode(_encode(proto.OTA_UP, 1, body))[3], body, "80 bytes")
+    body["text"] = "é" * 40 + "x"
+    e = raises(proto.FrameError, _encode, proto.OTA_UP, 1, body)
+    if "too long: field 'text' has 81 bytes, limit 80" not in str(e):
+        raise AssertionError(str(e))
+    eq(_encode(proto.EVENT, 1, {"code": 1, "text": "x" * 81})[-1], ord("x"), "EVENT text: no limit")
+    eq(proto.clip("é" * 41, 80), "é" * 40, "41 two-byte characters")
+    eq(proto.clip("a" + "é" * 40, 80), "a" + "é" * 39, "a cut inside a character drops it")
+    eq(proto.clip("short", 80), "short", "short text")

@@ -5,7 +5,7 @@ import random
 import pytest
 from polylink import proto
 
-from fleet.ingest import Ingest
+from fleet.ingest import EV_SEQ_RESTART, Ingest
 from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
@@ -219,3 +219,41 @@ def test_conn_messages_do_not_lose_the_seq_state(db):
     restarted.add(up(), frame(proto.TELEMETRY, 0, READING), 5.0)
     restarted.flush()
     assert telemetry_store.frame_seqs(db, "n1") == [65535, 65536]
+
+
+def test_a_restarted_counter_is_found_at_the_boot_status_and_its_frames_are_kept(db):
+    # A re-flashed node (or one that lost its counter) numbers from 0 again: without the restart
+    # rule (docs/protocol.md, section 2) every one of its frames is dropped as a duplicate.
+    t0 = 1_700_000_000
+    ing = Ingest(db)
+    boot = frame(proto.STATUS, 0, {"fw": "1.0.0", "uptime": 5}, ts=t0 + 5)
+    ing.add(up(), boot, t0 + 5)
+    for i in range(1, 20):
+        ing.add(up(), frame(proto.TELEMETRY, i, READING, ts=t0 + 60 * i), t0 + 60 * i)
+    ing.flush()
+    ing.add(up(), boot, t0 + 7200)  # an hour-late redelivery of the old boot STATUS: a duplicate
+    ing.flush()
+    assert (ing.stored, ing.duplicates, ing.restarts) == (20, 1, 0)
+
+    t1 = t0 + 7300  # re-flashed: numbering starts again at 0, with a STATUS after the boot
+    reboot = frame(proto.STATUS, 0, {"fw": "1.0.1", "uptime": 4}, ts=t1 + 4)
+    ing.add(up(), reboot, t1 + 4)
+    for i in range(1, 10):
+        ing.add(up(), frame(proto.TELEMETRY, i, READING, ts=t1 + 60 * i), t1 + 60 * i)
+    ing.add(up(), reboot, t1 + 100)  # the new boot STATUS again: a duplicate, not a 2nd restart
+    ing.flush()
+    assert (ing.stored, ing.duplicates, ing.restarts) == (30, 2, 1)
+    assert telemetry_store.count_frames(db, "n1") == 30
+    assert telemetry_store.frame_seqs(db, "n1")[20:] == list(range(65536, 65546))
+    assert node_store.get_node(db, "n1")["firmware_version"] == "1.0.1"
+    (event,) = telemetry_store.events(db, "n1")
+    assert event["code"] == EV_SEQ_RESTART and event["value"] == 0
+    assert "seq restarted" in event["text"]
+
+    # Another worker (or this one restarted) goes on in the new numbering.
+    again = Ingest(db)
+    again.add(up(), frame(proto.TELEMETRY, 10, READING, ts=t1 + 600), t1 + 600)
+    again.add(up(), frame(proto.TELEMETRY, 9, READING, ts=t1 + 540), t1 + 601)
+    again.flush()
+    assert (again.stored, again.duplicates, again.restarts) == (1, 1, 0)
+    assert telemetry_store.frame_seqs(db, "n1")[-1] == 65546

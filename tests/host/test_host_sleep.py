@@ -6,8 +6,9 @@ import json
 import time
 
 from _host_harness import Listener, sim_node, until
-from polylink import commands, proto, slots
-from polylink import ota as ota_mod
+from polylink import commands, proto
+from polylink.ota import agent as ota_mod
+from polylink.ota import slots
 from polylink_host.hal import DEEPSLEEP_RESET
 
 SLEEP = {"sleep": "deep", "awake_max": 8, "linger": 1}

@@ -66,7 +66,7 @@ def test_main_imports_machine_nowhere():
 def test_a_trial_release_without_a_board_resets_through_the_hal(tmp_path):
     by, out = run_main(tmp_path, trial=1)
     assert "polylink: cannot start:" in out, out
-    assert by and by.endswith("polylink/hal_esp32.py"), out
+    assert by and by.endswith("polylink/hal/esp32.py"), out
 
 
 def test_not_on_trial_it_stops_at_the_repl_instead(tmp_path):
@@ -76,9 +76,10 @@ def test_not_on_trial_it_stops_at_the_repl_instead(tmp_path):
 
 def test_a_release_that_broke_its_own_hal_resets_through_the_factory_hal(tmp_path):
     slot = tmp_path / "a"
-    (slot / "polylink").mkdir(parents=True)
+    (slot / "polylink" / "hal").mkdir(parents=True)
     (slot / "polylink" / "__init__.py").write_text("")
-    (slot / "polylink" / "hal_esp32.py").write_text("raise ImportError('broken release')\n")
+    (slot / "polylink" / "hal" / "__init__.py").write_text("")
+    (slot / "polylink" / "hal" / "esp32.py").write_text("raise ImportError('broken release')\n")
     by, out = run_main(tmp_path, trial=1, slot_dir=slot)
     assert "crashed" in out, out
-    assert by == str(ROOT / "firmware" / "polylink" / "hal_esp32.py"), out
+    assert by == str(ROOT / "firmware" / "polylink" / "hal" / "esp32.py"), out

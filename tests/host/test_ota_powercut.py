@@ -1,7 +1,7 @@
 """Power cut at every flash write of an update: the node always boots a whole version.
 
-The real agent (polylink/ota.py, slots.py, store.py) runs on CPython against the in-memory HTTP
-server of the firmware tests; every write, rename, remove and mkdir is a step, and the power is
+The real agent (polylink/ota/agent.py, slots.py, store.py) runs on CPython against the in-memory
+HTTP server of the firmware tests; every write, rename, remove and mkdir is a step, and the power is
 cut at step k (a write cut halfway), for every k. Then boot.py's logic picks the slot, and the
 app it picks must match its manifest file for file; an update started again must then finish.
 """
@@ -18,7 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
 from _fw import FakeHAL, FakeHTTP, board  # noqa: E402
-from polylink import ota, slots, store  # noqa: E402
+from polylink import store  # noqa: E402
+from polylink.ota import agent as ota  # noqa: E402
+from polylink.ota import slots  # noqa: E402
 
 REL = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "ota_v1.json").read_text())[
     "release"]
@@ -259,7 +261,7 @@ def rt_boot(root, fl):
     Returns (app version, runtime label). Fails unless the runtime that boots is a valid image
     and the app that boots is whole. REVERTS counts the boots where the app had to follow.
     """
-    from polylink import runtime
+    from polylink.ota import runtime
     from polylink_host import esp32sim
 
     fl.bootloader()
@@ -278,7 +280,7 @@ REVERTS: list = []
 
 
 def test_power_cut_at_every_runtime_update_step_leaves_a_bootable_runtime(tmp_path, monkeypatch):
-    from polylink import runtime
+    from polylink.ota import runtime
     from polylink_host import esp32sim
 
     flash = Flash()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from polylink import config
-from polylink.battery import Battery, BatteryError
+from polylink.drivers.battery import Battery, BatteryError
 from polylink.sensors import SensorSet
 from polylink_host.hal import HostHAL
 

@@ -7,7 +7,7 @@ import json
 import time
 
 from polylink import proto
-from polylink import region_eu868 as region
+from polylink.lorawan import region
 from polylink_host.nsemu import NetworkServer
 from polylink_host.simradio import Gateway, Medium, SimModem
 from test_e2e_lorawan import OTAA, fleet_with_providers, lora_node, until

@@ -1,8 +1,8 @@
 """Our LoRaWAN frames checked by an independent implementation, npm lora-packet, and back.
 
 tests/mpy/lorapacket.mjs runs lora-packet (pinned in tests/mpy/package.json): it verifies MICs
-and decrypts what polylink.lorawan builds, and builds downlinks and join-accepts that
-polylink.lorawan must accept and decrypt to the same keys.
+and decrypts what polylink.lorawan.device builds, and builds downlinks and join-accepts that
+polylink.lorawan.device must accept and decrypt to the same keys.
 """
 
 import json
@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from polylink import region_eu868 as eu
-from polylink.lorawan import Device, LoRaWANError
+from polylink.lorawan import region as eu
+from polylink.lorawan.device import Device, LoRaWANError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests/mpy/lorapacket.mjs"

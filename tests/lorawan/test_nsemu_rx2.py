@@ -1,6 +1,7 @@
 """RX2 per network: the emulator's TTS mode behaves like The Things Network EU868 (join-accept
 DLSettings with RX2 DR3, RX2 downlinks at SF9 on 869.525 MHz), its ChirpStack mode keeps the
-regional default DR0; the real firmware link (polylink.lw_link) honours what the join-accept said.
+regional default DR0; the real firmware link (polylink.lorawan.link) honours what the join-accept
+said.
 
 The radio, gateway and network server are simulations (firmware/host); the LoRaWAN code, the
 crypto and the MQTT broker are the real ones.
@@ -9,8 +10,8 @@ crypto and the MQTT broker are the real ones.
 import asyncio
 
 import pytest
-from polylink import region_eu868 as region
-from polylink.lw_link import LoRaLink
+from polylink.lorawan import region
+from polylink.lorawan.link import LoRaLink
 from polylink_host.nsemu import NetworkServer
 from polylink_host.simradio import Gateway, Medium, SimModem, ticks_ms
 
@@ -99,7 +100,7 @@ def test_rx2_data_rate_follows_the_network_and_the_firmware_honours_it(
 def test_join_accept_dlsettings_per_network(mosquitto_session):
     """The join-accept's DLSettings byte as each network sends it: TTN RX2 DR3, ChirpStack DR0."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    from polylink.lorawan import Device
+    from polylink.lorawan.device import Device
 
     got = {}
 

@@ -1,6 +1,6 @@
 // Runs firmware tests or any script under real MicroPython (the WebAssembly port) in Node.js.
 //
-//   node tests/mpy/run.mjs tests [test_foo ...]           every tests/firmware/test_*.py (or those named)
+//   node tests/mpy/run.mjs tests [test_foo ...]           every tests/firmware/**/test_*.py (or those named)
 //   node tests/mpy/run.mjs script FILE.py [ARG ...]        one script; its stdout is passed through
 //   option --heapsize=BYTES (before the mode): initial MicroPython heap (default 1 MiB; it grows)
 //

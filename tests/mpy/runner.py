@@ -17,12 +17,25 @@ def _detail(exc):
             print("    " + line)
 
 
+def _find(d, out):
+    """Test module names under d; each folder goes on sys.path (tests/firmware mirrors the app's
+    subpackages, and test module names are unique across them)."""
+    for entry in os.ilistdir(d):
+        name = entry[0]
+        if entry[1] == 0x4000:  # a folder
+            if name != "__pycache__":
+                sys.path.append(d + "/" + name)
+                _find(d + "/" + name, out)
+        elif name.startswith("test_") and name.endswith(".py"):
+            out.append(name[:-3])
+    return out
+
+
 async def _run(selected):
     global FAILED
     passed = 0
-    names = selected or sorted(
-        f[:-3] for f in os.listdir(TEST_DIR) if f.startswith("test_") and f.endswith(".py")
-    )
+    found = sorted(_find(TEST_DIR, []))
+    names = selected or found
     for mod in names:
         try:
             m = __import__(mod)

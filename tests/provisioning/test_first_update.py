@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from polylink import ota, slots
+from polylink.ota import agent as ota
+from polylink.ota import slots
 
 from fleet.ota import releases as fota
 from fleet.settings import Settings

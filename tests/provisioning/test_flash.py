@@ -19,10 +19,11 @@ from click.testing import CliRunner
 from polylink_host import sim
 from services import READY
 
+from fleet.identity import provision_cli as cli
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store.migrate import open_db
-from provisioning import cli, image
+from provisioning import image
 
 FAKE = Path(__file__).with_name("fake_esptool.py")
 

@@ -17,13 +17,21 @@ from polylink import config as fw_config
 from services import free_port
 
 from fleet.broker import auth as brokerauth
+from fleet.identity import provision_cli as cli
 from fleet.store import identity as identity_store
 from fleet.store.migrate import open_db
-from provisioning import boards, cli, image, miplib
+from provisioning import boards, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 APP = ({"boot.py", "main.py", "manifest.json"}
-       | {f"polylink/{p.stem}.mpy" for p in (FIRMWARE / "polylink").glob("*.py")})
+       | {p.relative_to(FIRMWARE).with_suffix(".mpy").as_posix()
+          for p in (FIRMWARE / "polylink").rglob("*.py")})
+LORAWAN = {p for p in APP if p.startswith("polylink/lorawan/")}  # only radio boards carry it
+
+
+# Stand-in app (no mpy-cross): node_files only chooses which files a board carries.
+APP_FILES = {p: b"M" + p.encode() for p in APP - {"manifest.json"}}
+APP_FILES["manifest.json"] = image.factory_manifest(APP_FILES)
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def test_wifi_board_image_holds_exactly_the_node_files(env):
     assert len(data) == boards.fs_partition(board)["size"]
     assert out.stat().st_mode & 0o077 == 0  # it holds the node's password
     files = image.read_back(data)
-    assert set(files) == APP | {"board.json", "config.json"}
+    assert set(files) == (APP - LORAWAN) | {"board.json", "config.json"}
     assert files["main.py"] == (FIRMWARE / "main.py").read_bytes()
     assert all(files[p][:2] == b"M\x06" for p in files if p.endswith(".mpy"))  # .mpy v6
     assert json.loads(files["board.json"]) == board
@@ -148,6 +156,18 @@ def test_radio_board_image_carries_the_lora_packages_and_keys(env):
     r = run("image", "--board", "HELTEC_V3", "--node", "lora-1", "--mqtt-host", "h",
             "--mip-index", dead, "--mip-cache", str(env / "cache"))
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("name", boards.names())
+def test_only_a_board_with_a_radio_carries_the_lorawan_code(name):
+    board = boards.load(name)
+    files = image.node_files(board, {"node": "n-1"}, {}, app=APP_FILES)
+    lora = {p for p in files if p.startswith("polylink/lorawan/")}
+    assert lora == (LORAWAN if board["radio"] else set()), name
+    assert "polylink/lorawan/device.mpy" in LORAWAN and "polylink/net/mqtt.mpy" in files
+    # The factory manifest lists exactly the app files the image holds (the first update's delta).
+    listed = {f["path"] for f in json.loads(files["manifest.json"])["files"]}
+    assert listed == {p for p in files if p.startswith("polylink/")}
 
 
 def test_unreachable_index_is_a_clear_error(env):

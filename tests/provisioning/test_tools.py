@@ -14,10 +14,11 @@ import pytest
 from click.testing import CliRunner
 from esptool.bin_image import ELFSection, ESP32FirmwareImage
 
+from fleet.identity import provision_cli as cli
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store.migrate import open_db
-from provisioning import boards, cli, image, label
+from provisioning import boards, image, label
 
 HERE = Path(__file__).parent
 
@@ -67,6 +68,18 @@ def test_deploy_copies_only_changed_files_and_resets(env):
     (env / "device" / "polylink" / "proto.mpy").write_bytes(b"old")
     r = invoke("deploy", "--port", port)
     assert f"1 files copied, {len(app) - 1} up to date" in r.output
+
+
+def test_deploy_for_a_wifi_only_board_leaves_the_lorawan_code_out(env):
+    port = os.ttyname(os.openpty()[1])
+    r = invoke("deploy", "--port", port, "--board", "ESP32_GENERIC")
+    assert r.exit_code == 0, r.output
+    device = env / "device" / "polylink"
+    assert (device / "net" / "mqtt.mpy").is_file() and (device / "ota" / "agent.mpy").is_file()
+    assert not (device / "lorawan").exists()
+    r = invoke("deploy", "--port", port, "--board", "HELTEC_V3")
+    assert r.exit_code == 0, r.output
+    assert (device / "lorawan" / "device.mpy").is_file()
 
 
 def test_deploy_refuses_an_old_micropython_and_a_missing_port(env, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 from polylink import proto
 
 from fleet.ingest import Ingest
-from fleet.nodes import charts
+from fleet.nodes import charts, display
 from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
 from fleet.store.migrate import open_db
@@ -123,13 +123,14 @@ def test_node_name_is_escaped(logged_in, node, db):
 
 def test_node_page_has_latest_values_and_svg_charts(logged_in, node):
     page = logged_in.get("/nodes/n1").get_data(as_text=True)
-    assert "temperature" in page and "29 Cel" in page
+    assert "Temperature" in page and "29.0 °C" in page and "Cel" not in page
     assert '/nodes/n1/chart.svg?q=0&amp;i=0&amp;range=24h' in page
     r = logged_in.get("/nodes/n1/chart.svg?q=0&i=0&range=24h")
     assert r.mimetype == "image/svg+xml"
     svg = r.get_data(as_text=True)
     assert "<polyline" in svg and "<script" not in svg  # server-side chart, no JS
-    assert ">29<" in svg and ">20<" in svg  # axis: max and min of the ten readings
+    assert ">Temperature in °C<" in svg
+    assert ">30<" in svg and ">20<" in svg  # axis: round values around the ten readings
 
 
 def test_unknown_node_page_is_404(logged_in):
@@ -177,5 +178,28 @@ def test_chart_geometry():
     xs_ys = [tuple(map(float, p.split(","))) for p in c["line"].split()]
     assert xs_ys[0][0] == c["pad_l"] and xs_ys[-1][0] == c["w"] - c["pad_r"]
     band_ys = [float(p.split(",")[1]) for p in c["band"].split()]
-    assert min(band_ys) == c["pad_y"]  # the maximum of the slice's band is at the top
-    assert c["lo"] == "10" and c["hi"] == "20"
+    assert min(band_ys) == c["top"]  # the maximum of the slice's band is at the top
+    assert [label for _y, label in c["ticks"]] == ["10", "15", "20"]
+    assert c["ticks"][0][0] == c["bottom"] and c["ticks"][-1][0] == c["top"]
+
+
+@pytest.mark.parametrize(("lo", "hi", "labels"), [
+    (101320, 101550, ["101300", "101400", "101500", "101600"]),
+    (1014.6, 1015.5, ["1014.5", "1015.0", "1015.5"]),
+    (-3.2, 4.4, ["-5", "0", "5"]),
+    (0.0012, 0.0031, ["0.001", "0.002", "0.003", "0.004"]),
+    (-67, -65, ["-67", "-66", "-65"]),
+    (3.1, 3.1, ["2.5", "3.0", "3.5", "4.0"]),  # one value: a range around it
+    (0, 0, ["-0.5", "0.0", "0.5"]),
+])
+def test_chart_ticks_are_round_plain_numbers(lo, hi, labels):
+    values, decimals = charts.ticks(lo, hi)
+    assert [display.plain(v, decimals) for v in values] == labels
+    assert values[0] <= lo and values[-1] >= hi
+
+
+def test_chart_shows_the_unit_people_use():
+    # 1013.2 hPa stored as Pa: the axis is in hPa, never 1.013e+05.
+    c = charts.geometry([(0.0, 101320.0, 101330.0, 101340.0), (60.0, 101500.0, 101510.0,
+                                                               101520.0)], 0.0, 60.0, 0.01)
+    assert [label for _y, label in c["ticks"]] == ["1013", "1014", "1015", "1016"]

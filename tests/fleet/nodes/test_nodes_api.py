@@ -191,3 +191,17 @@ def test_command_reaches_the_node_and_its_result_comes_back(mosquitto, settings,
     finally:
         node.loop_stop()
         node.disconnect()
+
+
+def test_divisor_1_values_are_json_integers(client, db, auth_headers):
+    ing = Ingest(db)
+    body = [(6, 0, 415), (12, 0, 4_000_000_000), (3, 0, 37), (1, 0, 48)]
+    ing.add("pl/v1/n3/up", frame(proto.TELEMETRY, 1, body, ts=1_000), 2_000.0)
+    ing.flush()
+    r = client.get("/api/v1/nodes/n3/telemetry", headers=auth_headers)
+    assert b'"v":415' in r.data.replace(b" ", b"") and b"415.0" not in r.data
+    assert b"4000000000.0" not in r.data and b"37.0" not in r.data
+    latest = client.get("/api/v1/nodes/n3", headers=auth_headers).get_json()["latest"]
+    assert [(x["n"], x["v"], type(x["v"])) for x in latest] == [
+        ("humidity", 48.0, float), ("battery_level", 37, int), ("co2", 415, int),
+        ("counter", 4_000_000_000, int)]

@@ -60,3 +60,14 @@ def test_empty_pack_and_frame_records():
     pack = senml.frame_records("n", 50.0, [(0, 0, 21.5)])
     assert resolve(pack) == [{"n": "urn:dev:polylink:n:temperature", "u": "Cel", "v": 21.5,
                               "t": 50.0}]
+
+
+def test_quantities_with_divisor_1_are_integers():
+    # The store keeps values as REAL; the spec makes a div-1 quantity an integer, not 415.0.
+    rows = [(1000.0, 6, 0, 415.0), (1000.0, 12, 0, 4_000_000_000.0), (1000.0, 4, 0, 101330.0),
+            (1000.0, 3, 1, 37.0), (1000.0, 1, 0, 48.0), (1000.0, 0, 0, 21.0), (1000.0, 99, 0, 5.0)]
+    got = [(r["n"], r["v"]) for r in senml.records("n", rows)]
+    assert got == [("co2", 415), ("counter", 4_000_000_000), ("pressure", 101330),
+                   ("battery_level/1", 37), ("humidity", 48.0), ("temperature", 21.0), ("q99", 5.0)]
+    assert [type(v).__name__ for _, v in got] == ["int"] * 4 + ["float"] * 3
+    assert '"v": 415}' in json.dumps(senml.records("n", rows[:1]))

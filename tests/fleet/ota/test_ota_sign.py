@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from polylink import ecdsa
+from polylink.ota import ecdsa
 
 from fleet.ota import releases as ota
 

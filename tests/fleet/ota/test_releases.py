@@ -60,7 +60,7 @@ def test_build_compiles_every_app_file_and_signs(built):
     manifest, sig, blobs = _bundle(path)
     m = ota.check_release(ota.trusted_keys(s), manifest, sig, blobs)
     paths = {f["path"] for f in m["files"]}
-    assert "polylink/node.mpy" in paths and "polylink/ota.mpy" in paths
+    assert "polylink/node.mpy" in paths and "polylink/ota/agent.mpy" in paths
     assert all(p.endswith(".mpy") for p in paths)
     assert m["boards"] == ["ESP32_GENERIC", "ESP32_GENERIC_OTA"] and m["key"] == "k1"
     node = next(f for f in m["files"] if f["path"] == "polylink/node.mpy")

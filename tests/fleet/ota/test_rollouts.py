@@ -1,8 +1,8 @@
 """Rollouts over many simulated nodes: stages, confirmed boots only, auto-pause, operator actions.
 
 The nodes here are protocol-level simulations: each decodes the real OTA_DOWN offer with the codec
-and answers with the OTA_UP and STATUS frames the firmware agent sends (polylink/ota.py), stored
-through the ingest's batch writer. The real agent over real HTTP and MQTT is in
+and answers with the OTA_UP and STATUS frames the firmware agent sends (polylink/ota/agent.py),
+stored through the ingest's batch writer. The real agent over real HTTP and MQTT is in
 tests/e2e/test_ota_end_to_end.py.
 """
 
@@ -351,7 +351,7 @@ def test_api_and_ui(client, db, auth_headers, user, form_token):
                                      "csrf_token": form_token(client, "/auth/login")})
     html = client.get("/updates/").get_data(as_text=True)
     assert "0.2.0" in html and f'/updates/rollouts/{rid}"' in html and page.status_code == 200
-    assert "<td>MicroPython 1.25.0</td>" in html and 'name="micropython"' in html
+    assert ">MicroPython 1.25.0</td>" in html and 'name="micropython"' in html
     html = client.get(f"/updates/rollouts/{rid}").get_data(as_text=True)
     assert "paused" in html and "n-007" in html
     assert client.post(f"/updates/rollouts/{rid}/resume").status_code == 400, "CSRF required"

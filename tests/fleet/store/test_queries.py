@@ -3,7 +3,10 @@
 import sqlite3
 
 import pytest
+from polylink import proto
 
+from fleet.ingest import Ingest
+from fleet.store import alerts as alert_store
 from fleet.store import audit as audit_store
 from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
@@ -58,3 +61,30 @@ def test_duplicate_user_and_token_names(db):
     assert user_store.token_name(db, "secret-2") is None
     # Only the hash is stored.
     assert "secret-1" not in str(list(db.query("SELECT * FROM api_tokens")))
+
+
+def _status(seq, **body) -> bytes:
+    buf = bytearray(proto.MAX_FRAME)
+    return bytes(buf[:proto.encode(buf, proto.STATUS, seq, dict(body, fw="1.0.0"))])
+
+
+def test_an_absent_status_field_keeps_the_last_value(db):
+    # A compact STATUS leaves optional fields out: the node keeps what it last reported.
+    ing = Ingest(db)
+    full = {"reset": 3, "heap_free": 81920, "rssi": -67, "queue": 2, "dropped": 4, "interval": 60,
+            "micropython": "1.24.1"}
+    now = 10_000.0
+    for i in range(4):  # a boot loop: four boots, each a full STATUS, then a compact one
+        ing.add("pl/v1/n1/up", _status(2 * i, uptime=3, boots=7 + i, **full), now + 60 * i)
+        ing.add("pl/v1/n1/up", _status(2 * i + 1, uptime=33), now + 60 * i + 30)
+    ing.flush()
+    node = node_store.get_node(db, "n1")
+    assert {k: node[k] for k in ("uptime", "reset_cause", "heap_free", "rssi", "queue", "dropped",
+                                 "boots", "interval", "micropython_version")} == {
+        "uptime": 33, "reset_cause": 3, "heap_free": 81920, "rssi": -67, "queue": 2,
+        "dropped": 4, "boots": 10, "interval": 60, "micropython_version": "1.24.1"}
+    alert_store.evaluate_alerts(db, now + 300)
+    assert [a["kind"] for a in alert_store.list_alerts(db, "n1")] == ["boot_loop"]
+    # The log keeps what each STATUS said: a compact one has no heap reading to chart.
+    log = telemetry_store.status_history(db, "n1", 0)
+    assert [r["heap_free"] for r in log[:2]] == [None, 81920]

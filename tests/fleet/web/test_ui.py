@@ -482,7 +482,7 @@ def test_chart_ranges_and_bad_requests(as_role, fleet):
     assert client.get("/nodes/n05/chart.svg").status_code == 400
     assert client.get("/nodes/ghost/chart.svg?q=0").status_code == 404
     empty = client.get("/nodes/n05/chart.svg?q=7").get_data(as_text=True)
-    assert "no data in the last 24h" in empty
+    assert "PM2.5 in µg/m³" in empty and "No data in the last 24h" in empty
 
 
 def test_live_stream_sends_state_and_changes(app, as_role, fleet, db):
@@ -495,12 +495,12 @@ def test_live_stream_sends_state_and_changes(app, as_role, fleet, db):
     first = next(chunks).decode()
     assert first.startswith("event: state\ndata: ")
     state = json.loads(first.split("data: ", 1)[1])
-    assert state["values"]["q0-0"] == "25 Cel" and state["status"] == "online"
+    assert state["values"]["q0-0"] == "25.0 °C" and state["status"] == "online"
     Ingest_ = Ingest(db)
     Ingest_.add("pl/v1/n05/up", frame(proto.TELEMETRY, 9, [(0, 0, 26.5)]), time.time())
     Ingest_.flush()
     changed = next(chunks).decode()
-    assert json.loads(changed.split("data: ", 1)[1])["values"]["q0-0"] == "26.5 Cel"
+    assert json.loads(changed.split("data: ", 1)[1])["values"]["q0-0"] == "26.5 °C"
     rest = b"".join(chunks)  # the stream ends by itself after LIVE_SECONDS
     assert b"event: state" not in rest
     r.close()
@@ -630,7 +630,8 @@ def test_lora_radio_quality_charts(as_role, fleet, db):
     page = viewer.get("/nodes/n01").get_data(as_text=True)
     assert "s=lora_rssi" in page and "s=lora_snr" in page
     svg = viewer.get("/nodes/n01/chart.svg?s=lora_snr&range=1h").get_data(as_text=True)
-    assert "LoRa SNR" in svg and "<polyline" in svg and ">7.5<" in svg and ">3.6<" in svg
+    assert "LoRa SNR, all gateways in dB" in svg and "<polyline" in svg
+    assert ">8<" in svg and ">2<" in svg  # round values around 3.6 .. 7.5 dB
     assert viewer.get("/nodes/n01/chart.svg?s=lora_gain").status_code == 400
 
 
@@ -866,3 +867,13 @@ def test_style_script_and_charts_are_compressed_pages_and_json_are_not(as_role, 
     token = auth.create_token(db, "reader", "viewer")
     r = app.test_client().get("/api/v1/nodes", headers={**gz, "Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and "Content-Encoding" not in r.headers
+
+
+def test_error_pages_are_the_sites_own_and_fit_a_phone(as_role):
+    client = as_role("viewer")
+    page = client.get("/nodes/ghost")
+    assert page.status_code == 404 and 'name="viewport"' in page.get_data(as_text=True)
+    wrong = client.post("/map")  # werkzeug's page had no viewport: 980 px wide on a phone
+    assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
+    assert 'name="viewport"' in wrong.get_data(as_text=True)
+    assert client.get("/api/v1/ghost").is_json

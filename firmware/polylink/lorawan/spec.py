@@ -1,0 +1,45 @@
+"""What the LoRaWAN modules share (LoRaWAN 1.0.x): errors, MAC command ids, the uplink counter
+block and byte order. device.py, join.py and mac.py import from here, never from each other."""
+
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+FCNT_BLOCK = const(32)  # uplink counter values reserved per flash write
+
+# MAC command identifiers (LoRaWAN 1.0.x section 5)
+LINK_CHECK = const(0x02)
+LINK_ADR = const(0x03)
+DUTY_CYCLE = const(0x04)
+RX_PARAM_SETUP = const(0x05)
+DEV_STATUS = const(0x06)
+NEW_CHANNEL = const(0x07)
+RX_TIMING_SETUP = const(0x08)
+TX_PARAM_SETUP = const(0x09)
+DL_CHANNEL = const(0x0A)
+DEVICE_TIME = const(0x0D)
+
+
+class LoRaWANError(ValueError):
+    """A frame was rejected (bad MIC, wrong address, replayed counter) or cannot be built."""
+
+
+class BudgetError(LoRaWANError):
+    """Sending now would break the duty cycle or the node's daily airtime budget."""
+
+
+def rev(hexstr) -> bytes:
+    """EUIs and DevAddr are written big-endian by people and sent little-endian on air."""
+    b = bytes.fromhex(hexstr)
+    return bytes(b[i] for i in range(len(b) - 1, -1, -1))
+
+
+def le(buf, off, n) -> int:
+    v = 0
+    for i in range(n - 1, -1, -1):
+        v = (v << 8) | buf[off + i]
+    return v

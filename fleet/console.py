@@ -1,0 +1,46 @@
+"""What every `fleet` command module builds on: library errors as one-line messages, the store
+named by DATA_DIR, and times as people read them."""
+
+import functools
+import time
+
+import click
+
+from fleet.broker.auth import BrokerAuthError
+from fleet.ingest import IngestError
+from fleet.settings import SettingsError, from_env
+from fleet.store.base import StoreError
+from fleet.store.migrate import open_db
+
+
+def one_line(*errors):
+    """A decorator: these exceptions become one-line click errors, never a traceback."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except errors as e:
+                raise click.ClickException(str(e)) from None
+
+        return wrapper
+
+    return decorate
+
+
+# The library's named exceptions, for most commands (nodes/cli.py adds the downlink errors).
+FRIENDLY = (SettingsError, StoreError, IngestError, BrokerAuthError, ValueError)
+friendly = one_line(*FRIENDLY)
+
+
+def open_store():
+    """The fleet database named by DATA_DIR, migrated to the current schema."""
+    return open_db(from_env().db_path)
+
+
+def when(t) -> str:
+    """Unix time as UTC ISO 8601, or '-' if never."""
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
