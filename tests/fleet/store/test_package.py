@@ -1,8 +1,6 @@
 """The store is a plain library: no Flask, and importing the package loads none of its modules."""
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 STORE = Path(__file__).resolve().parents[3] / "fleet" / "store"
@@ -17,8 +15,6 @@ def test_no_flask_in_the_store():
 
 
 def test_importing_the_package_loads_nothing_else():
-    code = ("import sys; import fleet.store; "
-            "print(sorted(m for m in sys.modules if m.startswith('fleet.store.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    # The package's __init__ is its docstring alone: a caller loads only the modules it names.
+    tree = ast.parse((STORE / "__init__.py").read_text())
+    assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), "a docstring only"
