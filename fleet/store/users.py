@@ -40,7 +40,21 @@ def set_user_role(db, name, role, actor=None):
     with transaction(db) as conn:
         if conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name)).rowcount != 1:
             raise StoreError(f"unknown user {name!r}")
+        # Any role change ends the user's sessions: a dropped role must not linger in an open
+        # browser, and one rule is easier to trust than a ranking kept here.
+        _bump_epoch(conn, name)
         audit.insert(conn, time.time(), actor, "user.role", name, {"role": role})
+
+
+def _bump_epoch(conn, name) -> None:
+    """End every session of the user: their cookies carry the old epoch."""
+    conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE name = ?", (name,))
+
+
+def end_sessions(db, name) -> None:
+    """End every session of the user (a logout ends them on every device)."""
+    with transaction(db) as conn:
+        _bump_epoch(conn, name)
 
 
 def hash_token(token: str) -> str:
