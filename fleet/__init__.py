@@ -54,7 +54,7 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import admin, api, auth, db, filters, overview
+    from fleet.web import access_api, admin, api, auth, db, filters, overview
 
     Compress(app)
     db.init_app(app)
@@ -70,6 +70,6 @@ def create_app(test_config=None):
     ota_api.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
-                       providers.radio_api])
+                       providers.radio_api, access_api.bp])
 
     return app

@@ -62,9 +62,39 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# last_used is written at most this often per token, so a busy script costs no write per call.
+TOUCH_EVERY = 60.0
+
+
 def list_tokens(db) -> list[dict]:
-    """Every API token's name, role and times (never the hash)."""
-    return list(db.query("SELECT name, role, created, last_used FROM api_tokens ORDER BY name"))
+    """Every API token's name, role, maker and times, revoked ones too (never the hash)."""
+    return list(db.query("SELECT name, role, created, last_used, revoked_at, created_by "
+                         "FROM api_tokens ORDER BY name"))
+
+
+def use_token(db, token: str, now: float | None = None) -> dict | None:
+    """{"name", "role"} of a live (unrevoked) token, noting its use; None if there is none."""
+    row = db.conn.execute(
+        "SELECT name, role, last_used FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (hash_token(token),),
+    ).fetchone()
+    if row is None:
+        return None
+    now = time.time() if now is None else now
+    if row[2] is None or now - row[2] >= TOUCH_EVERY:
+        with transaction(db) as conn:
+            conn.execute("UPDATE api_tokens SET last_used = ? WHERE name = ?", (now, row[0]))
+    return {"name": row[0], "role": row[1]}
+
+
+def revoke_token(db, name, actor=None) -> None:
+    """Revoke a token for good; raise StoreError if there is no such live token."""
+    with transaction(db) as conn:
+        now = time.time()
+        if conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE name = ? "
+                        "AND revoked_at IS NULL", (now, name)).rowcount != 1:
+            raise StoreError(f"no live token {name!r}")
+        audit.insert(conn, now, actor, "token.revoke", name)
 
 
 def add_token(db, name, token, role="operator", actor=None):
@@ -72,8 +102,9 @@ def add_token(db, name, token, role="operator", actor=None):
     try:
         with transaction(db) as conn:
             conn.execute(
-                "INSERT INTO api_tokens (name, token_hash, created, role) VALUES (?, ?, ?, ?)",
-                (name, hash_token(token), time.time(), role),
+                "INSERT INTO api_tokens (name, token_hash, created, role, created_by) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, hash_token(token), time.time(), role, actor),
             )
     except IntegrityError:
         raise DuplicateName(f"token {name!r} already exists") from None
@@ -83,15 +114,17 @@ def add_token(db, name, token, role="operator", actor=None):
 def token_name(db, token: str) -> str | None:
     """Name of the token, or None if no such token exists."""
     row = db.conn.execute(
-        "SELECT name FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
+        "SELECT name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (hash_token(token),)
     ).fetchone()
     return row[0] if row else None
 
 
 def token_info(db, token: str) -> dict | None:
-    """{"name", "role"} of the token, or None if no such token exists."""
+    """{"name", "role"} of the token, or None if no such live (unrevoked) token exists."""
     row = db.conn.execute(
-        "SELECT name, role FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
+        "SELECT name, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (hash_token(token),)
     ).fetchone()
     return None if row is None else {"name": row[0], "role": row[1]}
 

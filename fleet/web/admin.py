@@ -51,3 +51,16 @@ def users():
     return render_template("admin/users.html", users=user_store.list_users(db),
                            tokens=user_store.list_tokens(db), roles=auth.ROLES,
                            areas=auth.AREAS), status
+
+
+@bp.route("/tokens/revoke", methods=("POST",))
+@auth.require("admin")
+def revoke_token():
+    name = request.form.get("name", "")
+    try:
+        user_store.revoke_token(web_db.get_db(), name, actor=auth.actor())
+    except StoreError as e:
+        flash(f"Not revoked: {e}")
+    else:
+        flash(f"Token {name} revoked; it now answers 401.")
+    return redirect(url_for("admin.users"))

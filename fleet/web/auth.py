@@ -109,7 +109,7 @@ def bearer_token() -> dict | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return user_store.token_info(web_db.get_db(), token.strip())
+    return user_store.use_token(web_db.get_db(), token.strip())
 
 
 def bearer_token_name() -> str | None:

@@ -89,6 +89,31 @@ def token_create(name, role):
     click.echo(auth.create_token(open_store(), name, role, actor="cli"))
 
 
+@token_group.command("list")
+@friendly
+def token_list():
+    """List API tokens: role, who made them, when created and last used, and if revoked.
+
+    Example: fleet token list
+    """
+    for t in user_store.list_tokens(open_store()):
+        state = f"revoked {when(t['revoked_at'])}" if t["revoked_at"] else "live"
+        click.echo(f"{t['name']:<24} {t['role']:<10} {t['created_by'] or '-':<16} "
+                   f"created {when(t['created'])}  last used {when(t['last_used'])}  {state}")
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@friendly
+def token_revoke(name):
+    """Revoke an API token for good: it answers 401 from now on.
+
+    Example: fleet token revoke grafana
+    """
+    user_store.revoke_token(open_store(), name, actor="cli")
+    click.echo(f"token {name} revoked")
+
+
 
 
 def register(cli: click.Group) -> None:

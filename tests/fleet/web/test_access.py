@@ -1,6 +1,9 @@
 """Taking access back (#19): sessions end on the server, tokens are revoked, users disabled."""
 
+from fleet import cli
+from fleet.store import audit as audit_store
 from fleet.store import users as user_store
+from fleet.web import auth
 
 
 def replay(app, cookie):
@@ -29,3 +32,67 @@ def test_a_cookie_without_the_epoch_is_refused(app, logged_in, db):
     with logged_in.session_transaction() as s:
         s.pop("epoch")
     assert logged_in.get("/nodes/").status_code == 302
+
+
+# --- API tokens: last use, list, revoke ----------------------------------------------------------
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token_row(db, name):
+    return {t["name"]: t for t in user_store.list_tokens(db)}[name]
+
+
+def test_last_used_is_written_at_most_once_a_minute(client, db):
+    token = auth.create_token(db, "script", "viewer")
+    assert token_row(db, "script")["last_used"] is None
+    assert client.get("/api/v1/nodes", headers=bearer(token)).status_code == 200
+    first = token_row(db, "script")["last_used"]
+    assert first is not None
+    client.get("/api/v1/nodes", headers=bearer(token))
+    assert token_row(db, "script")["last_used"] == first  # throttled
+    user_store.use_token(db, token, now=first + user_store.TOUCH_EVERY)
+    assert token_row(db, "script")["last_used"] == first + user_store.TOUCH_EVERY
+
+
+def test_a_revoked_token_answers_401_and_the_revoke_is_audited(client, db):
+    admin = auth.create_token(db, "admin-script", "admin")
+    victim = auth.create_token(db, "leaked", "operator", actor="alice")
+    assert client.get("/api/v1/nodes", headers=bearer(victim)).status_code == 200
+    listed = client.get("/api/v1/tokens", headers=bearer(admin)).get_json()["tokens"]
+    leaked = {t["name"]: t for t in listed}["leaked"]
+    assert leaked["created_by"] == "alice" and leaked["last_used"] and leaked["revoked"] is None
+    assert client.get("/api/v1/tokens", headers=bearer(victim)).status_code == 403
+    r = client.post("/api/v1/tokens/leaked/revoke", headers=bearer(admin))
+    assert r.status_code == 200, r.get_json()
+    assert client.get("/api/v1/nodes", headers=bearer(victim)).status_code == 401
+    assert client.post("/api/v1/tokens/leaked/revoke", headers=bearer(admin)).status_code == 404
+    entry = audit_store.audit_log(db, target="leaked", limit=1)[0]
+    assert (entry["actor"], entry["action"]) == ("token:admin-script", "token.revoke")
+
+
+def test_admin_page_lists_and_revokes_tokens(client, logged_in, db, form_token):
+    token = auth.create_token(db, "grafana", "viewer")
+    client.get("/api/v1/nodes", headers=bearer(token))
+    page = logged_in.get("/admin/users").get_data(as_text=True)
+    assert "grafana" in page and "never used" not in page
+    r = logged_in.post("/admin/tokens/revoke", data={
+        "name": "grafana", "csrf_token": form_token(logged_in, "/admin/users")})
+    assert r.status_code == 302
+    assert client.get("/api/v1/nodes", headers=bearer(token)).status_code == 401
+    assert "revoked" in logged_in.get("/admin/users").get_data(as_text=True)
+    assert audit_store.audit_log(db, target="grafana", limit=1)[0]["actor"] == "alice"
+
+
+def test_cli_lists_and_revokes_tokens(runner, db):
+    token = runner.invoke(cli.cli, ["token", "create", "ci", "--role", "viewer"]).output.strip()
+    r = runner.invoke(cli.cli, ["token", "list"])
+    assert r.exit_code == 0 and "ci" in r.output and "live" in r.output
+    r = runner.invoke(cli.cli, ["token", "revoke", "ci"])
+    assert r.exit_code == 0, r.output
+    assert user_store.token_info(db, token) is None
+    assert "revoked" in runner.invoke(cli.cli, ["token", "list"]).output
+    r = runner.invoke(cli.cli, ["token", "revoke", "ci"])
+    assert r.exit_code == 1 and "no live token 'ci'" in r.output
