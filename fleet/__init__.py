@@ -54,7 +54,7 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import access_api, admin, api, auth, db, filters, overview
+    from fleet.web import access_api, accounts, admin, api, auth, db, filters, overview
 
     Compress(app)
     db.init_app(app)
@@ -65,6 +65,7 @@ def create_app(test_config=None):
     alerts.init_app(app)
     app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(accounts.bp)
     app.register_blueprint(identity_views.bp)
     providers.init_app(app)
     ota_api.init_app(app)

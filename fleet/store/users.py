@@ -9,7 +9,7 @@ from .base import DuplicateName, IntegrityError, StoreError, first, transaction
 
 def list_users(db) -> list[dict]:
     """Every user (without password hashes), by name."""
-    return list(db.query("SELECT id, name, role, created FROM users ORDER BY name"))
+    return list(db.query("SELECT id, name, role, created, disabled_at FROM users ORDER BY name"))
 
 
 def get_user(db, name) -> dict | None:
@@ -55,6 +55,51 @@ def end_sessions(db, name) -> None:
     """End every session of the user (a logout ends them on every device)."""
     with transaction(db) as conn:
         _bump_epoch(conn, name)
+
+
+def set_disabled(db, name, disabled: bool, actor=None) -> int:
+    """Disable a user (sessions end, tokens they made are revoked) or enable them again.
+
+    Returns how many tokens were revoked; raises StoreError if there is no such user.
+    Enabling does not bring revoked tokens back: a token, once revoked, stays revoked.
+    """
+    now = time.time()
+    with transaction(db) as conn:
+        if conn.execute("UPDATE users SET disabled_at = ? WHERE name = ?",
+                        (now if disabled else None, name)).rowcount != 1:
+            raise StoreError(f"unknown user {name!r}")
+        revoked = 0
+        if disabled:
+            _bump_epoch(conn, name)
+            revoked = conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? "
+                                   "AND revoked_at IS NULL", (now, name)).rowcount
+        audit.insert(conn, now, actor, "user.disable" if disabled else "user.enable", name,
+                     {"tokens_revoked": revoked} if disabled else None)
+    return revoked
+
+
+def rename_user(db, name, new_name, actor=None) -> None:
+    """Rename a user (their sessions go on; tokens they made follow the new name)."""
+    try:
+        with transaction(db) as conn:
+            if conn.execute("UPDATE users SET name = ? WHERE name = ?",
+                            (new_name, name)).rowcount != 1:
+                raise StoreError(f"unknown user {name!r}")
+            conn.execute("UPDATE api_tokens SET created_by = ? WHERE created_by = ?",
+                         (new_name, name))
+            audit.insert(conn, time.time(), actor, "user.rename", name, {"to": new_name})
+    except IntegrityError:
+        raise DuplicateName(f"user {new_name!r} already exists") from None
+
+
+def set_password(db, name, password_hash, actor=None, action="user.password") -> None:
+    """Store a new password hash and end the user's sessions; StoreError if no such user."""
+    with transaction(db) as conn:
+        if conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                        (password_hash, name)).rowcount != 1:
+            raise StoreError(f"unknown user {name!r}")
+        _bump_epoch(conn, name)
+        audit.insert(conn, time.time(), actor, action, name)
 
 
 def hash_token(token: str) -> str:

@@ -100,7 +100,8 @@ def check_password(db, name: str, password: str) -> dict | None:
         # Hash anyway so a wrong name takes as long as a wrong password.
         hasher.hash(password)
         return None
-    return user if hasher.verify(password, user["password_hash"]) else None
+    ok = hasher.verify(password, user["password_hash"])
+    return user if ok and user["disabled_at"] is None else None
 
 
 def bearer_token() -> dict | None:

@@ -96,3 +96,96 @@ def test_cli_lists_and_revokes_tokens(runner, db):
     assert "revoked" in runner.invoke(cli.cli, ["token", "list"]).output
     r = runner.invoke(cli.cli, ["token", "revoke", "ci"])
     assert r.exit_code == 1 and "no live token 'ci'" in r.output
+
+
+# --- Users: disable, rename, passwords -----------------------------------------------------------
+
+
+def log_in(app, form_token, name, password):
+    client = app.test_client()
+    r = client.post("/auth/login", data={"username": name, "password": password,
+                                         "csrf_token": form_token(client, "/auth/login")})
+    return client, r.status_code
+
+
+def test_a_disabled_user_cannot_log_in_and_their_sessions_and_tokens_end(app, db, form_token,
+                                                                        user):
+    auth.create_user(db, "bob", "bobs-password", "operator")
+    bob, status = log_in(app, form_token, "bob", "bobs-password")
+    assert status == 302
+    token = auth.create_token(db, "bobs-script", "viewer", actor="bob")
+    other = auth.create_token(db, "other", "viewer", actor="cli")
+    admin, _ = log_in(app, form_token, "alice", "correct horse")
+    r = admin.post("/admin/users/manage", data={
+        "name": "bob", "action": "disable", "csrf_token": form_token(admin, "/admin/users")})
+    assert r.status_code == 302
+    assert bob.get("/nodes/").status_code == 302
+    assert log_in(app, form_token, "bob", "bobs-password")[1] == 401
+    assert app.test_client().get("/api/v1/nodes", headers=bearer(token)).status_code == 401
+    assert app.test_client().get("/api/v1/nodes", headers=bearer(other)).status_code == 200
+    entry = audit_store.audit_log(db, target="bob", limit=1)[0]
+    assert (entry["actor"], entry["action"]) == ("alice", "user.disable")
+    admin.post("/admin/users/manage", data={
+        "name": "bob", "action": "enable", "csrf_token": form_token(admin, "/admin/users")})
+    assert log_in(app, form_token, "bob", "bobs-password")[1] == 302
+
+
+def test_admin_renames_and_resets_a_user(app, db, form_token, logged_in):
+    auth.create_user(db, "bob", "bobs-password", "viewer")
+    bob, _ = log_in(app, form_token, "bob", "bobs-password")
+    token = form_token(logged_in, "/admin/users")
+    r = logged_in.post("/admin/users/manage", data={
+        "name": "bob", "action": "rename", "new_name": "robert", "csrf_token": token})
+    assert r.status_code == 302 and user_store.get_user(db, "robert") is not None
+    r = logged_in.post("/admin/users/manage", data={
+        "name": "robert", "action": "reset", "csrf_token": token})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "shown this once" in page
+    new = page.split("shown this once: <code>")[1].split("</code>")[0]
+    assert bob.get("/nodes/").status_code == 302  # the reset ended his session
+    assert log_in(app, form_token, "robert", "bobs-password")[1] == 401
+    assert log_in(app, form_token, "robert", new)[1] == 302
+    actions = [e["action"] for e in audit_store.audit_log(db, actor="alice")]
+    assert "user.rename" in actions and "user.reset" in actions
+    assert new not in str(audit_store.audit_log(db, limit=100))
+
+
+def test_a_user_changes_their_own_password_with_the_old_one(app, db, form_token):
+    auth.create_user(db, "vera", "veras-password", "viewer")
+    here, _ = log_in(app, form_token, "vera", "veras-password")
+    there, _ = log_in(app, form_token, "vera", "veras-password")
+    token = form_token(here, "/account/password")
+    r = here.post("/account/password", data={"old": "wrong-one", "new": "a-new-password",
+                                             "csrf_token": token})
+    assert r.status_code == 400 and "old password is wrong" in r.get_data(as_text=True)
+    r = here.post("/account/password", data={"old": "veras-password", "new": "a-new-password",
+                                             "csrf_token": token})
+    assert r.status_code == 302
+    assert here.get("/nodes/").status_code == 200  # this session goes on
+    assert there.get("/nodes/").status_code == 302  # the other one ended
+    assert log_in(app, form_token, "vera", "a-new-password")[1] == 302
+    assert audit_store.audit_log(db, target="vera", limit=1)[0]["action"] == "user.password"
+
+
+def test_cli_disables_renames_and_resets_users(runner, db):
+    auth.create_user(db, "carl", "carls-password", "operator")
+    auth.create_token(db, "carls", "viewer", actor="carl")
+    r = runner.invoke(cli.cli, ["user", "disable", "carl"])
+    assert r.exit_code == 0 and "1 token(s) revoked" in r.output
+    assert auth.check_password(db, "carl", "carls-password") is None
+    assert runner.invoke(cli.cli, ["user", "enable", "carl"]).exit_code == 0
+    r = runner.invoke(cli.cli, ["user", "rename", "carl", "carla"])
+    assert r.exit_code == 0 and user_store.get_user(db, "carla") is not None
+    r = runner.invoke(cli.cli, ["user", "passwd", "carla", "--password-stdin"],
+                      input="wrong\nnew-password-1\n")
+    assert r.exit_code == 1 and "old password is wrong" in r.output
+    r = runner.invoke(cli.cli, ["user", "passwd", "carla", "--password-stdin"],
+                      input="carls-password\nnew-password-1\n")
+    assert r.exit_code == 0 and auth.check_password(db, "carla", "new-password-1")
+    r = runner.invoke(cli.cli, ["user", "reset", "carla"])
+    assert r.exit_code == 0 and auth.check_password(db, "carla", r.output.strip())
+    r = runner.invoke(cli.cli, ["user", "disable", "nobody"])
+    assert r.exit_code == 1 and "unknown user 'nobody'" in r.output
+    actions = [e["action"] for e in audit_store.audit_log(db, actor="cli")]
+    assert {"user.disable", "user.enable", "user.rename", "user.password", "user.reset"} <= set(
+        actions)
