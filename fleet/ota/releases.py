@@ -234,10 +234,11 @@ def check_keys(keys) -> dict:
 
 
 def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
-                   created=None, runtime=None, keys=None) -> bytes:
+                   created=None, runtime=None, keys=None, downgrade_from=None) -> bytes:
     """The canonical manifest bytes (sorted keys, no spaces) that are signed.
 
     keys: the {key id: public hex} set nodes trust once this release confirmed on them.
+    downgrade_from: the one newer version this (older) release may replace on a node.
     """
     m = {"format": 1, "version": version, "key": key_id, "boards": sorted(boards),
          "micropython": micropython, "created": int(created or time.time()),
@@ -246,6 +247,8 @@ def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
         m["runtime"] = runtime
     if keys is not None:
         m["keys"] = keys
+    if downgrade_from is not None:
+        m["downgrade_from"] = downgrade_from
     return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 
 
