@@ -144,6 +144,17 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         raise RolloutError(f"incompatible board: {len(bad)} target node(s) are not on a board "
                            f"release {version} supports ({', '.join(rel['boards'])}): "
                            f"{', '.join(bad[:5])}")
+    newer = [n for n in nodes if _refuses_as_older(n, rel)]
+    if newer:
+        runs = sorted({n["firmware_version"] for n in newer}, key=_vkey)
+        raise RolloutError(
+            f"older release: {len(newer)} target node(s) run a newer version than {version} "
+            f"({', '.join(n['id'] for n in newer[:5])}{', ...' if len(newer) > 5 else ''}: "
+            f"{', '.join(runs)}), and nodes refuse an older release. To go back, build a signed "
+            f"downgrade for the version they run: `fleet release build VERSION --source "
+            f"OLD_TREE --downgrade-from {runs[-1]}`"
+            + (f" (release {version} is a downgrade from {rel['downgrade_from']} only)"
+               if rel.get("downgrade_from") else ""))
     untrusting = _untrusting(db, rel, [n["id"] for n in nodes if not runs_release(n, rel)])
     if untrusting:
         ids = sorted(untrusting)
@@ -175,6 +186,22 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         start = end
     return ota_store.add_rollout(db, version, stages, max_failures, max_health_drop, target, rows,
                                  actor, now)
+
+
+def _vkey(v) -> tuple:
+    """A version as a sortable tuple; () for one that is not MAJOR.MINOR.PATCH."""
+    try:
+        return tuple(int(x) for x in str(v).split("."))
+    except ValueError:
+        return ()
+
+
+def _refuses_as_older(n: dict, rel: dict) -> bool:
+    """The node runs a newer version than rel and rel is no downgrade signed for that version,
+    so the node's agent would refuse it (reason OLDER_RELEASE, docs/ota.md)."""
+    runs = _vkey(n["firmware_version"])
+    return (bool(runs) and runs > _vkey(rel["version"])
+            and rel.get("downgrade_from") != n["firmware_version"])
 
 
 def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
