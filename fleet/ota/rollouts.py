@@ -121,7 +121,8 @@ def skipped_text(skipped: dict, version: str) -> str:
              (skipped.get("on_version"), f"already on {version}"),
              (skipped.get("other_rollout"), "in another unfinished rollout"),
              (skipped.get("incompatible"), f"on a board {version} does not support"),
-             (skipped.get("untrusted_key"), "not trusting the key that signed it")]
+             (skipped.get("untrusted_key"), "not trusting the key that signed it"),
+             (skipped.get("newer_version"), f"on a newer version than {version}")]
     return ", ".join(f"{n} {text}" for n, text in parts if n)
 
 
@@ -214,7 +215,9 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     """Add nodes to an unfinished rollout, in its current stage; say what was added and skipped.
 
     Skipped, each counted: nodes already in this rollout, already on its release, in another
-    unfinished rollout, or on a board the release does not support. Unknown ids are an error.
+    unfinished rollout, on a board the release does not support, not trusting its key, or on a
+    newer version (which would refuse it as older, unless a downgrade signed for that version).
+    Unknown ids are an error.
     """
     r = ota_store.get_rollout(db, rid)
     if r["state"] not in OPEN_STATES:
@@ -228,7 +231,7 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     inside = {n["node_id"] for n in ota_store.rollout_nodes(db, rid)}
     busy = _busy_nodes(db)
     skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0,
-               "untrusted_key": 0}
+               "untrusted_key": 0, "newer_version": 0}
     untrusting = _untrusting(db, rel, [n["id"] for n in nodes])
     rows = []
     for n in nodes:
@@ -242,6 +245,8 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
             skipped["incompatible"] += 1
         elif n["id"] in untrusting:
             skipped["untrusted_key"] += 1
+        elif _refuses_as_older(n, rel):
+            skipped["newer_version"] += 1
         else:
             rows.append((n["id"], r["stage"], "pending", n["firmware_version"]))
     ota_store.add_rollout_nodes(db, rid, rows, actor, skipped, now)

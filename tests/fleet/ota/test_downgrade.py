@@ -86,6 +86,18 @@ def test_rollout_of_an_older_release_is_refused_unless_a_downgrade_from_what_the
     assert rollouts.create(db, "0.2.1", {"nodes": ["n1", "n2"]}), "the signed downgrade"
 
 
+def test_adding_nodes_on_a_newer_version_skips_them_counted(db):
+    Nodes(db, ["n1", "n2", "n3"])
+    _runs(db, "0.3.0", ["n2"])
+    _runs(db, "0.2.5", ["n3"])
+    _release(db, "0.2.1", downgrade_from="0.3.0")
+    rid = rollouts.create(db, "0.2.1", {"nodes": ["n1"]}, STAGES)
+    done = rollouts.add_nodes(db, rid, ["n2", "n3"])
+    assert done["added"] == 1 and done["skipped"]["newer_version"] == 1, done
+    assert rollouts.skipped_text(done["skipped"], "0.2.1") == "1 on a newer version than 0.2.1"
+    assert {n["node_id"] for n in ota_store.rollout_nodes(db, rid)} == {"n1", "n2"}
+
+
 def test_a_node_refusing_an_older_release_shows_why_on_the_rollout(db):
     # A node whose version the fleet had not heard yet refuses the offer itself.
     Nodes(db, ["n1"])
