@@ -29,8 +29,10 @@ def create_app(test_config=None):
         DATABASE=str(settings.db_path),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        # Failed logins allowed per client address and per user name within the window (s).
+        # Failed logins allowed within the window (s) for one user name from one client
+        # address, and for all names together from one address.
         LOGIN_MAX_FAILURES=5,
+        LOGIN_MAX_FAILURES_PER_ADDRESS=20,
         LOGIN_WINDOW=300,
         # Compressed: style, script and the SVG charts, which hold no secret. Never HTML or JSON:
         # they carry CSRF tokens, API tokens or node passwords next to text a user typed, and
