@@ -39,7 +39,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 # in it; everybody logged in may read everything except the admin area. Admin may do everything.
 ROLES = ("viewer", "technician", "operator", "admin")
 AREAS = {
-    # Read pages and the API's GET endpoints.
+    # Read pages and the API's GET endpoints (not the provisioning page: it mints and shows
+    # node credentials and claim tokens, so it needs "provisioning").
     "read": ("viewer", "technician", "operator", "admin"),
     # One node at a time: commands, config, location, tags, name; acknowledge its alerts.
     "nodes": ("technician", "operator", "admin"),
@@ -72,7 +73,7 @@ def allowed(role: str | None, area: str) -> bool:
     return role in AREAS[area]
 
 
-def create_user(db, name: str, password: str, role: str = "operator", actor=None):
+def create_user(db, name: str, password: str, role: str = "viewer", actor=None):
     """Create a user with an argon2 password hash; raise AuthError on a bad name or password."""
     if not USER_NAME.match(name or ""):
         raise AuthError(f"user name {name!r} must be 1-64 of A-Z a-z 0-9 _ . @ -")
@@ -82,7 +83,7 @@ def create_user(db, name: str, password: str, role: str = "operator", actor=None
     store.add_user(db, name, hasher.hash(password), role, actor=actor)
 
 
-def create_token(db, name: str, role: str = "operator", actor=None) -> str:
+def create_token(db, name: str, role: str = "viewer", actor=None) -> str:
     """Create an API token and return it; only its hash is stored, so it is shown once."""
     if not TOKEN_NAME.match(name or ""):
         raise AuthError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
