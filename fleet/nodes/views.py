@@ -33,10 +33,12 @@ from fleet.nodes import commands as downlink
 from fleet.ota import rollouts
 from fleet.web import auth
 from fleet.web.api import iso
+from fleet.web.params import MAX_INT, query_int
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
 PAGE_SIZE = 50
+MAX_PAGE = MAX_INT // PAGE_SIZE  # the row offset must fit the store's integers
 BULK_COMMAND_MAX = 100  # one broker connection per command: keep a click under a few seconds
 LIVE_STREAMS = 4  # of waitress's 8 threads; the rest keep serving pages
 LIVE_SECONDS = 60
@@ -121,7 +123,7 @@ def index():
     f = _filters()
     sort = request.args.get("sort", "id")
     desc = request.args.get("dir") == "desc"
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = query_int("page", 1, lo=1, hi=MAX_PAGE)
     try:
         rows, total = store.query_nodes(db, f, sort, desc, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     except store.BadFilter as e:
@@ -333,8 +335,8 @@ def chart_svg(node_id):
         else:
             rows = store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
     else:
-        qid = request.args.get("q", type=int)
-        inst = request.args.get("i", 0, type=int)
+        qid = query_int("q")
+        inst = query_int("i", 0)
         if qid is None:
             abort(400, "q (quantity id) or s (status column) is required")
         shown = display.quantity(qid, inst)

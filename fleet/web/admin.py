@@ -4,6 +4,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from fleet import db as store
 from fleet.web import auth
+from fleet.web.params import query_int
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -15,7 +16,7 @@ AUDIT_PAGE = 50
 def audit():
     actor = request.args.get("actor", "").strip() or None
     target = request.args.get("target", "").strip() or None
-    before = request.args.get("before", type=int)
+    before = query_int("before")
     rows = store.audit_log(store.get_db(), AUDIT_PAGE + 1, actor, target, before)
     more = len(rows) > AUDIT_PAGE
     rows = rows[:AUDIT_PAGE]

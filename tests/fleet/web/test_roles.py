@@ -1,6 +1,7 @@
 """Roles: every view and API endpoint allows exactly the roles of its area; changes are audited."""
 
 import pytest
+from werkzeug.routing import IntegerConverter
 
 from fleet import cli
 from fleet import db as store
@@ -174,7 +175,7 @@ def test_every_form_post_needs_a_csrf_token(app, as_role, db):
             if hasattr(conv, "items"):  # any(...): the first choice
                 values[arg] = sorted(conv.items)[0]
             else:
-                values[arg] = 1 if type(conv).__name__ == "IntegerConverter" else "n1"
+                values[arg] = 1 if isinstance(conv, IntegerConverter) else "n1"
         path = app.url_map.bind("localhost").build(rule.endpoint, values, method="POST")
         posts.append(path)
     assert "/nodes/bulk" in posts and "/admin/users" in posts
