@@ -57,11 +57,12 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import admin, api, auth, overview, params
+    from fleet.web import admin, api, auth, filters, overview, params
 
     params.init_app(app)
     Compress(app)
     db.init_app(app)
+    filters.init_app(app)
     auth.init_app(app)
     app.register_blueprint(auth.bp)
     nodes.init_app(app)

@@ -272,7 +272,8 @@ def fleet_logins(ids: list[str], data_dir: Path, env: dict) -> dict[str, tuple[s
         path = data_dir / "sim" / node / config.CONFIG_FILE
         if path.exists():
             known[node] = json.loads(path.read_text()).get("mqtt", {}).get("password")
-    answer = ask_fleet(["node", "logins", *ids, "--known-stdin", "--actor", "sim"], env,
+    # (No *ids in the list: every firmware file, this one too, compiles with mpy-cross.)
+    answer = ask_fleet(["node", "logins"] + ids + ["--known-stdin", "--actor", "sim"], env,
                        json.dumps(known))
     return {node: (node, password) for node, password in answer["logins"].items()}
 

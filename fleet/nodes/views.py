@@ -56,22 +56,6 @@ RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
 
 
-def ago(t) -> str:
-    """A short human 'time since'."""
-    if t is None:
-        return "never"
-    s = max(0, int(time.time() - t))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if s >= size:
-            return f"{s // size} {unit} ago"
-    return f"{s} s ago"
-
-
-@bp.app_template_filter("iso")
-def iso_filter(t):
-    return iso(t) or "-"
-
-
 @bp.app_template_filter("when")
 def when_filter(t):
     """A <time> element whose date and clock each stay on one line (style.css)."""
@@ -85,11 +69,6 @@ def when_filter(t):
 def reading_filter(value, senml_unit, decimals=None):
     """A node's own measure with its unit from the one table: {{ n.battery|reading('V', 2) }}."""
     return display.measure("", senml_unit, decimals).text(value)
-
-
-@bp.app_template_filter("ago")
-def ago_filter(t):
-    return ago(t)
 
 
 def _filters() -> dict:

@@ -167,7 +167,7 @@ def wire() -> None:
 
 
 def rollout(n_nodes=1000) -> None:
-    from test_rollouts import STAGES, Nodes, _release
+    from rollout_nodes import STAGES, Nodes, _release
 
     from fleet import db as store
     from fleet.ota import rollouts

@@ -553,7 +553,7 @@ def test_alerts_api(client, db, fleet):
 
 
 def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, form_token):
-    from test_rollouts import Nodes, _release
+    from rollout_nodes import Nodes, _release
 
     from fleet.ota import rollouts
 
@@ -628,7 +628,7 @@ def test_lora_radio_quality_charts(as_role, fleet, db):
 
 
 def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
-    from test_rollouts import Nodes, _release
+    from rollout_nodes import Nodes, _release
 
     from fleet.ota import rollouts
 
