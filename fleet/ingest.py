@@ -82,6 +82,8 @@ class Ingest:
                 return
             seq = self.extend(node, mtype, seq16, ts, body, received_at)
             batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
+            if mtype == proto.RESULT:
+                batch.raw[(node, seq)] = (topic, bytes(payload))
             batch.touch[node] = (received_at, self.provider, self.seqs[node])
         elif kind == "conn":
             if payload == b"1":
