@@ -415,6 +415,11 @@ MIGRATIONS = [
     CREATE UNIQUE INDEX provider_downlinks_ack ON provider_downlinks (node_id, provider, seq, fcnt)
         WHERE kind = 'ack';
     """,
+    # 17: a bad frame keeps only a prefix of its payload (ingest.BAD_PAYLOAD_KEPT) and the size
+    # it had; NULL for rows stored whole before this version.
+    """
+    ALTER TABLE bad_frames ADD COLUMN size INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -643,9 +648,19 @@ def frame_seqs(db, node_id, direction="up") -> list[int]:
     ]
 
 
+BAD_PAYLOAD_SHOWN = 64
+
+
 def bad_frames(db, node_id=None, limit=100) -> list[dict]:
-    """The most recent bad frames (of one node, or all), newest first."""
-    sql = "SELECT id, node_id, received_at, provider, topic, payload, error FROM bad_frames"
+    """The most recent bad frames (of one node, or all), newest first.
+
+    payload is at most the first BAD_PAYLOAD_SHOWN bytes (rows from before schema 17 may hold
+    megabytes); size is what the whole payload had.
+    """
+    sql = ("SELECT id, node_id, received_at, provider, topic,"
+           # substr() of an empty blob is NULL: the empty payload itself then.
+           f" coalesce(substr(payload, 1, {BAD_PAYLOAD_SHOWN}), payload) AS payload,"
+           " coalesce(size, length(payload)) AS size, error FROM bad_frames")
     args: list = []
     if node_id is not None:
         sql += " WHERE node_id = ?"
@@ -1263,7 +1278,7 @@ class Batch:
     def __init__(self):
         # (node, seq, mtype, received_at, ts, provider, body)
         self.frames: list[tuple] = []
-        # (node or None, received_at, provider, topic, payload, error)
+        # (node or None, received_at, provider, topic, payload prefix, error, payload size)
         self.bad: list[tuple] = []
         # node -> (last_seen, provider, up_seq)
         self.touch: dict[str, tuple] = {}
@@ -1273,7 +1288,7 @@ class Batch:
         self.new_nodes: list[tuple] = []
         # events rows (node, t, received_at, code, value, text) for restarted seq counters
         self.restarts: list[tuple] = []
-        # (node, seq) -> (topic, payload) of RESULT frames, kept as a bad frame if unmatched
+        # (node, seq) -> (topic, payload prefix, size) of RESULTs, a bad frame if unmatched
         self.raw: dict[tuple, tuple] = {}
 
 
@@ -1395,9 +1410,10 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 # A RESULT for no command of ours (forged, or for another node's): shown and
                 # counted like any frame the fleet cannot use, never stored silently.
                 _code, _value, _text, received_at, cid, node, seq, provider = row
-                topic, payload = batch.raw.get((node, seq), (None, None))
+                topic, payload, size = batch.raw.get((node, seq), (None, None, None))
                 bad.append((node, received_at, provider, topic, payload,
-                            f"RESULT for command id {cid}, which the fleet never sent to {node}"))
+                            f"RESULT for command id {cid}, which the fleet never sent to {node}",
+                            size))
         if batch.touch:
             conn.executemany(
                 "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1,"
@@ -1411,8 +1427,8 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             )
         if bad:
             conn.executemany(
-                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error,"
+                " size) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 bad,
             )
             counts: dict = {}

@@ -16,6 +16,7 @@ CLIENT_ID = "polylink-ingest"
 SUBSCRIPTIONS = topics.UPLINKS
 PROVIDER = "mqtt"  # the fleet's own broker (WiFi nodes); LoRaWAN providers get their own adapters
 UPLINK_TYPES = frozenset(proto.UPLINKS)
+BAD_PAYLOAD_KEPT = 64  # bytes of a bad frame's payload kept; its size is stored too
 # How many messages the broker may send before we acknowledge: a whole batch must fit in it,
 # or the worker would wait for messages the broker holds back until we ack. (MQTT 3.1.1 has no
 # such field: there mosquitto's max_inflight_messages bounds it.)
@@ -83,7 +84,7 @@ class Ingest:
             seq = self.extend(node, mtype, seq16, ts, body, received_at)
             batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
             if mtype == proto.RESULT:
-                batch.raw[(node, seq)] = (topic, bytes(payload))
+                batch.raw[(node, seq)] = (topic, bytes(payload[:BAD_PAYLOAD_KEPT]), len(payload))
             batch.touch[node] = (received_at, self.provider, self.seqs[node])
         elif kind == "conn":
             if payload == b"1":
@@ -123,8 +124,11 @@ class Ingest:
         return seq
 
     def _bad(self, node, received_at, topic, payload, error):
+        # A prefix is enough to see what went wrong; the whole payload could be megabytes from
+        # a misbehaving client (the broker's max_packet_size bounds it, an external broker may not).
         self.bad += 1
-        self.batch.bad.append((node, received_at, self.provider, topic, bytes(payload), error))
+        self.batch.bad.append((node, received_at, self.provider, topic,
+                               bytes(payload[:BAD_PAYLOAD_KEPT]), error, len(payload)))
 
     def flush(self) -> int:
         """Store the current batch in one transaction; return how many messages it held."""

@@ -14,6 +14,8 @@ from pathlib import Path
 from string import Template
 
 HOST = "127.0.0.1"
+# The largest MQTT packet our broker accepts (the template says why this size).
+MAX_PACKET_SIZE = 4096
 TEMPLATE = Path(__file__).with_name("mosquitto.conf.tmpl")
 _SYSTEM_MOSQUITTO = "/usr/sbin/mosquitto"
 # An MQTT 3.1.1 CONNECT (clean session, keepalive 10 s, client id "polylink-probe") and the
@@ -106,6 +108,7 @@ def render_config(port: int, broker_dir: Path, auth: bool = False,
         auth=auth_text,
         claim_listener=claim,
         port=port,
+        max_packet_size=MAX_PACKET_SIZE,
         user=current_user(),
         persistence_dir=broker_dir,
         log_file=broker_dir / "mosquitto.log",
