@@ -6,6 +6,7 @@ import secrets
 from flask import Flask
 from flask_compress import Compress
 
+from fleet.datadir import private_dir
 from fleet.settings import from_env
 
 
@@ -13,7 +14,7 @@ def _secret_key(data_dir) -> str:
     """The session signing key, kept in DATA_DIR so logins survive a restart."""
     path = data_dir / "secret_key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))

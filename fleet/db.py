@@ -5,12 +5,13 @@ import json
 import sqlite3
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 import sqlite_utils
 from flask import current_app, g
 from flask.cli import with_appcontext
+
+from fleet.datadir import private_file
 
 
 class StoreError(Exception):
@@ -433,8 +434,7 @@ def valid_node_id(node_id: str) -> bool:
 
 def connect(path) -> sqlite_utils.Database:
     """Open the fleet database in WAL mode with autocommit; transactions are explicit."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = private_file(path)  # it holds AppKeys and password hashes
     # isolation_level=None: sqlite3 must not open transactions behind our back, because the
     # ingest worker wants exactly one BEGIN IMMEDIATE ... COMMIT per batch.
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)

@@ -16,6 +16,7 @@ from fleet import create_app
 from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.broker import server as brokers
+from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
 from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
@@ -66,7 +67,7 @@ def choose_mqtt_port(settings: Settings, default: int = DEFAULT_MQTT_PORT,
 def record_mqtt_port(settings: Settings) -> None:
     """Write the broker's port where from_env() finds it (atomically: readers never see half)."""
     path = settings.broker_port_file
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{settings.mqtt_port}\n")
     os.replace(tmp, path)
@@ -216,6 +217,9 @@ class UpkeepWorker(Ingest):
 
 def main(settings: Settings) -> None:
     """Run the fleet manager until Ctrl-C or SIGTERM; exit with a one-line error if it cannot."""
+    # What this process and its children create (mosquitto's queued messages, the logs, files
+    # datadir.py does not know of) is this user's only: the data directory holds secrets.
+    os.umask(0o077)
     try:
         settings.mqtt_target()  # a malformed MQTT_URL fails here, not later in the worker
         settings = choose_mqtt_port(settings)
@@ -302,8 +306,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
         if broker.kind != "mosquitto":
             say("                  mosquitto is not installed: the embedded broker keeps "
                 "queued messages in memory only")
-            say("                  and lets any local client in: per-node logins and ACLs "
-                "need mosquitto")
+            say("                  and lets any local client in, so it listens on loopback "
+                "only: per-node logins, ACLs and other machines need mosquitto")
     else:
         host, port, _user, _pw = settings.mqtt_target()
         say(f"  broker          external, mqtt://{host}:{port} (MQTT_URL)")

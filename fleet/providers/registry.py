@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from fleet import db as store
+from fleet.datadir import private_dir
 
 from . import ADAPTERS, LORAWAN_KINDS, ProviderError
 
@@ -23,7 +24,7 @@ def _fernet(data_dir) -> Fernet:
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         key = Fernet.generate_key()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
