@@ -1,7 +1,6 @@
 """The ingest worker: broker -> decode -> SQLite; a message is acked only once it is stored."""
 
 import logging
-import signal
 import struct
 import time
 
@@ -9,6 +8,7 @@ from polylink import proto
 
 from fleet import db as store
 from fleet import mqtt, topics
+from fleet.stopping import Stopping
 
 log = logging.getLogger("fleet.ingest")
 
@@ -301,8 +301,7 @@ def main(settings, **kwargs):
     """Entry point of `fleet ingest`: run the worker against the configured broker and store."""
     host, port, username, password = settings.mqtt_login("ingest")
     worker = Worker(settings.db_path, host, port, username, password, **kwargs)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+    Stopping(on_stop=worker.stop).install()
     log.info("ingesting from %s:%s into %s", host, port, settings.db_path)
     worker.run()
     i = worker.ingest

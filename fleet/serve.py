@@ -20,6 +20,7 @@ from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
 from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
+from fleet.stopping import PARENT_ENV
 from fleet.web import auth
 
 FIRST_ADMIN = "admin"
@@ -87,6 +88,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment for the ingest worker: the very settings this server runs with."""
     env = dict(os.environ)
     env["DATA_DIR"] = str(settings.data_dir)
+    # A worker exits by itself when this process is gone (fleet/stopping.py).
+    env[PARENT_ENV] = str(os.getpid())
     env["PORT"] = str(settings.port)
     env["MQTT_PORT"] = str(settings.mqtt_port)
     if settings.mqtt_url:

@@ -127,13 +127,18 @@ def write_config(port: int, broker_dir: Path, auth: bool = False,
     return path
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM when the thread that started it dies, so a killed server or
-    # test run leaves no broker or worker behind holding its port.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def _die_with_parent(parent: int):
+    def set_up() -> None:
+        # Linux: the child gets SIGTERM when the thread that started it dies, so a killed server
+        # or test run leaves no broker or worker behind holding its port.
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os._exit(1)  # the parent died before the line above: no signal would ever come
+
+    return set_up
 
 
 def spawn(command: list[str], log_path: Path,
@@ -150,7 +155,7 @@ def spawn(command: list[str], log_path: Path,
             # Its own session: a Ctrl-C at the terminal reaches only the server, which then stops
             # its children in order (ingest before broker).
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
         )
 
 

@@ -1,14 +1,13 @@
 """`fleet provider ...`: configure LoRaWAN providers and run their ingest worker."""
 
 import logging
-import signal
 import sys
-import threading
 
 import click
 
 from fleet import db as store
 from fleet.settings import from_env
+from fleet.stopping import Stopping
 
 from . import LORAWAN_KINDS, ProviderError, registry, worker
 
@@ -122,8 +121,7 @@ def provider_ingest(only):
     Example: fleet provider ingest
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop = Stopping().install()
     try:
         worker.run(from_env(), stop, names=set(only) or None)
     except KeyboardInterrupt:
