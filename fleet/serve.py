@@ -16,6 +16,7 @@ from fleet import create_app
 from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.broker import server as brokers
+from fleet.broker import status as broker_status
 from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
@@ -193,6 +194,62 @@ class Ingest:
         return self.proc.pid if self.proc else None
 
 
+class BrokerWatch:
+    """Restarts the broker this server started whenever it exits, with the workers' backoff.
+
+    Says so on the terminal and in DATA_DIR/broker/status.json, which every page shows.
+    """
+
+    def __init__(self, broker, settings: Settings):
+        self.broker = broker
+        self.broker_dir = settings.broker_dir
+        self.started = time.monotonic()
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, name="broker-supervisor",
+                                       daemon=True)
+
+    def start(self) -> "BrokerWatch":
+        broker_status.write(self.broker_dir, "up", pid=self.broker.proc.pid, restarts=0)
+        self.thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        # The restarted broker is spawned from this thread, which lives as long as the server:
+        # the broker's parent-death signal follows it.
+        backoff = 1.0
+        while not self.stopping.wait(0.2):
+            proc = self.broker.proc
+            if proc is not None and proc.poll() is None:
+                continue
+            code = None if proc is None else proc.returncode
+            lived = time.monotonic() - self.started
+            backoff = min(backoff * 2, _MAX_BACKOFF) if lived < _QUICK_DEATH else 1.0
+            broker_status.write(self.broker_dir, "down", exit_code=code, restarts=self.restarts,
+                                retry_at=time.time() + backoff)
+            say(f"broker ({self.broker.kind}) exited with code {code} after {lived:.0f} s; "
+                f"restarting in {backoff:.0f} s (log: {self.broker.log_path})")
+            if self.stopping.wait(backoff):
+                break
+            self.started = time.monotonic()
+            try:
+                self.broker.proc = None
+                self.broker.start()
+            except brokers.BrokerError as e:
+                say(f"broker did not restart: {e}")
+                continue
+            self.restarts += 1
+            broker_status.write(self.broker_dir, "up", pid=self.broker.proc.pid,
+                                restarts=self.restarts)
+            say(f"broker restarted (pid {self.broker.proc.pid})")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(30)
+        broker_status.clear(self.broker_dir)
+
+
 def _interrupt(signum, frame):
     # waitress's run() returns on KeyboardInterrupt, so SIGTERM stops the server like Ctrl-C.
     raise KeyboardInterrupt
@@ -235,6 +292,7 @@ def main(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     broker = None
+    watch = None
     ingest = None
     providers = None
     upkeep = None
@@ -248,6 +306,7 @@ def main(settings: Settings) -> None:
             broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True,
                                          claim_port=claim_port())
             broker.start()
+            watch = BrokerWatch(broker, settings).start()
             record_mqtt_port(settings)
         # amqtt speaks MQTT 3.1.1 only: say so whatever the worker's default is.
         on_amqtt = broker is not None and broker.kind == "amqtt"
@@ -282,6 +341,8 @@ def main(settings: Settings) -> None:
             claim_service.stop()
         if ingest is not None:
             ingest.stop()
+        if watch is not None:
+            watch.stop()  # before the broker: stopping it is no crash to restart from
         if broker is not None:
             broker.stop()
         say("stopped")
