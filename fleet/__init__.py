@@ -48,7 +48,6 @@ def create_app(test_config=None):
 
     # Imported here, when an app is built: the workers and the CLI import fleet.* without
     # loading Flask and every view (start-up time).
-    from fleet import db
     from fleet.alerts import api as alerts_api
     from fleet.alerts import views as alerts
     from fleet.identity import api as identity_api
@@ -58,7 +57,7 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import admin, api, auth, filters, overview, params
+    from fleet.web import admin, api, auth, db, filters, overview, params
 
     params.init_app(app)
     Compress(app)

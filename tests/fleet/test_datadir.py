@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from fleet import create_app
-from fleet import db as store
 from fleet.broker import server
 from fleet.providers import registry
+from fleet.store import migrate
+from fleet.store import users as user_store
 
 
 def mode(path) -> int:
@@ -21,8 +22,8 @@ def test_create_app_makes_the_secrets_private(settings):
     old = os.umask(0o022)  # a usual login shell's
     try:
         create_app({"TESTING": True, "SETTINGS": settings})  # the session key from DATA_DIR
-        db = store.open_db(settings.db_path)
-        store.add_user(db, "u", "hash", "viewer")
+        db = migrate.open_db(settings.db_path)
+        user_store.add_user(db, "u", "hash", "viewer")
         db.conn.close()
         registry._fernet(settings.data_dir)
     finally:
@@ -38,7 +39,7 @@ def test_an_old_world_readable_database_is_tightened(settings):
     settings.data_dir.mkdir(mode=0o755)
     settings.db_path.write_bytes(b"")
     os.chmod(settings.db_path, 0o644)
-    store.open_db(settings.db_path).conn.close()
+    migrate.open_db(settings.db_path).conn.close()
     assert mode(settings.db_path) == 0o600 and mode(settings.data_dir) == 0o700
 
 

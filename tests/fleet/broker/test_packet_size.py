@@ -5,10 +5,11 @@ import time
 
 from polylink import proto
 
-from fleet import db as store
 from fleet import mqtt
 from fleet.broker import server
 from fleet.ingest import Ingest
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
 
 
 def _subscriber(broker, got: list, ready: threading.Event):
@@ -64,7 +65,7 @@ def test_a_bad_frame_keeps_a_prefix_and_its_size(db, client, auth_headers):
     ing.flush()
     stored = db.conn.execute("SELECT length(payload), size FROM bad_frames").fetchone()
     assert tuple(stored) == (64, len(huge))
-    (row,) = store.bad_frames(db, "n1")
+    (row,) = telemetry_store.bad_frames(db, "n1")
     assert row["size"] == len(huge) and len(row["payload"]) == 64
     r = client.get("/api/v1/nodes/n1/bad-frames", headers=auth_headers)
     (frame,) = r.get_json()["frames"]
@@ -74,7 +75,7 @@ def test_a_bad_frame_keeps_a_prefix_and_its_size(db, client, auth_headers):
 
 def test_rows_stored_whole_before_are_cut_when_read(db, client, auth_headers, logged_in):
     """A database from before the fix may hold megabytes per row: never sent whole."""
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     db.conn.execute("INSERT INTO bad_frames (node_id, received_at, topic, payload, error) "
                     "VALUES ('n1', 1, 'pl/v1/n1/up', ?, 'x')", (b"\xab" * 2_000_000,))
     db.conn.commit()

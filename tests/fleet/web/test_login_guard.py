@@ -2,6 +2,7 @@
 
 import pytest
 
+from fleet.store import alerts as alert_store
 from fleet.web import auth
 
 
@@ -38,9 +39,8 @@ def test_login_keeps_a_local_next(client, user, form_token):
 
 @pytest.mark.parametrize("target", ["/\t/evil.example", "/\r\n/evil.example", "//evil.example"])
 def test_alert_acknowledge_never_redirects_off_site(logged_in, db, form_token, target):
-    from fleet import db as store
-    assert store.open_alert(db, "n01", "update_failed", "hash mismatch")
-    (alert,) = store.list_alerts(db)
+    assert alert_store.open_alert(db, "n01", "update_failed", "hash mismatch")
+    (alert,) = alert_store.list_alerts(db)
     alert_id = alert["id"]
     r = logged_in.post(f"/alerts/{alert_id}/ack", data={
         "next": target, "csrf_token": form_token(logged_in, "/alerts/")})
