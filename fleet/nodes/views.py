@@ -24,7 +24,6 @@ from flask import (
     request,
     url_for,
 )
-from markupsafe import Markup
 from polylink import codes
 
 from fleet import db as store
@@ -32,7 +31,6 @@ from fleet.nodes import charts, display
 from fleet.nodes import commands as downlink
 from fleet.ota import rollouts
 from fleet.web import auth
-from fleet.web.api import iso
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
@@ -52,15 +50,6 @@ STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "Free heap", "B"), ("que
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
-
-
-@bp.app_template_filter("when")
-def when_filter(t):
-    """A <time> element whose date and clock each stay on one line (style.css)."""
-    if t is None:
-        return "-"
-    day, clock = display.when(t).split(" ")
-    return Markup(f'<time datetime="{iso(t)}"><span>{day}</span> <span>{clock}</span></time>')
 
 
 @bp.app_template_filter("reading")
