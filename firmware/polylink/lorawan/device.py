@@ -14,7 +14,7 @@ from polylink import config
 from polylink.lorawan import crypto
 
 # LoRaWANError and BudgetError are this module's errors too: callers import them from here.
-from polylink.lorawan.spec import FCNT_BLOCK, LINK_CHECK, BudgetError, LoRaWANError, rev
+from polylink.lorawan.spec import FCNT_BLOCK, BudgetError, LoRaWANError, rev
 from polylink.store import replace
 
 try:
@@ -37,6 +37,7 @@ _MAX_FCNT_GAP = const(16384)
 _ADR_ACK_LIMIT = const(64)
 _ADR_ACK_DELAY = const(32)
 _DAY_S = const(86400)
+_LINK_CHECK = const(0x02)  # LinkCheckReq's command id (mac.py walks the answers)
 
 class Device:
     """A LoRaWAN session of one node; keys is the config's lorawan section."""
@@ -192,7 +193,7 @@ class Device:
         return n if n <= 15 else 15
 
     def request_link_check(self) -> None:
-        self._mac.append(LINK_CHECK)
+        self._mac.append(_LINK_CHECK)
 
     def uplink(self, payload, fport, confirmed=False) -> bytes:
         """The PHY payload of one data uplink (MAC answers ride along in FOpts)."""

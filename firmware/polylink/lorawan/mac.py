@@ -4,24 +4,32 @@ Loaded by Device.downlink() only when a downlink carries MAC commands, and dropp
 MicroPython (config.unload), like commands.py: most downlinks carry none.
 """
 
-from polylink.lorawan.spec import (
-    DEV_STATUS,
-    DEVICE_TIME,
-    DL_CHANNEL,
-    DUTY_CYCLE,
-    LINK_ADR,
-    LINK_CHECK,
-    NEW_CHANNEL,
-    RX_PARAM_SETUP,
-    RX_TIMING_SETUP,
-    TX_PARAM_SETUP,
-    le,
-)
+from polylink.lorawan.spec import le
+
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# MAC command identifiers (LoRaWAN 1.0.x section 5)
+_LINK_CHECK = const(0x02)
+_LINK_ADR = const(0x03)
+_DUTY_CYCLE = const(0x04)
+_RX_PARAM_SETUP = const(0x05)
+_DEV_STATUS = const(0x06)
+_NEW_CHANNEL = const(0x07)
+_RX_TIMING_SETUP = const(0x08)
+_TX_PARAM_SETUP = const(0x09)
+_DL_CHANNEL = const(0x0A)
+_DEVICE_TIME = const(0x0D)
 
 # Length of each network->device command's payload, for walking FOpts
-_DOWN_LEN = {LINK_CHECK: 2, LINK_ADR: 4, DUTY_CYCLE: 1, RX_PARAM_SETUP: 4, DEV_STATUS: 0,
-             NEW_CHANNEL: 5, RX_TIMING_SETUP: 1, TX_PARAM_SETUP: 1, DL_CHANNEL: 4,
-             DEVICE_TIME: 5}
+_DOWN_LEN = {_LINK_CHECK: 2, _LINK_ADR: 4, _DUTY_CYCLE: 1, _RX_PARAM_SETUP: 4, _DEV_STATUS: 0,
+             _NEW_CHANNEL: 5, _RX_TIMING_SETUP: 1, _TX_PARAM_SETUP: 1, _DL_CHANNEL: 4,
+             _DEVICE_TIME: 5}
 
 
 def apply(self, cmds):
@@ -35,27 +43,27 @@ def apply(self, cmds):
             break  # an unknown command: the rest cannot be parsed (1.0.x section 5)
         a = cmds[i + 1 : i + 1 + ln]
         i += 1 + ln
-        if cid == LINK_CHECK:
+        if cid == _LINK_CHECK:
             self.link_check = (a[0], a[1])
-        elif cid == LINK_ADR:
+        elif cid == _LINK_ADR:
             _link_adr(self, a)
-        elif cid == DUTY_CYCLE:
+        elif cid == _DUTY_CYCLE:
             self.s["dc"] = a[0] & 0x0F
-            self._mac.append(DUTY_CYCLE)
-        elif cid == RX_PARAM_SETUP:
+            self._mac.append(_DUTY_CYCLE)
+        elif cid == _RX_PARAM_SETUP:
             _rx_param_setup(self, a)
-        elif cid == DEV_STATUS:
+        elif cid == _DEV_STATUS:
             bat = self.battery() if self.battery is not None else 255
-            self._mac += bytes((DEV_STATUS, bat, int(self.last_snr) & 0x3F))
-        elif cid == NEW_CHANNEL:
+            self._mac += bytes((_DEV_STATUS, bat, int(self.last_snr) & 0x3F))
+        elif cid == _NEW_CHANNEL:
             _new_channel(self, a)
-        elif cid == RX_TIMING_SETUP:
+        elif cid == _RX_TIMING_SETUP:
             self.s["delay"] = (a[0] & 0x0F) or 1
-            self._sticky.append(RX_TIMING_SETUP)
-        elif cid == DL_CHANNEL:
-            self._mac += bytes((DL_CHANNEL, 0))  # separate RX1 frequencies: not supported
-        # TX_PARAM_SETUP is not used in EU868: skipped without an answer, as the spec says;
-        # DEVICE_TIME answers are read past (we never ask).
+            self._sticky.append(_RX_TIMING_SETUP)
+        elif cid == _DL_CHANNEL:
+            self._mac += bytes((_DL_CHANNEL, 0))  # separate RX1 frequencies: not supported
+        # _TX_PARAM_SETUP is not used in EU868: skipped without an answer, as the spec says;
+        # _DEVICE_TIME answers are read past (we never ask).
 
 def _link_adr(self, a):
     r = self.region
@@ -82,7 +90,7 @@ def _link_adr(self, a):
         if pw != 0x0F:
             s["pw"] = pw
         s["nb"] = nb or 1
-    self._mac += bytes((LINK_ADR, status))
+    self._mac += bytes((_LINK_ADR, status))
 
 def _rx_param_setup(self, a):
     r = self.region
@@ -101,7 +109,7 @@ def _rx_param_setup(self, a):
         status |= 4
     if status == 7:
         self.s["rx1o"], self.s["rx2dr"], self.s["rx2f"] = offset, dr, freq
-    self._sticky += bytes((RX_PARAM_SETUP, status))
+    self._sticky += bytes((_RX_PARAM_SETUP, status))
 
 def _new_channel(self, a):
     r = self.region
@@ -124,7 +132,7 @@ def _new_channel(self, a):
             s["mask"] |= 1 << idx
         else:
             s["mask"] &= ~(1 << idx)
-    self._mac += bytes((NEW_CHANNEL, status))
+    self._mac += bytes((_NEW_CHANNEL, status))
 
 def _in_band(self, freq):
     try:

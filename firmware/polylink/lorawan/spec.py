@@ -1,5 +1,5 @@
-"""What the LoRaWAN modules share (LoRaWAN 1.0.x): errors, MAC command ids, the uplink counter
-block and byte order. device.py, join.py and mac.py import from here, never from each other."""
+"""What the LoRaWAN modules share (LoRaWAN 1.0.x): errors, the uplink counter block and byte
+order. device.py, join.py and mac.py import from here, never from each other."""
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
@@ -10,18 +10,6 @@ except ImportError:  # CPython
 
 
 FCNT_BLOCK = const(32)  # uplink counter values reserved per flash write
-
-# MAC command identifiers (LoRaWAN 1.0.x section 5)
-LINK_CHECK = const(0x02)
-LINK_ADR = const(0x03)
-DUTY_CYCLE = const(0x04)
-RX_PARAM_SETUP = const(0x05)
-DEV_STATUS = const(0x06)
-NEW_CHANNEL = const(0x07)
-RX_TIMING_SETUP = const(0x08)
-TX_PARAM_SETUP = const(0x09)
-DL_CHANNEL = const(0x0A)
-DEVICE_TIME = const(0x0D)
 
 
 class LoRaWANError(ValueError):
