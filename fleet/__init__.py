@@ -45,7 +45,6 @@ def create_app(test_config=None):
 
     # Imported here, when an app is built: the workers and the CLI import fleet.* without
     # loading Flask and every view (start-up time).
-    from fleet import db
     from fleet.alerts import api as alerts_api
     from fleet.alerts import views as alerts
     from fleet.identity import api as identity_api
@@ -55,7 +54,7 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import admin, api, auth, filters, overview
+    from fleet.web import admin, api, auth, db, filters, overview
 
     Compress(app)
     db.init_app(app)

@@ -6,10 +6,11 @@ import time
 
 import click
 
-from fleet import db as store
 from fleet.broker.auth import BrokerAuthError
 from fleet.ingest import IngestError
 from fleet.settings import SettingsError, from_env
+from fleet.store.base import StoreError
+from fleet.store.migrate import open_db
 
 
 def one_line(*errors):
@@ -29,13 +30,13 @@ def one_line(*errors):
 
 
 # The library's named exceptions, for most commands (nodes/cli.py adds the downlink errors).
-FRIENDLY = (SettingsError, store.StoreError, IngestError, BrokerAuthError, ValueError)
+FRIENDLY = (SettingsError, StoreError, IngestError, BrokerAuthError, ValueError)
 friendly = one_line(*FRIENDLY)
 
 
 def open_store():
     """The fleet database named by DATA_DIR, migrated to the current schema."""
-    return store.open_db(from_env().db_path)
+    return open_db(from_env().db_path)
 
 
 def when(t) -> str:

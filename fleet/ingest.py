@@ -7,8 +7,11 @@ import time
 
 from polylink import proto
 
-from fleet import db as store
 from fleet import mqtt, topics
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import valid_node_id
+from fleet.store.migrate import open_db
 
 log = logging.getLogger("fleet.ingest")
 
@@ -41,10 +44,10 @@ class Ingest:
     def __init__(self, db, provider=PROVIDER):
         self.db = db
         self.provider = provider
-        self.known = store.known_node_ids(db)
-        self.seqs = store.up_seqs(db)
-        self.boots = store.boot_times(db)
-        self.batch = store.Batch()
+        self.known = node_store.known_node_ids(db)
+        self.seqs = node_store.up_seqs(db)
+        self.boots = node_store.boot_times(db)
+        self.batch = telemetry_store.Batch()
         self.pending = 0
         self.stored = 0
         self.duplicates = 0
@@ -61,7 +64,7 @@ class Ingest:
             return
         node, kind = parts
         if node not in self.known:
-            if not store.valid_node_id(node):
+            if not valid_node_id(node):
                 self._bad(None, received_at, topic, payload, "node id is not [a-z0-9-]{1,32}")
                 return
             # Auto-enrol on first contact: only clients the broker let in can publish here.
@@ -128,14 +131,14 @@ class Ingest:
         """Store the current batch in one transaction; return how many messages it held."""
         if not self.pending:
             return 0
-        new = store.store_batch(
+        new = telemetry_store.store_batch(
             self.db, self.batch, proto.TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT,
             proto.OTA_UP,
         )
         self.stored += new
         self.duplicates += len(self.batch.frames) - new
         n = self.pending
-        self.batch = store.Batch()
+        self.batch = telemetry_store.Batch()
         self.pending = 0
         return n
 
@@ -159,8 +162,8 @@ class Worker:
         batch_delay=0.05,
         protocol=mqtt.MQTTv311,
     ):
-        self.db = store.open_db(db_path)
-        store.tune_for_bulk_writes(self.db)
+        self.db = open_db(db_path)
+        telemetry_store.tune_for_bulk_writes(self.db)
         self.ingest = Ingest(self.db)
         self.host, self.port = host, port
         self.batch_size = batch_size

@@ -13,12 +13,15 @@ from flask import url_for
 from waitress.server import create_server
 
 from fleet import create_app
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.broker import server as brokers
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
 from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
+from fleet.store import identity as identity_store
+from fleet.store import users as user_store
+from fleet.store.base import DuplicateName, StoreError
+from fleet.store.migrate import open_db
 from fleet.web import auth
 
 FIRST_ADMIN = "admin"
@@ -97,14 +100,14 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def prepare_store(settings: Settings) -> str | None:
     """Migrate the database; on the first run create the admin and return its password."""
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
-        if db["users"].count:
+        if user_store.count_users(db):
             return None
         password = secrets.token_urlsafe(12)
         try:
             auth.create_user(db, FIRST_ADMIN, password, "admin")
-        except store.DuplicateName:
+        except DuplicateName:
             return None  # another `fleet run` on the same data won the race; it printed it
         return password
     finally:
@@ -123,10 +126,10 @@ def claim_port() -> int | None:
 
 def sync_broker_logins(settings: Settings) -> None:
     """Write the broker's password and ACL files from the registered nodes (broker/auth.py)."""
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
-        brokerauth.write_files(settings.broker_dir, store.active_mqtt_hashes(db),
-                               store.active_claim_token_hashes(db))
+        brokerauth.write_files(settings.broker_dir, identity_store.active_mqtt_hashes(db),
+                               identity_store.active_claim_token_hashes(db))
     finally:
         db.conn.close()
 
@@ -256,7 +259,7 @@ def main(settings: Settings) -> None:
         if broker is not None and broker.kind == "mosquitto" and claim_port():
             claim_service = ClaimService(settings).start()
         serve_web(settings, broker, ingest, password)
-    except (brokers.BrokerError, store.StoreError, ServeError, SettingsError) as e:
+    except (brokers.BrokerError, StoreError, ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         pass

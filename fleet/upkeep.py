@@ -15,8 +15,11 @@ import json
 import threading
 import time
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
+from fleet.store import alerts as alert_store
+from fleet.store import identity as identity_store
+from fleet.store import upkeep as upkeep_store
+from fleet.store.migrate import open_db
 
 PRUNE_EVERY = 3600.0  # s between retention passes; they are cheap but need not run often
 # A token is dropped just after it expires, never just before: sleep this much past its time.
@@ -28,7 +31,7 @@ STALE_ROUNDS = 4
 def alerts_freshness(db, settings, now=None) -> dict:
     """{"at": time of the last alert evaluation or None, "stale": True if it is overdue}."""
     now = time.time() if now is None else now
-    at = store.upkeep_state(db).get("alerts", {}).get("at")
+    at = upkeep_store.upkeep_state(db).get("alerts", {}).get("at")
     return {"at": at,
             "stale": at is None or now - at > STALE_ROUNDS * max(settings.upkeep_every, 30.0)}
 
@@ -50,19 +53,19 @@ class Upkeep:
         """Do every task that is due once; return what each did."""
         now = time.time() if now is None else now
         done = {}
-        opened = store.evaluate_alerts(db, now)
-        store.mark_upkeep(db, "alerts", now, opened)
+        opened = alert_store.evaluate_alerts(db, now)
+        upkeep_store.mark_upkeep(db, "alerts", now, opened)
         done["alerts"] = opened
         if self.broker:
             # Rewrites only what changed; a token past its expiry leaves the claim listener here.
             done["broker"] = brokerauth.sync(db, self.settings.broker_dir)
             if done["broker"]:
-                store.mark_upkeep(db, "broker", now)
+                upkeep_store.mark_upkeep(db, "broker", now)
         kept = {table: days for table, days in self.settings.retention().items() if days}
         if kept and now >= self.next_prune:
-            pruned = {table: store.prune_old(db, table, now - days * 86400)
+            pruned = {table: upkeep_store.prune_old(db, table, now - days * 86400)
                       for table, days in kept.items()}
-            store.mark_upkeep(db, "prune", now, {**pruned, "days": kept})
+            upkeep_store.mark_upkeep(db, "prune", now, {**pruned, "days": kept})
             done["prune"] = pruned
             self.next_prune = now + self.prune_every
         self.rounds += 1
@@ -73,14 +76,14 @@ class Upkeep:
         now = time.time() if now is None else now
         wait = self.every
         if self.broker:
-            expiry = store.next_claim_token_expiry(db, now)
+            expiry = identity_store.next_claim_token_expiry(db, now)
             if expiry is not None:
                 wait = min(wait, expiry - now + _EXPIRY_SLACK)
         return max(wait, 0.05)
 
     def run(self, stopping: threading.Event, log=print) -> None:
         """Rounds until stopping is set; a failing round is logged and tried again next time."""
-        db = store.open_db(self.settings.db_path)
+        db = open_db(self.settings.db_path)
         try:
             while not stopping.is_set():
                 try:

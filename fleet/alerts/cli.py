@@ -4,8 +4,9 @@ import time
 
 import click
 
-from fleet import db as store
 from fleet.console import friendly, open_store, when
+from fleet.store import alerts as alert_store
+from fleet.store import upkeep as upkeep_store
 
 
 @click.group("alerts")
@@ -25,10 +26,10 @@ def alerts_check():
     """
     db = open_store()
     now = time.time()
-    opened = store.evaluate_alerts(db, now)
-    store.mark_upkeep(db, "alerts", now, opened)
+    opened = alert_store.evaluate_alerts(db, now)
+    upkeep_store.mark_upkeep(db, "alerts", now, opened)
     click.echo("opened: " + ", ".join(f"{k} {n}" for k, n in opened.items()))
-    for a in store.list_alerts(db, limit=1000):
+    for a in alert_store.list_alerts(db, limit=1000):
         click.echo(f"{when(a['opened'])} {a['node_id']:<32} {a['kind']:<13} {a['state']:<6} "
                    f"{a['detail'] or ''}")
 

@@ -8,9 +8,11 @@ never writes; it says when alerts were last evaluated and warns when that is too
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
-from fleet import db as store
 from fleet import upkeep
+from fleet.store import alerts as alert_store
+from fleet.store.base import StoreError
 from fleet.web import auth
+from fleet.web import db as web_db
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 
@@ -32,11 +34,11 @@ def alert_kind(kind):
 @bp.route("/")
 @auth.require("read")
 def index():
-    db = store.get_db()
+    db = web_db.get_db()
     show_all = request.args.get("all") == "1"
     evaluated = upkeep.alerts_freshness(db, current_app.config["SETTINGS"])
-    return render_template("alerts/index.html", show_all=show_all,
-                           alerts=store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE),
+    alerts = alert_store.list_alerts(db, unresolved=not show_all, limit=ALERTS_PAGE)
+    return render_template("alerts/index.html", show_all=show_all, alerts=alerts,
                            limit=ALERTS_PAGE, evaluated=evaluated)
 
 
@@ -44,8 +46,8 @@ def index():
 @auth.require("nodes")
 def change(alert_id, action):
     try:
-        alert = store.change_alert(store.get_db(), alert_id, action, actor=auth.actor())
-    except store.StoreError as e:
+        alert = alert_store.change_alert(web_db.get_db(), alert_id, action, actor=auth.actor())
+    except StoreError as e:
         flash(f"Not changed: {e}")
         return redirect(url_for("alerts.index")), 303
     flash(f"Alert {alert_id} ({alert_kind(alert['kind'])} on {alert['node_id']}) "

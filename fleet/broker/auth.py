@@ -16,8 +16,8 @@ import signal
 import threading
 from pathlib import Path
 
-from fleet import db as store
 from fleet import topics
+from fleet.store import identity as identity_store
 
 # Service accounts: (username, ACL lines). Usernames start with the reserved prefix, which no node
 # id may use, so a node can never be registered under a service's name.
@@ -178,8 +178,8 @@ def sync(db, broker_dir: Path) -> bool:
 
     Returns True if the files changed. Revocations and new nodes take effect at the broker here.
     """
-    changed = write_files(broker_dir, store.active_mqtt_hashes(db),
-                          store.active_claim_token_hashes(db))
+    changed = write_files(broker_dir, identity_store.active_mqtt_hashes(db),
+                          identity_store.active_claim_token_hashes(db))
     if changed:
         reload_broker(broker_dir)
     return changed

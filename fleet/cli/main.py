@@ -8,7 +8,6 @@ import time
 
 import click
 
-from fleet import db as store
 from fleet import ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
 from fleet.console import friendly, open_store
@@ -17,6 +16,8 @@ from fleet.nodes import cli as nodes_cli
 from fleet.ota import cli as ota_cli
 from fleet.providers import cli as providers_cli
 from fleet.settings import from_env
+from fleet.store import migrate
+from fleet.store.base import connect
 from fleet.web import cli as web_cli
 
 
@@ -109,8 +110,8 @@ def db_migrate():
 
     Example: DATA_DIR=/srv/fleet fleet db migrate
     """
-    db = store.connect(from_env().db_path)
-    before, after = store.migrate(db)
+    db = connect(from_env().db_path)
+    before, after = migrate.migrate(db)
     click.echo(f"schema version {before} -> {after}")
 
 

@@ -2,8 +2,9 @@
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from fleet import db as store
 from fleet.identity import claims, provision
+from fleet.store import identity as identity_store
+from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, known_fields
 from fleet.web.auth import require
 
@@ -29,7 +30,7 @@ def register():
     for key in _FIELDS:
         if body.get(key) is not None and not isinstance(body[key], str):
             raise ApiError(400, f'field "{key}" must be a string')
-    db = store.get_db()
+    db = web_db.get_db()
     try:
         identity = provision.register(db, current_app.config["SETTINGS"], body.get("id"),
                                       board=body.get("board"), name=body.get("name"),
@@ -44,7 +45,7 @@ def register():
 
 
 def _identity(node_id: str) -> dict:
-    cred = store.get_credentials(store.get_db(), node_id)
+    cred = identity_store.get_credentials(web_db.get_db(), node_id)
     if cred is None:
         raise ApiError(404, f"node {node_id!r} has no registered identity")
     return cred
@@ -66,7 +67,7 @@ def identity(node_id):
 def revoke(node_id):
     _identity(node_id)
     try:
-        provision.revoke(store.get_db(), current_app.config["SETTINGS"], node_id,
+        provision.revoke(web_db.get_db(), current_app.config["SETTINGS"], node_id,
                          actor=f"token:{g.token_name}")
     except provision.ProvisionError as e:
         raise ApiError(409, str(e)) from None
@@ -78,7 +79,7 @@ def revoke(node_id):
 def rotate(node_id):
     _identity(node_id)
     try:
-        password = provision.rotate(store.get_db(), current_app.config["SETTINGS"], node_id,
+        password = provision.rotate(web_db.get_db(), current_app.config["SETTINGS"], node_id,
                                     actor=f"token:{g.token_name}")
     except provision.ProvisionError as e:
         raise ApiError(409, str(e)) from None
@@ -100,12 +101,13 @@ def claim_json(c: dict) -> dict:
 def list_claims():
     """Claims, newest first: ?state=pending (the default), approved, rejected, issued or all."""
     state = request.args.get("state", "pending")
-    if state not in store.CLAIM_STATES + ("all",):
-        raise ApiError(400, f"state must be one of {', '.join(store.CLAIM_STATES)} or all")
+    if state not in identity_store.CLAIM_STATES + ("all",):
+        raise ApiError(400, f"state must be one of {', '.join(identity_store.CLAIM_STATES)} or all")
     limit = request.args.get("limit", "200")
     if not limit.isdigit() or not 1 <= int(limit) <= 10000:
         raise ApiError(400, "limit must be 1..10000")
-    rows = store.list_claims(store.get_db(), int(limit), None if state == "all" else state)
+    rows = identity_store.list_claims(web_db.get_db(), int(limit),
+                                      None if state == "all" else state)
     return jsonify({"claims": [claim_json(c) for c in rows]})
 
 
@@ -117,14 +119,14 @@ def decide_claim(claim_id, decision):
     if set(body) - {"reason"} or not isinstance(body.get("reason", ""), str | None):
         raise ApiError(400, 'body is empty or {"reason": "why"}')
     reason = (body.get("reason") or "").strip()[:200] or None
-    db = store.get_db()
-    if store.get_claim_by_id(db, claim_id) is None:
+    db = web_db.get_db()
+    if identity_store.get_claim_by_id(db, claim_id) is None:
         raise ApiError(404, f"no claim {claim_id}")
     try:
         claims.decide(db, claim_id, decision == "approve", f"token:{g.token_name}", reason)
     except claims.ClaimError as e:
         raise ApiError(409, str(e)) from None
-    return jsonify(claim_json(store.get_claim_by_id(db, claim_id)))
+    return jsonify(claim_json(identity_store.get_claim_by_id(db, claim_id)))
 
 
 _IMAGE_FIELDS = {"mqtt_host", "mqtt_port", "wifi_ssid", "wifi_password"}
@@ -142,8 +144,8 @@ def node_image(node_id):
     for key in _IMAGE_FIELDS - {"mqtt_port"}:
         if body.get(key) is not None and not isinstance(body[key], str):
             raise ApiError(400, f'field "{key}" must be a string')
-    db = store.get_db()
-    if store.get_credentials(db, node_id) is None:
+    db = web_db.get_db()
+    if identity_store.get_credentials(db, node_id) is None:
         raise ApiError(404, f"no node {node_id!r} is registered")
     try:
         name, data = provision.build_image(

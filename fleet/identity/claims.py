@@ -18,11 +18,13 @@ import secrets
 import threading
 import time
 
-from fleet import db as store
 from fleet import mqtt, topics
 from fleet.broker import auth as brokerauth
 from fleet.broker.server import BrokerError
 from fleet.identity import provision
+from fleet.store import identity as identity_store
+from fleet.store.base import StoreError
+from fleet.store.migrate import open_db
 from provisioning import boards
 
 log = logging.getLogger("fleet.claims")
@@ -49,8 +51,8 @@ def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
         raise ClaimError(f"hours must be more than 0 and at most {MAX_HOURS}")
     token_id = "ct" + secrets.token_hex(4)
     secret = secrets.token_urlsafe(24)
-    store.add_claim_token(db, token_id, brokerauth.hash_password(secret), board, uses,
-                          time.time() + hours * 3600, auto_approve, actor)
+    identity_store.add_claim_token(db, token_id, brokerauth.hash_password(secret), board, uses,
+                                   time.time() + hours * 3600, auto_approve, actor)
     brokerauth.sync(db, settings.broker_dir)
     return f"{token_id}.{secret}"
 
@@ -58,7 +60,7 @@ def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
 def request(db, settings, token_id: str, client_id: str, payload: bytes,
             node_port: int | None = None) -> dict:
     """Handle one claim request; return the answer to publish (state pending|rejected|issued)."""
-    token = store.get_claim_token(db, token_id)
+    token = identity_store.get_claim_token(db, token_id)
     if token is None or token["revoked_at"] is not None or token["expires"] <= time.time():
         return {"state": "rejected", "reason": "claim token unknown, expired or revoked"}
     try:
@@ -68,19 +70,19 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
         return {"state": "rejected", "reason": f"bad claim request: {e}"}
     if mac is None:
         return {"state": "rejected", "reason": "bad claim request: no mac"}
-    claim = store.get_claim(db, mac)
-    owner = store.node_for_mac(db, mac)
+    claim = identity_store.get_claim(db, mac)
+    owner = identity_store.node_for_mac(db, mac)
     if claim is None:
         if owner is not None:
             # This hardware already is a node: only a technician re-provisions it, never a token.
             return {"state": "rejected", "reason": f"this board is already node {owner}; ask a "
                                                    "technician to re-provision it"}
-        if not store.claim_token_usable(token):
+        if not identity_store.claim_token_usable(token):
             return {"state": "rejected", "reason": "claim token used up"}
-        claim = store.add_claim(db, token_id, client_id, mac, token["board"])
+        claim = identity_store.add_claim(db, token_id, client_id, mac, token["board"])
         if token["auto_approve"]:
-            store.decide_claim(db, claim["id"], "approved", f"token:{token_id}")
-            claim = store.get_claim(db, mac)
+            identity_store.decide_claim(db, claim["id"], "approved", f"token:{token_id}")
+            claim = identity_store.get_claim(db, mac)
     elif claim["client_id"] != client_id:
         # Another board (or someone replaying the token with a copied MAC) asks for this MAC.
         return {"state": "rejected", "reason": "this hardware id was claimed by another board"}
@@ -89,7 +91,7 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
     if claim["state"] == "rejected":
         return {"state": "rejected", "reason": claim["reason"] or "rejected by a technician"}
     if claim["state"] == "issued":
-        if claim["token_id"] == token_id and store.claim_undelivered(db, claim["id"]):
+        if claim["token_id"] == token_id and identity_store.claim_undelivered(db, claim["id"]):
             # The same board (same MAC, same random claim id) asks again before it ever used its
             # identity: the answer was lost on the way (a dropped link, a board that gave up
             # waiting). It gets a fresh password; the one in the lost answer stops working.
@@ -100,11 +102,11 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
         # The token stops working for a board once it has used its identity.
         return {"state": "rejected", "reason": f"already claimed: this board is node "
                                                f"{claim['node_id']}"}
-    if not store.use_claim_token(db, token_id):
+    if not identity_store.use_claim_token(db, token_id):
         return {"state": "rejected", "reason": "claim token used up or expired"}
     identity = provision.register(db, settings, "pl-" + mac, board=claim["board"], mac=mac,
                                   actor=f"claim:{claim['id']}", sync=False)
-    store.mark_claim_issued(db, claim["id"], identity["node_id"])
+    identity_store.mark_claim_issued(db, claim["id"], identity["node_id"])
     # The node's login, and the token's while its board has not used the identity yet.
     brokerauth.sync(db, settings.broker_dir)
     return _issued(identity, node_port or settings.mqtt_port)
@@ -150,7 +152,7 @@ class ClaimService:
         if ids is None:
             return
         token_id, client_id = ids
-        db = store.open_db(self.settings.db_path)
+        db = open_db(self.settings.db_path)
         try:
             answer = request(db, self.settings, token_id, client_id, msg.payload, self.node_port)
         except Exception:  # noqa: BLE001 - one bad request must not stop claims for everyone
@@ -170,8 +172,9 @@ class ClaimService:
 def decide(db, claim_id: int, approve: bool, actor: str, reason: str | None = None) -> None:
     """A technician approves or rejects a pending claim; the board learns it on its next ask."""
     try:
-        store.decide_claim(db, claim_id, "approved" if approve else "rejected", actor, reason)
-    except store.StoreError as e:
+        identity_store.decide_claim(db, claim_id, "approved" if approve else "rejected", actor,
+                                    reason)
+    except StoreError as e:
         raise ClaimError(str(e)) from None
 
 

@@ -5,12 +5,12 @@ import sys
 
 import click
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.console import friendly, open_store
 from fleet.identity import claims, provision, provision_cli
 from fleet.nodes.cli import node_group
 from fleet.settings import from_env
+from fleet.store import identity as identity_store
 
 
 @node_group.command("add")
@@ -124,7 +124,7 @@ def claim_token(board, uses, hours, auto_approve):
 
 
 @claim_group.command("list")
-@click.option("--state", type=click.Choice(store.CLAIM_STATES), default=None,
+@click.option("--state", type=click.Choice(identity_store.CLAIM_STATES), default=None,
               help="Only claims in this state (pending: waiting for a decision).")
 @friendly
 def claim_list(state):
@@ -132,7 +132,7 @@ def claim_list(state):
 
     Example: fleet claim list --state pending
     """
-    for c in store.list_claims(open_store(), state=state):
+    for c in identity_store.list_claims(open_store(), state=state):
         click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
                    f"token {c['token_id']} {c['node_id'] or ''}")
 

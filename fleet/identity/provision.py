@@ -10,8 +10,11 @@ import os
 import secrets
 from pathlib import Path
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
+from fleet.store import audit as audit_store
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store.base import StoreError, valid_node_id
 from provisioning import boards, image, miplib
 
 # A LoRaWAN 1.0.x JoinEUI (AppEUI) for the whole fleet; all zeros is what TTN and ChirpStack
@@ -26,7 +29,7 @@ class ProvisionError(ValueError):
 
 def check_new_node_id(node_id: str) -> str:
     """Return node_id if a node may be registered under it, else raise ProvisionError."""
-    if not isinstance(node_id, str) or not store.valid_node_id(node_id):
+    if not isinstance(node_id, str) or not valid_node_id(node_id):
         raise ProvisionError(f"node id {node_id!r} must be 1-32 characters of a-z, 0-9 and '-'")
     if node_id.startswith(brokerauth.RESERVED_PREFIX):
         raise ProvisionError(f"node ids starting with {brokerauth.RESERVED_PREFIX!r} are "
@@ -102,8 +105,8 @@ def register(db, settings, node_id: str | None = None, board: str | None = None,
     cred = {"mqtt_user": node_id, "mqtt_hash": brokerauth.hash_password(password),
             "ota_keys": ota_keys, "mac": mac, **(lorawan or {})}
     try:
-        store.register_node(db, node_id, cred, name=name, board=board, actor=actor)
-    except store.StoreError as e:
+        identity_store.register_node(db, node_id, cred, name=name, board=board, actor=actor)
+    except StoreError as e:
         raise ProvisionError(str(e)) from None
     if sync:  # bulk callers (the simulator) register many, then sync once
         brokerauth.sync(db, settings.broker_dir)
@@ -122,8 +125,8 @@ def settings_join_eui() -> str:
 def revoke(db, settings, node_id: str, actor: str | None = None) -> None:
     """Revoke a node's credentials; the broker refuses it from the moment this returns."""
     try:
-        store.revoke_credentials(db, node_id, actor)
-    except store.StoreError as e:
+        identity_store.revoke_credentials(db, node_id, actor)
+    except StoreError as e:
         raise ProvisionError(str(e)) from None
     brokerauth.sync(db, settings.broker_dir)
 
@@ -132,8 +135,8 @@ def rotate(db, settings, node_id: str, actor: str | None = None, sync: bool = Tr
     """Give a node a new MQTT password; return it (shown once). The old one stops working."""
     password = brokerauth.mint_password()
     try:
-        store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor)
-    except store.StoreError as e:
+        identity_store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor)
+    except StoreError as e:
         raise ProvisionError(str(e)) from None
     if sync:
         brokerauth.sync(db, settings.broker_dir)
@@ -162,7 +165,7 @@ def issue(db, settings, node_id: str | None, board: str, actor: str | None = Non
     The fleet never keeps a node's MQTT password, so flashing a registered node gives it a new
     one (the old image stops working); its LoRaWAN keys and OTA keys stay as registered.
     """
-    cred = store.get_credentials(db, node_id) if node_id else None
+    cred = identity_store.get_credentials(db, node_id) if node_id else None
     if cred is None or cred["revoked_at"] is not None:
         return register(db, settings, node_id, board=board, actor=actor, mac=mac)
     mac = check_mac(mac)
@@ -172,10 +175,10 @@ def issue(db, settings, node_id: str | None, board: str, actor: str | None = Non
     password = rotate(db, settings, node_id, actor=actor)
     # The new image trusts the fleet's update keys of today, not those of its first flashing.
     keys = trusted_ota_keys(settings)
-    store.set_ota_keys(db, node_id, keys)
+    identity_store.set_ota_keys(db, node_id, keys)
     return {"node_id": node_id, "board": board, "name": None, "mac": cred["mac"],
             "mqtt": {"user": cred["mqtt_user"], "password": password},
-            "lorawan": store.lorawan_keys(db, node_id), "ota": {"keys": keys}}
+            "lorawan": identity_store.lorawan_keys(db, node_id), "ota": {"keys": keys}}
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -190,10 +193,10 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
     before stops working. Everything that can fail runs first, with a stand-in password of the
     same length: a failed build leaves the node's password as it was.
     """
-    cred = store.get_credentials(db, node_id)
+    cred = identity_store.get_credentials(db, node_id)
     if cred is None or cred["revoked_at"] is not None:
         raise ProvisionError(f"node {node_id!r} has no active credentials; register it first")
-    board_name = store.get_node(db, node_id).get("board")
+    board_name = node_store.get_node(db, node_id).get("board")
     if not board_name:
         raise ProvisionError(f"node {node_id!r} has no board; an image is built for one board")
     mqtt_host = (mqtt_host or "").strip()
@@ -210,7 +213,7 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
         fs_size = boards.fs_partition(board)["size"]
         identity = {"node_id": node_id, "mqtt": {"user": cred["mqtt_user"],
                                                  "password": brokerauth.mint_password()},
-                    "lorawan": store.lorawan_keys(db, node_id),
+                    "lorawan": identity_store.lorawan_keys(db, node_id),
                     "ota": {"keys": trusted_ota_keys(settings)}}
 
         def packed() -> bytes:
@@ -221,10 +224,10 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
     except (boards.BoardError, image.ImageError, miplib.MipError) as e:
         raise ProvisionError(f"no image for {node_id}: {e}") from None
     identity["mqtt"]["password"] = rotate(db, settings, node_id, actor=actor)
-    store.set_ota_keys(db, node_id, identity["ota"]["keys"])
+    identity_store.set_ota_keys(db, node_id, identity["ota"]["keys"])
     data = packed()
-    store.audit(db, actor, "node.image", node_id,
-                f"{board_name}, broker {mqtt_host}:{mqtt_port}, WiFi {wifi_ssid or '(none)'}")
+    audit_store.audit(db, actor, "node.image", node_id,
+                      f"{board_name}, broker {mqtt_host}:{mqtt_port}, WiFi {wifi_ssid or '(none)'}")
     return f"{node_id}.{board_name}.littlefs.bin", data
 
 
@@ -235,7 +238,7 @@ def logins(db, settings, node_ids: list[str], known: dict[str, str], board: str 
     A registered node keeps its password from `known` while the broker still accepts it, else it
     gets a new one. The broker's files are rewritten and reloaded once for all.
     """
-    active = store.active_mqtt_hashes(db)
+    active = identity_store.active_mqtt_hashes(db)
     out = {}
     for node in node_ids:
         password = known.get(node)

@@ -12,17 +12,20 @@ from pathlib import Path
 
 import click
 
-from fleet import db as store
 from fleet.console import one_line
 from fleet.identity import claims, provision
 from fleet.settings import SettingsError, from_env
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store.base import StoreError, UnknownNode, connect
+from fleet.store.migrate import open_db
 from provisioning import boards, flash, image, label, miplib
 
 BUILD = Path(os.environ.get("BUILD_DIR") or "build")
 
 # Named errors become one-line messages, never a traceback for a user mistake.
 friendly = one_line(boards.BoardError, image.ImageError, miplib.MipError,
-                    provision.ProvisionError, store.StoreError, SettingsError, flash.FlashError)
+                    provision.ProvisionError, StoreError, SettingsError, flash.FlashError)
 
 
 def site_options(fn):
@@ -71,7 +74,7 @@ def need_mqtt_host(mqtt_host: str | None) -> str:
 def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
     """Register the node (or give a registered one a new password) in the fleet's store."""
     settings = from_env()
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     try:
         return provision.issue(db, settings, node, board, actor="provisioning", mac=mac)
     finally:
@@ -153,10 +156,10 @@ def reported_since(node_id: str, since: float):
     path = from_env().db_path
 
     def check() -> bool:
-        db = store.connect(path)
+        db = connect(path)
         try:
-            last_seen = store.get_node(db, node_id)["last_seen"]
-        except store.UnknownNode:
+            last_seen = node_store.get_node(db, node_id)["last_seen"]
+        except UnknownNode:
             return False
         finally:
             db.conn.close()
@@ -325,10 +328,10 @@ def label_command(node, fleet_url):
 
     Example: FLEET_URL=https://fleet.city fleet provision label --node lamp-42
     """
-    db = store.open_db(from_env().db_path)
+    db = open_db(from_env().db_path)
     try:
-        n = store.get_node(db, node)
-        cred = store.get_credentials(db, node) or {}
+        n = node_store.get_node(db, node)
+        cred = identity_store.get_credentials(db, node) or {}
     finally:
         db.conn.close()
     out = BUILD / "labels" / f"{node}.svg"

@@ -15,8 +15,11 @@ from flask import (
     url_for,
 )
 
-from fleet import db as store
 from fleet.identity import claims, provision
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store.base import UnknownNode
+from fleet.web import db as web_db
 from fleet.web.auth import require
 from provisioning import boards
 from provisioning.label import label_svg
@@ -28,18 +31,10 @@ def _boards() -> list[str]:
     return boards.names()
 
 
-def _identities(db) -> list[dict]:
-    rows = db.query(
-        "SELECT c.node_id, c.dev_eui, c.mac, c.created, c.created_by, c.revoked_at, n.board, "
-        "n.name, n.online FROM node_credentials c JOIN nodes n ON n.id = c.node_id "
-        "ORDER BY c.created DESC")
-    return list(rows)
-
-
 @bp.route("/", methods=("GET", "POST"))
 @require("provisioning")
 def index():
-    db = store.get_db()
+    db = web_db.get_db()
     identity = None
     form = {"id": "", "board": "", "name": "", "mac": ""}
     if request.method == "POST":
@@ -57,10 +52,10 @@ def index():
 def _page(db, identity=None, form=None, claim_token=None):
     form = form or {"id": "", "board": "", "name": "", "mac": ""}
     response = make_response(render_template(
-        "provision/index.html", boards=_boards(), identities=_identities(db),
-        identity=identity, form=form, claims=store.list_claims(db, limit=100),
+        "provision/index.html", boards=_boards(), identities=identity_store.list_identities(db),
+        identity=identity, form=form, claims=identity_store.list_claims(db, limit=100),
         image=_image_defaults(),
-        tokens=store.list_claim_tokens(db), claim_token=claim_token))
+        tokens=identity_store.list_claim_tokens(db), claim_token=claim_token))
     if identity is not None or claim_token is not None:
         # The page carries secrets once: no cache may keep it.
         response.headers["Cache-Control"] = "no-store"
@@ -70,8 +65,8 @@ def _page(db, identity=None, form=None, claim_token=None):
 @bp.route("/<node_id>/revoke", methods=("POST",))
 @require("provisioning")
 def revoke(node_id):
-    db = store.get_db()
-    if store.get_credentials(db, node_id) is None:
+    db = web_db.get_db()
+    if identity_store.get_credentials(db, node_id) is None:
         abort(404)
     try:
         provision.revoke(db, current_app.config["SETTINGS"], node_id, actor=g.user["name"])
@@ -86,12 +81,12 @@ def revoke(node_id):
 @require("read")
 def label(node_id):
     """The node's printable label; its QR code opens the node's page on this fleet."""
-    db = store.get_db()
+    db = web_db.get_db()
     try:
-        node = store.get_node(db, node_id)
-    except store.UnknownNode:
+        node = node_store.get_node(db, node_id)
+    except UnknownNode:
         abort(404)
-    cred = store.get_credentials(db, node_id) or {}
+    cred = identity_store.get_credentials(db, node_id) or {}
     svg = label_svg(node_id, request.host_url, node["board"], cred.get("dev_eui"))
     return current_app.response_class(svg, mimetype="image/svg+xml")
 
@@ -99,7 +94,7 @@ def label(node_id):
 @bp.route("/claim-tokens", methods=("POST",))
 @require("provisioning")
 def create_claim_token():
-    db = store.get_db()
+    db = web_db.get_db()
     try:
         uses = int(request.form.get("uses", "1"))
         hours = float(request.form.get("hours", "24"))
@@ -115,8 +110,8 @@ def create_claim_token():
 @bp.route("/claims/<int:claim_id>/<any(approve, reject):decision>", methods=("POST",))
 @require("provisioning")
 def decide_claim(claim_id, decision):
-    db = store.get_db()
-    if store.get_claim_by_id(db, claim_id) is None:
+    db = web_db.get_db()
+    if identity_store.get_claim_by_id(db, claim_id) is None:
         abort(404)
     try:
         claims.decide(db, claim_id, decision == "approve", g.user["name"],
@@ -141,7 +136,7 @@ def _image_defaults() -> dict:
 @require("provisioning")
 def download_image():
     """A registered node's filesystem image to flash, with a new MQTT password inside."""
-    db = store.get_db()
+    db = web_db.get_db()
     f = request.form
     node_id = f.get("node", "")
     try:

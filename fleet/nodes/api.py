@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from polylink import quantities
 
-from fleet import db as store
 from fleet.nodes import commands as downlink
 from fleet.nodes import senml
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import UnknownCommand, UnknownNode
+from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, json_body, limit_param
 from fleet.web.auth import require
 
@@ -109,22 +113,22 @@ def _quantity_param():
 def node_or_404(node_id: str) -> dict:
     """The node, or a 404 naming it."""
     try:
-        return store.get_node(store.get_db(), node_id)
-    except store.UnknownNode as e:
+        return node_store.get_node(web_db.get_db(), node_id)
+    except UnknownNode as e:
         raise ApiError(404, str(e)) from None
 
 
 @bp.get("/nodes")
 @require("read")
 def list_nodes():
-    return jsonify({"nodes": [node_json(n) for n in store.list_nodes(store.get_db())]})
+    return jsonify({"nodes": [node_json(n) for n in node_store.list_nodes(web_db.get_db())]})
 
 
 @bp.get("/nodes/<node_id>")
 @require("read")
 def getnode_or_404(node_id):
     node = node_json(node_or_404(node_id))
-    rows = store.latest_values(store.get_db(), node_id)
+    rows = telemetry_store.latest_values(web_db.get_db(), node_id)
     node["latest"] = senml.records(node_id, [(r["t"], r["qid"], r["inst"], r["value"])
                                              for r in rows])
     return jsonify(node)
@@ -137,7 +141,8 @@ def telemetry(node_id):
     since, until = _time_param("since"), _time_param("until")
     if since is not None and until is not None and since > until:
         raise ApiError(400, "since is after until")
-    rows = store.readings(store.get_db(), node_id, since, until, _quantity_param(), limit_param())
+    rows = telemetry_store.readings(web_db.get_db(), node_id, since, until, _quantity_param(),
+                                    limit_param())
     response = jsonify(senml.records(node_id, rows))
     response.mimetype = SENML_JSON
     return response
@@ -177,7 +182,7 @@ def send_command(node_id):
         raise ApiError(400, 'field "command" must be a string: reboot, identify or set_interval')
     node_or_404(node_id)
     with _downlink_errors():
-        cid = downlink.send_command(store.get_db(), current_app.config["SETTINGS"], node_id,
+        cid = downlink.send_command(web_db.get_db(), current_app.config["SETTINGS"], node_id,
                                     command, body.get("arg"), created_by=f"token:{g.token_name}")
     return _accepted(node_id, cid, {"command": command})
 
@@ -188,7 +193,7 @@ def send_config(node_id):
     """A CONFIG downlink: {"interval": s, "status_interval": s}, checked by the node's rules."""
     body = json_body('{"interval": 60, "status_interval": 300}')
     node_or_404(node_id)
-    db = store.get_db()
+    db = web_db.get_db()
     with _downlink_errors():
         fields = downlink.check_config(body)
         cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
@@ -201,8 +206,8 @@ def send_config(node_id):
 def get_command(node_id, cid):
     node_or_404(node_id)
     try:
-        return jsonify(command_json(store.get_command(store.get_db(), node_id, cid)))
-    except store.UnknownCommand as e:
+        return jsonify(command_json(command_store.get_command(web_db.get_db(), node_id, cid)))
+    except UnknownCommand as e:
         raise ApiError(404, str(e)) from None
 
 
@@ -210,7 +215,7 @@ def get_command(node_id, cid):
 @require("read")
 def bad_frames(node_id):
     node = node_or_404(node_id)
-    rows = store.bad_frames(store.get_db(), node_id, limit_param(default=100))
+    rows = telemetry_store.bad_frames(web_db.get_db(), node_id, limit_param(default=100))
     return jsonify({
         "node_id": node_id,
         "count": node["bad_frames"],

@@ -2,11 +2,12 @@
 
 import click
 
-from fleet import db as store
 from fleet.console import FRIENDLY, one_line, open_store, when
 from fleet.nodes import commands as downlink
 from fleet.nodes.senml import name_and_unit
 from fleet.settings import from_env
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
 
 friendly = one_line(*FRIENDLY, downlink.DownlinkError)
 
@@ -18,7 +19,7 @@ def nodes_command():
 
     Example: fleet nodes
     """
-    rows = store.list_nodes(open_store())
+    rows = node_store.list_nodes(open_store())
     if not rows:
         click.echo("no nodes yet")
         return
@@ -48,12 +49,12 @@ def node_show(node_id):
     Example: fleet node show node-1
     """
     db = open_store()
-    node = store.get_node(db, node_id)
+    node = node_store.get_node(db, node_id)
     for key, value in node.items():
         if key in ("last_seen", "created", "status_at"):
             value = when(value)
         click.echo(f"{key:<17} {value}")
-    for row in store.latest_values(db, node_id):
+    for row in telemetry_store.latest_values(db, node_id):
         name, unit = name_and_unit(row["qid"], row["inst"])
         click.echo(f"{name:<17} {row['value']} {unit or ''} at {when(row['t'])}")
 
@@ -107,9 +108,9 @@ def bad_frames_command(node_id, limit):
     """
     db = open_store()
     if node_id is not None:
-        node = store.get_node(db, node_id)
+        node = node_store.get_node(db, node_id)
         click.echo(f"{node_id}: {node['bad_frames']} bad frames in total")
-    for row in store.bad_frames(db, node_id, limit):
+    for row in telemetry_store.bad_frames(db, node_id, limit):
         click.echo(f"{when(row['received_at'])} {row['node_id'] or '?':<20} {row['topic']} "
                    f"{row['payload'].hex()} {row['error']}")
 

@@ -3,7 +3,6 @@
 from polylink import codes, proto
 from polylink import commands as fw_commands
 
-from fleet import db as store
 from fleet import mqtt, topics
 from fleet.providers import downlinks
 
@@ -15,6 +14,7 @@ from fleet.providers.downlinks import (
     OverLimit,
     TooLarge,
 )
+from fleet.store import commands as command_store
 
 # The protocol's command codes (docs/architecture.md, COMMAND.cmd), as the node numbers them.
 COMMANDS = {n: getattr(codes, n.upper()) for n in ("reboot", "set_interval", "identify")}
@@ -95,14 +95,14 @@ def publish(settings, node_id: str, frame: bytes):
 def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:
     """Record a command, publish its COMMAND frame and return its id (cid)."""
     arg = check_command(cmd, arg)
-    cid, seq = store.create_command(db, node_id, cmd, arg, created_by)
+    cid, seq = command_store.create_command(db, node_id, cmd, arg, created_by)
     body = {"cid": cid, "cmd": COMMANDS[cmd]}
     if arg is not None:
         body["arg"] = arg
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.COMMAND, seq & 0xFFFF, body)
     deliver(db, settings, node_id, bytes(buf[:n]))
-    store.mark_command_sent(db, cid, proto.COMMAND)
+    command_store.mark_command_sent(db, cid, proto.COMMAND)
     return cid
 
 
@@ -110,11 +110,11 @@ def send_config(db, settings, node_id: str, interval=None, status_interval=None,
                 created_by=None) -> int:
     """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
     fields = check_config({"interval": interval, "status_interval": status_interval})
-    cid, seq = store.create_command(db, node_id, "config", fields.get("interval"), created_by,
-                                    body=fields)
+    cid, seq = command_store.create_command(db, node_id, "config", fields.get("interval"),
+                                            created_by, body=fields)
     body = {"cid": cid, **fields}
     buf = bytearray(proto.MAX_FRAME)
     n = proto.encode(buf, proto.CONFIG, seq & 0xFFFF, body)
     deliver(db, settings, node_id, bytes(buf[:n]))
-    store.mark_command_sent(db, cid, proto.CONFIG)
+    command_store.mark_command_sent(db, cid, proto.CONFIG)
     return cid

@@ -26,11 +26,18 @@ from flask import (
 )
 from polylink import codes
 
-from fleet import db as store
 from fleet.nodes import charts, display
 from fleet.nodes import commands as downlink
 from fleet.ota import rollouts
+from fleet.store import alerts as alert_store
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store import providers as provider_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import BadFilter, StoreError, UnknownNode, connect
 from fleet.web import auth
+from fleet.web import db as web_db
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
@@ -85,20 +92,21 @@ def _tag(raw: str) -> str:
 @bp.route("/")
 @auth.require("read")
 def index():
-    db = store.get_db()
+    db = web_db.get_db()
     f = _filters()
     sort = request.args.get("sort", "id")
     desc = request.args.get("dir") == "desc"
     page = max(1, request.args.get("page", 1, type=int) or 1)
     try:
-        rows, total = store.query_nodes(db, f, sort, desc, (page - 1) * PAGE_SIZE, PAGE_SIZE)
-    except store.BadFilter as e:
+        rows, total = node_store.query_nodes(db, f, sort, desc, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    except BadFilter as e:
         return render_template("error.html", message=f"Bad filter: {e}"), 400
     pages = max(1, math.ceil(total / PAGE_SIZE))
     active = {k: v for k, v in f.items() if v}
     return render_template(
         "nodes/index.html", nodes=rows, total=total, page=page, pages=pages, f=f,
-        active=active, sort=sort, desc=desc, facets=store.facets(db), sorts=store.NODE_SORTS,
+        active=active, sort=sort, desc=desc, facets=node_store.facets(db),
+        sorts=node_store.NODE_SORTS,
         command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX,
         **_rollout_choices(db))
 
@@ -108,21 +116,21 @@ def _rollout_choices(db) -> dict:
     if not auth.allowed(auth.current_role(), "releases"):
         return {"releases": [], "open_rollouts": {}}
     joinable: dict[str, list] = {}
-    for r in store.open_rollouts(db):
+    for r in ota_store.open_rollouts(db):
         joinable.setdefault(r["release"], []).append(r)
-    return {"releases": [r["version"] for r in store.list_releases(db)],
+    return {"releases": [r["version"] for r in ota_store.list_releases(db)],
             "open_rollouts": joinable}
 
 
 @bp.route("/bulk", methods=("POST",))
 @auth.require("bulk")
 def bulk():
-    db = store.get_db()
+    db = web_db.get_db()
     f = _filters()
     back = url_for("nodes.index", **{k: v for k, v in f.items() if v})
     action = request.form.get("action", "")
     if request.form.get("scope") == "matching":
-        ids = store.matching_node_ids(db, f)
+        ids = node_store.matching_node_ids(db, f)
     else:
         ids = request.form.getlist("ids")
     if not ids:
@@ -134,7 +142,7 @@ def bulk():
         except ValueError as e:
             flash(f"Not tagged: {e}")
             return redirect(back, 303)
-        n = store.tag_nodes(db, ids, tag, remove=action == "untag", actor=auth.actor())
+        n = node_store.tag_nodes(db, ids, tag, remove=action == "untag", actor=auth.actor())
         flash(f"Tag {tag!r} {'removed from' if action == 'untag' else 'added to'} {n} of "
               f"{len(ids)} nodes.")
     elif action == "command":
@@ -157,7 +165,7 @@ def bulk():
                 downlink.send_command(db, current_app.config["SETTINGS"], node_id, command, arg,
                                       created_by=auth.actor())
                 sent += 1
-            except (downlink.DownlinkError, store.UnknownNode) as e:
+            except (downlink.DownlinkError, UnknownNode) as e:
                 failed.append(f"{node_id}: {e}")
         flash(f"Command {command} sent to {sent} of {len(ids)} nodes."
               + (f" Failed: {'; '.join(failed[:3])}" if failed else ""))
@@ -174,7 +182,7 @@ def bulk():
             "release", "")
         try:
             rid = rollouts.create(db, version, {"nodes": ids}, actor=auth.actor())
-        except (rollouts.RolloutError, store.StoreError) as e:
+        except (rollouts.RolloutError, StoreError) as e:
             flash(f"No rollout started: {e}")
             return redirect(back, 303)
         flash(f"Rollout {rid} of {version} started for {len(ids)} nodes.")
@@ -191,10 +199,10 @@ def _join_rollout(db, raw_rid: str, ids: list, back: str):
     rid = int(raw_rid)
     try:
         done = rollouts.add_nodes(db, rid, ids, actor=auth.actor())
-    except (rollouts.RolloutError, store.StoreError) as e:
+    except (rollouts.RolloutError, StoreError) as e:
         flash(f"No nodes added: {e}")
         return redirect(back, 303)
-    version = store.get_rollout(db, rid)["release"]
+    version = ota_store.get_rollout(db, rid)["release"]
     skipped = rollouts.skipped_text(done["skipped"], version)
     flash(f"{done['added']} of {len(ids)} nodes added to rollout {rid} of {version}."
           + (f" Skipped: {skipped}." if skipped else ""))
@@ -206,14 +214,14 @@ def _join_rollout(db, raw_rid: str, ids: list, back: str):
 
 def _node_or_404(db, node_id) -> dict:
     try:
-        return store.get_node(db, node_id)
-    except store.UnknownNode:
+        return node_store.get_node(db, node_id)
+    except UnknownNode:
         abort(404)
 
 
 def _latest(db, node_id) -> list[dict]:
     out = []
-    for row in store.latest_values(db, node_id):
+    for row in telemetry_store.latest_values(db, node_id):
         shown = display.quantity(row["qid"], row["inst"])
         out.append({"key": f"q{row['qid']}-{row['inst']}", "qid": row["qid"], "inst": row["inst"],
                     "name": shown.label, "text": shown.text(row["value"]), "t": row["t"]})
@@ -249,7 +257,7 @@ def reset_cause_filter(code):
 @bp.route("/<node_id>")
 @auth.require("read")
 def detail(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     node = _node_or_404(db, node_id)
     rng = request.args.get("range", charts.DEFAULT_RANGE)
     if rng not in charts.RANGES:
@@ -258,23 +266,23 @@ def detail(node_id):
     return render_template(
         "nodes/detail.html",
         node=node,
-        status=store.node_status(db, node_id),
-        place=store.node_place(db, node_id),
+        status=node_store.node_status(db, node_id),
+        place=node_store.node_place(db, node_id),
         latest=_latest(db, node_id),
         rng=rng,
         ranges=list(charts.RANGES),
-        status_charts=(RADIO_CHARTS if store.has_receptions(db, node_id) else ())
+        status_charts=(RADIO_CHARTS if provider_store.has_receptions(db, node_id) else ())
         + STATUS_CHARTS,
-        alerts=store.list_alerts(db, node_id=node_id, limit=20),
-        commands=store.list_commands(db, node_id),
-        history=store.status_history(db, node_id, now - 7 * 86400, limit=10),
-        events=store.events(db, node_id, limit=10),
-        updates=store.node_updates(db, node_id),
+        alerts=alert_store.list_alerts(db, node_id=node_id, limit=20),
+        commands=command_store.list_commands(db, node_id),
+        history=telemetry_store.status_history(db, node_id, now - 7 * 86400, limit=10),
+        events=telemetry_store.events(db, node_id, limit=10),
+        updates=ota_store.node_updates(db, node_id),
         ota_states=rollouts.REPORT_STATES, ota_reasons=rollouts.REASONS,
-        bad=store.bad_frames(db, node_id, limit=5),
+        bad=telemetry_store.bad_frames(db, node_id, limit=5),
         command_names=list(downlink.COMMANDS),
         config_fields=downlink.CONFIG_FIELDS,
-        last_config=store.last_config(db, node_id),
+        last_config=command_store.last_config(db, node_id),
         live_ms=LIVE_RETRY_MS,
     )
 
@@ -283,7 +291,7 @@ def detail(node_id):
 @auth.require("read")
 def chart_svg(node_id):
     """One chart as an SVG image: ?q=QID&i=INST for a quantity or ?s=COLUMN for status."""
-    db = store.get_db()
+    db = web_db.get_db()
     _node_or_404(db, node_id)
     rng = request.args.get("range", charts.DEFAULT_RANGE)
     if rng not in charts.RANGES:
@@ -297,16 +305,17 @@ def chart_svg(node_id):
             abort(400, f"s must be one of {', '.join(labels)}")
         shown = display.measure(*labels[column])
         if column.startswith("lora_"):
-            rows = store.reception_buckets(db, node_id, column[5:], since, until, charts.BUCKETS)
+            rows = provider_store.reception_buckets(db, node_id, column[5:], since, until,
+                                                    charts.BUCKETS)
         else:
-            rows = store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
+            rows = telemetry_store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
     else:
         qid = request.args.get("q", type=int)
         inst = request.args.get("i", 0, type=int)
         if qid is None:
             abort(400, "q (quantity id) or s (status column) is required")
         shown = display.quantity(qid, inst)
-        rows = store.reading_buckets(db, node_id, qid, inst, since, until, charts.BUCKETS)
+        rows = telemetry_store.reading_buckets(db, node_id, qid, inst, since, until, charts.BUCKETS)
     svg = render_template("nodes/chart.svg", c=charts.geometry(rows, since, until, shown.factor),
                           title=shown.title(), rng=rng, width=charts.W, font=charts.FONT)
     response = Response(svg, mimetype="image/svg+xml")
@@ -318,7 +327,7 @@ def chart_svg(node_id):
 @bp.route("/<node_id>/commands", methods=("POST",))
 @auth.require("nodes")
 def send_command(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     command = request.form.get("command", "")
     raw_arg = request.form.get("arg", "").strip()
     arg = None
@@ -331,7 +340,7 @@ def send_command(node_id):
     try:
         cid = downlink.send_command(db, current_app.config["SETTINGS"], node_id, command, arg,
                                     created_by=auth.actor())
-    except store.UnknownNode:
+    except UnknownNode:
         abort(404)
     except downlink.DownlinkError as e:
         flash(f"Command not sent: {e}")
@@ -353,7 +362,7 @@ def _config_value(name: str):
 @bp.route("/<node_id>/config", methods=("POST",))
 @auth.require("nodes")
 def send_config(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     _node_or_404(db, node_id)
     back = url_for("nodes.detail", node_id=node_id) + "#config"
     try:
@@ -376,7 +385,7 @@ def send_config(node_id):
 @bp.route("/<node_id>/edit", methods=("POST",))
 @auth.require("nodes")
 def edit(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     _node_or_404(db, node_id)
     try:
         name = _clean_text(request.form.get("name", ""), "name", NAME_MAX) or None
@@ -389,7 +398,7 @@ def edit(node_id):
     except ValueError as e:
         flash(f"Not saved: {e}")
     else:
-        store.set_name_and_tags(db, node_id, name, tags, actor=auth.actor())
+        node_store.set_name_and_tags(db, node_id, name, tags, actor=auth.actor())
         flash("Name and tags saved.")
     return redirect(url_for("nodes.detail", node_id=node_id) + "#edit", 303)
 
@@ -410,7 +419,7 @@ def _coordinate(name: str, limit: float):
 @bp.route("/<node_id>/place", methods=("POST",))
 @auth.require("nodes")
 def place(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     _node_or_404(db, node_id)
     try:
         lat, lon = _coordinate("lat", 90), _coordinate("lon", 180)
@@ -420,7 +429,7 @@ def place(node_id):
     except ValueError as e:
         flash(f"Position not saved: {e}")
     else:
-        store.set_place(db, node_id, lat, lon, location or None, actor=auth.actor())
+        node_store.set_place(db, node_id, lat, lon, location or None, actor=auth.actor())
         flash("Position saved.")
     return redirect(url_for("nodes.detail", node_id=node_id) + "#place", 303)
 
@@ -430,14 +439,14 @@ def place(node_id):
 
 def live_payload(db, node_id) -> dict:
     """Everything the node page updates in place, already formatted."""
-    state = store.live_state(db, node_id)
+    state = telemetry_store.live_state(db, node_id)
     node = state["node"]
     values = {}
     for row in state["latest"]:
         values[f"q{row['qid']}-{row['inst']}"] = display.quantity(row["qid"], row["inst"]).text(
             row["value"])
     return {
-        "status": store.node_status(db, node_id),
+        "status": node_store.node_status(db, node_id),
         # A time, not "5 s ago": the stream sends only when something changed.
         "last_seen": node["last_seen"],
         "facts": {
@@ -455,7 +464,7 @@ def live_payload(db, node_id) -> dict:
 @bp.route("/<node_id>/live")
 @auth.require("read")
 def live(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     _node_or_404(db, node_id)
     slots = current_app.extensions["polylink_live_slots"]
     path = current_app.config["DATABASE"]
@@ -469,7 +478,7 @@ def live(node_id):
             return
         conn = None
         try:
-            conn = store.connect(path)
+            conn = connect(path)
             yield f"retry: {LIVE_RETRY_MS}\n\n"
             last, end, quiet = None, time.monotonic() + seconds, 0.0
             while time.monotonic() < end:

@@ -9,10 +9,14 @@ import functools
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
 
-from fleet import db as store
 from fleet.broker.auth import verify_password
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store.base import DuplicateName, UnknownNode, UnknownRelease, UnknownRollout
+from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, json_body
 from fleet.web.auth import csrf, require
 
@@ -42,15 +46,16 @@ def rollout_json(r: dict) -> dict:
 @bp.get("/releases")
 @require("read")
 def list_releases():
-    return jsonify({"releases": [release_json(r) for r in store.list_releases(store.get_db())]})
+    releases = ota_store.list_releases(web_db.get_db())
+    return jsonify({"releases": [release_json(r) for r in releases]})
 
 
 @bp.get("/releases/<version>")
 @require("read")
 def get_release(version):
     try:
-        return jsonify(release_json(store.get_release(store.get_db(), version)))
-    except store.UnknownRelease as e:
+        return jsonify(release_json(ota_store.get_release(web_db.get_db(), version)))
+    except UnknownRelease as e:
         raise ApiError(404, str(e)) from None
 
 
@@ -64,13 +69,13 @@ def upload_release():
         raise ApiError(400, "send the release bundle (.tar from `fleet release build`) as the "
                             "request body (Content-Type: application/x-tar)")
     try:
-        m = ota.upload(store.get_db(), current_app.config["SETTINGS"], data,
+        m = ota.upload(web_db.get_db(), current_app.config["SETTINGS"], data,
                        actor=f"token:{g.token_name}")
     except ota.ReleaseError as e:
         raise ApiError(400, str(e)) from None
-    except store.DuplicateName as e:
+    except DuplicateName as e:
         raise ApiError(409, str(e)) from None
-    response = jsonify(release_json(store.get_release(store.get_db(), m["version"])))
+    response = jsonify(release_json(ota_store.get_release(web_db.get_db(), m["version"])))
     response.status_code = 201
     return response
 
@@ -78,15 +83,15 @@ def upload_release():
 @bp.get("/rollouts")
 @require("read")
 def list_rollouts():
-    db = store.get_db()
+    db = web_db.get_db()
     return jsonify({"rollouts": [rollout_json(rollouts.summary(db, r["id"]))
-                                 for r in store.list_rollouts(db)]})
+                                 for r in ota_store.list_rollouts(db)]})
 
 
 def _rollout(rid):
     try:
-        return rollouts.summary(store.get_db(), rid)
-    except store.UnknownRollout as e:
+        return rollouts.summary(web_db.get_db(), rid)
+    except UnknownRollout as e:
         raise ApiError(404, str(e)) from None
 
 
@@ -99,7 +104,7 @@ def get_rollout(rid):
                    "micropython_version": n["micropython_version"],
                    "progress": n["progress"], "reason": n["reason"], "attempts": n["attempts"],
                    "offered_at": iso(n["offered_at"]), "updated": iso(n["updated"])}
-                  for n in store.rollout_nodes(store.get_db(), rid)]
+                  for n in ota_store.rollout_nodes(web_db.get_db(), rid)]
     return jsonify(r)
 
 
@@ -111,11 +116,11 @@ def create_rollout():
     if not isinstance(body.get("release"), str):
         raise ApiError(400, 'field "release" must be a release version string')
     kw = {k: body[k] for k in ("stages", "max_failures", "max_health_drop") if k in body}
-    db = store.get_db()
+    db = web_db.get_db()
     try:
         rid = rollouts.create(db, body["release"], body.get("target") or {},
                               actor=f"token:{g.token_name}", **kw)
-    except store.UnknownRelease as e:
+    except UnknownRelease as e:
         raise ApiError(404, str(e)) from None
     except rollouts.RolloutError as e:
         raise ApiError(400, str(e)) from None
@@ -134,7 +139,7 @@ def add_rollout_nodes(rid):
         raise ApiError(400, 'body must be a JSON object like {"nodes": ["node-1", "node-2"]} '
                             "(Content-Type: application/json)")
     try:
-        done = rollouts.add_nodes(store.get_db(), rid, body["nodes"],
+        done = rollouts.add_nodes(web_db.get_db(), rid, body["nodes"],
                                   actor=f"token:{g.token_name}")
     except rollouts.RolloutError as e:
         raise ApiError(409 if "only to a running" in str(e) else 400, str(e)) from None
@@ -146,7 +151,7 @@ def add_rollout_nodes(rid):
 def rollout_action(rid, action):
     _rollout(rid)
     try:
-        rollouts.act(store.get_db(), rid, action, actor=f"token:{g.token_name}")
+        rollouts.act(web_db.get_db(), rid, action, actor=f"token:{g.token_name}")
     except rollouts.RolloutError as e:
         raise ApiError(409 if action in ("pause", "resume", "abort", "retry") else 400,
                        str(e)) from None
@@ -156,14 +161,14 @@ def rollout_action(rid, action):
 @bp.get("/nodes/<node_id>/ota")
 @require("read")
 def node_ota(node_id):
-    db = store.get_db()
+    db = web_db.get_db()
     try:
-        store.get_node(db, node_id)
-    except store.UnknownNode as e:
+        node_store.get_node(db, node_id)
+    except UnknownNode as e:
         raise ApiError(404, str(e)) from None
-    rows = store.ota_reports(db, node_id=node_id)
+    rows = ota_store.ota_reports(db, node_id=node_id)
     return jsonify({"node_id": node_id,
-                    "trusted_keys": store.trusted_key_ids(db, [node_id]).get(node_id),
+                    "trusted_keys": identity_store.trusted_key_ids(db, [node_id]).get(node_id),
                     "reports": [
         {"t": iso(r["t"]), "state": rollouts.REPORT_STATES.get(r["state"], r["state"]),
          "version": r["version"], "progress": r["progress"],
@@ -182,7 +187,7 @@ def node_login(view):
         a = request.authorization
         login = None
         if a is not None and a.type == "basic" and a.username:
-            login = store.node_login_hash(store.get_db(), a.username)
+            login = identity_store.node_login_hash(web_db.get_db(), a.username)
         if a is None or login is None or not verify_password(a.password or "", login[1]):
             resp = jsonify({"error": "a registered node's MQTT login is required (HTTP Basic)"})
             resp.status_code = 401
@@ -220,7 +225,7 @@ def content_file(sha):
 def offer(node_id):
     if g.node_id != node_id:
         abort(403)
-    o = store.rollout_offer_for(store.get_db(), node_id)
+    o = ota_store.rollout_offer_for(web_db.get_db(), node_id)
     if o is None:
         return "", 204
     return jsonify(o)

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import click
 
-from fleet import db as store
 from fleet.console import one_line, open_store, when
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.settings import SettingsError, from_env
+from fleet.store import ota as ota_store
+from fleet.store.base import StoreError
 
 # Releases read and write files: an OSError is a user's missing or unreadable file.
-_friendly = one_line(SettingsError, store.StoreError, ValueError, OSError)
+_friendly = one_line(SettingsError, StoreError, ValueError, OSError)
 
 
 @click.group("keys")
@@ -123,7 +124,7 @@ def release_list():
 
     Example: fleet release list
     """
-    for r in store.list_releases(open_store()):
+    for r in ota_store.list_releases(open_store()):
         click.echo(f"{r['version']:<10} {when(r['created'])} key {r['key_id']:<16} "
                    f"{r['files']} files {r['size']} B boards {','.join(r['boards'])}")
 
@@ -188,7 +189,7 @@ def rollout_list():
     Example: fleet rollout list
     """
     db = open_store()
-    for r in store.list_rollouts(db):
+    for r in ota_store.list_rollouts(db):
         s = rollouts.summary(db, r["id"])
         click.echo(f"{r['id']:>4} {r['release']:<10} {r['state']:<8} stage {r['stage'] + 1}/"
                    f"{len(r['stages'])} {json.dumps(s['totals'])} {r['reason'] or ''}")
@@ -208,7 +209,7 @@ def rollout_show(rid):
                f"{len(s['stages'])} {s['reason'] or ''}")
     for i, (st, c) in enumerate(zip(s["stages"], s["stage_counts"], strict=True)):
         click.echo(f"  stage {i + 1} ({st['percent']} %, soak {st['soak']} s): {json.dumps(c)}")
-    for n in store.rollout_nodes(db, rid):
+    for n in ota_store.rollout_nodes(db, rid):
         click.echo(f"  {n['node_id']:<32} stage {n['stage'] + 1:<3} {n['state']:<12} "
                    f"{n['firmware_version'] or '-':<10} {n['micropython_version'] or '-':<8} "
                    f"{n['reason'] or ''}")
@@ -228,7 +229,7 @@ def rollout_add(rid, nodes):
     """
     db = open_store()
     done = rollouts.add_nodes(db, rid, list(nodes), actor="cli")
-    skipped = rollouts.skipped_text(done["skipped"], store.get_rollout(db, rid)["release"])
+    skipped = rollouts.skipped_text(done["skipped"], ota_store.get_rollout(db, rid)["release"])
     click.echo(f"rollout {rid}: {done['added']} of {len(set(nodes))} nodes added"
                + (f"; skipped {skipped}" if skipped else ""))
 

@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from polylink import codes
 
-from fleet import db as store
+from fleet.store import identity as identity_store
+from fleet.store import ota as ota_store
+from fleet.store.base import DuplicateName, UnknownRelease
 from provisioning import boards as board_files
 from provisioning import flash as _flash
 from provisioning.image import ImageError, compile_module
@@ -116,7 +118,7 @@ def list_keys(settings) -> list[dict]:
 def nodes_needing(db, key_id: str, keys: dict) -> list[str]:
     """Nodes that trust key_id and none of keys (by what they reported or were provisioned
     with): once key_id is gone they can only be updated by reflashing."""
-    return sorted(n for n, ids in store.trusted_key_ids(db).items()
+    return sorted(n for n, ids in identity_store.trusted_key_ids(db).items()
                   if ids and key_id in ids and not set(ids) & set(keys))
 
 
@@ -533,12 +535,12 @@ def upload(db, settings, data: bytes, actor=None) -> dict:
     manifest, sig, blobs = read_bundle(data)
     m = check_release(trusted_keys(settings), manifest, sig, blobs)
     try:
-        store.get_release(db, m["version"])
-    except store.UnknownRelease:
+        ota_store.get_release(db, m["version"])
+    except UnknownRelease:
         pass
     else:
-        raise store.DuplicateName(f"release {m['version']} already exists; releases are "
-                                  "immutable, build a new version")
+        raise DuplicateName(f"release {m['version']} already exists; releases are "
+                            "immutable, build a new version")
     store_release(settings, m, manifest, sig, blobs)
-    store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
+    ota_store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
     return m

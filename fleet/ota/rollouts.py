@@ -14,8 +14,12 @@ import time
 
 from polylink import codes, proto
 
-from fleet import db as store
 from fleet import mqtt, topics
+from fleet.store import commands as command_store
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store.base import connect
 
 DEFAULT_STAGES = [{"percent": 1, "soak": 3600}, {"percent": 10, "soak": 3600},
                   {"percent": 50, "soak": 3600}, {"percent": 100, "soak": 0}]
@@ -76,29 +80,14 @@ def select_nodes(db, target: dict) -> list[dict]:
     if unknown:
         raise RolloutError(f"unknown target key(s) {', '.join(sorted(unknown))}; "
                            f"expected {', '.join(TARGET_KEYS)}")
-    sql = ("SELECT id, board, provider, firmware_version, micropython_version, tags FROM nodes"
-           " WHERE 1")
-    args = []
-    for key, col in (("board", "board"), ("provider", "provider"),
-                     ("version", "firmware_version"), ("micropython", "micropython_version")):
-        if target.get(key):
-            sql += f" AND {col} = ?"
-            args.append(target[key])
-    for tag in target.get("tags") or []:
-        sql += " AND EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = ?)"
-        args.append(tag)
     ids = target.get("nodes")
     if ids:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise RolloutError("target nodes must be a list of node ids")
-        known = {r[0] for r in db.conn.execute(
-            f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(ids))})", ids)}
-        missing = [i for i in ids if i not in known]
+        missing = node_store.unknown_ids(db, ids)
         if missing:
             raise RolloutError(f"unknown node(s): {', '.join(missing[:10])}")
-        sql += f" AND id IN ({','.join('?' * len(ids))})"
-        args += ids
-    return list(db.query(sql + " ORDER BY id", args))
+    return node_store.select_target(db, target)
 
 
 def runs_release(n: dict, rel: dict) -> bool:
@@ -122,10 +111,7 @@ def _not_yet(n: dict, rel: dict) -> str | None:
 
 def _busy_nodes(db) -> set[str]:
     """Nodes with an update still to come in some unfinished rollout."""
-    return set(r[0] for r in db.conn.execute(
-        "SELECT rn.node_id FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
-        " WHERE r.state IN ('running', 'paused') AND rn.state NOT IN"
-        f" ({','.join('?' * len(TERMINAL))})", TERMINAL))
+    return ota_store.busy_nodes(db, TERMINAL)
 
 
 def skipped_text(skipped: dict, version: str) -> str:
@@ -141,7 +127,7 @@ def skipped_text(skipped: dict, version: str) -> str:
 def create(db, version: str, target: dict, stages=None, max_failures=0.2,
            max_health_drop=0.25, actor=None, now=None) -> int:
     """Start a rollout of release version to the target; return its id."""
-    rel = store.get_release(db, version)
+    rel = ota_store.get_release(db, version)
     stages = check_stages(stages if stages is not None else DEFAULT_STAGES)
     for name, v in (("max_failures", max_failures), ("max_health_drop", max_health_drop)):
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
@@ -186,13 +172,13 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         end = min(end, len(todo))
         rows += [(n["id"], i, "pending", n["firmware_version"]) for n in todo[start:end]]
         start = end
-    return store.add_rollout(db, version, stages, max_failures, max_health_drop, target, rows,
-                             actor, now)
+    return ota_store.add_rollout(db, version, stages, max_failures, max_health_drop, target, rows,
+                                 actor, now)
 
 
 def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
     """{node: the key ids it trusts} of nodes known not to trust the key that signed rel."""
-    return {n: keys for n, keys in store.trusted_key_ids(db, ids).items()
+    return {n: keys for n, keys in identity_store.trusted_key_ids(db, ids).items()
             if keys is not None and rel["key_id"] not in keys}
 
 
@@ -202,16 +188,16 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     Skipped, each counted: nodes already in this rollout, already on its release, in another
     unfinished rollout, or on a board the release does not support. Unknown ids are an error.
     """
-    r = store.get_rollout(db, rid)
+    r = ota_store.get_rollout(db, rid)
     if r["state"] not in OPEN_STATES:
         raise RolloutError(f"rollout {rid} is {r['state']}; nodes can be added only to a "
                            "running or paused rollout")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise RolloutError("nodes must be a non-empty list of node ids")
     ids = list(dict.fromkeys(ids))
-    rel = store.get_release(db, r["release"])
+    rel = ota_store.get_release(db, r["release"])
     nodes = select_nodes(db, {"nodes": ids})  # raises for unknown ids
-    inside = {n["node_id"] for n in store.rollout_nodes(db, rid)}
+    inside = {n["node_id"] for n in ota_store.rollout_nodes(db, rid)}
     busy = _busy_nodes(db)
     skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0,
                "untrusted_key": 0}
@@ -230,46 +216,46 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
             skipped["untrusted_key"] += 1
         else:
             rows.append((n["id"], r["stage"], "pending", n["firmware_version"]))
-    store.add_rollout_nodes(db, rid, rows, actor, skipped, now)
+    ota_store.add_rollout_nodes(db, rid, rows, actor, skipped, now)
     return {"added": len(rows), "skipped": skipped}
 
 
 def act(db, rid: int, action: str, actor=None) -> dict:
     """Operator action: pause, resume, abort or retry (only the failed nodes)."""
-    r = store.get_rollout(db, rid)
+    r = ota_store.get_rollout(db, rid)
     state = r["state"]
     if action == "pause":
         if state != "running":
             raise RolloutError(f"rollout {rid} is {state}; only a running one can be paused")
-        store.update_rollout(db, rid, actor, "rollout.pause", state="paused",
-                             reason=f"paused by {actor}")
+        ota_store.update_rollout(db, rid, actor, "rollout.pause", state="paused",
+                                 reason=f"paused by {actor}")
     elif action == "resume":
         if state != "paused":
             raise RolloutError(f"rollout {rid} is {state}; only a paused one can be resumed")
-        store.update_rollout(db, rid, actor, "rollout.resume", state="running", reason=None,
-                             stage_started=time.time())
+        ota_store.update_rollout(db, rid, actor, "rollout.resume", state="running", reason=None,
+                                 stage_started=time.time())
     elif action == "abort":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is already {state}")
         # Nodes in the middle of it are told to stop (the next tick sends OTA_DOWN op 2).
         rows = [("cancel", n["offered_at"], n["progress"], n["reason"], n["attempts"],
-                 n["node_id"]) for n in store.rollout_nodes(db, rid) if n["state"] in IN_FLIGHT]
-        store.set_rollout_nodes(db, rid, rows)
-        store.update_rollout(db, rid, actor, "rollout.abort", state="aborted",
-                             reason=f"aborted by {actor}")
+                 n["node_id"]) for n in ota_store.rollout_nodes(db, rid) if n["state"] in IN_FLIGHT]
+        ota_store.set_rollout_nodes(db, rid, rows)
+        ota_store.update_rollout(db, rid, actor, "rollout.abort", state="aborted",
+                                 reason=f"aborted by {actor}")
     elif action == "retry":
         if state in ("aborted", "done"):
             raise RolloutError(f"rollout {rid} is {state}; nothing to retry")
         rows = [("pending", None, None, None, n["attempts"], n["node_id"])
-                for n in store.rollout_nodes(db, rid)
+                for n in ota_store.rollout_nodes(db, rid)
                 if n["state"] in FAILED + ("declined",)]
-        store.set_rollout_nodes(db, rid, rows)
+        ota_store.set_rollout_nodes(db, rid, rows)
         # A rollout paused for failures runs again, the failed nodes offered once more.
-        store.update_rollout(db, rid, actor, "rollout.retry", state="running",
-                             reason=f"{len(rows)} failed node(s) retried")
+        ota_store.update_rollout(db, rid, actor, "rollout.retry", state="running",
+                                 reason=f"{len(rows)} failed node(s) retried")
     else:
         raise RolloutError(f"unknown action {action!r}; expected pause, resume, abort or retry")
-    return store.get_rollout(db, rid)
+    return ota_store.get_rollout(db, rid)
 
 
 def offer_frame(seq: int, version: str, rid: int, url: str | None, op: int = 1) -> bytes:
@@ -298,20 +284,20 @@ def tick(db, send, url=None, now=None) -> list[int]:
     """
     now = time.time() if now is None else now
     seen = []
-    for r in store.list_rollouts(db, "running"):
+    for r in ota_store.list_rollouts(db, "running"):
         _tick_one(db, r, send, url, now)
         seen.append(r["id"])
-    for r in store.list_rollouts(db, "aborted"):
+    for r in ota_store.list_rollouts(db, "aborted"):
         _cancel(db, r, send)
     return seen
 
 
 def _cancel(db, r, send):
     """Send OTA_DOWN op 2 (cancel) to the nodes an abort caught mid-update."""
-    todo = [n for n in store.rollout_nodes(db, r["id"], state="cancel") if n["online"]]
+    todo = [n for n in ota_store.rollout_nodes(db, r["id"], state="cancel") if n["online"]]
     if not todo:
         return
-    seqs = store.take_down_seqs(db, [n["node_id"] for n in todo])
+    seqs = command_store.take_down_seqs(db, [n["node_id"] for n in todo])
     rows = []
     for n in todo:
         try:
@@ -320,17 +306,17 @@ def _cancel(db, r, send):
             continue
         rows.append(("cancelled", n["offered_at"], n["progress"], "rollout aborted",
                      n["attempts"], n["node_id"]))
-    store.set_rollout_nodes(db, r["id"], rows)
+    ota_store.set_rollout_nodes(db, r["id"], rows)
 
 
 def _tick_one(db, r, send, url, now):
     rid = r["id"]
     version = r["release"]
-    rel = store.get_release(db, version)
-    nodes = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    rel = ota_store.get_release(db, version)
+    nodes = {n["node_id"]: n for n in ota_store.rollout_nodes(db, rid)}
     changed = {}
     last = r["report_id"]
-    for rep in store.ota_reports(db, after_id=r["report_id"], limit=100000):
+    for rep in ota_store.ota_reports(db, after_id=r["report_id"], limit=100000):
         last = rep["id"]
         n = nodes.get(rep["node_id"])
         if n is None or (rep["rid"] is not None and rep["rid"] != rid):
@@ -378,7 +364,7 @@ def _tick_one(db, r, send, url, now):
         or (n["state"] in IN_FLIGHT
             and max(n["offered_at"] or 0, n["updated"] or 0) < now - REOFFER_AFTER))]
     if to_offer:
-        seqs = store.take_down_seqs(db, [n["node_id"] for n in to_offer])
+        seqs = command_store.take_down_seqs(db, [n["node_id"] for n in to_offer])
         for n in to_offer:
             try:
                 send(n["node_id"], offer_frame(seqs[n["node_id"]], version, rid, url))
@@ -390,7 +376,7 @@ def _tick_one(db, r, send, url, now):
             n["offered_at"] = now
             n["attempts"] += 1
             changed[n["node_id"]] = n
-    store.set_rollout_nodes(db, rid, [
+    ota_store.set_rollout_nodes(db, rid, [
         (n["state"], n["offered_at"], n["progress"], n["reason"], n["attempts"], n["node_id"])
         for n in changed.values()])
     fields = {"report_id": last}
@@ -400,7 +386,7 @@ def _tick_one(db, r, send, url, now):
             f"stage {stage + 1}: {len(failed)} of {len(reached)} nodes failed "
             f"(threshold {r['max_failures']:.0%}): "
             + "; ".join(f"{n['node_id']} {n['reason'] or n['state']}" for n in failed[:3])))
-        store.update_rollout(db, rid, "rollouts", "rollout.auto-pause", **fields)
+        ota_store.update_rollout(db, rid, "rollouts", "rollout.auto-pause", **fields)
         return
     updated = [n for n in nodes.values() if n["state"] == "succeeded"]
     others = [n for n in nodes.values() if n["state"] in ("pending",) and n["stage"] > stage]
@@ -411,25 +397,25 @@ def _tick_one(db, r, send, url, now):
             fields.update(state="paused", reason=(
                 f"health regression: {bad_u:.0%} of updated nodes offline or reset by the "
                 f"watchdog, against {bad_o:.0%} of nodes not yet updated"))
-            store.update_rollout(db, rid, "rollouts", "rollout.auto-pause", **fields)
+            ota_store.update_rollout(db, rid, "rollouts", "rollout.auto-pause", **fields)
             return
     soak = r["stages"][stage]["soak"]
     done = all(n["state"] in TERMINAL for n in reached)
     if done and now - (r["stage_started"] or now) >= soak:
         if stage + 1 < len(r["stages"]):
             fields.update(stage=stage + 1, stage_started=now)
-            store.update_rollout(db, rid, "rollouts", "rollout.stage", **fields)
+            ota_store.update_rollout(db, rid, "rollouts", "rollout.stage", **fields)
             return
         fields.update(state="done", reason=None)
-        store.update_rollout(db, rid, "rollouts", "rollout.done", **fields)
+        ota_store.update_rollout(db, rid, "rollouts", "rollout.done", **fields)
         return
-    store.update_rollout(db, rid, **fields)
+    ota_store.update_rollout(db, rid, **fields)
 
 
 def summary(db, rid: int) -> dict:
     """A rollout with per-stage counts, for the API and the UI."""
-    r = store.get_rollout(db, rid)
-    counts = store.rollout_counts(db, rid)
+    r = ota_store.get_rollout(db, rid)
+    counts = ota_store.rollout_counts(db, rid)
     r["stage_counts"] = [counts.get(i, {}) for i in range(len(r["stages"]))]
     r["skipped"] = counts.get(-1, {}).get("skipped", 0)
     totals: dict = {}
@@ -482,7 +468,7 @@ class Ticker:
     def _run(self) -> None:
         while not self.stopping.wait(self.every):
             pub = Publisher(self.settings)
-            db = store.connect(self.settings.db_path)
+            db = connect(self.settings.db_path)
             try:
                 tick(db, pub, ota_url(self.settings))
             except Exception as e:  # noqa: BLE001 - a bad tick must not end the rollouts thread

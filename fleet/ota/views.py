@@ -12,9 +12,12 @@ from flask import (
     url_for,
 )
 
-from fleet import db as store
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
+from fleet.store import audit as audit_store
+from fleet.store import ota as ota_store
+from fleet.store.base import DuplicateName, UnknownRelease, UnknownRollout
+from fleet.web import db as web_db
 from fleet.web.auth import require
 
 bp = Blueprint("ota", __name__, url_prefix="/updates")
@@ -27,9 +30,9 @@ def index():
 
 
 def _index(form=None):
-    db = store.get_db()
-    rolls = [rollouts.summary(db, r["id"]) for r in store.list_rollouts(db)]
-    return render_template("ota/index.html", releases=store.list_releases(db), rollouts=rolls,
+    db = web_db.get_db()
+    rolls = [rollouts.summary(db, r["id"]) for r in ota_store.list_rollouts(db)]
+    return render_template("ota/index.html", releases=ota_store.list_releases(db), rollouts=rolls,
                            keys=ota.list_keys(current_app.config["SETTINGS"]),
                            boards=ota.known_boards(), form=form or {})
 
@@ -42,9 +45,9 @@ def upload():
         flash("Not uploaded: choose a release bundle (.tar from `make release`).")
         return redirect(url_for("ota.index"))
     try:
-        m = ota.upload(store.get_db(), current_app.config["SETTINGS"], f.read(),
+        m = ota.upload(web_db.get_db(), current_app.config["SETTINGS"], f.read(),
                        actor=g.user["name"])
-    except (ota.ReleaseError, store.DuplicateName) as e:
+    except (ota.ReleaseError, DuplicateName) as e:
         flash(f"Release refused: {e}")
     else:
         flash(f"Release {m['version']} stored ({len(m['files'])} files, key {m['key']}).")
@@ -75,9 +78,9 @@ def create():
         flash("Not started: stages are PERCENT:SOAK_SECONDS,... and max failures a fraction.")
         return _index(form), 400
     try:
-        rid = rollouts.create(store.get_db(), form["release"], target, stages, maxf,
+        rid = rollouts.create(web_db.get_db(), form["release"], target, stages, maxf,
                               actor=g.user["name"])
-    except (rollouts.RolloutError, store.UnknownRelease) as e:
+    except (rollouts.RolloutError, UnknownRelease) as e:
         flash(f"Not started: {e}")
         return _index(form), 400
     flash(f"Rollout {rid} started.")
@@ -87,21 +90,22 @@ def create():
 @bp.get("/rollouts/<int:rid>")
 @require("read")
 def rollout(rid):
-    db = store.get_db()
+    db = web_db.get_db()
     try:
         r = rollouts.summary(db, rid)
-    except store.UnknownRollout:
+    except UnknownRollout:
         abort(404)
-    return render_template("ota/rollout.html", r=r, nodes=store.rollout_nodes(db, rid, limit=2000),
-                           audit=store.audit_log(db, limit=50, target=f"rollout:{rid}"))
+    return render_template("ota/rollout.html", r=r,
+                           nodes=ota_store.rollout_nodes(db, rid, limit=2000),
+                           audit=audit_store.audit_log(db, limit=50, target=f"rollout:{rid}"))
 
 
 @bp.post("/rollouts/<int:rid>/<action>")
 @require("releases")
 def act(rid, action):
     try:
-        r = rollouts.act(store.get_db(), rid, action, actor=g.user["name"])
-    except store.UnknownRollout:
+        r = rollouts.act(web_db.get_db(), rid, action, actor=g.user["name"])
+    except UnknownRollout:
         abort(404)
     except rollouts.RolloutError as e:
         flash(f"Not done: {e}")

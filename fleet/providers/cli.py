@@ -7,8 +7,11 @@ import threading
 
 import click
 
-from fleet import db as store
 from fleet.settings import from_env
+from fleet.store import nodes as node_store
+from fleet.store import providers as provider_store
+from fleet.store.base import StoreError
+from fleet.store.migrate import open_db
 
 from . import LORAWAN_KINDS, ProviderError, registry, worker
 
@@ -50,7 +53,7 @@ def provider_add(name, kind, host, port, tls, application, tenant, username, pas
         password = click.prompt("Password (API key)", hide_input=True, default="",
                                 show_default=False) or None
     settings = from_env()
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     cfg = {"name": name, "kind": kind, "host": host, "tls": tls, "application": application,
            "tenant": tenant, "username": username, "downlinks_per_day": downlinks_per_day}
     if port is not None:
@@ -69,7 +72,7 @@ def provider_list():
 
     Example: fleet provider list
     """
-    db = store.open_db(from_env().db_path)
+    db = open_db(from_env().db_path)
     for p in registry.list_all(db):
         click.echo(f"{p['name']:<16} {p['kind']:<11} {p['host']}:{p['port']:<6}"
                    f" app={p['application']} tenant={p['tenant'] or '-'}"
@@ -85,7 +88,7 @@ def provider_remove(name):
     Example: fleet provider remove ttn
     """
     try:
-        registry.remove(store.open_db(from_env().db_path), name, actor="cli")
+        registry.remove(open_db(from_env().db_path), name, actor="cli")
     except KeyError:
         raise click.ClickException(f"no provider named {name!r}") from None
 
@@ -102,15 +105,15 @@ def provider_link(node_id, provider, dev_eui, device_id):
     """
     if len(dev_eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in dev_eui):
         raise click.ClickException(f"DevEUI must be 16 hex digits, got {dev_eui!r}")
-    db = store.open_db(from_env().db_path)
+    db = open_db(from_env().db_path)
     try:
-        store.get_node(db, node_id)
+        node_store.get_node(db, node_id)
         registry.get(db, provider)
     except KeyError as e:
         raise click.ClickException(f"unknown node or provider: {e}") from None
-    except store.StoreError as e:
+    except StoreError as e:
         raise click.ClickException(str(e)) from None
-    registry.link_identity(db, provider, dev_eui, node_id, device_id)
+    provider_store.link_identity(db, provider, dev_eui, node_id, device_id)
     click.echo(f"{node_id} is {dev_eui.upper()} on {provider}")
 
 

@@ -13,8 +13,8 @@ import time
 
 from polylink.lorawan import region as region_eu868
 
-from fleet import db as store
 from fleet import mqtt
+from fleet.store import providers as provider_store
 
 from . import ADAPTERS, FPORT, registry
 
@@ -41,13 +41,6 @@ class BudgetUsed(OverLimit):
     """The node's daily downlink budget on its provider is used up."""
 
 
-def _provider_of(db, node_id):
-    rows = list(db.query(
-        "SELECT p.name, p.kind, p.downlinks_per_day FROM nodes n JOIN providers p"
-        " ON p.name = n.provider WHERE n.id = ?", [node_id]))
-    return rows[0] if rows else None
-
-
 def _today(now):
     now = time.time() if now is None else now
     return now - now % _DAY  # the budget is per UTC day
@@ -55,19 +48,13 @@ def _today(now):
 
 def used_today(db, node_id: str, provider: str, now=None) -> tuple[int, int]:
     """(downlinks, of which ACKs) a node used today on a provider."""
-    used, acks = db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE kind = 'ack') FROM provider_downlinks"
-        " WHERE node_id = ? AND provider = ? AND t >= ?",
-        [node_id, provider, _today(now)]).fetchone()
-    return used, acks
+    return provider_store.downlinks_since(db, node_id, provider, _today(now))
 
 
 def budgets(db, node_id: str, now=None) -> list[dict]:
     """Today's downlink budget of a node on each LoRaWAN provider it has an identity on."""
     out = []
-    for p in db.query("SELECT DISTINCT p.name, p.downlinks_per_day FROM transport_ids t JOIN"
-                      " providers p ON p.name = t.provider WHERE t.node_id = ? ORDER BY p.name",
-                      [node_id]):
+    for p in provider_store.node_providers(db, node_id):
         used, acks = used_today(db, node_id, p["name"], now)
         out.append({"provider": p["name"], "limit": p["downlinks_per_day"], "used": used,
                     "acks": acks, "left": max(0, p["downlinks_per_day"] - used)})
@@ -84,11 +71,10 @@ def describe(b: dict) -> str:
 
 def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     """Send frame via the node's LoRaWAN provider; False if the node was last heard elsewhere."""
-    p = _provider_of(db, node_id)
+    p = provider_store.provider_of(db, node_id)
     if p is None:
         return False
-    ids = list(db.query("SELECT ext_id, device_id, last_dr FROM transport_ids WHERE node_id = ?"
-                        " AND provider = ? ORDER BY last_seen DESC", [node_id, p["name"]]))
+    ids = provider_store.node_identities(db, node_id, p["name"])
     if not ids:
         raise OverLimit(f"node {node_id} has no identity on provider {p['name']}")
     ident = ids[0]
@@ -117,8 +103,6 @@ def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     except mqtt.NotAcknowledged:
         raise BrokerUnavailable(f"provider {p['name']} did not acknowledge the downlink"
                                 ) from None
-    with store.transaction(db) as conn:
-        conn.execute("INSERT INTO provider_downlinks (node_id, provider, t, size)"
-                     " VALUES (?, ?, ?, ?)",
-                     (node_id, p["name"], time.time() if now is None else now, len(frame)))
+    provider_store.record_downlink(db, node_id, p["name"], time.time() if now is None else now,
+                                   len(frame))
     return True

@@ -1,5 +1,5 @@
-"""Providers configured in the fleet, their secrets (encrypted at rest), transport identities,
-receptions (radio metadata per uplink) and the downlink budget. Storage only; no network."""
+"""Providers configured in the fleet and their secrets (encrypted at rest); no network. Their
+rows, transport identities and receptions are stored by fleet/store/providers.py."""
 
 import json
 import os
@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from fleet import db as store
+from fleet.store import audit as audit_store
+from fleet.store import providers as provider_store
 
 from . import ADAPTERS, LORAWAN_KINDS, ProviderError
 
@@ -75,16 +76,9 @@ def add(db, data_dir, cfg: dict, password: str | None, actor=None) -> dict:
         raise ProviderError("password must be a string")
     secret = _fernet(data_dir).encrypt(password.encode()) if password else None
     row = dict(c, tls=int(c["tls"]), secret=secret, created=time.time())
-    with store.transaction(db) as conn:
-        old = conn.execute("SELECT secret FROM providers WHERE name = ?", (c["name"],)).fetchone()
-        if old is not None and password is None:
-            row["secret"] = old[0]  # editing without a new password keeps the old one
-        conn.execute("DELETE FROM providers WHERE name = ?", (c["name"],))
-        cols = ", ".join(row)
-        conn.execute(f"INSERT INTO providers ({cols}) VALUES ({', '.join('?' * len(row))})",
-                     list(row.values()))
-    store.audit(db, actor, "provider.set", c["name"], json.dumps({"kind": c["kind"],
-                                                                  "host": c["host"]}))
+    provider_store.save_provider(db, row, keep_secret=password is None)
+    audit_store.audit(db, actor, "provider.set", c["name"], json.dumps({"kind": c["kind"],
+                                                                        "host": c["host"]}))
     return get(db, c["name"])
 
 
@@ -97,22 +91,21 @@ def _public(row: dict) -> dict:
 
 
 def list_all(db) -> list[dict]:
-    return [_public(r) for r in db.query("SELECT * FROM providers ORDER BY name")]
+    return [_public(r) for r in provider_store.list_providers(db)]
 
 
 def get(db, name: str) -> dict:
-    rows = list(db.query("SELECT * FROM providers WHERE name = ?", [name]))
-    if not rows:
+    row = provider_store.get_provider(db, name)
+    if row is None:
         raise KeyError(name)
-    return _public(rows[0])
+    return _public(row)
 
 
 def login(db, data_dir, name: str) -> tuple[dict, str | None]:
     """A provider's settings and its decrypted password, for the worker that connects to it."""
-    rows = list(db.query("SELECT * FROM providers WHERE name = ?", [name]))
-    if not rows:
+    row = provider_store.get_provider(db, name)
+    if row is None:
         raise KeyError(name)
-    row = rows[0]
     pw = None
     if row["secret"] is not None:
         try:
@@ -124,63 +117,9 @@ def login(db, data_dir, name: str) -> tuple[dict, str | None]:
 
 
 def remove(db, name: str, actor=None) -> None:
-    with store.transaction(db) as conn:
-        if conn.execute("DELETE FROM providers WHERE name = ?", (name,)).rowcount == 0:
-            raise KeyError(name)
-    store.audit(db, actor, "provider.remove", name)
-
-
-# --- transport identities --------------------------------------------------------------------
-
-
-def link_identity(db, provider: str, ext_id: str, node_id: str, device_id=None) -> None:
-    """Map a transport identity (DevEUI on a provider) to a node."""
-    with store.transaction(db) as conn:
-        conn.execute(
-            "INSERT INTO transport_ids (provider, ext_id, node_id, device_id) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (provider, ext_id) DO UPDATE SET node_id = excluded.node_id,"
-            " device_id = coalesce(excluded.device_id, device_id)",
-            (provider, ext_id.upper(), node_id, device_id),
-        )
-
-
-def identities(db, node_id: str) -> list[dict]:
-    return list(db.query("SELECT provider, ext_id, device_id, last_seen, last_dr FROM"
-                         " transport_ids WHERE node_id = ? ORDER BY provider", [node_id]))
-
-
-def resolve(db, provider: str) -> dict[str, str]:
-    """ext_id -> node for one provider: its own mappings, then DevEUIs minted at registration."""
-    out = {r["dev_eui"].upper(): r["node_id"] for r in db.query(
-        "SELECT node_id, dev_eui FROM node_credentials WHERE dev_eui IS NOT NULL"
-        " AND revoked_at IS NULL")}
-    for r in db.query("SELECT ext_id, node_id FROM transport_ids WHERE provider = ?",
-                      [provider]):
-        out[r["ext_id"]] = r["node_id"]
-    return out
-
-
-def receptions(db, node_id: str, limit=50) -> list[dict]:
-    return list(db.query(
-        "SELECT seq, provider, received_at, gateway, rssi, snr, sf, dr, freq, airtime, fcnt"
-        " FROM receptions WHERE node_id = ? ORDER BY received_at DESC, rowid DESC LIMIT ?",
-        [node_id, limit]))
-
-
-def recent_frames(db, node_id: str, limit=10) -> list[dict]:
-    """A node's newest uplink frames with the provider that carried each (seq order: the
-    primary key, so the node page stays fast with millions of frames) and how many gateways
-    heard it."""
-    rows = list(db.query(
-        "SELECT seq, type, received_at, provider FROM frames WHERE node_id = ? AND direction ="
-        " 'up' ORDER BY seq DESC LIMIT ?", [node_id, limit]))
-    if rows:
-        counts = dict(db.execute(
-            "SELECT seq, count(*) FROM receptions WHERE node_id = ? AND seq >= ? GROUP BY seq",
-            [node_id, rows[-1]["seq"]]).fetchall())
-        for r in rows:
-            r["receptions"] = counts.get(r["seq"], 0)
-    return rows
+    if not provider_store.delete_provider(db, name):
+        raise KeyError(name)
+    audit_store.audit(db, actor, "provider.remove", name)
 
 
 def adapter(kind: str):

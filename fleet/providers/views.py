@@ -16,7 +16,10 @@ from flask import (
     url_for,
 )
 
-from fleet import db as store
+from fleet.store import nodes as node_store
+from fleet.store import providers as provider_store
+from fleet.store.base import StoreError
+from fleet.web import db as web_db
 from fleet.web.api import ApiError, json_body
 from fleet.web.auth import require
 
@@ -36,7 +39,7 @@ def _data_dir():
 @ui.route("/", methods=("GET", "POST"))
 @require("admin")
 def index():
-    db = store.get_db()
+    db = web_db.get_db()
     form = {k: "" for k in _FIELDS - {"password"}}
     if request.method == "POST":
         form = {k: request.form.get(k, "").strip() for k in form}
@@ -61,7 +64,7 @@ def index():
 @require("admin")
 def remove(name):
     try:
-        registry.remove(store.get_db(), name, actor=g.user["name"])
+        registry.remove(web_db.get_db(), name, actor=g.user["name"])
     except KeyError:
         flash(f"No provider {name}.")
     else:
@@ -74,10 +77,10 @@ def remove(name):
 def api_receptions(node_id):
     """Radio metadata of a node's latest uplink receptions, its transport identities and
     today's downlink budget on each provider (ACKs of confirmed uplinks included)."""
-    db = store.get_db()
+    db = web_db.get_db()
     try:
-        store.get_node(db, node_id)
-    except store.StoreError as e:
+        node_store.get_node(db, node_id)
+    except StoreError as e:
         raise ApiError(404, str(e)) from None
     try:
         limit = int(request.args.get("limit", "50"))
@@ -85,15 +88,15 @@ def api_receptions(node_id):
         raise ApiError(400, "limit must be an integer 1..1000") from None
     if not 1 <= limit <= 1000:
         raise ApiError(400, "limit must be an integer 1..1000")
-    return jsonify({"node_id": node_id, "identities": registry.identities(db, node_id),
+    return jsonify({"node_id": node_id, "identities": provider_store.identities(db, node_id),
                     "downlink_budget": downlinks.budgets(db, node_id),
-                    "receptions": registry.receptions(db, node_id, limit)})
+                    "receptions": provider_store.receptions(db, node_id, limit)})
 
 
 @api.get("")
 @require("admin")
 def api_list():
-    return jsonify(registry.list_all(store.get_db()))
+    return jsonify(registry.list_all(web_db.get_db()))
 
 
 @api.put("/<name>")
@@ -104,7 +107,7 @@ def api_put(name):
     cfg = dict(body, name=name)
     password = cfg.pop("password", None)
     try:
-        p = registry.add(store.get_db(), _data_dir(), cfg, password,
+        p = registry.add(web_db.get_db(), _data_dir(), cfg, password,
                          actor=f"token:{g.token_name}")
     except ProviderError as e:
         raise ApiError(400, str(e)) from None
@@ -115,7 +118,7 @@ def api_put(name):
 @require("admin")
 def api_delete(name):
     try:
-        registry.remove(store.get_db(), name, actor=f"token:{g.token_name}")
+        registry.remove(web_db.get_db(), name, actor=f"token:{g.token_name}")
     except KeyError:
         raise ApiError(404, f"no provider named {name!r}") from None
     return "", 204
@@ -124,13 +127,13 @@ def api_delete(name):
 def node_radio(node_id: str) -> dict:
     """For the node page: transport identities, today's downlink budgets and the latest
     receptions with radio metadata."""
-    db = store.get_db()
+    db = web_db.get_db()
     budgets = downlinks.budgets(db, node_id)
     for b in budgets:
         b["text"] = downlinks.describe(b)
-    return {"identities": registry.identities(db, node_id), "budgets": budgets,
-            "receptions": registry.receptions(db, node_id, limit=20),
-            "frames": registry.recent_frames(db, node_id, limit=10)}
+    return {"identities": provider_store.identities(db, node_id), "budgets": budgets,
+            "receptions": provider_store.receptions(db, node_id, limit=20),
+            "frames": provider_store.recent_frames(db, node_id, limit=10)}
 
 
 def init_app(app):

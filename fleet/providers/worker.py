@@ -13,9 +13,10 @@ import time
 
 from polylink import proto
 
-from fleet import db as store
 from fleet import mqtt
 from fleet.ingest import UPLINK_TYPES, Ingest
+from fleet.store import providers as provider_store
+from fleet.store.migrate import open_db
 
 from . import ADAPTERS, FPORT, ProviderError, registry
 
@@ -32,7 +33,7 @@ class ProviderIngest(Ingest):
         super().__init__(db, provider=name)
         self.kind = kind
         self.adapter = ADAPTERS[kind]
-        self.ids = registry.resolve(db, name)
+        self.ids = provider_store.resolve(db, name)
         self.receptions: list[tuple] = []
         self.idents: dict[str, tuple] = {}
         self.acks: list[tuple] = []  # (node, provider, t, seq, fcnt) of confirmed uplinks
@@ -61,7 +62,8 @@ class ProviderIngest(Ingest):
         self.pending += 1
         node = self.ids.get(up.ext_id)
         if node is None:
-            self.ids = registry.resolve(self.db, self.provider)  # registered since we started?
+            # registered since we started?
+            self.ids = provider_store.resolve(self.db, self.provider)
             node = self.ids.get(up.ext_id)
         if node is None:
             self._bad(None, received_at, topic, payload,
@@ -103,22 +105,11 @@ class ProviderIngest(Ingest):
     def flush(self) -> int:
         n = super().flush()
         if self.receptions or self.idents or self.acks:
-            with store.transaction(self.db) as conn:
-                conn.executemany(
-                    "INSERT INTO receptions (node_id, seq, provider, received_at, gateway, rssi,"
-                    " snr, sf, dr, freq, airtime, fcnt)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self.receptions)
-                conn.executemany(
-                    "INSERT INTO transport_ids (provider, ext_id, node_id, device_id, last_seen,"
-                    " last_dr) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (provider, ext_id) DO UPDATE"
-                    " SET node_id = excluded.node_id, device_id = excluded.device_id,"
-                    " last_seen = excluded.last_seen, last_dr = excluded.last_dr",
-                    [(self.provider, ext, node, dev, seen, dr)
-                     for ext, (node, dev, seen, dr) in self.idents.items()])
-                conn.executemany(
-                    "INSERT OR IGNORE INTO provider_downlinks (node_id, provider, t, size, kind,"
-                    " seq, fcnt) VALUES (?, ?, ?, 0, 'ack', ?, ?)", self.acks)
+            provider_store.store_radio(
+                self.db, self.receptions,
+                [(self.provider, ext, node, dev, seen, dr)
+                 for ext, (node, dev, seen, dr) in self.idents.items()],
+                self.acks)
             self.receptions = []
             self.idents = {}
             self.acks = []
@@ -157,7 +148,7 @@ def run(settings, stop=None, names=None) -> None:
 
     Providers added, changed or removed in the fleet are picked up within RELOAD_S.
     """
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     inbox: queue.Queue = queue.Queue()
     workers: dict = {}
     clients: list = []

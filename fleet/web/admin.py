@@ -2,8 +2,11 @@
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from fleet import db as store
+from fleet.store import audit as audit_store
+from fleet.store import users as user_store
+from fleet.store.base import StoreError
 from fleet.web import auth
+from fleet.web import db as web_db
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -16,7 +19,7 @@ def audit():
     actor = request.args.get("actor", "").strip() or None
     target = request.args.get("target", "").strip() or None
     before = request.args.get("before", type=int)
-    rows = store.audit_log(store.get_db(), AUDIT_PAGE + 1, actor, target, before)
+    rows = audit_store.audit_log(web_db.get_db(), AUDIT_PAGE + 1, actor, target, before)
     more = len(rows) > AUDIT_PAGE
     rows = rows[:AUDIT_PAGE]
     return render_template("admin/audit.html", rows=rows, actor=actor or "", target=target or "",
@@ -26,7 +29,7 @@ def audit():
 @bp.route("/users", methods=("GET", "POST"))
 @auth.require("admin")
 def users():
-    db = store.get_db()
+    db = web_db.get_db()
     status = 200
     if request.method == "POST":
         name = request.form.get("name", "").strip()
@@ -38,13 +41,13 @@ def users():
                 flash(f"User {name} ({role}) added.")
             else:
                 auth.check_role(role)
-                store.set_user_role(db, name, role, actor=auth.actor())
+                user_store.set_user_role(db, name, role, actor=auth.actor())
                 flash(f"User {name} is now {role}.")
-        except (auth.AuthError, store.StoreError) as e:
+        except (auth.AuthError, StoreError) as e:
             flash(f"Not changed: {e}")
             status = 400
         else:
             return redirect(url_for("admin.users"))
-    return render_template("admin/users.html", users=store.list_users(db),
-                           tokens=store.list_tokens(db), roles=auth.ROLES,
+    return render_template("admin/users.html", users=user_store.list_users(db),
+                           tokens=user_store.list_tokens(db), roles=auth.ROLES,
                            areas=auth.AREAS), status

@@ -20,7 +20,9 @@ from flask import (
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from pwdlib import PasswordHash
 
-from fleet import db as store
+from fleet.store import audit as audit_store
+from fleet.store import users as user_store
+from fleet.web import db as web_db
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 csrf = CSRFProtect()
@@ -78,7 +80,7 @@ def create_user(db, name: str, password: str, role: str = "operator", actor=None
     check_role(role)
     if len(password) < MIN_PASSWORD:
         raise AuthError(f"password must be at least {MIN_PASSWORD} characters")
-    store.add_user(db, name, hasher.hash(password), role, actor=actor)
+    user_store.add_user(db, name, hasher.hash(password), role, actor=actor)
 
 
 def create_token(db, name: str, role: str = "operator", actor=None) -> str:
@@ -87,13 +89,13 @@ def create_token(db, name: str, role: str = "operator", actor=None) -> str:
         raise AuthError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
     check_role(role)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    store.add_token(db, name, token, role, actor=actor)
+    user_store.add_token(db, name, token, role, actor=actor)
     return token
 
 
 def check_password(db, name: str, password: str) -> dict | None:
     """The user if name and password match, else None (same work either way)."""
-    user = store.get_user(db, name)
+    user = user_store.get_user(db, name)
     if user is None:
         # Hash anyway so a wrong name takes as long as a wrong password.
         hasher.hash(password)
@@ -107,7 +109,7 @@ def bearer_token() -> dict | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return store.token_info(store.get_db(), token.strip())
+    return user_store.token_info(web_db.get_db(), token.strip())
 
 
 def bearer_token_name() -> str | None:
@@ -227,7 +229,7 @@ def require_role(*roles: str):
 @bp.before_app_request
 def load_logged_in_user():
     user_id = session.get("user_id")
-    g.user = None if user_id is None else store.get_user_by_id(store.get_db(), user_id)
+    g.user = None if user_id is None else user_store.get_user_by_id(web_db.get_db(), user_id)
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -240,7 +242,7 @@ def login():
         failures = current_app.extensions["polylink_login_failures"]
         limit = current_app.config["LOGIN_MAX_FAILURES"]
         window = current_app.config["LOGIN_WINDOW"]
-        db = store.get_db()
+        db = web_db.get_db()
         if failures.blocked(keys, limit, window):
             flash(f"Too many failed logins; try again in {window // 60} minutes.")
             status = 429
@@ -254,7 +256,7 @@ def login():
                 failures.clear(keys)
                 session.clear()
                 session["user_id"] = user["id"]
-                store.audit(db, name, "login")
+                audit_store.audit(db, name, "login")
                 target = request.args.get("next", "")
                 # Only local paths: never bounce a fresh session to another site.
                 if not target.startswith("/") or target.startswith("//"):
@@ -266,7 +268,7 @@ def login():
 @bp.route("/logout", methods=("POST",))
 def logout():
     if g.user is not None:
-        store.audit(store.get_db(), g.user["name"], "logout")
+        audit_store.audit(web_db.get_db(), g.user["name"], "logout")
     session.clear()
     return redirect(url_for("auth.login"))
 

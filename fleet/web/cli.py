@@ -4,8 +4,8 @@ import sys
 
 import click
 
-from fleet import db as store
 from fleet.console import friendly, open_store, when
+from fleet.store import users as user_store
 
 # The roles of web/auth.py, repeated so `fleet --help` needs no Flask; a test keeps them equal.
 ROLES = ("viewer", "technician", "operator", "admin")
@@ -51,7 +51,7 @@ def user_set_role(name, role):
 
     Example: fleet user set-role bob technician
     """
-    store.set_user_role(open_store(), name, role, actor="cli")
+    user_store.set_user_role(open_store(), name, role, actor="cli")
     click.echo(f"user {name} is now {role}")
 
 
@@ -62,7 +62,7 @@ def user_list():
 
     Example: fleet user list
     """
-    for u in store.list_users(open_store()):
+    for u in user_store.list_users(open_store()):
         click.echo(f"{u['name']:<32} {u['role']:<10} {when(u['created'])}")
 
 

@@ -4,9 +4,12 @@ import math
 
 from flask import Blueprint, current_app, render_template
 
-from fleet import db as store
 from fleet import upkeep
+from fleet.store import alerts as alert_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
 from fleet.web import auth
+from fleet.web import db as web_db
 
 bp = Blueprint("overview", __name__)
 
@@ -18,12 +21,12 @@ MAP_CELLS = 24
 @bp.route("/")
 @auth.require("read")
 def index():
-    db = store.get_db()
-    counts = store.overview(db)
+    db = web_db.get_db()
+    counts = node_store.overview(db)
     evaluated = upkeep.alerts_freshness(db, current_app.config["SETTINGS"])
     return render_template("overview/index.html", counts=counts, evaluated=evaluated,
-                           alerts=store.list_alerts(db, limit=10),
-                           rollouts=store.rollouts_in_progress(db))
+                           alerts=alert_store.list_alerts(db, limit=10),
+                           rollouts=ota_store.rollouts_in_progress(db))
 
 
 def frame(bounds) -> dict:
@@ -55,21 +58,21 @@ RANKS = ("new", "online", "offline", "alerting")
 @bp.route("/map")
 @auth.require("read")
 def map():
-    db = store.get_db()
-    bounds = store.position_bounds(db)
+    db = web_db.get_db()
+    bounds = node_store.position_bounds(db)
     grid, points, binned = None, [], None
     if bounds[0]:
         grid = frame(bounds)
         if bounds[0] <= MAP_POINTS:
-            points = place(store.positions(db), grid)
+            points = place(node_store.positions(db), grid)
         else:
             size = grid["inner"] / MAP_CELLS
             binned = [{"x": round(MAP_PAD + (i + 0.5) * size, 1),
                        "y": round(MAP_PAD + (j + 0.5) * size, 1),
                        "r": round(min(size / 2, 3 + math.sqrt(n)), 1), "n": n,
                        "status": RANKS[rank]}
-                      for i, j, n, rank in store.position_cells(
+                      for i, j, n, rank in node_store.position_cells(
                           db, grid["lat1"], grid["lon0"], grid["kx"], grid["span"], MAP_CELLS)]
     return render_template("overview/map.html", points=points, binned=binned, grid=grid,
                            w=MAP_W, h=MAP_H, pad=MAP_PAD, placed=bounds[0],
-                           total=store.count_nodes(db))
+                           total=node_store.count_nodes(db))

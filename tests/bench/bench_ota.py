@@ -169,20 +169,21 @@ def wire() -> None:
 def rollout(n_nodes=1000) -> None:
     from rollout_nodes import STAGES, Nodes, _release
 
-    from fleet import db as store
     from fleet.ota import rollouts
+    from fleet.store import ota as ota_store
+    from fleet.store.migrate import open_db
 
     runs = []
     for _ in range(3):
         with tempfile.TemporaryDirectory() as d:
-            db = store.open_db(Path(d) / "fleet.db")
+            db = open_db(Path(d) / "fleet.db")
             _release(db, "0.2.0")
             ids = [f"n-{i:04d}" for i in range(n_nodes)]
             nodes = Nodes(db, ids)
             t0 = time.perf_counter()
             rid = rollouts.create(db, "0.2.0", {"board": "ESP32_GENERIC"}, STAGES)
             ticks = 0
-            while store.get_rollout(db, rid)["state"] == "running":
+            while ota_store.get_rollout(db, rid)["state"] == "running":
                 rollouts.tick(db, nodes.send, "http://fleet")
                 nodes.deliver()
                 ticks += 1

@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.identity import provision
 from fleet.settings import Settings
+from fleet.store.migrate import open_db
 from provisioning import boards, image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def register_many() -> tuple[float, float]:
     """(seconds to register NODES nodes without a file rewrite each, seconds for the one sync)."""
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(data_dir=Path(tmp), port=1, mqtt_port=1, mqtt_url=None)
-        db = store.open_db(s.db_path)
+        db = open_db(s.db_path)
         t = time.perf_counter()
         for i in range(NODES):
             provision.register(db, s, f"b-{i:05d}", board="ESP32_GENERIC", sync=False)

@@ -34,12 +34,12 @@ PASSWORD = "bench-password"
 
 
 def build(path: Path, now: float) -> None:
-    from fleet import db as store
+    from fleet.store.migrate import open_db
 
     path.parent.mkdir(parents=True, exist_ok=True)
     for p in path.parent.glob(path.name + "*"):
         p.unlink()
-    store.open_db(path).conn.close()  # schema, at the current version
+    open_db(path).conn.close()  # schema, at the current version
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=OFF")  # a throwaway file: no journal while filling it
     conn.execute("PRAGMA synchronous=OFF")
@@ -110,7 +110,7 @@ def build(path: Path, now: float) -> None:
 
 def database() -> tuple[Path, float]:
     """The cached bench database (built if missing, stale or forced) and when it was built."""
-    from fleet import db as store
+    from fleet.store.migrate import open_db
 
     # Named by the generator's version; a newer schema is reached by migrating the cached file.
     path = CACHE / f"fleet-data{DATA_VERSION}.db"
@@ -123,7 +123,7 @@ def database() -> tuple[Path, float]:
         build(path, now)
         print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
     built = float(stamp.read_text())
-    store.open_db(path).conn.close()  # migrations added since it was built
+    open_db(path).conn.close()  # migrations added since it was built
     # Keep node times current, so "online" means the same as when it was built.
     conn = sqlite3.connect(str(path), isolation_level=None)
     shift = now - built
@@ -151,24 +151,26 @@ def measure(client, url: str) -> tuple[float, float, int]:
 
 def report() -> str:
     from fleet import create_app
-    from fleet import db as store
     from fleet.settings import Settings
+    from fleet.store import alerts as alert_store
+    from fleet.store import users as user_store
+    from fleet.store.base import connect
     from fleet.web import auth
 
     path, age = database()
-    db = store.connect(path)
+    db = connect(path)
     rows = db.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
     nodes = db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
     t0 = time.perf_counter()
-    store.evaluate_alerts(db)
+    alert_store.evaluate_alerts(db)
     first_eval = (time.perf_counter() - t0) * 1000
     evals = []
     for _ in range(10):
         t0 = time.perf_counter()
-        store.evaluate_alerts(db)
+        alert_store.evaluate_alerts(db)
         evals.append((time.perf_counter() - t0) * 1000)
-    open_alerts = len(store.list_alerts(db, limit=100000))
-    if store.get_user(db, "bench") is None:
+    open_alerts = len(alert_store.list_alerts(db, limit=100000))
+    if user_store.get_user(db, "bench") is None:
         auth.create_user(db, "bench", PASSWORD, "operator")
     settings = Settings(data_dir=path.parent, port=8000, mqtt_port=1, mqtt_url=None)
     app = create_app({"SETTINGS": settings, "DATABASE": str(path), "SECRET_KEY": "bench",
@@ -251,7 +253,8 @@ def prune_figures(path: Path) -> str:
     import tempfile
     import threading
 
-    from fleet import db as store
+    from fleet.store import upkeep as upkeep_store
+    from fleet.store.base import connect, transaction
 
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         copy = Path(tmp) / "prune.db"
@@ -260,17 +263,17 @@ def prune_figures(path: Path) -> str:
         src.backup(dst)
         src.close()
         dst.close()
-        db = store.connect(copy)
+        db = connect(copy)
         before = db.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         pairs = db.conn.execute("SELECT count(*) FROM (SELECT DISTINCT node_id, qid FROM latest)"
                                 ).fetchone()[0]
-        writer = store.connect(copy)
+        writer = connect(copy)
         waits, stop = [], threading.Event()
 
         def write():
             while not stop.is_set():
                 t0 = time.perf_counter()
-                with store.transaction(writer) as conn:
+                with transaction(writer) as conn:
                     conn.execute("INSERT INTO events (node_id, t, received_at, code)"
                                  " VALUES ('node-00001', ?, ?, 1)", (time.time(), time.time()))
                 waits.append((time.perf_counter() - t0) * 1000)
@@ -279,7 +282,7 @@ def prune_figures(path: Path) -> str:
         thread = threading.Thread(target=write)
         thread.start()
         t0 = time.perf_counter()
-        deleted = store.prune_old(db, "readings", time.time() - 6 * DAY)
+        deleted = upkeep_store.prune_old(db, "readings", time.time() - 6 * DAY)
         took = time.perf_counter() - t0
         stop.set()
         thread.join()

@@ -18,12 +18,13 @@ from polylink import proto
 from services import READY
 
 from fleet import create_app
-from fleet import db as store
 from fleet.identity import claims, provision
 from fleet.ingest import Ingest
 from fleet.ota import releases, rollouts
 from fleet.providers import registry
 from fleet.settings import Settings
+from fleet.store import alerts as alert_store
+from fleet.store.migrate import open_db
 from fleet.web import auth
 
 HERE = Path(__file__).resolve().parent
@@ -69,8 +70,8 @@ def seed(db, settings) -> dict:
     answer = claims.request(db, settings, token.split(".")[0], "claim-client-7f3a",
                             json.dumps({"mac": "24:6f:28:aa:bb:cc"}).encode())
     assert answer["state"] == "pending", answer
-    store.evaluate_alerts(db)
-    assert store.list_alerts(db), "the low battery opened no alert"
+    alert_store.evaluate_alerts(db)
+    assert alert_store.list_alerts(db), "the low battery opened no alert"
     return {"node_id": NODES[0], "rid": rid}
 
 
@@ -102,7 +103,7 @@ def test_every_page_fits_a_phone_and_charts_are_readable(fleet_run, tmp_path, ar
     run = fleet_run()
     run.wait_for(READY, timeout=60)
     settings = Settings(data_dir=data, port=run.port, mqtt_port=run.mqtt_port, mqtt_url=None)
-    db = store.open_db(data / "fleet.db")
+    db = open_db(data / "fleet.db")
     auth.create_user(db, "boss", PASSWORD, "admin")
     values = seed(db, settings)
     app = create_app({"SETTINGS": settings, "SECRET_KEY": "only-for-the-url-map"})

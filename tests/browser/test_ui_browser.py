@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 from services import READY
 
-from fleet import db as store
+from fleet.store import audit as audit_store
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.migrate import open_db
 from fleet.web import auth
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +39,7 @@ def test_technician_and_operator_in_chromium(fleet_run, tmp_path, artifacts):
     data = tmp_path / "data"
     run = fleet_run()
     run.wait_for(READY, timeout=60)
-    db = store.open_db(data / "fleet.db")
+    db = open_db(data / "fleet.db")
     for name, role in (("tech", "technician"), ("op", "operator"), ("boss", "admin")):
         auth.create_user(db, name, PASSWORD, role)
     env = dict(os.environ, DATA_DIR=str(data), MQTT_PORT=str(run.mqtt_port))
@@ -46,9 +50,9 @@ def test_technician_and_operator_in_chromium(fleet_run, tmp_path, artifacts):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not store.count_readings(db, "sim-0000"):
+        while time.monotonic() < deadline and not telemetry_store.count_readings(db, "sim-0000"):
             time.sleep(0.2)
-        assert store.count_readings(db, "sim-0000"), "the simulated node never reported"
+        assert telemetry_store.count_readings(db, "sim-0000"), "the simulated node never reported"
         browser = subprocess.run(
             [shutil.which("node") or "node", str(HERE / "ui.mjs")],
             env=dict(os.environ, BASE=f"http://127.0.0.1:{run.port}", PASSWORD=PASSWORD,
@@ -61,15 +65,15 @@ def test_technician_and_operator_in_chromium(fleet_run, tmp_path, artifacts):
     seen = json.loads(browser.stdout.strip().splitlines()[-1])
     # What the browser saw is what the store holds.
     assert seen["live"]["before"] != seen["live"]["after"]
-    command = store.get_command(db, "sim-0000", seen["command"]["cid"])
+    command = command_store.get_command(db, "sim-0000", seen["command"]["cid"])
     assert command["cmd"] == "identify" and command["created_by"] == "tech"
     assert command["result_code"] == 0 and seen["command"]["result"].startswith("ok")
-    place = store.node_place(db, "sim-0000")
+    place = node_store.node_place(db, "sim-0000")
     assert place == {"lat": 52.520008, "lon": 13.404954, "location": "Lamppost 12, Main St"}
     assert seen["mapDots"] == 1
-    tagged = [n["id"] for n in store.list_nodes(db) if "route-7" in n["tags"]]
+    tagged = [n["id"] for n in node_store.list_nodes(db) if "route-7" in n["tags"]]
     assert len(tagged) == 2 and seen["tagged"] == 2
-    actions = {(e["actor"], e["action"]) for e in store.audit_log(db, limit=1000)}
+    actions = {(e["actor"], e["action"]) for e in audit_store.audit_log(db, limit=1000)}
     assert {("tech", "command"), ("tech", "node.place"), ("op", "bulk.tag")} <= actions
     assert seen["auditRows"] >= 3
     shots = sorted(p.name for p in artifacts.glob("*.png"))

@@ -23,7 +23,8 @@ from polylink.net import link as link_module
 from polylink_host import sim
 from services import READY, FleetRun, free_port
 
-from fleet import db as store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import connect
 
 NODES = 20
 INTERVAL_S = 1  # the firmware's minimum sampling interval: the most readings per second of test
@@ -225,21 +226,21 @@ def test_twenty_nodes_commands_and_restarts_lose_no_reading(tmp_path, mosquitto,
     # 5. Every seq a node had acknowledged is stored exactly once.
     attempted, acked = sent.snapshot()
     assert set(acked) == set(ids)
-    db = store.connect(data_dir / "fleet.db")
+    db = connect(data_dir / "fleet.db")
     try:
         def all_acked_stored():
-            return all(acked[n] <= set(store.frame_seqs(db, n)) for n in ids)
+            return all(acked[n] <= set(telemetry_store.frame_seqs(db, n)) for n in ids)
 
         wait_until("every acknowledged frame in the database", all_acked_stored, 30)
         for node in ids:
-            stored = store.frame_seqs(db, node)
+            stored = telemetry_store.frame_seqs(db, node)
             assert len(stored) == len(set(stored)), f"{node}: a seq is stored twice"
             extra = set(stored) - acked[node]
             assert extra <= set(attempted[node]), f"{node}: stored seqs never sent: {extra}"
             # At most the one frame in flight when the nodes were stopped: stored, never acked.
             assert len(extra) <= 1, f"{node}: {len(extra)} stored frames were never acknowledged"
             expected = sum(attempted[node][s] for s in stored)
-            assert store.count_readings(db, node) == expected, \
+            assert telemetry_store.count_readings(db, node) == expected, \
                 f"{node}: readings duplicated or lost"
     finally:
         db.conn.close()

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from fleet import create_app
-from fleet import db as store
 from fleet.settings import Settings
+from fleet.store.migrate import open_db
 from fleet.web.auth import create_token, create_user
 
 
@@ -43,7 +43,7 @@ def runner(data_dir):
 
 @pytest.fixture
 def db(settings):
-    conn = store.open_db(settings.db_path)
+    conn = open_db(settings.db_path)
     yield conn
     conn.conn.close()
 

@@ -10,7 +10,10 @@ import time
 
 from polylink import proto
 
-from fleet import db as store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import transaction
 
 STAGES = [{"percent": 1, "soak": 0}, {"percent": 10, "soak": 0}, {"percent": 50, "soak": 0},
           {"percent": 100, "soak": 0}]
@@ -31,10 +34,10 @@ class Nodes:
         self.seq = {}
         self.outbox = []  # frames to store on the next deliver()
         for i in ids:
-            store.enrol_node(db, i, board="ESP32_GENERIC", provider="mqtt",
-                             tags=["pilot"] if i.endswith("7") else [])
+            node_store.enrol_node(db, i, board="ESP32_GENERIC", provider="mqtt",
+                                  tags=["pilot"] if i.endswith("7") else [])
         now = time.time()
-        with store.transaction(db) as conn:
+        with transaction(db) as conn:
             conn.executemany("UPDATE nodes SET firmware_version = '0.1.0', online = ?,"
                              " last_seen = ? WHERE id = ?",
                              [(0 if i in self.offline else 1, now, i) for i in ids])
@@ -63,15 +66,15 @@ class Nodes:
 
     def deliver(self):
         """What the ingest worker does with the nodes' uplinks."""
-        b = store.Batch()
+        b = telemetry_store.Batch()
         b.frames = self.outbox
         self.outbox = []
-        store.store_batch(self.db, b, proto.TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT,
-                          proto.OTA_UP)
+        telemetry_store.store_batch(self.db, b, proto.TELEMETRY, proto.STATUS, proto.EVENT,
+                                    proto.RESULT, proto.OTA_UP)
 
     def come_online(self, node):
         self.offline.discard(node)
-        with store.transaction(self.db) as conn:
+        with transaction(self.db) as conn:
             conn.execute("UPDATE nodes SET online = 1, last_seen = ? WHERE id = ?",
                          (time.time(), node))
 
@@ -82,4 +85,4 @@ def _release(db, version, runtime=None):
     if runtime:
         m["runtime"] = {"sha256": "1" * 64, "size": 1534256, "micropython": runtime,
                         "chip": "esp32"}
-    store.add_release(db, m, "0" * 64)
+    ota_store.add_release(db, m, "0" * 64)

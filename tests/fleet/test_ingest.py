@@ -5,8 +5,10 @@ import random
 import pytest
 from polylink import proto
 
-from fleet import db as store
 from fleet.ingest import EV_SEQ_RESTART, Ingest
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
 
 READING = [(0, 0, 21.5), (1, 0, 48.0), (2, 0, 3.71)]
 
@@ -25,14 +27,14 @@ def test_telemetry_is_stored_and_node_enrolled_on_first_contact(db):
     ing = Ingest(db)
     ing.add(up(), frame(proto.TELEMETRY, 1, READING, ts=1_700_000_000), 1_700_000_005.0)
     assert ing.flush() == 1
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert node["online"] is True
     assert node["last_seen"] == 1_700_000_005.0
     assert node["provider"] == "mqtt"
     assert node["battery"] == 3.71
     # The device timestamp wins over the arrival time for the reading's time.
-    assert store.readings(db, "n1") == [(1_700_000_000.0, q, i, v) for q, i, v in READING]
-    assert store.frame_seqs(db, "n1") == [1]
+    assert telemetry_store.readings(db, "n1") == [(1_700_000_000.0, q, i, v) for q, i, v in READING]
+    assert telemetry_store.frame_seqs(db, "n1") == [1]
 
 
 def test_duplicates_are_stored_once_within_and_across_batches(db):
@@ -43,8 +45,8 @@ def test_duplicates_are_stored_once_within_and_across_batches(db):
     ing.flush()
     ing.add(up(), f, 3.0)
     ing.flush()
-    assert store.count_frames(db, "n1") == 1
-    assert store.count_readings(db, "n1") == 3
+    assert telemetry_store.count_frames(db, "n1") == 1
+    assert telemetry_store.count_readings(db, "n1") == 3
     assert ing.stored == 1 and ing.duplicates == 2
 
 
@@ -58,9 +60,9 @@ def test_dedupe_survives_a_restart_and_spans_providers(db):
     again.add(up(), f, 2.0)
     again.add(up(), frame(proto.TELEMETRY, 10, READING), 3.0)
     again.flush()
-    assert store.frame_seqs(db, "n1") == [9, 10]
-    assert store.count_readings(db, "n1") == 6
-    assert store.get_node(db, "n1")["provider"] == "ttn"
+    assert telemetry_store.frame_seqs(db, "n1") == [9, 10]
+    assert telemetry_store.count_readings(db, "n1") == 6
+    assert node_store.get_node(db, "n1")["provider"] == "ttn"
 
 
 def test_seq_is_extended_past_16_bits_and_resumes_after_restart(db):
@@ -72,7 +74,7 @@ def test_seq_is_extended_past_16_bits_and_resumes_after_restart(db):
     restarted.add(up(), frame(proto.TELEMETRY, 2, READING), 2.0)
     restarted.add(up(), frame(proto.TELEMETRY, 1, READING), 2.0)  # a late repeat
     restarted.flush()
-    assert store.frame_seqs(db, "n1") == [65534, 65535, 65536, 65537, 65538]
+    assert telemetry_store.frame_seqs(db, "n1") == [65534, 65535, 65536, 65537, 65538]
 
 
 def test_bad_frames_are_kept_counted_and_never_raise(db):
@@ -88,10 +90,10 @@ def test_bad_frames_are_kept_counted_and_never_raise(db):
     ing.add("pl/v1/n1/conn", b"maybe", 1.0)
     ing.add(up(), good, 1.0)
     ing.flush()
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert node["bad_frames"] == 6
-    assert store.count_frames(db, "n1") == 1
-    rows = store.bad_frames(db)
+    assert telemetry_store.count_frames(db, "n1") == 1
+    rows = telemetry_store.bad_frames(db)
     assert len(rows) == 8
     errors = " | ".join(r["error"] for r in rows)
     for needle in ("truncated", "version", "not an uplink", "node id", "topic kind",
@@ -114,13 +116,13 @@ def test_random_garbage_never_crashes_the_ingest(db):
             payload = bytes(payload)
         ing.add(up(f"n{rnd.randrange(5)}"), payload, 1.0)
     ing.flush()
-    total = store.count_frames(db) + len(store.bad_frames(db, limit=5000))
+    total = telemetry_store.count_frames(db) + len(telemetry_store.bad_frames(db, limit=5000))
     assert total + ing.duplicates == 2000
 
 
 def test_status_event_and_result_update_the_registry(db):
-    store.enrol_node(db, "n1")
-    cid, _ = store.create_command(db, "n1", "set_interval", 30, "me")
+    node_store.enrol_node(db, "n1")
+    cid, _ = command_store.create_command(db, "n1", "set_interval", 30, "me")
     ing = Ingest(db)
     ing.add(up(), frame(proto.STATUS, 1, {"fw": "0.2.0", "uptime": 42, "reset": 1,
                                           "heap_free": 30000, "rssi": -61, "queue": 3,
@@ -128,11 +130,11 @@ def test_status_event_and_result_update_the_registry(db):
     ing.add(up(), frame(proto.EVENT, 2, {"code": 7, "value": -3, "text": "door"}), 6.0)
     ing.add(up(), frame(proto.RESULT, 3, {"cid": cid, "code": 0, "value": 30}), 7.0)
     ing.flush()
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert (node["firmware_version"], node["uptime"], node["rssi"], node["queue"],
             node["dropped"], node["boots"], node["interval"]) == ("0.2.0", 42, -61, 3, 1, 4, 30)
-    assert store.events(db, "n1")[0]["text"] == "door"
-    command = store.get_command(db, "n1", cid)
+    assert telemetry_store.events(db, "n1")[0]["text"] == "door"
+    command = command_store.get_command(db, "n1", cid)
     assert (command["result_code"], command["result_value"], command["result_at"]) == (0, 30, 7.0)
 
 
@@ -141,42 +143,42 @@ def test_micropython_from_the_boot_status_stays_until_another_boot_names_one(db)
     ing.add(up(), frame(proto.STATUS, 1, {"fw": "0.2.0", "uptime": 3, "micropython": "1.24.1"}),
             1.0)
     ing.flush()
-    assert store.get_node(db, "n1")["micropython_version"] == "1.24.1"
+    assert node_store.get_node(db, "n1")["micropython_version"] == "1.24.1"
     # The periodic STATUS leaves the field out: the node still runs what its boot STATUS said.
     ing.add(up(), frame(proto.STATUS, 2, {"fw": "0.2.0", "uptime": 903}), 2.0)
     ing.flush()
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert (node["micropython_version"], node["uptime"]) == ("1.24.1", 903)
     ing.add(up(), frame(proto.STATUS, 3, {"fw": "0.3.0", "uptime": 4, "micropython": "1.25.0"}),
             3.0)
     ing.flush()
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert (node["firmware_version"], node["micropython_version"]) == ("0.3.0", "1.25.0")
     # A STATUS repeated (same seq, another provider) changes nothing back.
     ing.add(up(), frame(proto.STATUS, 1, {"fw": "0.2.0", "uptime": 3, "micropython": "1.24.1"}),
             4.0)
     ing.flush()
-    assert store.get_node(db, "n1")["micropython_version"] == "1.25.0"
+    assert node_store.get_node(db, "n1")["micropython_version"] == "1.25.0"
 
 
 def test_result_for_another_nodes_command_changes_nothing(db):
-    store.enrol_node(db, "n1")
-    cid, _ = store.create_command(db, "n1", "reboot", None, "me")
+    node_store.enrol_node(db, "n1")
+    cid, _ = command_store.create_command(db, "n1", "reboot", None, "me")
     ing = Ingest(db)
     ing.add(up("n2"), frame(proto.RESULT, 1, {"cid": cid, "code": 0}), 1.0)
     ing.flush()
-    assert store.get_command(db, "n1", cid)["result_at"] is None
+    assert command_store.get_command(db, "n1", cid)["result_at"] is None
 
 
 def test_conn_topic_sets_online_and_offline(db):
     ing = Ingest(db)
     ing.add("pl/v1/n1/conn", b"1", 10.0)
     ing.flush()
-    assert store.get_node(db, "n1")["online"] is True
+    assert node_store.get_node(db, "n1")["online"] is True
     ing.add(up(), frame(proto.TELEMETRY, 1, READING), 11.0)
     ing.add("pl/v1/n1/conn", b"0", 12.0)  # the last will, after the node's final frame
     ing.flush()
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert node["online"] is False and node["last_seen"] == 11.0
 
 
@@ -184,7 +186,7 @@ def test_retained_conn_is_not_contact(db):
     ing = Ingest(db)
     ing.add("pl/v1/n1/conn", b"1", 10.0, retained=True)
     ing.flush()
-    node = store.get_node(db, "n1")
+    node = node_store.get_node(db, "n1")
     assert node["online"] is True and node["last_seen"] is None
 
 
@@ -195,13 +197,13 @@ def test_a_failed_commit_keeps_the_batch_for_retry(db, monkeypatch):
     def broken(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "store_batch", broken)
+    monkeypatch.setattr(telemetry_store, "store_batch", broken)
     with pytest.raises(RuntimeError):
         ing.flush()
     monkeypatch.undo()
     assert ing.pending == 1
     assert ing.flush() == 1
-    assert store.count_frames(db, "n1") == 1
+    assert telemetry_store.count_frames(db, "n1") == 1
 
 
 def test_conn_messages_do_not_lose_the_seq_state(db):
@@ -216,7 +218,7 @@ def test_conn_messages_do_not_lose_the_seq_state(db):
     restarted = Ingest(db)
     restarted.add(up(), frame(proto.TELEMETRY, 0, READING), 5.0)
     restarted.flush()
-    assert store.frame_seqs(db, "n1") == [65535, 65536]
+    assert telemetry_store.frame_seqs(db, "n1") == [65535, 65536]
 
 
 def test_a_restarted_counter_is_found_at_the_boot_status_and_its_frames_are_kept(db):
@@ -241,10 +243,10 @@ def test_a_restarted_counter_is_found_at_the_boot_status_and_its_frames_are_kept
     ing.add(up(), reboot, t1 + 100)  # the new boot STATUS again: a duplicate, not a 2nd restart
     ing.flush()
     assert (ing.stored, ing.duplicates, ing.restarts) == (30, 2, 1)
-    assert store.count_frames(db, "n1") == 30
-    assert store.frame_seqs(db, "n1")[20:] == list(range(65536, 65546))
-    assert store.get_node(db, "n1")["firmware_version"] == "1.0.1"
-    (event,) = store.events(db, "n1")
+    assert telemetry_store.count_frames(db, "n1") == 30
+    assert telemetry_store.frame_seqs(db, "n1")[20:] == list(range(65536, 65546))
+    assert node_store.get_node(db, "n1")["firmware_version"] == "1.0.1"
+    (event,) = telemetry_store.events(db, "n1")
     assert event["code"] == EV_SEQ_RESTART and event["value"] == 0
     assert "seq restarted" in event["text"]
 
@@ -254,4 +256,4 @@ def test_a_restarted_counter_is_found_at_the_boot_status_and_its_frames_are_kept
     again.add(up(), frame(proto.TELEMETRY, 9, READING, ts=t1 + 540), t1 + 601)
     again.flush()
     assert (again.stored, again.duplicates, again.restarts) == (1, 1, 0)
-    assert store.frame_seqs(db, "n1")[-1] == 65546
+    assert telemetry_store.frame_seqs(db, "n1")[-1] == 65546

@@ -13,7 +13,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from polylink import proto
 
-from fleet import db as store
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import UnknownNode, connect
 
 ROOT = Path(__file__).resolve().parents[2]
 READING = [(0, 0, 21.5), (1, 0, 48.0), (2, 0, 3.71)]
@@ -83,9 +85,9 @@ def node_known(db_path, node_id):
     def check():
         if not db_path.exists():
             return False
-        db = store.connect(db_path)
+        db = connect(db_path)
         try:
-            return node_id in store.known_node_ids(db)
+            return node_id in node_store.known_node_ids(db)
         except Exception:  # noqa: BLE001 - the schema may not exist yet
             return False
         finally:
@@ -94,9 +96,9 @@ def node_known(db_path, node_id):
 
 
 def count_frames(db_path):
-    db = store.connect(db_path)
+    db = connect(db_path)
     try:
-        return store.count_frames(db)
+        return telemetry_store.count_frames(db)
     finally:
         db.conn.close()
 
@@ -120,11 +122,11 @@ def test_published_frames_are_stored_exactly_once(mosquitto, ingest_proc, settin
     publish_wait(pub, "pl/v1/node-0/up", b"\x00garbage")
     wait_for(lambda: count_frames(settings.db_path) >= 300, what="300 frames")
     time.sleep(0.3)
-    db = store.connect(settings.db_path)
+    db = connect(settings.db_path)
     for n in range(3):
-        assert store.frame_seqs(db, f"node-{n}") == list(range(100))
-        assert store.count_readings(db, f"node-{n}") == 300
-    assert store.get_node(db, "node-0")["bad_frames"] == 1
+        assert telemetry_store.frame_seqs(db, f"node-{n}") == list(range(100))
+        assert telemetry_store.count_readings(db, f"node-{n}") == 300
+    assert node_store.get_node(db, "node-0")["bad_frames"] == 1
     assert ingest_proc.stop() == 0  # SIGTERM: flushed and exited cleanly
     pub.loop_stop()
 
@@ -155,10 +157,10 @@ def test_ingest_crash_and_restart_mid_stream_lose_nothing(mosquitto, ingest_proc
     assert done.is_set()
     wait_for(lambda: count_frames(settings.db_path) >= total, timeout=60, what="every frame")
     time.sleep(0.3)
-    db = store.connect(settings.db_path)
+    db = connect(settings.db_path)
     for n in range(10):
-        assert store.frame_seqs(db, f"node-{n}") == list(range(total // 10))
-    assert store.count_readings(db) == 3 * total
+        assert telemetry_store.frame_seqs(db, f"node-{n}") == list(range(total // 10))
+    assert telemetry_store.count_readings(db) == 3 * total
     pub.loop_stop()
 
 
@@ -176,9 +178,9 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto, ingest_proc, setting
     for i in range(500, 1000):
         pub.publish(f"pl/v1/node-{i % 5}/up", frame(i // 5), qos=1)
     wait_for(lambda: count_frames(settings.db_path) >= 1000, timeout=60, what="all 1000")
-    db = store.connect(settings.db_path)
+    db = connect(settings.db_path)
     for n in range(5):
-        assert store.frame_seqs(db, f"node-{n}") == list(range(200))
+        assert telemetry_store.frame_seqs(db, f"node-{n}") == list(range(200))
     pub.loop_stop()
 
 
@@ -194,10 +196,10 @@ def test_last_will_marks_the_node_offline(mosquitto, ingest_proc, settings):
 
     def online(expected):
         def check():
-            db = store.connect(settings.db_path)
+            db = connect(settings.db_path)
             try:
-                return store.get_node(db, "node-w")["online"] is expected
-            except store.UnknownNode:
+                return node_store.get_node(db, "node-w")["online"] is expected
+            except UnknownNode:
                 return False
             finally:
                 db.conn.close()

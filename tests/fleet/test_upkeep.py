@@ -8,9 +8,14 @@ import time
 import pytest
 from services import READY
 
-from fleet import db as store
 from fleet import upkeep
 from fleet.settings import SettingsError, from_env
+from fleet.store import alerts as alert_store
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import upkeep as upkeep_store
+from fleet.store.base import StoreError, transaction
+from fleet.store.migrate import open_db
 
 
 def wait_until(cond, timeout=60.0):
@@ -23,14 +28,14 @@ def wait_until(cond, timeout=60.0):
 
 
 def heard(db, node_id, t, online=1):
-    store.enrol_node(db, node_id)
-    with store.transaction(db) as conn:
+    node_store.enrol_node(db, node_id)
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET last_seen = ?, online = ?, interval = 60 WHERE id = ?",
                      (t, online, node_id))
 
 
 def offline_alerts(db):
-    return [a["node_id"] for a in store.list_alerts(db) if a["kind"] == "offline"]
+    return [a["node_id"] for a in alert_store.list_alerts(db) if a["kind"] == "offline"]
 
 
 def test_worker_opens_the_offline_alert_by_itself(settings, db):
@@ -50,7 +55,7 @@ def test_worker_opens_the_offline_alert_by_itself(settings, db):
         stopping.set()
         thread.join(30)
     assert not thread.is_alive() and worker.errors == 0 and worker.rounds >= 2
-    assert store.upkeep_state(db)["alerts"]["at"] > time.time() - 60
+    assert upkeep_store.upkeep_state(db)["alerts"]["at"] > time.time() - 60
     assert any('"offline":1' in line for line in logged), logged
 
 
@@ -60,10 +65,10 @@ def test_a_failing_round_is_logged_and_the_worker_goes_on(settings, db, monkeypa
     def flaky(conn, now=None):
         calls.append(now)
         if len(calls) == 1:
-            raise store.StoreError("disk full")
+            raise StoreError("disk full")
         return {}
 
-    monkeypatch.setattr(store, "evaluate_alerts", flaky)
+    monkeypatch.setattr(alert_store, "evaluate_alerts", flaky)
     worker = upkeep.Upkeep(settings, every=0.1)
     stopping = threading.Event()
     logged = []
@@ -79,8 +84,8 @@ def test_a_failing_round_is_logged_and_the_worker_goes_on(settings, db, monkeypa
 
 def test_status_history_is_pruned_after_the_retention_days(settings, db):
     now = time.time()
-    store.enrol_node(db, "n1")
-    with store.transaction(db) as conn:
+    node_store.enrol_node(db, "n1")
+    with transaction(db) as conn:
         conn.executemany("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', ?, 1)",
                          [(now - d * 86400,) for d in (0.5, 10, 89, 91, 200, 400)])
     worker = upkeep.Upkeep(settings, prune_every=3600)
@@ -91,17 +96,17 @@ def test_status_history_is_pruned_after_the_retention_days(settings, db):
     # Not again within the hour; a later round after it prunes what aged meanwhile.
     assert "prune" not in worker.round(db, now + 60)
     assert worker.round(db, now + 86400 * 2)["prune"]["status_log"] == 1
-    assert store.upkeep_state(db)["prune"]["detail"] == {
+    assert upkeep_store.upkeep_state(db)["prune"]["detail"] == {
         "status_log": 1, "bad_frames": 0, "provider_downlinks": 0,
         "days": {"status_log": 90, "bad_frames": 30, "provider_downlinks": 7}}
 
 
 def test_pruning_goes_in_chunks(db):
-    store.enrol_node(db, "n1")
-    with store.transaction(db) as conn:
+    node_store.enrol_node(db, "n1")
+    with transaction(db) as conn:
         conn.executemany("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', ?, 1)",
                          [(float(i),) for i in range(25)])
-    assert store.prune_old(db, "status_log", 20.0, chunk=7) == 20
+    assert upkeep_store.prune_old(db, "status_log", 20.0, chunk=7) == 20
     assert db.conn.execute("SELECT count(*) FROM status_log").fetchone()[0] == 5
 
 
@@ -109,8 +114,8 @@ def _fill(db, now):
     """Two nodes with readings, receptions, events and bad frames 1, 10, 40 and 400 days old."""
     ages = (1, 10, 40, 400)
     for node in ("n1", "n2"):
-        store.enrol_node(db, node)
-    with store.transaction(db) as conn:
+        node_store.enrol_node(db, node)
+    with transaction(db) as conn:
         for node in ("n1", "n2"):
             for qid in (1, 2):
                 conn.executemany("INSERT INTO readings (node_id, t, qid, inst, value)"
@@ -161,18 +166,18 @@ def test_readings_events_and_bad_frames_are_kept_as_configured(settings, db):
 def test_pruning_many_groups_in_chunks_deletes_exactly_the_old_rows(db, chunk):
     now = time.time()
     _fill(db, now)
-    assert store.prune_old(db, "readings", now - 5 * 86400, chunk=chunk) == 12
+    assert upkeep_store.prune_old(db, "readings", now - 5 * 86400, chunk=chunk) == 12
     assert _ages(db, "readings", "t", now) == [1] * 4
-    assert store.prune_old(db, "events", now - 5 * 86400, chunk=chunk) == 6
-    assert store.prune_old(db, "receptions", now - 5 * 86400, chunk=chunk) == 6
-    assert store.prune_old(db, "readings", now - 5 * 86400, chunk=chunk) == 0
+    assert upkeep_store.prune_old(db, "events", now - 5 * 86400, chunk=chunk) == 6
+    assert upkeep_store.prune_old(db, "receptions", now - 5 * 86400, chunk=chunk) == 6
+    assert upkeep_store.prune_old(db, "readings", now - 5 * 86400, chunk=chunk) == 0
 
 
 def test_retention_zero_keeps_everything(settings, db):
     import dataclasses
 
-    store.enrol_node(db, "n1")
-    with store.transaction(db) as conn:
+    node_store.enrol_node(db, "n1")
+    with transaction(db) as conn:
         conn.execute("INSERT INTO status_log (node_id, t, boots) VALUES ('n1', 1.0, 1)")
     worker = upkeep.Upkeep(dataclasses.replace(settings, status_log_days=0, bad_frames_days=0))
     # Only the downlink log (its budget needs today's rows alone) has a fixed retention.
@@ -234,12 +239,12 @@ def test_fleet_run_alerts_an_offline_node_with_nobody_looking(fleet_run, tmp_pat
                           "--interval", "1", "--duration", "4"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert sim.returncode == 0, sim.stderr
-    db = store.open_db(tmp_path / "data" / "fleet.db")
+    db = open_db(tmp_path / "data" / "fleet.db")
     try:
-        assert store.get_node(db, "sim-0000")["last_seen"] is not None
+        assert node_store.get_node(db, "sim-0000")["last_seen"] is not None
         assert wait_until(lambda: offline_alerts(db) == ["sim-0000"], timeout=90), \
             run.output()
-        assert store.upkeep_state(db)["alerts"]["at"] > time.time() - 60
+        assert upkeep_store.upkeep_state(db)["alerts"]["at"] > time.time() - 60
     finally:
         db.conn.close()
     log = (tmp_path / "data" / "logs" / "upkeep.log").read_text()
@@ -279,7 +284,7 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", port=free_port(), mqtt_port=free_port(),
                         mqtt_url=None)
     claim_port = free_port()
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     brokerauth.sync(db, settings.broker_dir)
     broker = MosquittoBroker(settings.mqtt_port, settings.broker_dir, auth=True,
                              claim_port=claim_port).start()
@@ -291,12 +296,12 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
         lifetime = 20.0  # s: long enough to log in once on a loaded machine
         token = claims.create_token(db, settings, "ESP32_GENERIC", uses=5, hours=lifetime / 3600)
         token_id, secret = token.split(".")
-        expires = store.get_claim_token(db, token_id)["expires"]
+        expires = identity_store.get_claim_token(db, token_id)["expires"]
         thread.start()
         first = _claim_connack(claim_port, token_id, secret)
         assert time.time() < expires, "the machine was too slow to log in before the expiry"
         assert first is not None and not first.is_failure, first
-        assert store.next_claim_token_expiry(db) == expires
+        assert identity_store.next_claim_token_expiry(db) == expires
         # No other change: no new token, no claim, no CLI. The broker must refuse it after expiry.
         assert wait_until(lambda: (tmp_path / "data" / "broker" / "claim_passwd").read_text()
                           == "", timeout=lifetime + 60)
@@ -307,7 +312,7 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
             return rc is not None and rc.is_failure
 
         assert wait_until(refused, timeout=30)  # once mosquitto handled its SIGHUP
-        assert worker.rounds == 2 and store.next_claim_token_expiry(db) is None
+        assert worker.rounds == 2 and identity_store.next_claim_token_expiry(db) is None
     finally:
         stopping.set()
         thread.join(30)

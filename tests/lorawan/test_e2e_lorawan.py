@@ -18,10 +18,15 @@ from polylink_host.sim import SimNode, sim_board, write_config
 from polylink_host.simradio import Gateway, Medium, SimModem
 
 from fleet import create_app
-from fleet import db as store
 from fleet.nodes import commands as downlink
 from fleet.providers import registry, worker
 from fleet.settings import Settings
+from fleet.store import commands as command_store
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import providers as provider_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.migrate import open_db
 from fleet.web.auth import create_token
 
 OTAA = {"dev_eui": "02A1B2C3D4E5F601", "join_eui": "0000000000000000",
@@ -54,7 +59,7 @@ async def until(cond, timeout, what):
 
 def fleet_with_providers(tmp_path, broker):
     settings = Settings(tmp_path / "data", 0, broker.port, None)
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     for name, kind, app in (("ttn", "tts", "city"), ("cs", "chirpstack", "5f1d")):
         registry.add(db, settings.data_dir, {"name": name, "kind": kind, "host": broker.host,
                                              "port": broker.port, "application": app}, None)
@@ -66,10 +71,10 @@ def fleet_with_providers(tmp_path, broker):
 
 def test_lora_nodes_through_tts_and_chirpstack_to_the_api_and_a_command_back(tmp_path, mosquitto):
     settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
-    store.register_node(db, "lw-otaa", {"mqtt_user": "lw-otaa", "mqtt_hash": "x",
-                                        "dev_eui": OTAA["dev_eui"]})
-    store.register_node(db, "lw-abp", {"mqtt_user": "lw-abp", "mqtt_hash": "x",
-                                       "dev_eui": ABP["dev_eui"]})
+    identity_store.register_node(db, "lw-otaa", {"mqtt_user": "lw-otaa", "mqtt_hash": "x",
+                                                 "dev_eui": OTAA["dev_eui"]})
+    identity_store.register_node(db, "lw-abp", {"mqtt_user": "lw-abp", "mqtt_hash": "x",
+                                                "dev_eui": ABP["dev_eui"]})
     results = {}
 
     async def scenario():
@@ -88,15 +93,16 @@ def test_lora_nodes_through_tts_and_chirpstack_to_the_api_and_a_command_back(tmp
         b = lora_node(tmp_path, mosquitto, "lw-abp", ABP, "lorawan", medium, (400, 0))
         tasks = [asyncio.create_task(n.run()) for n in (a, b)]
         try:
-            await until(lambda: store.count_readings(db, "lw-otaa") > 0
-                        and store.count_frames(db, "lw-abp") >= 2, 60, "telemetry via LoRaWAN")
+            await until(lambda: telemetry_store.count_readings(db, "lw-otaa") > 0
+                        and telemetry_store.count_frames(db, "lw-abp") >= 2, 60,
+                        "telemetry via LoRaWAN")
             results["joins"] = tts.stats["joins"]
             cid = await asyncio.to_thread(downlink.send_command, db, settings, "lw-otaa",
                                           "set_interval", 7)
             results["cid"] = cid
 
             def answered():
-                return store.get_command(db, "lw-otaa", cid).get("result_code") is not None
+                return command_store.get_command(db, "lw-otaa", cid).get("result_code") is not None
 
             await until(answered, 60, "the command's RESULT over LoRaWAN")
             results["interval"] = a.node.schedule.interval
@@ -117,14 +123,14 @@ def test_lora_nodes_through_tts_and_chirpstack_to_the_api_and_a_command_back(tmp
     assert results["joins"] == 1
     assert any(t.endswith("/join") for t in results["tts_published"])
     assert results["interval"] == 7  # the command reached the node through TTS and RX1
-    cmd = store.get_command(db, "lw-otaa", results["cid"])
+    cmd = command_store.get_command(db, "lw-otaa", results["cid"])
     assert cmd["result_code"] == 0 and cmd["result_value"] == 7
-    node = store.get_node(db, "lw-otaa")
+    node = node_store.get_node(db, "lw-otaa")
     assert node["provider"] == "ttn"
     # the ABP node's frames came through both providers, each stored once
-    seqs = store.frame_seqs(db, "lw-abp")
+    seqs = telemetry_store.frame_seqs(db, "lw-abp")
     assert len(seqs) == len(set(seqs)) >= 2
-    rx = registry.receptions(db, "lw-abp", 200)
+    rx = provider_store.receptions(db, "lw-abp", 200)
     both = {r["seq"] for r in rx if r["provider"] == "ttn"} & {
         r["seq"] for r in rx if r["provider"] == "cs"}
     assert both, "some frame was heard on both networks"
@@ -152,8 +158,8 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
     import sys
 
     settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
-    store.register_node(db, "fo-1", {"mqtt_user": "fo-1", "mqtt_hash": "x",
-                                     "dev_eui": OTAA["dev_eui"]})
+    identity_store.register_node(db, "fo-1", {"mqtt_user": "fo-1", "mqtt_hash": "x",
+                                              "dev_eui": OTAA["dev_eui"]})
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(mosquitto.port))
     env.pop("MQTT_URL", None)
     log = open(tmp_path / "ingest.log", "wb")  # noqa: SIM115
@@ -195,7 +201,7 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
             out["joins_after"] = tts.stats["joins"]
             out["parks"] = sim.node.lora_parks
             out["emitted"] = sim.node.seq.next
-            await until(lambda: store.count_frames(db, "fo-1") >= out["emitted"], 20,
+            await until(lambda: telemetry_store.count_frames(db, "fo-1") >= out["emitted"], 20,
                         "every frame stored")
         finally:
             task.cancel()
@@ -210,13 +216,13 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
         ingest.terminate()
         ingest.wait(15)
         log.close()
-    seqs = store.frame_seqs(db, "fo-1")
+    seqs = telemetry_store.frame_seqs(db, "fo-1")
     assert sorted(seqs) == list(range(out["emitted"])), "every seq stored, exactly once, none lost"
     assert by_provider("ttn") >= 3 and by_provider("mqtt") >= 6
     assert out["lora_sent"] >= 3 and out["queued_during_outage"] >= 1
     assert out["joins"] == out["joins_after"] == 1, "the parked session served, no rejoin"
     assert out["parks"] >= 2, "parked before the outage and again once WiFi was back"
-    assert store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
+    assert node_store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
 
 
 def test_confirmed_event_lost_then_retransmitted_is_stored_once(tmp_path, mosquitto):
@@ -224,8 +230,8 @@ def test_confirmed_event_lost_then_retransmitted_is_stored_once(tmp_path, mosqui
     same frame (same FCnt) again, the network ACKs it again but publishes it once. Then a first
     transmission itself is lost: the retransmission is the one that arrives."""
     settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
-    store.register_node(db, "lw-conf", {"mqtt_user": "lw-conf", "mqtt_hash": "x",
-                                        "dev_eui": ABP["dev_eui"]})
+    identity_store.register_node(db, "lw-conf", {"mqtt_user": "lw-conf", "mqtt_hash": "x",
+                                                 "dev_eui": ABP["dev_eui"]})
     out = {}
 
     def ups(tts):
@@ -240,11 +246,12 @@ def test_confirmed_event_lost_then_retransmitted_is_stored_once(tmp_path, mosqui
                         interval=3600)
         task = asyncio.create_task(sim.run())
         try:
-            await until(lambda: store.count_frames(db, "lw-conf") >= 1, 60, "the first reading")
+            await until(lambda: telemetry_store.count_frames(db, "lw-conf") >= 1, 60,
+                        "the first reading")
             node = sim.node
             await until(lambda: node.store.count == 0, 60, "the queue empty")
             out["before"] = len(ups(tts))
-            frames0 = store.count_frames(db, "lw-conf")
+            frames0 = telemetry_store.count_frames(db, "lw-conf")
             medium.lose_next(downlinks=1)  # the ACK of the next uplink never reaches the node
             out["ev1"] = node.emit(proto.EVENT, {"code": 9, "value": 1, "text": "door open"})
             await until(lambda: node.lora.acked == 1, 90, "the EVENT acknowledged")
@@ -253,7 +260,7 @@ def test_confirmed_event_lost_then_retransmitted_is_stored_once(tmp_path, mosqui
             medium.lose_next(uplinks=1)  # the next uplink never reaches the gateway
             out["ev2"] = node.emit(proto.EVENT, {"code": 9, "value": 2, "text": "door shut"})
             await until(lambda: node.lora.acked == 2, 90, "the second EVENT acknowledged")
-            await until(lambda: store.count_frames(db, "lw-conf") >= frames0 + 2, 30,
+            await until(lambda: telemetry_store.count_frames(db, "lw-conf") >= frames0 + 2, 30,
                         "both EVENTs stored")
             out["after_lost_up"] = (node.lora.retransmissions, tts.stats["retransmissions"],
                                     len(ups(tts)), medium.stats["lost"])
@@ -279,7 +286,7 @@ def test_confirmed_event_lost_then_retransmitted_is_stored_once(tmp_path, mosqui
     assert [bool(u.get("confirmed")) for u in out["ups"]] == [False] * n + [True, True]
     fcnts = [u.get("f_cnt", 0) for u in out["ups"]]
     assert fcnts == sorted(set(fcnts)), "each FCnt published once"
-    seqs = store.frame_seqs(db, "lw-conf")
+    seqs = telemetry_store.frame_seqs(db, "lw-conf")
     assert sorted(seqs) == sorted(set(seqs)) and {out["ev1"], out["ev2"]} <= set(seqs)
 
 
@@ -290,8 +297,8 @@ def test_deep_sleep_keeps_the_session_and_fcnt_monotonic(tmp_path, mosquitto):
     from polylink_host.hal import DEEPSLEEP_RESET
 
     settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
-    store.register_node(db, "lw-sleep", {"mqtt_user": "lw-sleep", "mqtt_hash": "x",
-                                         "dev_eui": OTAA["dev_eui"]})
+    identity_store.register_node(db, "lw-sleep", {"mqtt_user": "lw-sleep", "mqtt_hash": "x",
+                                                  "dev_eui": OTAA["dev_eui"]})
     out = {}
 
     def fcnts(tts):
@@ -318,8 +325,8 @@ def test_deep_sleep_keeps_the_session_and_fcnt_monotonic(tmp_path, mosquitto):
             await until(lambda: len(fcnts(tts)) >= out["wakes"][-1] + 1, 90, "the last wake")
             out["fcnts"] = fcnts(tts)
             # a frame sent just before a cut may go again after the wake (new FCnt, same seq)
-            await until(lambda: store.count_frames(db, "lw-sleep") >= len(out["fcnts"]) - 3, 30,
-                        "the frames stored")
+            await until(lambda: telemetry_store.count_frames(db, "lw-sleep")
+                        >= len(out["fcnts"]) - 3, 30, "the frames stored")
             out["joins"] = tts.stats["joins"]
             out["reset"] = sim.node.reset_cause
             out["emitted"] = sim.node.seq.next
@@ -338,5 +345,5 @@ def test_deep_sleep_keeps_the_session_and_fcnt_monotonic(tmp_path, mosquitto):
     f = out["fcnts"]
     assert f == sorted(set(f)), f"FCnt strictly rising across three wakes: {f}"
     assert len(f) >= out["wakes"][-1] + 1
-    seqs = store.frame_seqs(db, "lw-sleep")
+    seqs = telemetry_store.frame_seqs(db, "lw-sleep")
     assert len(seqs) == len(set(seqs)) >= len(f) - 3, "each seq stored once"

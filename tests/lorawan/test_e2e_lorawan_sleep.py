@@ -12,8 +12,10 @@ from polylink_host.nsemu import NetworkServer
 from polylink_host.simradio import Gateway, Medium, SimModem
 from test_e2e_lorawan import OTAA, fleet_with_providers, lora_node, until
 
-from fleet import db as store
 from fleet.nodes import commands as downlink
+from fleet.store import commands as command_store
+from fleet.store import identity as identity_store
+from fleet.store import telemetry as telemetry_store
 
 SF_DR = {sf: dr for dr, (sf, bw) in enumerate(region.DATA_RATES) if bw == 125000}
 
@@ -36,8 +38,8 @@ class RecordingModem(SimModem):
 def test_sleeping_lora_node_keeps_fcnt_duty_cycle_and_gets_a_queued_command(tmp_path,
                                                                              mosquitto):
     settings, db, stop, wt = fleet_with_providers(tmp_path, mosquitto)
-    store.register_node(db, "lw-sleep", {"mqtt_user": "lw-sleep", "mqtt_hash": "x",
-                                         "dev_eui": OTAA["dev_eui"]})
+    identity_store.register_node(db, "lw-sleep", {"mqtt_user": "lw-sleep", "mqtt_hash": "x",
+                                                  "dev_eui": OTAA["dev_eui"]})
     out = {}
 
     def ups(tts):
@@ -59,7 +61,8 @@ def test_sleeping_lora_node_keeps_fcnt_duty_cycle_and_gets_a_queued_command(tmp_
         sim.hal.modem = modem
         task = asyncio.create_task(sim.run())
         try:
-            await until(lambda: sim.hal.sleeps >= 3 and store.count_frames(db, "lw-sleep") >= 3,
+            await until(lambda: sim.hal.sleeps >= 3
+                        and telemetry_store.count_frames(db, "lw-sleep") >= 3,
                         90, "three wakes with uplinks")
             # Class A: the command waits at the network server while the node sleeps and goes
             # down in RX1 after its next uplink; the RESULT comes up after that.
@@ -70,20 +73,21 @@ def test_sleeping_lora_node_keeps_fcnt_duty_cycle_and_gets_a_queued_command(tmp_
                                           "set_interval", 4)
 
             def answered():
-                return store.get_command(db, "lw-sleep", cid).get("result_code") is not None
+                return command_store.get_command(db, "lw-sleep", cid).get("result_code") is not None
 
             await until(answered, 90, "the RESULT over LoRaWAN")
-            out["cmd"] = store.get_command(db, "lw-sleep", cid)
+            out["cmd"] = command_store.get_command(db, "lw-sleep", cid)
             out["wakes_for_cmd"] = sim.hal.sleeps - sleeps
             await until(lambda: sim.hal.asleep, 30, "asleep again")
-            n = store.count_frames(db, "lw-sleep")
-            await until(lambda: store.count_frames(db, "lw-sleep") > n, 60, "one more uplink")
+            n = telemetry_store.count_frames(db, "lw-sleep")
+            await until(lambda: telemetry_store.count_frames(db, "lw-sleep") > n, 60,
+                        "one more uplink")
             out["joins"] = tts.stats["joins"]
             out["fcnts"] = [u.get("f_cnt", 0) for u in ups(tts)]  # TTS leaves 0 out
             out["sleeps"] = sim.hal.sleeps
         except AssertionError:
             print("node state at the timeout:", sim.hal.sleeps,
-                  store.count_frames(db, "lw-sleep"), modem.txs[:8], tts.stats,
+                  telemetry_store.count_frames(db, "lw-sleep"), modem.txs[:8], tts.stats,
                   sim.node and sim.node.lora and sim.node.lora.last_error,
                   sim.node and sim.node.store.count, len(ups(tts)))
             raise
@@ -106,7 +110,7 @@ def test_sleeping_lora_node_keeps_fcnt_duty_cycle_and_gets_a_queued_command(tmp_
     assert fc == list(range(fc[0], fc[0] + len(fc))), f"no counter value skipped: {fc}"
     cmd = out["cmd"]
     assert cmd["result_code"] == 0 and cmd["result_value"] == 4
-    seqs = store.frame_seqs(db, "lw-sleep")
+    seqs = telemetry_store.frame_seqs(db, "lw-sleep")
     assert sorted(seqs) == list(range(len(seqs))), "every seq stored once, none lost"
     # 1 % duty cycle per sub-band, across the sleeps: a band rests 99x the airtime after a frame
     last = {}

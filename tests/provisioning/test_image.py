@@ -16,9 +16,10 @@ from click.testing import CliRunner
 from polylink import config as fw_config
 from services import free_port
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.identity import provision_cli as cli
+from fleet.store import identity as identity_store
+from fleet.store.migrate import open_db
 from provisioning import boards, image, miplib
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
@@ -47,7 +48,7 @@ def run(*args):
 
 
 def _db(env):
-    return store.open_db(env / "data" / "fleet.db")
+    return open_db(env / "data" / "fleet.db")
 
 
 def test_wifi_board_image_holds_exactly_the_node_files(env):
@@ -71,7 +72,7 @@ def test_wifi_board_image_holds_exactly_the_node_files(env):
     assert (cfg["node"], cfg["mqtt"]["host"], cfg["mqtt"]["user"]) == ("lamp-1", "10.0.0.2",
                                                                        "lamp-1")
     assert "lorawan" not in cfg
-    hashes = store.active_mqtt_hashes(_db(env))
+    hashes = identity_store.active_mqtt_hashes(_db(env))
     assert brokerauth.verify_password(cfg["mqtt"]["password"], hashes["lamp-1"])
     # The firmware's own validator accepts what the node will boot with.
     assert fw_config.validate(cfg, json.loads(files["board.json"])).node == "lamp-1"
@@ -85,7 +86,7 @@ def test_flashing_a_registered_node_again_issues_a_new_password(env):
     run("image", "--board", "ESP32_GENERIC", "--node", "lamp-2", "--mqtt-host", "h")
     new = json.loads(image.read_back(
         (env / "build/images/lamp-2.ESP32_GENERIC.littlefs.bin").read_bytes())["config.json"])
-    hashes = store.active_mqtt_hashes(_db(env))
+    hashes = identity_store.active_mqtt_hashes(_db(env))
     assert not brokerauth.verify_password(old["mqtt"]["password"], hashes["lamp-2"])
     assert brokerauth.verify_password(new["mqtt"]["password"], hashes["lamp-2"])
 
@@ -148,7 +149,7 @@ def test_radio_board_image_carries_the_lora_packages_and_keys(env):
                                 "lib/lora/async_modem.py", "lib/lora/__init__.py",
                                 "lib/lora/modem.py"}
     cfg = json.loads(files["config.json"])
-    assert cfg["lorawan"] == store.lorawan_keys(_db(env), "lora-1")
+    assert cfg["lorawan"] == identity_store.lorawan_keys(_db(env), "lora-1")
     assert fw_config.validate(cfg, board).lorawan["app_key"] == cfg["lorawan"]["app_key"]
     # A second build needs no network: the cache holds the packages.
     dead = f"http://127.0.0.1:{free_port()}/pi/v2"
@@ -195,7 +196,7 @@ def test_bad_input_is_refused_before_anything_is_registered(env):
     assert r.exit_code == 1 and "unknown board 'NOPE'" in r.output
     r = run("image", "--board", "ESP32_GENERIC", "--node", "x-1")
     assert r.exit_code == 2 and "NODE_MQTT_HOST" in r.output
-    assert store.get_credentials(_db(env), "x-1") is None
+    assert identity_store.get_credentials(_db(env), "x-1") is None
 
 
 def test_files_that_do_not_fit_are_an_error():

@@ -14,8 +14,10 @@ import pytest
 from click.testing import CliRunner
 from esptool.bin_image import ELFSection, ESP32FirmwareImage
 
-from fleet import db as store
 from fleet.identity import provision_cli as cli
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store.migrate import open_db
 from provisioning import boards, image, label
 
 HERE = Path(__file__).parent
@@ -129,8 +131,9 @@ def test_label_qr_opens_the_node_page(env):
     from fleet.identity import provision
     from fleet.settings import from_env
 
-    db = store.open_db(env / "data" / "fleet.db")
-    assert store.get_credentials(db, "lamp-8") is None  # the failed build registered nothing
+    db = open_db(env / "data" / "fleet.db")
+    # the failed build registered nothing
+    assert identity_store.get_credentials(db, "lamp-8") is None
     ident = provision.register(db, from_env(), "lamp-8", board="HELTEC_WIFI_LORA_32_V2")
     r = invoke("label", "--node", "lamp-8", "--fleet-url", "https://fleet.city/")
     assert r.exit_code == 0, r.output
@@ -161,9 +164,9 @@ def logged_in_client(tmp_path):
     settings = Settings(data_dir=tmp_path / "d", port=8000, mqtt_port=1, mqtt_url=None)
     app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "t",
                       "WTF_CSRF_ENABLED": False})
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     create_user(db, "v", "long enough pw", "viewer")
-    store.enrol_node(db, "n1", board="ESP32_GENERIC")
+    node_store.enrol_node(db, "n1", board="ESP32_GENERIC")
     c = app.test_client()
     assert c.post("/auth/login", data={"username": "v", "password": "long enough pw"}
                   ).status_code == 302

@@ -22,7 +22,7 @@ class LinkDown(OSError):
 
 
 def topics(node):
-    """(up, down, conn) topics of a node (docs/architecture.md, Seam 2)."""
+    """(up, down, conn) topics of a node (docs/architecture.md, MQTT topics)."""
     base = "pl/v1/" + node
     return base + "/up", base + "/down", base + "/conn"
 

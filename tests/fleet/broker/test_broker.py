@@ -164,7 +164,8 @@ def test_amqtt_fallback_carries_frames_into_the_store(tmp_path):
     # speaking MQTT 3.1.1 (amqtt has no MQTT 5).
     from polylink import proto
 
-    from fleet import db as store
+    from fleet.store import telemetry as telemetry_store
+    from fleet.store.base import connect
 
     broker = fleet_broker.AmqttBroker(free_port(), tmp_path / "broker").start()
     env = dict(os.environ, DATA_DIR=str(tmp_path), MQTT_PORT=str(broker.port))
@@ -184,9 +185,9 @@ def test_amqtt_fallback_carries_frames_into_the_store(tmp_path):
 
         def stored() -> list[int]:
             try:
-                db = store.connect(tmp_path / "fleet.db")
+                db = connect(tmp_path / "fleet.db")
                 try:
-                    return store.frame_seqs(db, "amqtt-node")
+                    return telemetry_store.frame_seqs(db, "amqtt-node")
                 finally:
                     db.conn.close()
             except sqlite3.OperationalError:  # the worker has not created the schema yet

@@ -7,11 +7,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services import free_port
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.broker.server import MosquittoBroker, find_mosquitto
 from fleet.identity import provision
 from fleet.settings import Settings
+from fleet.store import identity as identity_store
+from fleet.store.migrate import open_db
 
 
 class Client:
@@ -54,7 +55,7 @@ def fleet(tmp_path):
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed; `.ci/run` installs it")
     settings = Settings(data_dir=tmp_path, port=free_port(), mqtt_port=free_port(), mqtt_url=None)
-    db = store.open_db(settings.db_path)
+    db = open_db(settings.db_path)
     ids = {n: provision.register(db, settings, n, board="ESP32_GENERIC") for n in ("node-a",
                                                                                   "node-b")}
     broker = MosquittoBroker(settings.mqtt_port, settings.broker_dir, auth=True).start()
@@ -144,7 +145,7 @@ def test_store_keeps_only_a_hash(fleet):
     password = ids["node-a"]["mqtt"]["password"]
     row = db.conn.execute("SELECT * FROM node_credentials WHERE node_id = 'node-a'").fetchone()
     assert password not in repr(row)
-    assert brokerauth.verify_password(password, store.active_mqtt_hashes(db)["node-a"])
+    assert brokerauth.verify_password(password, identity_store.active_mqtt_hashes(db)["node-a"])
     text = (settings.broker_dir / "passwd").read_text()
     assert password not in text and "node-a:$7$101$" in text
     assert (settings.broker_dir / "passwd").stat().st_mode & 0o077 == 0

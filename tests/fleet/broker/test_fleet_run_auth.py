@@ -13,9 +13,11 @@ from polylink import config as fw_config
 from polylink_host.sim import SimNode
 from services import READY, free_port
 
-from fleet import db as store
 from fleet.broker.server import mqtt_ready
 from fleet.identity.claims import generic_config
+from fleet.store import identity as identity_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.migrate import open_db
 
 BOARDS = Path(__file__).resolve().parents[3] / "boards"
 
@@ -54,24 +56,24 @@ def test_fleet_run_enforces_logins_and_sim_nodes_get_their_own(fleet_run, tmp_pa
                          text=True, timeout=60)
     assert sim.returncode == 0, sim.stderr
     assert "sim: 2 nodes, 2 connected" in sim.stdout, sim.stdout + sim.stderr
-    db = store.open_db(tmp_path / "data" / "fleet.db")
+    db = open_db(tmp_path / "data" / "fleet.db")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not all(
-            store.count_readings(db, n) for n in ("sim-0000", "sim-0001")):
+            telemetry_store.count_readings(db, n) for n in ("sim-0000", "sim-0001")):
         time.sleep(0.2)
-    assert all(store.count_readings(db, n) for n in ("sim-0000", "sim-0001"))
-    assert set(store.active_mqtt_hashes(db)) == {"sim-0000", "sim-0001"}
+    assert all(telemetry_store.count_readings(db, n) for n in ("sim-0000", "sim-0001"))
+    assert set(identity_store.active_mqtt_hashes(db)) == {"sim-0000", "sim-0001"}
     # The fleet's own downlink publisher logs in with its service account.
     cmd = subprocess.run([sys.executable, "-m", "fleet.cli", "command", "send", "sim-0000",
                           "identify"], env=env, capture_output=True, text=True, timeout=30)
     assert cmd.returncode == 0 and "sent to sim-0000" in cmd.stdout, cmd.stderr
     # A second sim run reuses the passwords kept in the nodes' flash (no re-registration).
-    hashes = store.active_mqtt_hashes(db)
+    hashes = identity_store.active_mqtt_hashes(db)
     again = subprocess.run([sys.executable, "-m", "polylink_host.sim", "--nodes", "2",
                             "--interval", "1", "--duration", "3"], env=env, capture_output=True,
                            text=True, timeout=60)
     assert "sim: 2 nodes, 2 connected" in again.stdout, again.stdout + again.stderr
-    assert store.active_mqtt_hashes(db) == hashes
+    assert identity_store.active_mqtt_hashes(db) == hashes
     # Zero-touch: a claim token from the CLI, a board claiming through `fleet run`'s claim service.
     token = subprocess.run([sys.executable, "-m", "fleet.cli", "claim", "token", "--board",
                             "ESP32_GENERIC", "--auto-approve"], env=env, capture_output=True,
@@ -87,6 +89,6 @@ def test_fleet_run_enforces_logins_and_sim_nodes_get_their_own(fleet_run, tmp_pa
     cfg = fw_config.load(str(root), default_node="claimer", board=board)
     # Generous: on a loaded machine one silent round (_WAIT_S) plus a broker reload can pass 30 s.
     node = asyncio.run(asyncio.wait_for(fw_claim.run(hal, cfg, str(root)), 120))
-    assert node == f"pl-{hal.unique_id()}" and node in store.active_mqtt_hashes(db)
+    assert node == f"pl-{hal.unique_id()}" and node in identity_store.active_mqtt_hashes(db)
     db.conn.close()
     assert run.stop() == 0

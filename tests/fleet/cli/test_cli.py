@@ -7,9 +7,12 @@ import click
 import pytest
 from polylink import proto
 
-from fleet import db as store
 from fleet.cli import cli
 from fleet.ingest import Ingest
+from fleet.store import commands as command_store
+from fleet.store import migrate
+from fleet.store import nodes as node_store
+from fleet.store import users as user_store
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "fleet.md"
 
@@ -33,7 +36,7 @@ def test_user_add_with_password_stdin(runner, db):
     r = runner.invoke(cli, ["user", "add", "alice", "--role", "admin", "--password-stdin"],
                       input="long enough pw\n")
     assert r.exit_code == 0, r.output
-    assert store.get_user(db, "alice")["role"] == "admin"
+    assert user_store.get_user(db, "alice")["role"] == "admin"
     r = runner.invoke(cli, ["user", "add", "alice", "--password-stdin"], input="long enough pw\n")
     assert r.exit_code == 1 and "Error: user 'alice' already exists" in r.output
     r = runner.invoke(cli, ["user", "add", "bob", "--password-stdin"], input="short\n")
@@ -44,7 +47,7 @@ def test_user_add_with_password_stdin(runner, db):
 def test_user_add_prompts_for_the_password(runner, db):
     r = runner.invoke(cli, ["user", "add", "carol"], input="a-good-pass\na-good-pass\n")
     assert r.exit_code == 0, r.output
-    assert store.get_user(db, "carol")["role"] == "operator"
+    assert user_store.get_user(db, "carol")["role"] == "operator"
 
 
 def test_token_create_prints_the_token_once_and_stores_a_hash(runner, db):
@@ -52,7 +55,7 @@ def test_token_create_prints_the_token_once_and_stores_a_hash(runner, db):
     assert r.exit_code == 0
     token = r.output.strip()
     assert re.fullmatch(r"plt_[A-Za-z0-9_-]{40,}", token)
-    assert store.token_name(db, token) == "grafana"
+    assert user_store.token_name(db, token) == "grafana"
     assert token not in str(list(db.query("SELECT * FROM api_tokens")))
     r = runner.invoke(cli, ["token", "create", "grafana"])
     assert r.exit_code == 1 and "already exists" in r.output
@@ -60,9 +63,9 @@ def test_token_create_prints_the_token_once_and_stores_a_hash(runner, db):
 
 def test_db_migrate(runner, settings):
     r = runner.invoke(cli, ["db", "migrate"])
-    assert r.exit_code == 0 and f"-> {store.SCHEMA_VERSION}" in r.output
+    assert r.exit_code == 0 and f"-> {migrate.SCHEMA_VERSION}" in r.output
     r = runner.invoke(cli, ["db", "migrate"])
-    assert f"{store.SCHEMA_VERSION} -> {store.SCHEMA_VERSION}" in r.output
+    assert f"{migrate.SCHEMA_VERSION} -> {migrate.SCHEMA_VERSION}" in r.output
 
 
 def test_nodes_node_show_and_bad_frames(runner, db):
@@ -90,7 +93,7 @@ def test_nodes_node_show_and_bad_frames(runner, db):
 
 
 def test_command_send_errors_are_one_liners(runner, db, monkeypatch):
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     monkeypatch.setenv("MQTT_PORT", "1")
     r = runner.invoke(cli, ["command", "send", "n1", "identify"])
     assert r.exit_code == 1 and "cannot reach the broker" in r.output
@@ -109,7 +112,7 @@ def test_command_send_through_the_broker(runner, db, mosquitto, monkeypatch):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     monkeypatch.setenv("MQTT_PORT", str(mosquitto.port))
     got = []
     sub = mqtt.Client(CallbackAPIVersion.VERSION2)
@@ -128,7 +131,7 @@ def test_command_send_through_the_broker(runner, db, mosquitto, monkeypatch):
         time.sleep(0.05)
     sub.loop_stop()
     assert got and got[0][3] == {"cid": cid, "cmd": 2, "arg": 120}
-    assert store.get_command(db, "n1", cid)["created_by"] == "cli"
+    assert command_store.get_command(db, "n1", cid)["created_by"] == "cli"
 
 
 @pytest.mark.parametrize("args", [["--help"], ["user", "add", "--help"], ["run", "--help"]])

@@ -19,13 +19,15 @@ from polylink import config as fw_config
 from polylink_host import sim
 from services import free_port
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.broker.server import MosquittoBroker
 from fleet.identity import claims, provision
 from fleet.identity import provision_cli as cli
 from fleet.ingest import Ingest
 from fleet.settings import Settings
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store.migrate import open_db
 from provisioning import image
 
 
@@ -35,7 +37,7 @@ class Fleet:
         self.settings = Settings(data_dir=tmp / "data", port=free_port(),
                                  mqtt_port=free_port(), mqtt_url=None)
         self.claim_port = free_port()
-        self.db = store.open_db(self.settings.db_path)
+        self.db = open_db(self.settings.db_path)
         brokerauth.sync(self.db, self.settings.broker_dir)
         self.broker = MosquittoBroker(self.settings.mqtt_port, self.settings.broker_dir, auth=True,
                                       claim_port=self.claim_port).start()
@@ -151,27 +153,27 @@ def test_claim_waits_for_approval_then_the_node_runs_as_itself(fleet, tmp_path, 
     a = Board(tmp_path, "board-a", cfg, board)
     try:
         mac = a.uid
-        assert wait(lambda: store.get_claim(fleet.db, mac) is not None), a.error
+        assert wait(lambda: identity_store.get_claim(fleet.db, mac) is not None), a.error
         time.sleep(2.5)  # it keeps asking, and keeps waiting
-        assert store.get_claim(fleet.db, mac)["state"] == "pending"
-        assert store.node_for_mac(fleet.db, mac) is None and not fleet.uplinks
-        claims.decide(fleet.db, store.get_claim(fleet.db, mac)["id"], True, "tech")
+        assert identity_store.get_claim(fleet.db, mac)["state"] == "pending"
+        assert identity_store.node_for_mac(fleet.db, mac) is None and not fleet.uplinks
+        claims.decide(fleet.db, identity_store.get_claim(fleet.db, mac)["id"], True, "tech")
         node = f"pl-{mac}"
         assert wait(lambda: f"pl/v1/{node}/up" in fleet.uplinks), (a.error, fleet.uplinks)
         saved = a.config()
         assert saved["node"] == node and saved["claim"] is None
         # It logs in with its own credentials, which the fleet keeps only as a hash.
         assert brokerauth.verify_password(saved["mqtt"]["password"],
-                                          store.active_mqtt_hashes(fleet.db)[node])
-        assert store.get_claim(fleet.db, mac)["state"] == "issued"
+                                          identity_store.active_mqtt_hashes(fleet.db)[node])
+        assert identity_store.get_claim(fleet.db, mac)["state"] == "issued"
         assert fw_config.validate(saved, board).node == node
     finally:
         a.stop()
     # Once the fleet has heard the node, the token does not work again for this board: a replay
     # of its claim is refused.
-    assert fleet.store_uplinks() and store.get_node(fleet.db, node)["last_seen"]
+    assert fleet.store_uplinks() and node_store.get_node(fleet.db, node)["last_seen"]
     answer = claims.request(fleet.db, fleet.settings, token.split(".")[0],
-                            store.get_claim(fleet.db, mac)["client_id"],
+                            identity_store.get_claim(fleet.db, mac)["client_id"],
                             json.dumps({"mac": mac}).encode())
     assert answer["state"] == "rejected" and "already claimed" in answer["reason"]
 
@@ -203,7 +205,7 @@ def test_stolen_token_cannot_take_over_an_existing_node(fleet, tmp_path, monkeyp
     # Same MAC as the claimed board, another claim id: refused, and it got no credentials.
     with pytest.raises(fw_claim.ClaimError, match="claimed by another board"):
         _claim_once(tmp_path, "thief-2", cfg, board, "aa0000000002")
-    assert set(store.active_mqtt_hashes(fleet.db)) == {"lamp-1", "pl-aa0000000002"}
+    assert set(identity_store.active_mqtt_hashes(fleet.db)) == {"lamp-1", "pl-aa0000000002"}
 
 
 def test_token_limits_uses_and_rejection(fleet, tmp_path, monkeypatch):
@@ -214,7 +216,7 @@ def test_token_limits_uses_and_rejection(fleet, tmp_path, monkeypatch):
     # Used up: no other board gets an identity with it.
     with pytest.raises(fw_claim.ClaimError, match="claim token used up"):
         _claim_once(tmp_path, "two", cfg, board, "bb0000000003")
-    assert store.node_for_mac(fleet.db, "bb0000000003") is None
+    assert identity_store.node_for_mac(fleet.db, "bb0000000003") is None
     # A technician's rejection reaches the board as a refusal.
     manual = claims.create_token(fleet.db, fleet.settings, "ESP32_GENERIC", uses=3, hours=1,
                                  actor="tech")
@@ -222,7 +224,7 @@ def test_token_limits_uses_and_rejection(fleet, tmp_path, monkeypatch):
     answer = claims.request(fleet.db, fleet.settings, manual.split(".")[0], "c-1",
                             json.dumps({"mac": "bb0000000002"}).encode())
     assert answer == {"state": "pending"}
-    claims.decide(fleet.db, store.get_claim(fleet.db, "bb0000000002")["id"], False, "tech",
+    claims.decide(fleet.db, identity_store.get_claim(fleet.db, "bb0000000002")["id"], False, "tech",
                   "not ours")
     with pytest.raises(fw_claim.ClaimError, match="not ours"):
         _claim_once(tmp_path, "rej", cfg2, board, "bb0000000002", claim_id="c-1")
@@ -270,7 +272,7 @@ def test_a_lost_answer_is_sent_again_until_the_board_uses_its_identity(fleet, tm
         pw = b.config()["mqtt"]["password"]
     finally:
         b.stop()
-    current = store.active_mqtt_hashes(fleet.db)[node]
+    current = identity_store.active_mqtt_hashes(fleet.db)[node]
     assert pw != lost["mqtt"]["password"] and brokerauth.verify_password(pw, current)
     assert not brokerauth.verify_password(lost["mqtt"]["password"], current), \
         "the password in the lost answer no longer works"
@@ -282,7 +284,7 @@ def test_a_lost_answer_is_sent_again_until_the_board_uses_its_identity(fleet, tm
     again = claims.request(fleet.db, fleet.settings, tid, "c-lost-1",
                            json.dumps({"mac": mac}).encode())
     assert again["state"] == "rejected" and "already claimed" in again["reason"]
-    assert set(store.active_mqtt_hashes(fleet.db)) == {node}
+    assert set(identity_store.active_mqtt_hashes(fleet.db)) == {node}
 
 
 def test_bad_tokens_are_refused_with_the_reason(fleet):

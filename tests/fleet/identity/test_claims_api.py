@@ -2,15 +2,16 @@
 
 import time
 
-from fleet import db as store
 from fleet.cli import cli
+from fleet.store import audit as audit_store
+from fleet.store import identity as identity_store
 from fleet.web.auth import create_token
 
 
 def _claims(db):
-    store.add_claim_token(db, "ct1", "hash", "ESP32_GENERIC", 10, time.time() + 3600, False,
-                          "cli")
-    return [store.add_claim(db, "ct1", f"c{i}", f"aabbccddee0{i}", "ESP32_GENERIC")["id"]
+    identity_store.add_claim_token(db, "ct1", "hash", "ESP32_GENERIC", 10, time.time() + 3600,
+                                   False, "cli")
+    return [identity_store.add_claim(db, "ct1", f"c{i}", f"aabbccddee0{i}", "ESP32_GENERIC")["id"]
             for i in range(3)]
 
 
@@ -48,8 +49,8 @@ def test_list_approve_reject_over_the_api(client, db):
                        json={"why": "x"}).status_code == 400
     assert client.get("/api/v1/claims?state=lost", headers=viewer).status_code == 400
     assert client.get("/api/v1/claims").status_code == 401
-    assert store.get_claim_by_id(db, c)["state"] == "pending"
-    log = {(e["action"], e["target"]): e for e in store.audit_log(db)}
+    assert identity_store.get_claim_by_id(db, c)["state"] == "pending"
+    log = {(e["action"], e["target"]): e for e in audit_store.audit_log(db)}
     assert log[("claim.approved", str(a))]["actor"] == "token:t-technician"
     assert "not ours" in log[("claim.rejected", str(b))]["detail"]
 
@@ -63,4 +64,4 @@ def test_claims_from_the_cli(runner, db):
     assert r.exit_code == 0 and "aabbccddee02" in r.output and "aabbccddee00" not in r.output
     r = runner.invoke(cli, ["claim", "approve", str(b)])
     assert r.exit_code == 1 and "not waiting for a decision" in r.output
-    assert store.audit_log(db, actor="cli")[0]["action"] == "claim.rejected"
+    assert audit_store.audit_log(db, actor="cli")[0]["action"] == "claim.rejected"

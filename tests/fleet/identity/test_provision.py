@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.cli import cli
 from fleet.identity import provision
+from fleet.store import identity as identity_store
 
 
 def test_radio_board_gets_lorawan_keys_and_wifi_board_none(db, settings):
@@ -18,8 +18,8 @@ def test_radio_board_gets_lorawan_keys_and_wifi_board_none(db, settings):
     assert re.fullmatch(r"[0-9A-F]{16}", lw["dev_eui"]) and int(lw["dev_eui"][:2], 16) & 0x03 == 2
     assert re.fullmatch(r"[0-9A-F]{32}", lw["app_key"]) and lw["join_eui"] == "0000000000000000"
     assert wifi["lorawan"] is None
-    assert store.get_credentials(db, "lora-1")["dev_eui"] == lw["dev_eui"]
-    assert "app_key" not in store.get_credentials(db, "lora-1")
+    assert identity_store.get_credentials(db, "lora-1")["dev_eui"] == lw["dev_eui"]
+    assert "app_key" not in identity_store.get_credentials(db, "lora-1")
     # The broker files follow the store.
     text = (settings.broker_dir / "passwd").read_text()
     assert "lora-1:$7$" in text and "wifi-1:$7$" in text and "polylink-ingest:$7$" in text
@@ -53,13 +53,13 @@ def test_bad_registrations_say_why(db, settings):
 def test_revoked_node_can_be_registered_again_with_new_secrets(db, settings):
     first = provision.register(db, settings, "n-1")
     provision.revoke(db, settings, "n-1")
-    assert "n-1" not in store.active_mqtt_hashes(db)
+    assert "n-1" not in identity_store.active_mqtt_hashes(db)
     with pytest.raises(provision.ProvisionError, match="no active credentials"):
         provision.revoke(db, settings, "n-1")
     second = provision.register(db, settings, "n-1")
     assert second["mqtt"]["password"] != first["mqtt"]["password"]
     assert brokerauth.verify_password(second["mqtt"]["password"],
-                                      store.active_mqtt_hashes(db)["n-1"])
+                                      identity_store.active_mqtt_hashes(db)["n-1"])
 
 
 def test_cli_node_add_prints_secrets_once_and_revoke(runner, db):
@@ -115,13 +115,13 @@ def test_ui_registers_with_csrf_and_shows_secrets_once(logged_in, form_token, db
     html = r.get_data(as_text=True)
     password = re.search(r"MQTT password</th><td><code>([^<]+)<", html).group(1)
     assert r.headers["Cache-Control"] == "no-store" and "AppKey" in html
-    assert brokerauth.verify_password(password, store.active_mqtt_hashes(db)["ui-1"])
+    assert brokerauth.verify_password(password, identity_store.active_mqtt_hashes(db)["ui-1"])
     again = c.get("/provision/").get_data(as_text=True)
     assert "ui-1" in again and password not in again
     bad = c.post("/provision/", data={"id": "ui-1", "csrf_token": csrf}).get_data(as_text=True)
     assert "Not registered: node &#39;ui-1&#39; is already registered" in bad
     c.post("/provision/ui-1/revoke", data={"csrf_token": csrf})
-    assert "ui-1" not in store.active_mqtt_hashes(db)
+    assert "ui-1" not in identity_store.active_mqtt_hashes(db)
 
 
 def test_viewers_cannot_register_or_revoke(client, db, form_token):
@@ -130,7 +130,7 @@ def test_viewers_cannot_register_or_revoke(client, db, form_token):
     viewer = create_token(db, "viewer-script", "viewer")
     h = {"Authorization": f"Bearer {viewer}"}
     r = client.post("/api/v1/nodes", json={"id": "v-1"}, headers=h)
-    assert r.status_code == 403 and store.get_credentials(db, "v-1") is None
+    assert r.status_code == 403 and identity_store.get_credentials(db, "v-1") is None
     create_user(db, "val", "long enough pw", "viewer")
     client.post("/auth/login", data={"username": "val", "password": "long enough pw",
                                      "csrf_token": form_token(client, "/auth/login")})
@@ -153,10 +153,11 @@ def test_ui_claim_tokens_and_approval(logged_in, form_token, db, settings):
     assert token not in c.get("/provision/").get_data(as_text=True)
     answer = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "aabbccddeeff"}).encode())
     assert answer == {"state": "pending"}
-    claim_id = store.get_claim(db, "aabbccddeeff")["id"]
+    claim_id = identity_store.get_claim(db, "aabbccddeeff")["id"]
     assert c.post(f"/provision/claims/{claim_id}/approve").status_code == 400  # no CSRF token
     r = c.post(f"/provision/claims/{claim_id}/approve", data={"csrf_token": csrf})
-    assert r.status_code == 302 and store.get_claim(db, "aabbccddeeff")["state"] == "approved"
+    assert (r.status_code == 302
+            and identity_store.get_claim(db, "aabbccddeeff")["state"] == "approved")
     issued = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "aabbccddeeff"}).encode())
     assert issued["state"] == "issued" and issued["node"] == "pl-aabbccddeeff"
     bad = c.post("/provision/claim-tokens", data={"board": "NOPE", "csrf_token": csrf},
@@ -184,21 +185,22 @@ def test_used_up_claim_token_stays_admitted_only_until_its_board_is_heard(db, se
     tid = token.split(".")[0]
     first = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())
     assert first["state"] == "issued"
-    assert tid in store.active_claim_token_hashes(db), "its board may not have the answer yet"
-    assert store.next_claim_token_expiry(db) is not None
+    assert tid in identity_store.active_claim_token_hashes(db), \
+        "its board may not have the answer yet"
+    assert identity_store.next_claim_token_expiry(db) is not None
     # Asked again by the same board: a fresh password, the lost one stops working.
     again = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())
     assert again["state"] == "issued" and again["node"] == first["node"]
-    current = store.active_mqtt_hashes(db)[first["node"]]
+    current = identity_store.active_mqtt_hashes(db)[first["node"]]
     assert brokerauth.verify_password(again["mqtt"]["password"], current)
     assert not brokerauth.verify_password(first["mqtt"]["password"], current)
-    assert store.get_claim_token(db, tid)["uses"] == 1, "sending it again takes no use"
+    assert identity_store.get_claim_token(db, tid)["uses"] == 1, "sending it again takes no use"
     # Another claim id for the same MAC gets nothing.
     thief = claims.request(db, settings, tid, "c-2", json.dumps({"mac": "dd0000000001"}).encode())
     assert thief["state"] == "rejected" and "another board" in thief["reason"]
     _status_from(db, first["node"])
-    assert tid not in store.active_claim_token_hashes(db)
-    assert store.next_claim_token_expiry(db) is None
+    assert tid not in identity_store.active_claim_token_hashes(db)
+    assert identity_store.next_claim_token_expiry(db) is None
     late = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())
     assert late["state"] == "rejected" and "already claimed" in late["reason"]
 
@@ -210,7 +212,7 @@ def test_revoking_a_claimed_node_before_it_reports_closes_the_token_too(db, sett
     tid = token.split(".")[0]
     first = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000002"}).encode())
     provision.revoke(db, settings, first["node"], actor="tech")
-    assert tid not in store.active_claim_token_hashes(db)
+    assert tid not in identity_store.active_claim_token_hashes(db)
     again = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000002"}).encode())
     assert again["state"] == "rejected"
-    assert first["node"] not in store.active_mqtt_hashes(db), "revoked stays revoked"
+    assert first["node"] not in identity_store.active_mqtt_hashes(db), "revoked stays revoked"

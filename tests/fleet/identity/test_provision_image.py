@@ -3,9 +3,10 @@
 import json
 import re
 
-from fleet import db as store
 from fleet.broker import auth as brokerauth
 from fleet.identity import provision
+from fleet.store import audit as audit_store
+from fleet.store import identity as identity_store
 from provisioning import image
 
 
@@ -34,12 +35,12 @@ def test_ui_image_download_carries_a_new_working_password(logged_in, form_token,
     cfg = _config(data)
     assert cfg["node"] == "lamp-7" and cfg["mqtt"]["host"] == "10.0.0.2"
     assert cfg["wifi"] == {"ssid": "city-iot", "password": "s3cret-wifi"}
-    stored = store.active_mqtt_hashes(db)["lamp-7"]
+    stored = identity_store.active_mqtt_hashes(db)["lamp-7"]
     assert brokerauth.verify_password(cfg["mqtt"]["password"], stored)
     assert not brokerauth.verify_password(old, stored), "the old image stops working"
-    entry = store.audit_log(db, target="lamp-7")[0]
+    entry = audit_store.audit_log(db, target="lamp-7")[0]
     assert entry["action"] == "node.image" and entry["actor"] == "alice"
-    assert "s3cret-wifi" not in json.dumps(store.audit_log(db))  # no secret in the audit log
+    assert "s3cret-wifi" not in json.dumps(audit_store.audit_log(db))  # no secret in the audit log
 
 
 def test_a_failed_image_says_why_and_keeps_the_password(logged_in, form_token, db):
@@ -49,7 +50,7 @@ def test_a_failed_image_says_why_and_keeps_the_password(logged_in, form_token, d
     provision.register(db, settings, "no-board")
     provision.register(db, settings, "gone", board="ESP32_GENERIC")
     provision.revoke(db, settings, "gone")
-    before = store.active_mqtt_hashes(db)["lamp-8"]
+    before = identity_store.active_mqtt_hashes(db)["lamp-8"]
     csrf = form_token(c, "/provision/")
     for form, words in (
         ({"node": "lamp-8", "mqtt_host": "127.0.0.1"}, "not 127.0.0.1"),
@@ -64,7 +65,7 @@ def test_a_failed_image_says_why_and_keeps_the_password(logged_in, form_token, d
         r = c.post("/provision/image", data={**form, "csrf_token": csrf}, follow_redirects=True)
         assert r.status_code == 200 and r.mimetype == "text/html"
         assert words in r.get_data(as_text=True), (form, words)
-    assert store.active_mqtt_hashes(db)["lamp-8"] == before
+    assert identity_store.active_mqtt_hashes(db)["lamp-8"] == before
 
 
 def test_only_technicians_and_up_download_images(client, db, form_token):
@@ -72,7 +73,7 @@ def test_only_technicians_and_up_download_images(client, db, form_token):
 
     provision.register(db, client.application.config["SETTINGS"], "lamp-9",
                        board="ESP32_GENERIC")
-    before = store.active_mqtt_hashes(db)["lamp-9"]
+    before = identity_store.active_mqtt_hashes(db)["lamp-9"]
     viewer = create_token(db, "viewer-script", "viewer")
     r = client.post("/api/v1/nodes/lamp-9/image", json={"mqtt_host": "10.0.0.2"},
                     headers={"Authorization": f"Bearer {viewer}"})
@@ -84,7 +85,7 @@ def test_only_technicians_and_up_download_images(client, db, form_token):
                      client.get("/nodes/").get_data(as_text=True)).group(1)
     assert client.post("/provision/image", data={"node": "lamp-9", "mqtt_host": "10.0.0.2",
                                                  "csrf_token": csrf}).status_code == 403
-    assert store.active_mqtt_hashes(db)["lamp-9"] == before
+    assert identity_store.active_mqtt_hashes(db)["lamp-9"] == before
 
 
 def test_api_image(client, db, auth_headers):
@@ -96,7 +97,7 @@ def test_api_image(client, db, auth_headers):
     cfg = _config(r.get_data())
     assert (cfg["mqtt"]["host"], cfg["mqtt"]["port"]) == ("broker.city", 8883)
     assert brokerauth.verify_password(cfg["mqtt"]["password"],
-                                      store.active_mqtt_hashes(db)["lamp-10"])
+                                      identity_store.active_mqtt_hashes(db)["lamp-10"])
     for body, status, words in (
         ({"mqtt_host": "h", "colour": 1}, 400, "unknown field"),
         ({"mqtt_host": "h", "mqtt_port": "1883"}, 400, "must be an integer"),

@@ -3,9 +3,11 @@
 import pytest
 from polylink import proto
 
-from fleet import db as store
 from fleet.ingest import Ingest
 from fleet.nodes import charts, display
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store.migrate import open_db
 
 
 def frame(mtype, seq, body, ts=None) -> bytes:
@@ -79,7 +81,7 @@ def test_logout_needs_post_with_csrf(logged_in, form_token):
 
 
 def test_fleet_list_shows_state_firmware_and_battery(logged_in, node, db):
-    store.enrol_node(db, "n2")
+    node_store.enrol_node(db, "n2")
     page = logged_in.get("/nodes/").get_data(as_text=True)
     assert "2 match" in page
     assert "0.3.1" in page and "3.70 V" in page and ">online<" in page and ">new<" in page
@@ -87,7 +89,7 @@ def test_fleet_list_shows_state_firmware_and_battery(logged_in, node, db):
 
 def test_micropython_version_on_the_list_its_filter_the_node_page_and_the_overview(
         logged_in, node, db):
-    store.enrol_node(db, "n2")
+    node_store.enrol_node(db, "n2")
     ing = Ingest(db)
     ing.add("pl/v1/n3/up", frame(proto.STATUS, 1, {"fw": "0.3.1", "uptime": 5,
                                                    "micropython": "1.25.0"}), 1.0)
@@ -107,12 +109,12 @@ def test_micropython_version_on_the_list_its_filter_the_node_page_and_the_overvi
         '<dd data-live-fact="micropython">-</dd>') == 1
     page = logged_in.get("/").get_data(as_text=True)
     assert "By MicroPython" in page and "/nodes/?micropython=1.25.0" in page
-    counts = store.overview(db)["micropython"]
+    counts = node_store.overview(db)["micropython"]
     assert {k: v["total"] for k, v in counts.items()} == {"1.24.1": 1, "1.25.0": 1, "-": 1}
 
 
 def test_node_name_is_escaped(logged_in, node, db):
-    store.rename_node(db, "n1", '<script>alert("x")</script>')
+    node_store.rename_node(db, "n1", '<script>alert("x")</script>')
     for path in ("/nodes/", "/nodes/n1"):
         page = logged_in.get(path).get_data(as_text=True)
         assert "<script>alert" not in page
@@ -138,8 +140,8 @@ def test_unknown_node_page_is_404(logged_in):
 def test_command_form_needs_csrf(logged_in, node):
     r = logged_in.post("/nodes/n1/commands", data={"command": "identify"})
     assert r.status_code == 400
-    assert store.list_commands(store.open_db(logged_in.application.config["DATABASE"]),
-                               "n1") == []
+    assert command_store.list_commands(open_db(logged_in.application.config["DATABASE"]),
+                                       "n1") == []
 
 
 def test_command_form_reports_errors_clearly(logged_in, node, form_token):

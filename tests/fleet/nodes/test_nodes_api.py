@@ -10,8 +10,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from polylink import proto
 
 from fleet import create_app
-from fleet import db as store
 from fleet.ingest import Ingest
+from fleet.store import telemetry as telemetry_store
 
 READING = [(0, 0, 21.5), (1, 0, 48.0), (2, 0, 3.71)]
 
@@ -187,7 +187,7 @@ def test_command_reaches_the_node_and_its_result_comes_back(mosquitto, settings,
         assert r.status_code == 202
         _, payload2 = received.get(timeout=10)
         assert proto.decode(payload2)[1] == seq + 1
-        assert store.count_frames(fleet, "n1", direction="down") == 2
+        assert telemetry_store.count_frames(fleet, "n1", direction="down") == 2
     finally:
         node.loop_stop()
         node.disconnect()

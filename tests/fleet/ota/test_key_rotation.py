@@ -7,12 +7,15 @@ import json
 import pytest
 from polylink import proto
 
-from fleet import db as store
 from fleet.cli import cli
 from fleet.identity import provision
 from fleet.ingest import Ingest
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store.base import transaction
 
 TARGET = {"nodes": ["n1", "n2", "n3"]}
 _seq = {}
@@ -40,7 +43,7 @@ def test_keys_rotate_across_a_fleet_without_stranding_a_node(db, settings, runne
         provision.register(db, settings, n, board="ESP32_GENERIC")
     ota.create_key(settings, "k2")
     provision.register(db, settings, "n3", board="ESP32_GENERIC")
-    assert store.trusted_key_ids(db, ["n1", "n2", "n3"]) == {
+    assert identity_store.trusted_key_ids(db, ["n1", "n2", "n3"]) == {
         "n1": ["k1"], "n2": ["k1"], "n3": ["k1", "k2"]}
     # Every release carries the fleet's keys of the day.
     m = _release(db, settings, "0.2.0")
@@ -68,7 +71,7 @@ def test_keys_rotate_across_a_fleet_without_stranding_a_node(db, settings, runne
     rid = rollouts.create(db, "0.2.1", TARGET)
     for n in ("n1", "n2", "n3"):
         _confirm(db, n, "0.2.1", "k1,k2")
-    assert store.trusted_key_ids(db, ["n1", "n2", "n3"]) == {
+    assert identity_store.trusted_key_ids(db, ["n1", "n2", "n3"]) == {
         "n1": ["k1", "k2"], "n2": ["k1", "k2"], "n3": ["k1", "k2"]}
     rollouts.act(db, rid, "abort", actor="op")  # done with it (ticks are not what this tests)
     r = runner.invoke(cli, ["keys", "retire", "k1"])
@@ -78,8 +81,8 @@ def test_keys_rotate_across_a_fleet_without_stranding_a_node(db, settings, runne
     assert m["key"] == "k2" and list(m["keys"]) == ["k2"]
     rollouts.create(db, "0.3.0", TARGET)
     _confirm(db, "n1", "0.3.0", "k2")
-    assert store.trusted_key_ids(db, ["n1"]) == {"n1": ["k2"]}
-    assert store.node_updates(db, "n1")["keys"] == ["k2"]
+    assert identity_store.trusted_key_ids(db, ["n1"]) == {"n1": ["k2"]}
+    assert ota_store.node_updates(db, "n1")["keys"] == ["k2"]
 
 
 def test_retire_with_force_and_reflashing_gives_todays_keys(db, settings, runner):
@@ -90,9 +93,9 @@ def test_retire_with_force_and_reflashing_gives_todays_keys(db, settings, runner
     # Reflashing n1 (a new image) gives it the fleet's keys of today, reported or not before.
     ident = provision.issue(db, settings, "n1", "ESP32_GENERIC", actor="tech")
     assert set(ident["ota"]["keys"]) == {"k1", "k2"}
-    assert store.trusted_key_ids(db, ["n1"]) == {"n1": ["k1", "k2"]}
+    assert identity_store.trusted_key_ids(db, ["n1"]) == {"n1": ["k1", "k2"]}
     provision.register(db, settings, "n2", board="ESP32_GENERIC")
-    with store.transaction(db) as conn:  # as if n2 was flashed when only k1 existed
+    with transaction(db) as conn:  # as if n2 was flashed when only k1 existed
         conn.execute("UPDATE node_credentials SET ota_keys = ? WHERE node_id = 'n2'",
                      (json.dumps({"k1": ota.trusted_keys(settings)["k1"]}),))
     r = runner.invoke(cli, ["keys", "retire", "k1"])
@@ -106,8 +109,8 @@ def test_nodes_whose_keys_are_unknown_are_not_refused(db, settings):
     """A node enrolled by its first frame (not registered here) has no known key set."""
     ota.create_key(settings, "k1")
     _release(db, settings, "0.2.0")
-    store.enrol_node(db, "loose", board="ESP32_GENERIC", provider="mqtt")
-    assert store.trusted_key_ids(db, ["loose"]) == {"loose": None}
+    node_store.enrol_node(db, "loose", board="ESP32_GENERIC", provider="mqtt")
+    assert identity_store.trusted_key_ids(db, ["loose"]) == {"loose": None}
     assert rollouts.create(db, "0.2.0", {"nodes": ["loose"]})
 
 

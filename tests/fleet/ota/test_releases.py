@@ -7,10 +7,11 @@ import tarfile
 
 import pytest
 
-from fleet import db as store
 from fleet.cli import cli
 from fleet.identity import provision
 from fleet.ota import releases as ota
+from fleet.store import identity as identity_store
+from fleet.store import ota as ota_store
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_refuses_bad_signature_hash_mismatch_unknown_key_and_board(built, settin
     odd = ota.manifest_bytes("0.2.0", "k1", ["TOASTER_9000"], m["files"])
     with pytest.raises(ota.ReleaseError, match="incompatible board"):
         ota.check_release(keys, odd, ota.sign(key, key_id, odd), blobs)
-    assert store.list_releases(db) == []
+    assert ota_store.list_releases(db) == []
 
 
 def test_api_upload_list_duplicate_and_roles(built, settings, client, db, auth_headers):
@@ -156,7 +157,7 @@ def test_node_fetches_files_with_its_login_and_range(built, settings, client, db
     rid = rollouts.create(db, "0.2.0", {"nodes": ["n-1"]}, [{"percent": 100, "soak": 0}])
     r = client.get("/ota/v1/nodes/n-1/offer", auth=login)
     assert r.status_code == 200 and r.json == {"version": "0.2.0", "rid": rid}
-    store.revoke_credentials(db, "n-1")
+    identity_store.revoke_credentials(db, "n-1")
     assert client.get(url, auth=login).status_code == 401, "a revoked node gets nothing"
 
 

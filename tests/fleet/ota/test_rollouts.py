@@ -13,19 +13,23 @@ import pytest
 from polylink import proto
 from rollout_nodes import STAGES, Nodes, _release  # tests/fleet/ is on sys.path
 
-from fleet import db as store
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
+from fleet.store import audit as audit_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import UnknownRelease, transaction
 
 
 def _run(db, nodes, rid, ticks=20):
     for _ in range(ticks):
         rollouts.tick(db, nodes.send, "http://fleet")
         nodes.deliver()
-        if store.get_rollout(db, rid)["state"] != "running":
+        if ota_store.get_rollout(db, rid)["state"] != "running":
             break
     rollouts.tick(db, nodes.send, "http://fleet")
-    return store.get_rollout(db, rid)
+    return ota_store.get_rollout(db, rid)
 
 
 IDS = [f"n-{i:03d}" for i in range(200)]
@@ -43,7 +47,7 @@ def test_bad_release_pauses_at_the_first_stage_and_no_one_else_gets_it(db):
     assert s["stage_counts"][0] == {"rolled_back": 2}
     assert s["totals"]["pending"] == 198
     # The fleet's view matches what the nodes run: the rolled-back nodes are on 0.1.0.
-    for n in store.rollout_nodes(db, rid, state="rolled_back"):
+    for n in ota_store.rollout_nodes(db, rid, state="rolled_back"):
         assert n["firmware_version"] == "0.1.0"
     # Paused stays paused: more ticks offer nothing.
     _run(db, nodes, rid, ticks=3)
@@ -58,9 +62,9 @@ def test_good_release_reaches_every_node_confirmed(db):
     assert r["state"] == "done", r
     s = rollouts.summary(db, rid)
     assert s["totals"] == {"succeeded": 200}
-    assert all(n["firmware_version"] == "0.2.0" for n in store.rollout_nodes(db, rid))
+    assert all(n["firmware_version"] == "0.2.0" for n in ota_store.rollout_nodes(db, rid))
     assert all(v == 1 for v in nodes.offers.values()) and len(nodes.offers) == 200
-    actions = [a["action"] for a in store.audit_log(db, target=f"rollout:{rid}")]
+    actions = [a["action"] for a in audit_store.audit_log(db, target=f"rollout:{rid}")]
     assert actions.count("rollout.stage") == 3 and actions[0] == "rollout.done"
 
 
@@ -70,12 +74,12 @@ def test_confirmed_counts_only_when_the_node_runs_the_release(db):
     rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:3]}, [{"percent": 100, "soak": 0}])
     rollouts.tick(db, lambda n, f: None, None)
     # A node says "confirmed" but its STATUS still reports the old version: not a success.
-    b = store.Batch()
+    b = telemetry_store.Batch()
     b.frames = [(IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
                  {"state": 5, "version": "0.2.0", "rid": rid})]
-    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    telemetry_store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
     rollouts.tick(db, lambda n, f: None, None)
-    states = {n["node_id"]: n["state"] for n in store.rollout_nodes(db, rid)}
+    states = {n["node_id"]: n["state"] for n in ota_store.rollout_nodes(db, rid)}
     assert states[IDS[0]] == "confirmed"
     del nodes
 
@@ -86,7 +90,7 @@ def test_runtime_release_counts_a_node_only_once_its_status_shows_the_new_microp
     rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:5]}, [{"percent": 100, "soak": 0}])
     r = _run(db, nodes, rid, ticks=5)
     assert r["state"] == "running", "n-002 confirmed on the old MicroPython: not done"
-    got = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    got = {n["node_id"]: n for n in ota_store.rollout_nodes(db, rid)}
     stuck = got.pop("n-002")
     assert all(n["state"] == "succeeded" and n["micropython_version"] == "1.25.0"
                for n in got.values())
@@ -100,7 +104,7 @@ def test_runtime_release_counts_a_node_only_once_its_status_shows_the_new_microp
     nodes._up("n-002", proto.STATUS, {"fw": "0.3.0", "uptime": 4, "micropython": "1.25.0"})
     nodes.deliver()
     rollouts.tick(db, nodes.send, None)
-    assert store.get_rollout(db, rid)["state"] == "done"
+    assert ota_store.get_rollout(db, rid)["state"] == "done"
     assert rollouts.summary(db, rid)["totals"] == {"succeeded": 5}
 
 
@@ -109,13 +113,13 @@ def test_runtime_release_waits_for_a_node_that_never_named_its_micropython(db):
     Nodes(db, IDS[:1])
     rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:1]}, [{"percent": 100, "soak": 0}])
     rollouts.tick(db, lambda n, f: None, None)
-    b = store.Batch()
+    b = telemetry_store.Batch()
     b.frames = [(IDS[0], 1, proto.STATUS, time.time(), None, "mqtt", {"fw": "0.3.0", "uptime": 9}),
                 (IDS[0], 2, proto.OTA_UP, time.time(), None, "mqtt",
                  {"state": 5, "version": "0.3.0", "rid": rid})]
-    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    telemetry_store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
     rollouts.tick(db, lambda n, f: None, None)
-    n = store.rollout_nodes(db, rid)[0]
+    n = ota_store.rollout_nodes(db, rid)[0]
     assert n["state"] == "confirmed" and "has not said which MicroPython" in n["reason"]
 
 
@@ -123,14 +127,14 @@ def test_runtime_release_skips_only_nodes_on_both_its_app_and_its_micropython(db
     _release(db, "0.3.0", runtime="1.25.0")
     _release(db, "0.2.0")
     Nodes(db, IDS[:6])
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.executemany("UPDATE nodes SET firmware_version = ?, micropython_version = ?"
                          " WHERE id = ?",
                          [("0.3.0", "1.25.0", "n-000"), ("0.3.0", "1.24.1", "n-001"),
                           ("0.3.0", None, "n-002"), ("0.1.0", "1.25.0", "n-003"),
                           ("0.2.0", "1.24.1", "n-004"), ("0.3.0", "1.25.0", "n-005")])
     rid = rollouts.create(db, "0.3.0", {"nodes": IDS[:5]}, [{"percent": 100, "soak": 0}])
-    states = {n["node_id"]: n["state"] for n in store.rollout_nodes(db, rid)}
+    states = {n["node_id"]: n["state"] for n in ota_store.rollout_nodes(db, rid)}
     assert states == {"n-000": "skipped", "n-001": "pending", "n-002": "pending",
                       "n-003": "pending", "n-004": "pending"}
     done = rollouts.add_nodes(db, rid, ["n-005"])
@@ -146,11 +150,11 @@ def test_runtime_release_skips_only_nodes_on_both_its_app_and_its_micropython(db
 def test_target_by_micropython_version(db):
     _release(db, "0.3.0", runtime="1.25.0")
     Nodes(db, IDS[:4])
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET micropython_version = '1.23.0' WHERE id IN"
                      " ('n-001', 'n-003')")
     rid = rollouts.create(db, "0.3.0", {"micropython": "1.23.0"}, [{"percent": 100, "soak": 0}])
-    assert sorted(n["node_id"] for n in store.rollout_nodes(db, rid)) == ["n-001", "n-003"]
+    assert sorted(n["node_id"] for n in ota_store.rollout_nodes(db, rid)) == ["n-001", "n-003"]
     with pytest.raises(rollouts.RolloutError, match="matches no node"):
         rollouts.create(db, "0.3.0", {"micropython": "1.22.0"})
 
@@ -160,12 +164,12 @@ def test_cli_rollout_by_micropython_and_show_names_it(runner, db):
 
     _release(db, "0.3.0", runtime="1.25.0")
     Nodes(db, IDS[:3])
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET micropython_version = '1.23.0' WHERE id = 'n-001'")
     r = runner.invoke(cli, ["rollout", "create", "0.3.0", "--from-micropython", "1.23.0",
                             "--stages", "100:0"])
     assert r.exit_code == 0 and "to 1 nodes" in r.output, r.output
-    rid = store.list_rollouts(db)[0]["id"]
+    rid = ota_store.list_rollouts(db)[0]["id"]
     out = runner.invoke(cli, ["rollout", "show", str(rid)]).output
     assert re.search(r"n-001\s+stage 1\s+pending\s+0.1.0\s+1.23.0", out), out
 
@@ -173,7 +177,7 @@ def test_cli_rollout_by_micropython_and_show_names_it(runner, db):
 def test_skips_nodes_on_target_and_offers_offline_nodes_when_they_return(db):
     _release(db, "0.2.0")
     nodes = Nodes(db, IDS[:10], offline={"n-003"})
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET firmware_version = '0.2.0' WHERE id = 'n-005'")
     rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:10]}, [{"percent": 100, "soak": 0}])
     s = rollouts.summary(db, rid)
@@ -192,14 +196,14 @@ def test_health_regression_pauses(db):
     rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:40]},
                           [{"percent": 25, "soak": 3600}, {"percent": 100, "soak": 0}], 0.5, 0.25)
     _run(db, nodes, rid, ticks=2)
-    assert store.get_rollout(db, rid)["state"] == "running"  # soaking
+    assert ota_store.get_rollout(db, rid)["state"] == "running"  # soaking
     # The updated nodes start dropping off the network, the others are fine.
-    updated = [n["node_id"] for n in store.rollout_nodes(db, rid, state="succeeded")]
+    updated = [n["node_id"] for n in ota_store.rollout_nodes(db, rid, state="succeeded")]
     assert len(updated) == 10
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.executemany("UPDATE nodes SET online = 0 WHERE id = ?", [(n,) for n in updated[:5]])
     rollouts.tick(db, nodes.send, None)
-    r = store.get_rollout(db, rid)
+    r = ota_store.get_rollout(db, rid)
     assert r["state"] == "paused" and r["reason"].startswith("health regression"), r["reason"]
 
 
@@ -222,14 +226,14 @@ def test_operator_actions_pause_resume_retry_abort(db):
     rollouts.act(db, rid, "abort", actor="op")
     with pytest.raises(rollouts.RolloutError, match="already aborted"):
         rollouts.act(db, rid, "abort", actor="op")
-    who = [(a["actor"], a["action"]) for a in store.audit_log(db, target=f"rollout:{rid}")]
+    who = [(a["actor"], a["action"]) for a in audit_store.audit_log(db, target=f"rollout:{rid}")]
     assert ("op", "rollout.retry") in who and ("op", "rollout.abort") in who
 
 
 def test_create_refuses_incompatible_boards_empty_targets_and_bad_stages(db):
     _release(db, "0.2.0")
     Nodes(db, IDS[:3])
-    store.enrol_node(db, "heltec-1", board="HELTEC_V3")
+    node_store.enrol_node(db, "heltec-1", board="HELTEC_V3")
     with pytest.raises(rollouts.RolloutError, match="incompatible board"):
         rollouts.create(db, "0.2.0", {"nodes": ["n-000", "heltec-1"]})
     with pytest.raises(rollouts.RolloutError, match="choose the target"):
@@ -238,7 +242,7 @@ def test_create_refuses_incompatible_boards_empty_targets_and_bad_stages(db):
         rollouts.create(db, "0.2.0", {"tags": ["nowhere"]})
     with pytest.raises(rollouts.RolloutError, match="last stage"):
         rollouts.create(db, "0.2.0", {"nodes": ["n-000"]}, [{"percent": 50, "soak": 0}])
-    with pytest.raises(store.UnknownRelease):
+    with pytest.raises(UnknownRelease):
         rollouts.create(db, "9.9.9", {"nodes": ["n-000"]})
     rollouts.create(db, "0.2.0", {"nodes": ["n-000"]})
     with pytest.raises(rollouts.RolloutError, match="another unfinished rollout"):
@@ -282,7 +286,7 @@ def test_api_and_ui(client, db, auth_headers, user, form_token):
     assert client.post(f"/updates/rollouts/{rid}/resume").status_code == 400, "CSRF required"
     tok = form_token(client, f"/updates/rollouts/{rid}")
     r = client.post(f"/updates/rollouts/{rid}/resume", data={"csrf_token": tok})
-    assert r.status_code == 302 and store.get_rollout(db, rid)["state"] == "running"
+    assert r.status_code == 302 and ota_store.get_rollout(db, rid)["state"] == "running"
     r = client.post("/updates/rollouts", data={"csrf_token": tok, "release": "0.2.0",
                                                "board": "HELTEC_V3"})
     assert r.status_code == 400 and "matches no node" in r.get_data(as_text=True)
@@ -310,16 +314,16 @@ def test_a_node_silent_mid_update_gets_the_offer_again(db):
     rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:1]}, [{"percent": 100, "soak": 0}])
     sent = []
     rollouts.tick(db, lambda n, f: sent.append(n), None)
-    b = store.Batch()  # it starts downloading, then loses power and forgets the offer
+    b = telemetry_store.Batch()  # it starts downloading, then loses power and forgets the offer
     b.frames = [(IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
                  {"state": 2, "version": "0.2.0", "rid": rid, "progress": 25})]
-    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    telemetry_store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
     rollouts.tick(db, lambda n, f: sent.append(n), None)
     assert sent == [IDS[0]], "no second offer while the node is fresh"
     later = time.time() + rollouts.REOFFER_AFTER + 1
     rollouts.tick(db, lambda n, f: sent.append(n), None, now=later)
     assert sent == [IDS[0], IDS[0]]
-    assert store.rollout_nodes(db, rid)[0]["attempts"] == 2
+    assert ota_store.rollout_nodes(db, rid)[0]["attempts"] == 2
 
 
 def test_a_node_stuck_rebooting_or_confirmed_without_proof_fails_after_a_while(db):
@@ -328,7 +332,7 @@ def test_a_node_stuck_rebooting_or_confirmed_without_proof_fails_after_a_while(d
     Nodes(db, IDS[:3])
     rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:3]}, [{"percent": 100, "soak": 0}], 0.5)
     rollouts.tick(db, lambda n, f: None, None)
-    b = store.Batch()
+    b = telemetry_store.Batch()
     b.frames = [  # n-000 rebooted and was never heard again; n-001 confirmed, STATUS says 0.1.0
         (IDS[0], 1, proto.OTA_UP, time.time(), None, "mqtt",
          {"state": 4, "version": "0.2.0", "rid": rid}),
@@ -337,20 +341,20 @@ def test_a_node_stuck_rebooting_or_confirmed_without_proof_fails_after_a_while(d
         (IDS[2], 1, proto.STATUS, time.time(), None, "mqtt", {"fw": "0.2.0", "uptime": 5}),
         (IDS[2], 2, proto.OTA_UP, time.time(), None, "mqtt",
          {"state": 5, "version": "0.2.0", "rid": rid})]
-    store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
+    telemetry_store.store_batch(db, b, 0, 1, 2, 3, proto.OTA_UP)
     rollouts.tick(db, lambda n, f: None, None)
     soon = time.time() + rollouts.STUCK_AFTER - 60
     rollouts.tick(db, lambda n, f: None, None, now=soon)
-    got = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    got = {n["node_id"]: n for n in ota_store.rollout_nodes(db, rid)}
     assert [got[i]["state"] for i in IDS[:3]] == ["rebooting", "confirmed", "succeeded"]
     later = time.time() + rollouts.STUCK_AFTER + 1
     rollouts.tick(db, lambda n, f: None, None, now=later)
-    got = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    got = {n["node_id"]: n for n in ota_store.rollout_nodes(db, rid)}
     assert [got[i]["state"] for i in IDS[:3]] == ["failed", "failed", "succeeded"]
     assert got[IDS[0]]["reason"] == "said it reboots into 0.2.0, then no confirmed boot for 60 min"
     assert got[IDS[1]]["reason"] == "confirmed, but its STATUS never showed 0.2.0 (for 60 min)"
     # 2 of 3 failed, over the 50 % threshold: paused, and retry offers them the release again.
-    r = store.get_rollout(db, rid)
+    r = ota_store.get_rollout(db, rid)
     assert r["state"] == "paused" and "2 of 3 nodes failed" in r["reason"]
 
 
@@ -364,7 +368,7 @@ def test_abort_tells_nodes_mid_update_to_stop(db):
     rollouts.tick(db, lambda n, f: sent.append((n, proto.decode(f)[3])), None)
     assert sorted(n for n, _ in sent) == IDS[:2]
     assert all(body["op"] == 2 and body["version"] == "0.2.0" for _, body in sent)
-    assert {n["state"] for n in store.rollout_nodes(db, rid)} == {"cancelled"}
+    assert {n["state"] for n in ota_store.rollout_nodes(db, rid)} == {"cancelled"}
     rollouts.tick(db, lambda n, f: sent.append(n), None)
     assert len(sent) == 2, "a cancel is sent once"
 
@@ -375,7 +379,7 @@ def test_abort_tells_nodes_mid_update_to_stop(db):
 def test_add_nodes_joins_the_current_stage_and_skips_with_counts(db):
     _release(db, "0.2.0")
     nodes = Nodes(db, IDS[:8])
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET firmware_version = '0.2.0' WHERE id = 'n-005'")
         conn.execute("UPDATE nodes SET board = 'HELTEC_V3' WHERE id = 'n-006'")
     rid = rollouts.create(db, "0.2.0", {"nodes": IDS[:2]}, [{"percent": 50, "soak": 0},
@@ -388,17 +392,17 @@ def test_add_nodes_joins_the_current_stage_and_skips_with_counts(db):
     assert rollouts.skipped_text(done["skipped"], "0.2.0") == (
         "2 already in it, 1 already on 0.2.0, 1 in another unfinished rollout, "
         "1 on a board 0.2.0 does not support")
-    added = {n["node_id"]: n for n in store.rollout_nodes(db, rid)}
+    added = {n["node_id"]: n for n in ota_store.rollout_nodes(db, rid)}
     assert {"n-002", "n-003", "n-007"} <= set(added) and added["n-002"]["stage"] == 0
     assert added["n-002"]["state"] == "pending" and added["n-002"]["from_version"] == "0.1.0"
-    entry = store.audit_log(db, actor="alice")[0]
+    entry = audit_store.audit_log(db, actor="alice")[0]
     assert entry["action"] == "rollout.add-nodes" and entry["target"] == f"rollout:{rid}"
     assert '"added": 3' in entry["detail"]
     # The next ticks offer the release to the added nodes, and the rollout completes with them.
     assert _run(db, nodes, rid)["state"] == "done"
     assert {n: nodes.offers.get(n) for n in ("n-002", "n-003", "n-007")} == {
         "n-002": 1, "n-003": 1, "n-007": 1}
-    assert store.get_rollout(db, other)["state"] == "done"
+    assert ota_store.get_rollout(db, other)["state"] == "done"
     # Only unfinished rollouts take nodes; unknown ids are an error, nothing is added.
     with pytest.raises(rollouts.RolloutError, match="rollout 1 is done; nodes can be added only"):
         rollouts.add_nodes(db, rid, ["n-001"])
@@ -408,7 +412,7 @@ def test_add_nodes_joins_the_current_stage_and_skips_with_counts(db):
         rollouts.add_nodes(db, fresh, ["ghost", "n-003"])
     with pytest.raises(rollouts.RolloutError, match="non-empty list"):
         rollouts.add_nodes(db, fresh, [])
-    assert len(store.rollout_nodes(db, fresh)) == 1
+    assert len(ota_store.rollout_nodes(db, fresh)) == 1
 
 
 def test_add_nodes_to_a_paused_rollout_waits_for_resume(db):
@@ -434,7 +438,7 @@ def test_add_nodes_api(client, db, auth_headers):
     assert r.status_code == 200, r.json
     assert r.json["added"] == 2 and r.json["skipped"]["already_in"] == 1
     assert r.json["rollout"]["totals"] == {"pending": 3}
-    assert store.audit_log(db, actor="token:tests")[0]["action"] == "rollout.add-nodes"
+    assert audit_store.audit_log(db, actor="token:tests")[0]["action"] == "rollout.add-nodes"
     tech = {"Authorization": "Bearer " + create_token(db, "tech", role="technician")}
     r = client.post(url, headers=tech, json={"nodes": ["n-003"]})
     assert r.status_code == 403
@@ -458,4 +462,4 @@ def test_add_nodes_api(client, db, auth_headers):
     assert out.exit_code == 1 and "is aborted" in out.output
     r = client.post(url, headers=auth_headers, json={"nodes": ["n-003"]})
     assert r.status_code == 409 and "aborted" in r.json["error"]
-    assert len(store.rollout_nodes(db, rid)) == 4
+    assert len(ota_store.rollout_nodes(db, rid)) == 4

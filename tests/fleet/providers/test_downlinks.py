@@ -11,10 +11,15 @@ from pathlib import Path
 import pytest
 
 from fleet import create_app
-from fleet import db as store
 from fleet.nodes import commands as downlink
 from fleet.providers import downlinks, registry, worker
 from fleet.settings import Settings
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import providers as provider_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import transaction
+from fleet.store.migrate import open_db
 from fleet.web.auth import create_token, create_user
 
 FIX = Path(__file__).parent / "fixtures"
@@ -47,9 +52,9 @@ def _cs(confirmed=True, fcnt=None):
 @pytest.fixture
 def fleet(tmp_path):
     settings = Settings(tmp_path, 0, 1, None)  # no broker: a refused downlink never connects
-    db = store.open_db(settings.db_path)
-    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
-                                       "dev_eui": DEV_EUI})
+    db = open_db(settings.db_path)
+    identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                                "dev_eui": DEV_EUI})
     registry.add(db, tmp_path, {"name": "ttn", "kind": "tts", "host": "localhost",
                                 "application": "polylink-city", "downlinks_per_day": 3}, None)
     registry.add(db, tmp_path, {"name": "cs", "kind": "chirpstack", "host": "localhost",
@@ -71,7 +76,7 @@ def test_fixtures_leave_confirmed_out_when_false(fleet):
     assert "confirmed" not in json.loads(_cs(confirmed=False))
     _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(confirmed=False))])
     _ingest(db, "cs", "chirpstack", [(CS_TOPIC, _cs(confirmed=False))])
-    assert store.count_frames(db, "lamp-7") == 1
+    assert telemetry_store.count_frames(db, "lamp-7") == 1
     assert downlinks.used_today(db, "lamp-7", "ttn") == (0, 0)
     assert downlinks.used_today(db, "lamp-7", "cs") == (0, 0)
 
@@ -82,20 +87,20 @@ def test_one_ack_per_confirmed_uplink_however_often_it_is_heard(fleet):
     # a restart) and in a later batch: one uplink, one ACK
     _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(fcnt=7)), (TTS_TOPIC, _tts(fcnt=7))])
     _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(fcnt=7))])
-    assert len(registry.receptions(db, "lamp-7")) == 6  # 2 gateways x 3 deliveries
+    assert len(provider_store.receptions(db, "lamp-7")) == 6  # 2 gateways x 3 deliveries
     assert downlinks.used_today(db, "lamp-7", "ttn") == (1, 1)
     # the node sent the same frame (seq) again as a new uplink (new FCnt) after giving up on
     # the ACK: the network acknowledged that one too
     _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(fcnt=8))])
     assert downlinks.used_today(db, "lamp-7", "ttn") == (2, 2)
-    assert store.count_frames(db, "lamp-7") == 1  # still one frame for the fleet
+    assert telemetry_store.count_frames(db, "lamp-7") == 1  # still one frame for the fleet
     # the same frame heard on ChirpStack was ACKed by that network: its own budget
     _ingest(db, "cs", "chirpstack", [(CS_TOPIC, _cs())])
     assert downlinks.used_today(db, "lamp-7", "cs") == (1, 1)
     assert downlinks.used_today(db, "lamp-7", "ttn") == (2, 2)
     # a confirmed uplink whose frame is not Polylink's was still ACKed by the network
     _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(fcnt=9, payload="AAAA"))])
-    assert store.bad_frames(db)
+    assert telemetry_store.bad_frames(db)
     assert downlinks.used_today(db, "lamp-7", "ttn") == (3, 3)
     # ACKs of yesterday do not count today
     assert downlinks.used_today(db, "lamp-7", "ttn", now=time.time() + 86400) == (0, 0)
@@ -104,14 +109,14 @@ def test_one_ack_per_confirmed_uplink_however_often_it_is_heard(fleet):
 def test_downlink_refused_when_acks_used_the_budget_says_why(fleet, tmp_path):
     settings, db = fleet
     _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(fcnt=n)) for n in (1, 2, 3)])
-    assert store.get_node(db, "lamp-7")["provider"] == "ttn"
+    assert node_store.get_node(db, "lamp-7")["provider"] == "ttn"
     with pytest.raises(downlink.BudgetUsed) as e:
         downlink.send_command(db, settings, "lamp-7", "identify")
     msg = str(e.value)
     assert "used 3 of its 3 downlinks" in msg and "provider ttn" in msg
     assert "3 of them the network's ACKs of confirmed uplinks, 0 sent by the fleet" in msg
     # a downlink the fleet sent earlier is told apart from the ACKs
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("DELETE FROM provider_downlinks WHERE fcnt = 3")
         conn.execute("INSERT INTO provider_downlinks (node_id, provider, t, size) VALUES"
                      " ('lamp-7', 'ttn', ?, 12)", (time.time(),))

@@ -2,9 +2,10 @@
 
 import re
 
-from fleet import db as store
 from fleet.cli import cli
 from fleet.providers import registry
+from fleet.store import identity as identity_store
+from fleet.store import providers as provider_store
 from fleet.web.auth import create_token
 
 BODY = {"kind": "tts", "host": "eu1.cloud.thethings.network", "tls": True,
@@ -66,10 +67,10 @@ def test_cli_add_list_link(runner, db):
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["provider", "list"])
     assert "ttn" in r.output and "password=set" in r.output and "k3y" not in r.output
-    store.register_node(db, "lamp-1", {"mqtt_user": "lamp-1", "mqtt_hash": "x"})
+    identity_store.register_node(db, "lamp-1", {"mqtt_user": "lamp-1", "mqtt_hash": "x"})
     r = runner.invoke(cli, ["provider", "link", "lamp-1", "ttn", "02a1b2c3d4e5f601"])
     assert r.exit_code == 0, r.output
-    assert registry.identities(db, "lamp-1")[0]["ext_id"] == "02A1B2C3D4E5F601"
+    assert provider_store.identities(db, "lamp-1")[0]["ext_id"] == "02A1B2C3D4E5F601"
     r = runner.invoke(cli, ["provider", "link", "lamp-1", "ttn", "nothex"])
     assert r.exit_code == 1 and "16 hex digits" in r.output
     r = runner.invoke(cli, ["provider", "add", "x", "--kind", "tts", "--host", "h",

@@ -15,10 +15,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from polylink import proto
 
-from fleet import db as store
 from fleet.nodes import commands as downlink
 from fleet.providers import downlinks, registry, worker
 from fleet.settings import Settings
+from fleet.store import identity as identity_store
+from fleet.store import nodes as node_store
+from fleet.store import providers as provider_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.migrate import open_db
 
 FIX = Path(__file__).parent / "fixtures"
 DEV_EUI = "02A1B2C3D4E5F601"
@@ -47,9 +51,9 @@ def _wait(pred, timeout=15):
 def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
         tmp_path, mosquitto):
     settings = Settings(tmp_path, 0, mosquitto.port, None)
-    db = store.open_db(settings.db_path)
-    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
-                                       "dev_eui": DEV_EUI})
+    db = open_db(settings.db_path)
+    identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                                "dev_eui": DEV_EUI})
     for name, kind, app in (("ttn", "tts", "polylink-city"), ("cs", "chirpstack", "7b0c")):
         registry.add(db, tmp_path, {"name": name, "kind": kind, "host": mosquitto.host,
                                     "port": mosquitto.port, "application": app}, "s3cret")
@@ -67,22 +71,23 @@ def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
             ("application/7b0c/device/02a1b2c3d4e5f601/event/up", cs_msg),
             ("v3/polylink-city@ttn/devices/stranger/up", json.dumps(unknown).encode()),
         ])
-        assert _wait(lambda: store.count_frames(db, "lamp-7") == 1
-                     and len(registry.receptions(db, "lamp-7")) == 3
-                     and store.bad_frames(db))
+        assert _wait(lambda: telemetry_store.count_frames(db, "lamp-7") == 1
+                     and len(provider_store.receptions(db, "lamp-7")) == 3
+                     and telemetry_store.bad_frames(db))
     finally:
         stop.set()
         t.join(10)
-    rx = registry.receptions(db, "lamp-7")
+    rx = provider_store.receptions(db, "lamp-7")
     assert {(r["provider"], r["gateway"], r["rssi"], r["sf"], r["freq"]) for r in rx} == {
         ("ttn", "eui-aa555a0000000101", -68, 7, 868100000),
         ("ttn", "city-hall-gw", -112, 7, 868100000),
         ("cs", "0016c001f153a14c", -36, 7, 868500000)}
     assert {r["seq"] for r in rx} == {5}
-    assert store.count_readings(db, "lamp-7") == 3  # one frame's readings, not two
-    ids = {(i["provider"], i["ext_id"], i["device_id"]) for i in registry.identities(db, "lamp-7")}
+    assert telemetry_store.count_readings(db, "lamp-7") == 3  # one frame's readings, not two
+    ids = {(i["provider"], i["ext_id"], i["device_id"])
+           for i in provider_store.identities(db, "lamp-7")}
     assert ids == {("ttn", DEV_EUI, "pl-lamp-7"), ("cs", DEV_EUI, "02a1b2c3d4e5f601")}
-    bad = store.bad_frames(db)
+    bad = telemetry_store.bad_frames(db)
     assert any("0102030405060708" in b["error"] for b in bad)
     # the password is stored encrypted, never in clear, and not in what the registry lists
     raw = list(db.query("SELECT secret FROM providers"))
@@ -93,9 +98,9 @@ def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
 
 def test_downlink_goes_through_the_provider_last_heard_on_within_its_limits(tmp_path, mosquitto):
     settings = Settings(tmp_path, 0, mosquitto.port, None)
-    db = store.open_db(settings.db_path)
-    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
-                                       "dev_eui": DEV_EUI})
+    db = open_db(settings.db_path)
+    identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                                "dev_eui": DEV_EUI})
     registry.add(db, tmp_path, {"name": "ttn", "kind": "tts", "host": mosquitto.host,
                                 "port": mosquitto.port, "application": "polylink-city",
                                 "downlinks_per_day": 2}, None)
@@ -112,7 +117,7 @@ def test_downlink_goes_through_the_provider_last_heard_on_within_its_limits(tmp_
         ing.add_message("v3/polylink-city@ttn/devices/pl-lamp-7/up", json.dumps(msg).encode(),
                         time.time())
         ing.flush()
-        assert store.get_node(db, "lamp-7")["provider"] == "ttn"
+        assert node_store.get_node(db, "lamp-7")["provider"] == "ttn"
         cid = downlink.send_command(db, settings, "lamp-7", "identify")
         assert _wait(lambda: got)
         topic, body = got[0]
@@ -138,9 +143,9 @@ def test_node_page_shows_receptions_and_networks(tmp_path):
     from fleet.web.auth import create_user
 
     settings = Settings(tmp_path, 0, 1, None)
-    db = store.open_db(settings.db_path)
-    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
-                                       "dev_eui": DEV_EUI})
+    db = open_db(settings.db_path)
+    identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                                "dev_eui": DEV_EUI})
     ing = worker.ProviderIngest(db, "ttn", "tts")
     ing.add_message("v3/polylink-city@ttn/devices/pl-lamp-7/up",
                     (FIX / "tts_uplink.json").read_bytes(), time.time())
@@ -161,9 +166,9 @@ def test_node_page_shows_receptions_and_networks(tmp_path):
 def test_worker_picks_up_a_provider_added_while_it_runs(tmp_path, mosquitto, monkeypatch):
     monkeypatch.setattr(worker, "RELOAD_S", 0.3)
     settings = Settings(tmp_path, 0, mosquitto.port, None)
-    db = store.open_db(settings.db_path)
-    store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
-                                       "dev_eui": DEV_EUI})
+    db = open_db(settings.db_path)
+    identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
+                                                "dev_eui": DEV_EUI})
     stop = threading.Event()
     t = threading.Thread(target=worker.run, args=(settings, stop), daemon=True)
     t.start()
@@ -174,7 +179,7 @@ def test_worker_picks_up_a_provider_added_while_it_runs(tmp_path, mosquitto, mon
         time.sleep(1.5)
         _publish(mosquitto, [("application/7b0c/device/02a1b2c3d4e5f601/event/up",
                               (FIX / "chirpstack_uplink.json").read_bytes())])
-        assert _wait(lambda: store.count_frames(db, "lamp-7") == 1)
+        assert _wait(lambda: telemetry_store.count_frames(db, "lamp-7") == 1)
     finally:
         stop.set()
         t.join(10)

@@ -3,7 +3,12 @@
 import pytest
 
 from fleet import cli
-from fleet import db as store
+from fleet.store import audit as audit_store
+from fleet.store import commands as command_store
+from fleet.store import migrate
+from fleet.store import nodes as node_store
+from fleet.store import users as user_store
+from fleet.store.base import connect
 from fleet.web import auth
 
 PASSWORD = "correct horse"
@@ -22,7 +27,7 @@ def as_role(app, db, form_token):
 
     def make(role):
         name = f"{role}-user"
-        if store.get_user(db, name) is None:
+        if user_store.get_user(db, name) is None:
             auth.create_user(db, name, PASSWORD, role)
         return login(app.test_client(), form_token, name)
 
@@ -56,17 +61,17 @@ def test_audit_page_is_admin_only(as_role, role):
 
 @pytest.mark.parametrize("role", auth.ROLES)
 def test_commands_need_the_nodes_area(as_role, role, db, form_token):
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     client = as_role(role)
     assert client.get("/nodes/n1").status_code == 200  # everybody reads
     token = form_token(client, "/nodes/n1")
     r = client.post("/nodes/n1/commands", data={"command": "identify", "csrf_token": token})
     if role == "viewer":
         assert r.status_code == 403
-        assert store.list_commands(db, "n1") == []
+        assert command_store.list_commands(db, "n1") == []
     else:
         assert r.status_code == 303
-        assert [c["created_by"] for c in store.list_commands(db, "n1")] == [f"{role}-user"]
+        assert [c["created_by"] for c in command_store.list_commands(db, "n1")] == [f"{role}-user"]
 
 
 def test_admin_adds_a_user_and_changes_a_role_audited(as_role, db, form_token):
@@ -75,18 +80,18 @@ def test_admin_adds_a_user_and_changes_a_role_audited(as_role, db, form_token):
     r = client.post("/admin/users", data={"action": "add", "name": "tom", "password": "long-enough",
                                           "role": "technician", "csrf_token": token})
     assert r.status_code == 302
-    assert store.get_user(db, "tom")["role"] == "technician"
+    assert user_store.get_user(db, "tom")["role"] == "technician"
     r = client.post("/admin/users", data={"action": "role", "name": "tom", "role": "wizard",
                                           "csrf_token": token})
     assert r.status_code == 400 and "must be one of" in r.get_data(as_text=True)
     r = client.post("/admin/users", data={"action": "role", "name": "tom", "role": "viewer",
                                           "csrf_token": token})
-    assert store.get_user(db, "tom")["role"] == "viewer"
+    assert user_store.get_user(db, "tom")["role"] == "viewer"
     page = client.get("/admin/audit?target=tom").get_data(as_text=True)
     assert "user.add" in page and "user.role" in page and "admin-user" in page
     # Without the CSRF token nothing changes.
     r = client.post("/admin/users", data={"action": "role", "name": "tom", "role": "admin"})
-    assert r.status_code == 400 and store.get_user(db, "tom")["role"] == "viewer"
+    assert r.status_code == 400 and user_store.get_user(db, "tom")["role"] == "viewer"
 
 
 def test_non_admin_cannot_add_users(as_role, db, form_token):
@@ -94,16 +99,17 @@ def test_non_admin_cannot_add_users(as_role, db, form_token):
     token = form_token(client, "/nodes/")
     r = client.post("/admin/users", data={"action": "add", "name": "eve", "password": "long-enough",
                                           "role": "admin", "csrf_token": token})
-    assert r.status_code == 403 and store.get_user(db, "eve") is None
+    assert r.status_code == 403 and user_store.get_user(db, "eve") is None
 
 
 def test_login_logout_and_commands_are_audited(as_role, db, form_token):
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     client = as_role("technician")
     client.post("/nodes/n1/commands", data={"command": "identify",
                                             "csrf_token": form_token(client, "/nodes/n1")})
     client.post("/auth/logout", data={"csrf_token": form_token(client, "/nodes/")})
-    actions = [(r["actor"], r["action"]) for r in store.audit_log(db, actor="technician-user")]
+    actions = [(r["actor"], r["action"])
+               for r in audit_store.audit_log(db, actor="technician-user")]
     assert actions == [("technician-user", "logout"), ("technician-user", "command"),
                        ("technician-user", "login")]
 
@@ -118,7 +124,7 @@ def test_admin_link_shown_only_to_admins(as_role):
 
 @pytest.mark.parametrize("role", auth.ROLES)
 def test_api_token_roles(client, db, role):
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     headers = {"Authorization": "Bearer " + auth.create_token(db, f"t-{role}", role)}
     assert client.get("/api/v1/nodes", headers=headers).status_code == 200
     r = client.post("/api/v1/nodes/n1/commands", json={"command": "identify"}, headers=headers)
@@ -127,7 +133,7 @@ def test_api_token_roles(client, db, role):
     else:
         # Allowed; the test settings point at a closed broker port.
         assert r.status_code == 503
-    entries = store.audit_log(db, target="n1")
+    entries = audit_store.audit_log(db, target="n1")
     assert [e["actor"] for e in entries] == ([] if role == "viewer" else [f"token:t-{role}"])
 
 
@@ -136,23 +142,23 @@ def test_session_cookie_grants_nothing_on_the_api(as_role):
 
 
 def test_tokens_made_before_roles_keep_operator_powers(tmp_path):
-    db = store.connect(tmp_path / "old.db")
-    store.migrate(db, 3)
+    db = connect(tmp_path / "old.db")
+    migrate.migrate(db, 3)
     db.conn.execute("INSERT INTO api_tokens (name, token_hash, created) VALUES ('old', ?, 0)",
-                    (store.hash_token("plt_x"),))
-    store.migrate(db)
-    assert store.token_info(db, "plt_x") == {"name": "old", "role": "operator"}
+                    (user_store.hash_token("plt_x"),))
+    migrate.migrate(db)
+    assert user_store.token_info(db, "plt_x") == {"name": "old", "role": "operator"}
 
 
 def test_cli_token_and_user_roles(runner, db):
     r = runner.invoke(cli.cli, ["token", "create", "grafana", "--role", "viewer"])
     assert r.exit_code == 0, r.output
-    assert store.token_info(db, r.output.strip())["role"] == "viewer"
+    assert user_store.token_info(db, r.output.strip())["role"] == "viewer"
     r = runner.invoke(cli.cli, ["user", "add", "tina", "--role", "technician", "--password-stdin"],
                       input="a-good-pass\n")
-    assert r.exit_code == 0 and store.get_user(db, "tina")["role"] == "technician"
+    assert r.exit_code == 0 and user_store.get_user(db, "tina")["role"] == "technician"
     r = runner.invoke(cli.cli, ["user", "set-role", "tina", "viewer"])
-    assert r.exit_code == 0 and store.get_user(db, "tina")["role"] == "viewer"
+    assert r.exit_code == 0 and user_store.get_user(db, "tina")["role"] == "viewer"
     r = runner.invoke(cli.cli, ["user", "set-role", "nobody", "viewer"])
     assert r.exit_code == 1 and "unknown user 'nobody'" in r.output
     r = runner.invoke(cli.cli, ["user", "list"])
@@ -163,7 +169,7 @@ def test_cli_token_and_user_roles(runner, db):
 
 def test_every_form_post_needs_a_csrf_token(app, as_role, db):
     """Every POST outside the token-authenticated API is refused without the form's token."""
-    store.enrol_node(db, "n1")
+    node_store.enrol_node(db, "n1")
     client = as_role("admin")
     posts = []
     for rule in app.url_map.iter_rules():
@@ -178,8 +184,8 @@ def test_every_form_post_needs_a_csrf_token(app, as_role, db):
         path = app.url_map.bind("localhost").build(rule.endpoint, values, method="POST")
         posts.append(path)
     assert "/nodes/bulk" in posts and "/admin/users" in posts
-    before = store.audit_log(db, limit=1000)
+    before = audit_store.audit_log(db, limit=1000)
     for path in posts:
         r = client.post(path, data={"command": "identify", "name": "x", "tag": "x"})
         assert r.status_code == 400 and b"CSRF" in r.data, path
-    assert store.audit_log(db, limit=1000) == before  # nothing changed
+    assert audit_store.audit_log(db, limit=1000) == before  # nothing changed

@@ -9,8 +9,15 @@ import pytest
 from polylink import proto
 
 from fleet import create_app
-from fleet import db as store
 from fleet.ingest import Ingest
+from fleet.store import alerts as alert_store
+from fleet.store import audit as audit_store
+from fleet.store import commands as command_store
+from fleet.store import nodes as node_store
+from fleet.store import ota as ota_store
+from fleet.store import upkeep as upkeep_store
+from fleet.store import users as user_store
+from fleet.store.base import BadFilter, connect, transaction
 from fleet.web import auth
 
 PASSWORD = "correct horse"
@@ -34,7 +41,7 @@ def login(client, form_token, name):
 def as_role(app, db, form_token):
     def make(role, the_app=None):
         name = f"{role}-user"
-        if store.get_user(db, name) is None:
+        if user_store.get_user(db, name) is None:
             auth.create_user(db, name, PASSWORD, role)
         return login((the_app or app).test_client(), form_token, name)
 
@@ -56,13 +63,13 @@ def fleet(db):
                                                             "interval": 60, "rssi": -60 - i}),
                 now - 20)
     ing.flush()
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET board = 'heltec' WHERE id < 'n06'")
         # n11 was last heard two hours ago: offline by the interval rule although its flag says 1.
         conn.execute("UPDATE nodes SET last_seen = ? WHERE id = 'n11'", (now - 7200,))
-    store.set_name_and_tags(db, "n05", "Lamppost 5", ["north", "pilot"])
-    store.set_place(db, "n05", 52.52, 13.40, "Main St 5")
-    store.set_place(db, "n06", 52.53, 13.41, None)
+    node_store.set_name_and_tags(db, "n05", "Lamppost 5", ["north", "pilot"])
+    node_store.set_place(db, "n05", 52.52, 13.40, "Main St 5")
+    node_store.set_place(db, "n06", 52.53, 13.41, None)
     return [f"n{i:02d}" for i in range(12)]
 
 
@@ -94,7 +101,7 @@ def test_get_pages_do_no_writes(as_role, fleet, app, settings):
     assert watcher.execute("PRAGMA data_version").fetchone()[0] == before, status
     assert status["/"] == 200 and status["/alerts/"] == 200 and len(pages) > 12
     watcher.close()
-    assert store.list_alerts(fleet_db := store.connect(settings.db_path)) == [], "evaluated"
+    assert alert_store.list_alerts(fleet_db := connect(settings.db_path)) == [], "evaluated"
     fleet_db.conn.close()
 
 
@@ -102,10 +109,10 @@ def test_pages_say_how_fresh_the_alerts_are(as_role, fleet, db):
     client = as_role("viewer")
     page = client.get("/alerts/").get_data(as_text=True)
     assert "have not been evaluated yet" in page and "fleet alerts check" in page
-    store.mark_upkeep(db, "alerts", time.time() - 5, {})
+    upkeep_store.mark_upkeep(db, "alerts", time.time() - 5, {})
     page = client.get("/").get_data(as_text=True)
     assert "Alerts evaluated 5 s ago" in page and "not been evaluated" not in page
-    store.mark_upkeep(db, "alerts", time.time() - 3600, {})
+    upkeep_store.mark_upkeep(db, "alerts", time.time() - 3600, {})
     page = client.get("/alerts/").get_data(as_text=True)
     assert "were last evaluated 1 h ago" in page
 
@@ -128,10 +135,10 @@ def test_node_forms_shown_only_to_roles_that_may_use_them(as_role, fleet, role):
 
 
 def test_overview_counts_by_provider_board_and_firmware(as_role, fleet, db):
-    store.enrol_node(db, "fresh")
-    store.evaluate_alerts(db)  # what `fleet upkeep` does every round; the page only reads
+    node_store.enrol_node(db, "fresh")
+    alert_store.evaluate_alerts(db)  # what `fleet upkeep` does every round; the page only reads
     page = as_role("viewer").get("/").get_data(as_text=True)
-    counts = store.overview(db)
+    counts = node_store.overview(db)
     assert counts["all"] == {"total": 13, "online": 11, "offline": 1, "new": 1, "alerting": 2}
     assert counts["board"]["heltec"]["total"] == 6 and counts["firmware"]["0.3.0"]["total"] == 6
     assert "<b>11</b> online" in page and "<b>2</b> alerting" in page
@@ -155,7 +162,7 @@ def test_list_search_by_id_name_tag_and_location(as_role, fleet):
 
 def test_list_filters(as_role, fleet, db):
     client = as_role("operator")
-    store.evaluate_alerts(db)  # `fleet upkeep`'s work; the list only reads the alerts table
+    alert_store.evaluate_alerts(db)  # `fleet upkeep`'s work; the list only reads the alerts table
 
     def ids(qs):
         return ids_in(client.get("/nodes/?" + qs).get_data(as_text=True))
@@ -179,7 +186,7 @@ def test_list_bad_filter_is_a_clear_400(as_role, fleet):
 
 def test_list_sort_and_pages(as_role, db):
     for i in range(120):
-        store.enrol_node(db, f"p{i:03d}")
+        node_store.enrol_node(db, f"p{i:03d}")
     client = as_role("viewer")
     page1 = client.get("/nodes/").get_data(as_text=True)
     assert "Page 1 of 3" in page1 and "p049" in page1 and "p050" not in page1
@@ -190,7 +197,7 @@ def test_list_sort_and_pages(as_role, db):
 
 
 def test_list_sort_by_battery_puts_unknown_last(as_role, fleet, db):
-    store.enrol_node(db, "aaa")
+    node_store.enrol_node(db, "aaa")
     page = as_role("operator").get("/nodes/?sort=battery").get_data(as_text=True)
     got = ids_in(page)
     assert got[0] == "n03" and got[-1] == "aaa"
@@ -205,18 +212,18 @@ def test_bulk_tag_selected_and_matching(as_role, fleet, db, form_token):
     r = client.post("/nodes/bulk", data={"csrf_token": token, "action": "tag", "bulk_tag": "east",
                                          "ids": ["n01", "n02"], "scope": "selected"})
     assert r.status_code == 303
-    assert store.get_node(db, "n01")["tags"] == ["east"]
+    assert node_store.get_node(db, "n01")["tags"] == ["east"]
     # All matching a filter: the heltec boards, across pages if need be.
     client.post("/nodes/bulk", data={"csrf_token": token, "action": "tag", "bulk_tag": "heltec-run",
                                      "scope": "matching", "board": "heltec"})
-    tagged = {n["id"] for n in store.list_nodes(db) if "heltec-run" in n["tags"]}
+    tagged = {n["id"] for n in node_store.list_nodes(db) if "heltec-run" in n["tags"]}
     assert tagged == {"n00", "n01", "n02", "n03", "n04", "n05"}
-    assert store.get_node(db, "n05")["tags"] == ["north", "pilot", "heltec-run"]
+    assert node_store.get_node(db, "n05")["tags"] == ["north", "pilot", "heltec-run"]
     r = client.post("/nodes/bulk", data={"csrf_token": token, "action": "untag", "bulk_tag": "east",
                                          "scope": "matching"}, follow_redirects=True)
     assert "removed from 2 of 12 nodes" in r.get_data(as_text=True)
-    assert store.get_node(db, "n01")["tags"] == ["heltec-run"]
-    actions = [e["action"] for e in store.audit_log(db, actor="operator-user")]
+    assert node_store.get_node(db, "n01")["tags"] == ["heltec-run"]
+    actions = [e["action"] for e in audit_store.audit_log(db, actor="operator-user")]
     assert actions[:3] == ["bulk.untag", "bulk.tag", "bulk.tag"]
 
 
@@ -228,7 +235,7 @@ def test_bulk_refused_for_technician_and_without_csrf(as_role, fleet, db, form_t
     op = as_role("operator")
     r = op.post("/nodes/bulk", data={"action": "tag", "bulk_tag": "x", "ids": ["n01"]})
     assert r.status_code == 400
-    assert store.get_node(db, "n01")["tags"] == []
+    assert node_store.get_node(db, "n01")["tags"] == []
 
 
 def test_bulk_tag_is_validated(as_role, fleet, db, form_token):
@@ -238,7 +245,7 @@ def test_bulk_tag_is_validated(as_role, fleet, db, form_token):
         r = client.post("/nodes/bulk", data={"csrf_token": token, "action": "tag", "bulk_tag": bad,
                                              "ids": ["n01"]}, follow_redirects=True)
         assert "Not tagged" in r.get_data(as_text=True)
-    assert store.get_node(db, "n01")["tags"] == []
+    assert node_store.get_node(db, "n01")["tags"] == []
 
 
 def test_bulk_command_through_a_real_broker(mosquitto, fleet, settings, db, form_token):
@@ -252,13 +259,13 @@ def test_bulk_command_through_a_real_broker(mosquitto, fleet, settings, db, form
                                          "ids": ["n01", "n02", "n03"]}, follow_redirects=True)
     assert "Command set_interval sent to 3 of 3 nodes" in r.get_data(as_text=True)
     for node in ("n01", "n02", "n03"):
-        (c,) = store.list_commands(db, node)
+        (c,) = command_store.list_commands(db, node)
         assert c["sent_at"] is not None and c["arg"] == 120 and c["created_by"] == "op"
     r = client.post("/nodes/bulk", data={"csrf_token": token, "action": "command",
                                          "command": "set_interval", "arg": "0", "ids": ["n04"]},
                     follow_redirects=True)
     assert "outside 1..86400" in r.get_data(as_text=True)
-    assert store.list_commands(db, "n04") == []
+    assert command_store.list_commands(db, "n04") == []
 
 
 # --- XSS -----------------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ def test_names_tags_and_locations_are_escaped_everywhere(as_role, fleet, db, for
                                          "tags": "<script>alert(2)</script>, ok"})
     client.post("/nodes/n05/place", data={"csrf_token": token, "location": XSS,
                                           "lat": "52.5", "lon": "13.4"})
-    node = store.get_node(db, "n05")
+    node = node_store.get_node(db, "n05")
     assert node["name"] == XSS and node["tags"] == ["<script>alert(2)</script>", "ok"]
     for path in ("/", "/nodes/", "/nodes/n05", "/map", "/nodes/?q=%3Cimg"):
         page = client.get(path).get_data(as_text=True)
@@ -309,10 +316,10 @@ def test_edit_and_place_validation(as_role, fleet, db, form_token):
     assert "lat must be within -90..90" in post("/nodes/n01/place", lat="91", lon="0")
     assert "is not a number" in post("/nodes/n01/place", lat="north", lon="0")
     assert "lon must be within" in post("/nodes/n01/place", lat="1", lon="nan")
-    assert store.node_place(db, "n01") == {"lat": None, "lon": None, "location": None}
+    assert node_store.node_place(db, "n01") == {"lat": None, "lon": None, "location": None}
     assert "Position saved" in post("/nodes/n01/place", lat="52.1", lon="13.2", location="Pole 7")
-    assert store.node_place(db, "n01") == {"lat": 52.1, "lon": 13.2, "location": "Pole 7"}
-    assert store.audit_log(db, target="n01")[0]["action"] == "node.place"
+    assert node_store.node_place(db, "n01") == {"lat": 52.1, "lon": 13.2, "location": "Pole 7"}
+    assert audit_store.audit_log(db, target="n01")[0]["action"] == "node.place"
 
 
 def test_viewer_cannot_edit_or_place(as_role, fleet, db, form_token):
@@ -322,8 +329,8 @@ def test_viewer_cannot_edit_or_place(as_role, fleet, db, form_token):
         r = client.post(path, data={"csrf_token": token, "name": "x", "lat": "1", "lon": "1",
                                     "interval": "60"})
         assert r.status_code == 403, path
-    assert store.get_node(db, "n01")["name"] is None
-    assert store.list_commands(db, "n01") == []
+    assert node_store.get_node(db, "n01")["name"] is None
+    assert command_store.list_commands(db, "n01") == []
 
 
 def test_config_is_validated_with_the_firmware_rules(as_role, fleet, db, form_token):
@@ -340,7 +347,7 @@ def test_config_is_validated_with_the_firmware_rules(as_role, fleet, db, form_to
     assert "status_interval must be a whole number 10..86400 s, got 5" in post(
         status_interval="5")
     assert "not a whole number" in post(interval="1.5")
-    assert store.list_commands(db, "n01") == []
+    assert command_store.list_commands(db, "n01") == []
     # Valid, but the test settings point at a closed broker port: recorded, not sent.
     assert "Config not sent: cannot reach the broker" in post(interval="120")
 
@@ -380,11 +387,11 @@ def test_config_goes_out_as_a_config_frame(mosquitto, fleet, settings, db, form_
 
 def test_alerts_open_and_resolve_themselves(db, fleet):
     now = time.time()
-    store.evaluate_alerts(db, now)
-    kinds = {(a["node_id"], a["kind"]) for a in store.list_alerts(db)}
+    alert_store.evaluate_alerts(db, now)
+    kinds = {(a["node_id"], a["kind"]) for a in alert_store.list_alerts(db)}
     assert kinds == {("n03", "battery_low"), ("n11", "offline")}
     # Re-evaluating opens nothing twice.
-    assert sum(store.evaluate_alerts(db, now).values()) == 0
+    assert sum(alert_store.evaluate_alerts(db, now).values()) == 0
     # A boot loop: boots 1 -> 4 within the hour; bad frames from n07.
     ing = Ingest(db)
     for seq, boots in ((2, 2), (3, 3), (4, 4)):
@@ -395,26 +402,27 @@ def test_alerts_open_and_resolve_themselves(db, fleet):
     ing.add("pl/v1/n03/up", frame(proto.TELEMETRY, 5, [(2, 0, 3.6)]), now)
     ing.add("pl/v1/n11/up", frame(proto.TELEMETRY, 5, [(0, 0, 1.0)]), now)
     ing.flush()
-    store.evaluate_alerts(db, now + 1)
-    kinds = {(a["node_id"], a["kind"]) for a in store.list_alerts(db)}
+    alert_store.evaluate_alerts(db, now + 1)
+    kinds = {(a["node_id"], a["kind"]) for a in alert_store.list_alerts(db)}
     assert kinds == {("n02", "boot_loop"), ("n07", "bad_frames")}
-    resolved = [a for a in store.list_alerts(db, unresolved=False) if a["state"] == "resolved"]
+    resolved = [a for a in alert_store.list_alerts(db, unresolved=False)
+                if a["state"] == "resolved"]
     assert {a["resolved_by"] for a in resolved} == {"auto"} and len(resolved) == 2
     # An hour later with no new bad frames or boots, those clear too.
-    store.evaluate_alerts(db, now + 3700)
-    assert {a["kind"] for a in store.list_alerts(db)} == {"offline"}  # ... but all went quiet
+    alert_store.evaluate_alerts(db, now + 3700)
+    assert {a["kind"] for a in alert_store.list_alerts(db)} == {"offline"}  # ... but all went quiet
 
 
 def test_update_failed_alerts_come_from_outside(db, fleet):
-    assert store.open_alert(db, "n01", "update_failed", "hash mismatch") is True
-    assert store.open_alert(db, "n01", "update_failed", "again") is False
-    with pytest.raises(store.BadFilter):
-        store.open_alert(db, "n01", "gremlins", "")
+    assert alert_store.open_alert(db, "n01", "update_failed", "hash mismatch") is True
+    assert alert_store.open_alert(db, "n01", "update_failed", "again") is False
+    with pytest.raises(BadFilter):
+        alert_store.open_alert(db, "n01", "gremlins", "")
 
 
 def test_ack_and_resolve_from_the_node_page(as_role, fleet, db, form_token):
-    store.evaluate_alerts(db)
-    (alert,) = store.list_alerts(db, node_id="n03")
+    alert_store.evaluate_alerts(db)
+    (alert,) = alert_store.list_alerts(db, node_id="n03")
     viewer = as_role("viewer")
     page = viewer.get("/nodes/n03").get_data(as_text=True)
     assert "battery low" in page and "Acknowledge" not in page
@@ -430,11 +438,11 @@ def test_ack_and_resolve_from_the_node_page(as_role, fleet, db, form_token):
     r = tech.post(f"/alerts/{alert['id']}/resolve", data={"csrf_token": token,
                                                           "next": "//evil.example/"})
     assert r.headers["Location"].endswith("/alerts/")
-    assert store.list_alerts(db, node_id="n03") == []
+    assert alert_store.list_alerts(db, node_id="n03") == []
     r = tech.post(f"/alerts/{alert['id']}/resolve", data={"csrf_token": token},
                   follow_redirects=True)
     assert "already resolved" in r.get_data(as_text=True)
-    assert [e["action"] for e in store.audit_log(db, target="n03")][:2] == ["alert.resolve",
+    assert [e["action"] for e in audit_store.audit_log(db, target="n03")][:2] == ["alert.resolve",
                                                                              "alert.ack"]
 
 
@@ -453,9 +461,9 @@ def test_map_bins_many_nodes(as_role, db, monkeypatch):
 
     monkeypatch.setattr(overview, "MAP_POINTS", 10)
     for i in range(30):
-        store.enrol_node(db, f"m{i}")
-        store.set_place(db, f"m{i}", 50 + (i % 3) * 0.01, 8 + (i // 3) * 0.001, None)
-    store.open_alert(db, "m4", "update_failed", "x")
+        node_store.enrol_node(db, f"m{i}")
+        node_store.set_place(db, f"m{i}", 50 + (i % 3) * 0.01, 8 + (i // 3) * 0.001, None)
+    alert_store.open_alert(db, "m4", "update_failed", "x")
     page = as_role("viewer").get("/map").get_data(as_text=True)
     assert "30 of 30 nodes have a position" in page and "circles count nodes" in page
     import re
@@ -525,7 +533,7 @@ def test_cli_alerts_check(runner, db, fleet):
 
 
 def test_alerts_api(client, db, fleet):
-    store.evaluate_alerts(db)
+    alert_store.evaluate_alerts(db)
     viewer = {"Authorization": "Bearer " + auth.create_token(db, "grafana", "viewer")}
     tech = {"Authorization": "Bearer " + auth.create_token(db, "field", "technician")}
     body = client.get("/api/v1/alerts", headers=viewer).get_json()
@@ -572,9 +580,9 @@ def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, f
     r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
                                      "release": "0.4.0", "scope": "matching", "q": "r-"})
     assert r.status_code == 303 and "/updates/rollouts/" in r.headers["Location"]
-    (rollout,) = store.rollouts_in_progress(db)
+    (rollout,) = ota_store.rollouts_in_progress(db)
     assert rollout["release"] == "0.4.0" and rollout["total"] == 5
-    assert store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.create"
+    assert audit_store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.create"
     page = op.get("/").get_data(as_text=True)
     assert "Rollouts in progress" in page and "0.4.0" in page and "1 of 4" in page
     # The release crash-loops: the first stage's node rolls back, the rollout pauses and an
@@ -582,8 +590,8 @@ def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, f
     for _ in range(3):
         rollouts.tick(db, nodes.send, "http://fleet")
         nodes.deliver()
-    store.evaluate_alerts(db)
-    failed = [a for a in store.list_alerts(db) if a["kind"] == "update_failed"]
+    alert_store.evaluate_alerts(db)
+    failed = [a for a in alert_store.list_alerts(db) if a["kind"] == "update_failed"]
     assert len(failed) >= 1
     node = failed[0]["node_id"]
     assert failed[0]["detail"].startswith("update to 0.4.0 rolled back")
@@ -599,9 +607,9 @@ def test_rollout_from_the_node_list_and_update_failed_alerts(app, as_role, db, f
     for _ in range(3):
         rollouts.tick(db, nodes.send, "http://fleet")
         nodes.deliver()
-    assert store.get_rollout(db, rid)["state"] == "done"
-    store.evaluate_alerts(db)
-    assert [a for a in store.list_alerts(db) if a["kind"] == "update_failed"] == []
+    assert ota_store.get_rollout(db, rid)["state"] == "done"
+    alert_store.evaluate_alerts(db)
+    assert [a for a in alert_store.list_alerts(db) if a["kind"] == "update_failed"] == []
 
 
 def test_node_page_without_updates(as_role, fleet):
@@ -613,7 +621,7 @@ def test_lora_radio_quality_charts(as_role, fleet, db):
     viewer = as_role("viewer")
     assert "s=lora_snr" not in viewer.get("/nodes/n01").get_data(as_text=True)
     now = time.time()
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.executemany(
             "INSERT INTO receptions (node_id, seq, provider, received_at, gateway, rssi, snr)"
             " VALUES ('n01', ?, ?, ?, ?, ?, ?)",
@@ -636,7 +644,7 @@ def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
     _release(db, "0.5.0")
     ids = [f"j-{i}" for i in range(5)]
     Nodes(db, ids)
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("UPDATE nodes SET firmware_version = '0.4.0' WHERE id = 'j-4'")
     rid = rollouts.create(db, "0.4.0", {"nodes": ids[:1]}, [{"percent": 100, "soak": 600}])
     done = rollouts.create(db, "0.5.0", {"nodes": ["j-4"]}, [{"percent": 100, "soak": 0}])
@@ -653,15 +661,15 @@ def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
     page = op.get(r.headers["Location"]).get_data(as_text=True)
     assert (f"3 of 5 nodes added to rollout {rid} of 0.4.0. Skipped: 1 already in it, "
             "1 already on 0.4.0.") in page
-    assert len(store.rollout_nodes(db, rid)) == 4
-    assert store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.add-nodes"
+    assert len(ota_store.rollout_nodes(db, rid)) == 4
+    assert audit_store.audit_log(db, actor="operator-user")[0]["action"] == "rollout.add-nodes"
     # A finished rollout, or a made-up id, is refused with a message and changes nothing.
     for choice, text in ((f"rollout:{done}", "is aborted"), ("rollout:x", "not a rollout id")):
         r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
                                          "rollout_to": choice, "ids": ids},
                     follow_redirects=True)
         assert "No nodes added:" in r.get_data(as_text=True) and text in r.get_data(as_text=True)
-    assert len(store.rollout_nodes(db, done)) == 1
+    assert len(ota_store.rollout_nodes(db, done)) == 1
     # "new:" still starts a rollout (here refused: the nodes are in the open one).
     r = op.post("/nodes/bulk", data={"csrf_token": token, "action": "rollout",
                                      "rollout_to": "new:0.5.0", "ids": ids[1:3]},
@@ -675,7 +683,7 @@ def test_bulk_add_to_an_unfinished_rollout(app, as_role, db, form_token):
     r = tech.post("/nodes/bulk", data={"csrf_token": form_token(tech, "/nodes/"),
                                        "action": "rollout", "rollout_to": f"rollout:{rid}",
                                        "ids": ids})
-    assert r.status_code == 403 and len(store.rollout_nodes(db, rid)) == 4
+    assert r.status_code == 403 and len(ota_store.rollout_nodes(db, rid)) == 4
 
 
 # --- config: every field the node accepts by downlink, with the node's own limits ----------------
@@ -750,7 +758,7 @@ def test_config_over_the_api_confirmed_by_the_node(mosquitto, fleet, settings, d
             assert r.status_code == 400 and text in r.json["error"], (body, r.json)
         assert client.post("/api/v1/nodes/nope/config", headers=tech,
                            json={"interval": 60}).status_code == 404
-        assert store.list_commands(db, "n01") == []
+        assert command_store.list_commands(db, "n01") == []
         r = client.post("/api/v1/nodes/n01/config", headers=tech,
                         json={"interval": 120, "status_interval": 600})
         assert r.status_code == 202, r.json
@@ -774,7 +782,7 @@ def test_config_over_the_api_confirmed_by_the_node(mosquitto, fleet, settings, d
     ing.flush()
     c = client.get(r.json["url"], headers=tech).json
     assert c["state"] == "done" and c["config"] == {"interval": 120, "status_interval": 600}
-    detail = json.loads(store.audit_log(db, actor="token:tech")[0]["detail"])
+    detail = json.loads(audit_store.audit_log(db, actor="token:tech")[0]["detail"])
     assert detail == {"cid": cid, "cmd": "config", "interval": 120, "status_interval": 600}
     # The node page shows the confirmed config and fills the form with it.
     auth.create_user(db, "techie", PASSWORD, "technician")
@@ -794,19 +802,19 @@ def test_config_from_the_cli_is_checked_first(runner, fleet, db, monkeypatch):
     assert r.exit_code == 1 and "status_interval must be a whole number 10..86400 s" in r.output
     r = runner.invoke(cli, ["command", "config", "n01"])
     assert r.exit_code == 1 and "set interval, status interval or both" in r.output
-    assert store.list_commands(db, "n01") == []
+    assert command_store.list_commands(db, "n01") == []
     r = runner.invoke(cli, ["command", "config", "n01", "--interval", "30"])
     assert r.exit_code == 1 and "cannot reach the broker" in r.output  # port 1: recorded only
-    (c,) = store.list_commands(db, "n01")
+    (c,) = command_store.list_commands(db, "n01")
     assert c["cmd"] == "config" and c["body"] == {"interval": 30} and c["created_by"] == "cli"
 
 
 def test_a_config_sent_before_schema_13_still_shows_its_interval(db, fleet):
-    with store.transaction(db) as conn:
+    with transaction(db) as conn:
         conn.execute("INSERT INTO commands (node_id, cmd, arg, created, result_code, result_at)"
                      " VALUES ('n02', 'config', 90, 1, 0, 2)")
-    assert store.last_config(db, "n02")["body"] == {"interval": 90}
-    assert store.last_config(db, "n03") is None
+    assert command_store.last_config(db, "n02")["body"] == {"interval": 90}
+    assert command_store.last_config(db, "n03") is None
 
 
 # --- compression ---------------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Alerts: opened and resolved by their conditions over the store, acknowledged by people."""
+
+import time
+
+from . import audit
+from .base import AlertResolved, BadFilter, UnknownAlert, transaction
+from .nodes import ALLOWANCE_SQL, BATTERY_LOW, DEFAULT_INTERVAL
+
+BATTERY_OK = 3.5  # V: at or above it the alert resolves itself (hysteresis, no flapping)
+BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
+BOOT_LOOP_WINDOW = 3600
+BAD_FRAMES_WINDOW = 3600
+UPDATE_FAILED_WINDOW = 7 * 86400
+ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_failed")
+
+
+def evaluate_alerts(db, now=None) -> dict[str, int]:
+    """Open alerts whose condition holds, resolve those whose condition cleared; counts opened."""
+    now = time.time() if now is None else now
+    offline = f"last_seen IS NOT NULL AND (online = 0 OR last_seen < :now - {ALLOWANCE_SQL})"
+    # Per kind: the rows to open (node, kind, detail) and, over the alerts table, when an
+    # unresolved alert of that kind has cleared. Clears are correlated on the alert's node, so
+    # they look only at nodes that have an unresolved alert.
+    # INDEXED BY: with ANALYZE statistics the planner prefers a skip-scan of status_log_node_t,
+    # about 100 times slower than this range scan of the last hour.
+    boot_loop = (
+        "SELECT node_id FROM status_log INDEXED BY status_log_t_boots"
+        f" WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
+        f" HAVING max(boots) - min(boots) >= {BOOT_LOOP_BOOTS}"
+    )
+    conditions = {
+        "offline": (
+            f"SELECT id, 'offline', 'no contact since ' || datetime(last_seen, 'unixepoch')"
+            f" || ' UTC; reports every ' || coalesce(interval, {DEFAULT_INTERVAL}) || ' s'"
+            f" FROM nodes WHERE {offline}",
+            f"EXISTS (SELECT 1 FROM nodes WHERE nodes.id = alerts.node_id AND NOT ({offline}))",
+        ),
+        "battery_low": (
+            f"SELECT id, 'battery_low', 'battery ' || round(battery, 2) || ' V'"
+            f" FROM nodes WHERE battery < {BATTERY_LOW}",
+            "EXISTS (SELECT 1 FROM nodes WHERE nodes.id = alerts.node_id"
+            f" AND (battery IS NULL OR battery >= {BATTERY_OK}))",
+        ),
+        "boot_loop": (
+            "SELECT node_id, 'boot_loop', (max(boots) - min(boots)) || ' boots in the last '"
+            f" || {BOOT_LOOP_WINDOW // 60} || ' min' FROM status_log INDEXED BY"
+            f" status_log_t_boots WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
+            f" HAVING max(boots) - min(boots) >= {BOOT_LOOP_BOOTS}",
+            f"node_id NOT IN ({boot_loop})",
+        ),
+        # A node whose update failed or rolled back in a rollout of the last week; it clears
+        # when a later rollout of that node succeeds (or by hand).
+        "update_failed": (
+            "SELECT rn.node_id, 'update_failed', 'update to ' || r.release || ' '"
+            " || replace(rn.state, '_', ' ') || coalesce(': ' || rn.reason, '')"
+            " FROM rollouts r JOIN rollout_nodes rn ON rn.rollout_id = r.id"
+            f" WHERE r.updated >= :now - {UPDATE_FAILED_WINDOW}"
+            " AND rn.state IN ('failed', 'rolled_back') AND NOT EXISTS (SELECT 1 FROM"
+            " rollout_nodes s WHERE s.node_id = rn.node_id AND s.state = 'succeeded'"
+            " AND s.updated > rn.updated) GROUP BY rn.node_id",
+            "EXISTS (SELECT 1 FROM rollout_nodes WHERE rollout_nodes.node_id = alerts.node_id"
+            " AND state = 'succeeded' AND updated > alerts.opened)",
+        ),
+        "bad_frames": (
+            "SELECT node_id, 'bad_frames', count(*) || ' bad frames in the last hour'"
+            f" FROM bad_frames WHERE received_at >= :now - {BAD_FRAMES_WINDOW}"
+            " AND node_id IS NOT NULL GROUP BY node_id",
+            f"node_id NOT IN (SELECT node_id FROM bad_frames WHERE received_at >= :now -"
+            f" {BAD_FRAMES_WINDOW} AND node_id IS NOT NULL)",
+        ),
+    }
+    opened = {}
+    with transaction(db) as conn:
+        for kind, (open_sql, clear_sql) in conditions.items():
+            conn.execute(
+                "UPDATE alerts SET state = 'resolved', resolved_by = 'auto', resolved_at = :now"
+                f" WHERE kind = '{kind}' AND state != 'resolved' AND {clear_sql}",
+                {"now": now})
+            before = conn.total_changes
+            # The partial unique index keeps one unresolved alert per node and kind.
+            conn.execute(
+                "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened)"
+                f" SELECT *, :now FROM ({open_sql})", {"now": now})
+            opened[kind] = conn.total_changes - before
+    return opened
+
+
+def open_alert(db, node_id, kind, detail, now=None) -> bool:
+    """Open an alert of a kind for a node (e.g. update_failed from OTA); False if already open."""
+    if kind not in ALERT_KINDS:
+        raise BadFilter(f"alert kind {kind!r}: expected one of {', '.join(ALERT_KINDS)}")
+    with transaction(db) as conn:
+        return conn.execute(
+            "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened) VALUES (?, ?, ?, ?)",
+            (node_id, kind, detail, time.time() if now is None else now)).rowcount == 1
+
+
+def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
+    """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
+    sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
+           " WHERE 1")
+    args: list = []
+    if unresolved:
+        sql += " AND a.state != 'resolved'"
+    if node_id is not None:
+        sql += " AND a.node_id = ?"
+        args.append(node_id)
+    sql += " ORDER BY a.id DESC LIMIT ?"
+    args.append(limit)
+    return list(db.query(sql, args))
+
+
+def get_alert(db, alert_id) -> dict:
+    """One alert; raise UnknownAlert if there is none with that id."""
+    rows = list(db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+    if not rows:
+        raise UnknownAlert(f"no alert {alert_id}")
+    return rows[0]
+
+
+def change_alert(db, alert_id, action, actor=None) -> dict:
+    """Acknowledge or resolve an alert; audited. Return the alert."""
+    if action not in ("ack", "resolve"):
+        raise BadFilter(f"alert action {action!r}: expected ack or resolve")
+    now = time.time()
+    with transaction(db) as conn:
+        row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ?",
+                           (alert_id,)).fetchone()
+        if row is None:
+            raise UnknownAlert(f"no alert {alert_id}")
+        if row[2] == "resolved":
+            raise AlertResolved(f"alert {alert_id} is already resolved")
+        if action == "ack":
+            conn.execute("UPDATE alerts SET state = 'acked', acked_by = ?, acked_at = ?"
+                         " WHERE id = ?", (actor, now, alert_id))
+        else:
+            conn.execute("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?"
+                         " WHERE id = ?", (actor, now, alert_id))
+        audit.insert(conn, now, actor, f"alert.{action}", row[0],
+                     {"alert": alert_id, "kind": row[1]})
+    return {"id": alert_id, "node_id": row[0], "kind": row[1]}

@@ -1,0 +1,355 @@
+"""Nodes: the registry, the node list's filters and sorts, the overview, positions and tags."""
+
+import json
+import time
+
+from . import audit
+from .base import BadFilter, UnknownNode, transaction
+
+NODE_COLUMNS = (
+    "id, name, board, provider, firmware_version, micropython_version, last_seen, online, uptime,"
+    " reset_cause, heap_free, rssi, queue, dropped, boots, interval, status_at, battery,"
+    " bad_frames, created, tags"
+)
+
+
+def _node_dict(row: dict) -> dict:
+    row["online"] = bool(row["online"])
+    row["tags"] = json.loads(row["tags"] or "[]")
+    return row
+
+
+def list_nodes(db) -> list[dict]:
+    """Every registered node, ordered by id."""
+    rows = db.query(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY id")
+    return [_node_dict(r) for r in rows]
+
+
+def get_node(db, node_id: str) -> dict:
+    """One node; raise UnknownNode if it is not registered."""
+    rows = list(db.query(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?", [node_id]))
+    if not rows:
+        raise UnknownNode(f"unknown node {node_id!r}")
+    return _node_dict(rows[0])
+
+
+def enrol_node(db, node_id: str, name=None, board=None, provider=None, tags=()):
+    """Register a node (idempotent); used by provisioning and by first contact."""
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO nodes (id, name, board, provider, created, tags)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (node_id, name, board, provider, time.time(), json.dumps(list(tags))),
+        )
+
+
+def rename_node(db, node_id: str, name: str):
+    """Set a node's display name."""
+    get_node(db, node_id)
+    with transaction(db) as conn:
+        conn.execute("UPDATE nodes SET name = ? WHERE id = ?", (name, node_id))
+
+
+def count_nodes(db) -> int:
+    """How many nodes are registered."""
+    return db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+
+
+def up_seqs(db) -> dict[str, int]:
+    """Last extended uplink seq of every node, to resume seq extension after a restart."""
+    return dict(db.conn.execute("SELECT id, up_seq FROM nodes WHERE up_seq IS NOT NULL"))
+
+
+def boot_times(db) -> dict[str, float]:
+    """When every node last booted, as its newest STATUS told (its time minus its uptime)."""
+    return dict(db.conn.execute("SELECT id, status_at - uptime FROM nodes"
+                                " WHERE status_at IS NOT NULL AND uptime IS NOT NULL"))
+
+
+def known_node_ids(db) -> set[str]:
+    """Ids of every registered node."""
+    return {r[0] for r in db.conn.execute("SELECT id FROM nodes")}
+
+
+# A node counts as online while its broker session is up (conn 1) and it was heard within three
+# reporting intervals plus a minute; LoRaWAN nodes have no session flag, so the time rule matters.
+OFFLINE_INTERVALS = 3
+OFFLINE_GRACE = 60
+DEFAULT_INTERVAL = 60
+ALLOWANCE_SQL = f"({OFFLINE_INTERVALS} * coalesce(interval, {DEFAULT_INTERVAL}) + {OFFLINE_GRACE})"
+STATUS_SQL = (
+    "CASE WHEN last_seen IS NULL THEN 'new'"
+    f" WHEN online = 1 AND last_seen >= :now - {ALLOWANCE_SQL} THEN 'online' ELSE 'offline' END"
+)
+BATTERY_LOW = 3.4  # V: below it a node counts as low and an alert opens
+ALERTING_SQL = "id IN (SELECT node_id FROM alerts WHERE state != 'resolved')"
+
+
+# Sort keys of the node list -> SQL; every one is backed by an index or is cheap on 10,000 rows.
+NODE_SORTS = {
+    "id": "id",
+    "name": "coalesce(name, id)",
+    "last_seen": "last_seen",
+    "battery": "battery",
+    "firmware": "firmware_version",
+    "micropython": "micropython_version",
+    "provider": "provider",
+    "rssi": "rssi",
+}
+SEEN_WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+# Node list filters that match one column exactly (menus of the values present), each indexed.
+FACETS = (("provider", "provider"), ("board", "board"), ("firmware", "firmware_version"),
+          ("micropython", "micropython_version"))
+
+
+def _node_where(f: dict, now: float) -> tuple[str, dict]:
+    """WHERE clause and parameters for the node list's filters (all optional, ANDed)."""
+    where, args = ["1"], {"now": now}
+    q = (f.get("q") or "").strip()
+    if q:
+        args["q"] = q
+        args["like"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(
+            "(id LIKE :like ESCAPE '\\' OR name LIKE :like ESCAPE '\\'"
+            " OR location LIKE :like ESCAPE '\\'"
+            " OR EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :q))"
+        )
+    status = f.get("status")
+    if status == "alerting":
+        where.append(ALERTING_SQL)
+    elif status in ("online", "offline", "new"):
+        where.append(f"{STATUS_SQL} = :status")
+        args["status"] = status
+    elif status:
+        raise BadFilter(f"status {status!r}: expected online, offline, new or alerting")
+    for key, column in FACETS:
+        if f.get(key):
+            where.append(f"{column} = :{key}")
+            args[key] = f[key]
+    if f.get("tag"):
+        where.append("EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+        args["tag"] = f["tag"]
+    battery = f.get("battery")
+    if battery == "low":
+        where.append(f"battery < {BATTERY_LOW}")
+    elif battery == "ok":
+        where.append(f"battery >= {BATTERY_LOW}")
+    elif battery == "unknown":
+        where.append("battery IS NULL")
+    elif battery:
+        raise BadFilter(f"battery {battery!r}: expected low, ok or unknown")
+    seen = f.get("seen")
+    if seen in SEEN_WINDOWS:
+        where.append("last_seen >= :seen_since")
+        args["seen_since"] = now - SEEN_WINDOWS[seen]
+    elif seen == "older":
+        where.append("last_seen < :seen_since")
+        args["seen_since"] = now - SEEN_WINDOWS["7d"]
+    elif seen == "never":
+        where.append("last_seen IS NULL")
+    elif seen:
+        raise BadFilter(f"seen {seen!r}: expected 1h, 24h, 7d, older or never")
+    return " AND ".join(where), args
+
+
+def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
+                now=None) -> tuple[list[dict], int]:
+    """One page of nodes matching the filters, in order, and how many match in all."""
+    if sort not in NODE_SORTS:
+        raise BadFilter(f"sort {sort!r}: expected one of {', '.join(NODE_SORTS)}")
+    now = time.time() if now is None else now
+    where, args = _node_where(filters, now)
+    total = db.conn.execute(f"SELECT count(*) FROM nodes WHERE {where}", args).fetchone()[0]
+    order = NODE_SORTS[sort] + (" DESC" if desc else "")
+    # NULLs (never seen, no battery) go last either way; id breaks ties so pages are stable.
+    rows = list(db.query(
+        f"SELECT {NODE_COLUMNS}, location, lat, lon, {STATUS_SQL} AS status FROM nodes"
+        f" WHERE {where} ORDER BY {NODE_SORTS[sort]} IS NULL, {order}, id"
+        " LIMIT :limit OFFSET :offset",
+        dict(args, limit=limit, offset=offset),
+    ))
+    if rows:
+        ids = [r["id"] for r in rows]
+        counts = dict(db.conn.execute(
+            "SELECT node_id, count(*) FROM alerts WHERE state != 'resolved' AND node_id IN"
+            f" ({', '.join('?' * len(ids))}) GROUP BY node_id", ids))
+        for r in rows:
+            _node_dict(r)
+            r["alerts"] = counts.get(r["id"], 0)
+    return rows, total
+
+
+def matching_node_ids(db, filters: dict, now=None) -> list[str]:
+    """Ids of every node matching the filters (for bulk actions on a whole result)."""
+    where, args = _node_where(filters, time.time() if now is None else now)
+    return [r[0] for r in db.conn.execute(f"SELECT id FROM nodes WHERE {where}", args)]
+
+
+def facets(db) -> dict[str, list[str]]:
+    """The providers, boards, firmware and MicroPython versions present, for the filter menus."""
+    out = {}
+    for key, column in FACETS:
+        out[key] = [r[0] for r in db.conn.execute(
+            f"SELECT DISTINCT {column} FROM nodes WHERE {column} IS NOT NULL ORDER BY 1")]
+    return out
+
+
+def overview(db, now=None) -> dict:
+    """Node counts (total/online/offline/new/alerting) in all and by provider, board, firmware
+    and MicroPython version."""
+    now = time.time() if now is None else now
+    # Two grouped scans (statuses over the covering index nodes_overview; alerting nodes from
+    # the unresolved alerts) cost about half of one scan that probes the alerts for every node.
+    rows = db.conn.execute(
+        f"SELECT provider, board, firmware_version, micropython_version, {STATUS_SQL}, count(*)"
+        " FROM nodes GROUP BY 1, 2, 3, 4, 5", {"now": now}).fetchall()
+    alerting = db.conn.execute(
+        "SELECT n.provider, n.board, n.firmware_version, n.micropython_version,"
+        " count(DISTINCT n.id) FROM alerts a JOIN nodes n ON n.id = a.node_id"
+        " WHERE a.state != 'resolved' GROUP BY 1, 2, 3, 4"
+    ).fetchall()
+    empty = {"total": 0, "online": 0, "offline": 0, "new": 0, "alerting": 0}
+    out: dict = {"all": dict(empty), "provider": {}, "board": {}, "firmware": {},
+                 "micropython": {}}
+    keys = ("provider", "board", "firmware", "micropython")
+
+    def groups(values):
+        yield out["all"]
+        for key, value in zip(keys, values, strict=True):
+            yield out[key].setdefault(value or "-", dict(empty))
+
+    for *values, status, n in rows:
+        for group in groups(values):
+            group["total"] += n
+            group[status] += n
+    for *values, n in alerting:
+        for group in groups(values):
+            group["alerting"] += n
+    return out
+
+
+def node_status(db, node_id, now=None) -> str:
+    """online, offline or new, by the same rule as the lists."""
+    row = db.conn.execute(f"SELECT {STATUS_SQL} FROM nodes WHERE id = :id",
+                          {"now": time.time() if now is None else now, "id": node_id}).fetchone()
+    if row is None:
+        raise UnknownNode(f"unknown node {node_id!r}")
+    return row[0]
+
+
+def node_place(db, node_id) -> dict:
+    """A node's position: lat, lon (WGS84 degrees) and a free-text location."""
+    row = db.conn.execute("SELECT lat, lon, location FROM nodes WHERE id = ?",
+                          (node_id,)).fetchone()
+    if row is None:
+        raise UnknownNode(f"unknown node {node_id!r}")
+    return {"lat": row[0], "lon": row[1], "location": row[2]}
+
+
+def set_place(db, node_id, lat, lon, location, actor=None):
+    """Set a node's position and location text (None clears); audited."""
+    get_node(db, node_id)
+    with transaction(db) as conn:
+        conn.execute("UPDATE nodes SET lat = ?, lon = ?, location = ? WHERE id = ?",
+                     (lat, lon, location, node_id))
+        audit.insert(conn, time.time(), actor, "node.place", node_id,
+                     {"lat": lat, "lon": lon, "location": location})
+
+
+def set_name_and_tags(db, node_id, name, tags, actor=None):
+    """Set a node's display name and tags; audited."""
+    get_node(db, node_id)
+    with transaction(db) as conn:
+        conn.execute("UPDATE nodes SET name = ?, tags = ? WHERE id = ?",
+                     (name, json.dumps(list(tags)), node_id))
+        audit.insert(conn, time.time(), actor, "node.edit", node_id,
+                     {"name": name, "tags": list(tags)})
+
+
+def tag_nodes(db, node_ids, tag, remove=False, actor=None) -> int:
+    """Add (or remove) one tag on many nodes in one transaction; return how many changed."""
+    if remove:
+        sql = ("UPDATE nodes SET tags = (SELECT json_group_array(value) FROM json_each(nodes.tags)"
+               " WHERE value != :tag) WHERE id = :id"
+               " AND EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+    else:
+        sql = ("UPDATE nodes SET tags = json_insert(tags, '$[#]', :tag) WHERE id = :id"
+               " AND NOT EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+    with transaction(db) as conn:
+        before = conn.total_changes
+        conn.executemany(sql, [{"tag": tag, "id": i} for i in node_ids])
+        changed = conn.total_changes - before
+        audit.insert(conn, time.time(), actor, "bulk.untag" if remove else "bulk.tag", tag,
+                     {"nodes": len(node_ids), "changed": changed})
+    return changed
+
+
+def positions(db, now=None) -> list[dict]:
+    """Every node with a position: id, name, lat, lon, status (alerting wins over the rest)."""
+    rows = db.conn.execute(
+        f"SELECT id, name, lat, lon, CASE WHEN {ALERTING_SQL} THEN 'alerting' ELSE {STATUS_SQL}"
+        " END FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL",
+        {"now": time.time() if now is None else now})
+    return [{"id": r[0], "name": r[1], "lat": r[2], "lon": r[3], "status": r[4]} for r in rows]
+
+
+def position_bounds(db) -> tuple:
+    """(count, min lat, max lat, min lon, max lon) of the nodes that have a position."""
+    return db.conn.execute(
+        "SELECT count(*), min(lat), max(lat), min(lon), max(lon) FROM nodes"
+        " WHERE lat IS NOT NULL AND lon IS NOT NULL").fetchone()
+
+
+def position_cells(db, lat1, lon0, kx, span, cells, now=None) -> list[tuple]:
+    """(column, row, count, worst status rank) of positioned nodes binned on a cells x cells grid.
+
+    Columns grow east from lon0, rows grow south from lat1; span is the side in degrees of
+    latitude, kx the cosine correction for longitude. Rank: 0 new, 1 online, 2 offline, 3 alerting.
+    """
+    rank = (f"CASE WHEN {ALERTING_SQL} THEN 3 ELSE CASE {STATUS_SQL} WHEN 'new' THEN 0"
+            " WHEN 'online' THEN 1 ELSE 2 END END")
+    return db.conn.execute(
+        "SELECT min(CAST((lon - :lon0) * :kx / :span * :cells AS INTEGER), :cells - 1),"
+        " min(CAST((:lat1 - lat) / :span * :cells AS INTEGER), :cells - 1),"
+        f" count(*), max({rank}) FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL"
+        " GROUP BY 1, 2",
+        {"lon0": lon0, "lat1": lat1, "kx": kx, "span": span, "cells": cells,
+         "now": time.time() if now is None else now}).fetchall()
+
+
+# A rollout's target keys -> the node column each one matches exactly.
+TARGET_COLUMNS = (("board", "board"), ("provider", "provider"), ("version", "firmware_version"),
+                  ("micropython", "micropython_version"))
+
+
+def unknown_ids(db, node_ids: list[str]) -> list[str]:
+    """The ids in node_ids that no registered node has, in the order given."""
+    known = {r[0] for r in db.conn.execute(
+        f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))})", node_ids)}
+    return [i for i in node_ids if i not in known]
+
+
+def select_target(db, target: dict) -> list[dict]:
+    """Nodes matching every given criterion of a rollout's target (tags: all of them; nodes:
+    explicit ids), by id."""
+    sql = ("SELECT id, board, provider, firmware_version, micropython_version, tags FROM nodes"
+           " WHERE 1")
+    args = []
+    for key, col in TARGET_COLUMNS:
+        if target.get(key):
+            sql += f" AND {col} = ?"
+            args.append(target[key])
+    for tag in target.get("tags") or []:
+        sql += " AND EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = ?)"
+        args.append(tag)
+    ids = target.get("nodes")
+    if ids:
+        sql += f" AND id IN ({','.join('?' * len(ids))})"
+        args += ids
+    return list(db.query(sql + " ORDER BY id", args))
+
+
+def last_seen(db, node_id: str) -> float | None:
+    """When the fleet last heard from a node (None: never, or no such node)."""
+    row = db.conn.execute("SELECT last_seen FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,326 @@
+"""What nodes send: frames, readings and latest values, STATUS history, events, bad frames, and
+the ingest's batch that writes them all in one transaction."""
+
+from .base import BadFilter, transaction
+from .commands import recent_results
+from .nodes import get_node
+
+
+def latest_values(db, node_id: str) -> list[dict]:
+    """The most recent value of each quantity and instance of a node."""
+    return list(
+        db.query(
+            "SELECT qid, inst, t, value FROM latest WHERE node_id = ? ORDER BY qid, inst",
+            [node_id],
+        )
+    )
+
+
+def readings(db, node_id, since=None, until=None, qids=None, limit=1000) -> list[tuple]:
+    """(t, qid, inst, value) of a node, newest `limit` in the window, returned oldest first."""
+    sql = "SELECT t, qid, inst, value FROM readings WHERE node_id = ?"
+    args: list = [node_id]
+    if since is not None:
+        sql += " AND t >= ?"
+        args.append(since)
+    if until is not None:
+        sql += " AND t <= ?"
+        args.append(until)
+    if qids:
+        sql += f" AND qid IN ({', '.join('?' * len(qids))})"
+        args.extend(qids)
+    sql += " ORDER BY t DESC, rowid DESC LIMIT ?"
+    args.append(limit)
+    rows = db.conn.execute(sql, args).fetchall()
+    rows.reverse()
+    return rows
+
+
+def count_readings(db, node_id=None) -> int:
+    """Number of stored readings (of one node, or all)."""
+    if node_id is None:
+        return db.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    return db.conn.execute(
+        "SELECT count(*) FROM readings WHERE node_id = ?", (node_id,)
+    ).fetchone()[0]
+
+
+def count_frames(db, node_id=None, direction="up") -> int:
+    """Number of distinct frames stored (of one node, or all) in one direction."""
+    if node_id is None:
+        return db.conn.execute(
+            "SELECT count(*) FROM frames WHERE direction = ?", (direction,)
+        ).fetchone()[0]
+    return db.conn.execute(
+        "SELECT count(*) FROM frames WHERE node_id = ? AND direction = ?", (node_id, direction)
+    ).fetchone()[0]
+
+
+def frame_seqs(db, node_id, direction="up") -> list[int]:
+    """The extended sequence numbers stored for a node, ascending."""
+    return [
+        r[0]
+        for r in db.conn.execute(
+            "SELECT seq FROM frames WHERE node_id = ? AND direction = ? ORDER BY seq",
+            (node_id, direction),
+        )
+    ]
+
+
+def bad_frames(db, node_id=None, limit=100) -> list[dict]:
+    """The most recent bad frames (of one node, or all), newest first."""
+    sql = "SELECT id, node_id, received_at, provider, topic, payload, error FROM bad_frames"
+    args: list = []
+    if node_id is not None:
+        sql += " WHERE node_id = ?"
+        args.append(node_id)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return list(db.query(sql, args))
+
+
+def events(db, node_id, limit=50) -> list[dict]:
+    """A node's most recent events, newest first."""
+    return list(
+        db.query(
+            "SELECT t, received_at, code, value, text FROM events WHERE node_id = ?"
+            " ORDER BY t DESC LIMIT ?",
+            [node_id, limit],
+        )
+    )
+
+
+def status_history(db, node_id, since, limit=500) -> list[dict]:
+    """A node's STATUS reports since a time, newest first."""
+    return list(db.query(
+        "SELECT t, firmware_version, uptime, reset_cause, heap_free, rssi, queue, dropped, boots"
+        " FROM status_log WHERE node_id = ? AND t >= ? ORDER BY t DESC LIMIT ?",
+        [node_id, since, limit]))
+
+
+def reading_buckets(db, node_id, qid, inst, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of one quantity in `buckets` equal time slices, oldest first."""
+    width = (until - since) / buckets
+    return db.conn.execute(
+        "SELECT min(t), min(value), avg(value), max(value) FROM readings"
+        " WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ? AND inst = ?"
+        " GROUP BY CAST((t - ?) / ? AS INTEGER) ORDER BY 1",
+        (node_id, qid, since, until, inst, since, width)).fetchall()
+
+
+def time_buckets(db, table, t, column, node_id, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of a column of one node's rows with a value, in `buckets` equal slices
+    of time column t, oldest first."""
+    width = (until - since) / buckets
+    return db.conn.execute(
+        f"SELECT min({t}), min({column}), avg({column}), max({column}) FROM {table}"
+        f" WHERE node_id = ? AND {t} >= ? AND {t} <= ? AND {column} IS NOT NULL"
+        f" GROUP BY CAST(({t} - ?) / ? AS INTEGER) ORDER BY 1",
+        (node_id, since, until, since, width)).fetchall()
+
+
+def status_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:
+    """(t, min, avg, max) of a STATUS column (rssi, heap_free, queue) in time slices."""
+    if column not in ("rssi", "heap_free", "queue", "uptime", "dropped"):
+        raise BadFilter(f"no status column {column!r}")
+    return time_buckets(db, "status_log", "t", column, node_id, since, until, buckets)
+
+
+def live_state(db, node_id) -> dict:
+    """What the node page's live stream sends: node facts, latest values, command results."""
+    node = get_node(db, node_id)
+    return {
+        "node": node,
+        "latest": latest_values(db, node_id),
+        "commands": recent_results(db, node_id),
+    }
+
+
+# --- ingest (hot path: keep per-row Python work small) -------------------------------------------
+
+
+_INSERT_FRAME = (
+    "INSERT OR IGNORE INTO frames (node_id, direction, seq, type, received_at, device_ts, provider)"
+    " VALUES (?, 'up', ?, ?, ?, ?, ?)"
+)
+
+
+_INSERT_READING = "INSERT INTO readings (node_id, t, qid, inst, value) VALUES (?, ?, ?, ?, ?)"
+
+
+_UPSERT_LATEST = (
+    "INSERT INTO latest (node_id, qid, inst, t, value) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (node_id, qid, inst) DO UPDATE SET t = excluded.t, value = excluded.value"
+    " WHERE excluded.t >= latest.t"
+)
+
+
+def tune_for_bulk_writes(db):
+    """Settings for the ingest's connection: it writes far more than anyone else."""
+    # The default 2 MB page cache evicts the index pages every batch touches; 64 MB keeps them.
+    db.conn.execute("PRAGMA cache_size = -65536")
+    # Checkpoint every ~40 MB of WAL instead of ~4 MB: index pages rewritten by many batches
+    # are copied back to the database file once instead of many times.
+    db.conn.execute("PRAGMA wal_autocheckpoint = 10000")
+
+
+class Batch:
+    """Decoded uplinks of one ingest batch, written by store_batch in one transaction."""
+
+    __slots__ = ("frames", "bad", "touch", "conn_state", "new_nodes", "restarts")
+
+    def __init__(self):
+        # (node, seq, mtype, received_at, ts, provider, body)
+        self.frames: list[tuple] = []
+        # (node or None, received_at, provider, topic, payload, error)
+        self.bad: list[tuple] = []
+        # node -> (last_seen, provider, up_seq)
+        self.touch: dict[str, tuple] = {}
+        # node -> online flag, from the conn topic, in arrival order
+        self.conn_state: dict[str, int] = {}
+        # (node, provider, created)
+        self.new_nodes: list[tuple] = []
+        # events rows (node, t, received_at, code, value, text) for restarted seq counters
+        self.restarts: list[tuple] = []
+
+
+def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
+    """Insert frames, ignoring ones already stored; return the frames that were new."""
+    # Duplicates are rare, so try the whole batch in one executemany and fall back to one
+    # insert per frame (to learn which ones were new) only when the change count says some
+    # were already there.
+    conn.execute("SAVEPOINT frames")
+    before = conn.total_changes
+    conn.executemany(_INSERT_FRAME, [f[:6] for f in frames])
+    if conn.total_changes - before == len(frames):
+        conn.execute("RELEASE frames")
+        return frames
+    conn.execute("ROLLBACK TO frames")
+    conn.execute("RELEASE frames")
+    execute = conn.execute
+    return [f for f in frames if execute(_INSERT_FRAME, f[:6]).rowcount == 1]
+
+
+def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None) -> int:
+    """Write a batch in one transaction; return how many frames were new (not duplicates).
+
+    telemetry/status/event/result/ota_up are the protocol's message type codes.
+    """
+    ota_rows = []
+    trusts = {}
+    readings_rows = []
+    latest_rows = {}
+    statuses = []
+    events_rows = []
+    results = []
+    battery = {}
+    with transaction(db) as conn:
+        if batch.new_nodes:
+            conn.executemany(
+                "INSERT OR IGNORE INTO nodes (id, provider, created) VALUES (?, ?, ?)",
+                batch.new_nodes,
+            )
+        fresh = _insert_frames(conn, batch.frames)
+        new = len(fresh)
+        for node, _seq, mtype, received_at, ts, _provider, body in fresh:
+            t = received_at if ts is None else ts
+            if mtype == telemetry:
+                for qid, inst, value in body:
+                    readings_rows.append((node, t, qid, inst, value))
+                    latest_rows[(node, qid, inst)] = (node, qid, inst, t, value)
+                    if qid == 2 and inst == 0:
+                        battery[node] = (value, node)
+            elif mtype == status:
+                statuses.append(
+                    (
+                        body.get("fw"), body.get("uptime"), body.get("reset"),
+                        body.get("heap_free"), body.get("rssi"), body.get("queue"),
+                        body.get("dropped"), body.get("boots"), body.get("interval"),
+                        body.get("micropython"), t, node,
+                    )
+                )
+            elif mtype == event:
+                events_rows.append(
+                    (node, t, received_at, body.get("code"), body.get("value"), body.get("text"))
+                )
+            elif mtype == result:
+                results.append(
+                    (body.get("code"), body.get("value"), body.get("text"), received_at,
+                     body.get("cid"), node)
+                )
+            elif mtype == ota_up:
+                ota_rows.append((node, received_at, body.get("state"), body.get("version"),
+                                 body.get("progress"), body.get("reason"), body.get("text"),
+                                 body.get("rid")))
+                if body.get("keys"):
+                    trusts[node] = (body["keys"], node)
+        if readings_rows:
+            conn.executemany(_INSERT_READING, readings_rows)
+            conn.executemany(_UPSERT_LATEST, latest_rows.values())
+        if battery:
+            conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
+        if statuses:
+            conn.executemany(
+                # A field a STATUS leaves out keeps its last value (docs/protocol.md, STATUS):
+                # a compact STATUS must not blank what the full one after boot reported.
+                "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
+                " uptime = ?, reset_cause = coalesce(?, reset_cause),"
+                " heap_free = coalesce(?, heap_free), rssi = coalesce(?, rssi),"
+                " queue = coalesce(?, queue), dropped = coalesce(?, dropped),"
+                " boots = coalesce(?, boots), interval = coalesce(?, interval),"
+                " micropython_version = coalesce(?, micropython_version), status_at = ?"
+                " WHERE id = ?",
+                statuses,
+            )
+            conn.executemany(
+                "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free, rssi,"
+                " queue, dropped, boots, t, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [st[:8] + st[10:] for st in statuses],
+            )
+        if ota_rows:
+            conn.executemany(
+                "INSERT INTO ota_reports (node_id, t, state, version, progress, reason, text, rid)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ota_rows,
+            )
+        if trusts:
+            conn.executemany("UPDATE nodes SET ota_keys = ? WHERE id = ?", trusts.values())
+        events_rows += batch.restarts
+        if events_rows:
+            conn.executemany(
+                "INSERT INTO events (node_id, t, received_at, code, value, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                events_rows,
+            )
+        if results:
+            conn.executemany(
+                "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
+                " result_at = ? WHERE id = ? AND node_id = ?",
+                results,
+            )
+        if batch.touch:
+            conn.executemany(
+                "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1,"
+                " provider = ?, up_seq = coalesce(max(up_seq, ?), up_seq, ?) WHERE id = ?",
+                [(seen, prov, seq, seq, node) for node, (seen, prov, seq) in batch.touch.items()],
+            )
+        if batch.conn_state:
+            conn.executemany(
+                "UPDATE nodes SET online = ? WHERE id = ?",
+                [(state, node) for node, state in batch.conn_state.items()],
+            )
+        if batch.bad:
+            conn.executemany(
+                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                batch.bad,
+            )
+            counts: dict = {}
+            for row in batch.bad:
+                if row[0] is not None:
+                    counts[row[0]] = counts.get(row[0], 0) + 1
+            conn.executemany(
+                "UPDATE nodes SET bad_frames = bad_frames + ? WHERE id = ?",
+                [(n, node) for node, n in counts.items()],
+            )
+    return new

@@ -1,0 +1,62 @@
+"""The periodic work's own state: when each task last ran, and pruning old rows by age."""
+
+import json
+
+from .base import transaction
+
+
+def mark_upkeep(db, task: str, at: float, detail=None) -> None:
+    """Record that a periodic task (alerts, prune, broker) ran at `at`."""
+    with transaction(db) as conn:
+        conn.execute("INSERT INTO upkeep (task, at, detail) VALUES (?, ?, ?) ON CONFLICT (task)"
+                     " DO UPDATE SET at = excluded.at, detail = excluded.detail",
+                     (task, at, None if detail is None else json.dumps(detail)))
+
+
+def upkeep_state(db) -> dict[str, dict]:
+    """{task: {"at": time, "detail": ...}} of the periodic tasks that ever ran."""
+    return {r[0]: {"at": r[1], "detail": json.loads(r[2]) if r[2] else None}
+            for r in db.conn.execute("SELECT task, at, detail FROM upkeep")}
+
+
+# How each table is pruned by age: the groups to walk (None: the whole table at once) and the
+# DELETE for one group, along an index whose prefix is the group and then the time, so each
+# statement reads only rows it deletes. Readings are indexed (node_id, qid, t): walking the
+# (node, quantity) pairs `latest` holds avoids scanning the biggest table.
+_PRUNE = {
+    "status_log": (None, "SELECT rowid FROM status_log INDEXED BY status_log_t_boots WHERE t < ?"),
+    "readings": ("SELECT DISTINCT node_id, qid FROM latest",
+                 "SELECT rowid FROM readings INDEXED BY readings_node_qid_t"
+                 " WHERE node_id = ? AND qid = ? AND t < ?"),
+    "receptions": ("SELECT id FROM nodes", "SELECT rowid FROM receptions INDEXED BY receptions_node"
+                                           " WHERE node_id = ? AND received_at < ?"),
+    "events": ("SELECT id FROM nodes",
+               "SELECT rowid FROM events INDEXED BY events_node_t WHERE node_id = ? AND t < ?"),
+    "bad_frames": (None, "SELECT rowid FROM bad_frames INDEXED BY bad_frames_time"
+                         " WHERE received_at < ?"),
+    "provider_downlinks": ("SELECT id FROM nodes",
+                           "SELECT rowid FROM provider_downlinks INDEXED BY provider_downlinks_node"
+                           " WHERE node_id = ? AND t < ?"),
+}
+
+
+def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
+    """Delete a table's rows older than `before` in short transactions; the count deleted.
+
+    Each transaction deletes at most `chunk` rows, so the ingest worker never waits long for the
+    write lock; many small groups (nodes) share one transaction.
+    """
+    groups_sql, select = _PRUNE[table]
+    delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
+    groups = [tuple(g) for g in db.conn.execute(groups_sql)] if groups_sql else [()]
+    total = 0
+    while groups:
+        with transaction(db) as conn:
+            room = chunk
+            while groups and room:
+                n = conn.execute(delete, (*groups[-1], before, room)).rowcount
+                total += n
+                if n < room:
+                    groups.pop()  # nothing older left in this group
+                room -= n
+    return total

@@ -1,0 +1,49 @@
+"""The fleet's database in Flask: one connection per request, closed at teardown, and the
+`db migrate` command; the store itself (fleet/store/) knows nothing of Flask."""
+
+import click
+from flask import current_app, g
+from flask.cli import with_appcontext
+
+from fleet.store import migrate
+from fleet.store.base import Database, SchemaTooNew, close, connect
+
+
+def get_db() -> Database:
+    """The request's database connection, opened on first use."""
+    if "db" not in g:
+        g.db = connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(e=None):
+    """Close the request's connection, if one was opened."""
+    db = g.pop("db", None)
+    if db is not None:
+        close(db)
+
+
+@click.command("migrate")
+@with_appcontext
+def migrate_command():
+    """Bring the database schema up to date.
+
+    Example: flask --app fleet db migrate
+    """
+    db = connect(current_app.config["DATABASE"])
+    try:
+        before, after = migrate.migrate(db)
+    except SchemaTooNew as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        close(db)
+    click.echo(f"schema version {before} -> {after}")
+
+
+def init_app(app):
+    """Register teardown and the `db migrate` command; migrate the database once at start."""
+    app.teardown_appcontext(close_db)
+    group = click.Group("db", help="Database commands.")
+    group.add_command(migrate_command)
+    app.cli.add_command(group)
+    close(migrate.open_db(app.config["DATABASE"]))

@@ -1,0 +1,162 @@
+"""The schema's history: released migrations never change, and old databases upgrade intact."""
+
+import hashlib
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fleet.store import audit as audit_store
+from fleet.store import migrate
+from fleet.store import nodes as node_store
+from fleet.store import telemetry as telemetry_store
+from fleet.store.base import SchemaTooNew, connect
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures"
+
+
+def tables(db):
+    return set(db.table_names())
+
+
+def test_fresh_database_migrates_to_current_version(tmp_path):
+    db = connect(tmp_path / "f.db")
+    assert migrate.schema_version(db) == 0
+    assert migrate.migrate(db) == (0, migrate.SCHEMA_VERSION)
+    assert migrate.schema_version(db) == migrate.SCHEMA_VERSION
+    assert {"nodes", "frames", "readings", "bad_frames", "commands", "events", "users",
+            "api_tokens", "audit", "latest"} <= tables(db)
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # A second run has nothing left to do.
+    assert migrate.migrate(db) == (migrate.SCHEMA_VERSION, migrate.SCHEMA_VERSION)
+
+
+def test_upgrade_from_version_1_keeps_data_and_backfills_latest(tmp_path):
+    db = connect(tmp_path / "f.db")
+    migrate.migrate(db, target=1)
+    assert "users" not in tables(db)
+    db.conn.execute("INSERT INTO nodes (id, created) VALUES ('n1', 0)")
+    db.conn.executemany(
+        "INSERT INTO readings (node_id, t, qid, inst, value) VALUES (?, ?, ?, ?, ?)",
+        [("n1", 10.0, 0, 0, 20.0), ("n1", 20.0, 0, 0, 21.5), ("n1", 15.0, 1, 0, 40.0)],
+    )
+    assert migrate.migrate(db) == (1, migrate.SCHEMA_VERSION)
+    assert node_store.get_node(db, "n1")["id"] == "n1"
+    latest = {(r["qid"], r["inst"]): (r["t"], r["value"])
+              for r in telemetry_store.latest_values(db, "n1")}
+    assert latest == {(0, 0): (20.0, 21.5), (1, 0): (15.0, 40.0)}
+    assert "users" in tables(db)
+
+
+def test_upgrade_from_version_13_adds_micropython_columns_and_keeps_nodes(tmp_path):
+    db = connect(tmp_path / "f.db")
+    migrate.migrate(db, target=13)
+    db.conn.execute("INSERT INTO nodes (id, firmware_version, created) VALUES ('n1', '0.1.0', 0)")
+    assert migrate.migrate(db) == (13, migrate.SCHEMA_VERSION)
+    node = node_store.get_node(db, "n1")
+    assert (node["firmware_version"], node["micropython_version"]) == ("0.1.0", None)
+    assert "runtime_micropython" in db["releases"].columns_dict
+    # The overview still reads its counts from the covering index alone.
+    plan = " ".join(r[3] for r in db.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT provider, board, firmware_version, micropython_version, online,"
+        " last_seen, interval, count(*) FROM nodes GROUP BY 1, 2, 3, 4"))
+    assert "COVERING INDEX nodes_overview" in plan, plan
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = connect(tmp_path / "f.db")
+    db.conn.execute(f"PRAGMA user_version = {migrate.SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNew, match="newer|knows up to"):
+        migrate.migrate(db)
+
+
+def test_failed_migration_leaves_version_unchanged(tmp_path, monkeypatch):
+    db = connect(tmp_path / "f.db")
+    migrate.migrate(db, target=1)
+    monkeypatch.setattr(migrate, "MIGRATIONS", migrate.MIGRATIONS[:1] + [
+        "CREATE TABLE half (x); CREATE TABLE nodes (x);"  # second statement fails
+    ])
+    monkeypatch.setattr(migrate, "SCHEMA_VERSION", 2)
+    with pytest.raises(sqlite3.OperationalError):
+        migrate.migrate(db)
+    assert migrate.schema_version(db) == 1
+    assert "half" not in tables(db)
+
+
+def released() -> dict[str, str]:
+    """{file name: SHA-256} of every released migration (migrations.sha256, sha256sum format)."""
+    lines = (HERE / "migrations.sha256").read_text().splitlines()
+    return {name: digest for digest, name in (ln.split() for ln in lines if ln.strip())}
+
+
+def test_released_migrations_never_change():
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in migrate.migration_files()}
+    for name, digest in released().items():
+        assert name in files, f"released migration {name} was removed or renamed"
+        assert files[name] == digest, f"released migration {name} was edited: add a new one"
+    new = sorted(set(files) - set(released()))
+    assert not new, f"record the checksums of {new} in tests/fleet/store/migrations.sha256"
+
+
+def test_migration_numbers_have_no_gap(tmp_path):
+    versions = [int(p.name[:4]) for p in migrate.migration_files()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert migrate.SCHEMA_VERSION == len(versions)
+    for name in ("0001_a.sql", "0003_c.sql"):
+        (tmp_path / name).write_text("SELECT 1;")
+    with pytest.raises(ValueError, match="0003_c.sql: expected version 0002"):
+        migrate.migration_files(tmp_path)
+
+
+def load(dump: Path, path: Path):
+    """A database file made from a dump of an old fleet's database (user_version included)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(dump.read_text())
+    conn.close()
+    return connect(path)
+
+
+def contents(db) -> dict[str, list[tuple]]:
+    """Every table's rows, in a stable order."""
+    tables = [r[0] for r in db.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    return {t: sorted(db.conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+            for t in tables}
+
+
+def schema(db) -> set[tuple]:
+    """(type, name, table, SQL with whitespace collapsed) of every table and index."""
+    return {(t, n, tbl, re.sub(r"\s+", " ", sql or "").replace("( ", "(").replace(" )", ")"))
+            for t, n, tbl, sql in db.conn.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master")}
+
+
+def test_a_database_at_head_made_before_the_store_package_is_left_as_it_is(tmp_path):
+    db = load(FIXTURES / "schema16.sql", tmp_path / "old.db")
+    before = contents(db)
+    assert migrate.migrate(db) == (16, migrate.SCHEMA_VERSION)
+    assert contents(db) == before
+    fresh = migrate.open_db(tmp_path / "fresh.db")
+    assert schema(db) == schema(fresh)
+    assert len(node_store.list_nodes(db)) == 5
+    assert audit_store.audit_log(db, limit=1)[0]["action"] == "test.fixture"
+
+
+def test_a_database_at_version_10_upgrades_with_no_loss(tmp_path):
+    db = load(FIXTURES / "schema10.sql", tmp_path / "old.db")
+    before = contents(db)
+    assert sum(map(len, before.values())) > 40
+    assert migrate.migrate(db) == (10, migrate.SCHEMA_VERSION)
+    after = contents(db)
+    for table, rows in before.items():
+        width = len(rows[0]) if rows else 0
+        # Columns added later come after the old ones; the old ones keep every value.
+        assert sorted((r[:width] for r in after[table]), key=repr) == rows, table
+    assert schema(db) == schema(migrate.open_db(tmp_path / "fresh.db"))
+    # What the later migrations added reads as their defaults.
+    node = node_store.get_node(db, "n0")
+    assert (node["name"], node["micropython_version"]) == ("node 0", None)
+    assert db.conn.execute("SELECT count(*) FROM providers").fetchone()[0] == 0
