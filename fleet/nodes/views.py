@@ -24,7 +24,6 @@ from flask import (
     request,
     url_for,
 )
-from markupsafe import Markup
 from polylink import codes
 
 from fleet.nodes import charts, display
@@ -39,7 +38,6 @@ from fleet.store import telemetry as telemetry_store
 from fleet.store.base import BadFilter, StoreError, UnknownNode, connect
 from fleet.web import auth
 from fleet.web import db as web_db
-from fleet.web.api import iso
 from fleet.web.params import MAX_INT, query_int
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
@@ -61,15 +59,6 @@ STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "Free heap", "B"), ("que
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
-
-
-@bp.app_template_filter("when")
-def when_filter(t):
-    """A <time> element whose date and clock each stay on one line (style.css)."""
-    if t is None:
-        return "-"
-    day, clock = display.when(t).split(" ")
-    return Markup(f'<time datetime="{iso(t)}"><span>{day}</span> <span>{clock}</span></time>')
 
 
 @bp.app_template_filter("reading")
