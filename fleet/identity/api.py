@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from fleet.identity import claims, provision
 from fleet.store import identity as identity_store
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso, known_fields
+from fleet.web.api import ApiError, iso, known_fields, limit_param
 from fleet.web.auth import require
 
 bp = Blueprint("identity", __name__)
@@ -105,11 +105,8 @@ def list_claims():
     state = request.args.get("state", "pending")
     if state not in identity_store.CLAIM_STATES + ("all",):
         raise ApiError(400, f"state must be one of {', '.join(identity_store.CLAIM_STATES)} or all")
-    limit = request.args.get("limit", "200")
-    if not limit.isdigit() or not 1 <= int(limit) <= 10000:
-        raise ApiError(400, "limit must be 1..10000")
-    rows = identity_store.list_claims(web_db.get_db(), int(limit),
-                                      None if state == "all" else state)
+    limit = limit_param(200)
+    rows = identity_store.list_claims(web_db.get_db(), limit, None if state == "all" else state)
     return jsonify({"claims": [claim_json(c) for c in rows]})
 
 

@@ -1,13 +1,12 @@
 """`fleet provider ...`: configure LoRaWAN providers and run their ingest worker."""
 
 import logging
-import signal
 import sys
-import threading
 
 import click
 
 from fleet.settings import from_env
+from fleet.stopping import Stopping
 from fleet.store import nodes as node_store
 from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
@@ -133,8 +132,7 @@ def provider_ingest(only):
     Example: fleet provider ingest
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop = Stopping().install()
     try:
         worker.run(from_env(), stop, names=set(only) or None)
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ from fleet.store import nodes as node_store
 from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, json_body
+from fleet.web.api import ApiError, json_body, limit_param
 from fleet.web.auth import require
 
 from . import LORAWAN_KINDS, ProviderError, downlinks, registry
@@ -85,12 +85,7 @@ def api_receptions(node_id):
         node_store.get_node(db, node_id)
     except StoreError as e:
         raise ApiError(404, str(e)) from None
-    try:
-        limit = int(request.args.get("limit", "50"))
-    except ValueError:
-        raise ApiError(400, "limit must be an integer 1..1000") from None
-    if not 1 <= limit <= 1000:
-        raise ApiError(400, "limit must be an integer 1..1000")
+    limit = limit_param(50, most=1000)
     return jsonify({"node_id": node_id, "identities": provider_store.identities(db, node_id),
                     "downlink_budget": downlinks.budgets(db, node_id),
                     "receptions": provider_store.receptions(db, node_id, limit)})
