@@ -89,9 +89,11 @@ def rotate(node_id):
 
 
 def claim_json(c: dict) -> dict:
-    """The API's view of a zero-touch claim (no secrets: the token's id only)."""
+    """The API's view of a zero-touch claim (no secrets: the token's id only). `rivals`: the
+    other claims for its MAC not rejected; `conflict`: it asked while one of them existed."""
     return {"id": c["id"], "state": c["state"], "mac": c["mac"], "board": c["board"],
-            "token_id": c["token_id"], "node_id": c["node_id"],
+            "token_id": c["token_id"], "client_id": c["client_id"], "node_id": c["node_id"],
+            "conflict": bool(c["conflict"]), "rivals": c.get("rivals", []),
             "requested_at": iso(c["requested_at"]), "decided_at": iso(c["decided_at"]),
             "decided_by": c["decided_by"], "reason": c["reason"]}
 
@@ -120,10 +122,12 @@ def decide_claim(claim_id, decision):
     if identity_store.get_claim_by_id(db, claim_id) is None:
         raise ApiError(404, f"no claim {claim_id}")
     try:
-        claims.decide(db, claim_id, decision == "approve", f"token:{g.token_name}", reason)
+        revoked = claims.decide(db, claim_id, decision == "approve", f"token:{g.token_name}",
+                                reason, current_app.config["SETTINGS"])
     except claims.ClaimError as e:
         raise ApiError(409, str(e)) from None
-    return jsonify(claim_json(identity_store.get_claim_by_id(db, claim_id)))
+    return jsonify(dict(claim_json(identity_store.get_claim_by_id(db, claim_id)),
+                        revoked=revoked))
 
 
 _IMAGE_FIELDS = {"mqtt_host", "mqtt_port", "wifi_ssid", "wifi_password"}

@@ -1,7 +1,8 @@
 """Providers in the web UI (/providers) and the REST API (/api/v1/providers); admin area.
 
 A provider's password (TTS API key, ChirpStack MQTT password) is write-only: it is accepted on
-create or edit, stored encrypted, and only `password_set` is ever shown back.
+create or edit, stored encrypted, and only `password_set` is ever shown back. An edit that moves
+it (host, port or TLS) must give it again.
 """
 
 from flask import (
@@ -50,6 +51,8 @@ def index():
         try:
             p = registry.add(db, _data_dir(), cfg, request.form.get("password") or None,
                              actor=g.user["name"])
+        except registry.PasswordNeeded as e:
+            flash(f"Not saved: {e}: fill in the Password field.")
         except ProviderError as e:
             flash(f"Not saved: {e}")
         else:
@@ -104,6 +107,8 @@ def api_put(name):
     try:
         p = registry.add(web_db.get_db(), _data_dir(), cfg, password,
                          actor=f"token:{g.token_name}")
+    except registry.PasswordNeeded as e:
+        raise ApiError(400, f'{e}: give field "password"') from None
     except ProviderError as e:
         raise ApiError(400, str(e)) from None
     return jsonify(p)
