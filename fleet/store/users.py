@@ -92,11 +92,15 @@ def rename_user(db, name, new_name, actor=None) -> None:
         raise DuplicateName(f"user {new_name!r} already exists") from None
 
 
-def set_password(db, name, password_hash, actor=None, action="user.password") -> None:
-    """Store a new password hash and end the user's sessions; StoreError if no such user."""
+def set_password(db, name, password_hash, actor=None, action="user.password",
+                 one_time=False) -> None:
+    """Store a new password hash and end the user's sessions; StoreError if no such user.
+
+    one_time: the user must change it at their next login (an admin's reset).
+    """
     with transaction(db) as conn:
-        if conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
-                        (password_hash, name)).rowcount != 1:
+        if conn.execute("UPDATE users SET password_hash = ?, must_change_password = ? "
+                        "WHERE name = ?", (password_hash, int(one_time), name)).rowcount != 1:
             raise StoreError(f"unknown user {name!r}")
         _bump_epoch(conn, name)
         audit.insert(conn, time.time(), actor, action, name)

@@ -33,11 +33,22 @@ def change_password(db, name: str, old: str, new: str, actor=None) -> None:
 
 
 def reset_password(db, name: str, actor=None) -> str:
-    """Give a user a new random password and return it (shown once, never stored in clear)."""
+    """A new random one-time password for the user, returned once (they must change it)."""
     password = secrets.token_urlsafe(12)
     user_store.set_password(db, name, auth.hasher.hash(password), actor=actor,
-                            action="user.reset")
+                            action="user.reset", one_time=True)
     return password
+
+
+@bp.before_app_request
+def one_time_password_must_change():
+    """After an admin's reset, the user's only page is the password page until they change it."""
+    user = g.get("user")
+    if (user is not None and user["must_change_password"]
+            and request.endpoint not in ("account.password", "auth.logout", "static")):
+        flash("Your password was reset by an admin: choose your own to go on.")
+        return redirect(url_for("account.password"))
+    return None
 
 
 @bp.route("/password", methods=("GET", "POST"))

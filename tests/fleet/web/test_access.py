@@ -144,7 +144,15 @@ def test_admin_renames_and_resets_a_user(app, db, form_token, logged_in):
     new = page.split("shown this once: <code>")[1].split("</code>")[0]
     assert bob.get("/nodes/").status_code == 302  # the reset ended his session
     assert log_in(app, form_token, "robert", "bobs-password")[1] == 401
-    assert log_in(app, form_token, "robert", new)[1] == 302
+    robert, status = log_in(app, form_token, "robert", new)
+    assert status == 302
+    # The reset password is one-time: every page leads to the password page until it is changed.
+    r = robert.get("/nodes/")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/account/password")
+    r = robert.post("/account/password", data={
+        "old": new, "new": "roberts-own-pass", "csrf_token": form_token(robert,
+                                                                        "/account/password")})
+    assert r.status_code == 302 and robert.get("/nodes/").status_code == 200
     actions = [e["action"] for e in audit_store.audit_log(db, actor="alice")]
     assert "user.rename" in actions and "user.reset" in actions
     assert new not in str(audit_store.audit_log(db, limit=100))
