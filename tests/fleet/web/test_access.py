@@ -197,3 +197,44 @@ def test_cli_disables_renames_and_resets_users(runner, db):
     actions = [e["action"] for e in audit_store.audit_log(db, actor="cli")]
     assert {"user.disable", "user.enable", "user.rename", "user.password", "user.reset"} <= set(
         actions)
+
+
+# --- users through the API -----------------------------------------------------------------------
+
+
+def test_the_api_disables_renames_and_resets_users(client, db):
+    admin = bearer(auth.create_token(db, "admin-script", "admin"))
+    auth.create_user(db, "sam", "a long password", "technician")
+    sams = auth.create_token(db, "sams-script", "viewer", actor="sam")
+    listed = {u["name"]: u for u in client.get("/api/v1/users", headers=admin).get_json()["users"]}
+    assert listed["sam"]["role"] == "technician" and listed["sam"]["disabled"] is None
+    r = client.post("/api/v1/users/sam/disable", headers=admin)
+    assert r.status_code == 200 and r.get_json()["tokens_revoked"] == 1
+    assert client.get("/api/v1/nodes", headers=bearer(sams)).status_code == 401
+    assert auth.check_password(db, "sam", "a long password") is None  # cannot log in
+    assert client.post("/api/v1/users/sam/enable", headers=admin).status_code == 200
+    assert auth.check_password(db, "sam", "a long password") is not None
+    r = client.post("/api/v1/users/sam/rename", headers=admin, json={"name": "samantha"})
+    assert r.status_code == 200 and r.get_json()["user"] == "samantha"
+    assert user_store.get_user(db, "sam") is None
+    one_time = client.post("/api/v1/users/samantha/reset", headers=admin).get_json()[
+        "one_time_password"]
+    assert auth.check_password(db, "samantha", one_time) is not None
+    assert user_store.get_user(db, "samantha")["must_change_password"]
+    actions = [e["action"] for e in audit_store.audit_log(db, actor="token:admin-script")]
+    assert {"user.disable", "user.enable", "user.rename", "user.reset"} <= set(actions)
+
+
+def test_the_users_api_says_what_was_wrong(client, db):
+    admin = bearer(auth.create_token(db, "admin-script", "admin"))
+    auth.create_user(db, "sam", "a long password", "viewer")
+    auth.create_user(db, "kim", "a long password", "viewer")
+    assert client.post("/api/v1/users/nobody/disable", headers=admin).status_code == 404
+    assert client.post("/api/v1/users/sam/promote", headers=admin).status_code == 404
+    r = client.post("/api/v1/users/sam/rename", headers=admin, json={"name": "kim"})
+    assert r.status_code == 409 and "already exists" in r.get_json()["error"]
+    r = client.post("/api/v1/users/sam/rename", headers=admin, json={"name": "no spaces"})
+    assert r.status_code == 400 and "user name" in r.get_json()["error"]
+    r = client.post("/api/v1/users/sam/rename", headers=admin, json={"nom": "x"})
+    assert r.status_code == 400
+    assert user_store.get_user(db, "sam") is not None  # nothing changed by the refusals

@@ -229,6 +229,10 @@ def test_taking_access_back_is_admin_only(as_role, role, db, form_token, client)
     headers = {"Authorization": "Bearer " + auth.create_token(db, f"t-{role}", role)}
     assert client.get("/api/v1/tokens", headers=headers).status_code == (
         200 if role == "admin" else 403)
+    assert client.get("/api/v1/users", headers=headers).status_code == (
+        200 if role == "admin" else 403)
+    assert client.post("/api/v1/users/target/disable", headers=headers).status_code == (
+        200 if role == "admin" else 403)
     assert client.post(f"/api/v1/tokens/t-{role}/revoke", headers=headers).status_code == (
         200 if role == "admin" else 403)
     assert ui.get("/account/password").status_code == 200  # everybody changes their own
