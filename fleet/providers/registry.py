@@ -1,7 +1,6 @@
 """Providers configured in the fleet and their secrets (encrypted at rest); no network. Their
 rows, transport identities and receptions are stored by fleet/store/providers.py."""
 
-import json
 import os
 import time
 from pathlib import Path
@@ -91,8 +90,8 @@ def add(db, data_dir, cfg: dict, password: str | None, actor=None) -> dict:
                              "password again (the stored one is only sent where it was given "
                              "for); nothing was changed")
     audit_store.audit(db, actor, "provider.set", c["name"],
-                      json.dumps({"kind": c["kind"], "host": c["host"], "port": c["port"],
-                                  "tls": c["tls"], "password": "new" if password else "kept"}))
+                      {"kind": c["kind"], "host": c["host"], "port": c["port"],
+                       "tls": c["tls"], "password": "new" if password else "kept"})
     return get(db, c["name"])
 
 

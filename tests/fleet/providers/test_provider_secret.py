@@ -1,10 +1,13 @@
 """A provider's stored password goes only where it was given for (#19): changing the host, the
 port or TLS without giving the password again is refused, on every surface, and nothing is lost."""
 
+import json
+
 import pytest
 
 from fleet.cli import cli
 from fleet.providers import ProviderError, registry
+from fleet.store import audit as audit_store
 from fleet.web.auth import create_token
 
 CFG = {"name": "ttn", "kind": "tts", "host": "eu1.cloud.thethings.network", "tls": True,
@@ -71,3 +74,10 @@ def test_cli_no_password_clears_the_stored_one_instead_of_moving_it(runner, db, 
                             "--application", "city-sensors", "--no-password"])
     assert r.exit_code == 0 and "password none" in r.output, r.output
     assert registry.login(db, settings.data_dir, "ttn")[1] is None
+
+
+def test_the_audit_records_the_change_as_an_object(db, settings):
+    registry.add(db, settings.data_dir, CFG, "NNSXS.SECRET", actor="alice")
+    entry = audit_store.audit_log(db, target="ttn", limit=1)[0]
+    assert json.loads(entry["detail"]) == {"kind": "tts", "host": CFG["host"], "port": 8883,
+                                           "tls": True, "password": "new"}
