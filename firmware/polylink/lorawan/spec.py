@@ -1,13 +1,7 @@
 """What the LoRaWAN modules share (LoRaWAN 1.0.x): errors, the uplink counter block and byte
 order. device.py, join.py and mac.py import from here, never from each other."""
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from micropython import const
 
 FCNT_BLOCK = const(32)  # uplink counter values reserved per flash write
 
