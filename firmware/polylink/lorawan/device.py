@@ -13,10 +13,9 @@ import random
 from micropython import const
 
 from polylink import config
-from polylink.lorawan import crypto
 
 # LoRaWANError and BudgetError are this module's errors too: callers import them from here.
-from polylink.lorawan.spec import FCNT_BLOCK, BudgetError, LoRaWANError, rev
+from polylink.lorawan import FCNT_BLOCK, BudgetError, LoRaWANError, crypto, rev
 from polylink.store import replace
 
 UNCONFIRMED_UP = const(0x40)

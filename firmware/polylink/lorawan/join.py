@@ -7,8 +7,7 @@ MicroPython: a node with a session (joined before, or ABP) never needs this code
 
 from micropython import const
 
-from polylink.lorawan import crypto
-from polylink.lorawan.spec import FCNT_BLOCK, LoRaWANError, le, rev
+from polylink.lorawan import FCNT_BLOCK, LoRaWANError, crypto, le, rev
 
 _JOIN_REQUEST = const(0x00)
 _JOIN_ACCEPT = const(0x20)

@@ -6,7 +6,7 @@ MicroPython (config.unload), like commands.py: most downlinks carry none.
 
 from micropython import const
 
-from polylink.lorawan.spec import le
+from polylink.lorawan import le
 
 # MAC command identifiers (LoRaWAN 1.0.x section 5)
 _LINK_CHECK = const(0x02)
