@@ -6,6 +6,7 @@ import secrets
 from flask import Flask
 from flask_compress import Compress
 
+from fleet.datadir import private_dir
 from fleet.settings import from_env
 
 
@@ -13,7 +14,7 @@ def _secret_key(data_dir) -> str:
     """The session signing key, kept in DATA_DIR so logins survive a restart."""
     path = data_dir / "secret_key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
@@ -29,8 +30,10 @@ def create_app(test_config=None):
         DATABASE=str(settings.db_path),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        # Failed logins allowed per client address and per user name within the window (s).
+        # Failed logins allowed within the window (s) for one user name from one client
+        # address, and for all names together from one address.
         LOGIN_MAX_FAILURES=5,
+        LOGIN_MAX_FAILURES_PER_ADDRESS=20,
         LOGIN_WINDOW=300,
         # Compressed: style, script and the SVG charts, which hold no secret. Never HTML or JSON:
         # they carry CSRF tokens, API tokens or node passwords next to text a user typed, and
@@ -54,8 +57,9 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import admin, api, auth, db, filters, overview
+    from fleet.web import admin, api, auth, db, filters, overview, params
 
+    params.init_app(app)
     Compress(app)
     db.init_app(app)
     filters.init_app(app)

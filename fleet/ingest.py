@@ -1,13 +1,13 @@
 """The ingest worker: broker -> decode -> SQLite; a message is acked only once it is stored."""
 
 import logging
-import signal
 import struct
 import time
 
 from polylink import proto
 
 from fleet import mqtt, topics
+from fleet.stopping import Stopping
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import valid_node_id
@@ -19,6 +19,7 @@ CLIENT_ID = "polylink-ingest"
 SUBSCRIPTIONS = topics.UPLINKS
 PROVIDER = "mqtt"  # the fleet's own broker (WiFi nodes); LoRaWAN providers get their own adapters
 UPLINK_TYPES = frozenset(proto.UPLINKS)
+BAD_PAYLOAD_KEPT = 64  # bytes of a bad frame's payload kept; its size is stored too
 # How many messages the broker may send before we acknowledge: a whole batch must fit in it,
 # or the worker would wait for messages the broker holds back until we ack. (MQTT 3.1.1 has no
 # such field: there mosquitto's max_inflight_messages bounds it.)
@@ -85,6 +86,8 @@ class Ingest:
                 return
             seq = self.extend(node, mtype, seq16, ts, body, received_at)
             batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
+            if mtype == proto.RESULT:
+                batch.raw[(node, seq)] = (topic, bytes(payload[:BAD_PAYLOAD_KEPT]), len(payload))
             batch.touch[node] = (received_at, self.provider, self.seqs[node])
         elif kind == "conn":
             if payload == b"1":
@@ -124,8 +127,11 @@ class Ingest:
         return seq
 
     def _bad(self, node, received_at, topic, payload, error):
+        # A prefix is enough to see what went wrong; the whole payload could be megabytes from
+        # a misbehaving client (the broker's max_packet_size bounds it, an external broker may not).
         self.bad += 1
-        self.batch.bad.append((node, received_at, self.provider, topic, bytes(payload), error))
+        self.batch.bad.append((node, received_at, self.provider, topic,
+                               bytes(payload[:BAD_PAYLOAD_KEPT]), error, len(payload)))
 
     def flush(self) -> int:
         """Store the current batch in one transaction; return how many messages it held."""
@@ -298,8 +304,7 @@ def main(settings, **kwargs):
     """Entry point of `fleet ingest`: run the worker against the configured broker and store."""
     host, port, username, password = settings.mqtt_login("ingest")
     worker = Worker(settings.db_path, host, port, username, password, **kwargs)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+    Stopping(on_stop=worker.stop).install()
     log.info("ingesting from %s:%s into %s", host, port, settings.db_path)
     worker.run()
     i = worker.ingest

@@ -15,9 +15,12 @@ from waitress.server import create_server
 from fleet import create_app
 from fleet.broker import auth as brokerauth
 from fleet.broker import server as brokers
+from fleet.broker import status as broker_status
+from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
 from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError
+from fleet.stopping import PARENT_ENV
 from fleet.store import identity as identity_store
 from fleet.store import users as user_store
 from fleet.store.base import DuplicateName, StoreError
@@ -69,7 +72,7 @@ def choose_mqtt_port(settings: Settings, default: int = DEFAULT_MQTT_PORT,
 def record_mqtt_port(settings: Settings) -> None:
     """Write the broker's port where from_env() finds it (atomically: readers never see half)."""
     path = settings.broker_port_file
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{settings.mqtt_port}\n")
     os.replace(tmp, path)
@@ -89,6 +92,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment for the ingest worker: the very settings this server runs with."""
     env = dict(os.environ)
     env["DATA_DIR"] = str(settings.data_dir)
+    # A worker exits by itself when this process is gone (fleet/stopping.py).
+    env[PARENT_ENV] = str(os.getpid())
     env["PORT"] = str(settings.port)
     env["MQTT_PORT"] = str(settings.mqtt_port)
     if settings.mqtt_url:
@@ -192,6 +197,62 @@ class Ingest:
         return self.proc.pid if self.proc else None
 
 
+class BrokerWatch:
+    """Restarts the broker this server started whenever it exits, with the workers' backoff.
+
+    Says so on the terminal and in DATA_DIR/broker/status.json, which every page shows.
+    """
+
+    def __init__(self, broker, settings: Settings):
+        self.broker = broker
+        self.broker_dir = settings.broker_dir
+        self.started = time.monotonic()
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, name="broker-supervisor",
+                                       daemon=True)
+
+    def start(self) -> "BrokerWatch":
+        broker_status.write(self.broker_dir, "up", pid=self.broker.proc.pid, restarts=0)
+        self.thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        # The restarted broker is spawned from this thread, which lives as long as the server:
+        # the broker's parent-death signal follows it.
+        backoff = 1.0
+        while not self.stopping.wait(0.2):
+            proc = self.broker.proc
+            if proc is not None and proc.poll() is None:
+                continue
+            code = None if proc is None else proc.returncode
+            lived = time.monotonic() - self.started
+            backoff = min(backoff * 2, _MAX_BACKOFF) if lived < _QUICK_DEATH else 1.0
+            broker_status.write(self.broker_dir, "down", exit_code=code, restarts=self.restarts,
+                                retry_at=time.time() + backoff)
+            say(f"broker ({self.broker.kind}) exited with code {code} after {lived:.0f} s; "
+                f"restarting in {backoff:.0f} s (log: {self.broker.log_path})")
+            if self.stopping.wait(backoff):
+                break
+            self.started = time.monotonic()
+            try:
+                self.broker.proc = None
+                self.broker.start()
+            except brokers.BrokerError as e:
+                say(f"broker did not restart: {e}")
+                continue
+            self.restarts += 1
+            broker_status.write(self.broker_dir, "up", pid=self.broker.proc.pid,
+                                restarts=self.restarts)
+            say(f"broker restarted (pid {self.broker.proc.pid})")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(30)
+        broker_status.clear(self.broker_dir)
+
+
 def _interrupt(signum, frame):
     # waitress's run() returns on KeyboardInterrupt, so SIGTERM stops the server like Ctrl-C.
     raise KeyboardInterrupt
@@ -219,6 +280,9 @@ class UpkeepWorker(Ingest):
 
 def main(settings: Settings) -> None:
     """Run the fleet manager until Ctrl-C or SIGTERM; exit with a one-line error if it cannot."""
+    # What this process and its children create (mosquitto's queued messages, the logs, files
+    # datadir.py does not know of) is this user's only: the data directory holds secrets.
+    os.umask(0o077)
     try:
         settings.mqtt_target()  # a malformed MQTT_URL fails here, not later in the worker
         settings = choose_mqtt_port(settings)
@@ -231,6 +295,7 @@ def main(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     broker = None
+    watch = None
     ingest = None
     providers = None
     upkeep = None
@@ -244,6 +309,7 @@ def main(settings: Settings) -> None:
             broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True,
                                          claim_port=claim_port())
             broker.start()
+            watch = BrokerWatch(broker, settings).start()
             record_mqtt_port(settings)
         # amqtt speaks MQTT 3.1.1 only: say so whatever the worker's default is.
         on_amqtt = broker is not None and broker.kind == "amqtt"
@@ -278,6 +344,8 @@ def main(settings: Settings) -> None:
             claim_service.stop()
         if ingest is not None:
             ingest.stop()
+        if watch is not None:
+            watch.stop()  # before the broker: stopping it is no crash to restart from
         if broker is not None:
             broker.stop()
         say("stopped")
@@ -305,8 +373,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
         if broker.kind != "mosquitto":
             say("                  mosquitto is not installed: the embedded broker keeps "
                 "queued messages in memory only")
-            say("                  and lets any local client in: per-node logins and ACLs "
-                "need mosquitto")
+            say("                  and lets any local client in, so it listens on loopback "
+                "only: per-node logins, ACLs and other machines need mosquitto")
     else:
         host, port, _user, _pw = settings.mqtt_target()
         say(f"  broker          external, mqtt://{host}:{port} (MQTT_URL)")

@@ -33,6 +33,7 @@ CRASH_LOOP = 11
 NOT_CONFIRMED = 12
 BAD_MANIFEST = 13
 RUNTIME_ROLLED_BACK = 14
+OLDER_RELEASE = 15  # older than the version the node confirmed, and no signed downgrade from it
 
 # COMMAND cmd: what a downlink asks the node to do
 REBOOT = 1

@@ -52,10 +52,7 @@ def change(alert_id, action):
         return redirect(url_for("alerts.index")), 303
     flash(f"Alert {alert_id} ({alert_kind(alert['kind'])} on {alert['node_id']}) "
           f"{'acknowledged' if action == 'ack' else 'resolved'}.")
-    back = request.form.get("next", "")
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for("alerts.index")
-    return redirect(back, 303)
+    return redirect(auth.local_target(request.form.get("next"), url_for("alerts.index")), 303)
 
 
 def init_app(app):

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from fleet import topics
+from fleet.datadir import private_dir
 from fleet.store import identity as identity_store
 
 # Service accounts: (username, ACL lines). Usernames start with the reserved prefix, which no node
@@ -98,7 +99,7 @@ def service_passwords(broker_dir: Path) -> dict[str, str]:
         stored = {}
     for name in SERVICES:
         stored.setdefault(name, mint_password())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     _write_private(path, json.dumps(stored))
     return stored
 
@@ -131,8 +132,7 @@ def render_acl() -> str:
 def write_files(broker_dir: Path, node_hashes: dict[str, str],
                 claim_hashes: dict[str, str] | None = None) -> bool:
     """Write passwd and acl (and the claim listener's pair) into broker_dir; True if changed."""
-    broker_dir = Path(broker_dir)
-    broker_dir.mkdir(parents=True, exist_ok=True)
+    broker_dir = private_dir(broker_dir)
     passwords = service_passwords(broker_dir)
     # Service hashes are kept stable across rewrites (same salt), so an unchanged fleet writes an
     # unchanged file and the broker is not reloaded for nothing.

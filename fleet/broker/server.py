@@ -2,6 +2,7 @@
 
 import asyncio
 import ctypes
+import ipaddress
 import os
 import pwd
 import shutil
@@ -13,7 +14,11 @@ import time
 from pathlib import Path
 from string import Template
 
+from fleet.datadir import private_dir
+
 HOST = "127.0.0.1"
+# The largest MQTT packet our broker accepts (the template says why this size).
+MAX_PACKET_SIZE = 4096
 TEMPLATE = Path(__file__).with_name("mosquitto.conf.tmpl")
 _SYSTEM_MOSQUITTO = "/usr/sbin/mosquitto"
 # An MQTT 3.1.1 CONNECT (clean session, keepalive 10 s, client id "polylink-probe") and the
@@ -106,6 +111,7 @@ def render_config(port: int, broker_dir: Path, auth: bool = False,
         auth=auth_text,
         claim_listener=claim,
         port=port,
+        max_packet_size=MAX_PACKET_SIZE,
         user=current_user(),
         persistence_dir=broker_dir,
         log_file=broker_dir / "mosquitto.log",
@@ -115,25 +121,30 @@ def render_config(port: int, broker_dir: Path, auth: bool = False,
 def write_config(port: int, broker_dir: Path, auth: bool = False,
                  claim_port: int | None = None) -> Path:
     """Write the project's config into broker_dir and return its path."""
-    broker_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(broker_dir)
     path = broker_dir / "mosquitto.conf"
     path.write_text(render_config(port, broker_dir, auth, claim_port))
     return path
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM when the thread that started it dies, so a killed server or
-    # test run leaves no broker or worker behind holding its port.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def _die_with_parent(parent: int):
+    def set_up() -> None:
+        # Linux: the child gets SIGTERM when the thread that started it dies, so a killed server
+        # or test run leaves no broker or worker behind holding its port.
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os._exit(1)  # the parent died before the line above: no signal would ever come
+
+    return set_up
 
 
 def spawn(command: list[str], log_path: Path,
           env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a child process that logs to log_path and dies with this process."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             command,
@@ -144,7 +155,7 @@ def spawn(command: list[str], log_path: Path,
             # Its own session: a Ctrl-C at the terminal reaches only the server, which then stops
             # its children in order (ingest before broker).
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
         )
 
 
@@ -297,8 +308,12 @@ class AmqttBroker(Broker):
 
     kind = "amqtt"
 
+    def __init__(self, port: int, broker_dir: Path, host: str = HOST):
+        super().__init__(port, broker_dir)
+        self.host = check_loopback(host)
+
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "fleet.broker.server", "amqtt", str(self.port)]
+        return [sys.executable, "-m", "fleet.broker.server", "amqtt", str(self.port), self.host]
 
 
 def make_broker(port: int, broker_dir: Path, auth: bool = False,
@@ -309,18 +324,34 @@ def make_broker(port: int, broker_dir: Path, auth: bool = False,
     return AmqttBroker(port, broker_dir)
 
 
-def amqtt_config(port: int) -> dict:
-    """amqtt's configuration: loopback listener, anonymous clients (loopback only, as mosquitto)."""
+def check_loopback(host: str) -> str:
+    """host if it is a loopback address; else BrokerError, since amqtt lets anyone in."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise BrokerError(
+            f"refusing to start the embedded broker (amqtt) on {host}: it lets any client in "
+            "without a login, so it listens on loopback (127.0.0.1) only. Install mosquitto "
+            "(apt-get install mosquitto) to serve nodes on other machines with per-node logins")
+    return host
+
+
+def amqtt_config(port: int, host: str = HOST) -> dict:
+    """amqtt's configuration: a loopback listener, anonymous clients (hence loopback only)."""
+    host = check_loopback(host)
     return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{HOST}:{port}"}},
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
         "plugins": {
             "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
         },
     }
 
 
-def run_amqtt(port: int) -> None:
-    """Serve amqtt on 127.0.0.1:port until SIGTERM or SIGINT."""
+def run_amqtt(port: int, host: str = HOST) -> None:
+    """Serve amqtt on host:port (loopback only) until SIGTERM or SIGINT."""
+    config = amqtt_config(port, host)
     # Here, not at the top: amqtt is slow to import and only this fallback broker needs it.
     from amqtt.broker import Broker as AmqttServer
 
@@ -329,7 +360,7 @@ def run_amqtt(port: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        server = AmqttServer(amqtt_config(port))
+        server = AmqttServer(config)
         await server.start()
         await stopping.wait()
         await server.shutdown()
@@ -338,7 +369,10 @@ def run_amqtt(port: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "amqtt" and sys.argv[2].isdigit():
-        run_amqtt(int(sys.argv[2]))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "amqtt" and sys.argv[2].isdigit():
+        try:
+            run_amqtt(int(sys.argv[2]), *sys.argv[3:])
+        except BrokerError as e:
+            raise SystemExit(f"error: {e}") from None
     else:
         sys.exit("usage: python -m fleet.broker.server amqtt PORT")

@@ -2,8 +2,6 @@
 its own commands (its cli.py), registered at the bottom."""
 
 import logging
-import signal
-import threading
 import time
 
 import click
@@ -16,6 +14,7 @@ from fleet.nodes import cli as nodes_cli
 from fleet.ota import cli as ota_cli
 from fleet.providers import cli as providers_cli
 from fleet.settings import from_env
+from fleet.stopping import Stopping
 from fleet.store import migrate
 from fleet.store.base import connect
 from fleet.web import cli as web_cli
@@ -88,9 +87,7 @@ def upkeep_command(once, every, broker_sync):
             click.echo("rows older than their retention deleted: "
                        + ", ".join(f"{table} {n}" for table, n in done["prune"].items()))
         return
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping = Stopping().install()
     worker.run(stopping, log=lambda text: print(time.strftime("%Y-%m-%dT%H:%M:%SZ ",
                                                               time.gmtime()) + text, flush=True))
 

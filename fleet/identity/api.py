@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from fleet.identity import claims, provision
 from fleet.store import identity as identity_store
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso, known_fields
+from fleet.web.api import ApiError, iso, known_fields, limit_param
 from fleet.web.auth import require
 
 bp = Blueprint("identity", __name__)
@@ -89,9 +89,11 @@ def rotate(node_id):
 
 
 def claim_json(c: dict) -> dict:
-    """The API's view of a zero-touch claim (no secrets: the token's id only)."""
+    """The API's view of a zero-touch claim (no secrets: the token's id only). `rivals`: the
+    other claims for its MAC not rejected; `conflict`: it asked while one of them existed."""
     return {"id": c["id"], "state": c["state"], "mac": c["mac"], "board": c["board"],
-            "token_id": c["token_id"], "node_id": c["node_id"],
+            "token_id": c["token_id"], "client_id": c["client_id"], "node_id": c["node_id"],
+            "conflict": bool(c["conflict"]), "rivals": c.get("rivals", []),
             "requested_at": iso(c["requested_at"]), "decided_at": iso(c["decided_at"]),
             "decided_by": c["decided_by"], "reason": c["reason"]}
 
@@ -103,11 +105,8 @@ def list_claims():
     state = request.args.get("state", "pending")
     if state not in identity_store.CLAIM_STATES + ("all",):
         raise ApiError(400, f"state must be one of {', '.join(identity_store.CLAIM_STATES)} or all")
-    limit = request.args.get("limit", "200")
-    if not limit.isdigit() or not 1 <= int(limit) <= 10000:
-        raise ApiError(400, "limit must be 1..10000")
-    rows = identity_store.list_claims(web_db.get_db(), int(limit),
-                                      None if state == "all" else state)
+    limit = limit_param(200)
+    rows = identity_store.list_claims(web_db.get_db(), limit, None if state == "all" else state)
     return jsonify({"claims": [claim_json(c) for c in rows]})
 
 
@@ -123,10 +122,12 @@ def decide_claim(claim_id, decision):
     if identity_store.get_claim_by_id(db, claim_id) is None:
         raise ApiError(404, f"no claim {claim_id}")
     try:
-        claims.decide(db, claim_id, decision == "approve", f"token:{g.token_name}", reason)
+        revoked = claims.decide(db, claim_id, decision == "approve", f"token:{g.token_name}",
+                                reason, current_app.config["SETTINGS"])
     except claims.ClaimError as e:
         raise ApiError(409, str(e)) from None
-    return jsonify(claim_json(identity_store.get_claim_by_id(db, claim_id)))
+    return jsonify(dict(claim_json(identity_store.get_claim_by_id(db, claim_id)),
+                        revoked=revoked))
 
 
 _IMAGE_FIELDS = {"mqtt_host", "mqtt_port", "wifi_ssid", "wifi_password"}

@@ -3,8 +3,13 @@
 A generic image carries a claim token "<id>.<secret>". The broker's claim listener admits the
 token as a login (user = token id) while the token is valid; a board publishes its MAC to
 pl/v1/claim/{token id}/{claim id}/req and the ClaimService answers on .../resp. A claim waits for
-a technician's approval unless the token says auto_approve. A MAC that already belongs to a node
+a technician's approval unless the token says auto_approve. A MAC that a technician registered
 is never given that node's identity through a claim: a stolen token cannot take over a node.
+
+Claim squatting: a token holder may claim a board's MAC before the board does. A second board
+(another claim id) asking for a MAC that is already claimed or pending is therefore neither
+refused nor auto-approved: its claim waits as a conflict, and the operator, seeing both requests,
+approves one; that rejects the others and revokes an identity one of them got.
 
 An answer can be lost (the board's link drops, or it stops waiting). Until the board has been heard
 with its identity, the same board (same MAC and the random claim id kept in its flash) that asks
@@ -70,22 +75,11 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
         return {"state": "rejected", "reason": f"bad claim request: {e}"}
     if mac is None:
         return {"state": "rejected", "reason": "bad claim request: no mac"}
-    claim = identity_store.get_claim(db, mac)
-    owner = identity_store.node_for_mac(db, mac)
+    claim = identity_store.get_claim(db, mac, client_id)
     if claim is None:
-        if owner is not None:
-            # This hardware already is a node: only a technician re-provisions it, never a token.
-            return {"state": "rejected", "reason": f"this board is already node {owner}; ask a "
-                                                   "technician to re-provision it"}
-        if not identity_store.claim_token_usable(token):
-            return {"state": "rejected", "reason": "claim token used up"}
-        claim = identity_store.add_claim(db, token_id, client_id, mac, token["board"])
-        if token["auto_approve"]:
-            identity_store.decide_claim(db, claim["id"], "approved", f"token:{token_id}")
-            claim = identity_store.get_claim(db, mac)
-    elif claim["client_id"] != client_id:
-        # Another board (or someone replaying the token with a copied MAC) asks for this MAC.
-        return {"state": "rejected", "reason": "this hardware id was claimed by another board"}
+        claim = _new_claim(db, token, client_id, mac)
+        if "id" not in claim:  # refused: the answer
+            return claim
     if claim["state"] == "pending":
         return {"state": "pending"}
     if claim["state"] == "rejected":
@@ -102,7 +96,9 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
         # The token stops working for a board once it has used its identity.
         return {"state": "rejected", "reason": f"already claimed: this board is node "
                                                f"{claim['node_id']}"}
-    if not identity_store.use_claim_token(db, token_id):
+    if not identity_store.use_claim_token(db, token_id) and not claim["conflict"]:
+        # An operator's choice in a conflict goes through without a use left: the squatter may
+        # have spent the real board's.
         return {"state": "rejected", "reason": "claim token used up or expired"}
     identity = provision.register(db, settings, "pl-" + mac, board=claim["board"], mac=mac,
                                   actor=f"claim:{claim['id']}", sync=False)
@@ -110,6 +106,30 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
     # The node's login, and the token's while its board has not used the identity yet.
     brokerauth.sync(db, settings.broker_dir)
     return _issued(identity, node_port or settings.mqtt_port)
+
+
+def _new_claim(db, token: dict, client_id: str, mac: str) -> dict:
+    """Record a board's first ask for a MAC; a refusal to answer instead has a "reason"."""
+    owner = identity_store.node_for_mac(db, mac)
+    rivals = identity_store.rival_claims(db, mac)
+    if owner is not None and not any(c["node_id"] == owner for c in rivals):
+        # A technician registered this hardware: only a technician re-provisions it.
+        return {"state": "rejected", "reason": f"this board is already node {owner}; ask a "
+                                               "technician to re-provision it"}
+    if rivals:
+        # Another board (claim id) asked for this MAC first: one of the two copied the other's
+        # MAC. Neither the token nor the first come decides: an operator compares both requests.
+        log.warning("claim for %s by %s conflicts with claim %s: waits for an operator", mac,
+                    client_id, ", ".join(str(c["id"]) for c in rivals))
+        return identity_store.add_claim(db, token["id"], client_id, mac, token["board"],
+                                        conflict=True)
+    if not identity_store.claim_token_usable(token):
+        return {"state": "rejected", "reason": "claim token used up"}
+    claim = identity_store.add_claim(db, token["id"], client_id, mac, token["board"])
+    if token["auto_approve"]:
+        identity_store.decide_claim(db, claim["id"], "approved", f"token:{token['id']}")
+        claim = identity_store.get_claim_by_id(db, claim["id"])
+    return claim
 
 
 def _issued(identity: dict, port: int) -> dict:
@@ -169,13 +189,21 @@ class ClaimService:
             self.client.loop_stop()
 
 
-def decide(db, claim_id: int, approve: bool, actor: str, reason: str | None = None) -> None:
-    """A technician approves or rejects a pending claim; the board learns it on its next ask."""
+def decide(db, claim_id: int, approve: bool, actor: str, reason: str | None = None,
+           settings=None) -> list[str]:
+    """A technician approves or rejects a pending claim; the board learns it on its next ask.
+
+    Approving a claim in conflict rejects the others for its MAC and revokes an identity one of
+    them got (returned); with settings the broker drops that login at once.
+    """
     try:
-        identity_store.decide_claim(db, claim_id, "approved" if approve else "rejected", actor,
-                                    reason)
+        revoked = identity_store.decide_claim(db, claim_id, "approved" if approve else "rejected",
+                                              actor, reason)
     except StoreError as e:
         raise ClaimError(str(e)) from None
+    if settings is not None:  # a revoked identity, and which tokens the claim listener admits
+        brokerauth.sync(db, settings.broker_dir)
+    return revoked
 
 
 def generic_config(token: str, mqtt_host: str, claim_port: int, wifi_ssid: str = "",

@@ -130,11 +130,17 @@ def claim_token(board, uses, hours, auto_approve):
 def claim_list(state):
     """List claims, newest first: pending ones wait for `fleet claim approve`.
 
+    CONFLICT marks a claim for a MAC that other claims (listed) also ask for: approve the one
+    from the real board; that rejects the others.
+
     Example: fleet claim list --state pending
     """
     for c in identity_store.list_claims(open_store(), state=state):
+        rivals = (f" CONFLICT with claim {', '.join(map(str, c['rivals']))}"
+                  if c["rivals"] else "")
         click.echo(f"{c['id']:>5} {c['state']:<9} mac {c['mac']} {c['board']:<24} "
-                   f"token {c['token_id']} {c['node_id'] or ''}")
+                   f"token {c['token_id']} claim id {c['client_id']} {c['node_id'] or ''}"
+                   f"{rivals}")
 
 
 @claim_group.command("approve")
@@ -143,10 +149,14 @@ def claim_list(state):
 def claim_approve(claim_id):
     """Approve a pending claim; the board gets its identity when it next asks.
 
+    In a conflict this rejects the other claims for the MAC and revokes an identity one got.
+
     Example: fleet claim approve 12
     """
-    claims.decide(open_store(), claim_id, True, "cli")
-    click.echo(f"claim {claim_id} approved")
+    revoked = claims.decide(open_store(), claim_id, True, "cli", settings=from_env())
+    click.echo(f"claim {claim_id} approved"
+               + (f"; revoked {', '.join(revoked)} (the other claim's identity)" if revoked
+                  else ""))
 
 
 @claim_group.command("reject")
@@ -158,7 +168,7 @@ def claim_reject(claim_id, reason):
 
     Example: fleet claim reject 12 --reason "not one of ours"
     """
-    claims.decide(open_store(), claim_id, False, "cli", reason)
+    claims.decide(open_store(), claim_id, False, "cli", reason, settings=from_env())
     click.echo(f"claim {claim_id} rejected")
 
 

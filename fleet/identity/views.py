@@ -49,11 +49,19 @@ def index():
     return _page(db, identity=identity, form=form)
 
 
+def _conflicts(db, claim_list) -> dict[str, list[dict]]:
+    """{MAC: its claims not rejected, oldest first} for each MAC a pending claim shares with
+    another: the requests an operator compares side by side before approving one."""
+    macs = {c["mac"] for c in claim_list if c["state"] == "pending" and c["rivals"]}
+    return {mac: identity_store.rival_claims(db, mac) for mac in sorted(macs)}
+
+
 def _page(db, identity=None, form=None, claim_token=None):
     form = form or {"id": "", "board": "", "name": "", "mac": ""}
+    claim_list = identity_store.list_claims(db, limit=100)
     response = make_response(render_template(
         "provision/index.html", boards=_boards(), identities=identity_store.list_identities(db),
-        identity=identity, form=form, claims=identity_store.list_claims(db, limit=100),
+        identity=identity, form=form, claims=claim_list, conflicts=_conflicts(db, claim_list),
         image=_image_defaults(),
         tokens=identity_store.list_claim_tokens(db), claim_token=claim_token))
     if identity is not None or claim_token is not None:
@@ -111,12 +119,15 @@ def decide_claim(claim_id, decision):
     if identity_store.get_claim_by_id(db, claim_id) is None:
         abort(404)
     try:
-        claims.decide(db, claim_id, decision == "approve", g.user["name"],
-                      None if decision == "approve" else "rejected by a technician")
+        revoked = claims.decide(db, claim_id, decision == "approve", g.user["name"],
+                                None if decision == "approve" else "rejected by a technician",
+                                current_app.config["SETTINGS"])
     except claims.ClaimError as e:
         flash(f"Not changed: {e}")
     else:
-        flash(f"Claim {claim_id} {decision}d: the board learns it when it next asks.")
+        flash(f"Claim {claim_id} {decision}d: the board learns it when it next asks."
+              + (f" Revoked the identity the other claim got: {', '.join(revoked)}."
+                 if revoked else ""))
     return redirect(url_for("provision.index"))
 
 

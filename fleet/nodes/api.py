@@ -216,7 +216,9 @@ def bad_frames(node_id):
         "count": node["bad_frames"],
         "frames": [
             {"received_at": iso(r["received_at"]), "provider": r["provider"], "topic": r["topic"],
-             "payload_hex": r["payload"].hex(), "error": r["error"]}
+             # The first bytes only (BAD_PAYLOAD_SHOWN in the store); size is the whole one's.
+             "payload_hex": (r["payload"] or b"").hex(), "size": r["size"],
+             "truncated": len(r["payload"] or b"") < (r["size"] or 0), "error": r["error"]}
             for r in rows
         ],
     })

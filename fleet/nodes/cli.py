@@ -112,7 +112,7 @@ def bad_frames_command(node_id, limit):
         click.echo(f"{node_id}: {node['bad_frames']} bad frames in total")
     for row in telemetry_store.bad_frames(db, node_id, limit):
         click.echo(f"{when(row['received_at'])} {row['node_id'] or '?':<20} {row['topic']} "
-                   f"{row['payload'].hex()} {row['error']}")
+                   f"{(row['payload'] or b'').hex()} ({row['size']} bytes) {row['error']}")
 
 
 

@@ -5,7 +5,6 @@ The API, SenML and the store keep the registry's SenML names and units (`tempera
 """
 
 import math
-import time
 from decimal import ROUND_HALF_UP, Decimal
 from typing import NamedTuple
 
@@ -131,7 +130,3 @@ def plain(value: float, decimals: int | None = None) -> str:
         text = f"{exact.quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP):f}"
     return text.lstrip("-") if float(text) == 0 else text
 
-
-def when(t: float | None) -> str:
-    """A UTC time as people read it, '2026-12-04 08:39:15': it wraps at the space on a phone."""
-    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))

@@ -24,7 +24,6 @@ from flask import (
     request,
     url_for,
 )
-from markupsafe import Markup
 from polylink import codes
 
 from fleet.nodes import charts, display
@@ -39,11 +38,12 @@ from fleet.store import telemetry as telemetry_store
 from fleet.store.base import BadFilter, StoreError, UnknownNode, connect
 from fleet.web import auth
 from fleet.web import db as web_db
-from fleet.web.api import iso
+from fleet.web.params import MAX_INT, query_int
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
 PAGE_SIZE = 50
+MAX_PAGE = MAX_INT // PAGE_SIZE  # the row offset must fit the store's integers
 BULK_COMMAND_MAX = 100  # one broker connection per command: keep a click under a few seconds
 LIVE_STREAMS = 4  # of waitress's 8 threads; the rest keep serving pages
 LIVE_SECONDS = 60
@@ -59,15 +59,6 @@ STATUS_CHARTS = (("rssi", "RSSI", "dBm"), ("heap_free", "Free heap", "B"), ("que
 # From the LoRaWAN providers' radio metadata (every gateway that heard an uplink).
 RADIO_CHARTS = (("lora_rssi", "LoRa RSSI, all gateways", "dBm"),
                 ("lora_snr", "LoRa SNR, all gateways", "dB"))
-
-
-@bp.app_template_filter("when")
-def when_filter(t):
-    """A <time> element whose date and clock each stay on one line (style.css)."""
-    if t is None:
-        return "-"
-    day, clock = display.when(t).split(" ")
-    return Markup(f'<time datetime="{iso(t)}"><span>{day}</span> <span>{clock}</span></time>')
 
 
 @bp.app_template_filter("reading")
@@ -107,7 +98,7 @@ def index():
     f = _filters()
     sort = request.args.get("sort", "id")
     desc = request.args.get("dir") == "desc"
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = query_int("page", 1, lo=1, hi=MAX_PAGE)
     try:
         rows, total = node_store.query_nodes(db, f, sort, desc, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     except BadFilter as e:
@@ -318,8 +309,8 @@ def chart_svg(node_id):
         else:
             rows = telemetry_store.status_buckets(db, node_id, column, since, until, charts.BUCKETS)
     else:
-        qid = request.args.get("q", type=int)
-        inst = request.args.get("i", 0, type=int)
+        qid = query_int("q")
+        inst = query_int("i", 0)
         if qid is None:
             abort(400, "q (quantity id) or s (status column) is required")
         shown = display.quantity(qid, inst)

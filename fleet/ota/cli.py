@@ -86,21 +86,29 @@ def release_group():
 @click.option("--runtime", type=click.Path(dir_okay=False, path_type=Path),
               help="A MicroPython app image (.app-bin) the release also carries; only for boards "
                    "with OTA partitions (e.g. ESP32_GENERIC_OTA).")
+@click.option("--downgrade-from", "downgrade_from", metavar="VERSION",
+              help="Sign this older release as a downgrade for nodes on exactly VERSION (nodes "
+                   "refuse older releases otherwise).")
 @_friendly
-def release_build(version, boards, key_id, source, no_upload, runtime):
+def release_build(version, boards, key_id, source, no_upload, runtime, downgrade_from):
     """Compile the app with mpy-cross, sign the manifest, write RELEASE_DIR/polylink-VERSION.tar
     and store the release in this fleet.
 
     Example: fleet release build 0.2.0 --board ESP32_GENERIC --board ESP32_GENERIC_OTA
 
     Example: fleet release build 0.3.0 --board ESP32_GENERIC_OTA --runtime mp-ota.app-bin
+
+    Example: fleet release build 0.2.1 --source old-tree/firmware --downgrade-from 0.3.0
     """
     s = from_env()
-    path = ota.build(s, version, list(boards) or None, key_id, source, runtime=runtime)
+    path = ota.build(s, version, list(boards) or None, key_id, source, runtime=runtime,
+                     downgrade_from=downgrade_from)
     click.echo(f"built {path}")
     if not no_upload:
         m = ota.upload(open_store(), s, path.read_bytes(), actor="cli")
         click.echo(f"release {m['version']} stored: {len(m['files'])} files, key {m['key']}"
+                   + (f", a downgrade for nodes on {m['downgrade_from']}"
+                      if m.get("downgrade_from") else "")
                    + (f", MicroPython {m['runtime']['micropython']} runtime image "
                       f"({m['runtime']['size']} bytes)" if m.get("runtime") else ""))
 

@@ -209,6 +209,15 @@ def check_version(version: str) -> str:
     return version
 
 
+def check_downgrade(version: str, downgrade_from) -> None:
+    """Raise ReleaseError unless downgrade_from is a version newer than version (nodes on exactly
+    downgrade_from take this older release; every other node refuses it as older)."""
+    check_version(downgrade_from)
+    if _vtuple(downgrade_from) <= _vtuple(version):
+        raise ReleaseError(f"downgrade from {downgrade_from}: {version} is not older than it; a "
+                           "newer release needs no downgrade")
+
+
 MAX_KEYS = codes.MAX_KEYS  # keys a node trusts at once
 PUBLIC_RE = re.compile(r"04[0-9a-f]{128}\Z")
 
@@ -234,10 +243,11 @@ def check_keys(keys) -> dict:
 
 
 def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
-                   created=None, runtime=None, keys=None) -> bytes:
+                   created=None, runtime=None, keys=None, downgrade_from=None) -> bytes:
     """The canonical manifest bytes (sorted keys, no spaces) that are signed.
 
     keys: the {key id: public hex} set nodes trust once this release confirmed on them.
+    downgrade_from: the one newer version this (older) release may replace on a node.
     """
     m = {"format": 1, "version": version, "key": key_id, "boards": sorted(boards),
          "micropython": micropython, "created": int(created or time.time()),
@@ -246,6 +256,8 @@ def manifest_bytes(version, key_id, boards, files, micropython=MIN_MICROPYTHON,
         m["runtime"] = runtime
     if keys is not None:
         m["keys"] = keys
+    if downgrade_from is not None:
+        m["downgrade_from"] = downgrade_from
     return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -327,12 +339,15 @@ def _vtuple(v: str) -> tuple:
 
 def build(settings, version: str, boards: list[str] | None = None, key_id: str | None = None,
           source: Path = FIRMWARE, out_dir: Path | None = None, compile_mpy: bool = True,
-          runtime: Path | None = None) -> Path:
+          runtime: Path | None = None, downgrade_from: str | None = None) -> Path:
     """Compile source/polylink into a signed release bundle (a .tar); return its path.
 
     runtime: a MicroPython app image (.app-bin) the release also carries (OTA boards only).
+    downgrade_from: sign it as a downgrade for nodes on exactly that (newer) version.
     """
     check_version(version)
+    if downgrade_from is not None:
+        check_downgrade(version, downgrade_from)
     boards = boards or ["ESP32_GENERIC"]
     for b in boards:
         if b not in known_boards():
@@ -369,7 +384,8 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
     # Every release carries the fleet's trusted keys: a node that confirms it trusts exactly
     # those from then on, which is how keys rotate over the air (docs/ota.md).
     keys = check_keys(trusted_keys(settings))
-    manifest = manifest_bytes(version, key_id, boards, files, runtime=rt, keys=keys)
+    manifest = manifest_bytes(version, key_id, boards, files, runtime=rt, keys=keys,
+                              downgrade_from=downgrade_from)
     sig = sign(key, key_id, manifest)
     out_dir = Path(out_dir or release_dir(settings))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -477,6 +493,8 @@ def check_release(keys: dict, manifest: bytes, sig: str, blobs: dict[str, bytes]
                                "manifest gives")
     if "keys" in m:
         check_keys(m["keys"])
+    if "downgrade_from" in m:
+        check_downgrade(m["version"], m["downgrade_from"])
     rt = m.get("runtime")
     if rt is not None:
         if not isinstance(rt, dict) or not SHA_RE.match(str(rt.get("sha256"))):

@@ -45,7 +45,8 @@ REASONS = {codes.BAD_SIGNATURE: "bad signature", codes.UNKNOWN_KEY: "unknown key
            codes.STORAGE: "storage", codes.LOW_BATTERY: "low battery",
            codes.WINDOW: "outside update window", codes.BUSY: "busy",
            codes.CRASH_LOOP: "crash loop", codes.NOT_CONFIRMED: "not confirmed in time",
-           codes.BAD_MANIFEST: "bad manifest", codes.RUNTIME_ROLLED_BACK: "runtime rolled back"}
+           codes.BAD_MANIFEST: "bad manifest", codes.RUNTIME_ROLLED_BACK: "runtime rolled back",
+           codes.OLDER_RELEASE: "older than the node's version (no signed downgrade)"}
 TARGET_KEYS = ("tags", "board", "provider", "version", "micropython", "nodes")
 OPEN_STATES = ("running", "paused")  # a rollout that still offers (or will offer) its release
 
@@ -120,7 +121,8 @@ def skipped_text(skipped: dict, version: str) -> str:
              (skipped.get("on_version"), f"already on {version}"),
              (skipped.get("other_rollout"), "in another unfinished rollout"),
              (skipped.get("incompatible"), f"on a board {version} does not support"),
-             (skipped.get("untrusted_key"), "not trusting the key that signed it")]
+             (skipped.get("untrusted_key"), "not trusting the key that signed it"),
+             (skipped.get("newer_version"), f"on a newer version than {version}")]
     return ", ".join(f"{n} {text}" for n, text in parts if n)
 
 
@@ -143,6 +145,17 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
         raise RolloutError(f"incompatible board: {len(bad)} target node(s) are not on a board "
                            f"release {version} supports ({', '.join(rel['boards'])}): "
                            f"{', '.join(bad[:5])}")
+    newer = [n for n in nodes if _refuses_as_older(n, rel)]
+    if newer:
+        runs = sorted({n["firmware_version"] for n in newer}, key=_vkey)
+        raise RolloutError(
+            f"older release: {len(newer)} target node(s) run a newer version than {version} "
+            f"({', '.join(n['id'] for n in newer[:5])}{', ...' if len(newer) > 5 else ''}: "
+            f"{', '.join(runs)}), and nodes refuse an older release. To go back, build a signed "
+            f"downgrade for the version they run: `fleet release build VERSION --source "
+            f"OLD_TREE --downgrade-from {runs[-1]}`"
+            + (f" (release {version} is a downgrade from {rel['downgrade_from']} only)"
+               if rel.get("downgrade_from") else ""))
     untrusting = _untrusting(db, rel, [n["id"] for n in nodes if not runs_release(n, rel)])
     if untrusting:
         ids = sorted(untrusting)
@@ -176,6 +189,22 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
                                  actor, now)
 
 
+def _vkey(v) -> tuple:
+    """A version as a sortable tuple; () for one that is not MAJOR.MINOR.PATCH."""
+    try:
+        return tuple(int(x) for x in str(v).split("."))
+    except ValueError:
+        return ()
+
+
+def _refuses_as_older(n: dict, rel: dict) -> bool:
+    """The node runs a newer version than rel and rel is no downgrade signed for that version,
+    so the node's agent would refuse it (reason OLDER_RELEASE, docs/ota.md)."""
+    runs = _vkey(n["firmware_version"])
+    return (bool(runs) and runs > _vkey(rel["version"])
+            and rel.get("downgrade_from") != n["firmware_version"])
+
+
 def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
     """{node: the key ids it trusts} of nodes known not to trust the key that signed rel."""
     return {n: keys for n, keys in identity_store.trusted_key_ids(db, ids).items()
@@ -186,7 +215,9 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     """Add nodes to an unfinished rollout, in its current stage; say what was added and skipped.
 
     Skipped, each counted: nodes already in this rollout, already on its release, in another
-    unfinished rollout, or on a board the release does not support. Unknown ids are an error.
+    unfinished rollout, on a board the release does not support, not trusting its key, or on a
+    newer version (which would refuse it as older, unless a downgrade signed for that version).
+    Unknown ids are an error.
     """
     r = ota_store.get_rollout(db, rid)
     if r["state"] not in OPEN_STATES:
@@ -200,7 +231,7 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     inside = {n["node_id"] for n in ota_store.rollout_nodes(db, rid)}
     busy = _busy_nodes(db)
     skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0,
-               "untrusted_key": 0}
+               "untrusted_key": 0, "newer_version": 0}
     untrusting = _untrusting(db, rel, [n["id"] for n in nodes])
     rows = []
     for n in nodes:
@@ -214,6 +245,8 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
             skipped["incompatible"] += 1
         elif n["id"] in untrusting:
             skipped["untrusted_key"] += 1
+        elif _refuses_as_older(n, rel):
+            skipped["newer_version"] += 1
         else:
             rows.append((n["id"], r["stage"], "pending", n["firmware_version"]))
     ota_store.add_rollout_nodes(db, rid, rows, actor, skipped, now)

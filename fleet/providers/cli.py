@@ -1,13 +1,12 @@
 """`fleet provider ...`: configure LoRaWAN providers and run their ingest worker."""
 
 import logging
-import signal
 import sys
-import threading
 
 import click
 
 from fleet.settings import from_env
+from fleet.stopping import Stopping
 from fleet.store import nodes as node_store
 from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
@@ -36,20 +35,26 @@ def provider_group():
 @click.option("--username", help="MQTT user name (TTS: {application}@{tenant}).")
 @click.option("--password-stdin", is_flag=True,
               help="Read the MQTT password (TTS API key) from stdin instead of a prompt.")
-@click.option("--no-password", is_flag=True, help="The broker needs no password.")
+@click.option("--no-password", is_flag=True,
+              help="The broker needs no password (a stored one is removed).")
 @click.option("--downlinks-per-day", type=int, default=registry.DEFAULT_DOWNLINKS_PER_DAY,
               show_default=True, help="Daily downlink budget per node on this provider.")
 def provider_add(name, kind, host, port, tls, application, tenant, username, password_stdin,
                  no_password, downlinks_per_day):
     """Add or replace a provider; its password is stored encrypted and never shown again.
 
+    Replacing one without a password keeps the stored password, unless the host, port or TLS
+    changed: then the password must be given again.
+
     Example: fleet provider add ttn --kind tts --host eu1.cloud.thethings.network --tls
     --application city-sensors --username city-sensors@ttn
     """
     password = None
-    if password_stdin:
+    if no_password:
+        password = ""  # removes a stored one: it must not follow the provider to a new host
+    elif password_stdin:
         password = sys.stdin.readline().rstrip("\n")
-    elif not no_password:
+    else:
         password = click.prompt("Password (API key)", hide_input=True, default="",
                                 show_default=False) or None
     settings = from_env()
@@ -60,6 +65,8 @@ def provider_add(name, kind, host, port, tls, application, tenant, username, pas
         cfg["port"] = port
     try:
         p = registry.add(db, settings.data_dir, cfg, password, actor="cli")
+    except registry.PasswordNeeded as e:
+        raise click.ClickException(f"{e}: give it at the prompt or with --password-stdin") from None
     except ProviderError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"provider {p['name']} ({p['kind']}) at {p['host']}:{p['port']}"
@@ -125,8 +132,7 @@ def provider_ingest(only):
     Example: fleet provider ingest
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop = Stopping().install()
     try:
         worker.run(from_env(), stop, names=set(only) or None)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from fleet.datadir import private_dir
 from fleet.store import audit as audit_store
 from fleet.store import providers as provider_store
 
@@ -18,13 +19,17 @@ NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 DEFAULT_DOWNLINKS_PER_DAY = 10  # The Things Network fair use
 
 
+class PasswordNeeded(ProviderError):
+    """A change of where a provider's password goes (host, port, TLS) came without the password."""
+
+
 def _fernet(data_dir) -> Fernet:
     """The key that encrypts provider secrets, made on first use (mode 0600) in DATA_DIR."""
     path = Path(data_dir) / KEY_FILE
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         key = Fernet.generate_key()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -70,15 +75,24 @@ def check(cfg: dict) -> dict:
 
 
 def add(db, data_dir, cfg: dict, password: str | None, actor=None) -> dict:
-    """Add (or replace, by name) a provider; the password is stored encrypted, never returned."""
+    """Add (or replace, by name) a provider; the password is stored encrypted, never returned.
+
+    Without a password an edit keeps the stored one, but only while it still goes to the same
+    host, port and TLS setting: otherwise whoever may edit a provider could point it at their own
+    listener and read the secret. PasswordNeeded then, and nothing is changed.
+    """
     c = check(cfg)
     if password is not None and not isinstance(password, str):
         raise ProviderError("password must be a string")
     secret = _fernet(data_dir).encrypt(password.encode()) if password else None
     row = dict(c, tls=int(c["tls"]), secret=secret, created=time.time())
-    provider_store.save_provider(db, row, keep_secret=password is None)
-    audit_store.audit(db, actor, "provider.set", c["name"], json.dumps({"kind": c["kind"],
-                                                                        "host": c["host"]}))
+    if not provider_store.save_provider(db, row, keep_secret=password is None):
+        raise PasswordNeeded(f"provider {c['name']}: changing the host, port or TLS needs the "
+                             "password again (the stored one is only sent where it was given "
+                             "for); nothing was changed")
+    audit_store.audit(db, actor, "provider.set", c["name"],
+                      json.dumps({"kind": c["kind"], "host": c["host"], "port": c["port"],
+                                  "tls": c["tls"], "password": "new" if password else "kept"}))
     return get(db, c["name"])
 
 

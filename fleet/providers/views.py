@@ -1,7 +1,8 @@
 """Providers in the web UI (/providers) and the REST API (/api/v1/providers); admin area.
 
 A provider's password (TTS API key, ChirpStack MQTT password) is write-only: it is accepted on
-create or edit, stored encrypted, and only `password_set` is ever shown back.
+create or edit, stored encrypted, and only `password_set` is ever shown back. An edit that moves
+it (host, port or TLS) must give it again.
 """
 
 from flask import (
@@ -20,7 +21,7 @@ from fleet.store import nodes as node_store
 from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, json_body
+from fleet.web.api import ApiError, json_body, limit_param
 from fleet.web.auth import require
 
 from . import LORAWAN_KINDS, ProviderError, downlinks, registry
@@ -50,6 +51,8 @@ def index():
         try:
             p = registry.add(db, _data_dir(), cfg, request.form.get("password") or None,
                              actor=g.user["name"])
+        except registry.PasswordNeeded as e:
+            flash(f"Not saved: {e}: fill in the Password field.")
         except ProviderError as e:
             flash(f"Not saved: {e}")
         else:
@@ -82,12 +85,7 @@ def api_receptions(node_id):
         node_store.get_node(db, node_id)
     except StoreError as e:
         raise ApiError(404, str(e)) from None
-    try:
-        limit = int(request.args.get("limit", "50"))
-    except ValueError:
-        raise ApiError(400, "limit must be an integer 1..1000") from None
-    if not 1 <= limit <= 1000:
-        raise ApiError(400, "limit must be an integer 1..1000")
+    limit = limit_param(50, most=1000)
     return jsonify({"node_id": node_id, "identities": provider_store.identities(db, node_id),
                     "downlink_budget": downlinks.budgets(db, node_id),
                     "receptions": provider_store.receptions(db, node_id, limit)})
@@ -109,6 +107,8 @@ def api_put(name):
     try:
         p = registry.add(web_db.get_db(), _data_dir(), cfg, password,
                          actor=f"token:{g.token_name}")
+    except registry.PasswordNeeded as e:
+        raise ApiError(400, f'{e}: give field "password"') from None
     except ProviderError as e:
         raise ApiError(400, str(e)) from None
     return jsonify(p)

@@ -7,9 +7,10 @@ transaction() the one place that opens and ends a write.
 
 import sqlite3
 from contextlib import contextmanager
-from pathlib import Path
 
 import sqlite_utils
+
+from fleet.datadir import private_file
 
 Database = sqlite_utils.Database
 # The driver's error for a broken UNIQUE, NOT NULL or foreign key constraint.
@@ -70,8 +71,7 @@ def valid_node_id(node_id: str) -> bool:
 
 def connect(path) -> Database:
     """Open the fleet database in WAL mode with autocommit; transactions are explicit."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = private_file(path)  # it holds AppKeys and password hashes
     # isolation_level=None: sqlite3 must not open transactions behind our back, because the
     # ingest worker wants exactly one BEGIN IMMEDIATE ... COMMIT per batch.
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)

@@ -198,9 +198,12 @@ _UNDELIVERED = (
     " JOIN nodes n ON n.id = c.node_id WHERE c.state = 'issued' AND k.revoked_at IS NULL"
     " AND n.last_seen IS NULL")
 # The tokens the claim listener admits: usable ones, and used-up ones while a board they issued
-# an identity to has not been heard with it yet (it may still have to fetch the answer).
+# an identity to has not been heard with it yet (it may still have to fetch the answer), or while
+# a claim made with them waits for an operator or for its board to fetch what was approved (the
+# real board in a conflict, whose token's use a squatter may have spent).
 _ADMITTED = (f"revoked_at IS NULL AND expires > ? AND (uses < max_uses OR EXISTS ("
-             f"{_UNDELIVERED} AND c.token_id = claim_tokens.id))")
+             f"{_UNDELIVERED} AND c.token_id = claim_tokens.id) OR EXISTS (SELECT 1 FROM claims w"
+             f" WHERE w.token_id = claim_tokens.id AND w.state IN ('pending', 'approved')))")
 
 
 def active_claim_token_hashes(db) -> dict[str, str]:
@@ -240,44 +243,90 @@ def revoke_claim_token(db, token_id, actor=None) -> None:
         audit.insert(conn, time.time(), actor, "claim_token.revoke", token_id)
 
 
-def get_claim(db, mac) -> dict | None:
-    """The claim made for this hardware id, or None."""
-    return first(db, "SELECT * FROM claims WHERE mac = ?", [mac])
+def get_claim(db, mac, client_id=None) -> dict | None:
+    """The claim this board (MAC and claim id) made, or without client_id the newest for the MAC."""
+    if client_id is not None:
+        return first(db, "SELECT * FROM claims WHERE mac = ? AND client_id = ?", [mac, client_id])
+    return first(db, "SELECT * FROM claims WHERE mac = ? ORDER BY id DESC LIMIT 1", [mac])
 
 
 def get_claim_by_id(db, claim_id) -> dict | None:
     return first(db, "SELECT * FROM claims WHERE id = ?", [claim_id])
 
 
-def add_claim(db, token_id, client_id, mac, board) -> dict:
-    """Record a new pending claim and return it."""
+def rival_claims(db, mac, but=None) -> list[dict]:
+    """The claims for this MAC that are not rejected (pending, approved or issued), oldest first,
+    except the claim `but`."""
+    return list(db.query("SELECT * FROM claims WHERE mac = ? AND state != 'rejected' AND id"
+                         " IS NOT ? ORDER BY id", [mac, but]))
+
+
+def add_claim(db, token_id, client_id, mac, board, conflict=False) -> dict:
+    """Record a new pending claim and return it; a conflict (another board asked for this MAC
+    first) is audited, for the operator to decide."""
+    now = time.time()
     with transaction(db) as conn:
-        conn.execute("INSERT INTO claims (token_id, client_id, mac, board, requested_at)"
-                     " VALUES (?, ?, ?, ?, ?)", (token_id, client_id, mac, board, time.time()))
-    return get_claim(db, mac)
+        cur = conn.execute("INSERT INTO claims (token_id, client_id, mac, board, requested_at,"
+                           " conflict) VALUES (?, ?, ?, ?, ?, ?)",
+                           (token_id, client_id, mac, board, now, int(conflict)))
+        if conflict:
+            audit.insert(conn, now, f"claim:{token_id}", "claim.conflict", str(cur.lastrowid),
+                         {"mac": mac, "client_id": client_id})
+    return get_claim(db, mac, client_id)
 
 
 CLAIM_STATES = ("pending", "approved", "rejected", "issued")
+# The other claims not rejected for the same MAC, as "id,id": what the operator compares.
+_RIVALS = ("(SELECT group_concat(o.id) FROM claims o WHERE o.mac = claims.mac AND o.id !="
+           " claims.id AND o.state != 'rejected') AS rivals")
 
 
 def list_claims(db, limit=200, state=None) -> list[dict]:
-    """Claims, newest first; only those in `state` if given."""
-    if state is None:
-        return list(db.query("SELECT * FROM claims ORDER BY id DESC LIMIT ?", [limit]))
-    return list(db.query("SELECT * FROM claims WHERE state = ? ORDER BY id DESC LIMIT ?",
-                         [state, limit]))
+    """Claims, newest first (only those in `state` if given), each with `rivals`: the ids of the
+    other claims for its MAC that are not rejected (a conflict when not empty)."""
+    where, args = ("", [limit]) if state is None else ("WHERE state = ?", [state, limit])
+    rows = list(db.query(f"SELECT *, {_RIVALS} FROM claims {where} ORDER BY id DESC LIMIT ?",
+                         args))
+    for row in rows:
+        row["rivals"] = [int(i) for i in row["rivals"].split(",")] if row["rivals"] else []
+    return rows
 
 
-def decide_claim(db, claim_id, state, actor, reason=None) -> None:
-    """Approve or reject a pending claim; StoreError if it is not pending."""
+def decide_claim(db, claim_id, state, actor, reason=None) -> list[str]:
+    """Approve or reject a pending claim; StoreError if it is not pending.
+
+    Approving one claim for a MAC rejects every other claim for it, and revokes the identity one
+    of them was issued (a squatter's): returns the node ids revoked, for the broker to drop.
+    """
+    now = time.time()
+    revoked = []
     with transaction(db) as conn:
         cur = conn.execute("UPDATE claims SET state = ?, decided_at = ?, decided_by = ?,"
                            " reason = ? WHERE id = ? AND state = 'pending'",
-                           (state, time.time(), actor, reason, claim_id))
+                           (state, now, actor, reason, claim_id))
         if cur.rowcount != 1:
             raise StoreError(f"claim {claim_id} is not waiting for a decision")
-        audit.insert(conn, time.time(), actor, f"claim.{state}", str(claim_id),
+        audit.insert(conn, now, actor, f"claim.{state}", str(claim_id),
                      {"reason": reason} if reason else None)
+        if state != "approved":
+            return revoked
+        others = conn.execute(
+            "SELECT o.id, o.state, o.node_id FROM claims o JOIN claims c ON c.mac = o.mac"
+            " WHERE c.id = ? AND o.id != c.id AND o.state != 'rejected'", (claim_id,)).fetchall()
+        why = f"claim {claim_id} for this hardware id was approved instead"
+        for other, other_state, node in others:
+            conn.execute("UPDATE claims SET state = 'rejected', decided_at = ?, decided_by = ?,"
+                         " reason = ? WHERE id = ?", (now, actor, why, other))
+            audit.insert(conn, now, actor, "claim.rejected", str(other),
+                         {"reason": why, "was": other_state})
+            if other_state == "issued" and node is not None:
+                cur = conn.execute("UPDATE node_credentials SET revoked_at = ?, revoked_by = ?"
+                                   " WHERE node_id = ? AND revoked_at IS NULL", (now, actor, node))
+                if cur.rowcount:
+                    audit.insert(conn, now, actor, "node.revoke", node,
+                                 {"reason": why})
+                    revoked.append(node)
+    return revoked
 
 
 def mark_claim_issued(db, claim_id, node_id) -> None:

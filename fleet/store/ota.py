@@ -20,11 +20,11 @@ def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
         with transaction(db) as conn:
             conn.execute(
                 "INSERT INTO releases (version, key_id, boards, micropython, files, size,"
-                " manifest_sha, created, created_by, runtime_micropython)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " manifest_sha, created, created_by, runtime_micropython, downgrade_from)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (m["version"], m["key"], json.dumps(m["boards"]), m.get("micropython"),
                  len(m["files"]), sum(f["size"] for f in m["files"]), manifest_sha, time.time(),
-                 actor, (m.get("runtime") or {}).get("micropython")))
+                 actor, (m.get("runtime") or {}).get("micropython"), m.get("downgrade_from")))
             audit.insert(conn, time.time(), actor, "release.upload", m["version"],
                          {"key": m["key"], "boards": m["boards"]})
     except IntegrityError:

@@ -4,18 +4,28 @@ metadata of each reception, and the downlinks (and ACKs) counted against their d
 from .base import BadFilter, first, transaction
 from .telemetry import time_buckets
 
+# Where a provider's password is sent: the stored one may only ever go there.
+DESTINATION = ("host", "port", "tls")
 
-def save_provider(db, row: dict, keep_secret: bool) -> None:
-    """Insert or replace a provider by name; keep_secret keeps the stored password."""
+
+def save_provider(db, row: dict, keep_secret: bool) -> bool:
+    """Insert or replace a provider by name; keep_secret keeps the stored password.
+
+    Returns False, and saves nothing, when keep_secret would send a stored password to another
+    host, port or TLS setting than the one it was given for (it must be given again).
+    """
     with transaction(db) as conn:
-        old = conn.execute("SELECT secret FROM providers WHERE name = ?",
-                           (row["name"],)).fetchone()
+        old = conn.execute(f"SELECT secret, {', '.join(DESTINATION)} FROM providers WHERE"
+                           " name = ?", (row["name"],)).fetchone()
         if old is not None and keep_secret:
+            if old[0] is not None and tuple(old[1:]) != tuple(row[k] for k in DESTINATION):
+                return False
             row = dict(row, secret=old[0])  # editing without a new password keeps the old one
         conn.execute("DELETE FROM providers WHERE name = ?", (row["name"],))
         cols = ", ".join(row)
         conn.execute(f"INSERT INTO providers ({cols}) VALUES ({', '.join('?' * len(row))})",
                      list(row.values()))
+    return True
 
 
 def list_providers(db) -> list[dict]:

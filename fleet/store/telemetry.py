@@ -67,9 +67,19 @@ def frame_seqs(db, node_id, direction="up") -> list[int]:
     ]
 
 
+BAD_PAYLOAD_SHOWN = 64
+
+
 def bad_frames(db, node_id=None, limit=100) -> list[dict]:
-    """The most recent bad frames (of one node, or all), newest first."""
-    sql = "SELECT id, node_id, received_at, provider, topic, payload, error FROM bad_frames"
+    """The most recent bad frames (of one node, or all), newest first.
+
+    payload is at most the first BAD_PAYLOAD_SHOWN bytes (rows from before schema 17 may hold
+    megabytes); size is what the whole payload had.
+    """
+    sql = ("SELECT id, node_id, received_at, provider, topic,"
+           # substr() of an empty blob is NULL: the empty payload itself then.
+           f" coalesce(substr(payload, 1, {BAD_PAYLOAD_SHOWN}), payload) AS payload,"
+           " coalesce(size, length(payload)) AS size, error FROM bad_frames")
     args: list = []
     if node_id is not None:
         sql += " WHERE node_id = ?"
@@ -167,12 +177,12 @@ def tune_for_bulk_writes(db):
 class Batch:
     """Decoded uplinks of one ingest batch, written by store_batch in one transaction."""
 
-    __slots__ = ("frames", "bad", "touch", "conn_state", "new_nodes", "restarts")
+    __slots__ = ("frames", "bad", "touch", "conn_state", "new_nodes", "restarts", "raw")
 
     def __init__(self):
         # (node, seq, mtype, received_at, ts, provider, body)
         self.frames: list[tuple] = []
-        # (node or None, received_at, provider, topic, payload, error)
+        # (node or None, received_at, provider, topic, payload prefix, error, payload size)
         self.bad: list[tuple] = []
         # node -> (last_seen, provider, up_seq)
         self.touch: dict[str, tuple] = {}
@@ -182,6 +192,8 @@ class Batch:
         self.new_nodes: list[tuple] = []
         # events rows (node, t, received_at, code, value, text) for restarted seq counters
         self.restarts: list[tuple] = []
+        # (node, seq) -> (topic, payload prefix, size) of RESULTs, a bad frame if unmatched
+        self.raw: dict[tuple, tuple] = {}
 
 
 def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
@@ -222,7 +234,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             )
         fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
-        for node, _seq, mtype, received_at, ts, _provider, body in fresh:
+        for node, seq, mtype, received_at, ts, provider, body in fresh:
             t = received_at if ts is None else ts
             if mtype == telemetry:
                 for qid, inst, value in body:
@@ -246,7 +258,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             elif mtype == result:
                 results.append(
                     (body.get("code"), body.get("value"), body.get("text"), received_at,
-                     body.get("cid"), node)
+                     body.get("cid"), node, seq, provider)
                 )
             elif mtype == ota_up:
                 ota_rows.append((node, received_at, body.get("state"), body.get("version"),
@@ -292,12 +304,20 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 events_rows,
             )
-        if results:
-            conn.executemany(
+        bad = list(batch.bad)
+        for row in results:
+            if conn.execute(
                 "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
                 " result_at = ? WHERE id = ? AND node_id = ?",
-                results,
-            )
+                row[:6],
+            ).rowcount == 0:
+                # A RESULT for no command of ours (forged, or for another node's): shown and
+                # counted like any frame the fleet cannot use, never stored silently.
+                _code, _value, _text, received_at, cid, node, seq, provider = row
+                topic, payload, size = batch.raw.get((node, seq), (None, None, None))
+                bad.append((node, received_at, provider, topic, payload,
+                            f"RESULT for command id {cid}, which the fleet never sent to {node}",
+                            size))
         if batch.touch:
             conn.executemany(
                 "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1,"
@@ -309,14 +329,14 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 "UPDATE nodes SET online = ? WHERE id = ?",
                 [(state, node) for node, state in batch.conn_state.items()],
             )
-        if batch.bad:
+        if bad:
             conn.executemany(
-                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                batch.bad,
+                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error,"
+                " size) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                bad,
             )
             counts: dict = {}
-            for row in batch.bad:
+            for row in bad:
                 if row[0] is not None:
                     counts[row[0]] = counts.get(row[0], 0) + 1
             conn.executemany(

@@ -7,6 +7,7 @@ from fleet.store import users as user_store
 from fleet.store.base import StoreError
 from fleet.web import auth
 from fleet.web import db as web_db
+from fleet.web.params import query_int
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -18,7 +19,7 @@ AUDIT_PAGE = 50
 def audit():
     actor = request.args.get("actor", "").strip() or None
     target = request.args.get("target", "").strip() or None
-    before = request.args.get("before", type=int)
+    before = query_int("before")
     rows = audit_store.audit_log(web_db.get_db(), AUDIT_PAGE + 1, actor, target, before)
     more = len(rows) > AUDIT_PAGE
     rows = rows[:AUDIT_PAGE]

@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fleet.web.auth import bearer_token, csrf
+from fleet.web.params import query_int
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 10000
@@ -33,18 +34,9 @@ def iso(t) -> str | None:
     )
 
 
-def limit_param(default=1000):
-    """The `limit` query parameter, 1..MAX_LIMIT."""
-    raw = request.args.get("limit")
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"limit={raw!r}: expected an integer 1..{MAX_LIMIT}") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise ApiError(400, f"limit={value}: must be within 1..{MAX_LIMIT}")
-    return value
+def limit_param(default=1000, most=MAX_LIMIT):
+    """The `limit` query parameter, 1..most."""
+    return query_int("limit", default, lo=1, hi=most)
 
 
 def or_404(missing, get, *args):

@@ -5,6 +5,7 @@ import re
 import secrets
 import time
 from collections import defaultdict, deque
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -40,7 +41,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 # in it; everybody logged in may read everything except the admin area. Admin may do everything.
 ROLES = ("viewer", "technician", "operator", "admin")
 AREAS = {
-    # Read pages and the API's GET endpoints.
+    # Read pages and the API's GET endpoints (not the provisioning page: it mints and shows
+    # node credentials and claim tokens, so it needs "provisioning").
     "read": ("viewer", "technician", "operator", "admin"),
     # One node at a time: commands, config, location, tags, name; acknowledge its alerts.
     "nodes": ("technician", "operator", "admin"),
@@ -73,7 +75,7 @@ def allowed(role: str | None, area: str) -> bool:
     return role in AREAS[area]
 
 
-def create_user(db, name: str, password: str, role: str = "operator", actor=None):
+def create_user(db, name: str, password: str, role: str = "viewer", actor=None):
     """Create a user with an argon2 password hash; raise AuthError on a bad name or password."""
     if not USER_NAME.match(name or ""):
         raise AuthError(f"user name {name!r} must be 1-64 of A-Z a-z 0-9 _ . @ -")
@@ -83,7 +85,7 @@ def create_user(db, name: str, password: str, role: str = "operator", actor=None
     user_store.add_user(db, name, hasher.hash(password), role, actor=actor)
 
 
-def create_token(db, name: str, role: str = "operator", actor=None) -> str:
+def create_token(db, name: str, role: str = "viewer", actor=None) -> str:
     """Create an API token and return it; only its hash is stored, so it is shown once."""
     if not TOKEN_NAME.match(name or ""):
         raise AuthError(f"token name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
@@ -136,6 +138,25 @@ def current_role() -> str | None:
     return None
 
 
+def local_target(raw: str | None, fallback: str) -> str:
+    """raw if it is a path on this site, else fallback: a redirect never leaves the site.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash (`/<TAB>/evil`
+    is `//evil`, another host), so any control character or backslash is refused.
+    """
+    if not raw or any(ord(c) < 0x20 or c in "\x7f\\" for c in raw):
+        return fallback
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or raw.startswith("//"):
+        return fallback
+    return raw
+
+
+def client_address() -> str:
+    """The address this request comes from (issue 14 decides how to read it behind a proxy)."""
+    return request.remote_addr or "?"
+
+
 class Forbidden(Exception):
     """The user or token is authenticated but its role may not do this."""
 
@@ -146,10 +167,11 @@ class _Failures:
     def __init__(self):
         self.times: dict[str, deque] = defaultdict(deque)
 
-    def blocked(self, keys, limit: int, window: float) -> bool:
+    def blocked(self, limits: dict[str, int], window: float) -> bool:
+        """True if any key has reached its limit of failures within the window."""
         now = time.monotonic()
         blocked = False
-        for key in keys:
+        for key, limit in limits.items():
             q = self.times.get(key)
             if q is None:
                 continue
@@ -238,12 +260,17 @@ def login():
     if request.method == "POST":
         name = request.form.get("username", "")
         password = request.form.get("password", "")
-        keys = ("addr:" + (request.remote_addr or "?"), "user:" + name)
+        # Keyed on the address with the name, never the name alone: guesses from one address
+        # must not lock the real user out from another. The address alone has a higher limit,
+        # so trying many names from one place is slowed down too.
+        addr = client_address()
+        limits = {"addr:" + addr: current_app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+                  "addr-user:" + addr + "\0" + name: current_app.config["LOGIN_MAX_FAILURES"]}
+        keys = tuple(limits)
         failures = current_app.extensions["polylink_login_failures"]
-        limit = current_app.config["LOGIN_MAX_FAILURES"]
         window = current_app.config["LOGIN_WINDOW"]
         db = web_db.get_db()
-        if failures.blocked(keys, limit, window):
+        if failures.blocked(limits, window):
             flash(f"Too many failed logins; try again in {window // 60} minutes.")
             status = 429
         else:
@@ -253,15 +280,12 @@ def login():
                 flash("Wrong user name or password.")
                 status = 401
             else:
-                failures.clear(keys)
+                failures.clear(keys[1:])  # the address's count across names stays
                 session.clear()
                 session["user_id"] = user["id"]
                 audit_store.audit(db, name, "login")
-                target = request.args.get("next", "")
                 # Only local paths: never bounce a fresh session to another site.
-                if not target.startswith("/") or target.startswith("//"):
-                    target = url_for("nodes.index")
-                return redirect(target)
+                return redirect(local_target(request.args.get("next"), url_for("nodes.index")))
     return render_template("auth/login.html"), status
 
 

@@ -21,14 +21,14 @@ def user_group():
 
 @user_group.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
-              help="viewer reads; technician also works on single nodes; operator also runs "
-                   "bulk actions and rollouts; admin also manages users, tokens and providers "
-                   "(docs/fleet.md).")
+@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True,
+              help="viewer reads (the least privilege, hence the default); technician also "
+                   "works on single nodes; operator also runs bulk actions and rollouts; admin "
+                   "also manages users, tokens and providers (docs/fleet.md).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @friendly
 def user_add(name, role, password_stdin):
-    """Create a user who can log in to the web UI.
+    """Create a user who can log in to the web UI; a viewer unless --role says otherwise.
 
     Example: echo 's3cret-pass' | fleet user add alice --role admin --password-stdin
     """
@@ -39,7 +39,7 @@ def user_add(name, role, password_stdin):
     from fleet.web import auth  # here, not at the top: it loads Flask (start-up time)
 
     auth.create_user(open_store(), name, password, role, actor="cli")
-    click.echo(f"user {name} ({role}) added")
+    click.echo(f"user {name} ({role}) added" + _least(role))
 
 
 @user_group.command("set-role")
@@ -76,17 +76,28 @@ def token_group():
 
 @token_group.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True,
-              help="What the token may do, as for users; give a read-only script viewer.")
+@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True,
+              help="What the token may do, as for users; viewer (read only, the least "
+                   "privilege) unless given.")
 @friendly
 def token_create(name, role):
-    """Create an API token and print it once; only its hash is stored.
+    """Create an API token (a viewer unless --role says otherwise) and print it once.
 
-    Example: fleet token create grafana --role viewer
+    Only its hash is stored. The token alone goes to standard output, for scripts.
+
+    Example: fleet token create deploy-bot --role operator
     """
     from fleet.web import auth  # here, not at the top: it loads Flask (start-up time)
 
-    click.echo(auth.create_token(open_store(), name, role, actor="cli"))
+    token = auth.create_token(open_store(), name, role, actor="cli")
+    click.echo(f"token {name} ({role}) created" + _least(role), err=True)
+    click.echo(token)
+
+
+def _least(role: str) -> str:
+    if role == "viewer":
+        return "; viewer is the default: it reads only (--role to give it more)"
+    return ""
 
 
 

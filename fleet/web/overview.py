@@ -5,6 +5,7 @@ import math
 from flask import Blueprint, current_app, render_template
 
 from fleet import upkeep
+from fleet.broker import status as broker_status
 from fleet.store import alerts as alert_store
 from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
@@ -16,6 +17,13 @@ bp = Blueprint("overview", __name__)
 MAP_W, MAP_H, MAP_PAD = 600, 600, 20
 MAP_POINTS = 2000  # above this, nodes are drawn as counts per grid cell to keep the page small
 MAP_CELLS = 24
+
+
+@bp.app_context_processor
+def broker_state():
+    # Every page says when the broker `fleet run` started is down: no reading arrives meanwhile.
+    state = broker_status.read(current_app.config["SETTINGS"].broker_dir)
+    return {"broker_down": state if state and state.get("state") == "down" else None}
 
 
 @bp.route("/")

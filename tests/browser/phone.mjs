@@ -82,8 +82,10 @@ try {
     })));
     const name = String(++n).padStart(2, "0") + path.replace(/[^A-Za-z0-9]+/g, "-");
     await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
-    if (await page.locator(".charts").count()) {  // close enough to read, as a person would
-      await page.locator(".charts").first().screenshot({ path: `${ARTIFACTS}/${name}.charts.png` });
+    for (const part of ["facts", "charts"]) {  // close enough to read, as a person would
+      if (await page.locator("." + part).count()) {
+        await page.locator("." + part).first().screenshot({ path: `${ARTIFACTS}/${name}.${part}.png` });
+      }
     }
   }
   // The same charts at a desk: side by side, not blown up (their text stays about 13 px).

@@ -151,7 +151,7 @@ def wait_until(what: str, check, timeout: float, every: float = 0.25):
 
 def create_token(data_dir: Path) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "fleet.cli", "token", "create", "e2e"],
+        [sys.executable, "-m", "fleet.cli", "token", "create", "e2e", "--role", "operator"],
         env=dict(os.environ, DATA_DIR=str(data_dir)), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]

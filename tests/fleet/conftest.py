@@ -50,7 +50,7 @@ def db(settings):
 
 @pytest.fixture
 def token(db):
-    return create_token(db, "tests")
+    return create_token(db, "tests", "operator")
 
 
 @pytest.fixture

@@ -170,6 +170,24 @@ def test_result_for_another_nodes_command_changes_nothing(db):
     assert command_store.get_command(db, "n1", cid)["result_at"] is None
 
 
+def test_a_result_for_a_command_never_sent_is_a_bad_frame(db):
+    node_store.enrol_node(db, "n1")
+    cid, _ = command_store.create_command(db, "n1", "reboot", None, "me")
+    ing = Ingest(db)
+    forged = frame(proto.RESULT, 1, {"cid": cid + 41, "code": 0})
+    ing.add(up("n1"), forged, 1.0)
+    ing.add(up("n2"), frame(proto.RESULT, 1, {"cid": cid, "code": 0}), 1.0)  # not n2's command
+    ing.add(up("n1"), frame(proto.RESULT, 2, {"cid": cid, "code": 0}), 2.0)  # the real one
+    ing.flush()
+    assert command_store.get_command(db, "n1", cid)["result_at"] == 2.0
+    (bad,) = telemetry_store.bad_frames(db, "n1")
+    assert f"command id {cid + 41}" in bad["error"] and "never sent" in bad["error"]
+    assert bytes(bad["payload"]) == forged and bad["topic"] == up("n1")
+    assert node_store.get_node(db, "n1")["bad_frames"] == 1
+    (bad2,) = telemetry_store.bad_frames(db, "n2")
+    assert f"command id {cid}" in bad2["error"]
+
+
 def test_conn_topic_sets_online_and_offline(db):
     ing = Ingest(db)
     ing.add("pl/v1/n1/conn", b"1", 10.0)

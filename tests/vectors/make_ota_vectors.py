@@ -48,8 +48,13 @@ def main():
                                keys={"k2": ota.public_hex(k2)})
     rotation = {"to_k2": to_k2.decode(), "to_k2_sig": ota.sign(k1, "k1", to_k2),
                 "by_k2": by_k2.decode(), "by_k2_sig": ota.sign(k2, "k2", by_k2)}
+    # Rollback: the same release as an operator's signed downgrade for nodes on 0.3.0 only.
+    down = ota.manifest_bytes("0.2.0", "k1", ["ESP32_GENERIC"], entries, created=1764288000,
+                              downgrade_from="0.3.0")
+    downgrade = {"from_0_3_0": down.decode(), "from_0_3_0_sig": ota.sign(k1, "k1", down)}
     OUT.write_text(json.dumps({"description": __doc__.split("\n\n")[0], "ecdsa": cases,
-                               "release": release, "rotation": rotation}, indent=1) + "\n")
+                               "release": release, "rotation": rotation,
+                               "downgrade": downgrade}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

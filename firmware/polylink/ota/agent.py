@@ -28,6 +28,7 @@ from polylink.codes import (  # noqa: F401 - the OTA_UP codes are part of this m
     MAX_KEYS,
     MICROPYTHON,
     OFFERED,
+    OLDER_RELEASE,
     REBOOTING,
     ROLLED_BACK,
     RUNTIME_ROLLED_BACK,
@@ -169,8 +170,12 @@ def key_ids(keys):
     return ",".join(sorted(keys))
 
 
-def check_manifest(m, kid, version, board, mpy_version, chip=None):
-    """Raise OTAError unless manifest dict m fits this node; return its files list."""
+def check_manifest(m, kid, version, board, mpy_version, chip=None, floor=None):
+    """Raise OTAError unless manifest dict m fits this node; return its files list.
+
+    floor: the version this node last confirmed; an older release is refused unless its signed
+    manifest says "downgrade_from": exactly that version (an operator's explicit downgrade).
+    """
     if not isinstance(m, dict) or m.get("format") != 1:
         raise OTAError(BAD_MANIFEST, "manifest is not format 1")
     if m.get("key") != kid:
@@ -178,6 +183,11 @@ def check_manifest(m, kid, version, board, mpy_version, chip=None):
                        % (m.get("key"), kid))
     if version is not None and m.get("version") != version:
         raise OTAError(BAD_MANIFEST, "manifest is %r, offer was %r" % (m.get("version"), version))
+    if floor is not None and _version_tuple(m.get("version")) < _version_tuple(floor):
+        # A replayed old release would bring back old code and, through its key set, old keys.
+        if m.get("downgrade_from") != floor:
+            raise OTAError(OLDER_RELEASE, "%s is older than %s, and not a downgrade signed for it"
+                           % (m.get("version"), floor))
     boards = m.get("boards")
     if not isinstance(boards, list) or board not in boards:
         raise OTAError(BOARD, "release is for %s, this board is %s" % (boards, board))
@@ -425,7 +435,7 @@ class Agent:
                 raise OTAError(BAD_MANIFEST, "manifest is not JSON") from None
         board = self.node.cfg.board
         files = check_manifest(m, kid, version, board.get("name"), self.hal.mpy_version(),
-                               board.get("chip"))
+                               board.get("chip"), slots.floor(slots.read(self.root), self.node.fw))
         rt = m.get("runtime")
         if rt is not None and _version_tuple(rt["micropython"]) == tuple(self.hal.mpy_version()):
             rt = None  # the node already runs that MicroPython version

@@ -51,6 +51,12 @@ def write(root, st) -> None:
     replace(tmp, root + "/" + POINTER)
 
 
+def floor(st, fw):
+    """The oldest version an update may bring without a signed downgrade: the one last confirmed
+    (fw, the running version, for a pointer written before the floor was kept)."""
+    return st.get("floor") or fw
+
+
 def inactive(st) -> str:
     """The slot an update may be staged into: never the one running, never the fallback."""
     return "b" if st["active"] == "a" else "a"
@@ -81,7 +87,8 @@ def boot(root) -> str:
 def _reverted(st, reason):
     return {"active": st["prev"], "prev": st["prev"], "trial": 0, "boots": 0,
             "version": st["prev_version"], "prev_version": st["prev_version"], "rid": st["rid"],
-            "rolled_back": {"version": st["version"], "reason": reason}}
+            "rolled_back": {"version": st["version"], "reason": reason},
+            "floor": st.get("floor")}
 
 
 def switch(root, slot, version, rid, runtime=None) -> None:
@@ -92,7 +99,8 @@ def switch(root, slot, version, rid, runtime=None) -> None:
     st = read(root)
     st.pop("was", None)
     new = {"active": slot, "prev": st["active"], "trial": 1, "boots": 0, "version": version,
-           "prev_version": st["version"], "rid": rid, "rolled_back": None, "was": st}
+           "prev_version": st["version"], "rid": rid, "rolled_back": None, "was": st,
+           "floor": st.get("floor") or st["version"]}
     if runtime:
         new["runtime"] = runtime
     write(root, new)
@@ -106,8 +114,11 @@ def undo_switch(root) -> None:
 
 
 def confirm(root) -> None:
-    """The running trial version proved healthy: keep it."""
+    """The running trial version proved healthy: keep it, and refuse older ones from now on."""
     st = read(root)
+    # In the same atomic write as the confirmation: a cut leaves both old or both new. A signed
+    # downgrade lowers the floor to itself, so a fix built on it can follow.
+    st["floor"] = st["version"]
     st["trial"] = 0
     st["boots"] = 0
     write(root, st)

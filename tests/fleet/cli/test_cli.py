@@ -47,13 +47,16 @@ def test_user_add_with_password_stdin(runner, db):
 def test_user_add_prompts_for_the_password(runner, db):
     r = runner.invoke(cli, ["user", "add", "carol"], input="a-good-pass\na-good-pass\n")
     assert r.exit_code == 0, r.output
-    assert user_store.get_user(db, "carol")["role"] == "operator"
+    assert user_store.get_user(db, "carol")["role"] == "viewer"
+    assert "viewer is the default" in r.output
 
 
 def test_token_create_prints_the_token_once_and_stores_a_hash(runner, db):
     r = runner.invoke(cli, ["token", "create", "grafana"])
     assert r.exit_code == 0
-    token = r.output.strip()
+    assert "grafana (viewer) created; viewer is the default" in r.stderr
+    token = r.stdout.strip()
+    assert user_store.token_info(db, token)["role"] == "viewer"
     assert re.fullmatch(r"plt_[A-Za-z0-9_-]{40,}", token)
     assert user_store.token_name(db, token) == "grafana"
     assert token not in str(list(db.query("SELECT * FROM api_tokens")))

@@ -202,10 +202,39 @@ def test_stolen_token_cannot_take_over_an_existing_node(fleet, tmp_path, monkeyp
     assert _claim_once(tmp_path, "first", cfg, board, "aa0000000002") == "pl-aa0000000002"
     with pytest.raises(fw_claim.ClaimError, match="already node lamp-1"):
         _claim_once(tmp_path, "thief-1", cfg, board, "aa0000000001")
-    # Same MAC as the claimed board, another claim id: refused, and it got no credentials.
-    with pytest.raises(fw_claim.ClaimError, match="claimed by another board"):
-        _claim_once(tmp_path, "thief-2", cfg, board, "aa0000000002")
+    # Same MAC as the claimed board, another claim id: it waits for an operator (the auto-approve
+    # token does not decide a conflict), and it got no credentials.
+    answer = claims.request(fleet.db, fleet.settings, token.split(".")[0], "c-thief-2",
+                            json.dumps({"mac": "aa0000000002"}).encode())
+    assert answer == {"state": "pending"}
     assert set(identity_store.active_mqtt_hashes(fleet.db)) == {"lamp-1", "pl-aa0000000002"}
+
+
+def test_the_real_board_gets_in_after_a_squatter_claimed_its_mac(fleet, tmp_path, monkeypatch):
+    token = claims.create_token(fleet.db, fleet.settings, "ESP32_GENERIC", uses=1, hours=1,
+                                auto_approve=True, actor="tech")
+    cfg, board = generic_image_config(fleet, tmp_path, monkeypatch, token)
+    mac = "ee0000000001"
+    # Someone with the generic image's token claims the victim's MAC first and spends the use.
+    squat = claims.request(fleet.db, fleet.settings, token.split(".")[0], "c-squatter",
+                           json.dumps({"mac": mac}).encode())
+    assert squat["state"] == "issued"
+    real = Board(tmp_path, "real", cfg, board, uid=mac)
+    node = f"pl-{mac}"
+    try:
+        assert wait(lambda: identity_store.get_claim(fleet.db, mac).get("client_id") !=
+                    "c-squatter"), real.error
+        claim = identity_store.get_claim(fleet.db, mac)
+        time.sleep(1.5)  # the real board keeps asking and waits: it is not refused
+        assert real.error is None and claim["state"] == "pending" and claim["conflict"]
+        assert claims.decide(fleet.db, claim["id"], True, "tech", settings=fleet.settings) == [node]
+        assert wait(lambda: f"pl/v1/{node}/up" in fleet.uplinks), (real.error, fleet.uplinks)
+        saved = real.config()
+    finally:
+        real.stop()
+    current = identity_store.active_mqtt_hashes(fleet.db)[node]
+    assert brokerauth.verify_password(saved["mqtt"]["password"], current)
+    assert not brokerauth.verify_password(squat["mqtt"]["password"], current)
 
 
 def test_token_limits_uses_and_rejection(fleet, tmp_path, monkeypatch):

@@ -195,10 +195,13 @@ def test_used_up_claim_token_stays_admitted_only_until_its_board_is_heard(db, se
     assert brokerauth.verify_password(again["mqtt"]["password"], current)
     assert not brokerauth.verify_password(first["mqtt"]["password"], current)
     assert identity_store.get_claim_token(db, tid)["uses"] == 1, "sending it again takes no use"
-    # Another claim id for the same MAC gets nothing.
+    # Another claim id for the same MAC gets nothing: it waits for an operator (#19), who
+    # rejects it; until then the listener admits the token for it to hear the decision.
     thief = claims.request(db, settings, tid, "c-2", json.dumps({"mac": "dd0000000001"}).encode())
-    assert thief["state"] == "rejected" and "another board" in thief["reason"]
+    assert thief == {"state": "pending"}
     _status_from(db, first["node"])
+    assert tid in identity_store.active_claim_token_hashes(db)
+    claims.decide(db, identity_store.get_claim(db, "dd0000000001", "c-2")["id"], False, "tech")
     assert tid not in identity_store.active_claim_token_hashes(db)
     assert identity_store.next_claim_token_expiry(db) is None
     late = claims.request(db, settings, tid, "c-1", json.dumps({"mac": "dd0000000001"}).encode())

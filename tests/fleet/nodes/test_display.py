@@ -49,7 +49,3 @@ def test_the_nodes_own_measures_use_the_same_table():
 ])
 def test_plain_numbers_have_no_exponent(value, decimals, text):
     assert display.plain(value, decimals) == text
-
-
-def test_times_wrap_between_date_and_clock():
-    assert display.when(0) == "1970-01-01 00:00:00" and display.when(None) == "-"

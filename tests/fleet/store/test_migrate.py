@@ -138,7 +138,11 @@ def test_a_database_at_head_made_before_the_store_package_is_left_as_it_is(tmp_p
     db = load(FIXTURES / "schema16.sql", tmp_path / "old.db")
     before = contents(db)
     assert migrate.migrate(db) == (16, migrate.SCHEMA_VERSION)
-    assert contents(db) == before
+    # Every stored value is left as it is; columns added since 16 (bad_frames.size) come after.
+    after = contents(db)
+    for table, rows in before.items():
+        width = len(rows[0]) if rows else 0
+        assert [r[:width] for r in after[table]] == rows, table
     fresh = migrate.open_db(tmp_path / "fresh.db")
     assert schema(db) == schema(fresh)
     assert len(node_store.list_nodes(db)) == 5

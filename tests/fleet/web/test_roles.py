@@ -1,6 +1,7 @@
 """Roles: every view and API endpoint allows exactly the roles of its area; changes are audited."""
 
 import pytest
+from werkzeug.routing import IntegerConverter
 
 from fleet import cli
 from fleet.store import audit as audit_store
@@ -153,7 +154,7 @@ def test_tokens_made_before_roles_keep_operator_powers(tmp_path):
 def test_cli_token_and_user_roles(runner, db):
     r = runner.invoke(cli.cli, ["token", "create", "grafana", "--role", "viewer"])
     assert r.exit_code == 0, r.output
-    assert user_store.token_info(db, r.output.strip())["role"] == "viewer"
+    assert user_store.token_info(db, r.stdout.strip())["role"] == "viewer"
     r = runner.invoke(cli.cli, ["user", "add", "tina", "--role", "technician", "--password-stdin"],
                       input="a-good-pass\n")
     assert r.exit_code == 0 and user_store.get_user(db, "tina")["role"] == "technician"
@@ -180,7 +181,7 @@ def test_every_form_post_needs_a_csrf_token(app, as_role, db):
             if hasattr(conv, "items"):  # any(...): the first choice
                 values[arg] = sorted(conv.items)[0]
             else:
-                values[arg] = 1 if type(conv).__name__ == "IntegerConverter" else "n1"
+                values[arg] = 1 if isinstance(conv, IntegerConverter) else "n1"
         path = app.url_map.bind("localhost").build(rule.endpoint, values, method="POST")
         posts.append(path)
     assert "/nodes/bulk" in posts and "/admin/users" in posts
@@ -189,3 +190,24 @@ def test_every_form_post_needs_a_csrf_token(app, as_role, db):
         r = client.post(path, data={"command": "identify", "name": "x", "tag": "x"})
         assert r.status_code == 400 and b"CSRF" in r.data, path
     assert audit_store.audit_log(db, limit=1000) == before  # nothing changed
+
+
+def test_the_provisioning_page_is_not_for_viewers_and_the_docs_say_so(app, db, form_token):
+    """It mints and shows node credentials and claim tokens: least privilege keeps viewers out."""
+    from pathlib import Path
+    auth.create_user(db, "vic", "long enough pw", "viewer")
+    client = app.test_client()
+    client.post("/auth/login", data={"username": "vic", "password": "long enough pw",
+                                     "csrf_token": form_token(client, "/auth/login")})
+    assert client.get("/nodes/").status_code == 200
+    assert client.get("/provision/").status_code == 403
+    assert "Provisioning" not in client.get("/nodes/").get_data(as_text=True)
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "fleet.md").read_text()
+    assert "except the admin area and the provisioning page" in docs
+    assert "every page, `GET" not in docs
+
+
+def test_library_defaults_are_the_least_privilege(db):
+    auth.create_user(db, "nobody-special", "long enough pw")
+    assert user_store.get_user(db, "nobody-special")["role"] == "viewer"
+    assert user_store.token_info(db, auth.create_token(db, "script"))["role"] == "viewer"

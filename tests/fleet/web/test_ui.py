@@ -877,3 +877,11 @@ def test_error_pages_are_the_sites_own_and_fit_a_phone(as_role):
     assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
     assert 'name="viewport"' in wrong.get_data(as_text=True)
     assert client.get("/api/v1/ghost").is_json
+
+
+def test_times_wrap_between_date_and_clock_never_inside_the_date():
+    from fleet.web.filters import when
+
+    assert when(None) == "-"
+    assert str(when(0)) == ('<time datetime="1970-01-01T00:00:00.000Z"><span>1970-01-01</span> '
+                            '<span>00:00:00</span></time>')

@@ -1,0 +1,74 @@
+"""The data directory's secrets are this user's only (#19 security 9)."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fleet import create_app
+from fleet.broker import server
+from fleet.providers import registry
+from fleet.store import migrate
+from fleet.store import users as user_store
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_create_app_makes_the_secrets_private(settings):
+    old = os.umask(0o022)  # a usual login shell's
+    try:
+        create_app({"TESTING": True, "SETTINGS": settings})  # the session key from DATA_DIR
+        db = migrate.open_db(settings.db_path)
+        user_store.add_user(db, "u", "hash", "viewer")
+        db.conn.close()
+        registry._fernet(settings.data_dir)
+    finally:
+        os.umask(old)
+    assert mode(settings.data_dir) == 0o700
+    for name in ("fleet.db", "secret_key", registry.KEY_FILE):
+        assert mode(settings.data_dir / name) == 0o600, name
+    for wal in settings.data_dir.glob("fleet.db-*"):
+        assert mode(wal) == 0o600, wal.name
+
+
+def test_an_old_world_readable_database_is_tightened(settings):
+    settings.data_dir.mkdir(mode=0o755)
+    settings.db_path.write_bytes(b"")
+    os.chmod(settings.db_path, 0o644)
+    migrate.open_db(settings.db_path).conn.close()
+    assert mode(settings.db_path) == 0o600 and mode(settings.data_dir) == 0o700
+
+
+def test_fleet_run_leaves_nothing_readable_by_others(fleet_run, tmp_path):
+    run = fleet_run()
+    run.wait_for("Press Ctrl-C to stop.", timeout=60)
+    run.stop()
+    data = tmp_path / "data"
+    loose = []
+    for path in [data, *data.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if mode(path) & 0o077:
+            loose.append(f"{path.relative_to(tmp_path)} {oct(mode(path))}")
+    assert not loose, "\n".join(loose)
+    assert mode(data / "broker" / "passwd") == 0o600
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "::", "example.org"])
+def test_the_embedded_broker_refuses_anything_but_loopback(tmp_path, host):
+    with pytest.raises(server.BrokerError, match="loopback"):
+        server.AmqttBroker(1883, tmp_path, host=host)
+    with pytest.raises(server.BrokerError, match="without a login"):
+        server.amqtt_config(1883, host)
+    r = subprocess.run([sys.executable, "-m", "fleet.broker.server", "amqtt", "1", host],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "loopback" in r.stderr
+
+
+def test_the_embedded_broker_on_loopback_is_fine(tmp_path):
+    assert server.AmqttBroker(1883, tmp_path, host="::1").host == "::1"
+    assert server.amqtt_config(1883)["listeners"]["default"]["bind"] == "127.0.0.1:1883"
