@@ -9,7 +9,7 @@ from .base import DuplicateName, IntegrityError, StoreError, first, transaction
 
 def list_users(db) -> list[dict]:
     """Every user (without password hashes), by name."""
-    return list(db.query("SELECT id, name, role, created FROM users ORDER BY name"))
+    return list(db.query("SELECT id, name, role, created, disabled_at FROM users ORDER BY name"))
 
 
 def get_user(db, name) -> dict | None:
@@ -40,7 +40,70 @@ def set_user_role(db, name, role, actor=None):
     with transaction(db) as conn:
         if conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name)).rowcount != 1:
             raise StoreError(f"unknown user {name!r}")
+        # Any role change ends the user's sessions: a dropped role must not linger in an open
+        # browser, and one rule is easier to trust than a ranking kept here.
+        _bump_epoch(conn, name)
         audit.insert(conn, time.time(), actor, "user.role", name, {"role": role})
+
+
+def _bump_epoch(conn, name) -> None:
+    """End every session of the user: their cookies carry the old epoch."""
+    conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE name = ?", (name,))
+
+
+def end_sessions(db, name) -> None:
+    """End every session of the user (a logout ends them on every device)."""
+    with transaction(db) as conn:
+        _bump_epoch(conn, name)
+
+
+def set_disabled(db, name, disabled: bool, actor=None) -> int:
+    """Disable a user (sessions end, tokens they made are revoked) or enable them again.
+
+    Returns how many tokens were revoked; raises StoreError if there is no such user.
+    Enabling does not bring revoked tokens back: a token, once revoked, stays revoked.
+    """
+    now = time.time()
+    with transaction(db) as conn:
+        if conn.execute("UPDATE users SET disabled_at = ? WHERE name = ?",
+                        (now if disabled else None, name)).rowcount != 1:
+            raise StoreError(f"unknown user {name!r}")
+        revoked = 0
+        if disabled:
+            _bump_epoch(conn, name)
+            revoked = conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? "
+                                   "AND revoked_at IS NULL", (now, name)).rowcount
+        audit.insert(conn, now, actor, "user.disable" if disabled else "user.enable", name,
+                     {"tokens_revoked": revoked} if disabled else None)
+    return revoked
+
+
+def rename_user(db, name, new_name, actor=None) -> None:
+    """Rename a user (their sessions go on; tokens they made follow the new name)."""
+    try:
+        with transaction(db) as conn:
+            if conn.execute("UPDATE users SET name = ? WHERE name = ?",
+                            (new_name, name)).rowcount != 1:
+                raise StoreError(f"unknown user {name!r}")
+            conn.execute("UPDATE api_tokens SET created_by = ? WHERE created_by = ?",
+                         (new_name, name))
+            audit.insert(conn, time.time(), actor, "user.rename", name, {"to": new_name})
+    except IntegrityError:
+        raise DuplicateName(f"user {new_name!r} already exists") from None
+
+
+def set_password(db, name, password_hash, actor=None, action="user.password",
+                 one_time=False) -> None:
+    """Store a new password hash and end the user's sessions; StoreError if no such user.
+
+    one_time: the user must change it at their next login (an admin's reset).
+    """
+    with transaction(db) as conn:
+        if conn.execute("UPDATE users SET password_hash = ?, must_change_password = ? "
+                        "WHERE name = ?", (password_hash, int(one_time), name)).rowcount != 1:
+            raise StoreError(f"unknown user {name!r}")
+        _bump_epoch(conn, name)
+        audit.insert(conn, time.time(), actor, action, name)
 
 
 def hash_token(token: str) -> str:
@@ -48,9 +111,39 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# last_used is written at most this often per token, so a busy script costs no write per call.
+TOUCH_EVERY = 60.0
+
+
 def list_tokens(db) -> list[dict]:
-    """Every API token's name, role and times (never the hash)."""
-    return list(db.query("SELECT name, role, created, last_used FROM api_tokens ORDER BY name"))
+    """Every API token's name, role, maker and times, revoked ones too (never the hash)."""
+    return list(db.query("SELECT name, role, created, last_used, revoked_at, created_by "
+                         "FROM api_tokens ORDER BY name"))
+
+
+def use_token(db, token: str, now: float | None = None) -> dict | None:
+    """{"name", "role"} of a live (unrevoked) token, noting its use; None if there is none."""
+    row = db.conn.execute(
+        "SELECT name, role, last_used FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (hash_token(token),),
+    ).fetchone()
+    if row is None:
+        return None
+    now = time.time() if now is None else now
+    if row[2] is None or now - row[2] >= TOUCH_EVERY:
+        with transaction(db) as conn:
+            conn.execute("UPDATE api_tokens SET last_used = ? WHERE name = ?", (now, row[0]))
+    return {"name": row[0], "role": row[1]}
+
+
+def revoke_token(db, name, actor=None) -> None:
+    """Revoke a token for good; raise StoreError if there is no such live token."""
+    with transaction(db) as conn:
+        now = time.time()
+        if conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE name = ? "
+                        "AND revoked_at IS NULL", (now, name)).rowcount != 1:
+            raise StoreError(f"no live token {name!r}")
+        audit.insert(conn, now, actor, "token.revoke", name)
 
 
 def add_token(db, name, token, role="operator", actor=None):
@@ -58,8 +151,9 @@ def add_token(db, name, token, role="operator", actor=None):
     try:
         with transaction(db) as conn:
             conn.execute(
-                "INSERT INTO api_tokens (name, token_hash, created, role) VALUES (?, ?, ?, ?)",
-                (name, hash_token(token), time.time(), role),
+                "INSERT INTO api_tokens (name, token_hash, created, role, created_by) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, hash_token(token), time.time(), role, actor),
             )
     except IntegrityError:
         raise DuplicateName(f"token {name!r} already exists") from None
@@ -69,15 +163,17 @@ def add_token(db, name, token, role="operator", actor=None):
 def token_name(db, token: str) -> str | None:
     """Name of the token, or None if no such token exists."""
     row = db.conn.execute(
-        "SELECT name FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
+        "SELECT name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (hash_token(token),)
     ).fetchone()
     return row[0] if row else None
 
 
 def token_info(db, token: str) -> dict | None:
-    """{"name", "role"} of the token, or None if no such token exists."""
+    """{"name", "role"} of the token, or None if no such live (unrevoked) token exists."""
     row = db.conn.execute(
-        "SELECT name, role FROM api_tokens WHERE token_hash = ?", (hash_token(token),)
+        "SELECT name, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (hash_token(token),)
     ).fetchone()
     return None if row is None else {"name": row[0], "role": row[1]}
 

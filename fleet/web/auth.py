@@ -102,7 +102,8 @@ def check_password(db, name: str, password: str) -> dict | None:
         # Hash anyway so a wrong name takes as long as a wrong password.
         hasher.hash(password)
         return None
-    return user if hasher.verify(password, user["password_hash"]) else None
+    ok = hasher.verify(password, user["password_hash"])
+    return user if ok and user["disabled_at"] is None else None
 
 
 def bearer_token() -> dict | None:
@@ -111,7 +112,7 @@ def bearer_token() -> dict | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return user_store.token_info(web_db.get_db(), token.strip())
+    return user_store.use_token(web_db.get_db(), token.strip())
 
 
 def bearer_token_name() -> str | None:
@@ -248,10 +249,32 @@ def require_role(*roles: str):
     return _guard(lambda role: role in roles, ", ".join(roles))
 
 
+def start_session(user: dict) -> None:
+    """Log the user in: the cookie names them and carries their current session epoch."""
+    session["user_id"] = user["id"]
+    session["epoch"] = user["session_epoch"]
+
+
+def session_user() -> dict | None:
+    """The user this request's cookie names, if the cookie is still valid on the server.
+
+    A signed cookie alone cannot be taken back, so it must carry the user's current epoch:
+    logout, a password or role change and disabling bump it, and an older cookie is refused.
+    """
+    user_id = session.get("user_id")
+    if user_id is None:
+        return None
+    user = user_store.get_user_by_id(web_db.get_db(), user_id)
+    if user is None or user["disabled_at"] is not None or session.get("epoch") != user[
+            "session_epoch"]:
+        session.clear()
+        return None
+    return user
+
+
 @bp.before_app_request
 def load_logged_in_user():
-    user_id = session.get("user_id")
-    g.user = None if user_id is None else user_store.get_user_by_id(web_db.get_db(), user_id)
+    g.user = session_user()
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -282,7 +305,7 @@ def login():
             else:
                 failures.clear(keys[1:])  # the address's count across names stays
                 session.clear()
-                session["user_id"] = user["id"]
+                start_session(user)
                 audit_store.audit(db, name, "login")
                 # Only local paths: never bounce a fresh session to another site.
                 return redirect(local_target(request.args.get("next"), url_for("nodes.index")))
@@ -292,6 +315,7 @@ def login():
 @bp.route("/logout", methods=("POST",))
 def logout():
     if g.user is not None:
+        user_store.end_sessions(web_db.get_db(), g.user["name"])
         audit_store.audit(web_db.get_db(), g.user["name"], "logout")
     session.clear()
     return redirect(url_for("auth.login"))

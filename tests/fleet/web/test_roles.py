@@ -211,3 +211,28 @@ def test_library_defaults_are_the_least_privilege(db):
     auth.create_user(db, "nobody-special", "long enough pw")
     assert user_store.get_user(db, "nobody-special")["role"] == "viewer"
     assert user_store.token_info(db, auth.create_token(db, "script"))["role"] == "viewer"
+
+
+@pytest.mark.parametrize("role", auth.ROLES)
+def test_taking_access_back_is_admin_only(as_role, role, db, form_token, client):
+    """The routes of #19 (users, tokens) refuse every role but admin, in the UI and the API."""
+    auth.create_user(db, "target", PASSWORD, "viewer")
+    auth.create_token(db, "target-token", "viewer")
+    ui = as_role(role)
+    token = form_token(ui, "/nodes/")
+    expected = 302 if role == "admin" else 403
+    r = ui.post("/admin/users/manage", data={"name": "target", "action": "disable",
+                                             "csrf_token": token})
+    assert r.status_code == expected
+    r = ui.post("/admin/tokens/revoke", data={"name": "target-token", "csrf_token": token})
+    assert r.status_code == expected
+    headers = {"Authorization": "Bearer " + auth.create_token(db, f"t-{role}", role)}
+    assert client.get("/api/v1/tokens", headers=headers).status_code == (
+        200 if role == "admin" else 403)
+    assert client.get("/api/v1/users", headers=headers).status_code == (
+        200 if role == "admin" else 403)
+    assert client.post("/api/v1/users/target/disable", headers=headers).status_code == (
+        200 if role == "admin" else 403)
+    assert client.post(f"/api/v1/tokens/t-{role}/revoke", headers=headers).status_code == (
+        200 if role == "admin" else 403)
+    assert ui.get("/account/password").status_code == 200  # everybody changes their own
