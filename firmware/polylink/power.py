@@ -7,16 +7,10 @@ STATUS went) is written to flash just before the sleep, in a few small files.
 
 import asyncio
 
+from micropython import const
+
 from polylink import proto, status
 from polylink.store import replace
-
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 _MIN_SLEEP_MS = const(1000)  # shorter sleeps cost more in the reboot than they save
 _POLL_S = 0.1  # the awake loop's period: the node is awake only as long as it must be

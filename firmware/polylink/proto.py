@@ -1,12 +1,6 @@
 """The one codec of the Polylink unified protocol v1 (specified in docs/protocol.md)."""
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (fleet, host port) has no const(); the plain value does the same job
-
-    def const(x):
-        return x
-
+from micropython import const
 
 from polylink.quantities import DIV, FMT, MUL, NAME, QUANTITIES, RMAX, RMIN
 

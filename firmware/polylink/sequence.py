@@ -1,12 +1,6 @@
 """Frame sequence numbers that survive reboots: blocks reserved in flash, never reused."""
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
+from micropython import const
 
 from polylink.store import replace
 

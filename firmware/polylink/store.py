@@ -7,13 +7,7 @@ records are always one contiguous run; a segment whose records are all done is d
 
 import os
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _HDR = const(3)
 _WAITING = const(0xFF)

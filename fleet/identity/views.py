@@ -90,10 +90,7 @@ def revoke(node_id):
 def label(node_id):
     """The node's printable label; its QR code opens the node's page on this fleet."""
     db = web_db.get_db()
-    try:
-        node = node_store.get_node(db, node_id)
-    except UnknownNode:
-        abort(404)
+    node = web_db.or_404(UnknownNode, node_store.get_node, db, node_id)
     cred = identity_store.get_credentials(db, node_id) or {}
     svg = label_svg(node_id, request.host_url, node["board"], cred.get("dev_eui"))
     return current_app.response_class(svg, mimetype="image/svg+xml")

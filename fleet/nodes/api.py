@@ -14,7 +14,7 @@ from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import UnknownCommand, UnknownNode
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso, json_body, limit_param
+from fleet.web.api import ApiError, iso, json_body, limit_param, or_404
 from fleet.web.auth import require
 
 bp = Blueprint("nodes", __name__)
@@ -112,10 +112,7 @@ def _quantity_param():
 
 def node_or_404(node_id: str) -> dict:
     """The node, or a 404 naming it."""
-    try:
-        return node_store.get_node(web_db.get_db(), node_id)
-    except UnknownNode as e:
-        raise ApiError(404, str(e)) from None
+    return or_404(UnknownNode, node_store.get_node, web_db.get_db(), node_id)
 
 
 @bp.get("/nodes")
@@ -205,10 +202,8 @@ def send_config(node_id):
 @require("read")
 def get_command(node_id, cid):
     node_or_404(node_id)
-    try:
-        return jsonify(command_json(command_store.get_command(web_db.get_db(), node_id, cid)))
-    except UnknownCommand as e:
-        raise ApiError(404, str(e)) from None
+    c = or_404(UnknownCommand, command_store.get_command, web_db.get_db(), node_id, cid)
+    return jsonify(command_json(c))
 
 
 @bp.get("/nodes/<node_id>/bad-frames")

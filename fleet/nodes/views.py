@@ -215,10 +215,7 @@ def _join_rollout(db, raw_rid: str, ids: list, back: str):
 
 
 def _node_or_404(db, node_id) -> dict:
-    try:
-        return node_store.get_node(db, node_id)
-    except UnknownNode:
-        abort(404)
+    return web_db.or_404(UnknownNode, node_store.get_node, db, node_id)
 
 
 def _latest(db, node_id) -> list[dict]:

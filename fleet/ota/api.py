@@ -17,7 +17,7 @@ from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownNode, UnknownRelease, UnknownRollout
 from fleet.web import db as web_db
-from fleet.web.api import ApiError, iso, json_body
+from fleet.web.api import ApiError, iso, json_body, or_404
 from fleet.web.auth import csrf, require
 
 bp = Blueprint("ota", __name__)
@@ -53,10 +53,8 @@ def list_releases():
 @bp.get("/releases/<version>")
 @require("read")
 def get_release(version):
-    try:
-        return jsonify(release_json(ota_store.get_release(web_db.get_db(), version)))
-    except UnknownRelease as e:
-        raise ApiError(404, str(e)) from None
+    return jsonify(release_json(or_404(UnknownRelease, ota_store.get_release, web_db.get_db(),
+                                       version)))
 
 
 @bp.post("/releases")
@@ -89,10 +87,7 @@ def list_rollouts():
 
 
 def _rollout(rid):
-    try:
-        return rollouts.summary(web_db.get_db(), rid)
-    except UnknownRollout as e:
-        raise ApiError(404, str(e)) from None
+    return or_404(UnknownRollout, rollouts.summary, web_db.get_db(), rid)
 
 
 @bp.get("/rollouts/<int:rid>")
@@ -162,10 +157,7 @@ def rollout_action(rid, action):
 @require("read")
 def node_ota(node_id):
     db = web_db.get_db()
-    try:
-        node_store.get_node(db, node_id)
-    except UnknownNode as e:
-        raise ApiError(404, str(e)) from None
+    or_404(UnknownNode, node_store.get_node, db, node_id)
     rows = ota_store.ota_reports(db, node_id=node_id)
     return jsonify({"node_id": node_id,
                     "trusted_keys": identity_store.trusted_key_ids(db, [node_id]).get(node_id),

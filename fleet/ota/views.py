@@ -91,10 +91,7 @@ def create():
 @require("read")
 def rollout(rid):
     db = web_db.get_db()
-    try:
-        r = rollouts.summary(db, rid)
-    except UnknownRollout:
-        abort(404)
+    r = web_db.or_404(UnknownRollout, rollouts.summary, db, rid)
     return render_template("ota/rollout.html", r=r,
                            nodes=ota_store.rollout_nodes(db, rid, limit=2000),
                            audit=audit_store.audit_log(db, limit=50, target=f"rollout:{rid}"))

@@ -39,6 +39,14 @@ def limit_param(default=1000, most=MAX_LIMIT):
     return query_int("limit", default, lo=1, hi=most)
 
 
+def or_404(missing, get, *args):
+    """get(*args), or 404 with the store's message when it raises missing (UnknownNode, ...)."""
+    try:
+        return get(*args)
+    except missing as e:
+        raise ApiError(404, str(e)) from None
+
+
 def json_body(example: str, fields=None, say_expected: bool = False) -> dict:
     """The request's JSON object, or 400 with an example; with fields, unknown keys are a 400."""
     body = request.get_json(silent=True)

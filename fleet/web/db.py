@@ -2,7 +2,7 @@
 `db migrate` command; the store itself (fleet/store/) knows nothing of Flask."""
 
 import click
-from flask import current_app, g
+from flask import abort, current_app, g
 from flask.cli import with_appcontext
 
 from fleet.store import migrate
@@ -14,6 +14,14 @@ def get_db() -> Database:
     if "db" not in g:
         g.db = connect(current_app.config["DATABASE"])
     return g.db
+
+
+def or_404(missing, get, *args):
+    """get(*args), or the 404 page when it raises missing (UnknownNode, UnknownRollout, ...)."""
+    try:
+        return get(*args)
+    except missing:
+        abort(404)
 
 
 def close_db(e=None):

@@ -63,7 +63,7 @@ def heap() -> list[str]:
            "imports them), gc.mem_alloc() after gc.collect(), wasm MicroPython; the wasm build's",
            "`cryptolib` stand-in is imported before the baseline (the ESP32 has it built in):",
            "",
-           "| app loaded from | crypto + region | device (+ spec) | link | split | total |",
+           "| app loaded from | package + crypto + region | device | link | split | total |",
            "|---|---:|---:|---:|---:|---:|"]
     for name, f in rows:
         out.append(f"| {name} | {kb(f['crypto_region'])} | {kb(f['lorawan'])} | "

@@ -2,13 +2,7 @@
 
 import asyncio
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _SAMPLES = const(8)  # the ESP32 ADC is noisy; the mean of 8 reads is steady to about 5 mV
 

@@ -2,13 +2,7 @@
 
 import asyncio
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _REG_CHIP_ID = const(0xD0)
 _REG_RESET = const(0xE0)

@@ -2,13 +2,7 @@
 
 import asyncio
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _FAMILY_DS18B20 = const(0x28)
 _CONVERSION_S = 0.75  # datasheet: 750 ms for a 12-bit conversion

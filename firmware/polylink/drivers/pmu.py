@@ -9,15 +9,9 @@ from 0x78 (8 high) and 0x79 (4 low) at 1.1 mV per step; AXP2101: battery present
 
 import asyncio
 
+from micropython import const
+
 from polylink.drivers.battery import BatteryError
-
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port)
-
-    def const(x):
-        return x
-
 
 _CHIP_ID = const(0x03)
 AXP192_ID = const(0x03)

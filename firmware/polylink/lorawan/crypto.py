@@ -7,14 +7,7 @@ from single-block encryptions. On CPython the host port installs a `cryptolib` w
 """
 
 from cryptolib import aes
-
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _ECB = const(1)
 UP = const(0)

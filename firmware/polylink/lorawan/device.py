@@ -10,20 +10,13 @@ value is never sent twice, at the cost of a gap of at most one block after a res
 import json
 import random
 
+from micropython import const
+
 from polylink import config
-from polylink.lorawan import crypto
 
 # LoRaWANError and BudgetError are this module's errors too: callers import them from here.
-from polylink.lorawan.spec import FCNT_BLOCK, BudgetError, LoRaWANError, rev
+from polylink.lorawan import FCNT_BLOCK, BudgetError, LoRaWANError, crypto, rev
 from polylink.store import replace
-
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 UNCONFIRMED_UP = const(0x40)
 _UNCONFIRMED_DOWN = const(0x60)

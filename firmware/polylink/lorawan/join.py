@@ -5,16 +5,9 @@ Loaded by Device.join_request()/join_accept() only while joining and dropped aga
 MicroPython: a node with a session (joined before, or ABP) never needs this code.
 """
 
-from polylink.lorawan import crypto
-from polylink.lorawan.spec import FCNT_BLOCK, LoRaWANError, le, rev
+from micropython import const
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from polylink.lorawan import FCNT_BLOCK, LoRaWANError, crypto, le, rev
 
 _JOIN_REQUEST = const(0x00)
 _JOIN_ACCEPT = const(0x20)

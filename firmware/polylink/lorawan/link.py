@@ -7,9 +7,8 @@ application data are handed to on_downlink(fport, payload).
 
 import asyncio
 
-from polylink.lorawan import region
+from polylink.lorawan import BudgetError, LoRaWANError, region
 from polylink.lorawan.device import Device
-from polylink.lorawan.spec import BudgetError, LoRaWANError
 from polylink.proto import TYPE_NAMES, FrameError
 
 _RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start

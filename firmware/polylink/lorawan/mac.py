@@ -4,15 +4,9 @@ Loaded by Device.downlink() only when a downlink carries MAC commands, and dropp
 MicroPython (config.unload), like commands.py: most downlinks carry none.
 """
 
-from polylink.lorawan.spec import le
+from micropython import const
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from polylink.lorawan import le
 
 # MAC command identifiers (LoRaWAN 1.0.x section 5)
 _LINK_CHECK = const(0x02)

@@ -4,13 +4,7 @@ Another region (US915, AS923, ...) is another module with the same names; lorawa
 these. Frequencies in Hz, times in ms, airtime in microseconds.
 """
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from micropython import const
 
 NAME = "EU868"
 # DR -> (spreading factor, bandwidth Hz); DR7 (FSK) is not offered by our LoRa-only radio code.

@@ -2,13 +2,7 @@
 
 import asyncio
 
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)

@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 
+from micropython import const
+
 from polylink import config
 from polylink.codes import DOWNLOAD, HASH_MISMATCH, STORAGE
 from polylink.net.http import HTTPError, get
@@ -18,14 +20,6 @@ from polylink.ota.failure import RETRIES, OTAError
 from polylink.store import replace
 
 config.unload("codes")  # Device RAM: the three codes above are this module's now
-
-try:
-    from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (host port) has no micropython module; const is then the identity
-
-    def const(x):
-        return x
-
 
 _BLOCK = const(4096)  # esp32.Partition block = the flash sector ioctl(6, n) erases
 _PIECE = const(1024)
