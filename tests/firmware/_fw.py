@@ -1,5 +1,6 @@
 """Fakes for firmware tests (CPython and MicroPython): HAL, in-memory stream, BME280 bus."""
 
+import json
 import os
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -15,6 +16,17 @@ def boards_dir():
         except OSError:
             pass
     raise OSError("boards/ESP32_GENERIC.json not found")
+
+
+def vectors(name):
+    """tests/vectors/NAME parsed, from the repository (CPython) or the wasm filesystem."""
+    for p in (_HERE + "/../vectors/" + name, "/tests/vectors/" + name):
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except OSError:
+            pass
+    raise OSError(name + " not found")
 
 
 def tmpdir(tag="t"):

@@ -5,25 +5,12 @@ import json
 import os
 
 from _check import eq, raises
-from _fw import FakeHAL, FakeHTTP, board, rmtree, tmpdir
+from _fw import FakeHAL, FakeHTTP, board, rmtree, tmpdir, vectors
 from polylink import proto
 from polylink.ota import agent as ota
 from polylink.ota import ecdsa, slots
 
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-
-
-def _vectors():
-    for p in (_HERE + "/../../vectors/ota_v1.json", "/tests/vectors/ota_v1.json"):
-        try:
-            with open(p) as f:
-                return json.load(f)
-        except OSError:
-            pass
-    raise OSError("ota_v1.json not found")
-
-
-V = _vectors()
+V = vectors("ota_v1.json")
 REL = V["release"]
 
 

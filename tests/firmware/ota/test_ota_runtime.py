@@ -6,26 +6,13 @@ import hashlib
 import json
 
 from _check import eq, raises
-from _fw import FakeHAL, FakeHTTP, boards_dir, rmtree, tmpdir
+from _fw import FakeHAL, FakeHTTP, boards_dir, rmtree, tmpdir, vectors
 from polylink import proto
 from polylink.ota import agent as ota
 from polylink.ota import runtime, slots
 from polylink_host import esp32sim
 
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-
-
-def _vectors():
-    for p in (_HERE + "/../../vectors/runtime_v1.json", "/tests/vectors/runtime_v1.json"):
-        try:
-            with open(p) as f:
-                return json.load(f)
-        except OSError:
-            pass
-    raise OSError("runtime_v1.json not found")
-
-
-V = _vectors()
+V = vectors("runtime_v1.json")
 REL = V["release"]
 IMAGE = binascii.a2b_base64(V["image"].encode())
 S3_IMAGE = binascii.a2b_base64(V["s3_image"].encode())
