@@ -58,6 +58,7 @@ def create_app(test_config=None):
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
     from fleet.web import access_api, accounts, admin, api, auth, db, filters, overview, params
+    from fleet.web import metrics
 
     params.init_app(app)
     Compress(app)
@@ -76,5 +77,6 @@ def create_app(test_config=None):
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
                        providers.radio_api, access_api.bp])
+    app.register_blueprint(metrics.bp)
 
     return app
