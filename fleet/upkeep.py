@@ -16,6 +16,7 @@ import threading
 import time
 
 from fleet.broker import auth as brokerauth
+from fleet.broker import sysstats
 from fleet.store import alerts as alert_store
 from fleet.store import identity as identity_store
 from fleet.store import upkeep as upkeep_store
@@ -61,6 +62,11 @@ class Upkeep:
             done["broker"] = brokerauth.sync(db, self.settings.broker_dir)
             if done["broker"]:
                 upkeep_store.mark_upkeep(db, "broker", now)
+            host, port, user, password = self.settings.mqtt_login("ingest")
+            figures = sysstats.read(host, port, user, password)
+            if figures:  # for /metrics (fleet/web/metrics.py): the broker's queue depth
+                upkeep_store.mark_upkeep(db, "broker_sys", now, figures)
+                done["broker_sys"] = figures
         kept = {table: days for table, days in self.settings.retention().items() if days}
         if kept and now >= self.next_prune:
             pruned = {table: upkeep_store.prune_old(db, table, now - days * 86400)
