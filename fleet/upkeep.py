@@ -54,6 +54,14 @@ class Upkeep:
         """Do every task that is due once; return what each did."""
         now = time.time() if now is None else now
         done = {}
+        if self.broker:
+            # First: the read waits up to seconds for the broker, and the log line of a round
+            # should follow its alerts closely.
+            host, port, user, password = self.settings.mqtt_login("ingest")
+            figures = sysstats.read(host, port, user, password)
+            if figures:  # for /metrics (fleet/web/metrics.py): the broker's queue depth
+                upkeep_store.mark_upkeep(db, "broker_sys", now, figures)
+                done["broker_sys"] = figures
         opened = alert_store.evaluate_alerts(db, now)
         upkeep_store.mark_upkeep(db, "alerts", now, opened)
         done["alerts"] = opened
@@ -62,11 +70,6 @@ class Upkeep:
             done["broker"] = brokerauth.sync(db, self.settings.broker_dir)
             if done["broker"]:
                 upkeep_store.mark_upkeep(db, "broker", now)
-            host, port, user, password = self.settings.mqtt_login("ingest")
-            figures = sysstats.read(host, port, user, password)
-            if figures:  # for /metrics (fleet/web/metrics.py): the broker's queue depth
-                upkeep_store.mark_upkeep(db, "broker_sys", now, figures)
-                done["broker_sys"] = figures
         kept = {table: days for table, days in self.settings.retention().items() if days}
         if kept and now >= self.next_prune:
             pruned = {table: upkeep_store.prune_old(db, table, now - days * 86400)
