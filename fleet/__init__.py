@@ -57,8 +57,19 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
-    from fleet.web import access_api, accounts, admin, api, auth, db, filters, overview, params
-    from fleet.web import metrics
+    from fleet.web import (
+        access_api,
+        accounts,
+        admin,
+        api,
+        auth,
+        db,
+        filters,
+        metrics,
+        openapi,
+        overview,
+        params,
+    )
 
     params.init_app(app)
     Compress(app)
@@ -76,7 +87,8 @@ def create_app(test_config=None):
     ota_api.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
-                       providers.radio_api, access_api.bp])
+                       providers.radio_api, access_api.bp, openapi.bp])
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.page)
 
     return app

@@ -8,7 +8,8 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from polylink import quantities
 
 from fleet.nodes import commands as downlink
-from fleet.nodes import senml
+from fleet.nodes import export, senml
+from fleet.store import base as store_base
 from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
@@ -20,6 +21,7 @@ from fleet.web.auth import require
 bp = Blueprint("nodes", __name__)
 
 SENML_JSON = "application/senml+json"
+MAX_EXPORT_NODES = 10000
 
 
 def node_json(node: dict) -> dict:
@@ -222,3 +224,51 @@ def bad_frames(node_id):
             for r in rows
         ],
     })
+
+
+def export_nodes(db, raw: str | None) -> list[str]:
+    """The node ids of a `nodes=a,b` parameter (every node if empty); 404 naming unknown ones."""
+    if not raw:
+        return sorted(node_store.known_node_ids(db))
+    ids = list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    if len(ids) > MAX_EXPORT_NODES:
+        raise ApiError(400, f"nodes= names {len(ids)} nodes; at most {MAX_EXPORT_NODES} at once "
+                            "(leave it out for every node)")
+    unknown = node_store.unknown_ids(db, ids)
+    if unknown:
+        raise ApiError(404, f"unknown node(s): {', '.join(unknown[:20])}")
+    return ids
+
+
+def _chunks(database, node_ids, since, until, fmt):
+    # Its own connection: the request's is closed at teardown, before the stream is read; a
+    # client that goes away closes this generator, which closes the connection.
+    db = store_base.connect(database)
+    try:
+        yield from export.stream(db, node_ids, since, until, fmt)
+    finally:
+        store_base.close(db)
+
+
+def export_response(node_ids, since, until, fmt):
+    """A streamed download: the first chunk leaves before the last batch is read."""
+    if since is not None and until is not None and since > until:
+        raise ApiError(400, "since is after until")
+    if fmt not in export.FORMATS:
+        raise ApiError(400, f"format={fmt!r}: must be one of {', '.join(export.FORMATS)}")
+    response = current_app.response_class(
+        _chunks(current_app.config["DATABASE"], node_ids, since, until, fmt),
+        content_type=export.FORMATS[fmt])
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{export.filename(fmt, since, until)}"')
+    return response
+
+
+@bp.get("/export")
+@require("read")
+def export_readings():
+    """Readings of chosen nodes in a time range as CSV or SenML JSON, streamed."""
+    db = web_db.get_db()
+    since, until = _time_param("since"), _time_param("until")
+    fmt = request.args.get("format") or "csv"
+    return export_response(export_nodes(db, request.args.get("nodes")), since, until, fmt)
