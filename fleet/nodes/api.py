@@ -1,15 +1,12 @@
 """The nodes' REST API (/api/v1/nodes): nodes, telemetry as SenML, commands and bad frames."""
 
-import math
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from polylink import quantities
 
 from fleet.nodes import commands as downlink
 from fleet.nodes import export, senml
-from fleet.store import base as store_base
 from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
@@ -75,24 +72,10 @@ def command_json(c: dict) -> dict:
 
 
 def _time_param(name: str):
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
     try:
-        value = float(raw)
-    except ValueError:
-        try:
-            dt = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ApiError(
-                400, f"{name}={raw!r}: expected unix seconds or ISO 8601 (2026-01-31T12:00:00Z)"
-            ) from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return dt.timestamp()
-    if not math.isfinite(value) or value < 0:
-        raise ApiError(400, f"{name}={raw!r}: must be a non-negative finite number")
-    return value
+        return export.parse_time(name, request.args.get(name))
+    except export.ExportError as e:
+        raise ApiError(400, str(e)) from None
 
 
 def _quantity_param():
@@ -240,16 +223,6 @@ def export_nodes(db, raw: str | None) -> list[str]:
     return ids
 
 
-def _chunks(database, node_ids, since, until, fmt):
-    # Its own connection: the request's is closed at teardown, before the stream is read; a
-    # client that goes away closes this generator, which closes the connection.
-    db = store_base.connect(database)
-    try:
-        yield from export.stream(db, node_ids, since, until, fmt)
-    finally:
-        store_base.close(db)
-
-
 def export_response(node_ids, since, until, fmt):
     """A streamed download: the first chunk leaves before the last batch is read."""
     if since is not None and until is not None and since > until:
@@ -257,7 +230,7 @@ def export_response(node_ids, since, until, fmt):
     if fmt not in export.FORMATS:
         raise ApiError(400, f"format={fmt!r}: must be one of {', '.join(export.FORMATS)}")
     response = current_app.response_class(
-        _chunks(current_app.config["DATABASE"], node_ids, since, until, fmt),
+        export.stream_from(current_app.config["DATABASE"], node_ids, since, until, fmt),
         content_type=export.FORMATS[fmt])
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{export.filename(fmt, since, until)}"')

@@ -9,10 +9,12 @@ export of years of a whole city's readings costs the same memory as one of an ho
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from fleet.nodes import senml
+from fleet.store import base as store_base
 from fleet.store import telemetry as telemetry_store
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "senml": "application/senml+json"}
@@ -23,6 +25,30 @@ ROWS_PER_CHUNK = 2000
 
 class ExportError(ValueError):
     """An export cannot be made as asked (unknown format)."""
+
+
+def parse_time(name: str, raw: str | None, end_of_day: bool = False) -> float | None:
+    """Unix seconds or ISO 8601 (a date alone: its start, or with end_of_day its last moment)
+    as unix seconds; None if raw is empty; ExportError saying what was wrong."""
+    if raw is None or raw.strip() == "":
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ExportError(f"{name}={raw!r}: expected unix seconds or ISO 8601 "
+                              "(2026-01-31T12:00:00Z or 2026-01-31)") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        value = dt.timestamp()
+        if end_of_day and len(raw) == 10:  # a date: up to its end, as a person means it
+            value += 86400 - 0.001
+    if not math.isfinite(value) or value < 0:
+        raise ExportError(f"{name}={raw!r}: must be a non-negative finite number")
+    return value
 
 
 def _iso(t: float) -> str:
@@ -78,6 +104,19 @@ def stream(db, node_ids: list[str], since=None, until=None, fmt="csv") -> Iterat
         raise ExportError(f"format {fmt!r} must be one of {', '.join(FORMATS)}")
     rows = telemetry_store.iter_readings(db, node_ids, since, until, batch=ROWS_PER_CHUNK)
     return csv_chunks(rows) if fmt == "csv" else senml_chunks(rows)
+
+
+def stream_from(database, node_ids: list[str], since=None, until=None, fmt="csv"):
+    """stream() on a connection of its own, for a web response read after the request ends.
+
+    The request's connection is closed at teardown, before the body is sent; a client that
+    goes away closes this generator, and with it the connection.
+    """
+    db = store_base.connect(database)
+    try:
+        yield from stream(db, node_ids, since, until, fmt)
+    finally:
+        store_base.close(db)
 
 
 def filename(fmt: str, since=None, until=None) -> str:
