@@ -242,6 +242,10 @@ def export_response(node_ids, since, until, fmt):
 def export_readings():
     """Readings of chosen nodes in a time range as CSV or SenML JSON, streamed."""
     db = web_db.get_db()
-    since, until = _time_param("since"), _time_param("until")
+    since = _time_param("since")
+    try:  # a date alone as `until` means to its end, as in the CLI and the node list
+        until = export.parse_time("until", request.args.get("until"), end_of_day=True)
+    except export.ExportError as e:
+        raise ApiError(400, str(e)) from None
     fmt = request.args.get("format") or "csv"
     return export_response(export_nodes(db, request.args.get("nodes")), since, until, fmt)

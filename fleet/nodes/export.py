@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
@@ -52,8 +53,17 @@ def parse_time(name: str, raw: str | None, end_of_day: bool = False) -> float | 
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    """ISO 8601 UTC with milliseconds and a Z (the API's form), without a datetime per row."""
+    ms = round(t * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+class _Names(dict):
+    """(qid, inst) -> (SenML name, unit), looked up once per quantity, not once per row."""
+
+    def __missing__(self, key):
+        value = self[key] = senml.name_and_unit(*key)
+        return value
 
 
 def csv_chunks(rows: Iterable[tuple]) -> Iterator[str]:
@@ -62,8 +72,9 @@ def csv_chunks(rows: Iterable[tuple]) -> Iterator[str]:
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(CSV_HEADER)
     n = 0
+    names = _Names()
     for node_id, t, qid, inst, value in rows:
-        name, unit = senml.name_and_unit(qid, inst)
+        name, unit = names[qid, inst]
         out.writerow((node_id, _iso(t), name, unit or "", senml.number(qid, value)))
         n += 1
         if n % ROWS_PER_CHUNK == 0:
@@ -78,8 +89,9 @@ def senml_chunks(rows: Iterable[tuple]) -> Iterator[str]:
     parts = ["["]
     node = None
     n = 0
+    names = _Names()
     for node_id, t, qid, inst, value in rows:
-        name, unit = senml.name_and_unit(qid, inst)
+        name, unit = names[qid, inst]
         rec: dict = {}
         if node_id != node:
             node = node_id

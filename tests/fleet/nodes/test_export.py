@@ -150,3 +150,11 @@ def test_node_list_downloads_the_matching_nodes(logged_in, db):
 def test_node_list_download_needs_a_login(client):
     r = client.get("/nodes/_export")
     assert r.status_code == 302 and "/auth/login" in r.headers["Location"]
+
+
+def test_a_date_alone_as_until_means_its_whole_day(client, db, viewer):
+    fill(db, ("n01",), count=3)
+    r = client.get("/api/v1/export?until=2026-05-28&format=senml", headers=viewer)
+    assert len(r.get_json()) == 6
+    r = client.get("/api/v1/export?until=2026-05-28T00:00:00&format=senml", headers=viewer)
+    assert r.get_json() == []
