@@ -188,3 +188,19 @@ def test_the_https_server_serves_the_ui_over_tls_only(settings, tmp_path):
     finally:
         server.server.stop()
         thread.join(10)
+
+
+def test_fleet_run_serves_https_with_the_configured_certificate(fleet_run, tmp_path, monkeypatch):
+    cert, key = make_cert(tmp_path / "tls")
+    monkeypatch.setenv("WEB_TLS_CERT", str(cert))
+    monkeypatch.setenv("WEB_TLS_KEY", str(key))
+    run = fleet_run()
+    line = run.wait_for("web UI and API")
+    assert f"https://127.0.0.1:{run.port}" in line
+    run.wait_for("Press Ctrl-C to stop.")
+    context = ssl.create_default_context(cafile=str(cert))
+    with urllib.request.urlopen(f"https://127.0.0.1:{run.port}/auth/login", context=context,
+                                timeout=10) as r:
+        assert r.status == 200 and "Secure" in r.headers["Set-Cookie"]
+    assert run.stop() == 0
+    assert "stopped" in run.output()
