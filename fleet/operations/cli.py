@@ -60,7 +60,31 @@ def restore_command(file, replace):
         click.echo(f"the previous contents are in {manifest['kept_aside']}")
 
 
+@click.command("doctor")
+@_friendly
+def doctor_command():
+    """Check this deployment and say in plain words what is wrong; exit 1 if anything is.
+
+    Checks certificates and their expiry, that the web UI and the broker answer, that the
+    broker's logins match the database, the database schema, disk space and the clock.
+    Warnings (a certificate to renew soon) are printed but do not fail.
+
+    Example: DATA_DIR=/var/lib/polylink fleet doctor
+    """
+    from fleet.operations import doctor
+
+    findings = doctor.run(doctor.deployment(from_env()))
+    for f in findings:
+        click.echo(f"{f.level:<4}  {f.check:<16} {f.text}")
+    failed = [f for f in findings if f.level == doctor.FAIL]
+    warned = [f for f in findings if f.level == doctor.WARN]
+    if failed:
+        click.echo(f"{len(failed)} problem(s), {len(warned)} warning(s)")
+        raise SystemExit(1)
+    click.echo(f"no problems{f', {len(warned)} warning(s)' if warned else ''}")
+
+
 def register(group: click.Group) -> None:
     """Attach the deployment commands to the `fleet` group."""
-    for command in (backup_command, restore_command):
+    for command in (backup_command, restore_command, doctor_command):
         group.add_command(command)
