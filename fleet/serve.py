@@ -363,8 +363,10 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
 
             server = HTTPSServer(app, web, settings.port)
         else:
+            # waitress would drop X-Forwarded-* itself; fleet/web/https.py decides whom to
+            # believe, the same way for both servers.
             server = create_server(app, host=web.host, port=settings.port, threads=8,
-                                   ident="polylink")
+                                   ident="polylink", clear_untrusted_proxy_headers=False)
     except OSError as e:
         raise ServeError(f"cannot listen on {web.host}:{settings.port}: {e.strerror}. "
                          "Choose another port with PORT=8001 make run") from None

@@ -23,6 +23,9 @@ from fleet.settings import SettingsError, WebSettings
 HSTS = "max-age=31536000"
 
 
+FORWARDED_HEADERS = ("HTTP_X_FORWARDED_", "HTTP_FORWARDED")
+
+
 class TrustedProxyFix:
     """WSGI middleware: ProxyFix for requests whose peer is a trusted proxy, untouched otherwise."""
 
@@ -43,6 +46,9 @@ class TrustedProxyFix:
     def __call__(self, environ, start_response):
         if self.is_trusted(environ.get("REMOTE_ADDR")):
             return self.fixed(environ, start_response)
+        # From anybody else the headers are dropped, so no code further in can be fooled by them.
+        for name in [k for k in environ if k.startswith(FORWARDED_HEADERS)]:
+            del environ[name]
         return self.app(environ, start_response)
 
 
@@ -51,8 +57,8 @@ def init_app(app, web: WebSettings) -> None:
     app.config["POLYLINK_WEB"] = web
     if web.https:
         app.config.update(SESSION_COOKIE_SECURE=True, PREFERRED_URL_SCHEME="https")
-    if web.trusted_proxies:
-        app.wsgi_app = TrustedProxyFix(app.wsgi_app, web.trusted_proxies)
+    # Always in place: with no trusted proxy it only drops the forwarded headers.
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, web.trusted_proxies)
 
     @app.after_request
     def strict_transport(response):

@@ -204,3 +204,20 @@ def test_fleet_run_serves_https_with_the_configured_certificate(fleet_run, tmp_p
         assert r.status == 200 and "Secure" in r.headers["Set-Cookie"]
     assert run.stop() == 0
     assert "stopped" in run.output()
+
+
+def test_forwarded_headers_from_an_untrusted_peer_never_reach_a_view(settings):
+    app = make_app(settings, PROXIED)
+
+    @app.get("/probe-forwarded")
+    def probe():
+        from flask import request
+        return {"for": request.headers.get("X-Forwarded-For"), "addr": request.remote_addr}
+
+    headers = {"X-Forwarded-For": "192.0.2.1", "Forwarded": "for=192.0.2.1"}
+    seen = app.test_client().get("/probe-forwarded", headers=headers,
+                                 environ_base={"REMOTE_ADDR": "203.0.113.9"}).get_json()
+    assert seen == {"for": None, "addr": "203.0.113.9"}
+    seen = app.test_client().get("/probe-forwarded", headers=headers,
+                                 environ_base={"REMOTE_ADDR": PROXY}).get_json()
+    assert seen["addr"] == "192.0.2.1"
