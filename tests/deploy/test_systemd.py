@@ -42,6 +42,7 @@ def test_the_unit_is_what_the_docs_say():
     assert service["KillMode"] == ["mixed"]  # fleet run stops its children in order itself
     assert service["User"] == ["polylink"] and service["UMask"] == ["0077"]
     assert service["ReadWritePaths"] == ["/var/lib/polylink"]
+    assert "DATA_DIR=/var/lib/polylink/data" in service["Environment"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     assert "deploy/systemd/polylink.service" in (ROOT / "docs" / "operations.md").read_text()
 
@@ -69,7 +70,7 @@ def test_the_unit_starts_the_fleet_and_stops_it_on_sigterm(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("mosquitto" in c.name() for c in children), [c.name() for c in children]
         # UMask=0077 reaches what the service creates.
-        assert stat.S_IMODE((data / "fleet.db").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data / "data" / "fleet.db").stat().st_mode) == 0o600
         assert service.stop() == 0
         # Nothing it started is left behind (systemd would SIGKILL them: KillMode=mixed).
         gone, alive = psutil.wait_procs(children, timeout=10)

@@ -36,7 +36,7 @@ DOC = ROOT / "docs" / "operations.md"
 FENCE = re.compile(r"^```sh walkthrough\n(.*?)^```", re.S | re.M)
 # The folders of a Debian server the walk-through writes to, moved under the test's folder.
 SYSTEM_PATHS = ("/opt/polylink", "/etc/polylink", "/etc/systemd/system", "/usr/local/bin",
-                "/var/lib/polylink", "/etc/nginx")
+                "/var/lib/polylink", "/etc/nginx", "/var/backups/polylink")
 
 
 def walkthrough_commands() -> list[str]:
@@ -61,7 +61,7 @@ class Server:
         self.group = grp.getgrgid(os.getgid()).gr_name
         self.paths = {p: str(root / p.lstrip("/")) for p in SYSTEM_PATHS}
         for p in ("/etc/systemd/system", "/usr/local/bin", "/etc/nginx/sites-available",
-                  "/etc/nginx/sites-enabled", "/var/lib"):
+                  "/etc/nginx/sites-enabled", "/var/lib", "/var/backups"):
             (root / p.lstrip("/")).mkdir(parents=True, exist_ok=True)
         self.port, self.mqtt_port = free_port(), free_port()
         self.http_port, self.https_port = free_port(), free_port()
@@ -110,8 +110,12 @@ class Server:
         if words[:2] == ["systemctl", "daemon-reload"]:
             self.replaced.append(f"{command}: no systemd")
             return
-        if words[:3] == ["systemctl", "enable", "--now"]:
-            assert words[3] == "polylink"
+        if words[:2] == ["systemctl", "stop"]:
+            assert words[2] == "polylink"
+            assert self.service.stop() == 0, "\n".join(self.lines)
+            return
+        if words[:3] == ["systemctl", "enable", "--now"] or words[:2] == ["systemctl", "start"]:
+            assert words[-1] == "polylink"
             self.service = Service(self.root / "etc/systemd/system/polylink.service", {})
             proc = self.service.start()
             self.lines = []
@@ -186,9 +190,13 @@ def test_every_command_of_the_walkthrough(tmp_path):
         # The result: a browser logs in through nginx over HTTPS with the password of step 4.
         browser = Browser("127.0.0.2", server.https_port, server.root / "etc/polylink/web.crt")
         assert browser.login("admin", password) == 302
-        data = server.root / "var/lib/polylink"
-        assert (data / "fleet.db").stat().st_mode & 0o777 == 0o600
-        assert data.stat().st_mode & 0o777 == 0o700
+        home = server.root / "var/lib/polylink"
+        assert (home / "data" / "fleet.db").stat().st_mode & 0o777 == 0o600
+        assert home.stat().st_mode & 0o777 == (home / "data").stat().st_mode & 0o777 == 0o700
+        # The restore of step 6 kept what it replaced beside DATA_DIR.
+        assert [p.name.split("-")[0] for p in home.iterdir() if p.name != "data"] == [
+            "data.before"]
+        assert "restored" in next(out for c, out in server.outputs.items() if "restore" in c)
         assert server.service.stop() == 0
     finally:
         server.stop()
