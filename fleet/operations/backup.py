@@ -48,7 +48,7 @@ class BackupError(Exception):
     """A backup cannot be made, or a file is not a backup this fleet can restore."""
 
 
-def _skipped(rel: PurePosixPath) -> bool:
+def skipped(rel: PurePosixPath) -> bool:
     return (str(rel) in SKIPPED or rel.name.endswith(SKIPPED_SUFFIXES)
             or any(str(p) in SKIPPED for p in rel.parents if str(p) != "."))
 
@@ -69,7 +69,7 @@ def _entries(data_dir: Path):
         for name in sorted(dirs) + sorted(files):
             path = base / name
             rel = PurePosixPath(path.relative_to(data_dir).as_posix())
-            if _skipped(rel) or path.is_symlink():
+            if skipped(rel) or path.is_symlink():
                 if name in dirs:
                     dirs.remove(name)
                 continue

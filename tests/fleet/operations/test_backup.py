@@ -1,6 +1,7 @@
 """`fleet backup` and `fleet restore` (#14): a round trip with a running fleet, modes kept, and
 every bad archive refused with DATA_DIR left exactly as it was."""
 
+import gc
 import gzip
 import hashlib
 import io
@@ -8,25 +9,35 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from click.testing import CliRunner
 
+from fleet.cli import cli
 from fleet.operations import backup
 from fleet.settings import Settings
 from fleet.store.migrate import SCHEMA_VERSION, open_db
 
 
-def fleet(data_dir: Path, *args, stdin: str | None = None, check=True):
-    env = dict(os.environ, DATA_DIR=str(data_dir))
-    env.pop("MQTT_URL", None)
-    r = subprocess.run([sys.executable, "-m", "fleet.cli", *args], env=env, input=stdin,
-                       capture_output=True, text=True, timeout=120)
+class Ran:
+    def __init__(self, result):
+        self.returncode, self.stdout, self.stderr = result.exit_code, result.stdout, result.stderr
+
+
+def fleet(data_dir: Path, *args, stdin: str | None = None, check=True) -> Ran:
+    """The `fleet` command in this process (click's runner) on data_dir."""
+    result = CliRunner().invoke(cli, list(args), input=stdin,
+                                env={"DATA_DIR": str(data_dir), "MQTT_URL": None})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    # A command's database connection closes when the process exits; in this process, when it
+    # is collected (restore refuses a DATA_DIR whose database any process holds open).
+    gc.collect()
+    r = Ran(result)
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
     return r
@@ -37,7 +48,7 @@ def tree(data_dir: Path) -> dict[str, tuple[int, str | None]]:
     out = {}
     for path in sorted(data_dir.rglob("*")):
         rel = path.relative_to(data_dir).as_posix()
-        if backup._skipped(Path(rel)) or rel.startswith("fleet.db"):
+        if backup.skipped(Path(rel)) or rel.startswith("fleet.db"):
             continue
         mode = stat.S_IMODE(path.stat().st_mode)
         out[rel] = (mode, None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest())
