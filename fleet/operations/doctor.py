@@ -163,12 +163,15 @@ def check_broker_logins(d: Deployment) -> Iterable[Finding]:
                                      "(`fleet run` writes it)")]
     if not d.settings.db_path.exists():
         return [Finding(FAIL, check, "no database to compare the broker's logins with")]
+    if health.schema_version(d.settings.db_path) != SCHEMA_VERSION:
+        return [Finding(WARN, check, "not compared: the database schema is not current (below)")]
     from fleet.store import identity as identity_store
-    from fleet.store.migrate import open_db
+    from fleet.store.base import connect
 
     # What the fleet would write now, rendered into a scratch folder with the same service
-    # passwords, compared with what the broker reads.
-    db = open_db(d.settings.db_path)
+    # passwords, compared with what the broker reads. connect(), not open_db(): a doctor looks,
+    # it never migrates.
+    db = connect(d.settings.db_path)
     try:
         nodes = identity_store.active_mqtt_hashes(db)
         claims = identity_store.active_claim_token_hashes(db)

@@ -70,6 +70,10 @@ def test_database_schema_behind_or_ahead(running, runner, data_dir):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
         code, found = doctor_says(runner)
         assert code == 1 and "run `fleet db migrate`" in found["database"][0]
+        # Looking did not migrate it.
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1
+        assert found["broker logins"] == ["warn not compared: the database schema is not "
+                                          "current (below)"]
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         code, found = doctor_says(runner)
         assert code == 1 and "written by a newer fleet" in found["database"][0]
