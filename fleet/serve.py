@@ -398,7 +398,12 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
         f"{settings.data_dir / 'logs' / 'upkeep.log'})")
     say(f"  data            {settings.data_dir}")
     say()
-    if password is not None:
+    if password is not None and os.environ.get("INVOCATION_ID"):
+        # Under systemd (which sets INVOCATION_ID) this output is the journal, a log kept on
+        # disk and readable by the adm group: no password there. `fleet user reset` gives one.
+        say(f"First run: created the user {FIRST_ADMIN!r}; give it a password with "
+            f"`sudo polylink user reset {FIRST_ADMIN}` (docs/operations.md)")
+    elif password is not None:
         say(f"First run: created the user {FIRST_ADMIN!r} with password: {password}")
         say("  This password is shown only once. Store it now.")
     say(f"Log in at {login_url}. Add users with `.venv/bin/fleet user add NAME`, "

@@ -61,8 +61,9 @@ class Service:
         return values[-1] if values else default
 
     def environment(self) -> dict[str, str]:
-        # systemd starts services with a clean environment: PATH and little else.
-        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+        # systemd starts services with a clean environment: PATH, INVOCATION_ID (a random id
+        # of this start, systemd.exec(5)) and little else.
+        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "INVOCATION_ID": os.urandom(16).hex()}
         for line in self.service.get("Environment", []):
             for word in shlex.split(line):
                 key, _, value = word.partition("=")

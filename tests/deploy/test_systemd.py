@@ -65,6 +65,9 @@ def test_the_unit_starts_the_fleet_and_stops_it_on_sigterm(tmp_path):
     lines, seen = lines_of(proc), []
     try:
         wait_for(lines, "Press Ctrl-C to stop.", seen)
+        # The journal gets no password: the first admin's is set with `polylink user reset`.
+        (first,) = [line for line in seen if line.startswith("First run")]
+        assert "password:" not in first and "polylink user reset admin" in first
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/auth/login", timeout=10) as r:
             assert r.status == 200
         children = psutil.Process(proc.pid).children(recursive=True)
