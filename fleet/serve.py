@@ -376,6 +376,9 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
         login_url = url + url_for("auth.login")
     say("Polylink fleet manager")
     say(f"  web UI and API  {url}  (API under {url}/api/v1)")
+    if web.trusted_proxies:
+        say("                  behind reverse proxies: X-Forwarded-* believed from "
+            + ", ".join(map(str, web.trusted_proxies)) + " only")
     if broker is not None:
         say(f"  broker          {broker.kind} on mqtt://127.0.0.1:{settings.mqtt_port}"
             f"  (data and log in {settings.broker_dir})")

@@ -13,6 +13,7 @@ from services import free_port
 def test_the_nginx_example_in_front_of_the_fleet(fleet_run, tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTED_PROXIES", "127.0.0.1")
     run = fleet_run()
+    run.wait_for("X-Forwarded-* believed from 127.0.0.1/32 only")
     first = run.wait_for("First run: created the user")
     admin_password = first.rsplit(": ", 1)[1].strip()
     run.wait_for("Press Ctrl-C to stop.")
