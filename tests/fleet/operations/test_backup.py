@@ -94,6 +94,7 @@ def test_round_trip_with_a_running_fleet(fleet_run, tmp_path):
     node = fleet(data, "node", "add", "n01").stdout
     password = node.split("mqtt password")[1].split()[0]
     fleet(data, "keys", "create", "k1")
+    fleet(data, "release", "build", "0.2.0", "--board", "ESP32_GENERIC")
     fleet(data, "user", "add", "bob", "--role", "operator", "--password-stdin",
           stdin="long enough pw\n")
     assert mqtt_login_works(run.mqtt_port, "n01", password)
@@ -115,6 +116,8 @@ def test_round_trip_with_a_running_fleet(fleet_run, tmp_path):
     for secret in ("broker/passwd", "broker/services.json", "ota/keys/k1.pem"):
         assert before_tree[secret][0] == 0o600, secret
     assert state(restored) == before_state
+    assert any(rel.startswith("releases/files/") for rel in before_tree)
+    assert "0.2.0" in fleet(restored, "release", "list").stdout
     assert ("bob", "operator") in before_state["users"] and [("n01",)] == before_state["nodes"]
 
     # The restored fleet comes up, and the node's login works on its broker.
