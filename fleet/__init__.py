@@ -7,7 +7,7 @@ from flask import Flask
 from flask_compress import Compress
 
 from fleet.datadir import private_dir
-from fleet.settings import from_env
+from fleet.settings import from_env, web_from_env
 
 
 def _secret_key(data_dir) -> str:
@@ -70,7 +70,10 @@ def create_app(test_config=None):
         overview,
         params,
     )
+    from fleet.web import https as web_https
 
+    # HTTPS: Secure cookies, HSTS, X-Forwarded-* from trusted proxies only (fleet/web/https.py).
+    web_https.init_app(app, (test_config or {}).get("WEB") or web_from_env())
     params.init_app(app)
     Compress(app)
     db.init_app(app)
