@@ -1,0 +1,118 @@
+"""`fleet export ...`: register export destinations, see their state, run the export worker."""
+
+import json
+import logging
+import sys
+
+import click
+
+from fleet.settings import from_env
+from fleet.stopping import Stopping
+from fleet.store.migrate import open_db
+
+from . import ADAPTERS, ExportError, registry, worker
+
+
+@click.group("export")
+def export_group():
+    """Send every reading out in open standards (webhook, MQTT, NGSI-LD, ...).
+
+    Example: fleet export list
+    """
+
+
+@export_group.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(sorted(ADAPTERS)), required=True,
+              help="What the destination speaks (docs/integrations.md).")
+@click.option("--url", required=True, help="Where to send: https://... (mqtt: the broker).")
+@click.option("--node", "nodes", multiple=True, help="Only this node (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only nodes with this tag (repeatable).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A kind's own option (repeatable; VALUE is JSON or a string).")
+@click.option("--secret-stdin", is_flag=True,
+              help="Read the secret (HMAC key, password, token) from stdin, not a prompt.")
+@click.option("--no-secret", is_flag=True, help="The destination needs no secret.")
+@click.option("--from-start", is_flag=True,
+              help="Also send every reading stored before now (a new destination only).")
+def export_add(name, kind, url, nodes, tags, options, secret_stdin, no_secret, from_start):
+    """Add or replace a destination; its secret is stored encrypted and never shown again.
+
+    Replacing one without a secret keeps the stored secret, unless the kind or URL changed:
+    then it must be given again.
+
+    Example: fleet export add city-hook --kind webhook --url https://city.example/hook
+    --tag park --secret-stdin
+    """
+    opts = {}
+    for kv in options:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise click.ClickException(f"--option must be KEY=VALUE, got {kv!r}")
+        try:
+            opts[key] = json.loads(value)
+        except ValueError:
+            opts[key] = value
+    if no_secret:
+        secret = ""
+    elif secret_stdin:
+        secret = sys.stdin.readline().rstrip("\n")
+    else:
+        secret = click.prompt("Secret", hide_input=True, default="", show_default=False) or None
+    settings = from_env()
+    db = open_db(settings.db_path)
+    cfg = {"name": name, "kind": kind, "url": url, "nodes": list(nodes), "tags": list(tags),
+           "options": opts}
+    try:
+        d = registry.add(db, settings.data_dir, cfg, secret, actor="cli", from_start=from_start)
+    except registry.SecretNeeded as e:
+        raise click.ClickException(f"{e}: give it at the prompt or with --secret-stdin") from None
+    except ExportError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"destination {d['name']} ({d['kind']}) -> {d['url']},"
+               f" secret {'set' if d['secret_set'] else 'none'}, {d['behind']} readings to send")
+
+
+@export_group.command("list")
+def export_list():
+    """List destinations and their state (secrets are never shown).
+
+    Example: fleet export list
+    """
+    db = open_db(from_env().db_path)
+    for d in registry.list_all(db):
+        click.echo(f"{d['name']:<16} {d['kind']:<12} {d['state']:<12} behind={d['behind']}"
+                   f" delivered={d['delivered']} refused={d['refused']} {d['url']}"
+                   + (f"  last error: {d['last_error']}" if d["last_error"] else ""))
+
+
+@export_group.command("remove")
+@click.argument("name")
+def export_remove(name):
+    """Remove a destination (its cursor and refused items go with it).
+
+    Example: fleet export remove city-hook
+    """
+    try:
+        registry.remove(open_db(from_env().db_path), name, actor="cli")
+    except KeyError:
+        raise click.ClickException(f"no export destination named {name!r}") from None
+
+
+@export_group.command("run")
+@click.option("--only", multiple=True, help="Only this destination (repeatable).")
+def export_run(only):
+    """Run the export worker: every destination's backlog, until SIGTERM.
+
+    Example: fleet export run
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = Stopping().install()
+    try:
+        worker.run(from_env(), stop, names=set(only) or None)
+    except KeyboardInterrupt:
+        pass
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(export_group)

@@ -1,0 +1,86 @@
+"""Destinations registered through the API, the UI and the CLI; the secret is never shown back."""
+
+from fleet.cli import cli
+from fleet.exports import registry
+from fleet.web.auth import create_token
+
+BODY = {"kind": "webhook", "url": "https://city.example/hook", "secret": "hmac-SECRET-1",
+        "tags": ["park"]}
+
+
+def test_api_put_get_list_delete_and_secret_write_only(client, auth_headers, db, settings):
+    r = client.put("/api/v1/exports/city", json=BODY, headers=auth_headers)
+    assert r.status_code == 403  # an operator's token: destinations and their secrets are admin's
+    admin = {"Authorization": "Bearer " + create_token(db, "admin-t", role="admin")}
+    r = client.put("/api/v1/exports/city", json=BODY, headers=admin)
+    assert r.status_code == 200, r.json
+    assert r.json["secret_set"] and r.json["tags"] == ["park"] and r.json["state"] == "up to date"
+    assert r.json["behind"] == 0 and r.json["created"].endswith("Z")
+    listed = client.get("/api/v1/exports", headers=admin)
+    assert "hmac-SECRET-1" not in listed.get_data(as_text=True)
+    assert [d["name"] for d in listed.json] == ["city"]
+    one = client.get("/api/v1/exports/city", headers=admin)
+    assert one.json["refused_items"] == [] and "hmac-SECRET-1" not in one.get_data(as_text=True)
+    assert registry.destination(db, settings.data_dir, "city").secret == "hmac-SECRET-1"
+    assert (settings.data_dir / registry.KEY_FILE).stat().st_mode & 0o077 == 0
+    moved = client.put("/api/v1/exports/city", json=dict(BODY, secret=None,
+                                                           url="https://evil.example/"),
+                       headers=admin)
+    assert moved.status_code == 400 and "secret" in moved.json["error"]
+    bad = client.put("/api/v1/exports/city", json=dict(BODY, url="http://city.example/"),
+                     headers=admin)
+    assert bad.status_code == 400 and "https" in bad.json["error"]
+    bad = client.put("/api/v1/exports/city", json=dict(BODY, colour="red"), headers=admin)
+    assert bad.status_code == 400 and "colour" in bad.json["error"]
+    bad = client.put("/api/v1/exports/city", json=dict(BODY, from_start="yes"), headers=admin)
+    assert bad.status_code == 400 and "from_start" in bad.json["error"]
+    assert client.get("/api/v1/exports").status_code == 401
+    assert client.get("/api/v1/exports/nope", headers=admin).status_code == 404
+    assert client.delete("/api/v1/exports/city", headers=admin).status_code == 204
+    assert client.delete("/api/v1/exports/city", headers=admin).status_code == 404
+
+
+def test_ui_form_saves_a_destination_and_never_shows_the_secret(client, user, form_token):
+    r = client.post("/auth/login", data={"username": user[0], "password": user[1],
+                                         "csrf_token": form_token(client, "/auth/login")})
+    assert r.status_code == 302
+    page = client.get("/exports/").get_data(as_text=True)
+    assert "Export destinations" in page and "No destinations yet" in page
+    data = {"name": "city", "kind": "webhook", "url": "https://city.example/hook",
+            "secret": "hunter2-key", "nodes": "n1, n2", "tags": "", "options": "",
+            "csrf_token": form_token(client, "/exports/")}
+    r = client.post("/exports/", data=data, follow_redirects=True)
+    page = r.get_data(as_text=True)
+    assert "Destination city saved" in page and "https://city.example/hook" in page
+    assert "hunter2-key" not in page and "n1, n2" in page and "up to date" in page
+    r = client.post("/exports/", data=dict(data, options="{not json"), follow_redirects=True)
+    assert "Not saved: options must be a JSON object" in r.get_data(as_text=True)
+    r = client.post("/exports/", data=dict(data, url="ftp://x"), follow_redirects=True)
+    assert "Not saved: url must be" in r.get_data(as_text=True)
+    r = client.post("/exports/", data={k: v for k, v in data.items() if k != "csrf_token"})
+    assert r.status_code == 400  # no CSRF token
+    r = client.post("/exports/city/remove", data={"csrf_token": form_token(client, "/exports/")},
+                    follow_redirects=True)
+    assert "Destination city removed" in r.get_data(as_text=True)
+
+
+def test_cli_adds_lists_and_removes(runner, db):
+    r = runner.invoke(cli, ["export", "add", "hook", "--kind", "webhook", "--url",
+                            "https://city.example/h", "--tag", "park", "--secret-stdin"],
+                      input="k3y\n")
+    assert r.exit_code == 0, r.output
+    assert "secret set" in r.output and "k3y" not in r.output
+    r = runner.invoke(cli, ["export", "list"])
+    assert "hook" in r.output and "up to date" in r.output and "k3y" not in r.output
+    r = runner.invoke(cli, ["export", "add", "hook", "--kind", "webhook", "--url",
+                            "https://other.example/h", "--no-secret"])
+    assert r.exit_code == 0  # --no-secret removes the stored one: safe to move
+    r = runner.invoke(cli, ["export", "add", "x", "--kind", "webhook", "--url", "http://e.org/",
+                            "--no-secret"])
+    assert r.exit_code == 1 and "https" in r.output and "Traceback" not in r.output
+    r = runner.invoke(cli, ["export", "add", "x", "--kind", "webhook", "--url", "https://e.org/",
+                            "--option", "nope", "--no-secret"])
+    assert r.exit_code == 1 and "KEY=VALUE" in r.output
+    assert runner.invoke(cli, ["export", "remove", "hook"]).exit_code == 0
+    r = runner.invoke(cli, ["export", "remove", "hook"])
+    assert r.exit_code == 1 and "no export destination" in r.output
