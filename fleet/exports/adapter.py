@@ -27,6 +27,9 @@ and a Sender is
             # worker sends the same batch again after a capped backoff.
         def close(self) -> None
 
+Optional module attribute: NEEDS_BROKER = True when the adapter publishes on the fleet's own
+broker; the worker then fills Destination.broker with the exports service login.
+
 Delivery rules the worker guarantees to adapters:
 - Batches of one destination are sent one at a time, in store order (per node: in time order
   of arrival), and a batch is sent again unchanged until it is delivered or its items refused.
@@ -124,3 +127,6 @@ class Destination:
     options: dict
     secret: str | None = None
     timeout: float = 10.0  # seconds for one send; slower counts as down
+    # (host, port, user, password) of the fleet's own broker with the exports service login,
+    # filled in by the worker for adapters that publish there (mqtt.py); None elsewhere.
+    broker: tuple | None = None

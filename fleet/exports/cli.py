@@ -10,7 +10,7 @@ from fleet.settings import from_env
 from fleet.stopping import Stopping
 from fleet.store.migrate import open_db
 
-from . import ADAPTERS, ExportError, registry, worker
+from . import ADAPTERS, ExportError, readers, registry, worker
 
 
 @click.group("export")
@@ -112,6 +112,57 @@ def export_run(only):
         worker.run(from_env(), stop, names=set(only) or None)
     except KeyboardInterrupt:
         pass
+
+
+@export_group.group("reader")
+def reader_group():
+    """Integrators' read-only MQTT logins for pl/v1/data/{node} on the fleet's broker.
+
+    Example: fleet export reader list
+    """
+
+
+@reader_group.command("add")
+@click.argument("name")
+@click.option("--node", "nodes", multiple=True, help="Only this node's topic (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Nodes with this tag (repeatable).")
+def reader_add(name, nodes, tags):
+    """Create a read-only login (or give it a new password); the password is shown once.
+
+    Example: fleet export reader add node-red --tag park
+    """
+    settings = from_env()
+    try:
+        r = readers.add(open_db(settings.db_path), settings.broker_dir, name, nodes, tags,
+                        actor="cli")
+    except ExportError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"login {r['username']} password {r['password']}")
+    click.echo("This password is shown only once. Subscribe to pl/v1/data/+ (or your nodes).")
+
+
+@reader_group.command("list")
+def reader_list():
+    """List read-only logins and the topics each may read (never a password).
+
+    Example: fleet export reader list
+    """
+    for r in readers.list_all(open_db(from_env().db_path)):
+        click.echo(f"{r['username']:<32} {' '.join(r['topics']) or '(no nodes match yet)'}")
+
+
+@reader_group.command("remove")
+@click.argument("name")
+def reader_remove(name):
+    """Remove a read-only login; the broker refuses it from now on.
+
+    Example: fleet export reader remove node-red
+    """
+    settings = from_env()
+    try:
+        readers.remove(open_db(settings.db_path), settings.broker_dir, name, actor="cli")
+    except KeyError:
+        raise click.ClickException(f"no reader login named {name!r}") from None
 
 
 def register(cli: click.Group) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from fleet.nodes.senml import name_and_unit, number
 from fleet.store import exports as export_store
@@ -78,7 +79,10 @@ class Loop:
         try:
             try:
                 dest = registry.destination(db, self.settings.data_dir, self.name)
-                sender = ADAPTERS[dest.kind].open(dest)
+                adapter = ADAPTERS[dest.kind]
+                if getattr(adapter, "NEEDS_BROKER", False):
+                    dest = replace(dest, broker=self.settings.mqtt_login("exports"))
+                sender = adapter.open(dest)
             except (KeyError, ExportError) as e:
                 log.error("export %s: %s", self.name, e)
                 export_store.record_failure(db, self.name, str(e), time.time(), None)

@@ -163,3 +163,35 @@ def refused_items(db, name: str, limit: int = 50) -> list[dict]:
     """The items a destination refused, newest first."""
     return list(db.query("SELECT item_id, reason, at FROM export_refused WHERE destination = ?"
                          " ORDER BY id DESC LIMIT ?", [name, limit]))
+
+
+# --- integrators' read-only MQTT logins ------------------------------------------------------
+
+
+def save_reader(db, name: str, hashed: str, nodes: list[str], tags: list[str],
+                created: float) -> None:
+    """Insert or replace an integrator's login (a new password replaces the old one)."""
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM export_readers WHERE name = ?", (name,))
+        conn.execute("INSERT INTO export_readers (name, hash, nodes, tags, created)"
+                     " VALUES (?, ?, ?, ?, ?)",
+                     (name, hashed, json.dumps(nodes), json.dumps(tags), created))
+
+
+def readers(db) -> list[dict]:
+    """Every integrator login with its hash, its selection and the node ids that selects now."""
+    out = []
+    for r in db.query("SELECT name, hash, nodes, tags, created FROM export_readers ORDER BY name"):
+        r["nodes"], r["tags"] = json.loads(r["nodes"]), json.loads(r["tags"])
+        r["all_nodes"] = not r["nodes"] and not r["tags"]
+        tagged = [row[0] for row in db.conn.execute(
+            "SELECT id FROM nodes WHERE EXISTS (SELECT 1 FROM json_each(nodes.tags) t"
+            " WHERE t.value IN (SELECT value FROM json_each(?)))", [json.dumps(r["tags"])])]
+        r["node_ids"] = sorted(set(r["nodes"]) | set(tagged))
+        out.append(r)
+    return out
+
+
+def delete_reader(db, name: str) -> bool:
+    with transaction(db) as conn:
+        return conn.execute("DELETE FROM export_readers WHERE name = ?", (name,)).rowcount != 0

@@ -32,3 +32,11 @@ CREATE TABLE export_refused (
     at REAL NOT NULL
 );
 CREATE INDEX export_refused_dest ON export_refused (destination, id);
+-- integrators' read-only MQTT logins for pl/v1/data/{node} (the password only as its hash).
+CREATE TABLE export_readers (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    nodes TEXT NOT NULL DEFAULT '[]',
+    tags TEXT NOT NULL DEFAULT '[]',
+    created REAL NOT NULL
+);
