@@ -5,10 +5,10 @@ place a new kind is registered. One delivery mechanism under all of them (worker
 cursor per destination over the store, batches, retries with capped backoff, idempotent ids.
 """
 
-from . import mqtt, webhook
+from . import mqtt, ngsild, webhook
 from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError, Item, Node
 
-ADAPTERS = {webhook.KIND: webhook, mqtt.KIND: mqtt}
+ADAPTERS = {webhook.KIND: webhook, mqtt.KIND: mqtt, ngsild.KIND: ngsild}
 
 __all__ = ["ADAPTERS", "Batch", "Delivery", "Destination", "DestinationDown", "ExportError",
            "Item", "Node"]
