@@ -10,7 +10,7 @@ quantity becomes which attribute, in which unit, is ngsild_terms.py's one table.
 
 The body is plain JSON (Content-Type: application/json) and the @context comes in the Link
 header (CIM 009 6.3.5): the destination option "context" is the URL where the broker can fetch
-ngsild_terms.context() (the fleet serves it at /ngsi-ld/context.jsonld). Answers: 201/204 all
+ngsild_terms.context() (the fleet serves it at /static/ngsi-ld-context.jsonld). Answers: 201/204 all
 stored; 207 some refused (their readings are reported, the rest count as delivered); other 4xx
 for the whole batch: refused; 5xx, 401, 403, timeouts: down.
 """
@@ -38,7 +38,7 @@ def check(url: str, options: dict) -> dict:
     ctx = options.get("context")
     if not isinstance(ctx, str) or not ctx.startswith(("https://", "http://")):
         raise ExportError("ngsi-ld: option context must be the URL of the fleet's context"
-                          " (https://<fleet>/ngsi-ld/context.jsonld) that the broker can fetch")
+                          " (https://<fleet>/static/ngsi-ld-context.jsonld) that the broker can fetch")
     return dict(options)
 
 

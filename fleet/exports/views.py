@@ -6,6 +6,7 @@ that moves it (kind, URL) must give it again.
 """
 
 import json
+import mimetypes
 
 from flask import (
     Blueprint,
@@ -134,4 +135,7 @@ def api_delete(name):
 
 def init_app(app):
     """The page (api goes under /api/v1, web/api.py)."""
+    # NGSI-LD brokers fetch the context the Link header names (/static/ngsi-ld-context.jsonld,
+    # written from ngsild_terms.context(); a test keeps them equal) as JSON-LD.
+    mimetypes.add_type("application/ld+json", ".jsonld")
     app.register_blueprint(ui)

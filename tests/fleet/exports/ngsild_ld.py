@@ -11,7 +11,7 @@ from fleet.exports import ngsild_terms
 
 CORE = json.loads((Path(__file__).parent / "fixtures" /
                    "ngsi-ld-core-context-subset.jsonld").read_text())
-FLEET_CONTEXT_URL = "https://fleet.example/ngsi-ld/context.jsonld"
+FLEET_CONTEXT_URL = "https://fleet.example/static/ngsi-ld-context.jsonld"
 
 
 def loader(url, options=None):

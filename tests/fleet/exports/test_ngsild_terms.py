@@ -119,3 +119,9 @@ def test_the_same_reading_always_gives_the_same_entity_id():
     first = [e["id"] for e, _ in ngsild.entities(batch())]
     assert first == [e["id"] for e, _ in ngsild.entities(batch())]
     assert len(set(first)) == len(first)
+
+
+def test_the_fleet_serves_the_context_it_links(client):
+    r = client.get("/static/ngsi-ld-context.jsonld")
+    assert r.status_code == 200 and r.mimetype == "application/ld+json"
+    assert r.get_json(force=True) == ngsild_terms.context()  # regenerate the file if this fails
