@@ -37,8 +37,8 @@ def check(url: str, options: dict) -> dict:
                           " (known: context, tenant, ca_file)")
     ctx = options.get("context")
     if not isinstance(ctx, str) or not ctx.startswith(("https://", "http://")):
-        raise ExportError("ngsi-ld: option context must be the URL of the fleet's context"
-                          " (https://<fleet>/static/ngsi-ld-context.jsonld) that the broker can fetch")
+        raise ExportError("ngsi-ld: option context must be the URL where the broker can fetch"
+                          " the fleet's context: https://<fleet>/static/ngsi-ld-context.jsonld")
     return dict(options)
 
 

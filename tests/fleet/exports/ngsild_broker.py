@@ -109,7 +109,7 @@ class NgsiLdBroker:
         except ValueError as e:
             return 400, problem("InvalidRequest", "Invalid JSON", str(e))
         if not isinstance(entities, list):
-            return 400, problem("BadRequestData", "Not an array", "the body must be an Entity array")
+            return 400, problem("BadRequestData", "Not an array", "the body must be an array")
         success, errors, created = [], [], []
         for entity in entities:
             why = entity_error(entity)
