@@ -52,7 +52,7 @@ def device_id(node: str) -> str:
     return f"urn:ngsi-ld:Device:polylink:{node}"
 
 
-def _prop(value, unit_code=None, observed_at=None) -> dict:
+def prop(value, unit_code=None, observed_at=None) -> dict:
     p = {"type": "Property", "value": value}
     if unit_code:
         p["unitCode"] = unit_code
@@ -61,11 +61,11 @@ def _prop(value, unit_code=None, observed_at=None) -> dict:
     return p
 
 
-def _date(t: float) -> dict:
+def date_value(t: float) -> dict:
     return {"type": "Property", "value": {"@type": "DateTime", "@value": iso(t)}}
 
 
-def _place(node: Node) -> dict | None:
+def place(node: Node) -> dict | None:
     if node.lat is None or node.lon is None:
         return None
     return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [node.lon, node.lat]}}
@@ -74,27 +74,27 @@ def _place(node: Node) -> dict | None:
 def device_entity(node: Node, items: list[Item]) -> dict:
     """The node as a Smart Data Models Device, as of the newest of its items."""
     newest = max(i.t for i in items)
-    e = {"id": device_id(node.id), "type": "Device", "name": _prop(node.name or node.id),
-         "category": _prop(["sensor"]),
-         "deviceState": _prop("online" if node.online else "offline"),
-         "dateLastValueReported": _date(newest)}
+    e = {"id": device_id(node.id), "type": "Device", "name": prop(node.name or node.id),
+         "category": prop(["sensor"]),
+         "deviceState": prop("online" if node.online else "offline"),
+         "dateLastValueReported": date_value(newest)}
     if node.firmware:
-        e["firmwareVersion"] = _prop(node.firmware)
+        e["firmwareVersion"] = prop(node.firmware)
     levels = [i for i in items if i.kind == "reading" and i.name == "battery_level"]
     if levels:
         last = max(levels, key=lambda i: i.t)
         term = QUANTITIES["battery_level"]
-        e["batteryLevel"] = _prop(round(last.value * term.factor, 4), term.unit_code, iso(last.t))
-    place = _place(node)
-    if place:
-        e["location"] = place
+        e["batteryLevel"] = prop(round(last.value * term.factor, 4), term.unit_code, iso(last.t))
+    where = place(node)
+    if where:
+        e["location"] = where
     return e
 
 
 def observation_entities(node: Node, items: list[Item]) -> dict[str, tuple[dict, list[Item]]]:
     """{entity id: (entity, the items it carries)} for one node's readings."""
     out: dict[str, tuple[dict, list[Item]]] = {}
-    place = _place(node)
+    where = place(node)
     for item in items:
         if item.kind != "reading":
             continue  # events have no Smart Data Model here yet; they count as delivered
@@ -104,24 +104,24 @@ def observation_entities(node: Node, items: list[Item]) -> dict[str, tuple[dict,
             continue  # goes on the Device entity (device_entity)
         if term is not None:
             eid = f"urn:ngsi-ld:{term.model}:polylink:{node.id}:{at}"
-            attr, value = term.attribute, _prop(round(item.value * term.factor, 6),
+            attr, value = term.attribute, prop(round(item.value * term.factor, 6),
                                                 term.unit_code, at)
             model = term.model
         else:
             eid = f"urn:ngsi-ld:DeviceMeasurement:polylink:{node.id}:{item.name}:{at}"
             model, attr = "DeviceMeasurement", "numValue"
             code, factor = MEASUREMENT_UNITS.get(item.unit or "", (None, 1))
-            value = _prop(round(item.value * factor, 6), None, at)
+            value = prop(round(item.value * factor, 6), None, at)
         if eid not in out:
-            e = {"id": eid, "type": model, "dateObserved": _date(item.t),
+            e = {"id": eid, "type": model, "dateObserved": date_value(item.t),
                  "refDevice": {"type": "Relationship", "object": device_id(node.id)}}
-            if place:
-                e["location"] = place
+            if where:
+                e["location"] = where
             if model == "DeviceMeasurement":
-                e["controlledProperty"] = _prop(item.name)
-                e["measurementType"] = _prop("Instant")
+                e["controlledProperty"] = prop(item.name)
+                e["measurementType"] = prop("Instant")
                 if code:
-                    e["unit"] = _prop(code)
+                    e["unit"] = prop(code)
             out[eid] = (e, [])
         out[eid][0][attr] = value
         out[eid][1].append(item)

@@ -24,7 +24,7 @@ from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, json_body, limit_param
 from fleet.web.auth import require
 
-from . import ADAPTERS, ExportError, registry
+from . import ADAPTERS, ExportError, ngsild_api, registry
 
 ui = Blueprint("exports", __name__, url_prefix="/exports")
 api = Blueprint("exports", __name__, url_prefix="/exports")  # under /api/v1
@@ -139,3 +139,4 @@ def init_app(app):
     # written from ngsild_terms.context(); a test keeps them equal) as JSON-LD.
     mimetypes.add_type("application/ld+json", ".jsonld")
     app.register_blueprint(ui)
+    app.register_blueprint(ngsild_api.bp)

@@ -35,7 +35,8 @@ def reading_id(node: str, qid: int, inst: int, t: float) -> str:
     return f"r:{node}:{qid}:{inst}:{round(t * 1000)}"
 
 
-def _node(row: dict) -> Node:
+def node_of(row: dict) -> Node:
+    """A node registry row (export_store.node_facts) as adapters see it."""
     return Node(id=row["id"], name=row["name"], board=row["board"],
                 firmware=row["firmware_version"], battery=row["battery"],
                 online=bool(row["online"]), last_seen=row["last_seen"], lat=row["lat"],
@@ -46,7 +47,7 @@ def _node(row: dict) -> Node:
 def build_batch(db, readings: list[tuple], events: list[tuple]) -> Batch:
     """Store rows as the Items adapters receive (see adapter.py), with their nodes' facts."""
     ids = {r[1] for r in readings} | {e[1] for e in events}
-    nodes = {row["id"]: _node(row) for row in export_store.node_facts(db, ids)}
+    nodes = {row["id"]: node_of(row) for row in export_store.node_facts(db, ids)}
     for missing in ids - nodes.keys():  # removed from the registry since it sent them
         nodes[missing] = Node(id=missing)
     items = []

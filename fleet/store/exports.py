@@ -118,15 +118,28 @@ def fetch_after(db, reading_pos: int, event_pos: int, nodes: list[str], tags: li
     return readings, events, r_next, e_next
 
 
-def node_facts(db, node_ids) -> list[dict]:
-    """What an export says about nodes: registry facts, battery, position, tags."""
+_FACTS = ("SELECT id, name, board, firmware_version, battery, online, last_seen, lat, lon,"
+          " location, tags FROM nodes")
+
+
+def node_facts(db, node_ids=None) -> list[dict]:
+    """What an export says about nodes (all of them if node_ids is None), by id: registry
+    facts, battery, position, tags."""
+    if node_ids is None:
+        return list(db.query(_FACTS + " ORDER BY id"))
     ids = list(node_ids)
     if not ids:
         return []
-    return list(db.query(
-        "SELECT id, name, board, firmware_version, battery, online, last_seen, lat, lon,"
-        " location, tags FROM nodes WHERE id IN (SELECT value FROM json_each(?))",
-        [json.dumps(ids)]))
+    return list(db.query(_FACTS + " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                         [json.dumps(ids)]))
+
+
+def latest_of(db, qids) -> list[tuple]:
+    """(node, qid, inst, t, value) of every node's latest value of these quantities."""
+    return db.conn.execute(
+        "SELECT node_id, qid, inst, t, value FROM latest WHERE qid IN"
+        " (SELECT value FROM json_each(?)) ORDER BY node_id, qid, inst",
+        [json.dumps(list(qids))]).fetchall()
 
 
 def advance(db, name: str, reading_pos: int, event_pos: int, delivered: int,
