@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from polylink import proto  # noqa: E402
 
-from fleet.broker.server import MosquittoBroker  # noqa: E402
+from fleet.broker.server import MosquittoBroker, PortInUseError  # noqa: E402
 from fleet.exports import readers, registry  # noqa: E402
 from fleet.ingest import Ingest  # noqa: E402
 from fleet.settings import Settings  # noqa: E402
@@ -177,7 +178,13 @@ def drain(kind: str, frames: int) -> float:
         broker = None
         if kind == "mqtt":
             r = readers.add(db, settings.broker_dir, "bench")
-            broker = MosquittoBroker(settings.mqtt_port, settings.broker_dir, auth=True).start()
+            for _ in range(5):
+                try:
+                    broker = MosquittoBroker(settings.mqtt_port, settings.broker_dir,
+                                             auth=True).start()
+                    break
+                except PortInUseError:
+                    settings = replace(settings, mqtt_port=free_port())
             rx = Subscriber(settings.mqtt_port, r["username"], r["password"])
             url, options = "fleet", {}
         else:

@@ -12,8 +12,9 @@ from fleet.exports import webhook
 class WebhookReceiver:
     """Keeps every record it accepted by (resolved name, time); can be told to fail or refuse."""
 
-    def __init__(self, key: str | None = None):
+    def __init__(self, key: str | None = None, port: int = 0):
         self.key = key
+        self.dupes = 0  # records that came again (a re-sent batch), not stored twice
         self.records: dict[tuple, dict] = {}
         self.order: list[tuple] = []
         self.posts = 0
@@ -21,7 +22,7 @@ class WebhookReceiver:
         self.down = False  # answer 503 to everything
         self.refuse_node: str | None = None  # answer 422 to a pack holding this node
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -63,6 +64,8 @@ class WebhookReceiver:
                         key = (bn + r["n"], round(bt + r.get("t", 0), 6))
                         if key not in rx.records:
                             rx.order.append(key)
+                        else:
+                            rx.dupes += 1
                         rx.records[key] = r
                     return self._answer(204, b"")
 
