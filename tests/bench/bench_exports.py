@@ -249,7 +249,7 @@ def main():
     args = ap.parse_args()
     print(f"drain: {args.frames} frames x {len(BODY)} readings, {NODES} nodes; "
           f"median of {args.runs} runs")
-    for kind in args.kinds.split(","):
+    for kind in [k for k in args.kinds.split(",") if k]:
         rates = [drain(kind, args.frames) for _ in range(args.runs)]
         print(f"  {kind:<8} {statistics.median(rates):>8,.0f} readings/s  (runs: "
               + " / ".join(f"{r:,.0f}" for r in rates) + ")")
