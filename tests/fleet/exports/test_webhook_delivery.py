@@ -191,3 +191,21 @@ def test_signature_verifies_and_rejects_tampering_and_old_ones():
     assert not webhook.verify("other", header, body, now=1_700_000_010)
     assert not webhook.verify(KEY, header, body, now=1_700_001_000)
     assert not webhook.verify(KEY, "garbage", body, now=1_700_000_010)
+
+
+def test_events_go_out_as_senml_records_after_their_readings(db, settings, running):
+    ingest(db, "n1", 1, 2)
+    ing = Ingest(db)
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.EVENT, 9, {"code": 7, "value": -3, "text": "door open"},
+                     1_700_000_010)
+    ing.add("pl/v1/n1/up", bytes(buf[:n]), time.time())
+    ing.flush()
+    with WebhookReceiver(KEY) as rx:
+        registry.add(db, settings.data_dir, {"name": "city", "kind": "webhook", "url": rx.url},
+                     KEY, from_start=True)
+        running()
+        assert wait_for(lambda: len(rx.records) == 5)
+        event = rx.records[("urn:dev:polylink:n1:event/7", 1_700_000_010.0)]
+        assert event["vs"] == "door open"
+        assert registry.get(db, "city")["delivered"] == 5
