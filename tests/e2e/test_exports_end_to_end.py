@@ -1,4 +1,5 @@
-"""End to end: simulated firmware nodes -> mosquitto -> `fleet run` (ingest and export workers)
+"""End to end: simulated firmware nodes (WiFi, and one LoRaWAN node through the network-server
+emulator as The Things Stack) -> mosquitto -> `fleet run` (ingest and export workers)
 -> a webhook receiver, a (simulated, CIM 009) NGSI-LD broker and an MQTT subscriber. Each
 destination is stopped for a while and started again; afterwards each has every stored reading
 exactly once, and the webhook got each node's readings in order."""
@@ -14,6 +15,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from polylink_host import sim
+from polylink_host.nsemu import NetworkServer
+from polylink_host.simradio import Gateway, Medium
 from services import READY, FleetRun, free_port
 from test_end_to_end import SimFleet, wait_until
 
@@ -21,7 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet" / "exports"
 from export_receivers import WebhookReceiver  # noqa: E402
 from ngsild_broker import NgsiLdBroker  # noqa: E402
 
+from fleet.store import identity as identity_store  # noqa: E402
 from fleet.store.base import connect  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lorawan"))
+from test_e2e_lorawan import OTAA, lora_node  # noqa: E402
 
 KEY = "e2e-hook-key"
 CONTEXT = "https://fleet.example/static/ngsi-ld-context.jsonld"
@@ -89,7 +96,7 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
     # apart from QoS 1 redeliveries to `sub` when its session resumes (MQTT allows those).
     watcher = Subscriber(mosquitto.port, "e2e-watcher", clean_session=True).start()
     run = FleetRun(data_dir, free_port(), free_port(), mqtt_url=mosquitto.url)
-    nodes = None
+    nodes = tts = None
     try:
         run.wait_for(READY, timeout=60)
         cli(data_dir, "export", "add", "hook", "--kind", "webhook", "--url", hook.url,
@@ -98,9 +105,26 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
             "--option", f"context={CONTEXT}", "--no-secret")
         cli(data_dir, "export", "add", "stream", "--kind", "mqtt", "--url", "fleet",
             "--no-secret")
+        # One LoRaWAN node through the provider emulator (The Things Stack flavour).
+        cli(data_dir, "provider", "add", "ttn", "--kind", "tts", "--host", mosquitto.host,
+            "--port", str(mosquitto.port), "--application", "city", "--no-password")
+        db = connect(data_dir / "fleet.db")
+        identity_store.register_node(db, "lw-exp", {"mqtt_user": "lw-exp", "mqtt_hash": "x",
+                                                    "dev_eui": OTAA["dev_eui"]})
+        db.conn.close()
+        medium = Medium()
+        tts = NetworkServer("tts", mosquitto.host, mosquitto.port, "city",
+                            gateways=[Gateway(medium, "eui-aa555a0000000101", (0, 0))])
+        tts.register_otaa(OTAA["dev_eui"], OTAA["app_key"], device_id="lw-exp")
         nodes = SimFleet(sim.node_ids("exp", NODES), tmp_path / "nodes", mosquitto.host,
-                         mosquitto.port).start()
+                         mosquitto.port)
+        nodes.nodes.append(lora_node(tmp_path / "lora", mosquitto, "lw-exp", OTAA, "lorawan",
+                                     medium, (200, 0), interval=2))
+        time.sleep(6)  # the provider worker reloads its providers every 5 s
+        nodes.start()
         wait_until("first readings at the webhook", lambda: len(hook.records) >= 20, 60)
+        wait_until("a LoRaWAN reading at the webhook",
+                   lambda: any(":lw-exp:" in name for name, _t in hook.records), 60)
         # All three destinations go away for a while; the nodes keep sending.
         hook.__exit__()
         before, order_before = dict(hook.records), list(hook.order)
@@ -124,6 +148,7 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
         wait_until("all three destinations up to date", caught_up, 90)
         want = stored(data_dir / "fleet.db")
         assert len(want) > 100
+        assert any(":lw-exp:" in name for name, _t in want)
         # Webhook: before and after the outage together hold every reading; only a batch that
         # was in flight when the receiver went away may have come twice (same name and time).
         assert set(before) | set(hook.records) == want
@@ -143,6 +168,8 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
     finally:
         if nodes is not None:
             nodes.stop()
+        if tts is not None:
+            tts.close()
         run.stop()
         sub.stop()
         watcher.stop()
