@@ -53,8 +53,8 @@ def export_add(name, kind, url, nodes, tags, options, secret_stdin, no_secret, f
             opts[key] = json.loads(value)
         except ValueError:
             opts[key] = value
-    if no_secret:
-        secret = ""
+    if no_secret or ADAPTERS[kind].SECRET is None:
+        secret = ""  # removes a stored one; a kind without a secret never asks
     elif secret_stdin:
         secret = sys.stdin.readline().rstrip("\n")
     else:

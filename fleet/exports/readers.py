@@ -17,6 +17,8 @@ from .registry import NAME_CHARS
 
 
 def _names(value, what, valid) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, type(None))):
+        raise ExportError(f"{what} must be a list of {what}")
     value = list(value or [])
     if not all(isinstance(v, str) and valid(v) for v in value):
         raise ExportError(f"{what} must be a list of {what}")

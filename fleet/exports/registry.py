@@ -55,6 +55,8 @@ def check(cfg: dict) -> dict:
     name = cfg.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 32 or not set(name) <= NAME_CHARS:
         raise ExportError("name must be 1..32 characters of a-z, 0-9 and '-'")
+    if name == "readers":
+        raise ExportError("name 'readers' is taken by /api/v1/exports/readers")
     kind = cfg.get("kind")
     if kind not in ADAPTERS:
         raise ExportError(f"kind must be one of {', '.join(sorted(ADAPTERS))}, got {kind!r}")

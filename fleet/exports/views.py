@@ -24,7 +24,7 @@ from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, json_body, limit_param
 from fleet.web.auth import require
 
-from . import ADAPTERS, ExportError, ngsild_api, registry
+from . import ADAPTERS, ExportError, ngsild_api, readers, registry
 
 ui = Blueprint("exports", __name__, url_prefix="/exports")
 api = Blueprint("exports", __name__, url_prefix="/exports")  # under /api/v1
@@ -130,6 +130,40 @@ def api_delete(name):
         registry.remove(web_db.get_db(), name, actor=f"token:{g.token_name}")
     except KeyError:
         raise ApiError(404, f"no export destination named {name!r}") from None
+    return "", 204
+
+
+@api.get("/readers")
+@require("admin")
+def api_readers():
+    """Integrators' read-only MQTT logins (never a password)."""
+    return jsonify([dict(r, created=iso(r["created"]))
+                    for r in readers.list_all(web_db.get_db())])
+
+
+@api.put("/readers/<name>")
+@require("admin")
+def api_reader_put(name):
+    """Create a read-only MQTT login, or give it a new password; the password is answered once."""
+    body = json_body('{"nodes": ["lamp-7"], "tags": ["park"]}', {"nodes", "tags"},
+                     say_expected=True)
+    try:
+        r = readers.add(web_db.get_db(), current_app.config["SETTINGS"].broker_dir, name,
+                        body.get("nodes") or [], body.get("tags") or [],
+                        actor=f"token:{g.token_name}")
+    except ExportError as e:
+        raise ApiError(400, str(e)) from None
+    return jsonify(r), 201
+
+
+@api.delete("/readers/<name>")
+@require("admin")
+def api_reader_delete(name):
+    try:
+        readers.remove(web_db.get_db(), current_app.config["SETTINGS"].broker_dir, name,
+                       actor=f"token:{g.token_name}")
+    except KeyError:
+        raise ApiError(404, f"no reader login named {name!r}") from None
     return "", 204
 
 

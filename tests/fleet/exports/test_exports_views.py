@@ -84,3 +84,29 @@ def test_cli_adds_lists_and_removes(runner, db):
     assert runner.invoke(cli, ["export", "remove", "hook"]).exit_code == 0
     r = runner.invoke(cli, ["export", "remove", "hook"])
     assert r.exit_code == 1 and "no export destination" in r.output
+
+
+def test_api_reader_logins_password_once_and_acl_written(client, db, settings):
+    admin = {"Authorization": "Bearer " + create_token(db, "admin-t", role="admin")}
+    r = client.put("/api/v1/exports/readers/grafana", json={"tags": ["park"]}, headers=admin)
+    assert r.status_code == 201 and r.json["username"] == "polylink-reader-grafana"
+    password = r.json["password"]
+    listed = client.get("/api/v1/exports/readers", headers=admin)
+    assert password not in listed.get_data(as_text=True)
+    assert listed.json[0]["tags"] == ["park"] and listed.json[0]["topics"] == []
+    acl = (settings.broker_dir / "acl").read_text()
+    assert "user polylink-reader-grafana" in acl
+    assert password not in (settings.broker_dir / "passwd").read_text()
+    bad = client.put("/api/v1/exports/readers/Bad", json={}, headers=admin)
+    assert bad.status_code == 400 and "name" in bad.json["error"]
+    bad = client.put("/api/v1/exports/readers/x", json={"nodes": "n1"}, headers=admin)
+    assert bad.status_code == 400 and "nodes" in bad.json["error"]
+    taken = client.put("/api/v1/exports/readers", json={"kind": "webhook", "url": "https://x/"},
+                       headers=admin)  # a destination may not hide the readers' URL
+    assert taken.status_code == 400 and "taken" in taken.json["error"]
+    assert client.delete("/api/v1/exports/readers/grafana", headers=admin).status_code == 204
+    assert "polylink-reader-grafana" not in (settings.broker_dir / "acl").read_text()
+    assert client.delete("/api/v1/exports/readers/grafana", headers=admin).status_code == 404
+    r = client.put("/api/v1/exports/readers/grafana", json={}, headers={
+        "Authorization": "Bearer " + create_token(db, "op", role="operator")})
+    assert r.status_code == 403
