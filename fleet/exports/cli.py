@@ -101,7 +101,9 @@ def export_remove(name):
 
 @export_group.command("run")
 @click.option("--only", multiple=True, help="Only this destination (repeatable).")
-def export_run(only):
+@click.option("--batch", type=click.IntRange(1, 10000), default=worker.BATCH, show_default=True,
+              help="Readings (and as many events) per send.")
+def export_run(only, batch):
     """Run the export worker: every destination's backlog, until SIGTERM.
 
     Example: fleet export run
@@ -109,7 +111,7 @@ def export_run(only):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = Stopping().install()
     try:
-        worker.run(from_env(), stop, names=set(only) or None)
+        worker.run(from_env(), stop, names=set(only) or None, batch=batch)
     except KeyboardInterrupt:
         pass
 

@@ -72,6 +72,7 @@ class Loop:
         self.stop = stop
         self.batch = batch
         self.max_backoff = max_backoff
+        self._last_failed: str | None = None  # why the last step could not deliver, if so
         self.thread = threading.Thread(target=self.run, name=f"export-{name}", daemon=True)
 
     def run(self) -> None:
@@ -106,8 +107,6 @@ class Loop:
             if sender is not None:
                 sender.close()
             db.close()
-
-    _last_failed: str | None = None
 
     def step(self, db, sender) -> bool:
         """Send the next batch; True if one was delivered (more may be waiting)."""

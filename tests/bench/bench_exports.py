@@ -162,9 +162,13 @@ class Subscriber:
         return len(self.seen)
 
 
+BATCH = 500
+
+
 def worker(settings):
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(settings.mqtt_port))
-    return subprocess.Popen([sys.executable, "-m", "fleet.cli", "export", "run"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "fleet.cli", "export", "run", "--batch",
+                             str(BATCH)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -246,8 +250,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", type=int, default=2000, help="frames/s of the lag run's ingest")
     ap.add_argument("--kinds", default="webhook,ngsi-ld,mqtt")
+    ap.add_argument("--batch", type=int, default=500, help="the worker's --batch")
     args = ap.parse_args()
-    print(f"drain: {args.frames} frames x {len(BODY)} readings, {NODES} nodes; "
+    global BATCH
+    BATCH = args.batch
+    print(f"batch {BATCH}; drain: {args.frames} frames x {len(BODY)} readings, {NODES} nodes; "
           f"median of {args.runs} runs")
     for kind in [k for k in args.kinds.split(",") if k]:
         rates = [drain(kind, args.frames) for _ in range(args.runs)]
