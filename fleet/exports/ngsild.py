@@ -11,8 +11,9 @@ quantity becomes which attribute, in which unit, is ngsild_terms.py's one table.
 The body is plain JSON (Content-Type: application/json) and the @context comes in the Link
 header (CIM 009 6.3.5): the destination option "context" is the URL where the broker can fetch
 ngsild_terms.context() (the fleet serves it at /static/ngsi-ld-context.jsonld). Answers: 201/204 all
-stored; 207 some refused (their readings are reported, the rest count as delivered); other 4xx
-for the whole batch: refused; 5xx, 401, 403, timeouts: down.
+stored; 207 some refused (their readings are reported, the rest count as delivered); another
+4xx for the whole request: sent again node by node, and only the nodes still refused are
+reported; 5xx, 401, 403, timeouts: down.
 """
 
 import json
@@ -151,16 +152,15 @@ class Sender:
             self.headers["NGSILD-Tenant"] = dest.options["tenant"]
         if dest.secret:
             self.headers["Authorization"] = f"Bearer {dest.secret}"
+        self.last_refusal = ""
 
-    def send(self, batch: Batch) -> Delivery:
-        pairs = entities(batch)
-        delivery = Delivery()
-        if not pairs:
-            return delivery
+    def _upsert(self, pairs, delivery: Delivery) -> int | None:
+        """POST one upsert; refused entities go into delivery. The status if the broker
+        refused the whole request with a 4xx, else None."""
         body = json.dumps([e for e, _ in pairs], separators=(",", ":")).encode()
         status, answer = self.client.request("POST", self.path, body, self.headers)
         if status in (200, 201, 204):
-            return delivery
+            return None
         if status == 207:
             try:
                 errors = json.loads(answer).get("errors", [])
@@ -171,14 +171,34 @@ class Sender:
             for entity, items in pairs:
                 if entity["id"] in refused:
                     err = refused[entity["id"]]
-                    reason = err.get("detail") or err.get("title") or err.get("type") \
-                        if isinstance(err, dict) else str(err)
+                    reason = (err.get("detail") or err.get("title") or err.get("type")
+                              if isinstance(err, dict) else str(err))
                     delivery.refuse(items, f"{entity['id']}: {reason}")
-            return delivery
+            return None
         if status >= 500 or status in http.DOWN_STATUSES or status < 200:
             raise DestinationDown(http.describe(status, answer))
-        for _entity, items in pairs:  # the broker refused the whole batch (400, 413, 415, 422)
-            delivery.refuse(items, http.describe(status, answer))
+        self.last_refusal = http.describe(status, answer)
+        return status
+
+    def send(self, batch: Batch) -> Delivery:
+        pairs = entities(batch)
+        delivery = Delivery()
+        if not pairs or self._upsert(pairs, delivery) is None:
+            return delivery
+        # The broker refused the whole request (400, 413, 422): a broker that does not answer
+        # 207 per entity. Send each node's entities alone so only the bad node is refused.
+        by_node: dict[str, list] = {}
+        for entity, items in pairs:
+            node = entity["refDevice"]["object"] if "refDevice" in entity else entity["id"]
+            by_node.setdefault(node, []).append((entity, items))
+        if len(by_node) == 1:
+            for _entity, items in pairs:
+                delivery.refuse(items, self.last_refusal)
+            return delivery
+        for group in by_node.values():
+            if self._upsert(group, delivery) is not None:
+                for _entity, items in group:
+                    delivery.refuse(items, self.last_refusal)
         return delivery
 
     def close(self) -> None:

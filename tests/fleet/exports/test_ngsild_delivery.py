@@ -78,3 +78,20 @@ def test_context_option_is_required():
 
     with pytest.raises(ExportError, match="context"):
         ngsild.check("https://broker.example", {})
+
+
+def test_a_broker_refusing_whole_batches_still_gets_the_good_nodes(db, settings,
+                                                                  running):  # noqa: F811
+    ingest(db, "n1", 1, 3)
+    ingest(db, "bad", 1, 3)
+    ingest(db, "n2", 1, 3)
+    with NgsiLdBroker(TOKEN) as broker:
+        broker.refuse_requests_with = {":bad"}
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["behind"] == 0)
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 12)
+        state = registry.get(db, "city")
+        assert state["refused"] == 6 and state["last_error"] is None
+        assert {k.split(":")[4] for k in broker.entities} == {"n1", "n2"}
+        assert all("HTTP 400" in r["reason"] for r in registry.refused(db, "city"))
