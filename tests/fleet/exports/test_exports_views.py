@@ -110,3 +110,20 @@ def test_api_reader_logins_password_once_and_acl_written(client, db, settings):
     r = client.put("/api/v1/exports/readers/grafana", json={}, headers={
         "Authorization": "Bearer " + create_token(db, "op", role="operator")})
     assert r.status_code == 403
+
+
+def test_the_page_shows_a_down_destination_and_what_was_refused(logged_in, db, settings):
+    import time
+
+    from fleet.store import exports as export_store
+
+    registry.add(db, settings.data_dir, {"name": "city", "kind": "webhook",
+                                         "url": "https://city.example/h"}, "k")
+    export_store.advance(db, "city", 0, 0, 3, [("r:bad:0:0:1000", "HTTP 422 <b>no</b>")],
+                         time.time())
+    export_store.record_failure(db, "city", "cannot reach city.example:443: Connection refused",
+                                time.time(), time.time() + 4)
+    page = logged_in.get("/exports/").get_data(as_text=True)
+    assert "down" in page and "cannot reach city.example:443: Connection refused" in page
+    assert "r:bad:0:0:1000: HTTP 422 &lt;b&gt;no&lt;/b&gt;" in page  # escaped, never HTML
+    assert "next try" in page
