@@ -86,6 +86,32 @@ def export_list():
                    + (f"  last error: {d['last_error']}" if d["last_error"] else ""))
 
 
+@export_group.command("pause")
+@click.argument("name")
+def export_pause(name):
+    """Stop sending to a destination; its readings wait in the store until it is resumed.
+
+    Example: fleet export pause city-hook
+    """
+    try:
+        registry.set_enabled(open_db(from_env().db_path), name, False, actor="cli")
+    except KeyError:
+        raise click.ClickException(f"no export destination named {name!r}") from None
+
+
+@export_group.command("resume")
+@click.argument("name")
+def export_resume(name):
+    """Send to a paused destination again, from where it stopped.
+
+    Example: fleet export resume city-hook
+    """
+    try:
+        registry.set_enabled(open_db(from_env().db_path), name, True, actor="cli")
+    except KeyError:
+        raise click.ClickException(f"no export destination named {name!r}") from None
+
+
 @export_group.command("remove")
 @click.argument("name")
 def export_remove(name):

@@ -148,6 +148,14 @@ def destination(db, data_dir, name: str) -> Destination:
                        secret=secret)
 
 
+def set_enabled(db, name: str, enabled: bool, actor=None) -> dict:
+    """Pause (the cursor stays where it is, readings wait in the store) or resume."""
+    if not export_store.set_enabled(db, name, enabled):
+        raise KeyError(name)
+    audit_store.audit(db, actor, "export.resume" if enabled else "export.pause", name)
+    return get(db, name)
+
+
 def remove(db, name: str, actor=None) -> None:
     if not export_store.delete_destination(db, name):
         raise KeyError(name)

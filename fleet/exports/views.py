@@ -73,6 +73,19 @@ def index():
                            form=form, kinds={k: a.LABEL for k, a in sorted(ADAPTERS.items())})
 
 
+@ui.route("/<name>/enabled", methods=("POST",))
+@require("admin")
+def enabled(name):
+    on = request.form.get("enabled") == "1"
+    try:
+        registry.set_enabled(web_db.get_db(), name, on, actor=g.user["name"])
+    except KeyError:
+        flash(f"No destination {name}.")
+    else:
+        flash(f"Destination {name} {'resumed' if on else 'paused'}.")
+    return redirect(url_for("exports.index"))
+
+
 @ui.route("/<name>/remove", methods=("POST",))
 @require("admin")
 def remove(name):

@@ -208,3 +208,10 @@ def readers(db) -> list[dict]:
 def delete_reader(db, name: str) -> bool:
     with transaction(db) as conn:
         return conn.execute("DELETE FROM export_readers WHERE name = ?", (name,)).rowcount != 0
+
+
+def set_enabled(db, name: str, enabled: bool) -> bool:
+    """Pause or resume a destination; False if there is none of that name."""
+    with transaction(db) as conn:
+        return conn.execute("UPDATE export_destinations SET enabled = ? WHERE name = ?",
+                            (int(enabled), name)).rowcount != 0

@@ -127,3 +127,17 @@ def test_the_page_shows_a_down_destination_and_what_was_refused(logged_in, db, s
     assert "down" in page and "cannot reach city.example:443: Connection refused" in page
     assert "r:bad:0:0:1000: HTTP 422 &lt;b&gt;no&lt;/b&gt;" in page  # escaped, never HTML
     assert "next try" in page
+
+
+def test_pause_and_resume_from_the_page_and_the_cli(logged_in, runner, db, settings, form_token):
+    registry.add(db, settings.data_dir, {"name": "city", "kind": "webhook",
+                                         "url": "https://city.example/h"}, "k")
+    r = logged_in.post("/exports/city/enabled", data={
+        "enabled": "0", "csrf_token": form_token(logged_in, "/exports/")}, follow_redirects=True)
+    page = r.get_data(as_text=True)
+    assert "Destination city paused" in page and ">Resume<" in page
+    assert registry.get(db, "city")["state"] == "paused"
+    assert runner.invoke(cli, ["export", "resume", "city"]).exit_code == 0
+    assert registry.get(db, "city")["enabled"]
+    r = runner.invoke(cli, ["export", "pause", "nope"])
+    assert r.exit_code == 1 and "no export destination" in r.output

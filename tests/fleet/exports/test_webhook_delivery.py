@@ -209,3 +209,20 @@ def test_events_go_out_as_senml_records_after_their_readings(db, settings, runni
         event = rx.records[("urn:dev:polylink:n1:event/7", 1_700_000_010.0)]
         assert event["vs"] == "door open"
         assert registry.get(db, "city")["delivered"] == 5
+
+
+def test_paused_destination_waits_and_resumes_where_it_stopped(db, settings, running):
+    with WebhookReceiver(KEY) as rx:
+        registry.add(db, settings.data_dir, {"name": "city", "kind": "webhook", "url": rx.url},
+                     KEY)
+        running()
+        ingest(db, "n1", 1, 5)
+        assert wait_for(lambda: len(rx.records) == 10)
+        assert registry.set_enabled(db, "city", False)["state"] == "paused"
+        time.sleep(2.5)  # the worker notices within RELOAD_S
+        ingest(db, "n1", 6, 5)
+        time.sleep(1.5)
+        assert len(rx.records) == 10 and registry.get(db, "city")["behind"] == 10
+        registry.set_enabled(db, "city", True)
+        assert wait_for(lambda: len(rx.records) == 20)
+        assert rx.dupes == 0
