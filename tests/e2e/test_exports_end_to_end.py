@@ -50,6 +50,7 @@ class Subscriber:
     def __init__(self, port, client_id="e2e-integrator", clean_session=False):
         self.port = port
         self.counts: dict[tuple, int] = {}
+        self.order: list[tuple] = []  # (name, time) in arrival order
         self.lock = threading.Lock()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              clean_session=clean_session)
@@ -63,6 +64,7 @@ class Subscriber:
                 bn, bt = r.get("bn", bn), r.get("bt", bt)
                 key = (bn + r["n"], round(bt + r.get("t", 0), 6))
                 self.counts[key] = self.counts.get(key, 0) + 1
+                self.order.append(key)
 
     def start(self):
         self.c.connect("127.0.0.1", self.port)
@@ -161,10 +163,16 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
         # every one through its persistent session (a resumed session may redeliver: QoS 1).
         wait_until("the MQTT watcher has every reading", lambda: set(watcher.counts) == want, 30)
         assert max(watcher.counts.values()) == 1
+        for node in [*sim.node_ids("exp", NODES), "lw-exp"]:
+            times = [t for name, t in watcher.order if f":{node}:temp" in name]
+            assert times == sorted(times), f"{node}: MQTT readings out of order"
         wait_until("the MQTT integrator has every reading", lambda: set(sub.counts) == want, 30)
         # NGSI-LD: every observation attribute once (battery_level would go on the Device).
         inst = [i for i in broker.instances if ":Device:" not in i[0]]
         assert len(inst) == len(set(inst)) == len(want)
+        for node in sim.node_ids("exp", NODES):
+            times = [at for eid, attr, at in inst if f":{node}:" in eid and attr == "temperature"]
+            assert times == sorted(times), f"{node}: NGSI-LD observations out of order"
     finally:
         if nodes is not None:
             nodes.stop()
