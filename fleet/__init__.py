@@ -50,6 +50,7 @@ def create_app(test_config=None):
     # loading Flask and every view (start-up time).
     from fleet.alerts import api as alerts_api
     from fleet.alerts import views as alerts
+    from fleet.exports import views as exports
     from fleet.identity import api as identity_api
     from fleet.identity import views as identity_views
     from fleet.nodes import api as nodes_api
@@ -87,11 +88,16 @@ def create_app(test_config=None):
     app.register_blueprint(accounts.bp)
     app.register_blueprint(identity_views.bp)
     providers.init_app(app)
+    exports.init_app(app)
     ota_api.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
+<<<<<<< HEAD
                        providers.radio_api, access_api.bp, openapi.bp])
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.page)
+=======
+                       providers.radio_api, access_api.bp, exports.api])
+>>>>>>> exports
 
     return app

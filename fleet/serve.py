@@ -267,6 +267,15 @@ class ProviderIngest(Ingest):
         self.command = [sys.executable, "-m", "fleet.cli", "provider", "ingest"]
 
 
+class ExportWorker(Ingest):
+    """The export worker (`fleet export run`, fleet/exports/worker.py), supervised the same way."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.log_path = settings.data_dir / "logs" / "exports.log"
+        self.command = [sys.executable, "-m", "fleet.cli", "export", "run"]
+
+
 class UpkeepWorker(Ingest):
     """`fleet upkeep`: alerts, expired claim tokens, retention (fleet/upkeep.py), supervised."""
 
@@ -318,6 +327,8 @@ def main(settings: Settings) -> None:
         ingest.start()
         providers = ProviderIngest(settings)
         providers.start()
+        exports = ExportWorker(settings)
+        exports.start()
         # Only the mosquitto we started reads the files upkeep rewrites when a claim token expires.
         upkeep = UpkeepWorker(settings, broker is not None and broker.kind == "mosquitto")
         upkeep.start()
@@ -337,6 +348,8 @@ def main(settings: Settings) -> None:
         say("stopping…")
         if providers is not None:
             providers.stop()
+        if exports is not None:
+            exports.stop()
         if upkeep is not None:
             upkeep.stop()
         if ticker is not None:
@@ -395,6 +408,8 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
     say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
     say("  providers       LoRaWAN provider ingest (log in "
         f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
+    say("  exports         one delivery loop per destination (log in "
+        f"{settings.data_dir / 'logs' / 'exports.log'}; add one at /exports)")
     kept = ", ".join(f"{table} {days} d" for table, days in settings.retention().items() if days)
     say(f"  upkeep          alerts every {settings.upkeep_every:g} s; keeps {kept or 'everything'}"
         f"{', the rest for ever' if kept else ''} (log in "

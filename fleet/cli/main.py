@@ -9,6 +9,7 @@ import click
 from fleet import ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
 from fleet.console import friendly, open_store
+from fleet.exports import cli as exports_cli
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
 from fleet.operations import cli as operations_cli
@@ -114,5 +115,9 @@ def db_migrate():
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
+<<<<<<< HEAD
                 operations_cli):
+=======
+                exports_cli):
+>>>>>>> exports
     feature.register(cli)

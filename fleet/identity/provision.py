@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
+from fleet import topics
 from fleet.broker import auth as brokerauth
 from fleet.store import audit as audit_store
 from fleet.store import identity as identity_store
@@ -34,6 +35,9 @@ def check_new_node_id(node_id: str) -> str:
     if node_id.startswith(brokerauth.RESERVED_PREFIX):
         raise ProvisionError(f"node ids starting with {brokerauth.RESERVED_PREFIX!r} are "
                              "reserved for the fleet's own services")
+    if node_id == topics.DATA:
+        raise ProvisionError(f"node id {node_id!r} is reserved: pl/v1/{node_id}/ carries the"
+                             " exported readings of every node")
     return node_id
 
 
