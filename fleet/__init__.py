@@ -92,12 +92,8 @@ def create_app(test_config=None):
     ota_api.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
-<<<<<<< HEAD
-                       providers.radio_api, access_api.bp, openapi.bp])
+                       providers.radio_api, access_api.bp, exports.api, openapi.bp])
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.page)
-=======
-                       providers.radio_api, access_api.bp, exports.api])
->>>>>>> exports
 
     return app

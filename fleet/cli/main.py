@@ -115,9 +115,5 @@ def db_migrate():
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
-<<<<<<< HEAD
-                operations_cli):
-=======
-                exports_cli):
->>>>>>> exports
+                operations_cli, exports_cli):
     feature.register(cli)

@@ -33,14 +33,9 @@ PASSWORD = "a-long-password"
 CHROMIUM = "/usr/bin/chromium"
 NODES = ["lamppost-0001", "lamppost-0002", "bridge-north-0003"]
 # GET routes that are not pages a person reads: the machine interfaces, by blueprint, and files.
-<<<<<<< HEAD
-NOT_PAGES = ("api.", "ota_files.", "static", "metrics.")
+NOT_PAGES = ("api.", "ota_files.", "static", "metrics.", "ngsild.")  # ngsild.: NGSI-LD JSON API
 NOT_PAGE_ENDPOINTS = {"nodes.live",  # an event stream for the node page's live values
                       "nodes.export_readings"}  # the node list's CSV or SenML download
-=======
-NOT_PAGES = ("api.", "ota_files.", "static", "ngsild.")  # ngsild.: the NGSI-LD JSON API
-NOT_PAGE_ENDPOINTS = {"nodes.live"}  # an event stream for the node page's live values
->>>>>>> exports
 FILE = re.compile(r"\.[a-z]+$")
 
 
