@@ -16,6 +16,7 @@ from fleet import create_app
 from fleet.ingest import Ingest
 from fleet.settings import Settings
 from fleet.store import alerts as alert_store
+from fleet.store import exports as export_store
 from fleet.web import auth, openapi
 from fleet.web.api import PREFIX
 
@@ -178,6 +179,26 @@ def test_every_operation_answers_as_described(api, db):
     api("post", "/tokens/{name}/revoke", {"name": "script"}, expect=200)
     api("get", "/users", expect=200)
     api("post", "/users/{name}/{action}", {"name": "sam", "action": "disable"}, expect=200)
+
+    api("get", "/exports", expect=200)
+    hook = {"kind": "webhook", "url": "https://city.example/hook", "secret": "k", "tags": [],
+            "from_start": True}
+    r = api("put", "/exports/{name}", {"name": "city"}, json=hook, expect=200)
+    assert r.json["behind"] == 2 and r.json["state"] == "catching up"  # n01's two readings
+    api("put", "/exports/{name}", {"name": "city"}, json=dict(hook, url="https://evil.example/",
+                                                               secret=None), expect=400)
+    export_store.advance(db, "city", 0, 0, 1, [("r:n01:0:0:1000", "HTTP 422 no")], now)
+    r = api("get", "/exports/{name}", {"name": "city"}, expect=200)
+    assert r.json["refused_items"][0]["item_id"] == "r:n01:0:0:1000"
+    api("get", "/exports/{name}", {"name": "ghost"}, expect=404)
+    api("get", "/exports", expect=200)
+    api("delete", "/exports/{name}", {"name": "city"}, expect=204)
+    api("put", "/exports/readers/{name}", {"name": "grafana"}, json={"tags": ["park"]},
+        expect=201)
+    api("put", "/exports/readers/{name}", {"name": "Bad"}, json={}, expect=400)
+    api("get", "/exports/readers", expect=200)
+    api("delete", "/exports/readers/{name}", {"name": "grafana"}, expect=204)
+    api("delete", "/exports/readers/{name}", {"name": "grafana"}, expect=404)
 
     missing = {(p, m) for p, m, _op in openapi.operations(DOC)} - set(api.seen)
     assert not missing, f"add a call for each of these: {sorted(missing)}"
