@@ -126,6 +126,18 @@ def get(db, name: str) -> dict:
     return _public(db, row)
 
 
+def lag(db, now: float | None = None) -> dict[str, tuple[int, float]]:
+    """{destination: (readings behind, seconds since the oldest of them was measured; 0 when
+    up to date)}: the export lag /metrics shows (fleet/web/metrics.register_export_lag)."""
+    now = time.time() if now is None else now
+    out = {}
+    for row in export_store.list_destinations(db):
+        behind, oldest = export_store.pending(db, row["reading_pos"], row["nodes"], row["tags"])
+        # A node's clock may run ahead of the fleet's: never a negative lag.
+        out[row["name"]] = (behind, 0.0 if oldest is None else max(0.0, now - oldest))
+    return out
+
+
 def refused(db, name: str, limit: int = 50) -> list[dict]:
     if export_store.get_destination(db, name) is None:
         raise KeyError(name)

@@ -21,6 +21,7 @@ from flask import (
 )
 
 from fleet.web import db as web_db
+from fleet.web import metrics
 from fleet.web.api import ApiError, iso, json_body, limit_param
 from fleet.web.auth import require
 
@@ -181,9 +182,11 @@ def api_reader_delete(name):
 
 
 def init_app(app):
-    """The page (api goes under /api/v1, web/api.py)."""
+    """The page, the NGSI-LD read side and the export lag on /metrics (api goes under /api/v1,
+    web/api.py)."""
     # NGSI-LD brokers fetch the context the Link header names (/static/ngsi-ld-context.jsonld,
     # written from ngsild_terms.context(); a test keeps them equal) as JSON-LD.
     mimetypes.add_type("application/ld+json", ".jsonld")
     app.register_blueprint(ui)
+    metrics.register_export_lag(app, registry.lag)
     app.register_blueprint(ngsild_api.bp)

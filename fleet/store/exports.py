@@ -167,9 +167,17 @@ def record_failure(db, name: str, error: str, at: float, next_try: float) -> Non
 
 def backlog(db, reading_pos: int, nodes: list[str], tags: list[str]) -> int:
     """How many stored readings of the selected nodes a destination has not been handed yet."""
+    return pending(db, reading_pos, nodes, tags)[0]
+
+
+def pending(db, reading_pos: int, nodes: list[str], tags: list[str]) -> tuple[int, float | None]:
+    """(how many readings a destination has not been handed yet, the time of the oldest of them
+    or None), in one scan."""
     cond, args = _selection(nodes, tags)
-    return db.conn.execute(f"SELECT count(*) FROM readings WHERE rowid > ? AND {cond}",
-                           [reading_pos, *args]).fetchone()[0]
+    count, oldest = db.conn.execute(
+        f"SELECT count(*), min(t) FROM readings WHERE rowid > ? AND {cond}",
+        [reading_pos, *args]).fetchone()
+    return count, oldest
 
 
 def refused_items(db, name: str, limit: int = 50) -> list[dict]:

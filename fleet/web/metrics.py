@@ -28,6 +28,7 @@ from fleet.web.auth import require
 bp = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SOURCES = "polylink_metrics_sources"
+_LAGS = "polylink_metrics_export_lags"
 
 # ingest_counters name -> (metric name without _total, help)
 _COUNTERS = {
@@ -46,6 +47,12 @@ def register_source(app, source) -> None:
 
 def register_export_lag(app, lag) -> None:
     """Add export lag: lag(db) -> {destination: (readings behind, seconds behind or None)}."""
+    # Every lag function feeds the same two families: a metric family given twice in one
+    # exposition is refused by Prometheus' parser.
+    lags = app.extensions.setdefault(_LAGS, [])
+    lags.append(lag)
+    if len(lags) > 1:
+        return
 
     def source(db):
         behind = GaugeMetricFamily("polylink_export_lag_readings",
@@ -54,7 +61,10 @@ def register_export_lag(app, lag) -> None:
         late = GaugeMetricFamily("polylink_export_lag_seconds",
                                  "Age of the oldest reading not yet delivered.",
                                  labels=["destination"])
-        for name, (readings, seconds) in sorted(lag(db).items()):
+        merged = {}
+        for each in lags:
+            merged.update(each(db))
+        for name, (readings, seconds) in sorted(merged.items()):
             behind.add_metric([name], readings)
             if seconds is not None:
                 late.add_metric([name], seconds)

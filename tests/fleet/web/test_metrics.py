@@ -88,3 +88,32 @@ def test_metrics_need_a_token_not_a_session(client, db, user, form_token):
                                          "csrf_token": form_token(client, "/auth/login")})
     assert r.status_code == 302 and client.get("/nodes/").status_code == 200  # logged in
     assert client.get("/metrics").status_code == 401
+
+
+def test_a_destination_behind_shows_its_lag(app, db, settings):
+    """The exports feature's own figures (registry.lag through register_export_lag)."""
+    from fleet.exports import registry
+    from fleet.store import exports as export_store
+
+    now = time.time()
+    ing = Ingest(db)
+    ing.add("pl/v1/n01/up", frame(proto.TELEMETRY, 0, [(0, 0, 21.5), (1, 0, 40)]), now - 90)
+    ing.flush()
+    hook = {"kind": "webhook", "url": "https://city.example/hook"}
+    registry.add(db, settings.data_dir, dict(hook, name="late"), "k", from_start=True)
+    registry.add(db, settings.data_dir, dict(hook, name="fresh"), "k")  # from now on
+    token = auth.create_token(db, "prometheus", "viewer")
+
+    m = scrape(app.test_client(), token)
+    late, fresh = (("destination", "late"),), (("destination", "fresh"),)
+    assert m[("polylink_export_lag_readings", late)] == 2
+    assert m[("polylink_export_lag_seconds", late)] >= 90  # since the oldest was measured
+    assert m[("polylink_export_lag_readings", fresh)] == 0
+    assert m[("polylink_export_lag_seconds", fresh)] == 0
+
+    # Once the worker has delivered the batch (it moves the cursor), the lag is gone.
+    pos = db.conn.execute("SELECT max(rowid) FROM readings").fetchone()[0]
+    export_store.advance(db, "late", pos, 0, 2, [], time.time())
+    m = scrape(app.test_client(), token)
+    assert m[("polylink_export_lag_readings", late)] == 0
+    assert m[("polylink_export_lag_seconds", late)] == 0
