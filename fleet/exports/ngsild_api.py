@@ -55,7 +55,10 @@ def _ngsi_error(e):
 
 @bp.errorhandler(ApiError)
 def _api_error(e):
-    return _problem(e.status, "Unauthorized" if e.status == 401 else "BadRequestData", str(e))
+    r = _problem(e.status, "Unauthorized" if e.status == 401 else "BadRequestData", str(e))
+    if e.status == 401:  # RFC 9110 15.5.2: a 401 says how to authenticate
+        r.headers["WWW-Authenticate"] = 'Bearer realm="polylink"'
+    return r
 
 
 @bp.errorhandler(HTTPException)
@@ -184,6 +187,14 @@ def _matches(entity: dict, terms) -> bool:
     return True
 
 
+def _check_uri(entity_id: str) -> None:
+    """CIM 009: an entity id that is not a URI is BadRequestData, not a missing entity."""
+    scheme = entity_id.split(":", 1)[0]
+    if ":" not in entity_id or not scheme[:1].isalpha() or not all(
+            c.isalnum() or c in "+-." for c in scheme):
+        raise NgsiError(400, "BadRequestData", f"entity id {entity_id!r} is not a URI")
+
+
 def _pick(entity: dict, attrs) -> dict:
     if not attrs:
         return entity
@@ -217,6 +228,7 @@ def entities():
 @require("read")
 def entity(entity_id):
     """One entity by id (attrs to pick attributes)."""
+    _check_uri(entity_id)
     model = entity_id.split(":")[2] if entity_id.count(":") >= 4 else None
     found = [e for e in _entities(web_db.get_db(), [model] if model in TYPES else [])
              if e["id"] == entity_id]
@@ -231,6 +243,7 @@ def entity(entity_id):
 def temporal(entity_id):
     """An entity's history from the stored readings: timerel (before, after, between) with
     timeAt and endTimeAt, attrs, lastN."""
+    _check_uri(entity_id)
     parts = entity_id.split(":")
     if len(parts) != 5 or parts[:2] != ["urn", "ngsi-ld"] or parts[2] not in TYPES \
             or parts[3] != "polylink":

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 description of /api/v1, served as /api/v1/openapi.json and as a page.
+"""The OpenAPI 3.1 description of /api/v1, served as /api/v1/openapi.json and as a page, and the
+one of the NGSI-LD read side (/ngsi-ld/v1) as /api/v1/openapi-ngsi-ld.json and a page beside it.
 
 Each feature describes its own routes in an `openapi.yaml` beside its API module (paths relative
 to /api/v1 and the components they add); fleet/web/openapi.yaml is the base (info, security,
@@ -22,6 +23,9 @@ from fleet.web.auth import require
 # /api/v1 routes adds its package here (docs/integrations.md, "OpenAPI").
 FRAGMENTS = ("fleet.web", "fleet.nodes", "fleet.identity", "fleet.alerts", "fleet.ota",
              "fleet.providers", "fleet.exports")
+# The NGSI-LD read side (/ngsi-ld/v1) is a second, whole document: one base URL per document is
+# what validators and code generators handle (docs/integrations.md, "OpenAPI").
+NGSI_LD = ("fleet.exports", "ngsild.openapi.yaml")
 METHODS = ("get", "put", "post", "delete", "patch")
 
 bp = Blueprint("openapi", __name__)  # under /api/v1
@@ -56,8 +60,8 @@ def merge(base: dict, fragment: dict, origin: str) -> dict:
     return out
 
 
-def _load(package: str) -> dict:
-    text = resources.files(package).joinpath("openapi.yaml").read_text(encoding="utf-8")
+def _load(package: str, name: str = "openapi.yaml") -> dict:
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
     return yaml.safe_load(text) or {}
 
 
@@ -71,8 +75,15 @@ def document() -> dict:
 
 
 @functools.cache
-def document_json() -> bytes:
-    return json.dumps(document(), indent=1, sort_keys=False).encode()
+def ngsild_document() -> dict:
+    """The description of the NGSI-LD read side (servers /ngsi-ld/v1)."""
+    return _load(*NGSI_LD)
+
+
+@functools.cache
+def document_json(which: str = "api") -> bytes:
+    doc = document() if which == "api" else ngsild_document()
+    return json.dumps(doc, indent=1, sort_keys=False).encode()
 
 
 def operations(doc: dict):
@@ -83,8 +94,8 @@ def operations(doc: dict):
                 yield path, method, item[method]
 
 
-def _json_response() -> Response:
-    return Response(document_json(), mimetype="application/json")
+def _json_response(which: str = "api") -> Response:
+    return Response(document_json(which), mimetype="application/json")
 
 
 @bp.get("/openapi.json")
@@ -93,11 +104,23 @@ def openapi_json():
     return _json_response()
 
 
+@bp.get("/openapi-ngsi-ld.json")
+@require("read")
+def ngsild_json():
+    return _json_response("ngsi-ld")
+
+
 @page.get("/openapi.json")
 @require("read")
 def page_json():
     """The same document for a logged-in browser (the API itself takes tokens only)."""
     return _json_response()
+
+
+@page.get("/openapi-ngsi-ld.json")
+@require("read")
+def page_ngsild_json():
+    return _json_response("ngsi-ld")
 
 
 def _resolve(doc: dict, node):
@@ -114,7 +137,17 @@ def _resolve(doc: dict, node):
 @require("read")
 def index():
     """A plain page from the document: no script, nothing fetched from elsewhere."""
-    doc = document()
+    return _page(document(), "api_docs.page_json", "/openapi.json")
+
+
+@page.get("/ngsi-ld")
+@require("read")
+def ngsild():
+    """The NGSI-LD read side's document as the same kind of page."""
+    return _page(ngsild_document(), "api_docs.page_ngsild_json", "/api/v1/openapi-ngsi-ld.json")
+
+
+def _page(doc: dict, json_endpoint: str, token_url: str):
     groups: dict[str, list] = {}
     for path, method, op in operations(doc):
         params = [_resolve(doc, p) for p in op.get("parameters", [])]
@@ -132,4 +165,5 @@ def index():
              "params": params, "body": body, "responses": responses})
     schemas = {name: json.dumps(schema, indent=1)
                for name, schema in doc["components"]["schemas"].items()}
-    return render_template("api_docs.html", doc=doc, groups=groups, schemas=schemas)
+    return render_template("api_docs.html", doc=doc, groups=groups, schemas=schemas,
+                           json_endpoint=json_endpoint, token_url=token_url)

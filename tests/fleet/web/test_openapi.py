@@ -9,7 +9,7 @@ import time
 import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
-from polylink import proto
+from polylink import proto, quantities
 from rollout_nodes import Nodes, _release  # tests/fleet/ is on sys.path
 
 from fleet import create_app
@@ -17,10 +17,13 @@ from fleet.ingest import Ingest
 from fleet.settings import Settings
 from fleet.store import alerts as alert_store
 from fleet.store import exports as export_store
+from fleet.store import nodes as node_store
 from fleet.web import auth, openapi
 from fleet.web.api import PREFIX
 
 DOC = openapi.document()
+NGSI = openapi.ngsild_document()
+NGSI_PREFIX = NGSI["servers"][0]["url"]  # /ngsi-ld/v1
 
 
 def frame(mtype, seq, body) -> bytes:
@@ -28,24 +31,27 @@ def frame(mtype, seq, body) -> bytes:
     return bytes(buf[:proto.encode(buf, mtype, seq, body, None)])
 
 
-def rule_to_path(rule: str) -> str:
+def rule_to_path(rule: str, prefix: str = PREFIX) -> str:
     """/api/v1/alerts/<int:alert_id>/<any(ack, resolve):action> -> /alerts/{alert_id}/{action}"""
-    return re.sub(r"<(?:[^<>:]+:)?([a-z_]+)>", r"{\1}", rule.removeprefix(PREFIX))
+    return re.sub(r"<(?:[^<>:]+:)?([a-z_]+)>", r"{\1}", rule.removeprefix(prefix))
 
 
-def test_the_document_is_valid_openapi_3_1():
-    validate(DOC)  # raises with the path of the first error
-    assert DOC["openapi"].startswith("3.1")
+@pytest.mark.parametrize("doc", [DOC, NGSI], ids=["api", "ngsi-ld"])
+def test_the_document_is_valid_openapi_3_1(doc):
+    validate(doc)  # raises with the path of the first error
+    assert doc["openapi"].startswith("3.1")
 
 
-def test_every_api_route_is_described_and_nothing_else(app):
-    routes = {(rule_to_path(r.rule), m.lower())
-              for r in app.url_map.iter_rules() if r.rule.startswith(PREFIX + "/")
+@pytest.mark.parametrize("doc", [DOC, NGSI], ids=["api", "ngsi-ld"])
+def test_every_api_route_is_described_and_nothing_else(app, doc):
+    prefix = doc["servers"][0]["url"]
+    routes = {(rule_to_path(r.rule, prefix), m.lower())
+              for r in app.url_map.iter_rules() if r.rule.startswith(prefix + "/")
               for m in r.methods - {"HEAD", "OPTIONS"}}
-    described = {(path, method) for path, method, _op in openapi.operations(DOC)}
+    described = {(path, method) for path, method, _op in openapi.operations(doc)}
     assert routes - described == set(), "describe these in the feature's openapi.yaml"
     assert described - routes == set(), "described but not served"
-    ids = [op["operationId"] for _p, _m, op in openapi.operations(DOC)]
+    ids = [op["operationId"] for _p, _m, op in openapi.operations(doc)]
     assert len(ids) == len(set(ids))
 
 
@@ -61,9 +67,9 @@ def test_fragments_cannot_overwrite_each_other():
         openapi.merge(base, {"info": {}}, "d")
 
 
-def _resolve(node):
+def _resolve(node, doc=DOC):
     while "$ref" in node:
-        target = DOC
+        target = doc
         for part in node["$ref"].removeprefix("#/").split("/"):
             target = target[part]
         node = target
@@ -73,20 +79,23 @@ def _resolve(node):
 class Checker:
     """Calls the API and checks each answer against the operation the document describes."""
 
-    def __init__(self, client, headers):
+    def __init__(self, client, headers, doc=DOC):
         self.client = client
         self.headers = headers
+        self.doc = doc
+        self.prefix = doc["servers"][0]["url"]
         self.seen: dict[tuple, set] = {}
 
-    def __call__(self, method, template, values=None, expect=None, **kwargs):
+    def __call__(self, method, template, values=None, expect=None, headers=None, **kwargs):
         path = template.format(**(values or {}))
-        r = self.client.open(PREFIX + path, method=method.upper(), headers=self.headers, **kwargs)
-        op = DOC["paths"][template][method]
+        r = self.client.open(self.prefix + path, method=method.upper(),
+                             headers=self.headers if headers is None else headers, **kwargs)
+        op = self.doc["paths"][template][method]
         status = str(r.status_code)
         assert status in op["responses"], f"{method} {path}: {status} not described: {r.data}"
         if expect is not None:
             assert r.status_code == expect, (method, path, r.status_code, r.data[:300])
-        described = _resolve(op["responses"][status])
+        described = _resolve(op["responses"][status], self.doc)
         content = described.get("content")
         if content is None:
             assert not r.data, f"{method} {path}: {status} has a body the document does not give"
@@ -95,12 +104,13 @@ class Checker:
             assert media in content, f"{method} {path}: {media} not in {sorted(content)}"
             if media.endswith("json"):
                 schema = {"$ref": "#/x", "x": content[media]["schema"],
-                          "components": DOC["components"]}
+                          "components": self.doc["components"]}
                 errors = list(Draft202012Validator(schema).iter_errors(json.loads(r.data)))
                 assert not errors, f"{method} {path} {status}: " + "; ".join(
                     f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
-        for name in described.get("headers", {}):
-            assert name in r.headers, f"{method} {path}: header {name} described, not sent"
+        for name, header in described.get("headers", {}).items():
+            if _resolve(header, self.doc).get("required"):
+                assert name in r.headers, f"{method} {path}: header {name} described, not sent"
         self.seen.setdefault((template, method), set()).add(status)
         return r
 
@@ -124,6 +134,8 @@ def test_every_operation_answers_as_described(api, db):
     n01 = {"node_id": "n01"}
 
     api("get", "/openapi.json", expect=200)
+    assert api("get", "/openapi-ngsi-ld.json", expect=200).json == NGSI
+    api("get", "/openapi.json", headers={}, expect=401)
     api("get", "/nodes", expect=200)
     api("get", "/nodes/{node_id}", n01, expect=200)
     api("get", "/nodes/{node_id}", {"node_id": "ghost"}, expect=404)
@@ -204,6 +216,47 @@ def test_every_operation_answers_as_described(api, db):
     assert not missing, f"add a call for each of these: {sorted(missing)}"
 
 
+def test_every_ngsild_operation_answers_as_described(app, db):
+    """The NGSI-LD read side against its own document: entities, one entity, the history."""
+    token = auth.create_token(db, "city", "viewer")
+    ngsi = Checker(app.test_client(), {"Authorization": f"Bearer {token}"}, NGSI)
+    now = time.time()
+    battery = quantities.lookup("battery_level")
+    ing = Ingest(db)
+    for seq in range(3):
+        ing.add("pl/v1/n01/up", frame(proto.TELEMETRY, seq, [(0, 0, 20 + seq), (1, 0, 55.0),
+                                                              (battery, 0, 87)]), now - 30 + seq)
+    ing.flush()
+    node_store.set_place(db, "n01", 52.52, 13.405, "Marktplatz")
+    weather = {"entity_id": "urn:ngsi-ld:WeatherObserved:polylink:n01"}
+
+    r = ngsi("get", "/entities", query_string={"type": "Device,WeatherObserved",
+                                               "count": "true"}, expect=200)
+    assert r.headers["NGSILD-Results-Count"] == "2"
+    assert {e["type"] for e in r.json} == {"Device", "WeatherObserved"}
+    ngsi("get", "/entities", query_string={"q": "temperature>=21", "attrs": "temperature"},
+         expect=200)
+    ngsi("get", "/entities", expect=400)
+    ngsi("get", "/entities", query_string={"type": "Device"}, headers={}, expect=401)
+    r = ngsi("get", "/entities/{entity_id}", {"entity_id": "urn:ngsi-ld:Device:polylink:n01"},
+             expect=200)
+    assert r.json["batteryLevel"]["value"] == 0.87 and r.json["location"]["type"] == "GeoProperty"
+    ngsi("get", "/entities/{entity_id}", weather, expect=200)
+    ngsi("get", "/entities/{entity_id}", {"entity_id": "urn:ngsi-ld:Device:polylink:zz"},
+         expect=404)
+    ngsi("get", "/entities/{entity_id}", {"entity_id": "lamp-7"}, expect=400)  # not a URI
+    r = ngsi("get", "/temporal/entities/{entity_id}", weather, query_string={"lastN": 2},
+             expect=200)
+    assert [i["value"] for i in r.json["temperature"]] == [21, 22]
+    ngsi("get", "/temporal/entities/{entity_id}", weather,
+         query_string={"timerel": "between", "timeAt": "2026-01-01T00:00:00Z"}, expect=400)
+    ngsi("get", "/temporal/entities/{entity_id}",
+         {"entity_id": "urn:ngsi-ld:WeatherObserved:polylink:zz"}, expect=404)
+
+    missing = {(p, m) for p, m, _op in openapi.operations(NGSI)} - set(ngsi.seen)
+    assert not missing, f"add a call for each of these: {sorted(missing)}"
+
+
 def test_the_page_renders_the_document_without_scripts(app, db, client, form_token):
     auth.create_user(db, "vic", "correct horse", "viewer")
     client.post("/auth/login", data={"username": "vic", "password": "correct horse",
@@ -215,5 +268,10 @@ def test_the_page_renders_the_document_without_scripts(app, db, client, form_tok
     assert "<script" not in html and "http://" not in html and "https://" not in html
     r = client.get("/api-docs/openapi.json")
     assert r.status_code == 200 and r.json["info"]["title"] == DOC["info"]["title"]
+    html = client.get("/api-docs/ngsi-ld").get_data(as_text=True)
+    for path, method, op in openapi.operations(NGSI):
+        assert f"<code>{method.upper()} {NGSI_PREFIX}{path}</code>" in html, (method, path)
+    assert "<script" not in html and 'href="/api-docs/openapi-ngsi-ld.json"' in html
+    assert client.get("/api-docs/openapi-ngsi-ld.json").json == NGSI
     # The API itself takes tokens only: a session cookie gets nothing there.
     assert client.get(PREFIX + "/openapi.json").status_code == 401
