@@ -19,6 +19,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.routing import BaseConverter
 
 from fleet.web import db as web_db
 from fleet.web import metrics
@@ -29,6 +30,19 @@ from . import ADAPTERS, ExportError, ngsild_api, readers, registry
 
 ui = Blueprint("exports", __name__, url_prefix="/exports")
 api = Blueprint("exports", __name__, url_prefix="/exports")  # under /api/v1
+
+
+class DestinationName(BaseConverter):
+    """Any path part but `readers`: /exports/readers is the logins' list, so PUT or DELETE on it
+    must answer 405 (Allow: GET), not reach a destination named `readers`."""
+
+    regex = "(?!readers$)[^/]+"
+
+
+@api.record_once
+def _converter(state):
+    # Runs before the routes below are added (deferred in the order they were recorded).
+    state.app.url_map.converters["destination"] = DestinationName
 _FIELDS = {"kind", "url", "options", "nodes", "tags", "enabled", "secret", "from_start"}
 _FORM = ("name", "kind", "url", "options", "nodes", "tags")
 
@@ -105,7 +119,7 @@ def api_list():
     return jsonify([_api_view(d) for d in registry.list_all(web_db.get_db())])
 
 
-@api.get("/<name>")
+@api.get("/<destination:name>")
 @require("admin")
 def api_get(name):
     db = web_db.get_db()
@@ -117,7 +131,7 @@ def api_get(name):
     return jsonify(dict(_api_view(d), refused_items=[dict(r, at=iso(r["at"])) for r in refused]))
 
 
-@api.put("/<name>")
+@api.put("/<destination:name>")
 @require("admin")
 def api_put(name):
     body = json_body('{"kind": "webhook", "url": "https://...", "secret": "..."}', _FIELDS,
@@ -137,7 +151,7 @@ def api_put(name):
     return jsonify(_api_view(d))
 
 
-@api.delete("/<name>")
+@api.delete("/<destination:name>")
 @require("admin")
 def api_delete(name):
     try:

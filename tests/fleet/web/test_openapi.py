@@ -269,7 +269,7 @@ def test_the_page_renders_the_document_without_scripts(app, db, client, form_tok
     r = client.get("/api-docs/openapi.json")
     assert r.status_code == 200 and r.json["info"]["title"] == DOC["info"]["title"]
     html = client.get("/api-docs/ngsi-ld").get_data(as_text=True)
-    for path, method, op in openapi.operations(NGSI):
+    for path, method, _op in openapi.operations(NGSI):
         assert f"<code>{method.upper()} {NGSI_PREFIX}{path}</code>" in html, (method, path)
     assert "<script" not in html and 'href="/api-docs/openapi-ngsi-ld.json"' in html
     assert client.get("/api-docs/openapi-ngsi-ld.json").json == NGSI
