@@ -54,3 +54,16 @@ def test_reads_answer_as_described(case):
     # an exact grammar, and since > until is refused although each is valid on its own.
     case.call_and_validate(headers=HEADERS, excluded_checks=[
         checks.positive_data_acceptance, checks.negative_data_rejection])
+
+
+ngsild = schemathesis.openapi.from_dict(openapi.ngsild_document())
+ngsild.app = APP
+
+
+@ngsild.parametrize()
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_ngsild_reads_answer_as_described(case):
+    # The same exclusions: q and the times are strings with a described grammar.
+    case.call_and_validate(headers=HEADERS, excluded_checks=[
+        checks.positive_data_acceptance, checks.negative_data_rejection])
