@@ -175,13 +175,15 @@ def api_reader_put(name):
     """Create a read-only MQTT login, or give it a new password; the password is answered once."""
     body = json_body('{"nodes": ["lamp-7"], "tags": ["park"]}', {"nodes", "tags"},
                      say_expected=True)
+    db = web_db.get_db()
+    existed = any(r["name"] == name for r in readers.list_all(db))
     try:
-        r = readers.add(web_db.get_db(), current_app.config["SETTINGS"].broker_dir, name,
+        r = readers.add(db, current_app.config["SETTINGS"].broker_dir, name,
                         body.get("nodes") or [], body.get("tags") or [],
                         actor=f"token:{g.token_name}")
     except ExportError as e:
         raise ApiError(400, str(e)) from None
-    return jsonify(r), 201
+    return jsonify(r), 200 if existed else 201  # a new password for a login is no new login
 
 
 @api.delete("/readers/<name>")

@@ -207,6 +207,8 @@ def test_every_operation_answers_as_described(api, db):
     api("delete", "/exports/{name}", {"name": "city"}, expect=204)
     api("put", "/exports/readers/{name}", {"name": "grafana"}, json={"tags": ["park"]},
         expect=201)
+    r = api("put", "/exports/readers/{name}", {"name": "grafana"}, json={}, expect=200)
+    assert r.json["tags"] == []  # a new password and selection for the same login
     api("put", "/exports/readers/{name}", {"name": "Bad"}, json={}, expect=400)
     api("get", "/exports/readers", expect=200)
     api("delete", "/exports/readers/{name}", {"name": "grafana"}, expect=204)
