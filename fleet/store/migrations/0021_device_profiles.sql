@@ -1,0 +1,30 @@
+-- Device profiles (issue 17): how a node's payload becomes readings. Every node has one;
+-- 'polylink' (our protocol and firmware, OTA included) is what every node had before, so an
+-- existing fleet migrates with every node on it. fields and commands are JSON arrays.
+CREATE TABLE device_profiles (
+    name TEXT PRIMARY KEY,
+    codec TEXT NOT NULL,
+    source TEXT,
+    fields TEXT NOT NULL DEFAULT '[]',
+    interval INTEGER,
+    commands TEXT NOT NULL DEFAULT '[]',
+    description TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+INSERT INTO device_profiles (name, codec, description, created, updated)
+    VALUES ('polylink', 'polylink', 'Polylink firmware and protocol (monitored and updated)', 0, 0);
+ALTER TABLE nodes ADD COLUMN profile TEXT NOT NULL DEFAULT 'polylink';
+-- The last payloads of each non-Polylink device, as received (bounded per node by the store),
+-- so a changed codec can be tried against them before it is saved.
+CREATE TABLE raw_payloads (
+    id INTEGER PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    provider TEXT,
+    fport INTEGER,
+    fcnt INTEGER,
+    payload BLOB NOT NULL
+);
+CREATE INDEX raw_payloads_node ON raw_payloads (node_id, id);

@@ -1,0 +1,131 @@
+"""Device profiles, which profile each node has, and the last raw payloads of non-Polylink
+devices (kept so a changed codec can be tried on them first)."""
+
+import json
+import time
+
+from . import audit
+from .base import StoreError, UnknownNode, first, transaction
+
+RAW_KEPT = 100  # raw payloads kept per node; older ones are deleted as new ones arrive
+
+
+class UnknownProfile(StoreError):
+    """No device profile with that name exists."""
+
+
+class ProfileInUse(StoreError):
+    """The profile still has nodes; move them to another profile first."""
+
+
+def _profile(row: dict) -> dict:
+    row = dict(row)
+    row["fields"] = json.loads(row["fields"] or "[]")
+    row["commands"] = json.loads(row["commands"] or "[]")
+    return row
+
+
+def list_profiles(db) -> list[dict]:
+    """Every profile with the number of nodes that have it, by name."""
+    rows = db.query(
+        "SELECT p.*, (SELECT count(*) FROM nodes n WHERE n.profile = p.name) AS nodes"
+        " FROM device_profiles p ORDER BY p.name")
+    return [_profile(r) for r in rows]
+
+
+def get_profile(db, name: str) -> dict:
+    row = first(db, "SELECT * FROM device_profiles WHERE name = ?", [name])
+    if row is None:
+        raise UnknownProfile(f"no device profile named {name!r}")
+    return _profile(row)
+
+
+def save_profile(db, p: dict, actor=None) -> dict:
+    """Create or replace a profile (its version goes up by one on every change); audited."""
+    now = time.time()
+    with transaction(db) as conn:
+        old = conn.execute("SELECT version, source, created FROM device_profiles WHERE name = ?",
+                           (p["name"],)).fetchone()
+        version = 1 if old is None else old[0] + 1
+        created = now if old is None else old[2]
+        conn.execute(
+            "INSERT OR REPLACE INTO device_profiles (name, codec, source, fields, interval,"
+            " commands, description, version, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (p["name"], p["codec"], p.get("source"), json.dumps(p.get("fields") or []),
+             p.get("interval"), json.dumps(p.get("commands") or []), p.get("description"),
+             version, created, now))
+        if p.get("interval"):
+            # The offline alert reads nodes.interval; a STATUS never comes from these devices.
+            conn.execute("UPDATE nodes SET interval = ? WHERE profile = ?",
+                         (p["interval"], p["name"]))
+        audit.insert(conn, now, actor, "profile.create" if old is None else "profile.update",
+                     p["name"], {"codec": p["codec"], "version": version,
+                                 "codec_changed": old is not None and old[1] != p.get("source")})
+    return get_profile(db, p["name"])
+
+
+def delete_profile(db, name: str, actor=None) -> None:
+    with transaction(db) as conn:
+        n = conn.execute("SELECT count(*) FROM nodes WHERE profile = ?", (name,)).fetchone()[0]
+        if n:
+            raise ProfileInUse(f"profile {name!r} has {n} node(s); move them first")
+        if conn.execute("DELETE FROM device_profiles WHERE name = ?", (name,)).rowcount == 0:
+            raise UnknownProfile(f"no device profile named {name!r}")
+        audit.insert(conn, time.time(), actor, "profile.delete", name)
+
+
+def assign(db, node_id: str, profile: str, actor=None) -> None:
+    """Give a node a profile (and the profile's reporting interval for the offline alert)."""
+    now = time.time()
+    with transaction(db) as conn:
+        row = conn.execute("SELECT interval FROM device_profiles WHERE name = ?",
+                           (profile,)).fetchone()
+        if row is None:
+            raise UnknownProfile(f"no device profile named {profile!r}")
+        old = conn.execute("SELECT profile FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if old is None:
+            raise UnknownNode(f"no node {node_id!r}")
+        conn.execute("UPDATE nodes SET profile = ?, interval = coalesce(?, interval) WHERE id = ?",
+                     (profile, row[0], node_id))
+        audit.insert(conn, now, actor, "node.profile", node_id, {"from": old[0], "to": profile})
+
+
+def node_profiles(db) -> dict[str, str]:
+    """node id -> profile name, for the nodes not on 'polylink' (the ingest's lookup)."""
+    return dict(db.conn.execute("SELECT id, profile FROM nodes WHERE profile != 'polylink'"))
+
+
+def profile_of(db, node_id: str) -> str:
+    row = db.conn.execute("SELECT profile FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    if row is None:
+        raise UnknownNode(f"no node {node_id!r}")
+    return row[0]
+
+
+def last_seen_times(db) -> dict[str, float]:
+    """node id -> last_seen of the non-Polylink nodes (FCnt reset detection)."""
+    return {n: t for n, t in db.conn.execute(
+        "SELECT id, last_seen FROM nodes WHERE profile != 'polylink' AND last_seen IS NOT NULL")}
+
+
+def store_raw(db, rows: list[tuple]) -> None:
+    """Append (node, received_at, provider, fport, fcnt, payload) rows; keep RAW_KEPT per node."""
+    if not rows:
+        return
+    with transaction(db) as conn:
+        conn.executemany(
+            "INSERT INTO raw_payloads (node_id, received_at, provider, fport, fcnt, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?)", rows)
+        for node in {r[0] for r in rows}:
+            conn.execute(
+                "DELETE FROM raw_payloads WHERE node_id = ? AND id < (SELECT id FROM"
+                " raw_payloads WHERE node_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (node, node, RAW_KEPT - 1))
+
+
+def raw_payloads(db, node_id: str, limit=RAW_KEPT) -> list[dict]:
+    """A node's last raw payloads, newest first."""
+    return list(db.query(
+        "SELECT id, received_at, provider, fport, fcnt, payload FROM raw_payloads"
+        " WHERE node_id = ? ORDER BY id DESC LIMIT ?", [node_id, limit]))
