@@ -2,9 +2,13 @@
 
 `decodeUplink(input)` gets `{bytes: [numbers], fPort, recvTime: Date, variables}` and returns
 `{data, warnings, errors}`; `encodeDownlink({data, variables})` returns `{bytes, fPort, ...}`,
-so a vendor's published codec runs unchanged. The engine is QuickJS through the `quickjs`
-package (PyPI; a cp311 manylinux wheel, the C engine's own memory limit and an interrupt-based
-time limit; see docs/devices.md for why not V8). Each codec gets its own context with:
+so a vendor's published codec runs unchanged. The engine is QuickJS-ng through the
+`quickjs-ng` package (PyPI, imported as `quickjs`; an abi3 manylinux wheel, actively kept). We
+first took the older `quickjs` package (PetterS, last release 2023): its engine segfaulted the
+worker on a codec that runs out of memory (about one run in three of
+tests/fleet/profiles/codecs/allocates.js), which is exactly what the limit is for. V8 through
+`mini-racer` was the other candidate: a 22 MB wheel and a whole isolate per codec for what
+vendors' 2-KB codecs need. Each codec gets its own context with:
 
 - a time limit per call (CALL_LIMIT_S, as The Things Stack and ChirpStack give a codec),
 - a memory limit (MEMORY_LIMIT) and a stack limit, so allocating without end is an error,
