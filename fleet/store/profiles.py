@@ -5,7 +5,7 @@ import json
 import time
 
 from . import audit
-from .base import StoreError, UnknownNode, first, transaction
+from .base import DuplicateName, StoreError, UnknownNode, first, transaction
 
 RAW_KEPT = 100  # raw payloads kept per node; older ones are deleted as new ones arrive
 
@@ -129,3 +129,37 @@ def raw_payloads(db, node_id: str, limit=RAW_KEPT) -> list[dict]:
     return list(db.query(
         "SELECT id, received_at, provider, fport, fcnt, payload FROM raw_payloads"
         " WHERE node_id = ? ORDER BY id DESC LIMIT ?", [node_id, limit]))
+
+
+ANY_PROVIDER = "*"  # transport_ids.provider of a DevEUI registered on whichever network hears it
+
+
+def register_device(db, node_id: str, dev_eui: str, profile: str, name=None, lat=None,
+                    lon=None, actor=None) -> None:
+    """Register another supplier's LoRaWAN device by its DevEUI, on every provider; audited.
+
+    It gets no MQTT or OTA credentials (it is monitored, not updated). DuplicateName if the
+    node id or the DevEUI is taken.
+    """
+    now = time.time()
+    with transaction(db) as conn:
+        interval = conn.execute("SELECT interval FROM device_profiles WHERE name = ?",
+                                (profile,)).fetchone()
+        if interval is None:
+            raise UnknownProfile(f"no device profile named {profile!r}")
+        if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone():
+            raise DuplicateName(f"node {node_id!r} exists already")
+        taken = conn.execute(
+            "SELECT node_id FROM node_credentials WHERE upper(dev_eui) = ? AND revoked_at IS NULL"
+            " UNION SELECT node_id FROM transport_ids WHERE ext_id = ?",
+            (dev_eui, dev_eui)).fetchone()
+        if taken:
+            raise DuplicateName(f"DevEUI {dev_eui} belongs to node {taken[0]!r}")
+        conn.execute(
+            "INSERT INTO nodes (id, name, provider, profile, interval, lat, lon, created, tags)"
+            " VALUES (?, ?, 'lorawan', ?, ?, ?, ?, ?, '[]')",
+            (node_id, name, profile, interval[0], lat, lon, now))
+        conn.execute("INSERT INTO transport_ids (provider, ext_id, node_id) VALUES (?, ?, ?)",
+                     (ANY_PROVIDER, dev_eui, node_id))
+        audit.insert(conn, now, actor, "device.register", node_id,
+                     {"dev_eui": dev_eui, "profile": profile})
