@@ -28,6 +28,9 @@ def _quantity(name):
 
 def check(p: dict) -> dict:
     """The profile with its mapping checked and normalised; ProfileError says what is wrong."""
+    for key in ("name", "codec", "source", "description"):
+        if p.get(key) is not None and not isinstance(p[key], str):
+            raise ProfileError(f"{key} must be a string")
     name = p.get("name") or ""
     if not NAME.match(name):
         raise ProfileError(f"name {name!r} must be 1-64 of a-z 0-9 _ - (starting a-z or 0-9)")
@@ -51,6 +54,9 @@ def check(p: dict) -> dict:
         unknown = set(f) - {"field", "quantity", "unit", "inst"}
         if unknown:
             raise ProfileError(f"fields[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
+        if not isinstance(f.get("quantity"), str) or not (
+                f.get("unit") is None or isinstance(f["unit"], str)):
+            raise ProfileError(f"fields[{i}]: quantity and unit must be strings")
         qid = _quantity(f.get("quantity"))
         inst = f.get("inst", 0)
         if not isinstance(inst, int) or isinstance(inst, bool) or not 0 <= inst <= 255:

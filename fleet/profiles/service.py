@@ -4,6 +4,8 @@ import base64
 import binascii
 import time
 
+from polylink import quantities
+
 from fleet.store import profiles as profile_store
 
 from . import POLYLINK
@@ -39,8 +41,9 @@ def _one(dec: Decoder, payload: bytes, fport: int, t: float) -> dict:
     except CodecError as e:
         return {"error": str(e)}
     return {"data": out["data"], "warnings": out["warnings"],
-            "readings": [{"quantity": qid, "inst": inst, "value": v}
-                         for qid, inst, v in readings]}
+            "readings": [{"quantity": qid, "name": quantities.QUANTITIES[qid][quantities.NAME],
+                          "unit": quantities.QUANTITIES[qid][quantities.UNIT], "inst": inst,
+                          "value": v} for qid, inst, v in readings]}
 
 
 def try_codec(db, body: dict, payloads=(), node_id=None, fport=1) -> dict:

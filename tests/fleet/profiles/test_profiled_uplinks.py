@@ -162,7 +162,8 @@ def test_codec_change_applies_to_new_frames_only_and_is_audited(fleet):
     assert entry["actor"] == "bob" and entry["action"] == "profile.update"
     assert json.loads(entry["detail"])["codec_changed"] is True
     tried = service.try_codec(fleet, {"codec": "lpp"}, ["0167FFD7"], node_id="bad-1")
-    assert tried["pasted"][0]["readings"] == [{"quantity": 0, "inst": 1, "value": -4.1}]
+    assert tried["pasted"][0]["readings"] == [{"quantity": 0, "name": "temperature",
+                                               "unit": "Cel", "inst": 1, "value": -4.1}]
     assert len(tried["stored"]) == 2 and tried["bad"] == 2  # one byte is no LPP item
 
 
