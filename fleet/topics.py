@@ -16,6 +16,11 @@ def conn(node: str) -> str:
     return f"{ROOT}/{node}/conn"
 
 
+def senml(node: str) -> str:
+    """SenML packs (RFC 8428, JSON or CBOR) about one node, from itself or its supplier."""
+    return f"{ROOT}/{node}/senml"
+
+
 def down(node: str) -> str:
     return f"{ROOT}/{node}/down"
 
@@ -45,15 +50,16 @@ def claim_topic(topic: str) -> tuple[str, str] | None:
 
 
 # What the ingest worker reads: every node's frames and connection state.
-UPLINKS = [(up("+"), 1), (conn("+"), 1)]
+UPLINKS = [(up("+"), 1), (conn("+"), 1), (senml("+"), 1)]
 CLAIM_REQUESTS = claim_request("+", "+")
 # mosquitto ACL lines (broker/auth.py): %u is the login, %c the client id.
 SERVICE_ACLS = {
-    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}"],
+    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}", f"topic read {senml('+')}"],
     "fleet": [f"topic write {down('+')}"],
     "claims": [f"topic read {CLAIM_REQUESTS}", f"topic write {claim_answer('+', '+')}"],
 }
 NODE_ACL = [f"pattern write {up('%u')}", f"pattern write {conn('%u')}",
+            f"pattern write {senml('%u')}",
             f"pattern read {down('%u')}"]
 CLAIM_ACL = [f"pattern write {claim_request('%u', '%c')}",
              f"pattern read {claim_answer('%u', '%c')}"]

@@ -12,6 +12,7 @@ from fleet.console import friendly, open_store
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
 from fleet.ota import cli as ota_cli
+from fleet.profiles import cli as profiles_cli
 from fleet.providers import cli as providers_cli
 from fleet.settings import from_env
 from fleet.stopping import Stopping
@@ -112,5 +113,6 @@ def db_migrate():
     click.echo(f"schema version {before} -> {after}")
 
 
-for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli):
+for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
+                profiles_cli):
     feature.register(cli)

@@ -6,7 +6,9 @@ import re
 
 from polylink import quantities
 
-from . import CODECS, POLYLINK, lpp, units
+from fleet.senml import units
+
+from . import CODECS, POLYLINK, lpp
 from .jscodec import CodecError, JsCodec
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")

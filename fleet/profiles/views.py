@@ -6,21 +6,29 @@ the technician's work ("provisioning"), as a technician sets up a new device typ
 Every change is audited by the store.
 """
 
+import functools
 import json
+import time
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
+from fleet.senml import intake
+from fleet.senml.records import SenmlError
 from fleet.store import profiles as profile_store
 from fleet.store.base import StoreError
 from fleet.web import db as web_db
 from fleet.web.api import ApiError, json_body
-from fleet.web.auth import actor, allowed, current_role, require
+from fleet.web.auth import actor, allowed, csrf, current_role, require
 
 from . import CODECS, POLYLINK, devices, service
 from .decoding import ProfileError
 
 ui = Blueprint("profiles", __name__)
 api = Blueprint("profiles_api", __name__)  # under /api/v1
+# Suppliers' clouds post SenML with their own token, not a user's API token: a blueprint of its
+# own beside the /api/v1 parent (whose before_request wants a user token).
+ingest_bp = Blueprint("senml_ingest", __name__, url_prefix="/api/v1/ingest")
+MAX_SENML = 256 << 10
 _FIELDS = {"codec", "source", "fields", "interval", "commands", "description"}
 MAX_PAYLOADS = 20
 MAX_CSV = 1 << 20
@@ -132,6 +140,50 @@ def api_register():
     except devices.DeviceError as e:
         raise ApiError(400, str(e)) from None
     return jsonify({"node_id": node}), 201
+
+
+def supplier_login(view):
+    """Let a view run only for a supplier's token (Authorization: Bearer pls_...)."""
+
+    @functools.wraps(view)
+    def wrapped(**kwargs):
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.startswith("Bearer ") else None
+        g.supplier = intake.supplier(web_db.get_db(), token)
+        if g.supplier is None:
+            resp = jsonify({"error": "a supplier token is required (Authorization: Bearer"
+                                     " pls_...; `fleet supplier add NAME` makes one)"})
+            resp.status_code = 401
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="polylink-senml"'
+            return resp
+        return view(**kwargs)
+
+    wrapped.polylink_area = "device"  # type: ignore[attr-defined]
+    return wrapped
+
+
+@ingest_bp.post("/senml")
+@supplier_login
+def ingest_senml():
+    """A SenML pack (application/senml+json or application/senml+cbor) about one of the
+    supplier's nodes, named by ?node=ID; stored exactly once per (node, name, time)."""
+    db = web_db.get_db()
+    node = request.args.get("node", "")
+    nodes = profile_store.supplier_nodes(db, g.supplier)
+    if node not in nodes:
+        # The same answer for a node of another supplier and for no node at all.
+        raise ApiError(403, f"node {node!r} is not one of supplier {g.supplier}'s nodes"
+                            " (give ?node=ID)")
+    if (request.content_length or 0) > MAX_SENML:
+        raise ApiError(413, f"a SenML pack is at most {MAX_SENML >> 10} KB")
+    fields = profile_store.senml_fields(db).get(node, [])
+    try:
+        rows, skipped = intake.rows(node, request.get_data(), time.time(), fields)
+    except SenmlError as e:
+        raise ApiError(400, f"SenML: {e}") from None
+    new = profile_store.store_senml(db, rows, time.time())
+    return jsonify({"node_id": node, "stored": new, "duplicates": len(rows) - new,
+                    "skipped": skipped})
 
 
 # --- pages ----------------------------------------------------------------------------------
@@ -246,3 +298,5 @@ def add_devices():
 
 def init_app(app):
     app.register_blueprint(ui)
+    csrf.exempt(ingest_bp)
+    app.register_blueprint(ingest_bp)

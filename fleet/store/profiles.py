@@ -163,3 +163,64 @@ def register_device(db, node_id: str, dev_eui: str, profile: str, name=None, lat
                      (ANY_PROVIDER, dev_eui, node_id))
         audit.insert(conn, now, actor, "device.register", node_id,
                      {"dev_eui": dev_eui, "profile": profile})
+
+
+def store_senml(db, rows: list[tuple], received_at: float) -> int:
+    """Store SenML readings (node, name, t, qid, inst, value) exactly once per (node, name, t);
+    mark their nodes seen. Returns how many were new."""
+    fresh = []
+    with transaction(db) as conn:
+        for node, name, t, qid, inst, value in rows:
+            if conn.execute("INSERT OR IGNORE INTO senml_seen (node_id, name, t) VALUES (?, ?, ?)",
+                            (node, name, t)).rowcount == 1:
+                fresh.append((node, t, qid, inst, value))
+        conn.executemany("INSERT INTO readings (node_id, t, qid, inst, value)"
+                         " VALUES (?, ?, ?, ?, ?)", fresh)
+        conn.executemany(
+            "INSERT INTO latest (node_id, qid, inst, t, value) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (node_id, qid, inst) DO UPDATE SET t = excluded.t,"
+            " value = excluded.value WHERE excluded.t >= latest.t",
+            [(n, q, i, t, v) for n, t, q, i, v in fresh])
+        conn.executemany(
+            "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1 WHERE id = ?",
+            [(received_at, n) for n in {r[0] for r in rows}])
+    return len(fresh)
+
+
+def supplier_of_token(db, token_hash: str) -> str | None:
+    row = db.conn.execute("SELECT name FROM suppliers WHERE token_hash = ?",
+                          (token_hash,)).fetchone()
+    return None if row is None else row[0]
+
+
+def add_supplier(db, name: str, token_hash: str, actor=None) -> None:
+    now = time.time()
+    with transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM suppliers WHERE name = ?", (name,)).fetchone():
+            raise DuplicateName(f"supplier {name!r} exists already")
+        conn.execute("INSERT INTO suppliers (name, token_hash, created) VALUES (?, ?, ?)",
+                     (name, token_hash, now))
+        audit.insert(conn, now, actor, "supplier.add", name)
+
+
+def set_supplier(db, node_id: str, supplier: str | None, actor=None) -> None:
+    with transaction(db) as conn:
+        if supplier is not None and not conn.execute(
+                "SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone():
+            raise StoreError(f"no supplier named {supplier!r}")
+        if conn.execute("UPDATE nodes SET supplier = ? WHERE id = ?",
+                        (supplier, node_id)).rowcount == 0:
+            raise UnknownNode(f"no node {node_id!r}")
+        audit.insert(conn, time.time(), actor, "node.supplier", node_id, {"supplier": supplier})
+
+
+def supplier_nodes(db, supplier: str) -> dict[str, str]:
+    """node id -> profile of a supplier's nodes."""
+    return dict(db.conn.execute("SELECT id, profile FROM nodes WHERE supplier = ?", (supplier,)))
+
+
+def senml_fields(db) -> dict[str, list]:
+    """node id -> the field mapping of its senml profile (nodes with one)."""
+    return {n: json.loads(f) for n, f in db.conn.execute(
+        "SELECT n.id, p.fields FROM nodes n JOIN device_profiles p ON p.name = n.profile"
+        " WHERE p.codec = 'senml'")}

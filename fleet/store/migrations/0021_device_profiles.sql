@@ -28,3 +28,19 @@ CREATE TABLE raw_payloads (
     payload BLOB NOT NULL
 );
 CREATE INDEX raw_payloads_node ON raw_payloads (node_id, id);
+-- SenML records taken in (RFC 8428 over MQTT or HTTPS): a sender retries until acknowledged,
+-- and a record with the same node, resolved name and time is the same record (stored once).
+CREATE TABLE senml_seen (
+    node_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    t REAL NOT NULL,
+    PRIMARY KEY (node_id, name, t)
+);
+-- Suppliers whose clouds post SenML for their own devices (POST /api/v1/ingest/senml); the
+-- token is stored as a hash only. A node belongs to at most one supplier.
+CREATE TABLE suppliers (
+    name TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+ALTER TABLE nodes ADD COLUMN supplier TEXT;

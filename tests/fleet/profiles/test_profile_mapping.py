@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet.profiles import units
 from fleet.profiles.decoding import Decoder, ProfileError, check
 from fleet.profiles.jscodec import CodecError
+from fleet.senml import units
 
 CODECS = Path(__file__).parent / "codecs"
 WEATHER = {"name": "acme-weather", "codec": "js", "interval": 600,
