@@ -15,6 +15,7 @@ from fleet.providers.downlinks import (
     TooLarge,
 )
 from fleet.store import commands as command_store
+from fleet.store import profiles as profile_store
 
 # The protocol's command codes (docs/architecture.md, COMMAND.cmd), as the node numbers them.
 COMMANDS = {n: getattr(codes, n.upper()) for n in ("reboot", "set_interval", "identify")}
@@ -92,9 +93,19 @@ def publish(settings, node_id: str, frame: bytes):
                                 ) from None
 
 
+def polylink_only(db, node_id: str) -> None:
+    """BadCommand unless the node runs our firmware: other suppliers' devices do not speak the
+    Polylink protocol (they are monitored, not commanded or updated)."""
+    profile = profile_store.profile_of(db, node_id)
+    if profile != "polylink":
+        raise BadCommand(f"node {node_id} has device profile {profile!r}: it does not speak the"
+                         " Polylink protocol, so it takes no Polylink commands")
+
+
 def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:
     """Record a command, publish its COMMAND frame and return its id (cid)."""
     arg = check_command(cmd, arg)
+    polylink_only(db, node_id)
     cid, seq = command_store.create_command(db, node_id, cmd, arg, created_by)
     body = {"cid": cid, "cmd": COMMANDS[cmd]}
     if arg is not None:
@@ -110,6 +121,7 @@ def send_config(db, settings, node_id: str, interval=None, status_interval=None,
                 created_by=None) -> int:
     """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
     fields = check_config({"interval": interval, "status_interval": status_interval})
+    polylink_only(db, node_id)
     cid, seq = command_store.create_command(db, node_id, "config", fields.get("interval"),
                                             created_by, body=fields)
     body = {"cid": cid, **fields}

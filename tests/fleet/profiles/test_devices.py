@@ -62,3 +62,17 @@ def test_csv_import_registers_devices_on_every_provider(db, tmp_path):
 def test_bad_csv(db, text, why):
     with pytest.raises(devices.DeviceError, match=why):
         devices.import_csv(db, text)
+
+
+def test_other_suppliers_devices_are_not_commanded_or_updated(db, settings):
+    from fleet.nodes import commands
+    from fleet.store import nodes as node_store
+
+    service.save(db, {"name": "lpp-sensor", "codec": "lpp"})
+    devices.register(db, "70B3D57ED0001001", "lpp-sensor")
+    node_store.enrol_node(db, "ours-1")
+    with pytest.raises(commands.BadCommand, match="does not speak the Polylink protocol"):
+        commands.send_command(db, settings, "70b3d57ed0001001", "reboot")
+    with pytest.raises(commands.BadCommand, match="does not speak"):
+        commands.send_config(db, settings, "70b3d57ed0001001", interval=60)
+    assert [n["id"] for n in node_store.select_target(db, {})] == ["ours-1"]
