@@ -91,9 +91,9 @@ def check(p: dict) -> dict:
     return checked
 
 
-def _lookup(data: dict, path: str):
+def _lookup(data: dict, path: list[str]):
     v = data
-    for part in path.split("."):
+    for part in path:
         if not isinstance(v, dict) or part not in v:
             return None
         v = v[part]
@@ -112,7 +112,8 @@ class Decoder:
             qid = quantities.lookup(f["quantity"])
             factor, offset = units.converter(f.get("unit"),
                                              quantities.QUANTITIES[qid][quantities.UNIT])
-            self.mapping.append((f["field"], qid, f.get("inst", 0), factor, offset))
+            self.mapping.append((f["field"], f["field"].split("."), qid, f.get("inst", 0),
+                                 factor, offset))
 
     def fields(self, payload: bytes, fport: int, recv_time: float, provided=None) -> dict:
         """The codec's own output: {data, warnings}."""
@@ -146,8 +147,8 @@ class Decoder:
                 if qid is not None:
                     out.append((qid, 0, _number(key, value)))
             return out
-        for field, qid, inst, factor, offset in self.mapping:
-            value = _lookup(data, field)
+        for field, path, qid, inst, factor, offset in self.mapping:
+            value = _lookup(data, path)
             if value is None:
                 continue  # devices leave fields out of some frames
             out.append((qid, inst, _number(field, value) * factor + offset))

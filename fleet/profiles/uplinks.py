@@ -22,6 +22,9 @@ log = logging.getLogger("fleet.profiles")
 DUP_SECONDS = 30.0
 DUP_WINDOW = 64
 RELOAD_S = 5.0
+# A node's raw payloads are trimmed back to RAW_KEPT once this many more have come: one DELETE
+# per node every PRUNE_EVERY frames instead of one per batch (at most RAW_KEPT + PRUNE_EVERY).
+PRUNE_EVERY = 20
 EV_FCNT_RESET = 3  # the events code of a restarted counter (docs/protocol.md, EVENT codes)
 
 
@@ -34,6 +37,7 @@ class ProfiledDevices:
         self.decoders: dict[str, tuple[int, Decoder | str]] = {}
         self.last_t = profile_store.last_seen_times(db)
         self.raw: list[tuple] = []
+        self.unpruned: dict[str, int] = {}
         self.resets = 0
         self.loaded = 0.0
         self.reload()
@@ -61,6 +65,7 @@ class ProfiledDevices:
     def decode(self, node, profile, up, received_at, provider=None):
         """Readings of one uplink; CodecError (with the codec's text) if they cannot be had."""
         self.raw.append((node, received_at, provider, up.fport, up.fcnt, bytes(up.payload)))
+        self.unpruned[node] = self.unpruned.get(node, 0) + 1
         _version, dec = self.decoders.get(profile, (0, f"no device profile named {profile!r}"))
         if isinstance(dec, str):
             raise CodecError(dec)
@@ -91,5 +96,8 @@ class ProfiledDevices:
 
     def flush(self) -> None:
         if self.raw:
-            profile_store.store_raw(self.db, self.raw)
+            prune = [n for n, k in self.unpruned.items() if k >= PRUNE_EVERY]
+            profile_store.store_raw(self.db, self.raw, prune)
+            for n in prune:
+                del self.unpruned[n]
             self.raw = []

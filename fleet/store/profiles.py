@@ -109,15 +109,16 @@ def last_seen_times(db) -> dict[str, float]:
         "SELECT id, last_seen FROM nodes WHERE profile != 'polylink' AND last_seen IS NOT NULL")}
 
 
-def store_raw(db, rows: list[tuple]) -> None:
-    """Append (node, received_at, provider, fport, fcnt, payload) rows; keep RAW_KEPT per node."""
+def store_raw(db, rows: list[tuple], prune=None) -> None:
+    """Append (node, received_at, provider, fport, fcnt, payload) rows; trim the nodes in prune
+    (default: every node of rows) to their last RAW_KEPT."""
     if not rows:
         return
     with transaction(db) as conn:
         conn.executemany(
             "INSERT INTO raw_payloads (node_id, received_at, provider, fport, fcnt, payload)"
             " VALUES (?, ?, ?, ?, ?, ?)", rows)
-        for node in {r[0] for r in rows}:
+        for node in ({r[0] for r in rows} if prune is None else prune):
             conn.execute(
                 "DELETE FROM raw_payloads WHERE node_id = ? AND id < (SELECT id FROM"
                 " raw_payloads WHERE node_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",

@@ -169,8 +169,8 @@ def test_codec_change_applies_to_new_frames_only_and_is_audited(fleet):
 
 def test_raw_payloads_are_bounded_per_node(fleet):
     w = ProviderIngest(fleet, "ttn", "tts")
-    for fcnt in range(profile_store.RAW_KEPT + 20):
+    for fcnt in range(profile_store.RAW_KEPT + 40):
         w.add_message(*tts(EUIS["lpp-1"], fcnt, lpp.encode([(1, 103, 1.0)])), 100.0 + fcnt)
     w.flush()
     kept = profile_store.raw_payloads(fleet, "lpp-1")
-    assert len(kept) == profile_store.RAW_KEPT and kept[0]["fcnt"] == profile_store.RAW_KEPT + 19
+    assert len(kept) == profile_store.RAW_KEPT and kept[0]["fcnt"] == profile_store.RAW_KEPT + 39
