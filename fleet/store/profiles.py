@@ -85,7 +85,7 @@ def assign(db, node_id: str, profile: str, actor=None) -> None:
             raise UnknownProfile(f"no device profile named {profile!r}")
         old = conn.execute("SELECT profile FROM nodes WHERE id = ?", (node_id,)).fetchone()
         if old is None:
-            raise UnknownNode(f"no node {node_id!r}")
+            raise UnknownNode(f"unknown node {node_id!r}")
         conn.execute("UPDATE nodes SET profile = ?, interval = coalesce(?, interval) WHERE id = ?",
                      (profile, row[0], node_id))
         audit.insert(conn, now, actor, "node.profile", node_id, {"from": old[0], "to": profile})
@@ -99,7 +99,7 @@ def node_profiles(db) -> dict[str, str]:
 def profile_of(db, node_id: str) -> str:
     row = db.conn.execute("SELECT profile FROM nodes WHERE id = ?", (node_id,)).fetchone()
     if row is None:
-        raise UnknownNode(f"no node {node_id!r}")
+        raise UnknownNode(f"unknown node {node_id!r}")
     return row[0]
 
 
@@ -211,7 +211,7 @@ def set_supplier(db, node_id: str, supplier: str | None, actor=None) -> None:
             raise StoreError(f"no supplier named {supplier!r}")
         if conn.execute("UPDATE nodes SET supplier = ? WHERE id = ?",
                         (supplier, node_id)).rowcount == 0:
-            raise UnknownNode(f"no node {node_id!r}")
+            raise UnknownNode(f"unknown node {node_id!r}")
         audit.insert(conn, time.time(), actor, "node.supplier", node_id, {"supplier": supplier})
 
 
