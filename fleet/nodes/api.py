@@ -32,6 +32,7 @@ def node_json(node: dict) -> dict:
         "firmware_version": node["firmware_version"],
         "micropython_version": node["micropython_version"],
         "provider": node["provider"],
+        "profile": node.get("profile", "polylink"),
         "battery": node["battery"],
         "board": node["board"],
         "rssi": node["rssi"],

@@ -104,3 +104,13 @@ def test_devices_page_registers_by_code_and_csv(logged_in, form_token, db):
         content_type="multipart/form-data").get_data(as_text=True)
     assert "1 of 1 devices registered" in page
     assert db["nodes"].get("70b3d57ed0001002")["lat"] == 52.3
+
+
+def test_node_page_and_api_name_the_profile(logged_in, client, auth_headers, db):
+    client.put("/api/v1/profiles/lpp-sensor", json={"codec": "lpp"}, headers=auth_headers)
+    client.post("/api/v1/devices", json={"dev_eui": "70B3D57ED0001009", "profile": "lpp-sensor"},
+                headers=auth_headers)
+    page = logged_in.get("/nodes/70b3d57ed0001009").get_data(as_text=True)
+    assert "<dt>Profile</dt>" in page and ">lpp-sensor</a>" in page
+    node = client.get("/api/v1/nodes/70b3d57ed0001009", headers=auth_headers).json
+    assert node["profile"] == "lpp-sensor"
