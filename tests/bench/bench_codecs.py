@@ -82,50 +82,62 @@ def _tts(eui, fcnt, payload, fport):
                         "uplink_message": up}).encode())
 
 
-def ingest(js_share: float, messages=5000) -> float:
-    """Messages per second through ProviderIngest into a fresh SQLite store (median)."""
-    out = []
+def ingest_once(js_share: float, messages: int) -> float:
+    """Messages per second through ProviderIngest into a fresh SQLite store, one run."""
+    with tempfile.TemporaryDirectory() as d:
+        db = open_db(Path(d) / "fleet.db")
+        telemetry_store.tune_for_bulk_writes(db)
+        registry.add(db, Path(d), {"name": "ttn", "kind": "tts", "host": "127.0.0.1",
+                                   "port": 1, "application": "city"}, "pw")
+        service.save(db, {"name": "acme", "codec": "js", "fields": FIELDS,
+                          "source": (CODECS / "vendor_weather.js").read_text()})
+        js_nodes = int(NODES * js_share)
+        for i in range(NODES):
+            eui = f"70B3D57E{i:08X}"
+            identity_store.register_node(db, f"n{i}", {"mqtt_user": f"n{i}",
+                                                       "mqtt_hash": "x", "dev_eui": eui})
+            if i < js_nodes:
+                profile_store.assign(db, f"n{i}", "acme")
+        msgs = []
+        for k in range(messages):
+            i = k % NODES
+            eui = f"70B3D57E{i:08X}"
+            fcnt = k // NODES + 1
+            if i < js_nodes:
+                msgs.append(_tts(eui, fcnt, bytes.fromhex("02D227953010B8"), 2))
+            else:
+                msgs.append(_tts(eui, fcnt, polylink_frame(fcnt), 1))
+        w = ProviderIngest(db, "ttn", "tts")
+        t = time.perf_counter()
+        for k, (topic, payload) in enumerate(msgs):
+            w.add_message(topic, payload, 1.7e9 + k)
+            if k % 500 == 499:
+                w.flush()
+        w.flush()
+        rate = messages / (time.perf_counter() - t)
+        assert telemetry_store.count_frames(db) == messages, "a message was not stored"
+        db.conn.close()
+    return rate
+
+
+def ingest(shares=(0.0, 0.5, 1.0), messages=10000):
+    """Median msg/s of each share, and the median of each run's cost ratio against all-Polylink
+    (the shares run interleaved, so other load on the machine hits them alike)."""
+    rates: dict = {s: [] for s in shares}
+    ratios: dict = {s: [] for s in shares}
     for _ in range(RUNS):
-        with tempfile.TemporaryDirectory() as d:
-            db = open_db(Path(d) / "fleet.db")
-            telemetry_store.tune_for_bulk_writes(db)
-            registry.add(db, Path(d), {"name": "ttn", "kind": "tts", "host": "127.0.0.1",
-                                       "port": 1, "application": "city"}, "pw")
-            service.save(db, {"name": "acme", "codec": "js", "fields": FIELDS,
-                              "source": (CODECS / "vendor_weather.js").read_text()})
-            js_nodes = int(NODES * js_share)
-            for i in range(NODES):
-                eui = f"70B3D57E{i:08X}"
-                identity_store.register_node(db, f"n{i}", {"mqtt_user": f"n{i}",
-                                                           "mqtt_hash": "x", "dev_eui": eui})
-                if i < js_nodes:
-                    profile_store.assign(db, f"n{i}", "acme")
-            msgs = []
-            for k in range(messages):
-                i = k % NODES
-                eui = f"70B3D57E{i:08X}"
-                fcnt = k // NODES + 1
-                if i < js_nodes:
-                    msgs.append(_tts(eui, fcnt, bytes.fromhex("02D227953010B8"), 2))
-                else:
-                    msgs.append(_tts(eui, fcnt, polylink_frame(fcnt), 1))
-            w = ProviderIngest(db, "ttn", "tts")
-            t = time.perf_counter()
-            for k, (topic, payload) in enumerate(msgs):
-                w.add_message(topic, payload, 1.7e9 + k)
-                if k % 500 == 499:
-                    w.flush()
-            w.flush()
-            out.append(messages / (time.perf_counter() - t))
-            assert telemetry_store.count_frames(db) == messages, "a message was not stored"
-            db.conn.close()
-    return statistics.median(out)
+        run = {s: ingest_once(s, messages) for s in shares}
+        for s in shares:
+            rates[s].append(run[s])
+            ratios[s].append(run[shares[0]] / run[s])
+    return [(s, statistics.median(rates[s]), statistics.median(ratios[s]), min(ratios[s]),
+             max(ratios[s])) for s in shares]
 
 
 def report() -> str:
     dec = decodes()
     base = dec[0][1]
-    ing = [(f"{int(s * 100)} % JS-codec devices", ingest(s)) for s in (0.0, 0.5, 1.0)]
+    ing = [(f"{int(s * 100)} % JS-codec devices", *rest) for s, *rest in ingest()]
     lines = [HEADING, "", "`.venv/bin/python tests/bench/bench_codecs.py`: medians of"
              f" {RUNS} runs in one process on this machine (2 shared cores). The same reading as"
              " a Polylink frame, as Cayenne LPP and through the vendor-style JS codec of the"
@@ -134,10 +146,18 @@ def report() -> str:
              "", "| decode, one core | per second | Polylink takes x less |", "|---|---:|---:|"]
     lines += [f"| {name} | {r:,.0f} | {base / r:.1f} |" for name, r in dec]
     lines += ["", "| provider ingest (TTS JSON -> SQLite), one core | msg/s | cost per message"
-              " vs Polylink |", "|---|---:|---:|"]
-    lines += [f"| {name} | {r:,.0f} | {ing[0][1] / r:.2f}x |" for name, r in ing]
-    lines += ["", "Goal: a JS-codec device costs the ingest at most 2x a Polylink frame (the last"
-              " row's ratio).", ""]
+              " vs Polylink | runs from .. to |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {r:,.0f} | {ratio:.2f}x | {lo:.2f}x .. {hi:.2f}x |"
+              for name, r, ratio, lo, hi in ing]
+    verdict = "met" if ing[-1][2] <= 2 else "not met"
+    lines += ["", "Cost ratios are the median of each run's own ratio (the three mixes run"
+              " interleaved). Goal: a JS-codec device costs the ingest at most 2x a Polylink"
+              f" frame (the last row): {verdict} in this run. Split by stage once on 2026-12-04"
+              " (10,000 messages), a"
+              " JS-codec message spent ~29 us in the sandboxed codec and its mapping, ~6 us"
+              " keeping its raw payload and ~18 us more in the store than a Polylink frame (four"
+              " readings against three, and the frame numbering by FCnt), on ~57 us for a"
+              " whole Polylink message.", ""]
     return "\n".join(lines)
 
 
