@@ -7,7 +7,7 @@ from flask import Flask
 from flask_compress import Compress
 
 from fleet.datadir import private_dir
-from fleet.settings import from_env
+from fleet.settings import from_env, web_from_env
 
 
 def _secret_key(data_dir) -> str:
@@ -58,8 +58,23 @@ def create_app(test_config=None):
     from fleet.ota import views as ota_views
     from fleet.profiles import views as profiles
     from fleet.providers import views as providers
-    from fleet.web import access_api, accounts, admin, api, auth, db, filters, overview, params
+    from fleet.web import (
+        access_api,
+        accounts,
+        admin,
+        api,
+        auth,
+        db,
+        filters,
+        metrics,
+        openapi,
+        overview,
+        params,
+    )
+    from fleet.web import https as web_https
 
+    # HTTPS: Secure cookies, HSTS, X-Forwarded-* from trusted proxies only (fleet/web/https.py).
+    web_https.init_app(app, (test_config or {}).get("WEB") or web_from_env())
     params.init_app(app)
     Compress(app)
     db.init_app(app)
@@ -77,6 +92,9 @@ def create_app(test_config=None):
     ota_api.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
-                       providers.radio_api, access_api.bp, profiles.api])
+                       providers.radio_api, access_api.bp, openapi.bp,
+                       profiles.api])
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.page)
 
     return app

@@ -54,7 +54,10 @@ UPLINKS = [(up("+"), 1), (conn("+"), 1), (senml("+"), 1)]
 CLAIM_REQUESTS = claim_request("+", "+")
 # mosquitto ACL lines (broker/auth.py): %u is the login, %c the client id.
 SERVICE_ACLS = {
-    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}", f"topic read {senml('+')}"],
+    # $SYS: the upkeep worker reads the broker's queue depth with this login (broker/sysstats.py).
+    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}",
+               "topic read $SYS/broker/store/messages/count",
+               "topic read $SYS/broker/clients/connected", f"topic read {senml('+')}"],
     "fleet": [f"topic write {down('+')}"],
     "claims": [f"topic read {CLAIM_REQUESTS}", f"topic write {claim_answer('+', '+')}"],
 }

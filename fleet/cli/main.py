@@ -11,6 +11,7 @@ from fleet.alerts import cli as alerts_cli
 from fleet.console import friendly, open_store
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
+from fleet.operations import cli as operations_cli
 from fleet.ota import cli as ota_cli
 from fleet.profiles import cli as profiles_cli
 from fleet.providers import cli as providers_cli
@@ -114,5 +115,5 @@ def db_migrate():
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
-                profiles_cli):
+                operations_cli, profiles_cli):
     feature.register(cli)

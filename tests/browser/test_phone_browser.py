@@ -32,8 +32,9 @@ PASSWORD = "a-long-password"
 CHROMIUM = "/usr/bin/chromium"
 NODES = ["lamppost-0001", "lamppost-0002", "bridge-north-0003"]
 # GET routes that are not pages a person reads: the machine interfaces, by blueprint, and files.
-NOT_PAGES = ("api.", "ota_files.", "static")
-NOT_PAGE_ENDPOINTS = {"nodes.live"}  # an event stream for the node page's live values
+NOT_PAGES = ("api.", "ota_files.", "static", "metrics.")
+NOT_PAGE_ENDPOINTS = {"nodes.live",  # an event stream for the node page's live values
+                      "nodes.export_readings"}  # the node list's CSV or SenML download
 FILE = re.compile(r"\.[a-z]+$")
 
 
