@@ -61,6 +61,11 @@ SERVICE_ACLS = {
     "fleet": [f"topic write {down('+')}"],
     "claims": [f"topic read {CLAIM_REQUESTS}", f"topic write {claim_answer('+', '+')}"],
 }
+def supplier_user(name: str) -> str:
+    """A supplier's broker login: a '.' no node id has, so it never names a node."""
+    return f"supplier.{name}"
+
+
 NODE_ACL = [f"pattern write {up('%u')}", f"pattern write {conn('%u')}",
             f"pattern write {senml('%u')}",
             f"pattern read {down('%u')}"]

@@ -4,7 +4,9 @@ import json
 
 import click
 
+from fleet.broker import auth as brokerauth
 from fleet.console import friendly, open_store
+from fleet.settings import from_env
 from fleet.senml import intake
 from fleet.store import profiles as profile_store
 
@@ -165,11 +167,14 @@ def supplier_group():
 @click.argument("name")
 @friendly
 def supplier_add(name):
-    """Create a supplier and print its token (shown once; it writes only to its nodes).
+    """Create a supplier and print its token (shown once; it writes only to its nodes), its
+    password too as MQTT user supplier.NAME on the fleet's broker.
 
     Example: fleet supplier add acme
     """
-    click.echo(intake.add_supplier(open_store(), name, actor="cli"))
+    db = open_store()
+    click.echo(intake.add_supplier(db, name, actor="cli"))
+    brokerauth.sync(db, from_env().broker_dir)
 
 
 @supplier_group.command("assign")
@@ -181,7 +186,9 @@ def supplier_assign(node_id, supplier):
 
     Example: fleet supplier assign 70b3d57ed0001001 acme
     """
-    profile_store.set_supplier(open_store(), node_id, supplier, actor="cli")
+    db = open_store()
+    profile_store.set_supplier(db, node_id, supplier, actor="cli")
+    brokerauth.sync(db, from_env().broker_dir)  # its broker login may now write the node's SenML
     click.echo(f"{node_id}: supplier {supplier}")
 
 

@@ -2,15 +2,18 @@
 and the suppliers whose clouds may post it for their own nodes."""
 
 import hashlib
+import re
 import secrets
 import time
 
+from fleet.broker.auth import hash_password
 from fleet.store import profiles as profile_store
 
 from . import records as senml
 
 TOKEN_PREFIX = "pls_"
 RELOAD_S = 5.0
+SUPPLIER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 
 
 def token_hash(token: str) -> str:
@@ -19,9 +22,12 @@ def token_hash(token: str) -> str:
 
 
 def add_supplier(db, name: str, actor=None) -> str:
-    """Create a supplier; returns its token (shown once, stored only as a hash)."""
+    """Create a supplier; returns its token (shown once, stored only as hashes). The same token
+    is its password on the fleet's broker as user supplier.NAME (broker/auth.py)."""
+    if not SUPPLIER_NAME.match(name or ""):
+        raise ValueError(f"supplier name {name!r} must be 1-32 of a-z 0-9 -")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    profile_store.add_supplier(db, name, token_hash(token), actor=actor)
+    profile_store.add_supplier(db, name, token_hash(token), hash_password(token), actor=actor)
     return token
 
 

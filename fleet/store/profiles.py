@@ -194,13 +194,13 @@ def supplier_of_token(db, token_hash: str) -> str | None:
     return None if row is None else row[0]
 
 
-def add_supplier(db, name: str, token_hash: str, actor=None) -> None:
+def add_supplier(db, name: str, token_hash: str, mqtt_hash: str, actor=None) -> None:
     now = time.time()
     with transaction(db) as conn:
         if conn.execute("SELECT 1 FROM suppliers WHERE name = ?", (name,)).fetchone():
             raise DuplicateName(f"supplier {name!r} exists already")
-        conn.execute("INSERT INTO suppliers (name, token_hash, created) VALUES (?, ?, ?)",
-                     (name, token_hash, now))
+        conn.execute("INSERT INTO suppliers (name, token_hash, mqtt_hash, created)"
+                     " VALUES (?, ?, ?, ?)", (name, token_hash, mqtt_hash, now))
         audit.insert(conn, now, actor, "supplier.add", name)
 
 
@@ -225,3 +225,14 @@ def senml_fields(db) -> dict[str, list]:
     return {n: json.loads(f) for n, f in db.conn.execute(
         "SELECT n.id, p.fields FROM nodes n JOIN device_profiles p ON p.name = n.profile"
         " WHERE p.codec = 'senml'")}
+
+
+def supplier_logins(db) -> dict[str, tuple[str, list[str]]]:
+    """supplier name -> (mosquitto password hash, ids of its nodes), for the broker's files."""
+    out = {name: (h, []) for name, h in db.conn.execute(
+        "SELECT name, mqtt_hash FROM suppliers ORDER BY name")}
+    for node, supplier in db.conn.execute(
+            "SELECT id, supplier FROM nodes WHERE supplier IS NOT NULL ORDER BY id"):
+        if supplier in out:
+            out[supplier][1].append(node)
+    return out

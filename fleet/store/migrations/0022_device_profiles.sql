@@ -36,11 +36,13 @@ CREATE TABLE senml_seen (
     t REAL NOT NULL,
     PRIMARY KEY (node_id, name, t)
 );
--- Suppliers whose clouds post SenML for their own devices (POST /api/v1/ingest/senml); the
--- token is stored as a hash only. A node belongs to at most one supplier.
+-- Suppliers whose clouds post SenML for their own devices (HTTPS POST /api/v1/ingest/senml,
+-- or MQTT as user supplier.NAME); the token is stored as hashes only: SHA-256 for the web, and
+-- mosquitto's PBKDF2 for the broker's password file. A node belongs to at most one supplier.
 CREATE TABLE suppliers (
     name TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL UNIQUE,
+    mqtt_hash TEXT NOT NULL,
     created REAL NOT NULL
 );
 ALTER TABLE nodes ADD COLUMN supplier TEXT;
