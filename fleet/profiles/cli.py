@@ -6,8 +6,8 @@ import click
 
 from fleet.broker import auth as brokerauth
 from fleet.console import friendly, open_store
-from fleet.settings import from_env
 from fleet.senml import intake
+from fleet.settings import from_env
 from fleet.store import profiles as profile_store
 
 from . import CODECS, POLYLINK, devices, service
