@@ -48,10 +48,15 @@ def save_profile(db, p: dict, actor=None) -> dict:
                            (p["name"],)).fetchone()
         version = 1 if old is None else old[0] + 1
         created = now if old is None else old[2]
+        # An upsert both SQLite and PostgreSQL speak (not SQLite's INSERT OR REPLACE).
         conn.execute(
-            "INSERT OR REPLACE INTO device_profiles (name, codec, source, fields, interval,"
+            "INSERT INTO device_profiles (name, codec, source, fields, interval,"
             " commands, description, version, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+            " codec = excluded.codec, source = excluded.source, fields = excluded.fields,"
+            " interval = excluded.interval, commands = excluded.commands,"
+            " description = excluded.description, version = excluded.version,"
+            " updated = excluded.updated",
             (p["name"], p["codec"], p.get("source"), json.dumps(p.get("fields") or []),
              p.get("interval"), json.dumps(p.get("commands") or []), p.get("description"),
              version, created, now))
