@@ -174,3 +174,18 @@ def test_raw_payloads_are_bounded_per_node(fleet):
     w.flush()
     kept = profile_store.raw_payloads(fleet, "lpp-1")
     assert len(kept) == profile_store.RAW_KEPT and kept[0]["fcnt"] == profile_store.RAW_KEPT + 39
+
+
+def test_offline_alert_follows_the_profiles_interval(fleet):
+    from fleet.store import alerts as alert_store
+
+    w = ProviderIngest(fleet, "ttn", "tts")
+    w.add_message(*tts(EUIS["lpp-1"], 1, lpp.encode([(1, 103, 20.0)])), 1000.0)
+    w.flush()
+    # lpp-sensor reports every 900 s: silent for 10 minutes is fine, for hours is offline.
+    alert_store.evaluate_alerts(fleet, now=1000.0 + 600)
+    assert not [a for a in alert_store.list_alerts(fleet) if a["node_id"] == "lpp-1"]
+    alert_store.evaluate_alerts(fleet, now=1000.0 + 4 * 3600)
+    offline = [a for a in alert_store.list_alerts(fleet) if a["node_id"] == "lpp-1"]
+    assert [a["kind"] for a in offline] == ["offline"]
+    assert "reports every 900 s" in offline[0]["detail"]
