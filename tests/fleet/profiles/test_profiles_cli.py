@@ -39,3 +39,13 @@ def test_profile_device_and_supplier_commands(runner, db, tmp_path):
     assert profile_store.supplier_nodes(db, "acme-cloud") == {"70b3d57ed0001001": "acme"}
     r = runner.invoke(cli, ["profile", "remove", "acme"])
     assert r.exit_code == 1 and "has 1 node(s)" in r.output
+
+
+def test_profile_command_errors_are_one_liners(runner, db):
+    runner.invoke(cli, ["profile", "set", "lpp-sensor", "--codec", "lpp"])
+    runner.invoke(cli, ["device", "add", "70B3D57ED0001001", "--profile", "lpp-sensor"])
+    r = runner.invoke(cli, ["command", "profile", "70b3d57ed0001001", "open-valve"])
+    assert r.exit_code == 1
+    assert r.output == "Error: profile lpp-sensor has no command 'open-valve'; it has none\n"
+    r = runner.invoke(cli, ["command", "profile", "70b3d57ed0001001", "x", "--data", "{"])
+    assert r.exit_code == 1 and "--data is not JSON" in r.output
