@@ -36,6 +36,7 @@ CREATE TABLE senml_seen (
     t REAL NOT NULL,
     PRIMARY KEY (node_id, name, t)
 );
+CREATE INDEX senml_seen_node_t ON senml_seen (node_id, t);
 -- Suppliers whose clouds post SenML for their own devices (HTTPS POST /api/v1/ingest/senml,
 -- or MQTT as user supplier.NAME); the token is stored as hashes only: SHA-256 for the web, and
 -- mosquitto's PBKDF2 for the broker's password file. A node belongs to at most one supplier.

@@ -109,3 +109,16 @@ def test_https_supplier_token_writes_only_its_own_nodes(client, db):
     assert r.status_code == 401
     r = client.post("/api/v1/ingest/senml?node=acme-1", data=b"[1]", headers=h)
     assert r.status_code == 400 and "record 0 is not an object" in r.json["error"]
+
+
+def test_senml_dedupe_keys_are_pruned_with_the_readings(db):
+    from fleet.store import upkeep as upkeep_store
+
+    w = Ingest(db)
+    w.add("pl/v1/old-1/senml", json.dumps([{"bt": 3200.0 * 86400, "n": "co2", "v": 1},
+                                           {"bt": 3300.0 * 86400, "n": "co2", "v": 2}]).encode(),
+          3300.0 * 86400)
+    w.flush()
+    assert upkeep_store.prune_old(db, "senml_seen", 3250.0 * 86400) == 1
+    assert upkeep_store.prune_old(db, "readings", 3250.0 * 86400) == 1
+    assert telemetry_store.count_readings(db, "old-1") == 1
