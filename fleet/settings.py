@@ -42,7 +42,8 @@ class Settings:
     def retention(self) -> dict[str, int]:
         """{table: days kept} for every table upkeep prunes by age (0 days: kept for ever)."""
         return {"status_log": self.status_log_days, "readings": self.readings_days,
-                "receptions": self.readings_days, "events": self.events_days,
+                "receptions": self.readings_days, "senml_seen": self.readings_days,
+                "events": self.events_days,
                 "bad_frames": self.bad_frames_days, "provider_downlinks": DOWNLINK_LOG_DAYS}
 
     @property

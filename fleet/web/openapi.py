@@ -21,7 +21,7 @@ from fleet.web.auth import require
 # The packages whose openapi.yaml is part of the document, the base first. A feature with
 # /api/v1 routes adds its package here (docs/integrations.md, "OpenAPI").
 FRAGMENTS = ("fleet.web", "fleet.nodes", "fleet.identity", "fleet.alerts", "fleet.ota",
-             "fleet.providers")
+             "fleet.providers", "fleet.profiles")
 METHODS = ("get", "put", "post", "delete", "patch")
 
 bp = Blueprint("openapi", __name__)  # under /api/v1
