@@ -133,8 +133,8 @@ def test_a_node_without_position_gets_an_unlocated_feature_of_interest(sensorthi
 def test_one_refused_entity_is_reported_and_the_rest_go_on(sensorthings_server):
     server = sensorthings_server
     good = Node(id=node_id(), lat=1.0, lon=2.0)
-    # A position the server's Location refuses? It takes any GeoJSON; a value it cannot store
-    # is what it refuses: a result that is not a number for this server's float results.
+    # What this server refuses for one entity: a result that is not a number (its results are
+    # floats); CreateObservations answers "error" for that row alone.
     bad = Node(id=node_id("bad"), lat=1.0, lon=2.0)
     items = list(readings(good, 4).items)
     items.append(Item(id=f"r:{bad.id}:0:0:1", kind="reading", node=bad, t=T0, value="hot",
@@ -158,8 +158,8 @@ def test_one_by_one_when_the_server_has_no_data_array(sensorthings_server):
     assert len(observations(server, ds["@iot.id"])) == 5
 
 
-def test_down_and_wrong_login_are_destination_down(sensorthings_server, tmp_path):
-    from services import SensorThingsServer, free_port
+def test_down_and_wrong_login_are_destination_down(sensorthings_server):
+    from services import free_port
 
     node = Node(id=node_id(), lat=1.0, lon=2.0)
     nowhere = Destination(name="x", kind="sensorthings",
@@ -169,7 +169,6 @@ def test_down_and_wrong_login_are_destination_down(sensorthings_server, tmp_path
     with pytest.raises(DestinationDown, match="401"):
         sensorthings.open(dest(sensorthings_server, "city:wrong")).send(readings(node, 1))
     assert by_pid(sensorthings_server, "Things", node.id) == []
-    del SensorThingsServer, tmp_path
 
 
 def test_check_allows_only_tls_or_loopback_and_known_options():
