@@ -252,9 +252,13 @@ class Sender:
         newest = self.newest.get(ds)
         doubtful = [t for t in by_ms if newest is None or t <= newest]
         if doubtful:
-            since = iso(min(doubtful) / 1000)
+            # First sight after a start: everything from the oldest on, so newest also covers
+            # what an earlier run pushed beyond this batch. Later: just the doubtful span.
+            span = f"phenomenonTime ge {iso(min(doubtful) / 1000)}"
+            if newest is not None:
+                span += f" and phenomenonTime le {iso(max(doubtful) / 1000)}"
             there = self.get_all(f"Datastreams({literal(ds)})/Observations?$filter="
-                                 f"phenomenonTime ge {since}&$select=phenomenonTime")
+                                 f"{span}&$select=phenomenonTime")
             have = {ms(o["phenomenonTime"]) for o in there}
             if have:
                 self.newest[ds] = max(self.newest.get(ds, 0), max(have))

@@ -205,3 +205,18 @@ def test_the_worker_delivers_stored_readings_and_resumes_after_an_outage(
         assert registry.get(db, "city")["refused"] == 0
     finally:
         server.stop()
+
+
+def test_a_late_reading_older_than_the_last_push_arrives_once(sensorthings_server):
+    server = sensorthings_server
+    node = Node(id=node_id(), lat=1.0, lon=2.0)
+    sender = sensorthings.open(dest(server))
+    sender.send(readings(node, 10, t0=T0 + 100))
+    late = readings(node, 3, t0=T0)  # a LoRaWAN frame stored after newer ones
+    sender.send(late)
+    sender.send(late)
+    sender.close()
+    (ds,) = by_pid(server, "Datastreams", f"{node.id}/temperature")
+    times = [t for t, _v in observations(server, ds["@iot.id"])]
+    assert len(times) == len(set(times)) == 13
+    assert times[0] == "2023-11-14T22:13:20+00:00"
