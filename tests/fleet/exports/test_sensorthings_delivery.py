@@ -220,3 +220,19 @@ def test_a_late_reading_older_than_the_last_push_arrives_once(sensorthings_serve
     times = [t for t, _v in observations(server, ds["@iot.id"])]
     assert len(times) == len(set(times)) == 13
     assert times[0] == "2023-11-14T22:13:20+00:00"
+
+
+def test_a_node_that_moved_gets_its_new_location(sensorthings_server):
+    server = sensorthings_server
+    node = Node(id=node_id(), lat=1.0, lon=2.0)
+    sender = sensorthings.open(dest(server))
+    sender.send(readings(node, 2))
+    moved = Node(id=node.id, lat=3.0, lon=4.0)
+    sender.send(readings(moved, 2, t0=T0 + 10))
+    sender.close()
+    (thing,) = by_pid(server, "Things", node.id)
+    places = [loc["location"]["coordinates"]
+              for loc in get(server, f"Things('{thing['@iot.id']}')/Locations")]
+    # This server keeps the old Location beside the new one and writes no HistoricalLocation
+    # (FROST replaces it and does): the new one is there either way, and only once.
+    assert places.count([4.0, 3.0]) == 1 and places.count([2.0, 1.0]) == 1
