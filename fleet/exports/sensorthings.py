@@ -123,6 +123,7 @@ class Sender:
         self.ids: dict[tuple[str, str], object] = {}  # (collection, polylink_id) -> @iot.id
         self.placed: dict[str, tuple] = {}  # node -> (lat, lon) its Thing's Location has
         self.newest: dict[object, int] = {}  # datastream id -> newest ms this sender pushed
+        self.lost: set = set()  # datastream ids that refused observations (maybe deleted)
 
     # -- HTTP ----------------------------------------------------------------------------------
     def call(self, method: str, path: str, body=None) -> tuple[int, object]:
@@ -180,6 +181,7 @@ class Sender:
                                  "&$select=id")
             if found:
                 self.ids[key] = found[0]["@iot.id"]
+                self.lost.discard(self.ids[key])
         return self.ids.get(key)
 
     def ensure(self, collection: str, pid: str, body: dict):
@@ -278,12 +280,14 @@ class Sender:
                                            for i in items]})
             status, answer = self.call("POST", self.path("CreateObservations"), body)
             if status < 300 and isinstance(answer, list):
-                flat = [i for _ds, _foi, items in groups for i in items]
-                for item, link in zip(flat, answer, strict=False):
-                    if link == "error":
-                        delivery.refuse(item, f"{item.node.id} {item.name}: the server answered"
-                                        " 'error' for this observation in CreateObservations")
-                self.mark(groups)
+                links = iter(answer)
+                for ds, _foi, items in groups:
+                    bad = [i for i in items if next(links, "error") == "error"]
+                    delivery.refuse(bad, "the server answered 'error' for this observation in"
+                                    " CreateObservations")
+                    if bad:
+                        self.forget(ds)
+                self.mark([g for g in groups if not self.forgotten(g[0])])
                 return
             # The whole request refused (a 4xx): one by one, so only the bad ones are refused.
         for ds, foi, items in groups:
@@ -296,7 +300,18 @@ class Sender:
                     self.post("Observations", body, f"Observation {item.id}")
                 except Refused as e:
                     delivery.refuse(item, str(e))
-        self.mark(groups)
+                    self.forget(ds)
+        self.mark([g for g in groups if not self.forgotten(g[0])])
+
+    def forget(self, ds) -> None:
+        """Look a Datastream up again next time: a refusal may mean it was deleted there."""
+        for key in [k for k, v in self.ids.items() if v == ds]:
+            del self.ids[key]
+        self.newest.pop(ds, None)
+        self.lost.add(ds)
+
+    def forgotten(self, ds) -> bool:
+        return ds in self.lost
 
     def mark(self, groups) -> None:
         for ds, _foi, items in groups:

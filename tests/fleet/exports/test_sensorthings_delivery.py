@@ -236,3 +236,31 @@ def test_a_node_that_moved_gets_its_new_location(sensorthings_server):
     # This server keeps the old Location beside the new one and writes no HistoricalLocation
     # (FROST replaces it and does): the new one is there either way, and only once.
     assert places.count([4.0, 3.0]) == 1 and places.count([2.0, 1.0]) == 1
+
+
+def test_a_datastream_deleted_on_the_server_refuses_its_readings_then_comes_back(
+        sensorthings_server):
+    server = sensorthings_server
+    a, b = Node(id=node_id(), lat=1.0, lon=2.0), Node(id=node_id(), lat=1.0, lon=2.0)
+
+    def both(t0):
+        items = readings(a, 2, t0).items + readings(b, 2, t0).items
+        return Batch(items=items, nodes={a.id: a, b.id: b})
+
+    sender = sensorthings.open(dest(server))
+    sender.send(both(T0))
+    (gone,) = by_pid(server, "Datastreams", f"{a.id}/temperature")
+    auth = "Basic " + base64.b64encode(server.login.encode()).decode()
+    urllib.request.urlopen(urllib.request.Request(  # the city deletes it on its server
+        f"{server.url}/Datastreams('{gone['@iot.id']}')", method="DELETE",
+        headers={"Authorization": auth}), timeout=10).close()
+    refused = sender.send(both(T0 + 10)).refused
+    assert sorted(refused) == sorted(f"r:{a.id}:0:0:{(T0 + 10 + i) * 1000}" for i in range(2))
+    assert all("error" in reason for reason in refused.values())
+    assert sender.send(both(T0 + 20)).refused == {}  # made again, found by its property
+    sender.close()
+    (again,) = by_pid(server, "Datastreams", f"{a.id}/temperature")
+    assert again["@iot.id"] != gone["@iot.id"]
+    assert len(observations(server, again["@iot.id"])) == 2
+    (other,) = by_pid(server, "Datastreams", f"{b.id}/temperature")
+    assert len(observations(server, other["@iot.id"])) == 6
