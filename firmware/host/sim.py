@@ -58,8 +58,13 @@ def write_config(
     keepalive: int = 60,
     ota: dict | None = None,
     power: dict | None = None,
+    ca: bytes | None = None,
 ) -> None:
-    """Write a simulated node's board.json and config.json, as provisioning would."""
+    """Write a simulated node's board.json and config.json, as provisioning would.
+
+    ca: the CA certificate (PEM) of a fleet serving nodes over TLS: the node then speaks MQTT
+    over TLS and fetches updates over HTTPS, trusting only it (as fleet/identity/provision.py).
+    """
     root.mkdir(parents=True, exist_ok=True)
     (root / config.BOARD_FILE).write_text(json.dumps(board or sim_board()))
     cfg = {
@@ -78,6 +83,10 @@ def write_config(
     }
     if ota is not None:
         cfg["ota"] = ota
+    if ca is not None:
+        (root / "ca.pem").write_bytes(ca)
+        cfg["mqtt"]["tls"] = {"ca": "ca.pem"}
+        cfg["ota"] = dict(cfg.get("ota") or {}, ca="ca.pem")
     if power is not None:
         cfg["power"] = power
     path = root / config.CONFIG_FILE

@@ -17,6 +17,7 @@ from fleet.settings import from_env
 from fleet.stopping import Stopping
 from fleet.store import migrate
 from fleet.store.base import connect
+from fleet.tls import cli as tls_cli
 from fleet.web import cli as web_cli
 
 
@@ -112,5 +113,6 @@ def db_migrate():
     click.echo(f"schema version {before} -> {after}")
 
 
-for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli):
+for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
+                tls_cli):
     feature.register(cli)

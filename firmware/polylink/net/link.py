@@ -158,7 +158,13 @@ class Link:
                 self.up.set()
                 await self._serve(cl)
             except (OSError, EOFError, asyncio.TimeoutError) as e:
-                self.last_error = "%s: %s" % (type(e).__name__, e)
+                err = "%s: %s" % (type(e).__name__, e)
+                if err != self.last_error:
+                    # Once per new reason, not per retry: a refused certificate (wrong CA,
+                    # expired, another name) says why here, and the log does not fill up.
+                    print("polylink: mqtt %s:%d: %s" % (self.cfg.mqtt_host, self.cfg.mqtt_port,
+                                                        err))
+                self.last_error = err
             finally:
                 self.up.clear()
                 self.down.set()
