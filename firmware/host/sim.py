@@ -24,6 +24,7 @@ from pathlib import Path
 from polylink import config
 from polylink.node import Node
 from polylink.ota import slots
+from polylink.ota.credential import file_password
 from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
 
 BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
@@ -83,6 +84,8 @@ def write_config(
     }
     if ota is not None:
         cfg["ota"] = ota
+    if password:  # as provisioning writes it: the login for update files, not the MQTT password
+        cfg["ota"] = dict(cfg.get("ota") or {}, password=file_password(password))
     if ca is not None:
         (root / "ca.pem").write_bytes(ca)
         cfg["mqtt"]["tls"] = {"ca": "ca.pem"}

@@ -10,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
+from polylink.ota.credential import file_password
+
 from fleet.broker import auth as brokerauth
 from fleet.settings import node_tls_from_env
 from fleet.store import audit as audit_store
@@ -107,6 +109,7 @@ def register(db, settings, node_id: str | None = None, board: str | None = None,
                    "app_key": secrets.token_bytes(16).hex().upper()}
     ota_keys = trusted_ota_keys(settings)
     cred = {"mqtt_user": node_id, "mqtt_hash": brokerauth.hash_password(password),
+            "ota_hash": brokerauth.hash_password(file_password(password)),
             "ota_keys": ota_keys, "mac": mac, **(lorawan or {})}
     try:
         identity_store.register_node(db, node_id, cred, name=name, board=board, actor=actor)
@@ -139,7 +142,8 @@ def rotate(db, settings, node_id: str, actor: str | None = None, sync: bool = Tr
     """Give a node a new MQTT password; return it (shown once). The old one stops working."""
     password = brokerauth.mint_password()
     try:
-        identity_store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor)
+        identity_store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor,
+                                     brokerauth.hash_password(file_password(password)))
     except StoreError as e:
         raise ProvisionError(str(e)) from None
     if sync:
@@ -169,7 +173,9 @@ def node_config(identity: dict, mqtt_host: str, mqtt_port: int, wifi_ssid: str =
         "wifi": {"ssid": wifi_ssid, "password": wifi_password},
         "mqtt": {"host": mqtt_host, "port": mqtt_port, "user": identity["mqtt"]["user"],
                  "password": identity["mqtt"]["password"]},
-        "ota": {"keys": dict(identity["ota"]["keys"])},
+        # The login for update files: derived, so the MQTT password never goes to the web server.
+        "ota": {"keys": dict(identity["ota"]["keys"]),
+                "password": file_password(identity["mqtt"]["password"])},
     }
     if identity.get("lorawan"):
         cfg["lorawan"] = dict(identity["lorawan"])

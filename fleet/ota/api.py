@@ -1,8 +1,10 @@
 """OTA over HTTP: the API for releases and rollouts (/api/v1), and the files nodes fetch (/ota/v1).
 
-Nodes authenticate to /ota/v1 with their own MQTT login (HTTP Basic), so only registered,
-unrevoked nodes can download; the files are signed and content-addressed, so the login guards
-access, not integrity.
+Nodes authenticate to /ota/v1 with their file login (HTTP Basic: node id and a credential derived
+from the MQTT password, polylink/ota/credential.py, which the broker does not accept), so only
+registered, unrevoked nodes can download; the files are signed and content-addressed, so the login
+guards access, not integrity. A URL carries no credential: a stolen one is useless without the
+node's login, and a node may read only its own offer.
 """
 
 import functools
@@ -172,7 +174,7 @@ def node_ota(node_id):
 
 
 def node_login(view):
-    """Let a view run only for a registered node presenting its MQTT login (HTTP Basic)."""
+    """Let a view run only for a registered node presenting its file login (HTTP Basic)."""
 
     @functools.wraps(view)
     def wrapped(**kwargs):
@@ -181,7 +183,7 @@ def node_login(view):
         if a is not None and a.type == "basic" and a.username:
             login = identity_store.node_login_hash(web_db.get_db(), a.username)
         if a is None or login is None or not verify_password(a.password or "", login[1]):
-            resp = jsonify({"error": "a registered node's MQTT login is required (HTTP Basic)"})
+            resp = jsonify({"error": "a registered node's OTA file login is required (HTTP Basic)"})
             resp.status_code = 401
             resp.headers["WWW-Authenticate"] = 'Basic realm="polylink-ota"'
             return resp

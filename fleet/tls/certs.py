@@ -37,7 +37,7 @@ class TLSError(ValueError):
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -184,7 +184,8 @@ def use(d, cert_path, key_path, ca_path) -> Path:
         key_data = Path(key_path).read_bytes()
         key = serialization.load_pem_private_key(key_data, None)
     except (OSError, ValueError, TypeError) as e:
-        raise TLSError(f"cannot read the private key {key_path} (PEM, no passphrase): {e}") from None
+        raise TLSError(f"cannot read the private key {key_path} (PEM, no passphrase): {e}"
+                       ) from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if (key.public_key().public_bytes(serialization.Encoding.DER, spki)
             != chain[0].public_key().public_bytes(serialization.Encoding.DER, spki)):

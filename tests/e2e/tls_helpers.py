@@ -49,7 +49,7 @@ def tls_mosquitto(broker_dir: Path, certfile: Path, keyfile: Path,
 
 
 def past(days: int) -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
 
 
 class HTTPSFront:

@@ -229,4 +229,5 @@ class HAL:
 
             ntptime.settime()
         except (OSError, ImportError) as e:
-            raise OSError("clock not set (NTP: %s): certificate dates cannot be checked" % (e,))
+            raise OSError("clock not set (NTP: %s): certificate dates cannot be checked"
+                          % (e,)) from None

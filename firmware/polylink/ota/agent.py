@@ -247,8 +247,10 @@ class Agent:
         self.version = None  # the version being updated to
         self.buf = bytearray(_CHUNK)
         c = node.cfg
-        # The fleet lets registered nodes fetch files with their own MQTT login (HTTP Basic).
-        self.login = (c.mqtt_user, c.mqtt_password) if getattr(c, "mqtt_user", None) else None
+        # Registered nodes fetch files with their file login (HTTP Basic), which the broker does
+        # not accept; nodes provisioned before it existed still use their MQTT login.
+        pw = self.cfg.get("password") or getattr(c, "mqtt_password", None)
+        self.login = (c.mqtt_user, pw) if getattr(c, "mqtt_user", None) else None
 
     # -- reports
     def report(self, state, version, rid=None, **kw):
