@@ -317,7 +317,7 @@ class Agent:
                 await asyncio.sleep(30)
         if not url:
             raise OTAError(DOWNLOAD, "no OTA URL in the offer or in config ota.url")
-        if node.cfg.mqtt_tls is not None and not url.startswith("https://"):
+        if getattr(node.cfg, "mqtt_tls", None) is not None and not url.startswith("https://"):
             # A node that reaches its broker over TLS is on an open network: an update fetched
             # in the clear would hand its file credential to anyone listening.
             raise OTAError(DOWNLOAD, "refusing %s: this node fetches updates over HTTPS only"

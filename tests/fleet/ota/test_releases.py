@@ -6,6 +6,7 @@ import shutil
 import tarfile
 
 import pytest
+from polylink.ota.credential import file_password
 
 from fleet.cli import cli
 from fleet.identity import provision
@@ -132,12 +133,14 @@ def test_node_fetches_files_with_its_login_and_range(built, settings, client, db
     _trust(settings, s)
     ota.upload(db, settings, path.read_bytes())
     ident = provision.register(db, settings, "n-1", board="ESP32_GENERIC", sync=False)
-    login = ("n-1", ident["mqtt"]["password"])
+    login = ("n-1", file_password(ident["mqtt"]["password"]))
     manifest, sig, blobs = _bundle(path)
     sha, body = max(blobs.items(), key=lambda kv: len(kv[1]))
     url = f"/ota/v1/files/{sha}"
     assert client.get(url).status_code == 401
     assert client.get(url, auth=("n-1", "wrong")).status_code == 401
+    # The MQTT password is no file login: a node's two credentials work only where they belong.
+    assert client.get(url, auth=("n-1", ident["mqtt"]["password"])).status_code == 401
     r = client.get(url, auth=login)
     assert r.status_code == 200 and r.data == body
     r = client.get(url, auth=login, headers={"Range": "bytes=100-"})
@@ -215,7 +218,7 @@ def test_build_with_a_runtime_image_signs_and_serves_it(settings, db, tmp_path, 
     assert blobs[m["runtime"]["sha256"]] == data, "the image travels in the bundle"
     ota.upload(db, settings, path.read_bytes())
     ident = provision.register(db, settings, "n-rt", board="ESP32_GENERIC_OTA")
-    login = (ident["mqtt"]["user"], ident["mqtt"]["password"])
+    login = (ident["mqtt"]["user"], file_password(ident["mqtt"]["password"]))
     r = client.get(f"/ota/v1/files/{m['runtime']['sha256']}", auth=login,
                    headers={"Range": "bytes=4096-"})
     assert r.status_code == 206 and r.data == data[4096:], "node resumes the image with Range"
