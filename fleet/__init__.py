@@ -57,6 +57,7 @@ def create_app(test_config=None):
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
+    from fleet.tls import views as tls_views
     from fleet.web import access_api, accounts, admin, api, auth, db, filters, overview, params
 
     params.init_app(app)
@@ -73,6 +74,7 @@ def create_app(test_config=None):
     app.register_blueprint(identity_views.bp)
     providers.init_app(app)
     ota_api.init_app(app)
+    tls_views.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
                        providers.radio_api, access_api.bp])
