@@ -127,11 +127,14 @@ def _pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def init(d, names, days: int = SERVER_DAYS, force: bool = False) -> Path:
+def init(d, names, days: int = SERVER_DAYS, force: bool = False, now=None) -> Path:
     """Make the private CA (kept if there is one) and a server certificate for names.
 
     Refuses to replace operator-given certificates unless force. Returns the TLS directory.
+    now: when the certificate starts (tests make expired ones).
     """
+    if not 1 <= days <= CA_DAYS:
+        raise TLSError(f"a server certificate is valid for 1..{CA_DAYS} days, not {days}")
     d = Path(d)
     has_ca = (d / CA_KEY).exists()
     if (d / SERVER_CERT).exists() and not has_ca and not force:
@@ -144,7 +147,7 @@ def init(d, names, days: int = SERVER_DAYS, force: bool = False) -> Path:
         _write(d / CA_KEY, _key_pem(ca_key))
         _write(d / CA_FILE, _pem(ca_cert))
     alt = [str(n.value) for n in split_names(names)]
-    cert, key = make_server(ca_cert, ca_key, alt, days)
+    cert, key = make_server(ca_cert, ca_key, alt, days, now)
     _write(d / SERVER_KEY, _key_pem(key))
     _write(d / SERVER_CERT, _pem(cert) + _pem(ca_cert))
     _write(d / NAMES_FILE, json.dumps(alt).encode())
