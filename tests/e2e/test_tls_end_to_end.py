@@ -13,6 +13,7 @@ import os
 import pytest
 from polylink.ota import slots
 from polylink_host import sim
+from polylink_host.hal import HostHAL
 from services import READY, FleetRun, free_port
 from test_end_to_end import Api, SimFleet, create_token, wait_until
 from test_ota_end_to_end import fleet_cli
@@ -48,8 +49,26 @@ def tls_fleet(tmp_path, monkeypatch):
             run.stop()
 
 
-def test_twenty_nodes_over_tls_telemetry_command_and_ota_over_https(tmp_path, tls_fleet):
+def count_tls_sockets(monkeypatch) -> dict[str, int]:
+    """{node: the most TLS sockets it held open at once}, seen at each connection it opens."""
+    peak: dict[str, int] = {}
+    original = HostHAL.open_connection
+
+    async def open_connection(self, host, port, tls=None):
+        r, w = await original(self, host, port, tls)
+        live = [x for x in self._writers
+                if not x.transport.is_closing() and x.get_extra_info("ssl_object") is not None]
+        peak[self.node] = max(peak.get(self.node, 0), len(live))
+        return r, w
+
+    monkeypatch.setattr(HostHAL, "open_connection", open_connection)
+    return peak
+
+
+def test_twenty_nodes_over_tls_telemetry_command_and_ota_over_https(tmp_path, tls_fleet,
+                                                                   monkeypatch):
     data = tmp_path / "data"
+    peak = count_tls_sockets(monkeypatch)
     assert f"MQTT over TLS on mqtt+ssl://0.0.0.0:{tls_fleet.tls_port}" in tls_fleet.output()
 
     # Nothing of the running fleet listens beyond loopback without TLS; the TLS listener does.
@@ -108,6 +127,8 @@ def test_twenty_nodes_over_tls_telemetry_command_and_ota_over_https(tmp_path, tl
             assert (st["version"], st["trial"]) == ("0.2.0", 0), (n.id, st)
         # Every file came through the HTTPS front: one TLS handshake per download at least.
         assert tls_fleet.front.handshakes >= NODES, tls_fleet.front.handshakes
+        # ... and no node ever held two TLS sockets: MQTT gave its socket up for the downloads.
+        assert peak and set(peak) == set(ids) and max(peak.values()) == 1, peak
     finally:
         nodes.stop()
     assert certs.certificates(data / "tls")[0]["names"] == ["localhost", "127.0.0.1"]

@@ -293,6 +293,26 @@ class Agent:
             self.report(FAILED, version, rid, reason=e.reason, text=e.text)
         except OSError as e:
             self.report(FAILED, version, rid, reason=STORAGE, text="flash: %s" % e)
+        finally:
+            self._release()
+
+    def _link(self):
+        """The MQTT link when it is TLS: it yields its socket to HTTPS downloads, else None."""
+        if getattr(self.node.cfg, "mqtt_tls", None) is None:
+            return None
+        return getattr(self.node, "link", None)
+
+    async def request(self, url, path, start):
+        """One GET; over HTTPS the TLS MQTT session is ended first (one TLS socket, RAM)."""
+        link = self._link()
+        if link is not None and url.startswith("https://"):
+            await link.hold()
+        return await get(self.hal, url, path, start, self.cfg.get("ca"), self.login)
+
+    def _release(self):
+        link = self._link()
+        if link is not None:
+            link.release()
 
     async def _update(self, version, rid, url):
         node = self.node
@@ -333,6 +353,7 @@ class Agent:
             from polylink.ota import runtime
 
             part = await runtime.fetch(self, url, rt, self._runtime_progress)
+        self._release()  # downloads done: the MQTT session carries the reports again
         self.report(VERIFIED, version, rid)
         if part is None:
             slots.switch(self.root, slot, version, rid)
@@ -497,7 +518,7 @@ class Agent:
     async def _small(self, url, path, limit):
         for attempt in range(RETRIES):
             try:
-                r = await get(self.hal, url, path, 0, self.cfg.get("ca"), self.login)
+                r = await self.request(url, path, 0)
                 try:
                     if r.status != 200:
                         raise OTAError(DOWNLOAD, "HTTP %d for %s" % (r.status, path))
@@ -542,7 +563,7 @@ class Agent:
         if size is not None and have == size:
             return  # complete (also a complete empty file)
         have = have or 0
-        r = await get(self.hal, url, path, have, self.cfg.get("ca"), self.login)
+        r = await self.request(url, path, have)
         try:
             if r.status == 416:
                 _remove(part)
@@ -637,5 +658,7 @@ class Agent:
                 offer = json.loads(raw)
             except (OTAError, ValueError):
                 continue
+            finally:
+                self._release()
             if isinstance(offer, dict) and offer.get("version"):
                 self.start(offer["version"], offer.get("rid"), url)
