@@ -274,6 +274,14 @@ def certificates(d, now=None) -> list[dict]:
     return out
 
 
+def fleet_certificates(data_dir, now=None) -> list[dict]:
+    """certificates() of the fleet's own TLS directory (TLS_DIR, else DATA_DIR/tls): what
+    `fleet doctor` calls."""
+    from fleet.settings import node_tls_from_env  # settings -> broker.auth; keep this module light
+
+    return certificates(node_tls_from_env(Path(data_dir)).tls_dir, now)
+
+
 def expiring(d, now=None) -> dict[str, str]:
     """{role: plain words} for each certificate due for renewal or expired (alerts, UI)."""
     out = {}

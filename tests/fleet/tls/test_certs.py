@@ -36,6 +36,18 @@ def test_init_makes_a_ca_and_a_server_certificate_python_ssl_accepts(tmp_path):
     leaf.verify_directly_issued_by(ca)
 
 
+def test_doctor_gets_path_names_and_expiry_of_the_fleets_certificates(data_dir, monkeypatch):
+    monkeypatch.delenv("TLS_DIR", raising=False)
+    assert certs.fleet_certificates(data_dir) == []
+    certs.init(data_dir / "tls", ["fleet.example.org"])
+    server, ca = certs.fleet_certificates(data_dir)
+    assert server["path"] == (data_dir / "tls" / "server.pem").resolve()
+    assert server["names"] == ["fleet.example.org"] and ca["names"] == ["Polylink fleet CA"]
+    assert server["not_after"] < ca["not_after"]
+    monkeypatch.setenv("TLS_DIR", str(data_dir / "elsewhere"))
+    assert certs.fleet_certificates(data_dir) == []
+
+
 @pytest.mark.parametrize("names, words", [
     ([], "at least one name"),
     (["bad name"], "neither an IP address nor a DNS name"),
