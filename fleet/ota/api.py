@@ -4,7 +4,8 @@ Nodes authenticate to /ota/v1 with their file login (HTTP Basic: node id and a c
 from the MQTT password, polylink/ota/credential.py, which the broker does not accept), so only
 registered, unrevoked nodes can download; the files are signed and content-addressed, so the login
 guards access, not integrity. A URL carries no credential: a stolen one is useless without the
-node's login, and a node may read only its own offer.
+node's login, and a node may read only its own offer and only the files of releases a rollout
+offers it, so a URL seen elsewhere gets another node nothing.
 """
 
 import functools
@@ -194,12 +195,25 @@ def node_login(view):
     return wrapped
 
 
+def _offered(version: str | None = None, sha: str | None = None) -> None:
+    """403 unless a rollout that includes this node is of that release (or names that file):
+    a file URL seen elsewhere gets another node nothing it was not offered itself."""
+    versions = ota_store.node_release_versions(web_db.get_db(), g.node_id)
+    settings = current_app.config["SETTINGS"]
+    if version is not None and version in versions:
+        return
+    if sha is not None and any(sha in ota.release_shas(settings, v) for v in versions):
+        return
+    abort(403)
+
+
 @files_bp.get("/releases/<version>/<name>")
 @node_login
 def release_file(version, name):
     path = ota.release_file(current_app.config["SETTINGS"], version, name)
     if path is None:
         abort(404)
+    _offered(version=version)
     return send_file(path, mimetype="application/octet-stream", conditional=True, max_age=0)
 
 
@@ -209,6 +223,7 @@ def content_file(sha):
     path = ota.file_path(current_app.config["SETTINGS"], sha)
     if path is None:
         abort(404)
+    _offered(sha=sha)
     # conditional=True answers Range requests with 206 and Content-Range: resumed downloads.
     return send_file(path, mimetype="application/octet-stream", conditional=True,
                      max_age=31536000)
