@@ -5,7 +5,7 @@ from the MQTT password, polylink/ota/credential.py, which the broker does not ac
 registered, unrevoked nodes can download; the files are signed and content-addressed, so the login
 guards access, not integrity. A URL carries no credential: a stolen one is useless without the
 node's login, and a node may read only its own offer and only the files of releases a rollout
-offers it, so a URL seen elsewhere gets another node nothing.
+offers it, so a file URL seen elsewhere gets another node nothing.
 """
 
 import functools
@@ -195,16 +195,17 @@ def node_login(view):
     return wrapped
 
 
-def _offered(version: str | None = None, sha: str | None = None) -> None:
-    """403 unless a rollout that includes this node is of that release (or names that file):
-    a file URL seen elsewhere gets another node nothing it was not offered itself."""
+def _offered(sha: str) -> None:
+    """403 unless a release of a rollout that includes this node names the file: a file URL
+    seen elsewhere gets another node nothing it was not offered itself.
+
+    Manifests and signatures stay readable to every registered node: they are signed metadata,
+    and a node refusing a replayed offer (an older release) needs them to say why.
+    """
     versions = ota_store.node_release_versions(web_db.get_db(), g.node_id)
     settings = current_app.config["SETTINGS"]
-    if version is not None and version in versions:
-        return
-    if sha is not None and any(sha in ota.release_shas(settings, v) for v in versions):
-        return
-    abort(403)
+    if not any(sha in ota.release_shas(settings, v) for v in versions):
+        abort(403)
 
 
 @files_bp.get("/releases/<version>/<name>")
@@ -213,7 +214,6 @@ def release_file(version, name):
     path = ota.release_file(current_app.config["SETTINGS"], version, name)
     if path is None:
         abort(404)
-    _offered(version=version)
     return send_file(path, mimetype="application/octet-stream", conditional=True, max_age=0)
 
 
@@ -223,7 +223,7 @@ def content_file(sha):
     path = ota.file_path(current_app.config["SETTINGS"], sha)
     if path is None:
         abort(404)
-    _offered(sha=sha)
+    _offered(sha)
     # conditional=True answers Range requests with 206 and Content-Range: resumed downloads.
     return send_file(path, mimetype="application/octet-stream", conditional=True,
                      max_age=31536000)
