@@ -7,7 +7,7 @@ from flask import Flask
 from flask_compress import Compress
 
 from fleet.datadir import private_dir
-from fleet.settings import from_env
+from fleet.settings import from_env, web_from_env
 
 
 def _secret_key(data_dir) -> str:
@@ -50,6 +50,7 @@ def create_app(test_config=None):
     # loading Flask and every view (start-up time).
     from fleet.alerts import api as alerts_api
     from fleet.alerts import views as alerts
+    from fleet.exports import views as exports
     from fleet.identity import api as identity_api
     from fleet.identity import views as identity_views
     from fleet.nodes import api as nodes_api
@@ -58,8 +59,23 @@ def create_app(test_config=None):
     from fleet.ota import views as ota_views
     from fleet.providers import views as providers
     from fleet.tls import views as tls_views
-    from fleet.web import access_api, accounts, admin, api, auth, db, filters, overview, params
+    from fleet.web import (
+        access_api,
+        accounts,
+        admin,
+        api,
+        auth,
+        db,
+        filters,
+        metrics,
+        openapi,
+        overview,
+        params,
+    )
+    from fleet.web import https as web_https
 
+    # HTTPS: Secure cookies, HSTS, X-Forwarded-* from trusted proxies only (fleet/web/https.py).
+    web_https.init_app(app, (test_config or {}).get("WEB") or web_from_env())
     params.init_app(app)
     Compress(app)
     db.init_app(app)
@@ -73,10 +89,13 @@ def create_app(test_config=None):
     app.register_blueprint(accounts.bp)
     app.register_blueprint(identity_views.bp)
     providers.init_app(app)
+    exports.init_app(app)
     ota_api.init_app(app)
     tls_views.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
-                       providers.radio_api, access_api.bp])
+                       providers.radio_api, access_api.bp, exports.api, openapi.bp])
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.page)
 
     return app

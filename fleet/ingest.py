@@ -59,6 +59,8 @@ class Ingest:
         """Decode one message into the current batch; bad frames are kept, never raised."""
         batch = self.batch
         self.pending += 1
+        if topics.is_data(topic):
+            return  # the exports' own SenML for node "up" or "conn", not a node's frame
         parts = topics.node_topic(topic)
         if parts is None:
             self._bad(None, received_at, topic, payload, "topic is not pl/v1/{node}/up|conn")

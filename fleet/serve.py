@@ -19,7 +19,14 @@ from fleet.broker import status as broker_status
 from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
-from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError, node_tls_from_env
+from fleet.settings import (
+    DEFAULT_MQTT_PORT,
+    Settings,
+    SettingsError,
+    WebSettings,
+    node_tls_from_env,
+    web_from_env,
+)
 from fleet.stopping import PARENT_ENV
 from fleet.store import identity as identity_store
 from fleet.store import users as user_store
@@ -284,6 +291,15 @@ class ProviderIngest(Ingest):
         self.command = [sys.executable, "-m", "fleet.cli", "provider", "ingest"]
 
 
+class ExportWorker(Ingest):
+    """The export worker (`fleet export run`, fleet/exports/worker.py), supervised the same way."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.log_path = settings.data_dir / "logs" / "exports.log"
+        self.command = [sys.executable, "-m", "fleet.cli", "export", "run"]
+
+
 class UpkeepWorker(Ingest):
     """`fleet upkeep`: alerts, expired claim tokens, retention (fleet/upkeep.py), supervised."""
 
@@ -304,6 +320,7 @@ def main(settings: Settings) -> None:
         settings.mqtt_target()  # a malformed MQTT_URL fails here, not later in the worker
         settings = choose_mqtt_port(settings)
         check_ports(settings)
+        web = web_from_env()  # a bad certificate or proxy address fails before anything starts
     except (ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
 
@@ -334,6 +351,8 @@ def main(settings: Settings) -> None:
         ingest.start()
         providers = ProviderIngest(settings)
         providers.start()
+        exports = ExportWorker(settings)
+        exports.start()
         # Only the mosquitto we started reads the files upkeep rewrites when a claim token expires.
         upkeep = UpkeepWorker(settings, broker is not None and broker.kind == "mosquitto")
         upkeep.start()
@@ -341,7 +360,7 @@ def main(settings: Settings) -> None:
         ticker.start()
         if broker is not None and broker.kind == "mosquitto" and claim_port():
             claim_service = ClaimService(settings).start()
-        serve_web(settings, broker, ingest, password)
+        serve_web(settings, broker, ingest, password, web)
     except (brokers.BrokerError, StoreError, ServeError, SettingsError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
@@ -353,6 +372,8 @@ def main(settings: Settings) -> None:
         say("stopping…")
         if providers is not None:
             providers.stop()
+        if exports is not None:
+            exports.stop()
         if upkeep is not None:
             upkeep.stop()
         if ticker is not None:
@@ -368,20 +389,33 @@ def main(settings: Settings) -> None:
         say("stopped")
 
 
-def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) -> None:
-    """Serve the web UI and API with waitress on 127.0.0.1:PORT until interrupted."""
-    app = create_app({"SETTINGS": settings})
+def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
+              web: WebSettings | None = None) -> None:
+    """Serve the web UI and API until interrupted: waitress on loopback, or HTTPS (cheroot)."""
+    web = web or WebSettings()
+    app = create_app({"SETTINGS": settings, "WEB": web})
     try:
-        server = create_server(app, host="127.0.0.1", port=settings.port, threads=8,
-                               ident="polylink")
+        if web.tls_cert is not None:
+            from fleet.web.https import HTTPSServer
+
+            server = HTTPSServer(app, web, settings.port)
+        else:
+            # waitress would drop X-Forwarded-* itself; fleet/web/https.py decides whom to
+            # believe, the same way for both servers.
+            server = create_server(app, host=web.host, port=settings.port, threads=8,
+                                   ident="polylink", clear_untrusted_proxy_headers=False)
     except OSError as e:
-        raise ServeError(f"cannot listen on 127.0.0.1:{settings.port}: {e.strerror}. "
+        raise ServeError(f"cannot listen on {web.host}:{settings.port}: {e.strerror}. "
                          "Choose another port with PORT=8001 make run") from None
-    url = f"http://127.0.0.1:{settings.port}"
+    scheme = "https" if web.tls_cert is not None else "http"
+    url = f"{scheme}://{'[' + web.host + ']' if ':' in web.host else web.host}:{settings.port}"
     with app.test_request_context():
         login_url = url + url_for("auth.login")
     say("Polylink fleet manager")
     say(f"  web UI and API  {url}  (API under {url}/api/v1)")
+    if web.trusted_proxies:
+        say("                  behind reverse proxies: X-Forwarded-* believed from "
+            + ", ".join(map(str, web.trusted_proxies)) + " only")
     if broker is not None:
         say(f"  broker          {broker.kind} on mqtt://127.0.0.1:{settings.mqtt_port}"
             f"  (data and log in {settings.broker_dir})")
@@ -402,13 +436,20 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None) 
     say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
     say("  providers       LoRaWAN provider ingest (log in "
         f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
+    say("  exports         one delivery loop per destination (log in "
+        f"{settings.data_dir / 'logs' / 'exports.log'}; add one at /exports)")
     kept = ", ".join(f"{table} {days} d" for table, days in settings.retention().items() if days)
     say(f"  upkeep          alerts every {settings.upkeep_every:g} s; keeps {kept or 'everything'}"
         f"{', the rest for ever' if kept else ''} (log in "
         f"{settings.data_dir / 'logs' / 'upkeep.log'})")
     say(f"  data            {settings.data_dir}")
     say()
-    if password is not None:
+    if password is not None and os.environ.get("INVOCATION_ID"):
+        # Under systemd (which sets INVOCATION_ID) this output is the journal, a log kept on
+        # disk and readable by the adm group: no password there. `fleet user reset` gives one.
+        say(f"First run: created the user {FIRST_ADMIN!r}; give it a password with "
+            f"`sudo polylink user reset {FIRST_ADMIN}` (docs/operations.md)")
+    elif password is not None:
         say(f"First run: created the user {FIRST_ADMIN!r} with password: {password}")
         say("  This password is shown only once. Store it now.")
     say(f"Log in at {login_url}. Add users with `.venv/bin/fleet user add NAME`, "

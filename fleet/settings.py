@@ -148,6 +148,67 @@ def from_env() -> Settings:
     return settings
 
 
+# --- Web: HTTPS, trusted reverse proxies, cookies (issue 14, the web half) ---------------------
+# Read separately from from_env() so the web server, `fleet doctor` and the app factory ask for
+# them only where they matter, and the TLS settings of the broker and nodes stay apart.
+
+@dataclass(frozen=True)
+class WebSettings:
+    # Address the web UI listens on. Loopback unless a certificate is given: nothing listens on
+    # the network without TLS.
+    host: str = "127.0.0.1"
+    # PEM certificate (chain) and private key: the web UI then serves HTTPS itself.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Addresses (or networks) of reverse proxies whose X-Forwarded-For/-Proto/-Host we believe.
+    trusted_proxies: tuple = ()
+
+    @property
+    def https(self) -> bool:
+        """True when browsers reach the UI over HTTPS: served directly, or by a trusted proxy."""
+        return self.tls_cert is not None or bool(self.trusted_proxies)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def web_from_env() -> WebSettings:
+    """Read WEB_HOST, WEB_TLS_CERT, WEB_TLS_KEY, TRUSTED_PROXIES; raise SettingsError if bad."""
+    import ipaddress
+
+    host = os.environ.get("WEB_HOST") or "127.0.0.1"
+    cert = os.environ.get("WEB_TLS_CERT") or None
+    key = os.environ.get("WEB_TLS_KEY") or None
+    if bool(cert) != bool(key):
+        raise SettingsError("WEB_TLS_CERT and WEB_TLS_KEY go together: give both or neither")
+    for name, value in (("WEB_TLS_CERT", cert), ("WEB_TLS_KEY", key)):
+        if value and not Path(value).is_file():
+            raise SettingsError(f"{name}={value!r}: no such file")
+    if not cert and not _is_loopback(host):
+        raise SettingsError(f"WEB_HOST={host!r} is not a loopback address: serving the web UI on "
+                            "the network needs WEB_TLS_CERT and WEB_TLS_KEY (or keep it on "
+                            "127.0.0.1 behind a reverse proxy, see docs/operations.md)")
+    proxies = []
+    for raw in (os.environ.get("TRUSTED_PROXIES") or "").split(","):
+        if raw.strip():
+            try:
+                proxies.append(ipaddress.ip_network(raw.strip(), strict=False))
+            except ValueError:
+                raise SettingsError(f"TRUSTED_PROXIES: {raw.strip()!r} is not an IP address "
+                                    "or network (e.g. 127.0.0.1 or 10.0.0.0/24)") from None
+    return WebSettings(host=host, tls_cert=Path(cert).resolve() if cert else None,
+                       tls_key=Path(key).resolve() if key else None,
+                       trusted_proxies=tuple(proxies))
+
+
 # --- Serving nodes over TLS (issue 14, the broker/node half; docs/operations.md) ---------------
 # Read apart from from_env(): only `fleet run`, `fleet tls`, provisioning and the doctor need them.
 DEFAULT_MQTT_TLS_PORT = 8883

@@ -20,6 +20,19 @@ def down(node: str) -> str:
     return f"{ROOT}/{node}/down"
 
 
+# Normalized readings for integrators (fleet/exports/mqtt.py): pl/v1/data/{node}. "data" is
+# therefore no node id (identity/provision.py refuses it) and the ingest ignores this subtree.
+DATA = "data"
+
+
+def data(node: str) -> str:
+    return f"{ROOT}/{DATA}/{node}"
+
+
+def is_data(topic: str) -> bool:
+    return topic.startswith(f"{ROOT}/{DATA}/")
+
+
 def claim_request(token_id: str, claim_id: str) -> str:
     return f"{ROOT}/claim/{token_id}/{claim_id}/req"
 
@@ -49,9 +62,13 @@ UPLINKS = [(up("+"), 1), (conn("+"), 1)]
 CLAIM_REQUESTS = claim_request("+", "+")
 # mosquitto ACL lines (broker/auth.py): %u is the login, %c the client id.
 SERVICE_ACLS = {
-    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}"],
+    # $SYS: the upkeep worker reads the broker's queue depth with this login (broker/sysstats.py).
+    "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}",
+               "topic read $SYS/broker/store/messages/count",
+               "topic read $SYS/broker/clients/connected"],
     "fleet": [f"topic write {down('+')}"],
     "claims": [f"topic read {CLAIM_REQUESTS}", f"topic write {claim_answer('+', '+')}"],
+    "exports": [f"topic write {data('+')}"],
 }
 NODE_ACL = [f"pattern write {up('%u')}", f"pattern write {conn('%u')}",
             f"pattern read {down('%u')}"]

@@ -16,6 +16,7 @@ import threading
 import time
 
 from fleet.broker import auth as brokerauth
+from fleet.broker import sysstats
 from fleet.settings import SettingsError, node_tls_from_env
 from fleet.store import alerts as alert_store
 from fleet.store import identity as identity_store
@@ -55,6 +56,14 @@ class Upkeep:
         """Do every task that is due once; return what each did."""
         now = time.time() if now is None else now
         done = {}
+        if self.broker:
+            # First: the read waits up to seconds for the broker, and the log line of a round
+            # should follow its alerts closely.
+            host, port, user, password = self.settings.mqtt_login("ingest")
+            figures = sysstats.read(host, port, user, password)
+            if figures:  # for /metrics (fleet/web/metrics.py): the broker's queue depth
+                upkeep_store.mark_upkeep(db, "broker_sys", now, figures)
+                done["broker_sys"] = figures
         opened = alert_store.evaluate_alerts(db, now)
         opened["certificate"] = alert_store.sync_certificate_alerts(db, self._certificates_due())
         upkeep_store.mark_upkeep(db, "alerts", now, opened)

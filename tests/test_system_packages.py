@@ -20,13 +20,14 @@ def _run(tmp_path, have: list[str], uid: int):
 
 
 def test_a_person_without_chromium_is_told_the_command(tmp_path):
-    proc = _run(tmp_path, ["make", "mosquitto", "node", "npm", "python3"], uid=1000)
+    proc = _run(tmp_path, ["make", "mosquitto", "node", "npm", "nginx", "python3"], uid=1000)
     assert proc.returncode == 1
     assert "missing: chromium" in proc.stderr
     assert "sudo apt-get install --no-install-recommends chromium" in proc.stderr
 
 
 def test_nothing_missing_passes_quietly(tmp_path):
-    proc = _run(tmp_path, ["make", "mosquitto", "node", "npm", "chromium", "python3"], uid=1000)
+    proc = _run(tmp_path, ["make", "mosquitto", "node", "npm", "chromium", "nginx", "python3"],
+                uid=1000)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == proc.stderr == ""

@@ -9,8 +9,10 @@ import click
 from fleet import ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
 from fleet.console import friendly, open_store
+from fleet.exports import cli as exports_cli
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
+from fleet.operations import cli as operations_cli
 from fleet.ota import cli as ota_cli
 from fleet.providers import cli as providers_cli
 from fleet.settings import from_env
@@ -114,5 +116,5 @@ def db_migrate():
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
-                tls_cli):
+                operations_cli, exports_cli, tls_cli):
     feature.register(cli)

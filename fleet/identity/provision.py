@@ -12,6 +12,7 @@ from pathlib import Path
 
 from polylink.ota.credential import file_password
 
+from fleet import topics
 from fleet.broker import auth as brokerauth
 from fleet.settings import node_tls_from_env
 from fleet.store import audit as audit_store
@@ -40,6 +41,9 @@ def check_new_node_id(node_id: str) -> str:
     if node_id.startswith(brokerauth.RESERVED_PREFIX):
         raise ProvisionError(f"node ids starting with {brokerauth.RESERVED_PREFIX!r} are "
                              "reserved for the fleet's own services")
+    if node_id == topics.DATA:
+        raise ProvisionError(f"node id {node_id!r} is reserved: pl/v1/{node_id}/ carries the"
+                             " exported readings of every node")
     return node_id
 
 

@@ -26,7 +26,7 @@ from flask import (
 )
 from polylink import codes
 
-from fleet.nodes import charts, display
+from fleet.nodes import charts, display, export
 from fleet.nodes import commands as downlink
 from fleet.ota import rollouts
 from fleet.store import alerts as alert_store
@@ -111,6 +111,32 @@ def index():
         sorts=node_store.NODE_SORTS,
         command_names=list(downlink.COMMANDS), bulk_max=BULK_COMMAND_MAX,
         **_rollout_choices(db))
+
+
+@bp.route("/_export")  # "_" is never in a node id, so no node's page is shadowed
+@auth.require("read")
+def export_readings():
+    """The node list's download: readings of the nodes its filters match (a GET that changes
+    nothing, so no CSRF token), streamed like the API's."""
+    db = web_db.get_db()
+    try:
+        since = export.parse_time("since", request.args.get("since"))
+        until = export.parse_time("until", request.args.get("until"), end_of_day=True)
+        ids = node_store.matching_node_ids(db, _filters())
+    except (export.ExportError, BadFilter) as e:
+        return render_template("error.html", message=f"No export: {e}"), 400
+    fmt = request.args.get("format") or "csv"
+    if fmt not in export.FORMATS:
+        return render_template("error.html", message=f"No export: format {fmt!r} must be "
+                               f"one of {', '.join(export.FORMATS)}"), 400
+    if since is not None and until is not None and since > until:
+        return render_template("error.html", message="No export: since is after until"), 400
+    response = current_app.response_class(
+        export.stream_from(current_app.config["DATABASE"], sorted(ids), since, until, fmt),
+        content_type=export.FORMATS[fmt])
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{export.filename(fmt, since, until)}"')
+    return response
 
 
 def _rollout_choices(db) -> dict:

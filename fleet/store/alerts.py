@@ -163,3 +163,9 @@ def change_alert(db, alert_id, action, actor=None) -> dict:
         audit.insert(conn, now, actor, f"alert.{action}", row[0],
                      {"alert": alert_id, "kind": row[1]})
     return {"id": alert_id, "node_id": row[0], "kind": row[1]}
+
+
+def open_alert_counts(db) -> dict[tuple[str, str], int]:
+    """{(kind, state): count} of the alerts not resolved (/metrics)."""
+    return {(kind, state): n for kind, state, n in db.conn.execute(
+        "SELECT kind, state, count(*) FROM alerts WHERE state != 'resolved' GROUP BY 1, 2")}

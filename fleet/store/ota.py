@@ -216,3 +216,8 @@ def busy_nodes(db, terminal: tuple[str, ...]) -> set[str]:
         "SELECT rn.node_id FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
         " WHERE r.state IN ('running', 'paused') AND rn.state NOT IN"
         f" ({','.join('?' * len(terminal))})", terminal))
+
+
+def rollout_state_counts(db) -> dict[str, int]:
+    """{state: count} of all rollouts (/metrics)."""
+    return dict(db.conn.execute("SELECT state, count(*) FROM rollouts GROUP BY state").fetchall())

@@ -158,6 +158,10 @@ _INSERT_FRAME = (
 _INSERT_READING = "INSERT INTO readings (node_id, t, qid, inst, value) VALUES (?, ?, ?, ?, ?)"
 
 
+_ADD_COUNTER = ("INSERT INTO ingest_counters (name, provider, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (name, provider) DO UPDATE SET value = ingest_counters.value"
+                " + excluded.value")
+
 _UPSERT_LATEST = (
     "INSERT INTO latest (node_id, qid, inst, t, value) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (node_id, qid, inst) DO UPDATE SET t = excluded.t, value = excluded.value"
@@ -343,4 +347,42 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 "UPDATE nodes SET bad_frames = bad_frames + ? WHERE id = ?",
                 [(n, node) for node, n in counts.items()],
             )
+        counts = {"frames_stored": new, "frames_duplicate": len(batch.frames) - new,
+                  "frames_bad": len(bad), "readings_stored": len(readings_rows)}
+        provider = batch.frames[0][5] if batch.frames else (bad[0][2] if bad else None)
+        conn.executemany(_ADD_COUNTER, [(name, provider or "", n)
+                                        for name, n in counts.items() if n])
     return new
+
+
+def ingest_counters(db) -> list[tuple]:
+    """(name, provider, total) of the ingest's running totals (migration 0021)."""
+    return db.conn.execute(
+        "SELECT name, provider, value FROM ingest_counters ORDER BY name, provider").fetchall()
+
+
+def iter_readings(db, node_ids, since=None, until=None, batch=5000):
+    """(node_id, t, qid, inst, value) of the nodes in [since, until], node by node, each
+    quantity oldest first; a generator that holds at most `batch` rows at a time.
+
+    Each batch is its own short query (keyset on t, rowid along readings_node_qid_t), so a long
+    download never keeps a read transaction open (which would stop WAL checkpoints) and never
+    sorts: the index already holds the order.
+    """
+    until = float("inf") if until is None else until
+    for node_id in node_ids:
+        qids = [r[0] for r in db.conn.execute(
+            "SELECT DISTINCT qid FROM latest WHERE node_id = ? ORDER BY qid", (node_id,))]
+        for qid in qids:
+            lo, last_rowid = (float("-inf") if since is None else since), -1
+            while True:
+                rows = db.conn.execute(
+                    "SELECT t, inst, value, rowid FROM readings INDEXED BY readings_node_qid_t"
+                    " WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ?"
+                    " AND (t > ? OR rowid > ?) ORDER BY t, rowid LIMIT ?",
+                    (node_id, qid, lo, until, lo, last_rowid, batch)).fetchall()
+                for t, inst, value, _rowid in rows:
+                    yield node_id, t, qid, inst, value
+                if len(rows) < batch:
+                    break
+                lo, last_rowid = rows[-1][0], rows[-1][3]

@@ -105,7 +105,13 @@ def init_app(app, resources):
     @app.errorhandler(HTTPException)
     def http_error(e):
         if request.path.startswith(PREFIX):
-            return _error(e.code or 500, e.description or e.name)
+            response = _error(e.code or 500, e.description or e.name)
+            # Keep what the exception's own answer says: Allow on a 405 (RFC 9110; found by
+            # schemathesis), Retry-After on a 429.
+            for name in ("Allow", "Retry-After"):
+                if name in e.get_response().headers:
+                    response.headers[name] = e.get_response().headers[name]
+            return response
         if e.code is None or e.code < 400:
             return e  # a redirect the router asks for
         # The site's own page, not werkzeug's: that one has no viewport and is 980 px on a phone.

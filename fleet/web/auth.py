@@ -154,7 +154,11 @@ def local_target(raw: str | None, fallback: str) -> str:
 
 
 def client_address() -> str:
-    """The address this request comes from (issue 14 decides how to read it behind a proxy)."""
+    """The address this request comes from: the TCP peer, or the address a trusted proxy forwards.
+
+    fleet/web/https.py rewrites remote_addr from X-Forwarded-For only when the peer is one of
+    TRUSTED_PROXIES, so a client elsewhere cannot choose the address its failures count against.
+    """
     return request.remote_addr or "?"
 
 

@@ -65,6 +65,8 @@ try {
     const type = response.headers()["content-type"] || "";
     check(type.startsWith("text/html"), `${path} is a page (it answers ${type})`);
     await page.waitForLoadState("load");
+    // Folded parts (filters, the export box, the API page's operations) must fit when opened.
+    await page.evaluate(() => document.querySelectorAll("details").forEach((d) => { d.open = true; }));
     const width = await page.evaluate(() => document.documentElement.scrollWidth);
     seen.widths[path] = width;
     if (width > 360) {

@@ -18,6 +18,7 @@ from polylink import proto
 from services import READY
 
 from fleet import create_app
+from fleet.exports import registry as export_registry
 from fleet.identity import claims, provision
 from fleet.ingest import Ingest
 from fleet.ota import releases, rollouts
@@ -32,8 +33,9 @@ PASSWORD = "a-long-password"
 CHROMIUM = "/usr/bin/chromium"
 NODES = ["lamppost-0001", "lamppost-0002", "bridge-north-0003"]
 # GET routes that are not pages a person reads: the machine interfaces, by blueprint, and files.
-NOT_PAGES = ("api.", "ota_files.", "static")
-NOT_PAGE_ENDPOINTS = {"nodes.live"}  # an event stream for the node page's live values
+NOT_PAGES = ("api.", "ota_files.", "static", "metrics.", "ngsild.")  # ngsild.: NGSI-LD JSON API
+NOT_PAGE_ENDPOINTS = {"nodes.live",  # an event stream for the node page's live values
+                      "nodes.export_readings"}  # the node list's CSV or SenML download
 FILE = re.compile(r"\.[a-z]+$")
 
 
@@ -66,6 +68,10 @@ def seed(db, settings) -> dict:
         "name": "city-things-stack", "kind": "tts", "host": "eu1.cloud.thethings.network",
         "tls": True, "application": "city-environmental-sensors-2026",
         "username": "city-environmental-sensors-2026@ttn"}, "an-api-key", actor="boss")
+    export_registry.add(db, settings.data_dir, {
+        "name": "city-data-platform", "kind": "webhook", "tags": ["environmental-sensors"],
+        "url": "https://data-platform.city.example/ingest/polylink/environmental-webhook"},
+        "a-hook-key", actor="boss")
     token = claims.create_token(db, settings, "ESP32_GENERIC", uses=5, actor="boss")
     answer = claims.request(db, settings, token.split(".")[0], "claim-client-7f3a",
                             json.dumps({"mac": "24:6f:28:aa:bb:cc"}).encode())

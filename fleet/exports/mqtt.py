@@ -1,0 +1,94 @@
+"""MQTT destinations: normalized readings as SenML JSON on the fleet's own broker.
+
+Each node's items of a batch go out as one SenML pack (senml.py) on pl/v1/data/{node}, QoS 1,
+not retained, published with the broker's `polylink-exports` service login; integrators read
+them with read-only logins (readers.py). A batch counts as delivered once the broker acknowledged
+every message of it; a broker that is gone or silent is down and the batch is published again
+(a subscriber may then see a pack twice: a record's name and time are its identity).
+"""
+
+import json
+import time
+
+from fleet import mqtt, topics
+
+from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError
+from .senml import pack
+
+KIND = "mqtt"
+LABEL = "MQTT (SenML JSON on the fleet's broker, pl/v1/data/{node})"
+SECRET = None
+NEEDS_BROKER = True  # the worker fills Destination.broker with the exports service login
+FLEET_BROKER = "fleet"  # the only URL today: the fleet's own broker
+
+
+def check(url: str, options: dict) -> dict:
+    if url != FLEET_BROKER:
+        raise ExportError(f"mqtt: url must be {FLEET_BROKER!r} (the fleet's own broker; "
+                          "integrators subscribe there with `fleet export reader add`)")
+    if options:
+        raise ExportError(f"mqtt: unknown options {', '.join(sorted(options))} (it has none)")
+    return {}
+
+
+class Sender:
+    def __init__(self, dest: Destination):
+        if dest.broker is None:
+            raise ExportError("mqtt: the worker gave no broker login")
+        self.host, self.port, user, password = dest.broker
+        self.timeout = dest.timeout
+        self.client = mqtt.client(f"polylink-exports-{dest.name}", user, password)
+        self.connected = False
+        self.refused: str | None = None
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.started = False
+
+    def _on_connect(self, c, userdata, flags, reason, props):
+        self.connected = not reason.is_failure
+        self.refused = None if self.connected else f"the broker refused the login: {reason}"
+
+    def _on_disconnect(self, c, userdata, flags, reason, props):
+        self.connected = False
+
+    def _ensure(self) -> None:
+        if not self.started:
+            try:
+                self.client.connect(self.host, self.port, keepalive=30)
+            except OSError as e:
+                raise DestinationDown(f"cannot reach the broker at {self.host}:{self.port}:"
+                                      f" {e.strerror or e}") from None
+            self.client.loop_start()
+            self.started = True
+        if not self.connected:
+            for _ in range(int(self.timeout * 20)):
+                if self.connected or self.refused:
+                    break
+                time.sleep(0.05)
+        if not self.connected:
+            raise DestinationDown(self.refused or f"no connection to the broker at"
+                                  f" {self.host}:{self.port}")
+
+    def send(self, batch: Batch) -> Delivery:
+        self._ensure()
+        infos = []
+        for node_id, items in batch.by_node().items():
+            body = json.dumps(pack(node_id, items), separators=(",", ":")).encode()
+            infos.append(self.client.publish(topics.data(node_id), body, qos=1))
+        for info in infos:
+            try:
+                info.wait_for_publish(self.timeout)
+            except RuntimeError as e:  # paho: the message could not be queued (disconnected)
+                raise DestinationDown(f"the broker connection dropped: {e}") from None
+            if not info.is_published():
+                raise DestinationDown(f"the broker did not acknowledge within {self.timeout:g} s")
+        return Delivery()
+
+    def close(self) -> None:
+        if self.started:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+def open(dest: Destination) -> Sender:  # noqa: A001 - the adapter contract's name
+    return Sender(dest)

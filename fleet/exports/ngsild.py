@@ -1,0 +1,209 @@
+"""NGSI-LD destinations (ETSI GS CIM 009): readings as Smart Data Models entities, sent with
+the batch upsert POST {url}/ngsi-ld/v1/entityOperations/upsert?options=update.
+
+Per node one `Device` entity (urn:ngsi-ld:Device:polylink:{node}: name, firmwareVersion,
+deviceState, batteryLevel, location, dateLastValueReported), upserted with each batch. Per
+node, time and entity type one observation entity (WeatherObserved, AirQualityObserved;
+DeviceMeasurement per reading for what no domain model has), its id built from node, type and
+time, so a re-sent batch upserts the same entities with the same values: idempotent. Which
+quantity becomes which attribute, in which unit, is ngsild_terms.py's one table.
+
+The body is plain JSON (Content-Type: application/json) and the @context comes in the Link
+header (CIM 009 6.3.5): the destination option "context" is the URL where the broker can fetch
+ngsild_terms.context() (the fleet serves it at /static/ngsi-ld-context.jsonld). Answers: 201/204 all
+stored; 207 some refused (their readings are reported, the rest count as delivered); another
+4xx for the whole request: sent again node by node, and only the nodes still refused are
+reported; 5xx, 401, 403, timeouts: down.
+"""
+
+import json
+from datetime import UTC, datetime
+
+from . import http
+from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError, Item, Node
+from .ngsild_terms import MEASUREMENT_UNITS, QUANTITIES
+
+KIND = "ngsi-ld"
+LABEL = "NGSI-LD broker (Smart Data Models, batch upsert)"
+SECRET = "bearer token (optional)"
+UPSERT_PATH = "/ngsi-ld/v1/entityOperations/upsert?options=update"
+LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+
+
+def check(url: str, options: dict) -> dict:
+    http.check_url(url)
+    unknown = set(options) - {"context", "tenant", "ca_file"}
+    if unknown:
+        raise ExportError(f"ngsi-ld: unknown options {', '.join(sorted(unknown))}"
+                          " (known: context, tenant, ca_file)")
+    ctx = options.get("context")
+    if not isinstance(ctx, str) or not ctx.startswith(("https://", "http://")):
+        raise ExportError("ngsi-ld: option context must be the URL where the broker can fetch"
+                          " the fleet's context: https://<fleet>/static/ngsi-ld-context.jsonld")
+    return dict(options)
+
+
+def iso(t: float) -> str:
+    """Unix seconds as the NGSI-LD DateTime the spec writes (UTC, Z, milliseconds)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def device_id(node: str) -> str:
+    return f"urn:ngsi-ld:Device:polylink:{node}"
+
+
+def prop(value, unit_code=None, observed_at=None) -> dict:
+    p = {"type": "Property", "value": value}
+    if unit_code:
+        p["unitCode"] = unit_code
+    if observed_at:
+        p["observedAt"] = observed_at
+    return p
+
+
+def date_value(t: float) -> dict:
+    return {"type": "Property", "value": {"@type": "DateTime", "@value": iso(t)}}
+
+
+def place(node: Node) -> dict | None:
+    if node.lat is None or node.lon is None:
+        return None
+    return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [node.lon, node.lat]}}
+
+
+def device_entity(node: Node, items: list[Item]) -> dict:
+    """The node as a Smart Data Models Device, as of the newest of its items."""
+    newest = max(i.t for i in items)
+    e = {"id": device_id(node.id), "type": "Device", "name": prop(node.name or node.id),
+         "category": prop(["sensor"]),
+         "deviceState": prop("online" if node.online else "offline"),
+         "dateLastValueReported": date_value(newest)}
+    if node.firmware:
+        e["firmwareVersion"] = prop(node.firmware)
+    levels = [i for i in items if i.kind == "reading" and i.name == "battery_level"]
+    if levels:
+        last = max(levels, key=lambda i: i.t)
+        term = QUANTITIES["battery_level"]
+        e["batteryLevel"] = prop(round(last.value * term.factor, 4), term.unit_code, iso(last.t))
+    where = place(node)
+    if where:
+        e["location"] = where
+    return e
+
+
+def observation_entities(node: Node, items: list[Item]) -> dict[str, tuple[dict, list[Item]]]:
+    """{entity id: (entity, the items it carries)} for one node's readings."""
+    out: dict[str, tuple[dict, list[Item]]] = {}
+    where = place(node)
+    for item in items:
+        if item.kind != "reading":
+            continue  # events have no Smart Data Model here yet; they count as delivered
+        at = iso(item.t)
+        term = QUANTITIES.get(item.name)
+        if term is not None and term.model == "Device":
+            continue  # goes on the Device entity (device_entity)
+        if term is not None:
+            eid = f"urn:ngsi-ld:{term.model}:polylink:{node.id}:{at}"
+            attr, value = term.attribute, prop(round(item.value * term.factor, 6),
+                                                term.unit_code, at)
+            model = term.model
+        else:
+            eid = f"urn:ngsi-ld:DeviceMeasurement:polylink:{node.id}:{item.name}:{at}"
+            model, attr = "DeviceMeasurement", "numValue"
+            code, factor = MEASUREMENT_UNITS.get(item.unit or "", (None, 1))
+            value = prop(round(item.value * factor, 6), None, at)
+        if eid not in out:
+            e = {"id": eid, "type": model, "dateObserved": date_value(item.t),
+                 "refDevice": {"type": "Relationship", "object": device_id(node.id)}}
+            if where:
+                e["location"] = where
+            if model == "DeviceMeasurement":
+                e["controlledProperty"] = prop(item.name)
+                e["measurementType"] = prop("Instant")
+                if code:
+                    e["unit"] = prop(code)
+            out[eid] = (e, [])
+        out[eid][0][attr] = value
+        out[eid][1].append(item)
+    return out
+
+
+def entities(batch: Batch) -> list[tuple[dict, list[Item]]]:
+    """Every entity a batch upserts, with the items each carries (a Device: its battery)."""
+    out = []
+    for node_id, items in batch.by_node().items():
+        node = batch.nodes.get(node_id) or items[0].node
+        device = device_entity(node, items)
+        out.append((device, [i for i in items if i.name == "battery_level" or i.kind == "event"]))
+        out.extend(observation_entities(node, items).values())
+    return out
+
+
+class Sender:
+    def __init__(self, dest: Destination):
+        self.dest = dest
+        base = dest.url.rstrip("/")
+        self.client = http.Client(base, dest.timeout, dest.options.get("ca_file"))
+        self.path = (self.client.parts.path.rstrip("/") or "") + UPSERT_PATH
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json",
+                        "Link": f'<{dest.options["context"]}>; {LINK_REL}'}
+        if dest.options.get("tenant"):
+            self.headers["NGSILD-Tenant"] = dest.options["tenant"]
+        if dest.secret:
+            self.headers["Authorization"] = f"Bearer {dest.secret}"
+        self.last_refusal = ""
+
+    def _upsert(self, pairs, delivery: Delivery) -> int | None:
+        """POST one upsert; refused entities go into delivery. The status if the broker
+        refused the whole request with a 4xx, else None."""
+        body = json.dumps([e for e, _ in pairs], separators=(",", ":")).encode()
+        status, answer = self.client.request("POST", self.path, body, self.headers)
+        if status in (200, 201, 204):
+            return None
+        if status == 207:
+            try:
+                errors = json.loads(answer).get("errors", [])
+                refused = {e["entityId"]: e.get("error", {}) for e in errors}
+            except (ValueError, AttributeError, KeyError, TypeError):
+                raise DestinationDown(f"207 answer is not a BatchOperationResult:"
+                                      f" {answer[:200]!r}") from None
+            for entity, items in pairs:
+                if entity["id"] in refused:
+                    err = refused[entity["id"]]
+                    reason = (err.get("detail") or err.get("title") or err.get("type")
+                              if isinstance(err, dict) else str(err))
+                    delivery.refuse(items, f"{entity['id']}: {reason}")
+            return None
+        if status >= 500 or status in http.DOWN_STATUSES or status < 200:
+            raise DestinationDown(http.describe(status, answer))
+        self.last_refusal = http.describe(status, answer)
+        return status
+
+    def send(self, batch: Batch) -> Delivery:
+        pairs = entities(batch)
+        delivery = Delivery()
+        if not pairs or self._upsert(pairs, delivery) is None:
+            return delivery
+        # The broker refused the whole request (400, 413, 422): a broker that does not answer
+        # 207 per entity. Send each node's entities alone so only the bad node is refused.
+        by_node: dict[str, list] = {}
+        for entity, items in pairs:
+            node = entity["refDevice"]["object"] if "refDevice" in entity else entity["id"]
+            by_node.setdefault(node, []).append((entity, items))
+        if len(by_node) == 1:
+            for _entity, items in pairs:
+                delivery.refuse(items, self.last_refusal)
+            return delivery
+        for group in by_node.values():
+            if self._upsert(group, delivery) is not None:
+                for _entity, items in group:
+                    delivery.refuse(items, self.last_refusal)
+        return delivery
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open(dest: Destination) -> Sender:  # noqa: A001 - the adapter contract's name
+    return Sender(dest)

@@ -1,0 +1,1 @@
+"""Running a deployment: backups and restore, `fleet doctor`."""

@@ -1,0 +1,97 @@
+"""NGSI-LD delivery through the export worker to the simulated broker (ngsild_broker.py, which
+follows CIM 009 for the batch upsert and expands every entity with pyld)."""
+
+import pytest
+from ngsild_broker import NgsiLdBroker
+from ngsild_ld import FLEET_CONTEXT_URL
+from test_webhook_delivery import ingest, running, wait_for  # noqa: F401 - fixture
+
+from fleet.exports import registry
+from fleet.store import nodes as node_store
+
+TOKEN = "broker-token"
+
+
+def add(db, settings, broker, secret=TOKEN, **kw):
+    cfg = {"name": "city", "kind": "ngsi-ld", "url": broker.url,
+           "options": {"context": FLEET_CONTEXT_URL}}
+    return registry.add(db, settings.data_dir, cfg, secret, from_start=True, **kw)
+
+
+def test_every_reading_becomes_an_entity_attribute_once(db, settings, running):  # noqa: F811
+    ingest(db, "n1", 1, 25)
+    node_store.set_place(db, "n1", 52.52, 13.405, "Marktplatz")
+    with NgsiLdBroker(TOKEN) as broker:
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["behind"] == 0)
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 50)
+        weather = {k: v for k, v in broker.entities.items() if ":WeatherObserved:" in k}
+        assert len(weather) == 25  # one observation per frame time
+        temps = sorted((e["dateObserved"]["value"]["@value"], e["temperature"]["value"])
+                       for e in weather.values())
+        assert temps[0] == ("2023-11-14T22:13:21.000Z", 21)
+        assert all(e["relativeHumidity"]["value"] == 0.5 for e in weather.values())
+        device = broker.entities["urn:ngsi-ld:Device:polylink:n1"]
+        assert device["dateLastValueReported"]["value"]["@value"] == "2023-11-14T22:13:45.000Z"
+        assert device["location"]["value"]["coordinates"] == [13.405, 52.52]
+        # each (entity, attribute, observedAt) sent once, though the Device went with each batch
+        readings = [i for i in broker.instances if ":WeatherObserved:" in i[0]]
+        assert len(readings) == len(set(readings)) == 50
+        assert all(broker.expanded[k] for k in weather)  # the broker could expand each one
+
+
+def test_a_refused_entity_is_reported_and_the_rest_delivered(db, settings, running):  # noqa: F811
+    ingest(db, "n1", 1, 5)
+    ingest(db, "bad", 1, 5)
+    with NgsiLdBroker(TOKEN) as broker:
+        broker.refuse_ids = {":bad:"}
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["refused"] == 10)
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 10)
+        assert not [k for k in broker.entities if ":bad:" in k and "Device" not in k]
+        assert len([k for k in broker.entities if ":n1:" in k]) == 5
+        reasons = {r["reason"] for r in registry.refused(db, "city")}
+        assert all("refused by this broker's policy" in r for r in reasons)
+
+
+def test_down_then_back_gets_everything_and_a_bad_token_is_down(db, settings, running):  # noqa: F811,E501
+    with NgsiLdBroker(TOKEN) as broker:
+        add(db, settings, broker, secret="wrong")
+        broker.down = True
+        ingest(db, "n1", 1, 10)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["state"] == "down")
+        assert "HTTP 503" in registry.get(db, "city")["last_error"]
+        broker.down = False
+        assert wait_for(lambda: "HTTP 401" in (registry.get(db, "city")["last_error"] or ""))
+        assert registry.get(db, "city")["behind"] == 20
+        add(db, settings, broker)  # the right token
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 20)
+        assert len([k for k in broker.entities if ":WeatherObserved:" in k]) == 10
+
+
+def test_context_option_is_required():
+    from fleet.exports import ngsild
+    from fleet.exports.adapter import ExportError
+
+    with pytest.raises(ExportError, match="context"):
+        ngsild.check("https://broker.example", {})
+
+
+def test_a_broker_refusing_whole_batches_still_gets_the_good_nodes(db, settings,
+                                                                  running):  # noqa: F811
+    ingest(db, "n1", 1, 3)
+    ingest(db, "bad", 1, 3)
+    ingest(db, "n2", 1, 3)
+    with NgsiLdBroker(TOKEN) as broker:
+        broker.refuse_requests_with = {":bad"}
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["behind"] == 0)
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 12)
+        state = registry.get(db, "city")
+        assert state["refused"] == 6 and state["last_error"] is None
+        assert {k.split(":")[4] for k in broker.entities} == {"n1", "n2"}
+        assert all("HTTP 400" in r["reason"] for r in registry.refused(db, "city"))

@@ -1,0 +1,198 @@
+"""The OpenAPI document: valid (openapi-spec-validator), complete (every /api/v1 route of the URL
+map is described, nothing described is missing), and true (a real response of every described
+operation matches its status, media type and schema)."""
+
+import json
+import re
+import time
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from polylink import proto
+from rollout_nodes import Nodes, _release  # tests/fleet/ is on sys.path
+
+from fleet import create_app
+from fleet.ingest import Ingest
+from fleet.settings import Settings
+from fleet.store import alerts as alert_store
+from fleet.web import auth, openapi
+from fleet.web.api import PREFIX
+
+DOC = openapi.document()
+
+
+def frame(mtype, seq, body) -> bytes:
+    buf = bytearray(proto.MAX_FRAME)
+    return bytes(buf[:proto.encode(buf, mtype, seq, body, None)])
+
+
+def rule_to_path(rule: str) -> str:
+    """/api/v1/alerts/<int:alert_id>/<any(ack, resolve):action> -> /alerts/{alert_id}/{action}"""
+    return re.sub(r"<(?:[^<>:]+:)?([a-z_]+)>", r"{\1}", rule.removeprefix(PREFIX))
+
+
+def test_the_document_is_valid_openapi_3_1():
+    validate(DOC)  # raises with the path of the first error
+    assert DOC["openapi"].startswith("3.1")
+
+
+def test_every_api_route_is_described_and_nothing_else(app):
+    routes = {(rule_to_path(r.rule), m.lower())
+              for r in app.url_map.iter_rules() if r.rule.startswith(PREFIX + "/")
+              for m in r.methods - {"HEAD", "OPTIONS"}}
+    described = {(path, method) for path, method, _op in openapi.operations(DOC)}
+    assert routes - described == set(), "describe these in the feature's openapi.yaml"
+    assert described - routes == set(), "described but not served"
+    ids = [op["operationId"] for _p, _m, op in openapi.operations(DOC)]
+    assert len(ids) == len(set(ids))
+
+
+def test_fragments_cannot_overwrite_each_other():
+    base = {"paths": {"/nodes": {"get": {}}}, "components": {"schemas": {"Node": {}}}}
+    merged = openapi.merge(base, {"paths": {"/nodes": {"post": {}}}}, "a")
+    assert set(merged["paths"]["/nodes"]) == {"get", "post"}
+    with pytest.raises(openapi.SpecError, match="GET /nodes is already described"):
+        openapi.merge(base, {"paths": {"/nodes": {"get": {}}}}, "b")
+    with pytest.raises(openapi.SpecError, match="schemas/Node is already defined"):
+        openapi.merge(base, {"components": {"schemas": {"Node": {}}}}, "c")
+    with pytest.raises(openapi.SpecError, match="not info"):
+        openapi.merge(base, {"info": {}}, "d")
+
+
+def _resolve(node):
+    while "$ref" in node:
+        target = DOC
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+class Checker:
+    """Calls the API and checks each answer against the operation the document describes."""
+
+    def __init__(self, client, headers):
+        self.client = client
+        self.headers = headers
+        self.seen: dict[tuple, set] = {}
+
+    def __call__(self, method, template, values=None, expect=None, **kwargs):
+        path = template.format(**(values or {}))
+        r = self.client.open(PREFIX + path, method=method.upper(), headers=self.headers, **kwargs)
+        op = DOC["paths"][template][method]
+        status = str(r.status_code)
+        assert status in op["responses"], f"{method} {path}: {status} not described: {r.data}"
+        if expect is not None:
+            assert r.status_code == expect, (method, path, r.status_code, r.data[:300])
+        described = _resolve(op["responses"][status])
+        content = described.get("content")
+        if content is None:
+            assert not r.data, f"{method} {path}: {status} has a body the document does not give"
+        else:
+            media = r.mimetype
+            assert media in content, f"{method} {path}: {media} not in {sorted(content)}"
+            if media.endswith("json"):
+                schema = {"$ref": "#/x", "x": content[media]["schema"],
+                          "components": DOC["components"]}
+                errors = list(Draft202012Validator(schema).iter_errors(json.loads(r.data)))
+                assert not errors, f"{method} {path} {status}: " + "; ".join(
+                    f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+        for name in described.get("headers", {}):
+            assert name in r.headers, f"{method} {path}: header {name} described, not sent"
+        self.seen.setdefault((template, method), set()).add(status)
+        return r
+
+
+@pytest.fixture
+def api(mosquitto_session, data_dir, db):
+    """An admin token's checker on an app whose broker is a real mosquitto (commands go out)."""
+    settings = Settings(data_dir=data_dir, port=8000, mqtt_port=mosquitto_session.port,
+                        mqtt_url=None)
+    app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "test"})
+    token = auth.create_token(db, "root", "admin")
+    return Checker(app.test_client(), {"Authorization": f"Bearer {token}"})
+
+
+def test_every_operation_answers_as_described(api, db):
+    now = time.time()
+    ing = Ingest(db)
+    ing.add("pl/v1/n01/up", frame(proto.TELEMETRY, 0, [(0, 0, 21.5), (2, 0, 3.71)]), now - 30)
+    ing.add("pl/v1/n01/up", b"\xff\xff", now - 20)
+    ing.flush()
+    n01 = {"node_id": "n01"}
+
+    api("get", "/openapi.json", expect=200)
+    api("get", "/nodes", expect=200)
+    api("get", "/nodes/{node_id}", n01, expect=200)
+    api("get", "/nodes/{node_id}", {"node_id": "ghost"}, expect=404)
+    api("get", "/nodes/{node_id}/telemetry", n01, expect=200)
+    api("get", "/nodes/{node_id}/telemetry", n01, query_string={"since": "yesterday"}, expect=400)
+    api("get", "/nodes/{node_id}/bad-frames", n01, expect=200)
+    r = api("post", "/nodes/{node_id}/commands", n01, json={"command": "identify"}, expect=202)
+    api("get", "/nodes/{node_id}/commands/{cid}", dict(n01, cid=r.json["id"]), expect=200)
+    api("post", "/nodes/{node_id}/config", n01, json={"interval": 60}, expect=202)
+    api("get", "/export", query_string={"nodes": "n01", "format": "senml"}, expect=200)
+    api("get", "/export", query_string={"format": "csv"}, expect=200)
+    api("get", "/export", query_string={"nodes": "ghost"}, expect=404)
+
+    r = api("post", "/nodes", json={"id": "reg-1", "board": "ESP32_GENERIC"}, expect=201)
+    reg = {"node_id": "reg-1"}
+    api("get", "/nodes/{node_id}/identity", reg, expect=200)
+    api("post", "/nodes/{node_id}/rotate", reg, expect=200)
+    api("post", "/nodes/{node_id}/image", reg, json={"mqtt_host": "10.0.0.2"}, expect=200)
+    api("post", "/nodes/{node_id}/revoke", reg, expect=200)
+    api("get", "/claims", query_string={"state": "all"}, expect=200)
+    api("post", "/claims/{claim_id}/{decision}", {"claim_id": 999, "decision": "approve"},
+        expect=404)
+
+    alert_store.open_alert(db, "n01", "battery_low", "3.2 V", now)
+    r = api("get", "/alerts", expect=200)
+    api("post", "/alerts/{alert_id}/{action}",
+        {"alert_id": r.json["alerts"][0]["id"], "action": "ack"}, expect=200)
+
+    _release(db, "0.2.0")
+    Nodes(db, ["n-000", "n-001"])
+    api("get", "/releases", expect=200)
+    api("get", "/releases/{version}", {"version": "0.2.0"}, expect=200)
+    api("post", "/releases", data=b"not a tar", content_type="application/x-tar", expect=400)
+    r = api("post", "/rollouts", json={"release": "0.2.0", "target": {"nodes": ["n-000"]},
+                                       "stages": [{"percent": 100, "soak": 60}]}, expect=201)
+    rid = {"rid": r.json["id"]}
+    api("get", "/rollouts", expect=200)
+    api("get", "/rollouts/{rid}", rid, expect=200)
+    api("post", "/rollouts/{rid}/nodes", rid, json={"nodes": ["n-001"]}, expect=200)
+    api("post", "/rollouts/{rid}/{action}", dict(rid, action="pause"), expect=200)
+    api("get", "/nodes/{node_id}/ota", {"node_id": "n-000"}, expect=200)
+
+    tts = {"kind": "tts", "host": "eu1.cloud.thethings.network", "application": "city",
+           "password": "NNSXS.secret", "downlinks_per_day": 10}
+    api("put", "/providers/{name}", {"name": "ttn"}, json=tts, expect=200)
+    api("get", "/providers", expect=200)
+    api("get", "/nodes/{node_id}/receptions", n01, expect=200)
+    api("delete", "/providers/{name}", {"name": "ttn"}, expect=204)
+
+    auth.create_token(db, "script", "viewer")
+    auth.create_user(db, "sam", "correct horse", "viewer")
+    api("get", "/tokens", expect=200)
+    api("post", "/tokens/{name}/revoke", {"name": "script"}, expect=200)
+    api("get", "/users", expect=200)
+    api("post", "/users/{name}/{action}", {"name": "sam", "action": "disable"}, expect=200)
+
+    missing = {(p, m) for p, m, _op in openapi.operations(DOC)} - set(api.seen)
+    assert not missing, f"add a call for each of these: {sorted(missing)}"
+
+
+def test_the_page_renders_the_document_without_scripts(app, db, client, form_token):
+    auth.create_user(db, "vic", "correct horse", "viewer")
+    client.post("/auth/login", data={"username": "vic", "password": "correct horse",
+                                     "csrf_token": form_token(client, "/auth/login")})
+    html = client.get("/api-docs/").get_data(as_text=True)
+    for path, method, op in openapi.operations(DOC):
+        assert f"<code>{method.upper()} {PREFIX}{path}</code>" in html, (method, path)
+        assert op["summary"].replace("'", "&#39;") in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    r = client.get("/api-docs/openapi.json")
+    assert r.status_code == 200 and r.json["info"]["title"] == DOC["info"]["title"]
+    # The API itself takes tokens only: a session cookie gets nothing there.
+    assert client.get(PREFIX + "/openapi.json").status_code == 401
