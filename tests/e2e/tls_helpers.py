@@ -1,9 +1,8 @@
-"""What the TLS end-to-end tests share: certificates, a TLS mosquitto, an HTTPS front, sockets."""
+"""What the TLS end-to-end tests share: certificates, a TLS mosquitto, the sockets of a fleet."""
 
 import datetime
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 import psutil
@@ -50,65 +49,6 @@ def tls_mosquitto(broker_dir: Path, certfile: Path, keyfile: Path,
 
 def past(days: int) -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
-
-
-class HTTPSFront:
-    """A TLS-terminating TCP forwarder to the web app on loopback: what a reverse proxy (or the
-    web server's own HTTPS) does in production, so nodes fetch OTA files over real TLS here."""
-
-    def __init__(self, certfile: Path, keyfile: Path, backend_port: int):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(certfile, keyfile)
-        self.backend = backend_port
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.handshakes = 0
-        self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn) -> None:
-        try:
-            tls = self.ctx.wrap_socket(conn, server_side=True)
-        except (OSError, ssl.SSLError):
-            conn.close()
-            return
-        self.handshakes += 1
-        back = socket.create_connection(("127.0.0.1", self.backend))
-
-        def pump(src, dst):
-            try:
-                while True:
-                    data = src.recv(65536)
-                    if not data:
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        t = threading.Thread(target=pump, args=(back, tls), daemon=True)
-        t.start()
-        pump(tls, back)
-        t.join(30)
-        tls.close()
-        back.close()
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.sock.close()
 
 
 def plain_network_listeners(pid: int, ca_file: Path) -> list[str]:
