@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -224,7 +225,7 @@ def _signed_by(cert, issuer) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
         return True
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - InvalidSignature and key types
+    except (InvalidSignature, ValueError, TypeError):  # bad signature, other issuer, key type
         return False
 
 
