@@ -20,6 +20,7 @@ from fleet.settings import from_env
 from fleet.stopping import Stopping
 from fleet.store import migrate
 from fleet.store.base import connect
+from fleet.tls import cli as tls_cli
 from fleet.web import cli as web_cli
 
 
@@ -116,5 +117,5 @@ def db_migrate():
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
-                operations_cli, exports_cli, profiles_cli):
+                operations_cli, exports_cli, profiles_cli, tls_cli):
     feature.register(cli)
