@@ -19,12 +19,20 @@ from fleet.broker import status as broker_status
 from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
 from fleet.ota.rollouts import Ticker
-from fleet.settings import DEFAULT_MQTT_PORT, Settings, SettingsError, WebSettings, web_from_env
+from fleet.settings import (
+    DEFAULT_MQTT_PORT,
+    Settings,
+    SettingsError,
+    WebSettings,
+    node_tls_from_env,
+    web_from_env,
+)
 from fleet.stopping import PARENT_ENV
 from fleet.store import identity as identity_store
 from fleet.store import users as user_store
 from fleet.store.base import DuplicateName, StoreError
 from fleet.store.migrate import open_db
+from fleet.tls import certs as tls_certs
 from fleet.web import auth
 
 FIRST_ADMIN = "admin"
@@ -127,6 +135,22 @@ def claim_port() -> int | None:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise SettingsError(f"CLAIM_PORT={raw!r} is not a port number")
     return int(raw)
+
+
+def tls_listener(settings: Settings) -> brokers.TLSListener | None:
+    """The broker's MQTT-over-TLS listener for nodes, when `fleet tls` made or took certificates."""
+    tls = node_tls_from_env(settings.data_dir)
+    if not tls_certs.configured(tls.tls_dir):
+        return None
+    tls.check_ota_url()
+    for c in tls_certs.certificates(tls.tls_dir):
+        if c["days_left"] < 0:
+            raise ServeError(f"the TLS {c['role']} certificate {c['path']} expired on "
+                             f"{c['not_after']:%Y-%m-%d}: every node would refuse the broker. "
+                             "Renew it: fleet tls renew")
+    return brokers.TLSListener(tls.mqtt_tls_host, tls.mqtt_tls_port,
+                               tls.tls_dir / tls_certs.SERVER_CERT,
+                               tls.tls_dir / tls_certs.SERVER_KEY)
 
 
 def sync_broker_logins(settings: Settings) -> None:
@@ -317,7 +341,7 @@ def main(settings: Settings) -> None:
             # The password and ACL files must exist before mosquitto reads its config.
             sync_broker_logins(settings)
             broker = brokers.make_broker(settings.mqtt_port, settings.broker_dir, auth=True,
-                                         claim_port=claim_port())
+                                         claim_port=claim_port(), tls=tls_listener(settings))
             broker.start()
             watch = BrokerWatch(broker, settings).start()
             record_mqtt_port(settings)
@@ -395,6 +419,10 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
     if broker is not None:
         say(f"  broker          {broker.kind} on mqtt://127.0.0.1:{settings.mqtt_port}"
             f"  (data and log in {settings.broker_dir})")
+        tls = getattr(broker, "tls", None)
+        if tls is not None:
+            say(f"  nodes           MQTT over TLS on mqtt+ssl://{tls.host}:{tls.port}"
+                f"  (certificate {tls.certfile})")
         if broker.kind == "mosquitto" and claim_port():
             say(f"  claims          zero-touch claim listener on mqtt://127.0.0.1:{claim_port()}")
         if broker.kind != "mosquitto":

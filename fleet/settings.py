@@ -42,7 +42,8 @@ class Settings:
     def retention(self) -> dict[str, int]:
         """{table: days kept} for every table upkeep prunes by age (0 days: kept for ever)."""
         return {"status_log": self.status_log_days, "readings": self.readings_days,
-                "receptions": self.readings_days, "events": self.events_days,
+                "receptions": self.readings_days, "senml_seen": self.readings_days,
+                "events": self.events_days,
                 "bad_frames": self.bad_frames_days, "provider_downlinks": DOWNLINK_LOG_DAYS}
 
     @property
@@ -207,3 +208,48 @@ def web_from_env() -> WebSettings:
     return WebSettings(host=host, tls_cert=Path(cert).resolve() if cert else None,
                        tls_key=Path(key).resolve() if key else None,
                        trusted_proxies=tuple(proxies))
+
+
+# --- Serving nodes over TLS (issue 14, the broker/node half; docs/operations.md) ---------------
+# Read apart from from_env(): only `fleet run`, `fleet tls`, provisioning and the doctor need them.
+DEFAULT_MQTT_TLS_PORT = 8883
+
+
+@dataclass(frozen=True)
+class NodeTLSSettings:
+    # The certificates (fleet/tls/certs.py): made by `fleet tls init` or given by `fleet tls use`.
+    tls_dir: Path
+    # Where the broker's MQTT-over-TLS listener binds: nodes reach it there. The plain listener
+    # stays on 127.0.0.1 for the fleet's own workers whatever this says.
+    mqtt_tls_host: str = "0.0.0.0"
+    mqtt_tls_port: int = DEFAULT_MQTT_TLS_PORT
+    # The base URL nodes fetch OTA files from (the web server's /ota/v1, served over HTTPS
+    # directly or by a reverse proxy). With TLS set up `fleet run` refuses anything but https://.
+    ota_url: str | None = None
+
+    def check_ota_url(self) -> None:
+        """Raise SettingsError unless OTA_URL is https://: nodes on the network never use HTTP."""
+        if not (self.ota_url or "").startswith("https://"):
+            raise SettingsError(
+                f"OTA_URL={self.ota_url or ''!r}: nodes are served over TLS, so they fetch updates "
+                "over HTTPS only; set OTA_URL=https://NAME:PORT, the web server's address as "
+                "nodes reach it (docs/operations.md, Serving nodes over TLS)")
+
+
+def node_tls_from_env(data_dir: Path) -> NodeTLSSettings:
+    """Read TLS_DIR, MQTT_TLS_HOST, MQTT_TLS_PORT, OTA_URL; raise SettingsError if bad."""
+    import ipaddress
+
+    host = os.environ.get("MQTT_TLS_HOST") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SettingsError(f"MQTT_TLS_HOST={host!r} is not an IP address to listen on "
+                            "(0.0.0.0 for every interface)") from None
+    ota_url = os.environ.get("OTA_URL") or None
+    return NodeTLSSettings(
+        tls_dir=Path(os.environ.get("TLS_DIR") or Path(data_dir) / "tls").resolve(),
+        mqtt_tls_host=host,
+        mqtt_tls_port=_port("MQTT_TLS_PORT", DEFAULT_MQTT_TLS_PORT),
+        ota_url=ota_url,
+    )

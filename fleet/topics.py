@@ -16,6 +16,11 @@ def conn(node: str) -> str:
     return f"{ROOT}/{node}/conn"
 
 
+def senml(node: str) -> str:
+    """SenML packs (RFC 8428, JSON or CBOR) about one node, from itself or its supplier."""
+    return f"{ROOT}/{node}/senml"
+
+
 def down(node: str) -> str:
     return f"{ROOT}/{node}/down"
 
@@ -58,19 +63,25 @@ def claim_topic(topic: str) -> tuple[str, str] | None:
 
 
 # What the ingest worker reads: every node's frames and connection state.
-UPLINKS = [(up("+"), 1), (conn("+"), 1)]
+UPLINKS = [(up("+"), 1), (conn("+"), 1), (senml("+"), 1)]
 CLAIM_REQUESTS = claim_request("+", "+")
 # mosquitto ACL lines (broker/auth.py): %u is the login, %c the client id.
 SERVICE_ACLS = {
     # $SYS: the upkeep worker reads the broker's queue depth with this login (broker/sysstats.py).
     "ingest": [f"topic read {up('+')}", f"topic read {conn('+')}",
                "topic read $SYS/broker/store/messages/count",
-               "topic read $SYS/broker/clients/connected"],
+               "topic read $SYS/broker/clients/connected", f"topic read {senml('+')}"],
     "fleet": [f"topic write {down('+')}"],
     "claims": [f"topic read {CLAIM_REQUESTS}", f"topic write {claim_answer('+', '+')}"],
     "exports": [f"topic write {data('+')}"],
 }
+def supplier_user(name: str) -> str:
+    """A supplier's broker login: a '.' no node id has, so it never names a node."""
+    return f"supplier.{name}"
+
+
 NODE_ACL = [f"pattern write {up('%u')}", f"pattern write {conn('%u')}",
+            f"pattern write {senml('%u')}",
             f"pattern read {down('%u')}"]
 CLAIM_ACL = [f"pattern write {claim_request('%u', '%c')}",
              f"pattern read {claim_answer('%u', '%c')}"]

@@ -17,10 +17,12 @@ import time
 
 from fleet.broker import auth as brokerauth
 from fleet.broker import sysstats
+from fleet.settings import SettingsError, node_tls_from_env
 from fleet.store import alerts as alert_store
 from fleet.store import identity as identity_store
 from fleet.store import upkeep as upkeep_store
 from fleet.store.migrate import open_db
+from fleet.tls import certs
 
 PRUNE_EVERY = 3600.0  # s between retention passes; they are cheap but need not run often
 # A token is dropped just after it expires, never just before: sleep this much past its time.
@@ -63,6 +65,7 @@ class Upkeep:
                 upkeep_store.mark_upkeep(db, "broker_sys", now, figures)
                 done["broker_sys"] = figures
         opened = alert_store.evaluate_alerts(db, now)
+        opened["certificate"] = alert_store.sync_certificate_alerts(db, self._certificates_due())
         upkeep_store.mark_upkeep(db, "alerts", now, opened)
         done["alerts"] = opened
         if self.broker:
@@ -79,6 +82,13 @@ class Upkeep:
             self.next_prune = now + self.prune_every
         self.rounds += 1
         return done
+
+    def _certificates_due(self) -> dict[str, str]:
+        """{role: detail} of the TLS certificates due for renewal (fleet/tls/certs.py)."""
+        try:
+            return certs.expiring(node_tls_from_env(self.settings.data_dir).tls_dir)
+        except (certs.TLSError, SettingsError) as e:
+            return {"unreadable": f"the TLS certificates cannot be read: {e}"}
 
     def wait(self, db, now: float | None = None) -> float:
         """Seconds until the next round: `every`, or sooner when a claim token expires before."""

@@ -77,3 +77,14 @@ def fleet_run(tmp_path):
         if run.proc.poll() is None:
             run.proc.kill()
             run.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def sensorthings_server(tmp_path_factory):
+    """One real SensorThings server for the session; tests tell their entities apart by node
+    ids of their own. Do not stop it in a test (start a SensorThingsServer of your own)."""
+    from services import SensorThingsServer
+
+    server = SensorThingsServer(tmp_path_factory.mktemp("sta")).start()
+    yield server
+    server.stop()

@@ -100,3 +100,51 @@ class FleetRun:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+class SensorThingsServer:
+    """A real OGC SensorThings API 1.1 server (django-ogc-sensorthings on SQLite, see
+    tests/sta_server/sta_server.py) in a process of its own on a free port.
+
+    .url is the service root (http://127.0.0.1:PORT/sta/v1.1); .login is its HTTP Basic
+    "user:password"; .stop() ends it, .start() starts it again on the same port and database.
+    """
+
+    def __init__(self, work_dir: Path, login: str = "city:sta-pass"):
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.login = login
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/sta/v1.1"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "SensorThingsServer":
+        script = Path(__file__).parent / "sta_server" / "sta_server.py"
+        log = open(self.work_dir / "server.log", "ab")  # noqa: SIM115 - kept by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(self.port), str(self.work_dir / "sta.sqlite3"),
+             self.login], stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        line = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and b"ready" not in line:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+        if b"ready" not in line:
+            self.stop()
+            pytest.fail("the SensorThings server did not start:\n"
+                        + (self.work_dir / "server.log").read_text(errors="replace")[-3000:])
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None

@@ -24,6 +24,7 @@ from pathlib import Path
 from polylink import config
 from polylink.node import Node
 from polylink.ota import slots
+from polylink.ota.credential import file_password
 from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
 
 BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
@@ -58,8 +59,13 @@ def write_config(
     keepalive: int = 60,
     ota: dict | None = None,
     power: dict | None = None,
+    ca: bytes | None = None,
 ) -> None:
-    """Write a simulated node's board.json and config.json, as provisioning would."""
+    """Write a simulated node's board.json and config.json, as provisioning would.
+
+    ca: the CA certificate (PEM) of a fleet serving nodes over TLS: the node then speaks MQTT
+    over TLS and fetches updates over HTTPS, trusting only it (as fleet/identity/provision.py).
+    """
     root.mkdir(parents=True, exist_ok=True)
     (root / config.BOARD_FILE).write_text(json.dumps(board or sim_board()))
     cfg = {
@@ -78,6 +84,12 @@ def write_config(
     }
     if ota is not None:
         cfg["ota"] = ota
+    if password:  # as provisioning writes it: the login for update files, not the MQTT password
+        cfg["ota"] = dict(cfg.get("ota") or {}, password=file_password(password))
+    if ca is not None:
+        (root / "ca.pem").write_bytes(ca)
+        cfg["mqtt"]["tls"] = {"ca": "ca.pem"}
+        cfg["ota"] = dict(cfg.get("ota") or {}, ca="ca.pem")
     if power is not None:
         cfg["power"] = power
     path = root / config.CONFIG_FILE

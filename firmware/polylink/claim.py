@@ -134,8 +134,11 @@ def _save(root, cfg, answer):
     mqtt = {"host": cfg.mqtt_host, "port": answer.get("port") or 1883,
             "user": answer["mqtt"]["user"], "password": answer["mqtt"]["password"],
             "tls": cfg.mqtt_tls, "keepalive": cfg.keepalive}
+    from polylink.ota.credential import file_password
+
     changes = {"node": answer["node"], "mqtt": mqtt, "claim": None,
-               "ota": {"keys": answer.get("ota", {}).get("keys", {})}}
+               "ota": {"keys": answer.get("ota", {}).get("keys", {}),
+                       "password": file_password(answer["mqtt"]["password"])}}
     if answer.get("lorawan"):
         changes["lorawan"] = answer["lorawan"]
     config.save(root, changes)

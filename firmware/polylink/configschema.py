@@ -46,8 +46,10 @@ DEFAULTS = {
     # url: the fleet's base URL for update files; window: [from hour, to hour) UTC or null;
     # min_battery: volts below which an update is declined; check: seconds between asking the
     # fleet for an update (0: offers only); confirm: seconds a new version must run healthy.
+    # ca: the CA file HTTPS downloads trust; password: the login for update files
+    # (polylink/ota/credential.py; null on nodes provisioned before it: the MQTT password).
     "ota": {"keys": {}, "url": None, "window": None, "min_battery": None, "check": 0,
-            "confirm": 300, "ca": None},
+            "confirm": 300, "ca": None, "password": None},
     "lorawan": None,
     # wifi | lorawan | wifi_first; None: wifi_first on a radio board with lorawan keys, else wifi
     "link_policy": None,
@@ -112,6 +114,7 @@ def _ota(raw):
     _int("config.json: ota.check", ota["check"], 0, 604800)
     _int("config.json: ota.confirm", ota["confirm"], 1, 86400)
     _opt_str("config.json: ota.ca", ota["ca"])
+    _opt_str("config.json: ota.password", ota["password"])
     return ota
 
 

@@ -93,23 +93,53 @@ password_file $broker_dir/claim_passwd
 acl_file $broker_dir/claim_acl"""
 
 
+# Nodes on the network: MQTT over TLS with the fleet's certificate (fleet/tls), the same logins
+# and ACL as the loopback listener. TLS 1.2 is the floor: ESP32 MicroPython's mbedTLS speaks it,
+# and everything older is broken. No client certificates: nodes log in with their password.
+_TLS_LISTENER = """
+listener $tls_port $tls_host
+certfile $certfile
+keyfile $keyfile
+tls_version tlsv1.2
+$auth"""
+
+
+class TLSListener:
+    """Where the broker serves MQTT over TLS, and with which certificate (fleet/tls/certs.py)."""
+
+    def __init__(self, host: str, port: int, certfile: Path, keyfile: Path):
+        self.host, self.port = host, port
+        self.certfile, self.keyfile = Path(certfile), Path(keyfile)
+
+
 def render_config(port: int, broker_dir: Path, auth: bool = False,
-                  claim_port: int | None = None) -> str:
+                  claim_port: int | None = None, tls: TLSListener | None = None) -> str:
     """The project's mosquitto.conf for a broker on 127.0.0.1:port with its data in broker_dir.
 
-    auth=True (what `fleet run` uses) enforces the fleet's password and ACL files.
+    auth=True (what `fleet run` uses) enforces the fleet's password and ACL files. tls adds the
+    MQTT-over-TLS listener for nodes on the network; the plain listener stays on loopback.
     """
-    for path in (broker_dir,):
+    paths = [broker_dir] + ([tls.certfile, tls.keyfile] if tls else [])
+    for path in paths:
         # mosquitto's config format has no quoting: a space or newline would split the line.
         if any(c.isspace() for c in str(path)):
-            raise BrokerError(f"broker directory {path} contains whitespace, which mosquitto "
+            raise BrokerError(f"{path} contains whitespace, which mosquitto "
                               "cannot read in its config; choose a DATA_DIR without spaces")
     auth_text = Template(_AUTH).substitute(broker_dir=broker_dir) if auth else _ANONYMOUS
     claim = (Template(_CLAIM_LISTENER).substitute(claim_port=claim_port, broker_dir=broker_dir)
              if claim_port else "")
+    tls_text = ""
+    if tls is not None:
+        if not auth:
+            raise BrokerError("the TLS listener faces the network: it needs the fleet's logins "
+                              "(auth=True), never anonymous clients")
+        tls_text = Template(_TLS_LISTENER).substitute(
+            tls_port=tls.port, tls_host=tls.host, certfile=tls.certfile, keyfile=tls.keyfile,
+            auth=auth_text)
     return Template(TEMPLATE.read_text()).substitute(
         auth=auth_text,
         claim_listener=claim,
+        tls_listener=tls_text,
         port=port,
         max_packet_size=MAX_PACKET_SIZE,
         user=current_user(),
@@ -119,11 +149,11 @@ def render_config(port: int, broker_dir: Path, auth: bool = False,
 
 
 def write_config(port: int, broker_dir: Path, auth: bool = False,
-                 claim_port: int | None = None) -> Path:
+                 claim_port: int | None = None, tls: TLSListener | None = None) -> Path:
     """Write the project's config into broker_dir and return its path."""
     private_dir(broker_dir)
     path = broker_dir / "mosquitto.conf"
-    path.write_text(render_config(port, broker_dir, auth, claim_port))
+    path.write_text(render_config(port, broker_dir, auth, claim_port, tls))
     return path
 
 
@@ -221,6 +251,10 @@ class Broker:
             return self
         if not port_is_free(self.port, self.host):
             raise PortInUseError(port_in_use_message(self.port))
+        tls = getattr(self, "tls", None)
+        if tls is not None and not port_is_free(tls.port, tls.host):
+            raise PortInUseError(f"port {tls.port} (MQTT over TLS) is already in use on "
+                                 f"{tls.host}; choose another with MQTT_TLS_PORT")
         self.proc = spawn(self.command(), self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -279,10 +313,11 @@ class MosquittoBroker(Broker):
 
     def __init__(self, port: int, broker_dir: Path, executable: str | None = None,
                  config_text: str | None = None, auth: bool = False,
-                 claim_port: int | None = None):
+                 claim_port: int | None = None, tls: TLSListener | None = None):
         super().__init__(port, broker_dir)
         self.auth = auth
         self.claim_port = claim_port
+        self.tls = tls
         self.executable = executable or find_mosquitto()
         if self.executable is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -291,7 +326,7 @@ class MosquittoBroker(Broker):
 
     def command(self) -> list[str]:
         if self.config_text is None:
-            conf = write_config(self.port, self.broker_dir, self.auth, self.claim_port)
+            conf = write_config(self.port, self.broker_dir, self.auth, self.claim_port, self.tls)
         else:
             self.broker_dir.mkdir(parents=True, exist_ok=True)
             conf = self.broker_dir / "mosquitto.conf"
@@ -317,10 +352,16 @@ class AmqttBroker(Broker):
 
 
 def make_broker(port: int, broker_dir: Path, auth: bool = False,
-                claim_port: int | None = None) -> Broker:
-    """mosquitto when installed (enforcing the fleet's logins if auth), else embedded amqtt."""
+                claim_port: int | None = None, tls: TLSListener | None = None) -> Broker:
+    """mosquitto when installed (enforcing the fleet's logins if auth), else embedded amqtt.
+
+    With tls (serving nodes on the network) mosquitto is required: amqtt has no per-node logins.
+    """
     if find_mosquitto():
-        return MosquittoBroker(port, broker_dir, auth=auth, claim_port=claim_port)
+        return MosquittoBroker(port, broker_dir, auth=auth, claim_port=claim_port, tls=tls)
+    if tls is not None:
+        raise BrokerError("serving nodes over TLS needs mosquitto (apt-get install mosquitto): "
+                          "the embedded broker has no per-node logins")
     return AmqttBroker(port, broker_dir)
 
 

@@ -14,11 +14,13 @@ from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
 from fleet.operations import cli as operations_cli
 from fleet.ota import cli as ota_cli
+from fleet.profiles import cli as profiles_cli
 from fleet.providers import cli as providers_cli
 from fleet.settings import from_env
 from fleet.stopping import Stopping
 from fleet.store import migrate
 from fleet.store.base import connect
+from fleet.tls import cli as tls_cli
 from fleet.web import cli as web_cli
 
 
@@ -115,5 +117,5 @@ def db_migrate():
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
-                operations_cli, exports_cli):
+                operations_cli, exports_cli, profiles_cli, tls_cli):
     feature.register(cli)

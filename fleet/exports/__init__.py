@@ -5,10 +5,11 @@ place a new kind is registered. One delivery mechanism under all of them (worker
 cursor per destination over the store, batches, retries with capped backoff, idempotent ids.
 """
 
-from . import mqtt, ngsild, webhook
+from . import mqtt, ngsild, sensorthings, webhook
 from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError, Item, Node
 
-ADAPTERS = {webhook.KIND: webhook, mqtt.KIND: mqtt, ngsild.KIND: ngsild}
+ADAPTERS = {webhook.KIND: webhook, mqtt.KIND: mqtt, ngsild.KIND: ngsild,
+            sensorthings.KIND: sensorthings}
 
 __all__ = ["ADAPTERS", "Batch", "Delivery", "Destination", "DestinationDown", "ExportError",
            "Item", "Node"]

@@ -10,18 +10,24 @@ import os
 import secrets
 from pathlib import Path
 
+from polylink.ota.credential import file_password
+
 from fleet import topics
 from fleet.broker import auth as brokerauth
+from fleet.settings import node_tls_from_env
 from fleet.store import audit as audit_store
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store.base import StoreError, valid_node_id
+from fleet.tls import certs
 from provisioning import boards, image, miplib
 
 # A LoRaWAN 1.0.x JoinEUI (AppEUI) for the whole fleet; all zeros is what TTN and ChirpStack
 # accept when no join server is used. Override with LORAWAN_JOIN_EUI in the environment.
 DEFAULT_JOIN_EUI = "0000000000000000"
 OTA_KEYS_FILE = "ota/trusted_keys.json"
+# The CA certificate a node trusts for MQTT over TLS and OTA over HTTPS, on its filesystem.
+NODE_CA_FILE = "ca.pem"
 
 
 class ProvisionError(ValueError):
@@ -107,6 +113,7 @@ def register(db, settings, node_id: str | None = None, board: str | None = None,
                    "app_key": secrets.token_bytes(16).hex().upper()}
     ota_keys = trusted_ota_keys(settings)
     cred = {"mqtt_user": node_id, "mqtt_hash": brokerauth.hash_password(password),
+            "ota_hash": brokerauth.hash_password(file_password(password)),
             "ota_keys": ota_keys, "mac": mac, **(lorawan or {})}
     try:
         identity_store.register_node(db, node_id, cred, name=name, board=board, actor=actor)
@@ -139,7 +146,8 @@ def rotate(db, settings, node_id: str, actor: str | None = None, sync: bool = Tr
     """Give a node a new MQTT password; return it (shown once). The old one stops working."""
     password = brokerauth.mint_password()
     try:
-        identity_store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor)
+        identity_store.set_mqtt_hash(db, node_id, brokerauth.hash_password(password), actor,
+                                     brokerauth.hash_password(file_password(password)))
     except StoreError as e:
         raise ProvisionError(str(e)) from None
     if sync:
@@ -147,18 +155,37 @@ def rotate(db, settings, node_id: str, actor: str | None = None, sync: bool = Tr
     return password
 
 
+def node_ca(settings) -> bytes | None:
+    """The CA (PEM) nodes trust when the fleet serves them over TLS (`fleet tls`), else None."""
+    d = node_tls_from_env(settings.data_dir).tls_dir
+    return (d / certs.CA_FILE).read_bytes() if certs.configured(d) else None
+
+
+def node_tls_files(ca: bytes | None) -> dict[str, bytes]:
+    """The extra files of a node's image: the CA it trusts, when the fleet serves TLS."""
+    return {NODE_CA_FILE: ca} if ca else {}
+
+
 def node_config(identity: dict, mqtt_host: str, mqtt_port: int, wifi_ssid: str = "",
-                wifi_password: str = "") -> dict:
-    """The node's config.json from its identity: what the image builder writes to flash."""
+                wifi_password: str = "", tls: bool = False) -> dict:
+    """The node's config.json from its identity: what the image builder writes to flash.
+
+    tls: the node speaks MQTT over TLS and fetches updates over HTTPS, trusting NODE_CA_FILE.
+    """
     cfg = {
         "node": identity["node_id"],
         "wifi": {"ssid": wifi_ssid, "password": wifi_password},
         "mqtt": {"host": mqtt_host, "port": mqtt_port, "user": identity["mqtt"]["user"],
                  "password": identity["mqtt"]["password"]},
-        "ota": {"keys": dict(identity["ota"]["keys"])},
+        # The login for update files: derived, so the MQTT password never goes to the web server.
+        "ota": {"keys": dict(identity["ota"]["keys"]),
+                "password": file_password(identity["mqtt"]["password"])},
     }
     if identity.get("lorawan"):
         cfg["lorawan"] = dict(identity["lorawan"])
+    if tls:
+        cfg["mqtt"]["tls"] = {"ca": NODE_CA_FILE}
+        cfg["ota"]["ca"] = NODE_CA_FILE
     return cfg
 
 
@@ -186,6 +213,17 @@ def issue(db, settings, node_id: str | None, board: str, actor: str | None = Non
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_PLAIN_MQTT_PORT = 1883
+
+
+def node_mqtt_port(settings, port: int) -> int:
+    """The broker port for a node's image: with TLS set up, the plain default means the TLS one.
+
+    The plain listener is on loopback only then, so a node told 1883 could never connect.
+    """
+    if port == _PLAIN_MQTT_PORT and node_ca(settings):
+        return node_tls_from_env(settings.data_dir).mqtt_tls_port
+    return port
 
 
 def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 1883,
@@ -209,20 +247,24 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
                              "reaches it (e.g. 192.168.1.10), not 127.0.0.1, which is the node")
     if not 0 < mqtt_port < 65536:
         raise ProvisionError(f"broker port {mqtt_port} is outside 1..65535")
+    mqtt_port = node_mqtt_port(settings, mqtt_port)
     try:
         board = boards.load(board_name)
         packages = image.fetch_packages(board, os.environ.get("MIP_INDEX") or miplib.INDEX,
                                         settings.data_dir / "mip-cache")
         app = image.compile_app()
         fs_size = boards.fs_partition(board)["size"]
+        ca = node_ca(settings)
         identity = {"node_id": node_id, "mqtt": {"user": cred["mqtt_user"],
                                                  "password": brokerauth.mint_password()},
                     "lorawan": identity_store.lorawan_keys(db, node_id),
                     "ota": {"keys": trusted_ota_keys(settings)}}
 
         def packed() -> bytes:
-            cfg = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
-            return image.pack(image.node_files(board, cfg, packages, app), fs_size)
+            cfg = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password, bool(ca))
+            files = image.node_files(board, cfg, packages, app)
+            files.update(node_tls_files(ca))
+            return image.pack(files, fs_size)
 
         packed()  # the dry run: fits, compiles, packages present
     except (boards.BoardError, image.ImageError, miplib.MipError) as e:

@@ -83,8 +83,12 @@ def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict
 
 def write_image(identity: dict, board: dict, packages: dict, wifi_ssid, wifi_password,
                 mqtt_host, mqtt_port) -> tuple[Path, bytes]:
-    config = provision.node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password)
-    data = image.build(board, config, packages)
+    settings = from_env()
+    ca = provision.node_ca(settings)  # the fleet serves nodes over TLS: the image trusts its CA
+    mqtt_port = provision.node_mqtt_port(settings, mqtt_port)
+    config = provision.node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password,
+                                   tls=bool(ca))
+    data = image.build(board, config, {**packages, **provision.node_tls_files(ca)})
     out = BUILD / "images" / f"{identity['node_id']}.{board['name']}.littlefs.bin"
     write_private(out, data)  # the image holds the node's secrets
     return out, data

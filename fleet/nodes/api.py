@@ -31,6 +31,7 @@ def node_json(node: dict) -> dict:
         "firmware_version": node["firmware_version"],
         "micropython_version": node["micropython_version"],
         "provider": node["provider"],
+        "profile": node.get("profile", "polylink"),
         "battery": node["battery"],
         "board": node["board"],
         "rssi": node["rssi"],
@@ -181,6 +182,22 @@ def send_config(node_id):
         cid = downlink.send_config(db, current_app.config["SETTINGS"], node_id,
                                    created_by=f"token:{g.token_name}", **fields)
     return _accepted(node_id, cid, {"command": "config", "config": fields})
+
+
+@bp.post("/nodes/<node_id>/profile-commands")
+@require("nodes")
+def send_profile_command(node_id):
+    """One of the commands of the node's profile ({"command": name, "data": {...}}), encoded by
+    its codec's encodeDownlink and queued with its LoRaWAN provider."""
+    body = json_body('{"command": "set-interval", "data": {"interval": 600}}', {"command", "data"})
+    if not isinstance(body.get("command"), str):
+        raise ApiError(400, 'field "command" must name one of the profile\'s commands')
+    node_or_404(node_id)
+    with _downlink_errors():
+        sent = downlink.send_profile_command(web_db.get_db(), current_app.config["SETTINGS"],
+                                             node_id, body["command"], body.get("data"),
+                                             actor=f"token:{g.token_name}")
+    return jsonify(sent), 202
 
 
 @bp.get("/nodes/<node_id>/commands/<int:cid>")

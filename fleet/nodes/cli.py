@@ -1,6 +1,8 @@
 """`fleet nodes`, `fleet node show|export`, `fleet command`, `fleet bad-frames`: nodes, their
 commands, and their readings in bulk."""
 
+import json
+
 import click
 
 from fleet.console import FRIENDLY, one_line, open_store, when
@@ -97,6 +99,26 @@ def command_config(node_id, interval, status_interval):
     cid = downlink.send_config(open_store(), from_env(), node_id, interval, status_interval,
                                created_by="cli")
     click.echo(f"config {cid} sent to {node_id}")
+
+
+@command_group.command("profile")
+@click.argument("node_id")
+@click.argument("name")
+@click.option("--data", help='JSON object for encodeDownlink, e.g. \'{"interval": 900}\'.')
+@friendly
+def command_profile(node_id, name, data):
+    """Send one of the commands of the node's device profile, encoded by its codec, through
+    the LoRaWAN provider it was last heard on.
+
+    Example: fleet command profile 70b3d57ed0001002 set-interval --data '{"interval": 900}'
+    """
+    try:
+        fields = json.loads(data) if data else None
+    except ValueError as e:
+        raise click.ClickException(f"--data is not JSON: {e}") from None
+    sent = downlink.send_profile_command(open_store(), from_env(), node_id, name, fields,
+                                         actor="cli")
+    click.echo(f"{name} sent to {node_id}: fPort {sent['fport']}, payload {sent['payload']}")
 
 
 @click.command("bad-frames")

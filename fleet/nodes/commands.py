@@ -1,9 +1,11 @@
 """Downlinks: COMMAND and CONFIG frames published to a node's down topic, recorded as commands."""
 
+
 from polylink import codes, proto
 from polylink import commands as fw_commands
 
 from fleet import mqtt, topics
+from fleet.profiles.jscodec import CodecError, JsCodec
 from fleet.providers import downlinks
 
 # Where a downlink can fail on its way, named once for every path a downlink takes.
@@ -14,7 +16,9 @@ from fleet.providers.downlinks import (
     OverLimit,
     TooLarge,
 )
+from fleet.store import audit as audit_store
 from fleet.store import commands as command_store
+from fleet.store import profiles as profile_store
 
 # The protocol's command codes (docs/architecture.md, COMMAND.cmd), as the node numbers them.
 COMMANDS = {n: getattr(codes, n.upper()) for n in ("reboot", "set_interval", "identify")}
@@ -92,9 +96,19 @@ def publish(settings, node_id: str, frame: bytes):
                                 ) from None
 
 
+def polylink_only(db, node_id: str) -> None:
+    """BadCommand unless the node runs our firmware: other suppliers' devices do not speak the
+    Polylink protocol (they are monitored, not commanded or updated)."""
+    profile = profile_store.profile_of(db, node_id)
+    if profile != "polylink":
+        raise BadCommand(f"node {node_id} has device profile {profile!r}: it does not speak the"
+                         " Polylink protocol, so it takes no Polylink commands")
+
+
 def send_command(db, settings, node_id: str, cmd: str, arg=None, created_by=None) -> int:
     """Record a command, publish its COMMAND frame and return its id (cid)."""
     arg = check_command(cmd, arg)
+    polylink_only(db, node_id)
     cid, seq = command_store.create_command(db, node_id, cmd, arg, created_by)
     body = {"cid": cid, "cmd": COMMANDS[cmd]}
     if arg is not None:
@@ -110,6 +124,7 @@ def send_config(db, settings, node_id: str, interval=None, status_interval=None,
                 created_by=None) -> int:
     """Record and publish a CONFIG frame (sampling and status intervals in s); return its cid."""
     fields = check_config({"interval": interval, "status_interval": status_interval})
+    polylink_only(db, node_id)
     cid, seq = command_store.create_command(db, node_id, "config", fields.get("interval"),
                                             created_by, body=fields)
     body = {"cid": cid, **fields}
@@ -118,3 +133,28 @@ def send_config(db, settings, node_id: str, interval=None, status_interval=None,
     deliver(db, settings, node_id, bytes(buf[:n]))
     command_store.mark_command_sent(db, cid, proto.CONFIG)
     return cid
+
+
+def send_profile_command(db, settings, node_id: str, name: str, data=None, actor=None) -> dict:
+    """Encode one of the node's profile commands with its codec's encodeDownlink and queue it
+    with the LoRaWAN provider the node was last heard on; audited. Returns what was sent."""
+    profile = profile_store.get_profile(db, profile_store.profile_of(db, node_id))
+    known = {c["name"]: c for c in profile["commands"]}
+    if name not in known:
+        raise BadCommand(f"profile {profile['name']} has no command {name!r}; it has "
+                         f"{', '.join(known) or 'none'}")
+    if data is not None and not isinstance(data, dict):
+        raise BadCommand("data must be an object (the fields encodeDownlink reads)")
+    fields = {**(known[name].get("data") or {}), **(data or {})}
+    try:
+        payload, fport = JsCodec(profile["source"]).encode(fields)
+    except CodecError as e:
+        raise BadCommand(f"codec of profile {profile['name']}: {e}") from None
+    if not isinstance(fport, int) or isinstance(fport, bool) or not 1 <= fport <= 223:
+        raise BadCommand(f"encodeDownlink gave fPort {fport!r}; it must give 1..223")
+    if not downlinks.send(db, settings, node_id, payload, fport=fport):
+        raise BadCommand(f"node {node_id} was not heard through a LoRaWAN provider yet: a"
+                         " downlink can only follow its uplinks there")
+    sent = {"command": name, "data": fields, "fport": fport, "payload": payload.hex()}
+    audit_store.audit(db, actor, "node.profile_command", node_id, sent)
+    return sent

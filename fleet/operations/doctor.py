@@ -112,6 +112,23 @@ def check_web_certificate(d: Deployment) -> Iterable[Finding]:
     return certificate_findings("web certificate", d.web.tls_cert, d.web.tls_key)
 
 
+def check_node_certificates(d: Deployment) -> Iterable[Finding]:
+    """The certificates nodes are served with (`fleet tls`, fleet/tls/certs.py) and their CA."""
+    from fleet.settings import node_tls_from_env
+    from fleet.tls import certs
+
+    try:
+        tls_dir = node_tls_from_env(d.settings.data_dir).tls_dir
+    except SettingsError as e:
+        return [Finding(FAIL, "node certificate", str(e))]
+    if not certs.configured(tls_dir):
+        return [Finding(OK, "node certificate", f"none in {tls_dir}: nodes are not served over "
+                                                "TLS (fleet tls init --name HOST)")]
+    return (certificate_findings("node certificate", tls_dir / certs.SERVER_CERT,
+                                 tls_dir / certs.SERVER_KEY)
+            + certificate_findings("node certificate", tls_dir / certs.CA_FILE))
+
+
 def _answers(host: str, port: int, tls: bool = False) -> str | None:
     """None if host:port accepts a connection (and a TLS handshake), else why not."""
     try:
@@ -282,8 +299,8 @@ def check_clock(d: Deployment, now: float | None = None) -> Iterable[Finding]:
 
 
 CHECKS: list[Callable[[Deployment], Iterable[Finding]]] = [
-    check_web_certificate, check_ports, check_broker_logins, check_migrations, check_disk,
-    check_clock,
+    check_web_certificate, check_node_certificates, check_ports, check_broker_logins,
+    check_migrations, check_disk, check_clock,
 ]
 
 

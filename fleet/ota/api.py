@@ -1,8 +1,11 @@
 """OTA over HTTP: the API for releases and rollouts (/api/v1), and the files nodes fetch (/ota/v1).
 
-Nodes authenticate to /ota/v1 with their own MQTT login (HTTP Basic), so only registered,
-unrevoked nodes can download; the files are signed and content-addressed, so the login guards
-access, not integrity.
+Nodes authenticate to /ota/v1 with their file login (HTTP Basic: node id and a credential derived
+from the MQTT password, polylink/ota/credential.py, which the broker does not accept), so only
+registered, unrevoked nodes can download; the files are signed and content-addressed, so the login
+guards access, not integrity. A URL carries no credential: a stolen one is useless without the
+node's login, and a node may read only its own offer and only the files of releases a rollout
+offers it, so a file URL seen elsewhere gets another node nothing.
 """
 
 import functools
@@ -172,7 +175,7 @@ def node_ota(node_id):
 
 
 def node_login(view):
-    """Let a view run only for a registered node presenting its MQTT login (HTTP Basic)."""
+    """Let a view run only for a registered node presenting its file login (HTTP Basic)."""
 
     @functools.wraps(view)
     def wrapped(**kwargs):
@@ -181,7 +184,7 @@ def node_login(view):
         if a is not None and a.type == "basic" and a.username:
             login = identity_store.node_login_hash(web_db.get_db(), a.username)
         if a is None or login is None or not verify_password(a.password or "", login[1]):
-            resp = jsonify({"error": "a registered node's MQTT login is required (HTTP Basic)"})
+            resp = jsonify({"error": "a registered node's OTA file login is required (HTTP Basic)"})
             resp.status_code = 401
             resp.headers["WWW-Authenticate"] = 'Basic realm="polylink-ota"'
             return resp
@@ -190,6 +193,19 @@ def node_login(view):
 
     wrapped.polylink_area = "device"  # type: ignore[attr-defined]
     return wrapped
+
+
+def _offered(sha: str) -> None:
+    """403 unless a release of a rollout that includes this node names the file: a file URL
+    seen elsewhere gets another node nothing it was not offered itself.
+
+    Manifests and signatures stay readable to every registered node: they are signed metadata,
+    and a node refusing a replayed offer (an older release) needs them to say why.
+    """
+    versions = ota_store.node_release_versions(web_db.get_db(), g.node_id)
+    settings = current_app.config["SETTINGS"]
+    if not any(sha in ota.release_shas(settings, v) for v in versions):
+        abort(403)
 
 
 @files_bp.get("/releases/<version>/<name>")
@@ -207,6 +223,7 @@ def content_file(sha):
     path = ota.file_path(current_app.config["SETTINGS"], sha)
     if path is None:
         abort(404)
+    _offered(sha)
     # conditional=True answers Range requests with 206 and Content-Range: resumed downloads.
     return send_file(path, mimetype="application/octet-stream", conditional=True,
                      max_age=31536000)

@@ -5,6 +5,7 @@ content-addressed files (compiled .mpy app files, named by SHA-256). Keys are EC
 node verifies with pure Python (polylink/ota/ecdsa.py) over MicroPython's SHA-256 (docs/ota.md).
 """
 
+import functools
 import hashlib
 import io
 import json
@@ -546,6 +547,22 @@ def release_file(settings, version: str, name: str) -> Path | None:
         return None
     p = release_dir(settings) / version / name
     return p if p.exists() else None
+
+
+def release_shas(settings, version: str) -> frozenset[str]:
+    """The content hashes a stored release's manifest names (app files, runtime image)."""
+    p = release_file(settings, version, MANIFEST)
+    return _manifest_shas(str(p), p.stat().st_mtime_ns) if p else frozenset()
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest_shas(path: str, mtime_ns: int) -> frozenset[str]:
+    # Cached per file and version of it: every file request of a rollout asks.
+    m = json.loads(Path(path).read_bytes())
+    shas = {f["sha256"] for f in m["files"]}
+    if m.get("runtime"):
+        shas.add(m["runtime"]["sha256"])
+    return frozenset(shas)
 
 
 def upload(db, settings, data: bytes, actor=None) -> dict:

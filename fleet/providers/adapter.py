@@ -40,6 +40,9 @@ class Uplink:
     freq: int | None = None
     airtime: float | None = None  # seconds
     receptions: list[Reception] = field(default_factory=list)
+    # What the provider's own payload formatter made of the frame (TTS decoded_payload,
+    # ChirpStack object), for profiles with the passthrough codec; None if it sent none.
+    decoded: dict | None = None
 
 
 def dr_of(sf, bw):

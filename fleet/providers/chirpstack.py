@@ -65,4 +65,5 @@ def parse_uplink(topic: str, payload: bytes):
         freq=_read.number(tx, "frequency", int),
         airtime=airtime,
         receptions=rx,
+        decoded=msg.get("object") if isinstance(msg.get("object"), dict) else None,
     )

@@ -69,8 +69,11 @@ def describe(b: dict) -> str:
     return text
 
 
-def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
-    """Send frame via the node's LoRaWAN provider; False if the node was last heard elsewhere."""
+def send(db, settings, node_id: str, frame: bytes, now=None, fport=FPORT) -> bool:
+    """Send frame via the node's LoRaWAN provider; False if the node was last heard elsewhere.
+
+    fport: Polylink's own by default; another supplier's codec names its own.
+    """
     p = provider_store.provider_of(db, node_id)
     if p is None:
         return False
@@ -92,7 +95,7 @@ def send(db, settings, node_id: str, frame: bytes, now=None) -> bool:
     cfg, password = registry.login(db, settings.data_dir, p["name"])
     adapter = ADAPTERS[p["kind"]]
     topic = adapter.downlink_topic(cfg, ident["device_id"] or ident["ext_id"])
-    message = adapter.downlink_message(frame, FPORT, dev_eui=ident["ext_id"])
+    message = adapter.downlink_message(frame, fport, dev_eui=ident["ext_id"])
     try:
         mqtt.publish_once(cfg["host"], cfg["port"], topic, message,
                           cfg["username"] if cfg.get("username") else None, password,

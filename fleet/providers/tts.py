@@ -73,4 +73,6 @@ def parse_uplink(topic: str, payload: bytes):
         freq=_read.number(settings, "frequency", int),
         airtime=_read.number({"a": airtime}, "a"),
         receptions=rx,
+        decoded=up.get("decoded_payload") if isinstance(up.get("decoded_payload"), dict)
+        else None,
     )

@@ -15,6 +15,8 @@ from polylink import proto
 
 from fleet import mqtt
 from fleet.ingest import UPLINK_TYPES, Ingest
+from fleet.profiles.jscodec import CodecError
+from fleet.profiles.uplinks import ProfiledDevices
 from fleet.store import providers as provider_store
 from fleet.store.migrate import open_db
 
@@ -37,6 +39,7 @@ class ProviderIngest(Ingest):
         self.receptions: list[tuple] = []
         self.idents: dict[str, tuple] = {}
         self.acks: list[tuple] = []  # (node, provider, t, seq, fcnt) of confirmed uplinks
+        self.devices = ProfiledDevices(db)  # other suppliers' devices (fleet/profiles)
 
     def _ack(self, node, up, received_at, seq=None) -> None:
         """The network ACKs a confirmed uplink with a downlink, whatever we make of its frame.
@@ -69,6 +72,10 @@ class ProviderIngest(Ingest):
             self._bad(None, received_at, topic, payload,
                       f"DevEUI {up.ext_id} is not a registered node's transport identity")
             return
+        profile = self.devices.profile(node)
+        if profile is not None:
+            self._add_profiled(node, profile, up, topic, payload, received_at)
+            return
         if up.fport != FPORT:
             self._ack(node, up, received_at)
             self._bad(node, received_at, topic, payload,
@@ -88,10 +95,13 @@ class ProviderIngest(Ingest):
             self._ack(node, up, received_at)
             self._bad(node, received_at, topic, payload, f"message type {mtype} is not an uplink")
             return
+        seq = self.extend(node, mtype, seq16, ts, body, received_at)
+        self._store(node, seq, mtype, received_at, ts, body, up)
+
+    def _store(self, node, seq, mtype, received_at, ts, body, up) -> None:
         if node not in self.known:
             self.known.add(node)
             self.batch.new_nodes.append((node, self.provider, received_at))
-        seq = self.extend(node, mtype, seq16, ts, body, received_at)
         self.batch.frames.append((node, seq, mtype, received_at, ts, self.provider, body))
         self.batch.touch[node] = (received_at, self.provider, self.seqs[node])
         for r in up.receptions or [None]:
@@ -102,8 +112,24 @@ class ProviderIngest(Ingest):
         self.idents[up.ext_id] = (node, up.device_id, received_at, up.dr)
         self._ack(node, up, received_at, seq)
 
+    def _add_profiled(self, node, profile, up, topic, payload, received_at) -> None:
+        """A frame of another supplier's device: its profile's codec, numbered by FCnt."""
+        if up.fport == 0:
+            return  # MAC commands only; nothing for the application
+        try:
+            readings = self.devices.decode(node, profile, up, received_at, self.provider)
+        except CodecError as e:
+            # Counted against this node only; the next frame gets a fresh try (and a fresh
+            # sandbox if this one was interrupted).
+            self._ack(node, up, received_at)
+            self._bad(node, received_at, topic, payload, f"codec of profile {profile}: {e}")
+            return
+        seq = self.devices.number(self.seqs, node, up.fcnt, received_at, self.batch.restarts)
+        self._store(node, seq, proto.TELEMETRY, received_at, None, readings, up)
+
     def flush(self) -> int:
         n = super().flush()
+        self.devices.flush()
         if self.receptions or self.idents or self.acks:
             provider_store.store_radio(
                 self.db, self.receptions,

@@ -11,7 +11,10 @@ BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
 BOOT_LOOP_WINDOW = 3600
 BAD_FRAMES_WINDOW = 3600
 UPDATE_FAILED_WINDOW = 7 * 86400
-ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_failed")
+ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_failed",
+               "certificate")
+# The subject of a fleet-wide alert (a TLS certificate) in the alerts' node_id column.
+FLEET_SUBJECT = "fleet:tls-"
 
 
 def evaluate_alerts(db, now=None) -> dict[str, int]:
@@ -93,6 +96,27 @@ def open_alert(db, node_id, kind, detail, now=None) -> bool:
         return conn.execute(
             "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened) VALUES (?, ?, ?, ?)",
             (node_id, kind, detail, time.time() if now is None else now)).rowcount == 1
+
+
+def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
+    """Open a "certificate" alert per certificate due for renewal ({role: detail}), resolve those
+    no longer due (renewed); return how many opened."""
+    now = time.time() if now is None else now
+    opened = 0
+    with transaction(db) as conn:
+        for role, detail in due.items():
+            subject = FLEET_SUBJECT + role
+            opened += conn.execute(
+                "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened)"
+                " VALUES (?, 'certificate', ?, ?)", (subject, detail, now)).rowcount
+            conn.execute("UPDATE alerts SET detail = ? WHERE node_id = ? AND kind = 'certificate'"
+                         " AND state != 'resolved'", (detail, subject))
+        keep = [FLEET_SUBJECT + role for role in due] or [""]
+        conn.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_by = 'auto', resolved_at = ?"
+            " WHERE kind = 'certificate' AND state != 'resolved'"
+            f" AND node_id NOT IN ({', '.join('?' * len(keep))})", (now, *keep))
+    return opened
 
 
 def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:

@@ -25,7 +25,8 @@ def register_node(db, node_id: str, cred: dict, name=None, board=None, provider=
                   actor=None) -> None:
     """Create (or adopt) a node and store its new credentials in one transaction.
 
-    cred: mqtt_user, mqtt_hash, dev_eui, join_eui, app_key, ota_keys (dict), mac. Raises
+    cred: mqtt_user, mqtt_hash, ota_hash (the OTA file login's),
+    dev_eui, join_eui, app_key, ota_keys (dict), mac. Raises
     AlreadyRegistered if the node holds active credentials, DuplicateName if the DevEUI, MAC or
     MQTT user belongs to another node.
     """
@@ -44,9 +45,11 @@ def register_node(db, node_id: str, cred: dict, name=None, board=None, provider=
             conn.execute("UPDATE nodes SET board = coalesce(?, board), name = coalesce(?, name)"
                          " WHERE id = ?", (board, name, node_id))
             conn.execute(
-                "INSERT INTO node_credentials (node_id, mqtt_user, mqtt_hash, dev_eui, join_eui,"
-                " app_key, ota_keys, mac, created, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (node_id, cred["mqtt_user"], cred["mqtt_hash"], cred.get("dev_eui"),
+                "INSERT INTO node_credentials (node_id, mqtt_user, mqtt_hash, ota_hash, dev_eui,"
+                " join_eui, app_key, ota_keys, mac, created, created_by)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (node_id, cred["mqtt_user"], cred["mqtt_hash"], cred.get("ota_hash"),
+                 cred.get("dev_eui"),
                  cred.get("join_eui"), cred.get("app_key"), json.dumps(cred.get("ota_keys") or {}),
                  cred.get("mac"), now, actor))
             audit.insert(conn, now, actor, "node.register", node_id, {"board": board})
@@ -80,9 +83,12 @@ def active_mqtt_hashes(db) -> dict[str, str]:
 
 
 def node_login_hash(db, mqtt_user: str) -> tuple[str, str] | None:
-    """(node id, $7$ hash) of an active MQTT login, for nodes fetching OTA files; else None."""
-    row = db.conn.execute("SELECT node_id, mqtt_hash FROM node_credentials WHERE mqtt_user = ?"
-                          " AND revoked_at IS NULL", (mqtt_user,)).fetchone()
+    """(node id, $7$ hash) of an active node's OTA file login, else None.
+
+    The file login's hash; the MQTT password's only for nodes registered before file logins.
+    """
+    row = db.conn.execute("SELECT node_id, coalesce(ota_hash, mqtt_hash) FROM node_credentials"
+                          " WHERE mqtt_user = ? AND revoked_at IS NULL", (mqtt_user,)).fetchone()
     return (row[0], row[1]) if row else None
 
 
@@ -121,11 +127,13 @@ def trusted_key_ids(db, node_ids=None) -> dict[str, list[str] | None]:
     return out
 
 
-def set_mqtt_hash(db, node_id: str, mqtt_hash: str, actor=None) -> None:
-    """Replace a node's MQTT password hash (rotation); raise UnknownNode if it has none."""
+def set_mqtt_hash(db, node_id: str, mqtt_hash: str, actor=None, ota_hash=None) -> None:
+    """Replace a node's MQTT password hash and its OTA file login's (rotation); raise UnknownNode
+    if it has none."""
     with transaction(db) as conn:
-        cur = conn.execute("UPDATE node_credentials SET mqtt_hash = ? WHERE node_id = ?"
-                           " AND revoked_at IS NULL", (mqtt_hash, node_id))
+        cur = conn.execute("UPDATE node_credentials SET mqtt_hash = ?, ota_hash = ?"
+                           " WHERE node_id = ? AND revoked_at IS NULL",
+                           (mqtt_hash, ota_hash, node_id))
         if cur.rowcount != 1:
             raise UnknownNode(f"node {node_id!r} has no active credentials")
         audit.insert(conn, time.time(), actor, "node.rotate", node_id)

@@ -9,7 +9,7 @@ from .base import BadFilter, UnknownNode, transaction
 NODE_COLUMNS = (
     "id, name, board, provider, firmware_version, micropython_version, last_seen, online, uptime,"
     " reset_cause, heap_free, rssi, queue, dropped, boots, interval, status_at, battery,"
-    " bad_frames, created, tags"
+    " bad_frames, created, tags, profile"
 )
 
 
@@ -332,8 +332,10 @@ def unknown_ids(db, node_ids: list[str]) -> list[str]:
 def select_target(db, target: dict) -> list[dict]:
     """Nodes matching every given criterion of a rollout's target (tags: all of them; nodes:
     explicit ids), by id."""
+    # Only nodes on the 'polylink' profile run our firmware: other suppliers' devices are
+    # monitored, never updated.
     sql = ("SELECT id, board, provider, firmware_version, micropython_version, tags FROM nodes"
-           " WHERE 1")
+           " WHERE profile = 'polylink'")
     args = []
     for key, col in TARGET_COLUMNS:
         if target.get(key):

@@ -175,6 +175,13 @@ def rollout_offer_for(db, node_id: str) -> dict | None:
     return {"version": rows[0]["release"], "rid": rows[0]["id"]} if rows else None
 
 
+def node_release_versions(db, node_id: str) -> set[str]:
+    """The releases of every rollout that includes the node: the only ones it may download."""
+    return {row[0] for row in db.conn.execute(
+        "SELECT DISTINCT r.release FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
+        " WHERE rn.node_id = ?", (node_id,))}
+
+
 def rollouts_in_progress(db) -> list[dict]:
     """Running and paused rollouts with their node counts by state, newest first."""
     out = list(db.query(

@@ -75,8 +75,10 @@ def resolve(db, provider: str) -> dict[str, str]:
     out = {r["dev_eui"].upper(): r["node_id"] for r in db.query(
         "SELECT node_id, dev_eui FROM node_credentials WHERE dev_eui IS NOT NULL"
         " AND revoked_at IS NULL")}
-    for r in db.query("SELECT ext_id, node_id FROM transport_ids WHERE provider = ?",
-                      [provider]):
+    # provider '*': another supplier's device registered by DevEUI on every network
+    # (store/profiles.py register_device); a provider's own mapping comes last and wins.
+    for r in db.query("SELECT ext_id, node_id FROM transport_ids WHERE provider IN (?, '*')"
+                      " ORDER BY provider = ?", [provider, provider]):
         out[r["ext_id"]] = r["node_id"]
     return out
 

@@ -30,6 +30,9 @@ _PRUNE = {
                  " WHERE node_id = ? AND qid = ? AND t < ?"),
     "receptions": ("SELECT id FROM nodes", "SELECT rowid FROM receptions INDEXED BY receptions_node"
                                            " WHERE node_id = ? AND received_at < ?"),
+    # The (node, name, time) of SenML records taken in: kept as long as the readings they made.
+    "senml_seen": ("SELECT id FROM nodes", "SELECT rowid FROM senml_seen INDEXED BY"
+                                           " senml_seen_node_t WHERE node_id = ? AND t < ?"),
     "events": ("SELECT id FROM nodes",
                "SELECT rowid FROM events INDEXED BY events_node_t WHERE node_id = ? AND t < ?"),
     "bad_frames": (None, "SELECT rowid FROM bad_frames INDEXED BY bad_frames_time"

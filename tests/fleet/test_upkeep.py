@@ -153,7 +153,8 @@ def test_readings_events_and_bad_frames_are_kept_as_configured(settings, db):
     # A city that keeps a year of telemetry and 30 days of events.
     worker = upkeep.Upkeep(dataclasses.replace(settings, readings_days=365, events_days=30))
     done = worker.round(db, now)
-    assert done["prune"] == {"status_log": 0, "readings": 4, "receptions": 2, "events": 4,
+    assert done["prune"] == {"status_log": 0, "readings": 4, "receptions": 2, "senml_seen": 0,
+                             "events": 4,
                              "bad_frames": 0, "provider_downlinks": 0}
     assert _ages(db, "readings", "t", now) == [1] * 4 + [10] * 4 + [40] * 4
     assert _ages(db, "receptions", "received_at", now) == [1, 1, 10, 10, 40, 40]
@@ -207,7 +208,8 @@ def test_settings_from_the_environment(monkeypatch, data_dir):
     monkeypatch.setenv("BAD_FRAMES_DAYS", "0")
     s = from_env()
     assert (s.status_log_days, s.upkeep_every) == (30, 2.5)
-    assert s.retention() == {"status_log": 30, "readings": 730, "receptions": 730, "events": 0,
+    assert s.retention() == {"status_log": 30, "readings": 730, "receptions": 730,
+                             "senml_seen": 730, "events": 0,
                              "bad_frames": 0, "provider_downlinks": 7}
 
 

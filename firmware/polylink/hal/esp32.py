@@ -211,9 +211,23 @@ class HAL:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ca = tls.get("ca")
             if ca:
+                if self.time() is None:
+                    self._set_clock()
                 with open(self.path(ca), "rb") as f:
                     ctx.load_verify_locations(cadata=f.read())
                 ctx.verify_mode = ssl.CERT_REQUIRED
             else:
                 ctx.verify_mode = ssl.CERT_NONE
+        # MicroPython's asyncio passes host as server_hostname: mbedTLS then checks the name.
         return await asyncio.open_connection(host, port, ssl=ctx)
+
+    def _set_clock(self):
+        """Set the RTC by NTP: mbedTLS checks certificate dates against it (MicroPython >= 1.22),
+        and a clock at 2000-01-01 would refuse every certificate as not yet valid."""
+        try:
+            import ntptime  # Device RAM: loaded only for the first TLS connection after boot
+
+            ntptime.settime()
+        except (OSError, ImportError) as e:
+            raise OSError("clock not set (NTP: %s): certificate dates cannot be checked"
+                          % (e,)) from None

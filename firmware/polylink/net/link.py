@@ -58,6 +58,10 @@ class Link:
         self._inflight = None  # (pid, key) of the publish waiting for its PUBACK
         self._last_rx = 0
         self._closed = False  # close() was called: the node goes to sleep, no new session
+        # hold(): another TLS socket (an OTA download over HTTPS) needs the RAM; no session
+        # until release(). An ESP32 holds one TLS session at a time (docs/operations.md).
+        self._held = False
+        self._released = asyncio.Event()
 
     def _client(self):
         # Device RAM: the MQTT code leaves the heap while WiFi is down (_drop_client)
@@ -147,9 +151,14 @@ class Link:
         attempt = 0
         cl = None
         while True:
+            if self._held:
+                await self._released.wait()
+                attempt = 0
             try:
                 await self._wifi()
                 cl = await self._session_open()
+                if self._held:  # hold() came while connecting: give the socket back at once
+                    raise OSError("held")
                 await cl.subscribe(self.down_topic, 1)
                 await cl.publish(self.conn_topic, b"1", qos=1, retain=True)
                 self.connects += 1
@@ -158,7 +167,13 @@ class Link:
                 self.up.set()
                 await self._serve(cl)
             except (OSError, EOFError, asyncio.TimeoutError) as e:
-                self.last_error = "%s: %s" % (type(e).__name__, e)
+                err = "%s: %s" % (type(e).__name__, e)
+                if err != self.last_error and not self._held:
+                    # Once per new reason, not per retry: a refused certificate (wrong CA,
+                    # expired, another name) says why here, and the log does not fill up.
+                    print("polylink: mqtt %s:%d: %s" % (self.cfg.mqtt_host, self.cfg.mqtt_port,
+                                                        err))
+                self.last_error = err
             finally:
                 self.up.clear()
                 self.down.set()
@@ -172,6 +187,8 @@ class Link:
                     self._drop_client()
             if self._closed:
                 return
+            if self._held:
+                continue  # no failure and no backoff: the session was given up on purpose
             self.failures += 1
             await asyncio.sleep(backoff_s(attempt))
             attempt += 1
@@ -189,6 +206,29 @@ class Link:
             pass
         self._dead.set()
         self._close(cl)
+
+    async def hold(self):
+        """End the session (DISCONNECT: the broker keeps it and queues downlinks) and open none
+        until release(), so the node never holds two TLS sockets at once."""
+        if self._held:
+            return
+        self._held = True
+        self._released.clear()
+        cl = self.client
+        if cl is None or self._dead.is_set():
+            return
+        try:
+            await cl.disconnect()
+        except OSError:
+            pass
+        self._dead.set()
+        self._close(cl)
+
+    def release(self):
+        """Let run() open a session again after hold()."""
+        if self._held:
+            self._held = False
+            self._released.set()
 
     def _close(self, cl):
         try:

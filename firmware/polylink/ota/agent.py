@@ -247,8 +247,10 @@ class Agent:
         self.version = None  # the version being updated to
         self.buf = bytearray(_CHUNK)
         c = node.cfg
-        # The fleet lets registered nodes fetch files with their own MQTT login (HTTP Basic).
-        self.login = (c.mqtt_user, c.mqtt_password) if getattr(c, "mqtt_user", None) else None
+        # Registered nodes fetch files with their file login (HTTP Basic), which the broker does
+        # not accept; nodes provisioned before it existed still use their MQTT login.
+        pw = self.cfg.get("password") or getattr(c, "mqtt_password", None)
+        self.login = (c.mqtt_user, pw) if getattr(c, "mqtt_user", None) else None
 
     # -- reports
     def report(self, state, version, rid=None, **kw):
@@ -291,6 +293,26 @@ class Agent:
             self.report(FAILED, version, rid, reason=e.reason, text=e.text)
         except OSError as e:
             self.report(FAILED, version, rid, reason=STORAGE, text="flash: %s" % e)
+        finally:
+            self._release()
+
+    def _link(self):
+        """The MQTT link when it is TLS: it yields its socket to HTTPS downloads, else None."""
+        if getattr(self.node.cfg, "mqtt_tls", None) is None:
+            return None
+        return getattr(self.node, "link", None)
+
+    async def request(self, url, path, start):
+        """One GET; over HTTPS the TLS MQTT session is ended first (one TLS socket, RAM)."""
+        link = self._link()
+        if link is not None and url.startswith("https://"):
+            await link.hold()
+        return await get(self.hal, url, path, start, self.cfg.get("ca"), self.login)
+
+    def _release(self):
+        link = self._link()
+        if link is not None:
+            link.release()
 
     async def _update(self, version, rid, url):
         node = self.node
@@ -315,6 +337,11 @@ class Agent:
                 await asyncio.sleep(30)
         if not url:
             raise OTAError(DOWNLOAD, "no OTA URL in the offer or in config ota.url")
+        if getattr(node.cfg, "mqtt_tls", None) is not None and not url.startswith("https://"):
+            # A node that reaches its broker over TLS is on an open network: an update fetched
+            # in the clear would hand its file credential to anyone listening.
+            raise OTAError(DOWNLOAD, "refusing %s: this node fetches updates over HTTPS only"
+                           % url[:40])
         self.report(OFFERED, version, rid)
         slot = slots.inactive(st)
         d = slots.slot_dir(self.root, slot)
@@ -326,6 +353,7 @@ class Agent:
             from polylink.ota import runtime
 
             part = await runtime.fetch(self, url, rt, self._runtime_progress)
+        self._release()  # downloads done: the MQTT session carries the reports again
         self.report(VERIFIED, version, rid)
         if part is None:
             slots.switch(self.root, slot, version, rid)
@@ -490,7 +518,7 @@ class Agent:
     async def _small(self, url, path, limit):
         for attempt in range(RETRIES):
             try:
-                r = await get(self.hal, url, path, 0, self.cfg.get("ca"), self.login)
+                r = await self.request(url, path, 0)
                 try:
                     if r.status != 200:
                         raise OTAError(DOWNLOAD, "HTTP %d for %s" % (r.status, path))
@@ -535,7 +563,7 @@ class Agent:
         if size is not None and have == size:
             return  # complete (also a complete empty file)
         have = have or 0
-        r = await get(self.hal, url, path, have, self.cfg.get("ca"), self.login)
+        r = await self.request(url, path, have)
         try:
             if r.status == 416:
                 _remove(part)
@@ -630,5 +658,7 @@ class Agent:
                 offer = json.loads(raw)
             except (OTAError, ValueError):
                 continue
+            finally:
+                self._release()
             if isinstance(offer, dict) and offer.get("version"):
                 self.start(offer["version"], offer.get("rid"), url)

@@ -15,7 +15,7 @@ from micropython import const
 
 from polylink import config
 from polylink.codes import DOWNLOAD, HASH_MISMATCH, STORAGE
-from polylink.net.http import HTTPError, get
+from polylink.net.http import HTTPError
 from polylink.ota.failure import RETRIES, OTAError
 from polylink.store import replace
 
@@ -111,8 +111,7 @@ async def _stream(agent, url, sha, size, part, pos, path, label, progress):
     done = pos[0]
     if done >= size:
         return
-    r = await get(agent.hal, url, "/ota/v1/files/" + sha, done, agent.cfg.get("ca"),
-                  agent.login)
+    r = await agent.request(url, "/ota/v1/files/" + sha, done)
     try:
         if r.status == 416:
             _remove(path)

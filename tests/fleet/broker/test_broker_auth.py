@@ -1,5 +1,6 @@
 """Per-node logins at a real mosquitto: own topics only, strangers out, revocation at once."""
 
+import json
 import time
 
 import paho.mqtt.client as mqtt
@@ -10,8 +11,12 @@ from services import free_port
 from fleet.broker import auth as brokerauth
 from fleet.broker.server import MosquittoBroker, find_mosquitto
 from fleet.identity import provision
+from fleet.ingest import Ingest
+from fleet.senml import intake
 from fleet.settings import Settings
 from fleet.store import identity as identity_store
+from fleet.store import profiles as profile_store
+from fleet.store import telemetry as telemetry_store
 from fleet.store.migrate import open_db
 
 
@@ -149,3 +154,44 @@ def test_store_keeps_only_a_hash(fleet):
     text = (settings.broker_dir / "passwd").read_text()
     assert password not in text and "node-a:$7$101$" in text
     assert (settings.broker_dir / "passwd").stat().st_mode & 0o077 == 0
+
+
+def test_nodes_post_senml_only_about_themselves_and_the_worker_stores_it(fleet):
+    settings, db, ids, connect, service = fleet
+    a = connect("node-a", ids["node-a"]["mqtt"]["password"])
+    ingest = service("ingest")
+    ingest.c.subscribe([("pl/v1/+/senml", 1)])
+    time.sleep(0.3)
+    pack = json.dumps([{"bt": 1.7e9, "n": "temperature", "u": "Cel", "v": 19.5}]).encode()
+    a.c.publish("pl/v1/node-b/senml", pack, 1).wait_for_publish(5)
+    a.c.publish("pl/v1/node-a/senml", pack, 1).wait_for_publish(5)
+    assert wait(lambda: ingest.messages)
+    time.sleep(0.5)
+    assert [t for t, _ in ingest.messages] == ["pl/v1/node-a/senml"]
+    w = Ingest(db)
+    for topic, payload in ingest.messages * 2:  # delivered twice: stored once
+        w.add(topic, payload, time.time())
+    w.flush()
+    assert [(r["qid"], r["value"]) for r in telemetry_store.latest_values(db, "node-a")] == [
+        (0, 19.5)]
+    assert telemetry_store.count_readings(db, "node-a") == 1
+
+
+def test_a_supplier_login_posts_senml_only_about_its_own_nodes(fleet):
+    settings, db, ids, connect, service = fleet
+    token = intake.add_supplier(db, "acme")
+    profile_store.set_supplier(db, "node-a", "acme")
+    assert brokerauth.sync(db, settings.broker_dir)
+    time.sleep(0.5)  # the broker re-reads its files on SIGHUP
+    supplier = connect("supplier.acme", token, client_id="acme-cloud")
+    assert supplier.accepted
+    assert not connect("supplier.acme", "pls_wrong", client_id="x").accepted
+    ingest = service("ingest")
+    ingest.c.subscribe([("pl/v1/+/senml", 1), ("pl/v1/+/up", 1)])
+    time.sleep(0.3)
+    pack = json.dumps([{"bt": 1.7e9, "n": "co2", "v": 612}]).encode()
+    for topic in ("pl/v1/node-b/senml", "pl/v1/node-a/up", "pl/v1/node-a/senml"):
+        supplier.c.publish(topic, pack, 1).wait_for_publish(5)
+    assert wait(lambda: ingest.messages)
+    time.sleep(0.5)
+    assert [t for t, _ in ingest.messages] == ["pl/v1/node-a/senml"]

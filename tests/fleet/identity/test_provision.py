@@ -9,6 +9,7 @@ from fleet.broker import auth as brokerauth
 from fleet.cli import cli
 from fleet.identity import provision
 from fleet.store import identity as identity_store
+from fleet.tls import certs
 
 
 def test_radio_board_gets_lorawan_keys_and_wifi_board_none(db, settings):
@@ -30,9 +31,48 @@ def test_ota_keys_come_from_the_fleets_trusted_key_file(db, settings):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"release-2026": "ab" * 32}))
     assert provision.register(db, settings, "n-1")["ota"] == {"keys": {"release-2026": "ab" * 32}}
-    cfg = provision.node_config(provision.register(db, settings, "n-2", board="HELTEC_V3"),
-                                "broker.city", 1883)
-    assert cfg["ota"] == {"keys": {"release-2026": "ab" * 32}} and "lorawan" in cfg
+    identity = provision.register(db, settings, "n-2", board="HELTEC_V3")
+    cfg = provision.node_config(identity, "broker.city", 1883)
+    assert cfg["ota"]["keys"] == {"release-2026": "ab" * 32} and "lorawan" in cfg
+
+
+def test_ota_file_login_is_not_the_mqtt_password_and_each_works_only_where_it_belongs(
+        db, settings):
+    identity = provision.register(db, settings, "n-3")
+    mqtt_password = identity["mqtt"]["password"]
+    file_login = provision.node_config(identity, "broker.city", 1883)["ota"]["password"]
+    assert file_login != mqtt_password and mqtt_password not in file_login
+    node, file_hash = identity_store.node_login_hash(db, "n-3")
+    assert node == "n-3"
+    assert brokerauth.verify_password(file_login, file_hash)
+    assert not brokerauth.verify_password(mqtt_password, file_hash)
+    mqtt_hash = identity_store.active_mqtt_hashes(db)["n-3"]
+    assert brokerauth.verify_password(mqtt_password, mqtt_hash)
+    assert not brokerauth.verify_password(file_login, mqtt_hash)
+    # A rotation changes both: the old file login stops working with the old MQTT password.
+    new = provision.rotate(db, settings, "n-3")
+    _, file_hash = identity_store.node_login_hash(db, "n-3")
+    assert not brokerauth.verify_password(file_login, file_hash)
+    assert brokerauth.verify_password(provision.node_config(
+        {**identity, "mqtt": {"user": "n-3", "password": new}}, "b", 1)["ota"]["password"],
+        file_hash)
+
+
+def test_images_trust_the_fleet_ca_and_use_tls_once_it_is_set_up(db, settings):
+    identity = provision.register(db, settings, "n-4")
+    assert provision.node_ca(settings) is None
+    assert "tls" not in provision.node_config(identity, "broker.city", 1883)["mqtt"]
+    assert provision.node_mqtt_port(settings, 1883) == 1883
+    certs.init(settings.data_dir / "tls", ["broker.city"])
+    ca = provision.node_ca(settings)
+    assert ca == (settings.data_dir / "tls" / "ca.pem").read_bytes()
+    assert b"PRIVATE KEY" not in ca
+    cfg = provision.node_config(identity, "broker.city", 8883, tls=True)
+    assert cfg["mqtt"]["tls"] == {"ca": provision.NODE_CA_FILE}
+    assert cfg["ota"]["ca"] == provision.NODE_CA_FILE
+    assert provision.node_tls_files(ca) == {provision.NODE_CA_FILE: ca}
+    assert provision.node_mqtt_port(settings, 1883) == 8883  # plain 1883 is loopback-only now
+    assert provision.node_mqtt_port(settings, 9000) == 9000
 
 
 def test_bad_registrations_say_why(db, settings):

@@ -37,8 +37,8 @@ def doctor_says(runner) -> tuple[int, dict[str, list[str]]]:
 def test_a_healthy_fleet(running, runner):
     code, found = doctor_says(runner)
     assert code == 0, found
-    assert set(found) == {"web certificate", "web port", "broker port", "broker logins",
-                          "database", "disk", "clock"}
+    assert set(found) == {"web certificate", "node certificate", "web port", "broker port",
+                          "broker logins", "database", "disk", "clock"}
     assert all(line.startswith("ok") for lines in found.values() for line in lines), found
 
 
@@ -134,6 +134,20 @@ def test_web_certificate_expired_or_expiring_via_the_settings(runner, data_dir, 
     monkeypatch.setenv("WEB_TLS_CERT", str(cert))
     monkeypatch.setenv("WEB_TLS_KEY", str(key))
     assert "expires in 9 days" in doctor_says(runner)[1]["web certificate"][0]
+
+
+def test_node_certificates_from_fleet_tls(runner, data_dir, monkeypatch):
+    from fleet.tls import certs
+
+    monkeypatch.delenv("TLS_DIR", raising=False)
+    assert "nodes are not served over TLS" in doctor_says(runner)[1]["node certificate"][0]
+    certs.init(data_dir / "tls", ["fleet.example.org"], days=10)
+    server, ca = doctor_says(runner)[1]["node certificate"]
+    assert server.startswith("warn ") and "expires in 9 days" in server, server
+    assert ca.startswith("ok ") and "ca.pem valid until" in ca, ca
+    certs.renew(data_dir / "tls")
+    server, _ = doctor_says(runner)[1]["node certificate"]
+    assert server.startswith("ok ") and "for fleet.example.org" in server, server
 
 
 def test_certificate_checks(tmp_path):

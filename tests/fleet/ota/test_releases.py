@@ -6,6 +6,7 @@ import shutil
 import tarfile
 
 import pytest
+from polylink.ota.credential import file_password
 
 from fleet.cli import cli
 from fleet.identity import provision
@@ -132,12 +133,26 @@ def test_node_fetches_files_with_its_login_and_range(built, settings, client, db
     _trust(settings, s)
     ota.upload(db, settings, path.read_bytes())
     ident = provision.register(db, settings, "n-1", board="ESP32_GENERIC", sync=False)
-    login = ("n-1", ident["mqtt"]["password"])
+    login = ("n-1", file_password(ident["mqtt"]["password"]))
     manifest, sig, blobs = _bundle(path)
     sha, body = max(blobs.items(), key=lambda kv: len(kv[1]))
     url = f"/ota/v1/files/{sha}"
     assert client.get(url).status_code == 401
     assert client.get(url, auth=("n-1", "wrong")).status_code == 401
+    # The MQTT password is no file login: a node's two credentials work only where they belong.
+    assert client.get(url, auth=("n-1", ident["mqtt"]["password"])).status_code == 401
+    # A release no rollout offers the node: its files are not the node's to fetch (the signed
+    # manifest is, so a node can refuse a replayed offer saying why).
+    assert client.get(url, auth=login).status_code == 403
+    assert client.get("/ota/v1/releases/0.2.0/manifest.json", auth=login).status_code == 200
+    assert client.get("/ota/v1/nodes/n-1/offer", auth=login).status_code == 204
+    from fleet.ota import rollouts
+
+    rid = rollouts.create(db, "0.2.0", {"nodes": ["n-1"]}, [{"percent": 100, "soak": 0}])
+    # Another registered node with a valid login of its own, given n-1's URL: nothing.
+    other = provision.register(db, settings, "n-2", board="ESP32_GENERIC", sync=False)
+    other_login = ("n-2", file_password(other["mqtt"]["password"]))
+    assert client.get(url, auth=other_login).status_code == 403
     r = client.get(url, auth=login)
     assert r.status_code == 200 and r.data == body
     r = client.get(url, auth=login, headers={"Range": "bytes=100-"})
@@ -149,12 +164,8 @@ def test_node_fetches_files_with_its_login_and_range(built, settings, client, db
     assert r.data.decode().strip() == sig
     assert client.get("/ota/v1/files/" + "0" * 64, auth=login).status_code == 404
     assert client.get("/ota/v1/releases/0.2.0/../x", auth=login).status_code == 404
-    assert client.get("/ota/v1/nodes/n-1/offer", auth=login).status_code == 204
     assert client.get("/ota/v1/nodes/n-2/offer", auth=login).status_code == 403
     # A node that checks periodically finds the offer its rollout holds for it.
-    from fleet.ota import rollouts
-
-    rid = rollouts.create(db, "0.2.0", {"nodes": ["n-1"]}, [{"percent": 100, "soak": 0}])
     r = client.get("/ota/v1/nodes/n-1/offer", auth=login)
     assert r.status_code == 200 and r.json == {"version": "0.2.0", "rid": rid}
     identity_store.revoke_credentials(db, "n-1")
@@ -215,7 +226,10 @@ def test_build_with_a_runtime_image_signs_and_serves_it(settings, db, tmp_path, 
     assert blobs[m["runtime"]["sha256"]] == data, "the image travels in the bundle"
     ota.upload(db, settings, path.read_bytes())
     ident = provision.register(db, settings, "n-rt", board="ESP32_GENERIC_OTA")
-    login = (ident["mqtt"]["user"], ident["mqtt"]["password"])
+    login = (ident["mqtt"]["user"], file_password(ident["mqtt"]["password"]))
+    from fleet.ota import rollouts
+
+    rollouts.create(db, "0.3.0", {"nodes": ["n-rt"]}, [{"percent": 100, "soak": 0}])
     r = client.get(f"/ota/v1/files/{m['runtime']['sha256']}", auth=login,
                    headers={"Range": "bytes=4096-"})
     assert r.status_code == 206 and r.data == data[4096:], "node resumes the image with Range"

@@ -1,0 +1,5 @@
+// A codec that never returns.
+function decodeUplink(input) {
+  var i = 0;
+  while (true) { i++; }
+}
