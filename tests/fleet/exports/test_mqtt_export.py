@@ -99,7 +99,7 @@ def test_readers_get_each_reading_of_their_nodes_only(fleet):
     n1_temps = [t for topic, n, t, _ in recs if n == "urn:dev:polylink:n1:temperature"]
     assert n1_temps == sorted(n1_temps) and len(n1_temps) == 30
     assert ("pl/v1/data/n1", "urn:dev:polylink:n1:humidity", 1_700_000_001.0, 50) in recs
-    assert registry.get(db, "stream")["delivered"] == 120
+    assert wait_for(lambda: registry.get(db, "stream")["delivered"] == 120)
 
 
 @pytest.mark.mosquitto
