@@ -8,6 +8,7 @@ import asyncio
 import random
 
 from polylink import config
+from polylink.net import stream
 
 _BACKOFF_FIRST_S = 1
 _BACKOFF_CAP_S = 120
@@ -166,7 +167,7 @@ class Link:
                 # self.client, not cl: a CONNECT that failed must not leave its socket open.
                 if self.client is not None:
                     self.client.acked.set()
-                    self._close(self.client)
+                    await stream.close(self.client.w)
                 if self.drop_idle and not self.hal.wifi_isconnected():
                     cl = None  # this frame would keep the client, and with it mqtt.py
                     self._drop_client()
@@ -188,13 +189,7 @@ class Link:
         except OSError:
             pass
         self._dead.set()
-        self._close(cl)
-
-    def _close(self, cl):
-        try:
-            cl.w.close()
-        except OSError:
-            pass
+        await stream.close(cl.w)
 
     async def publish(self, topic, msg, retain=False, key=None):
         """Publish at QoS 1, return once acknowledged; raise LinkDown if the session died.

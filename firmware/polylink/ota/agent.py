@@ -503,7 +503,7 @@ class Agent:
                         if len(out) > limit:
                             raise OTAError(DOWNLOAD, "%s is too large" % path)
                 finally:
-                    r.close()
+                    await r.close()
             except HTTPError as e:
                 if attempt == RETRIES - 1:
                     raise OTAError(DOWNLOAD, str(e)) from None
@@ -553,7 +553,7 @@ class Agent:
                         raise OTAError(DOWNLOAD, "%s is larger than announced" % path)
                     f.write(b)
         finally:
-            r.close()
+            await r.close()
 
     # -- after the switch
     async def after_boot(self):
