@@ -53,6 +53,18 @@ def _inject(node, faults):
     """Arm the one-shot faults a test asked for (POLYLINK_FAULTS, unixnode.py)."""
     if "link" in faults:
         node.hal.fail_connects = 1
+    if "flash-full" in faults:
+        # The first three frames meet a full flash (ENOSPC), as Store.append would raise.
+        append = node.store.append
+        left = [3]
+
+        def failing_append(buf, n):
+            if left[0]:
+                left[0] -= 1
+                raise OSError(28, "ENOSPC (injected)")
+            append(buf, n)
+
+        node.store.append = failing_append
     if "downlink" in faults:
         handle = node.link.on_message
         armed = [True]

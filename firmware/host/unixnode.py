@@ -7,7 +7,8 @@ holding `polylink` and `polylink_host`), POLYLINK_ROOT (the node's flash directo
 POLYLINK_NODE and POLYLINK_CAUSE (the reset cause the ROM would report), and for tests
 POLYLINK_FAULTS: a comma list of one-shot injected faults, "link" (the first connect fails with
 MemoryError, as allocating its buffers on a full heap would) and "downlink" (handling the first
-downlink fails with MemoryError, as loading commands.py on a full heap would). An uncaught
+downlink fails with MemoryError, as loading commands.py on a full heap would), "flash-full" (the
+first three frames cannot be queued: the flash is full). An uncaught
 error ends the process with status 1, as an uncaught error ends main.py on the chip; the
 supervisor then restarts the node as the unfed watchdog would.
 """

@@ -215,3 +215,27 @@ def test_a_downlink_that_fails_to_be_handled_is_delivered_again_not_lost(mosquit
     assert (res["cid"], res["code"], res["value"]) == (9, 0, 5)
     assert n.crashes == 0, "\n".join(n.output)
     assert lst.conn("u-down").count(b"1") >= 2, "the session was dropped and opened again"
+
+
+def test_frames_lost_to_a_full_flash_are_counted_in_status(mosquitto, tmp_path):
+    """encode_errors and store_errors were counted on the node and never reported: a node
+    losing every frame looked healthy. STATUS now carries them as `lost`."""
+    lst = Listener(mosquitto)
+
+    async def scenario():
+        n = unix_node(tmp_path, mosquitto.host, mosquitto.port, "u-lost", interval=1,
+                      status_interval=10, faults="flash-full")
+        task = asyncio.create_task(n.run())
+        try:
+            await until(lambda: lst.frames("u-lost", proto.STATUS), 40,
+                        "a STATUS\n" + "\n".join(n.output))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return n
+
+    n = asyncio.run(scenario())
+    lst.close()
+    st = lst.frames("u-lost", proto.STATUS)[0][3]
+    assert st["lost"] == 3, st
+    assert n.crashes == 0, "\n".join(n.output)
