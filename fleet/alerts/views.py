@@ -23,6 +23,7 @@ KIND_TEXT = {
     "boot_loop": "boot loop",
     "bad_frames": "bad frames",
     "update_failed": "update failed",
+    "frames_lost": "frames lost",
 }
 
 
