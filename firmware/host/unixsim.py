@@ -46,7 +46,13 @@ class NoMicroPython(RuntimeError):
 
 
 def find_micropython() -> str:
-    """Path of the `micropython` the pinned wheel installs (beside this Python), else on PATH."""
+    """Path of the `micropython` to run: $MICROPYTHON if set, else the one the pinned wheel
+    installs beside this Python, else one on PATH."""
+    chosen = os.environ.get("MICROPYTHON")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise NoMicroPython(f"MICROPYTHON={chosen} is not an executable file")
+        return chosen
     here = Path(sys.executable).with_name("micropython")
     if here.exists():
         return str(here)
