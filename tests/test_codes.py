@@ -85,7 +85,7 @@ def test_the_ota_modules_use_the_codes():
         assert getattr(agent, name) == value, f"agent.{name}"
     for name in ("BAD_SIGNATURE", "UNKNOWN_KEY", "HASH_MISMATCH", "BOARD", "MICROPYTHON",
                  "DOWNLOAD", "STORAGE", "LOW_BATTERY", "WINDOW", "BUSY", "BAD_MANIFEST",
-                 "RUNTIME_ROLLED_BACK"):
+                 "RUNTIME_ROLLED_BACK", "NO_MEMORY"):
         assert getattr(agent, name) == getattr(codes, name), f"agent.{name}"
     for name in ("DOWNLOAD", "HASH_MISMATCH", "STORAGE"):
         assert getattr(runtime, name) == getattr(codes, name), f"runtime.{name}"

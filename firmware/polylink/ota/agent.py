@@ -7,6 +7,7 @@ configured; nothing here runs on a node that is not updating.
 
 import asyncio
 import binascii
+import gc
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from polylink.codes import (  # noqa: F401 - the OTA_UP codes are part of this m
     LOW_BATTERY,
     MAX_KEYS,
     MICROPYTHON,
+    NO_MEMORY,
     OFFERED,
     OLDER_RELEASE,
     REBOOTING,
@@ -291,6 +293,11 @@ class Agent:
             self.report(FAILED, version, rid, reason=e.reason, text=e.text)
         except OSError as e:
             self.report(FAILED, version, rid, reason=STORAGE, text="flash: %s" % e)
+        except MemoryError as e:
+            # Found on the Unix port: staging ran out of heap, the task died unreported and the
+            # fleet showed the update "offered" for ever. What staging held is garbage now.
+            gc.collect()
+            self.report(FAILED, version, rid, reason=NO_MEMORY, text="MemoryError: %s" % e)
 
     async def _update(self, version, rid, url):
         node = self.node
