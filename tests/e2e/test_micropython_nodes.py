@@ -162,7 +162,8 @@ def test_ota_update_runs_the_release_on_micropython_and_a_crashing_one_rolls_bac
         broken = tmp_path / "broken" / "firmware"
         shutil.copytree(unixsim.FIRMWARE, broken, ignore=shutil.ignore_patterns("host"))
         node_py = broken / "polylink" / "node.py"
-        doc = '"""Start every task and run the main loop (watchdog, uptime, reboots) until reset."""\n'
+        doc = ('"""Start every task and run the main loop (watchdog, uptime, reboots)'
+               ' until reset."""\n')
         node_py.write_text(node_py.read_text().replace(
             doc, doc + '        raise RuntimeError("release 0.3.0 is broken")\n', 1))
         assert "release 0.3.0 is broken" in node_py.read_text()
