@@ -10,7 +10,8 @@ Run: .venv/bin/python tests/bench/bench_unix_port.py [--duration 60] [--nodes 10
    SimHardware, unixhal), which an ESP32 does not spend.
 2. smallest heap: bisection in 4 KB steps for the smallest -X heapsize at which one node, against
    a real mosquitto, boots, sends STATUS and telemetry for --duration seconds and answers an
-   identify and a CONFIG (downlinks) with RESULT ok, without a crash or a watchdog reset.
+   identify and a CONFIG (downlinks) at the start and every 30 s with RESULT ok, without a crash
+   or a watchdog reset. --soak HEAP runs only that heap (e.g. 600 s at the figure found).
    No OTA update is part of the run yet (see docs/benchmarks.md).
 3. per node: --nodes Unix-port node processes (default heap) and the same number of CPython
    host-port nodes (one process, polylink_host.sim.run), each sampling every second for
@@ -87,7 +88,17 @@ async def node_runs(broker, tmp: Path, heap: int, duration: float) -> tuple[bool
         lst.send(name, proto.CONFIG, {"cid": 2, "interval": 1, "status_interval": 10})
         await until(lambda: len({r[3]["cid"] for r in lst.frames(name, proto.RESULT)}) >= 2, 20,
                     "two RESULTs")
-        await asyncio.sleep(duration)
+        # Downlinks all along the run: an identify and a CONFIG every 30 s.
+        end = time.monotonic() + duration
+        cid = 2
+        while time.monotonic() < end:
+            await asyncio.sleep(min(30, max(0, end - time.monotonic())))
+            cid += 2
+            lst.send(name, proto.COMMAND, {"cid": cid - 1, "cmd": 3, "arg": 1})
+            lst.send(name, proto.CONFIG, {"cid": cid, "interval": 1 + cid % 2,
+                                          "status_interval": 10})
+        await until(lambda: len({r[3]["cid"] for r in lst.frames(name, proto.RESULT)}) >= cid,
+                    20, "every RESULT")
         ok = all(r[3]["code"] == 0 for r in lst.frames(name, proto.RESULT))
         why = "" if ok else "a downlink failed: %s" % [r[3] for r in lst.frames(name, proto.RESULT)]
     except AssertionError as e:
@@ -161,7 +172,18 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--skip-heap", action="store_true", help="leave out the bisection")
+    ap.add_argument("--soak", type=int, help="only run one node at this heap for --duration s")
     args = ap.parse_args()
+    if args.soak:
+        with tempfile.TemporaryDirectory() as d:
+            broker = start_mosquitto(Path(d) / "broker")
+            try:
+                ok, why = asyncio.run(node_runs(broker, Path(d), args.soak, args.duration))
+            finally:
+                broker.stop()
+        print(f"heap {kb(args.soak)}, {args.duration:.0f} s with downlinks every 30 s: "
+              f"{'runs' if ok else 'fails: ' + why}")
+        return 0 if ok else 1
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         r = ratio(unixsim.firmware_lib(tmp))
