@@ -4,7 +4,7 @@ tables and the node's own copies (kept where loading codes.py would cost the nod
 import ast
 from pathlib import Path
 
-from polylink import codes, commands, node
+from polylink import codes, commands, crash, node
 from polylink.ota import agent, runtime, slots
 from polylink_host import hal as host_hal
 from polylink_host import unixhal
@@ -71,7 +71,7 @@ def test_the_fleet_names_every_reset_cause_the_hals_report():
     for name, value in g["reset"].items():
         assert getattr(host_hal, name) == value, f"polylink_host.hal.{name}"
     assert node._DEEPSLEEP_RESET == codes.DEEPSLEEP_RESET
-    assert node._WDT_RESET == codes.WDT_RESET
+    assert crash.WDT_RESET == codes.WDT_RESET
     for name in ("PWRON_RESET", "SOFT_RESET"):
         assert getattr(unixhal, name) == getattr(codes, name), f"polylink_host.unixhal.{name}"
 

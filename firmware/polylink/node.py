@@ -10,8 +10,6 @@ from polylink.store import Store
 
 FW_VERSION = "0.1.0"
 EV_SENSOR_FAILED = 2  # EVENT code: a sensor started failing (docs/firmware.md lists all codes)
-EV_CRASHED = 4  # EVENT code, first after a boot: why the previous run ended (its reset cause)
-_CRASH_FILE = "crash"  # the reason of the last crash, written just before it, sent after the boot
 WDT_TIMEOUT_MS = 30000
 _TICK_S = 1  # the main loop's period: feeds the watchdog, keeps uptime, carries out reboots
 _REBOOT_GRACE_MS = 10000  # how long a reboot waits for the queue (with its RESULT) to drain
@@ -19,11 +17,6 @@ _STALL_MARGIN_MS = 60000
 # codes.DEEPSLEEP_RESET (machine.reset_cause() after a wake from deep sleep), kept here so the
 # resident node does not load codes.py (tests/test_codes.py holds it to codes.py)
 _DEEPSLEEP_RESET = 4
-_WDT_RESET = 3  # codes.WDT_RESET: an uncaught error ends main.py, then the watchdog resets
-
-
-class TaskEnded(Exception):
-    """A long-lived task returned: the node resets rather than run half-alive."""
 
 
 class Node:
@@ -281,31 +274,6 @@ class Node:
             if not self.store.count or self.hal.ticks_diff(now, self._reboot_at) >= 0:
                 self.hal.reset()
 
-    def _report_crash(self):
-        """Queue an EVENT saying why the previous run ended, if it crashed (then forget it)."""
-        path = self.hal.path(_CRASH_FILE)
-        try:
-            with open(path) as f:
-                text = f.read(60)
-        except OSError:
-            return
-        if self.reset_cause == _WDT_RESET:  # a crash, not a reset the firmware asked for
-            self.emit(proto.EVENT, {"code": EV_CRASHED, "value": self.reset_cause, "text": text})
-        try:
-            import os
-
-            os.remove(path)
-        except OSError:
-            pass
-
-    def _note_crash(self, e):
-        """Keep why this run ends for the next boot's EVENT; best effort, the heap may be full."""
-        try:
-            with open(self.hal.path(_CRASH_FILE), "w") as f:
-                f.write(("%s: %s" % (type(e).__name__, e))[:60])
-        except Exception:  # noqa: BLE001 - MemoryError included: the reset goes on regardless
-            pass
-
     async def _guard(self, coro, vital=True):
         """Run one task's coroutine; keep what ended it for the main loop (_died).
 
@@ -321,12 +289,16 @@ class Node:
             self._died = e
             return
         if vital:
-            self._died = TaskEnded("a long-lived task returned")
+            self._died = RuntimeError("a long-lived task returned")
 
     async def run(self):
         """Start every task and run the main loop (watchdog, uptime, reboots) until reset."""
         self.hal.wdt_start(WDT_TIMEOUT_MS)
-        self._report_crash()
+        # Device RAM: the crash note's code is loaded at boot and on a crash only
+        from polylink import crash
+
+        crash.report(self)
+        config.unload("crash")
         spawn = asyncio.create_task
         tasks: list = [
             spawn(self._guard(self._sampler())),
@@ -350,9 +322,12 @@ class Node:
             while True:
                 died = self._died
                 if died is not None:
-                    # A reset the firmware asked for (the host port's SimReset) is noted too;
-                    # the next boot reports the note only after a watchdog reset.
-                    self._note_crash(died)
+                    try:  # best effort: on a full heap even loading crash.py may fail
+                        from polylink import crash
+
+                        crash.note(self, died)
+                    except Exception:  # noqa: BLE001 - the reset below goes on regardless
+                        pass
                     raise died
                 self._tick()
                 await asyncio.sleep(_TICK_S)

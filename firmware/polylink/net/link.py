@@ -8,7 +8,6 @@ import asyncio
 import random
 
 from polylink import config
-from polylink.net import stream
 
 _BACKOFF_FIRST_S = 1
 _BACKOFF_CAP_S = 120
@@ -169,7 +168,7 @@ class Link:
                 # self.client, not cl: a CONNECT that failed must not leave its socket open.
                 if self.client is not None:
                     self.client.acked.set()
-                    await stream.close(self.client.w)
+                    await self.client.close()
                 if self.drop_idle and not self.hal.wifi_isconnected():
                     cl = None  # this frame would keep the client, and with it mqtt.py
                     self._drop_client()
@@ -191,7 +190,7 @@ class Link:
         except OSError:
             pass
         self._dead.set()
-        await stream.close(cl.w)
+        await cl.close()
 
     async def publish(self, topic, msg, retain=False, key=None):
         """Publish at QoS 1, return once acknowledged; raise LinkDown if the session died.

@@ -45,6 +45,9 @@ class _NotConnected:
     def close(self):
         pass
 
+    async def wait_closed(self):
+        pass
+
 
 _NOT_CONNECTED = _NotConnected()
 
@@ -156,6 +159,15 @@ class MQTTClient:
     async def ping(self):
         self.w.write(self._header(_PINGREQ, 0))
         await self.w.drain()
+
+    async def close(self):
+        """Close the socket for real: on MicroPython StreamWriter.close() does nothing, only
+        wait_closed() closes (a socket left to the collector stays open; lwIP has a handful)."""
+        try:
+            self.w.close()
+            await self.w.wait_closed()
+        except OSError:
+            pass
 
     async def disconnect(self):
         self.w.write(self._header(_DISCONNECT, 0))
