@@ -15,7 +15,6 @@ WDT_RESET, exactly as a hung loop on the chip would be.
 """
 
 import gc
-import os
 import sys
 
 from polylink_host import simclock
@@ -162,8 +161,3 @@ class UnixHAL:
         if tls is not None:
             raise OSError("TLS is not supported by the Unix-port simulation yet")
         return await asyncio.open_connection(host, port)
-
-
-def env(name: str, default=None):
-    v = os.getenv(name)
-    return default if v is None else v
