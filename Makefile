@@ -25,8 +25,8 @@ run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, bro
 test: system-packages setup ## run the whole test suite (lint and firmware type check included)
 	$(BIN)/python -m pytest
 
-sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20)
-	$(BIN)/python -m polylink_host.sim --nodes $(NODES)
+sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20) [RUNTIME=micropython]
+	$(BIN)/python -m polylink_host.sim --nodes $(NODES) $(if $(RUNTIME),--runtime "$(RUNTIME)")
 
 image: setup ## build a node's filesystem image: make image BOARD=HELTEC_V3 NODE=lamp-42 (docs/provisioning.md)
 	$(BIN)/fleet provision image --board "$(BOARD)" $(if $(NODE),--node "$(NODE)") $(if $(CLAIM_TOKEN),--claim-token "$(CLAIM_TOKEN)" --claim-port "$(CLAIM_PORT)")

@@ -4,9 +4,10 @@ tables and the node's own copies (kept where loading codes.py would cost the nod
 import ast
 from pathlib import Path
 
-from polylink import codes, commands, node
+from polylink import codes, commands, crash, node
 from polylink.ota import agent, runtime, slots
 from polylink_host import hal as host_hal
+from polylink_host import unixhal
 
 from fleet.nodes import commands as downlink
 from fleet.nodes import views as nodes
@@ -70,6 +71,9 @@ def test_the_fleet_names_every_reset_cause_the_hals_report():
     for name, value in g["reset"].items():
         assert getattr(host_hal, name) == value, f"polylink_host.hal.{name}"
     assert node._DEEPSLEEP_RESET == codes.DEEPSLEEP_RESET
+    assert crash.WDT_RESET == codes.WDT_RESET
+    for name in ("PWRON_RESET", "SOFT_RESET"):
+        assert getattr(unixhal, name) == getattr(codes, name), f"polylink_host.unixhal.{name}"
 
 
 def test_node_and_fleet_trust_the_same_number_of_keys():
@@ -81,7 +85,7 @@ def test_the_ota_modules_use_the_codes():
         assert getattr(agent, name) == value, f"agent.{name}"
     for name in ("BAD_SIGNATURE", "UNKNOWN_KEY", "HASH_MISMATCH", "BOARD", "MICROPYTHON",
                  "DOWNLOAD", "STORAGE", "LOW_BATTERY", "WINDOW", "BUSY", "BAD_MANIFEST",
-                 "RUNTIME_ROLLED_BACK"):
+                 "RUNTIME_ROLLED_BACK", "NO_MEMORY"):
         assert getattr(agent, name) == getattr(codes, name), f"agent.{name}"
     for name in ("DOWNLOAD", "HASH_MISMATCH", "STORAGE"):
         assert getattr(runtime, name) == getattr(codes, name), f"runtime.{name}"

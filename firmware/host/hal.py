@@ -4,7 +4,6 @@ import asyncio
 import os
 import re
 import ssl
-import time
 from pathlib import Path
 
 # Reset causes: the numbers machine.reset_cause() reports on the chip (polylink/codes.py)
@@ -15,14 +14,8 @@ from polylink.codes import (  # noqa: F401 - the simulator's callers import them
     SOFT_RESET,
     WDT_RESET,
 )
-from polylink_host import esp32sim
+from polylink_host import esp32sim, simclock
 from polylink_host.simsensors import SimHardware
-
-# MicroPython's ticks wrap at 2**30 ms (12.4 days); the host wraps the same way so the firmware's
-# wrap handling runs here too.
-_TICKS_PERIOD = 1 << 30
-_TICKS_MASK = _TICKS_PERIOD - 1
-_TICKS_HALF = _TICKS_PERIOD // 2
 
 SIM_HEAP_FREE = (
     110_000  # what a DevKitC running the app typically reports; no real heap exists here
@@ -71,17 +64,18 @@ class HostHAL:
         return self.root + "/" + name
 
     # time
+    # time: the clock both host ports share (simclock.py)
     def ticks_ms(self) -> int:
-        return int(time.monotonic() * 1000) & _TICKS_MASK
+        return simclock.ticks_ms()
 
     def ticks_diff(self, a: int, b: int) -> int:
-        return ((a - b + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
+        return simclock.ticks_diff(a, b)
 
     def ticks_add(self, a: int, delta: int) -> int:
-        return (a + delta) & _TICKS_MASK
+        return simclock.ticks_add(a, delta)
 
     def time(self) -> int | None:
-        return int(time.time())
+        return simclock.unix_time()
 
     # memory and resets
     def mem_free(self) -> int:

@@ -2,6 +2,10 @@
 
     python -m polylink_host.sim --nodes 20 [--interval 10] [--mqtt-url mqtt://host:1883]
                                 [--prefix sim] [--duration S] [--report S]
+                                [--runtime cpython|micropython] [--heapsize BYTES]
+
+--runtime micropython runs each node as its own process on the real MicroPython Unix port
+(unixsim.py); without the interpreter installed it says so and runs the nodes on CPython.
 
 Each node keeps its own flash directory under DATA_DIR/sim/<node>; broker settings come from the
 same environment as the fleet (MQTT_URL, MQTT_PORT) unless --mqtt-url is given.
@@ -360,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)"
     )
     p.add_argument("--report", type=float, default=0, help="print the summary line every N seconds")
+    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
+                   help="cpython: all nodes in this process (default); micropython: one "
+                        "MicroPython Unix-port process per node")
+    p.add_argument("--heapsize", type=int, default=None,
+                   help="heap of each MicroPython node in bytes "
+                        "(default: unixsim.DEFAULT_HEAPSIZE)")
     args = p.parse_args(argv)
     try:
         if args.nodes < 1:
@@ -385,6 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"sim: {e}", file=sys.stderr)
         return 2
+    if args.runtime == "micropython":
+        from polylink_host import unixsim
+
+        try:
+            binary = unixsim.find_micropython()
+        except unixsim.NoMicroPython as e:
+            print(f"sim: {e}; running the nodes on CPython instead", file=sys.stderr, flush=True)
+        else:
+            return _run_unix(args, ids, data_dir, host, port, user, password, logins, binary)
     print(
         f"sim: {args.nodes} nodes -> mqtt://{host}:{port}, "
         f"flash under {data_dir / 'sim'}; Ctrl-C stops",
@@ -410,6 +429,36 @@ def main(argv: list[str] | None = None) -> int:
         loop.add_signal_handler(sig, main_task.cancel)
     try:
         loop.run_until_complete(main_task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.close()
+    return 0
+
+
+def _run_unix(args, ids, data_dir, host, port, user, password, logins, binary) -> int:
+    """--runtime micropython: provision as run() does, then one supervised process per node."""
+    from polylink_host import unixsim
+
+    heap = args.heapsize or unixsim.DEFAULT_HEAPSIZE
+    lib = unixsim.firmware_lib(data_dir)
+    nodes = []
+    for node in ids:
+        root = data_dir / "sim" / node
+        u, pw = logins[node] if logins else (user, password)
+        write_config(root, node, host, port, u, pw, args.interval, args.status_interval)
+        nodes.append(unixsim.UnixNode(node, root, lib, binary, heap))
+    print(
+        f"sim: {len(ids)} MicroPython nodes ({binary}, heap {heap} bytes each) -> "
+        f"mqtt://{host}:{port}, flash under {data_dir / 'sim'}; Ctrl-C stops",
+        flush=True,
+    )
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(unixsim.run(nodes, args.duration, args.report))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        loop.run_until_complete(task)
     except asyncio.CancelledError:
         pass
     finally:

@@ -1,14 +1,15 @@
 """Simulated sensors: a BME280 speaking its register protocol, DS18B20 probes, a battery ADC.
 
 Values follow a per-node weather model (daily cycle, slow drift, noise) so a simulated fleet looks
-like a real one. The BME280 turns the model's values into raw ADC counts by inverting the
-datasheet's floating-point formulas, so the firmware's integer driver does the real work.
+like a real one. Written in the MicroPython subset: the CPython host port (polylink_host.hal)
+and the MicroPython Unix port (polylink_host.unixhal) run this same file. The BME280 turns the
+model's values into raw ADC counts by inverting the datasheet's floating-point formulas, so the
+firmware's integer driver does the real work.
 """
 
 import math
-import random
 import time
-import zlib
+from binascii import crc32  # zlib.crc32's value; MicroPython has binascii but no zlib
 
 BME280_ADDR = 0x76
 _ENODEV = 19  # the errno MicroPython's I2C raises when no device acknowledges
@@ -36,12 +37,45 @@ CALIB = {
 }
 
 
+class Rand:
+    """A seeded random stream (xorshift32) in the MicroPython subset.
+
+    MicroPython's random has one global generator and no gauss(); each simulated part needs its
+    own reproducible stream, so both ports draw from this instead of random.Random.
+    """
+
+    def __init__(self, seed: int):
+        self.s = (seed & 0xFFFFFFFF) or 0x9E3779B9
+
+    def _next(self) -> int:
+        x = self.s
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.s = x
+        return x
+
+    def random(self) -> float:
+        return self._next() / 4294967296.0
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.random()
+
+    def randrange(self, a: int, b: int) -> int:
+        return a + self._next() % (b - a)
+
+    def gauss(self, mu: float, sigma: float) -> float:
+        # Box-Muller; 1 - random() is in (0, 1], so the log is defined.
+        u = 1.0 - self.random()
+        return mu + sigma * math.sqrt(-2.0 * math.log(u)) * math.cos(2 * math.pi * self.random())
+
+
 class Weather:
     """The outdoor conditions at one node: deterministic per node, varying with the time of day."""
 
     def __init__(self, seed: int):
-        rnd = random.Random(seed)
-        self.rnd = random.Random(seed ^ 0x5EED)
+        rnd = Rand(seed)
+        self.rnd = Rand(seed ^ 0x5EED)
         self.mean_c = rnd.uniform(8.0, 16.0)
         self.swing_c = rnd.uniform(3.0, 7.0)  # half the day-night difference
         self.rh_mean = rnd.uniform(55.0, 75.0)
@@ -276,8 +310,8 @@ class SimBattery:
     """A LiPo cell with a small solar panel, seen through an ADC divider."""
 
     def __init__(self, seed: int, divider: float):
-        rnd = random.Random(seed ^ 0xBA77)
-        self.rnd = random.Random(seed ^ 0xADC)
+        rnd = Rand(seed ^ 0xBA77)
+        self.rnd = Rand(seed ^ 0xADC)
         self.divider = divider
         self.base_v = rnd.uniform(3.65, 3.95)
 
@@ -334,7 +368,7 @@ class SimHardware:
 
     def __init__(self, node: str, battery_pin: int = 35, divider: float = 2.0,
                  board: dict | None = None):
-        seed = zlib.crc32(node.encode())
+        seed = crc32(node.encode())
         self.uid = "%012x" % (seed * 2654435761 % (1 << 48))
         self.weather = Weather(seed)
         self.bme = SimBME280(self.weather)
@@ -351,7 +385,7 @@ class SimHardware:
             self.pmu = SimPMU(chips[seed % len(chips)], self.battery)
             self.i2c.devices[bat.get("i2c_addr", 0x34)] = self.pmu
         self._rssi = -45 - seed % 40
-        self._rnd = random.Random(seed)
+        self._rnd = Rand(seed)
 
     def floating_uv(self) -> int:
         return self._rnd.randrange(0, 20000)  # a floating input reads near zero

@@ -13,6 +13,7 @@ import asyncio
 import json
 
 from polylink import config
+from polylink.net import stream
 from polylink.net.mqtt import MQTTClient, MQTTError
 
 _CLAIM_ID_FILE = "claim_id"
@@ -99,7 +100,7 @@ async def _ask(hal, cfg, cid, token_id, secret, request, box):
         except OSError:
             pass
     finally:
-        writer.close()
+        await stream.close(writer)
 
 
 async def run(hal, cfg, root):

@@ -34,6 +34,7 @@ NOT_CONFIRMED = 12
 BAD_MANIFEST = 13
 RUNTIME_ROLLED_BACK = 14
 OLDER_RELEASE = 15  # older than the version the node confirmed, and no signed downgrade from it
+NO_MEMORY = 16  # the heap could not hold what the update needed (MemoryError); nothing changed
 
 # COMMAND cmd: what a downlink asks the node to do
 REBOOT = 1

@@ -85,6 +85,7 @@ class Node:
         self._last_sample = self._last
         self._reboot_at = None
         self._blinking = False
+        self._died = None  # what ended a task run() started (_guard)
 
     # called by commands.py
     def set_interval(self, seconds):
@@ -273,28 +274,61 @@ class Node:
             if not self.store.count or self.hal.ticks_diff(now, self._reboot_at) >= 0:
                 self.hal.reset()
 
+    async def _guard(self, coro, vital=True):
+        """Run one task's coroutine; keep what ended it for the main loop (_died).
+
+        The rule (docs/firmware.md): every long-lived task runs, or the node resets. A task that
+        died (a MemoryError in the link or the sender) ends run() and so resets the node, instead
+        of the loop feeding the watchdog on a node that samples into flash and sends nothing.
+        Kept here, not read from the task: MicroPython hands an unawaited task's exception to
+        the loop's handler and forgets it.
+        """
+        try:
+            await coro
+        except Exception as e:  # noqa: BLE001 - reported and re-raised by the main loop
+            self._died = e
+            return
+        if vital:
+            self._died = RuntimeError("a long-lived task returned")
+
     async def run(self):
         """Start every task and run the main loop (watchdog, uptime, reboots) until reset."""
         self.hal.wdt_start(WDT_TIMEOUT_MS)
+        # Device RAM: the crash note's code is loaded at boot and on a crash only
+        from polylink import crash
+
+        crash.report(self)
+        config.unload("crash")
+        spawn = asyncio.create_task
         tasks: list = [
-            asyncio.create_task(self._sampler()),
-            asyncio.create_task(self._sender()),
+            spawn(self._guard(self._sampler())),
+            spawn(self._guard(self._sender())),
         ]
         if self.sleeper is None:
-            tasks.append(asyncio.create_task(self._reporter()))  # a sleeper sends its own
+            tasks.append(spawn(self._guard(self._reporter())))  # a sleeper sends its own
         if self.cfg.link_policy != "lorawan" or self._modem is None:
-            tasks.append(asyncio.create_task(self.link.run()))
+            tasks.append(spawn(self._guard(self.link.run())))
         if self.lora is not None:
             self._start_join()
         if self._ota_after_boot:
-            self._after_boot_task = asyncio.create_task(self.ota_agent().after_boot())
+            # The after-boot check ends by itself: only an error of it is fatal.
+            self._after_boot_task = spawn(self._guard(self.ota_agent().after_boot(), False))
             tasks.append(self._after_boot_task)
         if self.cfg.ota and self.cfg.ota.get("check"):
-            tasks.append(asyncio.create_task(self.ota_agent().check_loop(self.cfg.ota["check"])))
+            tasks.append(spawn(self._guard(self.ota_agent().check_loop(self.cfg.ota["check"]))))
         try:
             if self.sleeper is not None:
                 await self.sleeper.run()  # ends in a deep sleep, from which the chip reboots
             while True:
+                died = self._died
+                if died is not None:
+                    try:  # best effort: on a full heap even loading crash.py may fail
+                        from polylink import crash
+
+                        crash.note(self, died)
+                    except Exception:  # noqa: BLE001 - the reset below goes on regardless
+                        pass
+                    raise died
                 self._tick()
                 await asyncio.sleep(_TICK_S)
         finally:

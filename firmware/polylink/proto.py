@@ -49,6 +49,7 @@ _SCHEMA = (
         (8, "boots", _UINT, False),
         (9, "interval", _UINT, False),
         (10, "micropython", _STR, False),
+        (11, "lost", _UINT, False),
     ),
     (  # EVENT
         (1, "code", _UINT, True),

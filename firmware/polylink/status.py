@@ -18,6 +18,10 @@ def body(node, boot=False) -> dict:
         "boots": node.seq.boots,
         "interval": node.schedule.interval,
     }
+    # Frames the node failed to encode or to queue in flash since boot: without it a node
+    # dropping every frame looked healthy and online. Sent when 0 too (2 bytes): an absent field
+    # keeps the receiver's last value, and the count starts again at each boot.
+    b["lost"] = node.encode_errors + node.store_errors
     rssi = hal.wifi_rssi()
     if rssi is not None:
         b["rssi"] = rssi

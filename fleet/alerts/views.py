@@ -24,6 +24,7 @@ KIND_TEXT = {
     "bad_frames": "bad frames",
     "update_failed": "update failed",
     "certificate": "TLS certificate",
+    "frames_lost": "frames lost",
 }
 
 

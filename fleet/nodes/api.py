@@ -40,6 +40,7 @@ def node_json(node: dict) -> dict:
         "heap_free": node["heap_free"],
         "queue": node["queue"],
         "dropped": node["dropped"],
+        "lost": node["lost"],
         "boots": node["boots"],
         "interval": node["interval"],
         "status_at": iso(node["status_at"]),

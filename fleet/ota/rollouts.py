@@ -46,7 +46,8 @@ REASONS = {codes.BAD_SIGNATURE: "bad signature", codes.UNKNOWN_KEY: "unknown key
            codes.WINDOW: "outside update window", codes.BUSY: "busy",
            codes.CRASH_LOOP: "crash loop", codes.NOT_CONFIRMED: "not confirmed in time",
            codes.BAD_MANIFEST: "bad manifest", codes.RUNTIME_ROLLED_BACK: "runtime rolled back",
-           codes.OLDER_RELEASE: "older than the node's version (no signed downgrade)"}
+           codes.OLDER_RELEASE: "older than the node's version (no signed downgrade)",
+           codes.NO_MEMORY: "out of memory on the node"}
 TARGET_KEYS = ("tags", "board", "provider", "version", "micropython", "nodes")
 OPEN_STATES = ("running", "paused")  # a rollout that still offers (or will offer) its release
 

@@ -11,8 +11,9 @@ BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
 BOOT_LOOP_WINDOW = 3600
 BAD_FRAMES_WINDOW = 3600
 UPDATE_FAILED_WINDOW = 7 * 86400
+FRAMES_LOST_WINDOW = 3600
 ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_failed",
-               "certificate")
+               "certificate", "frames_lost")
 # The subject of a fleet-wide alert (a TLS certificate) in the alerts' node_id column.
 FLEET_SUBJECT = "fleet:tls-"
 
@@ -30,6 +31,11 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
         "SELECT node_id FROM status_log INDEXED BY status_log_t_boots"
         f" WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
         f" HAVING max(boots) - min(boots) >= {BOOT_LOOP_BOOTS}"
+    )
+    # A node that reported frames it failed to encode or queue (STATUS lost) within the hour.
+    frames_lost = (
+        "SELECT node_id FROM status_log INDEXED BY status_log_t_boots"
+        f" WHERE t >= :now - {FRAMES_LOST_WINDOW} AND lost > 0 GROUP BY node_id"
     )
     conditions = {
         "offline": (
@@ -63,6 +69,13 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
             " AND s.updated > rn.updated) GROUP BY rn.node_id",
             "EXISTS (SELECT 1 FROM rollout_nodes WHERE rollout_nodes.node_id = alerts.node_id"
             " AND state = 'succeeded' AND updated > alerts.opened)",
+        ),
+        "frames_lost": (
+            "SELECT node_id, 'frames_lost', max(lost) || ' frames lost on the node (not"
+            " encoded or not queued in flash) in the last hour' FROM status_log INDEXED BY"
+            f" status_log_t_boots WHERE t >= :now - {FRAMES_LOST_WINDOW} AND lost > 0"
+            " GROUP BY node_id",
+            f"node_id NOT IN ({frames_lost})",
         ),
         "bad_frames": (
             "SELECT node_id, 'bad_frames', count(*) || ' bad frames in the last hour'"

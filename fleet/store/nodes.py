@@ -8,7 +8,7 @@ from .base import BadFilter, UnknownNode, transaction
 
 NODE_COLUMNS = (
     "id, name, board, provider, firmware_version, micropython_version, last_seen, online, uptime,"
-    " reset_cause, heap_free, rssi, queue, dropped, boots, interval, status_at, battery,"
+    " reset_cause, heap_free, rssi, queue, dropped, lost, boots, interval, status_at, battery,"
     " bad_frames, created, tags, profile"
 )
 

@@ -252,7 +252,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                         body.get("fw"), body.get("uptime"), body.get("reset"),
                         body.get("heap_free"), body.get("rssi"), body.get("queue"),
                         body.get("dropped"), body.get("boots"), body.get("interval"),
-                        body.get("micropython"), t, node,
+                        body.get("micropython"), body.get("lost"), t, node,
                     )
                 )
             elif mtype == event:
@@ -284,13 +284,15 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 " heap_free = coalesce(?, heap_free), rssi = coalesce(?, rssi),"
                 " queue = coalesce(?, queue), dropped = coalesce(?, dropped),"
                 " boots = coalesce(?, boots), interval = coalesce(?, interval),"
-                " micropython_version = coalesce(?, micropython_version), status_at = ?"
+                " micropython_version = coalesce(?, micropython_version),"
+                " lost = coalesce(?, lost), status_at = ?"
                 " WHERE id = ?",
                 statuses,
             )
             conn.executemany(
                 "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free, rssi,"
-                " queue, dropped, boots, t, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " queue, dropped, boots, lost, t, node_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [st[:8] + st[10:] for st in statuses],
             )
         if ota_rows:

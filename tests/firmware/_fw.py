@@ -81,6 +81,9 @@ class FakeStream:
         pass
 
     def close(self):
+        pass  # as MicroPython's StreamWriter.close(): only wait_closed() closes the socket
+
+    async def wait_closed(self):
         self.closed = True
 
     def take(self):
@@ -314,9 +317,13 @@ class Pipe(FakeStream):
         self.rx = self.rx[n:]
         return b
 
-    def close(self):
+    def cut(self):
+        """The peer closes the connection: reads end with EOFError."""
         self.closed = True
         self._ev.set()
+
+    async def wait_closed(self):
+        self.cut()
 
 
 class NetHAL(FakeHAL):
@@ -402,6 +409,9 @@ class _HTTPConn:
         pass
 
     def close(self):
+        pass
+
+    async def wait_closed(self):
         pass
 
     def _ready(self):

@@ -53,7 +53,8 @@ class HAL:
 
     def time(self):
         """Unix time in seconds, or None while the clock has not been set."""
-        t = time.time() + _EPOCH_OFFSET
+        # int(): the codec takes an int; ports with float time (the Unix port) give a float.
+        t = int(time.time()) + _EPOCH_OFFSET
         return t if t >= _VALID_AFTER else None
 
     # memory and resets

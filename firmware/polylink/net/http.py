@@ -6,6 +6,8 @@ resuming, the body handed over piece by piece so nothing is ever held whole in R
 
 import binascii
 
+from polylink.net import stream
+
 
 class HTTPError(OSError):
     """The server could not be reached, or answered with something we cannot use."""
@@ -65,11 +67,8 @@ class Response:
             self.left -= len(b)
         return b
 
-    def close(self):
-        try:
-            self.writer.close()
-        except OSError:
-            pass
+    async def close(self):
+        await stream.close(self.writer)
 
 
 async def get(hal, url, path, start=0, tls_ca=None, login=None):
@@ -121,5 +120,5 @@ async def get(hal, url, path, start=0, tls_ca=None, login=None):
             raise HTTPError("server resumed at byte %d, asked for %d" % (got, start))
         return Response(reader, writer, status, length, start if status == 206 else 0)
     except BaseException:
-        writer.close()
+        await stream.close(writer)
         raise

@@ -116,8 +116,10 @@ class Link:
             while True:
                 await cl.read_packet()
                 self._last_rx = self.hal.ticks_ms()
-        except (OSError, EOFError, ValueError) as e:
-            self.last_error = "read: %s" % (e,)
+        except Exception as e:  # noqa: BLE001 - whatever ends the reader ends the session
+            # A MemoryError handling a downlink too: the session is dropped before its PUBACK,
+            # so the broker delivers the downlink again, and the link reconnects.
+            self.last_error = "read: %s: %s" % (type(e).__name__, e)
         finally:
             self._dead.set()
             cl.acked.set()  # wake publishers so they see the session is gone
@@ -181,7 +183,7 @@ class Link:
                 # self.client, not cl: a CONNECT that failed must not leave its socket open.
                 if self.client is not None:
                     self.client.acked.set()
-                    self._close(self.client)
+                    await self.client.close()
                 if self.drop_idle and not self.hal.wifi_isconnected():
                     cl = None  # this frame would keep the client, and with it mqtt.py
                     self._drop_client()
@@ -205,7 +207,7 @@ class Link:
         except OSError:
             pass
         self._dead.set()
-        self._close(cl)
+        await cl.close()
 
     async def hold(self):
         """End the session (DISCONNECT: the broker keeps it and queues downlinks) and open none
@@ -222,19 +224,13 @@ class Link:
         except OSError:
             pass
         self._dead.set()
-        self._close(cl)
+        await cl.close()
 
     def release(self):
         """Let run() open a session again after hold()."""
         if self._held:
             self._held = False
             self._released.set()
-
-    def _close(self, cl):
-        try:
-            cl.w.close()
-        except OSError:
-            pass
 
     async def publish(self, topic, msg, retain=False, key=None):
         """Publish at QoS 1, return once acknowledged; raise LinkDown if the session died.

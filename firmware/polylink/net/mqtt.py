@@ -45,6 +45,9 @@ class _NotConnected:
     def close(self):
         pass
 
+    async def wait_closed(self):
+        pass
+
 
 _NOT_CONNECTED = _NotConnected()
 
@@ -157,6 +160,15 @@ class MQTTClient:
         self.w.write(self._header(_PINGREQ, 0))
         await self.w.drain()
 
+    async def close(self):
+        """Close the socket for real: on MicroPython StreamWriter.close() does nothing, only
+        wait_closed() closes (a socket left to the collector stays open; lwIP has a handful)."""
+        try:
+            self.w.close()
+            await self.w.wait_closed()
+        except OSError:
+            pass
+
     async def disconnect(self):
         self.w.write(self._header(_DISCONNECT, 0))
         await self.w.drain()
@@ -240,13 +252,18 @@ class MQTTClient:
             raise MQTTError("PUBLISH topic length %d exceeds the packet" % tlen)
         topic = bytes(body[2 : 2 + tlen]).decode()
         off = 2 + tlen
+        pid = 0
         if qos:
             pid = (body[off] << 8) | body[off + 1]
             off += 2
-            # Acknowledge before acting: a reboot command must not come back after the reboot.
-            await self._puback(pid)
+        # Act first, acknowledge after: a downlink that could not be handled (a MemoryError
+        # loading commands.py) stays unacknowledged, and the broker delivers it again on the
+        # next session (clean=False). A reboot command only schedules the reset, so its PUBACK
+        # still leaves before the reboot and it does not come back after it.
         if self.on_message is not None:
             self.on_message(topic, body[off:], bool(first & 1))
+        if qos:
+            await self._puback(pid)
 
     async def _puback(self, pid):
         a = self._ack

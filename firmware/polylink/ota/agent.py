@@ -7,6 +7,7 @@ configured; nothing here runs on a node that is not updating.
 
 import asyncio
 import binascii
+import gc
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from polylink.codes import (  # noqa: F401 - the OTA_UP codes are part of this m
     LOW_BATTERY,
     MAX_KEYS,
     MICROPYTHON,
+    NO_MEMORY,
     OFFERED,
     OLDER_RELEASE,
     REBOOTING,
@@ -293,6 +295,11 @@ class Agent:
             self.report(FAILED, version, rid, reason=e.reason, text=e.text)
         except OSError as e:
             self.report(FAILED, version, rid, reason=STORAGE, text="flash: %s" % e)
+        except MemoryError as e:
+            # Found on the Unix port: staging ran out of heap, the task died unreported and the
+            # fleet showed the update "offered" for ever. What staging held is garbage now.
+            gc.collect()
+            self.report(FAILED, version, rid, reason=NO_MEMORY, text="MemoryError: %s" % e)
         finally:
             self._release()
 
@@ -531,7 +538,7 @@ class Agent:
                         if len(out) > limit:
                             raise OTAError(DOWNLOAD, "%s is too large" % path)
                 finally:
-                    r.close()
+                    await r.close()
             except HTTPError as e:
                 if attempt == RETRIES - 1:
                     raise OTAError(DOWNLOAD, str(e)) from None
@@ -581,7 +588,7 @@ class Agent:
                         raise OTAError(DOWNLOAD, "%s is larger than announced" % path)
                     f.write(b)
         finally:
-            r.close()
+            await r.close()
 
     # -- after the switch
     async def after_boot(self):

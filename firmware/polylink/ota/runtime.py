@@ -141,7 +141,7 @@ async def _stream(agent, url, sha, size, part, pos, path, label, progress):
         if done != size:
             raise HTTPError("runtime image ended at byte %d of %d" % (done, size))
     finally:
-        r.close()
+        await r.close()
 
 
 def readback_sha(part, size, buf):

@@ -71,7 +71,7 @@ async def test_dup_resend_keepalive_and_resend_after_reconnect():
         pub = asyncio.create_task(lk.publish(lk.up_topic, b"\x21\x00\x06", key=8))
         await _until(lambda: b"pl/v1/n1/up" in p.tx, "publish")
         pid = p.tx[-5:-3]
-        p.close()
+        p.cut()
         try:
             await pub
             raise AssertionError("publish returned although never acknowledged")

@@ -101,7 +101,7 @@ async def test_subscribe_and_suback():
     await _expect_error(c.read_packet(), "refused")
 
 
-async def test_incoming_qos1_publish_is_acked_before_the_callback():
+async def test_incoming_qos1_publish_is_acked_after_the_callback():
     c, s = await _connected()
     seen = []
 
@@ -111,7 +111,24 @@ async def test_incoming_qos1_publish_is_acked_before_the_callback():
     c.on_message = on_message
     s.feed(b"\x32\x0a\x00\x04down\x12\x34hi")
     await c.read_packet()
-    eq(seen, [("down", b"hi", False, b"\x40\x02\x12\x34")])
+    eq(seen, [("down", b"hi", False, b"")], "nothing acknowledged while handling")
+    eq(s.take(), b"\x40\x02\x12\x34")
+
+
+async def test_a_downlink_whose_handling_fails_is_not_acknowledged():
+    c, s = await _connected()
+
+    def on_message(topic, msg, retained):
+        raise MemoryError("memory allocation failed")  # loading commands.py on a full heap
+
+    c.on_message = on_message
+    s.feed(b"\x32\x0a\x00\x04down\x12\x34hi")
+    try:
+        await c.read_packet()
+        raise AssertionError("the handler's MemoryError was swallowed")
+    except MemoryError:
+        pass
+    eq(s.take(), b"", "no PUBACK: the broker delivers it again on the next session")
 
 
 async def test_oversized_publish_is_skipped_but_acked():

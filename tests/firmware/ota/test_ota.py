@@ -395,6 +395,27 @@ async def test_agent_refuses_a_corrupted_file_and_changes_nothing():
         rmtree(root)
 
 
+async def test_agent_reports_an_update_that_ran_out_of_heap_and_changes_nothing():
+    # Found on the Unix port: a MemoryError while staging killed the update task unreported.
+    root = tmpdir("agent")
+    try:
+        node = _Node(root, REL["keys"])
+        node.hal.http = _server()
+        agent = ota.Agent(node)
+
+        async def stage(*args):
+            raise MemoryError("memory allocation failed, allocating 944 bytes")
+
+        agent.stage = stage
+        await agent.update("0.2.0", 4)
+        last = node.sent[-1]
+        eq((last["state"], last["reason"]), (ota.FAILED, ota.NO_MEMORY), "failed: no memory")
+        eq(last["text"].startswith("MemoryError"), True, last["text"])
+        eq(slots.read(root)["active"], "", "still the factory app")
+    finally:
+        rmtree(root)
+
+
 async def test_agent_refuses_unknown_key_bad_signature_and_wrong_board():
     for keys, sig, board_name, reason in (
         ({"k2": REL["keys"]["k2"]}, None, "ESP32_GENERIC", ota.UNKNOWN_KEY),

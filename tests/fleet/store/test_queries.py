@@ -88,3 +88,20 @@ def test_an_absent_status_field_keeps_the_last_value(db):
     # The log keeps what each STATUS said: a compact one has no heap reading to chart.
     log = telemetry_store.status_history(db, "n1", 0)
     assert [r["heap_free"] for r in log[:2]] == [None, 81920]
+
+
+def test_frames_lost_on_the_node_are_kept_shown_and_raise_an_alert(db):
+    ing = Ingest(db)
+    now = 20_000.0
+    ing.add("pl/v1/n1/up", _status(0, uptime=3, lost=0), now)
+    ing.add("pl/v1/n2/up", _status(0, uptime=3, lost=0), now)
+    ing.add("pl/v1/n2/up", _status(1, uptime=33, lost=5), now + 30)
+    ing.add("pl/v1/n2/up", _status(2, uptime=63), now + 60)  # a compact STATUS keeps the count
+    ing.flush()
+    assert (node_store.get_node(db, "n1")["lost"], node_store.get_node(db, "n2")["lost"]) == (0, 5)
+    alert_store.evaluate_alerts(db, now + 120)
+    (alert,) = alert_store.list_alerts(db)
+    assert (alert["node_id"], alert["kind"]) == ("n2", "frames_lost")
+    assert alert["detail"].startswith("5 frames lost")
+    alert_store.evaluate_alerts(db, now + 30 + 3601)  # an hour without a loss clears it
+    assert [a for a in alert_store.list_alerts(db) if a["kind"] == "frames_lost"] == []

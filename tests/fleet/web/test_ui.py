@@ -885,3 +885,15 @@ def test_times_wrap_between_date_and_clock_never_inside_the_date():
     assert when(None) == "-"
     assert str(when(0)) == ('<time datetime="1970-01-01T00:00:00.000Z"><span>1970-01-01</span> '
                             '<span>00:00:00</span></time>')
+
+
+def test_node_page_shows_frames_the_node_lost(as_role, fleet, db):
+    ing = Ingest(db)
+    ing.add("pl/v1/n04/up", frame(proto.STATUS, 2, {"fw": "0.3.0", "uptime": 99, "lost": 7}),
+            time.time())
+    ing.flush()
+    client = as_role("viewer")
+    page = client.get("/nodes/n04").get_data(as_text=True)
+    assert "Frames lost since boot</dt><dd>7 <strong>(not encoded or not queued" in page
+    assert "Frames lost since boot</dt><dd>-</dd>" in client.get("/nodes/n05").get_data(
+        as_text=True)

@@ -1,0 +1,163 @@
+"""The HAL for the MicroPython Unix port: polylink.hal.esp32's methods, run by real MicroPython.
+
+One simulated node is one `micropython -X heapsize=N` process (polylink_host.unixsim supervises
+them). What is real here: the interpreter, its heap limit and garbage collector, asyncio, TCP
+sockets to the real broker, files in the node's flash directory. What is simulated, with the same
+code the CPython host port runs (MicroPython subset): the sensors (simsensors.py), the clock
+(simclock.py) and the flash partitions of a runtime update (esp32sim.py). No WiFi exists: the
+station is "joined" as soon as the firmware asks; an outage is the broker or the network going.
+
+Resets and deep sleep end the process: the HAL tells the supervisor why on its control line
+(stdout lines starting with CTRL) and the supervisor starts the node again with that reset cause,
+as the chip's ROM reports it after a reset. The watchdog is the supervisor's too: wdt_feed() sends
+a line, and a node whose feeds stop for longer than the timeout is killed and restarted with
+WDT_RESET, exactly as a hung loop on the chip would be.
+"""
+
+import gc
+import sys
+
+from polylink_host import simclock
+from polylink_host.simsensors import SimHardware
+
+# codes.PWRON_RESET and SOFT_RESET, kept here, not imported: this module shares the node's bounded
+# heap, and codes.py costs ~1 KB of names (tests/test_codes.py holds them to it)
+PWRON_RESET = 1
+SOFT_RESET = 5
+
+CTRL = "@polylink "  # prefix of a control line to the supervisor (unixsim.py reads them)
+# Exit statuses the supervisor reads as "the firmware asked for this", not as a crash.
+EXIT_RESET = 3
+EXIT_DEEPSLEEP = 4
+
+
+def control(*words) -> None:
+    """One line to the supervisor: 'wdt 30000', 'feed', 'reset 3', 'sleep 60000'."""
+    sys.stdout.write(CTRL + " ".join([str(w) for w in words]) + "\n")
+
+
+class UnixHAL:
+    """Hardware of one node on the Unix port: flash is a directory, sensors simulated."""
+
+    def __init__(self, node: str, root: str, board: dict, cause: int = PWRON_RESET):
+        self.node = node
+        self.root = root
+        self.board = board
+        self.hw = SimHardware(node, board=board)
+        self.pins = {}
+        self.cause = cause
+        self._station = False
+        self._flash = None
+        self.led_on = False
+        self.fail_connects = 0  # injected faults (unixnode.py): connects to fail with MemoryError
+
+    def path(self, name: str) -> str:
+        return self.root + "/" + name
+
+    # time: the clock the CPython host port shares (simclock.py); wall time an int
+    def ticks_ms(self) -> int:
+        return simclock.ticks_ms()
+
+    def ticks_diff(self, a: int, b: int) -> int:
+        return simclock.ticks_diff(a, b)
+
+    def ticks_add(self, a: int, delta: int) -> int:
+        return simclock.ticks_add(a, delta)
+
+    def time(self):
+        return simclock.unix_time()
+
+    # memory and resets: the real heap of this interpreter (-X heapsize)
+    def mem_free(self) -> int:
+        return gc.mem_free()
+
+    def mem_alloc(self) -> int:
+        return gc.mem_alloc()
+
+    def collect(self) -> None:
+        gc.collect()
+
+    def reset_cause(self) -> int:
+        return self.cause
+
+    def reset(self) -> None:
+        control("reset", SOFT_RESET)
+        sys.exit(EXIT_RESET)
+
+    def deepsleep(self, ms: int) -> None:
+        control("sleep", int(ms))
+        sys.exit(EXIT_DEEPSLEEP)
+
+    def mpy_version(self) -> tuple:
+        return tuple(sys.implementation.version[:3])
+
+    # flash partitions of a runtime update: the simulation the CPython port uses (esp32sim.py)
+    def flash(self):
+        if self._flash is None:
+            # Imported here: the simulation costs ~15 KB of heap that only a runtime update needs
+            from polylink_host import esp32sim
+
+            self._flash = esp32sim.Flash(self.root, self.board)
+            self._flash.bootloader()  # the power-on
+        return self._flash
+
+    def partition(self):
+        from polylink_host import esp32sim
+
+        return esp32sim.partition_class(self.flash())
+
+    def unique_id(self) -> str:
+        return self.hw.uid
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        control("wdt", int(timeout_ms))
+
+    def wdt_feed(self) -> None:
+        control("feed")
+
+    def led(self, on: bool) -> None:
+        self.led_on = bool(on)
+
+    # sensors
+    def i2c(self):
+        return self.hw.i2c if self.board.get("i2c") else None
+
+    def ds18x20(self):
+        return self.hw.ds if self.board.get("onewire_pin") is not None else None
+
+    def adc_uv(self, pin: int) -> int:
+        bat = self.board.get("battery") or {}
+        enable = bat.get("enable_pin")
+        if enable is not None and self.pins.get(enable) != bat.get("enable_level", 1):
+            return self.hw.floating_uv()
+        return self.hw.adc_uv(pin)
+
+    def pin_out(self, pin: int, value: int) -> None:
+        self.pins[pin] = value
+
+    def lora_modem(self):
+        return None  # no radio on the Unix port; LoRaWAN nodes run on the CPython port
+
+    # WiFi: the host's network is always in reach
+    def wifi_connect(self, ssid: str, password: str) -> None:
+        self._station = True
+
+    def wifi_isconnected(self) -> bool:
+        return self._station
+
+    def wifi_disconnect(self) -> None:
+        self._station = False
+
+    def wifi_rssi(self):
+        return self.hw.rssi() if self._station else None
+
+    async def open_connection(self, host: str, port: int, tls=None):
+        """Plain TCP through MicroPython's asyncio (MQTT over TLS is not run on this port yet)."""
+        import asyncio
+
+        if self.fail_connects:
+            self.fail_connects -= 1
+            raise MemoryError("memory allocation failed (injected)")
+        if tls is not None:
+            raise OSError("TLS is not supported by the Unix-port simulation yet")
+        return await asyncio.open_connection(host, port)
