@@ -100,6 +100,10 @@ def child_env(settings: Settings) -> dict[str, str]:
         env["MQTT_URL"] = settings.mqtt_url
     else:
         env.pop("MQTT_URL", None)
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    else:
+        env.pop("DATABASE_URL", None)
     return env
 
 

@@ -85,7 +85,8 @@ def receptions(db, node_id: str, limit=50) -> list[dict]:
     """A node's newest receptions (one per gateway and provider that heard a frame)."""
     return list(db.query(
         "SELECT seq, provider, received_at, gateway, rssi, snr, sf, dr, freq, airtime, fcnt"
-        " FROM receptions WHERE node_id = ? ORDER BY received_at DESC, rowid DESC LIMIT ?",
+        " FROM receptions WHERE node_id = ? ORDER BY received_at DESC,"
+        f" {'ctid' if db.dialect == 'postgresql' else 'rowid'} DESC LIMIT ?",
         [node_id, limit]))
 
 
@@ -125,8 +126,8 @@ def store_radio(db, receptions: list[tuple], idents: list[tuple], acks: list[tup
             " last_seen = excluded.last_seen, last_dr = excluded.last_dr",
             idents)
         conn.executemany(
-            "INSERT OR IGNORE INTO provider_downlinks (node_id, provider, t, size, kind,"
-            " seq, fcnt) VALUES (?, ?, ?, 0, 'ack', ?, ?)", acks)
+            "INSERT INTO provider_downlinks (node_id, provider, t, size, kind,"
+            " seq, fcnt) VALUES (?, ?, ?, 0, 'ack', ?, ?) ON CONFLICT DO NOTHING", acks)
 
 
 def reception_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:

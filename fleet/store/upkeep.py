@@ -1,8 +1,13 @@
 """The periodic work's own state: when each task last ran, and pruning old rows by age."""
 
+import hashlib
 import json
+import os
+import socket
+import time
+from contextlib import contextmanager
 
-from .base import transaction
+from .base import POSTGRESQL, transaction
 
 
 def mark_upkeep(db, task: str, at: float, detail=None) -> None:
@@ -47,7 +52,12 @@ def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
     write lock; many small groups (nodes) share one transaction.
     """
     groups_sql, select = _PRUNE[table]
-    delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
+    if db.dialect == POSTGRESQL:
+        # The same walk by PostgreSQL's row address (the INDEXED BY hints are dropped for it).
+        select = select.replace("SELECT rowid", "SELECT ctid")
+        delete = f"DELETE FROM {table} WHERE ctid = ANY(ARRAY({select} LIMIT ?))"
+    else:
+        delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
     groups = [tuple(g) for g in db.conn.execute(groups_sql)] if groups_sql else [()]
     total = 0
     while groups:
@@ -60,3 +70,45 @@ def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
                     groups.pop()  # nothing older left in this group
                 room -= n
     return total
+
+
+# --- work that runs once however many workers try it ---------------------------------------------
+
+LEASE = 300.0  # s a SQLite lock row holds if its holder dies without letting go
+
+
+def lock_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of a named lock (a stable signed 64-bit number)."""
+    digest = hashlib.sha256(b"polylink:" + name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def exclusive(db, name: str, lease: float = LEASE):
+    """Yield True to the one worker that holds the lock `name` now, False to every other.
+
+    PostgreSQL: a session advisory lock (let go when this returns, or when the worker's
+    connection dies). SQLite: a row in `locks` with a lease, for a worker killed while holding it.
+    """
+    if db.dialect == POSTGRESQL:
+        key = lock_key(name)
+        got = db.conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]
+        try:
+            yield got
+        finally:
+            if got:
+                db.conn.execute("SELECT pg_advisory_unlock(?)", (key,))
+        return
+    holder = f"{socket.gethostname()}:{os.getpid()}:{id(db)}"
+    now = time.time()
+    with transaction(db) as conn:
+        got = conn.execute(
+            "INSERT INTO locks (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET holder = excluded.holder, until = excluded.until WHERE locks.until < ?"
+            " RETURNING holder", (name, holder, now + lease, now)).fetchone() is not None
+    try:
+        yield got
+    finally:
+        if got:
+            with transaction(db) as conn:
+                conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
