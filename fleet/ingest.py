@@ -18,6 +18,7 @@ from fleet import mqtt, topics
 from fleet.stopping import Stopping
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
+from fleet.store import upkeep as upkeep_store
 from fleet.store.base import describe, valid_node_id
 from fleet.store.migrate import open_db
 
@@ -201,6 +202,7 @@ class Worker:
     ):
         self.db = open_db(db_path)
         telemetry_store.tune_for_bulk_writes(self.db)
+        upkeep_store.add_partitions(self.db, time.time())  # PostgreSQL: today's readings' days
         self.ingest = Ingest(self.db, refresh_every=REFRESH_EVERY if share_group else None)
         # Retained messages never reach a shared subscription (MQTT 5, 4.8.2): the conn flags a
         # node set before the workers subscribed arrive with its next connect instead.

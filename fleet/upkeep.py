@@ -63,6 +63,9 @@ class Upkeep:
 
     def _round(self, db, now: float) -> dict:
         done = {}
+        made = upkeep_store.add_partitions(db, now)  # PostgreSQL's readings: the next days
+        if made:
+            done["partitions"] = made
         opened = alert_store.evaluate_alerts(db, now)
         upkeep_store.mark_upkeep(db, "alerts", now, opened)
         done["alerts"] = opened

@@ -188,10 +188,12 @@ def _columns_sqlite(db) -> dict[str, list[str]]:
 
 def _columns_postgresql(db) -> dict[str, list[str]]:
     cols: dict[str, list[str]] = {}
+    # Partitions (readings' days) are PostgreSQL's storage of one table, not tables of the schema.
     for table, column in db.conn.execute(
-            "SELECT table_name, column_name FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name != 'schema_version'"
-            " ORDER BY table_name, ordinal_position"):
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c"
+            " JOIN pg_class k ON k.relname = c.table_name AND NOT k.relispartition"
+            " WHERE c.table_schema = current_schema() AND c.table_name != 'schema_version'"
+            " ORDER BY c.table_name, c.ordinal_position"):
         cols.setdefault(table, []).append(column)
     return cols
 
