@@ -104,6 +104,8 @@ def trusted_key_ids(db, node_ids=None) -> dict[str, list[str] | None]:
     wanted = None
     if node_ids is not None:
         node_ids = list(node_ids)
+        if not node_ids:
+            return {}  # and `IN ()` is SQLite's only
         if len(node_ids) <= 500:
             sql += f" WHERE n.id IN ({', '.join('?' * len(node_ids))})"
             args = node_ids

@@ -102,6 +102,10 @@ def migrate(db: Database, target: int | None = None) -> tuple[int, int]:
             )
         for version in range(before + 1, target + 1):
             with transaction(db) as conn:
+                # Another process starting with us may have applied it meanwhile (on SQLite the
+                # transaction's write lock makes this check and the migration one step).
+                if schema_version(db) >= version:
+                    continue
                 for statement in statements(scripts[version - 1]):
                     conn.execute(statement)
                 _record(conn, db.dialect, version)

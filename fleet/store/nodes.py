@@ -344,6 +344,8 @@ TARGET_COLUMNS = (("board", "board"), ("provider", "provider"), ("version", "fir
 
 def unknown_ids(db, node_ids: list[str]) -> list[str]:
     """The ids in node_ids that no registered node has, in the order given."""
+    if not node_ids:
+        return []  # and `IN ()` is SQLite's only
     known = {r[0] for r in db.conn.execute(
         f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))})", node_ids)}
     return [i for i in node_ids if i not in known]

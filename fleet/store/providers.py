@@ -53,7 +53,7 @@ def link_identity(db, provider: str, ext_id: str, node_id: str, device_id=None) 
         conn.execute(
             "INSERT INTO transport_ids (provider, ext_id, node_id, device_id) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (provider, ext_id) DO UPDATE SET node_id = excluded.node_id,"
-            " device_id = coalesce(excluded.device_id, device_id)",
+            " device_id = coalesce(excluded.device_id, transport_ids.device_id)",
             (provider, ext_id.upper(), node_id, device_id),
         )
 

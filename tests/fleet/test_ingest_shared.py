@@ -15,18 +15,16 @@ from fleet.store.base import connect
 GROUP = "ingest"
 
 
-def start_workers(broker, data_dir, n):
-    workers = []
+def start_workers(broker, data_dir, workers, n):
     for i in range(n):
         w = IngestProcess(broker, data_dir, log_name=f"ingest-{i}.log")
+        workers.append(w)  # first, so the caller stops it whatever happens next
         w.start("--share", GROUP, "--client-id", f"ingest-{i}", "--mqtt-version", "5")
-        workers.append(w)
     for w in workers:
         # A shared subscription gets no retained probe: wait for each worker's own word.
         wait_for(lambda w=w: b"connected to" in w.log_path.read_bytes(), timeout=90,
                  what="a worker")
     time.sleep(0.5)  # the SUBACK follows the log line
-    return workers
 
 
 def stored_by(worker) -> int:
@@ -45,8 +43,9 @@ def test_shared_topics_keep_the_qos_and_refuse_a_bad_group():
 
 
 def test_three_workers_one_killed_mid_stream_store_every_seq_once(mosquitto, data_dir, settings):
-    workers = start_workers(mosquitto, data_dir, 3)
+    workers = []
     try:
+        start_workers(mosquitto, data_dir, workers, 3)
         pub = publisher(mosquitto)
         nodes, per_node = 20, 600
         total = nodes * per_node
