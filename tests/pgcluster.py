@@ -36,7 +36,8 @@ def bindir() -> Path:
 class PgCluster:
     """A started cluster; url(db) names one of its databases, fresh() makes a new one."""
 
-    def __init__(self):
+    def __init__(self, durable: bool = False):
+        self.durable = durable  # True: PostgreSQL's own defaults (benchmarks), False: fast tests
         self.bin = bindir()
         self.root = Path(tempfile.mkdtemp(prefix="polylink-pg-"))
         self.data = self.root / "data"
@@ -57,9 +58,10 @@ class PgCluster:
                   "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
         # A test cluster: durability off (fsync, full pages) for speed; the fleet's own
         # PostgreSQL keeps the defaults.
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-                " -c shared_buffers=64MB")
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+                " -c max_connections=200 -c shared_buffers=64MB")
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         for attempt in range(5):
             try:
                 self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.root / "log", "-w",

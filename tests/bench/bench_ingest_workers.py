@@ -128,14 +128,8 @@ def main():
     from pgcluster import PgCluster
 
     n, nodes, ks = args.messages, args.nodes, [int(k) for k in args.workers.split(",")]
-    cluster = PgCluster()
-    cluster.durable = True
-    cluster.start()
-    # The bench measures the fleet's real durability: turn the test cluster's shortcuts off.
-    cluster.sql("ALTER SYSTEM SET fsync = on")
-    cluster.sql("ALTER SYSTEM SET synchronous_commit = on")
-    cluster.sql("ALTER SYSTEM SET full_page_writes = on")
-    cluster.sql("SELECT pg_reload_conf()")
+    # durable: fsync, synchronous_commit and full pages on, as the fleet's own server would run.
+    cluster = PgCluster(durable=True).start()
     keys = ["mosquitto_sub (C)", "paho"] + [f"{b} x{k}" for b in ("sqlite", "postgresql")
                                             for k in ks]
     results: dict[str, list[float]] = {k: [] for k in keys}
