@@ -231,6 +231,10 @@ class Worker:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.connected = True
+        if self.subscriptions is not SUBSCRIPTIONS:
+            # A session that once ingested alone keeps its plain subscription, which would bring
+            # it every message besides its share: drop it (a no-op when there is none).
+            client.unsubscribe([topic for topic, _qos in SUBSCRIPTIONS])
         client.subscribe(self.subscriptions)
         log.info("connected to %s:%s (session present: %s)", self.host, self.port,
                  flags.session_present)

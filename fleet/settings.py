@@ -41,6 +41,8 @@ class Settings:
     # DATABASE_URL (postgresql://user:pass@host/db): the fleet's store on PostgreSQL; None keeps
     # it in the SQLite file DATA_DIR/fleet.db.
     database_url: str | None = None
+    # INGEST_WORKERS: how many ingest workers `fleet run` starts, on one shared subscription.
+    ingest_workers: int = 1
 
     def retention(self) -> dict[str, int]:
         """{table: days kept} for every table upkeep prunes by age (0 days: kept for ever)."""
@@ -153,6 +155,7 @@ def from_env() -> Settings:
         bad_frames_days=_number("BAD_FRAMES_DAYS", DEFAULT_BAD_FRAMES_DAYS, 0, 36500),
         upkeep_every=_number("UPKEEP_EVERY", DEFAULT_UPKEEP_EVERY, 0.1, 3600, float),
         database_url=_database_url(),
+        ingest_workers=_number("INGEST_WORKERS", 1, 1, 64),
     )
     if not chosen:
         recorded = _recorded_port(settings.broker_port_file)

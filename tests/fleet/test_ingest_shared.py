@@ -1,16 +1,21 @@
 """N ingest workers on one MQTT 5 shared subscription: the broker splits the stream, the store
 takes every (node, seq) once, and a worker killed mid-batch loses and duplicates nothing."""
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
+from services import READY, fleet_db
 from test_ingest_mqtt import IngestProcess, count_frames, frame, publisher, wait_for
 
 from fleet import topics
+from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
-from fleet.store.base import connect
+from fleet.store.base import UnknownNode, connect
 
 GROUP = "ingest"
 
@@ -87,3 +92,36 @@ def test_three_workers_one_killed_mid_stream_store_every_seq_once(mosquitto, dat
         for w in workers:
             w.stop(signal.SIGKILL)
             w.log.close()
+
+
+def test_fleet_run_starts_ingest_workers_on_a_shared_subscription(fleet_run, tmp_path,
+                                                                  monkeypatch):
+    """INGEST_WORKERS=2: `fleet run`'s own mosquitto (logins, ACLs) lets both share the stream."""
+    monkeypatch.setenv("INGEST_WORKERS", "2")
+    run = fleet_run()
+    run.wait_for(READY, timeout=90)
+    assert "2 workers on $share/ingest/..." in run.output()
+    logs = tmp_path / "data" / "logs"
+    for name in ("ingest.log", "ingest-1.log"):
+        wait_for(lambda name=name: b"connected to" in (logs / name).read_bytes(), timeout=60,
+                 what=name)
+    env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MQTT_PORT=str(run.mqtt_port))
+    env.pop("MQTT_URL", None)
+    sim = subprocess.run([sys.executable, "-m", "polylink_host.sim", "--nodes", "4",
+                          "--interval", "1", "--duration", "4"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    db = connect(fleet_db(tmp_path / "data"))
+    try:
+        def all_seen():
+            try:
+                return all(node_store.get_node(db, f"sim-{i:04d}")["last_seen"] for i in range(4))
+            except UnknownNode:
+                return False
+
+        wait_for(all_seen, timeout=60, what="all four nodes stored")
+    finally:
+        db.conn.close()
+    assert run.stop() == 0
+    for name in ("ingest.log", "ingest-1.log"):
+        assert "shared subscription group ingest" in (logs / name).read_text()
