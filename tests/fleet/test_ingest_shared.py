@@ -52,7 +52,9 @@ def test_three_workers_one_killed_mid_stream_store_every_seq_once(mosquitto, dat
     try:
         start_workers(mosquitto, data_dir, workers, 3)
         pub = publisher(mosquitto)
-        nodes, per_node = 20, 600
+        # 12,000 frames by default; SHARED_BURST=100000 for the 100k QoS-1 burst by hand.
+        nodes = 20
+        per_node = int(os.environ.get("SHARED_BURST", "12000")) // nodes
         total = nodes * per_node
         done = threading.Event()
 
@@ -71,9 +73,9 @@ def test_three_workers_one_killed_mid_stream_store_every_seq_once(mosquitto, dat
         # Restarted under its client id, as `fleet run` does: the broker hands back what it had
         # sent that worker without an ack, and queued for it meanwhile.
         workers[1].start("--share", GROUP, "--client-id", "ingest-1", "--mqtt-version", "5")
-        thread.join(120)
+        thread.join(600)
         assert done.is_set()
-        wait_for(lambda: count_frames(settings.db_path) >= total, timeout=120,
+        wait_for(lambda: count_frames(settings.db_path) >= total, timeout=600,
                  what="every frame")
         time.sleep(0.5)
         db = connect(settings.db_path)
