@@ -182,6 +182,10 @@ class PgDatabase:
     def execute(self, sql: str, args=()):
         return self.conn.execute(sql, args)
 
+    def close(self) -> None:
+        """As sqlite-utils' Database.close (the provider worker calls it)."""
+        self.conn.close()
+
     def query(self, sql: str, args=()):
         """Rows as dicts, like sqlite-utils' Database.query."""
         from psycopg.rows import dict_row
