@@ -22,8 +22,9 @@ help: ## list these targets
 run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, broker on :1883
 	$(BIN)/fleet run
 
-test: system-packages setup ## run the whole test suite (lint and firmware type check included)
+test: system-packages setup ## run the whole test suite on SQLite, then on PostgreSQL (lint and firmware type check included)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --backend=postgresql   # a throwaway cluster of its own (tests/pgcluster.py)
 
 sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20) [RUNTIME=micropython]
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES) $(if $(RUNTIME),--runtime "$(RUNTIME)")

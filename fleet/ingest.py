@@ -1,4 +1,12 @@
-"""The ingest worker: broker -> decode -> SQLite; a message is acked only once it is stored."""
+"""The ingest worker: broker -> decode -> store; a message is acked only once it is stored.
+
+Any number of workers may run (on one machine or several) on a shared subscription
+(`fleet ingest --share GROUP`): the broker hands each message to one of them. Exactly-once is the
+database's job, not a worker's: the frames table's key (node, direction, seq) takes a frame once
+whichever worker stores it, and a worker killed before its commit leaves its messages unacked for
+the broker to deliver again. What a worker keeps in memory (the last seq and boot of each node,
+to extend 16-bit seqs and see restarted counters) is refreshed from the store every few seconds.
+"""
 
 import logging
 import struct
@@ -13,7 +21,8 @@ from fleet.stopping import Stopping
 from fleet.store import nodes as node_store
 from fleet.store import profiles as profile_store
 from fleet.store import telemetry as telemetry_store
-from fleet.store.base import valid_node_id
+from fleet.store import upkeep as upkeep_store
+from fleet.store.base import describe, valid_node_id
 from fleet.store.migrate import open_db
 
 log = logging.getLogger("fleet.ingest")
@@ -36,6 +45,9 @@ _PUBACK = struct.Struct("!BBH")
 # STATUS without a timestamp would need to be this late to be taken for one.
 BOOT_SLACK = 300
 EV_SEQ_RESTART = 3  # EVENT code the fleet records for a restarted counter (docs/protocol.md)
+# s between refreshes of a shared worker's node state from the store: a 16-bit seq is extended
+# right as long as the worker's last seq of the node is within 32768 frames of the truth.
+REFRESH_EVERY = 5.0
 
 
 class IngestError(Exception):
@@ -45,12 +57,15 @@ class IngestError(Exception):
 class Ingest:
     """Turns broker messages into stored frames; the part of the worker that needs no network."""
 
-    def __init__(self, db, provider=PROVIDER):
+    def __init__(self, db, provider=PROVIDER, refresh_every: float | None = None):
         self.db = db
         self.provider = provider
         self.known = node_store.known_node_ids(db)
         self.seqs = node_store.up_seqs(db)
         self.boots = node_store.boot_times(db)
+        # None: this worker is the only writer of its nodes, so its memory is the truth.
+        self.refresh_every = refresh_every
+        self.refreshed = time.monotonic()
         self.batch = telemetry_store.Batch()
         self.pending = 0
         self.stored = 0
@@ -170,7 +185,23 @@ class Ingest:
         n = self.pending
         self.batch = telemetry_store.Batch()
         self.pending = 0
+        every = self.refresh_every
+        if every is not None and time.monotonic() - self.refreshed >= every:
+            self.refresh()
         return n
+
+    def refresh(self) -> None:
+        """Merge what the other workers stored (nodes, last seqs, boots) into this one's memory."""
+        self.known |= node_store.known_node_ids(self.db)
+        seqs = self.seqs
+        for node, seq in node_store.up_seqs(self.db).items():
+            if seq > seqs.get(node, -1):
+                seqs[node] = seq
+        boots = self.boots
+        for node, boot in node_store.boot_times(self.db).items():
+            if boot > boots.get(node, float("-inf")):
+                boots[node] = boot
+        self.refreshed = time.monotonic()
 
 
 class Worker:
@@ -191,10 +222,16 @@ class Worker:
         batch_size=5000,
         batch_delay=0.05,
         protocol=mqtt.MQTTv311,
+        share_group=None,
     ):
         self.db = open_db(db_path)
         telemetry_store.tune_for_bulk_writes(self.db)
-        self.ingest = Ingest(self.db)
+        upkeep_store.add_partitions(self.db, time.time())  # PostgreSQL: today's readings' days
+        self.ingest = Ingest(self.db, refresh_every=REFRESH_EVERY if share_group else None)
+        # Retained messages never reach a shared subscription (MQTT 5, 4.8.2): the conn flags a
+        # node set before the workers subscribed arrive with its next connect instead.
+        self.subscriptions = (topics.shared(share_group, SUBSCRIPTIONS) if share_group
+                              else SUBSCRIPTIONS)
         self.host, self.port = host, port
         self.batch_size = batch_size
         self.batch_delay = batch_delay
@@ -218,7 +255,11 @@ class Worker:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.connected = True
-        client.subscribe(SUBSCRIPTIONS)
+        if self.subscriptions is not SUBSCRIPTIONS:
+            # A session that once ingested alone keeps its plain subscription, which would bring
+            # it every message besides its share: drop it (a no-op when there is none).
+            client.unsubscribe([topic for topic, _qos in SUBSCRIPTIONS])
+        client.subscribe(self.subscriptions)
         log.info("connected to %s:%s (session present: %s)", self.host, self.port,
                  flags.session_present)
 
@@ -329,7 +370,9 @@ def main(settings, **kwargs):
     host, port, username, password = settings.mqtt_login("ingest")
     worker = Worker(settings.db_path, host, port, username, password, **kwargs)
     Stopping(on_stop=worker.stop).install()
-    log.info("ingesting from %s:%s into %s", host, port, settings.db_path)
+    log.info("ingesting from %s:%s into %s%s", host, port, describe(settings.db_path),
+             f" (shared subscription group {kwargs['share_group']})"
+             if kwargs.get("share_group") else "")
     worker.run()
     i = worker.ingest
     log.info("stopped: %d stored, %d duplicates, %d bad, %d seq restarts", i.stored, i.duplicates,

@@ -18,6 +18,7 @@ from fleet.broker import server as brokers
 from fleet.broker import status as broker_status
 from fleet.datadir import private_dir
 from fleet.identity.claims import ClaimService
+from fleet.ingest import CLIENT_ID as INGEST_CLIENT_ID
 from fleet.ota.rollouts import Ticker
 from fleet.settings import (
     DEFAULT_MQTT_PORT,
@@ -40,6 +41,7 @@ FIRST_ADMIN = "admin"
 # restarting it in a tight loop would only fill the log, so back off up to the cap.
 _QUICK_DEATH = 5.0
 _MAX_BACKOFF = 30.0
+INGEST_GROUP = "ingest"  # the shared subscription of INGEST_WORKERS > 1
 
 
 class ServeError(RuntimeError):
@@ -108,6 +110,10 @@ def child_env(settings: Settings) -> dict[str, str]:
         env["MQTT_URL"] = settings.mqtt_url
     else:
         env.pop("MQTT_URL", None)
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    else:
+        env.pop("DATABASE_URL", None)
     return env
 
 
@@ -166,12 +172,17 @@ def sync_broker_logins(settings: Settings) -> None:
 class Ingest:
     """The ingest worker process, restarted whenever it exits while the server runs."""
 
-    def __init__(self, settings: Settings, mqtt_version: str | None = None):
+    def __init__(self, settings: Settings, mqtt_version: str | None = None, index: int = 0):
         self.env = child_env(settings)
-        self.log_path = settings.data_dir / "logs" / "ingest.log"
+        self.log_path = settings.data_dir / "logs" / ("ingest.log" if index == 0
+                                                      else f"ingest-{index}.log")
         self.command = [sys.executable, "-m", "fleet.cli", "ingest"]
         if mqtt_version:
             self.command += ["--mqtt-version", mqtt_version]
+        if settings.ingest_workers > 1:
+            # INGEST_WORKERS: one shared subscription; worker 0 keeps the single worker's id.
+            client_id = INGEST_CLIENT_ID + (f"-{index}" if index else "")
+            self.command += ["--share", INGEST_GROUP, "--client-id", client_id]
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self.restarts = 0
@@ -331,6 +342,7 @@ def main(settings: Settings) -> None:
     broker = None
     watch = None
     ingest = None
+    more_ingest: list[Ingest] = []  # INGEST_WORKERS > 1: the others of the shared subscription
     providers = None
     upkeep = None
     ticker = None
@@ -349,6 +361,9 @@ def main(settings: Settings) -> None:
         on_amqtt = broker is not None and broker.kind == "amqtt"
         ingest = Ingest(settings, "3.1.1" if on_amqtt else None)
         ingest.start()
+        for index in range(1, settings.ingest_workers):
+            more_ingest.append(Ingest(settings, "3.1.1" if on_amqtt else None, index))
+            more_ingest[-1].start()
         providers = ProviderIngest(settings)
         providers.start()
         exports = ExportWorker(settings)
@@ -380,6 +395,8 @@ def main(settings: Settings) -> None:
             ticker.stop()
         if claim_service is not None:
             claim_service.stop()
+        for worker in more_ingest:
+            worker.stop()
         if ingest is not None:
             ingest.stop()
         if watch is not None:
@@ -433,7 +450,9 @@ def serve_web(settings: Settings, broker, ingest: Ingest, password: str | None,
     else:
         host, port, _user, _pw = settings.mqtt_target()
         say(f"  broker          external, mqtt://{host}:{port} (MQTT_URL)")
-    say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})")
+    say(f"  ingest worker   pid {ingest.pid}  (log in {ingest.log_path})"
+        + (f"; {settings.ingest_workers} workers on $share/{INGEST_GROUP}/..."
+           if settings.ingest_workers > 1 else ""))
     say("  providers       LoRaWAN provider ingest (log in "
         f"{settings.data_dir / 'logs' / 'providers.log'}; add one at /providers)")
     say("  exports         one delivery loop per destination (log in "

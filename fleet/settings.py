@@ -38,6 +38,11 @@ class Settings:
     bad_frames_days: int = DEFAULT_BAD_FRAMES_DAYS
     # Seconds between rounds of the periodic work of `fleet run` (alerts, broker logins).
     upkeep_every: float = DEFAULT_UPKEEP_EVERY
+    # DATABASE_URL (postgresql://user:pass@host/db): the fleet's store on PostgreSQL; None keeps
+    # it in the SQLite file DATA_DIR/fleet.db.
+    database_url: str | None = None
+    # INGEST_WORKERS: how many ingest workers `fleet run` starts, on one shared subscription.
+    ingest_workers: int = 1
 
     def retention(self) -> dict[str, int]:
         """{table: days kept} for every table upkeep prunes by age (0 days: kept for ever)."""
@@ -47,8 +52,9 @@ class Settings:
                 "bad_frames": self.bad_frames_days, "provider_downlinks": DOWNLINK_LOG_DAYS}
 
     @property
-    def db_path(self) -> Path:
-        return self.data_dir / "fleet.db"
+    def db_path(self) -> Path | str:
+        """What store.base.connect() opens: the DATABASE_URL, else the SQLite file in DATA_DIR."""
+        return self.database_url or self.data_dir / "fleet.db"
 
     @property
     def broker_dir(self) -> Path:
@@ -122,8 +128,16 @@ def _recorded_port(path: Path) -> int | None:
     return int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else None
 
 
+def _database_url() -> str | None:
+    raw = os.environ.get("DATABASE_URL") or None
+    if raw is not None and not raw.startswith(("postgresql://", "postgres://")):
+        scheme = raw.split(":")[0]
+        raise SettingsError(f"DATABASE_URL must start with postgresql:// (got {scheme}:...)")
+    return raw
+
+
 def from_env() -> Settings:
-    """Read DATA_DIR, PORT, MQTT_PORT, MQTT_URL, the retention days, UPKEEP_EVERY; raise if bad.
+    """Read DATA_DIR, DATABASE_URL, PORT, MQTT_*, retention days, UPKEEP_EVERY; raise if bad.
 
     Without MQTT_PORT the broker port is the one `fleet run` recorded in DATA_DIR/broker/port
     (it moves off 1883 when a system broker holds it), else 1883.
@@ -141,6 +155,8 @@ def from_env() -> Settings:
         events_days=_number("EVENTS_DAYS", 0, 0, 36500),
         bad_frames_days=_number("BAD_FRAMES_DAYS", DEFAULT_BAD_FRAMES_DAYS, 0, 36500),
         upkeep_every=_number("UPKEEP_EVERY", DEFAULT_UPKEEP_EVERY, 0.1, 3600, float),
+        database_url=_database_url(),
+        ingest_workers=_number("INGEST_WORKERS", 1, 1, 64),
     )
     if not chosen:
         recorded = _recorded_port(settings.broker_port_file)

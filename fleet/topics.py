@@ -64,6 +64,14 @@ def claim_topic(topic: str) -> tuple[str, str] | None:
 
 # What the ingest worker reads: every node's frames and connection state.
 UPLINKS = [(up("+"), 1), (conn("+"), 1), (senml("+"), 1)]
+
+
+def shared(group: str, subscriptions: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The same subscriptions as an MQTT 5 shared subscription: the broker hands each message
+    to one member of the group (N ingest workers split the stream instead of each taking all)."""
+    if not group or "/" in group or "+" in group or "#" in group:
+        raise ValueError(f"share group {group!r}: expected a name without / + #")
+    return [(f"$share/{group}/{topic}", qos) for topic, qos in subscriptions]
 CLAIM_REQUESTS = claim_request("+", "+")
 # mosquitto ACL lines (broker/auth.py): %u is the login, %c the client id.
 SERVICE_ACLS = {

@@ -53,8 +53,18 @@ class Upkeep:
         self.errors = 0
 
     def round(self, db, now: float | None = None) -> dict:
-        """Do every task that is due once; return what each did."""
-        now = time.time() if now is None else now
+        """Do every task that is due once; return what each did ({} if another worker is at it).
+
+        Any number of upkeep workers may run (one per machine): a database lock lets one of
+        them do a round at a time, and the time of the last prune is read from the store, so
+        retention runs once an hour whichever worker's turn it is.
+        """
+        with upkeep_store.exclusive(db, "upkeep") as mine:
+            if not mine:
+                return {}
+            return self._round(db, time.time() if now is None else now)
+
+    def _round(self, db, now: float) -> dict:
         done = {}
         if self.broker:
             # First: the read waits up to seconds for the broker, and the log line of a round
@@ -64,6 +74,9 @@ class Upkeep:
             if figures:  # for /metrics (fleet/web/metrics.py): the broker's queue depth
                 upkeep_store.mark_upkeep(db, "broker_sys", now, figures)
                 done["broker_sys"] = figures
+        made = upkeep_store.add_partitions(db, now)  # PostgreSQL's readings: the next days
+        if made:
+            done["partitions"] = made
         opened = alert_store.evaluate_alerts(db, now)
         opened["certificate"] = alert_store.sync_certificate_alerts(db, self._certificates_due())
         upkeep_store.mark_upkeep(db, "alerts", now, opened)
@@ -74,6 +87,12 @@ class Upkeep:
             if done["broker"]:
                 upkeep_store.mark_upkeep(db, "broker", now)
         kept = {table: days for table, days in self.settings.retention().items() if days}
+        if self.rounds:
+            # After its first round a worker prunes when the store says one is due, whichever
+            # worker did the last, not on its own clock: N workers still prune once an hour.
+            last_prune = upkeep_store.upkeep_state(db).get("prune", {}).get("at")
+            if last_prune is not None:
+                self.next_prune = max(self.next_prune, last_prune + self.prune_every)
         if kept and now >= self.next_prune:
             pruned = {table: upkeep_store.prune_old(db, table, now - days * 86400)
                       for table, days in kept.items()}
@@ -108,7 +127,7 @@ class Upkeep:
                 try:
                     done = self.round(db)
                     if (done.get("broker") or any(done.get("prune", {}).values())
-                            or any(done["alerts"].values())):
+                            or any(done.get("alerts", {}).values())):
                         log("upkeep: " + json.dumps(done, separators=(",", ":")))
                     wait = self.wait(db)
                 except Exception as e:  # noqa: BLE001 - a bad round must not end the periodic work

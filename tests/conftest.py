@@ -4,6 +4,7 @@ The helpers behind them live in services.py (`from services import free_port, Fl
 tests/fleet/ has its own conftest.py, so `from conftest import ...` would be ambiguous.
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -23,6 +24,22 @@ NEEDS = {
 }
 
 
+# Folders whose tests never open the fleet's store: no PostgreSQL database is made for them.
+NO_STORE = {"firmware", "mpy", "host", "vectors"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backend", choices=("sqlite", "postgresql"),
+        default=os.environ.get("POLYLINK_TEST_BACKEND", "sqlite"),
+        help="the store every test runs on: sqlite (default) or postgresql (a throwaway cluster"
+             " this run starts on a free port, a fresh database per test)")
+
+
+def pytest_report_header(config):
+    return f"store backend: {config.getoption('--backend')}"
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         names = set(vars(item.module)) if getattr(item, "module", None) else set()
@@ -31,6 +48,45 @@ def pytest_collection_modifyitems(items):
             if (uses.get("fixtures", set()) & set(item.fixturenames)
                     or uses.get("names", set()) & names or folder in uses.get("folders", ())):
                 item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for this run, with a migrated template database."""
+    from pgcluster import PgCluster
+
+    from fleet.store.migrate import open_db
+
+    cluster = PgCluster()
+    try:
+        cluster.start()
+
+        def prepare(url):
+            open_db(url).conn.close()
+
+        cluster.make_template(prepare)
+    except Exception as e:  # noqa: BLE001 - one clear line instead of a failure in every test
+        cluster.stop()
+        pytest.exit(f"--backend=postgresql: cannot start the test cluster: {e}", returncode=3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def database_url(request, monkeypatch):
+    """DATABASE_URL of a fresh PostgreSQL database with --backend=postgresql, else None."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    if (request.config.getoption("--backend") != "postgresql"
+            or NO_STORE & set(request.path.relative_to(ROOT).parts)
+            or request.path.parent == ROOT / "tests"):
+        yield None
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.fresh()
+    url = cluster.url(name)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    cluster.drop(name)
 
 
 @pytest.fixture

@@ -17,6 +17,11 @@ import pytest
 from fleet.broker.server import MosquittoBroker, find_mosquitto
 
 
+def fleet_db(data_dir: Path) -> Path | str:
+    """The store of a fleet on data_dir: DATABASE_URL (--backend=postgresql), else its file."""
+    return os.environ.get("DATABASE_URL") or Path(data_dir) / "fleet.db"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -18,6 +18,7 @@ from fleet.profiles import cli as profiles_cli
 from fleet.providers import cli as providers_cli
 from fleet.settings import from_env
 from fleet.stopping import Stopping
+from fleet.store import copy as store_copy
 from fleet.store import migrate
 from fleet.store.base import connect
 from fleet.tls import cli as tls_cli
@@ -55,15 +56,23 @@ def run_command():
               show_default=True,
               help="MQTT protocol version. 3.1.1 works with every broker (amqtt too) and takes the "
                    "worker's fast path; 5 costs ~2x CPU per message in paho.")
+@click.option("--share", "share_group", default=None, metavar="GROUP",
+              help="Join the shared subscription $share/GROUP/...: run N workers with the same "
+                   "GROUP and a --client-id each, and the broker splits the messages among them.")
+@click.option("--client-id", default=ingest.CLIENT_ID, show_default=True,
+              help="MQTT client id: the broker keeps this worker's unacked messages under it "
+                   "while it restarts, so each of N workers needs its own, the same every start.")
 @friendly
-def ingest_command(batch_size, batch_delay, mqtt_version):
-    """Run the ingest worker: broker -> SQLite, until SIGTERM.
+def ingest_command(batch_size, batch_delay, mqtt_version, share_group, client_id):
+    """Run the ingest worker: broker -> store (SQLite or DATABASE_URL), until SIGTERM.
 
     Example: MQTT_PORT=1884 fleet ingest
+    Example: fleet ingest --share ingest --client-id ingest-2   (one of N workers)
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     protocol = mqtt.MQTTv5 if mqtt_version == "5" else mqtt.MQTTv311
-    ingest.main(from_env(), batch_size=batch_size, batch_delay=batch_delay, protocol=protocol)
+    ingest.main(from_env(), batch_size=batch_size, batch_delay=batch_delay, protocol=protocol,
+                share_group=share_group, client_id=client_id)
 
 
 @cli.command("upkeep")
@@ -86,6 +95,9 @@ def upkeep_command(once, every, broker_sync):
             done = worker.round(db)
         finally:
             db.conn.close()
+        if not done:
+            click.echo("another upkeep worker is doing a round right now; nothing done")
+            return
         click.echo("alerts opened: " + ", ".join(f"{k} {n}" for k, n in done["alerts"].items()))
         if "prune" in done:
             click.echo("rows older than their retention deleted: "
@@ -107,13 +119,53 @@ def db_group():
 @db_group.command("migrate")
 @friendly
 def db_migrate():
-    """Bring the database schema up to date.
+    """Bring the database schema up to date (SQLite in DATA_DIR, or DATABASE_URL).
 
-    Example: DATA_DIR=/srv/fleet fleet db migrate
+    Example: DATABASE_URL=postgresql://fleet@db.example/fleet fleet db migrate
     """
     db = connect(from_env().db_path)
-    before, after = migrate.migrate(db)
+    try:
+        before, after = migrate.migrate(db)
+    finally:
+        db.conn.close()
     click.echo(f"schema version {before} -> {after}")
+
+
+@db_group.command("copy")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="The PostgreSQL database to fill: new and empty (postgresql://...).")
+@friendly
+def db_copy(url):
+    """Copy the SQLite store of DATA_DIR into an empty PostgreSQL database, and compare.
+
+    Stop the ingest workers first (the broker keeps their messages), copy, then start them with
+    DATABASE_URL set: nothing is lost. Every table's row count and checksum are compared.
+
+    Example: DATA_DIR=/srv/fleet fleet db copy --to postgresql://fleet@db/fleet
+    """
+    settings = from_env()
+    if settings.database_url:
+        raise click.ClickException("unset DATABASE_URL: the source is DATA_DIR's SQLite file")
+    source = migrate.open_db(settings.db_path)
+    target = migrate.open_db(url)
+    try:
+        report = store_copy.copy_store(source, target)
+    finally:
+        source.conn.close()
+        target.conn.close()
+    for table, (rows, checksum) in report.items():
+        click.echo(f"{table:24} {rows:>10} rows  sha256-sum {checksum[:16]}  same on both")
+
+
+@cli.command("migrate")
+@friendly
+@click.pass_context
+def migrate_command(ctx):
+    """Bring the database schema up to date: the same as `fleet db migrate`.
+
+    Example: DATA_DIR=/srv/fleet fleet migrate
+    """
+    ctx.invoke(db_migrate)
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,

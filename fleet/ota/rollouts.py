@@ -19,6 +19,7 @@ from fleet.store import commands as command_store
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
+from fleet.store import upkeep as upkeep_store
 from fleet.store.base import connect
 
 DEFAULT_STAGES = [{"percent": 1, "soak": 3600}, {"percent": 10, "soak": 3600},
@@ -317,6 +318,13 @@ def tick(db, send, url=None, now=None) -> list[int]:
     Returns the ids of the rollouts it looked at.
     """
     now = time.time() if now is None else now
+    # Every web process of a fleet may run a ticker: a database lock lets one tick at a time,
+    # so no node is offered the same stage twice.
+    with upkeep_store.exclusive(db, "rollouts") as mine:
+        return _tick(db, send, url, now) if mine else []
+
+
+def _tick(db, send, url, now) -> list[int]:
     seen = []
     for r in ota_store.list_rollouts(db, "running"):
         _tick_one(db, r, send, url, now)

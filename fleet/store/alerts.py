@@ -3,7 +3,7 @@
 import time
 
 from . import audit
-from .base import AlertResolved, BadFilter, UnknownAlert, transaction
+from .base import POSTGRESQL, AlertResolved, BadFilter, UnknownAlert, transaction
 from .nodes import ALLOWANCE_SQL, BATTERY_LOW, DEFAULT_INTERVAL
 
 BATTERY_OK = 3.5  # V: at or above it the alert resolves itself (hysteresis, no flapping)
@@ -16,11 +16,30 @@ ALERT_KINDS = ("offline", "battery_low", "boot_loop", "bad_frames", "update_fail
                "certificate", "frames_lost")
 # The subject of a fleet-wide alert (a TLS certificate) in the alerts' node_id column.
 FLEET_SUBJECT = "fleet:tls-"
+# The texts that differ by dialect: a UTC time, a voltage with 2 decimals, the index hint
+# (SQLite only; PostgreSQL's planner takes the time range on its own), one row per node.
+_DIALECT = {
+    "sqlite": {
+        "utc": "datetime(last_seen, 'unixepoch')",
+        "volts": "round(battery, 2)",
+        "hint": "INDEXED BY status_log_t_boots",
+        "one_per_node": "",
+        "group_per_node": " GROUP BY rn.node_id",
+    },
+    POSTGRESQL: {
+        "utc": "to_char(to_timestamp(last_seen) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+        "volts": "round(battery::numeric, 2)::float8",
+        "hint": "",
+        "one_per_node": "DISTINCT ON (rn.node_id) ",
+        "group_per_node": " ORDER BY rn.node_id, rn.updated DESC",
+    },
+}
 
 
 def evaluate_alerts(db, now=None) -> dict[str, int]:
     """Open alerts whose condition holds, resolve those whose condition cleared; counts opened."""
     now = time.time() if now is None else now
+    d = _DIALECT[db.dialect]
     offline = f"last_seen IS NOT NULL AND (online = 0 OR last_seen < :now - {ALLOWANCE_SQL})"
     # Per kind: the rows to open (node, kind, detail) and, over the alerts table, when an
     # unresolved alert of that kind has cleared. Clears are correlated on the alert's node, so
@@ -28,7 +47,7 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
     # INDEXED BY: with ANALYZE statistics the planner prefers a skip-scan of status_log_node_t,
     # about 100 times slower than this range scan of the last hour.
     boot_loop = (
-        "SELECT node_id FROM status_log INDEXED BY status_log_t_boots"
+        f"SELECT node_id FROM status_log {d['hint']}"
         f" WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
         f" HAVING max(boots) - min(boots) >= {BOOT_LOOP_BOOTS}"
     )
@@ -39,34 +58,35 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
     )
     conditions = {
         "offline": (
-            f"SELECT id, 'offline', 'no contact since ' || datetime(last_seen, 'unixepoch')"
+            f"SELECT id, 'offline', 'no contact since ' || {d['utc']}"
             f" || ' UTC; reports every ' || coalesce(interval, {DEFAULT_INTERVAL}) || ' s'"
             f" FROM nodes WHERE {offline}",
             f"EXISTS (SELECT 1 FROM nodes WHERE nodes.id = alerts.node_id AND NOT ({offline}))",
         ),
         "battery_low": (
-            f"SELECT id, 'battery_low', 'battery ' || round(battery, 2) || ' V'"
+            f"SELECT id, 'battery_low', 'battery ' || {d['volts']} || ' V'"
             f" FROM nodes WHERE battery < {BATTERY_LOW}",
             "EXISTS (SELECT 1 FROM nodes WHERE nodes.id = alerts.node_id"
             f" AND (battery IS NULL OR battery >= {BATTERY_OK}))",
         ),
         "boot_loop": (
             "SELECT node_id, 'boot_loop', (max(boots) - min(boots)) || ' boots in the last '"
-            f" || {BOOT_LOOP_WINDOW // 60} || ' min' FROM status_log INDEXED BY"
-            f" status_log_t_boots WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
+            f" || {BOOT_LOOP_WINDOW // 60} || ' min' FROM status_log {d['hint']}"
+            f" WHERE t >= :now - {BOOT_LOOP_WINDOW} GROUP BY node_id"
             f" HAVING max(boots) - min(boots) >= {BOOT_LOOP_BOOTS}",
             f"node_id NOT IN ({boot_loop})",
         ),
         # A node whose update failed or rolled back in a rollout of the last week; it clears
         # when a later rollout of that node succeeds (or by hand).
         "update_failed": (
-            "SELECT rn.node_id, 'update_failed', 'update to ' || r.release || ' '"
+            f"SELECT {d['one_per_node']}rn.node_id, 'update_failed',"
+            " 'update to ' || r.release || ' '"
             " || replace(rn.state, '_', ' ') || coalesce(': ' || rn.reason, '')"
             " FROM rollouts r JOIN rollout_nodes rn ON rn.rollout_id = r.id"
             f" WHERE r.updated >= :now - {UPDATE_FAILED_WINDOW}"
             " AND rn.state IN ('failed', 'rolled_back') AND NOT EXISTS (SELECT 1 FROM"
             " rollout_nodes s WHERE s.node_id = rn.node_id AND s.state = 'succeeded'"
-            " AND s.updated > rn.updated) GROUP BY rn.node_id",
+            f" AND s.updated > rn.updated){d['group_per_node']}",
             "EXISTS (SELECT 1 FROM rollout_nodes WHERE rollout_nodes.node_id = alerts.node_id"
             " AND state = 'succeeded' AND updated > alerts.opened)",
         ),
@@ -92,12 +112,12 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
                 "UPDATE alerts SET state = 'resolved', resolved_by = 'auto', resolved_at = :now"
                 f" WHERE kind = '{kind}' AND state != 'resolved' AND {clear_sql}",
                 {"now": now})
-            before = conn.total_changes
-            # The partial unique index keeps one unresolved alert per node and kind.
-            conn.execute(
-                "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened)"
-                f" SELECT *, :now FROM ({open_sql})", {"now": now})
-            opened[kind] = conn.total_changes - before
+            # The partial unique index keeps one unresolved alert per node and kind. (WHERE true:
+            # without it SQLite reads ON CONFLICT as part of the SELECT's join.)
+            opened[kind] = conn.execute(
+                "INSERT INTO alerts (node_id, kind, detail, opened)"
+                f" SELECT *, :now FROM ({open_sql}) AS due WHERE true ON CONFLICT DO NOTHING",
+                {"now": now}).rowcount
     return opened
 
 
@@ -107,7 +127,8 @@ def open_alert(db, node_id, kind, detail, now=None) -> bool:
         raise BadFilter(f"alert kind {kind!r}: expected one of {', '.join(ALERT_KINDS)}")
     with transaction(db) as conn:
         return conn.execute(
-            "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened) VALUES (?, ?, ?, ?)",
+            "INSERT INTO alerts (node_id, kind, detail, opened) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (node_id, kind, detail, time.time() if now is None else now)).rowcount == 1
 
 
@@ -135,7 +156,7 @@ def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
 def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
     """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
     sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
-           " WHERE 1")
+           " WHERE true")
     args: list = []
     if unresolved:
         sql += " AND a.state != 'resolved'"

@@ -22,7 +22,7 @@ def audit(db: Database, actor, action, target=None, detail=None):
 
 def audit_log(db: Database, limit=100, actor=None, target=None, before=None) -> list[dict]:
     """Most recent audit entries (of one actor and/or target; ids below `before`), newest first."""
-    sql, args = "SELECT * FROM audit WHERE 1", []
+    sql, args = "SELECT * FROM audit WHERE true", []
     for column, value in (("actor", actor), ("target", target)):
         if value:
             sql += f" AND {column} = ?"

@@ -1,20 +1,31 @@
 """Connections, transactions and the store's errors; no Flask, no domain SQL.
 
-The fleet runs on SQLite through sqlite-utils today. A second dialect (PostgreSQL, issue #15)
-sits here: connect() is the one place that knows which database a path or URL names, and
-transaction() the one place that opens and ends a write.
+Two dialects sit behind the same domain modules (docs/architecture.md, "Storage"):
+- SQLite (the default: one file, nothing to set up) through sqlite-utils;
+- PostgreSQL (DATABASE_URL=postgresql://...) through psycopg 3.
+
+connect() is the one place that knows which database a path or URL names, and transaction() the
+one place that opens and ends a write. Statements are written once, with sqlite3's placeholders
+(`?` and `:name`); the PostgreSQL connection rewrites them to psycopg's (`%s`, `%(name)s`) and
+drops SQLite's INDEXED BY hints. A statement whose text must differ is a
+`{"sqlite": ..., "postgresql": ...}` dict picked with `conn.dialect` / `db.dialect`, both texts
+side by side in the domain module.
 """
 
+import re
 import sqlite3
 from contextlib import contextmanager
+from functools import lru_cache
 
 import sqlite_utils
 
 from fleet.datadir import private_file
 
-Database = sqlite_utils.Database
-# The driver's error for a broken UNIQUE, NOT NULL or foreign key constraint.
-IntegrityError = sqlite3.IntegrityError
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+URL_SCHEMES = ("postgresql://", "postgres://")
+# Spellings more than one domain module needs, by dialect ({} is the operand):
+# a non-negative number rounded down to an integer (SQLite's CAST truncates, PostgreSQL's rounds).
+TRUNCATE = {SQLITE: "CAST(({}) AS INTEGER)", POSTGRESQL: "CAST(floor({}) AS INTEGER)"}
 
 
 class StoreError(Exception):
@@ -69,17 +80,179 @@ def valid_node_id(node_id: str) -> bool:
     return 0 < len(node_id) <= 32 and NODE_ID_CHARS.issuperset(node_id)
 
 
-def connect(path) -> Database:
-    """Open the fleet database in WAL mode with autocommit; transactions are explicit."""
+def is_url(target) -> bool:
+    """True when target names a PostgreSQL database (a URL), not a SQLite file."""
+    return isinstance(target, str) and target.startswith(URL_SCHEMES)
+
+
+def describe(target) -> str:
+    """The database named by a path or URL, for logs: a URL without its password."""
+    if not is_url(target):
+        return str(target)
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", target)
+
+
+# --- SQLite -------------------------------------------------------------------------------------
+
+
+class SqliteConnection(sqlite3.Connection):
+    """sqlite3's connection, told which dialect it speaks (domain modules pick SQL by it)."""
+
+    dialect = SQLITE
+
+
+class SqliteDatabase(sqlite_utils.Database):
+    """sqlite-utils' Database on a SqliteConnection."""
+
+    dialect = SQLITE
+
+
+def _connect_sqlite(path) -> SqliteDatabase:
     path = private_file(path)  # it holds AppKeys and password hashes
     # isolation_level=None: sqlite3 must not open transactions behind our back, because the
     # ingest worker wants exactly one BEGIN IMMEDIATE ... COMMIT per batch.
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False,
+                           factory=SqliteConnection)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a process crash; only a power cut can lose the last commits.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
-    return sqlite_utils.Database(conn)
+    return SqliteDatabase(conn)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+# Placeholders outside quoted text: `?`, `:name` (not the `::` of a cast), and a bare `%`, which
+# psycopg would read as the start of one of its own. SQLite's `INDEXED BY index` is a planner
+# hint with no meaning for the result; PostgreSQL has no hints, so it is dropped.
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|\?|:([A-Za-z_]\w*)|%|\s+INDEXED BY \w+")
+
+
+@lru_cache(maxsize=1024)
+def to_psycopg(sql: str) -> str:
+    """A statement with sqlite3 placeholders (`?`, `:name`) rewritten for psycopg."""
+
+    def swap(m):
+        text = m.group(0)
+        if text == "?":
+            return "%s"
+        if text == "%":
+            return "%%"
+        if m.group(1):
+            return f"%({m.group(1)})s"
+        if text.lstrip().startswith("INDEXED BY"):
+            return ""
+        return text.replace("%", "%%")  # quoted text (psycopg reads % even there) or a cast
+
+    return _TOKENS.sub(swap, sql)
+
+
+class PgConnection:
+    """A psycopg connection that takes the store's statements as sqlite3 does (tuple rows)."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def execute(self, sql: str, args=()):
+        cur = self.raw.cursor()
+        # Always with args, even (): psycopg then turns every %% back into %.
+        cur.execute(to_psycopg(sql), args)
+        return cur
+
+    def executemany(self, sql: str, rows):
+        cur = self.raw.cursor()
+        cur.executemany(to_psycopg(sql), rows)
+        return cur
+
+    def close(self):
+        self.raw.close()
+
+
+class PgDatabase:
+    """The PostgreSQL twin of sqlite-utils' Database, as far as the store uses it."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, raw, url: str):
+        self.conn = PgConnection(raw)
+        self.url = url
+
+    def execute(self, sql: str, args=()):
+        return self.conn.execute(sql, args)
+
+    def close(self) -> None:
+        """As sqlite-utils' Database.close (the provider worker calls it)."""
+        self.conn.close()
+
+    def query(self, sql: str, args=()):
+        """Rows as dicts, like sqlite-utils' Database.query."""
+        from psycopg.rows import dict_row
+
+        with self.conn.raw.cursor(row_factory=dict_row) as cur:
+            cur.execute(to_psycopg(sql), args)
+            yield from cur
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " ORDER BY tablename")]
+
+
+def _pg_types(conn) -> None:
+    """Adapt values the way the store's SQLite code expects them back and forth."""
+    from psycopg.adapt import Dumper, Loader
+    from psycopg.postgres import types
+
+    class BoolAsInteger(Dumper):
+        # Flags are INTEGER 0/1 columns in both dialects; Python code passes True/False.
+        oid = types["int8"].oid
+
+        def dump(self, obj):
+            return b"1" if obj else b"0"
+
+    class NumericAsNumber(Loader):
+        # sum() and avg() of integers are numeric in PostgreSQL; SQLite gives int or float.
+        def load(self, data):
+            text = bytes(data)
+            return int(text) if text.lstrip(b"-").isdigit() else float(text)
+
+    conn.adapters.register_dumper(bool, BoolAsInteger)
+    conn.adapters.register_loader("numeric", NumericAsNumber)
+
+
+def _connect_postgresql(url: str) -> PgDatabase:
+    import psycopg
+
+    try:
+        # autocommit: like the SQLite connection, every write is an explicit transaction().
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=30)
+    except psycopg.OperationalError as e:
+        raise StoreError(f"cannot connect to {describe(url)}: {str(e).strip()}") from None
+    _pg_types(raw)
+    return PgDatabase(raw, url)
+
+
+# --- both ---------------------------------------------------------------------------------------
+
+# The drivers' errors for a broken UNIQUE, NOT NULL or foreign key constraint (`except` takes both).
+IntegrityError: tuple = (sqlite3.IntegrityError,)
+try:
+    import psycopg.errors
+
+    IntegrityError = (sqlite3.IntegrityError, psycopg.errors.IntegrityError)
+except ImportError:  # pragma: no cover - psycopg is a pinned requirement
+    pass
+
+Database = SqliteDatabase | PgDatabase
+
+
+def connect(target) -> Database:
+    """Open the fleet database a path (SQLite) or a postgresql:// URL names; autocommit."""
+    if is_url(target):
+        return _connect_postgresql(target)
+    return _connect_sqlite(target)
 
 
 def close(db: Database) -> None:
@@ -90,15 +263,15 @@ def close(db: Database) -> None:
 @contextmanager
 def transaction(db: Database):
     """One write transaction: commit on success, roll back on any error."""
-    db.conn.execute("BEGIN IMMEDIATE")
+    conn = db.conn
+    # SQLite: IMMEDIATE takes the write lock now, so two writers queue instead of deadlocking.
+    conn.execute("BEGIN IMMEDIATE" if db.dialect == SQLITE else "BEGIN")
     try:
-        yield db.conn
+        yield conn
     except BaseException:
-        db.conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
         raise
-    db.conn.execute("COMMIT")
-
-
+    conn.execute("COMMIT")
 
 def first(db: Database, sql: str, args=()) -> dict | None:
     """The first row a query returns, as a dict, or None if it returns none."""

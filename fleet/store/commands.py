@@ -21,9 +21,9 @@ def create_command(db, node_id, cmd, arg, created_by, body=None) -> tuple[int, i
         ).fetchone()[0]
         cid = conn.execute(
             "INSERT INTO commands (node_id, cmd, arg, created_by, created, seq, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (node_id, cmd, arg, created_by, now, seq, None if body is None else json.dumps(body)),
-        ).lastrowid
+        ).fetchone()[0]
         detail = {"cid": cid, "cmd": cmd, "arg": arg}
         if body is not None:
             detail = {"cid": cid, "cmd": cmd, **body}
@@ -38,8 +38,8 @@ def mark_command_sent(db, cid, mtype):
         row = conn.execute("SELECT node_id, seq FROM commands WHERE id = ?", (cid,)).fetchone()
         conn.execute("UPDATE commands SET sent_at = ? WHERE id = ?", (now, cid))
         conn.execute(
-            "INSERT OR IGNORE INTO frames (node_id, direction, seq, type, received_at, provider)"
-            " VALUES (?, 'down', ?, ?, ?, 'mqtt')",
+            "INSERT INTO frames (node_id, direction, seq, type, received_at, provider)"
+            " VALUES (?, 'down', ?, ?, ?, 'mqtt') ON CONFLICT DO NOTHING",
             (row[0], row[1], mtype, now),
         )
 

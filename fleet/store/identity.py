@@ -40,8 +40,9 @@ def register_node(db, node_id: str, cred: dict, name=None, board=None, provider=
                                         "first or rotate its credentials")
             conn.execute("DELETE FROM node_credentials WHERE node_id = ?", (node_id,))
             conn.execute(
-                "INSERT OR IGNORE INTO nodes (id, name, board, provider, created, tags)"
-                " VALUES (?, ?, ?, ?, ?, '[]')", (node_id, name, board, provider, now))
+                "INSERT INTO nodes (id, name, board, provider, created, tags)"
+                " VALUES (?, ?, ?, ?, ?, '[]') ON CONFLICT DO NOTHING",
+                (node_id, name, board, provider, now))
             conn.execute("UPDATE nodes SET board = coalesce(?, board), name = coalesce(?, name)"
                          " WHERE id = ?", (board, name, node_id))
             conn.execute(
@@ -109,6 +110,8 @@ def trusted_key_ids(db, node_ids=None) -> dict[str, list[str] | None]:
     wanted = None
     if node_ids is not None:
         node_ids = list(node_ids)
+        if not node_ids:
+            return {}  # and `IN ()` is SQLite's only
         if len(node_ids) <= 500:
             sql += f" WHERE n.id IN ({', '.join('?' * len(node_ids))})"
             args = node_ids
@@ -265,8 +268,9 @@ def get_claim_by_id(db, claim_id) -> dict | None:
 def rival_claims(db, mac, but=None) -> list[dict]:
     """The claims for this MAC that are not rejected (pending, approved or issued), oldest first,
     except the claim `but`."""
-    return list(db.query("SELECT * FROM claims WHERE mac = ? AND state != 'rejected' AND id"
-                         " IS NOT ? ORDER BY id", [mac, but]))
+    return list(db.query("SELECT * FROM claims WHERE mac = ? AND state != 'rejected'"
+                         " AND (CAST(? AS INTEGER) IS NULL OR id != ?) ORDER BY id",
+                         [mac, but, but]))
 
 
 def add_claim(db, token_id, client_id, mac, board, conflict=False) -> dict:
@@ -275,26 +279,31 @@ def add_claim(db, token_id, client_id, mac, board, conflict=False) -> dict:
     now = time.time()
     with transaction(db) as conn:
         cur = conn.execute("INSERT INTO claims (token_id, client_id, mac, board, requested_at,"
-                           " conflict) VALUES (?, ?, ?, ?, ?, ?)",
+                           " conflict) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                            (token_id, client_id, mac, board, now, int(conflict)))
+        claim_id = cur.fetchone()[0]
         if conflict:
-            audit.insert(conn, now, f"claim:{token_id}", "claim.conflict", str(cur.lastrowid),
+            audit.insert(conn, now, f"claim:{token_id}", "claim.conflict", str(claim_id),
                          {"mac": mac, "client_id": client_id})
     return get_claim(db, mac, client_id)
 
 
 CLAIM_STATES = ("pending", "approved", "rejected", "issued")
 # The other claims not rejected for the same MAC, as "id,id": what the operator compares.
-_RIVALS = ("(SELECT group_concat(o.id) FROM claims o WHERE o.mac = claims.mac AND o.id !="
-           " claims.id AND o.state != 'rejected') AS rivals")
+_RIVALS = {
+    dialect: (f"(SELECT {concat} FROM claims o WHERE o.mac = claims.mac AND o.id !="
+              " claims.id AND o.state != 'rejected') AS rivals")
+    for dialect, concat in (("sqlite", "group_concat(o.id)"),
+                            ("postgresql", "string_agg(CAST(o.id AS TEXT), ',' ORDER BY o.id)"))
+}
 
 
 def list_claims(db, limit=200, state=None) -> list[dict]:
     """Claims, newest first (only those in `state` if given), each with `rivals`: the ids of the
     other claims for its MAC that are not rejected (a conflict when not empty)."""
     where, args = ("", [limit]) if state is None else ("WHERE state = ?", [state, limit])
-    rows = list(db.query(f"SELECT *, {_RIVALS} FROM claims {where} ORDER BY id DESC LIMIT ?",
-                         args))
+    rows = list(db.query(
+        f"SELECT *, {_RIVALS[db.dialect]} FROM claims {where} ORDER BY id DESC LIMIT ?", args))
     for row in rows:
         row["rivals"] = [int(i) for i in row["rivals"].split(",")] if row["rivals"] else []
     return rows

@@ -4,7 +4,7 @@ import json
 import time
 
 from . import audit
-from .base import BadFilter, UnknownNode, transaction
+from .base import TRUNCATE, BadFilter, UnknownNode, transaction
 
 NODE_COLUMNS = (
     "id, name, board, provider, firmware_version, micropython_version, last_seen, online, uptime,"
@@ -37,8 +37,8 @@ def enrol_node(db, node_id: str, name=None, board=None, provider=None, tags=()):
     """Register a node (idempotent); used by provisioning and by first contact."""
     with transaction(db) as conn:
         conn.execute(
-            "INSERT OR IGNORE INTO nodes (id, name, board, provider, created, tags)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO nodes (id, name, board, provider, created, tags)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (node_id, name, board, provider, time.time(), json.dumps(list(tags))),
         )
 
@@ -102,17 +102,44 @@ FACETS = (("provider", "provider"), ("board", "board"), ("firmware", "firmware_v
           ("micropython", "micropython_version"))
 
 
-def _node_where(f: dict, now: float) -> tuple[str, dict]:
+# "The node's tags (a JSON array in TEXT) hold {}", with {} a placeholder, by dialect.
+HAS_TAG = {
+    "sqlite": "EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = {})",
+    "postgresql": "nodes.tags::jsonb @> jsonb_build_array(CAST({} AS text))",
+}
+# Bulk tagging: drop a tag from / append a tag to the array, only where that changes it.
+_UNTAG = {
+    "sqlite": "UPDATE nodes SET tags = (SELECT json_group_array(value) FROM json_each(nodes.tags)"
+              " WHERE value != :tag) WHERE id = :id AND " + HAS_TAG["sqlite"].format(":tag"),
+    "postgresql": "UPDATE nodes SET tags = (nodes.tags::jsonb - CAST(:tag AS text))::text"
+                  " WHERE id = :id AND " + HAS_TAG["postgresql"].format(":tag"),
+}
+_TAG = {
+    "sqlite": "UPDATE nodes SET tags = json_insert(tags, '$[#]', :tag) WHERE id = :id"
+              " AND NOT " + HAS_TAG["sqlite"].format(":tag"),
+    "postgresql": "UPDATE nodes SET tags = (nodes.tags::jsonb || jsonb_build_array(CAST(:tag AS"
+                  " text)))::text WHERE id = :id AND NOT " + HAS_TAG["postgresql"].format(":tag"),
+}
+
+
+# SQLite's LIKE ignores ASCII case; PostgreSQL's does not, ILIKE does.
+CASELESS_LIKE = {"sqlite": "LIKE", "postgresql": "ILIKE"}
+# The smaller of two values: SQLite's scalar min(), PostgreSQL's least().
+LEAST = {"sqlite": "min", "postgresql": "least"}
+
+
+def _node_where(f: dict, now: float, dialect: str) -> tuple[str, dict]:
     """WHERE clause and parameters for the node list's filters (all optional, ANDed)."""
-    where, args = ["1"], {"now": now}
+    where, args = ["true"], {"now": now}
     q = (f.get("q") or "").strip()
     if q:
         args["q"] = q
+        like = CASELESS_LIKE[dialect]
         args["like"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append(
-            "(id LIKE :like ESCAPE '\\' OR name LIKE :like ESCAPE '\\'"
-            " OR location LIKE :like ESCAPE '\\'"
-            " OR EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :q))"
+            f"(id {like} :like ESCAPE '\\' OR name {like} :like ESCAPE '\\'"
+            f" OR location {like} :like ESCAPE '\\'"
+            f" OR {HAS_TAG[dialect].format(':q')})"
         )
     status = f.get("status")
     if status == "alerting":
@@ -127,7 +154,7 @@ def _node_where(f: dict, now: float) -> tuple[str, dict]:
             where.append(f"{column} = :{key}")
             args[key] = f[key]
     if f.get("tag"):
-        where.append("EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+        where.append(HAS_TAG[dialect].format(":tag"))
         args["tag"] = f["tag"]
     battery = f.get("battery")
     if battery == "low":
@@ -158,7 +185,7 @@ def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
     if sort not in NODE_SORTS:
         raise BadFilter(f"sort {sort!r}: expected one of {', '.join(NODE_SORTS)}")
     now = time.time() if now is None else now
-    where, args = _node_where(filters, now)
+    where, args = _node_where(filters, now, db.dialect)
     total = db.conn.execute(f"SELECT count(*) FROM nodes WHERE {where}", args).fetchone()[0]
     order = NODE_SORTS[sort] + (" DESC" if desc else "")
     # NULLs (never seen, no battery) go last either way; id breaks ties so pages are stable.
@@ -181,7 +208,7 @@ def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
 
 def matching_node_ids(db, filters: dict, now=None) -> list[str]:
     """Ids of every node matching the filters (for bulk actions on a whole result)."""
-    where, args = _node_where(filters, time.time() if now is None else now)
+    where, args = _node_where(filters, time.time() if now is None else now, db.dialect)
     return [r[0] for r in db.conn.execute(f"SELECT id FROM nodes WHERE {where}", args)]
 
 
@@ -268,17 +295,9 @@ def set_name_and_tags(db, node_id, name, tags, actor=None):
 
 def tag_nodes(db, node_ids, tag, remove=False, actor=None) -> int:
     """Add (or remove) one tag on many nodes in one transaction; return how many changed."""
-    if remove:
-        sql = ("UPDATE nodes SET tags = (SELECT json_group_array(value) FROM json_each(nodes.tags)"
-               " WHERE value != :tag) WHERE id = :id"
-               " AND EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
-    else:
-        sql = ("UPDATE nodes SET tags = json_insert(tags, '$[#]', :tag) WHERE id = :id"
-               " AND NOT EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = :tag)")
+    sql = (_UNTAG if remove else _TAG)[db.dialect]
     with transaction(db) as conn:
-        before = conn.total_changes
-        conn.executemany(sql, [{"tag": tag, "id": i} for i in node_ids])
-        changed = conn.total_changes - before
+        changed = conn.executemany(sql, [{"tag": tag, "id": i} for i in node_ids]).rowcount
         audit.insert(conn, time.time(), actor, "bulk.untag" if remove else "bulk.tag", tag,
                      {"nodes": len(node_ids), "changed": changed})
     return changed
@@ -308,9 +327,10 @@ def position_cells(db, lat1, lon0, kx, span, cells, now=None) -> list[tuple]:
     """
     rank = (f"CASE WHEN {ALERTING_SQL} THEN 3 ELSE CASE {STATUS_SQL} WHEN 'new' THEN 0"
             " WHEN 'online' THEN 1 ELSE 2 END END")
+    least, floor = LEAST[db.dialect], TRUNCATE[db.dialect]
     return db.conn.execute(
-        "SELECT min(CAST((lon - :lon0) * :kx / :span * :cells AS INTEGER), :cells - 1),"
-        " min(CAST((:lat1 - lat) / :span * :cells AS INTEGER), :cells - 1),"
+        f"SELECT {least}({floor.format('(lon - :lon0) * :kx / :span * :cells')}, :cells - 1),"
+        f" {least}({floor.format('(:lat1 - lat) / :span * :cells')}, :cells - 1),"
         f" count(*), max({rank}) FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL"
         " GROUP BY 1, 2",
         {"lon0": lon0, "lat1": lat1, "kx": kx, "span": span, "cells": cells,
@@ -324,6 +344,8 @@ TARGET_COLUMNS = (("board", "board"), ("provider", "provider"), ("version", "fir
 
 def unknown_ids(db, node_ids: list[str]) -> list[str]:
     """The ids in node_ids that no registered node has, in the order given."""
+    if not node_ids:
+        return []  # and `IN ()` is SQLite's only
     known = {r[0] for r in db.conn.execute(
         f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))})", node_ids)}
     return [i for i in node_ids if i not in known]
@@ -342,7 +364,7 @@ def select_target(db, target: dict) -> list[dict]:
             sql += f" AND {col} = ?"
             args.append(target[key])
     for tag in target.get("tags") or []:
-        sql += " AND EXISTS (SELECT 1 FROM json_each(nodes.tags) WHERE value = ?)"
+        sql += " AND " + HAS_TAG[db.dialect].format("?")
         args.append(tag)
     ids = target.get("nodes")
     if ids:

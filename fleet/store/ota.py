@@ -75,10 +75,10 @@ def add_rollout(db, release, stages, max_failures, max_health_drop, target, node
         rid = conn.execute(
             "INSERT INTO rollouts (release, state, stages, stage, stage_started, max_failures,"
             " max_health_drop, target, report_id, created, created_by, updated)"
-            " VALUES (?, 'running', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, 'running', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (release, json.dumps(stages), now, max_failures, max_health_drop, json.dumps(target),
              conn.execute("SELECT coalesce(max(id), 0) FROM ota_reports").fetchone()[0], now,
-             actor, now)).lastrowid
+             actor, now)).fetchone()[0]
         conn.executemany(
             "INSERT INTO rollout_nodes (rollout_id, node_id, stage, state, from_version, updated)"
             " VALUES (?, ?, ?, ?, ?, ?)", [(rid, n, st, s, v, now) for n, st, s, v in nodes])

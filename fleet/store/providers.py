@@ -53,7 +53,7 @@ def link_identity(db, provider: str, ext_id: str, node_id: str, device_id=None) 
         conn.execute(
             "INSERT INTO transport_ids (provider, ext_id, node_id, device_id) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (provider, ext_id) DO UPDATE SET node_id = excluded.node_id,"
-            " device_id = coalesce(excluded.device_id, device_id)",
+            " device_id = coalesce(excluded.device_id, transport_ids.device_id)",
             (provider, ext_id.upper(), node_id, device_id),
         )
 
@@ -87,7 +87,8 @@ def receptions(db, node_id: str, limit=50) -> list[dict]:
     """A node's newest receptions (one per gateway and provider that heard a frame)."""
     return list(db.query(
         "SELECT seq, provider, received_at, gateway, rssi, snr, sf, dr, freq, airtime, fcnt"
-        " FROM receptions WHERE node_id = ? ORDER BY received_at DESC, rowid DESC LIMIT ?",
+        " FROM receptions WHERE node_id = ? ORDER BY received_at DESC,"
+        f" {'ctid' if db.dialect == 'postgresql' else 'rowid'} DESC LIMIT ?",
         [node_id, limit]))
 
 
@@ -127,8 +128,8 @@ def store_radio(db, receptions: list[tuple], idents: list[tuple], acks: list[tup
             " last_seen = excluded.last_seen, last_dr = excluded.last_dr",
             idents)
         conn.executemany(
-            "INSERT OR IGNORE INTO provider_downlinks (node_id, provider, t, size, kind,"
-            " seq, fcnt) VALUES (?, ?, ?, 0, 'ack', ?, ?)", acks)
+            "INSERT INTO provider_downlinks (node_id, provider, t, size, kind,"
+            " seq, fcnt) VALUES (?, ?, ?, 0, 'ack', ?, ?) ON CONFLICT DO NOTHING", acks)
 
 
 def reception_buckets(db, node_id, column, since, until, buckets) -> list[tuple]:

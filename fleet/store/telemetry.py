@@ -1,7 +1,7 @@
 """What nodes send: frames, readings and latest values, STATUS history, events, bad frames, and
 the ingest's batch that writes them all in one transaction."""
 
-from .base import BadFilter, transaction
+from .base import POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
 from .nodes import get_node
 
@@ -29,7 +29,7 @@ def readings(db, node_id, since=None, until=None, qids=None, limit=1000) -> list
     if qids:
         sql += f" AND qid IN ({', '.join('?' * len(qids))})"
         args.extend(qids)
-    sql += " ORDER BY t DESC, rowid DESC LIMIT ?"
+    sql += f" ORDER BY t DESC, {INSERTION_ORDER[db.dialect]} DESC LIMIT ?"
     args.append(limit)
     rows = db.conn.execute(sql, args).fetchall()
     rows.reverse()
@@ -114,7 +114,7 @@ def reading_buckets(db, node_id, qid, inst, since, until, buckets) -> list[tuple
     return db.conn.execute(
         "SELECT min(t), min(value), avg(value), max(value) FROM readings"
         " WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ? AND inst = ?"
-        " GROUP BY CAST((t - ?) / ? AS INTEGER) ORDER BY 1",
+        f" GROUP BY {TRUNCATE[db.dialect].format('(t - ?) / ?')} ORDER BY 1",
         (node_id, qid, since, until, inst, since, width)).fetchall()
 
 
@@ -125,7 +125,7 @@ def time_buckets(db, table, t, column, node_id, since, until, buckets) -> list[t
     return db.conn.execute(
         f"SELECT min({t}), min({column}), avg({column}), max({column}) FROM {table}"
         f" WHERE node_id = ? AND {t} >= ? AND {t} <= ? AND {column} IS NOT NULL"
-        f" GROUP BY CAST(({t} - ?) / ? AS INTEGER) ORDER BY 1",
+        f" GROUP BY {TRUNCATE[db.dialect].format(f'({t} - ?) / ?')} ORDER BY 1",
         (node_id, since, until, since, width)).fetchall()
 
 
@@ -150,8 +150,8 @@ def live_state(db, node_id) -> dict:
 
 
 _INSERT_FRAME = (
-    "INSERT OR IGNORE INTO frames (node_id, direction, seq, type, received_at, device_ts, provider)"
-    " VALUES (?, 'up', ?, ?, ?, ?, ?)"
+    "INSERT INTO frames (node_id, direction, seq, type, received_at, device_ts, provider)"
+    " VALUES (?, 'up', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 
@@ -169,8 +169,38 @@ _UPSERT_LATEST = (
 )
 
 
+_INSERT_READINGS_PG = (
+    "INSERT INTO readings (node_id, t, qid, inst, value) SELECT * FROM"
+    " unnest(?::text[], ?::float8[], ?::bigint[], ?::bigint[], ?::float8[])"
+)
+_UPSERT_LATEST_PG = (
+    "INSERT INTO latest (node_id, qid, inst, t, value) SELECT * FROM"
+    " unnest(?::text[], ?::bigint[], ?::bigint[], ?::float8[], ?::float8[])"
+    " ON CONFLICT (node_id, qid, inst) DO UPDATE SET t = excluded.t, value = excluded.value"
+    " WHERE excluded.t >= latest.t"
+)
+
+
+def _columns(rows, width: int, floats=()) -> list[list]:
+    """Rows as `width` column lists, for unnest() of array parameters.
+
+    The columns numbered in `floats` are made all float: psycopg sends a list of one type, and a
+    decoded value or a device time may be an int.
+    """
+    if not rows:
+        return [[] for _ in range(width)]
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    for i in floats:
+        cols[i] = [None if v is None else float(v) for v in cols[i]]
+    return cols
+
+
 def tune_for_bulk_writes(db):
     """Settings for the ingest's connection: it writes far more than anyone else."""
+    if db.dialect == POSTGRESQL:
+        # Nothing to tune per connection: synchronous_commit stays on, because a message is
+        # acked once its batch commits and an acked message must survive a server crash.
+        return
     # The default 2 MB page cache evicts the index pages every batch touches; 64 MB keeps them.
     db.conn.execute("PRAGMA cache_size = -65536")
     # Checkpoint every ~40 MB of WAL instead of ~4 MB: index pages rewritten by many batches
@@ -200,8 +230,52 @@ class Batch:
         self.raw: dict[tuple, tuple] = {}
 
 
+# Ties of time broken by the order rows were written: SQLite's rowid, PostgreSQL's row address.
+INSERTION_ORDER = {"sqlite": "rowid", POSTGRESQL: "ctid"}
+# The larger of two values (SQLite's scalar max(); both skip a NULL the way store_batch uses them).
+GREATEST = {"sqlite": "max", POSTGRESQL: "greatest"}
+
+# One statement for the whole batch; RETURNING says which (node, seq) were new. Two workers
+# storing the same frame: the second waits on the unique key until the first commits, then skips.
+_INSERT_FRAMES_PG = (
+    "INSERT INTO frames (node_id, direction, seq, type, received_at, device_ts, provider)"
+    " SELECT node_id, 'up', seq, type, received_at, device_ts, provider FROM unnest(?::text[],"
+    " ?::bigint[], ?::bigint[], ?::float8[], ?::bigint[], ?::text[])"
+    " AS f(node_id, seq, type, received_at, device_ts, provider)"
+    " ON CONFLICT DO NOTHING RETURNING node_id, seq"
+)
+
+
+def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
+    columns = _columns([f[:6] for f in frames], 6, (3,))
+    new = set(conn.execute(_INSERT_FRAMES_PG, columns).fetchall())
+    fresh = []
+    for f in frames:
+        key = (f[0], f[1])
+        if key in new:
+            new.discard(key)  # the same frame twice in one batch is stored once
+            fresh.append(f)
+    return fresh
+
+
+def _lock_nodes(conn, batch) -> None:
+    """PostgreSQL: lock every node row the batch writes, in one order, before writing any.
+
+    Workers then never wait on each other in a circle (a deadlock), and two batches that hold the
+    same node's frames are written one after the other, so (node, seq) is decided once.
+    """
+    nodes = {f[0] for f in batch.frames}
+    nodes.update(batch.touch, batch.conn_state)
+    nodes.update(b[0] for b in batch.bad if b[0] is not None)
+    if nodes:
+        conn.execute("SELECT 1 FROM nodes WHERE id = ANY(?) ORDER BY id FOR UPDATE",
+                     (sorted(nodes),)).fetchall()
+
+
 def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
     """Insert frames, ignoring ones already stored; return the frames that were new."""
+    if conn.dialect == POSTGRESQL:
+        return _insert_frames_pg(conn, frames)
     # Duplicates are rare, so try the whole batch in one executemany and fall back to one
     # insert per frame (to learn which ones were new) only when the change count says some
     # were already there.
@@ -233,9 +307,11 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
     with transaction(db) as conn:
         if batch.new_nodes:
             conn.executemany(
-                "INSERT OR IGNORE INTO nodes (id, provider, created) VALUES (?, ?, ?)",
-                batch.new_nodes,
+                "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                sorted(batch.new_nodes),
             )
+        if conn.dialect == POSTGRESQL:
+            _lock_nodes(conn, batch)
         fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
@@ -271,8 +347,15 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 if body.get("keys"):
                     trusts[node] = (body["keys"], node)
         if readings_rows:
-            conn.executemany(_INSERT_READING, readings_rows)
-            conn.executemany(_UPSERT_LATEST, latest_rows.values())
+            if conn.dialect == POSTGRESQL:
+                # One statement per table with arrays: ~3 rows per message make executemany's
+                # per-row round trip the batch's biggest cost on PostgreSQL.
+                conn.execute(_INSERT_READINGS_PG, _columns(readings_rows, 5, (1, 4)))
+                conn.execute(_UPSERT_LATEST_PG,
+                             _columns(sorted(latest_rows.values()), 5, (3, 4)))
+            else:
+                conn.executemany(_INSERT_READING, readings_rows)
+                conn.executemany(_UPSERT_LATEST, latest_rows.values())
         if battery:
             conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
         if statuses:
@@ -326,8 +409,9 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                             size))
         if batch.touch:
             conn.executemany(
-                "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1,"
-                " provider = ?, up_seq = coalesce(max(up_seq, ?), up_seq, ?) WHERE id = ?",
+                f"UPDATE nodes SET last_seen = {GREATEST[conn.dialect]}(coalesce(last_seen, 0), ?),"
+                f" online = 1, provider = ?,"
+                f" up_seq = coalesce({GREATEST[conn.dialect]}(up_seq, ?), up_seq, ?) WHERE id = ?",
                 [(seen, prov, seq, seq, node) for node, (seen, prov, seq) in batch.touch.items()],
             )
         if batch.conn_state:

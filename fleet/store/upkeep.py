@@ -1,8 +1,14 @@
 """The periodic work's own state: when each task last ran, and pruning old rows by age."""
 
+import calendar
+import hashlib
 import json
+import os
+import socket
+import time
+from contextlib import contextmanager
 
-from .base import transaction
+from .base import POSTGRESQL, transaction
 
 
 def mark_upkeep(db, task: str, at: float, detail=None) -> None:
@@ -50,9 +56,17 @@ def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
     write lock; many small groups (nodes) share one transaction.
     """
     groups_sql, select = _PRUNE[table]
-    delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
-    groups = [tuple(g) for g in db.conn.execute(groups_sql)] if groups_sql else [()]
     total = 0
+    if db.dialect == POSTGRESQL:
+        if table == "readings":
+            total += drop_partitions(db, before)  # whole days at once; the rest row by row
+        # The same walk by PostgreSQL's row address, which is unique within one partition only
+        # (the INDEXED BY hints are dropped for PostgreSQL).
+        select = select.replace("SELECT rowid", "SELECT tableoid, ctid")
+        delete = f"DELETE FROM {table} WHERE (tableoid, ctid) IN ({select} LIMIT ?)"
+    else:
+        delete = f"DELETE FROM {table} WHERE rowid IN ({select} LIMIT ?)"
+    groups = [tuple(g) for g in db.conn.execute(groups_sql)] if groups_sql else [()]
     while groups:
         with transaction(db) as conn:
             room = chunk
@@ -63,3 +77,103 @@ def prune_old(db, table: str, before: float, chunk: int = 5000) -> int:
                     groups.pop()  # nothing older left in this group
                 room -= n
     return total
+
+
+# --- readings in day partitions (PostgreSQL) ----------------------------------------------------
+
+DAY = 86400
+PARTITIONS_AHEAD = 3  # days of partitions made before their readings arrive
+
+
+def partition_name(day: int) -> str:
+    """The partition of readings for UTC day number `day` (days since 1970): readings_pYYYYMMDD."""
+    return "readings_p" + time.strftime("%Y%m%d", time.gmtime(day * DAY))
+
+
+def readings_partitions(db) -> dict[str, int]:
+    """{partition name: its UTC day number} of readings' day partitions (PostgreSQL)."""
+    rows = db.conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'readings'::regclass AND c.relname LIKE 'readings_p%'").fetchall()
+    return {name: calendar.timegm(time.strptime(name[10:], "%Y%m%d")) // DAY for (name,) in rows}
+
+
+def add_partitions(db, now: float, ahead: int = PARTITIONS_AHEAD) -> list[str]:
+    """PostgreSQL: make readings' partitions for today and `ahead` days on; the names made.
+
+    Called by upkeep every round and by the ingest at start. A day whose readings already went to
+    readings_default (no partition was made in time) gets none: they stay there, pruned by row.
+    """
+    if db.dialect != POSTGRESQL:
+        return []
+    import psycopg.errors
+
+    have = readings_partitions(db)
+    made = []
+    first = int(now // DAY)
+    for day in range(first, first + ahead + 1):
+        name = partition_name(day)
+        if name in have:
+            continue
+        try:
+            with transaction(db) as conn:
+                conn.execute(f"CREATE TABLE {name} PARTITION OF readings"
+                             f" FOR VALUES FROM ({day * DAY}) TO ({(day + 1) * DAY})")
+            made.append(name)
+        except (psycopg.errors.DuplicateTable, psycopg.errors.CheckViolation):
+            continue  # another worker made it first, or the default partition holds that day
+    return made
+
+
+def drop_partitions(db, before: float) -> int:
+    """PostgreSQL: drop readings' day partitions that end at or before `before`; rows dropped."""
+    dropped = 0
+    for name, day in sorted(readings_partitions(db).items(), key=lambda item: item[1]):
+        if (day + 1) * DAY > before:
+            continue
+        with transaction(db) as conn:
+            dropped += conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            conn.execute(f"DROP TABLE {name}")
+    return dropped
+
+
+# --- work that runs once however many workers try it ---------------------------------------------
+
+LEASE = 300.0  # s a SQLite lock row holds if its holder dies without letting go
+
+
+def lock_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of a named lock (a stable signed 64-bit number)."""
+    digest = hashlib.sha256(b"polylink:" + name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def exclusive(db, name: str, lease: float = LEASE):
+    """Yield True to the one worker that holds the lock `name` now, False to every other.
+
+    PostgreSQL: a session advisory lock (let go when this returns, or when the worker's
+    connection dies). SQLite: a row in `locks` with a lease, for a worker killed while holding it.
+    """
+    if db.dialect == POSTGRESQL:
+        key = lock_key(name)
+        got = db.conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]
+        try:
+            yield got
+        finally:
+            if got:
+                db.conn.execute("SELECT pg_advisory_unlock(?)", (key,))
+        return
+    holder = f"{socket.gethostname()}:{os.getpid()}:{id(db)}"
+    now = time.time()
+    with transaction(db) as conn:
+        got = conn.execute(
+            "INSERT INTO locks (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET holder = excluded.holder, until = excluded.until WHERE locks.until < ?"
+            " RETURNING holder", (name, holder, now + lease, now)).fetchone() is not None
+    try:
+        yield got
+    finally:
+        if got:
+            with transaction(db) as conn:
+                conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))

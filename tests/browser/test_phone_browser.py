@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from polylink import proto
-from services import READY
+from services import READY, fleet_db
 
 from fleet import create_app
 from fleet.exports import registry as export_registry
@@ -109,7 +109,7 @@ def test_every_page_fits_a_phone_and_charts_are_readable(fleet_run, tmp_path, ar
     run = fleet_run()
     run.wait_for(READY, timeout=60)
     settings = Settings(data_dir=data, port=run.port, mqtt_port=run.mqtt_port, mqtt_url=None)
-    db = open_db(data / "fleet.db")
+    db = open_db(fleet_db(data))
     auth.create_user(db, "boss", PASSWORD, "admin")
     values = seed(db, settings)
     app = create_app({"SETTINGS": settings, "SECRET_KEY": "only-for-the-url-map"})

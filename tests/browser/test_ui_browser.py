@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from services import READY
+from services import READY, fleet_db
 
 from fleet.store import audit as audit_store
 from fleet.store import commands as command_store
@@ -39,7 +39,7 @@ def test_technician_and_operator_in_chromium(fleet_run, tmp_path, artifacts):
     data = tmp_path / "data"
     run = fleet_run()
     run.wait_for(READY, timeout=60)
-    db = open_db(data / "fleet.db")
+    db = open_db(fleet_db(data))
     for name, role in (("tech", "technician"), ("op", "operator"), ("boss", "admin")):
         auth.create_user(db, name, PASSWORD, role)
     env = dict(os.environ, DATA_DIR=str(data), MQTT_PORT=str(run.mqtt_port))

@@ -21,7 +21,7 @@ import pytest
 from polylink import proto
 from polylink.net import link as link_module
 from polylink_host import sim
-from services import READY, FleetRun, free_port
+from services import READY, FleetRun, fleet_db, free_port
 
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import connect
@@ -226,7 +226,7 @@ def test_twenty_nodes_commands_and_restarts_lose_no_reading(tmp_path, mosquitto,
     # 5. Every seq a node had acknowledged is stored exactly once.
     attempted, acked = sent.snapshot()
     assert set(acked) == set(ids)
-    db = connect(data_dir / "fleet.db")
+    db = connect(fleet_db(data_dir))
     try:
         def all_acked_stored():
             return all(acked[n] <= set(telemetry_store.frame_seqs(db, n)) for n in ids)

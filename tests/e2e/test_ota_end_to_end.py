@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from polylink.ota import slots
 from polylink_host import sim
-from services import READY, FleetRun, free_port
+from services import READY, FleetRun, fleet_db, free_port
 from test_end_to_end import Api, SimFleet, create_token, wait_until
 
 from fleet.store import audit as audit_store
@@ -132,7 +132,7 @@ def test_rollout_updates_nodes_over_http_and_a_crashing_release_rolls_back(tmp_p
         assert api.get(f"/rollouts/{bad}")["state"] == "paused"
         browse(data, fleet, bad, artifacts)
         assert api.get(f"/rollouts/{bad}")["state"] == "aborted"
-        audit = [a["action"] for a in audit_store.audit_log(open_db(data / "fleet.db"),
+        audit = [a["action"] for a in audit_store.audit_log(open_db(fleet_db(data)),
                                                        target=f"rollout:{bad}")]
         assert audit[0] == "rollout.abort" and "rollout.auto-pause" in audit, audit
     finally:

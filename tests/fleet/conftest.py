@@ -21,9 +21,11 @@ def data_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def settings(data_dir):
+def settings(data_dir, database_url):
     # Port 1 refuses connections: a test that needs a broker passes the mosquitto fixture's port.
-    return Settings(data_dir=data_dir, port=8000, mqtt_port=1, mqtt_url=None)
+    # database_url: None on SQLite (DATA_DIR/fleet.db), a fresh database with --backend=postgresql.
+    return Settings(data_dir=data_dir, port=8000, mqtt_port=1, mqtt_url=None,
+                    database_url=database_url)
 
 
 @pytest.fixture

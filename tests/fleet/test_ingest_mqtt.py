@@ -44,10 +44,12 @@ def publish_wait(client, topic, payload, retain=False):
 class IngestProcess:
     """`fleet ingest` in its own process, pointed at the test broker and DATA_DIR."""
 
-    def __init__(self, broker, data_dir):
+    def __init__(self, broker, data_dir, log_name="ingest.log"):
+        # DATABASE_URL (--backend=postgresql) passes through from os.environ.
         self.env = dict(os.environ, DATA_DIR=str(data_dir), MQTT_PORT=str(broker.port))
         self.env.pop("MQTT_URL", None)
-        self.log = open(data_dir.parent / "ingest.log", "ab")  # noqa: SIM115
+        self.log_path = data_dir.parent / log_name
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = None
 
     def start(self, *args):
@@ -83,7 +85,7 @@ def wait_for(predicate, timeout=30.0, what="condition"):
 
 def node_known(db_path, node_id):
     def check():
-        if not db_path.exists():
+        if isinstance(db_path, Path) and not db_path.exists():
             return False
         db = connect(db_path)
         try:

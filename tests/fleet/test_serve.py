@@ -9,11 +9,12 @@ import urllib.request
 from http.cookiejar import CookieJar
 
 import pytest
-from services import READY, FleetRun, free_port
+from services import READY, FleetRun, fleet_db, free_port
 
 from fleet import serve
 from fleet.broker.server import mqtt_ready, port_is_free
 from fleet.settings import Settings, from_env
+from fleet.store.base import connect
 
 
 def get(url: str) -> tuple[int, str]:
@@ -82,8 +83,15 @@ def test_password_is_stored_hashed_and_not_shown_again(fleet_run, tmp_path):
     first.wait_for(READY)
     assert first.stop() == 0
 
-    db_bytes = (tmp_path / "data" / "fleet.db").read_bytes()
-    assert password.encode() not in db_bytes, "the admin password is stored in clear"
+    target = fleet_db(tmp_path / "data")
+    if isinstance(target, str):  # PostgreSQL: every row of every table, as text
+        db = connect(target)
+        stored = "".join(str(row) for table in db.table_names()
+                         for row in db.conn.execute(f"SELECT * FROM {table}")).encode()
+        db.conn.close()
+    else:
+        stored = target.read_bytes()
+    assert password.encode() not in stored, "the admin password is stored in clear"
 
     second = FleetRun(tmp_path / "data", first.port, first.mqtt_port)
     try:

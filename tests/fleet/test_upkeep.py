@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from services import READY
+from services import READY, fleet_db
 
 from fleet import upkeep
 from fleet.settings import SettingsError, from_env
@@ -241,7 +241,7 @@ def test_fleet_run_alerts_an_offline_node_with_nobody_looking(fleet_run, tmp_pat
                           "--interval", "1", "--duration", "4"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert sim.returncode == 0, sim.stderr
-    db = open_db(tmp_path / "data" / "fleet.db")
+    db = open_db(fleet_db(tmp_path / "data"))
     try:
         assert node_store.get_node(db, "sim-0000")["last_seen"] is not None
         assert wait_until(lambda: offline_alerts(db) == ["sim-0000"], timeout=90), \

@@ -8,6 +8,7 @@ nsemu.py); the firmware, the broker, the fleet and the database are the real one
 
 import asyncio
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ async def until(cond, timeout, what):
 
 
 def fleet_with_providers(tmp_path, broker):
-    settings = Settings(tmp_path / "data", 0, broker.port, None)
+    settings = Settings(tmp_path / "data", 0, broker.port, None,
+                        database_url=os.environ.get("DATABASE_URL"))  # --backend
     db = open_db(settings.db_path)
     for name, kind, app in (("ttn", "tts", "city"), ("cs", "chirpstack", "5f1d")):
         registry.add(db, settings.data_dir, {"name": name, "kind": kind, "host": broker.host,

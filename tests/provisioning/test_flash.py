@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from polylink_host import sim
-from services import READY
+from services import READY, fleet_db
 
 from fleet.identity import provision_cli as cli
 from fleet.store import identity as identity_store
@@ -158,7 +158,7 @@ def test_flash_writes_firmware_and_image_then_the_node_reports_in(env, pty, flee
         ["esptool", "--chip", "esp32", "--port", p, "--baud", "460800", "write-flash",
          "0x200000", image_path],
     ]
-    db = open_db(env / "data" / "fleet.db")
+    db = open_db(fleet_db(env / "data"))
     assert identity_store.get_credentials(db, "lamp-1")["mac"] == "246f28aabbcc"
     assert node_store.get_node(db, "lamp-1")["last_seen"] is not None
     assert booted["config"]["mqtt"]["port"] == run.mqtt_port
@@ -180,7 +180,7 @@ def test_clear_errors_before_anything_is_written(env, pty, monkeypatch, case, ex
     assert r.exit_code == 1, r.output
     assert message in r.output and "Traceback" not in r.output
     assert not any("write-flash" in c for c in calls(env))
-    assert identity_store.get_credentials(open_db(env / "data" / "fleet.db"), "n-1") is None
+    assert identity_store.get_credentials(open_db(fleet_db(env / "data")), "n-1") is None
 
 
 def test_wrong_micropython_version_is_refused_before_esptool_runs(env, pty):
@@ -232,7 +232,7 @@ def test_batch_flashes_each_board_and_summarises(env, pty):
                 if "write-flash" in c and c[-1] not in seen:
                     seen.add(c[-1])
                     node = Path(c[-1]).name.split(".")[0]
-                    db = open_db(env / "data" / "fleet.db")
+                    db = open_db(fleet_db(env / "data"))
                     db.conn.execute("UPDATE nodes SET last_seen = ? WHERE id = ?",
                                     (time.time() + 1, node))
                     db.conn.close()
@@ -249,5 +249,5 @@ def test_batch_flashes_each_board_and_summarises(env, pty):
     assert "[1/3] " + pty.port in r.output and "[3/3] " + second.port in r.output
     assert "summary: 3 boards, 2 ok, 1 failed" in r.output, r.output
     assert "failed  /dev/ttyNOPE9  no port /dev/ttyNOPE9" in r.output
-    db = open_db(env / "data" / "fleet.db")
+    db = open_db(fleet_db(env / "data"))
     assert len(identity_store.active_mqtt_hashes(db)) == 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from polylink import config as fw_config
-from services import free_port
+from services import fleet_db, free_port
 
 from fleet.broker import auth as brokerauth
 from fleet.identity import provision_cli as cli
@@ -48,7 +48,7 @@ def run(*args):
 
 
 def _db(env):
-    return open_db(env / "data" / "fleet.db")
+    return open_db(fleet_db(env / "data"))
 
 
 def test_wifi_board_image_holds_exactly_the_node_files(env):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from esptool.bin_image import ELFSection, ESP32FirmwareImage
+from services import fleet_db
 
 from fleet.identity import provision_cli as cli
 from fleet.store import identity as identity_store
@@ -131,7 +132,7 @@ def test_label_qr_opens_the_node_page(env):
     from fleet.identity import provision
     from fleet.settings import from_env
 
-    db = open_db(env / "data" / "fleet.db")
+    db = open_db(fleet_db(env / "data"))
     # the failed build registered nothing
     assert identity_store.get_credentials(db, "lamp-8") is None
     ident = provision.register(db, from_env(), "lamp-8", board="HELTEC_WIFI_LORA_32_V2")

@@ -11,7 +11,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from services import free_port, start_mosquitto
+from services import fleet_db, free_port, start_mosquitto
 
 from fleet.broker import server as fleet_broker
 
@@ -185,7 +185,7 @@ def test_amqtt_fallback_carries_frames_into_the_store(tmp_path):
 
         def stored() -> list[int]:
             try:
-                db = connect(tmp_path / "fleet.db")
+                db = connect(fleet_db(tmp_path))
                 try:
                     return telemetry_store.frame_seqs(db, "amqtt-node")
                 finally:

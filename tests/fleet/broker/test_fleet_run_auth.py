@@ -11,7 +11,7 @@ from pathlib import Path
 from polylink import claim as fw_claim
 from polylink import config as fw_config
 from polylink_host.sim import SimNode
-from services import READY, free_port
+from services import READY, fleet_db, free_port
 
 from fleet.broker.server import mqtt_ready
 from fleet.identity.claims import generic_config
@@ -56,7 +56,7 @@ def test_fleet_run_enforces_logins_and_sim_nodes_get_their_own(fleet_run, tmp_pa
                          text=True, timeout=60)
     assert sim.returncode == 0, sim.stderr
     assert "sim: 2 nodes, 2 connected" in sim.stdout, sim.stdout + sim.stderr
-    db = open_db(tmp_path / "data" / "fleet.db")
+    db = open_db(fleet_db(tmp_path / "data"))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not all(
             telemetry_store.count_readings(db, n) for n in ("sim-0000", "sim-0001")):

@@ -78,7 +78,6 @@ def test_rows_stored_whole_before_are_cut_when_read(db, client, auth_headers, lo
     node_store.enrol_node(db, "n1")
     db.conn.execute("INSERT INTO bad_frames (node_id, received_at, topic, payload, error) "
                     "VALUES ('n1', 1, 'pl/v1/n1/up', ?, 'x')", (b"\xab" * 2_000_000,))
-    db.conn.commit()
     r = client.get("/api/v1/nodes/n1/bad-frames", headers=auth_headers)
     (frame,) = r.get_json()["frames"]
     assert frame["size"] == 2_000_000 and len(r.data) < 4096

@@ -1,6 +1,5 @@
 """Queries of the store's domain modules (moved from tests/fleet/test_db.py)."""
 
-import sqlite3
 
 import pytest
 from polylink import proto
@@ -12,14 +11,14 @@ from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store import users as user_store
-from fleet.store.base import DuplicateName, UnknownCommand, UnknownNode
+from fleet.store.base import DuplicateName, IntegrityError, UnknownCommand, UnknownNode
 
 
 def test_frames_are_unique_per_node_direction_and_seq(db):
     node_store.enrol_node(db, "n1")
     db.conn.execute("INSERT INTO frames VALUES ('n1', 'up', 7, 0, 1.0, NULL, 'mqtt')")
     db.conn.execute("INSERT INTO frames VALUES ('n1', 'down', 7, 4, 1.0, NULL, 'mqtt')")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(IntegrityError):
         db.conn.execute("INSERT INTO frames VALUES ('n1', 'up', 7, 0, 2.0, NULL, 'ttn')")
 
 

@@ -2,6 +2,7 @@
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from fleet.store import migrate
@@ -18,5 +19,5 @@ def test_connection_closes_at_teardown(app):
     with app.app_context():
         db = web_db.get_db()
         assert web_db.get_db() is db
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises((sqlite3.ProgrammingError, psycopg.OperationalError)):
         db.conn.execute("SELECT 1")

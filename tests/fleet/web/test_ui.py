@@ -5,6 +5,7 @@ import json
 import sqlite3
 import time
 
+import psycopg
 import pytest
 from polylink import proto
 
@@ -94,11 +95,17 @@ def test_get_pages_do_no_writes(as_role, fleet, app, settings):
     for rule in app.url_map.iter_rules():
         if "GET" in rule.methods and not rule.arguments and not rule.rule.startswith("/api/"):
             pages.append(rule.rule)
-    watcher = sqlite3.connect(settings.db_path)
-    # data_version changes whenever another connection commits to the file.
-    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    if settings.database_url:
+        watcher = psycopg.connect(settings.database_url, autocommit=True)
+        # The next transaction id moves only when some transaction writes.
+        changes = "SELECT txid_snapshot_xmax(txid_current_snapshot())"
+    else:
+        watcher = sqlite3.connect(settings.db_path)
+        # data_version changes whenever another connection commits to the file.
+        changes = "PRAGMA data_version"
+    before = watcher.execute(changes).fetchone()[0]
     status = {path: client.get(path).status_code for path in pages}
-    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before, status
+    assert watcher.execute(changes).fetchone()[0] == before, status
     assert status["/"] == 200 and status["/alerts/"] == 200 and len(pages) > 12
     watcher.close()
     assert alert_store.list_alerts(fleet_db := connect(settings.db_path)) == [], "evaluated"

@@ -1,0 +1,105 @@
+"""Moving a fleet's store from SQLite to PostgreSQL: every table copied, then compared.
+
+copy_store() reads the SQLite file in one read transaction (a consistent snapshot, even while
+other processes write), writes each table into an empty, migrated PostgreSQL database with COPY,
+moves the identity sequences past the copied ids, and returns per table the row count and an
+order-independent checksum of both sides, which must be equal (CopyMismatch otherwise).
+"""
+
+import hashlib
+
+from .base import POSTGRESQL, SQLITE, StoreError, transaction
+from .migrate import schema_version
+
+BATCH = 10_000
+
+
+class CopyMismatch(StoreError):
+    """The copy does not hold the same rows as the source."""
+
+
+def _value(v) -> bytes:
+    # One spelling per value whichever database it came from: REAL/double as repr(float), an
+    # INTEGER as its digits, BLOB/bytea as hex, NULL as a byte no text holds.
+    if v is None:
+        return b"\x00"
+    if isinstance(v, float):
+        return repr(v).encode()
+    if isinstance(v, bytes | memoryview):
+        return bytes(v).hex().encode()
+    return str(v).encode()
+
+
+def _row_hash(row) -> int:
+    return int.from_bytes(hashlib.sha256(b"\x1f".join(_value(v) for v in row)).digest(), "big")
+
+
+def _columns(source, table: str) -> list[str]:
+    return [r[1] for r in source.conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _tables(source) -> list[str]:
+    """The source's tables, a table after those its foreign keys name."""
+    names = [r[0] for r in source.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " ORDER BY name")]
+    refs = {t: {r[2] for r in source.conn.execute(f"PRAGMA foreign_key_list({t})")} - {t}
+            for t in names}
+    ordered: list[str] = []
+    while len(ordered) < len(names):
+        for t in names:
+            if t not in ordered and refs[t] <= set(ordered):
+                ordered.append(t)
+    return ordered
+
+
+def summary(db, table: str, columns: list[str]) -> tuple[int, int]:
+    """(rows, checksum) of a table: the checksum is the sum of its rows' SHA-256, mod 2**256."""
+    count, total = 0, 0
+    cur = db.conn.execute(f"SELECT {', '.join(columns)} FROM {table}")
+    while rows := cur.fetchmany(BATCH):
+        count += len(rows)
+        total += sum(_row_hash(r) for r in rows)
+    return count, total % 2**256
+
+
+def copy_store(source, target) -> dict[str, tuple[int, str]]:
+    """Copy every table of SQLite `source` into PostgreSQL `target`; {table: (rows, checksum)}."""
+    if source.dialect != SQLITE or target.dialect != POSTGRESQL:
+        raise StoreError("fleet db copy moves a SQLite store into a PostgreSQL one")
+    if schema_version(source) != schema_version(target):
+        raise StoreError(f"schema versions differ: SQLite {schema_version(source)}, PostgreSQL"
+                         f" {schema_version(target)}; run `fleet migrate` on both first")
+    source.conn.execute("BEGIN")  # one snapshot of the whole file
+    try:
+        tables = _tables(source)
+        busy = [t for t in tables
+                if target.conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is not None]
+        if busy:
+            raise StoreError(f"the PostgreSQL database is not empty ({', '.join(busy)}):"
+                             " copy only into a new, migrated database")
+        report = {}
+        with transaction(target) as conn:
+            raw = conn.raw.cursor()
+            for table in tables:
+                cols = _columns(source, table)
+                cur = source.conn.execute(f"SELECT {', '.join(cols)} FROM {table}")
+                with raw.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                    while rows := cur.fetchmany(BATCH):
+                        for row in rows:
+                            copy.write_row(row)
+            for table, column in conn.execute(
+                    "SELECT table_name, column_name FROM information_schema.columns"
+                    " WHERE table_schema = current_schema() AND is_identity = 'YES'").fetchall():
+                conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                             f" coalesce(max({column}), 0) + 1, false) FROM {table}")
+        for table in tables:
+            cols = _columns(source, table)
+            mine, theirs = summary(source, table, cols), summary(target, table, cols)
+            if mine != theirs:
+                raise CopyMismatch(f"{table}: SQLite has {mine[0]} rows, PostgreSQL {theirs[0]}"
+                                   " (or their checksums differ)")
+            report[table] = (mine[0], f"{mine[1]:064x}")
+        return report
+    finally:
+        source.conn.execute("ROLLBACK")
