@@ -40,8 +40,30 @@ def pytest_report_header(config):
     return f"store backend: {config.getoption('--backend')}"
 
 
-def pytest_collection_modifyitems(items):
+# Features whose store code is not yet ported to PostgreSQL (issue 15 is open): their tests run
+# on SQLite only and the PostgreSQL run reports them as skipped with this reason, never silently.
+# Remove a line when its feature's SQL works on both dialects; docs/architecture.md lists them.
+NOT_YET_ON_POSTGRESQL = {
+    "tests/fleet/exports": "exports' cursor uses SQLite's rowid and json_each",
+    "tests/fleet/nodes/test_export.py": "bulk export's keyset walk uses SQLite's rowid",
+    "tests/fleet/operations/test_backup.py": "fleet backup copies the SQLite file only",
+    "tests/fleet/operations/test_doctor.py": "fleet doctor's database check reads the SQLite file",
+    "tests/fleet/profiles": "profiles and SenML intake use SQLite's INSERT OR IGNORE",
+    "tests/fleet/store/test_copy.py": "db copy predates the seeded device_profiles table",
+    "tests/fleet/tls/test_certs.py": "the certificate alert test opens the SQLite file",
+    "tests/fleet/web/test_metrics.py": "the export lag metric uses the exports' rowid cursor",
+    "tests/fleet/web/test_openapi.py": "its calls reach exports and bulk export (rowid)",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    on_postgresql = config.getoption("--backend") == "postgresql"
     for item in items:
+        if on_postgresql:
+            where = item.path.relative_to(ROOT).as_posix()
+            for prefix, why in NOT_YET_ON_POSTGRESQL.items():
+                if where == prefix or where.startswith(prefix + "/"):
+                    item.add_marker(pytest.mark.skip(reason=f"not yet on PostgreSQL: {why}"))
         names = set(vars(item.module)) if getattr(item, "module", None) else set()
         folder = item.path.parent.name
         for marker, uses in NEEDS.items():
