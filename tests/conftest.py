@@ -49,7 +49,6 @@ NOT_YET_ON_POSTGRESQL = {
     "tests/fleet/operations/test_backup.py": "fleet backup copies the SQLite file only",
     "tests/fleet/operations/test_doctor.py": "fleet doctor's database check reads the SQLite file",
     "tests/fleet/profiles": "profiles and SenML intake use SQLite's INSERT OR IGNORE",
-    "tests/fleet/store/test_copy.py": "db copy predates the seeded device_profiles table",
     "tests/fleet/tls/test_certs.py": "the certificate alert test opens the SQLite file",
     "tests/fleet/web/test_metrics.py": "the export lag metric uses the exports' rowid cursor",
     "tests/fleet/web/test_openapi.py": "its calls reach exports and bulk export (rowid)",

@@ -7,9 +7,11 @@ order-independent checksum of both sides, which must be equal (CopyMismatch othe
 """
 
 import hashlib
+import tempfile
+from pathlib import Path
 
 from .base import POSTGRESQL, SQLITE, StoreError, transaction
-from .migrate import schema_version
+from .migrate import open_db, schema_version
 
 BATCH = 10_000
 
@@ -53,6 +55,18 @@ def _tables(source) -> list[str]:
     return ordered
 
 
+def _seeded(tables: list[str]) -> dict[str, int]:
+    """Rows a freshly migrated store holds per table (migrations seed a few, e.g. the `polylink`
+    device profile): a target holding just those counts as new, and they are replaced."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = open_db(Path(tmp) / "fresh.db")
+        try:
+            return {t: fresh.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in tables}
+        finally:
+            fresh.conn.close()
+
+
 def summary(db, table: str, columns: list[str]) -> tuple[int, int]:
     """(rows, checksum) of a table: the checksum is the sum of its rows' SHA-256, mod 2**256."""
     count, total = 0, 0
@@ -73,14 +87,18 @@ def copy_store(source, target) -> dict[str, tuple[int, str]]:
     source.conn.execute("BEGIN")  # one snapshot of the whole file
     try:
         tables = _tables(source)
-        busy = [t for t in tables
-                if target.conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is not None]
+        seeded = _seeded(tables)
+        busy = [t for t in tables if target.conn.execute(
+            f"SELECT count(*) FROM {t}").fetchone()[0] != seeded[t]]
         if busy:
             raise StoreError(f"the PostgreSQL database is not empty ({', '.join(busy)}):"
                              " copy only into a new, migrated database")
         report = {}
         with transaction(target) as conn:
             raw = conn.raw.cursor()
+            for table in reversed(tables):  # the seeds go; the source's own rows replace them
+                if seeded[table]:
+                    conn.execute(f"DELETE FROM {table}")
             for table in tables:
                 cols = _columns(source, table)
                 cur = source.conn.execute(f"SELECT {', '.join(cols)} FROM {table}")
