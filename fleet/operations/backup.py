@@ -81,9 +81,17 @@ def default_name() -> str:
     return time.strftime("polylink-backup-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
 
 
+def _sqlite_only(settings: Settings) -> None:
+    if settings.database_url:
+        raise BackupError("DATABASE_URL is set: fleet backup and restore hold a SQLite store "
+                          "(DATA_DIR/fleet.db) only, not yet a PostgreSQL one; back the database "
+                          "up with pg_dump and DATA_DIR's files beside it")
+
+
 def create(settings: Settings, dest: Path) -> dict:
     """Write a backup of settings.data_dir to dest (mode 0600, atomically); return its manifest."""
     data_dir = settings.data_dir
+    _sqlite_only(settings)
     if not settings.db_path.is_file():
         raise BackupError(f"no fleet database in {data_dir}: is DATA_DIR right?")
     dest = Path(dest)
@@ -229,6 +237,7 @@ def restore(settings: Settings, archive: Path, replace: bool = False) -> dict:
     DATA_DIR.before-restore-<time>. A running fleet on DATA_DIR is always refused.
     """
     data_dir = settings.data_dir
+    _sqlite_only(settings)
     running = fleet_processes(data_dir)
     if running:
         raise BackupError(f"a fleet is running on {data_dir} (processes {', '.join(running)}): "

@@ -9,7 +9,6 @@ import datetime
 import os
 import shutil
 import socket
-import sqlite3
 import ssl
 import subprocess
 import tempfile
@@ -178,9 +177,13 @@ def check_broker_logins(d: Deployment) -> Iterable[Finding]:
     if not (broker_dir / brokerauth.PASSWD_FILE).exists() or not services.exists():
         return [Finding(FAIL, check, f"no password file in {broker_dir}: start the fleet once "
                                      "(`fleet run` writes it)")]
-    if not d.settings.db_path.exists():
+    if not health.present(d.settings.db_path):
         return [Finding(FAIL, check, "no database to compare the broker's logins with")]
-    if health.schema_version(d.settings.db_path) != SCHEMA_VERSION:
+    try:
+        current = health.schema_version(d.settings.db_path) == SCHEMA_VERSION
+    except health.Unreadable:
+        return [Finding(WARN, check, "not compared: the database cannot be read (below)")]
+    if not current:
         return [Finding(WARN, check, "not compared: the database schema is not current (below)")]
     from fleet.store import identity as identity_store
     from fleet.store.base import connect
@@ -228,13 +231,13 @@ def check_broker_logins(d: Deployment) -> Iterable[Finding]:
 
 def check_migrations(d: Deployment) -> Iterable[Finding]:
     check = "database"
-    if not d.settings.db_path.exists():
+    if not health.present(d.settings.db_path):
         return [Finding(FAIL, check, f"no database at {d.settings.db_path}: is DATA_DIR right? "
                                      "(`fleet run` or `fleet db migrate` creates it)")]
     try:
         version = health.schema_version(d.settings.db_path)
-    except sqlite3.Error as e:
-        return [Finding(FAIL, check, f"cannot read {d.settings.db_path}: {e}")]
+    except health.Unreadable as e:
+        return [Finding(FAIL, check, f"cannot read {health.shown(d.settings.db_path)}: {e}")]
     if version < SCHEMA_VERSION:
         return [Finding(FAIL, check, f"schema version {version}, this fleet needs "
                                      f"{SCHEMA_VERSION}: run `fleet db migrate` (`fleet run` "
@@ -276,10 +279,10 @@ def ntp_synchronized() -> bool | None:
 def check_clock(d: Deployment, now: float | None = None) -> Iterable[Finding]:
     now = time.time() if now is None else now
     out = []
-    if d.settings.db_path.exists():
+    if health.present(d.settings.db_path):
         try:
             newest = health.newest_node_time(d.settings.db_path)
-        except sqlite3.Error:
+        except health.Unreadable:
             newest = None  # the database check says why
         if newest is not None and newest > now + CLOCK_SLACK:
             seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(newest))
