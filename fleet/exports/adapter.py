@@ -41,6 +41,7 @@ Delivery rules the worker guarantees to adapters:
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 
 class ExportError(ValueError):
@@ -130,3 +131,9 @@ class Destination:
     # (host, port, user, password) of the fleet's own broker with the exports service login,
     # filled in by the worker for adapters that publish there (mqtt.py); None elsewhere.
     broker: tuple | None = None
+
+
+def iso(t: float) -> str:
+    """Unix seconds as the ISO 8601 time NGSI-LD and SensorThings write (UTC, Z, milliseconds)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")

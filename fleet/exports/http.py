@@ -27,6 +27,16 @@ def check_url(url: str, allow_http_loopback: bool = True) -> str:
     return url
 
 
+def check(kind: str, url: str, options: dict, known: tuple[str, ...] = ("ca_file",)) -> dict:
+    """The URL (check_url) and the options of an adapter that POSTs: only those it knows."""
+    check_url(url)
+    unknown = set(options) - set(known)
+    if unknown:
+        raise ExportError(f"{kind}: unknown options {', '.join(sorted(unknown))}"
+                          f" (known: {', '.join(known)})")
+    return dict(options)
+
+
 class Client:
     """POSTs to one base URL over one kept-alive connection."""
 

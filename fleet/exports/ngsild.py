@@ -17,10 +17,18 @@ reported; 5xx, 401, 403, timeouts: down.
 """
 
 import json
-from datetime import UTC, datetime
 
 from . import http
-from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError, Item, Node
+from .adapter import (
+    Batch,
+    Delivery,
+    Destination,
+    DestinationDown,
+    ExportError,
+    Item,
+    Node,
+    iso,
+)
 from .ngsild_terms import MEASUREMENT_UNITS, QUANTITIES
 
 KIND = "ngsi-ld"
@@ -31,22 +39,12 @@ LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+jso
 
 
 def check(url: str, options: dict) -> dict:
-    http.check_url(url)
-    unknown = set(options) - {"context", "tenant", "ca_file"}
-    if unknown:
-        raise ExportError(f"ngsi-ld: unknown options {', '.join(sorted(unknown))}"
-                          " (known: context, tenant, ca_file)")
+    http.check(KIND, url, options, known=("context", "tenant", "ca_file"))
     ctx = options.get("context")
     if not isinstance(ctx, str) or not ctx.startswith(("https://", "http://")):
         raise ExportError("ngsi-ld: option context must be the URL where the broker can fetch"
                           " the fleet's context: https://<fleet>/static/ngsi-ld-context.jsonld")
     return dict(options)
-
-
-def iso(t: float) -> str:
-    """Unix seconds as the NGSI-LD DateTime the spec writes (UTC, Z, milliseconds)."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 def device_id(node: str) -> str:

@@ -21,7 +21,7 @@ from fleet.web import db as web_db
 from fleet.web.api import ApiError, require_token
 from fleet.web.auth import csrf, require
 
-from . import ngsild, ngsild_terms
+from . import adapter, ngsild, ngsild_terms
 from .worker import node_of
 
 bp = Blueprint("ngsild", __name__, url_prefix="/ngsi-ld/v1")
@@ -120,7 +120,7 @@ def _entities(db, types) -> list[dict]:
                 (term,) = battery.values()
                 t, v = levels[node.id]
                 e["batteryLevel"] = ngsild.prop(round(v * term.factor, 4), term.unit_code,
-                                                ngsild.iso(t))
+                                                adapter.iso(t))
             if ngsild.place(node):
                 e["location"] = ngsild.place(node)
             out.append(e)
@@ -136,7 +136,7 @@ def _entities(db, types) -> list[dict]:
                 "refDevice": {"type": "Relationship", "object": ngsild.device_id(node_id)},
                 "_t": t})
             e[term.attribute] = ngsild.prop(round(value * term.factor, 6), term.unit_code,
-                                            ngsild.iso(t))
+                                            adapter.iso(t))
             e["_t"] = max(e["_t"], t)
         for node_id, e in by_node.items():
             e["dateObserved"] = ngsild.date_value(e.pop("_t"))
@@ -269,7 +269,7 @@ def temporal(entity_id):
         if attrs is not None and term.attribute not in attrs:
             continue
         rows = telemetry_store.readings(db, node_id, since, until, [qid], limit=last_n)
-        instances = [ngsild.prop(round(v * term.factor, 6), term.unit_code, ngsild.iso(t))
+        instances = [ngsild.prop(round(v * term.factor, 6), term.unit_code, adapter.iso(t))
                      for t, _q, inst, v in rows if inst == 0]
         if instances:
             out[term.attribute] = instances

@@ -20,13 +20,21 @@ Values go out in the registry's SenML units, described by UCUM; events are not s
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote, urlsplit
 
 from fleet.nodes.display import NAMES
 
 from . import http
-from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError, Item, Node
+from .adapter import (
+    Batch,
+    Delivery,
+    Destination,
+    DestinationDown,
+    Item,
+    Node,
+    iso,
+)
 
 KIND = "sensorthings"
 LABEL = "OGC SensorThings API 1.1 server (FROST-Server, ...)"
@@ -73,17 +81,7 @@ UNITS = {
 
 
 def check(url: str, options: dict) -> dict:
-    http.check_url(url)
-    unknown = set(options) - {"ca_file"}
-    if unknown:
-        raise ExportError(f"sensorthings: unknown options {', '.join(sorted(unknown))}"
-                          " (known: ca_file)")
-    return dict(options)
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return http.check(KIND, url, options)
 
 
 def ms(text: str) -> int:

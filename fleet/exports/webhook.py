@@ -15,7 +15,7 @@ import json
 import time
 
 from . import http
-from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError
+from .adapter import Batch, Delivery, Destination, DestinationDown
 from .senml import pack
 
 KIND = "webhook"
@@ -26,11 +26,7 @@ DELIVERY_HEADER = "X-Polylink-Delivery"
 
 
 def check(url: str, options: dict) -> dict:
-    http.check_url(url)
-    unknown = set(options) - {"ca_file"}
-    if unknown:
-        raise ExportError(f"webhook: unknown options {', '.join(sorted(unknown))} (known: ca_file)")
-    return dict(options)
+    return http.check(KIND, url, options)
 
 
 def signature(key: str, t: int, body: bytes) -> str:
