@@ -1,24 +1,18 @@
 """Polylink fleet manager: the Flask application factory."""
 
-import os
 import secrets
 
 from flask import Flask
 from flask_compress import Compress
 
-from fleet.datadir import private_dir
+from fleet.datadir import secret_file
 from fleet.settings import from_env, web_from_env
 
 
 def _secret_key(data_dir) -> str:
     """The session signing key, kept in DATA_DIR so logins survive a restart."""
-    path = data_dir / "secret_key"
-    if not path.exists():
-        private_dir(data_dir)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path.read_text().strip()
+    key = secret_file(data_dir / "secret_key", lambda: secrets.token_hex(32).encode())
+    return key.decode().strip()
 
 
 def create_app(test_config=None):

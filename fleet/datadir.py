@@ -28,6 +28,23 @@ def private_dir(path) -> Path:
     return path
 
 
+def secret_file(path, make) -> bytes:
+    """The secret kept in path, made by make() -> bytes on first use: written once, 0600,
+    with O_EXCL so two processes starting together cannot each write a different one."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(make())
+    return path.read_bytes()
+
+
 def private_file(path) -> Path:
     """Create path empty if missing, 0600 either way (SQLite's WAL files then take its mode)."""
     path = Path(path)

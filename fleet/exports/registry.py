@@ -2,13 +2,12 @@
 no network. Rows and cursors are stored by fleet/store/exports.py."""
 
 import json
-import os
 import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from fleet.datadir import private_dir
+from fleet.datadir import secret_file
 from fleet.store import audit as audit_store
 from fleet.store import exports as export_store
 from fleet.store.base import valid_node_id
@@ -28,15 +27,7 @@ def _fernet(data_dir) -> Fernet:
     """The key that encrypts destination secrets, made on first use (mode 0600) in DATA_DIR."""
     # Its own key, not the providers' one: either can be rotated without touching the other.
     path = Path(data_dir) / KEY_FILE
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        private_dir(path.parent)
-        key = Fernet.generate_key()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-    return Fernet(key.strip())
+    return Fernet(secret_file(path, Fernet.generate_key).strip())
 
 
 def _names(value, what: str, valid) -> list[str]:

@@ -1,13 +1,12 @@
 """Providers configured in the fleet and their secrets (encrypted at rest); no network. Their
 rows, transport identities and receptions are stored by fleet/store/providers.py."""
 
-import os
 import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from fleet.datadir import private_dir
+from fleet.datadir import secret_file
 from fleet.store import audit as audit_store
 from fleet.store import providers as provider_store
 
@@ -25,15 +24,7 @@ class PasswordNeeded(ProviderError):
 def _fernet(data_dir) -> Fernet:
     """The key that encrypts provider secrets, made on first use (mode 0600) in DATA_DIR."""
     path = Path(data_dir) / KEY_FILE
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        private_dir(path.parent)
-        key = Fernet.generate_key()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-    return Fernet(key.strip())
+    return Fernet(secret_file(path, Fernet.generate_key).strip())
 
 
 def check(cfg: dict) -> dict:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fleet import create_app
+from fleet import create_app, datadir
 from fleet.broker import server
 from fleet.providers import registry
 from fleet.store import migrate
@@ -77,3 +77,18 @@ def test_the_embedded_broker_refuses_anything_but_loopback(tmp_path, host):
 def test_the_embedded_broker_on_loopback_is_fine(tmp_path):
     assert server.AmqttBroker(1883, tmp_path, host="::1").host == "::1"
     assert server.amqtt_config(1883)["listeners"]["default"]["bind"] == "127.0.0.1:1883"
+
+
+def test_a_secret_file_is_made_once_private_and_then_only_read(tmp_path):
+    made = []
+
+    def make():
+        made.append(1)
+        return b"s3cret\n"
+
+    path = tmp_path / "data" / "some.key"
+    assert datadir.secret_file(path, make) == b"s3cret\n"
+    assert datadir.secret_file(path, make) == b"s3cret\n"
+    assert made == [1]
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
