@@ -6,11 +6,11 @@ import sys
 
 import click
 
+from fleet.console import friendly, open_store
 from fleet.settings import from_env
 from fleet.stopping import Stopping
-from fleet.store.migrate import open_db
 
-from . import ADAPTERS, ExportError, readers, registry, worker
+from . import ADAPTERS, readers, registry, worker
 
 
 @click.group("export")
@@ -35,6 +35,7 @@ def export_group():
 @click.option("--no-secret", is_flag=True, help="The destination needs no secret.")
 @click.option("--from-start", is_flag=True,
               help="Also send every reading stored before now (a new destination only).")
+@friendly
 def export_add(name, kind, url, nodes, tags, options, secret_stdin, no_secret, from_start):
     """Add or replace a destination; its secret is stored encrypted and never shown again.
 
@@ -60,27 +61,25 @@ def export_add(name, kind, url, nodes, tags, options, secret_stdin, no_secret, f
     else:
         secret = click.prompt("Secret", hide_input=True, default="", show_default=False) or None
     settings = from_env()
-    db = open_db(settings.db_path)
+    db = open_store()
     cfg = {"name": name, "kind": kind, "url": url, "nodes": list(nodes), "tags": list(tags),
            "options": opts}
     try:
         d = registry.add(db, settings.data_dir, cfg, secret, actor="cli", from_start=from_start)
     except registry.SecretNeeded as e:
         raise click.ClickException(f"{e}: give it at the prompt or with --secret-stdin") from None
-    except ExportError as e:
-        raise click.ClickException(str(e)) from None
     click.echo(f"destination {d['name']} ({d['kind']}) -> {d['url']},"
                f" secret {'set' if d['secret_set'] else 'none'}, {d['behind']} readings to send")
 
 
 @export_group.command("list")
+@friendly
 def export_list():
     """List destinations and their state (secrets are never shown).
 
     Example: fleet export list
     """
-    db = open_db(from_env().db_path)
-    for d in registry.list_all(db):
+    for d in registry.list_all(open_store()):
         click.echo(f"{d['name']:<16} {d['kind']:<12} {d['state']:<12} behind={d['behind']}"
                    f" delivered={d['delivered']} refused={d['refused']} {d['url']}"
                    + (f"  last error: {d['last_error']}" if d["last_error"] else ""))
@@ -88,39 +87,43 @@ def export_list():
 
 @export_group.command("pause")
 @click.argument("name")
+@friendly
 def export_pause(name):
     """Stop sending to a destination; its readings wait in the store until it is resumed.
 
     Example: fleet export pause city-hook
     """
-    try:
-        registry.set_enabled(open_db(from_env().db_path), name, False, actor="cli")
-    except KeyError:
-        raise click.ClickException(f"no export destination named {name!r}") from None
+    _set_enabled(name, False)
 
 
 @export_group.command("resume")
 @click.argument("name")
+@friendly
 def export_resume(name):
     """Send to a paused destination again, from where it stopped.
 
     Example: fleet export resume city-hook
     """
+    _set_enabled(name, True)
+
+
+def _set_enabled(name: str, on: bool) -> None:
     try:
-        registry.set_enabled(open_db(from_env().db_path), name, True, actor="cli")
+        registry.set_enabled(open_store(), name, on, actor="cli")
     except KeyError:
         raise click.ClickException(f"no export destination named {name!r}") from None
 
 
 @export_group.command("remove")
 @click.argument("name")
+@friendly
 def export_remove(name):
     """Remove a destination (its cursor and refused items go with it).
 
     Example: fleet export remove city-hook
     """
     try:
-        registry.remove(open_db(from_env().db_path), name, actor="cli")
+        registry.remove(open_store(), name, actor="cli")
     except KeyError:
         raise click.ClickException(f"no export destination named {name!r}") from None
 
@@ -154,41 +157,38 @@ def reader_group():
 @click.argument("name")
 @click.option("--node", "nodes", multiple=True, help="Only this node's topic (repeatable).")
 @click.option("--tag", "tags", multiple=True, help="Nodes with this tag (repeatable).")
+@friendly
 def reader_add(name, nodes, tags):
     """Create a read-only login (or give it a new password); the password is shown once.
 
     Example: fleet export reader add node-red --tag park
     """
-    settings = from_env()
-    try:
-        r = readers.add(open_db(settings.db_path), settings.broker_dir, name, nodes, tags,
-                        actor="cli")
-    except ExportError as e:
-        raise click.ClickException(str(e)) from None
+    r = readers.add(open_store(), from_env().broker_dir, name, nodes, tags, actor="cli")
     click.echo(f"login {r['username']} password {r['password']}")
     click.echo("This password is shown only once. Subscribe to pl/v1/data/+ (or your nodes).")
 
 
 @reader_group.command("list")
+@friendly
 def reader_list():
     """List read-only logins and the topics each may read (never a password).
 
     Example: fleet export reader list
     """
-    for r in readers.list_all(open_db(from_env().db_path)):
+    for r in readers.list_all(open_store()):
         click.echo(f"{r['username']:<32} {' '.join(r['topics']) or '(no nodes match yet)'}")
 
 
 @reader_group.command("remove")
 @click.argument("name")
+@friendly
 def reader_remove(name):
     """Remove a read-only login; the broker refuses it from now on.
 
     Example: fleet export reader remove node-red
     """
-    settings = from_env()
     try:
-        readers.remove(open_db(settings.db_path), settings.broker_dir, name, actor="cli")
+        readers.remove(open_store(), from_env().broker_dir, name, actor="cli")
     except KeyError:
         raise click.ClickException(f"no reader login named {name!r}") from None
 
