@@ -133,6 +133,15 @@ class Destination:
     broker: tuple | None = None
 
 
+# EVENT codes (docs/firmware.md) as the words NGSI-LD and SensorThings carry them.
+EVENT_NAMES = {1: "badDownlink", 2: "sensorFailed", 4: "crashed"}
+
+
+def event_name(code: int | None) -> str:
+    """An EVENT code as a word: the table's, else "event<code>" (a code newer than the table)."""
+    return EVENT_NAMES.get(code, f"event{code}") if code is not None else "event"
+
+
 def iso(t: float) -> str:
     """Unix seconds as the ISO 8601 time NGSI-LD and SensorThings write (UTC, Z, milliseconds)."""
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(

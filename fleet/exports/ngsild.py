@@ -2,7 +2,9 @@
 the batch upsert POST {url}/ngsi-ld/v1/entityOperations/upsert?options=update.
 
 Per node one `Device` entity (urn:ngsi-ld:Device:polylink:{node}: name, firmwareVersion,
-deviceState, batteryLevel, location, dateLastValueReported), upserted with each batch. Per
+deviceState, batteryLevel, location, dateLastValueReported), upserted with each batch; the
+node's events are instances of its deviceState (device_state), since no Smart Data Model fits
+them (Alert's categories are traffic, weather, health... not a device fault). Per
 node, time and entity type one observation entity (WeatherObserved, AirQualityObserved;
 DeviceMeasurement per reading for what no domain model has), its id built from node, type and
 time, so a re-sent batch upserts the same entities with the same values: idempotent. Which
@@ -27,6 +29,7 @@ from .adapter import (
     ExportError,
     Item,
     Node,
+    event_name,
     iso,
 )
 from .ngsild_terms import MEASUREMENT_UNITS, QUANTITIES
@@ -70,12 +73,40 @@ def place(node: Node) -> dict | None:
     return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [node.lon, node.lat]}}
 
 
+def event_dataset(code: int | None) -> str:
+    """The datasetId of the deviceState instance that holds a node's last event of a code."""
+    return f"urn:ngsi-ld:Dataset:polylink:event:{code}"
+
+
+def device_state(node: Node, items: list[Item]) -> dict | list[dict]:
+    """deviceState: online/offline (the default instance) and, when the items have events, one
+    more instance per EVENT code (CIM 009 4.5.5 multi-attribute, datasetId event_dataset) with
+    the newest such event as "<word>: <text>" (or "<word> (<value>)") at its observedAt. An
+    update replaces only the instances it names, so each code's last event stays on the Device
+    and a temporal broker keeps every one it was sent."""
+    state = prop("online" if node.online else "offline")
+    newest: dict = {}
+    for item in items:
+        if item.kind == "event" and (item.code not in newest or item.t >= newest[item.code].t):
+            newest[item.code] = item
+    if not newest:
+        return state
+    out = [state]
+    for code in sorted(newest, key=lambda c: (c is None, c)):
+        ev = newest[code]
+        word = event_name(code)
+        text = f"{word}: {ev.text}" if ev.text else (
+            f"{word} ({ev.value})" if ev.value is not None else word)
+        out.append(dict(prop(text, None, iso(ev.t)), datasetId=event_dataset(code)))
+    return out
+
+
 def device_entity(node: Node, items: list[Item]) -> dict:
     """The node as a Smart Data Models Device, as of the newest of its items."""
     newest = max(i.t for i in items)
     e = {"id": device_id(node.id), "type": "Device", "name": prop(node.name or node.id),
          "category": prop(["sensor"]),
-         "deviceState": prop("online" if node.online else "offline"),
+         "deviceState": device_state(node, items),
          "dateLastValueReported": date_value(newest)}
     if node.firmware:
         e["firmwareVersion"] = prop(node.firmware)
@@ -96,7 +127,7 @@ def observation_entities(node: Node, items: list[Item]) -> dict[str, tuple[dict,
     where = place(node)
     for item in items:
         if item.kind != "reading":
-            continue  # events have no Smart Data Model here yet; they count as delivered
+            continue  # events go on the Device (device_state)
         at = iso(item.t)
         term = QUANTITIES.get(item.name)
         if term is not None and term.model == "Device":

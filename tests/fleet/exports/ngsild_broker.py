@@ -1,6 +1,6 @@
 """A simulated NGSI-LD context broker: only the batch upsert, following ETSI GS CIM 009
 (v1.8, 5.6.8 "Batch Entity Creation or Update (Upsert)" and 6.15, 6.3.5 for the JSON-LD
-@context in a Link header, 5.5.2 for Entity id/type). A simulation because no real NGSI-LD
+@context in a Link header, 5.5.2 for Entity id/type, 4.5.5 for multi-attributes by datasetId). A simulation because no real NGSI-LD
 broker (Orion-LD, Scorpio, Stellio) installs from PyPI, Debian or npm; docs/integrations.md
 says so. Every entity it stores is also expanded as JSON-LD (pyld) from the Link'ed context,
 the way a broker does, so a term the context does not know fails here, not at a city.
@@ -49,18 +49,55 @@ def entity_error(entity) -> str | None:
     for name, attr in entity.items():
         if name in ("id", "type"):
             continue
-        if not isinstance(attr, dict) or attr.get("type") not in ATTR_TYPES:
-            return f"attribute {name} is not a Property, Relationship or GeoProperty"
-        if attr["type"] == "Relationship" and not isinstance(attr.get("object"), str):
-            return f"relationship {name} has no object URI"
-        if attr["type"] != "Relationship" and "value" not in attr:
-            return f"property {name} has no value"
-        if attr["type"] == "GeoProperty" and attr["value"].get("type") != "Point":
-            return f"geoproperty {name} is not a GeoJSON geometry this broker takes"
-        at = attr.get("observedAt")
-        if at is not None and not (isinstance(at, str) and at.endswith("Z") and "T" in at):
-            return f"observedAt of {name} is not a DateTime"
+        # A multi-attribute (4.5.5): an array of instances, each with its own datasetId, at
+        # most one without (the default instance).
+        instances = attr if isinstance(attr, list) and attr else [attr]
+        datasets = [a.get("datasetId") if isinstance(a, dict) else None for a in instances]
+        if len(set(datasets)) != len(datasets):
+            return f"attribute {name} has two instances with the same datasetId"
+        for one in instances:
+            why = attribute_error(name, one)
+            if why:
+                return why
     return None
+
+
+def attribute_error(name: str, attr) -> str | None:
+    """Why one attribute instance is not valid, or None."""
+    if not isinstance(attr, dict) or attr.get("type") not in ATTR_TYPES:
+        return f"attribute {name} is not a Property, Relationship or GeoProperty"
+    if attr["type"] == "Relationship" and not isinstance(attr.get("object"), str):
+        return f"relationship {name} has no object URI"
+    if attr["type"] != "Relationship" and "value" not in attr:
+        return f"property {name} has no value"
+    if attr["type"] == "GeoProperty" and attr["value"].get("type") != "Point":
+        return f"geoproperty {name} is not a GeoJSON geometry this broker takes"
+    dataset = attr.get("datasetId")
+    if dataset is not None and not (isinstance(dataset, str) and ":" in dataset):
+        return f"datasetId of {name} is not a URI"
+    at = attr.get("observedAt")
+    if at is not None and not (isinstance(at, str) and at.endswith("Z") and "T" in at):
+        return f"observedAt of {name} is not a DateTime"
+    return None
+
+
+def instances_of(attr) -> list[dict]:
+    return attr if isinstance(attr, list) else [attr]
+
+
+def updated(old: dict, new: dict) -> dict:
+    """Entity old after an update with new's attributes (5.6.3, 6.15.3.1 options=update): an
+    attribute instance replaces the one with the same datasetId; the others are kept."""
+    out = dict(old)
+    for name, attr in new.items():
+        if name in ("id", "type") or name not in old:
+            out[name] = attr
+            continue
+        by_dataset = {a.get("datasetId"): a for a in instances_of(old[name])}
+        by_dataset.update({a.get("datasetId"): a for a in instances_of(attr)})
+        merged = list(by_dataset.values())
+        out[name] = merged if len(merged) > 1 else merged[0]
+    return out
 
 
 class NgsiLdBroker:
@@ -133,12 +170,14 @@ class NgsiLdBroker:
             old = self.entities.get(eid)
             if old is None:
                 created.append(eid)
-            stored = dict(old, **entity) if old is not None and options == "update" else entity
+            stored = updated(old, entity) if old is not None and options == "update" \
+                else entity
             self.entities[eid] = stored
             self.expanded[eid] = expanded
             for name, attr in entity.items():
-                if isinstance(attr, dict) and attr.get("observedAt"):
-                    self.instances.append((eid, name, attr["observedAt"]))
+                for one in instances_of(attr) if name not in ("id", "type") else ():
+                    if one.get("observedAt"):
+                        self.instances.append((eid, name, one["observedAt"]))
             success.append(eid)
         if errors:
             return 207, {"success": success, "errors": errors}

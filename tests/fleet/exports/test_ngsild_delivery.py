@@ -1,12 +1,16 @@
 """NGSI-LD delivery through the export worker to the simulated broker (ngsild_broker.py, which
 follows CIM 009 for the batch upsert and expands every entity with pyld)."""
 
+import time
+
 import pytest
 from ngsild_broker import NgsiLdBroker
 from ngsild_ld import FLEET_CONTEXT_URL
+from polylink import proto
 from test_webhook_delivery import ingest, running, wait_for  # noqa: F401 - fixture
 
 from fleet.exports import registry
+from fleet.ingest import Ingest
 from fleet.store import nodes as node_store
 
 TOKEN = "broker-token"
@@ -95,3 +99,46 @@ def test_a_broker_refusing_whole_batches_still_gets_the_good_nodes(db, settings,
         assert state["refused"] == 6 and state["last_error"] is None
         assert {k.split(":")[4] for k in broker.entities} == {"n1", "n2"}
         assert all("HTTP 400" in r["reason"] for r in registry.refused(db, "city"))
+
+
+def event(db, node, seq, code, value, text, t):
+    """One EVENT frame stored by the real ingest path."""
+    buf = bytearray(proto.MAX_FRAME)
+    n = proto.encode(buf, proto.EVENT, seq, {"code": code, "value": value, "text": text}, t)
+    ing = Ingest(db)
+    ing.add(f"pl/v1/{node}/up", bytes(buf[:n]), time.time())
+    ing.flush()
+
+
+def test_events_become_device_state_instances_kept_per_code(db, settings, running):  # noqa: F811
+    ingest(db, "n1", 1, 2)
+    event(db, "n1", 10, 2, 0, "ds18x20: no device", 1_700_000_010)
+    event(db, "n1", 11, 4, 3, "MemoryError: memory allocation failed", 1_700_000_011)
+    with NgsiLdBroker(TOKEN) as broker:
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 6)
+        state = broker.entities["urn:ngsi-ld:Device:polylink:n1"]["deviceState"]
+        by_dataset = {s.get("datasetId"): s for s in state}
+        assert by_dataset[None]["value"] in ("online", "offline")
+        failed = by_dataset["urn:ngsi-ld:Dataset:polylink:event:2"]
+        assert failed["value"] == "sensorFailed: ds18x20: no device"
+        assert failed["observedAt"] == "2023-11-14T22:13:30.000Z"
+        crashed = by_dataset["urn:ngsi-ld:Dataset:polylink:event:4"]
+        assert crashed["value"] == "crashed: MemoryError: memory allocation failed"
+        # A later event of one code replaces that code's instance only; readings in between
+        # (a Device upsert without events) keep both.
+        ingest(db, "n1", 20, 1)
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 8)
+        event(db, "n1", 21, 2, 1, "", 1_700_000_030)
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 9)
+        state = broker.entities["urn:ngsi-ld:Device:polylink:n1"]["deviceState"]
+        by_dataset = {s.get("datasetId"): s for s in state}
+        assert len(state) == 3
+        assert by_dataset["urn:ngsi-ld:Dataset:polylink:event:2"]["value"] == "sensorFailed (1)"
+        assert by_dataset["urn:ngsi-ld:Dataset:polylink:event:4"]["value"].startswith("crashed")
+        # the broker expanded it: deviceState instances carry the core context's datasetId
+        device = broker.expanded["urn:ngsi-ld:Device:polylink:n1"]
+        (key,) = [k for k in device if k.endswith("/deviceState")]
+        assert len(device[key]) == 2  # this upsert's default instance and the code-2 one
+        assert "https://uri.etsi.org/ngsi-ld/datasetId" in set().union(*device[key])
