@@ -15,7 +15,12 @@ this sender pushed there, the times already on the server are read back and skip
 
 A 4xx about one entity refuses the readings that needed it (reported), the rest go on; no answer,
 5xx, 401/403/404/429 on the service: DestinationDown, the worker sends the batch again later.
-Values go out in the registry's SenML units, described by UCUM; events are not sent.
+Values go out in the registry's SenML units, described by UCUM.
+
+A node's events are Observations of one more Datastream per node ("{node}/event", ObservedProperty
+"Node event", OM_CategoryObservation): result the EVENT code (docs/firmware.md), parameters
+{"event": word, "value": ..., "text": ..., "polylink_id": the item's id}. Two events may share a
+time, so these are found again by parameters/polylink_id instead of by time.
 """
 
 import base64
@@ -33,6 +38,7 @@ from .adapter import (
     DestinationDown,
     Item,
     Node,
+    event_name,
     iso,
 )
 
@@ -40,6 +46,8 @@ KIND = "sensorthings"
 LABEL = "OGC SensorThings API 1.1 server (FROST-Server, ...)"
 SECRET = "user:password (HTTP Basic) or bearer token (optional)"
 MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
+CATEGORY = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_CategoryObservation"
+EVENT_CODES = "urn:polylink:event-code"  # what an event Observation's result is
 QUDT = "http://qudt.org/vocab/quantitykind/"
 UCUM = "http://unitsofmeasure.org/ucum.html#"
 
@@ -100,6 +108,21 @@ def literal(value) -> str:
 def unit_of(unit: str | None) -> dict:
     name, symbol, code = UNITS.get(unit or "", (unit or "unknown", unit or "", None))
     return {"name": name, "symbol": symbol, "definition": UCUM + code if code else ""}
+
+
+def result(item: Item):
+    """An Observation's result: a reading's value, an event's code."""
+    return item.code if item.kind == "event" else item.value
+
+
+def parameters(event: Item) -> dict:
+    """An event Observation's parameters: what the code means, its value and text, its id."""
+    out = {"event": event_name(event.code), "polylink_id": event.id}
+    if event.value is not None:
+        out["value"] = event.value
+    if event.text:
+        out["text"] = event.text
+    return out
 
 
 class Refused(Exception):
@@ -225,14 +248,18 @@ class Sender:
             "encodingType": "application/geo+json",
             "feature": {"type": "Feature", "geometry": None, "properties": {}}})
 
+    def sensor(self, node: Node):
+        board = node.board or "unknown"
+        return self.ensure("Sensors", f"board:{board}", {
+            "name": board, "description": f"Polylink board {board}", "encodingType": "text/html",
+            "metadata": f"urn:polylink:board:{board}"})
+
     def datastream(self, node: Node, item: Item):
+        if item.kind == "event":
+            return self.event_stream(node)
         pid = f"{node.id}/{item.name}"
         base = (item.name or "").split("/")[0]
         label = NAMES.get(base, base) + (f" {item.name.split('/')[1]}" if "/" in item.name else "")
-        board = node.board or "unknown"
-        sensor = self.ensure("Sensors", f"board:{board}", {
-            "name": board, "description": f"Polylink board {board}", "encodingType": "text/html",
-            "metadata": f"urn:polylink:board:{board}"})
         prop = self.ensure("ObservedProperties", f"quantity:{base}", {
             "name": NAMES.get(base, base), "description": f"Polylink quantity {base}",
             "definition": QUANTITIES.get(base, f"urn:polylink:quantity:{base}")})
@@ -240,17 +267,35 @@ class Sender:
             "name": f"{node.name or node.id}: {label}",
             "description": f"{label} measured by Polylink node {node.id}",
             "observationType": MEASUREMENT, "unitOfMeasurement": unit_of(item.unit),
-            "Thing": {"@iot.id": self.thing(node)}, "Sensor": {"@iot.id": sensor},
+            "Thing": {"@iot.id": self.thing(node)}, "Sensor": {"@iot.id": self.sensor(node)},
+            "ObservedProperty": {"@iot.id": prop}})
+
+    def event_stream(self, node: Node):
+        """The node's events Datastream: a category observation per event, its code."""
+        prop = self.ensure("ObservedProperties", "quantity:event", {
+            "name": "Node event", "description": "What a Polylink node reports of itself: the"
+            " EVENT code as result (1 bad downlink, 2 sensor failed, 4 crashed), its word, value"
+            " and text in the Observation's parameters", "definition": EVENT_CODES})
+        return self.ensure("Datastreams", f"{node.id}/event", {
+            "name": f"{node.name or node.id}: events",
+            "description": f"events reported by Polylink node {node.id}",
+            "observationType": CATEGORY,
+            "unitOfMeasurement": {"name": "Polylink EVENT code", "symbol": "",
+                                  "definition": EVENT_CODES},
+            "Thing": {"@iot.id": self.thing(node)}, "Sensor": {"@iot.id": self.sensor(node)},
             "ObservedProperty": {"@iot.id": prop}})
 
     # -- observations ---------------------------------------------------------------------------
     def fresh(self, ds, items: list[Item]) -> list[Item]:
-        """items minus those whose time the Datastream already has (one per time)."""
-        by_ms: dict[int, Item] = {}
+        """items minus those the Datastream already has: a reading by its time (one per time),
+        an event by its id (parameters.polylink_id; two events may share a time)."""
+        events = items[0].kind == "event"
+        by_key: dict = {}
         for item in items:
-            by_ms.setdefault(round(item.t * 1000), item)
+            by_key.setdefault(item.id if events else round(item.t * 1000), item)
         newest = self.newest.get(ds)
-        doubtful = [t for t in by_ms if newest is None or t <= newest]
+        doubtful = [round(i.t * 1000) for i in by_key.values()
+                    if newest is None or round(i.t * 1000) <= newest]
         if doubtful:
             # First sight after a start: everything from the oldest on, so newest also covers
             # what an earlier run pushed beyond this batch. Later: just the doubtful span.
@@ -258,12 +303,15 @@ class Sender:
             if newest is not None:
                 span += f" and phenomenonTime le {iso(max(doubtful) / 1000)}"
             there = self.get_all(f"Datastreams({literal(ds)})/Observations?$filter="
-                                 f"{span}&$select=phenomenonTime")
-            have = {ms(o["phenomenonTime"]) for o in there}
-            if have:
-                self.newest[ds] = max(self.newest.get(ds, 0), max(have))
-            by_ms = {t: i for t, i in by_ms.items() if t not in have}
-        return [by_ms[t] for t in sorted(by_ms)]
+                                 f"{span}&$select=phenomenonTime"
+                                 + (",parameters" if events else ""))
+            if there:
+                self.newest[ds] = max(self.newest.get(ds, 0),
+                                      max(ms(o["phenomenonTime"]) for o in there))
+            have = ({(o.get("parameters") or {}).get("polylink_id") for o in there} if events
+                    else {ms(o["phenomenonTime"]) for o in there})
+            by_key = {k: i for k, i in by_key.items() if k not in have}
+        return sorted(by_key.values(), key=lambda i: i.t)
 
     def push(self, groups: list[tuple], delivery: Delivery) -> None:
         """groups: (datastream id, feature of interest id or None, items). Refused items go to
@@ -271,11 +319,13 @@ class Sender:
         if self.supports_data_array():
             body = []
             for ds, foi, items in groups:
-                components = ["phenomenonTime", "result"] + (["FeatureOfInterest/id"] if foi
-                                                              else [])
+                events = items[0].kind == "event"
+                components = ["phenomenonTime", "result"] + (["parameters"] if events else []) \
+                    + (["FeatureOfInterest/id"] if foi else [])
                 body.append({"Datastream": {"@iot.id": ds}, "components": components,
-                             "dataArray": [[iso(i.t), i.value] + ([foi] if foi else [])
-                                           for i in items]})
+                             "dataArray": [[iso(i.t), result(i)]
+                                           + ([parameters(i)] if events else [])
+                                           + ([foi] if foi else []) for i in items]})
             status, answer = self.call("POST", self.path("CreateObservations"), body)
             if status < 300 and isinstance(answer, list):
                 links = iter(answer)
@@ -290,8 +340,10 @@ class Sender:
             # The whole request refused (a 4xx): one by one, so only the bad ones are refused.
         for ds, foi, items in groups:
             for item in items:
-                body = {"phenomenonTime": iso(item.t), "result": item.value,
+                body = {"phenomenonTime": iso(item.t), "result": result(item),
                         "Datastream": {"@iot.id": ds}}
+                if item.kind == "event":
+                    body["parameters"] = parameters(item)
                 if foi:
                     body["FeatureOfInterest"] = {"@iot.id": foi}
                 try:
@@ -319,9 +371,11 @@ class Sender:
 
     def send(self, batch: Batch) -> Delivery:
         delivery = Delivery()
-        streams: dict[tuple[str, str], list[Item]] = {}
+        streams: dict[tuple[str, str | None], list[Item]] = {}
         for item in batch.items:
-            if item.kind == "reading" and item.value is not None:
+            if item.kind == "event":
+                streams.setdefault((item.node.id, None), []).append(item)
+            elif item.value is not None:
                 streams.setdefault((item.node.id, item.name), []).append(item)
         groups = []
         for (node_id, _name), items in streams.items():

@@ -264,3 +264,38 @@ def test_a_datastream_deleted_on_the_server_refuses_its_readings_then_comes_back
     assert len(observations(server, again["@iot.id"])) == 2
     (other,) = by_pid(server, "Datastreams", f"{b.id}/temperature")
     assert len(observations(server, other["@iot.id"])) == 6
+
+
+def test_events_are_observations_of_the_nodes_event_datastream_once(sensorthings_server):
+    server = sensorthings_server
+    node = Node(id=node_id(), board="esp32", lat=52.52, lon=13.405)
+    events = (Item(id=f"e:{node.id}:7", kind="event", node=node, t=T0 + 5, value=0, code=2,
+                   text="ds18x20: no device"),
+              Item(id=f"e:{node.id}:8", kind="event", node=node, t=T0 + 5, value=3, code=4,
+                   text="MemoryError: memory allocation failed"),
+              Item(id=f"e:{node.id}:9", kind="event", node=node, t=T0 + 9, value=2, code=1))
+    batch = Batch(items=readings(node, 3).items + events, nodes={node.id: node})
+    for data_array in (True, False):  # a new sender, as after a restart: found again, not twice
+        sender = sensorthings.open(dest(server))
+        sender.data_array = data_array
+        try:
+            assert sender.send(batch).refused == {}
+        finally:
+            sender.close()
+    (stream,) = by_pid(server, "Datastreams", f"{node.id}/event")
+    assert stream["observationType"].endswith("OM_CategoryObservation")
+    assert stream["unitOfMeasurement"]["definition"] == sensorthings.EVENT_CODES
+    rows = get(server, f"Datastreams('{stream['@iot.id']}')/Observations"
+               "?$select=phenomenonTime,result,parameters")
+    got = sorted((sensorthings.ms(o["phenomenonTime"]), o["result"],
+                  o["parameters"]["polylink_id"],
+                  o["parameters"]["event"], o["parameters"].get("text")) for o in rows)
+    assert got == [
+        ((T0 + 5) * 1000, 2, f"e:{node.id}:7", "sensorFailed", "ds18x20: no device"),
+        ((T0 + 5) * 1000, 4, f"e:{node.id}:8", "crashed",
+         "MemoryError: memory allocation failed"),
+        ((T0 + 9) * 1000, 1, f"e:{node.id}:9", "badDownlink", None)]
+    (prop,) = get(server, f"Datastreams('{stream['@iot.id']}')/ObservedProperty")
+    assert prop["name"] == "Node event"
+    temps = by_pid(server, "Datastreams", f"{node.id}/temperature")
+    assert len(observations(server, temps[0]["@iot.id"])) == 3
