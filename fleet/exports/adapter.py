@@ -42,6 +42,7 @@ Delivery rules the worker guarantees to adapters:
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 class ExportError(ValueError):
@@ -142,6 +143,7 @@ def event_name(code: int | None) -> str:
     return EVENT_NAMES.get(code, f"event{code}") if code is not None else "event"
 
 
+@lru_cache(maxsize=4096)  # a frame's readings share its time; NGSI-LD writes each one 2-3 times
 def iso(t: float) -> str:
     """Unix seconds as the ISO 8601 time NGSI-LD and SensorThings write (UTC, Z, milliseconds)."""
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(

@@ -20,6 +20,7 @@ LABEL = "MQTT (SenML JSON on the fleet's broker, pl/v1/data/{node})"
 SECRET = None
 NEEDS_BROKER = True  # the worker fills Destination.broker with the exports service login
 FLEET_BROKER = "fleet"  # the only URL today: the fleet's own broker
+INFLIGHT = 1000  # QoS 1 publishes not yet acknowledged (paho's default is 20)
 
 
 def check(url: str, options: dict) -> dict:
@@ -40,6 +41,10 @@ class Sender:
         self.client = mqtt.client(f"polylink-exports-{dest.name}", user, password)
         self.connected = False
         self.refused: str | None = None
+        # paho keeps 20 QoS 1 messages in flight by default and queues the rest until PUBACKs
+        # come back; a batch is ~100 packs (one per node), so it waited several round trips.
+        # The fleet's mosquitto takes any number from an MQTT 3.1.1 client.
+        self.client.max_inflight_messages_set(INFLIGHT)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.started = False

@@ -20,6 +20,8 @@ reported; 5xx, 401, 403, timeouts: down.
 
 import json
 
+import orjson
+
 from . import http
 from .adapter import (
     Batch,
@@ -143,7 +145,9 @@ def observation_entities(node: Node, items: list[Item]) -> dict[str, tuple[dict,
             code, factor = MEASUREMENT_UNITS.get(item.unit or "", (None, 1))
             value = prop(round(item.value * factor, 6), None, at)
         if eid not in out:
-            e = {"id": eid, "type": model, "dateObserved": date_value(item.t),
+            e = {"id": eid, "type": model,
+                 "dateObserved": {"type": "Property", "value": {"@type": "DateTime",
+                                                                "@value": at}},
                  "refDevice": {"type": "Relationship", "object": device_id(node.id)}}
             if where:
                 e["location"] = where
@@ -186,7 +190,9 @@ class Sender:
     def _upsert(self, pairs, delivery: Delivery) -> int | None:
         """POST one upsert; refused entities go into delivery. The status if the broker
         refused the whole request with a 4xx, else None."""
-        body = json.dumps([e for e, _ in pairs], separators=(",", ":")).encode()
+        # orjson: the same compact JSON as json.dumps, in a fifth of the time; the encoding
+        # was a quarter of the sender's CPU (docs/benchmarks.md).
+        body = orjson.dumps([e for e, _ in pairs])
         status, answer = self.client.request("POST", self.path, body, self.headers)
         if status in (200, 201, 204):
             return None
