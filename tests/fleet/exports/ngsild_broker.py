@@ -1,9 +1,10 @@
 """A simulated NGSI-LD context broker: only the batch upsert, following ETSI GS CIM 009
 (v1.8, 5.6.8 "Batch Entity Creation or Update (Upsert)" and 6.15, 6.3.5 for the JSON-LD
-@context in a Link header, 5.5.2 for Entity id/type, 4.5.5 for multi-attributes by datasetId). A simulation because no real NGSI-LD
-broker (Orion-LD, Scorpio, Stellio) installs from PyPI, Debian or npm; docs/integrations.md
-says so. Every entity it stores is also expanded as JSON-LD (pyld) from the Link'ed context,
-the way a broker does, so a term the context does not know fails here, not at a city.
+@context in a Link header, 5.5.2 for Entity id/type, 4.5.5 for multi-attributes by datasetId).
+A simulation because no real NGSI-LD broker (Orion-LD, Scorpio, Stellio) installs from PyPI,
+Debian or npm; docs/integrations.md says so. Every entity it stores is also expanded as JSON-LD
+(pyld) from the Link'ed context, the way a broker does, so a term the context does not know
+fails here, not at a city.
 """
 
 import json
