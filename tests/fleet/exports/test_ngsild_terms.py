@@ -125,3 +125,28 @@ def test_the_fleet_serves_the_context_it_links(client):
     r = client.get("/static/ngsi-ld-context.jsonld")
     assert r.status_code == 200 and r.mimetype == "application/ld+json"
     assert r.get_json(force=True) == ngsild_terms.context()  # regenerate the file if this fails
+
+
+def test_events_are_device_state_instances_in_the_models_terms(meta):
+    crash = Item(id="e:n1:5", kind="event", node=NODE, t=T + 1, value=3, code=4,
+                 text="MemoryError: memory allocation failed")
+    unknown = Item(id="e:n1:6", kind="event", node=NODE, t=T + 2, value=9, code=9, text=None)
+    older = Item(id="e:n1:4", kind="event", node=NODE, t=T, value=1, code=4, text="older")
+    sent = ngsild.entities(Batch(items=batch().items + (older, crash, unknown),
+                                 nodes={"n1": NODE}))
+    (device,) = [e for e, items in sent if e["type"] == "Device"]
+    default, crashed, other = device["deviceState"]
+    assert default == {"type": "Property", "value": "online"}
+    assert crashed == {"type": "Property", "value": "crashed: MemoryError: memory allocation"
+                       " failed", "observedAt": "2023-11-14T22:13:21.000Z",
+                       "datasetId": "urn:ngsi-ld:Dataset:polylink:event:4"}
+    assert other["value"] == "event9 (9)"
+    row = meta[("Device", "deviceState")]
+    assert row["typeNGSI"] == "Property" and "vendor dependent" in row["description"]
+    (states,) = [v for k, v in expand(device).items() if k == row["context"]]
+    datasets = sorted(s.get(NGSI + "datasetId", [{}])[0].get("@id", "") for s in states)
+    assert datasets == ["", "urn:ngsi-ld:Dataset:polylink:event:4",
+                        "urn:ngsi-ld:Dataset:polylink:event:9"]
+    # every event of the batch counts as delivered with the Device
+    (items,) = [items for e, items in sent if e["type"] == "Device"]
+    assert {"e:n1:4", "e:n1:5", "e:n1:6"} <= {i.id for i in items}
