@@ -40,6 +40,9 @@ KIND = "ngsi-ld"
 LABEL = "NGSI-LD broker (Smart Data Models, batch upsert)"
 SECRET = "bearer token (optional)"
 UPSERT_PATH = "/ngsi-ld/v1/entityOperations/upsert?options=update"
+# Entities per upsert request: ~400 bytes each, so bodies stay near 200 KB, below what brokers
+# take by default, whatever batch size the worker runs with.
+MAX_ENTITIES = 500
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 
 
@@ -218,8 +221,14 @@ class Sender:
     def send(self, batch: Batch) -> Delivery:
         pairs = entities(batch)
         delivery = Delivery()
+        # At most MAX_ENTITIES per request (a body of ~200 KB), however big the worker's batch.
+        for i in range(0, len(pairs), MAX_ENTITIES):
+            self._send(pairs[i:i + MAX_ENTITIES], delivery)
+        return delivery
+
+    def _send(self, pairs, delivery: Delivery) -> None:
         if not pairs or self._upsert(pairs, delivery) is None:
-            return delivery
+            return
         # The broker refused the whole request (400, 413, 422): a broker that does not answer
         # 207 per entity. Send each node's entities alone so only the bad node is refused.
         by_node: dict[str, list] = {}
@@ -229,12 +238,11 @@ class Sender:
         if len(by_node) == 1:
             for _entity, items in pairs:
                 delivery.refuse(items, self.last_refusal)
-            return delivery
+            return
         for group in by_node.values():
             if self._upsert(group, delivery) is not None:
                 for _entity, items in group:
                     delivery.refuse(items, self.last_refusal)
-        return delivery
 
     def close(self) -> None:
         self.client.close()

@@ -142,3 +142,17 @@ def test_events_become_device_state_instances_kept_per_code(db, settings, runnin
         (key,) = [k for k in device if k.endswith("/deviceState")]
         assert len(device[key]) == 2  # this upsert's default instance and the code-2 one
         assert "https://uri.etsi.org/ngsi-ld/datasetId" in set().union(*device[key])
+
+
+def test_a_big_batch_goes_in_upserts_of_at_most_max_entities(db, settings, running,  # noqa: F811
+                                                             monkeypatch):
+    from fleet.exports import ngsild
+
+    monkeypatch.setattr(ngsild, "MAX_ENTITIES", 7)
+    ingest(db, "n1", 1, 20)  # 40 readings, one batch: 20 WeatherObserved and the Device
+    with NgsiLdBroker(TOKEN) as broker:
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 40)
+        assert broker.requests == 3  # 21 entities in 7 + 7 + 7
+        assert len([k for k in broker.entities if ":WeatherObserved:" in k]) == 20
