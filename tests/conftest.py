@@ -44,7 +44,6 @@ def pytest_report_header(config):
 # on SQLite only and the PostgreSQL run reports them as skipped with this reason, never silently.
 # Remove a line when its feature's SQL works on both dialects; docs/architecture.md lists them.
 NOT_YET_ON_POSTGRESQL = {
-    "tests/browser/test_device_setup_browser.py": "device profiles use INSERT OR IGNORE",
     "tests/browser/test_phone_browser.py": "its walk reaches the exports and bulk export (rowid)",
     "tests/deploy/test_walkthrough.py": "the walk-through's doctor and backup are SQLite's",
     "tests/e2e/test_exports_end_to_end.py": "exports' cursor uses SQLite's rowid",
@@ -56,7 +55,6 @@ NOT_YET_ON_POSTGRESQL = {
     "tests/fleet/nodes/test_export.py": "bulk export's keyset walk uses SQLite's rowid",
     "tests/fleet/operations/test_backup.py": "fleet backup copies the SQLite file only",
     "tests/fleet/operations/test_doctor.py": "its deployments are built as SQLite files by hand",
-    "tests/fleet/profiles": "profiles and SenML intake use SQLite's INSERT OR IGNORE",
     "tests/fleet/tls/test_certs.py": "the certificate alert test opens the SQLite file",
     "tests/fleet/web/test_metrics.py": "the export lag metric uses the exports' rowid cursor",
     "tests/fleet/web/test_openapi.py": "its calls reach exports and bulk export (rowid)",

@@ -1,7 +1,7 @@
 """What nodes send: frames, readings and latest values, STATUS history, events, bad frames, and
 the ingest's batch that writes them all in one transaction."""
 
-from .base import POSTGRESQL, TRUNCATE, BadFilter, transaction
+from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
 from .nodes import get_node
 
@@ -232,8 +232,6 @@ class Batch:
 
 # Ties of time broken by the order rows were written: SQLite's rowid, PostgreSQL's row address.
 INSERTION_ORDER = {"sqlite": "rowid", POSTGRESQL: "ctid"}
-# The larger of two values (SQLite's scalar max(); both skip a NULL the way store_batch uses them).
-GREATEST = {"sqlite": "max", POSTGRESQL: "greatest"}
 
 # One statement for the whole batch; RETURNING says which (node, seq) were new. Two workers
 # storing the same frame: the second waits on the unique key until the first commits, then skips.

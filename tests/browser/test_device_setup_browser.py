@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from services import READY
+from services import READY, fleet_db
 
 from fleet.store import audit as audit_store
 from fleet.store.migrate import open_db
@@ -27,7 +27,7 @@ def test_technician_sets_up_a_device_type_on_a_phone(fleet_run, tmp_path, artifa
                     "(tests/system-packages)")
     run = fleet_run()
     run.wait_for(READY, timeout=60)
-    db = open_db(tmp_path / "data" / "fleet.db")
+    db = open_db(fleet_db(tmp_path / "data"))
     auth.create_user(db, "tech", PASSWORD, "technician")
     browser = subprocess.run(
         [shutil.which("node") or "node", str(HERE / "device_setup.mjs")],
@@ -46,7 +46,7 @@ def test_technician_sets_up_a_device_type_on_a_phone(fleet_run, tmp_path, artifa
     # BarcodeDetector supports no format); the typed field is the way here.
     assert seen["scanButtonShown"] == ("qr_code" in seen["qrFormats"])
     assert seen["flash"] == ["Device 70b3d57ed0001002 registered."]
-    node = db["nodes"].get("70b3d57ed0001002")
+    node = next(db.query("SELECT * FROM nodes WHERE id = ?", ["70b3d57ed0001002"]))
     assert (node["profile"], node["name"], node["lat"], node["interval"]) == (
         "acme-wx2", "Roof of the town hall", 52.3702, 600)
     assert [e["actor"] for e in audit_store.audit_log(db, target="acme-wx2")] == ["tech"]

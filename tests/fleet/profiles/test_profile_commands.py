@@ -22,8 +22,8 @@ CODECS = Path(__file__).parent / "codecs"
 EUI = "70B3D57ED0001002"
 
 
-def test_profile_command_goes_out_through_the_provider(tmp_path, mosquitto):
-    settings = Settings(tmp_path, 0, mosquitto.port, None)
+def test_profile_command_goes_out_through_the_provider(tmp_path, mosquitto, database_url):
+    settings = Settings(tmp_path, 0, mosquitto.port, None, database_url=database_url)
     db = open_db(settings.db_path)
     registry.add(db, tmp_path, {"name": "ttn", "kind": "tts", "host": mosquitto.host,
                                 "port": mosquitto.port, "application": "city"}, "pw")
