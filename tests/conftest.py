@@ -47,13 +47,11 @@ NOT_YET_ON_POSTGRESQL = {
     "tests/browser/test_phone_browser.py": "its walk reaches the exports and bulk export (rowid)",
     "tests/deploy/test_walkthrough.py": "the walk-through's doctor and backup are SQLite's",
     "tests/e2e/test_exports_end_to_end.py": "exports' cursor uses SQLite's rowid",
-    "tests/e2e/test_micropython_nodes.py": "it reads the frames from the SQLite file by hand",
     "tests/e2e/test_sensorthings_end_to_end.py": "exports' cursor uses SQLite's rowid",
     "tests/fleet/web/test_every_route.py": "its walk reaches the exports and bulk export (rowid)",
     "tests/fleet/web/test_ui.py": "its walk reaches the exports and bulk export (rowid)",
     "tests/fleet/exports": "exports' cursor uses SQLite's rowid and json_each",
     "tests/fleet/nodes/test_export.py": "bulk export's keyset walk uses SQLite's rowid",
-    "tests/fleet/tls/test_certs.py": "the certificate alert test opens the SQLite file",
     "tests/fleet/web/test_metrics.py": "the export lag metric uses the exports' rowid cursor",
     "tests/fleet/web/test_openapi.py": "its calls reach exports and bulk export (rowid)",
 }
