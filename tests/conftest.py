@@ -45,7 +45,6 @@ def pytest_report_header(config):
 # Remove a line when its feature's SQL works on both dialects; docs/architecture.md lists them.
 NOT_YET_ON_POSTGRESQL = {
     "tests/browser/test_phone_browser.py": "its walk reaches the exports and bulk export (rowid)",
-    "tests/deploy/test_walkthrough.py": "the walk-through's doctor and backup are SQLite's",
     "tests/e2e/test_exports_end_to_end.py": "exports' cursor uses SQLite's rowid",
     "tests/e2e/test_sensorthings_end_to_end.py": "exports' cursor uses SQLite's rowid",
     "tests/fleet/web/test_every_route.py": "its walk reaches the exports and bulk export (rowid)",
