@@ -314,9 +314,13 @@ def restore(settings: Settings, archive: Path, replace: bool = False) -> dict:
             os.rename(data_dir, aside)
         try:
             os.rename(staging, data_dir)
-        except OSError:
+        except OSError as e:
             if aside is not None:
                 os.rename(aside, data_dir)
+            if kind == POSTGRESQL:
+                raise BackupError(f"the database is restored, but {data_dir} could not be put in "
+                                  f"place ({e}): it still holds the old files; restore again "
+                                  "with --replace once the cause is fixed") from None
             raise
         if aside is not None and not occupied:
             aside.rmdir()  # it was an empty folder: nothing to keep
