@@ -109,6 +109,25 @@ def _connect(url: str):
         raise DumpError(f"cannot connect to {describe(url)}: {str(e).strip()}") from None
 
 
+def _check_version(pg_dump: Path, conn) -> str:
+    server = conn.info.server_version // 10000
+    client = tool_major(pg_dump)
+    if client < server:
+        raise DumpError(f"{pg_dump} is PostgreSQL {client}'s, older than the server "
+                        f"({server}): install postgresql-client-{server} and set PG_BINDIR "
+                        "to its folder if pg_config names the old one")
+    return f"{pg_dump} (PostgreSQL {client}) for a PostgreSQL {server} server"
+
+
+def check_tools(url: str) -> str:
+    """What pg_dump a backup of the database at url would use; DumpError if it cannot."""
+    pg_dump = tool("pg_dump")
+    for name in ("pg_restore", "psql"):
+        tool(name)
+    with _connect(url) as conn:
+        return _check_version(pg_dump, conn)
+
+
 def dump(url: str, dest: Path) -> int:
     """Dump the database at url into the file dest (pg_dump's custom format); its schema version.
 
@@ -117,12 +136,7 @@ def dump(url: str, dest: Path) -> int:
     pg_dump = tool("pg_dump")
     conninfo, env = _environment(url)
     with _connect(url) as conn:
-        server = conn.info.server_version // 10000
-        client = tool_major(pg_dump)
-        if client < server:
-            raise DumpError(f"{pg_dump} is PostgreSQL {client}'s, older than the server "
-                            f"({server}): install postgresql-client-{server} and set PG_BINDIR "
-                            "to its folder if pg_config names the old one")
+        _check_version(pg_dump, conn)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:

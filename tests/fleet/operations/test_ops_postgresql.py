@@ -6,6 +6,8 @@ a missing or too old pg_dump, and a backup of the other kind of store. The docto
 version through the store and never shows the URL's password.
 """
 
+import re
+
 import pytest
 
 from fleet.operations import backup, doctor
@@ -46,6 +48,19 @@ def test_backup_says_when_pg_dump_is_missing(tmp_path, pg_url, monkeypatch):
     with pytest.raises(backup.BackupError, match="pg_dump is missing .*apt-get install"):
         backup.create(settings_for(tmp_path, pg_url), tmp_path / "b.tar.gz")
     assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_doctor_warns_when_backups_would_fail(tmp_path, pg_url, monkeypatch):
+    d = doctor.Deployment(settings_for(tmp_path, pg_url), None)
+    [found] = doctor.check_backup_tools(d)
+    versions = re.search(r"pg_dump \(PostgreSQL (\d+)\) for a PostgreSQL (\d+) server", found.text)
+    assert found.level == doctor.OK and versions, found.text
+    assert int(versions[1]) >= int(versions[2])
+    monkeypatch.setenv("PG_BINDIR", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    [found] = doctor.check_backup_tools(d)
+    assert found.level == doctor.WARN
+    assert found.text.startswith("`fleet backup` would fail: pg_dump is missing")
 
 
 def test_backup_refuses_a_pg_dump_older_than_the_server(tmp_path, pg_url, monkeypatch):
