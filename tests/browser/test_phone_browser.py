@@ -115,7 +115,7 @@ def test_every_page_fits_a_phone_and_charts_are_readable(fleet_run, tmp_path, ar
     app = create_app({"SETTINGS": settings, "SECRET_KEY": "only-for-the-url-map"})
     paths = pages(app, values)
     assert {"/", "/nodes/", f"/nodes/{NODES[0]}", "/updates/", "/providers/",
-            "/provision/"} <= set(paths), paths
+            "/provision/", "/suppliers/"} <= set(paths), paths
     # Variants of a page that show more than its plain path does.
     paths += ["/alerts/?all=1", f"/nodes/{NODES[0]}?range=1h", "/nodes/no-such-node"]
     browser = subprocess.run(
