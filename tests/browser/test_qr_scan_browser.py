@@ -15,6 +15,7 @@ from services import READY, fleet_db
 
 from fleet.profiles import service
 from fleet.store import audit as audit_store
+from fleet.store import nodes as node_store
 from fleet.store.migrate import open_db
 from fleet.web import auth
 
@@ -93,7 +94,7 @@ def test_technician_registers_devices_by_scanning_their_labels(fleet_run, tmp_pa
     assert eui_only["status"] == "DevEUI 70B3D57ED0001004 read from the code."
     assert eui_only["flash"] == ["Device 70b3d57ed0001004 registered."]
     for node, name in (("70b3d57ed0001003", "Bay 3"), ("70b3d57ed0001004", "Bay 4")):
-        row = db["nodes"].get(node)
+        row = node_store.get_node(db, node)
         assert (row["profile"], row["name"], row["interval"]) == ("parking-lpp", name, 900)
     devices = [e for e in audit_store.audit_log(db) if e["action"] == "device.register"]
     assert {(e["target"], e["actor"]) for e in devices} == {
