@@ -96,6 +96,7 @@ def test_technician_sends_a_profile_command_from_the_node_page(tmp_path, mosquit
     assert 'action="/nodes/70b3d57ed0001002/profile-commands"' in page
     assert 'value="set-interval"' in page and "{&#34;interval&#34;: 900}" in page
     assert f'action="/nodes/{node}/commands"' not in page  # no Polylink commands for it
+    assert f'action="/nodes/{node}/config"' not in page and "takes no Polylink CONFIG" in page
     viewer_page = clients["viewer"].get(f"/nodes/{node}").get_data(as_text=True)
     assert "its codec encodes these commands" in viewer_page
     assert f'action="{url}"' not in viewer_page
