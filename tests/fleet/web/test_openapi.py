@@ -236,6 +236,16 @@ def test_every_operation_answers_as_described(api, db):
     api("post", "/ingest/senml", query_string={"node": dev["node_id"]},
         data=b'[{"n": "co2", "v": 500}]', content_type="application/senml+json",
         headers={"Authorization": f"Bearer {supplier}"}, expect=200)
+    api("post", "/suppliers", json={"name": "wx-co"}, expect=201)
+    api("post", "/suppliers", json={"name": "wx-co"}, expect=409)
+    api("post", "/suppliers", json={"name": "Wx Co"}, expect=400)
+    api("get", "/suppliers", expect=200)
+    api("put", "/nodes/{node_id}/supplier", dev, json={"supplier": "wx-co"}, expect=200)
+    api("put", "/nodes/{node_id}/supplier", dev, json={"supplier": 1}, expect=400)
+    api("put", "/nodes/{node_id}/supplier", {"node_id": "ghost"}, json={"supplier": None},
+        expect=404)
+    api("delete", "/suppliers/{name}", {"name": "wx-co"}, expect=204)
+    api("delete", "/suppliers/{name}", {"name": "wx-co"}, expect=404)
 
     missing = {(p, m) for p, m, _op in openapi.operations(DOC)} - set(api.seen)
     assert not missing, f"add a call for each of these: {sorted(missing)}"
