@@ -52,14 +52,10 @@ NOT_YET_ON_POSTGRESQL = {
     "tests/e2e/test_sensorthings_end_to_end.py": "exports' cursor uses SQLite's rowid",
     "tests/fleet/web/test_every_route.py": "its walk reaches the exports and bulk export (rowid)",
     "tests/fleet/web/test_ui.py": "its walk reaches the exports and bulk export (rowid)",
-    "tests/fleet/exports": "exports' cursor uses SQLite's rowid and json_each",
-    "tests/fleet/nodes/test_export.py": "bulk export's keyset walk uses SQLite's rowid",
     "tests/fleet/operations/test_backup.py": "fleet backup copies the SQLite file only",
     "tests/fleet/operations/test_doctor.py": "its deployments are built as SQLite files by hand",
     "tests/fleet/profiles": "profiles and SenML intake use SQLite's INSERT OR IGNORE",
     "tests/fleet/tls/test_certs.py": "the certificate alert test opens the SQLite file",
-    "tests/fleet/web/test_metrics.py": "the export lag metric uses the exports' rowid cursor",
-    "tests/fleet/web/test_openapi.py": "its calls reach exports and bulk export (rowid)",
 }
 
 

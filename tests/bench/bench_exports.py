@@ -233,7 +233,7 @@ def lag(rate: int, seconds: float = 20.0) -> tuple[float, float, int]:
         load = mp.Process(target=ingest_load, args=(settings.db_path, rate, seconds))
         load.start()
         load.join()
-        want = export_store.backlog(db, 0, [], [])
+        want = export_store.backlog(db, export_store.START, [], [])
         deadline = time.monotonic() + 120
         while rx.readings() < want and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -201,7 +201,7 @@ def test_every_operation_answers_as_described(api, db):
     assert r.json["behind"] == 2 and r.json["state"] == "catching up"  # n01's two readings
     api("put", "/exports/{name}", {"name": "city"}, json=dict(hook, url="https://evil.example/",
                                                                secret=None), expect=400)
-    export_store.advance(db, "city", 0, 0, 1, [("r:n01:0:0:1000", "HTTP 422 no")], now)
+    export_store.advance(db, "city", (0, 0), (0, 0), 1, [("r:n01:0:0:1000", "HTTP 422 no")], now)
     r = api("get", "/exports/{name}", {"name": "city"}, expect=200)
     assert r.json["refused_items"][0]["item_id"] == "r:n01:0:0:1000"
     api("get", "/exports/{name}", {"name": "ghost"}, expect=404)
