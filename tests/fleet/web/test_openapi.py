@@ -5,6 +5,7 @@ operation matches its status, media type and schema)."""
 import json
 import re
 import time
+from dataclasses import replace
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -15,7 +16,6 @@ from rollout_nodes import Nodes, _release  # tests/fleet/ is on sys.path
 from fleet import create_app
 from fleet.ingest import Ingest
 from fleet.senml import intake
-from fleet.settings import Settings
 from fleet.store import alerts as alert_store
 from fleet.store import exports as export_store
 from fleet.store import nodes as node_store
@@ -118,10 +118,9 @@ class Checker:
 
 
 @pytest.fixture
-def api(mosquitto_session, data_dir, db):
+def api(mosquitto_session, settings, db):
     """An admin token's checker on an app whose broker is a real mosquitto (commands go out)."""
-    settings = Settings(data_dir=data_dir, port=8000, mqtt_port=mosquitto_session.port,
-                        mqtt_url=None)
+    settings = replace(settings, mqtt_port=mosquitto_session.port)
     app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "test"})
     token = auth.create_token(db, "root", "admin")
     return Checker(app.test_client(), {"Authorization": f"Bearer {token}"})
