@@ -114,7 +114,10 @@ def _selection(dialect: str, nodes: list[str], tags: list[str]) -> tuple[str, li
 START = (0, 0)
 _ID = {("readings", SQLITE): "rowid", ("events", SQLITE): "id",
        ("readings", POSTGRESQL): "id", ("events", POSTGRESQL): "id"}
-_POSITION = {SQLITE: "0, {id}", POSTGRESQL: "CAST(CAST(xact AS text) AS bigint), id"}
+# (Named apart from the columns: PostgreSQL's ORDER BY would take an output column called xact,
+# the bigint, and sort every row instead of walking the (xact, id) index.)
+_POSITION = {SQLITE: "0 AS at_xact, {id} AS at_id",
+             POSTGRESQL: "CAST(CAST(xact AS text) AS bigint) AS at_xact, id AS at_id"}
 _AFTER = {SQLITE: "{id} > ?", POSTGRESQL: "(xact, id) > (CAST(? AS xid8), ?)"}
 _BELOW = {SQLITE: "{id} <= ?", POSTGRESQL: "xact < CAST(? AS xid8)"}
 _LAST = {SQLITE: "ORDER BY {id} DESC", POSTGRESQL: "ORDER BY xact DESC, id DESC"}
