@@ -10,7 +10,8 @@ interleaving cannot happen there; its test checks that an open write is neither 
 import time
 
 from fleet.store import exports as export_store
-from fleet.store.base import transaction
+from fleet.store import migrate
+from fleet.store.base import connect, transaction
 from fleet.store.migrate import open_db
 
 
@@ -140,3 +141,33 @@ def test_a_destination_started_at_the_end_gets_only_what_comes_later(db):
         _reading(conn, "new", 2.0)
     dest.drain()
     assert dest.readings == ["new"]
+
+
+def test_postgresql_upgrade_gives_stored_readings_ids_before_every_new_one(pg_cluster):
+    """Migration 0029 on a PostgreSQL store with readings (in a day partition and the default
+    one) and a destination at the start: every stored reading gets an id, and all of them,
+    then a reading stored after the upgrade, reach the destination once, in that order."""
+    name = f"upgrade{time.monotonic_ns()}"
+    pg_cluster.sql(f"CREATE DATABASE {name}")
+    db = connect(pg_cluster.url(name))
+    try:
+        migrate.migrate(db, 28)
+        db.conn.execute("CREATE TABLE readings_early PARTITION OF readings"
+                        " FOR VALUES FROM (0) TO (100)")
+        with transaction(db) as conn:
+            conn.execute("INSERT INTO readings (node_id, t, qid, inst, value)"
+                         " SELECT 'old', g, 0, 0, g FROM generate_series(1, 150) g")
+            conn.execute("INSERT INTO export_destinations (name, kind, url, created)"
+                         " VALUES ('city', 'webhook', 'https://x.example/', 0)")
+            conn.execute("INSERT INTO export_cursors (destination) VALUES ('city')")
+        assert migrate.migrate(db) == (28, migrate.SCHEMA_VERSION)
+        with transaction(db) as conn:
+            _reading(conn, "new", 50.0)
+        row = export_store.get_destination(db, "city")
+        dest = Destination(db)
+        dest.reading_at = row["reading_at"]
+        dest.drain()
+        assert dest.readings == ["old"] * 150 + ["new"]
+    finally:
+        db.close()
+        pg_cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
