@@ -145,3 +145,19 @@ def test_without_a_ca_nothing_is_checked(lib, tmp_path, ca):
         assert probe(lib, tmp_path, "localhost", server.port, None).startswith("CONNECTED")
     finally:
         server.close()
+
+
+def test_a_self_signed_server_certificate_as_the_ca_is_pinned(lib, tmp_path):
+    """The pinning the docs describe: the server's own self-signed certificate as ca.pem."""
+    from selfsigned import make_cert
+
+    cert, key = make_cert(tmp_path / "pinned", name="localhost")
+    other, _ = make_cert(tmp_path / "other", name="localhost")
+    server = EchoServer(cert, key)
+    try:
+        assert probe(lib, tmp_path, "localhost", server.port, cert.read_bytes()).startswith(
+            "CONNECTED")
+        said = probe(lib, tmp_path, "localhost", server.port, other.read_bytes())
+        assert said.startswith("REFUSED"), said
+    finally:
+        server.close()
