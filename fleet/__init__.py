@@ -51,9 +51,9 @@ def create_app(test_config=None):
     from fleet.nodes import views as nodes
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
+    from fleet.profiles import suppliers
     from fleet.profiles import views as profiles
     from fleet.providers import views as providers
-    from fleet.senml import views as suppliers
     from fleet.tls import views as tls_views
     from fleet.web import (
         access_api,

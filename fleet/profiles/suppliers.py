@@ -20,14 +20,13 @@ from flask import (
 )
 
 from fleet.broker import auth as brokerauth
+from fleet.senml import intake
 from fleet.store import profiles as profile_store
 from fleet.store import suppliers as supplier_store
 from fleet.store.base import DuplicateName, StoreError, UnknownNode
 from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, json_body
 from fleet.web.auth import actor, require
-
-from . import intake
 
 ui = Blueprint("suppliers", __name__, url_prefix="/suppliers")
 api = Blueprint("suppliers_api", __name__)  # under /api/v1
