@@ -3,6 +3,7 @@ the ingest's batch that writes them all in one transaction."""
 
 from .base import POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
+from .live import announce
 from .nodes import get_node
 
 
@@ -258,15 +259,20 @@ def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
     return fresh
 
 
-def _lock_nodes(conn, batch) -> None:
+def _nodes_of(batch) -> set:
+    """Every node whose row or page the batch changes."""
+    nodes = {f[0] for f in batch.frames}
+    nodes.update(batch.touch, batch.conn_state)
+    nodes.update(b[0] for b in batch.bad if b[0] is not None)
+    return nodes
+
+
+def _lock_nodes(conn, nodes: set) -> None:
     """PostgreSQL: lock every node row the batch writes, in one order, before writing any.
 
     Workers then never wait on each other in a circle (a deadlock), and two batches that hold the
     same node's frames are written one after the other, so (node, seq) is decided once.
     """
-    nodes = {f[0] for f in batch.frames}
-    nodes.update(batch.touch, batch.conn_state)
-    nodes.update(b[0] for b in batch.bad if b[0] is not None)
     if nodes:
         conn.execute("SELECT 1 FROM nodes WHERE id = ANY(?) ORDER BY id FOR UPDATE",
                      (sorted(nodes),)).fetchall()
@@ -311,7 +317,10 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 sorted(batch.new_nodes),
             )
         if conn.dialect == POSTGRESQL:
-            _lock_nodes(conn, batch)
+            changed = _nodes_of(batch)
+            _lock_nodes(conn, changed)
+            # Delivered at commit to the live streams of these nodes in every web process.
+            announce(conn, changed)
         fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
