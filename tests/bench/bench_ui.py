@@ -100,7 +100,9 @@ def build(path: Path, now: float) -> None:
                        -60 - (k % 17), k % 4, 0, 1 + i % 3)
 
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO status_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", statuses())
+    conn.executemany("INSERT INTO status_log (node_id, t, firmware_version, uptime,"
+                     " reset_cause, heap_free, rssi, queue, dropped, boots)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", statuses())
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA journal_mode=WAL")
