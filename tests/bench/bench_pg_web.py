@@ -147,7 +147,11 @@ def report() -> str:
             lite = prune_timed(copy, before)
         finally:
             shutil.rmtree(work)
-        pg = prune_timed(url, before)
+        # PostgreSQL in two steps: up to the UTC midnight before the cutoff only whole day
+        # partitions go (DROP TABLE); then the cutoff's own day, row by row, as prune_old does.
+        midnight = before // DAY * DAY
+        pg_days = prune_timed(url, midnight)
+        pg_rest = prune_timed(url, before)
         lines += [
             "",
             "Retention, oldest of the 7 days (`READINGS_DAYS=6`, as `fleet upkeep` runs it), "
@@ -156,10 +160,13 @@ def report() -> str:
             "| store | readings removed | took | rows/s | writer's longest wait | writer median |",
             "|---|---|---|---|---|---|",
         ]
-        for store, (deleted, took, waits) in (("SQLite (row-by-row delete)", lite),
-                                              ("PostgreSQL (drop day partitions, delete the "
-                                               "boundary day's rows)", pg)):
-            lines.append(f"| {store} | {deleted:,} | {took:.2f} s | {deleted / took:,.0f} | "
+        for store, (deleted, took, waits) in (
+                ("SQLite: delete row by row, up to the cutoff", lite),
+                ("PostgreSQL: drop the whole days before the cutoff (DROP TABLE of day "
+                 "partitions)", pg_days),
+                ("PostgreSQL: then the cutoff's own day up to the cutoff, row by row", pg_rest)):
+            rate = deleted / max(took, 1e-9)
+            lines.append(f"| {store} | {deleted:,} | {took:.2f} s | {rate:,.0f} | "
                          f"{waits[-1]:.0f} ms | {statistics.median(waits):.1f} ms |")
         return "\n".join(lines) + "\n"
     finally:
