@@ -38,6 +38,7 @@ from fleet.store import commands as command_store
 from fleet.store import live as live_store
 from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
+from fleet.store import profiles as profile_store
 from fleet.store import providers as provider_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import BadFilter, StoreError, UnknownNode, connect
@@ -316,8 +317,21 @@ def detail(node_id):
         command_names=list(downlink.COMMANDS),
         config_fields=downlink.CONFIG_FIELDS,
         last_config=command_store.last_config(db, node_id),
+        profile_commands=_profile_commands(db, node),
         live_ms=LIVE_RETRY_MS,
     )
+
+
+def _profile_commands(db, node) -> list[dict]:
+    """The downlink commands of a non-Polylink node's profile, each with its default data as
+    JSON (what the form sends when the technician leaves the data field empty)."""
+    if node["profile"] == "polylink":
+        return []
+    try:
+        commands = profile_store.get_profile(db, node["profile"])["commands"]
+    except StoreError:
+        return []
+    return [{"name": c["name"], "data": json.dumps(c.get("data") or {})} for c in commands]
 
 
 @bp.route("/<node_id>/chart.svg")
@@ -380,6 +394,34 @@ def send_command(node_id):
     else:
         flash(f"Command {command} sent (id {cid}).")
     return redirect(url_for("nodes.detail", node_id=node_id) + "#commands", 303)
+
+
+@bp.route("/<node_id>/profile-commands", methods=("POST",))
+@auth.require("nodes")
+def send_profile_command(node_id):
+    """One of the node's profile commands, encoded by its codec and queued with the LoRaWAN
+    provider it was last heard on; data (a JSON object) overrides the command's defaults."""
+    db = web_db.get_db()
+    _node_or_404(db, node_id)
+    back = url_for("nodes.detail", node_id=node_id) + "#profile-commands"
+    name = request.form.get("command", "")
+    raw = request.form.get("data", "").strip()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError as e:
+        flash(f"Command not sent: data is not JSON ({e}); give an object like"
+              ' {"interval": 600}')
+        return redirect(back, 303)
+    try:
+        sent = downlink.send_profile_command(db, current_app.config["SETTINGS"], node_id, name,
+                                             data, actor=auth.actor())
+    except downlink.DownlinkError as e:
+        flash(f"Command not sent: {e}")
+    else:
+        flash(f"Command {sent['command']} queued: {len(sent['payload']) // 2} bytes on fPort"
+              f" {sent['fport']} ({sent['payload'].upper() or 'empty'}); the device gets it after"
+              " its next uplink.")
+    return redirect(back, 303)
 
 
 def _config_value(name: str):

@@ -3,7 +3,7 @@ the ingest's batch that writes them all in one transaction."""
 
 from contextlib import nullcontext
 
-from .base import POSTGRESQL, TRUNCATE, BadFilter, transaction
+from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
 from .live import announce
 from .nodes import get_node
@@ -233,10 +233,9 @@ class Batch:
         self.raw: dict[tuple, tuple] = {}
 
 
-# Ties of time broken by the order rows were written: SQLite's rowid, PostgreSQL's row address.
-INSERTION_ORDER = {"sqlite": "rowid", POSTGRESQL: "ctid"}
-# The larger of two values (SQLite's scalar max(); both skip a NULL the way store_batch uses them).
-GREATEST = {"sqlite": "max", POSTGRESQL: "greatest"}
+# Ties of time broken by the order rows were written: SQLite's rowid, PostgreSQL's readings.id
+# (migration 0029; a row address, ctid, is neither unique across partitions nor stable).
+INSERTION_ORDER = {"sqlite": "rowid", POSTGRESQL: "id"}
 
 # One statement for the whole batch; RETURNING says which (node, seq) were new. Two workers
 # storing the same frame: the second waits on the unique key until the first commits, then skips.
@@ -479,24 +478,27 @@ def iter_readings(db, node_ids, since=None, until=None, batch=5000):
     """(node_id, t, qid, inst, value) of the nodes in [since, until], node by node, each
     quantity oldest first; a generator that holds at most `batch` rows at a time.
 
-    Each batch is its own short query (keyset on t, rowid along readings_node_qid_t), so a long
-    download never keeps a read transaction open (which would stop WAL checkpoints) and never
-    sorts: the index already holds the order.
+    Each batch is its own short query (keyset on t and the row's id along readings_node_qid_t:
+    SQLite's rowid, PostgreSQL's readings.id), so a long download never keeps a read transaction
+    open (which would stop WAL checkpoints, or VACUUM on PostgreSQL) and never sorts more than
+    the ties of one time: the index already holds the order. On PostgreSQL a range of times
+    reads only its days' partitions.
     """
     until = float("inf") if until is None else until
+    row_id = INSERTION_ORDER[db.dialect]
     for node_id in node_ids:
         qids = [r[0] for r in db.conn.execute(
             "SELECT DISTINCT qid FROM latest WHERE node_id = ? ORDER BY qid", (node_id,))]
         for qid in qids:
-            lo, last_rowid = (float("-inf") if since is None else since), -1
+            lo, last_id = (float("-inf") if since is None else since), -1
             while True:
                 rows = db.conn.execute(
-                    "SELECT t, inst, value, rowid FROM readings INDEXED BY readings_node_qid_t"
-                    " WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ?"
-                    " AND (t > ? OR rowid > ?) ORDER BY t, rowid LIMIT ?",
-                    (node_id, qid, lo, until, lo, last_rowid, batch)).fetchall()
-                for t, inst, value, _rowid in rows:
+                    f"SELECT t, inst, value, {row_id} FROM readings INDEXED BY"
+                    " readings_node_qid_t WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ?"
+                    f" AND (t > ? OR {row_id} > ?) ORDER BY t, {row_id} LIMIT ?",
+                    (node_id, qid, lo, until, lo, last_id, batch)).fetchall()
+                for t, inst, value, _id in rows:
                     yield node_id, t, qid, inst, value
                 if len(rows) < batch:
                     break
-                lo, last_rowid = rows[-1][0], rows[-1][3]
+                lo, last_id = rows[-1][0], rows[-1][3]

@@ -22,7 +22,7 @@ from fleet.web.auth import require
 # The packages whose openapi.yaml is part of the document, the base first. A feature with
 # /api/v1 routes adds its package here (docs/integrations.md, "OpenAPI").
 FRAGMENTS = ("fleet.web", "fleet.nodes", "fleet.identity", "fleet.alerts", "fleet.ota",
-             "fleet.providers", "fleet.profiles", "fleet.exports")
+             "fleet.providers", "fleet.profiles", "fleet.senml", "fleet.exports")
 # The NGSI-LD read side (/ngsi-ld/v1) is a second, whole document: one base URL per document is
 # what validators and code generators handle (docs/integrations.md, "OpenAPI").
 NGSI_LD = ("fleet.exports", "ngsild.openapi.yaml")
