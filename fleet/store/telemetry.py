@@ -1,8 +1,11 @@
 """What nodes send: frames, readings and latest values, STATUS history, events, bad frames, and
 the ingest's batch that writes them all in one transaction."""
 
+from contextlib import nullcontext
+
 from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
+from .live import announce
 from .nodes import get_node
 
 
@@ -257,18 +260,37 @@ def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
     return fresh
 
 
-def _lock_nodes(conn, batch) -> None:
+def _nodes_of(batch) -> set:
+    """Every node whose row or page the batch changes."""
+    nodes = {f[0] for f in batch.frames}
+    nodes.update(batch.touch, batch.conn_state)
+    nodes.update(b[0] for b in batch.bad if b[0] is not None)
+    return nodes
+
+
+def _lock_nodes(conn, nodes: set) -> None:
     """PostgreSQL: lock every node row the batch writes, in one order, before writing any.
 
     Workers then never wait on each other in a circle (a deadlock), and two batches that hold the
     same node's frames are written one after the other, so (node, seq) is decided once.
     """
-    nodes = {f[0] for f in batch.frames}
-    nodes.update(batch.touch, batch.conn_state)
-    nodes.update(b[0] for b in batch.bad if b[0] is not None)
     if nodes:
+        # No fetch: the rows are locked when the statement runs, and a fetch would end the
+        # pipeline's round trip here.
         conn.execute("SELECT 1 FROM nodes WHERE id = ANY(?) ORDER BY id FOR UPDATE",
-                     (sorted(nodes),)).fetchall()
+                     (sorted(nodes),))
+
+
+# False sends store_batch's statements one round trip each (tests/bench/bench_store_batch.py
+# measures both in one run).
+PG_PIPELINE = True
+
+
+def _pipelined(conn):
+    """PostgreSQL's pipeline mode for the statements inside (psycopg 3); nothing on SQLite."""
+    if conn.dialect == POSTGRESQL and PG_PIPELINE:
+        return conn.raw.pipeline()
+    return nullcontext()
 
 
 def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
@@ -303,14 +325,20 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
     events_rows = []
     results = []
     battery = {}
-    with transaction(db) as conn:
+    # PostgreSQL: the statements go out in pipeline mode, so a batch costs three round trips
+    # (up to the frames' insert, whose answer says which frames are new; the rest; COMMIT)
+    # instead of one per statement. Nothing in between reads a result but that insert.
+    with transaction(db) as conn, _pipelined(conn):
         if batch.new_nodes:
             conn.executemany(
                 "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 sorted(batch.new_nodes),
             )
         if conn.dialect == POSTGRESQL:
-            _lock_nodes(conn, batch)
+            changed = _nodes_of(batch)
+            _lock_nodes(conn, changed)
+            # Delivered at commit to the live streams of these nodes in every web process.
+            announce(conn, changed)
         fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
@@ -396,9 +424,9 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
         for row in results:
             if conn.execute(
                 "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
-                " result_at = ? WHERE id = ? AND node_id = ?",
+                " result_at = ? WHERE id = ? AND node_id = ? RETURNING id",
                 row[:6],
-            ).rowcount == 0:
+            ).fetchone() is None:
                 # A RESULT for no command of ours (forged, or for another node's): shown and
                 # counted like any frame the fleet cannot use, never stored silently.
                 _code, _value, _text, received_at, cid, node, seq, provider = row
