@@ -1,5 +1,6 @@
 """Upkeep (fleet/upkeep.py): alerts, expired claim tokens and retention without any page view."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -284,7 +285,8 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
 
     assert find_mosquitto(), "mosquitto is not installed; `.ci/run` installs it"
     settings = Settings(data_dir=tmp_path / "data", port=free_port(), mqtt_port=free_port(),
-                        mqtt_url=None)
+                        mqtt_url=None,
+                        database_url=os.environ.get("DATABASE_URL"))
     claim_port = free_port()
     db = open_db(settings.db_path)
     brokerauth.sync(db, settings.broker_dir)
