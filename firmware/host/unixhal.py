@@ -134,12 +134,24 @@ class UnixHAL(SimBoardIO):
         return self.hw.rssi() if self._station else None
 
     async def open_connection(self, host: str, port: int, tls=None):
-        """Plain TCP through MicroPython's asyncio (MQTT over TLS is not run on this port yet)."""
+        """TCP, or TLS with MicroPython's own `ssl` (mbedTLS, as on the ESP32), as the ESP32
+        HAL opens it: the CA from flash as cadata, CERT_REQUIRED, the host as server name."""
         import asyncio
 
         if self.fail_connects:
             self.fail_connects -= 1
             raise MemoryError("memory allocation failed (injected)")
+        ctx = None
         if tls is not None:
-            raise OSError("TLS is not supported by the Unix-port simulation yet")
-        return await asyncio.open_connection(host, port)
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca = tls.get("ca")
+            if ca:
+                from polylink.net import pem
+
+                pem.trust(ctx, self.path(ca))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+        return await asyncio.open_connection(host, port, ssl=ctx)

@@ -4,6 +4,8 @@ side in one run.
 
 Run: .venv/bin/python tests/bench/bench_exports.py [--frames 40000] [--runs 3] [--rates 100,2000]
      [--kinds webhook,ngsi-ld,mqtt,sensorthings] [--sta-frames 5000] [--sta-rates 100] [--batch N]
+     [--backends sqlite,postgresql] (drain on each, side by side; PostgreSQL: a throwaway durable
+     cluster, tests/pgcluster.py, a fresh database per run; the lag runs are on SQLite)
 
 drain  N frames (3 readings each: temperature, humidity, battery voltage; 100 nodes) are stored
        first; then the real export worker process (`fleet export run`) delivers them to one
@@ -179,6 +181,8 @@ BATCH = 2000  # the worker's default (fleet/exports/worker.py)
 
 def worker(settings):
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(settings.mqtt_port))
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
     return subprocess.Popen([sys.executable, "-m", "fleet.cli", "export", "run", "--batch",
                              str(BATCH)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -254,11 +258,13 @@ class Destination:
             self.rx.server.server_close()
 
 
-def drain(kind: str, frames: int) -> tuple[float, float]:
-    """(readings/s the worker delivers to one destination of this kind from a full store,
-    the worker's CPU microseconds per reading)."""
+def drain(kind: str, frames: int, database_url: str | None = None) -> tuple[float, float]:
+    """(readings/s the worker delivers to one destination of this kind from a full store (the
+    SQLite file, or the empty PostgreSQL database database_url names), the worker's CPU
+    microseconds per reading)."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), port=8000, mqtt_port=free_port(), mqtt_url=None)
+        settings = Settings(data_dir=Path(tmp), port=8000, mqtt_port=free_port(), mqtt_url=None,
+                            database_url=database_url)
         db = open_db(settings.db_path)
         store(settings.db_path, 0, frames, 1_700_000_000.0)
         want = frames * len(BODY)
@@ -280,6 +286,7 @@ def drain(kind: str, frames: int) -> tuple[float, float]:
             assert row["refused"] == 0 and row["last_error"] is None, row
         finally:
             cpu = cpu_of(proc)
+            db.close()
             dest.stop()
         return want / took, cpu / want * 1e6
 
@@ -349,6 +356,7 @@ def main():
     ap.add_argument("--kinds", default="webhook,ngsi-ld,mqtt,sensorthings")
     ap.add_argument("--lag-kinds", default=None, help="kinds of the lag runs (default --kinds)")
     ap.add_argument("--batch", type=int, default=2000, help="the worker's --batch")
+    ap.add_argument("--backends", default="sqlite", help="sqlite,postgresql: drain on each")
     ap.add_argument("--compare-batch", type=int, default=None,
                     help="also drain with this --batch, run for run beside --batch")
     args = ap.parse_args()
@@ -362,11 +370,23 @@ def main():
     print("|---|---:|---:|---|")
     other: dict[str, list] = {}
     mine_runs: dict[str, list] = {}
+    cluster = None
+    backends = args.backends.split(",")
+    if "postgresql" in backends:
+        from pgcluster import PgCluster
+
+        # durable: fsync and synchronous_commit on, as the fleet's own server would run.
+        cluster = PgCluster(durable=True).start()
     for kind in kinds:
         frames = args.sta_frames if kind == "sensorthings" else args.frames
         runs = []
-        for _ in range(args.runs):
+        for run in range(args.runs):
             runs.append(drain(kind, frames))
+            if cluster is not None:  # the backends side by side in each run
+                cluster.sql(f"CREATE DATABASE drain{run}")
+                other.setdefault(f"{kind} on PostgreSQL", []).append(
+                    drain(kind, frames, cluster.url(f"drain{run}")))
+                cluster.sql(f"DROP DATABASE drain{run} WITH (FORCE)")
             if args.compare_batch and kind != "sensorthings":
                 BATCH = args.compare_batch
                 other.setdefault(kind, []).append(drain(kind, frames))
@@ -376,13 +396,15 @@ def main():
         print(f"| {kind} ({frames * len(BODY):,} readings) | {statistics.median(rates):,.0f} |"
               f" {statistics.median(r[1] for r in runs):.1f} | "
               + " / ".join(f"{r:,.0f}" for r in rates) + " |", flush=True)
+    if cluster is not None:
+        cluster.stop()
     if other:
-        print(f"\n| destination kind | readings/s, batch {args.batch} | batch"
-              f" {args.compare_batch} | CPU us/reading, batch {args.batch} | batch"
-              f" {args.compare_batch} |")
+        print(f"\n| destination kind | readings/s, batch {args.batch} (SQLite) | the other |"
+              f" CPU us/reading, batch {args.batch} | the other |  (the other: batch"
+              f" {args.compare_batch} on SQLite, or batch {args.batch} on PostgreSQL)")
         print("|---|---:|---:|---:|---:|")
         for kind, runs in other.items():
-            mine = mine_runs[kind]
+            mine = mine_runs[kind.split(" ")[0]]
             print(f"| {kind} | {statistics.median(r[0] for r in mine):,.0f} |"
                   f" {statistics.median(r[0] for r in runs):,.0f} |"
                   f" {statistics.median(r[1] for r in mine):.1f} |"
