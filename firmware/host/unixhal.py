@@ -152,12 +152,26 @@ class UnixHAL:
         return self.hw.rssi() if self._station else None
 
     async def open_connection(self, host: str, port: int, tls=None):
-        """Plain TCP through MicroPython's asyncio (MQTT over TLS is not run on this port yet)."""
+        """TCP, or TLS when tls is a dict ({"ca": path} trusts only that CA), through MicroPython's
+        asyncio and ssl (mbedTLS), as on the chip (polylink.hal.esp32). No NTP: the host's clock
+        is set, and mbedTLS checks certificate dates against it."""
         import asyncio
 
         if self.fail_connects:
             self.fail_connects -= 1
             raise MemoryError("memory allocation failed (injected)")
+        ctx = None
         if tls is not None:
-            raise OSError("TLS is not supported by the Unix-port simulation yet")
-        return await asyncio.open_connection(host, port)
+            import ssl  # heap: only a TLS connection loads it, as on the chip
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ca = tls.get("ca")
+            if ca:
+                from polylink.net import tlsca
+
+                tlsca.load(ctx, self.path(ca))  # PEM or DER, as DER (tlsca.py)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+        # asyncio passes host as server_hostname: mbedTLS checks the certificate's name.
+        return await asyncio.open_connection(host, port, ssl=ctx)

@@ -168,7 +168,9 @@ async def node_runs(fleet: OtaFleet, tmp: Path, heap: int, duration: float,
                     api.get(path)), 180)
                 rollout = api.get(path)
                 if state != "done" or rollout["totals"] != {"succeeded": 1}:
-                    raise AssertionError(f"OTA update {state}: {rollout['nodes']}")
+                    node = rollout["nodes"][0] if rollout["nodes"] else {}
+                    raise AssertionError(f"OTA update {node.get('state', state)}: "
+                                         f"{node.get('reason')} {node.get('text') or ''}")
                 updated = True
             left = duration - (time.monotonic() - start)
             if left <= 0 and updated:

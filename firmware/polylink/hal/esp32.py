@@ -214,8 +214,9 @@ class HAL:
             if ca:
                 if self.time() is None:
                     self._set_clock()
-                with open(self.path(ca), "rb") as f:
-                    ctx.load_verify_locations(cadata=f.read())
+                from polylink.net import tlsca
+
+                tlsca.load(ctx, self.path(ca))  # PEM or DER, as DER (tlsca.py)
                 ctx.verify_mode = ssl.CERT_REQUIRED
             else:
                 ctx.verify_mode = ssl.CERT_NONE
