@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from polylink.codes import DEEPSLEEP_RESET, PWRON_RESET, SOFT_RESET, WDT_RESET
+from polylink_host.supervise import supervise
 from polylink_host.unixhal import CTRL, EXIT_DEEPSLEEP, EXIT_RESET
 
 FIRMWARE = Path(__file__).resolve().parent.parent
@@ -244,18 +245,8 @@ async def run(nodes: list[UnixNode], duration: float | None = None, report_s: fl
     started = time.monotonic()
     tasks = [asyncio.create_task(n.run()) for n in nodes]
     try:
-        if duration is not None:
-            await asyncio.sleep(duration)
-        else:
-            while True:
-                await asyncio.sleep(report_s or 3600)
-                if report_s:
-                    print(summary(nodes, started), flush=True)
+        await supervise(tasks, lambda: summary(nodes, started), duration, report_s)
     finally:
-        print(summary(nodes, started), flush=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for n in nodes:
             if n.proc is not None and n.proc.returncode is None:
                 await n.proc.wait()
