@@ -68,7 +68,7 @@ def test_unix_port_node_over_tls_trusts_only_its_ca_and_says_why_it_refuses(tmp_
     cases = {
         "good": (certs.make_server(ca_cert, ca_key, ["localhost", "127.0.0.1"]), ca_cert, None),
         "wrong CA": (certs.make_server(ca_cert, ca_key, ["127.0.0.1"]), certs.make_ca()[0],
-                     "not correctly signed by the trusted CA"),
+                     "is not correctly signed by the trusted CA"),
         "expired": (certs.make_server(ca_cert, ca_key, ["127.0.0.1"], days=10, now=past(30)),
                     ca_cert, "validity has expired"),
         "other name": (certs.make_server(ca_cert, ca_key, ["fleet.example.org"]), ca_cert,
@@ -94,5 +94,6 @@ def test_unix_port_node_over_tls_trusts_only_its_ca_and_says_why_it_refuses(tmp_
             assert watcher.count == 0, f"{case}: the node published through a broker it must refuse"
             # Once per reason, not per retry (link.py), and naming it.
             refusals = [line for line in n.output if line.startswith("polylink: mqtt")]
-            assert len(refusals) == 1 and f"OSError: TLS: The certificate {why}" in refusals[0], \
+            assert len(refusals) == 1 and "OSError: TLS: The certificate " in refusals[0] \
+                and why in refusals[0], \
                 f"{case}: the log does not say {why!r} once:\n{log}"
