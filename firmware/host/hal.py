@@ -15,7 +15,7 @@ from polylink.codes import (  # noqa: F401 - the simulator's callers import them
     WDT_RESET,
 )
 from polylink_host import esp32sim, simclock
-from polylink_host.simsensors import SimHardware
+from polylink_host.simsensors import SimBoardIO, SimHardware
 
 SIM_HEAP_FREE = (
     110_000  # what a DevKitC running the app typically reports; no real heap exists here
@@ -34,7 +34,7 @@ class SimDeepSleep(SimReset):
         self.ms = ms
 
 
-class HostHAL:
+class HostHAL(SimBoardIO):
     """Hardware of one simulated node: flash is a directory, WiFi a switch, sensors simulated."""
 
     def __init__(self, node: str, root: Path | str, board: dict, hw: SimHardware | None = None):
@@ -140,9 +140,6 @@ class HostHAL:
         else:
             self._flash.bootloader()
 
-    def unique_id(self) -> str:
-        return self.hw.uid
-
     def wdt_start(self, timeout_ms: int) -> None:
         self.wdt_timeout_ms = timeout_ms
         self.last_feed = self.ticks_ms()
@@ -160,22 +157,7 @@ class HostHAL:
             self.led_toggles += 1
         self.led_on = bool(on)
 
-    # sensors
-    def i2c(self):
-        return self.hw.i2c if self.board.get("i2c") else None
-
-    def ds18x20(self):
-        return self.hw.ds if self.board.get("onewire_pin") is not None else None
-
-    def adc_uv(self, pin: int) -> int:
-        bat = self.board.get("battery") or {}
-        enable = bat.get("enable_pin")
-        if enable is not None and self.pins.get(enable) != bat.get("enable_level", 1):
-            return self.hw.floating_uv()  # the divider is switched off: nothing on the pin
-        return self.hw.adc_uv(pin)
-
-    def pin_out(self, pin: int, value: int) -> None:
-        self.pins[pin] = value
+    # sensors: i2c, ds18x20, adc_uv, pin_out come from SimBoardIO
 
     # LoRa: a simulated modem (polylink_host.simradio.SimModem) if the simulation attached one
     def lora_modem(self):

@@ -397,3 +397,31 @@ class SimHardware:
 
     def rssi(self) -> int:
         return self._rssi + self._rnd.randrange(-3, 4)
+
+
+class SimBoardIO:
+    """The HAL calls that reach the simulated sensors and pins, as the board file wires them;
+    shared by the CPython host port (hal.HostHAL) and the Unix port (unixhal.UnixHAL)."""
+
+    hw: SimHardware
+    board: dict
+    pins: dict  # GPIO -> level driven by pin_out
+
+    def unique_id(self) -> str:
+        return self.hw.uid
+
+    def i2c(self):
+        return self.hw.i2c if self.board.get("i2c") else None
+
+    def ds18x20(self):
+        return self.hw.ds if self.board.get("onewire_pin") is not None else None
+
+    def adc_uv(self, pin: int) -> int:
+        bat = self.board.get("battery") or {}
+        enable = bat.get("enable_pin")
+        if enable is not None and self.pins.get(enable) != bat.get("enable_level", 1):
+            return self.hw.floating_uv()  # the divider is switched off: nothing on the pin
+        return self.hw.adc_uv(pin)
+
+    def pin_out(self, pin: int, value: int) -> None:
+        self.pins[pin] = value

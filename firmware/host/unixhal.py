@@ -18,7 +18,7 @@ import gc
 import sys
 
 from polylink_host import simclock
-from polylink_host.simsensors import SimHardware
+from polylink_host.simsensors import SimBoardIO, SimHardware
 
 # codes.PWRON_RESET and SOFT_RESET, kept here, not imported: this module shares the node's bounded
 # heap, and codes.py costs ~1 KB of names (tests/test_codes.py holds them to it)
@@ -36,7 +36,7 @@ def control(*words) -> None:
     sys.stdout.write(CTRL + " ".join([str(w) for w in words]) + "\n")
 
 
-class UnixHAL:
+class UnixHAL(SimBoardIO):
     """Hardware of one node on the Unix port: flash is a directory, sensors simulated."""
 
     def __init__(self, node: str, root: str, board: dict, cause: int = PWRON_RESET):
@@ -106,9 +106,6 @@ class UnixHAL:
 
         return esp32sim.partition_class(self.flash())
 
-    def unique_id(self) -> str:
-        return self.hw.uid
-
     def wdt_start(self, timeout_ms: int) -> None:
         control("wdt", int(timeout_ms))
 
@@ -118,22 +115,7 @@ class UnixHAL:
     def led(self, on: bool) -> None:
         self.led_on = bool(on)
 
-    # sensors
-    def i2c(self):
-        return self.hw.i2c if self.board.get("i2c") else None
-
-    def ds18x20(self):
-        return self.hw.ds if self.board.get("onewire_pin") is not None else None
-
-    def adc_uv(self, pin: int) -> int:
-        bat = self.board.get("battery") or {}
-        enable = bat.get("enable_pin")
-        if enable is not None and self.pins.get(enable) != bat.get("enable_level", 1):
-            return self.hw.floating_uv()
-        return self.hw.adc_uv(pin)
-
-    def pin_out(self, pin: int, value: int) -> None:
-        self.pins[pin] = value
+    # sensors: i2c, ds18x20, adc_uv, pin_out come from SimBoardIO
 
     def lora_modem(self):
         return None  # no radio on the Unix port; LoRaWAN nodes run on the CPython port

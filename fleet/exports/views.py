@@ -43,6 +43,8 @@ class DestinationName(BaseConverter):
 def _converter(state):
     # Runs before the routes below are added (deferred in the order they were recorded).
     state.app.url_map.converters["destination"] = DestinationName
+
+
 _FIELDS = {"kind", "url", "options", "nodes", "tags", "enabled", "secret", "from_start"}
 _FORM = ("name", "kind", "url", "options", "nodes", "tags")
 

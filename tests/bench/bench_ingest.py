@@ -54,11 +54,13 @@ def frames(n: int, nodes: int):
     return out
 
 
-def publisher(port: int, n: int, nodes: int, started, done):
-    """Publish n QoS-1 frames as fast as paho can, then report."""
+def publisher(port: int, n: int, nodes: int, started, done, ca: str | None = None):
+    """Publish n QoS-1 frames as fast as paho can (over TLS when ca names a CA file)."""
     msgs = frames(n, nodes)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub",
                          protocol=mqtt.MQTTv311)
+    if ca:
+        client.tls_set(ca_certs=ca)
     # Unlimited in flight, and no network thread: publish() then writes straight to the socket
     # and loop() only collects PUBACKs, which is several times faster than paho's threaded mode.
     client.max_inflight_messages_set(0)

@@ -23,14 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 
-from bench_ingest import Ingest, frames, free_port  # noqa: E402
+from bench_ingest import Ingest, free_port, publisher  # noqa: E402
 
 from fleet.broker.server import MosquittoBroker, render_config  # noqa: E402
 from fleet.tls import certs  # noqa: E402
@@ -71,31 +68,6 @@ def connects(port: int, k: int, ctx: ssl.SSLContext | None) -> tuple[float, floa
     return statistics.median(wall), statistics.median(cpu), version
 
 
-def publisher(port: int, n: int, nodes: int, ca: str | None, started, done):
-    """Publish n QoS-1 frames as fast as paho can (over TLS when ca is given)."""
-    msgs = frames(n, nodes)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub",
-                         protocol=mqtt.MQTTv311)
-    if ca:
-        client.tls_set(ca_certs=ca)
-    client.max_inflight_messages_set(0)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop(1.0)
-    started.value = time.time()
-    publish, loop = client.publish, client.loop
-    for i, (topic, payload) in enumerate(msgs):
-        publish(topic, payload, qos=1)
-        if i % 200 == 199 and loop(0):
-            raise SystemExit("publisher lost the broker")
-    deadline = time.time() + 300
-    while client._out_messages:
-        if loop(0.01) or time.time() > deadline:
-            raise SystemExit(f"publisher: {len(client._out_messages)} never acknowledged")
-    done.value = time.time()
-    client.disconnect()
-
-
 def ingest_live(plain_port: int, pub_port: int, ca: str | None, n: int, nodes: int,
                 data_dir: Path) -> tuple[float, float]:
     """(ingest msg/s, publisher msg/s): the worker on plain loopback, the publisher on pub_port."""
@@ -104,7 +76,7 @@ def ingest_live(plain_port: int, pub_port: int, ca: str | None, n: int, nodes: i
     worker.subscribed()
     try:
         started, done = mp.Value("d", 0.0), mp.Value("d", 0.0)
-        pub = mp.Process(target=publisher, args=(pub_port, n, nodes, ca, started, done),
+        pub = mp.Process(target=publisher, args=(pub_port, n, nodes, started, done, ca),
                          daemon=True)
         pub.start()
         while not started.value and pub.is_alive():
