@@ -21,6 +21,7 @@ from fleet.store import telemetry as telemetry_store
 from fleet.store.base import connect
 
 pytestmark = pytest.mark.micropython
+TLS_HEAP = 256 * 1024  # a node updating over HTTPS (below)
 
 
 class MixedFleet:
@@ -226,9 +227,10 @@ def test_a_micropython_node_over_tls_telemetry_command_and_ota_over_https(tmp_pa
     node = "mtls-0"
     logins = sim.fleet_logins([node], tmp_path / "nodes", dict(os.environ, DATA_DIR=str(data)))
     keys = json.loads((data / "ota" / "trusted_keys.json").read_text())
-    # The default heap, as the other nodes: mbedTLS allocates outside MicroPython's heap on this
-    # port (parsing the CA adds nothing to gc.mem_alloc(); the SSLContext object is ~3 KB in it).
-    nodes = MixedFleet(tmp_path / "nodes", "127.0.0.1", tls_fleet.tls_port, [node], [])
+    # Not the default 212 KB: there the update over HTTPS failed in 2 of 6 runs (reason not
+    # captured then; the assertion below now names it), at 256 KB in none (docs/firmware.md).
+    nodes = MixedFleet(tmp_path / "nodes", "127.0.0.1", tls_fleet.tls_port, [node], [],
+                       heapsize=TLS_HEAP)
     sim.write_config(tmp_path / "nodes" / "sim" / node, node, "127.0.0.1", tls_fleet.tls_port,
                      *logins[node], interval=2, status_interval=10,
                      ca=(data / "tls" / "ca.pem").read_bytes(),
@@ -251,8 +253,9 @@ def test_a_micropython_node_over_tls_telemetry_command_and_ota_over_https(tmp_pa
         rid = r["id"]
         wait_until("the rollout over HTTPS ended", lambda: api.get(f"/rollouts/{rid}")["state"]
                    in ("done", "paused"), 180, every=1)
-        assert api.get(f"/rollouts/{rid}")["totals"] == {"succeeded": 1}, api.get(
-            f"/rollouts/{rid}")
+        r = api.get(f"/rollouts/{rid}")
+        assert r["totals"] == {"succeeded": 1}, ([(n["state"], n["reason"]) for n in r["nodes"]],
+                                                  list(nodes.mpy[node].output)[-5:])
         st = slots.read(str(nodes.mpy[node].root))
         assert (st["version"], st["trial"]) == ("0.2.0", 0), st
         n = nodes.mpy[node]
