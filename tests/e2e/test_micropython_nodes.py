@@ -227,8 +227,8 @@ def test_a_micropython_node_over_tls_telemetry_command_and_ota_over_https(tmp_pa
     node = "mtls-0"
     logins = sim.fleet_logins([node], tmp_path / "nodes", dict(os.environ, DATA_DIR=str(data)))
     keys = json.loads((data / "ota" / "trusted_keys.json").read_text())
-    # Not the default 212 KB: there the update over HTTPS failed in 2 of 6 runs (reason not
-    # captured then; the assertion below now names it), at 256 KB in none (docs/firmware.md).
+    # Not the default 212 KB: there the update over HTTPS failed in 2 of 9 runs (reason not
+    # captured then; the assertion below now names it), at 256 KB in neither of 2 runs.
     nodes = MixedFleet(tmp_path / "nodes", "127.0.0.1", tls_fleet.tls_port, [node], [],
                        heapsize=TLS_HEAP)
     sim.write_config(tmp_path / "nodes" / "sim" / node, node, "127.0.0.1", tls_fleet.tls_port,
