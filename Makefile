@@ -9,6 +9,7 @@ NODES ?= 20
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := tests/mpy/node_modules/.installed
 BROWSER_STAMP := tests/browser/node_modules/.installed
+WEB_STAMP := fleet/static/vendor/node_modules/.installed
 # The MicroPython stubs are installed in typeshed layout into the venv; pyright uses that folder
 # as its typeshed so the firmware is checked against MicroPython, not CPython.
 MPY_TYPESHED = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -61,10 +62,10 @@ lint: setup ## ruff on everything; type-check the firmware against the MicroPyth
 system-packages: ## install (as root) or name the Debian packages the tests need
 	@tests/system-packages
 
-setup: $(VENV_STAMP) $(NODE_STAMP) $(BROWSER_STAMP) ## build .venv and the Node packages (the other targets do it)
+setup: $(VENV_STAMP) $(NODE_STAMP) $(BROWSER_STAMP) $(WEB_STAMP) ## build .venv and the Node packages (the other targets do it)
 
 clean: ## remove .venv, Node packages, caches and build output (keeps the data in ./var)
-	rm -rf $(VENV) tests/mpy/node_modules tests/browser/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) tests/mpy/node_modules tests/browser/node_modules fleet/static/vendor/node_modules build test-artifacts .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name '*.mpy' -type f -delete
 
@@ -81,4 +82,10 @@ $(NODE_STAMP): tests/mpy/package.json tests/mpy/package-lock.json
 # playwright-core drives Debian's chromium (apt); it never downloads a browser of its own.
 $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund
+	touch $@
+
+# Browser libraries the fleet's own pages load (jsQR reads a DevEUI QR code from the camera where
+# the browser has no BarcodeDetector for QR, e.g. Chromium on Linux); served from fleet/static.
+$(WEB_STAMP): fleet/static/vendor/package.json fleet/static/vendor/package-lock.json
+	npm ci --prefix fleet/static/vendor --no-audit --no-fund
 	touch $@

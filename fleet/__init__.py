@@ -51,6 +51,7 @@ def create_app(test_config=None):
     from fleet.nodes import views as nodes
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
+    from fleet.profiles import suppliers
     from fleet.profiles import views as profiles
     from fleet.providers import views as providers
     from fleet.tls import views as tls_views
@@ -86,12 +87,13 @@ def create_app(test_config=None):
     providers.init_app(app)
     exports.init_app(app)
     profiles.init_app(app)
+    suppliers.init_app(app)
     ota_api.init_app(app)
     tls_views.init_app(app)
     app.register_blueprint(ota_views.bp)
     api.init_app(app, [nodes_api.bp, alerts_api.bp, identity_api.bp, ota_api.bp, providers.api,
                        providers.radio_api, access_api.bp, exports.api, openapi.bp,
-                       profiles.api])
+                       profiles.api, suppliers.api])
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.page)
 

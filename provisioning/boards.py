@@ -2,9 +2,9 @@
 
 import json
 from functools import cache
-from pathlib import Path
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+from .sources import BOARDS as BOARDS_DIR
+
 SCHEMA = BOARDS_DIR / "schema.json"
 # The filesystem partition: MicroPython mounts the data partition named "vfs" (subtype fat, whatever
 # filesystem it holds: we put LittleFS there).

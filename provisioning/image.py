@@ -14,9 +14,8 @@ from pathlib import Path
 from littlefs import LittleFS, LittleFSError
 
 from . import boards, miplib
+from .sources import FIRMWARE
 
-ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE = ROOT / "firmware"
 BLOCK_SIZE = 4096  # the ESP32's flash sector: MicroPython's esp32.Partition block device
 # MicroPython's lfs2 defaults (extmod/vfs_lfs.c: readsize=32, progsize=32, lookahead=32).
 _LFS = {"read_size": 32, "prog_size": 32, "lookahead_size": 32, "name_max": 255,

@@ -32,7 +32,8 @@ from polylink.ota.credential import file_password
 from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
 from polylink_host.supervise import supervise
 
-BOARDS = Path(__file__).resolve().parent.parent.parent / "boards"
+from provisioning.sources import BOARDS
+
 # The DevKitC has no battery; simulated nodes carry a LiPo on a 1:2 divider at GPIO35 so the fleet
 # sees battery readings (a board file for such a board would say the same).
 SIM_BATTERY = {"adc_pin": 35, "divider": 2.0}

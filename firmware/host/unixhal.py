@@ -134,9 +134,8 @@ class UnixHAL(SimBoardIO):
         return self.hw.rssi() if self._station else None
 
     async def open_connection(self, host: str, port: int, tls=None):
-        """TCP, or TLS when tls is a dict ({"ca": path} trusts only that CA), through MicroPython's
-        asyncio and ssl (mbedTLS), as on the chip (polylink.hal.esp32). No NTP: the host's clock
-        is set, and mbedTLS checks certificate dates against it."""
+        """TCP, or TLS with MicroPython's own `ssl` (mbedTLS, as on the ESP32), as the ESP32
+        HAL opens it: the CA from flash as cadata, CERT_REQUIRED, the host as server name."""
         import asyncio
 
         if self.fail_connects:
@@ -144,16 +143,15 @@ class UnixHAL(SimBoardIO):
             raise MemoryError("memory allocation failed (injected)")
         ctx = None
         if tls is not None:
-            import ssl  # heap: only a TLS connection loads it, as on the chip
+            import ssl
 
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ca = tls.get("ca")
             if ca:
-                from polylink.net import tlsca
+                from polylink.net import pem
 
-                tlsca.load(ctx, self.path(ca))  # PEM or DER, as DER (tlsca.py)
+                pem.trust(ctx, self.path(ca))
                 ctx.verify_mode = ssl.CERT_REQUIRED
             else:
                 ctx.verify_mode = ssl.CERT_NONE
-        # asyncio passes host as server_hostname: mbedTLS checks the certificate's name.
         return await asyncio.open_connection(host, port, ssl=ctx)

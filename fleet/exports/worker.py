@@ -51,7 +51,7 @@ def build_batch(db, readings: list[tuple], events: list[tuple]) -> Batch:
     for missing in ids - nodes.keys():  # removed from the registry since it sent them
         nodes[missing] = Node(id=missing)
     items = []
-    for _rowid, node, t, qid, inst, value in readings:
+    for _id, node, t, qid, inst, value in readings:
         name, unit = name_and_unit(qid, inst)
         items.append(Item(id=reading_id(node, qid, inst, t), kind="reading", node=nodes[node],
                           t=t, value=number(qid, value), qid=qid, inst=inst, name=name,
@@ -116,9 +116,9 @@ class Loop:
             self.stop.set()
             return False
         readings, events, r_pos, e_pos = export_store.fetch_after(
-            db, row["reading_pos"], row["event_pos"], row["nodes"], row["tags"], self.batch)
+            db, row["reading_at"], row["event_at"], row["nodes"], row["tags"], self.batch)
         if not readings and not events:
-            if (r_pos, e_pos) != (row["reading_pos"], row["event_pos"]):
+            if (r_pos, e_pos) != (row["reading_at"], row["event_at"]):
                 export_store.advance(db, self.name, r_pos, e_pos, 0, [], time.time())
             return False
         batch = build_batch(db, readings, events)

@@ -3,8 +3,12 @@
 The node page's live values come from a server-sent event stream (`/nodes/<id>/live`). Each open
 stream holds one of waitress's worker threads, so at most LIVE_STREAMS run at once (the rest are
 told to retry later) and each ends after LIVE_SECONDS; the browser's EventSource reconnects by
-itself. The web process shares nothing with the ingest worker but the SQLite file, so a stream
-polls the store every LIVE_POLL seconds (a few indexed reads of one node).
+itself. The web process shares nothing with the ingest worker (or with the other web processes)
+but the store. On PostgreSQL a stream LISTENs for its node's change notices (fleet/store/live.py),
+which every writer sends on commit whatever process or machine it runs on, and reads the node
+again only when one arrives (at most every LIVE_MIN_GAP s), or after LIVE_IDLE s without one (a
+node goes offline by the clock, not by a write). On SQLite it polls the store every LIVE_POLL
+seconds (a few indexed reads of one node).
 """
 
 import json
@@ -31,8 +35,10 @@ from fleet.nodes import commands as downlink
 from fleet.ota import rollouts
 from fleet.store import alerts as alert_store
 from fleet.store import commands as command_store
+from fleet.store import live as live_store
 from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
+from fleet.store import profiles as profile_store
 from fleet.store import providers as provider_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import BadFilter, StoreError, UnknownNode, connect
@@ -48,6 +54,9 @@ BULK_COMMAND_MAX = 100  # one broker connection per command: keep a click under 
 LIVE_STREAMS = 4  # of waitress's 8 threads; the rest keep serving pages
 LIVE_SECONDS = 60
 LIVE_POLL = 1.0
+LIVE_IDLE = 10.0
+LIVE_MIN_GAP = 0.2  # a node writing every batch would otherwise cost a read per notice
+LIVE_PING = 15.0  # s of silence after which a comment keeps proxies from closing the stream
 LIVE_RETRY_MS = 3000
 TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
 FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
@@ -308,8 +317,21 @@ def detail(node_id):
         command_names=list(downlink.COMMANDS),
         config_fields=downlink.CONFIG_FIELDS,
         last_config=command_store.last_config(db, node_id),
+        profile_commands=_profile_commands(db, node),
         live_ms=LIVE_RETRY_MS,
     )
+
+
+def _profile_commands(db, node) -> list[dict]:
+    """The downlink commands of a non-Polylink node's profile, each with its default data as
+    JSON (what the form sends when the technician leaves the data field empty)."""
+    if node["profile"] == "polylink":
+        return []
+    try:
+        commands = profile_store.get_profile(db, node["profile"])["commands"]
+    except StoreError:
+        return []
+    return [{"name": c["name"], "data": json.dumps(c.get("data") or {})} for c in commands]
 
 
 @bp.route("/<node_id>/chart.svg")
@@ -372,6 +394,34 @@ def send_command(node_id):
     else:
         flash(f"Command {command} sent (id {cid}).")
     return redirect(url_for("nodes.detail", node_id=node_id) + "#commands", 303)
+
+
+@bp.route("/<node_id>/profile-commands", methods=("POST",))
+@auth.require("nodes")
+def send_profile_command(node_id):
+    """One of the node's profile commands, encoded by its codec and queued with the LoRaWAN
+    provider it was last heard on; data (a JSON object) overrides the command's defaults."""
+    db = web_db.get_db()
+    _node_or_404(db, node_id)
+    back = url_for("nodes.detail", node_id=node_id) + "#profile-commands"
+    name = request.form.get("command", "")
+    raw = request.form.get("data", "").strip()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError as e:
+        flash(f"Command not sent: data is not JSON ({e}); give an object like"
+              ' {"interval": 600}')
+        return redirect(back, 303)
+    try:
+        sent = downlink.send_profile_command(db, current_app.config["SETTINGS"], node_id, name,
+                                             data, actor=auth.actor())
+    except downlink.DownlinkError as e:
+        flash(f"Command not sent: {e}")
+    else:
+        flash(f"Command {sent['command']} queued: {len(sent['payload']) // 2} bytes on fPort"
+              f" {sent['fport']} ({sent['payload'].upper() or 'empty'}); the device gets it after"
+              " its next uplink.")
+    return redirect(back, 303)
 
 
 def _config_value(name: str):
@@ -494,6 +544,7 @@ def live(node_id):
     slots = current_app.extensions["polylink_live_slots"]
     path = current_app.config["DATABASE"]
     seconds = current_app.config.get("LIVE_SECONDS", LIVE_SECONDS)
+    idle = current_app.config.get("LIVE_IDLE", LIVE_IDLE)
 
     def stream():
         # The slot is taken inside the generator, so a response never iterated holds none.
@@ -504,19 +555,25 @@ def live(node_id):
         conn = None
         try:
             conn = connect(path)
+            # Listening before the first read: a change committed in between is not missed.
+            changes = live_store.listen(conn, node_id)
             yield f"retry: {LIVE_RETRY_MS}\n\n"
-            last, end, quiet = None, time.monotonic() + seconds, 0.0
-            while time.monotonic() < end:
+            last, end = None, time.monotonic() + seconds
+            sent = time.monotonic()
+            while (now := time.monotonic()) < end:
                 data = json.dumps(live_payload(conn, node_id), separators=(",", ":"))
                 if data != last:
-                    last = data
+                    last, sent = data, now
                     yield f"event: state\ndata: {data}\n\n"
-                    quiet = 0.0
-                elif quiet >= 15:
+                elif now - sent >= LIVE_PING:
+                    sent = now
                     yield ": ping\n\n"  # keeps proxies from closing an idle stream
-                    quiet = 0.0
-                time.sleep(LIVE_POLL)
-                quiet += LIVE_POLL
+                left = max(0.0, end - time.monotonic())
+                if changes is None:
+                    time.sleep(min(LIVE_POLL, left))
+                else:
+                    changes.wait(min(idle, LIVE_PING, left))
+                    time.sleep(min(LIVE_MIN_GAP, max(0.0, end - time.monotonic())))
         finally:
             if conn is not None:
                 conn.conn.close()

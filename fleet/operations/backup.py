@@ -1,8 +1,10 @@
 """`fleet backup` and `fleet restore`: the whole fleet state in one file, and back.
 
-A backup is a gzipped tar: first a manifest (format version, schema version, every file's size,
-mode and SHA-256), then DATA_DIR's files under data/. The database comes from SQLite's online
-backup API (fleet/store/snapshot.py), so a backup taken while the fleet runs is consistent. Every
+A backup is a gzipped tar: first a manifest (format version, schema version, which database,
+every file's size, mode and SHA-256), then DATA_DIR's files under data/. The database comes from
+SQLite's online backup API (fleet/store/snapshot.py) as data/fleet.db, or with DATABASE_URL from
+the real pg_dump (fleet/store/pgdump.py) as data/fleet.pgdump, so a backup taken while the fleet
+runs is consistent on both. Every
 other file of DATA_DIR comes along as it is (the broker's password and ACL files, the service
 passwords, the session key, OTA signing keys and release files, certificates), except what the
 fleet writes anew at every start or only for the moment (SKIPPED below), so whatever a feature adds
@@ -10,7 +12,9 @@ to DATA_DIR later is backed up without touching this file.
 
 A restore unpacks into a new folder beside DATA_DIR, checks every file against the manifest and
 the database's integrity, and only then swaps the folder in (a rename): a bad archive leaves
-DATA_DIR exactly as it was.
+DATA_DIR exactly as it was. On PostgreSQL the dump must also read as one (pg_restore --list), and
+it replaces the store's tables in one transaction before the folder is swapped in; the database's
+previous contents are dumped first and kept with DATA_DIR's (DATA_DIR.before-restore-<time>).
 """
 
 import hashlib
@@ -28,13 +32,17 @@ import psutil
 
 from fleet.datadir import PRIVATE_DIR, PRIVATE_FILE, private_dir
 from fleet.settings import Settings
-from fleet.store import snapshot
+from fleet.store import pgdump, snapshot
+from fleet.store.base import describe
 from fleet.store.migrate import SCHEMA_VERSION
 
 FORMAT = "polylink-backup"
 FORMAT_VERSION = 1
 MANIFEST = "polylink-backup.json"
 DB_NAME = "fleet.db"
+PG_DUMP = "fleet.pgdump"  # pg_dump's custom format: compressed, read back by pg_restore
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+DB_FILES = {SQLITE: DB_NAME, POSTGRESQL: PG_DUMP}
 # Relative to DATA_DIR: regenerated at start (mosquitto.conf, port), state of running processes
 # (pid files, status.json), logs and caches; the database itself is added through SQLite.
 SKIPPED = {"fleet.db", "fleet.db-wal", "fleet.db-shm", "fleet.db-journal", "logs", "mip-cache",
@@ -81,29 +89,32 @@ def default_name() -> str:
     return time.strftime("polylink-backup-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime())
 
 
-def _sqlite_only(settings: Settings) -> None:
-    if settings.database_url:
-        raise BackupError("DATABASE_URL is set: fleet backup and restore hold a SQLite store "
-                          "(DATA_DIR/fleet.db) only, not yet a PostgreSQL one; back the database "
-                          "up with pg_dump and DATA_DIR's files beside it")
+def _kind(settings: Settings) -> str:
+    return POSTGRESQL if settings.database_url else SQLITE
 
 
 def create(settings: Settings, dest: Path) -> dict:
     """Write a backup of settings.data_dir to dest (mode 0600, atomically); return its manifest."""
-    data_dir = settings.data_dir
-    _sqlite_only(settings)
-    if not settings.db_path.is_file():
+    data_dir, kind = settings.data_dir, _kind(settings)
+    if kind == SQLITE and not settings.db_path.is_file():
         raise BackupError(f"no fleet database in {data_dir}: is DATA_DIR right?")
     dest = Path(dest)
     if dest.resolve().is_relative_to(data_dir.resolve()):
         raise BackupError(f"{dest} is inside DATA_DIR: a backup must live elsewhere")
     with tempfile.TemporaryDirectory(prefix="polylink-backup-") as work:
-        db_copy = Path(work) / DB_NAME
-        schema = snapshot.copy_database(settings.db_path, db_copy)
-        files: dict[str, dict] = {DB_NAME: {"size": db_copy.stat().st_size, "mode": PRIVATE_FILE,
+        db_name = DB_FILES[kind]
+        db_copy = Path(work) / db_name
+        try:
+            if kind == POSTGRESQL:
+                schema = pgdump.dump(settings.database_url, db_copy)
+            else:
+                schema = snapshot.copy_database(settings.db_path, db_copy)
+        except (pgdump.DumpError, snapshot.SnapshotError) as e:
+            raise BackupError(str(e)) from None
+        files: dict[str, dict] = {db_name: {"size": db_copy.stat().st_size, "mode": PRIVATE_FILE,
                                             "sha256": _sha256(db_copy)}}
         dirs: dict[str, int] = {}
-        sources = {DB_NAME: db_copy}
+        sources = {db_name: db_copy}
         for rel, path in _entries(data_dir):
             st = path.stat()
             if path.is_dir():
@@ -119,7 +130,7 @@ def create(settings: Settings, dest: Path) -> dict:
                                "sha256": _sha256(copy)}
             sources[str(rel)] = copy
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema": schema,
-                    "created": time.time(), "dirs": dirs, "files": files}
+                    "database": kind, "created": time.time(), "dirs": dirs, "files": files}
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
         try:
@@ -179,7 +190,10 @@ def read_manifest(tar: tarfile.TarFile) -> dict:
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise BackupError(f"the backup's database has schema version {schema}, newer than this "
                           f"fleet's {SCHEMA_VERSION}: upgrade the fleet first, then restore")
-    if not isinstance(manifest.get("files"), dict) or DB_NAME not in manifest["files"]:
+    # Backups of format 1 made before PostgreSQL was supported name no database: SQLite's.
+    kind = manifest.setdefault("database", SQLITE)
+    if (kind not in DB_FILES or not isinstance(manifest.get("files"), dict)
+            or DB_FILES[kind] not in manifest["files"]):
         raise BackupError("not a Polylink backup: the manifest lists no database")
     return manifest
 
@@ -230,54 +244,102 @@ def _unpack(tar: tarfile.TarFile, manifest: dict, into: Path) -> None:
         os.chmod(directory, int(mode) & 0o777)
 
 
-def restore(settings: Settings, archive: Path, replace: bool = False) -> dict:
-    """Restore the backup into settings.data_dir, all or nothing; return its manifest.
-
-    A DATA_DIR that holds anything is refused unless replace, and then kept beside it as
-    DATA_DIR.before-restore-<time>. A running fleet on DATA_DIR is always refused.
-    """
+def _refuse_running(settings: Settings) -> None:
     data_dir = settings.data_dir
-    _sqlite_only(settings)
     running = fleet_processes(data_dir)
     if running:
         raise BackupError(f"a fleet is running on {data_dir} (processes {', '.join(running)}): "
                           "stop it first (systemctl stop polylink, or Ctrl-C `fleet run`)")
+    if settings.database_url:
+        sessions = pgdump.other_sessions(settings.database_url)
+        if sessions:
+            raise BackupError(
+                f"{describe(settings.database_url)} is in use ({len(sessions)} other session(s):"
+                f" {', '.join(sessions)}): stop every fleet process on it first")
+
+
+def restore(settings: Settings, archive: Path, replace: bool = False) -> dict:
+    """Restore the backup into settings.data_dir (and DATABASE_URL's database), all or nothing;
+    return its manifest.
+
+    A DATA_DIR (or database) that holds anything is refused unless replace, and then kept beside
+    it as DATA_DIR.before-restore-<time> (the database as a dump in it). A running fleet on
+    DATA_DIR or the database is always refused.
+    """
+    data_dir, kind = settings.data_dir, _kind(settings)
+    try:
+        _refuse_running(settings)
+        db_occupied = kind == POSTGRESQL and pgdump.holds_tables(settings.database_url)
+    except pgdump.DumpError as e:
+        raise BackupError(str(e)) from None
     occupied = data_dir.exists() and any(data_dir.iterdir())
-    if occupied and not replace:
-        raise BackupError(f"{data_dir} is not empty: pass --replace to restore over it (the "
+    if (occupied or db_occupied) and not replace:
+        what = data_dir if occupied else describe(settings.database_url)
+        raise BackupError(f"{what} is not empty: pass --replace to restore over it (the "
                           "current contents are kept beside it, not deleted)")
     private_dir(data_dir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-", dir=data_dir.parent))
+    old_dump = None
     try:
         try:
             with tarfile.open(archive, mode="r:gz") as tar:
                 manifest = read_manifest(tar)
+                if manifest["database"] != kind:
+                    raise BackupError(_other_kind(manifest["database"]))
                 _unpack(tar, manifest, staging)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
             raise BackupError(f"{archive} is not a readable Polylink backup: {e}") from None
         try:
-            schema = snapshot.check_database(staging / DB_NAME)
-        except snapshot.SnapshotError as e:
+            if kind == POSTGRESQL:
+                pgdump.check_dump(staging / PG_DUMP)
+                if db_occupied:
+                    old_dump = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-db-",
+                                                     dir=data_dir.parent)) / PG_DUMP
+                    pgdump.dump(settings.database_url, old_dump)
+                # One transaction: the old tables stay unless every statement of the dump ran.
+                schema = pgdump.restore(settings.database_url, staging / PG_DUMP)
+                (staging / PG_DUMP).unlink()  # the database holds it now, not DATA_DIR
+            else:
+                schema = snapshot.check_database(staging / DB_NAME)
+        except (snapshot.SnapshotError, pgdump.DumpError) as e:
             raise BackupError(str(e)) from None
         if schema != manifest["schema"]:
             raise BackupError(f"the backup's database has schema {schema}, its manifest says "
                               f"{manifest['schema']}: the backup is not consistent")
         os.chmod(staging, PRIVATE_DIR)
         aside = None
+        stamp = time.strftime(".before-restore-%Y%m%dT%H%M%SZ", time.gmtime())
         if data_dir.exists():
-            aside = data_dir.with_name(
-                data_dir.name + time.strftime(".before-restore-%Y%m%dT%H%M%SZ", time.gmtime()))
+            aside = data_dir.with_name(data_dir.name + stamp)
             os.rename(data_dir, aside)
         try:
             os.rename(staging, data_dir)
-        except OSError:
+        except OSError as e:
             if aside is not None:
                 os.rename(aside, data_dir)
+            if kind == POSTGRESQL:
+                raise BackupError(f"the database is restored, but {data_dir} could not be put in "
+                                  f"place ({e}): it still holds the old files; restore again "
+                                  "with --replace once the cause is fixed") from None
             raise
         if aside is not None and not occupied:
             aside.rmdir()  # it was an empty folder: nothing to keep
             aside = None
+        if old_dump is not None:
+            if aside is None:
+                aside = private_dir(data_dir.with_name(data_dir.name + stamp))
+            os.replace(old_dump, aside / PG_DUMP)
         manifest["kept_aside"] = str(aside) if aside else None
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if old_dump is not None:
+            shutil.rmtree(old_dump.parent, ignore_errors=True)
+
+
+def _other_kind(backed_up: str) -> str:
+    if backed_up == POSTGRESQL:
+        return ("the backup holds a PostgreSQL store, and DATABASE_URL is not set: set it to "
+                "the (empty) database to restore into")
+    return ("the backup holds a SQLite store, and DATABASE_URL is set: restore it without "
+            "DATABASE_URL, then move it with `fleet db copy`")

@@ -17,7 +17,8 @@ def backup_command(file):
     """Write the whole fleet state (database, broker logins, keys, releases) to one file.
 
     Safe while the fleet runs. FILE defaults to polylink-backup-<UTC time>.tar.gz here; it is
-    made readable by you only, as it holds every secret of the fleet.
+    made readable by you only, as it holds every secret of the fleet. With DATABASE_URL the
+    database is dumped by pg_dump (PostgreSQL's client tools; PG_BINDIR names their folder).
 
     Example: DATA_DIR=/var/lib/polylink fleet backup /srv/backups/fleet.tar.gz
     """
@@ -43,7 +44,8 @@ def restore_command(file, replace):
     """Put a backup made by `fleet backup` in place as DATA_DIR, all or nothing.
 
     The fleet must be stopped. A damaged backup, or one from a newer Polylink, is refused and
-    DATA_DIR is left as it was.
+    DATA_DIR is left as it was. With DATABASE_URL the dump goes into that database in one
+    transaction (pg_restore and psql); --replace keeps its old contents as a dump beside DATA_DIR.
 
     Example: DATA_DIR=/var/lib/polylink fleet restore fleet.tar.gz --replace
     """

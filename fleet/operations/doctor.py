@@ -301,9 +301,24 @@ def check_clock(d: Deployment, now: float | None = None) -> Iterable[Finding]:
     return out
 
 
+def check_backup_tools(d: Deployment) -> Iterable[Finding]:
+    """On PostgreSQL, `fleet backup` needs the server's client tools (SQLite needs nothing)."""
+    url = d.settings.database_url
+    if not url:
+        return []
+    from fleet.store import pgdump
+
+    try:
+        found = pgdump.check_tools(url)
+    except pgdump.DumpError as e:
+        # A warning: the fleet runs, only its backups would fail.
+        return [Finding(WARN, "backup tools", f"`fleet backup` would fail: {e}")]
+    return [Finding(OK, "backup tools", found)]
+
+
 CHECKS: list[Callable[[Deployment], Iterable[Finding]]] = [
     check_web_certificate, check_node_certificates, check_ports, check_broker_logins,
-    check_migrations, check_disk, check_clock,
+    check_migrations, check_disk, check_clock, check_backup_tools,
 ]
 
 

@@ -33,10 +33,8 @@ from fleet.store.base import DuplicateName, UnknownRelease
 from provisioning import boards as board_files
 from provisioning import flash as _flash
 from provisioning.image import ImageError, compile_module
+from provisioning.sources import BOARDS, FIRMWARE
 
-ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = ROOT / "firmware"
-BOARDS = ROOT / "boards"
 KEYS_DIR = "ota/keys"
 TRUSTED = "ota/trusted_keys.json"  # read by provisioning (identity/provision.py) for new nodes
 # The oldest MicroPython our .mpy files run on; flashing checks the same figure.

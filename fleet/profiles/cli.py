@@ -9,6 +9,7 @@ from fleet.console import friendly, open_store
 from fleet.senml import intake
 from fleet.settings import from_env
 from fleet.store import profiles as profile_store
+from fleet.store import suppliers as supplier_store
 
 from . import CODECS, POLYLINK, devices, service
 
@@ -190,6 +191,46 @@ def supplier_assign(node_id, supplier):
     profile_store.set_supplier(db, node_id, supplier, actor="cli")
     brokerauth.sync(db, from_env().broker_dir)  # its broker login may now write the node's SenML
     click.echo(f"{node_id}: supplier {supplier}")
+
+
+@supplier_group.command("list")
+@friendly
+def supplier_list():
+    """Every supplier and the nodes it may write (never its token).
+
+    Example: fleet supplier list
+    """
+    for s in supplier_store.list_suppliers(open_store()):
+        click.echo(f"{s['name']:24} {', '.join(s['nodes']) or '(no nodes)'}")
+
+
+@supplier_group.command("revoke")
+@click.argument("name")
+@friendly
+def supplier_revoke(name):
+    """Delete a supplier: its token stops working on HTTPS and the broker; its nodes stay,
+    with no supplier.
+
+    Example: fleet supplier revoke acme
+    """
+    db = open_store()
+    nodes = supplier_store.revoke_supplier(db, name, actor="cli")
+    brokerauth.sync(db, from_env().broker_dir)
+    click.echo(f"supplier {name} revoked; {len(nodes)} node(s) released")
+
+
+@supplier_group.command("release")
+@click.argument("node_id")
+@friendly
+def supplier_release(node_id):
+    """Take a node back from its supplier (no supplier may post its SenML then).
+
+    Example: fleet supplier release 70b3d57ed0001001
+    """
+    db = open_store()
+    profile_store.set_supplier(db, node_id, None, actor="cli")
+    brokerauth.sync(db, from_env().broker_dir)
+    click.echo(f"{node_id}: no supplier")
 
 
 def register(cli: click.Group) -> None:

@@ -19,6 +19,7 @@ from fleet.profiles.jscodec import CodecError
 from fleet.profiles.uplinks import ProfiledDevices
 from fleet.store import providers as provider_store
 from fleet.store.migrate import open_db
+from fleet.store.upkeep import Held
 
 from . import ADAPTERS, FPORT, ProviderError, registry
 
@@ -26,6 +27,9 @@ log = logging.getLogger("fleet.providers")
 BATCH = 500
 FLUSH_S = 0.2
 RELOAD_S = 5.0
+# s a SQLite provider lock outlives a worker that died holding it (PostgreSQL lets go at once);
+# renewed every RELOAD_S, so a worker stalled this long loses the provider to another.
+LEASE_S = 15.0
 
 
 class ProviderIngest(Ingest):
@@ -169,15 +173,36 @@ def _fingerprint(db, names):
             for p in registry.list_all(db) if not names or p["name"] in names]
 
 
-def run(settings, stop=None, names=None) -> None:
-    """Run until stop (a threading.Event) is set: every configured provider, one client each.
+def _claim(db, leases: dict, configured) -> tuple:
+    """The providers this worker holds now: each is served by one worker at a time.
 
-    Providers added, changed or removed in the fleet are picked up within RELOAD_S.
+    Any number of provider workers may run, on one machine or several: each provider's lock
+    (`provider:NAME`) goes to one of them, which alone opens that provider's MQTT session (its
+    client id is the provider's, so the broker's queue of unacked uplinks follows the lock). A
+    worker that dies lets go (PostgreSQL at once, SQLite when the lease runs out) and another
+    takes the provider over within RELOAD_S; whatever the dead one stored but never acked comes
+    again and is a duplicate by (node, seq).
+    """
+    for name in set(leases) - set(configured):
+        leases.pop(name).release()
+    for name in configured:
+        if name not in leases:
+            leases[name] = Held(db, f"provider:{name}", lease=LEASE_S)
+    return tuple(sorted(name for name in configured if leases[name].renew()))
+
+
+def run(settings, stop=None, names=None) -> None:
+    """Run until stop (a threading.Event) is set: every provider this worker holds, one client
+    each (see _claim: other workers serve the rest).
+
+    Providers added, changed or removed in the fleet, and providers another worker let go, are
+    picked up within RELOAD_S.
     """
     db = open_db(settings.db_path)
     inbox: queue.Queue = queue.Queue()
     workers: dict = {}
     clients: list = []
+    leases: dict[str, Held] = {}
     seen = None
     acks: list = []
     last = time.monotonic()
@@ -186,14 +211,17 @@ def run(settings, stop=None, names=None) -> None:
         while stop is None or not stop.is_set():
             if time.monotonic() - checked >= RELOAD_S:
                 checked = time.monotonic()
-                now = _fingerprint(db, names)
+                configured = _fingerprint(db, names)
+                mine = _claim(db, leases, [p[0] for p in configured])
+                now = (configured, mine)
                 if now != seen:
                     _flush(workers, acks)
                     acks = []
                     for c in clients:
                         c.loop_stop()
                         c.disconnect()
-                    workers, clients = _start(db, settings, inbox, names)
+                    workers, clients = _start(db, settings, inbox, set(mine),
+                                              others=len(configured) - len(mine))
                     seen = now
             try:
                 name, c, topic, payload, t, mid, qos = inbox.get(timeout=FLUSH_S)
@@ -211,6 +239,8 @@ def run(settings, stop=None, names=None) -> None:
         for c in clients:
             c.loop_stop()
             c.disconnect()
+        for lease in leases.values():
+            lease.release()
         db.close()
 
 
@@ -222,10 +252,10 @@ def _flush(workers, acks):
             c.ack(mid, qos)
 
 
-def _start(db, settings, inbox, names):
+def _start(db, settings, inbox, mine, others=0):
     workers, clients = {}, []
     for p in registry.list_all(db):
-        if names and p["name"] not in names:
+        if p["name"] not in mine:
             continue
         try:
             cfg, pw = registry.login(db, settings.data_dir, p["name"])
@@ -238,7 +268,9 @@ def _start(db, settings, inbox, names):
             inbox.put((name, c, msg.topic, msg.payload, time.time(), msg.mid, msg.qos))
 
         clients.append(connect(cfg, pw, on_message))
-    if not workers:
+    if others:
+        log.info("%d provider(s) served by another worker; taking over if it stops", others)
+    if not workers and not others:
         log.info("no providers configured yet; add one at /providers or with"
                  " `fleet provider add`")
     return workers, clients

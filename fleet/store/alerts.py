@@ -141,8 +141,9 @@ def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
         for role, detail in due.items():
             subject = FLEET_SUBJECT + role
             opened += conn.execute(
-                "INSERT OR IGNORE INTO alerts (node_id, kind, detail, opened)"
-                " VALUES (?, 'certificate', ?, ?)", (subject, detail, now)).rowcount
+                "INSERT INTO alerts (node_id, kind, detail, opened)"
+                " VALUES (?, 'certificate', ?, ?) ON CONFLICT DO NOTHING",
+                (subject, detail, now)).rowcount
             conn.execute("UPDATE alerts SET detail = ? WHERE node_id = ? AND kind = 'certificate'"
                          " AND state != 'resolved'", (detail, subject))
         keep = [FLEET_SUBJECT + role for role in due] or [""]

@@ -26,6 +26,13 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 # Spellings more than one domain module needs, by dialect ({} is the operand):
 # a non-negative number rounded down to an integer (SQLite's CAST truncates, PostgreSQL's rounds).
 TRUNCATE = {SQLITE: "CAST(({}) AS INTEGER)", POSTGRESQL: "CAST(floor({}) AS INTEGER)"}
+# The larger of two values: SQLite's scalar max(), PostgreSQL's greatest() (its max() is only the
+# aggregate). They differ on a NULL (max() gives NULL, greatest() skips it): callers coalesce.
+GREATEST = {SQLITE: "max", POSTGRESQL: "greatest"}
+# The elements of a JSON array held in TEXT (a column or a parameter), as a FROM item whose
+# column `value` holds each element (text for the string arrays the store keeps).
+JSON_VALUES = {SQLITE: "json_each({})",
+               POSTGRESQL: "jsonb_array_elements_text(CAST({} AS jsonb)) AS json_values(value)"}
 
 
 class StoreError(Exception):

@@ -5,6 +5,7 @@ import time
 
 from . import audit
 from .base import UnknownCommand, transaction
+from .live import announce
 from .nodes import get_node
 
 
@@ -28,6 +29,7 @@ def create_command(db, node_id, cmd, arg, created_by, body=None) -> tuple[int, i
         if body is not None:
             detail = {"cid": cid, "cmd": cmd, **body}
         audit.insert(conn, now, created_by, "command", node_id, detail)
+        announce(conn, [node_id])  # the node page's live stream lists it
     return cid, seq
 
 
@@ -37,6 +39,7 @@ def mark_command_sent(db, cid, mtype):
     with transaction(db) as conn:
         row = conn.execute("SELECT node_id, seq FROM commands WHERE id = ?", (cid,)).fetchone()
         conn.execute("UPDATE commands SET sent_at = ? WHERE id = ?", (now, cid))
+        announce(conn, [row[0]])
         conn.execute(
             "INSERT INTO frames (node_id, direction, seq, type, received_at, provider)"
             " VALUES (?, 'down', ?, ?, ?, 'mqtt') ON CONFLICT DO NOTHING",

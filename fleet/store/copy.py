@@ -14,6 +14,10 @@ from .base import POSTGRESQL, SQLITE, StoreError, transaction
 from .migrate import open_db, schema_version
 
 BATCH = 10_000
+# Columns only PostgreSQL has (migration 0029), filled from the SQLite row: readings' id is its
+# rowid, so the exports' copied cursors (rowids) name the same rows, and the transaction is 0 for
+# every copied row ("committed before"), so a cursor's position (0, rowid) stays in order.
+POSTGRESQL_ONLY = {"readings": (("rowid", "id"), ("0", "xact")), "events": (("0", "xact"),)}
 
 
 class CopyMismatch(StoreError):
@@ -101,8 +105,11 @@ def copy_store(source, target) -> dict[str, tuple[int, str]]:
                     conn.execute(f"DELETE FROM {table}")
             for table in tables:
                 cols = _columns(source, table)
-                cur = source.conn.execute(f"SELECT {', '.join(cols)} FROM {table}")
-                with raw.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                extra = POSTGRESQL_ONLY.get(table, ())
+                cur = source.conn.execute(
+                    f"SELECT {', '.join(cols + [src for src, _col in extra])} FROM {table}")
+                into = ", ".join(cols + [col for _src, col in extra])
+                with raw.copy(f"COPY {table} ({into}) FROM STDIN") as copy:
                     while rows := cur.fetchmany(BATCH):
                         for row in rows:
                             copy.write_row(row)
@@ -111,6 +118,8 @@ def copy_store(source, target) -> dict[str, tuple[int, str]]:
                     " WHERE table_schema = current_schema() AND is_identity = 'YES'").fetchall():
                 conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
                              f" coalesce(max({column}), 0) + 1, false) FROM {table}")
+            conn.execute("SELECT setval('readings_id_seq', coalesce(max(id), 0) + 1, false)"
+                         " FROM readings")
         for table in tables:
             cols = _columns(source, table)
             mine, theirs = summary(source, table, cols), summary(target, table, cols)

@@ -1,14 +1,22 @@
 """Export destinations, their durable cursors over readings and events, and refused items.
 
-A cursor is a position in the store's insertion order: the rowid of the last reading and the id
-of the last event a destination has been handed. SQLite gives rowids in commit order (one writer
-at a time), and a reader inside one transaction sees one snapshot, so "everything after the
-cursor" never skips a row that commits later with a smaller rowid.
+A cursor position is a pair (transaction, id): where the last reading and the last event a
+destination has been handed stand in commit order. Nothing may commit behind a cursor later, or
+the cursor would step over it:
+- SQLite commits one writer at a time and gives rowids in that order, and a reader inside one
+  transaction sees one snapshot, so the transaction part is always 0 and "every rowid after the
+  cursor up to the largest one seen" never skips a row.
+- PostgreSQL runs several writers at once (N ingest workers): a transaction may take id 10, another
+  id 11 and commit first. Each row records the transaction that wrote it (xact, migration 0029),
+  rows are walked by (xact, id), and only below the horizon: the oldest transaction still running
+  when the batch is read (pg_snapshot_xmin). Every transaction below it has ended, so no row can
+  appear there later; a row of a transaction still open is handed once that transaction ends.
+  One long-open transaction holds the horizon (and so every destination) back until it ends.
 """
 
 import json
 
-from .base import first, transaction
+from .base import JSON_VALUES, POSTGRESQL, SQLITE, first, transaction
 
 # Where a destination's secret is sent: an edit that changes it must give the secret again.
 DESTINATION = ("kind", "url")
@@ -37,13 +45,13 @@ def save_destination(db, row: dict, keep_secret: bool, start_at_end: bool) -> bo
         conn.execute(f"INSERT INTO export_destinations ({cols}) VALUES"
                      f" ({', '.join('?' * len(row))})", list(row.values()))
         if old is None:
-            r_pos = e_pos = 0
-            if start_at_end:
-                r_pos = conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
-                e_pos = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+            r_pos = e_pos = START
+            if start_at_end:  # what is stored (below the horizon) counts as already there
+                _horizon, r_pos, e_pos = _ends(conn)
             conn.execute("DELETE FROM export_cursors WHERE destination = ?", (row["name"],))
-            conn.execute("INSERT INTO export_cursors (destination, reading_pos, event_pos)"
-                         " VALUES (?, ?, ?)", (row["name"], r_pos, e_pos))
+            conn.execute("INSERT INTO export_cursors (destination, reading_xact, reading_pos,"
+                         " event_xact, event_pos) VALUES (?, ?, ?, ?, ?)",
+                         (row["name"], *r_pos, *e_pos))
     return True
 
 
@@ -51,23 +59,24 @@ def _decode(row: dict | None) -> dict | None:
     if row is not None:
         for k in ("options", "nodes", "tags"):
             row[k] = json.loads(row[k] or ("{}" if k == "options" else "[]"))
+        row["reading_at"] = (row.pop("reading_xact"), row["reading_pos"])
+        row["event_at"] = (row.pop("event_xact"), row["event_pos"])
     return row
+
+
+_STATE = ("SELECT d.*, c.reading_xact, c.reading_pos, c.event_xact, c.event_pos, c.delivered,"
+          " c.refused, c.last_ok, c.last_error, c.error_since, c.attempts, c.next_try"
+          " FROM export_destinations d JOIN export_cursors c ON c.destination = d.name")
 
 
 def list_destinations(db) -> list[dict]:
     """Every destination's row (with its encrypted secret) and cursor state, by name."""
-    return [_decode(r) for r in db.query(
-        "SELECT d.*, c.reading_pos, c.event_pos, c.delivered, c.refused, c.last_ok,"
-        " c.last_error, c.error_since, c.attempts, c.next_try FROM export_destinations d"
-        " JOIN export_cursors c ON c.destination = d.name ORDER BY d.name")]
+    return [_decode(r) for r in db.query(_STATE + " ORDER BY d.name")]
 
 
 def get_destination(db, name: str) -> dict | None:
     """A destination's row (with its encrypted secret) and cursor state, or None."""
-    return _decode(first(
-        db, "SELECT d.*, c.reading_pos, c.event_pos, c.delivered, c.refused, c.last_ok,"
-        " c.last_error, c.error_since, c.attempts, c.next_try FROM export_destinations d"
-        " JOIN export_cursors c ON c.destination = d.name WHERE d.name = ?", [name]))
+    return _decode(first(db, _STATE + " WHERE d.name = ?", [name]))
 
 
 def delete_destination(db, name: str) -> bool:
@@ -80,42 +89,108 @@ def delete_destination(db, name: str) -> bool:
     return gone
 
 
-def _selection(nodes: list[str], tags: list[str]) -> tuple[str, list]:
+def _in_list(dialect: str) -> str:
+    """`IN (...)` the elements of a JSON array given as the statement's next parameter."""
+    return f"IN (SELECT value FROM {JSON_VALUES[dialect].format('?')})"
+
+
+def _tagged(dialect: str) -> str:
+    """A node (the row `nodes`) has one of the tags of a JSON array given as a parameter."""
+    return (f"EXISTS (SELECT 1 FROM {JSON_VALUES[dialect].format('nodes.tags')}"
+            f" WHERE value {_in_list(dialect)})")
+
+
+def _selection(dialect: str, nodes: list[str], tags: list[str]) -> tuple[str, list]:
     """SQL condition on node_id for a destination's chosen nodes and tags (none: all nodes)."""
     if not nodes and not tags:
         return "1 = 1", []
-    return ("node_id IN (SELECT id FROM nodes WHERE id IN (SELECT value FROM json_each(?))"
-            " OR EXISTS (SELECT 1 FROM json_each(nodes.tags) t WHERE t.value IN"
-            " (SELECT value FROM json_each(?))))", [json.dumps(nodes), json.dumps(tags)])
+    return (f"node_id IN (SELECT id FROM nodes WHERE id {_in_list(dialect)}"
+            f" OR {_tagged(dialect)})", [json.dumps(nodes), json.dumps(tags)])
 
 
-def fetch_after(db, reading_pos: int, event_pos: int, nodes: list[str], tags: list[str],
-                limit: int) -> tuple[list[tuple], list[tuple], int, int]:
-    """The next readings and events after a cursor, of the selected nodes, in one snapshot.
+# The first position of a cursor (before every row), and its parts by dialect: the columns of a
+# row's position, the key a cursor walks, "after a position" and "at or below the horizon" (on
+# SQLite the largest rowid seen; on PostgreSQL the oldest transaction still running).
+START = (0, 0)
+_ID = {("readings", SQLITE): "rowid", ("events", SQLITE): "id",
+       ("readings", POSTGRESQL): "id", ("events", POSTGRESQL): "id"}
+# (Named apart from the columns: PostgreSQL's ORDER BY would take an output column called xact,
+# the bigint, and sort every row instead of walking the (xact, id) index.)
+_POSITION = {SQLITE: "0 AS at_xact, {id} AS at_id",
+             POSTGRESQL: "CAST(CAST(xact AS text) AS bigint) AS at_xact, id AS at_id"}
+_AFTER = {SQLITE: "{id} > ?", POSTGRESQL: "(xact, id) > (CAST(? AS xid8), ?)"}
+_BELOW = {SQLITE: "{id} <= ?", POSTGRESQL: "xact < CAST(? AS xid8)"}
+_LAST = {SQLITE: "ORDER BY {id} DESC", POSTGRESQL: "ORDER BY xact DESC, id DESC"}
+_FIRST = {SQLITE: "ORDER BY {id}", POSTGRESQL: "ORDER BY xact, id"}
 
-    Returns (readings as (rowid, node, t, qid, inst, value), events as (id, node, t, code, value,
+
+def _after(dialect: str, table: str, at: tuple[int, int]) -> tuple[str, list]:
+    sql = _AFTER[dialect].format(id=_ID[table, dialect])
+    return sql, ([at[1]] if dialect == SQLITE else [str(at[0]), at[1]])
+
+
+def _ends(conn) -> tuple[object, tuple[int, int], tuple[int, int]]:
+    """(horizon, position of the last reading below it, of the last event below it).
+
+    Every row at or below the horizon is committed and visible now, and no row can commit there
+    later. SQLite: the largest rowid (one writer at a time). PostgreSQL: the oldest transaction
+    still running, as text for a CAST(? AS xid8).
+    """
+    if conn.dialect == SQLITE:
+        r_max = conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+        e_max = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        return r_max, (0, r_max), (0, e_max)  # rowids and ids: two horizons in one
+    horizon = conn.execute(
+        "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text)").fetchone()[0]
+    ends = []
+    for table in ("readings", "events"):
+        last = conn.execute(
+            f"SELECT {_POSITION[POSTGRESQL]} FROM {table} WHERE xact < CAST(? AS xid8)"
+            f" {_LAST[POSTGRESQL]} LIMIT 1", [horizon]).fetchone()
+        ends.append(tuple(last) if last else START)
+    return horizon, ends[0], ends[1]
+
+
+def _rows_after(conn, table: str, columns: str, at: tuple[int, int], below, cond: str,
+                args: list, limit: int) -> list[tuple]:
+    """Rows of `table` after position `at` and below the horizon, in commit order, each with
+    its position in front: ((xact, id), *columns)."""
+    d = conn.dialect
+    after, after_args = _after(d, table, at)
+    id_ = _ID[table, d]
+    rows = conn.execute(
+        f"SELECT {_POSITION[d].format(id=id_)}, {columns} FROM {table} WHERE {after}"
+        f" AND {_BELOW[d].format(id=id_)} AND {cond} {_FIRST[d].format(id=id_)} LIMIT ?",
+        [*after_args, below, *args, limit]).fetchall()
+    return [((r[0], r[1]), *r[2:]) for r in rows]
+
+
+def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], nodes: list[str],
+                tags: list[str], limit: int) -> tuple[list[tuple], list[tuple], tuple, tuple]:
+    """The next readings and events after a cursor, of the selected nodes, in commit order.
+
+    Returns (readings as (id, node, t, qid, inst, value), events as (id, node, t, code, value,
     text), the reading position, the event position) where a position is where the cursor goes
     once these rows are delivered: past rows of other nodes too, so a destination that selects
     few nodes does not scan the same foreign rows again.
     """
-    cond, args = _selection(nodes, tags)
+    cond, args = _selection(db.dialect, nodes, tags)
     conn = db.conn
-    conn.execute("BEGIN")  # one read snapshot for the maxima and the rows
+    conn.execute("BEGIN")  # one read snapshot for the horizon and the rows
     try:
-        r_max = conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
-        e_max = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        readings = conn.execute(
-            f"SELECT rowid, node_id, t, qid, inst, value FROM readings WHERE rowid > ?"
-            f" AND rowid <= ? AND {cond} ORDER BY rowid LIMIT ?",
-            [reading_pos, r_max, *args, limit]).fetchall()
-        events = conn.execute(
-            f"SELECT id, node_id, t, code, value, text FROM events WHERE id > ? AND id <= ?"
-            f" AND {cond} ORDER BY id LIMIT ?", [event_pos, e_max, *args, limit]).fetchall()
+        horizon, r_end, e_end = _ends(conn)
+        r_below = horizon if db.dialect == POSTGRESQL else r_end[1]
+        e_below = horizon if db.dialect == POSTGRESQL else e_end[1]
+        readings = _rows_after(conn, "readings", "node_id, t, qid, inst, value", reading_at,
+                               r_below, cond, args, limit)
+        events = _rows_after(conn, "events", "node_id, t, code, value, text", event_at,
+                             e_below, cond, args, limit)
     finally:
         conn.execute("COMMIT")
-    r_next = readings[-1][0] if len(readings) == limit else max(r_max, reading_pos)
-    e_next = events[-1][0] if len(events) == limit else max(e_max, event_pos)
-    return readings, events, r_next, e_next
+    r_next = readings[-1][0] if len(readings) == limit else max(r_end, tuple(reading_at))
+    e_next = events[-1][0] if len(events) == limit else max(e_end, tuple(event_at))
+    return ([(at[1], *rest) for at, *rest in readings], [(at[1], *rest) for at, *rest in events],
+            r_next, e_next)
 
 
 _FACTS = ("SELECT id, name, board, firmware_version, battery, online, last_seen, lat, lon,"
@@ -130,27 +205,29 @@ def node_facts(db, node_ids=None) -> list[dict]:
     ids = list(node_ids)
     if not ids:
         return []
-    return list(db.query(_FACTS + " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    return list(db.query(f"{_FACTS} WHERE id {_in_list(db.dialect)} ORDER BY id",
                          [json.dumps(ids)]))
 
 
 def latest_of(db, qids) -> list[tuple]:
     """(node, qid, inst, t, value) of every node's latest value of these quantities."""
     return db.conn.execute(
-        "SELECT node_id, qid, inst, t, value FROM latest WHERE qid IN"
-        " (SELECT value FROM json_each(?)) ORDER BY node_id, qid, inst",
+        f"SELECT node_id, qid, inst, t, value FROM latest WHERE qid IN (SELECT CAST(value AS"
+        f" INTEGER) FROM {JSON_VALUES[db.dialect].format('?')}) ORDER BY node_id, qid, inst",
         [json.dumps(list(qids))]).fetchall()
 
 
-def advance(db, name: str, reading_pos: int, event_pos: int, delivered: int,
-            refused: list[tuple[str, str]], at: float) -> None:
-    """Move a destination's cursor after a delivered batch; record what it refused."""
+def advance(db, name: str, reading_at: tuple[int, int], event_at: tuple[int, int],
+            delivered: int, refused: list[tuple[str, str]], at: float) -> None:
+    """Move a destination's cursor to positions (fetch_after's) after a delivered batch; record
+    what it refused."""
     with transaction(db) as conn:
         conn.execute(
-            "UPDATE export_cursors SET reading_pos = ?, event_pos = ?,"
-            " delivered = delivered + ?, refused = refused + ?, last_ok = ?, last_error = NULL,"
-            " error_since = NULL, attempts = 0, next_try = NULL WHERE destination = ?",
-            (reading_pos, event_pos, delivered, len(refused), at, name))
+            "UPDATE export_cursors SET reading_xact = ?, reading_pos = ?, event_xact = ?,"
+            " event_pos = ?, delivered = delivered + ?, refused = refused + ?, last_ok = ?,"
+            " last_error = NULL, error_since = NULL, attempts = 0, next_try = NULL"
+            " WHERE destination = ?",
+            (*reading_at, *event_at, delivered, len(refused), at, name))
         conn.executemany(
             "INSERT INTO export_refused (destination, item_id, reason, at) VALUES (?, ?, ?, ?)",
             [(name, item_id, reason, at) for item_id, reason in refused])
@@ -165,18 +242,21 @@ def record_failure(db, name: str, error: str, at: float, next_try: float) -> Non
             (error, at, next_try, name))
 
 
-def backlog(db, reading_pos: int, nodes: list[str], tags: list[str]) -> int:
+def backlog(db, reading_at: tuple[int, int], nodes: list[str], tags: list[str]) -> int:
     """How many stored readings of the selected nodes a destination has not been handed yet."""
-    return pending(db, reading_pos, nodes, tags)[0]
+    return pending(db, reading_at, nodes, tags)[0]
 
 
-def pending(db, reading_pos: int, nodes: list[str], tags: list[str]) -> tuple[int, float | None]:
+def pending(db, reading_at: tuple[int, int], nodes: list[str],
+            tags: list[str]) -> tuple[int, float | None]:
     """(how many readings a destination has not been handed yet, the time of the oldest of them
-    or None), in one scan."""
-    cond, args = _selection(nodes, tags)
+    or None), in one scan. Rows above the horizon count: they are stored, only not yet sure to
+    be in order."""
+    cond, args = _selection(db.dialect, nodes, tags)
+    after, after_args = _after(db.dialect, "readings", reading_at)
     count, oldest = db.conn.execute(
-        f"SELECT count(*), min(t) FROM readings WHERE rowid > ? AND {cond}",
-        [reading_pos, *args]).fetchone()
+        f"SELECT count(*), min(t) FROM readings WHERE {after} AND {cond}",
+        [*after_args, *args]).fetchone()
     return count, oldest
 
 
@@ -206,8 +286,7 @@ def readers(db) -> list[dict]:
         r["nodes"], r["tags"] = json.loads(r["nodes"]), json.loads(r["tags"])
         r["all_nodes"] = not r["nodes"] and not r["tags"]
         tagged = [row[0] for row in db.conn.execute(
-            "SELECT id FROM nodes WHERE EXISTS (SELECT 1 FROM json_each(nodes.tags) t"
-            " WHERE t.value IN (SELECT value FROM json_each(?)))", [json.dumps(r["tags"])])]
+            f"SELECT id FROM nodes WHERE {_tagged(db.dialect)}", [json.dumps(r["tags"])])]
         r["node_ids"] = sorted(set(r["nodes"]) | set(tagged))
         out.append(r)
     return out

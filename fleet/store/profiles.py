@@ -5,7 +5,7 @@ import json
 import time
 
 from . import audit
-from .base import DuplicateName, StoreError, UnknownNode, first, transaction
+from .base import GREATEST, DuplicateName, StoreError, UnknownNode, first, transaction
 
 RAW_KEPT = 100  # raw payloads kept per node; older ones are deleted as new ones arrive
 
@@ -177,7 +177,8 @@ def store_senml(db, rows: list[tuple], received_at: float) -> int:
     fresh = []
     with transaction(db) as conn:
         for node, name, t, qid, inst, value in rows:
-            if conn.execute("INSERT OR IGNORE INTO senml_seen (node_id, name, t) VALUES (?, ?, ?)",
+            if conn.execute("INSERT INTO senml_seen (node_id, name, t) VALUES (?, ?, ?)"
+                            " ON CONFLICT DO NOTHING",
                             (node, name, t)).rowcount == 1:
                 fresh.append((node, t, qid, inst, value))
         conn.executemany("INSERT INTO readings (node_id, t, qid, inst, value)"
@@ -188,7 +189,8 @@ def store_senml(db, rows: list[tuple], received_at: float) -> int:
             " value = excluded.value WHERE excluded.t >= latest.t",
             [(n, q, i, t, v) for n, t, q, i, v in fresh])
         conn.executemany(
-            "UPDATE nodes SET last_seen = max(coalesce(last_seen, 0), ?), online = 1 WHERE id = ?",
+            f"UPDATE nodes SET last_seen = {GREATEST[conn.dialect]}(coalesce(last_seen, 0), ?),"
+            " online = 1 WHERE id = ?",
             [(received_at, n) for n in {r[0] for r in rows}])
     return len(fresh)
 

@@ -2,7 +2,7 @@
 
 SQLite's online backup API copies page by page under the database's own locking, so the copy
 is one committed state even while the ingest worker commits (a `cp` of a WAL database can be
-torn). PostgreSQL (issue #15) will use pg_dump here instead.
+torn). A PostgreSQL store is copied by pg_dump instead (pgdump.py).
 """
 
 import sqlite3

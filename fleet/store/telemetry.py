@@ -1,8 +1,11 @@
 """What nodes send: frames, readings and latest values, STATUS history, events, bad frames, and
 the ingest's batch that writes them all in one transaction."""
 
-from .base import POSTGRESQL, TRUNCATE, BadFilter, transaction
+from contextlib import nullcontext
+
+from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
+from .live import announce
 from .nodes import get_node
 
 
@@ -230,10 +233,9 @@ class Batch:
         self.raw: dict[tuple, tuple] = {}
 
 
-# Ties of time broken by the order rows were written: SQLite's rowid, PostgreSQL's row address.
-INSERTION_ORDER = {"sqlite": "rowid", POSTGRESQL: "ctid"}
-# The larger of two values (SQLite's scalar max(); both skip a NULL the way store_batch uses them).
-GREATEST = {"sqlite": "max", POSTGRESQL: "greatest"}
+# Ties of time broken by the order rows were written: SQLite's rowid, PostgreSQL's readings.id
+# (migration 0029; a row address, ctid, is neither unique across partitions nor stable).
+INSERTION_ORDER = {"sqlite": "rowid", POSTGRESQL: "id"}
 
 # One statement for the whole batch; RETURNING says which (node, seq) were new. Two workers
 # storing the same frame: the second waits on the unique key until the first commits, then skips.
@@ -258,18 +260,37 @@ def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
     return fresh
 
 
-def _lock_nodes(conn, batch) -> None:
+def _nodes_of(batch) -> set:
+    """Every node whose row or page the batch changes."""
+    nodes = {f[0] for f in batch.frames}
+    nodes.update(batch.touch, batch.conn_state)
+    nodes.update(b[0] for b in batch.bad if b[0] is not None)
+    return nodes
+
+
+def _lock_nodes(conn, nodes: set) -> None:
     """PostgreSQL: lock every node row the batch writes, in one order, before writing any.
 
     Workers then never wait on each other in a circle (a deadlock), and two batches that hold the
     same node's frames are written one after the other, so (node, seq) is decided once.
     """
-    nodes = {f[0] for f in batch.frames}
-    nodes.update(batch.touch, batch.conn_state)
-    nodes.update(b[0] for b in batch.bad if b[0] is not None)
     if nodes:
+        # No fetch: the rows are locked when the statement runs, and a fetch would end the
+        # pipeline's round trip here.
         conn.execute("SELECT 1 FROM nodes WHERE id = ANY(?) ORDER BY id FOR UPDATE",
-                     (sorted(nodes),)).fetchall()
+                     (sorted(nodes),))
+
+
+# False sends store_batch's statements one round trip each (tests/bench/bench_store_batch.py
+# measures both in one run).
+PG_PIPELINE = True
+
+
+def _pipelined(conn):
+    """PostgreSQL's pipeline mode for the statements inside (psycopg 3); nothing on SQLite."""
+    if conn.dialect == POSTGRESQL and PG_PIPELINE:
+        return conn.raw.pipeline()
+    return nullcontext()
 
 
 def _insert_frames(conn, frames: list[tuple]) -> list[tuple]:
@@ -304,14 +325,20 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
     events_rows = []
     results = []
     battery = {}
-    with transaction(db) as conn:
+    # PostgreSQL: the statements go out in pipeline mode, so a batch costs three round trips
+    # (up to the frames' insert, whose answer says which frames are new; the rest; COMMIT)
+    # instead of one per statement. Nothing in between reads a result but that insert.
+    with transaction(db) as conn, _pipelined(conn):
         if batch.new_nodes:
             conn.executemany(
                 "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 sorted(batch.new_nodes),
             )
         if conn.dialect == POSTGRESQL:
-            _lock_nodes(conn, batch)
+            changed = _nodes_of(batch)
+            _lock_nodes(conn, changed)
+            # Delivered at commit to the live streams of these nodes in every web process.
+            announce(conn, changed)
         fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
@@ -397,9 +424,9 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
         for row in results:
             if conn.execute(
                 "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
-                " result_at = ? WHERE id = ? AND node_id = ?",
+                " result_at = ? WHERE id = ? AND node_id = ? RETURNING id",
                 row[:6],
-            ).rowcount == 0:
+            ).fetchone() is None:
                 # A RESULT for no command of ours (forged, or for another node's): shown and
                 # counted like any frame the fleet cannot use, never stored silently.
                 _code, _value, _text, received_at, cid, node, seq, provider = row
@@ -451,24 +478,27 @@ def iter_readings(db, node_ids, since=None, until=None, batch=5000):
     """(node_id, t, qid, inst, value) of the nodes in [since, until], node by node, each
     quantity oldest first; a generator that holds at most `batch` rows at a time.
 
-    Each batch is its own short query (keyset on t, rowid along readings_node_qid_t), so a long
-    download never keeps a read transaction open (which would stop WAL checkpoints) and never
-    sorts: the index already holds the order.
+    Each batch is its own short query (keyset on t and the row's id along readings_node_qid_t:
+    SQLite's rowid, PostgreSQL's readings.id), so a long download never keeps a read transaction
+    open (which would stop WAL checkpoints, or VACUUM on PostgreSQL) and never sorts more than
+    the ties of one time: the index already holds the order. On PostgreSQL a range of times
+    reads only its days' partitions.
     """
     until = float("inf") if until is None else until
+    row_id = INSERTION_ORDER[db.dialect]
     for node_id in node_ids:
         qids = [r[0] for r in db.conn.execute(
             "SELECT DISTINCT qid FROM latest WHERE node_id = ? ORDER BY qid", (node_id,))]
         for qid in qids:
-            lo, last_rowid = (float("-inf") if since is None else since), -1
+            lo, last_id = (float("-inf") if since is None else since), -1
             while True:
                 rows = db.conn.execute(
-                    "SELECT t, inst, value, rowid FROM readings INDEXED BY readings_node_qid_t"
-                    " WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ?"
-                    " AND (t > ? OR rowid > ?) ORDER BY t, rowid LIMIT ?",
-                    (node_id, qid, lo, until, lo, last_rowid, batch)).fetchall()
-                for t, inst, value, _rowid in rows:
+                    f"SELECT t, inst, value, {row_id} FROM readings INDEXED BY"
+                    " readings_node_qid_t WHERE node_id = ? AND qid = ? AND t >= ? AND t <= ?"
+                    f" AND (t > ? OR {row_id} > ?) ORDER BY t, {row_id} LIMIT ?",
+                    (node_id, qid, lo, until, lo, last_id, batch)).fetchall()
+                for t, inst, value, _id in rows:
                     yield node_id, t, qid, inst, value
                 if len(rows) < batch:
                     break
-                lo, last_rowid = rows[-1][0], rows[-1][3]
+                lo, last_id = rows[-1][0], rows[-1][3]

@@ -177,3 +177,46 @@ def exclusive(db, name: str, lease: float = LEASE):
         if got:
             with transaction(db) as conn:
                 conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
+
+
+class Held:
+    """A named lock a long-running worker keeps for as long as it does the work it guards.
+
+    exclusive() guards one round; this guards a standing duty (a provider's MQTT session, which
+    only one worker may hold at a time). Call renew() every few seconds: True while this worker
+    holds the lock (taking it when it is free), False while another does. PostgreSQL: a session
+    advisory lock, let go at once when the worker's connection dies (SIGKILL included). SQLite:
+    a `locks` row whose lease renew() extends; a dead holder's row expires after `lease` s.
+    """
+
+    def __init__(self, db, name: str, lease: float = 30.0):
+        self.db, self.name, self.lease = db, name, lease
+        self.held = False
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+
+    def renew(self) -> bool:
+        db = self.db
+        if db.dialect == POSTGRESQL:
+            if not self.held:  # pg_try_advisory_lock stacks: take it once, keep it
+                self.held = db.conn.execute("SELECT pg_try_advisory_lock(?)",
+                                            (lock_key(self.name),)).fetchone()[0]
+            return self.held
+        now = time.time()
+        with transaction(db) as conn:
+            self.held = conn.execute(
+                "INSERT INTO locks (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET holder = excluded.holder, until = excluded.until"
+                " WHERE locks.until < ? OR locks.holder = excluded.holder RETURNING holder",
+                (self.name, self.holder, now + self.lease, now)).fetchone() is not None
+        return self.held
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if self.db.dialect == POSTGRESQL:
+            self.db.conn.execute("SELECT pg_advisory_unlock(?)", (lock_key(self.name),))
+            return
+        with transaction(self.db) as conn:
+            conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?",
+                         (self.name, self.holder))

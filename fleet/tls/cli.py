@@ -4,11 +4,16 @@ import click
 
 from fleet.console import friendly
 from fleet.settings import from_env, node_tls_from_env
-from fleet.tls import certs
+from fleet.tls import certs, serving
 
 
 def _dir():
     return node_tls_from_env(from_env().data_dir).tls_dir
+
+
+def _serve(d) -> None:
+    """The running broker takes the new certificate now (the web server notices by itself)."""
+    click.echo(serving.reload_broker(from_env().broker_dir, d / certs.SERVER_CERT))
 
 
 @click.group("tls")
@@ -29,12 +34,14 @@ def tls_group():
 def tls_init(names, days, force):
     """Make a private CA (once) and a server certificate for the names given.
 
-    Nodes get the CA (ca.pem) in their image; restart `fleet run` to serve the new certificate.
+    Nodes get the CA (ca.pem) in their image. A running broker serving TLS reloads the new
+    certificate at once; one started before TLS was set up needs a restart of `fleet run`.
 
     Example: fleet tls init --name fleet.example.org --name 192.168.1.10
     """
     d = certs.init(_dir(), names, days, force)
     _show(d)
+    _serve(d)
 
 
 @tls_group.command("use")
@@ -48,9 +55,14 @@ def tls_init(names, days, force):
 def tls_use(cert, key, ca):
     """Serve nodes with a certificate issued elsewhere (your organisation's CA).
 
+    Run it again with each renewed certificate (e.g. from your ACME client's deploy hook): the
+    running broker reloads it at once.
+
     Example: fleet tls use --cert fleet.pem --key fleet.key --ca city-root.pem
     """
-    _show(certs.use(_dir(), cert, key, ca))
+    d = certs.use(_dir(), cert, key, ca)
+    _show(d)
+    _serve(d)
 
 
 @tls_group.command("renew")
@@ -60,7 +72,8 @@ def tls_use(cert, key, ca):
 def tls_renew(if_due):
     """Issue a new server certificate from the fleet's CA for the same names.
 
-    Nodes keep working: they trust the CA, not the server certificate.
+    Nodes keep working: they trust the CA, not the server certificate. The running broker
+    reloads it at once, without a restart.
 
     Example: fleet tls renew --if-due
     """
@@ -69,6 +82,7 @@ def tls_renew(if_due):
         click.echo("the server certificate is not due for renewal")
         return
     _show(certs.renew(d))
+    _serve(d)
 
 
 @tls_group.command("show")

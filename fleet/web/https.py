@@ -11,12 +11,18 @@ the login rate limit or pretend it came over HTTPS.
 """
 
 import ipaddress
+import logging
+import os
 import ssl
+import threading
+import time
 
 from flask import request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fleet.settings import SettingsError, WebSettings
+
+log = logging.getLogger("fleet.web.https")
 
 # One year, as browsers' preload lists ask; no includeSubDomains: a city's other hosts under the
 # same domain are not ours to force onto HTTPS.
@@ -80,6 +86,58 @@ def tls_context(web: WebSettings) -> ssl.SSLContext:
     return context
 
 
+# How often a TLS handshake looks at the certificate files' modification times: a renewed
+# certificate (fleet tls renew, an ACME client) is served within this, with no restart.
+RELOAD_CHECK_S = 2.0
+
+
+class CertificateFiles:
+    """The server context for WEB_TLS_CERT/KEY, made again when either file changes on disk.
+
+    Checked at most every RELOAD_CHECK_S seconds, at a handshake. A pair that does not load (the
+    certificate written, its new key not yet) keeps the context that works and is tried again at
+    the next check, so a renewal in progress never takes the web UI down.
+    """
+
+    def __init__(self, web: WebSettings, clock=time.monotonic):
+        self.web, self.clock = web, clock
+        self.stamp = self._stamp()
+        self.context = tls_context(web)  # a bad certificate or key fails here, before we bind
+        self.checked = clock()
+        self.lock = threading.Lock()
+        self.problem: str | None = None
+
+    def _stamp(self):
+        stats = []
+        for path in (self.web.tls_cert, self.web.tls_key):
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            stats.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(stats)
+
+    def current(self) -> ssl.SSLContext:
+        """The context for the next handshake: the files' current pair, or the last good one."""
+        if self.clock() - self.checked < RELOAD_CHECK_S:
+            return self.context
+        with self.lock:
+            self.checked = self.clock()
+            stamp = self._stamp()
+            if stamp is None or stamp == self.stamp:
+                return self.context
+            try:
+                context = tls_context(self.web)
+            except SettingsError as e:
+                if str(e) != self.problem:
+                    self.problem = str(e)
+                    log.warning("keeping the certificate in use: %s", e)
+                return self.context
+            self.context, self.stamp, self.problem = context, stamp, None
+            log.info("serving the renewed certificate %s", self.web.tls_cert)
+            return context
+
+
 class HTTPSServer:
     """cheroot serving app over TLS on (host, port); run() until KeyboardInterrupt."""
 
@@ -87,9 +145,18 @@ class HTTPSServer:
         from cheroot import wsgi
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-        context = tls_context(web)  # a bad certificate or key fails here, before we bind
-        adapter = BuiltinSSLAdapter(str(web.tls_cert), str(web.tls_key))
-        adapter.context = context
+        files = CertificateFiles(web)
+
+        class RenewingAdapter(BuiltinSSLAdapter):
+            """cheroot's adapter, with the context of the certificate files as they are now."""
+
+            def wrap(self, sock):
+                self.context = files.current()
+                return super().wrap(sock)
+
+        adapter = RenewingAdapter(str(web.tls_cert), str(web.tls_key))
+        adapter.context = files.context
+        self.files = files
         self.server = wsgi.Server((web.host, port), app, numthreads=threads,
                                   server_name="polylink")
         self.server.ssl_adapter = adapter

@@ -2,6 +2,8 @@
 destination under a steady ingest load.
 
 Run: .venv/bin/python tests/bench/bench_exports.py [--frames 40000] [--runs 3] [--rate 2000]
+     [--backends sqlite,postgresql] (PostgreSQL: a throwaway durable cluster, tests/pgcluster.py;
+     a fresh database per run; --rate 0 leaves the lag runs out)
 
 drain  N frames (3 readings each: temperature, humidity, battery voltage; 100 nodes) are stored
        first; then the real export worker process (`fleet export run`) delivers them to one
@@ -167,15 +169,19 @@ BATCH = 500
 
 def worker(settings):
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(settings.mqtt_port))
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
     return subprocess.Popen([sys.executable, "-m", "fleet.cli", "export", "run", "--batch",
                              str(BATCH)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def drain(kind: str, frames: int) -> float:
-    """readings/s the worker delivers to one destination of this kind from a full store."""
+def drain(kind: str, frames: int, database_url: str | None = None) -> float:
+    """readings/s the worker delivers to one destination of this kind from a full store (the
+    SQLite file, or the empty PostgreSQL database database_url names)."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), port=8000, mqtt_port=free_port(), mqtt_url=None)
+        settings = Settings(data_dir=Path(tmp), port=8000, mqtt_port=free_port(), mqtt_url=None,
+                            database_url=database_url)
         db = open_db(settings.db_path)
         store(settings.db_path, 0, frames, 1_700_000_000.0)
         want = frames * len(BODY)
@@ -214,6 +220,7 @@ def drain(kind: str, frames: int) -> float:
         finally:
             proc.terminate()
             proc.wait(30)
+            db.close()
             if broker is not None:
                 rx.c.loop_stop()
                 broker.stop()
@@ -233,7 +240,7 @@ def lag(rate: int, seconds: float = 20.0) -> tuple[float, float, int]:
         load = mp.Process(target=ingest_load, args=(settings.db_path, rate, seconds))
         load.start()
         load.join()
-        want = export_store.backlog(db, 0, [], [])
+        want = export_store.backlog(db, export_store.START, [], [])
         deadline = time.monotonic() + 120
         while rx.readings() < want and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -251,16 +258,38 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="frames/s of the lag run's ingest")
     ap.add_argument("--kinds", default="webhook,ngsi-ld,mqtt")
     ap.add_argument("--batch", type=int, default=500, help="the worker's --batch")
+    ap.add_argument("--backends", default="sqlite", help="sqlite,postgresql: drain on each")
     args = ap.parse_args()
     global BATCH
     BATCH = args.batch
     print(f"batch {BATCH}; drain: {args.frames} frames x {len(BODY)} readings, {NODES} nodes; "
           f"median of {args.runs} runs")
-    for kind in [k for k in args.kinds.split(",") if k]:
-        rates = [drain(kind, args.frames) for _ in range(args.runs)]
-        print(f"  {kind:<8} {statistics.median(rates):>8,.0f} readings/s  (runs: "
-              + " / ".join(f"{r:,.0f}" for r in rates) + ")")
-    for rate in (args.rate,):
+    cluster = None
+    if "postgresql" in args.backends:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pgcluster import PgCluster
+
+        # durable: fsync and synchronous_commit on, as the fleet's own server would run.
+        cluster = PgCluster(durable=True).start()
+    try:
+        for kind in [k for k in args.kinds.split(",") if k]:
+            rates: dict[str, list[float]] = {b: [] for b in args.backends.split(",")}
+            for run in range(args.runs):  # the backends side by side in each run
+                for backend in rates:
+                    url = None
+                    if backend == "postgresql":
+                        cluster.sql(f"CREATE DATABASE drain{run}")
+                        url = cluster.url(f"drain{run}")
+                    rates[backend].append(drain(kind, args.frames, url))
+                    if url:
+                        cluster.sql(f"DROP DATABASE drain{run} WITH (FORCE)")
+            for backend, runs in rates.items():
+                print(f"  {kind:<8} {backend:<10} {statistics.median(runs):>8,.0f} readings/s"
+                      "  (runs: " + " / ".join(f"{r:,.0f}" for r in runs) + ")")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    for rate in (args.rate,) if args.rate else ():
         runs = [lag(rate) for _ in range(args.runs)]
         p50 = statistics.median(r[0] for r in runs)
         p95 = statistics.median(r[1] for r in runs)

@@ -100,7 +100,9 @@ def build(path: Path, now: float) -> None:
                        -60 - (k % 17), k % 4, 0, 1 + i % 3)
 
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO status_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", statuses())
+    conn.executemany("INSERT INTO status_log (node_id, t, firmware_version, uptime,"
+                     " reset_cause, heap_free, rssi, queue, dropped, boots)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", statuses())
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA journal_mode=WAL")
@@ -133,6 +135,26 @@ def database() -> tuple[Path, float]:
     conn.close()
     stamp.write_text(str(now))
     return path, now - built
+
+
+def pages(busy: str) -> list[tuple[str, str]]:
+    """(name, URL) of the pages timed; busy: the node whose pages are timed."""
+    return [
+        ("overview", "/"),
+        ("node list, first page", "/nodes/"),
+        ("node list, filtered (online, ttn) and sorted by last seen desc",
+         "/nodes/?status=online&provider=ttn&sort=last_seen&dir=desc"),
+        ("node list, alerting, sorted by battery", "/nodes/?status=alerting&sort=battery"),
+        ("node list, search 'pole 4711' (substring over 10,000)", "/nodes/?q=pole+4711"),
+        ("node list, page 100 sorted by battery", "/nodes/?sort=battery&page=100"),
+        ("node page (busy node)", f"/nodes/{busy}"),
+        ("chart 24 h (busy node, temperature)", f"/nodes/{busy}/chart.svg?q=0&i=0&range=24h"),
+        ("chart 7 days (busy node, temperature, 10,080 readings)",
+         f"/nodes/{busy}/chart.svg?q=0&i=0&range=7d"),
+        ("chart 7 days RSSI from status history", f"/nodes/{busy}/chart.svg?s=rssi&range=7d"),
+        ("map (5,000 positions, binned)", "/map"),
+        ("alerts", "/alerts/"),
+    ]
 
 
 def measure(client, url: str) -> tuple[float, float, int]:
@@ -180,22 +202,7 @@ def report() -> str:
     r = client.post("/auth/login", data={"username": "bench", "password": PASSWORD})
     assert r.status_code == 302
     busy = "node-00042"
-    pages = [
-        ("overview", "/"),
-        ("node list, first page", "/nodes/"),
-        ("node list, filtered (online, ttn) and sorted by last seen desc",
-         "/nodes/?status=online&provider=ttn&sort=last_seen&dir=desc"),
-        ("node list, alerting, sorted by battery", "/nodes/?status=alerting&sort=battery"),
-        ("node list, search 'pole 4711' (substring over 10,000)", "/nodes/?q=pole+4711"),
-        ("node list, page 100 sorted by battery", "/nodes/?sort=battery&page=100"),
-        ("node page (busy node)", f"/nodes/{busy}"),
-        ("chart 24 h (busy node, temperature)", f"/nodes/{busy}/chart.svg?q=0&i=0&range=24h"),
-        ("chart 7 days (busy node, temperature, 10,080 readings)",
-         f"/nodes/{busy}/chart.svg?q=0&i=0&range=7d"),
-        ("chart 7 days RSSI from status history", f"/nodes/{busy}/chart.svg?s=rssi&range=7d"),
-        ("map (5,000 positions, binned)", "/map"),
-        ("alerts", "/alerts/"),
-    ]
+    timed = pages(busy)
     lines = [
         HEADING,
         "",
@@ -209,7 +216,7 @@ def report() -> str:
         "|---|---|---|---|",
     ]
     results = {}
-    for name, url in pages:
+    for name, url in timed:
         p50, p95, size = measure(client, url)
         results[url] = size
         mark = "" if p95 <= 50 else " ⚠"

@@ -1,6 +1,6 @@
 // A technician sets up a new kind of device on a 360 px phone: creates a profile with a pasted
 // JS codec, pastes a captured payload and sees the decoded readings before saving, saves, then
-// registers a device by its QR text (typed: headless Chromium on Linux has no BarcodeDetector).
+// registers a device by its QR text, typed (the camera scan: qr_scan.mjs).
 // Run by tests/browser/test_device_setup_browser.py with BASE, USER, PASSWORD, CODEC, ARTIFACTS.
 // Prints one JSON line of what it saw.
 import { chromium } from "playwright-core";

@@ -85,8 +85,10 @@ try {
     const name = String(++n).padStart(2, "0") + path.replace(/[^A-Za-z0-9]+/g, "-");
     await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
     for (const part of ["facts", "charts"]) {  // close enough to read, as a person would
-      if (await page.locator("." + part).count()) {
-        await page.locator("." + part).first().screenshot({ path: `${ARTIFACTS}/${name}.${part}.png` });
+      const first = page.locator("." + part).first();
+      // A node with no readings yet has an empty (invisible) chart row: nothing to show.
+      if (await first.count() && await first.isVisible()) {
+        await first.screenshot({ path: `${ARTIFACTS}/${name}.${part}.png` });
       }
     }
   }

@@ -22,9 +22,12 @@ from fleet.exports import registry as export_registry
 from fleet.identity import claims, provision
 from fleet.ingest import Ingest
 from fleet.ota import releases, rollouts
+from fleet.profiles import devices, service
 from fleet.providers import registry
+from fleet.senml import intake
 from fleet.settings import Settings
 from fleet.store import alerts as alert_store
+from fleet.store import profiles as profile_store
 from fleet.store.migrate import open_db
 from fleet.web import auth
 
@@ -32,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 PASSWORD = "a-long-password"
 CHROMIUM = "/usr/bin/chromium"
 NODES = ["lamppost-0001", "lamppost-0002", "bridge-north-0003"]
+CODEC = HERE.parent / "fleet" / "profiles" / "codecs" / "vendor_weather.js"
 # GET routes that are not pages a person reads: the machine interfaces, by blueprint, and files.
 NOT_PAGES = ("api.", "ota_files.", "static", "metrics.", "ngsild.")  # ngsild.: NGSI-LD JSON API
 NOT_PAGE_ENDPOINTS = {"nodes.live",  # an event stream for the node page's live values
@@ -78,7 +82,15 @@ def seed(db, settings) -> dict:
     assert answer["state"] == "pending", answer
     alert_store.evaluate_alerts(db)
     assert alert_store.list_alerts(db), "the low battery opened no alert"
-    return {"node_id": NODES[0], "rid": rid}
+    # Another supplier's device whose profile has downlink commands, given to a supplier.
+    service.save(db, {"name": "acme-weather-station-wx2", "codec": "js", "interval": 600,
+                      "source": CODEC.read_text(), "commands": [
+                          {"name": "set-reporting-interval", "data": {"interval": 900}}]})
+    vendor = devices.register(db, "70B3D57ED0001002", "acme-weather-station-wx2",
+                              "Roof of the town hall", actor="boss")
+    intake.add_supplier(db, "acme-environmental-cloud", actor="boss")
+    profile_store.set_supplier(db, vendor, "acme-environmental-cloud", actor="boss")
+    return {"node_id": NODES[0], "rid": rid, "vendor": vendor}
 
 
 def pages(app, values: dict) -> list[str]:
@@ -115,9 +127,10 @@ def test_every_page_fits_a_phone_and_charts_are_readable(fleet_run, tmp_path, ar
     app = create_app({"SETTINGS": settings, "SECRET_KEY": "only-for-the-url-map"})
     paths = pages(app, values)
     assert {"/", "/nodes/", f"/nodes/{NODES[0]}", "/updates/", "/providers/",
-            "/provision/"} <= set(paths), paths
+            "/provision/", "/suppliers/"} <= set(paths), paths
     # Variants of a page that show more than its plain path does.
-    paths += ["/alerts/?all=1", f"/nodes/{NODES[0]}?range=1h", "/nodes/no-such-node"]
+    paths += ["/alerts/?all=1", f"/nodes/{NODES[0]}?range=1h", "/nodes/no-such-node",
+              f"/nodes/{values['vendor']}"]  # its profile-command form
     browser = subprocess.run(
         [shutil.which("node") or "node", str(HERE / "phone.mjs")],
         env=dict(os.environ, BASE=f"http://127.0.0.1:{run.port}", USER="boss",

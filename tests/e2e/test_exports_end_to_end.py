@@ -88,8 +88,10 @@ def stored(db_path) -> set[tuple]:
     return {(f"urn:dev:polylink:{n}:{name_and_unit(q, i)[0]}", round(t, 6)) for n, q, i, t in rows}
 
 
-def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, mosquitto):
+def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, mosquitto,
+                                                                     database_url):
     data_dir = tmp_path / "data"
+    store = database_url or data_dir / "fleet.db"  # the fleet's store on this run's backend
     hook_port = free_port()
     hook = WebhookReceiver(KEY, port=hook_port).__enter__()
     broker = NgsiLdBroker().__enter__()
@@ -110,7 +112,7 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
         # One LoRaWAN node through the provider emulator (The Things Stack flavour).
         cli(data_dir, "provider", "add", "ttn", "--kind", "tts", "--host", mosquitto.host,
             "--port", str(mosquitto.port), "--application", "city", "--no-password")
-        db = connect(data_dir / "fleet.db")
+        db = connect(store)
         identity_store.register_node(db, "lw-exp", {"mqtt_user": "lw-exp", "mqtt_hash": "x",
                                                     "dev_eui": OTAA["dev_eui"]})
         db.conn.close()
@@ -148,7 +150,7 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
             return out if out.count("up to date") == 3 else None
 
         wait_until("all three destinations up to date", caught_up, 90)
-        want = stored(data_dir / "fleet.db")
+        want = stored(store)
         assert len(want) > 100
         assert any(":lw-exp:" in name for name, _t in want)
         # Webhook: before and after the outage together hold every reading; only a batch that

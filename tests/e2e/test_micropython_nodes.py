@@ -14,6 +14,7 @@ import time
 
 import pytest
 from polylink_host import sim, unixsim
+from services import fleet_db
 from test_end_to_end import Api, create_token, fleet, wait_until  # noqa: F401 - fleet: fixture
 from test_tls_end_to_end import tls_fleet  # noqa: F401 - a fixture
 
@@ -105,7 +106,7 @@ def test_micropython_nodes_beside_a_cpython_node_through_the_fleet(tmp_path, mos
         assert nodes.mpy[mpy_ids[1]].crashes == 0
 
         # The broker goes away for a while; the nodes queue in flash and deliver afterwards.
-        db = connect(data_dir / "fleet.db")
+        db = connect(fleet_db(data_dir))
         try:
             before = {n: max(telemetry_store.frame_seqs(db, n)) for n in ids}
             mosquitto.stop()

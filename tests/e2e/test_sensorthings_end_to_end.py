@@ -47,8 +47,9 @@ def on_server(server, nodes) -> list[tuple[str, int]]:
 
 
 def test_every_reading_reaches_the_sensorthings_server_once_across_an_outage(
-        tmp_path, mosquitto):
+        tmp_path, mosquitto, database_url):
     data_dir = tmp_path / "data"
+    store = database_url or data_dir / "fleet.db"  # the fleet's store on this run's backend
     server = SensorThingsServer(tmp_path / "sta").start()
     run = FleetRun(data_dir, free_port(), free_port(), mqtt_url=mosquitto.url)
     ids = sim.node_ids("sta", NODES)
@@ -71,7 +72,7 @@ def test_every_reading_reaches_the_sensorthings_server_once_across_an_outage(
         time.sleep(2)  # the last frames reach the store
         wait_until("the destination up to date",
                    lambda: "up to date" in cli(data_dir, "export", "list"), 90)
-        want = stored(data_dir / "fleet.db")
+        want = stored(store)
         assert len(want) > 30
         got = on_server(server, ids)
         assert len(got) == len(set(got)), "an Observation was created twice"

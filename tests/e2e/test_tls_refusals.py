@@ -110,3 +110,40 @@ def test_tls_listener_refuses_clients_without_a_valid_login(tmp_path, ca):
         assert not got or got[0].is_failure, "a plain MQTT client got in on the TLS listener"
     finally:
         broker.stop()
+
+
+@pytest.mark.micropython
+def test_a_node_on_real_micropython_logs_in_over_tls(tmp_path, ca):
+    """The firmware on the MicroPython Unix port (its own ssl: mbedTLS, as on the ESP32) logs in
+    on mosquitto's TLS listener with the CA file provisioning writes."""
+    from polylink_host import unixsim
+
+    ca_cert, ca_key = ca
+    certfile, keyfile = write_pair(tmp_path / "tls", *certs.make_server(
+        ca_cert, ca_key, ["localhost"]), ca_cert)
+    broker = tls_mosquitto(tmp_path / "broker", certfile, keyfile, {NODE: PASSWORD})
+    root = tmp_path / "node"
+    sim.write_config(root, NODE, "localhost", broker.tls.port, NODE, PASSWORD, interval=1,
+                     ca=ca_pem(ca_cert))
+    node = unixsim.UnixNode(NODE, root, unixsim.firmware_lib(tmp_path),
+                            unixsim.find_micropython(), unixsim.DEFAULT_HEAPSIZE, "")
+    log = tmp_path / "broker" / "mosquitto.log"
+
+    async def go():
+        task = asyncio.create_task(node.run())
+        try:
+            for _ in range(150):
+                if f"as {NODE} " in log.read_text():
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(go())
+    finally:
+        broker.stop()
+    text = log.read_text()
+    assert f"on port {broker.tls.port}." in text, text
+    assert f"as {NODE} " in text and f"u'{NODE}'" in text, "\n".join(node.output)

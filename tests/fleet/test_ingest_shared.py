@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import pytest
 from services import READY, fleet_db
 from test_ingest_mqtt import IngestProcess, count_frames, frame, publisher, wait_for
 
@@ -24,9 +25,10 @@ def start_workers(broker, data_dir, workers, n):
     for i in range(n):
         w = IngestProcess(broker, data_dir, log_name=f"ingest-{i}.log")
         workers.append(w)  # first, so the caller stops it whatever happens next
-        w.start("--share", GROUP, "--client-id", f"ingest-{i}", "--mqtt-version", "5")
+        w.start(*worker_args(n, i))
     for w in workers:
-        # A shared subscription gets no retained probe: wait for each worker's own word.
+        # A shared subscription gets no retained probe: wait for each worker's own word (and
+        # the plain one's too, for the same code path).
         wait_for(lambda w=w: b"connected to" in w.log_path.read_bytes(), timeout=90,
                  what="a worker")
     time.sleep(0.5)  # the SUBACK follows the log line
@@ -47,14 +49,34 @@ def test_shared_topics_keep_the_qos_and_refuse_a_bad_group():
         raise AssertionError(f"group {bad!r} accepted")
 
 
-def test_three_workers_one_killed_mid_stream_store_every_seq_once(mosquitto, data_dir, settings):
+def worker_args(n, i):
+    """One worker alone is `fleet ingest` as it runs by default; several share the stream."""
+    if n == 1:
+        return ("--mqtt-version", "5")
+    return ("--share", GROUP, "--client-id", f"ingest-{i}", "--mqtt-version", "5")
+
+
+def assert_every_seq_once(db_path, nodes, per_node):
+    db = connect(db_path)
+    try:
+        for n in range(nodes):
+            assert telemetry_store.frame_seqs(db, f"node-{n}") == list(range(per_node))
+        assert telemetry_store.count_readings(db) == 3 * nodes * per_node  # none twice
+    finally:
+        db.conn.close()
+
+
+@pytest.mark.parametrize("n_workers", [1, 3])
+def test_a_100k_burst_with_a_worker_killed_mid_stream_stores_every_seq_once(
+        mosquitto, data_dir, settings, n_workers):
+    """The issue's must-hold: a 100k QoS-1 burst, 1 or 3 workers, one killed with SIGKILL."""
     workers = []
     try:
-        start_workers(mosquitto, data_dir, workers, 3)
+        start_workers(mosquitto, data_dir, workers, n_workers)
         pub = publisher(mosquitto)
-        # 12,000 frames by default; SHARED_BURST=100000 for the issue's 100k QoS-1 burst by hand.
+        # SHARED_BURST=N to try another size by hand.
         nodes = 20
-        per_node = int(os.environ.get("SHARED_BURST", "12000")) // nodes
+        per_node = int(os.environ.get("SHARED_BURST", "100000")) // nodes
         total = nodes * per_node
         done = threading.Event()
 
@@ -67,29 +89,66 @@ def test_three_workers_one_killed_mid_stream_store_every_seq_once(mosquitto, dat
 
         thread = threading.Thread(target=stream)
         thread.start()
-        wait_for(lambda: count_frames(settings.db_path) >= total // 5, what="the first frames")
-        workers[1].stop(signal.SIGKILL)  # mid-batch: no commit, no ack, no clean disconnect
+        wait_for(lambda: count_frames(settings.db_path) >= total // 5, timeout=120,
+                 what="the first frames")
+        victim = n_workers // 2
+        workers[victim].stop(signal.SIGKILL)  # mid-batch: no commit, no ack, no clean disconnect
         time.sleep(1.0)
         # Restarted under its client id, as `fleet run` does: the broker hands back what it had
         # sent that worker without an ack, and queued for it meanwhile.
-        workers[1].start("--share", GROUP, "--client-id", "ingest-1", "--mqtt-version", "5")
+        workers[victim].start(*worker_args(n_workers, victim))
         thread.join(600)
         assert done.is_set()
         wait_for(lambda: count_frames(settings.db_path) >= total, timeout=600,
                  what="every frame")
         time.sleep(0.5)
-        db = connect(settings.db_path)
-        try:
-            for n in range(nodes):
-                assert telemetry_store.frame_seqs(db, f"node-{n}") == list(range(per_node))
-            assert telemetry_store.count_readings(db) == 3 * total  # no frame's readings twice
-        finally:
-            db.conn.close()
+        assert_every_seq_once(settings.db_path, nodes, per_node)
         pub.loop_stop()
         for w in workers:
             assert w.stop() == 0
-        # The broker really split the stream: the two workers never killed each stored a share.
-        assert stored_by(workers[0]) > 0 and stored_by(workers[2]) > 0
+        if n_workers > 1:
+            # The broker really split the stream: the workers never killed each stored a share.
+            assert all(stored_by(w) > 0 for i, w in enumerate(workers) if i != victim)
+    finally:
+        for w in workers:
+            w.stop(signal.SIGKILL)
+            w.log.close()
+
+
+def test_three_workers_lose_nothing_the_broker_held_when_it_restarts(mosquitto, data_dir,
+                                                                    settings):
+    workers = []
+    try:
+        start_workers(mosquitto, data_dir, workers, 3)
+        nodes, half = 10, 3000
+        pub = publisher(mosquitto)
+        infos = [pub.publish(f"pl/v1/node-{i % nodes}/up", frame(i // nodes), qos=1)
+                 for i in range(half)]
+        for info in infos:
+            info.wait_for_publish(30)  # the broker has them all (PUBACK); the workers are
+        # most likely still storing (not asserted: on a fast machine they may be done)
+        pub.loop_stop()
+        pub.disconnect()
+        mosquitto.stop()  # saves its queues (persistence), as a clean restart does
+        mosquitto.start()
+        # mosquitto (2.0.11) restores a session's plain subscriptions from its persistence file
+        # but not its $share ones: until a worker is back, a frame published now reaches no
+        # session and is lost (docs/architecture.md, "What still does not scale"). So the
+        # second half waits for the workers, as the nodes' own reconnect backoff mostly does.
+        for w in workers:
+            wait_for(lambda w=w: w.log_path.read_bytes().count(b"session present: True") >= 1,
+                     timeout=60, what="a worker back on its session")
+        time.sleep(0.5)  # the SUBACK follows the log line
+        pub = publisher(mosquitto, client_id="test-pub-2")
+        for i in range(half, 2 * half):
+            pub.publish(f"pl/v1/node-{i % nodes}/up", frame(i // nodes), qos=1)
+        wait_for(lambda: count_frames(settings.db_path) >= 2 * half, timeout=120,
+                 what="every frame")
+        time.sleep(0.5)
+        assert_every_seq_once(settings.db_path, nodes, 2 * half // nodes)
+        pub.loop_stop()
+        for w in workers:
+            assert w.stop() == 0
     finally:
         for w in workers:
             w.stop(signal.SIGKILL)

@@ -1,5 +1,6 @@
 """Upkeep (fleet/upkeep.py): alerts, expired claim tokens and retention without any page view."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -284,7 +285,8 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
 
     assert find_mosquitto(), "mosquitto is not installed; `.ci/run` installs it"
     settings = Settings(data_dir=tmp_path / "data", port=free_port(), mqtt_port=free_port(),
-                        mqtt_url=None)
+                        mqtt_url=None,
+                        database_url=os.environ.get("DATABASE_URL"))
     claim_port = free_port()
     db = open_db(settings.db_path)
     brokerauth.sync(db, settings.broker_dir)
@@ -320,3 +322,22 @@ def test_an_expired_claim_token_is_refused_by_the_broker_on_time(tmp_path):
         thread.join(30)
         broker.stop()
         db.conn.close()
+
+
+def test_a_held_lock_stays_with_its_holder_until_it_lets_go_or_its_lease_runs_out(settings, db):
+    """store/upkeep.py's Held (the provider workers' lock): one holder at a time, on both stores."""
+    other = open_db(settings.db_path)
+    try:
+        mine = upkeep_store.Held(db, "provider:ttn", lease=0.5)
+        theirs = upkeep_store.Held(other, "provider:ttn", lease=0.5)
+        assert mine.renew() and mine.renew()  # taken, then kept (not stacked: one release frees)
+        assert not theirs.renew()
+        assert upkeep_store.Held(other, "provider:cs").renew()  # another name is another lock
+        mine.release()
+        assert theirs.renew() and not mine.renew()
+        if db.dialect == "sqlite":
+            # A holder that died keeps its row until the lease runs out; then another takes it.
+            time.sleep(0.6)
+            assert mine.renew() and not theirs.renew()
+    finally:
+        other.conn.close()

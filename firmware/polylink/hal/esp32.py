@@ -214,9 +214,9 @@ class HAL:
             if ca:
                 if self.time() is None:
                     self._set_clock()
-                from polylink.net import tlsca
+                from polylink.net import pem  # Device RAM: only a TLS connection needs it
 
-                tlsca.load(ctx, self.path(ca))  # PEM or DER, as DER (tlsca.py)
+                pem.trust(ctx, self.path(ca))
                 ctx.verify_mode = ssl.CERT_REQUIRED
             else:
                 ctx.verify_mode = ssl.CERT_NONE

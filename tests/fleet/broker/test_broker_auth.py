@@ -1,6 +1,7 @@
 """Per-node logins at a real mosquitto: own topics only, strangers out, revocation at once."""
 
 import json
+import os
 import time
 
 import paho.mqtt.client as mqtt
@@ -59,7 +60,8 @@ def wait(cond, timeout=5.0):
 def fleet(tmp_path):
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed; `.ci/run` installs it")
-    settings = Settings(data_dir=tmp_path, port=free_port(), mqtt_port=free_port(), mqtt_url=None)
+    settings = Settings(data_dir=tmp_path, port=free_port(), mqtt_port=free_port(), mqtt_url=None,
+                        database_url=os.environ.get("DATABASE_URL"))
     db = open_db(settings.db_path)
     ids = {n: provision.register(db, settings, n, board="ESP32_GENERIC") for n in ("node-a",
                                                                                   "node-b")}

@@ -120,7 +120,7 @@ def test_the_page_shows_a_down_destination_and_what_was_refused(logged_in, db, s
 
     registry.add(db, settings.data_dir, {"name": "city", "kind": "webhook",
                                          "url": "https://city.example/h"}, "k")
-    export_store.advance(db, "city", 0, 0, 3, [("r:bad:0:0:1000", "HTTP 422 <b>no</b>")],
+    export_store.advance(db, "city", (0, 0), (0, 0), 3, [("r:bad:0:0:1000", "HTTP 422 <b>no</b>")],
                          time.time())
     export_store.record_failure(db, "city", "cannot reach city.example:443: Connection refused",
                                 time.time(), time.time() + 4)

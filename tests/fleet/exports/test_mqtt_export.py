@@ -2,6 +2,7 @@
 integrators read only their nodes and publish nowhere; nodes cannot forge exported data."""
 
 import json
+import os
 import threading
 import time
 
@@ -51,7 +52,8 @@ class Subscriber:
 def fleet(tmp_path):
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed; `.ci/run` installs it")
-    settings = Settings(data_dir=tmp_path, port=free_port(), mqtt_port=free_port(), mqtt_url=None)
+    settings = Settings(data_dir=tmp_path, port=free_port(), mqtt_port=free_port(), mqtt_url=None,
+                        database_url=os.environ.get("DATABASE_URL"))
     db = open_db(settings.db_path)
     ids = {n: provision.register(db, settings, n, board="ESP32_GENERIC") for n in ("n1", "n2")}
     broker = MosquittoBroker(settings.mqtt_port, settings.broker_dir, auth=True).start()

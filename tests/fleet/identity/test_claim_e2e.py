@@ -7,6 +7,7 @@ runs). Only the board itself is simulated.
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -35,7 +36,8 @@ class Fleet:
     def __init__(self, tmp):
         self.tmp = tmp
         self.settings = Settings(data_dir=tmp / "data", port=free_port(),
-                                 mqtt_port=free_port(), mqtt_url=None)
+                                 mqtt_port=free_port(), mqtt_url=None,
+                                 database_url=os.environ.get("DATABASE_URL"))
         self.claim_port = free_port()
         self.db = open_db(self.settings.db_path)
         brokerauth.sync(self.db, self.settings.broker_dir)

@@ -87,18 +87,24 @@ def test_the_answer_streams_while_the_store_is_read(client, db, viewer, monkeypa
     assert "99.5" in rest
 
 
-def test_iter_readings_is_a_generator_of_bounded_batches(db):
-    """Equal times across a batch boundary are neither lost nor repeated (keyset on t, rowid)."""
+def test_iter_readings_is_a_generator_of_bounded_batches(db, monkeypatch):
+    """Equal times across a batch boundary are neither lost nor repeated (keyset on t, id)."""
     ing = Ingest(db)
     for i in range(7):  # seven frames with the same device time
         ing.add("pl/v1/n01/up", frame(i, [(0, 0, float(i))], int(T0)), T0 + i)
     ing.flush()
     queries = []
-    db.conn.set_trace_callback(lambda sql: queries.append(sql) if "FROM readings" in sql else None)
+    execute = db.conn.execute
+
+    def counted(sql, *args):  # both dialects' connections: every statement iter_readings runs
+        if "FROM readings" in sql:
+            queries.append(sql)
+        return execute(sql, *args)
+
+    monkeypatch.setattr(db.conn, "execute", counted)
     rows = telemetry_store.iter_readings(db, ["n01"], batch=2)
     assert next(rows)[4] == 0.0 and len(queries) == 1  # one batch read for the first row
     values = [0.0] + [r[4] for r in rows]
-    db.conn.set_trace_callback(None)
     assert values == [float(i) for i in range(7)]
     assert len(queries) == 4  # ceil(7 / 2) batches, never the whole result at once
 

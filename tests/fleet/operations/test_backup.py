@@ -1,5 +1,9 @@
-"""`fleet backup` and `fleet restore` (#14): a round trip with a running fleet, modes kept, and
-every bad archive refused with DATA_DIR left exactly as it was."""
+"""`fleet backup` and `fleet restore` (#14, #15): a round trip with a running fleet, modes kept,
+and every bad archive refused with DATA_DIR and the database left exactly as they were.
+
+Every test runs on both backends: with --backend=postgresql the database goes through the real
+pg_dump and pg_restore, and a second fleet (the restore's target) gets an empty database of its
+own in the test cluster."""
 
 import gc
 import gzip
@@ -7,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import sqlite3
 import stat
 import tarfile
 import time
@@ -16,10 +19,12 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from click.testing import CliRunner
+from services import fleet_db
 
 from fleet.cli import cli
 from fleet.operations import backup
 from fleet.settings import Settings
+from fleet.store import pgdump
 from fleet.store.migrate import SCHEMA_VERSION, open_db
 
 
@@ -28,10 +33,31 @@ class Ran:
         self.returncode, self.stdout, self.stderr = result.exit_code, result.stdout, result.stderr
 
 
-def fleet(data_dir: Path, *args, stdin: str | None = None, check=True) -> Ran:
-    """The `fleet` command in this process (click's runner) on data_dir."""
-    result = CliRunner().invoke(cli, list(args), input=stdin,
-                                env={"DATA_DIR": str(data_dir), "MQTT_URL": None})
+@pytest.fixture
+def empty_db(request):
+    """make() -> the URL of a new, empty PostgreSQL database on --backend=postgresql, else None."""
+    made = []
+
+    def make():
+        if request.config.getoption("--backend") != "postgresql":
+            return None
+        cluster = request.getfixturevalue("pg_cluster")
+        name = f"empty{len(made)}_{os.getpid()}_{time.monotonic_ns()}"
+        cluster.sql(f"CREATE DATABASE {name}")  # from template1: no fleet tables
+        made.append((cluster, name))
+        return cluster.url(name)
+
+    yield make
+    for cluster, name in made:
+        cluster.drop(name)
+
+
+def fleet(data_dir: Path, *args, stdin: str | None = None, check=True, db=None) -> Ran:
+    """The `fleet` command in this process (click's runner) on data_dir (and db's database)."""
+    env = {"DATA_DIR": str(data_dir), "MQTT_URL": None}
+    if db:
+        env["DATABASE_URL"] = db
+    result = CliRunner().invoke(cli, list(args), input=stdin, env=env)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     # A command's database connection closes when the process exits; in this process, when it
@@ -55,8 +81,8 @@ def tree(data_dir: Path) -> dict[str, tuple[int, str | None]]:
     return out
 
 
-def state(data_dir: Path) -> dict:
-    db = open_db(data_dir / "fleet.db")
+def state(data_dir: Path, url=None) -> dict:
+    db = open_db(url or fleet_db(data_dir))
     try:
         conn = db.conn
         return {"users": conn.execute("SELECT name, role FROM users ORDER BY name").fetchall(),
@@ -87,7 +113,7 @@ def mqtt_login_works(port: int, user: str, password: str) -> bool:
     return result.get("rc") == 0
 
 
-def test_round_trip_with_a_running_fleet(fleet_run, tmp_path):
+def test_round_trip_with_a_running_fleet(fleet_run, tmp_path, empty_db, monkeypatch):
     run = fleet_run()
     run.wait_for("Press Ctrl-C to stop.")
     data = tmp_path / "data"
@@ -107,21 +133,26 @@ def test_round_trip_with_a_running_fleet(fleet_run, tmp_path):
     before_tree, before_state = tree(data), state(data)
     assert run.stop() == 0
 
-    restored = tmp_path / "restored"
-    out = fleet(restored, "restore", str(archive)).stdout
+    restored, restored_db = tmp_path / "restored", empty_db()
+    out = fleet(restored, "restore", str(archive), db=restored_db).stdout
     assert f"into {restored}" in out
     assert stat.S_IMODE(restored.stat().st_mode) == 0o700
     assert tree(restored) == before_tree  # every file, its bytes and its mode
-    assert stat.S_IMODE((restored / "fleet.db").stat().st_mode) == 0o600
+    if restored_db is None:
+        assert stat.S_IMODE((restored / "fleet.db").stat().st_mode) == 0o600
+    else:
+        assert not (restored / "fleet.pgdump").exists()  # the dump went into the database
     for secret in ("broker/passwd", "broker/services.json", "ota/keys/k1.pem"):
         assert before_tree[secret][0] == 0o600, secret
-    assert state(restored) == before_state
+    assert state(restored, restored_db) == before_state
     assert any(rel.startswith("releases/files/") for rel in before_tree)
-    assert "0.2.0" in fleet(restored, "release", "list").stdout
+    assert "0.2.0" in fleet(restored, "release", "list", db=restored_db).stdout
     assert ("bob", "operator") in before_state["users"] and [("n01",)] == before_state["nodes"]
 
     # The restored fleet comes up, and the node's login works on its broker.
     from services import FleetRun, free_port
+    if restored_db:
+        monkeypatch.setenv("DATABASE_URL", restored_db)
     again = FleetRun(restored, free_port(), free_port())
     try:
         again.wait_for("Press Ctrl-C to stop.")
@@ -132,37 +163,43 @@ def test_round_trip_with_a_running_fleet(fleet_run, tmp_path):
         assert again.stop() == 0
 
 
-def test_a_backup_is_consistent_while_the_store_is_written(tmp_path, data_dir):
-    settings = Settings(data_dir=data_dir, port=8000, mqtt_port=1, mqtt_url=None)
+def test_a_backup_is_consistent_while_the_store_is_written(tmp_path, settings, empty_db):
     db = open_db(settings.db_path)
     db.conn.execute("CREATE TABLE t (n INTEGER)")  # a table of this test only
     # A write transaction open (uncommitted) while the backup runs: the copy holds the last
     # committed state, and the backup does not wait for the writer to finish.
     db.conn.execute("INSERT INTO t VALUES (1)")
-    db.conn.execute("BEGIN IMMEDIATE")
+    db.conn.execute("BEGIN IMMEDIATE" if db.dialect == "sqlite" else "BEGIN")
     db.conn.execute("INSERT INTO t VALUES (2)")
     backup.create(settings, tmp_path / "b.tar.gz")
     db.conn.execute("COMMIT")
     db.conn.close()
-    with tarfile.open(tmp_path / "b.tar.gz") as tar:
-        (tmp_path / "x.db").write_bytes(tar.extractfile("data/fleet.db").read())
-    conn = sqlite3.connect(tmp_path / "x.db")
-    assert conn.execute("SELECT n FROM t").fetchall() == [(1,)]
-    conn.close()
+    if settings.database_url is None:
+        with tarfile.open(tmp_path / "b.tar.gz") as tar:
+            (tmp_path / "x.db").write_bytes(tar.extractfile("data/fleet.db").read())
+        copy = open_db(tmp_path / "x.db")
+    else:
+        target = Settings(data_dir=tmp_path / "x", port=8000, mqtt_port=1, mqtt_url=None,
+                          database_url=empty_db())
+        backup.restore(target, tmp_path / "b.tar.gz")
+        copy = open_db(target.database_url)
+    assert copy.conn.execute("SELECT n FROM t").fetchall() == [(1,)]
+    copy.conn.close()
 
 
 # --- refusals: each leaves DATA_DIR exactly as it was ------------------------------------------
 
 @pytest.fixture
-def made(tmp_path, data_dir):
-    """(settings, archive) of a small fleet's backup, and a second DATA_DIR with other content."""
-    fleet(data_dir, "node", "add", "n01")
-    fleet(data_dir, "keys", "create", "k1")
+def made(tmp_path, settings, empty_db):
+    """(settings, archive) of a small fleet's backup, and a second fleet with other content."""
+    fleet(settings.data_dir, "node", "add", "n01")
+    fleet(settings.data_dir, "keys", "create", "k1")
     archive = tmp_path / "good.tar.gz"
-    backup.create(Settings(data_dir=data_dir, port=8000, mqtt_port=1, mqtt_url=None), archive)
-    target = tmp_path / "target"
-    fleet(target, "node", "add", "other")
-    return Settings(data_dir=target, port=8000, mqtt_port=1, mqtt_url=None), archive
+    backup.create(settings, archive)
+    target, target_db = tmp_path / "target", empty_db()
+    fleet(target, "node", "add", "other", db=target_db)
+    return Settings(data_dir=target, port=8000, mqtt_port=1, mqtt_url=None,
+                    database_url=target_db), archive
 
 
 def rebuild(archive: Path, dest: Path, edit_manifest=None, edit_member=None, extra=None) -> Path:
@@ -188,34 +225,54 @@ def rebuild(archive: Path, dest: Path, edit_manifest=None, edit_member=None, ext
     return dest
 
 
+def database(settings):
+    """The database's whole contents: the SQLite file's bytes, or every PostgreSQL table's rows."""
+    if settings.database_url is None:
+        return (settings.data_dir / "fleet.db").read_bytes()
+    db = open_db(settings.database_url)
+    try:
+        return {t: sorted(map(repr, db.conn.execute(f"SELECT * FROM {t}").fetchall()))
+                for t in db.table_names()}
+    finally:
+        db.conn.close()
+
+
 def refused(settings, archive, message, replace=True):
-    before = tree(settings.data_dir), (settings.data_dir / "fleet.db").read_bytes()
+    before = tree(settings.data_dir), database(settings)
     r = fleet(settings.data_dir, "restore", str(archive), *(["--replace"] if replace else []),
-              check=False)
+              check=False, db=settings.database_url)
     assert r.returncode == 1, r.stdout
     assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert (tree(settings.data_dir), (settings.data_dir / "fleet.db").read_bytes()) == before
+    assert (tree(settings.data_dir), database(settings)) == before
     leftovers = [p.name for p in settings.data_dir.parent.iterdir() if "restore" in p.name]
     assert not leftovers, leftovers
 
 
-def test_replace_keeps_the_old_contents_aside(made):
+def test_replace_keeps_the_old_contents_aside(made, empty_db):
     settings, archive = made
-    out = fleet(settings.data_dir, "restore", str(archive), "--replace").stdout
+    out = fleet(settings.data_dir, "restore", str(archive), "--replace",
+                db=settings.database_url).stdout
     aside = Path(out.split("previous contents are in ")[1].strip())
-    assert state(aside)["nodes"] == [("other",)]
-    assert state(settings.data_dir)["nodes"] == [("n01",)]
+    if settings.database_url is None:
+        assert state(aside)["nodes"] == [("other",)]
+    else:
+        # The database as it was, dumped beside DATA_DIR's old files: it restores as it was.
+        old = empty_db()
+        pgdump.restore(old, aside / backup.PG_DUMP)
+        assert state(aside, old)["nodes"] == [("other",)]
+    assert state(settings.data_dir, settings.database_url)["nodes"] == [("n01",)]
 
 
 def test_a_data_dir_in_use_is_not_restored_over(made):
     settings, archive = made
     refused(settings, archive, "is not empty: pass --replace", replace=False)
-    conn = sqlite3.connect(settings.db_path)  # this test's process now holds the database open
-    conn.execute("PRAGMA user_version").fetchone()
+    # This test's process now holds the database open, as a running fleet would.
+    db = open_db(settings.db_path)
     try:
-        refused(settings, archive, "a fleet is running on")
+        refused(settings, archive, "a fleet is running on" if settings.database_url is None
+                else "other session(s)")
     finally:
-        conn.close()
+        db.conn.close()
 
 
 def test_not_a_backup(made, tmp_path):
@@ -243,23 +300,56 @@ def test_a_damaged_file(made, tmp_path):
     refused(settings, bad, "broker/passwd in the backup is damaged")
 
 
-def test_a_damaged_database(made, tmp_path):
-    settings, archive = made
+def garbled(archive: Path, dest: Path, name: str, where: slice) -> Path:
+    """A copy of archive with the bytes where of member data/name garbled (the same garbage each
+    time) and the manifest's SHA-256 fixed to match: only the database's own checks can tell."""
 
-    def garble(name, data):
-        if name != "data/fleet.db":
+    def garble(member, data):
+        if member != "data/" + name:
             return data
         data = bytearray(data)
-        data[4096:8192] = bytes(range(256)) * 16  # the second page, the same garbage each time
+        size = len(data[where])
+        data[where] = (bytes(range(256)) * (size // 256 + 1))[:size]
         return bytes(data)
 
     def rehash(manifest):
         with tarfile.open(archive) as tar:
-            fixed = garble("data/fleet.db", tar.extractfile("data/fleet.db").read())
-        manifest["files"]["fleet.db"]["sha256"] = hashlib.sha256(fixed).hexdigest()
+            fixed = garble("data/" + name, tar.extractfile("data/" + name).read())
+        manifest["files"][name]["sha256"] = hashlib.sha256(fixed).hexdigest()
 
-    bad = rebuild(archive, tmp_path / "bad.tar.gz", edit_manifest=rehash, edit_member=garble)
-    refused(settings, bad, "the database in the backup")
+    return rebuild(archive, dest, edit_manifest=rehash, edit_member=garble)
+
+
+def test_a_damaged_database(made, tmp_path):
+    settings, archive = made
+    if settings.database_url is None:
+        bad = garbled(archive, tmp_path / "bad.tar.gz", "fleet.db", slice(4096, 8192))
+        refused(settings, bad, "the database in the backup")  # the second page
+        return
+    # pg_dump's custom format: a table of contents up front, then the tables' compressed data.
+    bad = garbled(archive, tmp_path / "toc.tar.gz", backup.PG_DUMP, slice(0, 64))
+    refused(settings, bad, "the database dump in the backup cannot be read")
+    bad = garbled(archive, tmp_path / "mid.tar.gz", backup.PG_DUMP, slice(20000, 22048))
+    refused(settings, bad, "the database dump in the backup cannot be read")
+
+
+def test_a_restore_that_fails_part_way_changes_nothing(settings, tmp_path, empty_db):
+    """psql stops at the first error of the restore's one transaction: the DROP of the old
+    tables that ran before it is rolled back too."""
+    if settings.database_url is None:
+        pytest.skip("PostgreSQL's restore transaction; SQLite's restore is a folder rename")
+    db = open_db(settings.database_url)
+    db.conn.execute("CREATE SCHEMA extra")  # pg_dump takes it along; the target has one already
+    db.conn.close()
+    fleet(settings.data_dir, "node", "add", "n01")
+    backup.create(settings, tmp_path / "b.tar.gz")
+    target = Settings(data_dir=tmp_path / "target", port=8000, mqtt_port=1, mqtt_url=None,
+                      database_url=empty_db())
+    fleet(target.data_dir, "node", "add", "other", db=target.database_url)
+    db = open_db(target.database_url)
+    db.conn.execute("CREATE SCHEMA extra")
+    db.conn.close()
+    refused(target, tmp_path / "b.tar.gz", 'schema "extra" already exists')
 
 
 def test_a_newer_backup_format_or_schema(made, tmp_path):
@@ -290,9 +380,11 @@ def test_a_missing_file(made, tmp_path):
     refused(settings, tmp_path / "m.tar.gz", "the backup is incomplete: ota/keys/k1.pem missing")
 
 
-def test_backup_refuses_a_data_dir_without_a_fleet(tmp_path, data_dir):
-    r = fleet(data_dir, "backup", str(tmp_path / "b.tar.gz"), check=False)
-    assert r.returncode == 1 and "no fleet database in" in r.stderr
+def test_backup_refuses_a_data_dir_without_a_fleet(tmp_path, data_dir, empty_db):
+    db = empty_db()
+    r = fleet(data_dir, "backup", str(tmp_path / "b.tar.gz"), check=False, db=db)
+    assert r.returncode == 1, r.stdout
+    assert ("no fleet database in" if db is None else "holds no fleet") in r.stderr
     assert not (tmp_path / "b.tar.gz").exists()
 
 

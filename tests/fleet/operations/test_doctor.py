@@ -1,15 +1,16 @@
 """`fleet doctor` (#14): all well on a running fleet, and each check made to fail for real."""
 
 import os
-import sqlite3
 import time
 
 import pytest
 from selfsigned import make_cert
+from services import fleet_db
 
 from fleet.cli import cli
 from fleet.operations import doctor
-from fleet.store.migrate import SCHEMA_VERSION
+from fleet.store.base import connect
+from fleet.store.migrate import SCHEMA_VERSION, schema_version
 
 
 @pytest.fixture
@@ -34,11 +35,13 @@ def doctor_says(runner) -> tuple[int, dict[str, list[str]]]:
     return r.exit_code, found
 
 
-def test_a_healthy_fleet(running, runner):
+def test_a_healthy_fleet(running, runner, database_url):
     code, found = doctor_says(runner)
     assert code == 0, found
+    # On PostgreSQL, also the client tools `fleet backup` runs (pg_dump no older than the server).
     assert set(found) == {"web certificate", "node certificate", "web port", "broker port",
-                          "broker logins", "database", "disk", "clock"}
+                          "broker logins", "database", "disk", "clock"} | (
+                              {"backup tools"} if database_url else set())
     assert all(line.startswith("ok") for lines in found.values() for line in lines), found
 
 
@@ -64,38 +67,59 @@ def test_broker_logins_out_of_step_with_the_database(running, runner, data_dir):
     assert doctor_says(runner)[1]["broker logins"][0].startswith("ok")
 
 
-def test_database_schema_behind_or_ahead(running, runner, data_dir):
-    conn = sqlite3.connect(data_dir / "fleet.db")
+def set_schema_version(db, version: int) -> None:
+    """Record another schema version, as a fleet of that version would have (no migration)."""
+    if db.dialect == "sqlite":
+        db.conn.execute(f"PRAGMA user_version = {version}")
+    else:
+        db.conn.execute("UPDATE schema_version SET version = ?", (version,))
+
+
+def test_database_schema_behind_or_ahead(running, runner, settings):
+    db = connect(settings.db_path)  # not open_db: that would migrate
     try:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        set_schema_version(db, SCHEMA_VERSION - 1)
         code, found = doctor_says(runner)
         assert code == 1 and "run `fleet db migrate`" in found["database"][0]
         # Looking did not migrate it.
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1
+        assert schema_version(db) == SCHEMA_VERSION - 1
         assert found["broker logins"] == ["warn not compared: the database schema is not "
                                           "current (below)"]
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        set_schema_version(db, SCHEMA_VERSION + 1)
         code, found = doctor_says(runner)
         assert code == 1 and "written by a newer fleet" in found["database"][0]
     finally:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.close()
+        set_schema_version(db, SCHEMA_VERSION)
+        db.conn.close()
 
 
-def test_no_database_at_all(runner, data_dir):
-    code, found = doctor_says(runner)
-    assert code == 1
-    assert "no database at" in found["database"][0] and "is DATA_DIR right?" in found[
-        "database"][0]
+def test_no_database_at_all(runner, data_dir, database_url, request, monkeypatch):
+    if database_url is None:
+        code, found = doctor_says(runner)
+        assert code == 1
+        assert "no database at" in found["database"][0] and "is DATA_DIR right?" in found[
+            "database"][0]
+        return
+    # PostgreSQL's database exists before the fleet (the operator creates it): one without the
+    # fleet's tables is the same mistake, a DATABASE_URL naming the wrong database.
+    cluster = request.getfixturevalue("pg_cluster")
+    name = f"bare_{os.getpid()}_{time.monotonic_ns()}"
+    cluster.sql(f"CREATE DATABASE {name}")
+    try:
+        monkeypatch.setenv("DATABASE_URL", cluster.url(name))
+        code, found = doctor_says(runner)
+        assert code == 1
+        assert found["database"][0].startswith("FAIL schema version 0, this fleet needs")
+    finally:
+        cluster.drop(name)
 
 
 def test_clock_behind_what_the_fleet_stored(running, runner, data_dir):
     r = runner.invoke(cli, ["node", "add", "n01"])
     assert r.exit_code == 0, r.output
-    conn = sqlite3.connect(data_dir / "fleet.db")
-    with conn:
-        conn.execute("UPDATE nodes SET last_seen = ?", (time.time() + 3600,))
-    conn.close()
+    db = connect(fleet_db(data_dir))
+    db.conn.execute("UPDATE nodes SET last_seen = ?", (time.time() + 3600,))
+    db.conn.close()
     code, found = doctor_says(runner)
     assert code == 1
     assert "FAIL the clock is behind" in found["clock"][0] and "60 minutes" in found["clock"][0]

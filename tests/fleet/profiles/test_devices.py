@@ -49,7 +49,7 @@ def test_csv_import_registers_devices_on_every_provider(db, tmp_path):
     assert [r["ok"] for r in out] == [True, True, False, False, False]
     assert "node '70b3d57ed0001001' exists already" in out[2]["error"]
     assert "no device profile named 'no-such-profile'" in out[3]["error"]
-    node = db["nodes"].get("70b3d57ed0001001")
+    node = next(db.query("SELECT * FROM nodes WHERE id = ?", ["70b3d57ed0001001"]))
     assert (node["name"], node["lat"], node["lon"], node["profile"], node["interval"]) == \
         ("Park gate", 52.37, 4.89, "lpp-sensor", 900)
     assert provider_store.resolve(db, "any-provider")["70B3D57ED0001002"] == "70b3d57ed0001002"

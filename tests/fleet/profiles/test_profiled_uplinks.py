@@ -15,6 +15,7 @@ from fleet.store import audit as audit_store
 from fleet.store import identity as identity_store
 from fleet.store import profiles as profile_store
 from fleet.store import telemetry as telemetry_store
+from fleet.store.nodes import get_node
 
 CODECS = Path(__file__).parent / "codecs"
 WEATHER_FIELDS = [{"field": "air.temperature_f", "quantity": "temperature", "unit": "°F"},
@@ -76,7 +77,7 @@ def test_lpp_and_vendor_codec_readings_stored_in_senml_units(fleet):
     assert values(fleet, "lpp-1") == {(0, 1): 21.5, (4, 2): 101320.0}
     assert values(fleet, "wx-1") == {(0, 0): 22.333, (4, 0): 101330.0, (1, 0): 48.0,
                                      (2, 0): 4.28}
-    assert fleet["nodes"].get("lpp-1")["interval"] == 900  # the offline alert's expectation
+    assert get_node(fleet, "lpp-1")["interval"] == 900  # the offline alert's expectation
     assert len(profile_store.raw_payloads(fleet, "wx-1")) == 1
 
 
@@ -92,9 +93,9 @@ def test_bad_codecs_are_counted_on_their_node_and_the_rest_goes_on(fleet):
             ) in bad
     assert ("loop-1", "codec of profile looping: codec ran longer than 100 ms (interrupted)"
             ) in bad
-    assert fleet["nodes"].get("bad-1")["bad_frames"] == 2
-    assert fleet["nodes"].get("loop-1")["bad_frames"] == 2
-    assert fleet["nodes"].get("wx-1")["bad_frames"] == 0
+    assert get_node(fleet, "bad-1")["bad_frames"] == 2
+    assert get_node(fleet, "loop-1")["bad_frames"] == 2
+    assert get_node(fleet, "wx-1")["bad_frames"] == 0
     assert telemetry_store.count_frames(fleet, "wx-1") == 2
 
 

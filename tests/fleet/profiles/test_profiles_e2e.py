@@ -25,6 +25,7 @@ from fleet.store import profiles as profile_store
 from fleet.store import providers as provider_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.migrate import open_db
+from fleet.store.nodes import get_node
 
 CODECS = Path(__file__).parent / "codecs"
 NWK = "2B7E151628AED2A6ABF7158809CF4F3C"
@@ -64,8 +65,9 @@ def _until(pred, timeout=30):
     return False
 
 
-def test_vendor_devices_through_two_network_servers_and_a_real_broker(tmp_path, mosquitto):
-    settings = Settings(tmp_path, 0, mosquitto.port, None)
+def test_vendor_devices_through_two_network_servers_and_a_real_broker(tmp_path, mosquitto,
+                                                                     database_url):
+    settings = Settings(tmp_path, 0, mosquitto.port, None, database_url=database_url)
     db = open_db(settings.db_path)
     for name, kind, app in (("ttn", "tts", "city"), ("cs", "chirpstack", "5f1d")):
         registry.add(db, tmp_path, {"name": name, "kind": kind, "host": mosquitto.host,
@@ -111,7 +113,7 @@ def test_vendor_devices_through_two_network_servers_and_a_real_broker(tmp_path, 
         assert heard == (FRAMES * len(DEVICES),) * 2
         assert _until(lambda: telemetry_store.count_frames(db, "wx-dev") == FRAMES
                       and telemetry_store.count_frames(db, "lpp-dev") == FRAMES
-                      and all(db["nodes"].get(n)["bad_frames"] == 2 * FRAMES
+                      and all(get_node(db, n)["bad_frames"] == 2 * FRAMES
                               for n in ("throw-dev", "loop-dev", "alloc-dev")))
     finally:
         stop.set()
@@ -130,5 +132,5 @@ def test_vendor_devices_through_two_network_servers_and_a_real_broker(tmp_path, 
     assert errors == {("throw-dev", "TypeError: cannot read byte 1 of the payload"),
                       ("loop-dev", "codec ran longer than 100 ms (interrupted)"),
                       ("alloc-dev", "codec used more than 16 MB (out of memory)")}
-    assert db["nodes"].get("wx-dev")["bad_frames"] == 0
+    assert get_node(db, "wx-dev")["bad_frames"] == 0
     db.conn.close()

@@ -4,6 +4,7 @@ import io
 from pathlib import Path
 
 from fleet.store import audit as audit_store
+from fleet.store.nodes import get_node
 from fleet.web.auth import create_token
 
 CODECS = Path(__file__).parent / "codecs"
@@ -97,13 +98,13 @@ def test_devices_page_registers_by_code_and_csv(logged_in, form_token, db):
     token = form_token(logged_in, "/devices/add")
     r = logged_in.post("/devices/add", data={"csrf_token": token, "code": "70B3D57ED0001001",
                                              "profile": "lpp-sensor", "name": "Gate"})
-    assert r.status_code == 302 and db["nodes"].get("70b3d57ed0001001")["name"] == "Gate"
+    assert r.status_code == 302 and get_node(db, "70b3d57ed0001001")["name"] == "Gate"
     csv = b"dev_eui,name,profile,position\n70B3D57ED0001002,Bridge,lpp-sensor,52.3 4.8\n"
     page = logged_in.post("/devices/add", data={
         "csrf_token": token, "csv": (io.BytesIO(csv), "devices.csv")},
         content_type="multipart/form-data").get_data(as_text=True)
     assert "1 of 1 devices registered" in page
-    assert db["nodes"].get("70b3d57ed0001002")["lat"] == 52.3
+    assert next(db.query("SELECT lat FROM nodes WHERE id = ?", ["70b3d57ed0001002"]))["lat"] == 52.3
 
 
 def test_node_page_and_api_name_the_profile(logged_in, client, auth_headers, db):

@@ -5,6 +5,7 @@ a confirmed uplink is the same message with the `confirmed` field both providers
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from fleet.store.migrate import open_db
 from fleet.web.auth import create_token, create_user
 
 FIX = Path(__file__).parent / "fixtures"
+
+
+def store_settings(tmp_path, mqtt_port):
+    """Settings on the run's store: DATABASE_URL with --backend=postgresql, else a SQLite file."""
+    return Settings(tmp_path, 0, mqtt_port, None, database_url=os.environ.get("DATABASE_URL"))
 DEV_EUI = "02A1B2C3D4E5F601"
 TTS_TOPIC = "v3/polylink-city@ttn/devices/pl-lamp-7/up"
 CS_TOPIC = "application/7b0c/device/02a1b2c3d4e5f601/event/up"
@@ -51,7 +57,7 @@ def _cs(confirmed=True, fcnt=None):
 
 @pytest.fixture
 def fleet(tmp_path):
-    settings = Settings(tmp_path, 0, 1, None)  # no broker: a refused downlink never connects
+    settings = store_settings(tmp_path, 1)  # no broker: a refused downlink never connects
     db = open_db(settings.db_path)
     identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
                                                 "dev_eui": DEV_EUI})

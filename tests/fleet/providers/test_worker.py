@@ -6,6 +6,7 @@ worker stores each frame once per (node, seq) with every reception's radio metad
 
 import base64
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,11 @@ from fleet.store import telemetry as telemetry_store
 from fleet.store.migrate import open_db
 
 FIX = Path(__file__).parent / "fixtures"
+
+
+def store_settings(tmp_path, mqtt_port):
+    """Settings on the run's store: DATABASE_URL with --backend=postgresql, else a SQLite file."""
+    return Settings(tmp_path, 0, mqtt_port, None, database_url=os.environ.get("DATABASE_URL"))
 DEV_EUI = "02A1B2C3D4E5F601"
 
 
@@ -50,7 +56,7 @@ def _wait(pred, timeout=15):
 
 def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
         tmp_path, mosquitto):
-    settings = Settings(tmp_path, 0, mosquitto.port, None)
+    settings = store_settings(tmp_path, mosquitto.port)
     db = open_db(settings.db_path)
     identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
                                                 "dev_eui": DEV_EUI})
@@ -97,7 +103,7 @@ def test_same_frame_via_tts_and_chirpstack_is_stored_once_with_both_receptions(
 
 
 def test_downlink_goes_through_the_provider_last_heard_on_within_its_limits(tmp_path, mosquitto):
-    settings = Settings(tmp_path, 0, mosquitto.port, None)
+    settings = store_settings(tmp_path, mosquitto.port)
     db = open_db(settings.db_path)
     identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
                                                 "dev_eui": DEV_EUI})
@@ -142,7 +148,7 @@ def test_node_page_shows_receptions_and_networks(tmp_path):
     from fleet import create_app
     from fleet.web.auth import create_user
 
-    settings = Settings(tmp_path, 0, 1, None)
+    settings = store_settings(tmp_path, 1)
     db = open_db(settings.db_path)
     identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
                                                 "dev_eui": DEV_EUI})
@@ -165,7 +171,7 @@ def test_node_page_shows_receptions_and_networks(tmp_path):
 
 def test_worker_picks_up_a_provider_added_while_it_runs(tmp_path, mosquitto, monkeypatch):
     monkeypatch.setattr(worker, "RELOAD_S", 0.3)
-    settings = Settings(tmp_path, 0, mosquitto.port, None)
+    settings = store_settings(tmp_path, mosquitto.port)
     db = open_db(settings.db_path)
     identity_store.register_node(db, "lamp-7", {"mqtt_user": "lamp-7", "mqtt_hash": "x",
                                                 "dev_eui": DEV_EUI})

@@ -14,9 +14,10 @@ from fleet.ingest import Ingest
 from fleet.settings import from_env
 from fleet.store import commands as command_store
 from fleet.store import copy as store_copy
+from fleet.store import exports as export_store
 from fleet.store import nodes as node_store
 from fleet.store import telemetry as telemetry_store
-from fleet.store.base import StoreError
+from fleet.store.base import StoreError, transaction
 from fleet.store.migrate import open_db
 from fleet.web.auth import create_user
 
@@ -97,3 +98,30 @@ def test_the_cli_copies_data_dir_into_the_url(tmp_path, monkeypatch, empty_pg):
     target = open_db(settings.db_path)
     assert node_store.known_node_ids(target) == {"n1"}
     target.conn.close()
+
+
+def test_an_export_cursor_goes_on_at_the_same_reading(lite, empty_pg):
+    """readings' rowids become their ids on PostgreSQL and copied rows count as committed before
+    any PostgreSQL transaction, so a destination halfway through gets exactly the rest."""
+    export_store.save_destination(
+        lite, {"name": "city", "kind": "webhook", "url": "https://x.example/", "options": "{}",
+               "nodes": "[]", "tags": "[]", "enabled": 1, "created": 0.0},
+        keep_secret=False, start_at_end=False)
+    readings, events, r_at, e_at = export_store.fetch_after(
+        lite, export_store.START, export_store.START, [], [], 100)
+    export_store.advance(lite, "city", r_at, e_at, len(readings) + len(events), [], 0.0)
+    rest = export_store.fetch_after(lite, r_at, e_at, [], [], 1000)[0]
+    target = open_db(empty_pg)
+    try:
+        store_copy.copy_store(lite, target)
+        row = export_store.get_destination(target, "city")
+        moved = export_store.fetch_after(target, row["reading_at"], row["event_at"], [], [], 1000)
+        assert len(rest) == 50 and moved[0] == rest
+        with transaction(target) as conn:  # a reading stored after the move comes next
+            conn.execute("INSERT INTO readings (node_id, t, qid, inst, value)"
+                         " VALUES ('n1', 1.0, 0, 0, 2.5)")
+        after = export_store.fetch_after(target, moved[2], moved[3], [], [], 1000)[0]
+        assert [r[1:] for r in after] == [("n1", 1.0, 0, 0, 2.5)]
+        assert after[0][0] > rest[-1][0]  # its id continues after the copied ones
+    finally:
+        target.conn.close()

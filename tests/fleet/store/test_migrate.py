@@ -186,6 +186,11 @@ def _columns_sqlite(db) -> dict[str, list[str]]:
             for t in tables(db) if not t.startswith("sqlite_")}
 
 
+# Columns only PostgreSQL needs (migration 0029): the exports' commit order, which SQLite's rowid
+# already is (fleet/store/exports.py).
+POSTGRESQL_ONLY = {("readings", "id"), ("readings", "xact"), ("events", "xact")}
+
+
 def _columns_postgresql(db) -> dict[str, list[str]]:
     cols: dict[str, list[str]] = {}
     # Partitions (readings' days) are PostgreSQL's storage of one table, not tables of the schema.
@@ -194,7 +199,8 @@ def _columns_postgresql(db) -> dict[str, list[str]]:
             " JOIN pg_class k ON k.relname = c.table_name AND NOT k.relispartition"
             " WHERE c.table_schema = current_schema() AND c.table_name != 'schema_version'"
             " ORDER BY c.table_name, c.ordinal_position"):
-        cols.setdefault(table, []).append(column)
+        if (table, column) not in POSTGRESQL_ONLY:
+            cols.setdefault(table, []).append(column)
     return cols
 
 

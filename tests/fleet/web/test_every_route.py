@@ -174,6 +174,10 @@ def test_no_route_answers_5xx_to_huge_numbers_or_deep_nesting(walker):
     # The recording works: the walk did feed the fields the issue found.
     assert {"page"} <= seen["/nodes/"] and {"q"} <= seen["/nodes/<node_id>/chart.svg"]
     assert "before" in seen["/admin/audit"]
+    # The suppliers' page and the node page's profile commands (issue 17) are walked too.
+    assert {"name"} <= seen["/suppliers/"] and {"node_id", "supplier"} <= seen["/suppliers/nodes"]
+    assert {"command", "data"} <= seen["/nodes/<node_id>/profile-commands"]
+    assert {"supplier"} <= seen["json /api/v1/nodes/<node_id>/supplier"]
     assert not failures, "\n".join(failures)
 
 

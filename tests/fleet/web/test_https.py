@@ -6,6 +6,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -221,3 +222,57 @@ def test_forwarded_headers_from_an_untrusted_peer_never_reach_a_view(settings):
     seen = app.test_client().get("/probe-forwarded", headers=headers,
                                  environ_base={"REMOTE_ADDR": PROXY}).get_json()
     assert seen["addr"] == "192.0.2.1"
+
+
+def served_serial(port: int, cafile) -> int:
+    """The serial number of the certificate a new TLS handshake on port gets."""
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+def test_the_https_server_serves_a_renewed_certificate_without_a_restart(settings, tmp_path,
+                                                                        monkeypatch):
+    from cryptography import x509
+
+    from fleet.web import https
+
+    monkeypatch.setattr(https, "RELOAD_CHECK_S", 0.2)
+    cert, key = make_cert(tmp_path / "live")
+    # Both certificates go in the client's trust store: each is self-signed (a subject of its
+    # own, or OpenSSL would look up the wrong one), each for 127.0.0.1 too.
+    new_cert, new_key = make_cert(tmp_path / "renewed", name="fleet.example.org")
+    (tmp_path / "trust.pem").write_bytes(cert.read_bytes() + new_cert.read_bytes())
+    trust = tmp_path / "trust.pem"
+    old_serial = x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+    new_serial = x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number
+    web = WebSettings(tls_cert=cert, tls_key=key)
+    port = free_port()
+    server = HTTPSServer(make_app(settings, web), web, port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def serial_after_check():
+        time.sleep(0.3)
+        return served_serial(port, trust)
+
+    try:
+        assert served_serial(port, trust) == old_serial
+        # Half-way through a renewal: the new certificate, the old key. The pair does not load,
+        # so the server keeps the certificate that works.
+        cert.write_bytes(new_cert.read_bytes())
+        assert serial_after_check() == old_serial
+        assert serial_after_check() == old_serial  # and keeps trying, without failing a handshake
+        key.write_bytes(new_key.read_bytes())
+        assert serial_after_check() == new_serial
+        # A page still comes, over the new certificate.
+        context = ssl.create_default_context(cafile=str(trust))
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/auth/login", context=context,
+                                    timeout=10) as r:
+            assert r.status == 200
+    finally:
+        server.server.stop()
+        thread.join(10)

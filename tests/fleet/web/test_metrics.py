@@ -112,8 +112,9 @@ def test_a_destination_behind_shows_its_lag(app, db, settings):
     assert m[("polylink_export_lag_seconds", fresh)] == 0
 
     # Once the worker has delivered the batch (it moves the cursor), the lag is gone.
-    pos = db.conn.execute("SELECT max(rowid) FROM readings").fetchone()[0]
-    export_store.advance(db, "late", pos, 0, 2, [], time.time())
+    _readings, _events, r_at, e_at = export_store.fetch_after(
+        db, export_store.START, export_store.START, [], [], 100)
+    export_store.advance(db, "late", r_at, e_at, 2, [], time.time())
     m = scrape(app.test_client(), token)
     assert m[("polylink_export_lag_readings", late)] == 0
     assert m[("polylink_export_lag_seconds", late)] == 0

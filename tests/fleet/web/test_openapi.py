@@ -5,6 +5,7 @@ operation matches its status, media type and schema)."""
 import json
 import re
 import time
+from dataclasses import replace
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -15,7 +16,6 @@ from rollout_nodes import Nodes, _release  # tests/fleet/ is on sys.path
 from fleet import create_app
 from fleet.ingest import Ingest
 from fleet.senml import intake
-from fleet.settings import Settings
 from fleet.store import alerts as alert_store
 from fleet.store import exports as export_store
 from fleet.store import nodes as node_store
@@ -118,10 +118,9 @@ class Checker:
 
 
 @pytest.fixture
-def api(mosquitto_session, data_dir, db):
+def api(mosquitto_session, settings, db):
     """An admin token's checker on an app whose broker is a real mosquitto (commands go out)."""
-    settings = Settings(data_dir=data_dir, port=8000, mqtt_port=mosquitto_session.port,
-                        mqtt_url=None)
+    settings = replace(settings, mqtt_port=mosquitto_session.port)
     app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "test"})
     token = auth.create_token(db, "root", "admin")
     return Checker(app.test_client(), {"Authorization": f"Bearer {token}"})
@@ -201,7 +200,7 @@ def test_every_operation_answers_as_described(api, db):
     assert r.json["behind"] == 2 and r.json["state"] == "catching up"  # n01's two readings
     api("put", "/exports/{name}", {"name": "city"}, json=dict(hook, url="https://evil.example/",
                                                                secret=None), expect=400)
-    export_store.advance(db, "city", 0, 0, 1, [("r:n01:0:0:1000", "HTTP 422 no")], now)
+    export_store.advance(db, "city", (0, 0), (0, 0), 1, [("r:n01:0:0:1000", "HTTP 422 no")], now)
     r = api("get", "/exports/{name}", {"name": "city"}, expect=200)
     assert r.json["refused_items"][0]["item_id"] == "r:n01:0:0:1000"
     api("get", "/exports/{name}", {"name": "ghost"}, expect=404)
@@ -236,6 +235,16 @@ def test_every_operation_answers_as_described(api, db):
     api("post", "/ingest/senml", query_string={"node": dev["node_id"]},
         data=b'[{"n": "co2", "v": 500}]', content_type="application/senml+json",
         headers={"Authorization": f"Bearer {supplier}"}, expect=200)
+    api("post", "/suppliers", json={"name": "wx-co"}, expect=201)
+    api("post", "/suppliers", json={"name": "wx-co"}, expect=409)
+    api("post", "/suppliers", json={"name": "Wx Co"}, expect=400)
+    api("get", "/suppliers", expect=200)
+    api("put", "/nodes/{node_id}/supplier", dev, json={"supplier": "wx-co"}, expect=200)
+    api("put", "/nodes/{node_id}/supplier", dev, json={"supplier": 1}, expect=400)
+    api("put", "/nodes/{node_id}/supplier", {"node_id": "ghost"}, json={"supplier": None},
+        expect=404)
+    api("delete", "/suppliers/{name}", {"name": "wx-co"}, expect=204)
+    api("delete", "/suppliers/{name}", {"name": "wx-co"}, expect=404)
 
     missing = {(p, m) for p, m, _op in openapi.operations(DOC)} - set(api.seen)
     assert not missing, f"add a call for each of these: {sorted(missing)}"
