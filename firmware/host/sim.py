@@ -30,6 +30,7 @@ from polylink.node import Node
 from polylink.ota import slots
 from polylink.ota.credential import file_password
 from polylink_host.hal import WDT_RESET, HostHAL, SimDeepSleep, SimReset
+from polylink_host.supervise import supervise
 
 from provisioning.sources import BOARDS
 
@@ -328,19 +329,7 @@ async def run(
 
     tasks = [asyncio.create_task(boot(n)) for n in nodes]
     tasks.append(asyncio.create_task(watchdog(nodes)))
-    try:
-        if duration is not None:
-            await asyncio.sleep(duration)
-        else:
-            while True:
-                await asyncio.sleep(report_s or 3600)
-                if report_s:
-                    print(summary(nodes, started), flush=True)
-    finally:
-        print(summary(nodes, started), flush=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await supervise(tasks, lambda: summary(nodes, started), duration, report_s)
     return nodes
 
 

