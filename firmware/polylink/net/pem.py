@@ -13,8 +13,10 @@ _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
 
 
-class PEMError(ValueError):
-    """The CA file holds no complete certificate."""
+class PEMError(OSError):
+    """The CA file holds no certificate this node can read. An OSError, so the link logs it and
+    retries like any refused connection instead of its task dying (MicroPython's ssl raises
+    ValueError for a certificate it cannot parse)."""
 
 
 def trust(ctx, path):
@@ -33,7 +35,11 @@ def trust(ctx, path):
                     der = b""
                 if not der:  # a2b_base64 skips characters outside base64 on CPython
                     raise PEMError("%s: certificate %d is not base64" % (path, n + 1))
-                ctx.load_verify_locations(cadata=der)
+                try:
+                    ctx.load_verify_locations(cadata=der)
+                except ValueError as e:  # mbedTLS: "invalid cert"
+                    raise PEMError("%s: certificate %d is not one this node can read (%s)"
+                                   % (path, n + 1, e)) from None
                 body = None
                 n += 1
             elif body is not None:
