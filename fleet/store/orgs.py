@@ -1,0 +1,121 @@
+"""Organisations, who belongs to which with what role, and their quotas.
+
+The organisation filter itself (the Scope every query takes) is scope.py.
+"""
+
+import time
+
+from . import audit
+from .base import DuplicateName, IntegrityError, StoreError, first, transaction
+from .scope import Scope, scope_of
+
+
+class UnknownOrganisation(StoreError):
+    """No organisation with that name or id exists."""
+
+
+class NotAMember(StoreError):
+    """The user holds no role in that organisation."""
+
+
+# --- organisations ------------------------------------------------------------------------------
+
+def list_organisations(db) -> list[dict]:
+    """Every organisation this connection may see (the platform's sees all), by name, with its
+    node and member counts."""
+    scope = scope_of(db)
+    return list(db.query(
+        "SELECT o.id, o.name, o.platform, o.max_nodes, o.max_requests_per_minute, o.created,"
+        " (SELECT count(*) FROM nodes n WHERE n.org_id = o.id) AS nodes,"
+        " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS members"
+        f" FROM organisations o WHERE {scope.owns('o.id')} ORDER BY o.platform DESC, o.name"))
+
+
+def get_organisation(db, name_or_id) -> dict:
+    """One organisation by name or id; UnknownOrganisation if none."""
+    column = "id" if isinstance(name_or_id, int) else "name"
+    row = first(db, f"SELECT * FROM organisations WHERE {column} = ?", [name_or_id])
+    if row is None:
+        raise UnknownOrganisation(f"unknown organisation {name_or_id!r}")
+    return row
+
+
+def add_organisation(db, name: str, max_nodes=None, max_requests_per_minute=None,
+                     actor=None) -> int:
+    """Create an organisation (never a second platform one); return its id."""
+    try:
+        with transaction(db) as conn:
+            conn.execute("INSERT INTO organisations (name, max_nodes, max_requests_per_minute,"
+                         " created) VALUES (?, ?, ?, ?)",
+                         (name, max_nodes, max_requests_per_minute, time.time()))
+            org_id = conn.execute("SELECT id FROM organisations WHERE name = ?",
+                                  (name,)).fetchone()[0]
+            audit.insert(conn, time.time(), actor, "org.add", name,
+                         {"max_nodes": max_nodes,
+                          "max_requests_per_minute": max_requests_per_minute})
+    except IntegrityError:
+        raise DuplicateName(f"organisation {name!r} already exists") from None
+    return org_id
+
+
+def set_quotas(db, name: str, max_nodes=None, max_requests_per_minute=None, actor=None) -> None:
+    """Set (None: no limit) an organisation's quotas; audited."""
+    with transaction(db) as conn:
+        if conn.execute("UPDATE organisations SET max_nodes = ?, max_requests_per_minute = ?"
+                        " WHERE name = ?", (max_nodes, max_requests_per_minute, name)
+                        ).rowcount != 1:
+            raise UnknownOrganisation(f"unknown organisation {name!r}")
+        audit.insert(conn, time.time(), actor, "org.quotas", name,
+                     {"max_nodes": max_nodes, "max_requests_per_minute": max_requests_per_minute})
+
+
+# --- memberships --------------------------------------------------------------------------------
+
+def memberships(db, user_id: int) -> list[dict]:
+    """The organisations a user belongs to, with their role in each (the platform's first)."""
+    return list(db.query(
+        "SELECT o.id, o.name, o.platform, m.role FROM memberships m"
+        " JOIN organisations o ON o.id = m.org_id WHERE m.user_id = ?"
+        " ORDER BY o.platform DESC, o.name", [user_id]))
+
+
+def membership(db, user_id: int, org_id: int) -> dict | None:
+    """{"id", "name", "platform", "role"} of the user in that organisation, or None."""
+    return first(db, "SELECT o.id, o.name, o.platform, m.role FROM memberships m"
+                     " JOIN organisations o ON o.id = m.org_id"
+                     " WHERE m.user_id = ? AND m.org_id = ?", [user_id, org_id])
+
+
+def set_member(db, user_name: str, org_name: str, role: str, actor=None) -> None:
+    """Give a user a role in an organisation (or change it); their sessions end; audited."""
+    org = get_organisation(db, org_name)
+    with transaction(db) as conn:
+        row = conn.execute("SELECT id FROM users WHERE name = ?", (user_name,)).fetchone()
+        if row is None:
+            raise StoreError(f"unknown user {user_name!r}")
+        conn.execute("INSERT INTO memberships (user_id, org_id, role) VALUES (?, ?, ?)"
+                     " ON CONFLICT (user_id, org_id) DO UPDATE SET role = excluded.role",
+                     (row[0], org["id"], role))
+        conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", (row[0],))
+        audit.insert(conn, time.time(), actor, "org.member", user_name,
+                     {"org": org_name, "role": role})
+
+
+def remove_member(db, user_name: str, org_name: str, actor=None) -> None:
+    """Take a user's role in an organisation away; their sessions end; audited."""
+    org = get_organisation(db, org_name)
+    with transaction(db) as conn:
+        changed = conn.execute(
+            "DELETE FROM memberships WHERE org_id = ? AND user_id ="
+            " (SELECT id FROM users WHERE name = ?)", (org["id"], user_name)).rowcount
+        if changed != 1:
+            raise NotAMember(f"user {user_name!r} is not a member of {org_name!r}")
+        conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE name = ?",
+                     (user_name,))
+        audit.insert(conn, time.time(), actor, "org.unmember", user_name, {"org": org_name})
+
+
+def scope_for(db, org_id: int) -> Scope:
+    """The scope of an organisation: everything for the platform's, else only its own."""
+    org = get_organisation(db, int(org_id))
+    return Scope(org["id"], platform=bool(org["platform"]))
