@@ -13,6 +13,7 @@ import functools
 from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
 
 from fleet.broker.auth import verify_password
+from fleet.organisations import access
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.store import identity as identity_store
@@ -189,6 +190,7 @@ def node_login(view):
             resp.headers["WWW-Authenticate"] = 'Basic realm="polylink-ota"'
             return resp
         g.node_id = login[0]
+        access.for_node(g.node_id)  # a node sees its own organisation's releases only
         return view(**kwargs)
 
     wrapped.polylink_area = "device"  # type: ignore[attr-defined]

@@ -115,6 +115,13 @@ def remove_member(db, user_name: str, org_name: str, actor=None) -> None:
         audit.insert(conn, time.time(), actor, "org.unmember", user_name, {"org": org_name})
 
 
+def org_of_node(db, node_id: str) -> int | None:
+    """The organisation owning a node, whatever the connection's scope (a node's own login
+    decides its scope with it), or None if no such node."""
+    row = db.conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def scope_for(db, org_id: int) -> Scope:
     """The scope of an organisation: everything for the platform's, else only its own."""
     org = get_organisation(db, int(org_id))
