@@ -7,6 +7,7 @@ quotas); everybody else sees the organisations they belong to.
 from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
 
 from fleet.store import orgs as org_store
+from fleet.store.nodes import SharedReadOnly
 from fleet.web import db as web_db
 from fleet.web.auth import local_target, require
 
@@ -38,6 +39,14 @@ def index():
 
 def init_app(app):
     app.register_blueprint(bp)
+
+    @app.errorhandler(SharedReadOnly)
+    def shared_read_only(e):
+        # The node was shared with this organisation: it may know the node exists, so this is
+        # a 403 that says why, not the 404 of a node it cannot see.
+        if request.path.startswith("/api/"):
+            return {"error": str(e)}, 403
+        return render_template("error.html", message=f"Not allowed: {e}"), 403
 
     @app.context_processor
     def organisations_in_templates():

@@ -9,6 +9,7 @@ cursor" never skips a row that commits later with a smaller rowid.
 import json
 
 from .base import first, transaction
+from .scope import scope_of
 
 # Where a destination's secret is sent: an edit that changes it must give the secret again.
 DESTINATION = ("kind", "url")
@@ -125,20 +126,22 @@ _FACTS = ("SELECT id, name, board, firmware_version, battery, online, last_seen,
 def node_facts(db, node_ids=None) -> list[dict]:
     """What an export says about nodes (all of them if node_ids is None), by id: registry
     facts, battery, position, tags."""
+    seen = scope_of(db).sees_nodes(dialect=db.dialect)  # the organisation filter
     if node_ids is None:
-        return list(db.query(_FACTS + " ORDER BY id"))
+        return list(db.query(_FACTS + f" WHERE {seen} ORDER BY id"))
     ids = list(node_ids)
     if not ids:
         return []
-    return list(db.query(_FACTS + " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                         [json.dumps(ids)]))
+    return list(db.query(_FACTS + " WHERE id IN (SELECT value FROM json_each(?))"
+                         f" AND {seen} ORDER BY id", [json.dumps(ids)]))
 
 
 def latest_of(db, qids) -> list[tuple]:
     """(node, qid, inst, t, value) of every node's latest value of these quantities."""
     return db.conn.execute(
         "SELECT node_id, qid, inst, t, value FROM latest WHERE qid IN"
-        " (SELECT value FROM json_each(?)) ORDER BY node_id, qid, inst",
+        f" (SELECT value FROM json_each(?)) AND node_id IN ({scope_of(db).node_ids(db.dialect)})"
+        " ORDER BY node_id, qid, inst",
         [json.dumps(list(qids))]).fetchall()
 
 

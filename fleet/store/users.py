@@ -31,6 +31,11 @@ def get_user(db, name) -> dict | None:
     return first(db, "SELECT * FROM users WHERE name = ?", [name])
 
 
+def get_member(db, name) -> dict | None:
+    """The user with that name if they belong to the connection's organisation, or None."""
+    return first(db, f"SELECT * FROM users WHERE name = ? AND {_members(db)}", [name])
+
+
 def get_user_by_id(db, user_id) -> dict | None:
     """The user with that id, or None."""
     return first(db, "SELECT * FROM users WHERE id = ?", [user_id])
