@@ -162,7 +162,7 @@ def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
 def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
     """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
     sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
-           f" WHERE a.node_id IN ({scope_of(db).node_ids(db.dialect)})")
+           f" WHERE {scope_of(db).sees_node_id('a.node_id', db.dialect)}")
     args: list = []
     if unresolved:
         sql += " AND a.state != 'resolved'"
@@ -176,8 +176,8 @@ def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
 
 def get_alert(db, alert_id) -> dict:
     """One alert; raise UnknownAlert if there is none with that id."""
-    rows = list(db.query("SELECT * FROM alerts WHERE id = ? AND node_id IN"
-                         f" ({scope_of(db).node_ids(db.dialect)})", [alert_id]))
+    rows = list(db.query("SELECT * FROM alerts WHERE id = ? AND "
+                         f" {scope_of(db).sees_node_id('node_id', db.dialect)}", [alert_id]))
     if not rows:
         raise UnknownAlert(f"no alert {alert_id}")
     return rows[0]
@@ -190,8 +190,8 @@ def change_alert(db, alert_id, action, actor=None) -> dict:
     now = time.time()
     with transaction(db) as conn:
         # Only the node's own organisation acts on its alerts (a shared node's are read only).
-        row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ? AND node_id IN"
-                           f" ({scope_of(db).owned_node_ids()})", (alert_id,)).fetchone()
+        row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ? AND "
+                           f" {scope_of(db).owns_node_id('node_id')}", (alert_id,)).fetchone()
         if row is None:
             raise UnknownAlert(f"no alert {alert_id}")
         if row[2] == "resolved":
@@ -211,4 +211,4 @@ def open_alert_counts(db) -> dict[tuple[str, str], int]:
     """{(kind, state): count} of the alerts not resolved (/metrics)."""
     return {(kind, state): n for kind, state, n in db.conn.execute(
         "SELECT kind, state, count(*) FROM alerts WHERE state != 'resolved'"
-        f" AND node_id IN ({scope_of(db).node_ids(db.dialect)}) GROUP BY 1, 2")}
+        f" AND {scope_of(db).sees_node_id('node_id', db.dialect)} GROUP BY 1, 2")}

@@ -8,7 +8,7 @@ cursor" never skips a row that commits later with a smaller rowid.
 
 import json
 
-from .base import first, transaction
+from .base import DuplicateName, first, transaction
 from .scope import scope_of
 
 # Where a destination's secret is sent: an edit that changes it must give the secret again.
@@ -22,7 +22,11 @@ def save_destination(db, row: dict, keep_secret: bool, start_at_end: bool) -> bo
     first; an edited one keeps its cursor. False, and nothing saved, when keep_secret would send
     the stored secret to another URL or kind than the one it was given for.
     """
+    scope = scope_of(db)
     with transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM export_destinations WHERE name = ?"
+                        f" AND NOT ({scope.owns()})", (row["name"],)).fetchone():
+            raise DuplicateName(f"destination name {row['name']!r} is taken: choose another")
         old = conn.execute("SELECT secret, kind, url FROM export_destinations WHERE name = ?",
                            (row["name"],)).fetchone()
         if old is not None and keep_secret:
@@ -34,6 +38,7 @@ def save_destination(db, row: dict, keep_secret: bool, start_at_end: bool) -> bo
                 "SELECT created FROM export_destinations WHERE name = ?",
                 (row["name"],)).fetchone()[0])
         conn.execute("DELETE FROM export_destinations WHERE name = ?", (row["name"],))
+        row = dict(row, org_id=scope.org_id)
         cols = ", ".join(row)
         conn.execute(f"INSERT INTO export_destinations ({cols}) VALUES"
                      f" ({', '.join('?' * len(row))})", list(row.values()))
@@ -60,7 +65,8 @@ def list_destinations(db) -> list[dict]:
     return [_decode(r) for r in db.query(
         "SELECT d.*, c.reading_pos, c.event_pos, c.delivered, c.refused, c.last_ok,"
         " c.last_error, c.error_since, c.attempts, c.next_try FROM export_destinations d"
-        " JOIN export_cursors c ON c.destination = d.name ORDER BY d.name")]
+        " JOIN export_cursors c ON c.destination = d.name"
+        f" WHERE {scope_of(db).owns('d.org_id')} ORDER BY d.name")]
 
 
 def get_destination(db, name: str) -> dict | None:
@@ -68,14 +74,17 @@ def get_destination(db, name: str) -> dict | None:
     return _decode(first(
         db, "SELECT d.*, c.reading_pos, c.event_pos, c.delivered, c.refused, c.last_ok,"
         " c.last_error, c.error_since, c.attempts, c.next_try FROM export_destinations d"
-        " JOIN export_cursors c ON c.destination = d.name WHERE d.name = ?", [name]))
+        " JOIN export_cursors c ON c.destination = d.name WHERE d.name = ?"
+        f" AND {scope_of(db).owns('d.org_id')}", [name]))
 
 
 def delete_destination(db, name: str) -> bool:
     """Remove a destination, its cursor and its refused items; False if there was none."""
     with transaction(db) as conn:
-        gone = conn.execute("DELETE FROM export_destinations WHERE name = ?",
-                            (name,)).rowcount != 0
+        gone = conn.execute("DELETE FROM export_destinations WHERE name = ?"
+                            f" AND {scope_of(db).owns()}", (name,)).rowcount != 0
+        if not gone:
+            return False  # none, or another organisation's: its cursor stays
         conn.execute("DELETE FROM export_cursors WHERE destination = ?", (name,))
         conn.execute("DELETE FROM export_refused WHERE destination = ?", (name,))
     return gone
@@ -140,7 +149,7 @@ def latest_of(db, qids) -> list[tuple]:
     """(node, qid, inst, t, value) of every node's latest value of these quantities."""
     return db.conn.execute(
         "SELECT node_id, qid, inst, t, value FROM latest WHERE qid IN"
-        f" (SELECT value FROM json_each(?)) AND node_id IN ({scope_of(db).node_ids(db.dialect)})"
+        f" (SELECT value FROM json_each(?)) AND {scope_of(db).sees_node_id('node_id', db.dialect)}"
         " ORDER BY node_id, qid, inst",
         [json.dumps(list(qids))]).fetchall()
 
@@ -224,5 +233,5 @@ def delete_reader(db, name: str) -> bool:
 def set_enabled(db, name: str, enabled: bool) -> bool:
     """Pause or resume a destination; False if there is none of that name."""
     with transaction(db) as conn:
-        return conn.execute("UPDATE export_destinations SET enabled = ? WHERE name = ?",
-                            (int(enabled), name)).rowcount != 0
+        return conn.execute("UPDATE export_destinations SET enabled = ? WHERE name = ?"
+                            f" AND {scope_of(db).owns()}", (int(enabled), name)).rowcount != 0

@@ -4,7 +4,7 @@ import json
 import time
 
 from . import audit
-from .base import TRUNCATE, BadFilter, StoreError, UnknownNode, transaction
+from .base import TRUNCATE, BadFilter, DuplicateName, StoreError, UnknownNode, transaction
 from .scope import scope_of
 
 
@@ -68,6 +68,28 @@ class SharedReadOnly(StoreError):
     """The node was shared with the organisation for reading; it cannot be changed there."""
 
 
+def check_room(conn, org_id: int) -> None:
+    """NodeQuotaReached unless the organisation may hold one more node (inside the caller's
+    transaction, before it adds the node)."""
+    used, quota = conn.execute(
+        "SELECT (SELECT count(*) FROM nodes WHERE org_id = ?), max_nodes FROM organisations"
+        " WHERE id = ?", (org_id, org_id)).fetchone()
+    if quota is not None and used >= quota:
+        raise NodeQuotaReached(
+            f"the organisation holds {used} nodes, its quota is {quota}: ask the platform"
+            " operator to raise it, or remove a node first")
+
+
+def check_id_free(conn, node_id: str) -> bool:
+    """True if a node with that id exists in the connection's organisation, False if none does;
+    DuplicateName if another organisation's node has it (ids are global: they are MQTT topics)."""
+    row = conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    scope = scope_of(conn)
+    if row is not None and not scope.platform and row[0] != scope.org_id:
+        raise DuplicateName(f"node id {node_id!r} is taken: choose another")
+    return row is not None
+
+
 def enrol_node(db, node_id: str, name=None, board=None, provider=None, tags=()):
     """Register a node (idempotent) in the scope's organisation; used by provisioning and by
     first contact. NodeQuotaReached if the organisation is at its node quota."""
@@ -75,13 +97,7 @@ def enrol_node(db, node_id: str, name=None, board=None, provider=None, tags=()):
     with transaction(db) as conn:
         if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone():
             return
-        used, quota = conn.execute(
-            "SELECT (SELECT count(*) FROM nodes WHERE org_id = ?), max_nodes FROM organisations"
-            " WHERE id = ?", (org_id, org_id)).fetchone()
-        if quota is not None and used >= quota:
-            raise NodeQuotaReached(
-                f"the organisation holds {used} nodes, its quota is {quota}: ask the platform"
-                " operator to raise it, or remove a node first")
+        check_room(conn, org_id)
         conn.execute(
             "INSERT INTO nodes (id, name, board, provider, created, tags, org_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

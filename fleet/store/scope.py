@@ -50,17 +50,18 @@ class Scope:
                 f" AND s.org_id = {org_column}"
                 f" AND (s.node_id = {id_column} OR (s.tag IS NOT NULL AND {tagged}))))")
 
-    def node_ids(self, dialect: str = "sqlite") -> str:
-        """A subquery of the ids of every node this scope may read (for node_id columns)."""
+    def sees_node_id(self, column: str = "node_id", dialect: str = "sqlite") -> str:
+        """Rows whose node_id column names a node this scope may read (the platform's scope
+        keeps every row, also those of nodes not registered)."""
         if self.platform:
-            return "SELECT id FROM nodes"
-        return f"SELECT id FROM nodes WHERE {self.sees_nodes(dialect=dialect)}"
+            return "true"
+        return f"{column} IN (SELECT id FROM nodes WHERE {self.sees_nodes(dialect=dialect)})"
 
-    def owned_node_ids(self) -> str:
-        """A subquery of the ids of the nodes this scope's organisation owns (may command)."""
+    def owns_node_id(self, column: str = "node_id") -> str:
+        """Rows whose node_id column names a node this scope's organisation owns (may change)."""
         if self.platform:
-            return "SELECT id FROM nodes"
-        return f"SELECT id FROM nodes WHERE org_id = {int(self.org_id)}"
+            return "true"
+        return f"{column} IN (SELECT id FROM nodes WHERE org_id = {int(self.org_id)})"
 
 
 EVERYTHING = Scope(PLATFORM_ORG, platform=True)
