@@ -9,7 +9,10 @@
 Until one of these is known, the request's connection sees nothing (fleet/web/db.py NOBODY).
 """
 
+import time
+
 from flask import g, request, session
+from werkzeug.exceptions import TooManyRequests
 
 from fleet.store import orgs as org_store
 from fleet.store.scope import EVERYTHING, Scope
@@ -47,7 +50,17 @@ def for_user() -> None:
 
 def for_token(token: dict) -> None:
     """Scope an API request to its token's organisation."""
-    org = org_store.get_organisation(web_db.get_db(), int(token["org_id"]))
+    db = web_db.get_db()
+    org = org_store.get_organisation(db, int(token["org_id"]))
+    quota = org["max_requests_per_minute"]
+    if quota is not None:  # only a limited organisation pays the write of counting
+        now = time.time()
+        used = org_store.count_request(db, org["id"], now)
+        if used > quota:
+            raise TooManyRequests(
+                f"organisation {org['name']} is at its quota of {quota} API requests per"
+                " minute; try again in the next minute",
+                retry_after=int(60 - now % 60) + 1)
     g.org = dict(org, role=token["role"])
     web_db.use_scope(scope_of_org(org))
 

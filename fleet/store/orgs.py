@@ -115,6 +115,17 @@ def remove_member(db, user_name: str, org_name: str, actor=None) -> None:
         audit.insert(conn, time.time(), actor, "org.unmember", user_name, {"org": org_name})
 
 
+def count_request(db, org_id: int, now: float) -> int:
+    """Count one API request of the organisation in this minute; return the minute's count."""
+    minute = int(now // 60)
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM api_usage WHERE org_id = ? AND minute < ?", (org_id, minute))
+        return conn.execute(
+            "INSERT INTO api_usage (org_id, minute, requests) VALUES (?, ?, 1)"
+            " ON CONFLICT (org_id, minute) DO UPDATE SET requests = api_usage.requests + 1"
+            " RETURNING requests", (org_id, minute)).fetchone()[0]
+
+
 def org_of_node(db, node_id: str) -> int | None:
     """The organisation owning a node, whatever the connection's scope (a node's own login
     decides its scope with it), or None if no such node."""

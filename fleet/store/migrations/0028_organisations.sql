@@ -50,3 +50,11 @@ CREATE TABLE shares (
     revoked_by TEXT
 );
 CREATE INDEX shares_grantee ON shares (grantee_org_id, revoked_at);
+-- API requests per organisation and minute, for the requests-per-minute quota: in the store,
+-- not in a process's memory, so every web process counts against the same budget.
+CREATE TABLE api_usage (
+    org_id INTEGER NOT NULL,
+    minute INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    PRIMARY KEY (org_id, minute)
+) WITHOUT ROWID;
