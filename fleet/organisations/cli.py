@@ -95,5 +95,61 @@ def org_quota(org, max_nodes, max_requests_per_minute):
                f"{_limit(max_requests_per_minute)}")
 
 
+@org_group.command("share")
+@click.argument("org")
+@click.option("--to", "grantee", required=True, metavar="ORG", help="Who may read.")
+@click.option("--node", default=None, help="One node of ORG to share.")
+@click.option("--tag", default=None, help="Share every node of ORG carrying this tag.")
+@friendly
+def org_share(org, grantee, node, tag):
+    """Let another organisation read a node or tagged nodes of ORG (never command them).
+
+    Example: fleet org share parking --to environment --tag temperature
+    """
+    grant = org_store.share(open_store(), org, grantee, node_id=node, tag=tag, actor="cli")
+    click.echo(f"grant {grant}: {grantee} reads {'node ' + node if node else 'tag ' + tag}"
+               f" of {org}")
+
+
+@org_group.command("unshare")
+@click.argument("grant", type=int)
+@friendly
+def org_unshare(grant):
+    """Revoke a grant (it stays on record as revoked).
+
+    Example: fleet org unshare 3
+    """
+    org_store.revoke_share(open_store(), grant, actor="cli")
+    click.echo(f"grant {grant} revoked")
+
+
+@org_group.command("shares")
+@friendly
+def org_shares():
+    """Grants given and received, revoked ones too.
+
+    Example: fleet --org parking org shares
+    """
+    for s in org_store.list_shares(open_store()):
+        what = f"node {s['node_id']}" if s["node_id"] else f"tag {s['tag']}"
+        state = f"revoked {when(s['revoked_at'])}" if s["revoked_at"] else "live"
+        click.echo(f"{s['id']:>5}  {s['org']} -> {s['grantee']}  {what}  since "
+                   f"{when(s['created'])}  {state}")
+
+
+@org_group.command("move")
+@click.argument("node")
+@click.option("--to", "target", required=True, metavar="ORG", help="The new organisation.")
+@friendly
+def org_move(node, target):
+    """Move a node to another organisation with its identity and history (the platform
+    operator's command; grants of the node end).
+
+    Example: fleet org move air-7 --to environment
+    """
+    org_store.move_node(open_store(), node, target, actor="cli")
+    click.echo(f"node {node} moved to {target}")
+
+
 def register(cli):
     cli.add_command(org_group)

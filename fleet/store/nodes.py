@@ -254,7 +254,8 @@ def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
     order = NODE_SORTS[sort] + (" DESC" if desc else "")
     # NULLs (never seen, no battery) go last either way; id breaks ties so pages are stable.
     rows = list(db.query(
-        f"SELECT {NODE_COLUMNS}, location, lat, lon, {STATUS_SQL} AS status FROM nodes"
+        f"SELECT {NODE_COLUMNS}, location, lat, lon, {STATUS_SQL} AS status,"
+        f" NOT ({scope_of(db).owns('nodes.org_id')}) AS shared FROM nodes"
         f" WHERE {where} ORDER BY {NODE_SORTS[sort]} IS NULL, {order}, id"
         " LIMIT :limit OFFSET :offset",
         dict(args, limit=limit, offset=offset),
@@ -267,6 +268,7 @@ def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
         for r in rows:
             _node_dict(r)
             r["alerts"] = counts.get(r["id"], 0)
+            r["shared"] = bool(r["shared"])
     return rows, total
 
 

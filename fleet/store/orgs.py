@@ -3,10 +3,12 @@
 The organisation filter itself (the Scope every query takes) is scope.py.
 """
 
+import json
 import time
 
 from . import audit
 from .base import DuplicateName, IntegrityError, StoreError, first, transaction
+from .nodes import check_room
 from .scope import Scope, scope_of
 
 
@@ -137,3 +139,73 @@ def scope_for(db, org_id: int) -> Scope:
     """The scope of an organisation: everything for the platform's, else only its own."""
     org = get_organisation(db, int(org_id))
     return Scope(org["id"], platform=bool(org["platform"]))
+
+
+# --- sharing and moving -------------------------------------------------------------------------
+
+def share(db, org_name: str, grantee_name: str, node_id=None, tag=None, actor=None) -> int:
+    """Let another organisation read one node (node_id) or every node with a tag (tag) of
+    org_name; audited; return the grant's id. The grantee can read, never command."""
+    if (node_id is None) == (tag is None):
+        raise StoreError("share either one node (node_id) or a tag, not both or neither")
+    org, grantee = get_organisation(db, org_name), get_organisation(db, grantee_name)
+    if org["id"] == grantee["id"]:
+        raise StoreError("an organisation cannot share with itself")
+    now = time.time()
+    with transaction(db) as conn:
+        if node_id is not None and conn.execute(
+                "SELECT 1 FROM nodes WHERE id = ? AND org_id = ?", (node_id, org["id"])
+        ).fetchone() is None:
+            raise StoreError(f"organisation {org_name!r} has no node {node_id!r}")
+        grant = conn.execute(
+            "INSERT INTO shares (org_id, grantee_org_id, node_id, tag, created, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (org["id"], grantee["id"], node_id, tag, now, actor)).fetchone()[0]
+        audit.insert(conn, now, actor, "org.share", org_name,
+                     {"grant": grant, "to": grantee_name, "node": node_id, "tag": tag})
+    return grant
+
+
+def revoke_share(db, grant: int, actor=None) -> None:
+    """End a grant (it stays on record, revoked); audited."""
+    now = time.time()
+    with transaction(db) as conn:
+        if conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE id = ?"
+                        " AND revoked_at IS NULL", (now, actor, grant)).rowcount != 1:
+            raise StoreError(f"no live grant {grant}")
+        audit.insert(conn, now, actor, "org.unshare", str(grant))
+
+
+def list_shares(db) -> list[dict]:
+    """Grants given or received by the connection's organisation (all for the platform's),
+    newest first, revoked ones too."""
+    scope = scope_of(db)
+    mine = ("true" if scope.platform
+            else f"(s.org_id = {int(scope.org_id)} OR s.grantee_org_id = {int(scope.org_id)})")
+    return list(db.query(
+        "SELECT s.*, o.name AS org, g.name AS grantee FROM shares s"
+        " JOIN organisations o ON o.id = s.org_id JOIN organisations g ON g.id = s.grantee_org_id"
+        f" WHERE {mine} ORDER BY s.id DESC"))
+
+
+def move_node(db, node_id: str, to_org: str, actor=None) -> None:
+    """Move a node to another organisation with its identity and history (readings, alerts,
+    commands follow its id); grants of it end; audited in both organisations."""
+    target = get_organisation(db, to_org)
+    now = time.time()
+    with transaction(db) as conn:
+        row = conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"unknown node {node_id!r}")
+        if row[0] == target["id"]:
+            raise StoreError(f"node {node_id!r} is already in {to_org!r}")
+        check_room(conn, target["id"])
+        conn.execute("UPDATE nodes SET org_id = ? WHERE id = ?", (target["id"], node_id))
+        conn.execute("UPDATE alerts SET org_id = ? WHERE node_id = ?", (target["id"], node_id))
+        conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE node_id = ?"
+                     " AND revoked_at IS NULL", (now, actor, node_id))
+        for org_id in (row[0], target["id"]):
+            conn.execute("INSERT INTO audit (t, actor, action, target, detail, org_id)"
+                         " VALUES (?, ?, 'node.move', ?, ?, ?)",
+                         (now, actor, node_id, json.dumps({"from": row[0], "to": target["id"]}),
+                          org_id))
