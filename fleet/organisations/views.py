@@ -10,8 +10,7 @@ from fleet.store import orgs as org_store
 from fleet.store.nodes import SharedReadOnly
 from fleet.web import db as web_db
 from fleet.web.auth import local_target, require
-
-from .access import SESSION_KEY
+from fleet.web.scoping import SESSION_KEY
 
 bp = Blueprint("organisations", __name__, url_prefix="/organisations")
 

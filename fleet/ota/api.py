@@ -13,7 +13,6 @@ import functools
 from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
 
 from fleet.broker.auth import verify_password
-from fleet.organisations import access
 from fleet.ota import releases as ota
 from fleet.ota import rollouts
 from fleet.store import identity as identity_store
@@ -21,6 +20,7 @@ from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownNode, UnknownRelease, UnknownRollout
 from fleet.web import db as web_db
+from fleet.web import scoping
 from fleet.web.api import ApiError, iso, json_body, or_404
 from fleet.web.auth import csrf, require
 
@@ -190,7 +190,7 @@ def node_login(view):
             resp.headers["WWW-Authenticate"] = 'Basic realm="polylink-ota"'
             return resp
         g.node_id = login[0]
-        access.for_node(g.node_id)  # a node sees its own organisation's releases only
+        scoping.for_node(g.node_id)  # a node sees its own organisation's releases only
         return view(**kwargs)
 
     wrapped.polylink_area = "device"  # type: ignore[attr-defined]

@@ -21,10 +21,10 @@ from flask import (
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from pwdlib import PasswordHash
 
-from fleet.organisations import access
 from fleet.store import audit as audit_store
 from fleet.store import users as user_store
 from fleet.web import db as web_db
+from fleet.web import scoping
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 csrf = CSRFProtect()
@@ -281,7 +281,7 @@ def session_user() -> dict | None:
 def load_logged_in_user():
     g.user = session_user()
     # The organisation chosen and the role in it (fleet/organisations/access.py).
-    access.for_user()
+    scoping.for_user()
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -314,7 +314,7 @@ def login():
                 session.clear()
                 start_session(user)
                 g.user = user
-                access.for_user()  # the login is recorded in the user's organisation
+                scoping.for_user()  # the login is recorded in the user's organisation
                 audit_store.audit(db, name, "login")
                 # Only local paths: never bounce a fresh session to another site.
                 return redirect(local_target(request.args.get("next"), url_for("nodes.index")))

@@ -1,4 +1,4 @@
-"""Which organisation a request acts for, and with which role.
+"""Which organisation a request acts for, and with which role (the web side of the store's scope).
 
 - A logged-in user: the organisation chosen with the switcher (kept in the session), else the
   first they belong to (the platform's first); their role is their role in it.
