@@ -213,6 +213,10 @@ def _offered(sha: str) -> None:
 @files_bp.get("/releases/<version>/<name>")
 @node_login
 def release_file(version, name):
+    try:  # only the node's organisation's releases and the platform's (the node's scope)
+        ota_store.get_release(web_db.get_db(), version)
+    except UnknownRelease:
+        abort(404)
     path = ota.release_file(current_app.config["SETTINGS"], version, name)
     if path is None:
         abort(404)

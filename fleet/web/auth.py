@@ -280,7 +280,7 @@ def session_user() -> dict | None:
 @bp.before_app_request
 def load_logged_in_user():
     g.user = session_user()
-    # The organisation chosen and the role in it (fleet/organisations/access.py).
+    # The organisation chosen and the role in it (fleet/web/scoping.py).
     scoping.for_user()
 
 

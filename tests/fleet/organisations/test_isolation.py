@@ -20,10 +20,12 @@ import time
 
 import pytest
 from polylink import proto
+from polylink.ota.credential import file_password
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.routing import AnyConverter, IntegerConverter, PathConverter
 
 from fleet import create_app
+from fleet.identity import provision
 from fleet.ingest import Ingest
 from fleet.store import alerts as alert_store
 from fleet.store import commands as command_store
@@ -137,6 +139,9 @@ def two_orgs(settings, db):
                                 [("zqa-n1", 0, "pending", None)], actor="zqa-user")
     set_scope(db, Scope(environment))
     node_store.enrol_node(db, "env-1", name="env-one")
+    # environment's own node, whose OTA file login walks the OTA file server.
+    ident = provision.register(db, settings, "env-ota", board="ESP32_GENERIC", sync=False)
+    node_login = ("env-ota", file_password(ident["mqtt"]["password"]))
     auth.create_user(db, "envadmin", PASSWORD, "admin")
     env_token = auth.create_token(db, "env-token", "admin")
     set_scope(db, EVERYTHING)
@@ -151,7 +156,7 @@ def two_orgs(settings, db):
     assert r.status_code == 302
     ints = {"alert_id": alert_id, "cid": cid, "rid": rid, "claim_id": alert_id,
             "org": parking}
-    return app, client, {"Authorization": f"Bearer {env_token}"}, seen, ints, db
+    return app, client, {"Authorization": f"Bearer {env_token}"}, seen, ints, db, node_login
 
 
 def _value(rule, name, conv, ids, ints, ghost):
@@ -165,6 +170,8 @@ def _value(rule, name, conv, ids, ints, ghost):
         return "disable" if "/users/" in rule.rule else "pause"
     if name == "node_id":
         return ids["node"]
+    if name == "sha":
+        return "1" * 64 if ghost else "0" * 64
     if name == "version":
         return "0.0.1" if ghost else "9.9.9"
     if "/users/" in rule.rule:
@@ -192,7 +199,7 @@ def _leaks(body: str, sent) -> bool:
 
 
 def test_another_organisation_sees_counts_and_changes_nothing_of_the_first(two_orgs):
-    app, client, api_headers, seen, ints, db = two_orgs
+    app, client, api_headers, seen, ints, db, node_login = two_orgs
     before = snapshot(db)
     leaking: dict[tuple[str, str], str] = {}
     rules = [r for r in app.url_map.iter_rules() if r.endpoint not in SKIP]
@@ -200,6 +207,8 @@ def test_another_organisation_sees_counts_and_changes_nothing_of_the_first(two_o
 
     def call(method, path, rule, sent, **kwargs):
         headers = api_headers if path.startswith(("/api/", "/ngsi-ld/", "/metrics")) else {}
+        if path.startswith("/ota/v1/"):  # the OTA file server: environment's node logs in
+            kwargs["auth"] = node_login
         r = client.open(path, method=method, headers=headers, **kwargs)
         body = r.get_data(as_text=True) if not r.is_streamed else ""
         return r.status_code, body
@@ -240,8 +249,10 @@ def test_another_organisation_sees_counts_and_changes_nothing_of_the_first(two_o
     own = {r[0] for r in db.conn.execute(
         "SELECT id FROM nodes WHERE org_id = (SELECT id FROM organisations"
         " WHERE name = 'environment')")}
-    assert "env-1" in own and not any(i.startswith(MARK) for i in own)
+    assert {"env-1", "env-ota"} <= own and not any(i.startswith(MARK) for i in own)
     r = client.get("/api/v1/nodes?limit=1000", headers=api_headers)
     assert {n["id"] for n in r.get_json()["nodes"]} == own
+    # The walk's node login worked (the OTA routes were walked as a node, not refused at 401).
+    assert client.get("/ota/v1/nodes/env-ota/offer", auth=node_login).status_code == 204
     r = client.get("/organisations/")
     assert "parking" not in r.get_data(as_text=True)
