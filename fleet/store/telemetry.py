@@ -4,6 +4,7 @@ the ingest's batch that writes them all in one transaction."""
 from .base import POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
 from .nodes import get_node
+from .scope import scope_of
 
 
 def latest_values(db, node_id: str) -> list[dict]:
@@ -442,7 +443,10 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
 
 
 def ingest_counters(db) -> list[tuple]:
-    """(name, provider, total) of the ingest's running totals (migration 0021)."""
+    """(name, provider, total) of the ingest's running totals (migration 0021): the whole
+    platform's traffic, so only the platform operator's scope reads them."""
+    if not scope_of(db).platform:
+        return []
     return db.conn.execute(
         "SELECT name, provider, value FROM ingest_counters ORDER BY name, provider").fetchall()
 

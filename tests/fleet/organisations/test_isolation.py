@@ -41,11 +41,14 @@ from fleet.web import auth
 PASSWORD = "correct horse"
 MARK = "zqa"  # every name of parking's objects carries it; environment's never do
 REAL = {"node": "zqa-n1", "name": "zqa-secret", "user": "zqa-user", "token": "zqa-token"}
-GHOST = {"node": "zqa-gone", "name": "zqa-gone", "user": "zqa-gone", "token": "zqa-gone"}
+GHOST = {"node": "ghost-n1", "name": "ghost-nm", "user": "ghost-us", "token": "ghost-tk"}
 GHOST_INT = 987654
 # Routes (rule, method) that still let environment see parking's data; see the module doc.
 KNOWN_LEAKS: set[tuple[str, str]] = set()
 SKIP = {"auth.logout", "static"}  # logout would end the walk's session; static is public files
+# The login's failure limit makes its answers depend on the walk's order (401, then 429): it is
+# still checked for parking's names, not compared with the missing object's answer.
+ORDER_DEPENDENT = {"auth.login"}
 
 
 def frame(mtype, seq, body) -> bytes:
@@ -192,6 +195,29 @@ def _path(rule, ints, ghost) -> tuple[str, list[str]]:
     return path, sent
 
 
+CSRF = re.compile(r'name="csrf_token" value="[^"]*"')
+
+
+def _same(body: str, sent, ghost_body: str, ghost_sent) -> bool:
+    """The answers for parking's object and for a missing one, each with its own names taken
+    out (and the form token, which changes every second), are the same."""
+    def plain(text, names):
+        for value in sorted(names, key=len, reverse=True):
+            text = text.replace(value, "<id>")
+        return CSRF.sub("", text)
+
+    return plain(body, sent) == plain(ghost_body, ghost_sent)
+
+
+def forget_ghost(db) -> None:
+    """The walk's environment may register the never-existing node itself (the provisioning
+    page takes any free id): drop it again, so it stays a node that does not exist."""
+    set_scope(db, EVERYTHING)
+    for table, column in (("nodes", "id"), ("node_credentials", "node_id"),
+                          ("transport_ids", "node_id")):
+        db.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (GHOST["node"],))
+
+
 def _leaks(body: str, sent) -> bool:
     for value in sorted(sent, key=len, reverse=True):
         body = body.replace(value, "")
@@ -219,26 +245,37 @@ def test_another_organisation_sees_counts_and_changes_nothing_of_the_first(two_o
             real, sent = _path(rule, ints, ghost=False)
             ghost, ghost_sent = _path(rule, ints, ghost=True)
             status, body = call(method, real, rule, sent)
-            ghost_status, _ = call(method, ghost, rule, ghost_sent)
+            ghost_status, ghost_body = call(method, ghost, rule, ghost_sent)
+            forget_ghost(db)
             if status != ghost_status:
                 leaking[key] = f"{status} for parking's object, {ghost_status} for none"
+            elif not _same(body, sent, ghost_body, ghost_sent):
+                leaking[key] = "answers parking's object otherwise than a missing one"
             elif _leaks(body, sent):
                 leaking[key] = "answer names parking's data"
-            # Again with every field the view read set to parking's node (bulk actions, filters).
+            # Again with each field the view read set to parking's node (bulk actions, filters,
+            # exports), and the same with a node that never existed, as JSON too for writes.
             fields = seen.get(rule.rule, set()) - {"csrf_token"}
-            if fields:
-                form = {f: REAL["node"] for f in fields}
-                kwargs = {"query_string": form} if method == "GET" else {"data": form}
-                status, body = call(method, real, rule, [*sent, REAL["node"]], **kwargs)
-                if _leaks(body, [*sent, REAL["node"]]) and key not in leaking:
-                    leaking[key] = f"answer names parking's data when fed {sorted(fields)}"
+            feeds = []
+            for field in sorted(fields):  # one at a time: the others would fail validation
+                feeds.append(lambda node, f=field, m=method: (
+                    {"query_string": {f: node}} if m == "GET" else {"data": {f: node}}))
             if method in ("POST", "PUT", "PATCH"):
-                for body_json in ({"nodes": [REAL["node"]], "node": REAL["node"],
-                                   "node_id": REAL["node"], "ids": [REAL["node"]]},):
-                    status, body = call(method, real, rule, [*sent, REAL["node"]],
-                                        json=body_json)
-                    if _leaks(body, [*sent, REAL["node"]]) and key not in leaking:
-                        leaking[key] = "answer names parking's data when fed a JSON body"
+                feeds.append(lambda node: {"json": {"nodes": [node], "node": node,
+                                                    "node_id": node, "ids": [node]}})
+            for feed in feeds:
+                status, body = call(method, real, rule, sent, **feed(REAL["node"]))
+                g_status, g_body = call(method, ghost, rule, ghost_sent, **feed(GHOST["node"]))
+                forget_ghost(db)
+                fed, g_fed = [*sent, REAL["node"]], [*ghost_sent, GHOST["node"]]
+                if key in leaking:
+                    continue
+                if rule.endpoint not in ORDER_DEPENDENT and (
+                        status != g_status or not _same(body, fed, g_body, g_fed)):
+                    leaking[key] = (f"fed parking's node: {status}, fed a missing one: {g_status}"
+                                    " or another answer")
+                elif _leaks(body, fed):
+                    leaking[key] = "answer names parking's data when fed its node"
     changed = {t for t, rows in snapshot(db).items() if rows != before[t]}
     assert not changed, f"environment's walk changed parking's {sorted(changed)}"
     new = {k: v for k, v in leaking.items() if k not in KNOWN_LEAKS}
