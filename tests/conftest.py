@@ -51,6 +51,7 @@ NOT_YET_ON_POSTGRESQL = {
     "tests/e2e/test_micropython_nodes.py": "it reads the frames from the SQLite file by hand",
     "tests/e2e/test_sensorthings_end_to_end.py": "exports' cursor uses SQLite's rowid",
     "tests/fleet/web/test_every_route.py": "its walk reaches the exports and bulk export (rowid)",
+    "tests/fleet/organisations/test_isolation.py": "its walk reaches the bulk export (rowid)",
     "tests/fleet/web/test_ui.py": "its walk reaches the exports and bulk export (rowid)",
     "tests/fleet/exports": "exports' cursor uses SQLite's rowid and json_each",
     "tests/fleet/nodes/test_export.py": "bulk export's keyset walk uses SQLite's rowid",
