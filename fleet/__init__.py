@@ -49,6 +49,7 @@ def create_app(test_config=None):
     from fleet.identity import views as identity_views
     from fleet.nodes import api as nodes_api
     from fleet.nodes import views as nodes
+    from fleet.organisations import views as organisations
     from fleet.ota import api as ota_api
     from fleet.ota import views as ota_views
     from fleet.profiles import suppliers
@@ -83,6 +84,7 @@ def create_app(test_config=None):
     app.register_blueprint(overview.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(accounts.bp)
+    organisations.init_app(app)
     app.register_blueprint(identity_views.bp)
     providers.init_app(app)
     exports.init_app(app)

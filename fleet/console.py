@@ -34,9 +34,20 @@ FRIENDLY = (SettingsError, StoreError, IngestError, BrokerAuthError, ValueError)
 friendly = one_line(*FRIENDLY)
 
 
+# The organisation `fleet --org NAME` (or FLEET_ORG) acts for; None: the whole fleet, as the
+# platform operator (whoever runs the CLI holds DATA_DIR, and with it every organisation's data).
+ORG: str | None = None
+
+
 def open_store():
-    """The fleet database named by DATA_DIR, migrated to the current schema."""
-    return open_db(from_env().db_path)
+    """The fleet database named by DATA_DIR, migrated to the current schema, scoped to --org."""
+    db = open_db(from_env().db_path)
+    if ORG is not None:
+        from fleet.store import orgs
+        from fleet.store.scope import set_scope
+
+        set_scope(db, orgs.scope_for(db, orgs.get_organisation(db, ORG)["id"]))
+    return db
 
 
 def when(t) -> str:

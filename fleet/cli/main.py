@@ -6,13 +6,14 @@ import time
 
 import click
 
-from fleet import ingest, mqtt, upkeep
+from fleet import console, ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
 from fleet.console import friendly, open_store
 from fleet.exports import cli as exports_cli
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
 from fleet.operations import cli as operations_cli
+from fleet.organisations import cli as organisations_cli
 from fleet.ota import cli as ota_cli
 from fleet.profiles import cli as profiles_cli
 from fleet.providers import cli as providers_cli
@@ -27,13 +28,17 @@ from fleet.web import cli as web_cli
 
 @click.group()
 @click.version_option(package_name="polylink")
-def cli():
+@click.option("--org", envvar="FLEET_ORG", default=None, metavar="NAME",
+              help="Act for this organisation only: see its nodes and objects, and make new ones "
+                   "in it (env FLEET_ORG). Without it: the whole fleet, as the platform operator.")
+def cli(org):
     """Polylink fleet manager.
 
     Settings come from the environment: DATA_DIR, PORT, MQTT_PORT, MQTT_URL.
 
     Example: fleet nodes
     """
+    console.ORG = org
 
 
 @cli.command("run")
@@ -169,5 +174,5 @@ def migrate_command(ctx):
 
 
 for feature in (web_cli, nodes_cli, identity_cli, alerts_cli, providers_cli, ota_cli,
-                operations_cli, exports_cli, profiles_cli, tls_cli):
+                operations_cli, exports_cli, profiles_cli, tls_cli, organisations_cli):
     feature.register(cli)

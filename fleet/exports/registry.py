@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from fleet.datadir import secret_file
 from fleet.store import audit as audit_store
 from fleet.store import exports as export_store
-from fleet.store.base import valid_node_id
+from fleet.store.base import DuplicateName, valid_node_id
 
 from . import ADAPTERS
 from .adapter import Destination, ExportError
@@ -82,8 +82,12 @@ def add(db, data_dir, cfg: dict, secret: str | None, actor=None, from_start=Fals
     row = dict(c, options=json.dumps(c["options"]), nodes=json.dumps(c["nodes"]),
                tags=json.dumps(c["tags"]), enabled=int(c["enabled"]), secret=enc,
                created=time.time())
-    if not export_store.save_destination(db, row, keep_secret=secret is None,
-                                         start_at_end=not from_start):
+    try:
+        saved = export_store.save_destination(db, row, keep_secret=secret is None,
+                                              start_at_end=not from_start)
+    except DuplicateName as e:  # another organisation's destination has that name
+        raise ExportError(str(e)) from None
+    if not saved:
         raise SecretNeeded(f"destination {c['name']}: changing the kind or URL needs the secret"
                            " again (the stored one is only sent where it was given for);"
                            " nothing was changed")

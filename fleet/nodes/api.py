@@ -32,6 +32,7 @@ def node_json(node: dict) -> dict:
         "micropython_version": node["micropython_version"],
         "provider": node["provider"],
         "profile": node.get("profile", "polylink"),
+        "shared": bool(node.get("shared")),
         "battery": node["battery"],
         "board": node["board"],
         "rssi": node["rssi"],

@@ -20,6 +20,7 @@ from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownNode, UnknownRelease, UnknownRollout
 from fleet.web import db as web_db
+from fleet.web import scoping
 from fleet.web.api import ApiError, iso, json_body, or_404
 from fleet.web.auth import csrf, require
 
@@ -189,6 +190,7 @@ def node_login(view):
             resp.headers["WWW-Authenticate"] = 'Basic realm="polylink-ota"'
             return resp
         g.node_id = login[0]
+        scoping.for_node(g.node_id)  # a node sees its own organisation's releases only
         return view(**kwargs)
 
     wrapped.polylink_area = "device"  # type: ignore[attr-defined]
@@ -211,6 +213,10 @@ def _offered(sha: str) -> None:
 @files_bp.get("/releases/<version>/<name>")
 @node_login
 def release_file(version, name):
+    try:  # only the node's organisation's releases and the platform's (the node's scope)
+        ota_store.get_release(web_db.get_db(), version)
+    except UnknownRelease:
+        abort(404)
     path = ota.release_file(current_app.config["SETTINGS"], version, name)
     if path is None:
         abort(404)

@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from fleet.datadir import secret_file
 from fleet.store import audit as audit_store
 from fleet.store import providers as provider_store
+from fleet.store.base import DuplicateName
 
 from . import ADAPTERS, LORAWAN_KINDS, ProviderError
 
@@ -76,7 +77,11 @@ def add(db, data_dir, cfg: dict, password: str | None, actor=None) -> dict:
         raise ProviderError("password must be a string")
     secret = _fernet(data_dir).encrypt(password.encode()) if password else None
     row = dict(c, tls=int(c["tls"]), secret=secret, created=time.time())
-    if not provider_store.save_provider(db, row, keep_secret=password is None):
+    try:
+        saved = provider_store.save_provider(db, row, keep_secret=password is None)
+    except DuplicateName as e:  # another organisation's provider has that name
+        raise ProviderError(str(e)) from None
+    if not saved:
         raise PasswordNeeded(f"provider {c['name']}: changing the host, port or TLS needs the "
                              "password again (the stored one is only sent where it was given "
                              "for); nothing was changed")

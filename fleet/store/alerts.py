@@ -5,6 +5,7 @@ import time
 from . import audit
 from .base import POSTGRESQL, AlertResolved, BadFilter, UnknownAlert, transaction
 from .nodes import ALLOWANCE_SQL, BATTERY_LOW, DEFAULT_INTERVAL
+from .scope import scope_of
 
 BATTERY_OK = 3.5  # V: at or above it the alert resolves itself (hysteresis, no flapping)
 BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
@@ -118,6 +119,11 @@ def evaluate_alerts(db, now=None) -> dict[str, int]:
                 "INSERT INTO alerts (node_id, kind, detail, opened)"
                 f" SELECT *, :now FROM ({open_sql}) AS due WHERE true ON CONFLICT DO NOTHING",
                 {"now": now}).rowcount
+        # New alerts belong to their node's organisation (the queries above name no org).
+        conn.execute("UPDATE alerts SET org_id = (SELECT n.org_id FROM nodes n"
+                     " WHERE n.id = alerts.node_id) WHERE state = 'open' AND opened = :now"
+                     " AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = alerts.node_id"
+                     " AND n.org_id != alerts.org_id)", {"now": now})
     return opened
 
 
@@ -127,9 +133,9 @@ def open_alert(db, node_id, kind, detail, now=None) -> bool:
         raise BadFilter(f"alert kind {kind!r}: expected one of {', '.join(ALERT_KINDS)}")
     with transaction(db) as conn:
         return conn.execute(
-            "INSERT INTO alerts (node_id, kind, detail, opened) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (node_id, kind, detail, time.time() if now is None else now)).rowcount == 1
+            "INSERT INTO alerts (node_id, kind, detail, opened, org_id) VALUES (?, ?, ?, ?,"
+            " coalesce((SELECT org_id FROM nodes WHERE id = ?), 1)) ON CONFLICT DO NOTHING",
+            (node_id, kind, detail, time.time() if now is None else now, node_id)).rowcount == 1
 
 
 def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
@@ -157,7 +163,7 @@ def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
 def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
     """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
     sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
-           " WHERE true")
+           f" WHERE {scope_of(db).sees_node_id('a.node_id', db.dialect)}")
     args: list = []
     if unresolved:
         sql += " AND a.state != 'resolved'"
@@ -171,7 +177,8 @@ def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
 
 def get_alert(db, alert_id) -> dict:
     """One alert; raise UnknownAlert if there is none with that id."""
-    rows = list(db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+    rows = list(db.query("SELECT * FROM alerts WHERE id = ? AND "
+                         f" {scope_of(db).sees_node_id('node_id', db.dialect)}", [alert_id]))
     if not rows:
         raise UnknownAlert(f"no alert {alert_id}")
     return rows[0]
@@ -183,8 +190,9 @@ def change_alert(db, alert_id, action, actor=None) -> dict:
         raise BadFilter(f"alert action {action!r}: expected ack or resolve")
     now = time.time()
     with transaction(db) as conn:
-        row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ?",
-                           (alert_id,)).fetchone()
+        # Only the node's own organisation acts on its alerts (a shared node's are read only).
+        row = conn.execute("SELECT node_id, kind, state FROM alerts WHERE id = ? AND "
+                           f" {scope_of(db).owns_node_id('node_id')}", (alert_id,)).fetchone()
         if row is None:
             raise UnknownAlert(f"no alert {alert_id}")
         if row[2] == "resolved":
@@ -203,4 +211,5 @@ def change_alert(db, alert_id, action, actor=None) -> dict:
 def open_alert_counts(db) -> dict[tuple[str, str], int]:
     """{(kind, state): count} of the alerts not resolved (/metrics)."""
     return {(kind, state): n for kind, state, n in db.conn.execute(
-        "SELECT kind, state, count(*) FROM alerts WHERE state != 'resolved' GROUP BY 1, 2")}
+        "SELECT kind, state, count(*) FROM alerts WHERE state != 'resolved'"
+        f" AND {scope_of(db).sees_node_id('node_id', db.dialect)} GROUP BY 1, 2")}

@@ -4,14 +4,17 @@ import json
 import time
 
 from .base import Database, transaction
+from .scope import scope_of
 
-_INSERT = "INSERT INTO audit (t, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)"
+_INSERT = ("INSERT INTO audit (t, actor, action, target, detail, org_id)"
+           " VALUES (?, ?, ?, ?, ?, ?)")
 
 
 def insert(conn, t: float, actor, action: str, target=None, detail=None) -> None:
-    """Append an entry inside the caller's transaction (detail: anything json.dumps takes)."""
+    """Append an entry inside the caller's transaction (detail: anything json.dumps takes); it
+    belongs to the organisation of the connection's scope."""
     conn.execute(_INSERT, (t, actor, action, target,
-                           None if detail is None else json.dumps(detail)))
+                           None if detail is None else json.dumps(detail), scope_of(conn).org_id))
 
 
 def audit(db: Database, actor, action, target=None, detail=None):
@@ -22,7 +25,7 @@ def audit(db: Database, actor, action, target=None, detail=None):
 
 def audit_log(db: Database, limit=100, actor=None, target=None, before=None) -> list[dict]:
     """Most recent audit entries (of one actor and/or target; ids below `before`), newest first."""
-    sql, args = "SELECT * FROM audit WHERE true", []
+    sql, args = f"SELECT * FROM audit WHERE {scope_of(db).owns()}", []
     for column, value in (("actor", actor), ("target", target)):
         if value:
             sql += f" AND {column} = ?"

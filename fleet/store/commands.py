@@ -6,7 +6,8 @@ import time
 from . import audit
 from .base import UnknownCommand, transaction
 from .live import announce
-from .nodes import get_node
+from .nodes import owned_node
+from .scope import scope_of
 
 
 def create_command(db, node_id, cmd, arg, created_by, body=None) -> tuple[int, int]:
@@ -14,7 +15,7 @@ def create_command(db, node_id, cmd, arg, created_by, body=None) -> tuple[int, i
 
     body: the fields of a CONFIG downlink ({"interval": 60, ...}), stored and audited whole.
     """
-    get_node(db, node_id)
+    owned_node(db, node_id)  # never a node of another organisation, nor one only shared
     now = time.time()
     with transaction(db) as conn:
         seq = conn.execute(
@@ -53,7 +54,7 @@ def get_command(db, node_id, cid) -> dict:
         db.query(
             "SELECT id, node_id, cmd, arg, created_by, created, seq, sent_at, result_code,"
             " result_value, result_text, result_at, body FROM commands WHERE id = ?"
-            " AND node_id = ?",
+            f" AND node_id = ? AND {scope_of(db).sees_node_id('node_id', db.dialect)}",
             [cid, node_id],
         )
     )
@@ -71,7 +72,8 @@ def list_commands(db, node_id, limit=20) -> list[dict]:
     """A node's most recent commands, newest first."""
     return [_command_row(r) for r in db.query(
         "SELECT id, cmd, arg, created_by, created, sent_at, result_code, result_value,"
-        " result_text, result_at, body FROM commands WHERE node_id = ? ORDER BY id DESC LIMIT ?",
+        " result_text, result_at, body FROM commands WHERE node_id = ?"
+        f" AND {scope_of(db).sees_node_id('node_id', db.dialect)} ORDER BY id DESC LIMIT ?",
         [node_id, limit])]
 
 

@@ -16,7 +16,8 @@ the cursor would step over it:
 
 import json
 
-from .base import JSON_VALUES, POSTGRESQL, SQLITE, first, transaction
+from .base import JSON_VALUES, POSTGRESQL, SQLITE, DuplicateName, first, transaction
+from .scope import scope_of
 
 # Where a destination's secret is sent: an edit that changes it must give the secret again.
 DESTINATION = ("kind", "url")
@@ -29,7 +30,11 @@ def save_destination(db, row: dict, keep_secret: bool, start_at_end: bool) -> bo
     first; an edited one keeps its cursor. False, and nothing saved, when keep_secret would send
     the stored secret to another URL or kind than the one it was given for.
     """
+    scope = scope_of(db)
     with transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM export_destinations WHERE name = ?"
+                        f" AND NOT ({scope.owns()})", (row["name"],)).fetchone():
+            raise DuplicateName(f"destination name {row['name']!r} is taken: choose another")
         old = conn.execute("SELECT secret, kind, url FROM export_destinations WHERE name = ?",
                            (row["name"],)).fetchone()
         if old is not None and keep_secret:
@@ -41,6 +46,7 @@ def save_destination(db, row: dict, keep_secret: bool, start_at_end: bool) -> bo
                 "SELECT created FROM export_destinations WHERE name = ?",
                 (row["name"],)).fetchone()[0])
         conn.execute("DELETE FROM export_destinations WHERE name = ?", (row["name"],))
+        row = dict(row, org_id=scope.org_id)
         cols = ", ".join(row)
         conn.execute(f"INSERT INTO export_destinations ({cols}) VALUES"
                      f" ({', '.join('?' * len(row))})", list(row.values()))
@@ -71,19 +77,23 @@ _STATE = ("SELECT d.*, c.reading_xact, c.reading_pos, c.event_xact, c.event_pos,
 
 def list_destinations(db) -> list[dict]:
     """Every destination's row (with its encrypted secret) and cursor state, by name."""
-    return [_decode(r) for r in db.query(_STATE + " ORDER BY d.name")]
+    return [_decode(r) for r in db.query(
+        _STATE + f" WHERE {scope_of(db).owns('d.org_id')} ORDER BY d.name")]
 
 
 def get_destination(db, name: str) -> dict | None:
     """A destination's row (with its encrypted secret) and cursor state, or None."""
-    return _decode(first(db, _STATE + " WHERE d.name = ?", [name]))
+    return _decode(first(db, _STATE + f" WHERE d.name = ? AND {scope_of(db).owns('d.org_id')}",
+                         [name]))
 
 
 def delete_destination(db, name: str) -> bool:
     """Remove a destination, its cursor and its refused items; False if there was none."""
     with transaction(db) as conn:
-        gone = conn.execute("DELETE FROM export_destinations WHERE name = ?",
-                            (name,)).rowcount != 0
+        gone = conn.execute("DELETE FROM export_destinations WHERE name = ?"
+                            f" AND {scope_of(db).owns()}", (name,)).rowcount != 0
+        if not gone:
+            return False  # none, or another organisation's: its cursor stays
         conn.execute("DELETE FROM export_cursors WHERE destination = ?", (name,))
         conn.execute("DELETE FROM export_refused WHERE destination = ?", (name,))
     return gone
@@ -200,12 +210,13 @@ _FACTS = ("SELECT id, name, board, firmware_version, battery, online, last_seen,
 def node_facts(db, node_ids=None) -> list[dict]:
     """What an export says about nodes (all of them if node_ids is None), by id: registry
     facts, battery, position, tags."""
+    seen = scope_of(db).sees_nodes(dialect=db.dialect)  # the organisation filter
     if node_ids is None:
-        return list(db.query(_FACTS + " ORDER BY id"))
+        return list(db.query(_FACTS + f" WHERE {seen} ORDER BY id"))
     ids = list(node_ids)
     if not ids:
         return []
-    return list(db.query(f"{_FACTS} WHERE id {_in_list(db.dialect)} ORDER BY id",
+    return list(db.query(f"{_FACTS} WHERE id {_in_list(db.dialect)} AND {seen} ORDER BY id",
                          [json.dumps(ids)]))
 
 
@@ -213,7 +224,8 @@ def latest_of(db, qids) -> list[tuple]:
     """(node, qid, inst, t, value) of every node's latest value of these quantities."""
     return db.conn.execute(
         f"SELECT node_id, qid, inst, t, value FROM latest WHERE qid IN (SELECT CAST(value AS"
-        f" INTEGER) FROM {JSON_VALUES[db.dialect].format('?')}) ORDER BY node_id, qid, inst",
+        f" INTEGER) FROM {JSON_VALUES[db.dialect].format('?')})"
+        f" AND {scope_of(db).sees_node_id('node_id', db.dialect)} ORDER BY node_id, qid, inst",
         [json.dumps(list(qids))]).fetchall()
 
 
@@ -300,5 +312,5 @@ def delete_reader(db, name: str) -> bool:
 def set_enabled(db, name: str, enabled: bool) -> bool:
     """Pause or resume a destination; False if there is none of that name."""
     with transaction(db) as conn:
-        return conn.execute("UPDATE export_destinations SET enabled = ? WHERE name = ?",
-                            (int(enabled), name)).rowcount != 0
+        return conn.execute("UPDATE export_destinations SET enabled = ? WHERE name = ?"
+                            f" AND {scope_of(db).owns()}", (int(enabled), name)).rowcount != 0

@@ -14,6 +14,8 @@ from .base import (
     first,
     transaction,
 )
+from .nodes import check_id_free, check_room
+from .scope import scope_of
 
 CREDENTIAL_COLUMNS = (
     "node_id, mqtt_user, dev_eui, join_eui, ota_keys, mac, created, created_by, revoked_at, "
@@ -38,11 +40,14 @@ def register_node(db, node_id: str, cred: dict, name=None, board=None, provider=
             if row is not None and row[0] is None:
                 raise AlreadyRegistered(f"node {node_id!r} is already registered; revoke it "
                                         "first or rotate its credentials")
+            # Never adopt another organisation's node; a new one counts against the quota.
+            if not check_id_free(conn, node_id):
+                check_room(conn, scope_of(conn).org_id)
             conn.execute("DELETE FROM node_credentials WHERE node_id = ?", (node_id,))
             conn.execute(
-                "INSERT INTO nodes (id, name, board, provider, created, tags)"
-                " VALUES (?, ?, ?, ?, ?, '[]') ON CONFLICT DO NOTHING",
-                (node_id, name, board, provider, now))
+                "INSERT INTO nodes (id, name, board, provider, created, tags, org_id)"
+                " VALUES (?, ?, ?, ?, ?, '[]', ?) ON CONFLICT DO NOTHING",
+                (node_id, name, board, provider, now, scope_of(conn).org_id))
             conn.execute("UPDATE nodes SET board = coalesce(?, board), name = coalesce(?, name)"
                          " WHERE id = ?", (board, name, node_id))
             conn.execute(

@@ -4,7 +4,22 @@ import json
 import time
 
 from . import audit
-from .base import TRUNCATE, BadFilter, UnknownNode, transaction
+from .base import TRUNCATE, BadFilter, DuplicateName, StoreError, UnknownNode, transaction
+from .scope import scope_of
+
+
+class NodeQuotaReached(StoreError):
+    """The organisation already holds as many nodes as its quota allows."""
+
+
+def _seen(db) -> str:
+    """The SQL that keeps the nodes the connection's scope may read (own and shared)."""
+    return scope_of(db).sees_nodes(dialect=db.dialect)
+
+
+def _owned(db) -> str:
+    """The SQL that keeps the nodes the connection's organisation owns (may change)."""
+    return scope_of(db).owns("nodes.org_id")
 
 NODE_COLUMNS = (
     "id, name, board, provider, firmware_version, micropython_version, last_seen, online, uptime,"
@@ -21,54 +36,103 @@ def _node_dict(row: dict) -> dict:
 
 def list_nodes(db) -> list[dict]:
     """Every registered node, ordered by id."""
-    rows = db.query(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY id")
+    rows = db.query(f"SELECT {NODE_COLUMNS} FROM nodes WHERE {_seen(db)} ORDER BY id")
     return [_node_dict(r) for r in rows]
 
 
 def get_node(db, node_id: str) -> dict:
-    """One node; raise UnknownNode if it is not registered."""
-    rows = list(db.query(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?", [node_id]))
+    """One node; raise UnknownNode if it is not registered or not visible to the scope.
+
+    "shared" is true for a node another organisation shared with the scope's (read only).
+    """
+    scope = scope_of(db)
+    rows = list(db.query(
+        f"SELECT {NODE_COLUMNS}, NOT ({scope.owns('nodes.org_id')}) AS shared FROM nodes"
+        f" WHERE id = ? AND {_seen(db)}", [node_id]))
     if not rows:
         raise UnknownNode(f"unknown node {node_id!r}")
+    rows[0]["shared"] = bool(rows[0]["shared"])
     return _node_dict(rows[0])
 
 
+def owned_node(db, node_id: str) -> dict:
+    """One node the scope's organisation owns (may command or change); UnknownNode if it is
+    not registered or not visible; SharedReadOnly if it is only shared with the scope."""
+    node = get_node(db, node_id)
+    if node["shared"]:
+        raise SharedReadOnly(f"node {node_id!r} is shared with your organisation read-only")
+    return node
+
+
+class SharedReadOnly(StoreError):
+    """The node was shared with the organisation for reading; it cannot be changed there."""
+
+
+def check_room(conn, org_id: int) -> None:
+    """NodeQuotaReached unless the organisation may hold one more node (inside the caller's
+    transaction, before it adds the node)."""
+    used, quota = conn.execute(
+        "SELECT (SELECT count(*) FROM nodes WHERE org_id = ?), max_nodes FROM organisations"
+        " WHERE id = ?", (org_id, org_id)).fetchone()
+    if quota is not None and used >= quota:
+        raise NodeQuotaReached(
+            f"the organisation holds {used} nodes, its quota is {quota}: ask the platform"
+            " operator to raise it, or remove a node first")
+
+
+def check_id_free(conn, node_id: str) -> bool:
+    """True if a node with that id exists in the connection's organisation, False if none does;
+    DuplicateName if another organisation's node has it (ids are global: they are MQTT topics)."""
+    row = conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    scope = scope_of(conn)
+    if row is not None and not scope.platform and row[0] != scope.org_id:
+        raise DuplicateName(f"node id {node_id!r} is taken: choose another")
+    return row is not None
+
+
 def enrol_node(db, node_id: str, name=None, board=None, provider=None, tags=()):
-    """Register a node (idempotent); used by provisioning and by first contact."""
+    """Register a node (idempotent) in the scope's organisation; used by provisioning and by
+    first contact. NodeQuotaReached if the organisation is at its node quota."""
+    org_id = scope_of(db).org_id
     with transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone():
+            return
+        check_room(conn, org_id)
         conn.execute(
-            "INSERT INTO nodes (id, name, board, provider, created, tags)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (node_id, name, board, provider, time.time(), json.dumps(list(tags))),
+            "INSERT INTO nodes (id, name, board, provider, created, tags, org_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (node_id, name, board, provider, time.time(), json.dumps(list(tags)), org_id),
         )
 
 
 def rename_node(db, node_id: str, name: str):
     """Set a node's display name."""
-    get_node(db, node_id)
+    owned_node(db, node_id)
     with transaction(db) as conn:
         conn.execute("UPDATE nodes SET name = ? WHERE id = ?", (name, node_id))
 
 
 def count_nodes(db) -> int:
     """How many nodes are registered."""
-    return db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+    return db.conn.execute(f"SELECT count(*) FROM nodes WHERE {_seen(db)}").fetchone()[0]
 
 
 def up_seqs(db) -> dict[str, int]:
     """Last extended uplink seq of every node, to resume seq extension after a restart."""
-    return dict(db.conn.execute("SELECT id, up_seq FROM nodes WHERE up_seq IS NOT NULL"))
+    return dict(db.conn.execute(
+        f"SELECT id, up_seq FROM nodes WHERE up_seq IS NOT NULL AND {_seen(db)}"))
 
 
 def boot_times(db) -> dict[str, float]:
     """When every node last booted, as its newest STATUS told (its time minus its uptime)."""
-    return dict(db.conn.execute("SELECT id, status_at - uptime FROM nodes"
-                                " WHERE status_at IS NOT NULL AND uptime IS NOT NULL"))
+    return dict(db.conn.execute(
+        "SELECT id, status_at - uptime FROM nodes"
+        f" WHERE status_at IS NOT NULL AND uptime IS NOT NULL AND {_seen(db)}"))
 
 
 def known_node_ids(db) -> set[str]:
     """Ids of every registered node."""
-    return {r[0] for r in db.conn.execute("SELECT id FROM nodes")}
+    return {r[0] for r in db.conn.execute(f"SELECT id FROM nodes WHERE {_seen(db)}")}
 
 
 # A node counts as online while its broker session is up (conn 1) and it was heard within three
@@ -128,9 +192,9 @@ CASELESS_LIKE = {"sqlite": "LIKE", "postgresql": "ILIKE"}
 LEAST = {"sqlite": "min", "postgresql": "least"}
 
 
-def _node_where(f: dict, now: float, dialect: str) -> tuple[str, dict]:
+def _node_where(db, f: dict, now: float, dialect: str) -> tuple[str, dict]:
     """WHERE clause and parameters for the node list's filters (all optional, ANDed)."""
-    where, args = ["true"], {"now": now}
+    where, args = [scope_of(db).sees_nodes(dialect=dialect)], {"now": now}
     q = (f.get("q") or "").strip()
     if q:
         args["q"] = q
@@ -185,12 +249,13 @@ def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
     if sort not in NODE_SORTS:
         raise BadFilter(f"sort {sort!r}: expected one of {', '.join(NODE_SORTS)}")
     now = time.time() if now is None else now
-    where, args = _node_where(filters, now, db.dialect)
+    where, args = _node_where(db, filters, now, db.dialect)
     total = db.conn.execute(f"SELECT count(*) FROM nodes WHERE {where}", args).fetchone()[0]
     order = NODE_SORTS[sort] + (" DESC" if desc else "")
     # NULLs (never seen, no battery) go last either way; id breaks ties so pages are stable.
     rows = list(db.query(
-        f"SELECT {NODE_COLUMNS}, location, lat, lon, {STATUS_SQL} AS status FROM nodes"
+        f"SELECT {NODE_COLUMNS}, location, lat, lon, {STATUS_SQL} AS status,"
+        f" NOT ({scope_of(db).owns('nodes.org_id')}) AS shared FROM nodes"
         f" WHERE {where} ORDER BY {NODE_SORTS[sort]} IS NULL, {order}, id"
         " LIMIT :limit OFFSET :offset",
         dict(args, limit=limit, offset=offset),
@@ -203,12 +268,13 @@ def query_nodes(db, filters: dict, sort="id", desc=False, offset=0, limit=50,
         for r in rows:
             _node_dict(r)
             r["alerts"] = counts.get(r["id"], 0)
+            r["shared"] = bool(r["shared"])
     return rows, total
 
 
 def matching_node_ids(db, filters: dict, now=None) -> list[str]:
     """Ids of every node matching the filters (for bulk actions on a whole result)."""
-    where, args = _node_where(filters, time.time() if now is None else now, db.dialect)
+    where, args = _node_where(db, filters, time.time() if now is None else now, db.dialect)
     return [r[0] for r in db.conn.execute(f"SELECT id FROM nodes WHERE {where}", args)]
 
 
@@ -217,7 +283,8 @@ def facets(db) -> dict[str, list[str]]:
     out = {}
     for key, column in FACETS:
         out[key] = [r[0] for r in db.conn.execute(
-            f"SELECT DISTINCT {column} FROM nodes WHERE {column} IS NOT NULL ORDER BY 1")]
+            f"SELECT DISTINCT {column} FROM nodes WHERE {column} IS NOT NULL AND {_seen(db)}"
+            " ORDER BY 1")]
     return out
 
 
@@ -227,13 +294,15 @@ def overview(db, now=None) -> dict:
     now = time.time() if now is None else now
     # Two grouped scans (statuses over the covering index nodes_overview; alerting nodes from
     # the unresolved alerts) cost about half of one scan that probes the alerts for every node.
+    seen_n = scope_of(db).sees_nodes("n.id", "n.org_id", "n.tags", db.dialect)
     rows = db.conn.execute(
         f"SELECT provider, board, firmware_version, micropython_version, {STATUS_SQL}, count(*)"
-        " FROM nodes GROUP BY 1, 2, 3, 4, 5", {"now": now}).fetchall()
+        f" FROM nodes WHERE {_seen(db)} GROUP BY 1, 2, 3, 4, 5", {"now": now}).fetchall()
     alerting = db.conn.execute(
         "SELECT n.provider, n.board, n.firmware_version, n.micropython_version,"
         " count(DISTINCT n.id) FROM alerts a JOIN nodes n ON n.id = a.node_id"
-        " WHERE a.state != 'resolved' GROUP BY 1, 2, 3, 4"
+        f" WHERE a.state != 'resolved' AND {seen_n}"
+        " GROUP BY 1, 2, 3, 4"
     ).fetchall()
     empty = {"total": 0, "online": 0, "offline": 0, "new": 0, "alerting": 0}
     out: dict = {"all": dict(empty), "provider": {}, "board": {}, "firmware": {},
@@ -257,7 +326,7 @@ def overview(db, now=None) -> dict:
 
 def node_status(db, node_id, now=None) -> str:
     """online, offline or new, by the same rule as the lists."""
-    row = db.conn.execute(f"SELECT {STATUS_SQL} FROM nodes WHERE id = :id",
+    row = db.conn.execute(f"SELECT {STATUS_SQL} FROM nodes WHERE id = :id AND {_seen(db)}",
                           {"now": time.time() if now is None else now, "id": node_id}).fetchone()
     if row is None:
         raise UnknownNode(f"unknown node {node_id!r}")
@@ -266,7 +335,7 @@ def node_status(db, node_id, now=None) -> str:
 
 def node_place(db, node_id) -> dict:
     """A node's position: lat, lon (WGS84 degrees) and a free-text location."""
-    row = db.conn.execute("SELECT lat, lon, location FROM nodes WHERE id = ?",
+    row = db.conn.execute(f"SELECT lat, lon, location FROM nodes WHERE id = ? AND {_seen(db)}",
                           (node_id,)).fetchone()
     if row is None:
         raise UnknownNode(f"unknown node {node_id!r}")
@@ -275,7 +344,7 @@ def node_place(db, node_id) -> dict:
 
 def set_place(db, node_id, lat, lon, location, actor=None):
     """Set a node's position and location text (None clears); audited."""
-    get_node(db, node_id)
+    owned_node(db, node_id)
     with transaction(db) as conn:
         conn.execute("UPDATE nodes SET lat = ?, lon = ?, location = ? WHERE id = ?",
                      (lat, lon, location, node_id))
@@ -285,7 +354,7 @@ def set_place(db, node_id, lat, lon, location, actor=None):
 
 def set_name_and_tags(db, node_id, name, tags, actor=None):
     """Set a node's display name and tags; audited."""
-    get_node(db, node_id)
+    owned_node(db, node_id)
     with transaction(db) as conn:
         conn.execute("UPDATE nodes SET name = ?, tags = ? WHERE id = ?",
                      (name, json.dumps(list(tags)), node_id))
@@ -295,7 +364,7 @@ def set_name_and_tags(db, node_id, name, tags, actor=None):
 
 def tag_nodes(db, node_ids, tag, remove=False, actor=None) -> int:
     """Add (or remove) one tag on many nodes in one transaction; return how many changed."""
-    sql = (_UNTAG if remove else _TAG)[db.dialect]
+    sql = (_UNTAG if remove else _TAG)[db.dialect] + " AND " + _owned(db)
     with transaction(db) as conn:
         changed = conn.executemany(sql, [{"tag": tag, "id": i} for i in node_ids]).rowcount
         audit.insert(conn, time.time(), actor, "bulk.untag" if remove else "bulk.tag", tag,
@@ -307,7 +376,7 @@ def positions(db, now=None) -> list[dict]:
     """Every node with a position: id, name, lat, lon, status (alerting wins over the rest)."""
     rows = db.conn.execute(
         f"SELECT id, name, lat, lon, CASE WHEN {ALERTING_SQL} THEN 'alerting' ELSE {STATUS_SQL}"
-        " END FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL",
+        f" END FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL AND {_seen(db)}",
         {"now": time.time() if now is None else now})
     return [{"id": r[0], "name": r[1], "lat": r[2], "lon": r[3], "status": r[4]} for r in rows]
 
@@ -316,7 +385,7 @@ def position_bounds(db) -> tuple:
     """(count, min lat, max lat, min lon, max lon) of the nodes that have a position."""
     return db.conn.execute(
         "SELECT count(*), min(lat), max(lat), min(lon), max(lon) FROM nodes"
-        " WHERE lat IS NOT NULL AND lon IS NOT NULL").fetchone()
+        f" WHERE lat IS NOT NULL AND lon IS NOT NULL AND {_seen(db)}").fetchone()
 
 
 def position_cells(db, lat1, lon0, kx, span, cells, now=None) -> list[tuple]:
@@ -332,6 +401,7 @@ def position_cells(db, lat1, lon0, kx, span, cells, now=None) -> list[tuple]:
         f"SELECT {least}({floor.format('(lon - :lon0) * :kx / :span * :cells')}, :cells - 1),"
         f" {least}({floor.format('(:lat1 - lat) / :span * :cells')}, :cells - 1),"
         f" count(*), max({rank}) FROM nodes WHERE lat IS NOT NULL AND lon IS NOT NULL"
+        f" AND {_seen(db)}"
         " GROUP BY 1, 2",
         {"lon0": lon0, "lat1": lat1, "kx": kx, "span": span, "cells": cells,
          "now": time.time() if now is None else now}).fetchall()
@@ -347,7 +417,8 @@ def unknown_ids(db, node_ids: list[str]) -> list[str]:
     if not node_ids:
         return []  # and `IN ()` is SQLite's only
     known = {r[0] for r in db.conn.execute(
-        f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))})", node_ids)}
+        f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))}) AND {_owned(db)}",
+        node_ids)}
     return [i for i in node_ids if i not in known]
 
 
@@ -357,7 +428,7 @@ def select_target(db, target: dict) -> list[dict]:
     # Only nodes on the 'polylink' profile run our firmware: other suppliers' devices are
     # monitored, never updated.
     sql = ("SELECT id, board, provider, firmware_version, micropython_version, tags FROM nodes"
-           " WHERE profile = 'polylink'")
+           f" WHERE profile = 'polylink' AND {_owned(db)}")
     args = []
     for key, col in TARGET_COLUMNS:
         if target.get(key):
@@ -375,5 +446,6 @@ def select_target(db, target: dict) -> list[dict]:
 
 def last_seen(db, node_id: str) -> float | None:
     """When the fleet last heard from a node (None: never, or no such node)."""
-    row = db.conn.execute("SELECT last_seen FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    row = db.conn.execute(f"SELECT last_seen FROM nodes WHERE id = ? AND {_seen(db)}",
+                          (node_id,)).fetchone()
     return row[0] if row else None

@@ -12,6 +12,7 @@ from .base import (
     transaction,
 )
 from .identity import trusted_key_ids
+from .scope import PLATFORM_ORG, scope_of
 
 
 def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
@@ -20,11 +21,12 @@ def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
         with transaction(db) as conn:
             conn.execute(
                 "INSERT INTO releases (version, key_id, boards, micropython, files, size,"
-                " manifest_sha, created, created_by, runtime_micropython, downgrade_from)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " manifest_sha, created, created_by, runtime_micropython, downgrade_from, org_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (m["version"], m["key"], json.dumps(m["boards"]), m.get("micropython"),
                  len(m["files"]), sum(f["size"] for f in m["files"]), manifest_sha, time.time(),
-                 actor, (m.get("runtime") or {}).get("micropython"), m.get("downgrade_from")))
+                 actor, (m.get("runtime") or {}).get("micropython"), m.get("downgrade_from"),
+                 scope_of(db).org_id))
             audit.insert(conn, time.time(), actor, "release.upload", m["version"],
                          {"key": m["key"], "boards": m["boards"]})
     except IntegrityError:
@@ -37,12 +39,20 @@ def _release(row: dict) -> dict:
     return row
 
 
+def _releases_seen(db) -> str:
+    """An organisation sees its own releases and the platform operator's (the Polylink firmware
+    the platform publishes for every organisation's nodes)."""
+    return f"({scope_of(db).owns()} OR org_id = {PLATFORM_ORG})"
+
+
 def list_releases(db) -> list[dict]:
-    return [_release(r) for r in db.query("SELECT * FROM releases ORDER BY created DESC")]
+    return [_release(r) for r in db.query(
+        f"SELECT * FROM releases WHERE {_releases_seen(db)} ORDER BY created DESC")]
 
 
 def get_release(db, version: str) -> dict:
-    rows = list(db.query("SELECT * FROM releases WHERE version = ?", [version]))
+    rows = list(db.query(f"SELECT * FROM releases WHERE version = ? AND {_releases_seen(db)}",
+                         [version]))
     if not rows:
         raise UnknownRelease(f"no release {version!r}")
     return _release(rows[0])
@@ -74,11 +84,11 @@ def add_rollout(db, release, stages, max_failures, max_health_drop, target, node
     with transaction(db) as conn:
         rid = conn.execute(
             "INSERT INTO rollouts (release, state, stages, stage, stage_started, max_failures,"
-            " max_health_drop, target, report_id, created, created_by, updated)"
-            " VALUES (?, 'running', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " max_health_drop, target, report_id, created, created_by, updated, org_id)"
+            " VALUES (?, 'running', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (release, json.dumps(stages), now, max_failures, max_health_drop, json.dumps(target),
              conn.execute("SELECT coalesce(max(id), 0) FROM ota_reports").fetchone()[0], now,
-             actor, now)).fetchone()[0]
+             actor, now, scope_of(db).org_id)).fetchone()[0]
         conn.executemany(
             "INSERT INTO rollout_nodes (rollout_id, node_id, stage, state, from_version, updated)"
             " VALUES (?, ?, ?, ?, ?, ?)", [(rid, n, st, s, v, now) for n, st, s, v in nodes])
@@ -103,20 +113,22 @@ def add_rollout_nodes(db, rid: int, nodes, actor=None, skipped=None, now=None) -
 def open_rollouts(db) -> list[dict]:
     """Rollouts that still take nodes (running or paused), newest first."""
     return [_rollout(r) for r in db.query(
-        "SELECT * FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id DESC")]
+        "SELECT * FROM rollouts WHERE state IN ('running', 'paused')"
+        f" AND {scope_of(db).owns()} ORDER BY id DESC")]
 
 
 def get_rollout(db, rid: int) -> dict:
-    rows = list(db.query("SELECT * FROM rollouts WHERE id = ?", [rid]))
+    rows = list(db.query(f"SELECT * FROM rollouts WHERE id = ? AND {scope_of(db).owns()}",
+                         [rid]))
     if not rows:
         raise UnknownRollout(f"no rollout {rid}")
     return _rollout(rows[0])
 
 
 def list_rollouts(db, state=None) -> list[dict]:
-    sql, args = "SELECT * FROM rollouts", []
+    sql, args = f"SELECT * FROM rollouts WHERE {scope_of(db).owns()}", []
     if state:
-        sql += " WHERE state = ?"
+        sql += " AND state = ?"
         args.append(state)
     return [_rollout(r) for r in db.query(sql + " ORDER BY id DESC", args)]
 
@@ -186,7 +198,7 @@ def rollouts_in_progress(db) -> list[dict]:
     """Running and paused rollouts with their node counts by state, newest first."""
     out = list(db.query(
         "SELECT id, release, state, stage, stages, created, created_by FROM rollouts"
-        " WHERE state IN ('running', 'paused') ORDER BY id DESC"))
+        f" WHERE state IN ('running', 'paused') AND {scope_of(db).owns()} ORDER BY id DESC"))
     for r in out:
         r["stages"] = len(json.loads(r["stages"]))
         r["counts"] = dict(db.conn.execute(
@@ -220,4 +232,6 @@ def busy_nodes(db, terminal: tuple[str, ...]) -> set[str]:
 
 def rollout_state_counts(db) -> dict[str, int]:
     """{state: count} of all rollouts (/metrics)."""
-    return dict(db.conn.execute("SELECT state, count(*) FROM rollouts GROUP BY state").fetchall())
+    return dict(db.conn.execute(
+        f"SELECT state, count(*) FROM rollouts WHERE {scope_of(db).owns()} GROUP BY state"
+    ).fetchall())

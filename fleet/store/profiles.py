@@ -6,6 +6,8 @@ import time
 
 from . import audit
 from .base import GREATEST, DuplicateName, StoreError, UnknownNode, first, transaction
+from .nodes import check_id_free, check_room
+from .scope import PLATFORM_ORG, scope_of
 
 RAW_KEPT = 100  # raw payloads kept per node; older ones are deleted as new ones arrive
 
@@ -25,16 +27,23 @@ def _profile(row: dict) -> dict:
     return row
 
 
+def _profiles_seen(db, column: str = "org_id") -> str:
+    """An organisation sees its own profiles and the platform operator's (the catalogue every
+    organisation's devices may use, 'polylink' first); it changes only its own."""
+    return f"({scope_of(db).owns(column)} OR {column} = {PLATFORM_ORG})"
+
+
 def list_profiles(db) -> list[dict]:
     """Every profile with the number of nodes that have it, by name."""
     rows = db.query(
         "SELECT p.*, (SELECT count(*) FROM nodes n WHERE n.profile = p.name) AS nodes"
-        " FROM device_profiles p ORDER BY p.name")
+        f" FROM device_profiles p WHERE {_profiles_seen(db, 'p.org_id')} ORDER BY p.name")
     return [_profile(r) for r in rows]
 
 
 def get_profile(db, name: str) -> dict:
-    row = first(db, "SELECT * FROM device_profiles WHERE name = ?", [name])
+    row = first(db, "SELECT * FROM device_profiles WHERE name = ?"
+                f" AND {_profiles_seen(db)}", [name])
     if row is None:
         raise UnknownProfile(f"no device profile named {name!r}")
     return _profile(row)
@@ -44,6 +53,9 @@ def save_profile(db, p: dict, actor=None) -> dict:
     """Create or replace a profile (its version goes up by one on every change); audited."""
     now = time.time()
     with transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM device_profiles WHERE name = ?"
+                        f" AND NOT ({scope_of(db).owns()})", (p["name"],)).fetchone():
+            raise DuplicateName(f"profile name {p['name']!r} is taken: choose another")
         old = conn.execute("SELECT version, source, created FROM device_profiles WHERE name = ?",
                            (p["name"],)).fetchone()
         version = 1 if old is None else old[0] + 1
@@ -51,15 +63,15 @@ def save_profile(db, p: dict, actor=None) -> dict:
         # An upsert both SQLite and PostgreSQL speak (not SQLite's INSERT OR REPLACE).
         conn.execute(
             "INSERT INTO device_profiles (name, codec, source, fields, interval,"
-            " commands, description, version, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+            " commands, description, version, created, updated, org_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
             " codec = excluded.codec, source = excluded.source, fields = excluded.fields,"
             " interval = excluded.interval, commands = excluded.commands,"
             " description = excluded.description, version = excluded.version,"
             " updated = excluded.updated",
             (p["name"], p["codec"], p.get("source"), json.dumps(p.get("fields") or []),
              p.get("interval"), json.dumps(p.get("commands") or []), p.get("description"),
-             version, created, now))
+             version, created, now, scope_of(db).org_id))
         if p.get("interval"):
             # The offline alert reads nodes.interval; a STATUS never comes from these devices.
             conn.execute("UPDATE nodes SET interval = ? WHERE profile = ?",
@@ -75,7 +87,8 @@ def delete_profile(db, name: str, actor=None) -> None:
         n = conn.execute("SELECT count(*) FROM nodes WHERE profile = ?", (name,)).fetchone()[0]
         if n:
             raise ProfileInUse(f"profile {name!r} has {n} node(s); move them first")
-        if conn.execute("DELETE FROM device_profiles WHERE name = ?", (name,)).rowcount == 0:
+        if conn.execute(f"DELETE FROM device_profiles WHERE name = ? AND {scope_of(db).owns()}",
+                        (name,)).rowcount == 0:
             raise UnknownProfile(f"no device profile named {name!r}")
         audit.insert(conn, time.time(), actor, "profile.delete", name)
 
@@ -84,11 +97,12 @@ def assign(db, node_id: str, profile: str, actor=None) -> None:
     """Give a node a profile (and the profile's reporting interval for the offline alert)."""
     now = time.time()
     with transaction(db) as conn:
-        row = conn.execute("SELECT interval FROM device_profiles WHERE name = ?",
-                           (profile,)).fetchone()
+        row = conn.execute("SELECT interval FROM device_profiles WHERE name = ?"
+                           f" AND {_profiles_seen(db)}", (profile,)).fetchone()
         if row is None:
             raise UnknownProfile(f"no device profile named {profile!r}")
-        old = conn.execute("SELECT profile FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        old = conn.execute("SELECT profile FROM nodes WHERE id = ?"
+                           f" AND {scope_of(db).owns()}", (node_id,)).fetchone()
         if old is None:
             raise UnknownNode(f"unknown node {node_id!r}")
         conn.execute("UPDATE nodes SET profile = ?, interval = coalesce(?, interval) WHERE id = ?",
@@ -149,12 +163,13 @@ def register_device(db, node_id: str, dev_eui: str, profile: str, name=None, lat
     """
     now = time.time()
     with transaction(db) as conn:
-        interval = conn.execute("SELECT interval FROM device_profiles WHERE name = ?",
-                                (profile,)).fetchone()
+        interval = conn.execute("SELECT interval FROM device_profiles WHERE name = ?"
+                                f" AND {_profiles_seen(db)}", (profile,)).fetchone()
         if interval is None:
             raise UnknownProfile(f"no device profile named {profile!r}")
-        if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone():
+        if check_id_free(conn, node_id):
             raise DuplicateName(f"node {node_id!r} exists already")
+        check_room(conn, scope_of(conn).org_id)
         taken = conn.execute(
             "SELECT node_id FROM node_credentials WHERE upper(dev_eui) = ? AND revoked_at IS NULL"
             " UNION SELECT node_id FROM transport_ids WHERE ext_id = ?",
@@ -162,9 +177,9 @@ def register_device(db, node_id: str, dev_eui: str, profile: str, name=None, lat
         if taken:
             raise DuplicateName(f"DevEUI {dev_eui} belongs to node {taken[0]!r}")
         conn.execute(
-            "INSERT INTO nodes (id, name, provider, profile, interval, lat, lon, created, tags)"
-            " VALUES (?, ?, 'lorawan', ?, ?, ?, ?, ?, '[]')",
-            (node_id, name, profile, interval[0], lat, lon, now))
+            "INSERT INTO nodes (id, name, provider, profile, interval, lat, lon, created, tags,"
+            " org_id) VALUES (?, ?, 'lorawan', ?, ?, ?, ?, ?, '[]', ?)",
+            (node_id, name, profile, interval[0], lat, lon, now, scope_of(conn).org_id))
         conn.execute("INSERT INTO transport_ids (provider, ext_id, node_id) VALUES (?, ?, ?)",
                      (ANY_PROVIDER, dev_eui, node_id))
         audit.insert(conn, now, actor, "device.register", node_id,

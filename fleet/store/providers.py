@@ -1,7 +1,8 @@
 """LoRaWAN providers: their settings, the transport identities nodes have on them, radio
 metadata of each reception, and the downlinks (and ACKs) counted against their daily budget."""
 
-from .base import BadFilter, first, transaction
+from .base import BadFilter, DuplicateName, first, transaction
+from .scope import scope_of
 from .telemetry import time_buckets
 
 # Where a provider's password is sent: the stored one may only ever go there.
@@ -14,7 +15,11 @@ def save_provider(db, row: dict, keep_secret: bool) -> bool:
     Returns False, and saves nothing, when keep_secret would send a stored password to another
     host, port or TLS setting than the one it was given for (it must be given again).
     """
+    scope = scope_of(db)
     with transaction(db) as conn:
+        if conn.execute(f"SELECT 1 FROM providers WHERE name = ? AND NOT ({scope.owns()})",
+                        (row["name"],)).fetchone():
+            raise DuplicateName(f"provider name {row['name']!r} is taken: choose another")
         old = conn.execute(f"SELECT secret, {', '.join(DESTINATION)} FROM providers WHERE"
                            " name = ?", (row["name"],)).fetchone()
         if old is not None and keep_secret:
@@ -22,6 +27,7 @@ def save_provider(db, row: dict, keep_secret: bool) -> bool:
                 return False
             row = dict(row, secret=old[0])  # editing without a new password keeps the old one
         conn.execute("DELETE FROM providers WHERE name = ?", (row["name"],))
+        row = dict(row, org_id=scope.org_id)
         cols = ", ".join(row)
         conn.execute(f"INSERT INTO providers ({cols}) VALUES ({', '.join('?' * len(row))})",
                      list(row.values()))
@@ -30,18 +36,19 @@ def save_provider(db, row: dict, keep_secret: bool) -> bool:
 
 def list_providers(db) -> list[dict]:
     """Every provider's row (with its encrypted secret), by name."""
-    return list(db.query("SELECT * FROM providers ORDER BY name"))
+    return list(db.query(f"SELECT * FROM providers WHERE {scope_of(db).owns()} ORDER BY name"))
 
 
 def get_provider(db, name: str) -> dict | None:
     """A provider's row (with its encrypted secret), or None."""
-    return first(db, "SELECT * FROM providers WHERE name = ?", [name])
+    return first(db, f"SELECT * FROM providers WHERE name = ? AND {scope_of(db).owns()}", [name])
 
 
 def delete_provider(db, name: str) -> bool:
     """Remove a provider; False if there was none of that name."""
     with transaction(db) as conn:
-        return conn.execute("DELETE FROM providers WHERE name = ?", (name,)).rowcount != 0
+        return conn.execute(f"DELETE FROM providers WHERE name = ? AND {scope_of(db).owns()}",
+                            (name,)).rowcount != 0
 
 
 # --- transport identities and receptions -----------------------------------------------------

@@ -7,6 +7,7 @@ from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
 from .live import announce
 from .nodes import get_node
+from .scope import scope_of
 
 
 def latest_values(db, node_id: str) -> list[dict]:
@@ -469,7 +470,10 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
 
 
 def ingest_counters(db) -> list[tuple]:
-    """(name, provider, total) of the ingest's running totals (migration 0021)."""
+    """(name, provider, total) of the ingest's running totals (migration 0021): the whole
+    platform's traffic, so only the platform operator's scope reads them."""
+    if not scope_of(db).platform:
+        return []
     return db.conn.execute(
         "SELECT name, provider, value FROM ingest_counters ORDER BY name, provider").fetchall()
 

@@ -5,16 +5,35 @@ import time
 
 from . import audit
 from .base import DuplicateName, IntegrityError, StoreError, first, transaction
+from .scope import scope_of
+
+
+def _members(db, column: str = "id") -> str:
+    """The users of the connection's organisation (every user for the platform's)."""
+    scope = scope_of(db)
+    if scope.platform:
+        return "true"
+    return f"{column} IN (SELECT user_id FROM memberships WHERE org_id = {int(scope.org_id)})"
 
 
 def list_users(db) -> list[dict]:
     """Every user (without password hashes), by name."""
-    return list(db.query("SELECT id, name, role, created, disabled_at FROM users ORDER BY name"))
+    scope = scope_of(db)
+    # The role shown is the one in the connection's organisation.
+    return list(db.query(
+        "SELECT u.id, u.name, coalesce(m.role, u.role) AS role, u.created, u.disabled_at"
+        " FROM users u LEFT JOIN memberships m ON m.user_id = u.id AND m.org_id = ?"
+        f" WHERE {_members(db, 'u.id')} ORDER BY u.name", [scope.org_id]))
 
 
 def get_user(db, name) -> dict | None:
     """The user with that name, or None."""
     return first(db, "SELECT * FROM users WHERE name = ?", [name])
+
+
+def get_member(db, name) -> dict | None:
+    """The user with that name if they belong to the connection's organisation, or None."""
+    return first(db, f"SELECT * FROM users WHERE name = ? AND {_members(db)}", [name])
 
 
 def get_user_by_id(db, user_id) -> dict | None:
@@ -30,16 +49,26 @@ def add_user(db, name, password_hash, role, actor=None):
                 "INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)",
                 (name, password_hash, role, time.time()),
             )
+            # A new user belongs to the organisation that made them, with that role.
+            conn.execute("INSERT INTO memberships (user_id, org_id, role)"
+                         " SELECT id, ?, ? FROM users WHERE name = ?",
+                         (scope_of(db).org_id, role, name))
     except IntegrityError:
         raise DuplicateName(f"user {name!r} already exists") from None
     audit.audit(db, actor, "user.add", name, {"role": role})
 
 
 def set_user_role(db, name, role, actor=None):
-    """Change a user's role; raise StoreError if there is no such user."""
+    """Change a user's role in the connection's organisation; raise StoreError if there is no
+    such user in it."""
+    scope = scope_of(db)
     with transaction(db) as conn:
-        if conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name)).rowcount != 1:
+        if conn.execute("UPDATE memberships SET role = ? WHERE org_id = ? AND user_id ="
+                        " (SELECT id FROM users WHERE name = ?)",
+                        (role, scope.org_id, name)).rowcount != 1:
             raise StoreError(f"unknown user {name!r}")
+        if scope.platform:  # the role a user had before organisations, kept in step
+            conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
         # Any role change ends the user's sessions: a dropped role must not linger in an open
         # browser, and one rule is easier to trust than a ranking kept here.
         _bump_epoch(conn, name)
@@ -65,7 +94,7 @@ def set_disabled(db, name, disabled: bool, actor=None) -> int:
     """
     now = time.time()
     with transaction(db) as conn:
-        if conn.execute("UPDATE users SET disabled_at = ? WHERE name = ?",
+        if conn.execute(f"UPDATE users SET disabled_at = ? WHERE name = ? AND {_members(db)}",
                         (now if disabled else None, name)).rowcount != 1:
             raise StoreError(f"unknown user {name!r}")
         revoked = 0
@@ -82,7 +111,7 @@ def rename_user(db, name, new_name, actor=None) -> None:
     """Rename a user (their sessions go on; tokens they made follow the new name)."""
     try:
         with transaction(db) as conn:
-            if conn.execute("UPDATE users SET name = ? WHERE name = ?",
+            if conn.execute(f"UPDATE users SET name = ? WHERE name = ? AND {_members(db)}",
                             (new_name, name)).rowcount != 1:
                 raise StoreError(f"unknown user {name!r}")
             conn.execute("UPDATE api_tokens SET created_by = ? WHERE created_by = ?",
@@ -100,7 +129,8 @@ def set_password(db, name, password_hash, actor=None, action="user.password",
     """
     with transaction(db) as conn:
         if conn.execute("UPDATE users SET password_hash = ?, must_change_password = ? "
-                        "WHERE name = ?", (password_hash, int(one_time), name)).rowcount != 1:
+                        f"WHERE name = ? AND {_members(db)}",
+                        (password_hash, int(one_time), name)).rowcount != 1:
             raise StoreError(f"unknown user {name!r}")
         _bump_epoch(conn, name)
         audit.insert(conn, time.time(), actor, action, name)
@@ -118,13 +148,15 @@ TOUCH_EVERY = 60.0
 def list_tokens(db) -> list[dict]:
     """Every API token's name, role, maker and times, revoked ones too (never the hash)."""
     return list(db.query("SELECT name, role, created, last_used, revoked_at, created_by "
-                         "FROM api_tokens ORDER BY name"))
+                         f"FROM api_tokens WHERE {scope_of(db).owns()} ORDER BY name"))
 
 
 def use_token(db, token: str, now: float | None = None) -> dict | None:
-    """{"name", "role"} of a live (unrevoked) token, noting its use; None if there is none."""
+    """{"name", "role", "org_id"} of a live (unrevoked) token, noting its use; None if there is
+    none. Any organisation's token is found: the token decides the request's organisation."""
     row = db.conn.execute(
-        "SELECT name, role, last_used FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        "SELECT name, role, last_used, org_id FROM api_tokens WHERE token_hash = ?"
+        " AND revoked_at IS NULL",
         (hash_token(token),),
     ).fetchone()
     if row is None:
@@ -133,7 +165,7 @@ def use_token(db, token: str, now: float | None = None) -> dict | None:
     if row[2] is None or now - row[2] >= TOUCH_EVERY:
         with transaction(db) as conn:
             conn.execute("UPDATE api_tokens SET last_used = ? WHERE name = ?", (now, row[0]))
-    return {"name": row[0], "role": row[1]}
+    return {"name": row[0], "role": row[1], "org_id": row[3]}
 
 
 def revoke_token(db, name, actor=None) -> None:
@@ -141,7 +173,8 @@ def revoke_token(db, name, actor=None) -> None:
     with transaction(db) as conn:
         now = time.time()
         if conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE name = ? "
-                        "AND revoked_at IS NULL", (now, name)).rowcount != 1:
+                        f"AND revoked_at IS NULL AND {scope_of(db).owns()}",
+                        (now, name)).rowcount != 1:
             raise StoreError(f"no live token {name!r}")
         audit.insert(conn, now, actor, "token.revoke", name)
 
@@ -151,9 +184,9 @@ def add_token(db, name, token, role="operator", actor=None):
     try:
         with transaction(db) as conn:
             conn.execute(
-                "INSERT INTO api_tokens (name, token_hash, created, role, created_by) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, hash_token(token), time.time(), role, actor),
+                "INSERT INTO api_tokens (name, token_hash, created, role, created_by, org_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, hash_token(token), time.time(), role, actor, scope_of(db).org_id),
             )
     except IntegrityError:
         raise DuplicateName(f"token {name!r} already exists") from None
@@ -179,5 +212,5 @@ def token_info(db, token: str) -> dict | None:
 
 
 def count_users(db) -> int:
-    """How many users exist."""
-    return db.conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    """How many users the connection's organisation has (all users for the platform's)."""
+    return db.conn.execute(f"SELECT count(*) FROM users WHERE {_members(db)}").fetchone()[0]

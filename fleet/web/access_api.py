@@ -70,5 +70,5 @@ def user_action(name, action):
     except auth.AuthError as e:
         raise ApiError(400, str(e)) from None
     except StoreError as e:
-        raise ApiError(404 if user_store.get_user(db, name) is None else 409, str(e)) from None
+        raise ApiError(404 if user_store.get_member(db, name) is None else 409, str(e)) from None
     return answer

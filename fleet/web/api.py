@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from fleet.web import scoping
 from fleet.web.auth import bearer_token, csrf
 from fleet.web.params import query_int
 
@@ -76,6 +77,7 @@ def require_token():
     g.user = None
     g.token = token
     g.token_name = token["name"]
+    scoping.for_token(token)  # the token's organisation scopes every query of the request
 
 
 def _error(status: int, message: str):

@@ -24,6 +24,7 @@ from pwdlib import PasswordHash
 from fleet.store import audit as audit_store
 from fleet.store import users as user_store
 from fleet.web import db as web_db
+from fleet.web import scoping
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 csrf = CSRFProtect()
@@ -279,6 +280,8 @@ def session_user() -> dict | None:
 @bp.before_app_request
 def load_logged_in_user():
     g.user = session_user()
+    # The organisation chosen and the role in it (fleet/web/scoping.py).
+    scoping.for_user()
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -310,6 +313,8 @@ def login():
                 failures.clear(keys[1:])  # the address's count across names stays
                 session.clear()
                 start_session(user)
+                g.user = user
+                scoping.for_user()  # the login is recorded in the user's organisation
                 audit_store.audit(db, name, "login")
                 # Only local paths: never bounce a fresh session to another site.
                 return redirect(local_target(request.args.get("next"), url_for("nodes.index")))

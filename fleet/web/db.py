@@ -7,13 +7,26 @@ from flask.cli import with_appcontext
 
 from fleet.store import migrate
 from fleet.store.base import Database, SchemaTooNew, close, connect
+from fleet.store.scope import Scope, set_scope
+
+# A request's connection sees nothing until its user, API token or node is known (fail closed):
+# no organisation has id 0.
+NOBODY = Scope(0)
 
 
 def get_db() -> Database:
-    """The request's database connection, opened on first use."""
+    """The request's database connection, opened on first use, with the request's scope."""
     if "db" not in g:
         g.db = connect(current_app.config["DATABASE"])
+        set_scope(g.db, g.get("scope") or NOBODY)
     return g.db
+
+
+def use_scope(scope: Scope) -> None:
+    """From now on this request's store queries see what scope covers (fleet/store/scope.py)."""
+    g.scope = scope
+    if "db" in g:
+        set_scope(g.db, scope)
 
 
 def or_404(missing, get, *args):

@@ -1,0 +1,155 @@
+"""`fleet org`: organisations, their members and quotas (the platform operator's commands)."""
+
+import click
+
+from fleet.console import friendly, open_store, when
+from fleet.store import orgs as org_store
+
+ROLES = ("viewer", "technician", "operator", "admin")  # as fleet/web/auth.py (a test checks)
+
+
+@click.group("org")
+def org_group():
+    """Organisations sharing the platform: each sees only its own nodes and objects.
+
+    Example: fleet org add parking --max-nodes 500
+    """
+
+
+def _limit(value) -> str:
+    return "no limit" if value is None else str(value)
+
+
+@org_group.command("list")
+@friendly
+def org_list():
+    """The organisations, with their nodes, members and quotas.
+
+    Example: fleet org list
+    """
+    for o in org_store.list_organisations(open_store()):
+        mark = "  (platform operator)" if o["platform"] else ""
+        click.echo(f"{o['name']:24} nodes {o['nodes']:>6}  members {o['members']:>4}  "
+                   f"max nodes {_limit(o['max_nodes'])}  API requests/min "
+                   f"{_limit(o['max_requests_per_minute'])}  since {when(o['created'])}{mark}")
+
+
+@org_group.command("add")
+@click.argument("name")
+@click.option("--max-nodes", type=click.IntRange(min=0), default=None,
+              help="Most nodes it may hold (default: no limit).")
+@click.option("--max-requests-per-minute", type=click.IntRange(min=1), default=None,
+              help="Recorded quota of API requests per minute (not enforced yet).")
+@friendly
+def org_add(name, max_nodes, max_requests_per_minute):
+    """Create an organisation.
+
+    Example: fleet org add parking --max-nodes 500
+    """
+    org_store.add_organisation(open_store(), name, max_nodes, max_requests_per_minute,
+                               actor="cli")
+    click.echo(f"organisation {name} added")
+
+
+@org_group.command("member")
+@click.argument("org")
+@click.argument("user")
+@click.argument("role", type=click.Choice(ROLES))
+@friendly
+def org_member(org, user, role):
+    """Give a user a role in an organisation (or change it); their sessions end.
+
+    Example: fleet org member parking tess technician
+    """
+    org_store.set_member(open_store(), user, org, role, actor="cli")
+    click.echo(f"user {user} is {role} in {org}")
+
+
+@org_group.command("unmember")
+@click.argument("org")
+@click.argument("user")
+@friendly
+def org_unmember(org, user):
+    """Take a user's role in an organisation away; their sessions end.
+
+    Example: fleet org unmember parking tess
+    """
+    org_store.remove_member(open_store(), user, org, actor="cli")
+    click.echo(f"user {user} is no longer in {org}")
+
+
+@org_group.command("quota")
+@click.argument("org")
+@click.option("--max-nodes", type=click.IntRange(min=0), default=None,
+              help="Most nodes it may hold (left out: no limit).")
+@click.option("--max-requests-per-minute", type=click.IntRange(min=1), default=None,
+              help="Recorded quota of API requests per minute (not enforced yet).")
+@friendly
+def org_quota(org, max_nodes, max_requests_per_minute):
+    """Set an organisation's quotas (an option left out means no limit).
+
+    Example: fleet org quota parking --max-nodes 600
+    """
+    org_store.set_quotas(open_store(), org, max_nodes, max_requests_per_minute, actor="cli")
+    click.echo(f"{org}: max nodes {_limit(max_nodes)}, API requests/min "
+               f"{_limit(max_requests_per_minute)}")
+
+
+@org_group.command("share")
+@click.argument("org")
+@click.option("--to", "grantee", required=True, metavar="ORG", help="Who may read.")
+@click.option("--node", default=None, help="One node of ORG to share.")
+@click.option("--tag", default=None, help="Share every node of ORG carrying this tag.")
+@friendly
+def org_share(org, grantee, node, tag):
+    """Let another organisation read a node or tagged nodes of ORG (never command them).
+
+    Example: fleet org share parking --to environment --tag temperature
+    """
+    grant = org_store.share(open_store(), org, grantee, node_id=node, tag=tag, actor="cli")
+    click.echo(f"grant {grant}: {grantee} reads {'node ' + node if node else 'tag ' + tag}"
+               f" of {org}")
+
+
+@org_group.command("unshare")
+@click.argument("grant", type=int)
+@friendly
+def org_unshare(grant):
+    """Revoke a grant (it stays on record as revoked).
+
+    Example: fleet org unshare 3
+    """
+    org_store.revoke_share(open_store(), grant, actor="cli")
+    click.echo(f"grant {grant} revoked")
+
+
+@org_group.command("shares")
+@friendly
+def org_shares():
+    """Grants given and received, revoked ones too.
+
+    Example: fleet --org parking org shares
+    """
+    for s in org_store.list_shares(open_store()):
+        what = f"node {s['node_id']}" if s["node_id"] else f"tag {s['tag']}"
+        state = f"revoked {when(s['revoked_at'])}" if s["revoked_at"] else "live"
+        click.echo(f"{s['id']:>5}  {s['org']} -> {s['grantee']}  {what}  since "
+                   f"{when(s['created'])}  {state}")
+
+
+@org_group.command("move")
+@click.argument("node")
+@click.option("--to", "target", required=True, metavar="ORG", help="The new organisation.")
+@friendly
+def org_move(node, target):
+    """Move a node to another organisation with its identity and history (the platform
+    operator's command; grants of the node end).
+
+    Example: fleet org move air-7 --to environment
+    """
+    org_store.move_node(open_store(), node, target, actor="cli")
+    click.echo(f"node {node} moved to {target}")
+
+
+def register(cli):
+    cli.add_command(org_group)

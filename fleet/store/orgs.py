@@ -1,0 +1,211 @@
+"""Organisations, who belongs to which with what role, and their quotas.
+
+The organisation filter itself (the Scope every query takes) is scope.py.
+"""
+
+import json
+import time
+
+from . import audit
+from .base import DuplicateName, IntegrityError, StoreError, first, transaction
+from .nodes import check_room
+from .scope import Scope, scope_of
+
+
+class UnknownOrganisation(StoreError):
+    """No organisation with that name or id exists."""
+
+
+class NotAMember(StoreError):
+    """The user holds no role in that organisation."""
+
+
+# --- organisations ------------------------------------------------------------------------------
+
+def list_organisations(db) -> list[dict]:
+    """Every organisation this connection may see (the platform's sees all), by name, with its
+    node and member counts."""
+    scope = scope_of(db)
+    return list(db.query(
+        "SELECT o.id, o.name, o.platform, o.max_nodes, o.max_requests_per_minute, o.created,"
+        " (SELECT count(*) FROM nodes n WHERE n.org_id = o.id) AS nodes,"
+        " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS members"
+        f" FROM organisations o WHERE {scope.owns('o.id')} ORDER BY o.platform DESC, o.name"))
+
+
+def get_organisation(db, name_or_id) -> dict:
+    """One organisation by name or id; UnknownOrganisation if none."""
+    column = "id" if isinstance(name_or_id, int) else "name"
+    row = first(db, f"SELECT * FROM organisations WHERE {column} = ?", [name_or_id])
+    if row is None:
+        raise UnknownOrganisation(f"unknown organisation {name_or_id!r}")
+    return row
+
+
+def add_organisation(db, name: str, max_nodes=None, max_requests_per_minute=None,
+                     actor=None) -> int:
+    """Create an organisation (never a second platform one); return its id."""
+    try:
+        with transaction(db) as conn:
+            conn.execute("INSERT INTO organisations (name, max_nodes, max_requests_per_minute,"
+                         " created) VALUES (?, ?, ?, ?)",
+                         (name, max_nodes, max_requests_per_minute, time.time()))
+            org_id = conn.execute("SELECT id FROM organisations WHERE name = ?",
+                                  (name,)).fetchone()[0]
+            audit.insert(conn, time.time(), actor, "org.add", name,
+                         {"max_nodes": max_nodes,
+                          "max_requests_per_minute": max_requests_per_minute})
+    except IntegrityError:
+        raise DuplicateName(f"organisation {name!r} already exists") from None
+    return org_id
+
+
+def set_quotas(db, name: str, max_nodes=None, max_requests_per_minute=None, actor=None) -> None:
+    """Set (None: no limit) an organisation's quotas; audited."""
+    with transaction(db) as conn:
+        if conn.execute("UPDATE organisations SET max_nodes = ?, max_requests_per_minute = ?"
+                        " WHERE name = ?", (max_nodes, max_requests_per_minute, name)
+                        ).rowcount != 1:
+            raise UnknownOrganisation(f"unknown organisation {name!r}")
+        audit.insert(conn, time.time(), actor, "org.quotas", name,
+                     {"max_nodes": max_nodes, "max_requests_per_minute": max_requests_per_minute})
+
+
+# --- memberships --------------------------------------------------------------------------------
+
+def memberships(db, user_id: int) -> list[dict]:
+    """The organisations a user belongs to, with their role in each (the platform's first)."""
+    return list(db.query(
+        "SELECT o.id, o.name, o.platform, m.role FROM memberships m"
+        " JOIN organisations o ON o.id = m.org_id WHERE m.user_id = ?"
+        " ORDER BY o.platform DESC, o.name", [user_id]))
+
+
+def membership(db, user_id: int, org_id: int) -> dict | None:
+    """{"id", "name", "platform", "role"} of the user in that organisation, or None."""
+    return first(db, "SELECT o.id, o.name, o.platform, m.role FROM memberships m"
+                     " JOIN organisations o ON o.id = m.org_id"
+                     " WHERE m.user_id = ? AND m.org_id = ?", [user_id, org_id])
+
+
+def set_member(db, user_name: str, org_name: str, role: str, actor=None) -> None:
+    """Give a user a role in an organisation (or change it); their sessions end; audited."""
+    org = get_organisation(db, org_name)
+    with transaction(db) as conn:
+        row = conn.execute("SELECT id FROM users WHERE name = ?", (user_name,)).fetchone()
+        if row is None:
+            raise StoreError(f"unknown user {user_name!r}")
+        conn.execute("INSERT INTO memberships (user_id, org_id, role) VALUES (?, ?, ?)"
+                     " ON CONFLICT (user_id, org_id) DO UPDATE SET role = excluded.role",
+                     (row[0], org["id"], role))
+        conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", (row[0],))
+        audit.insert(conn, time.time(), actor, "org.member", user_name,
+                     {"org": org_name, "role": role})
+
+
+def remove_member(db, user_name: str, org_name: str, actor=None) -> None:
+    """Take a user's role in an organisation away; their sessions end; audited."""
+    org = get_organisation(db, org_name)
+    with transaction(db) as conn:
+        changed = conn.execute(
+            "DELETE FROM memberships WHERE org_id = ? AND user_id ="
+            " (SELECT id FROM users WHERE name = ?)", (org["id"], user_name)).rowcount
+        if changed != 1:
+            raise NotAMember(f"user {user_name!r} is not a member of {org_name!r}")
+        conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE name = ?",
+                     (user_name,))
+        audit.insert(conn, time.time(), actor, "org.unmember", user_name, {"org": org_name})
+
+
+def count_request(db, org_id: int, now: float) -> int:
+    """Count one API request of the organisation in this minute; return the minute's count."""
+    minute = int(now // 60)
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM api_usage WHERE org_id = ? AND minute < ?", (org_id, minute))
+        return conn.execute(
+            "INSERT INTO api_usage (org_id, minute, requests) VALUES (?, ?, 1)"
+            " ON CONFLICT (org_id, minute) DO UPDATE SET requests = api_usage.requests + 1"
+            " RETURNING requests", (org_id, minute)).fetchone()[0]
+
+
+def org_of_node(db, node_id: str) -> int | None:
+    """The organisation owning a node, whatever the connection's scope (a node's own login
+    decides its scope with it), or None if no such node."""
+    row = db.conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def scope_for(db, org_id: int) -> Scope:
+    """The scope of an organisation: everything for the platform's, else only its own."""
+    org = get_organisation(db, int(org_id))
+    return Scope(org["id"], platform=bool(org["platform"]))
+
+
+# --- sharing and moving -------------------------------------------------------------------------
+
+def share(db, org_name: str, grantee_name: str, node_id=None, tag=None, actor=None) -> int:
+    """Let another organisation read one node (node_id) or every node with a tag (tag) of
+    org_name; audited; return the grant's id. The grantee can read, never command."""
+    if (node_id is None) == (tag is None):
+        raise StoreError("share either one node (node_id) or a tag, not both or neither")
+    org, grantee = get_organisation(db, org_name), get_organisation(db, grantee_name)
+    if org["id"] == grantee["id"]:
+        raise StoreError("an organisation cannot share with itself")
+    now = time.time()
+    with transaction(db) as conn:
+        if node_id is not None and conn.execute(
+                "SELECT 1 FROM nodes WHERE id = ? AND org_id = ?", (node_id, org["id"])
+        ).fetchone() is None:
+            raise StoreError(f"organisation {org_name!r} has no node {node_id!r}")
+        grant = conn.execute(
+            "INSERT INTO shares (org_id, grantee_org_id, node_id, tag, created, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (org["id"], grantee["id"], node_id, tag, now, actor)).fetchone()[0]
+        audit.insert(conn, now, actor, "org.share", org_name,
+                     {"grant": grant, "to": grantee_name, "node": node_id, "tag": tag})
+    return grant
+
+
+def revoke_share(db, grant: int, actor=None) -> None:
+    """End a grant (it stays on record, revoked); audited."""
+    now = time.time()
+    with transaction(db) as conn:
+        if conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE id = ?"
+                        " AND revoked_at IS NULL", (now, actor, grant)).rowcount != 1:
+            raise StoreError(f"no live grant {grant}")
+        audit.insert(conn, now, actor, "org.unshare", str(grant))
+
+
+def list_shares(db) -> list[dict]:
+    """Grants given or received by the connection's organisation (all for the platform's),
+    newest first, revoked ones too."""
+    scope = scope_of(db)
+    mine = ("true" if scope.platform
+            else f"(s.org_id = {int(scope.org_id)} OR s.grantee_org_id = {int(scope.org_id)})")
+    return list(db.query(
+        "SELECT s.*, o.name AS org, g.name AS grantee FROM shares s"
+        " JOIN organisations o ON o.id = s.org_id JOIN organisations g ON g.id = s.grantee_org_id"
+        f" WHERE {mine} ORDER BY s.id DESC"))
+
+
+def move_node(db, node_id: str, to_org: str, actor=None) -> None:
+    """Move a node to another organisation with its identity and history (readings, alerts,
+    commands follow its id); grants of it end; audited in both organisations."""
+    target = get_organisation(db, to_org)
+    now = time.time()
+    with transaction(db) as conn:
+        row = conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"unknown node {node_id!r}")
+        if row[0] == target["id"]:
+            raise StoreError(f"node {node_id!r} is already in {to_org!r}")
+        check_room(conn, target["id"])
+        conn.execute("UPDATE nodes SET org_id = ? WHERE id = ?", (target["id"], node_id))
+        conn.execute("UPDATE alerts SET org_id = ? WHERE node_id = ?", (target["id"], node_id))
+        conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE node_id = ?"
+                     " AND revoked_at IS NULL", (now, actor, node_id))
+        for org_id in (row[0], target["id"]):
+            conn.execute("INSERT INTO audit (t, actor, action, target, detail, org_id)"
+                         " VALUES (?, ?, 'node.move', ?, ?, ?)",
+                         (now, actor, node_id, json.dumps({"from": row[0], "to": target["id"]}),
+                          org_id))

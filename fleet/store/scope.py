@@ -1,0 +1,83 @@
+"""The organisation filter: a Scope on every connection, and the SQL it adds to queries.
+
+Isolation lives here, in one place (docs/architecture.md, "Organisations"): a connection
+carries a Scope (set_scope), and every store query for an organisation's data adds the SQL the
+scope gives (Scope.owns, Scope.sees_nodes, Scope.node_ids) to its WHERE clause. A view never
+filters by organisation itself: the web sets the request's scope once, from the API token or the
+user's chosen organisation, and what the scope does not cover simply is not found (the views
+answer 404, so another organisation's objects do not even leak their existence).
+
+A connection without a scope is a worker's or a command line's own (ingest, exports, upkeep):
+it sees everything, like the platform operator's organisation.
+"""
+
+from dataclasses import dataclass
+
+PLATFORM_ORG = 1  # the first organisation: the migration makes the existing fleet its own
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a connection may see: one organisation's objects, or everything (the platform's).
+
+    Methods return SQL fragments for a WHERE clause. The organisation's id is an int the store
+    itself read from the database and is written into the text (never a request's string), so
+    every query keeps its own placeholders as they are.
+    """
+
+    org_id: int
+    platform: bool = False
+
+    def owns(self, column: str = "org_id") -> str:
+        """The rows of a table with an org_id column that this scope's organisation owns."""
+        if self.platform:
+            return "true"
+        return f"{column} = {int(self.org_id)}"
+
+    def sees_nodes(self, id_column: str = "nodes.id", org_column: str = "nodes.org_id",
+                   tags_column: str = "nodes.tags", dialect: str = "sqlite") -> str:
+        """The nodes this scope may read: its own and those another organisation shared with it
+        (one by one, or by a tag they carry)."""
+        if self.platform:
+            return "true"
+        o = int(self.org_id)
+        tagged = {
+            "sqlite": f"EXISTS (SELECT 1 FROM json_each({tags_column}) WHERE value = s.tag)",
+            "postgresql": f"{tags_column}::jsonb @> jsonb_build_array(s.tag)",
+        }[dialect]
+        return (f"({org_column} = {o} OR EXISTS (SELECT 1 FROM shares s"
+                f" WHERE s.grantee_org_id = {o} AND s.revoked_at IS NULL"
+                f" AND s.org_id = {org_column}"
+                f" AND (s.node_id = {id_column} OR (s.tag IS NOT NULL AND {tagged}))))")
+
+    def sees_node_id(self, column: str = "node_id", dialect: str = "sqlite") -> str:
+        """Rows whose node_id column names a node this scope may read (the platform's scope
+        keeps every row, also those of nodes not registered)."""
+        if self.platform:
+            return "true"
+        return f"{column} IN (SELECT id FROM nodes WHERE {self.sees_nodes(dialect=dialect)})"
+
+    def owns_node_id(self, column: str = "node_id") -> str:
+        """Rows whose node_id column names a node this scope's organisation owns (may change)."""
+        if self.platform:
+            return "true"
+        return f"{column} IN (SELECT id FROM nodes WHERE org_id = {int(self.org_id)})"
+
+
+EVERYTHING = Scope(PLATFORM_ORG, platform=True)
+
+
+def set_scope(db, scope: Scope) -> None:
+    """Make every store query on this connection see only what scope covers."""
+    db.conn.scope = scope
+
+
+def scope_of(db) -> Scope:
+    """The scope of a connection (db or the conn a transaction yields); everything if unset."""
+    conn = getattr(db, "conn", db)
+    return getattr(conn, "scope", None) or EVERYTHING
+
+
+def org_of_scope(db) -> int:
+    """The organisation new objects made through this connection belong to."""
+    return scope_of(db).org_id
