@@ -85,6 +85,8 @@ def api_create():
         raise ApiError(400, str(e)) from None
     except DuplicateName as e:
         raise ApiError(409, str(e)) from None
+    except profile_store.PlatformOnly as e:
+        raise ApiError(403, str(e)) from None
     return _no_store(make_response(jsonify({"name": body["name"], "token": token}), 201))
 
 
@@ -95,6 +97,8 @@ def api_revoke(name):
         revoke(web_db.get_db(), name)
     except supplier_store.UnknownSupplier as e:
         raise ApiError(404, str(e)) from None
+    except profile_store.PlatformOnly as e:
+        raise ApiError(403, str(e)) from None
     return "", 204
 
 
@@ -110,6 +114,8 @@ def api_assign(node_id):
         assign(web_db.get_db(), node_id, supplier)
     except UnknownNode as e:
         raise ApiError(404, str(e)) from None
+    except profile_store.PlatformOnly as e:
+        raise ApiError(403, str(e)) from None
     except StoreError as e:
         raise ApiError(400, str(e)) from None
     return jsonify({"node_id": node_id, "supplier": supplier})
@@ -135,7 +141,7 @@ def index():
     name = request.form.get("name", "").strip()
     try:
         token = create(web_db.get_db(), name)
-    except (ValueError, DuplicateName) as e:
+    except (ValueError, DuplicateName, profile_store.PlatformOnly) as e:
         flash(f"Not created: {e}")
         return _page(status=400)
     return _page(token=token, made=name, status=201)
@@ -146,7 +152,7 @@ def index():
 def revoke_page(name):
     try:
         nodes = revoke(web_db.get_db(), name)
-    except supplier_store.UnknownSupplier as e:
+    except (supplier_store.UnknownSupplier, profile_store.PlatformOnly) as e:
         flash(str(e))
     else:
         flash(f"Supplier {name} revoked: its token no longer works"

@@ -216,7 +216,19 @@ def supplier_of_token(db, token_hash: str) -> str | None:
     return None if row is None else row[0]
 
 
+class PlatformOnly(StoreError):
+    """Suppliers write to any node they are given, so only the platform operator's organisation
+    manages them (until suppliers belong to organisations: docs/architecture.md)."""
+
+
+def platform_only(db) -> None:
+    """Raise PlatformOnly unless this connection acts for the platform (or a worker, the CLI)."""
+    if not scope_of(db).platform:
+        raise PlatformOnly("suppliers are managed by the platform operator's organisation only")
+
+
 def add_supplier(db, name: str, token_hash: str, mqtt_hash: str, actor=None) -> None:
+    platform_only(db)
     now = time.time()
     with transaction(db) as conn:
         if conn.execute("SELECT 1 FROM suppliers WHERE name = ?", (name,)).fetchone():
@@ -227,6 +239,7 @@ def add_supplier(db, name: str, token_hash: str, mqtt_hash: str, actor=None) -> 
 
 
 def set_supplier(db, node_id: str, supplier: str | None, actor=None) -> None:
+    platform_only(db)
     with transaction(db) as conn:
         if supplier is not None and not conn.execute(
                 "SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone():

@@ -9,6 +9,8 @@ import time
 
 from . import audit
 from .base import StoreError, transaction
+from .profiles import platform_only
+from .scope import scope_of
 
 
 class UnknownSupplier(StoreError):
@@ -16,7 +18,10 @@ class UnknownSupplier(StoreError):
 
 
 def list_suppliers(db) -> list[dict]:
-    """Every supplier (never its token hashes) with the ids of its nodes, by name."""
+    """Every supplier (never its token hashes) with the ids of its nodes, by name; none for an
+    organisation other than the platform's (store/profiles.py: platform_only)."""
+    if not scope_of(db).platform:
+        return []
     out = {r["name"]: dict(r, nodes=[]) for r in db.query(
         "SELECT name, created FROM suppliers ORDER BY name")}
     for r in db.query("SELECT id, supplier FROM nodes WHERE supplier IS NOT NULL ORDER BY id"):
@@ -28,6 +33,7 @@ def list_suppliers(db) -> list[dict]:
 def revoke_supplier(db, name: str, actor=None) -> list[str]:
     """Delete a supplier, its token and broker login, and release its nodes (their readings
     stay); audited. Returns the ids of the nodes it had."""
+    platform_only(db)
     now = time.time()
     with transaction(db) as conn:
         nodes = [r[0] for r in conn.execute(
