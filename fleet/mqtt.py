@@ -118,7 +118,11 @@ def publish_acked(c: paho.Client, topic: str, payload: bytes,
                   timeout: float = PUBLISH_TIMEOUT) -> None:
     """Publish with QoS 1 on a connected client and wait for the broker's acknowledgement."""
     info = c.publish(topic, payload, qos=1)
-    info.wait_for_publish(timeout)
+    try:
+        info.wait_for_publish(timeout)
+    except (RuntimeError, ValueError) as e:
+        # paho's way to say the connection went (refused or dropped) or its queue is full
+        raise NotAcknowledged(str(e)) from None
     if not info.is_published():
         raise NotAcknowledged(f"no acknowledgement within {timeout:g} s")
 

@@ -91,9 +91,9 @@ def publish(settings, node_id: str, frame: bytes):
         mqtt.publish_once(host, port, topics.down(node_id), frame, username, password)
     except mqtt.Unreachable as e:
         raise BrokerUnavailable(f"cannot reach the broker at {host}:{port}: {e}") from None
-    except mqtt.NotAcknowledged:
+    except mqtt.NotAcknowledged as e:
         raise BrokerUnavailable(f"the broker at {host}:{port} did not acknowledge the command"
-                                ) from None
+                                f" ({e})") from None
 
 
 def polylink_only(db, node_id: str) -> None:
