@@ -104,7 +104,8 @@ def _public(db, row: dict) -> dict:
                                "attempts", "next_try")}
     out["enabled"] = bool(row["enabled"])
     out["secret_set"] = row.get("secret") is not None
-    out["behind"] = export_store.backlog(db, row["reading_at"], row["nodes"], row["tags"])
+    out["behind"] = export_store.backlog(db, row["reading_at"], row["nodes"], row["tags"],
+                                         row["org_id"])
     out["state"] = ("paused" if not row["enabled"] else "down" if row["last_error"] else
                     "catching up" if out["behind"] else "up to date")
     return out
@@ -127,7 +128,8 @@ def lag(db, now: float | None = None) -> dict[str, tuple[int, float]]:
     now = time.time() if now is None else now
     out = {}
     for row in export_store.list_destinations(db):
-        behind, oldest = export_store.pending(db, row["reading_at"], row["nodes"], row["tags"])
+        behind, oldest = export_store.pending(db, row["reading_at"], row["nodes"], row["tags"],
+                                              row["org_id"])
         # A node's clock may run ahead of the fleet's: never a negative lag.
         out[row["name"]] = (behind, 0.0 if oldest is None else max(0.0, now - oldest))
     return out

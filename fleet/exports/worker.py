@@ -116,7 +116,8 @@ class Loop:
             self.stop.set()
             return False
         readings, events, r_pos, e_pos = export_store.fetch_after(
-            db, row["reading_at"], row["event_at"], row["nodes"], row["tags"], self.batch)
+            db, row["reading_at"], row["event_at"], row["nodes"], row["tags"], self.batch,
+            row["org_id"])
         if not readings and not events:
             if (r_pos, e_pos) != (row["reading_at"], row["event_at"]):
                 export_store.advance(db, self.name, r_pos, e_pos, 0, [], time.time())

@@ -17,7 +17,7 @@ the cursor would step over it:
 import json
 
 from .base import JSON_VALUES, POSTGRESQL, SQLITE, DuplicateName, first, transaction
-from .scope import scope_of
+from .scope import PLATFORM_ORG, Scope, scope_of
 
 # Where a destination's secret is sent: an edit that changes it must give the secret again.
 DESTINATION = ("kind", "url")
@@ -110,12 +110,17 @@ def _tagged(dialect: str) -> str:
             f" WHERE value {_in_list(dialect)})")
 
 
-def _selection(dialect: str, nodes: list[str], tags: list[str]) -> tuple[str, list]:
-    """SQL condition on node_id for a destination's chosen nodes and tags (none: all nodes)."""
+def _selection(dialect: str, nodes: list[str], tags: list[str],
+               org_id: int = PLATFORM_ORG) -> tuple[str, list]:
+    """SQL condition on node_id for a destination's chosen nodes and tags (none: all nodes),
+    within what the destination's organisation may read (its own nodes and those shared with it;
+    the platform operator's: every node). The organisation is the destination's, not the
+    connection's: the worker and /metrics read every destination through one connection."""
+    seen = Scope(org_id, platform=org_id == PLATFORM_ORG).sees_node_id("node_id", dialect)
     if not nodes and not tags:
-        return "1 = 1", []
+        return seen, []
     return (f"node_id IN (SELECT id FROM nodes WHERE id {_in_list(dialect)}"
-            f" OR {_tagged(dialect)})", [json.dumps(nodes), json.dumps(tags)])
+            f" OR {_tagged(dialect)}) AND {seen}", [json.dumps(nodes), json.dumps(tags)])
 
 
 # The first position of a cursor (before every row), and its parts by dialect: the columns of a
@@ -176,15 +181,17 @@ def _rows_after(conn, table: str, columns: str, at: tuple[int, int], below, cond
 
 
 def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], nodes: list[str],
-                tags: list[str], limit: int) -> tuple[list[tuple], list[tuple], tuple, tuple]:
+                tags: list[str], limit: int, org_id: int = PLATFORM_ORG,
+                ) -> tuple[list[tuple], list[tuple], tuple, tuple]:
     """The next readings and events after a cursor, of the selected nodes, in commit order.
 
     Returns (readings as (id, node, t, qid, inst, value), events as (id, node, t, code, value,
     text), the reading position, the event position) where a position is where the cursor goes
     once these rows are delivered: past rows of other nodes too, so a destination that selects
-    few nodes does not scan the same foreign rows again.
+    few nodes does not scan the same foreign rows again. Only nodes organisation org_id (the
+    destination's) may read are selected.
     """
-    cond, args = _selection(db.dialect, nodes, tags)
+    cond, args = _selection(db.dialect, nodes, tags, org_id)
     conn = db.conn
     conn.execute("BEGIN")  # one read snapshot for the horizon and the rows
     try:
@@ -254,17 +261,18 @@ def record_failure(db, name: str, error: str, at: float, next_try: float) -> Non
             (error, at, next_try, name))
 
 
-def backlog(db, reading_at: tuple[int, int], nodes: list[str], tags: list[str]) -> int:
+def backlog(db, reading_at: tuple[int, int], nodes: list[str], tags: list[str],
+            org_id: int = PLATFORM_ORG) -> int:
     """How many stored readings of the selected nodes a destination has not been handed yet."""
-    return pending(db, reading_at, nodes, tags)[0]
+    return pending(db, reading_at, nodes, tags, org_id)[0]
 
 
 def pending(db, reading_at: tuple[int, int], nodes: list[str],
-            tags: list[str]) -> tuple[int, float | None]:
+            tags: list[str], org_id: int = PLATFORM_ORG) -> tuple[int, float | None]:
     """(how many readings a destination has not been handed yet, the time of the oldest of them
     or None), in one scan. Rows above the horizon count: they are stored, only not yet sure to
     be in order."""
-    cond, args = _selection(db.dialect, nodes, tags)
+    cond, args = _selection(db.dialect, nodes, tags, org_id)
     after, after_args = _after(db.dialect, "readings", reading_at)
     count, oldest = db.conn.execute(
         f"SELECT count(*), min(t) FROM readings WHERE {after} AND {cond}",
