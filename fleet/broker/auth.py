@@ -215,7 +215,7 @@ def sync(db, broker_dir: Path) -> bool:
     changed = write_files(broker_dir, identity_store.active_mqtt_hashes(db),
                           identity_store.active_claim_token_hashes(db),
                           {READER_PREFIX + r["name"]: (r["hash"], reader_topics(r))
-                           for r in export_store.readers(db)},
+                           for r in export_store.readers(db, every_organisation=True)},
                           suppliers=profile_store.supplier_logins(db))
     if changed:
         reload_broker(broker_dir)

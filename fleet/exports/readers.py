@@ -1,7 +1,8 @@
 """Integrators' read-only MQTT logins: subscribe to pl/v1/data/{node} on the fleet's broker.
 
-A login may read the data topics of the nodes it was given (by id or tag; none: all nodes) and
-nothing else; it can publish nowhere (fleet/broker/auth.py writes its ACL). Its password is
+A login belongs to the organisation it was made in and may read the data topics of the nodes it
+was given (by id or tag; none: all nodes) that its organisation may read, and nothing else; it
+can publish nowhere (fleet/broker/auth.py writes its ACL). Its password is
 minted here, shown once and kept only as mosquitto's hash.
 """
 
@@ -10,7 +11,7 @@ import time
 from fleet.broker import auth as brokerauth
 from fleet.store import audit as audit_store
 from fleet.store import exports as export_store
-from fleet.store.base import valid_node_id
+from fleet.store.base import DuplicateName, valid_node_id
 
 from .adapter import ExportError
 from .registry import NAME_CHARS
@@ -32,8 +33,11 @@ def add(db, broker_dir, name: str, nodes=(), tags=(), actor=None) -> dict:
     nodes = _names(nodes, "nodes", valid_node_id)
     tags = _names(tags, "tags", lambda t: 0 < len(t) <= 64)
     password = brokerauth.mint_password()
-    export_store.save_reader(db, name, brokerauth.hash_password(password), nodes, tags,
-                             time.time())
+    try:
+        export_store.save_reader(db, name, brokerauth.hash_password(password), nodes, tags,
+                                 time.time())
+    except DuplicateName as e:
+        raise ExportError(str(e)) from None
     audit_store.audit(db, actor, "export.reader.set", name, {"nodes": nodes, "tags": tags})
     brokerauth.sync(db, broker_dir)
     return {"name": name, "username": brokerauth.READER_PREFIX + name, "password": password,

@@ -17,7 +17,7 @@ the cursor would step over it:
 import json
 
 from .base import JSON_VALUES, POSTGRESQL, SQLITE, DuplicateName, first, transaction
-from .scope import PLATFORM_ORG, Scope, scope_of
+from .scope import PLATFORM_ORG, Scope, org_of_scope, scope_of
 
 # Where a destination's secret is sent: an edit that changes it must give the secret again.
 DESTINATION = ("kind", "url")
@@ -291,30 +291,50 @@ def refused_items(db, name: str, limit: int = 50) -> list[dict]:
 
 def save_reader(db, name: str, hashed: str, nodes: list[str], tags: list[str],
                 created: float) -> None:
-    """Insert or replace an integrator's login (a new password replaces the old one)."""
+    """Insert or replace an integrator's login (a new password replaces the old one), in the
+    scope's organisation; a name another organisation holds is taken."""
+    org_id = org_of_scope(db)
     with transaction(db) as conn:
+        holder = conn.execute("SELECT org_id FROM export_readers WHERE name = ?",
+                              (name,)).fetchone()
+        if holder is not None and holder[0] != org_id:
+            raise DuplicateName(f"the reader name {name!r} is taken")
         conn.execute("DELETE FROM export_readers WHERE name = ?", (name,))
-        conn.execute("INSERT INTO export_readers (name, hash, nodes, tags, created)"
-                     " VALUES (?, ?, ?, ?, ?)",
-                     (name, hashed, json.dumps(nodes), json.dumps(tags), created))
+        conn.execute("INSERT INTO export_readers (name, hash, nodes, tags, created, org_id)"
+                     " VALUES (?, ?, ?, ?, ?, ?)",
+                     (name, hashed, json.dumps(nodes), json.dumps(tags), created, org_id))
 
 
-def readers(db) -> list[dict]:
-    """Every integrator login with its hash, its selection and the node ids that selects now."""
+def readers(db, every_organisation: bool = False) -> list[dict]:
+    """The scope's integrator logins (every organisation's for the broker's files), each with
+    its hash, its selection and the node ids that selects now: only nodes its organisation may
+    read. `all_nodes` is True only for the platform operator's logins with no selection; another
+    organisation's login with no selection gets its organisation's nodes by id."""
+    where = "true" if every_organisation else scope_of(db).owns("org_id")
     out = []
-    for r in db.query("SELECT name, hash, nodes, tags, created FROM export_readers ORDER BY name"):
+    for r in db.query("SELECT name, hash, nodes, tags, created, org_id FROM export_readers"
+                      f" WHERE {where} ORDER BY name"):
         r["nodes"], r["tags"] = json.loads(r["nodes"]), json.loads(r["tags"])
-        r["all_nodes"] = not r["nodes"] and not r["tags"]
-        tagged = [row[0] for row in db.conn.execute(
-            f"SELECT id FROM nodes WHERE {_tagged(db.dialect)}", [json.dumps(r["tags"])])]
-        r["node_ids"] = sorted(set(r["nodes"]) | set(tagged))
+        platform = r["org_id"] == PLATFORM_ORG
+        chosen = bool(r["nodes"] or r["tags"])
+        r["all_nodes"] = platform and not chosen
+        seen = Scope(r["org_id"], platform=platform).sees_nodes(dialect=db.dialect)
+        if chosen:
+            sql, args = (f"SELECT id FROM nodes WHERE (id {_in_list(db.dialect)}"
+                         f" OR {_tagged(db.dialect)}) AND {seen}",
+                         [json.dumps(r["nodes"]), json.dumps(r["tags"])])
+        else:
+            sql, args = f"SELECT id FROM nodes WHERE {seen}", []
+        r["node_ids"] = sorted(row[0] for row in db.conn.execute(sql, args))
         out.append(r)
     return out
 
 
 def delete_reader(db, name: str) -> bool:
     with transaction(db) as conn:
-        return conn.execute("DELETE FROM export_readers WHERE name = ?", (name,)).rowcount != 0
+        return conn.execute(
+            f"DELETE FROM export_readers WHERE name = ? AND {scope_of(conn).owns('org_id')}",
+            (name,)).rowcount != 0
 
 
 def set_enabled(db, name: str, enabled: bool) -> bool:

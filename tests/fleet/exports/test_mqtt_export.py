@@ -14,11 +14,14 @@ from test_webhook_delivery import ingest, wait_for
 
 from fleet.broker.server import MosquittoBroker, find_mosquitto
 from fleet.exports import readers, registry, worker
+from fleet.exports.adapter import ExportError
 from fleet.identity import provision
 from fleet.identity.provision import ProvisionError
 from fleet.settings import Settings
 from fleet.store import nodes as node_store
+from fleet.store import orgs
 from fleet.store.migrate import open_db
+from fleet.store.scope import EVERYTHING, set_scope
 
 
 class Subscriber:
@@ -102,6 +105,41 @@ def test_readers_get_each_reading_of_their_nodes_only(fleet):
     assert n1_temps == sorted(n1_temps) and len(n1_temps) == 30
     assert ("pl/v1/data/n1", "urn:dev:polylink:n1:humidity", 1_700_000_001.0, 50) in recs
     assert wait_for(lambda: registry.get(db, "stream")["delivered"] == 120)
+
+
+@pytest.mark.mosquitto
+def test_an_organisations_reader_gets_only_the_nodes_its_organisation_may_read(fleet):
+    """Issue 18 at the real broker: a login made in another organisation with no selection
+    reads that organisation's nodes only, a node it names but may not read gives it nothing,
+    and the platform's logins and listing are not its to see."""
+    settings, db, ids, broker, thread, subscribe = fleet
+    orgs.add_organisation(db, "parking")
+    orgs.move_node(db, "n2", "parking")
+    grafana = readers.add(db, settings.broker_dir, "grafana")  # the platform's: every node
+    set_scope(db, orgs.scope_for(db, orgs.get_organisation(db, "parking")["id"]))
+    park = readers.add(db, settings.broker_dir, "park-all")
+    sneaky = readers.add(db, settings.broker_dir, "park-sneaky", nodes=["n1"])
+    assert {r["name"]: r["topics"] for r in readers.list_all(db)} == {
+        "park-all": ["pl/v1/data/n2"], "park-sneaky": []}
+    with pytest.raises(KeyError):
+        readers.remove(db, settings.broker_dir, "grafana")  # not parking's to remove
+    set_scope(db, EVERYTHING)
+    with pytest.raises(ExportError, match="taken"):
+        readers.add(db, settings.broker_dir, "park-all")  # the platform cannot take it over
+    time.sleep(0.3)  # mosquitto re-reads its files on SIGHUP
+    all_sub = subscribe(grafana["username"], grafana["password"])
+    park_sub = subscribe(park["username"], park["password"])
+    sneaky_sub = subscribe(sneaky["username"], sneaky["password"])
+    registry.add(db, settings.data_dir, {"name": "stream", "kind": "mqtt", "url": "fleet"}, None)
+    time.sleep(0.3)
+    thread.start()
+    ingest(db, "n1", 1, 10)
+    ingest(db, "n2", 1, 10)
+    assert wait_for(lambda: len(all_sub.records()) == 40)
+    assert wait_for(lambda: len(park_sub.records()) == 20)
+    time.sleep(0.5)
+    assert {topic for topic, *_ in park_sub.records()} == {"pl/v1/data/n2"}
+    assert sneaky_sub.records() == []
 
 
 @pytest.mark.mosquitto
