@@ -31,7 +31,8 @@ def org_list():
         mark = "  (platform operator)" if o["platform"] else ""
         click.echo(f"{o['name']:24} nodes {o['nodes']:>6}  members {o['members']:>4}  "
                    f"max nodes {_limit(o['max_nodes'])}  API requests/min "
-                   f"{_limit(o['max_requests_per_minute'])}  since {when(o['created'])}{mark}")
+                   f"{_limit(o['max_requests_per_minute'])}  LoRaWAN downlinks/day "
+                   f"{_limit(o['max_downlinks_per_day'])}  since {when(o['created'])}{mark}")
 
 
 @org_group.command("add")
@@ -39,7 +40,7 @@ def org_list():
 @click.option("--max-nodes", type=click.IntRange(min=0), default=None,
               help="Most nodes it may hold (default: no limit).")
 @click.option("--max-requests-per-minute", type=click.IntRange(min=1), default=None,
-              help="Recorded quota of API requests per minute (not enforced yet).")
+              help="Most API requests per minute, shared by its tokens (429 past it).")
 @friendly
 def org_add(name, max_nodes, max_requests_per_minute):
     """Create an organisation.
@@ -83,16 +84,21 @@ def org_unmember(org, user):
 @click.option("--max-nodes", type=click.IntRange(min=0), default=None,
               help="Most nodes it may hold (left out: no limit).")
 @click.option("--max-requests-per-minute", type=click.IntRange(min=1), default=None,
-              help="Recorded quota of API requests per minute (not enforced yet).")
+              help="Most API requests per minute, shared by its tokens (429 past it).")
+@click.option("--max-downlinks-per-day", type=click.IntRange(min=0), default=None,
+              help="Most LoRaWAN downlinks per UTC day of all its nodes, the networks' ACKs"
+                   " included (a command past it is refused with the reason).")
 @friendly
-def org_quota(org, max_nodes, max_requests_per_minute):
+def org_quota(org, max_nodes, max_requests_per_minute, max_downlinks_per_day):
     """Set an organisation's quotas (an option left out means no limit).
 
-    Example: fleet org quota parking --max-nodes 600
+    Example: fleet org quota parking --max-nodes 600 --max-downlinks-per-day 200
     """
-    org_store.set_quotas(open_store(), org, max_nodes, max_requests_per_minute, actor="cli")
+    org_store.set_quotas(open_store(), org, max_nodes, max_requests_per_minute, actor="cli",
+                         max_downlinks_per_day=max_downlinks_per_day)
     click.echo(f"{org}: max nodes {_limit(max_nodes)}, API requests/min "
-               f"{_limit(max_requests_per_minute)}")
+               f"{_limit(max_requests_per_minute)}, LoRaWAN downlinks/day "
+               f"{_limit(max_downlinks_per_day)}")
 
 
 @org_group.command("share")

@@ -14,6 +14,7 @@ import time
 from polylink.lorawan import region as region_eu868
 
 from fleet import mqtt
+from fleet.store import orgs as org_store
 from fleet.store import providers as provider_store
 
 from . import ADAPTERS, FPORT, registry
@@ -39,6 +40,10 @@ class TooLarge(OverLimit):
 
 class BudgetUsed(OverLimit):
     """The node's daily downlink budget on its provider is used up."""
+
+
+class OrganisationQuotaUsed(OverLimit):
+    """The node's organisation used its LoRaWAN downlinks for today (organisations' quota)."""
 
 
 def _today(now):
@@ -92,6 +97,13 @@ def send(db, settings, node_id: str, frame: bytes, now=None, fport=FPORT) -> boo
                " the fleet" if acks else "all sent by the fleet")
         raise BudgetUsed(f"node {node_id} used {used} of its {p['downlinks_per_day']} downlinks"
                          f" for today on provider {p['name']} ({why}); try again after 00:00 UTC")
+    org, quota = org_store.downlink_quota_of_node(db, node_id)
+    if quota is not None:
+        org_used = provider_store.org_downlinks_since(db, node_id, _today(now))
+        if org_used >= quota:
+            raise OrganisationQuotaUsed(
+                f"organisation {org} used {org_used} of its {quota} LoRaWAN downlinks for today"
+                " (its quota, counting the networks' ACKs); try again after 00:00 UTC")
     cfg, password = registry.login(db, settings.data_dir, p["name"])
     adapter = ADAPTERS[p["kind"]]
     topic = adapter.downlink_topic(cfg, ident["device_id"] or ident["ext_id"])

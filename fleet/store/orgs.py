@@ -27,7 +27,8 @@ def list_organisations(db) -> list[dict]:
     node and member counts."""
     scope = scope_of(db)
     return list(db.query(
-        "SELECT o.id, o.name, o.platform, o.max_nodes, o.max_requests_per_minute, o.created,"
+        "SELECT o.id, o.name, o.platform, o.max_nodes, o.max_requests_per_minute,"
+        " o.max_downlinks_per_day, o.created,"
         " (SELECT count(*) FROM nodes n WHERE n.org_id = o.id) AS nodes,"
         " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS members"
         f" FROM organisations o WHERE {scope.owns('o.id')} ORDER BY o.platform DESC, o.name"))
@@ -43,32 +44,46 @@ def get_organisation(db, name_or_id) -> dict:
 
 
 def add_organisation(db, name: str, max_nodes=None, max_requests_per_minute=None,
-                     actor=None) -> int:
+                     actor=None, max_downlinks_per_day=None) -> int:
     """Create an organisation (never a second platform one); return its id."""
     try:
         with transaction(db) as conn:
             conn.execute("INSERT INTO organisations (name, max_nodes, max_requests_per_minute,"
-                         " created) VALUES (?, ?, ?, ?)",
-                         (name, max_nodes, max_requests_per_minute, time.time()))
+                         " max_downlinks_per_day, created) VALUES (?, ?, ?, ?, ?)",
+                         (name, max_nodes, max_requests_per_minute, max_downlinks_per_day,
+                          time.time()))
             org_id = conn.execute("SELECT id FROM organisations WHERE name = ?",
                                   (name,)).fetchone()[0]
             audit.insert(conn, time.time(), actor, "org.add", name,
                          {"max_nodes": max_nodes,
-                          "max_requests_per_minute": max_requests_per_minute})
+                          "max_requests_per_minute": max_requests_per_minute,
+                          "max_downlinks_per_day": max_downlinks_per_day})
     except IntegrityError:
         raise DuplicateName(f"organisation {name!r} already exists") from None
     return org_id
 
 
-def set_quotas(db, name: str, max_nodes=None, max_requests_per_minute=None, actor=None) -> None:
+def set_quotas(db, name: str, max_nodes=None, max_requests_per_minute=None, actor=None,
+               max_downlinks_per_day=None) -> None:
     """Set (None: no limit) an organisation's quotas; audited."""
     with transaction(db) as conn:
-        if conn.execute("UPDATE organisations SET max_nodes = ?, max_requests_per_minute = ?"
-                        " WHERE name = ?", (max_nodes, max_requests_per_minute, name)
+        if conn.execute("UPDATE organisations SET max_nodes = ?, max_requests_per_minute = ?,"
+                        " max_downlinks_per_day = ? WHERE name = ?",
+                        (max_nodes, max_requests_per_minute, max_downlinks_per_day, name)
                         ).rowcount != 1:
             raise UnknownOrganisation(f"unknown organisation {name!r}")
         audit.insert(conn, time.time(), actor, "org.quotas", name,
-                     {"max_nodes": max_nodes, "max_requests_per_minute": max_requests_per_minute})
+                     {"max_nodes": max_nodes, "max_requests_per_minute": max_requests_per_minute,
+                      "max_downlinks_per_day": max_downlinks_per_day})
+
+
+def downlink_quota_of_node(db, node_id: str) -> tuple[str, int | None]:
+    """(organisation name, its LoRaWAN downlinks per day or None for no limit) of a node's
+    organisation."""
+    row = db.conn.execute(
+        "SELECT o.name, o.max_downlinks_per_day FROM organisations o JOIN nodes n"
+        " ON n.org_id = o.id WHERE n.id = ?", (node_id,)).fetchone()
+    return (row[0], row[1]) if row else ("", None)
 
 
 # --- memberships --------------------------------------------------------------------------------

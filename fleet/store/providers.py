@@ -178,6 +178,15 @@ def downlinks_since(db, node_id: str, provider: str, since: float) -> tuple[int,
     return used, acks
 
 
+def org_downlinks_since(db, node_id: str, since: float) -> int:
+    """LoRaWAN downlinks (the fleet's and the networks' ACKs, on every provider) of all nodes of
+    a node's organisation since a time: what its daily quota counts."""
+    return db.execute(
+        "SELECT count(*) FROM provider_downlinks d JOIN nodes n ON n.id = d.node_id"
+        " WHERE n.org_id = (SELECT org_id FROM nodes WHERE id = ?) AND d.t >= ?",
+        [node_id, since]).fetchone()[0]
+
+
 def record_downlink(db, node_id: str, provider: str, t: float, size: int) -> None:
     """Count a downlink the fleet sent through a provider."""
     with transaction(db) as conn:

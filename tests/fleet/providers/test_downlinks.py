@@ -6,6 +6,7 @@ a confirmed uplink is the same message with the `confirmed` field both providers
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fleet.providers import downlinks, registry, worker
 from fleet.settings import Settings
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
+from fleet.store import orgs
 from fleet.store import providers as provider_store
 from fleet.store import telemetry as telemetry_store
 from fleet.store.base import transaction
@@ -158,3 +160,33 @@ def test_budget_with_room_left_lets_the_downlink_through_to_the_check_after_it(f
     # not refused for budget: it gets as far as the size check (DR5 here: 222 bytes at most)
     with pytest.raises(downlink.TooLarge):
         downlinks.send(db, settings, "lamp-7", bytes(300))
+
+
+def test_an_organisations_daily_downlink_quota_is_shared_by_its_nodes_and_says_why(fleet):
+    """Issue 18: the network's budget shared fairly. The node has room on its provider (1 of 3
+    used), but its organisation used its quota of 1 for today."""
+    settings, db = fleet
+    orgs.add_organisation(db, "parking", max_downlinks_per_day=1)
+    orgs.move_node(db, "lamp-7", "parking")
+    _ingest(db, "ttn", "tts", [(TTS_TOPIC, _tts(fcnt=1))])  # the network ACKed it: 1 used
+    with pytest.raises(downlinks.OrganisationQuotaUsed,
+                       match="organisation parking used 1 of its 1 LoRaWAN downlinks for today"):
+        downlinks.send(db, settings, "lamp-7", b"\x00")
+    app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "t",
+                      "WTF_CSRF_ENABLED": False})
+    h = {"Authorization": "Bearer " + create_token(db, "quota", role="operator")}
+    r = app.test_client().post("/api/v1/nodes/lamp-7/commands", json={"command": "identify"},
+                               headers=h)
+    assert r.status_code == 429 and "its quota" in r.get_data(as_text=True)
+    # Tomorrow, or with a larger quota, it gets past the quota: on to the provider's broker,
+    # which here is a port nobody listens on.
+    assert provider_store.org_downlinks_since(db, "lamp-7", time.time() + 86400) == 0
+    orgs.set_quotas(db, "parking", max_downlinks_per_day=5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with transaction(db) as conn:
+        conn.execute("UPDATE providers SET host = '127.0.0.1', port = ? WHERE name = 'ttn'",
+                     (closed,))
+    with pytest.raises(downlink.BrokerUnavailable, match="cannot reach provider ttn"):
+        downlinks.send(db, settings, "lamp-7", b"\x00")
