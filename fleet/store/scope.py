@@ -37,25 +37,34 @@ class Scope:
     def sees_nodes(self, id_column: str = "nodes.id", org_column: str = "nodes.org_id",
                    tags_column: str = "nodes.tags", dialect: str = "sqlite") -> str:
         """The nodes this scope may read: its own and those another organisation shared with it
-        (one by one, or by a tag they carry)."""
+        (one by one, or by a tag they carry). org_column and tags_column are kept for callers
+        that name them; the test is on the node's id alone."""
         if self.platform:
             return "true"
+        return f"{id_column} IN ({self.visible_node_ids(dialect)})"
+
+    def visible_node_ids(self, dialect: str = "sqlite") -> str:
+        """A SELECT of the ids of the nodes this scope may read (not for the platform's scope).
+
+        A set the database builds once per statement, not a test per row: an `org_id = N OR
+        EXISTS (shares ...)` per row made a node list page walk every node of the fleet
+        (tests/bench/bench_orgs.py)."""
         o = int(self.org_id)
         tagged = {
-            "sqlite": f"EXISTS (SELECT 1 FROM json_each({tags_column}) WHERE value = s.tag)",
-            "postgresql": f"{tags_column}::jsonb @> jsonb_build_array(s.tag)",
+            "sqlite": "EXISTS (SELECT 1 FROM json_each(t.tags) WHERE value = s.tag)",
+            "postgresql": "t.tags::jsonb @> jsonb_build_array(s.tag)",
         }[dialect]
-        return (f"({org_column} = {o} OR EXISTS (SELECT 1 FROM shares s"
+        return (f"SELECT id FROM nodes WHERE org_id = {o}"
+                f" UNION SELECT t.id FROM shares s JOIN nodes t ON t.org_id = s.org_id"
                 f" WHERE s.grantee_org_id = {o} AND s.revoked_at IS NULL"
-                f" AND s.org_id = {org_column}"
-                f" AND (s.node_id = {id_column} OR (s.tag IS NOT NULL AND {tagged}))))")
+                f" AND (s.node_id = t.id OR (s.tag IS NOT NULL AND {tagged}))")
 
     def sees_node_id(self, column: str = "node_id", dialect: str = "sqlite") -> str:
         """Rows whose node_id column names a node this scope may read (the platform's scope
         keeps every row, also those of nodes not registered)."""
         if self.platform:
             return "true"
-        return f"{column} IN (SELECT id FROM nodes WHERE {self.sees_nodes(dialect=dialect)})"
+        return f"{column} IN ({self.visible_node_ids(dialect)})"
 
     def owns_node_id(self, column: str = "node_id") -> str:
         """Rows whose node_id column names a node this scope's organisation owns (may change)."""

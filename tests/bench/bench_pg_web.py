@@ -177,6 +177,5 @@ if __name__ == "__main__":
     section = report()
     print(section)
     if "--print-only" not in sys.argv[1:]:
-        bench_ui.HEADING = HEADING
-        bench_ui.update_doc(section)
+        bench_ui.update_doc(section, HEADING)
         print("updated docs/benchmarks.md")

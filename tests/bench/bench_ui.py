@@ -305,13 +305,14 @@ def prune_figures(path: Path) -> str:
             f"an hourly one about a 24th of it.")
 
 
-def update_doc(section):
+def update_doc(section, heading: str = HEADING):
+    """Put section into docs/benchmarks.md in place of the one under heading (or at the end)."""
     text = DOC.read_text(encoding="utf-8")
-    if HEADING not in text:
+    if heading not in text:
         DOC.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
         return
-    start = text.index(HEADING)
-    end = text.find("\n## ", start + len(HEADING))
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
     end = len(text) if end < 0 else end + 1
     DOC.write_text(text[:start] + section.rstrip("\n") + "\n\n" + text[end:], encoding="utf-8")
 
