@@ -13,7 +13,6 @@ markdown section that (unless --print-only) goes into docs/benchmarks.md under H
 
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -67,35 +66,6 @@ def app_for(target, data_dir: Path):
     return client
 
 
-def prune_timed(target, before: float) -> tuple[int, float, list[float]]:
-    """Retention on target while another connection writes a row every 10 ms."""
-    from fleet.store import upkeep as upkeep_store
-    from fleet.store.base import connect, transaction
-
-    db, writer = connect(target), connect(target)
-    waits, stop = [], threading.Event()
-
-    def write():
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            with transaction(writer) as conn:
-                conn.execute("INSERT INTO events (node_id, t, received_at, code)"
-                             " VALUES ('node-00001', ?, ?, 1)", (time.time(), time.time()))
-            waits.append((time.perf_counter() - t0) * 1000)
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    t0 = time.perf_counter()
-    deleted = upkeep_store.prune_old(db, "readings", before)
-    took = time.perf_counter() - t0
-    stop.set()
-    thread.join()
-    db.conn.close()
-    writer.conn.close()
-    return deleted, took, sorted(waits)
-
-
 def report() -> str:
     import shutil
     import tempfile
@@ -144,14 +114,14 @@ def report() -> str:
             copy = work / "prune.db"
             shutil.copy(path, copy)
             before = time.time() - 6 * DAY
-            lite = prune_timed(copy, before)
+            lite = bench_ui.prune_timed(copy, before)
         finally:
             shutil.rmtree(work)
         # PostgreSQL in two steps: up to the UTC midnight before the cutoff only whole day
         # partitions go (DROP TABLE); then the cutoff's own day, row by row, as prune_old does.
         midnight = before // DAY * DAY
-        pg_days = prune_timed(url, midnight)
-        pg_rest = prune_timed(url, before)
+        pg_days = bench_ui.prune_timed(url, midnight)
+        pg_rest = bench_ui.prune_timed(url, before)
         lines += [
             "",
             "Retention, oldest of the 7 days (`READINGS_DAYS=6`, as `fleet upkeep` runs it), "

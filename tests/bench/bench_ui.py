@@ -258,10 +258,8 @@ def prune_figures(path: Path) -> str:
     (READINGS_DAYS=6) while another connection writes a row every 10 ms, as the ingest worker
     would, and report how long the deletion took and the longest that writer waited."""
     import tempfile
-    import threading
 
-    from fleet.store import upkeep as upkeep_store
-    from fleet.store.base import connect, transaction
+    from fleet.store.base import connect
 
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         copy = Path(tmp) / "prune.db"
@@ -274,28 +272,8 @@ def prune_figures(path: Path) -> str:
         before = db.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         pairs = db.conn.execute("SELECT count(*) FROM (SELECT DISTINCT node_id, qid FROM latest)"
                                 ).fetchone()[0]
-        writer = connect(copy)
-        waits, stop = [], threading.Event()
-
-        def write():
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                with transaction(writer) as conn:
-                    conn.execute("INSERT INTO events (node_id, t, received_at, code)"
-                                 " VALUES ('node-00001', ?, ?, 1)", (time.time(), time.time()))
-                waits.append((time.perf_counter() - t0) * 1000)
-                time.sleep(0.01)
-
-        thread = threading.Thread(target=write)
-        thread.start()
-        t0 = time.perf_counter()
-        deleted = upkeep_store.prune_old(db, "readings", time.time() - 6 * DAY)
-        took = time.perf_counter() - t0
-        stop.set()
-        thread.join()
         db.conn.close()
-        writer.conn.close()
-    waits.sort()
+        deleted, took, waits = prune_timed(copy, time.time() - 6 * DAY)
     return (f"Retention (`READINGS_DAYS`, `fleet upkeep` once an hour), same database, on a copy: "
             f"deleting the oldest day of 7 ({deleted:,} of {before:,} readings, walking the "
             f"{pairs:,} (node, quantity) pairs in transactions of at most 5,000 rows) took "
@@ -303,6 +281,39 @@ def prune_figures(path: Path) -> str:
             f"10 ms meanwhile ({len(waits)} writes) waited at most **{waits[-1]:.0f} ms** "
             f"(median {statistics.median(waits):.1f} ms). A daily pass deletes one day like this; "
             f"an hourly one about a 24th of it.")
+
+
+def prune_timed(target, before: float) -> tuple[int, float, list[float]]:
+    """Retention up to `before` on target (a SQLite path or a PostgreSQL URL) while another
+    connection writes a row every 10 ms, as the ingest worker would: (readings deleted, seconds
+    it took, the writer's waits in ms, sorted)."""
+    import threading
+
+    from fleet.store import upkeep as upkeep_store
+    from fleet.store.base import connect, transaction
+
+    db, writer = connect(target), connect(target)
+    waits, stop = [], threading.Event()
+
+    def write():
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            with transaction(writer) as conn:
+                conn.execute("INSERT INTO events (node_id, t, received_at, code)"
+                             " VALUES ('node-00001', ?, ?, 1)", (time.time(), time.time()))
+            waits.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    t0 = time.perf_counter()
+    deleted = upkeep_store.prune_old(db, "readings", before)
+    took = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    db.conn.close()
+    writer.conn.close()
+    return deleted, took, sorted(waits)
 
 
 def update_doc(section, heading: str = HEADING):
