@@ -21,10 +21,9 @@ import time
 import pytest
 from polylink import proto
 from polylink.ota.credential import file_password
-from werkzeug.datastructures import ImmutableMultiDict
+from routewalk import frame, recording_app
 from werkzeug.routing import AnyConverter, IntegerConverter, PathConverter
 
-from fleet import create_app
 from fleet.identity import provision
 from fleet.ingest import Ingest
 from fleet.store import alerts as alert_store
@@ -50,28 +49,6 @@ SKIP = {"auth.logout", "static"}  # logout would end the walk's session; static 
 # still checked for parking's names, not compared with the missing object's answer.
 ORDER_DEPENDENT = {"auth.login"}
 
-
-def frame(mtype, seq, body) -> bytes:
-    buf = bytearray(proto.MAX_FRAME)
-    return bytes(buf[:proto.encode(buf, mtype, seq, body, None)])
-
-
-class Recording(ImmutableMultiDict):
-    """Request args/form that note which names a view asks for."""
-
-    seen: set
-
-    def get(self, key, default=None, type=None):  # noqa: A002 - werkzeug's signature
-        self.seen.add(key)
-        return super().get(key, default, type)
-
-    def __getitem__(self, key):
-        self.seen.add(key)
-        return super().__getitem__(key)
-
-    def getlist(self, key, type=None):  # noqa: A002
-        self.seen.add(key)
-        return super().getlist(key, type)
 
 
 def snapshot(db) -> dict:
@@ -101,20 +78,7 @@ def snapshot(db) -> dict:
 
 @pytest.fixture
 def two_orgs(settings, db):
-    app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "test",
-                      "WTF_CSRF_ENABLED": False})
-    seen: dict[str, set] = {}
-
-    @app.before_request
-    def record():
-        from flask import request
-
-        req = request._get_current_object()
-        names = seen.setdefault(req.url_rule.rule if req.url_rule else "", set())
-        for attr in ("args", "form"):
-            wrapped = Recording(getattr(req, attr))
-            wrapped.seen = names
-            req.__dict__[attr] = wrapped
+    app, seen = recording_app(settings)
 
     now = time.time()
     parking = orgs.add_organisation(db, "parking")

@@ -9,41 +9,15 @@ import time
 
 import pytest
 from polylink import proto
-from werkzeug.datastructures import ImmutableMultiDict
+from routewalk import frame, recording_app
 from werkzeug.routing import AnyConverter, IntegerConverter, PathConverter
 
-from fleet import create_app
 from fleet.ingest import Ingest
 from fleet.web import auth
 
 HUGE = "99999999999999999999999"
 NESTED = "[" * 100000
 PASSWORD = "correct horse"
-
-
-class Recording(ImmutableMultiDict):
-    """Request args/form that note which names a view asks for."""
-
-    seen: set
-
-    def _note(self, key):
-        self.seen.add(key)
-
-    def get(self, key, default=None, type=None):  # noqa: A002 - werkzeug's signature
-        self._note(key)
-        return super().get(key, default, type)
-
-    def __getitem__(self, key):
-        self._note(key)
-        return super().__getitem__(key)
-
-    def getlist(self, key, type=None):  # noqa: A002
-        self._note(key)
-        return super().getlist(key, type)
-
-    def __contains__(self, key):
-        self._note(key)
-        return super().__contains__(key)
 
 
 class RecordingJSON(dict):
@@ -64,27 +38,10 @@ class RecordingJSON(dict):
         return super().__contains__(key)
 
 
-def frame(mtype, seq, body) -> bytes:
-    buf = bytearray(proto.MAX_FRAME)
-    return bytes(buf[:proto.encode(buf, mtype, seq, body, None)])
-
 
 @pytest.fixture
 def walker(settings, db):
-    app = create_app({"TESTING": True, "SETTINGS": settings, "SECRET_KEY": "test",
-                      "WTF_CSRF_ENABLED": False})
-    seen: dict[str, set] = {}
-
-    @app.before_request
-    def record():
-        from flask import request
-
-        req = request._get_current_object()
-        names = seen.setdefault(req.url_rule.rule if req.url_rule else "", set())
-        for attr in ("args", "form"):
-            wrapped = Recording(getattr(req, attr))
-            wrapped.seen = names
-            req.__dict__[attr] = wrapped
+    app, seen = recording_app(settings)
 
     plain_loads = app.json.loads
 
