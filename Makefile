@@ -24,8 +24,12 @@ run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, bro
 	$(BIN)/fleet run
 
 test: system-packages setup ## run the whole test suite on SQLite, then on PostgreSQL (lint and firmware type check included)
-	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --backend=postgresql   # a throwaway cluster of its own (tests/pgcluster.py)
+	@# Both halves run even when the first fails, so one run reports every failure; the target
+	@# fails if either did. The PostgreSQL half starts a throwaway cluster of its own (tests/pgcluster.py).
+	@status=0; \
+	$(BIN)/python -m pytest || status=1; \
+	$(BIN)/python -m pytest --backend=postgresql || status=1; \
+	exit $$status
 
 sim: setup ## run NODES=N simulated firmware nodes against the broker (default 20) [RUNTIME=micropython]
 	$(BIN)/python -m polylink_host.sim --nodes $(NODES) $(if $(RUNTIME),--runtime "$(RUNTIME)")

@@ -6,6 +6,8 @@ them readable by others.
 """
 
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -14,7 +16,10 @@ PRIVATE_FILE = 0o600
 
 def _tighten(path: Path, mode: int) -> None:
     try:
-        if path.stat().st_mode & 0o777 & ~mode:
+        st_mode = path.stat().st_mode
+        if stat.S_ISDIR(st_mode) and st_mode & stat.S_ISVTX:
+            return  # a shared folder such as /tmp (DATA_DIR=/tmp/x): tightening it breaks others
+        if st_mode & 0o777 & ~mode:
             os.chmod(path, mode)
     except PermissionError:
         pass  # not ours (a shared install): the owner decides
@@ -29,19 +34,27 @@ def private_dir(path) -> Path:
 
 
 def secret_file(path, make) -> bytes:
-    """The secret kept in path, made by make() -> bytes on first use: written once, 0600,
-    with O_EXCL so two processes starting together cannot each write a different one."""
+    """The secret kept in path, made by make() -> bytes on first use: written once, 0600.
+
+    Written whole into a private temporary file first and then linked to path, which fails if
+    path exists: two processes starting together never each keep a different secret, and
+    neither reads the other's half-written (empty) file (two web processes once started with
+    an empty session key that way)."""
     path = Path(path)
     try:
         return path.read_bytes()
     except FileNotFoundError:
         private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as f:
-        f.write(make())
+        with os.fdopen(fd, "wb") as f:  # mkstemp makes it 0600
+            f.write(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process was first: its secret is the one
+    finally:
+        os.unlink(tmp)
     return path.read_bytes()
 
 

@@ -2,6 +2,7 @@
 
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -22,8 +23,32 @@ def fleet_db(data_dir: Path) -> Path | str:
     return os.environ.get("DATABASE_URL") or Path(data_dir) / "fleet.db"
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Chosen at random below the ephemeral range where there is room: a server started with this
+    port binds it seconds later (after its imports), and a port from the ephemeral range could be
+    taken meanwhile by any process's outgoing connection (the likely cause of a CI run that timed
+    out waiting for a web process). Below that range only another server's bind can take it."""
+    ephemeral = _ephemeral_ports()
+    if ephemeral.start > 20000:
+        for _ in range(100):
+            port = random.randrange(15000, ephemeral.start)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use: try another
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

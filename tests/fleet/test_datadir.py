@@ -92,3 +92,31 @@ def test_a_secret_file_is_made_once_private_and_then_only_read(tmp_path):
     assert made == [1]
     assert mode(path) == 0o600
     assert mode(path.parent) == 0o700
+
+
+def test_two_processes_making_a_secret_at_once_both_get_the_same_whole_one(tmp_path):
+    """The second process comes while the first is still making its secret (make() stands for
+    that moment): it must not read an empty file, and both must end with one secret."""
+    path = tmp_path / "data" / "secret_key"
+    seen_by_second = []
+
+    def make_first():
+        seen_by_second.append(datadir.secret_file(path, lambda: b"second's\n"))
+        return b"first's\n"
+
+    first = datadir.secret_file(path, make_first)
+    assert seen_by_second == [first] and first in (b"first's\n", b"second's\n")
+    assert path.read_bytes() == first and mode(path) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secret_key"]  # no temporary file left
+
+
+def test_a_shared_sticky_folder_such_as_tmp_is_never_tightened(tmp_path):
+    """DATA_DIR=/tmp/fleet must not make /tmp 0700 (every other user's and service's files
+    there would become unreachable): a sticky, world-writable folder is left as it is."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    datadir.secret_file(shared / "secret_key", lambda: b"k\n")
+    datadir.private_file(shared / "fleet.db")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert mode(shared / "secret_key") == 0o600 and mode(shared / "fleet.db") == 0o600

@@ -29,8 +29,7 @@ def start_workers(broker, data_dir, workers, n):
     for w in workers:
         # A shared subscription gets no retained probe: wait for each worker's own word (and
         # the plain one's too, for the same code path).
-        wait_for(lambda w=w: b"connected to" in w.log_path.read_bytes(), timeout=90,
-                 what="a worker")
+        w.wait_logged(b"connected to", timeout=90, what=f"worker {w.log_path.name}")
     time.sleep(0.5)  # the SUBACK follows the log line
 
 
@@ -136,8 +135,8 @@ def test_three_workers_lose_nothing_the_broker_held_when_it_restarts(mosquitto, 
         # session and is lost (docs/architecture.md, "What still does not scale"). So the
         # second half waits for the workers, as the nodes' own reconnect backoff mostly does.
         for w in workers:
-            wait_for(lambda w=w: w.log_path.read_bytes().count(b"session present: True") >= 1,
-                     timeout=60, what="a worker back on its session")
+            w.wait_logged(b"session present: True", timeout=60,
+                          what="a worker back on its session")
         time.sleep(0.5)  # the SUBACK follows the log line
         pub = publisher(mosquitto, client_id="test-pub-2")
         for i in range(half, 2 * half):

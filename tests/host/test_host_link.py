@@ -2,7 +2,6 @@
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from _host_harness import Listener, sim_node, until
 from polylink import proto
+from services import free_port
 
 from fleet.broker.server import MosquittoBroker, current_user
 
@@ -41,12 +41,6 @@ def test_wifi_loss_queues_frames_sends_the_will_and_delivers_after_return(mosqui
     seqs = [f[1] for f in lst.frames("h-wifi")]
     assert sorted(set(seqs)) == list(range(sim.node.seq.next))
     assert sim.node.link.connects == 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _certs(d: Path) -> None:
@@ -108,7 +102,7 @@ def test_mqtt_over_tls_verifies_the_broker(tmp_path):
     certs = tmp_path / "certs"
     certs.mkdir()
     _certs(certs)
-    tls_port = _free_port()
+    tls_port = free_port()
 
     def conf(port: int) -> str:
         # A plain listener for the fixture's readiness probe, then the TLS one the node uses.
@@ -119,7 +113,7 @@ def test_mqtt_over_tls_verifies_the_broker(tmp_path):
             f"certfile {certs}/server.pem\nkeyfile {certs}/server.key\n"
         )
 
-    port = _free_port()
+    port = free_port()
     broker = MosquittoBroker(port, tmp_path / "broker", config_text=conf(port)).start()
     try:
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import requests
 from polylink import proto
-from services import free_port
 from test_ingest_mqtt import frame, wait_for
 
 from fleet.ingest import Ingest
@@ -31,12 +30,15 @@ IDLE = 60  # s a stream waits for a notice before it reads the node anyway
 WAIT = 8  # s the test gives a change to arrive: well under IDLE
 
 # A web process as an operator runs one behind a load balancer: waitress serving create_app().
+# It binds port 0 itself and prints the port it got: a port chosen by the test and bound a few
+# seconds later, after the imports, could be taken meanwhile by any client's outgoing connection.
 SERVE = f"""
-import sys
-from waitress import serve
+from waitress.server import create_server
 from fleet import create_app
 app = create_app({{"LIVE_IDLE": {IDLE}, "LIVE_SECONDS": 120}})
-serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=8)
+server = create_server(app, host="127.0.0.1", port=0, threads=8)
+print("serving on", server.effective_port, flush=True)
+server.run()
 """
 
 
@@ -44,30 +46,46 @@ serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=8)
 def web_processes(settings, mosquitto, tmp_path):
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(mosquitto.port))
     env.pop("MQTT_URL", None)
-    procs, urls = [], []
+    procs = []
     try:
         for i in range(2):
-            port = free_port()
-            log = open(tmp_path / f"web-{i}.log", "wb")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env,
-                                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
-            urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            def up(url=url):
-                try:
-                    return requests.get(url + "/auth/login", timeout=2).status_code == 200
-                except requests.ConnectionError:
-                    return False
-            wait_for(up, timeout=60, what=f"the web process at {url}")
-        yield urls
+            log_path = tmp_path / f"web-{i}.log"
+            log = open(log_path, "wb")  # noqa: SIM115 - closed below
+            procs.append((subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=ROOT,
+                                           stdout=log, stderr=subprocess.STDOUT), log, log_path))
+        yield [serving_url(proc, log_path) for proc, _, log_path in procs]
     finally:
-        for proc, log in procs:
+        for proc, log, _ in procs:
             proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
             log.close()
+
+
+def serving_url(proc, log_path, timeout=60) -> str:
+    """The URL of a started web process once it answers its login page; fails with its log."""
+    def log_text():
+        return log_path.read_text(errors="replace")
+
+    def answering():
+        if proc.poll() is not None:
+            raise AssertionError(f"the web process exited ({proc.returncode}):\n{log_text()}")
+        found = re.search(r"serving on (\d+)", log_text())
+        if not found:
+            return None
+        url = f"http://127.0.0.1:{found.group(1)}"
+        try:
+            return url if requests.get(url + "/auth/login", timeout=2).status_code == 200 else None
+        except requests.ConnectionError:
+            return None
+    try:
+        return wait_for(answering, timeout=timeout, what="a web process to answer")
+    except AssertionError as e:
+        if "exited" in str(e):
+            raise
+        raise AssertionError(f"{e}; its log:\n{log_text()}") from None
 
 
 def login(session, url, name, password):
