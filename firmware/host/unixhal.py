@@ -48,6 +48,7 @@ class UnixHAL(SimBoardIO):
         self.cause = cause
         self._station = False
         self._flash = None
+        self._contexts = {}  # CA file (or None): its SSLContext (_tls_context)
         self.led_on = False
         self.fail_connects = 0  # injected faults (unixnode.py): connects to fail with MemoryError
 
@@ -133,6 +134,29 @@ class UnixHAL(SimBoardIO):
     def wifi_rssi(self):
         return self.hw.rssi() if self._station else None
 
+    def _tls_context(self, ca):
+        """One SSLContext per CA file for the life of the process, made at the first TLS
+        connection (the MQTT link's, at boot, on an unfragmented heap) and used again by every
+        later one, the OTA's HTTPS downloads included. A context made per connection needs a
+        3 KB block (the context with its mbedTLS state) on a heap that hours of sampling and
+        downlinks have cut into pieces: an HTTPS update failed at 204-212 KB with MemoryError
+        allocating 3048 bytes in SSLContext() while 47 KB were free, the largest piece 1.2 KB
+        (micropython.mem_info; docs/benchmarks.md). It also parses the CA once, not per file."""
+        ctx = self._contexts.get(ca)
+        if ctx is None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if ca:
+                from polylink.net import pem
+
+                pem.trust(ctx, self.path(ca))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+            self._contexts[ca] = ctx
+        return ctx
+
     async def open_connection(self, host: str, port: int, tls=None):
         """TCP, or TLS with MicroPython's own `ssl` (mbedTLS, as on the ESP32), as the ESP32
         HAL opens it: the CA from flash as cadata, CERT_REQUIRED, the host as server name."""
@@ -143,15 +167,9 @@ class UnixHAL(SimBoardIO):
             raise MemoryError("memory allocation failed (injected)")
         ctx = None
         if tls is not None:
-            import ssl
-
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ca = tls.get("ca")
-            if ca:
-                from polylink.net import pem
-
-                pem.trust(ctx, self.path(ca))
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            else:
-                ctx.verify_mode = ssl.CERT_NONE
+            # The connection's objects from a collected heap, not among the last download's
+            # garbage (before the kept context: at 212 KB 1 of 5 runs passed without it, 4 of
+            # 4 with it).
+            gc.collect()
+            ctx = self._tls_context(tls.get("ca"))
         return await asyncio.open_connection(host, port, ssl=ctx)

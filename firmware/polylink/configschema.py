@@ -113,7 +113,9 @@ def _ota(raw):
                           % (mb,))
     _int("config.json: ota.check", ota["check"], 0, 604800)
     _int("config.json: ota.confirm", ota["confirm"], 1, 86400)
-    _opt_str("config.json: ota.ca", ota["ca"])
+    if not _opt_str("config.json: ota.ca", ota["ca"]) and url and url.startswith("https://"):
+        raise ConfigError("config.json: an https:// ota.url needs ota.ca, the CA file to check"
+                          " the server by")
     _opt_str("config.json: ota.password", ota["password"])
     return ota
 
@@ -327,8 +329,9 @@ def validate(raw, board, default_node=None) -> Config:
     tls = mqtt["tls"]
     if tls is not None and not isinstance(tls, dict):
         raise ConfigError('config.json: mqtt.tls must be null or {"ca": file}, got %r' % (tls,))
-    if tls is not None:
-        _opt_str("config.json: mqtt.tls.ca", tls.get("ca"))
+    if tls is not None and not _opt_str("config.json: mqtt.tls.ca", tls.get("ca")):
+        # mbedTLS without a CA checks nothing: the node would log in to whoever answers.
+        raise ConfigError('config.json: mqtt.tls needs "ca", the CA file to check the broker by')
     c.mqtt_tls = tls
     c.keepalive = _int("config.json: mqtt.keepalive", mqtt["keepalive"], 10, 3600)
     c.interval = _int("config.json: interval", raw.get("interval", DEFAULTS["interval"]), 1, 86400)

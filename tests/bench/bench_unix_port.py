@@ -85,14 +85,29 @@ class OtaFleet:
     """`fleet run` with a signing key and release 0.2.0 built: the broker, API and OTA server
     of the heap probes (one fleet for every probe of a bench run)."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, tls: bool = False):
         self.data = tmp / "fleet"
         self.data.mkdir(parents=True, exist_ok=True)
         fleet_cli(self.data, "keys", "create", "k1")  # before the nodes: they trust k1
-        self.run = FleetRun(self.data, free_port(), free_port())
+        web_port = free_port()
+        self.ca = None
+        if tls:
+            # As tests/e2e/test_tls_end_to_end.py's tls_fleet: MQTT on the TLS listener only for
+            # nodes, the API and the update files over HTTPS, the nodes trusting the fleet's CA.
+            fleet_cli(self.data, "tls", "init", "--name", "localhost", "--name", "127.0.0.1")
+            self.tls_port = free_port()
+            tls_dir = self.data / "tls"
+            os.environ.update(MQTT_TLS_PORT=str(self.tls_port), MQTT_TLS_HOST="127.0.0.1",
+                              WEB_TLS_CERT=str(tls_dir / "server.pem"),
+                              WEB_TLS_KEY=str(tls_dir / "server.key"),
+                              OTA_URL=f"https://127.0.0.1:{web_port}",
+                              SSL_CERT_FILE=str(tls_dir / "ca.pem"))
+            os.environ.pop("TLS_DIR", None)
+            self.ca = (tls_dir / "ca.pem").read_bytes()
+        self.run = FleetRun(self.data, web_port, free_port())
         self.run.wait_for(READY, timeout=60)
         fleet_cli(self.data, "release", "build", "0.2.0")
-        self.url = f"http://127.0.0.1:{self.run.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.run.port}"
         self.api = Api(self.url + "/api/v1", create_token(self.data))
         # Compiled once: every probe of the run runs the same firmware, whatever changes in the
         # tree meanwhile.
@@ -102,9 +117,10 @@ class OtaFleet:
         """Register the node and write its files, as provisioning does."""
         ident = json.loads(fleet_cli(self.data, "node", "add", node, "--board", "ESP32_GENERIC",
                                      "--json"))
-        write_config(root, node, "127.0.0.1", self.run.mqtt_port, user=node,
+        port = self.run.mqtt_port if self.ca is None else self.tls_port
+        write_config(root, node, "127.0.0.1", port, user=node,
                      password=ident["mqtt"]["password"], interval=1, status_interval=10,
-                     ota=dict(ident["ota"], url=self.url, confirm=2))
+                     ota=dict(ident["ota"], url=self.url, confirm=2), ca=self.ca)
 
     def stop(self) -> None:
         if self.run.proc.poll() is None:
@@ -268,6 +284,8 @@ def main() -> int:
     ap.add_argument("--skip-heap", action="store_true", help="leave out the bisection")
     ap.add_argument("--skip-nodes", action="store_true", help="leave out nodes per machine")
     ap.add_argument("--soak", type=int, help="only run one node at this heap for --duration s")
+    ap.add_argument("--tls", action="store_true",
+                    help="the heap probes over TLS: MQTT/TLS, the update fetched over HTTPS")
     # 160 KB: a CONFIG failed there in 10 minutes without an update; 256 KB: the OTA end-to-end
     # test's heap. Narrower bounds from an earlier run save bisection steps.
     ap.add_argument("--lo", type=int, default=160, help="KB at which a node is taken to fail")
@@ -275,12 +293,13 @@ def main() -> int:
     args = ap.parse_args()
     if args.soak:
         with tempfile.TemporaryDirectory() as d:
-            fleet = OtaFleet(Path(d))
+            fleet = OtaFleet(Path(d), args.tls)
             try:
                 ok, why = asyncio.run(node_runs(fleet, Path(d), args.soak, args.duration))
             finally:
                 fleet.stop()
-        print(f"heap {kb(args.soak)}, {args.duration:.0f} s with downlinks every 30 s and an "
+        print(f"heap {kb(args.soak)}, {args.duration:.0f} s{' over TLS' if args.tls else ''} "
+              f"with downlinks every 30 s and an "
               f"OTA update: {'runs' if ok else 'fails: ' + why}")
         return 0 if ok else 1
     with tempfile.TemporaryDirectory() as d:
@@ -292,14 +311,16 @@ def main() -> int:
         print(f"| simulation (simsensors + unixhal) | {kb(r['simulation'])} | - | - |")
         print(f"| node resident, running (wasm) | - | {kb(r['wasm_resident'])} | - |")
         if not args.skip_heap:
-            fleet = OtaFleet(tmp)
+            fleet = OtaFleet(tmp, args.tls)
             try:
                 heaps = asyncio.run(smallest_heaps(fleet, tmp, args.duration, args.runs,
                                                    args.lo * 1024, args.hi * 1024))
             finally:
                 fleet.stop()
             heap = statistics.median(heaps)
-            print(f"\nsmallest heap, {args.duration:.0f} s run with downlinks and an OTA update: "
+            over = " over TLS (MQTT and HTTPS)" if args.tls else ""
+            print(f"\nsmallest heap, {args.duration:.0f} s run{over} with downlinks and an OTA "
+                  f"update: "
                   f"median {kb(heap)} of {args.runs} bisections "
                   f"({', '.join(kb(h) for h in heaps)}; {kb(args.hi * 1024)} is the upper "
                   f"bound given, not a measurement); wasm port resident "

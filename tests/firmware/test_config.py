@@ -53,6 +53,10 @@ def test_bad_values_say_what_is_wrong():
         (_raw(colour="red"), "colour"),
         (_raw(sensors=["bme680"]), "bme680"),
         (_raw(wifi="open"), "wifi"),
+        # TLS without a CA checks nothing on mbedTLS: refused, not run unchecked.
+        (_raw(mqtt={"host": "h", "tls": {}}), "mqtt.tls needs \"ca\""),
+        (_raw(mqtt={"host": "h", "tls": {"ca": None}}), "mqtt.tls needs \"ca\""),
+        (_raw(ota={"url": "https://fleet.example/ota/v1"}), "needs ota.ca"),
     )
     for raw, word in cases:
         e = raises(ConfigError, config.validate, raw, board())

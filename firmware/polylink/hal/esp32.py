@@ -30,6 +30,7 @@ class HAL:
         self.root = root
         self._wdt = None
         self._wlan = None
+        self._contexts = {}  # CA file (or None): its SSLContext (_tls_context)
         self._i2c = None
         self._led = None
         self._led_off = 1 if board.get("led_active_low") else 0
@@ -203,14 +204,16 @@ class HAL:
         except (OSError, ValueError):
             return None
 
-    async def open_connection(self, host: str, port: int, tls=None):
-        """An asyncio stream pair to host:port; tls None for plain TCP, or a dict {"ca": path}."""
-        ctx = None
-        if tls is not None:
+    def _tls_context(self, ca):
+        """One SSLContext per CA file for the life of the process, made at the first TLS
+        connection (the MQTT link's, soon after boot) and used by every later one, HTTPS
+        downloads included: a context made per connection needs a 3 KB block (less here,
+        32-bit) on a heap cut into pieces by then (polylink_host/unixhal.py: what was seen)."""
+        ctx = self._contexts.get(ca)
+        if ctx is None:
             import ssl  # Device RAM: only a TLS connection needs it
 
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ca = tls.get("ca")
             if ca:
                 if self.time() is None:
                     self._set_clock()
@@ -220,6 +223,15 @@ class HAL:
                 ctx.verify_mode = ssl.CERT_REQUIRED
             else:
                 ctx.verify_mode = ssl.CERT_NONE
+            self._contexts[ca] = ctx
+        return ctx
+
+    async def open_connection(self, host: str, port: int, tls=None):
+        """An asyncio stream pair to host:port; tls None for plain TCP, or a dict {"ca": path}."""
+        ctx = None
+        if tls is not None:
+            gc.collect()  # the connection's objects from a collected heap (unixhal.py)
+            ctx = self._tls_context(tls.get("ca"))
         # MicroPython's asyncio passes host as server_hostname: mbedTLS then checks the name.
         return await asyncio.open_connection(host, port, ssl=ctx)
 

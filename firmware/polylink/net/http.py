@@ -77,7 +77,10 @@ async def get(hal, url, path, start=0, tls_ca=None, login=None):
     login: (user, password) sent as HTTP Basic, or None.
     """
     tls, host, port, prefix = split_url(url)
-    if tls is not None and tls_ca:
+    if tls is not None:
+        if not tls_ca:
+            # mbedTLS without a CA checks nothing: the file login would go to whoever answers.
+            raise HTTPError("an https:// URL needs ota.ca, the CA file to check %s by" % host)
         tls["ca"] = tls_ca
     try:
         reader, writer = await hal.open_connection(host, port, tls)
