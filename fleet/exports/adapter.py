@@ -70,9 +70,9 @@ class Node:
     tags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Item:
-    """One stored reading or event, as every adapter receives it.
+    """One stored reading or event, as every adapter receives it; adapters only read it.
 
     kind "reading": qid, inst, value set, name/unit from the registry (SenML name with "/inst"
     for inst > 0, SenML unit; unit None for a quantity this fleet does not know).
@@ -90,6 +90,8 @@ class Item:
     unit: str | None = None
     code: int | None = None
     text: str | None = None
+    # Not frozen: a frozen dataclass sets each field through object.__setattr__, 1.6 us an item
+    # against 0.2 us with slots, a sixth of the worker's CPU per reading (docs/benchmarks.md).
 
 
 @dataclass(frozen=True)

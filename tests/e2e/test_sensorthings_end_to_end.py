@@ -22,13 +22,20 @@ NODES = 3
 
 
 def stored(db_path) -> set[tuple[str, int]]:
-    """(Datastream polylink_id, time in ms) of every stored reading."""
+    """(Datastream polylink_id, time in ms) of every stored reading and event.
+
+    Events too: the destination gets them as Observations of the node's "event" Datastream, and
+    a simulated node sends one now and then on a loaded machine (a sensor read that failed, a
+    restart after its watchdog), which a set of readings alone took for an extra Observation
+    (a CI run failed so)."""
     db = connect(db_path)
     try:
         rows = db.conn.execute("SELECT node_id, qid, inst, t FROM readings").fetchall()
+        events = db.conn.execute("SELECT node_id, t FROM events").fetchall()
     finally:
         db.conn.close()
-    return {(f"{n}/{name_and_unit(q, i)[0]}", round(t * 1000)) for n, q, i, t in rows}
+    return ({(f"{n}/{name_and_unit(q, i)[0]}", round(t * 1000)) for n, q, i, t in rows}
+            | {(f"{n}/event", round(t * 1000)) for n, t in events})
 
 
 def on_server(server, nodes) -> list[tuple[str, int]]:

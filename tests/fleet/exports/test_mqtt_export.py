@@ -182,3 +182,31 @@ def test_the_broker_stopped_and_started_again_gets_what_it_missed(fleet):
     assert wait_for(lambda: len(sub.records()) == 20)
     times = sorted({t for _, n, t, _ in sub.records()})
     assert times == [1_700_000_000.0 + s for s in range(11, 21)]
+
+
+@pytest.mark.mosquitto
+def test_a_node_with_more_in_a_batch_than_one_message_carries_goes_out_in_several(fleet):
+    """The broker disconnects a client whose packet exceeds its max_packet_size (4 KB): one
+    node's 600 readings in a batch of 2,000 go out as several packs, each under the limit,
+    every reading once and in order, instead of a batch that never gets through."""
+    settings, db, ids, broker, _thread, subscribe = fleet
+    r = readers.add(db, settings.broker_dir, "grafana")
+    time.sleep(0.3)
+    sub = subscribe(r["username"], r["password"])
+    registry.add(db, settings.data_dir, {"name": "stream", "kind": "mqtt", "url": "fleet"}, None)
+    ingest(db, "n1", 1, 300)
+    stop = threading.Event()
+    big = threading.Thread(target=worker.run, args=(settings, stop),
+                           kwargs={"batch": 2000, "max_backoff": 0.5}, daemon=True)
+    big.start()
+    try:
+        assert wait_for(lambda: registry.get(db, "stream")["delivered"] == 600, 30), \
+            registry.get(db, "stream")["last_error"]
+        assert wait_for(lambda: len(sub.records()) == 600)
+    finally:
+        stop.set()
+        big.join(30)
+    assert len(sub.messages) > 1
+    assert all(len(json.dumps(pack, separators=(",", ":"))) < 4096 for _, pack in sub.messages)
+    temps = [t for _, n, t, _ in sub.records() if n == "urn:dev:polylink:n1:temperature"]
+    assert temps == [1_700_000_000.0 + s for s in range(1, 301)]

@@ -227,3 +227,37 @@ def test_paused_destination_waits_and_resumes_where_it_stopped(db, settings, run
         registry.set_enabled(db, "city", True)
         assert wait_for(lambda: len(rx.records) == 20)
         assert rx.dupes == 0
+
+
+def test_a_batch_read_ahead_is_dropped_when_the_cursor_is_not_where_it_started(db, settings):
+    """While behind, the loop reads the next batch ahead; if the cursor is elsewhere by the
+    time it is needed (here: the destination added again from the start), it reads again from
+    the cursor instead of sending what it read ahead, so nothing is skipped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fleet.store.migrate import open_db
+
+    ingest(db, "n1", 1, 100)  # 200 readings
+    with WebhookReceiver() as rx:
+        dest = {"name": "city", "kind": "webhook", "url": rx.url}
+        registry.add(db, settings.data_dir, dest, None, from_start=True)
+        loop = worker.Loop(settings, "city", threading.Event(), batch=50)
+        loop._ahead_db, loop._pool = open_db(settings.db_path), ThreadPoolExecutor(1)
+        sender = webhook.open(registry.destination(db, settings.data_dir, "city"))
+        try:
+            assert loop.step(db, sender)  # 50 delivered, the next 100 read ahead
+            assert len(rx.records) == 50 and loop._ahead is not None
+            registry.remove(db, "city")
+            registry.add(db, settings.data_dir, dest, None, from_start=True)
+            assert loop.step(db, sender)
+            assert rx.dupes == 50  # the first batch again, not the one read ahead
+            while loop.step(db, sender):
+                pass
+        finally:
+            sender.close()
+            loop._pool.shutdown()
+            loop._ahead_db.close()
+        assert len(rx.records) == 200 and rx.dupes == 50
+        times = [t for (name, t) in rx.order if name.endswith("temperature")]
+        assert times == [1_700_000_000.0 + s for s in range(1, 101)]
+        assert registry.get(db, "city")["delivered"] == 200
