@@ -3,8 +3,9 @@
 One round evaluates alerts (db.evaluate_alerts), rewrites the broker's logins when a claim token
 ran out of time (brokerauth.sync: the broker refuses it from then on), and once an hour deletes
 what is older than its retention: STATUS history (STATUS_LOG_DAYS), readings and receptions
-(READINGS_DAYS), events (EVENTS_DAYS), bad frames (BAD_FRAMES_DAYS). Each task records when it
-ran in the `upkeep` table, which pages read to say how fresh the alerts are: a GET never writes.
+(READINGS_DAYS), events (EVENTS_DAYS), bad frames (BAD_FRAMES_DAYS); every round it forgets the
+login attempts whose window ended. Each task records when it ran in the `upkeep` table, which
+pages read to say how fresh the alerts are: a GET never writes.
 
 `fleet run` runs it as the supervised worker process `fleet upkeep` (restarted when it exits, like
 the ingest workers). Without `fleet run`, `fleet upkeep --once` or `fleet alerts check` from cron
@@ -21,6 +22,7 @@ from fleet.settings import SettingsError, node_tls_from_env
 from fleet.store import alerts as alert_store
 from fleet.store import identity as identity_store
 from fleet.store import upkeep as upkeep_store
+from fleet.store import users as user_store
 from fleet.store.migrate import open_db
 from fleet.tls import certs
 
@@ -77,6 +79,10 @@ class Upkeep:
         made = upkeep_store.add_partitions(db, now)  # PostgreSQL's readings: the next days
         if made:
             done["partitions"] = made
+        # Login attempts whose window ended (fleet/web/auth.py): a small table, cleared each round.
+        forgotten = user_store.prune_login_attempts(db, now)
+        if forgotten:
+            done["login_attempts"] = forgotten
         opened = alert_store.evaluate_alerts(db, now)
         opened["certificate"] = alert_store.sync_certificate_alerts(db, self._certificates_due())
         upkeep_store.mark_upkeep(db, "alerts", now, opened)

@@ -12,8 +12,11 @@ drops SQLite's INDEXED BY hints. A statement whose text must differ is a
 side by side in the domain module.
 """
 
+import os
 import re
 import sqlite3
+import threading
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -239,6 +242,76 @@ def _connect_postgresql(url: str) -> PgDatabase:
         raise StoreError(f"cannot connect to {describe(url)}: {str(e).strip()}") from None
     _pg_types(raw)
     return PgDatabase(raw, url)
+
+
+class PgPool:
+    """A process's idle PostgreSQL connections, each lent to one user at a time (the web's
+    requests), so a request does not pay for a new server backend.
+
+    A new connection costs ~10 ms (a forked backend, authentication), and the backend's first
+    statements more again while it loads the catalog; every page paid both
+    (tests/bench/bench_pg_web.py). take() lends an idle connection (or opens one), give() takes
+    it back: only when it is idle outside a transaction; a broken or busy one is closed. One
+    idle longer than `check_after` s is tested with a round trip first (the server may have
+    restarted). Session state does not outlive a loan: the store keeps none between requests
+    (exclusive() lets go of its advisory lock; streams open their own connection), and each
+    loan gets a fresh wrapper, so a scope set on one request's connection is not the next's.
+    """
+
+    def __init__(self, url: str, keep: int = 8, check_after: float = 5.0):
+        self.url, self.keep, self.check_after = url, keep, check_after
+        self._idle: list = []  # (raw connection, when it came back)
+        self._inherited: list = []  # a forked child's copies of its parent's connections
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def take(self) -> "PgDatabase":
+        """A connection of this pool's database (autocommit, as connect() gives)."""
+        import psycopg
+
+        while True:
+            with self._lock:
+                if self._pid != os.getpid():
+                    # A forked child shares its parent's sockets: it must neither use nor close
+                    # them (closing says goodbye to the server for the parent), so they stay
+                    # referenced here, never finalised, and the child opens its own.
+                    self._inherited += [raw for raw, _since in self._idle]
+                    self._idle, self._pid = [], os.getpid()
+                raw, since = self._idle.pop() if self._idle else (None, 0.0)
+            if raw is None:
+                db = _connect_postgresql(self.url)
+                # psycopg prepares a statement run 5 times on one connection, and after 5 runs
+                # the server may keep a generic plan: for the node search (ILIKE :like) that one
+                # walks the primary key instead of the trigram index (60 ms against 0.4). A
+                # connection per request never got there; a lent one would, so none is prepared.
+                db.conn.raw.prepare_threshold = None
+                return db
+            if time.monotonic() - since > self.check_after:
+                try:
+                    raw.execute("SELECT 1")
+                except psycopg.Error:
+                    raw.close()
+                    continue
+            return PgDatabase(raw, self.url)
+
+    def give(self, db: "PgDatabase") -> None:
+        """Take a connection back (or close it: broken, inside a transaction, or enough idle)."""
+        from psycopg.pq import TransactionStatus
+
+        raw = db.conn.raw
+        with self._lock:
+            if (not raw.closed and raw.info.transaction_status == TransactionStatus.IDLE
+                    and self._pid == os.getpid() and len(self._idle) < self.keep):
+                self._idle.append((raw, time.monotonic()))
+                return
+        raw.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for raw, _since in idle:
+            raw.close()
 
 
 # --- both ---------------------------------------------------------------------------------------

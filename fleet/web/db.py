@@ -1,23 +1,30 @@
-"""The fleet's database in Flask: one connection per request, closed at teardown, and the
-`db migrate` command; the store itself (fleet/store/) knows nothing of Flask."""
+"""The fleet's database in Flask: one connection per request, given back at teardown, and the
+`db migrate` command; the store itself (fleet/store/) knows nothing of Flask.
+
+On PostgreSQL a request borrows its connection from the process's pool (store.base.PgPool): a
+new one cost every page ~10 ms and more for the backend's cold catalog. SQLite opens a file,
+which costs next to nothing, so it connects per request.
+"""
 
 import click
 from flask import abort, current_app, g
 from flask.cli import with_appcontext
 
 from fleet.store import migrate
-from fleet.store.base import Database, SchemaTooNew, close, connect
+from fleet.store.base import Database, PgPool, SchemaTooNew, close, connect, is_url
 from fleet.store.scope import Scope, set_scope
 
 # A request's connection sees nothing until its user, API token or node is known (fail closed):
 # no organisation has id 0.
 NOBODY = Scope(0)
+_POOL = "polylink_pg_pool"
 
 
 def get_db() -> Database:
     """The request's database connection, opened on first use, with the request's scope."""
     if "db" not in g:
-        g.db = connect(current_app.config["DATABASE"])
+        pool = current_app.extensions.get(_POOL)
+        g.db = pool.take() if pool else connect(current_app.config["DATABASE"])
         set_scope(g.db, g.get("scope") or NOBODY)
     return g.db
 
@@ -38,9 +45,14 @@ def or_404(missing, get, *args):
 
 
 def close_db(e=None):
-    """Close the request's connection, if one was opened."""
+    """Give the request's connection back to the pool (or close it), if one was opened."""
     db = g.pop("db", None)
-    if db is not None:
+    if db is None:
+        return
+    pool = current_app.extensions.get(_POOL)
+    if pool:
+        pool.give(db)
+    else:
         close(db)
 
 
@@ -64,6 +76,8 @@ def migrate_command():
 def init_app(app):
     """Register teardown and the `db migrate` command; migrate the database once at start."""
     app.teardown_appcontext(close_db)
+    if is_url(app.config["DATABASE"]):
+        app.extensions[_POOL] = PgPool(app.config["DATABASE"])
     group = click.Group("db", help="Database commands.")
     group.add_command(migrate_command)
     app.cli.add_command(group)

@@ -2,6 +2,7 @@
 the same broker's raw delivery to mosquitto_sub (the C client: the ceiling) and to paho.
 
 Run: .venv/bin/python tests/bench/bench_ingest_workers.py [--messages 50000] [--runs 3]
+     [--baseline CHECKOUT]  (the PostgreSQL rows again with an older checkout, same runs)
 
 Backlog mode (the workers' capacity): for each consumer, its persistent session is made, the
 consumer goes away, a publisher process queues N QoS-1 frames (9 bytes, 3 readings each, over
@@ -49,7 +50,8 @@ def csub_backlog(port: int, n: int, nodes: int) -> float:
 class Workers:
     """K `fleet ingest` processes on one shared subscription and one store."""
 
-    def __init__(self, port: int, k: int, data_dir: Path, database_url: str | None, name: str):
+    def __init__(self, port: int, k: int, data_dir: Path, database_url: str | None, name: str,
+                 tree: Path = ROOT):
         self.env = dict(os.environ, DATA_DIR=str(data_dir), MQTT_PORT=str(port))
         self.env.pop("MQTT_URL", None)
         self.env.pop("DATABASE_URL", None)
@@ -59,6 +61,7 @@ class Workers:
         # Its own group and client ids: the sessions of an earlier configuration stay on the
         # broker, and a group member that is away still gets its share of new messages.
         self.k, self.data_dir, self.procs, self.name = k, data_dir, [], name
+        self.tree = tree  # the checkout whose `fleet ingest` runs (--baseline: an older one)
 
     def start(self) -> float:
         started = time.time()
@@ -66,7 +69,7 @@ class Workers:
                      for i in range(self.k)]
         self.procs = [subprocess.Popen(
             [sys.executable, "-m", "fleet.cli", "ingest", "--share", self.name,
-             "--client-id", f"{self.name}-{i}"], env=self.env, cwd=ROOT, stdout=log,
+             "--client-id", f"{self.name}-{i}"], env=self.env, cwd=self.tree, stdout=log,
             stderr=subprocess.STDOUT) for i, log in enumerate(self.logs)]
         return started
 
@@ -104,9 +107,9 @@ class Workers:
         return n / (finished - started)
 
 
-def ingest_backlog(port, n, nodes, k, data_dir: Path, database_url) -> float:
+def ingest_backlog(port, n, nodes, k, data_dir: Path, database_url, tree: Path = ROOT) -> float:
     data_dir.mkdir(parents=True)
-    workers = Workers(port, k, data_dir, database_url, data_dir.name)
+    workers = Workers(port, k, data_dir, database_url, data_dir.name, tree)
     workers.start()  # the sessions and their shared subscription; then away, so the broker queues
     workers.subscribed()
     workers.stop()
@@ -124,14 +127,19 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also run the PostgreSQL rows with another checkout's `fleet ingest`"
+                         " (a git worktree of the commit before a change), in the same runs")
     args = ap.parse_args()
     from pgcluster import PgCluster
 
     n, nodes, ks = args.messages, args.nodes, [int(k) for k in args.workers.split(",")]
     # durable: fsync, synchronous_commit and full pages on, as the fleet's own server would run.
     cluster = PgCluster(durable=True).start()
-    keys = ["mosquitto_sub (C)", "paho"] + [f"{b} x{k}" for b in ("sqlite", "postgresql")
-                                            for k in ks]
+    backends = [("sqlite", ROOT), ("postgresql", ROOT)]
+    if args.baseline:
+        backends.append(("postgresql baseline", args.baseline.resolve()))
+    keys = ["mosquitto_sub (C)", "paho"] + [f"{b} x{k}" for b, _tree in backends for k in ks]
     results: dict[str, list[float]] = {k: [] for k in keys}
     try:
         for run in range(args.runs):
@@ -141,14 +149,14 @@ def main():
                 try:
                     results["mosquitto_sub (C)"].append(csub_backlog(broker.port, n, nodes))
                     results["paho"].append(raw_backlog(broker.port, n, nodes))
-                    for backend in ("sqlite", "postgresql"):
+                    for b, (backend, tree) in enumerate(backends):
                         for k in ks:
                             url = None
-                            if backend == "postgresql":
-                                cluster.sql(f"CREATE DATABASE bench_{run}_{k}")
-                                url = cluster.url(f"bench_{run}_{k}")
+                            if backend != "sqlite":
+                                cluster.sql(f"CREATE DATABASE bench_{run}_{b}_{k}")
+                                url = cluster.url(f"bench_{run}_{b}_{k}")
                             results[f"{backend} x{k}"].append(ingest_backlog(
-                                broker.port, n, nodes, k, tmp / f"{backend}-{k}", url))
+                                broker.port, n, nodes, k, tmp / f"{b}-{k}", url, tree))
                 finally:
                     broker.stop()
             print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items())

@@ -283,10 +283,12 @@ def prune_figures(path: Path) -> str:
             f"an hourly one about a 24th of it.")
 
 
-def prune_timed(target, before: float) -> tuple[int, float, list[float]]:
+def prune_timed(target, before: float, write_readings: bool = False
+                ) -> tuple[int, float, list[float]]:
     """Retention up to `before` on target (a SQLite path or a PostgreSQL URL) while another
-    connection writes a row every 10 ms, as the ingest worker would: (readings deleted, seconds
-    it took, the writer's waits in ms, sorted)."""
+    connection writes a row every 10 ms, as the ingest worker would (an event, or with
+    write_readings a reading of now): (readings deleted, seconds it took, the writer's waits in
+    ms, sorted)."""
     import threading
 
     from fleet.store import upkeep as upkeep_store
@@ -299,8 +301,12 @@ def prune_timed(target, before: float) -> tuple[int, float, list[float]]:
         while not stop.is_set():
             t0 = time.perf_counter()
             with transaction(writer) as conn:
-                conn.execute("INSERT INTO events (node_id, t, received_at, code)"
-                             " VALUES ('node-00001', ?, ?, 1)", (time.time(), time.time()))
+                if write_readings:  # PostgreSQL: the table whose partitions are dropped
+                    conn.execute("INSERT INTO readings (node_id, t, qid, inst, value)"
+                                 " VALUES ('node-00001', ?, 0, 0, 21.5)", (time.time(),))
+                else:
+                    conn.execute("INSERT INTO events (node_id, t, received_at, code)"
+                                 " VALUES ('node-00001', ?, ?, 1)", (time.time(), time.time()))
             waits.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.01)
 

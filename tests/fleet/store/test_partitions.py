@@ -51,20 +51,48 @@ def test_partitions_are_made_ahead_and_rows_land_in_their_day(pg):
     assert telemetry_store.count_readings(pg) == 2
 
 
-def test_retention_drops_whole_days_and_deletes_the_rest_by_row(pg):
+def test_retention_drops_whole_days_up_to_the_midnight_before_the_cutoff(pg):
     upkeep_store.add_partitions(pg, NOW - 3 * DAY)
     day0 = (NOW - 3 * DAY) // DAY * DAY  # start of 2027-01-12
     for k in range(4):
         add_reading(pg, day0 + k * DAY + 60)
         add_reading(pg, day0 + k * DAY + 120, node="n2")
     add_reading(pg, day0 - 10 * DAY)  # an old row in the default partition
-    before = day0 + 2 * DAY + 90  # keeps day 2 from 90 s on, and day 3
-    assert upkeep_store.prune_old(pg, "readings", before) == 6
+    before = day0 + 2 * DAY + 90  # in day 2: its midnight is the cutoff, the whole day stays
+    assert upkeep_store.prune_old(pg, "readings", before) == 5
     left = sorted(r[0] for r in pg.conn.execute("SELECT t FROM readings"))
-    assert left == [day0 + 2 * DAY + 120, day0 + 3 * DAY + 60, day0 + 3 * DAY + 120]
+    assert left == [day0 + 2 * DAY + 60, day0 + 2 * DAY + 120, day0 + 3 * DAY + 60,
+                    day0 + 3 * DAY + 120]
     names = set(upkeep_store.readings_partitions(pg))
     assert "readings_p20270112" not in names and "readings_p20270113" not in names
-    assert "readings_p20270114" in names  # partly kept: its rows went one by one
+    assert "readings_p20270114" in names
+    # A day later the cutoff passes day 2's midnight... and its end: day 2 goes whole.
+    assert upkeep_store.prune_old(pg, "readings", day0 + 3 * DAY + 90) == 2
+    assert "readings_p20270114" not in upkeep_store.readings_partitions(pg)
+
+
+def test_dropped_rows_are_counted_by_the_estimate_analyze_keeps(pg):
+    upkeep_store.add_partitions(pg, NOW - 3 * DAY)
+    day0 = (NOW - 3 * DAY) // DAY * DAY
+    with transaction(pg) as conn:
+        conn.execute("INSERT INTO readings (node_id, t, qid, inst, value) SELECT 'n1', ? + k,"
+                     " 0, 0, 1.5 FROM generate_series(1, 300) AS k", (day0,))
+    pg.conn.execute("ANALYZE readings_p20270112")
+    # Two more rows after the ANALYZE: the estimate does not see them (no exact count is made).
+    add_reading(pg, day0 + 400)
+    add_reading(pg, day0 + 500)
+    assert upkeep_store.prune_old(pg, "readings", day0 + DAY) == 300
+    assert telemetry_store.count_readings(pg) == 0
+
+
+def test_an_old_row_in_the_default_partition_is_deleted_by_row(pg):
+    upkeep_store.add_partitions(pg, NOW)
+    add_reading(pg, NOW - 30 * DAY)  # no partition for that day: readings_default
+    add_reading(pg, NOW - 20 * DAY, node="n2")
+    assert upkeep_store.prune_old(pg, "readings", NOW - 25 * DAY) == 1
+    assert [r[0] for r in pg.conn.execute("SELECT node_id FROM readings_default")] == ["n2"]
+    # An empty default partition: nothing to walk.
+    assert upkeep_store.prune_old(pg, "readings", NOW - 25 * DAY) == 0
 
 
 def test_a_time_range_query_reads_only_its_days(pg):
