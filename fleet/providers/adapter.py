@@ -43,6 +43,10 @@ class Uplink:
     # What the provider's own payload formatter made of the frame (TTS decoded_payload,
     # ChirpStack object), for profiles with the passthrough codec; None if it sent none.
     decoded: dict | None = None
+    # The provider's own identity of this uplink message, with DevEUI and FCnt (ChirpStack's
+    # deduplicationId, The Things Stack's as:up correlation id): the same message delivered
+    # again stores no second reception. None if the message carries none.
+    uplink_key: str | None = None
 
 
 def dr_of(sf, bw):
@@ -85,6 +89,14 @@ class Reader:
     def reception(self, gateway: str, m: dict) -> Reception:
         """A gateway's reception from its metadata (absent RSSI or SNR: 0)."""
         return Reception(gateway, self.number(m, "rssi") or 0.0, self.number(m, "snr") or 0.0)
+
+    def text(self, value, name: str) -> str | None:
+        """value if it is a non-empty string, None if absent or empty; else the error."""
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise self.error(f"{name} must be a string, got {value!r}")
+        return value
 
     def dev_eui(self, value, name: str) -> str:
         if not isinstance(value, str) or len(value) != 16:

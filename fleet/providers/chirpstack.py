@@ -45,6 +45,9 @@ def parse_uplink(topic: str, payload: bytes):
     sf = _read.number(lora, "spreadingFactor", int)
     bw = _read.number(lora, "bandwidth", int)
     rx = [_read.reception(m.get("gatewayId", ""), m) for m in msg.get("rxInfo") or []]
+    fcnt = _read.number(msg, "fCnt", int) or 0
+    # One UUID per uplink, after ChirpStack merged what its gateways heard; with DevEUI and FCnt.
+    dedup = _read.text(msg.get("deduplicationId"), "deduplicationId")
     dr = _read.number(msg, "dr", int)
     if dr is None:
         dr = dr_of(sf, bw) if sf else 0  # DR0 is left out like any zero
@@ -56,7 +59,7 @@ def parse_uplink(topic: str, payload: bytes):
         ext_id=dev_eui.upper(),
         device_id=dev_eui.lower(),
         fport=_read.number(msg, "fPort", int) or 0,
-        fcnt=_read.number(msg, "fCnt", int) or 0,
+        fcnt=fcnt,
         payload=frame,
         confirmed=bool(msg.get("confirmed", False)),
         sf=sf,
@@ -66,4 +69,5 @@ def parse_uplink(topic: str, payload: bytes):
         airtime=airtime,
         receptions=rx,
         decoded=msg.get("object") if isinstance(msg.get("object"), dict) else None,
+        uplink_key=None if dedup is None else f"{dev_eui.upper()}/{fcnt}/{dedup}",
     )

@@ -5,12 +5,12 @@ import sys
 
 import click
 
+from fleet.console import open_store
 from fleet.settings import from_env
 from fleet.stopping import Stopping
 from fleet.store import nodes as node_store
 from fleet.store import providers as provider_store
 from fleet.store.base import StoreError
-from fleet.store.migrate import open_db
 
 from . import LORAWAN_KINDS, ProviderError, registry, worker
 
@@ -58,7 +58,7 @@ def provider_add(name, kind, host, port, tls, application, tenant, username, pas
         password = click.prompt("Password (API key)", hide_input=True, default="",
                                 show_default=False) or None
     settings = from_env()
-    db = open_db(settings.db_path)
+    db = open_store()
     cfg = {"name": name, "kind": kind, "host": host, "tls": tls, "application": application,
            "tenant": tenant, "username": username, "downlinks_per_day": downlinks_per_day}
     if port is not None:
@@ -79,7 +79,7 @@ def provider_list():
 
     Example: fleet provider list
     """
-    db = open_db(from_env().db_path)
+    db = open_store()
     for p in registry.list_all(db):
         click.echo(f"{p['name']:<16} {p['kind']:<11} {p['host']}:{p['port']:<6}"
                    f" app={p['application']} tenant={p['tenant'] or '-'}"
@@ -95,7 +95,7 @@ def provider_remove(name):
     Example: fleet provider remove ttn
     """
     try:
-        registry.remove(open_db(from_env().db_path), name, actor="cli")
+        registry.remove(open_store(), name, actor="cli")
     except KeyError:
         raise click.ClickException(f"no provider named {name!r}") from None
 
@@ -112,7 +112,7 @@ def provider_link(node_id, provider, dev_eui, device_id):
     """
     if len(dev_eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in dev_eui):
         raise click.ClickException(f"DevEUI must be 16 hex digits, got {dev_eui!r}")
-    db = open_db(from_env().db_path)
+    db = open_store()
     try:
         node_store.get_node(db, node_id)
         registry.get(db, provider)

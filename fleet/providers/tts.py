@@ -38,6 +38,18 @@ def downlink_message(frame: bytes, fport: int, confirmed=False, dev_eui="") -> b
     return json.dumps({"downlinks": [d]}).encode()
 
 
+def uplink_key(msg: dict, up: dict, dev_eui: str, fcnt: int) -> str | None:
+    """The message's identity: its Application Server correlation id (`as:up:<ULID>`, one per
+    uplink the AS handles), else the Network Server's received_at; with the DevEUI and FCnt."""
+    ids = msg.get("correlation_ids", up.get("correlation_ids")) or []
+    if not isinstance(ids, list):
+        raise _read.error(f"correlation_ids must be a list, got {ids!r}")
+    found = next((i for i in ids if isinstance(i, str) and i.startswith("as:up:")), None)
+    if found is None:
+        found = _read.text(up.get("received_at"), "uplink_message.received_at")
+    return None if found is None else f"{dev_eui}/{fcnt}/{found}"
+
+
 def parse_uplink(topic: str, payload: bytes):
     """An Uplink, or None for a message that carries no application uplink (join, ...)."""
     msg = _read.message(payload)
@@ -60,11 +72,12 @@ def parse_uplink(topic: str, payload: bytes):
     for m in up.get("rx_metadata") or []:
         gw = (m.get("gateway_ids") or {}).get("gateway_id", "")
         rx.append(_read.reception(gw, m))
+    fcnt = _read.number(up, "f_cnt", int) or 0
     return Uplink(
         ext_id=dev_eui.upper(),
         device_id=ids.get("device_id") or topic.split("/")[3],
         fport=_read.number(up, "f_port", int) or 0,
-        fcnt=_read.number(up, "f_cnt", int) or 0,
+        fcnt=fcnt,
         payload=frame,
         confirmed=bool(up.get("confirmed", False)),
         sf=sf,
@@ -75,4 +88,5 @@ def parse_uplink(topic: str, payload: bytes):
         receptions=rx,
         decoded=up.get("decoded_payload") if isinstance(up.get("decoded_payload"), dict)
         else None,
+        uplink_key=uplink_key(msg, up, dev_eui.upper(), fcnt),
     )

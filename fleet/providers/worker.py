@@ -2,9 +2,11 @@
 
 One MQTT client per provider (their brokers, their credentials); messages are decoded by the
 provider's adapter, then stored like the own broker's (fleet/ingest.py: same batches, same
-dedupe by (node, seq)), plus one reception row per gateway. A confirmed uplink also counts the
-network's ACK against the node's daily downlink budget (fleet/providers/downlinks.py). A message
-is acknowledged to the provider's broker only after its batch is committed.
+dedupe by (node, seq)), plus one reception row per gateway, once per uplink message however often
+the provider delivers it (keyed by the provider's own identity of it, Uplink.uplink_key). A
+confirmed uplink also counts the network's ACK against the node's daily downlink budget
+(fleet/providers/downlinks.py). A message is acknowledged to the provider's broker only after its
+batch is committed.
 """
 
 import logging
@@ -112,7 +114,7 @@ class ProviderIngest(Ingest):
             self.receptions.append((node, seq, self.provider, received_at,
                                     r.gateway if r else None, r.rssi if r else None,
                                     r.snr if r else None, up.sf, up.dr, up.freq, up.airtime,
-                                    up.fcnt))
+                                    up.fcnt, up.uplink_key))
         self.idents[up.ext_id] = (node, up.device_id, received_at, up.dr)
         self._ack(node, up, received_at, seq)
 

@@ -119,14 +119,16 @@ def store_radio(db, receptions: list[tuple], idents: list[tuple], acks: list[tup
     """What a provider ingest batch learnt besides the frames, in one transaction.
 
     receptions: (node, seq, provider, received_at, gateway, rssi, snr, sf, dr, freq, airtime,
-    fcnt); idents: (provider, ext_id, node, device_id, last_seen, last_dr); acks: (node,
-    provider, t, seq, fcnt) of confirmed uplinks the network acknowledged.
+    fcnt, uplink_key), stored once per (provider, uplink_key, gateway): a message the provider
+    delivers again, or that two workers both took, adds nothing. idents: (provider, ext_id,
+    node, device_id, last_seen, last_dr); acks: (node, provider, t, seq, fcnt) of confirmed
+    uplinks the network acknowledged.
     """
     with transaction(db) as conn:
         conn.executemany(
             "INSERT INTO receptions (node_id, seq, provider, received_at, gateway, rssi,"
-            " snr, sf, dr, freq, airtime, fcnt)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " snr, sf, dr, freq, airtime, fcnt, uplink_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             receptions)
         conn.executemany(
             "INSERT INTO transport_ids (provider, ext_id, node_id, device_id, last_seen,"

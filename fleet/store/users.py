@@ -214,3 +214,56 @@ def token_info(db, token: str) -> dict | None:
 def count_users(db) -> int:
     """How many users the connection's organisation has (all users for the platform's)."""
     return db.conn.execute(f"SELECT count(*) FROM users WHERE {_members(db)}").fetchone()[0]
+
+
+# --- login attempts, shared by every web process ------------------------------------------------
+
+class _Refused(Exception):
+    """Rolls back an attempt that one of its subjects' limits refuses."""
+
+
+def take_login_attempt(db, limits: dict[str, int], window: float, now: float) -> float | None:
+    """Count one login attempt against each subject ({subject: limit}); None if every subject
+    is within its limit, else the seconds until the first refusing window ends.
+
+    A subject's window starts with its first attempt and lasts `window` s. The attempt is
+    counted before the password is checked, in one transaction: a row lock (PostgreSQL) or the
+    write lock (SQLite) orders concurrent attempts, so however many web processes check at once,
+    at most `limit` attempts per window get through. A refused attempt is not counted.
+    """
+    try:
+        with transaction(db) as conn:
+            wait = None
+            for subject, limit in limits.items():
+                attempts, until = conn.execute(
+                    "INSERT INTO login_attempts (subject, since, until, attempts)"
+                    " VALUES (?, ?, ?, 1) ON CONFLICT (subject) DO UPDATE SET"
+                    " attempts = CASE WHEN login_attempts.until <= excluded.since THEN 1"
+                    " ELSE login_attempts.attempts + 1 END,"
+                    " since = CASE WHEN login_attempts.until <= excluded.since"
+                    " THEN excluded.since ELSE login_attempts.since END,"
+                    " until = CASE WHEN login_attempts.until <= excluded.since"
+                    " THEN excluded.until ELSE login_attempts.until END"
+                    " RETURNING attempts, until", (subject, now, now + window)).fetchone()
+                if attempts > limit:
+                    wait = max(wait or 0.0, until - now)
+            if wait is not None:
+                raise _Refused(wait)
+    except _Refused as refused:
+        return refused.args[0]
+    return None
+
+
+def login_succeeded(db, forget: list[str], give_back: list[str]) -> None:
+    """After a right password: the subjects in `forget` start afresh (the address with the
+    name), those in `give_back` no longer count this attempt (the address: it counts failures)."""
+    with transaction(db) as conn:
+        conn.executemany("DELETE FROM login_attempts WHERE subject = ?", [(s,) for s in forget])
+        conn.executemany("UPDATE login_attempts SET attempts = attempts - 1"
+                         " WHERE subject = ? AND attempts > 0", [(s,) for s in give_back])
+
+
+def prune_login_attempts(db, now: float) -> int:
+    """Delete the login attempts whose window has ended (upkeep); the count deleted."""
+    with transaction(db) as conn:
+        return conn.execute("DELETE FROM login_attempts WHERE until <= ?", (now,)).rowcount

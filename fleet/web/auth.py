@@ -1,10 +1,12 @@
 """Users, login sessions with CSRF protection and a login rate limit, and API bearer tokens."""
 
 import functools
+import hashlib
+import hmac
+import math
 import re
 import secrets
 import time
-from collections import defaultdict, deque
 from urllib.parse import urlsplit
 
 from flask import (
@@ -167,36 +169,13 @@ class Forbidden(Exception):
     """The user or token is authenticated but its role may not do this."""
 
 
-class _Failures:
-    """Recent failed logins per key, to slow down password guessing."""
-
-    def __init__(self):
-        self.times: dict[str, deque] = defaultdict(deque)
-
-    def blocked(self, limits: dict[str, int], window: float) -> bool:
-        """True if any key has reached its limit of failures within the window."""
-        now = time.monotonic()
-        blocked = False
-        for key, limit in limits.items():
-            q = self.times.get(key)
-            if q is None:
-                continue
-            while q and now - q[0] > window:
-                q.popleft()
-            if not q:
-                del self.times[key]  # keep memory bounded by recent failures only
-            elif len(q) >= limit:
-                blocked = True
-        return blocked
-
-    def add(self, keys):
-        now = time.monotonic()
-        for key in keys:
-            self.times[key].append(now)
-
-    def clear(self, keys):
-        for key in keys:
-            self.times.pop(key, None)
+def _subject(kind: str, value: str) -> str:
+    """A login limit's subject as stored: an HMAC under the fleet's secret key, so what was typed
+    as a user name (sometimes a password in the wrong field) is never kept in clear, and the
+    same for every web process (they share the key, as they share session cookies)."""
+    key = current_app.config["SECRET_KEY"]
+    key = key.encode() if isinstance(key, str) else key
+    return kind + ":" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def login_required(view):
@@ -286,31 +265,34 @@ def load_logged_in_user():
 
 @bp.route("/login", methods=("GET", "POST"))
 def login():
-    status = 200
+    status, headers = 200, {}
     if request.method == "POST":
         name = request.form.get("username", "")
         password = request.form.get("password", "")
         # Keyed on the address with the name, never the name alone: guesses from one address
         # must not lock the real user out from another. The address alone has a higher limit,
-        # so trying many names from one place is slowed down too.
+        # so trying many names from one place is slowed down too. The counts live in the store
+        # (store/users.py), shared by every web process.
         addr = client_address()
-        limits = {"addr:" + addr: current_app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
-                  "addr-user:" + addr + "\0" + name: current_app.config["LOGIN_MAX_FAILURES"]}
-        keys = tuple(limits)
-        failures = current_app.extensions["polylink_login_failures"]
-        window = current_app.config["LOGIN_WINDOW"]
+        by_addr, by_name = _subject("addr", addr), _subject("addr-user", addr + "\0" + name)
+        limits = {by_addr: current_app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+                  by_name: current_app.config["LOGIN_MAX_FAILURES"]}
         db = web_db.get_db()
-        if failures.blocked(limits, window):
-            flash(f"Too many failed logins; try again in {window // 60} minutes.")
-            status = 429
+        wait = user_store.take_login_attempt(db, limits, current_app.config["LOGIN_WINDOW"],
+                                             time.time())
+        if wait is not None:
+            minutes = max(1, math.ceil(wait / 60))
+            flash(f"Too many failed logins from this address; try again in {minutes} minute"
+                  f"{'s' if minutes != 1 else ''}.")
+            status, headers = 429, {"Retry-After": str(math.ceil(wait))}
         else:
             user = check_password(db, name, password)
             if user is None:
-                failures.add(keys)
                 flash("Wrong user name or password.")
                 status = 401
             else:
-                failures.clear(keys[1:])  # the address's count across names stays
+                # The address's count across names keeps its failures, not this success.
+                user_store.login_succeeded(db, forget=[by_name], give_back=[by_addr])
                 session.clear()
                 start_session(user)
                 g.user = user
@@ -318,7 +300,7 @@ def login():
                 audit_store.audit(db, name, "login")
                 # Only local paths: never bounce a fresh session to another site.
                 return redirect(local_target(request.args.get("next"), url_for("nodes.index")))
-    return render_template("auth/login.html"), status
+    return render_template("auth/login.html"), status, headers
 
 
 @bp.route("/logout", methods=("POST",))
@@ -333,7 +315,6 @@ def logout():
 def init_app(app):
     """CSRF on every form (the API blueprint is exempted where it is registered)."""
     csrf.init_app(app)
-    app.extensions["polylink_login_failures"] = _Failures()
 
     @app.errorhandler(CSRFError)
     def csrf_error(e):

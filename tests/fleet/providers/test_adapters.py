@@ -86,3 +86,26 @@ def test_chirpstack_topics_and_downlink():
     msg = json.loads(chirpstack.downlink_message(b"\x84\x00\x01", 1, dev_eui="02A1B2C3D4E5F601"))
     assert msg == {"devEui": "02a1b2c3d4e5f601", "confirmed": False, "fPort": 1,
                    "data": base64.b64encode(b"\x84\x00\x01").decode()}
+
+
+def test_uplink_keys_are_the_providers_own_message_identity():
+    msg = fixture("tts_uplink.json")
+    up = tts.parse_uplink("v3/a@ttn/devices/d/up", json.dumps(msg).encode())
+    assert up.uplink_key == "02A1B2C3D4E5F601/0/as:up:01HX6YGQ7E0V83YRZ7K4S5J4ZN"
+    # Without an Application Server correlation id: the Network Server's reception time.
+    msg["correlation_ids"] = ["gs:uplink:01HX6YGQ7AS3VTM5W5W36YV1F1"]
+    up = tts.parse_uplink("v3/a@ttn/devices/d/up", json.dumps(msg).encode())
+    assert up.uplink_key == "02A1B2C3D4E5F601/0/2026-11-28T13:42:11.412Z"
+    del msg["correlation_ids"], msg["uplink_message"]["received_at"]
+    assert tts.parse_uplink("v3/a@ttn/devices/d/up", json.dumps(msg).encode()).uplink_key is None
+    msg["correlation_ids"] = "as:up:x"
+    with pytest.raises(ProviderError, match="correlation_ids must be a list"):
+        tts.parse_uplink("v3/a@ttn/devices/d/up", json.dumps(msg).encode())
+    msg = fixture("chirpstack_uplink.json")
+    up = chirpstack.parse_uplink("t", json.dumps(msg).encode())
+    assert up.uplink_key == "02A1B2C3D4E5F601/10/3a5a2b7e-8f6b-4c5c-9d4b-2f3e4a5b6c7d"
+    del msg["deduplicationId"]
+    assert chirpstack.parse_uplink("t", json.dumps(msg).encode()).uplink_key is None
+    msg["deduplicationId"] = 42
+    with pytest.raises(ProviderError, match="deduplicationId must be a string"):
+        chirpstack.parse_uplink("t", json.dumps(msg).encode())

@@ -1,6 +1,6 @@
 """Two provider ingest workers (`fleet provider ingest`, each its own process) on one store: one
 holds the provider's session, the other waits; when the holder is killed with SIGKILL mid-stream
-the other takes the provider over, and every uplink is stored exactly once.
+the other takes the provider over, and every uplink is stored exactly once, with one reception.
 
 A real mosquitto stands in for ChirpStack's broker (the fixture's JSON is ChirpStack v4's
 documented uplink event).
@@ -110,6 +110,10 @@ def test_two_provider_workers_store_every_uplink_once_across_a_kill(settings, mo
         try:
             assert telemetry_store.frame_seqs(db, "lamp-7") == list(range(TOTAL))
             assert telemetry_store.count_readings(db, "lamp-7") == 3 * TOTAL
+            # and one reception per uplink (one gateway each): what the killed worker stored
+            # but never acked came again, with the same deduplicationId, and added none
+            keys = [r["uplink_key"] for r in db.query("SELECT uplink_key FROM receptions")]
+            assert len(keys) == len(set(keys)) == TOTAL
         finally:
             db.conn.close()
         assert second.stop() == 0
