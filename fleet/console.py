@@ -50,6 +50,28 @@ def open_store():
     return db
 
 
+def platform_command() -> None:
+    """Refuse, as a one-line error, a command that acts for the whole platform (its database,
+    certificates, backups) under --org of an organisation that is not the platform operator's.
+    Called first thing in such a command (or its group, before the subcommand's options)."""
+    if ORG is None:
+        return
+    from fleet.store import orgs
+
+    db = open_db(from_env().db_path)
+    try:
+        platform = orgs.get_organisation(db, ORG)["platform"]
+    except orgs.UnknownOrganisation as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        db.conn.close()
+    if not platform:
+        path = click.get_current_context().command_path.split(" ", 1)[-1]
+        raise click.ClickException(
+            f"`fleet {path}` acts for the whole platform: the platform operator's to run"
+            f" (without --org); {ORG!r} may not")
+
+
 def when(t) -> str:
     """Unix time as UTC ISO 8601, or '-' if never."""
     if t is None:

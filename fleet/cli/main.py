@@ -8,7 +8,7 @@ import click
 
 from fleet import console, ingest, mqtt, upkeep
 from fleet.alerts import cli as alerts_cli
-from fleet.console import friendly, open_store
+from fleet.console import friendly, open_store, platform_command
 from fleet.exports import cli as exports_cli
 from fleet.identity import cli as identity_cli
 from fleet.nodes import cli as nodes_cli
@@ -119,6 +119,7 @@ def db_group():
 
     Example: fleet db migrate
     """
+    platform_command()
 
 
 @db_group.command("migrate")
@@ -170,6 +171,7 @@ def migrate_command(ctx):
 
     Example: DATA_DIR=/srv/fleet fleet migrate
     """
+    platform_command()
     ctx.invoke(db_migrate)
 
 

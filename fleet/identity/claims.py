@@ -22,14 +22,17 @@ import logging
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 
 from fleet import mqtt, topics
 from fleet.broker import auth as brokerauth
 from fleet.broker.server import BrokerError
 from fleet.identity import provision
 from fleet.store import identity as identity_store
+from fleet.store import orgs as org_store
 from fleet.store.base import StoreError
 from fleet.store.migrate import open_db
+from fleet.store.scope import scope_of, set_scope
 from provisioning import boards
 
 log = logging.getLogger("fleet.claims")
@@ -45,7 +48,8 @@ class ClaimError(ValueError):
 
 def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
                  auto_approve: bool = False, actor=None) -> str:
-    """Create a claim token and return it ("<id>.<secret>", shown once)."""
+    """Create a claim token of the connection's organisation and return it ("<id>.<secret>",
+    shown once); the nodes claimed with it are that organisation's."""
     try:
         boards.load(board)
     except boards.BoardError as e:
@@ -60,6 +64,27 @@ def create_token(db, settings, board: str, uses: int = 1, hours: float = 24,
                                    time.time() + hours * 3600, auto_approve, actor)
     brokerauth.sync(db, settings.broker_dir)
     return f"{token_id}.{secret}"
+
+
+def revoke_token(db, settings, token_id: str, actor=None) -> None:
+    """End a claim token of the connection's organisation; the broker refuses it at once."""
+    try:
+        identity_store.revoke_claim_token(db, token_id, actor)
+    except StoreError as e:
+        raise ClaimError(str(e)) from None
+    brokerauth.sync(db, settings.broker_dir)
+
+
+@contextmanager
+def _as_token_org(db, token: dict):
+    """Act for the organisation of the claim token: the node a claim issues is registered there
+    (under its node quota) and the audit records are its."""
+    before = scope_of(db)
+    set_scope(db, org_store.scope_for(db, token["org_id"]))
+    try:
+        yield
+    finally:
+        set_scope(db, before)
 
 
 def request(db, settings, token_id: str, client_id: str, payload: bytes,
@@ -89,8 +114,9 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
             # The same board (same MAC, same random claim id) asks again before it ever used its
             # identity: the answer was lost on the way (a dropped link, a board that gave up
             # waiting). It gets a fresh password; the one in the lost answer stops working.
-            identity = provision.issue(db, settings, claim["node_id"], claim["board"],
-                                       actor=f"claim:{claim['id']}", mac=mac)
+            with _as_token_org(db, token):
+                identity = provision.issue(db, settings, claim["node_id"], claim["board"],
+                                           actor=f"claim:{claim['id']}", mac=mac)
             log.info("claim %s: identity %s sent again", claim["id"], claim["node_id"])
             return _issued(identity, node_port or settings.mqtt_port)
         # The token stops working for a board once it has used its identity.
@@ -100,8 +126,9 @@ def request(db, settings, token_id: str, client_id: str, payload: bytes,
         # An operator's choice in a conflict goes through without a use left: the squatter may
         # have spent the real board's.
         return {"state": "rejected", "reason": "claim token used up or expired"}
-    identity = provision.register(db, settings, "pl-" + mac, board=claim["board"], mac=mac,
-                                  actor=f"claim:{claim['id']}", sync=False)
+    with _as_token_org(db, token):
+        identity = provision.register(db, settings, "pl-" + mac, board=claim["board"], mac=mac,
+                                      actor=f"claim:{claim['id']}", sync=False)
     identity_store.mark_claim_issued(db, claim["id"], identity["node_id"])
     # The node's login, and the token's while its board has not used the identity yet.
     brokerauth.sync(db, settings.broker_dir)
@@ -127,7 +154,8 @@ def _new_claim(db, token: dict, client_id: str, mac: str) -> dict:
         return {"state": "rejected", "reason": "claim token used up"}
     claim = identity_store.add_claim(db, token["id"], client_id, mac, token["board"])
     if token["auto_approve"]:
-        identity_store.decide_claim(db, claim["id"], "approved", f"token:{token['id']}")
+        with _as_token_org(db, token):
+            identity_store.decide_claim(db, claim["id"], "approved", f"token:{token['id']}")
         claim = identity_store.get_claim_by_id(db, claim["id"])
     return claim
 

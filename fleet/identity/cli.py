@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import click
 
@@ -121,6 +122,33 @@ def claim_token(board, uses, hours, auto_approve):
     token = claims.create_token(open_store(), from_env(), board, uses, hours, auto_approve,
                                 actor="cli")
     click.echo(token)
+
+
+@claim_group.command("tokens")
+@friendly
+def claim_tokens():
+    """List the organisation's claim tokens, newest first (never their secrets).
+
+    Example: fleet claim tokens
+    """
+    for t in identity_store.list_claim_tokens(open_store()):
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t["expires"]))
+        state = "revoked" if t["revoked_at"] else f"until {until}"
+        click.echo(f"{t['id']}  {t['board']:<24} used {t['uses']}/{t['max_uses']}  {state}"
+                   + ("  auto-approve" if t["auto_approve"] else ""))
+
+
+@claim_group.command("revoke")
+@click.argument("token_id")
+@friendly
+def claim_revoke(token_id):
+    """Revoke a claim token: no board claims with it any more (the broker refuses it at once);
+    nodes already claimed with it stay.
+
+    Example: fleet claim revoke ct1a2b3c4d
+    """
+    claims.revoke_token(open_store(), from_env(), token_id, actor="cli")
+    click.echo(f"claim token {token_id} revoked")
 
 
 @claim_group.command("list")

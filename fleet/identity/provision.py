@@ -18,7 +18,10 @@ from fleet.settings import node_tls_from_env
 from fleet.store import audit as audit_store
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
+from fleet.store import orgs as orgs_store
+from fleet.store import ota as ota_store
 from fleet.store.base import StoreError, valid_node_id
+from fleet.store.scope import org_of_scope
 from fleet.tls import certs
 from provisioning import boards, image, miplib
 
@@ -70,19 +73,25 @@ def check_mac(mac: str | None) -> str | None:
     return digits
 
 
-def trusted_ota_keys(settings) -> dict[str, str]:
-    """{key id: public key hex} that new nodes trust for signed updates (DATA_DIR/ota/...).
+def trusted_ota_keys(settings, db=None, node_id: str | None = None) -> dict[str, str]:
+    """{key id: public key hex} that new nodes trust for signed updates: the platform's
+    (DATA_DIR/ota/...) and, with db, those of the organisation owning node_id (or of db's, for a
+    node not there yet), never another organisation's.
 
     The OTA feature owns the keys; until it writes that file, nodes are minted with no keys.
     """
     path = Path(settings.data_dir) / OTA_KEYS_FILE
+    own = {}
+    if db is not None:
+        org = (orgs_store.org_of_node(db, node_id) if node_id else None) or org_of_scope(db)
+        own = ota_store.org_keys(db, org)
     if not path.exists():
-        return {}
+        return own
     keys = json.loads(path.read_text())
     if not isinstance(keys, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
         raise ProvisionError(f"{path} must hold a JSON object {{key_id: public_key_hex}}")
-    return keys
+    return {**keys, **own}
 
 
 def _board_has_radio(board: str | None) -> bool:
@@ -111,7 +120,7 @@ def register(db, settings, node_id: str | None = None, board: str | None = None,
         lorawan = {"dev_eui": new_dev_eui(),
                    "join_eui": (join_eui or settings_join_eui()).upper(),
                    "app_key": secrets.token_bytes(16).hex().upper()}
-    ota_keys = trusted_ota_keys(settings)
+    ota_keys = trusted_ota_keys(settings, db, node_id)
     cred = {"mqtt_user": node_id, "mqtt_hash": brokerauth.hash_password(password),
             "ota_hash": brokerauth.hash_password(file_password(password)),
             "ota_keys": ota_keys, "mac": mac, **(lorawan or {})}
@@ -205,7 +214,7 @@ def issue(db, settings, node_id: str | None, board: str, actor: str | None = Non
                              f"this board is {mac}; revoke the node first to move it")
     password = rotate(db, settings, node_id, actor=actor)
     # The new image trusts the fleet's update keys of today, not those of its first flashing.
-    keys = trusted_ota_keys(settings)
+    keys = trusted_ota_keys(settings, db, node_id)
     identity_store.set_ota_keys(db, node_id, keys)
     return {"node_id": node_id, "board": board, "name": None, "mac": cred["mac"],
             "mqtt": {"user": cred["mqtt_user"], "password": password},
@@ -258,7 +267,7 @@ def build_image(db, settings, node_id: str, mqtt_host: str, mqtt_port: int = 188
         identity = {"node_id": node_id, "mqtt": {"user": cred["mqtt_user"],
                                                  "password": brokerauth.mint_password()},
                     "lorawan": identity_store.lorawan_keys(db, node_id),
-                    "ota": {"keys": trusted_ota_keys(settings)}}
+                    "ota": {"keys": trusted_ota_keys(settings, db, node_id)}}
 
         def packed() -> bytes:
             cfg = node_config(identity, mqtt_host, mqtt_port, wifi_ssid, wifi_password, bool(ca))

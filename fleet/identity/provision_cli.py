@@ -12,13 +12,12 @@ from pathlib import Path
 
 import click
 
-from fleet.console import one_line
+from fleet.console import one_line, open_store
 from fleet.identity import claims, provision
 from fleet.settings import SettingsError, from_env
 from fleet.store import identity as identity_store
 from fleet.store import nodes as node_store
 from fleet.store.base import StoreError, UnknownNode, connect
-from fleet.store.migrate import open_db
 from provisioning import boards, flash, image, label, miplib
 
 BUILD = Path(os.environ.get("BUILD_DIR") or "build")
@@ -74,7 +73,7 @@ def need_mqtt_host(mqtt_host: str | None) -> str:
 def issue_identity(node: str | None, board: str, mac: str | None = None) -> dict:
     """Register the node (or give a registered one a new password) in the fleet's store."""
     settings = from_env()
-    db = open_db(settings.db_path)
+    db = open_store()
     try:
         return provision.issue(db, settings, node, board, actor="provisioning", mac=mac)
     finally:
@@ -332,7 +331,7 @@ def label_command(node, fleet_url):
 
     Example: FLEET_URL=https://fleet.city fleet provision label --node lamp-42
     """
-    db = open_db(from_env().db_path)
+    db = open_store()
     try:
         n = node_store.get_node(db, node)
         cred = identity_store.get_credentials(db, node) or {}

@@ -112,6 +112,19 @@ def create_claim_token():
     return _page(db, claim_token=token)
 
 
+@bp.route("/claim-tokens/<token_id>/revoke", methods=("POST",))
+@require("provisioning")
+def revoke_claim_token(token_id):
+    """End a claim token of the organisation: no board claims with it any more."""
+    try:
+        claims.revoke_token(web_db.get_db(), current_app.config["SETTINGS"], token_id,
+                            g.user["name"])
+    except claims.ClaimError:
+        abort(404)
+    flash(f"Claim token {token_id} revoked: no board claims with it any more.")
+    return redirect(url_for("provision.index"))
+
+
 @bp.route("/claims/<int:claim_id>/<any(approve, reject):decision>", methods=("POST",))
 @require("provisioning")
 def decide_claim(claim_id, decision):

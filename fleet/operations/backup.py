@@ -277,7 +277,9 @@ def restore(settings: Settings, archive: Path, replace: bool = False) -> dict:
         what = data_dir if occupied else describe(settings.database_url)
         raise BackupError(f"{what} is not empty: pass --replace to restore over it (the "
                           "current contents are kept beside it, not deleted)")
-    private_dir(data_dir.parent)
+    # The parent is not ours to tighten (DATA_DIR=/var/lib/polylink: /var/lib); the staging
+    # folder mkdtemp makes is 0700 already.
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-", dir=data_dir.parent))
     old_dump = None
     try:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from fleet.console import one_line
+from fleet.console import one_line, platform_command
 from fleet.settings import SettingsError, from_env
 
 _friendly = one_line(SettingsError, ValueError, OSError)
@@ -22,6 +22,7 @@ def backup_command(file):
 
     Example: DATA_DIR=/var/lib/polylink fleet backup /srv/backups/fleet.tar.gz
     """
+    platform_command()
     from fleet.operations import backup
 
     dest = file or Path(backup.default_name())
@@ -49,6 +50,7 @@ def restore_command(file, replace):
 
     Example: DATA_DIR=/var/lib/polylink fleet restore fleet.tar.gz --replace
     """
+    platform_command()
     from fleet.operations import backup
 
     settings = from_env()
@@ -73,6 +75,7 @@ def doctor_command():
 
     Example: DATA_DIR=/var/lib/polylink fleet doctor
     """
+    platform_command()
     from fleet.operations import doctor
 
     findings = doctor.run(doctor.deployment(from_env()))

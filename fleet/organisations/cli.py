@@ -157,5 +157,75 @@ def org_move(node, target):
     click.echo(f"node {node} moved to {target}")
 
 
+@org_group.command("move-request")
+@click.argument("node")
+@click.option("--to", "other", required=True, metavar="ORG",
+              help="The organisation to give the node to, or (for a node shared with yours) "
+                   "the owner you ask it from.")
+@friendly
+def org_move_request(node, other):
+    """Ask another organisation to take a node of yours, or ask the owner of a node shared with
+    yours for it; their admin approves or rejects (`fleet org move-approve`). Run as your
+    organisation (--org); a request ends unanswered after 14 days.
+
+    Example: fleet --org parking org move-request air-7 --to environment
+    """
+    rid = org_store.request_move(open_store(), node, other, actor="cli")
+    click.echo(f"move request {rid}: node {node}, waiting for {other}'s decision")
+
+
+@org_group.command("moves")
+@friendly
+def org_moves():
+    """Move requests your organisation made or must decide, newest first.
+
+    Example: fleet --org environment org moves
+    """
+    for m in org_store.list_moves(open_store()):
+        decided = f"  {m['state']} {when(m['decided_at'])}" if m["decided_at"] else ""
+        click.echo(f"{m['id']:>5}  {m['node_id']}  {m['from_org']} -> {m['to_org']}  asked by "
+                   f"{m['requested_by_org']} {when(m['requested_at'])}  {m['state']}{decided}")
+
+
+def _decide(request_id, approve):
+    m = org_store.decide_move(open_store(), request_id, approve, actor="cli")
+    verb = "approved: the node moved" if approve else "rejected"
+    click.echo(f"move request {request_id} (node {m['node_id']}) {verb}")
+
+
+@org_group.command("move-approve")
+@click.argument("request_id", type=int)
+@friendly
+def org_move_approve(request_id):
+    """Approve a move the other organisation asked for: the node moves now, with its history.
+
+    Example: fleet --org environment org move-approve 4
+    """
+    _decide(request_id, True)
+
+
+@org_group.command("move-reject")
+@click.argument("request_id", type=int)
+@friendly
+def org_move_reject(request_id):
+    """Reject a move the other organisation asked for.
+
+    Example: fleet --org environment org move-reject 4
+    """
+    _decide(request_id, False)
+
+
+@org_group.command("move-cancel")
+@click.argument("request_id", type=int)
+@friendly
+def org_move_cancel(request_id):
+    """Withdraw a move request your organisation made, while it waits.
+
+    Example: fleet --org parking org move-cancel 4
+    """
+    org_store.cancel_move(open_store(), request_id, actor="cli")
+    click.echo(f"move request {request_id} cancelled")
+
+
 def register(cli):
     cli.add_command(org_group)

@@ -20,7 +20,10 @@ _friendly = one_line(SettingsError, StoreError, ValueError, OSError)
 def keys_group():
     """Release signing keys (ECDSA P-256) and the keys nodes trust.
 
-    Example: fleet keys create release-2026
+    Each key belongs to one organisation (`fleet --org NAME keys ...`; without --org, the
+    platform's). Every node trusts the platform's keys and its own organisation's.
+
+    Example: fleet --org parking keys create parking-2026
     """
 
 
@@ -28,24 +31,27 @@ def keys_group():
 @click.argument("key_id")
 @_friendly
 def keys_create(key_id):
-    """Make a signing key; new nodes are provisioned to trust it.
+    """Make a signing key of the organisation; its new nodes are provisioned to trust it.
 
-    Example: fleet keys create release-2026
+    Key ids are unique across the platform (a node names its keys by id).
+
+    Example: fleet --org parking keys create parking-2026
     """
-    pub = ota.create_key(from_env(), key_id)
+    pub = ota.create_key(from_env(), key_id, open_store(), actor="cli")
     click.echo(f"key {key_id} created; public key {pub}")
 
 
 @keys_group.command("list")
 @_friendly
 def keys_list():
-    """List the trusted keys and whether this fleet can sign with each.
+    """List the organisation's keys and the platform's (marked), and which it signs with.
 
-    Example: fleet keys list
+    Example: fleet --org parking keys list
     """
-    for k in ota.list_keys(from_env()):
+    for k in ota.list_keys(from_env(), open_store()):
+        owner = "(platform)" if k["platform"] else k["org"]
         click.echo(f"{k['id']:<24} {'signs' if k['can_sign'] else 'verify-only':<12} "
-                   f"{k['public'][:24]}...")
+                   f"{owner:<16} {k['public'][:24]}...")
 
 
 @keys_group.command("retire")
@@ -55,14 +61,14 @@ def keys_list():
                    "reflashing to take updates again).")
 @_friendly
 def keys_retire(key_id, force):
-    """Stop trusting a key for new releases and new nodes.
+    """Stop trusting a key of the organisation for new releases and new nodes.
 
     Nodes drop it when they confirm the next release (it carries the remaining keys). Refused
-    while nodes trust only this key, unless --force.
+    while nodes trust only this key, unless --force. An organisation retires only its own keys.
 
-    Example: fleet keys retire release-2025
+    Example: fleet --org parking keys retire parking-2025
     """
-    ota.retire_key(from_env(), key_id, open_store(), force)
+    ota.retire_key(from_env(), key_id, open_store(), force, actor="cli")
     click.echo(f"key {key_id} retired; nodes stop trusting it with the next release they "
                "confirm")
 
@@ -79,7 +85,8 @@ def release_group():
 @click.argument("version")
 @click.option("--board", "boards", multiple=True, help="Compatible board (repeat); default "
               "ESP32_GENERIC.")
-@click.option("--key", "key_id", help="Signing key id (default: the newest this fleet holds).")
+@click.option("--key", "key_id", help="Signing key id, one of the organisation's own (default: "
+              "its newest).")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=ota.FIRMWARE,
               show_default=True, help="The firmware tree to build from.")
 @click.option("--no-upload", is_flag=True, help="Only write the bundle, do not store it.")
@@ -89,8 +96,11 @@ def release_group():
 @click.option("--downgrade-from", "downgrade_from", metavar="VERSION",
               help="Sign this older release as a downgrade for nodes on exactly VERSION (nodes "
                    "refuse older releases otherwise).")
+@click.option("--for-org", "for_org", metavar="ORG",
+              help="The platform operator only: sign with a platform key a release for this "
+                   "organisation's nodes, carrying its keys (how nodes come to trust them).")
 @_friendly
-def release_build(version, boards, key_id, source, no_upload, runtime, downgrade_from):
+def release_build(version, boards, key_id, source, no_upload, runtime, downgrade_from, for_org):
     """Compile the app with mpy-cross, sign the manifest, write RELEASE_DIR/polylink-VERSION.tar
     and store the release in this fleet.
 
@@ -99,13 +109,17 @@ def release_build(version, boards, key_id, source, no_upload, runtime, downgrade
     Example: fleet release build 0.3.0 --board ESP32_GENERIC_OTA --runtime mp-ota.app-bin
 
     Example: fleet release build 0.2.1 --source old-tree/firmware --downgrade-from 0.3.0
+
+    Example: fleet release build 0.4.0 --key release-2026 --for-org parking
     """
     s = from_env()
+    db = open_store()
+    org = ota.organisation_id(db, for_org) if for_org else None
     path = ota.build(s, version, list(boards) or None, key_id, source, runtime=runtime,
-                     downgrade_from=downgrade_from)
+                     downgrade_from=downgrade_from, db=db, for_org=org)
     click.echo(f"built {path}")
     if not no_upload:
-        m = ota.upload(open_store(), s, path.read_bytes(), actor="cli")
+        m = ota.upload(db, s, path.read_bytes(), actor="cli", for_org=org)
         click.echo(f"release {m['version']} stored: {len(m['files'])} files, key {m['key']}"
                    + (f", a downgrade for nodes on {m['downgrade_from']}"
                       if m.get("downgrade_from") else "")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
@@ -27,7 +27,23 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from polylink import codes
 
-from fleet.store import identity as identity_store
+from fleet.ota.keys import (  # noqa: F401  (the names callers use as releases.*)
+    KEY_ID_RE,
+    KEYS_DIR,
+    TRUSTED,
+    ReleaseError,
+    acts_as_platform,
+    create_key,
+    keys_for,
+    list_keys,
+    nodes_needing,
+    organisation_id,
+    public_hex,
+    release_org,
+    retire_key,
+    signing_key,
+    trusted_keys,
+)
 from fleet.store import ota as ota_store
 from fleet.store.base import DuplicateName, UnknownRelease
 from provisioning import boards as board_files
@@ -35,8 +51,6 @@ from provisioning import flash as _flash
 from provisioning.image import ImageError, compile_module
 from provisioning.sources import BOARDS, FIRMWARE
 
-KEYS_DIR = "ota/keys"
-TRUSTED = "ota/trusted_keys.json"  # read by provisioning (identity/provision.py) for new nodes
 # The oldest MicroPython our .mpy files run on; flashing checks the same figure.
 MIN_MICROPYTHON = ".".join(map(str, _flash.MIN_MICROPYTHON + (0,)))
 MANIFEST = "manifest.json"
@@ -45,7 +59,6 @@ MAX_FILES = 64
 MAX_FILE_SIZE = 512 * 1024
 MAX_MANIFEST = 16384  # the node refuses larger ones (polylink/ota/agent.py)
 VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}\Z")
-KEY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,95}\Z")
 # Files of the app a release carries: the polylink package, compiled. boot.py and main.py stay at
@@ -53,110 +66,7 @@ PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,95}\Z")
 APP_GLOB = "polylink/**/*.py"
 
 
-class ReleaseError(ValueError):
-    """A release or key cannot be built, accepted or used; the message says what was wrong."""
-
-
-# --- keys ----------------------------------------------------------------------------------------
-
-
-def _trusted_path(settings) -> Path:
-    return Path(settings.data_dir) / TRUSTED
-
-
-def trusted_keys(settings) -> dict[str, str]:
-    """{key id: public key hex} the fleet accepts releases from and gives new nodes."""
-    path = _trusted_path(settings)
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())
-
-
-def _write_trusted(settings, keys: dict) -> None:
-    path = _trusted_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(keys, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def public_hex(private_key) -> str:
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
-
-
-def create_key(settings, key_id: str) -> str:
-    """Make a new signing key; its public half joins the trusted keys. Return the public hex."""
-    if not KEY_ID_RE.match(key_id or ""):
-        raise ReleaseError(f"key id {key_id!r} must be 1..32 of a-z, 0-9, '-'")
-    keys = trusted_keys(settings)
-    path = Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem"
-    if key_id in keys or path.exists():
-        raise ReleaseError(f"key {key_id} already exists")
-    key = ec.generate_private_key(ec.SECP256R1())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    pub = public_hex(key)
-    keys[key_id] = pub
-    _write_trusted(settings, keys)
-    return pub
-
-
-def list_keys(settings) -> list[dict]:
-    """Trusted keys, each with whether this fleet holds its private half (can sign)."""
-    d = Path(settings.data_dir) / KEYS_DIR
-    return [{"id": k, "public": v, "can_sign": (d / f"{k}.pem").exists()}
-            for k, v in sorted(trusted_keys(settings).items())]
-
-
-def nodes_needing(db, key_id: str, keys: dict) -> list[str]:
-    """Nodes that trust key_id and none of keys (by what they reported or were provisioned
-    with): once key_id is gone they can only be updated by reflashing."""
-    return sorted(n for n, ids in identity_store.trusted_key_ids(db).items()
-                  if ids and key_id in ids and not set(ids) & set(keys))
-
-
-def retire_key(settings, key_id: str, db=None, force: bool = False) -> None:
-    """Stop trusting a key for new releases and new nodes (nodes already flashed keep it).
-
-    With db: refused while nodes trust only this key (they would be stranded), unless force.
-    """
-    keys = trusted_keys(settings)
-    if key_id not in keys:
-        raise ReleaseError(f"no trusted key {key_id}")
-    if db is not None and not force:
-        rest = {k: v for k, v in keys.items() if k != key_id}
-        stranded = nodes_needing(db, key_id, rest)
-        if stranded:
-            raise ReleaseError(
-                f"{len(stranded)} node(s) trust no other key than {key_id} "
-                f"({', '.join(stranded[:5])}{', ...' if len(stranded) > 5 else ''}): retired, "
-                f"they could only be updated by reflashing. First roll out a release signed "
-                f"with {key_id} (it carries the fleet's other keys: `fleet release build "
-                f"VERSION --key {key_id}`), or retire anyway with --force")
-    del keys[key_id]
-    _write_trusted(settings, keys)
-    pem = Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem"
-    if pem.exists():
-        pem.unlink()
-
-
-def _private_key(settings, key_id: str | None):
-    signable = [k["id"] for k in list_keys(settings) if k["can_sign"]]
-    if key_id is None:
-        if not signable:
-            raise ReleaseError("no signing key; create one with `fleet keys create KEY_ID`")
-        key_id = signable[-1]
-    if key_id not in signable:
-        raise ReleaseError(f"no private key for {key_id} in this fleet (keys: "
-                           f"{', '.join(signable) or 'none'})")
-    pem = (Path(settings.data_dir) / KEYS_DIR / f"{key_id}.pem").read_bytes()
-    return key_id, serialization.load_pem_private_key(pem, None)
+# --- signatures ----------------------------------------------------------------------------------
 
 
 def sign(private_key, key_id: str, manifest: bytes) -> str:
@@ -338,12 +248,18 @@ def _vtuple(v: str) -> tuple:
 
 def build(settings, version: str, boards: list[str] | None = None, key_id: str | None = None,
           source: Path = FIRMWARE, out_dir: Path | None = None, compile_mpy: bool = True,
-          runtime: Path | None = None, downgrade_from: str | None = None) -> Path:
+          runtime: Path | None = None, downgrade_from: str | None = None, db=None,
+          for_org: int | None = None) -> Path:
     """Compile source/polylink into a signed release bundle (a .tar); return its path.
 
+    db: the store, scoped to the organisation the release is for (None: the platform's). It
+    signs with one of that organisation's keys and carries the keys its nodes trust.
+    for_org: the platform signs (with its key) a release for that organisation's nodes, carrying
+    its keys: how nodes that do not trust an organisation's keys yet come to trust them.
     runtime: a MicroPython app image (.app-bin) the release also carries (OTA boards only).
     downgrade_from: sign it as a downgrade for nodes on exactly that (newer) version.
     """
+    org = release_org(db, for_org)
     check_version(version)
     if downgrade_from is not None:
         check_downgrade(version, downgrade_from)
@@ -358,7 +274,7 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
         except OSError as e:
             raise ReleaseError(f"runtime image: cannot read {runtime}: {e.strerror}") from None
         rt = runtime_entry(rt_data, boards)
-    key_id, key = _private_key(settings, key_id)
+    key_id, key = signing_key(settings, key_id, db)
     # A release for WiFi-only boards leaves out the LoRaWAN code they never load. (Imported
     # here for start-up time: the web process loads the image code only to build a release.)
     from provisioning import boards as board_files
@@ -380,9 +296,10 @@ def build(settings, version: str, boards: list[str] | None = None, key_id: str |
             blobs[rel] = src.read_bytes()
     files = [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
              for p, b in blobs.items()]
-    # Every release carries the fleet's trusted keys: a node that confirms it trusts exactly
-    # those from then on, which is how keys rotate over the air (docs/ota.md).
-    keys = check_keys(trusted_keys(settings))
+    # Every release carries the keys its organisation's nodes trust (the platform's and its
+    # own): a node that confirms it trusts exactly those from then on, which is how keys rotate
+    # over the air (docs/ota.md), and never another organisation's.
+    keys = check_keys(keys_for(settings, db, org))
     manifest = manifest_bytes(version, key_id, boards, files, runtime=rt, keys=keys,
                               downgrade_from=downgrade_from)
     sig = sign(key, key_id, manifest)
@@ -563,10 +480,21 @@ def _manifest_shas(path: str, mtime_ns: int) -> frozenset[str]:
     return frozenset(shas)
 
 
-def upload(db, settings, data: bytes, actor=None) -> dict:
-    """Check a bundle, keep its files and record the release; return the parsed manifest."""
+def upload(db, settings, data: bytes, actor=None, for_org: int | None = None) -> dict:
+    """Check a bundle, keep its files and record the release; return the parsed manifest.
+
+    The release is db's organisation's, or for_org's when the platform built it for one."""
     manifest, sig, blobs = read_bundle(data)
-    m = check_release(trusted_keys(settings), manifest, sig, blobs)
+    # Signed by the organisation's own key (the platform's: by a platform key), never by
+    # another's: a release of one organisation is for its nodes alone.
+    org = release_org(db, for_org)
+    signers = trusted_keys(settings) if acts_as_platform(db) else ota_store.org_keys(db, org)
+    m = check_release(signers, manifest, sig, blobs)
+    others = ota_store.other_orgs_keys(db, org)
+    for kid, pub in (m.get("keys") or {}).items():
+        if kid in others or pub in others.values():
+            raise ReleaseError(f"manifest keys: {kid} is another organisation's key; a release "
+                               "carries only the platform's keys and its organisation's own")
     try:
         ota_store.get_release(db, m["version"])
     except UnknownRelease:
@@ -575,5 +503,5 @@ def upload(db, settings, data: bytes, actor=None) -> dict:
         raise DuplicateName(f"release {m['version']} already exists; releases are "
                             "immutable, build a new version")
     store_release(settings, m, manifest, sig, blobs)
-    ota_store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor)
+    ota_store.add_release(db, m, hashlib.sha256(manifest).hexdigest(), actor, org_id=for_org)
     return m

@@ -21,6 +21,7 @@ from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
 from fleet.store import upkeep as upkeep_store
 from fleet.store.base import connect
+from fleet.store.scope import PLATFORM_ORG
 
 DEFAULT_STAGES = [{"percent": 1, "soak": 3600}, {"percent": 10, "soak": 3600},
                   {"percent": 50, "soak": 3600}, {"percent": 100, "soak": 0}]
@@ -124,7 +125,8 @@ def skipped_text(skipped: dict, version: str) -> str:
              (skipped.get("other_rollout"), "in another unfinished rollout"),
              (skipped.get("incompatible"), f"on a board {version} does not support"),
              (skipped.get("untrusted_key"), "not trusting the key that signed it"),
-             (skipped.get("newer_version"), f"on a newer version than {version}")]
+             (skipped.get("newer_version"), f"on a newer version than {version}"),
+             (skipped.get("other_org"), "of another organisation than the release's")]
     return ", ".join(f"{n} {text}" for n, text in parts if n)
 
 
@@ -142,6 +144,11 @@ def create(db, version: str, target: dict, stages=None, max_failures=0.2,
     nodes = select_nodes(db, target)
     if not nodes:
         raise RolloutError("the target matches no node")
+    foreign = [n["id"] for n in nodes if not _for_node(rel, n)]
+    if foreign:  # the platform's scope selects every organisation's nodes
+        raise RolloutError(f"other organisation: release {version} is an organisation's own, "
+                           f"for its nodes alone; {len(foreign)} target node(s) are not its: "
+                           f"{', '.join(foreign[:5])}")
     bad = [n["id"] for n in nodes if n["board"] not in rel["boards"]]
     if bad:
         raise RolloutError(f"incompatible board: {len(bad)} target node(s) are not on a board "
@@ -207,6 +214,11 @@ def _refuses_as_older(n: dict, rel: dict) -> bool:
             and rel.get("downgrade_from") != n["firmware_version"])
 
 
+def _for_node(rel: dict, n: dict) -> bool:
+    """A release goes to the nodes of its organisation, the platform's release to any node."""
+    return rel["org_id"] in (PLATFORM_ORG, n["org_id"])
+
+
 def _untrusting(db, rel: dict, ids: list[str]) -> dict[str, list[str]]:
     """{node: the key ids it trusts} of nodes known not to trust the key that signed rel."""
     return {n: keys for n, keys in identity_store.trusted_key_ids(db, ids).items()
@@ -233,11 +245,13 @@ def add_nodes(db, rid: int, ids: list, actor=None, now=None) -> dict:
     inside = {n["node_id"] for n in ota_store.rollout_nodes(db, rid)}
     busy = _busy_nodes(db)
     skipped = {"already_in": 0, "on_version": 0, "other_rollout": 0, "incompatible": 0,
-               "untrusted_key": 0, "newer_version": 0}
+               "untrusted_key": 0, "newer_version": 0, "other_org": 0}
     untrusting = _untrusting(db, rel, [n["id"] for n in nodes])
     rows = []
     for n in nodes:
-        if n["id"] in inside:
+        if not _for_node(rel, n):
+            skipped["other_org"] += 1
+        elif n["id"] in inside:
             skipped["already_in"] += 1
         elif runs_release(n, rel):
             skipped["on_version"] += 1

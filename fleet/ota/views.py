@@ -33,7 +33,7 @@ def _index(form=None):
     db = web_db.get_db()
     rolls = [rollouts.summary(db, r["id"]) for r in ota_store.list_rollouts(db)]
     return render_template("ota/index.html", releases=ota_store.list_releases(db), rollouts=rolls,
-                           keys=ota.list_keys(current_app.config["SETTINGS"]),
+                           keys=ota.list_keys(current_app.config["SETTINGS"], db),
                            boards=ota.known_boards(), form=form or {})
 
 

@@ -10,6 +10,7 @@ from fleet.senml import intake
 from fleet.settings import from_env
 from fleet.store import profiles as profile_store
 from fleet.store import suppliers as supplier_store
+from fleet.store.scope import scope_of
 
 from . import CODECS, POLYLINK, devices, service
 
@@ -183,7 +184,7 @@ def supplier_add(name):
 @click.argument("supplier")
 @friendly
 def supplier_assign(node_id, supplier):
-    """Let a supplier post SenML for a node.
+    """Let a supplier post SenML for a node (both of the organisation the command acts for).
 
     Example: fleet supplier assign 70b3d57ed0001001 acme
     """
@@ -196,12 +197,31 @@ def supplier_assign(node_id, supplier):
 @supplier_group.command("list")
 @friendly
 def supplier_list():
-    """Every supplier and the nodes it may write (never its token).
+    """The organisation's suppliers and the nodes each may write (never a token); the
+    platform's sees every organisation's.
 
     Example: fleet supplier list
     """
-    for s in supplier_store.list_suppliers(open_store()):
-        click.echo(f"{s['name']:24} {', '.join(s['nodes']) or '(no nodes)'}")
+    db = open_store()
+    mine = scope_of(db).org_id  # the platform's list holds every organisation's: say whose
+    for s in supplier_store.list_suppliers(db):
+        click.echo(f"{s['name']:24} {', '.join(s['nodes']) or '(no nodes)'}"
+                   + (f"  (of {s['org']})" if s["org_id"] != mine else ""))
+
+
+@supplier_group.command("rotate")
+@click.argument("name")
+@friendly
+def supplier_rotate(name):
+    """Give a supplier a new token, printed once; the old one stops working at once (HTTPS and
+    the broker), so hand the new one to the supplier's cloud now.
+
+    Example: fleet supplier rotate acme
+    """
+    db = open_store()
+    token = intake.rotate_supplier(db, name, actor="cli")
+    brokerauth.sync(db, from_env().broker_dir)
+    click.echo(token)
 
 
 @supplier_group.command("revoke")

@@ -2,13 +2,16 @@
 /api/v1/nodes/<id>/supplier); admin area.
 
 A supplier's token lets its cloud write SenML for its own nodes (HTTPS and the broker), so it is
-a credential like an API token or a provider's password: only admins make, see and revoke them.
-The token is in the one answer that creates it (the page is not cached, nothing goes through a
-flash message, which lives in the session cookie) and is stored only as hashes.
+a credential like an API token or a provider's password: only admins make, see, rotate and
+revoke them. A token is in the one answer that creates or rotates it (the page is not cached,
+nothing goes through a flash message, which lives in the session cookie) and is stored only as
+hashes. A supplier belongs to the organisation whose admin made it; which ones a request sees
+is the store's scope (store/suppliers.py), as for every object.
 """
 
 from flask import (
     Blueprint,
+    abort,
     current_app,
     flash,
     jsonify,
@@ -24,6 +27,7 @@ from fleet.senml import intake
 from fleet.store import profiles as profile_store
 from fleet.store import suppliers as supplier_store
 from fleet.store.base import DuplicateName, StoreError, UnknownNode
+from fleet.store.nodes import SharedReadOnly
 from fleet.web import db as web_db
 from fleet.web.api import ApiError, iso, json_body
 from fleet.web.auth import actor, require
@@ -40,6 +44,12 @@ def _sync(db) -> None:
 def create(db, name: str) -> str:
     token = intake.add_supplier(db, name, actor=actor())
     _sync(db)
+    return token
+
+
+def rotate(db, name: str) -> str:
+    token = intake.rotate_supplier(db, name, actor=actor())
+    _sync(db)  # the old token's broker login goes now too
     return token
 
 
@@ -63,7 +73,8 @@ def _no_store(response):
 
 
 def _json(s: dict) -> dict:
-    return {"name": s["name"], "created": iso(s["created"]), "nodes": s["nodes"]}
+    return {"name": s["name"], "created": iso(s["created"]), "rotated": iso(s["rotated"]),
+            "org_id": s["org_id"], "nodes": s["nodes"]}
 
 
 @api.get("/suppliers")
@@ -85,9 +96,18 @@ def api_create():
         raise ApiError(400, str(e)) from None
     except DuplicateName as e:
         raise ApiError(409, str(e)) from None
-    except profile_store.PlatformOnly as e:
-        raise ApiError(403, str(e)) from None
     return _no_store(make_response(jsonify({"name": body["name"], "token": token}), 201))
+
+
+@api.post("/suppliers/<name>/rotate")
+@require("admin")
+def api_rotate(name):
+    """A new token for the supplier, in this answer only; the old one stops working now."""
+    try:
+        token = rotate(web_db.get_db(), name)
+    except supplier_store.UnknownSupplier as e:
+        raise ApiError(404, str(e)) from None
+    return _no_store(jsonify({"name": name, "token": token}))
 
 
 @api.delete("/suppliers/<name>")
@@ -97,8 +117,6 @@ def api_revoke(name):
         revoke(web_db.get_db(), name)
     except supplier_store.UnknownSupplier as e:
         raise ApiError(404, str(e)) from None
-    except profile_store.PlatformOnly as e:
-        raise ApiError(403, str(e)) from None
     return "", 204
 
 
@@ -114,8 +132,8 @@ def api_assign(node_id):
         assign(web_db.get_db(), node_id, supplier)
     except UnknownNode as e:
         raise ApiError(404, str(e)) from None
-    except profile_store.PlatformOnly as e:
-        raise ApiError(403, str(e)) from None
+    except SharedReadOnly:
+        raise  # 403, said once for every view (organisations/views.py)
     except StoreError as e:
         raise ApiError(400, str(e)) from None
     return jsonify({"node_id": node_id, "supplier": supplier})
@@ -124,11 +142,11 @@ def api_assign(node_id):
 # --- pages ----------------------------------------------------------------------------------
 
 
-def _page(token=None, made=None, status=200):
+def _page(token=None, made=None, status=200, rotated=False):
     db = web_db.get_db()
     response = make_response(render_template(
         "suppliers/index.html", suppliers=supplier_store.list_suppliers(db), token=token,
-        made=made), status)
+        made=made, rotated=rotated), status)
     return _no_store(response)
 
 
@@ -141,10 +159,21 @@ def index():
     name = request.form.get("name", "").strip()
     try:
         token = create(web_db.get_db(), name)
-    except (ValueError, DuplicateName, profile_store.PlatformOnly) as e:
+    except (ValueError, DuplicateName) as e:
         flash(f"Not created: {e}")
         return _page(status=400)
     return _page(token=token, made=name, status=201)
+
+
+@ui.route("/<name>/rotate", methods=("POST",))
+@require("admin")
+def rotate_page(name):
+    """A new token for the supplier, shown this once; the old one stops working now."""
+    try:
+        token = rotate(web_db.get_db(), name)
+    except supplier_store.UnknownSupplier:
+        abort(404)
+    return _page(token=token, made=name, rotated=True)
 
 
 @ui.route("/<name>/revoke", methods=("POST",))
@@ -152,7 +181,7 @@ def index():
 def revoke_page(name):
     try:
         nodes = revoke(web_db.get_db(), name)
-    except (supplier_store.UnknownSupplier, profile_store.PlatformOnly) as e:
+    except supplier_store.UnknownSupplier as e:
         flash(str(e))
     else:
         flash(f"Supplier {name} revoked: its token no longer works"

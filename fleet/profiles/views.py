@@ -151,8 +151,9 @@ def supplier_login(view):
         token = auth[7:].strip() if auth.startswith("Bearer ") else None
         g.supplier = intake.supplier(web_db.get_db(), token)
         if g.supplier is None:
-            resp = jsonify({"error": "a supplier token is required (Authorization: Bearer"
-                                     " pls_...; `fleet supplier add NAME` makes one)"})
+            resp = jsonify({"error": intake.rotated(web_db.get_db(), token) or (
+                "a supplier token is required (Authorization: Bearer pls_...; `fleet supplier"
+                " add NAME` makes one)")})
             resp.status_code = 401
             resp.headers["WWW-Authenticate"] = 'Bearer realm="polylink-senml"'
             return resp

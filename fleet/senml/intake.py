@@ -8,6 +8,7 @@ import time
 
 from fleet.broker.auth import hash_password
 from fleet.store import profiles as profile_store
+from fleet.store import suppliers as supplier_store
 
 from . import records as senml
 
@@ -31,10 +32,31 @@ def add_supplier(db, name: str, actor=None) -> str:
     return token
 
 
+def rotate_supplier(db, name: str, actor=None) -> str:
+    """Give a supplier of the connection's organisation a new token (returned, shown once); the
+    old one stops working at once. UnknownSupplier if it has none of that name."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    supplier_store.rotate_supplier(db, name, token_hash(token), hash_password(token),
+                                   actor=actor)
+    return token
+
+
 def supplier(db, token: str | None) -> str | None:
     if not token or not token.startswith(TOKEN_PREFIX):
         return None
     return profile_store.supplier_of_token(db, token_hash(token))
+
+
+def rotated(db, token: str | None) -> str | None:
+    """Why a token that no supplier holds is refused, if it is one a rotation replaced."""
+    if not token or not token.startswith(TOKEN_PREFIX):
+        return None
+    found = profile_store.supplier_rotated_from(db, token_hash(token))
+    if found is None:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(found[1]))
+    return (f"this token of supplier {found[0]} was replaced on {when} (rotated): use the new"
+            " token its organisation's admin was given")
 
 
 class Mappings:

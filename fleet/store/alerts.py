@@ -162,8 +162,12 @@ def sync_certificate_alerts(db, due: dict[str, str], now=None) -> int:
 
 def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
     """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
+    scope = scope_of(db)
+    # One node's alerts are tested row by row; all of them against the set of visible nodes.
+    seen = (scope.sees_node_id_of_row("a.node_id", db.dialect) if node_id is not None
+            else scope.sees_node_id("a.node_id", db.dialect))
     sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
-           f" WHERE {scope_of(db).sees_node_id('a.node_id', db.dialect)}")
+           f" WHERE {seen}")
     args: list = []
     if unresolved:
         sql += " AND a.state != 'resolved'"
@@ -178,7 +182,7 @@ def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
 def get_alert(db, alert_id) -> dict:
     """One alert; raise UnknownAlert if there is none with that id."""
     rows = list(db.query("SELECT * FROM alerts WHERE id = ? AND "
-                         f" {scope_of(db).sees_node_id('node_id', db.dialect)}", [alert_id]))
+                         f" {scope_of(db).sees_node_id_of_row('node_id', db.dialect)}", [alert_id]))
     if not rows:
         raise UnknownAlert(f"no alert {alert_id}")
     return rows[0]

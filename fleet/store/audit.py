@@ -10,11 +10,21 @@ _INSERT = ("INSERT INTO audit (t, actor, action, target, detail, org_id)"
            " VALUES (?, ?, ?, ?, ?, ?)")
 
 
-def insert(conn, t: float, actor, action: str, target=None, detail=None) -> None:
+def insert(conn, t: float, actor, action: str, target=None, detail=None, owner=None) -> None:
     """Append an entry inside the caller's transaction (detail: anything json.dumps takes); it
-    belongs to the organisation of the connection's scope."""
-    conn.execute(_INSERT, (t, actor, action, target,
-                           None if detail is None else json.dumps(detail), scope_of(conn).org_id))
+    belongs to the organisation of the connection's scope, and also to owner's, the
+    organisation whose object it is, when that is another (the platform acting on it)."""
+    own = scope_of(conn).org_id
+    insert_for(conn, dict.fromkeys((own, owner if owner is not None else own)), t, actor,
+               action, target, detail)
+
+
+def insert_for(conn, org_ids, t: float, actor, action: str, target=None, detail=None) -> None:
+    """The same entry once in each of org_ids' logs, inside the caller's transaction (a node
+    moved between two organisations is in both their histories)."""
+    text = None if detail is None else json.dumps(detail)
+    for org_id in org_ids:
+        conn.execute(_INSERT, (t, actor, action, target, text, org_id))
 
 
 def audit(db: Database, actor, action, target=None, detail=None):

@@ -54,7 +54,7 @@ def get_command(db, node_id, cid) -> dict:
         db.query(
             "SELECT id, node_id, cmd, arg, created_by, created, seq, sent_at, result_code,"
             " result_value, result_text, result_at, body FROM commands WHERE id = ?"
-            f" AND node_id = ? AND {scope_of(db).sees_node_id('node_id', db.dialect)}",
+            f" AND node_id = ? AND {scope_of(db).sees_node_id_of_row('node_id', db.dialect)}",
             [cid, node_id],
         )
     )
@@ -73,7 +73,7 @@ def list_commands(db, node_id, limit=20) -> list[dict]:
     return [_command_row(r) for r in db.query(
         "SELECT id, cmd, arg, created_by, created, sent_at, result_code, result_value,"
         " result_text, result_at, body FROM commands WHERE node_id = ?"
-        f" AND {scope_of(db).sees_node_id('node_id', db.dialect)} ORDER BY id DESC LIMIT ?",
+        f" AND {scope_of(db).sees_node_id_of_row('node_id', db.dialect)} ORDER BY id DESC LIMIT ?",
         [node_id, limit])]
 
 

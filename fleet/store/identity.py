@@ -106,11 +106,13 @@ def set_ota_keys(db, node_id: str, keys: dict) -> None:
         conn.execute("UPDATE nodes SET ota_keys = NULL WHERE id = ?", (node_id,))
 
 
-def trusted_key_ids(db, node_ids=None) -> dict[str, list[str] | None]:
+def trusted_key_ids(db, node_ids=None, owned=False) -> dict[str, list[str] | None]:
     """{node id: ids of the update keys it trusts} (None: not known, e.g. a node enrolled by its
-    first frame). What the node last reported wins over what it was provisioned with."""
+    first frame). What the node last reported wins over what it was provisioned with.
+    owned: only nodes the connection's organisation owns (all for the platform's)."""
     sql = ("SELECT n.id, n.ota_keys, c.ota_keys FROM nodes n LEFT JOIN node_credentials c"
-           " ON c.node_id = n.id AND c.revoked_at IS NULL")
+           " ON c.node_id = n.id AND c.revoked_at IS NULL"
+           f" WHERE {scope_of(db).owns('n.org_id') if owned else 'true'}")
     args = []
     wanted = None
     if node_ids is not None:
@@ -118,7 +120,7 @@ def trusted_key_ids(db, node_ids=None) -> dict[str, list[str] | None]:
         if not node_ids:
             return {}  # and `IN ()` is SQLite's only
         if len(node_ids) <= 500:
-            sql += f" WHERE n.id IN ({', '.join('?' * len(node_ids))})"
+            sql += f" AND n.id IN ({', '.join('?' * len(node_ids))})"
             args = node_ids
         else:  # a big rollout: one pass over all nodes beats thousands of parameters
             wanted = set(node_ids)
@@ -173,26 +175,38 @@ def list_identities(db) -> list[dict]:
     return list(db.query(
         "SELECT c.node_id, c.dev_eui, c.mac, c.created, c.created_by, c.revoked_at, n.board, "
         "n.name, n.online FROM node_credentials c JOIN nodes n ON n.id = c.node_id "
-        "ORDER BY c.created DESC"))
+        f"WHERE {scope_of(db).owns('n.org_id')} ORDER BY c.created DESC"))
 
 
 # --- claim tokens and claims ----------------------------------------------------------------------
+# A claim token belongs to the organisation that made it (migration 0034), and so do the claims
+# boards made with it and the nodes they are issued: the scope sees only its own of each.
+
+
+def _claims_owned(db, column: str = "token_id") -> str:
+    """The claims made with a claim token the scope's organisation owns."""
+    scope = scope_of(db)
+    if scope.platform:
+        return "true"
+    return f"{column} IN (SELECT id FROM claim_tokens WHERE {scope.owns()})"
 
 
 def add_claim_token(db, token_id, secret_hash, board, max_uses, expires, auto_approve, actor):
-    """Store a claim token (its secret only as a hash)."""
+    """Store a claim token of the scope's organisation (its secret only as a hash)."""
     now = time.time()
     with transaction(db) as conn:
         conn.execute(
             "INSERT INTO claim_tokens (id, secret_hash, board, max_uses, expires, auto_approve,"
-            " created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (token_id, secret_hash, board, max_uses, expires, int(auto_approve), now, actor))
+            " created, created_by, org_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (token_id, secret_hash, board, max_uses, expires, int(auto_approve), now, actor,
+             scope_of(conn).org_id))
         audit.insert(conn, now, actor, "claim_token.create", token_id,
                      {"board": board, "uses": max_uses, "auto": auto_approve})
 
 
 def get_claim_token(db, token_id) -> dict | None:
-    return first(db, "SELECT * FROM claim_tokens WHERE id = ?", [token_id])
+    return first(db, f"SELECT * FROM claim_tokens WHERE id = ? AND {scope_of(db).owns()}",
+                 [token_id])
 
 
 def claim_token_usable(token: dict, now: float | None = None) -> bool:
@@ -203,8 +217,10 @@ def claim_token_usable(token: dict, now: float | None = None) -> bool:
 
 
 def list_claim_tokens(db) -> list[dict]:
+    """The scope's claim tokens (never their secrets' hashes), newest first."""
     return list(db.query("SELECT id, board, max_uses, uses, expires, auto_approve, created,"
-                         " created_by, revoked_at FROM claim_tokens ORDER BY created DESC"))
+                         " created_by, revoked_at, org_id FROM claim_tokens"
+                         f" WHERE {scope_of(db).owns()} ORDER BY created DESC"))
 
 
 # A claim whose identity the fleet issued but the board has not used yet: the answer may never
@@ -250,32 +266,41 @@ def use_claim_token(db, token_id) -> bool:
         return cur.rowcount == 1
 
 
+class UnknownClaimToken(StoreError):
+    """No claim token with that id that is not revoked yet (in the connection's organisation)."""
+
+
 def revoke_claim_token(db, token_id, actor=None) -> None:
+    """End a claim token of the scope's organisation: no board claims with it any more."""
     with transaction(db) as conn:
         cur = conn.execute("UPDATE claim_tokens SET revoked_at = ? WHERE id = ? AND"
-                           " revoked_at IS NULL", (time.time(), token_id))
+                           f" revoked_at IS NULL AND {scope_of(conn).owns()}",
+                           (time.time(), token_id))
         if cur.rowcount != 1:
-            raise StoreError(f"no active claim token {token_id!r}")
+            raise UnknownClaimToken(f"no active claim token {token_id!r}")
         audit.insert(conn, time.time(), actor, "claim_token.revoke", token_id)
 
 
 def get_claim(db, mac, client_id=None) -> dict | None:
     """The claim this board (MAC and claim id) made, or without client_id the newest for the MAC."""
+    owned = _claims_owned(db)
     if client_id is not None:
-        return first(db, "SELECT * FROM claims WHERE mac = ? AND client_id = ?", [mac, client_id])
-    return first(db, "SELECT * FROM claims WHERE mac = ? ORDER BY id DESC LIMIT 1", [mac])
+        return first(db, f"SELECT * FROM claims WHERE mac = ? AND client_id = ? AND {owned}",
+                     [mac, client_id])
+    return first(db, f"SELECT * FROM claims WHERE mac = ? AND {owned} ORDER BY id DESC LIMIT 1",
+                 [mac])
 
 
 def get_claim_by_id(db, claim_id) -> dict | None:
-    return first(db, "SELECT * FROM claims WHERE id = ?", [claim_id])
+    return first(db, f"SELECT * FROM claims WHERE id = ? AND {_claims_owned(db)}", [claim_id])
 
 
 def rival_claims(db, mac, but=None) -> list[dict]:
     """The claims for this MAC that are not rejected (pending, approved or issued), oldest first,
     except the claim `but`."""
     return list(db.query("SELECT * FROM claims WHERE mac = ? AND state != 'rejected'"
-                         " AND (CAST(? AS INTEGER) IS NULL OR id != ?) ORDER BY id",
-                         [mac, but, but]))
+                         f" AND (CAST(? AS INTEGER) IS NULL OR id != ?) AND {_claims_owned(db)}"
+                         " ORDER BY id", [mac, but, but]))
 
 
 def add_claim(db, token_id, client_id, mac, board, conflict=False) -> dict:
@@ -304,11 +329,13 @@ _RIVALS = {
 
 
 def list_claims(db, limit=200, state=None) -> list[dict]:
-    """Claims, newest first (only those in `state` if given), each with `rivals`: the ids of the
-    other claims for its MAC that are not rejected (a conflict when not empty)."""
-    where, args = ("", [limit]) if state is None else ("WHERE state = ?", [state, limit])
+    """The scope's claims, newest first (only those in `state` if given), each with `rivals`:
+    the ids of the other claims for its MAC that are not rejected (a conflict when not empty;
+    also another organisation's, which only the platform operator may then decide)."""
+    where, args = ("", [limit]) if state is None else ("AND state = ?", [state, limit])
     rows = list(db.query(
-        f"SELECT *, {_RIVALS[db.dialect]} FROM claims {where} ORDER BY id DESC LIMIT ?", args))
+        f"SELECT *, {_RIVALS[db.dialect]} FROM claims WHERE {_claims_owned(db)} {where}"
+        " ORDER BY id DESC LIMIT ?", args))
     for row in rows:
         row["rivals"] = [int(i) for i in row["rivals"].split(",")] if row["rivals"] else []
     return rows
@@ -323,9 +350,16 @@ def decide_claim(db, claim_id, state, actor, reason=None) -> list[str]:
     now = time.time()
     revoked = []
     with transaction(db) as conn:
+        if state == "approved" and not scope_of(conn).platform and conn.execute(
+                "SELECT 1 FROM claims o JOIN claims c ON c.mac = o.mac WHERE c.id = ?"
+                " AND o.id != c.id AND o.state != 'rejected'"
+                f" AND NOT ({_claims_owned(conn, 'o.token_id')})", (claim_id,)).fetchone():
+            # Approving would reject another organisation's claim and revoke its node.
+            raise StoreError(f"claim {claim_id} conflicts with a claim made with another"
+                             " organisation's token: the platform operator decides it")
         cur = conn.execute("UPDATE claims SET state = ?, decided_at = ?, decided_by = ?,"
-                           " reason = ? WHERE id = ? AND state = 'pending'",
-                           (state, now, actor, reason, claim_id))
+                           f" reason = ? WHERE id = ? AND state = 'pending' AND"
+                           f" {_claims_owned(conn)}", (state, now, actor, reason, claim_id))
         if cur.rowcount != 1:
             raise StoreError(f"claim {claim_id} is not waiting for a decision")
         audit.insert(conn, now, actor, f"claim.{state}", str(claim_id),

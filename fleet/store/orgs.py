@@ -3,13 +3,12 @@
 The organisation filter itself (the Scope every query takes) is scope.py.
 """
 
-import json
 import time
 
 from . import audit
-from .base import DuplicateName, IntegrityError, StoreError, first, transaction
+from .base import DuplicateName, IntegrityError, StoreError, UnknownNode, first, transaction
 from .nodes import check_room
-from .scope import Scope, scope_of
+from .scope import PLATFORM_ORG, Scope, scope_of
 
 
 class UnknownOrganisation(StoreError):
@@ -18,6 +17,26 @@ class UnknownOrganisation(StoreError):
 
 class NotAMember(StoreError):
     """The user holds no role in that organisation."""
+
+
+class PlatformOnly(StoreError):
+    """Only the platform operator's organisation may do this (it changes organisations)."""
+
+
+def _require_platform(db, what: str) -> None:
+    if not scope_of(db).platform:
+        raise PlatformOnly(f"{what} is the platform operator's to do")
+
+
+def _own_organisation(db, name: str) -> dict:
+    """The organisation by name if the connection acts for it (or for the platform); else
+    UnknownOrganisation, worded as for one that does not exist, so the name's existence does
+    not leak."""
+    org = get_organisation(db, name)
+    scope = scope_of(db)
+    if not scope.platform and org["id"] != scope.org_id:
+        raise UnknownOrganisation(f"unknown organisation {name!r}")
+    return org
 
 
 # --- organisations ------------------------------------------------------------------------------
@@ -46,6 +65,7 @@ def get_organisation(db, name_or_id) -> dict:
 def add_organisation(db, name: str, max_nodes=None, max_requests_per_minute=None,
                      actor=None, max_downlinks_per_day=None) -> int:
     """Create an organisation (never a second platform one); return its id."""
+    _require_platform(db, "adding an organisation")
     try:
         with transaction(db) as conn:
             conn.execute("INSERT INTO organisations (name, max_nodes, max_requests_per_minute,"
@@ -66,6 +86,7 @@ def add_organisation(db, name: str, max_nodes=None, max_requests_per_minute=None
 def set_quotas(db, name: str, max_nodes=None, max_requests_per_minute=None, actor=None,
                max_downlinks_per_day=None) -> None:
     """Set (None: no limit) an organisation's quotas; audited."""
+    _require_platform(db, "setting quotas")
     with transaction(db) as conn:
         if conn.execute("UPDATE organisations SET max_nodes = ?, max_requests_per_minute = ?,"
                         " max_downlinks_per_day = ? WHERE name = ?",
@@ -105,7 +126,7 @@ def membership(db, user_id: int, org_id: int) -> dict | None:
 
 def set_member(db, user_name: str, org_name: str, role: str, actor=None) -> None:
     """Give a user a role in an organisation (or change it); their sessions end; audited."""
-    org = get_organisation(db, org_name)
+    org = _own_organisation(db, org_name)
     with transaction(db) as conn:
         row = conn.execute("SELECT id FROM users WHERE name = ?", (user_name,)).fetchone()
         if row is None:
@@ -120,7 +141,7 @@ def set_member(db, user_name: str, org_name: str, role: str, actor=None) -> None
 
 def remove_member(db, user_name: str, org_name: str, actor=None) -> None:
     """Take a user's role in an organisation away; their sessions end; audited."""
-    org = get_organisation(db, org_name)
+    org = _own_organisation(db, org_name)
     with transaction(db) as conn:
         changed = conn.execute(
             "DELETE FROM memberships WHERE org_id = ? AND user_id ="
@@ -163,7 +184,7 @@ def share(db, org_name: str, grantee_name: str, node_id=None, tag=None, actor=No
     org_name; audited; return the grant's id. The grantee can read, never command."""
     if (node_id is None) == (tag is None):
         raise StoreError("share either one node (node_id) or a tag, not both or neither")
-    org, grantee = get_organisation(db, org_name), get_organisation(db, grantee_name)
+    org, grantee = _own_organisation(db, org_name), get_organisation(db, grantee_name)
     if org["id"] == grantee["id"]:
         raise StoreError("an organisation cannot share with itself")
     now = time.time()
@@ -182,11 +203,13 @@ def share(db, org_name: str, grantee_name: str, node_id=None, tag=None, actor=No
 
 
 def revoke_share(db, grant: int, actor=None) -> None:
-    """End a grant (it stays on record, revoked); audited."""
+    """End a grant the connection's organisation gave (any, for the platform); audited."""
     now = time.time()
+    given = scope_of(db).owns()
     with transaction(db) as conn:
         if conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE id = ?"
-                        " AND revoked_at IS NULL", (now, actor, grant)).rowcount != 1:
+                        f" AND revoked_at IS NULL AND {given}", (now, actor, grant)
+                        ).rowcount != 1:
             raise StoreError(f"no live grant {grant}")
         audit.insert(conn, now, actor, "org.unshare", str(grant))
 
@@ -205,22 +228,153 @@ def list_shares(db) -> list[dict]:
 
 def move_node(db, node_id: str, to_org: str, actor=None) -> None:
     """Move a node to another organisation with its identity and history (readings, alerts,
-    commands follow its id); grants of it end; audited in both organisations."""
+    commands follow its id); grants of it end; audited in both organisations. The platform
+    operator's to do at once; organisations ask each other (request_move)."""
+    _require_platform(db, "moving a node straight away")
     target = get_organisation(db, to_org)
-    now = time.time()
     with transaction(db) as conn:
         row = conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
         if row is None:
             raise StoreError(f"unknown node {node_id!r}")
         if row[0] == target["id"]:
             raise StoreError(f"node {node_id!r} is already in {to_org!r}")
-        check_room(conn, target["id"])
-        conn.execute("UPDATE nodes SET org_id = ? WHERE id = ?", (target["id"], node_id))
-        conn.execute("UPDATE alerts SET org_id = ? WHERE node_id = ?", (target["id"], node_id))
-        conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE node_id = ?"
-                     " AND revoked_at IS NULL", (now, actor, node_id))
-        for org_id in (row[0], target["id"]):
-            conn.execute("INSERT INTO audit (t, actor, action, target, detail, org_id)"
-                         " VALUES (?, ?, 'node.move', ?, ?, ?)",
-                         (now, actor, node_id, json.dumps({"from": row[0], "to": target["id"]}),
-                          org_id))
+        _move(conn, node_id, row[0], target["id"], time.time(), actor)
+
+
+def _move(conn, node_id: str, from_org: int, to_org: int, now: float, actor) -> None:
+    """The move itself, inside the caller's transaction."""
+    check_room(conn, to_org)
+    conn.execute("UPDATE nodes SET org_id = ? WHERE id = ?", (to_org, node_id))
+    conn.execute("UPDATE alerts SET org_id = ? WHERE node_id = ?", (to_org, node_id))
+    conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE node_id = ?"
+                 " AND revoked_at IS NULL", (now, actor, node_id))
+    # The old organisation's unfinished rollouts, and any of its releases, stop at the node: it
+    # is offered nothing more of them (a node already rebooting into one finishes its trial).
+    # Its update keys change only with the next release it confirms (docs/ota.md).
+    conn.execute(
+        "UPDATE rollout_nodes SET state = 'skipped', reason = 'moved to another organisation',"
+        " updated = ? WHERE node_id = ? AND state IN ('pending', 'offered', 'downloading',"
+        " 'verified', 'deferred') AND rollout_id IN (SELECT r.id FROM rollouts r JOIN releases"
+        " rel ON rel.version = r.release WHERE r.state IN ('running', 'paused') AND"
+        f" ((r.org_id = ? AND r.org_id <> {PLATFORM_ORG})"
+        f" OR (rel.org_id = ? AND rel.org_id <> {PLATFORM_ORG})))",
+        (now, node_id, from_org, from_org))
+    _audit_both(conn, now, actor, "node.move", node_id, {"from": from_org, "to": to_org},
+                (from_org, to_org))
+
+
+# --- moves asked for and approved by both organisations ----------------------------------------
+
+MOVE_REQUEST_DAYS = 14  # a pending request ends after this, so an old yes is not used later
+
+
+class UnknownMoveRequest(StoreError):
+    """No pending move request of that id that this organisation may decide or cancel."""
+
+
+def _audit_both(conn, now, actor, action, node_id, detail, orgs) -> None:
+    audit.insert_for(conn, orgs, now, actor, action, node_id, detail)
+
+
+def request_move(db, node_id: str, other_org: str, actor=None) -> int:
+    """Ask another organisation to take one of this organisation's nodes, or ask the owner of a
+    node shared with this organisation for it; the other side decides (decide_move). Audited
+    in both; returns the request's id."""
+    scope = scope_of(db)
+    me = scope.org_id
+    other = get_organisation(db, other_org)
+    now = time.time()
+    with transaction(db) as conn:
+        # The node as this organisation sees it: its own, or one shared with it.
+        seen = scope.sees_nodes("id", dialect=db.dialect)
+        row = conn.execute(f"SELECT org_id FROM nodes WHERE id = ? AND {seen}",
+                           (node_id,)).fetchone()
+        if row is None:
+            raise UnknownNode(f"unknown node {node_id!r}")
+        owner = row[0]
+        if owner == me:
+            from_org, to_org = me, other["id"]
+        elif owner == other["id"]:
+            from_org, to_org = other["id"], me  # asking for a node shared with us
+        else:
+            raise StoreError(f"node {node_id!r} is not {other_org!r}'s to give")
+        if from_org == to_org:
+            raise StoreError(f"node {node_id!r} is already in {other_org!r}")
+        if conn.execute("SELECT 1 FROM move_requests WHERE node_id = ? AND state = 'pending'"
+                        " AND requested_at > ?", (node_id, now - MOVE_REQUEST_DAYS * 86400)
+                        ).fetchone():
+            raise StoreError(f"a move of node {node_id!r} is already waiting for a decision")
+        rid = conn.execute(
+            "INSERT INTO move_requests (node_id, from_org_id, to_org_id, requested_by_org_id,"
+            " requested_by, requested_at, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')"
+            " RETURNING id", (node_id, from_org, to_org, me, actor, now)).fetchone()[0]
+        _audit_both(conn, now, actor, "node.move.request", node_id,
+                    {"request": rid, "from": from_org, "to": to_org}, (from_org, to_org))
+    return rid
+
+
+def _pending(conn, request_id: int, org_column: str, me, platform: bool, now: float) -> tuple:
+    """(node, from, to, requesting org) of a live pending request this organisation holds in
+    org_column; UnknownMoveRequest otherwise (another organisation's requests are unknown)."""
+    mine = "" if platform else f" AND {org_column} = {int(me)}"
+    row = conn.execute(
+        "SELECT node_id, from_org_id, to_org_id, requested_by_org_id, requested_at FROM"
+        f" move_requests WHERE id = ? AND state = 'pending'{mine}", (request_id,)).fetchone()
+    if row is None or row[4] <= now - MOVE_REQUEST_DAYS * 86400:
+        raise UnknownMoveRequest(f"no pending move request {request_id}")
+    return row[:4]
+
+
+def decide_move(db, request_id: int, approve: bool, actor=None) -> dict:
+    """Approve (the node moves now, with its history) or reject a request the other side made;
+    only the organisation that did not ask decides. Audited in both."""
+    scope = scope_of(db)
+    now = time.time()
+    with transaction(db) as conn:
+        # The deciding side: whichever of from/to did not ask (a CASE the database evaluates).
+        node_id, from_org, to_org, asker = _pending(
+            conn, request_id, "(CASE WHEN requested_by_org_id = from_org_id THEN to_org_id"
+            " ELSE from_org_id END)", scope.org_id, scope.platform, now)
+        state = "approved" if approve else "rejected"
+        if approve:
+            owner = conn.execute("SELECT org_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if owner is None or owner[0] != from_org:
+                raise StoreError(f"node {node_id!r} is no longer where the request found it")
+            _move(conn, node_id, from_org, to_org, now, actor)
+        conn.execute("UPDATE move_requests SET state = ?, decided_by = ?, decided_at = ?"
+                     " WHERE id = ?", (state, actor, now, request_id))
+        _audit_both(conn, now, actor, f"node.move.{'approve' if approve else 'reject'}",
+                    node_id, {"request": request_id}, (from_org, to_org))
+    return {"id": request_id, "node_id": node_id, "state": state}
+
+
+def cancel_move(db, request_id: int, actor=None) -> None:
+    """Withdraw a pending request this organisation made; audited in both."""
+    scope = scope_of(db)
+    now = time.time()
+    with transaction(db) as conn:
+        node_id, from_org, to_org, _asker = _pending(
+            conn, request_id, "requested_by_org_id", scope.org_id, scope.platform, now)
+        conn.execute("UPDATE move_requests SET state = 'cancelled', decided_by = ?,"
+                     " decided_at = ? WHERE id = ?", (actor, now, request_id))
+        _audit_both(conn, now, actor, "node.move.cancel", node_id, {"request": request_id},
+                    (from_org, to_org))
+
+
+def list_moves(db) -> list[dict]:
+    """Move requests this organisation made or must decide (every one for the platform),
+    newest first; a pending one past its days reads as expired."""
+    scope = scope_of(db)
+    o = int(scope.org_id)
+    mine = "true" if scope.platform else f"(m.from_org_id = {o} OR m.to_org_id = {o})"
+    rows = list(db.query(
+        "SELECT m.*, f.name AS from_org, t.name AS to_org, r.name AS requested_by_org"
+        " FROM move_requests m JOIN organisations f ON f.id = m.from_org_id"
+        " JOIN organisations t ON t.id = m.to_org_id"
+        " JOIN organisations r ON r.id = m.requested_by_org_id"
+        f" WHERE {mine} ORDER BY m.id DESC"))
+    cutoff = time.time() - MOVE_REQUEST_DAYS * 86400
+    for r in rows:
+        if r["state"] == "pending" and r["requested_at"] <= cutoff:
+            r["state"] = "expired"
+    return rows

@@ -7,6 +7,7 @@ from . import audit
 from .base import (
     DuplicateName,
     IntegrityError,
+    StoreError,
     UnknownRelease,
     UnknownRollout,
     transaction,
@@ -15,8 +16,78 @@ from .identity import trusted_key_ids
 from .scope import PLATFORM_ORG, scope_of
 
 
-def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
-    """Record a checked release (fleet/ota.py); raise DuplicateName if the version exists."""
+class UnknownKey(StoreError):
+    """No signing key of that id that this organisation owns."""
+
+
+# --- signing keys of organisations (the platform's are DATA_DIR/ota/trusted_keys.json) -----------
+
+
+def add_org_key(db, key_id: str, public: str, actor=None) -> None:
+    """Record a signing key of the connection's organisation; DuplicateName if the id is taken."""
+    now = time.time()
+    try:
+        with transaction(db) as conn:
+            conn.execute("INSERT INTO ota_keys (id, org_id, public, created, created_by)"
+                         " VALUES (?, ?, ?, ?, ?)",
+                         (key_id, scope_of(db).org_id, public, now, actor))
+            audit.insert(conn, now, actor, "key.create", key_id)
+    except IntegrityError:
+        raise DuplicateName(f"key {key_id} already exists") from None
+
+
+def org_keys(db, org_id: int) -> dict[str, str]:
+    """{key id: public hex} of one organisation's own keys (what its nodes trust besides the
+    platform's), whatever the connection's scope."""
+    return dict(db.conn.execute("SELECT id, public FROM ota_keys WHERE org_id = ? ORDER BY id",
+                                (int(org_id),)).fetchall())
+
+
+def org_keys_all(db) -> dict[str, str]:
+    """{key id: public hex} of every organisation's keys, whatever the scope."""
+    return dict(db.conn.execute("SELECT id, public FROM ota_keys").fetchall())
+
+
+def list_org_keys(db) -> list[dict]:
+    """Organisation keys this connection's scope owns (every organisation's for the platform),
+    with the owner's name."""
+    return list(db.query(
+        "SELECT k.id, k.org_id, k.public, k.created, k.created_by, o.name AS org FROM ota_keys k"
+        f" JOIN organisations o ON o.id = k.org_id WHERE {scope_of(db).owns('k.org_id')}"
+        " ORDER BY k.id"))
+
+
+def key_org(db, key_id: str) -> int | None:
+    """The organisation an organisation key belongs to, whatever the scope (None: no such
+    organisation key; it may be the platform's)."""
+    row = db.conn.execute("SELECT org_id FROM ota_keys WHERE id = ?", (key_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def other_orgs_keys(db, org_id: int) -> dict[str, str]:
+    """{key id: public hex} of every organisation key not of org_id (a release of org_id, or of
+    the platform, must never carry one)."""
+    return dict(db.conn.execute("SELECT id, public FROM ota_keys WHERE org_id <> ?",
+                                (int(org_id),)).fetchall())
+
+
+def delete_org_key(db, key_id: str, actor=None) -> None:
+    """Forget an organisation key the connection's scope owns (any, for the platform); audited;
+    UnknownKey if it owns none of that id."""
+    now = time.time()
+    with transaction(db) as conn:
+        if conn.execute(f"DELETE FROM ota_keys WHERE id = ? AND {scope_of(db).owns()}",
+                        (key_id,)).rowcount != 1:
+            raise UnknownKey(f"no key {key_id} of this organisation")
+        audit.insert(conn, now, actor, "key.retire", key_id)
+
+
+# --- releases ------------------------------------------------------------------------------------
+
+
+def add_release(db, m: dict, manifest_sha: str, actor=None, org_id=None) -> None:
+    """Record a checked release (fleet/ota.py) of the connection's organisation (org_id: of
+    that one, which the platform built it for); raise DuplicateName if the version exists."""
     try:
         with transaction(db) as conn:
             conn.execute(
@@ -26,7 +97,7 @@ def add_release(db, m: dict, manifest_sha: str, actor=None) -> None:
                 (m["version"], m["key"], json.dumps(m["boards"]), m.get("micropython"),
                  len(m["files"]), sum(f["size"] for f in m["files"]), manifest_sha, time.time(),
                  actor, (m.get("runtime") or {}).get("micropython"), m.get("downgrade_from"),
-                 scope_of(db).org_id))
+                 scope_of(db).org_id if org_id is None else int(org_id)))
             audit.insert(conn, time.time(), actor, "release.upload", m["version"],
                          {"key": m["key"], "boards": m["boards"]})
     except IntegrityError:
@@ -178,20 +249,29 @@ def set_rollout_nodes(db, rid: int, rows: list[tuple]) -> None:
             [(s, o, p, r, a, now, rid, n) for s, o, p, r, a, n in rows])
 
 
+# A release of an organisation goes to its nodes alone (the platform's to every node): the node
+# rows of a rollout that fail this (a node moved away since) get no offer and no file.
+_RELEASE_FOR_NODE = (" JOIN releases rel ON rel.version = r.release"
+                     " JOIN nodes n ON n.id = rn.node_id"
+                     f" AND (rel.org_id = {PLATFORM_ORG} OR rel.org_id = n.org_id)")
+
+
 def rollout_offer_for(db, node_id: str) -> dict | None:
     """The offer a running rollout holds for this node now (periodic check), or None."""
     rows = list(db.query(
         "SELECT r.id, r.release FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
-        " WHERE rn.node_id = ? AND r.state = 'running' AND rn.stage <= r.stage"
-        " AND rn.state IN ('pending', 'offered') ORDER BY r.id DESC LIMIT 1", [node_id]))
+        f"{_RELEASE_FOR_NODE} WHERE rn.node_id = ? AND r.state = 'running'"
+        " AND rn.stage <= r.stage AND rn.state IN ('pending', 'offered')"
+        " ORDER BY r.id DESC LIMIT 1", [node_id]))
     return {"version": rows[0]["release"], "rid": rows[0]["id"]} if rows else None
 
 
 def node_release_versions(db, node_id: str) -> set[str]:
-    """The releases of every rollout that includes the node: the only ones it may download."""
+    """The releases of every rollout that includes the node: the only ones it may download
+    (of those, an organisation's release only while the node is that organisation's)."""
     return {row[0] for row in db.conn.execute(
         "SELECT DISTINCT r.release FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id"
-        " WHERE rn.node_id = ?", (node_id,))}
+        f"{_RELEASE_FOR_NODE} WHERE rn.node_id = ?", (node_id,))}
 
 
 def rollouts_in_progress(db) -> list[dict]:

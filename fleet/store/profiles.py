@@ -6,7 +6,7 @@ import time
 
 from . import audit
 from .base import GREATEST, DuplicateName, StoreError, UnknownNode, first, transaction
-from .nodes import check_id_free, check_room
+from .nodes import check_id_free, check_room, owned_node
 from .scope import PLATFORM_ORG, scope_of
 
 RAW_KEPT = 100  # raw payloads kept per node; older ones are deleted as new ones arrive
@@ -116,10 +116,9 @@ def node_profiles(db) -> dict[str, str]:
 
 
 def profile_of(db, node_id: str) -> str:
-    row = db.conn.execute("SELECT profile FROM nodes WHERE id = ?", (node_id,)).fetchone()
-    if row is None:
-        raise UnknownNode(f"unknown node {node_id!r}")
-    return row[0]
+    """The profile of a node the connection's organisation owns, to command it: UnknownNode
+    for another organisation's, SharedReadOnly for one only shared with it."""
+    return owned_node(db, node_id)["profile"]
 
 
 def last_seen_times(db) -> dict[str, float]:
@@ -216,43 +215,58 @@ def supplier_of_token(db, token_hash: str) -> str | None:
     return None if row is None else row[0]
 
 
-class PlatformOnly(StoreError):
-    """Suppliers write to any node they are given, so only the platform operator's organisation
-    manages them (until suppliers belong to organisations: docs/architecture.md)."""
-
-
-def platform_only(db) -> None:
-    """Raise PlatformOnly unless this connection acts for the platform (or a worker, the CLI)."""
-    if not scope_of(db).platform:
-        raise PlatformOnly("suppliers are managed by the platform operator's organisation only")
+def supplier_rotated_from(db, token_hash: str) -> tuple[str, float] | None:
+    """(supplier, when) if this is the token a supplier's last rotation replaced, else None."""
+    row = db.conn.execute("SELECT name, rotated FROM suppliers WHERE old_token_hash = ?",
+                          (token_hash,)).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def add_supplier(db, name: str, token_hash: str, mqtt_hash: str, actor=None) -> None:
-    platform_only(db)
+    """A supplier of the scope's organisation; DuplicateName if the name is taken anywhere (it
+    is a broker login, supplier.NAME)."""
     now = time.time()
     with transaction(db) as conn:
         if conn.execute("SELECT 1 FROM suppliers WHERE name = ?", (name,)).fetchone():
-            raise DuplicateName(f"supplier {name!r} exists already")
-        conn.execute("INSERT INTO suppliers (name, token_hash, mqtt_hash, created)"
-                     " VALUES (?, ?, ?, ?)", (name, token_hash, mqtt_hash, now))
+            raise DuplicateName(f"supplier name {name!r} is taken: choose another")
+        conn.execute("INSERT INTO suppliers (name, token_hash, mqtt_hash, created, org_id)"
+                     " VALUES (?, ?, ?, ?, ?)",
+                     (name, token_hash, mqtt_hash, now, scope_of(conn).org_id))
         audit.insert(conn, now, actor, "supplier.add", name)
 
 
 def set_supplier(db, node_id: str, supplier: str | None, actor=None) -> None:
-    platform_only(db)
+    """Let a supplier of the scope's organisation write a node that organisation owns (None: no
+    supplier). A supplier writes only to nodes of its own organisation, also for the platform."""
+    owned_node(db, node_id)  # UnknownNode, or SharedReadOnly for a node only shared with it
     with transaction(db) as conn:
-        if supplier is not None and not conn.execute(
-                "SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone():
-            raise StoreError(f"no supplier named {supplier!r}")
-        if conn.execute("UPDATE nodes SET supplier = ? WHERE id = ?",
-                        (supplier, node_id)).rowcount == 0:
+        node = conn.execute(f"SELECT org_id FROM nodes WHERE id = ? AND {scope_of(conn).owns()}",
+                            (node_id,)).fetchone()
+        if node is None:
             raise UnknownNode(f"unknown node {node_id!r}")
-        audit.insert(conn, time.time(), actor, "node.supplier", node_id, {"supplier": supplier})
+        if supplier is not None:
+            row = conn.execute("SELECT org_id FROM suppliers WHERE name = ?"
+                               f" AND {scope_of(conn).owns()}", (supplier,)).fetchone()
+            if row is None:
+                raise StoreError(f"no supplier named {supplier!r}")
+            if row[0] != node[0]:
+                raise StoreError(f"supplier {supplier!r} belongs to another organisation than"
+                                 f" node {node_id!r}: a supplier writes only to its own"
+                                 " organisation's nodes")
+        conn.execute("UPDATE nodes SET supplier = ? WHERE id = ?", (supplier, node_id))
+        audit.insert(conn, time.time(), actor, "node.supplier", node_id, {"supplier": supplier},
+                     owner=node[0])
+
+
+# A supplier's nodes: those given to it that its organisation still owns (a node moved to
+# another organisation leaves its supplier behind).
+_SUPPLIED = ("SELECT n.id, n.profile, s.name FROM nodes n JOIN suppliers s"
+             " ON s.name = n.supplier AND s.org_id = n.org_id")
 
 
 def supplier_nodes(db, supplier: str) -> dict[str, str]:
     """node id -> profile of a supplier's nodes."""
-    return dict(db.conn.execute("SELECT id, profile FROM nodes WHERE supplier = ?", (supplier,)))
+    return {n: p for n, p, _s in db.conn.execute(f"{_SUPPLIED} WHERE s.name = ?", (supplier,))}
 
 
 def senml_fields(db) -> dict[str, list]:
@@ -266,8 +280,6 @@ def supplier_logins(db) -> dict[str, tuple[str, list[str]]]:
     """supplier name -> (mosquitto password hash, ids of its nodes), for the broker's files."""
     out = {name: (h, []) for name, h in db.conn.execute(
         "SELECT name, mqtt_hash FROM suppliers ORDER BY name")}
-    for node, supplier in db.conn.execute(
-            "SELECT id, supplier FROM nodes WHERE supplier IS NOT NULL ORDER BY id"):
-        if supplier in out:
-            out[supplier][1].append(node)
+    for node, _p, supplier in db.conn.execute(f"{_SUPPLIED} ORDER BY n.id"):
+        out[supplier][1].append(node)
     return out

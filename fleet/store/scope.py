@@ -50,14 +50,40 @@ class Scope:
         EXISTS (shares ...)` per row made a node list page walk every node of the fleet
         (tests/bench/bench_orgs.py)."""
         o = int(self.org_id)
-        tagged = {
-            "sqlite": "EXISTS (SELECT 1 FROM json_each(t.tags) WHERE value = s.tag)",
-            "postgresql": "t.tags::jsonb @> jsonb_build_array(s.tag)",
-        }[dialect]
+        tagged = _carries_granted_tag("t", dialect)
+        # Node grants and tag grants apart: with `s.node_id = t.id OR <tag>` in one join the
+        # planner could use no index and read every node of the fleet for each live grant; so
+        # a node grant is found by its id, a tag grant among the granting organisation's nodes.
+        live = f"s.grantee_org_id = {o} AND s.revoked_at IS NULL"
         return (f"SELECT id FROM nodes WHERE org_id = {o}"
+                f" UNION SELECT t.id FROM shares s JOIN nodes t ON t.id = s.node_id"
+                f" AND t.org_id = s.org_id WHERE {live}"
                 f" UNION SELECT t.id FROM shares s JOIN nodes t ON t.org_id = s.org_id"
+                f" WHERE {live} AND s.tag IS NOT NULL AND {tagged}")
+
+    def sees_node_row(self, alias: str = "nodes", dialect: str = "sqlite") -> str:
+        """A test on one row of nodes (named alias): may this scope read that node? The same
+        rule as visible_node_ids, written for one row: its own org_id and tags and the
+        organisation's live grants. For queries already narrowed to a node or a few by id, where
+        building the organisation's whole set of nodes is the cost (a node page built it five
+        times: the 13 % an organisation's member paid over one organisation, bench_orgs.py)."""
+        if self.platform:
+            return "true"
+        o = int(self.org_id)
+        tagged = _carries_granted_tag(alias, dialect)
+        return (f"({alias}.org_id = {o} OR EXISTS (SELECT 1 FROM shares s"
                 f" WHERE s.grantee_org_id = {o} AND s.revoked_at IS NULL"
-                f" AND (s.node_id = t.id OR (s.tag IS NOT NULL AND {tagged}))")
+                f" AND s.org_id = {alias}.org_id"
+                f" AND (s.node_id = {alias}.id OR (s.tag IS NOT NULL AND {tagged}))))")
+
+    def sees_node_id_of_row(self, column: str = "node_id", dialect: str = "sqlite") -> str:
+        """Rows whose node_id column names a node this scope may read, tested row by row: for
+        queries narrowed to one node (`node_id = ?`), whose few rows each cost one index lookup.
+        Never for a query over many nodes: there sees_node_id builds the set once."""
+        if self.platform:
+            return "true"
+        return (f"EXISTS (SELECT 1 FROM nodes v WHERE v.id = {column}"
+                f" AND {self.sees_node_row('v', dialect)})")
 
     def sees_node_id(self, column: str = "node_id", dialect: str = "sqlite") -> str:
         """Rows whose node_id column names a node this scope may read (the platform's scope
@@ -71,6 +97,14 @@ class Scope:
         if self.platform:
             return "true"
         return f"{column} IN (SELECT id FROM nodes WHERE org_id = {int(self.org_id)})"
+
+
+def _carries_granted_tag(alias: str, dialect: str) -> str:
+    """The node row named alias carries the tag of the grant s (a JSON array of tags)."""
+    return {
+        "sqlite": f"EXISTS (SELECT 1 FROM json_each({alias}.tags) WHERE value = s.tag)",
+        "postgresql": f"{alias}.tags::jsonb @> jsonb_build_array(s.tag)",
+    }[dialect]
 
 
 EVERYTHING = Scope(PLATFORM_ORG, platform=True)

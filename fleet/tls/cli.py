@@ -2,7 +2,7 @@
 
 import click
 
-from fleet.console import friendly
+from fleet.console import friendly, platform_command
 from fleet.settings import from_env, node_tls_from_env
 from fleet.tls import certs, serving
 
@@ -22,6 +22,7 @@ def tls_group():
 
     Example: fleet tls init --name fleet.example.org --name 192.168.1.10
     """
+    platform_command()
 
 
 @tls_group.command("init")

@@ -32,6 +32,7 @@ def test_each_organisations_technician_sees_only_its_nodes_and_shared_ones_read_
     db = open_db(fleet_db(tmp_path / "data"))  # the fleet_run fixture's DATA_DIR
     for org, nodes, person in (("parking", ["bay-1", "bay-2"], "pat"),
                                ("environment", ["air-1"], "eve")):
+        set_scope(db, EVERYTHING)  # organisations are the platform's to add
         set_scope(db, Scope(orgs.add_organisation(db, org)))
         for node in nodes:
             node_store.enrol_node(db, node)
@@ -42,7 +43,8 @@ def test_each_organisations_technician_sees_only_its_nodes_and_shared_ones_read_
     db.conn.close()
 
     mine = {"pat": ["/nodes/bay-1", "/nodes/bay-2"], "eve": ["/nodes/air-1", "/nodes/bay-2"]}
-    people = [{"user": p, "password": PASSWORD, "pages": ["/nodes/", *paths, "/nodes/city-1"]}
+    people = [{"user": p, "password": PASSWORD, "pages": ["/nodes/", *paths, "/nodes/city-1",
+                                                         "/organisations/"]}
               for p, paths in mine.items()]
     browser = subprocess.run(
         [shutil.which("node") or "node", str(HERE / "orgs.mjs")],

@@ -58,6 +58,23 @@ class IngestProcess:
                                      stderr=subprocess.STDOUT)
         return self
 
+    def wait_logged(self, text: bytes, timeout: float, what: str, count: int = 1):
+        """Wait until the log holds text count times; fail at once, with the log, if it died."""
+        def logged():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{what}: the worker exited ({self.proc.returncode}) "
+                                     f"before logging {text!r}:\n{self.log_tail()}")
+            return self.log_path.read_bytes().count(text) >= count
+        try:
+            wait_for(logged, timeout=timeout, what=what)
+        except AssertionError as e:
+            if "exited" in str(e):
+                raise
+            raise AssertionError(f"{e}; its log ends:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines=40) -> str:
+        return b"\n".join(self.log_path.read_bytes().splitlines()[-lines:]).decode(errors="replace")
+
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -197,3 +197,21 @@ def test_a_supplier_login_posts_senml_only_about_its_own_nodes(fleet):
     assert wait(lambda: ingest.messages)
     time.sleep(0.5)
     assert [t for t, _ in ingest.messages] == ["pl/v1/node-a/senml"]
+
+
+def test_a_rotated_supplier_token_stops_at_the_broker(fleet):
+    settings, db, ids, connect, service = fleet
+    old = intake.add_supplier(db, "acme")
+    profile_store.set_supplier(db, "node-a", "acme")
+    brokerauth.sync(db, settings.broker_dir)
+    time.sleep(0.5)  # the broker re-reads its files on SIGHUP
+    live = connect("supplier.acme", old, client_id="acme-cloud")
+    live.c.reconnect_delay_set(60, 60)  # stay down once dropped, so the test sees the drop
+    assert live.accepted
+    new = intake.rotate_supplier(db, "acme")
+    assert brokerauth.sync(db, settings.broker_dir)
+    # mosquitto re-checks a live session's password on reload: the old token's session ends
+    # (before any other supplier.acme login, which would take the session over anyway).
+    assert wait(lambda: live.disconnects, timeout=5), "old token's session still connected"
+    assert not connect("supplier.acme", old, client_id="acme-2").accepted
+    assert connect("supplier.acme", new, client_id="acme-3").accepted

@@ -134,9 +134,11 @@ def test_round_trip_with_a_running_fleet(fleet_run, tmp_path, empty_db, monkeypa
     assert run.stop() == 0
 
     restored, restored_db = tmp_path / "restored", empty_db()
+    os.chmod(tmp_path, 0o755)  # DATA_DIR's parent (/var/lib) is not the restore's to tighten
     out = fleet(restored, "restore", str(archive), db=restored_db).stdout
     assert f"into {restored}" in out
     assert stat.S_IMODE(restored.stat().st_mode) == 0o700
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
     assert tree(restored) == before_tree  # every file, its bytes and its mode
     if restored_db is None:
         assert stat.S_IMODE((restored / "fleet.db").stat().st_mode) == 0o600

@@ -2,6 +2,7 @@
 
 import pytest
 
+from fleet.store import alerts as alert_store
 from fleet.store import audit as audit_store
 from fleet.store import commands as command_store
 from fleet.store import nodes as node_store
@@ -85,3 +86,64 @@ def test_moving_a_node_keeps_its_history_and_ends_its_grants(two):
     assert all(s["revoked_at"] for s in orgs.list_shares(db))
     with pytest.raises(StoreError, match="already in"):
         orgs.move_node(db, "p-temp", "environment")
+
+
+def test_one_node_queries_see_exactly_the_nodes_the_lists_see(two):
+    """A query narrowed to one node tests its rows one by one (Scope.sees_node_row), a list
+    against the set of visible nodes (Scope.visible_node_ids): the two must agree for every
+    node and organisation, whatever grants say (own, by node, by tag, revoked, a tag the node
+    does not carry, a grant its owner no longer gives after a move)."""
+    db, parking, environment = two
+    waste = Scope(orgs.add_organisation(db, "waste"))
+    set_scope(db, waste)
+    node_store.enrol_node(db, "w-bin", tags=["temperature"])
+    node_store.enrol_node(db, "w-lid")
+    node_store.enrol_node(db, "w-vent", tags=["temperature"])  # parking's tag grant: not this
+    set_scope(db, EVERYTHING)
+    orgs.share(db, "parking", "environment", tag="temperature")
+    orgs.share(db, "waste", "environment", node_id="w-lid")
+    orgs.revoke_share(db, orgs.share(db, "parking", "environment", node_id="p-bay"))
+    orgs.share(db, "waste", "parking", node_id="w-bin")
+    orgs.move_node(db, "w-bin", "environment", actor="op")  # waste's grant of it ends
+    nodes = ["p-temp", "p-bay", "w-bin", "w-lid", "w-vent"]
+    db.conn.execute("UPDATE nodes SET last_seen = 1")
+    for node in nodes:
+        command_store.create_command(db, node, "identify", 0, "op")
+        db.conn.execute("INSERT INTO alerts (node_id, kind, opened) VALUES (?, 'offline', 0)",
+                        (node,))
+    alert_ids = {node: db.conn.execute("SELECT id FROM alerts WHERE node_id = ?",
+                                       (node,)).fetchone()[0] for node in nodes}
+    seen = {}
+    for name, scope in (("parking", parking), ("environment", environment), ("waste", waste)):
+        set_scope(db, scope)
+        listed = node_store.known_node_ids(db)
+        seen[name] = listed
+        for node in nodes:
+            try:
+                node_store.get_node(db, node)
+                got = True
+            except UnknownNode:
+                got = False
+            one_by_one = {
+                "get_node": got,
+                "node_status": _found(node_store.node_status, db, node),
+                "node_place": _found(node_store.node_place, db, node),
+                "last_seen": node_store.last_seen(db, node) is not None,
+                "list_commands": bool(command_store.list_commands(db, node)),
+                "list_alerts": bool(alert_store.list_alerts(db, node_id=node)),
+                "get_alert": _found(alert_store.get_alert, db, alert_ids[node]),
+            }
+            expected = node in listed
+            assert all(v == expected for v in one_by_one.values()), (name, node, one_by_one)
+    set_scope(db, EVERYTHING)
+    assert seen == {"parking": {"p-temp", "p-bay"},
+                    "environment": {"p-temp", "w-bin", "w-lid"},
+                    "waste": {"w-lid", "w-vent"}}
+
+
+def _found(get, *args) -> bool:
+    try:
+        get(*args)
+    except StoreError:
+        return False
+    return True

@@ -1,9 +1,9 @@
 """The organisation switcher: a user in two organisations acts for one at a time, with their
 role there."""
 
-from fleet.store import nodes as node_store
+from twoorgs import parking_and_environment
+
 from fleet.store import orgs
-from fleet.store.scope import EVERYTHING, Scope, set_scope
 from fleet.web import auth
 
 PASSWORD = "correct horse"
@@ -12,12 +12,7 @@ PASSWORD = "correct horse"
 def test_switching_scopes_every_page_and_the_role(app, db):
     client = app.test_client()
     app.config["WTF_CSRF_ENABLED"] = False
-    parking = orgs.add_organisation(db, "parking")
-    environment = orgs.add_organisation(db, "environment")
-    for org, node_id in ((parking, "park-1"), (environment, "env-1")):
-        set_scope(db, Scope(org))
-        node_store.enrol_node(db, node_id)
-    set_scope(db, EVERYTHING)
+    parking, _environment = parking_and_environment(db)
     auth.create_user(db, "tess", PASSWORD, "viewer")
     orgs.remove_member(db, "tess", "platform")
     orgs.set_member(db, "tess", "parking", "technician")

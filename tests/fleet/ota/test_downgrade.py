@@ -52,7 +52,7 @@ def test_upload_refuses_a_signed_downgrade_from_an_older_version(settings):
     m = json.loads(manifest)
     m["downgrade_from"] = "0.1.0"
     raw = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
-    kid, key = ota._private_key(settings, "k1")
+    kid, key = ota.signing_key(settings, "k1")
     with pytest.raises(ota.ReleaseError, match="downgrade from 0.1.0: 0.2.0 is not older"):
         ota.check_release(ota.trusted_keys(settings), raw, ota.sign(key, kid, raw), blobs)
 

@@ -118,7 +118,7 @@ def _signed(settings, keys) -> tuple[bytes, str, dict]:
     files = [{"path": "polylink/a.py", "sha256": __import__("hashlib").sha256(b"x").hexdigest(),
               "size": 1}]
     manifest = ota.manifest_bytes("0.2.0", "k1", ["ESP32_GENERIC"], files, keys=keys)
-    _kid, key = ota._private_key(settings, "k1")
+    _kid, key = ota.signing_key(settings, "k1")
     return manifest, ota.sign(key, "k1", manifest), {files[0]["sha256"]: b"x"}
 
 

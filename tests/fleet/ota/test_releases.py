@@ -83,7 +83,7 @@ def test_refuses_bad_signature_hash_mismatch_unknown_key_and_board(built, settin
         ota.check_release({}, manifest, sig, blobs)
     # A manifest naming a board the fleet does not know, properly signed.
     m = json.loads(manifest)
-    key_id, key = ota._private_key(settings, "k1")
+    key_id, key = ota.signing_key(settings, "k1")
     odd = ota.manifest_bytes("0.2.0", "k1", ["TOASTER_9000"], m["files"])
     with pytest.raises(ota.ReleaseError, match="incompatible board"):
         ota.check_release(keys, odd, ota.sign(key, key_id, odd), blobs)

@@ -140,7 +140,8 @@ def test_runtime_release_skips_only_nodes_on_both_its_app_and_its_micropython(db
     done = rollouts.add_nodes(db, rid, ["n-005"])
     assert done == {"added": 0, "skipped": {"already_in": 0, "on_version": 1,
                                             "other_rollout": 0, "incompatible": 0,
-                                            "untrusted_key": 0, "newer_version": 0}}
+                                            "untrusted_key": 0, "newer_version": 0,
+                                            "other_org": 0}}
     rollouts.act(db, rid, "abort", actor="op")
     # A release without a runtime image skips by app version alone, whatever MicroPython runs.
     rid = rollouts.create(db, "0.2.0", {"nodes": ["n-004"]}, [{"percent": 100, "soak": 0}])
@@ -388,7 +389,8 @@ def test_add_nodes_joins_the_current_stage_and_skips_with_counts(db):
     done = rollouts.add_nodes(db, rid, IDS[:8] + ["n-002"], actor="alice")
     assert done == {"added": 3, "skipped": {"already_in": 2, "on_version": 1,
                                             "other_rollout": 1, "incompatible": 1,
-                                            "untrusted_key": 0, "newer_version": 0}}
+                                            "untrusted_key": 0, "newer_version": 0,
+                                            "other_org": 0}}
     assert rollouts.skipped_text(done["skipped"], "0.2.0") == (
         "2 already in it, 1 already on 0.2.0, 1 in another unfinished rollout, "
         "1 on a board 0.2.0 does not support")

@@ -64,7 +64,7 @@ def test_admin_page_makes_a_token_once_gives_nodes_and_revokes(app, db, settings
     r = admin.post("/suppliers/", data={"name": "Acme Corp", "csrf_token": csrf})
     assert r.status_code == 400 and "must be 1-32 of a-z 0-9 -" in r.get_data(as_text=True)
     r = admin.post("/suppliers/", data={"name": "acme", "csrf_token": csrf})
-    assert r.status_code == 400 and "exists already" in r.get_data(as_text=True)
+    assert r.status_code == 400 and "is taken" in r.get_data(as_text=True)
 
     assert _post_senml(admin, token, "wx-1").status_code == 403  # not its node yet
     r = admin.post("/suppliers/nodes", data={"node_id": "wx-1", "supplier": "acme",

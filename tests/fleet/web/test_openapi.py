@@ -243,6 +243,9 @@ def test_every_operation_answers_as_described(api, db):
     api("put", "/nodes/{node_id}/supplier", dev, json={"supplier": 1}, expect=400)
     api("put", "/nodes/{node_id}/supplier", {"node_id": "ghost"}, json={"supplier": None},
         expect=404)
+    r = api("post", "/suppliers/{name}/rotate", {"name": "wx-co"}, expect=200)
+    assert r.json["token"].startswith("pls_")
+    api("post", "/suppliers/{name}/rotate", {"name": "ghost"}, expect=404)
     api("delete", "/suppliers/{name}", {"name": "wx-co"}, expect=204)
     api("delete", "/suppliers/{name}", {"name": "wx-co"}, expect=404)
 
