@@ -117,16 +117,36 @@ class SqliteDatabase(sqlite_utils.Database):
     dialect = SQLITE
 
 
+SQLITE_WAIT = 30  # s a connection waits for another's lock before it answers 'locked'
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (kept in the file: only a new file changes)."""
+    # Two processes opening a new file at once (two web processes started together) both try to
+    # change its mode. SQLite then answers one of them 'database is locked' at once, without
+    # waiting: its busy handler is skipped where waiting could deadlock. That one tries again.
+    deadline = time.monotonic() + SQLITE_WAIT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.02)
+
+
 def _connect_sqlite(path) -> SqliteDatabase:
     path = private_file(path)  # it holds AppKeys and password hashes
     # isolation_level=None: sqlite3 must not open transactions behind our back, because the
     # ingest worker wants exactly one BEGIN IMMEDIATE ... COMMIT per batch.
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False,
-                           factory=SqliteConnection)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(str(path), timeout=SQLITE_WAIT, isolation_level=None,
+                           check_same_thread=False, factory=SqliteConnection)
+    _use_wal(conn)
     # NORMAL in WAL mode survives a process crash; only a power cut can lose the last commits.
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_WAIT * 1000}")
     return SqliteDatabase(conn)
 
 

@@ -1,6 +1,7 @@
 """The schema's history: released migrations never change, and old databases upgrade intact."""
 
 import hashlib
+import multiprocessing
 import re
 import sqlite3
 from pathlib import Path
@@ -31,6 +32,33 @@ def test_fresh_database_migrates_to_current_version(tmp_path):
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # A second run has nothing left to do.
     assert migrate.migrate(db) == (migrate.SCHEMA_VERSION, migrate.SCHEMA_VERSION)
+
+
+def _open_at(path, start, answers):
+    start.wait()
+    try:
+        db = migrate.open_db(path)
+        answers.put(migrate.schema_version(db))
+        db.conn.close()
+    except Exception as e:  # noqa: BLE001 - the parent asserts on what each process met
+        answers.put(repr(e))
+
+
+def test_processes_opening_a_new_database_at_once_all_start(tmp_path):
+    # Web processes started together all open the same new file: SQLite refused one of them
+    # 'database is locked' without waiting while they changed the file to WAL (CI saw a web
+    # process exit so). Before the fix about one round in three failed.
+    fork = multiprocessing.get_context("fork")
+    for round_no in range(15):
+        path = tmp_path / f"new-{round_no}.db"
+        start, answers = fork.Barrier(4), fork.Queue()
+        procs = [fork.Process(target=_open_at, args=(path, start, answers)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        got = [answers.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(10)
+        assert got == [migrate.SCHEMA_VERSION] * 4, f"round {round_no}: {got}"
 
 
 def test_upgrade_from_version_1_keeps_data_and_backfills_latest(tmp_path):
