@@ -259,7 +259,7 @@ class Node:
             except LinkDown:
                 await asyncio.sleep(0.2)  # publish() waits for the next session itself
                 continue
-            store.pop(idx)
+            store.delivered(idx)
             self.sent += 1
 
     def _tick(self):

@@ -163,6 +163,13 @@ class Store:
         self._done()
         return True
 
+    def delivered(self, idx):
+        """Frame idx (head_idx when it was peeked) reached the network: pop it. If a frame
+        appended while it was in flight dropped it from the full queue, it was counted dropped
+        but is not lost, so the count takes it back."""
+        if not self.pop(idx):
+            self.dropped -= 1
+
     def _done(self):
         with open(self._seg_path(self._segs[0]), "r+b") as f:
             f.seek(self._head_off)

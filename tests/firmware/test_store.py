@@ -87,6 +87,29 @@ def test_pop_of_a_frame_dropped_while_in_flight_is_refused():
         rmtree(d)
 
 
+def test_a_frame_dropped_while_in_flight_and_then_delivered_is_not_counted_dropped():
+    d = tmpdir("st")
+    try:
+        s = Store(d + "/q", 4)
+        buf = bytearray(64)
+        for i in range(4):
+            s.append(_frame(i), 10)
+        s.peek(buf)
+        idx = s.head_idx
+        s.append(_frame(98), 10)  # full: the frame in flight is dropped and counted
+        s.append(_frame(99), 10)  # full: frame 1 is dropped, and it is lost
+        eq(s.dropped, 2)
+        s.delivered(idx)  # its PUBACK came: the broker has it
+        eq(s.dropped, 1, "only frame 1 is lost")
+        eq(s.count, 4, "nothing else was removed in its place")
+        s.peek(buf)
+        eq(bytes(buf[:10]), bytes(_frame(2)))
+        s.delivered(s.head_idx)  # an ordinary delivery pops the head and counts nothing
+        eq((s.count, s.dropped), (3, 1))
+    finally:
+        rmtree(d)
+
+
 def test_record_cut_by_power_loss_is_ignored_and_not_appended_after():
     d = tmpdir("st")
     try:

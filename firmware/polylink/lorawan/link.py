@@ -227,7 +227,7 @@ class LoRaLink:
                 return
             for p in parts:
                 node.store.append(p, len(p))
-            node.store.pop(idx)
+            node.store.delivered(idx)  # as its parts
             return
         try:
             ok = await self.send(frame, bool(self.confirm >> (frame[0] & 0x0F) & 1))
@@ -248,6 +248,6 @@ class LoRaLink:
             await self._pause(node, wait if wait < _NOACK_BACKOFF_CAP_S else _NOACK_BACKOFF_CAP_S)
             return
         self._noack_rounds = 0
-        node.store.pop(idx)
+        node.store.delivered(idx)
         node.sent += 1
         node.lora_sent += 1

@@ -163,7 +163,7 @@ class _Store:
     def __init__(self):
         self.popped = []
 
-    def pop(self, idx):
+    def delivered(self, idx):
         self.popped.append(idx)
 
 
