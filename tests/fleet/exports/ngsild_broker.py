@@ -114,6 +114,8 @@ class NgsiLdBroker:
         self.refuse_ids: set[str] = set()  # substrings of entity ids answered with an error
         # As refuse_ids, but the whole request gets 400 (a broker without per-entity 207s)
         self.refuse_requests_with: set[str] = set()
+        self.fail_requests: set[int] = set()  # numbers of requests (1, 2, ...) answered 503
+        self.log: list[tuple[int, list[str]]] = []  # (status, entity ids) of every upsert
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -198,7 +200,16 @@ class NgsiLdBroker:
                     return self._answer(404, problem("ResourceNotFound", "Not found", parts.path))
                 with broker.lock:
                     broker.requests += 1
-                    status, answer = broker.upsert(self.headers, parse_qs(parts.query), body)
+                    if broker.requests in broker.fail_requests:
+                        status, answer = 503, problem("InternalError", "Service unavailable",
+                                                      "overloaded")
+                    else:
+                        status, answer = broker.upsert(self.headers, parse_qs(parts.query), body)
+                    try:
+                        ids = [e["id"] for e in json.loads(body)]
+                    except (ValueError, TypeError, KeyError):
+                        ids = []
+                    broker.log.append((status, ids))
                 self._answer(status, answer)
 
             def _answer(self, status, answer):

@@ -156,3 +156,24 @@ def test_a_big_batch_goes_in_upserts_of_at_most_max_entities(db, settings, runni
         assert wait_for(lambda: registry.get(db, "city")["delivered"] == 40)
         assert broker.requests == 3  # 21 entities in 7 + 7 + 7
         assert len([k for k in broker.entities if ":WeatherObserved:" in k]) == 20
+
+
+def test_after_a_failed_upsert_the_later_ones_wait_for_its_retry(
+        db, settings, running, monkeypatch):  # noqa: F811
+    # The sender builds the next upserts while one is in flight (ngsild.Sender.send). When one
+    # fails, the ones built after it must not go out: they would arrive before its retry.
+    from fleet.exports import ngsild
+
+    monkeypatch.setattr(ngsild, "MAX_ENTITIES", 7)
+    ingest(db, "n1", 1, 20)  # one batch of 21 entities: three upserts
+    with NgsiLdBroker(TOKEN) as broker:
+        broker.fail_requests = {2}
+        add(db, settings, broker)
+        running()
+        assert wait_for(lambda: registry.get(db, "city")["delivered"] == 40)
+        chunks = [ids for _status, ids in broker.log]
+        first, second, third = chunks[0], chunks[1], chunks[-1]
+        assert [status for status, _ids in broker.log] == [201, 503, 204, 201, 201]
+        # the batch again from its start, in order, once the second upsert had failed
+        assert chunks == [first, second, first, second, third]
+        assert len(broker.entities) == 21
