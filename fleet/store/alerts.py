@@ -5,7 +5,7 @@ import time
 from . import audit
 from .base import POSTGRESQL, AlertResolved, BadFilter, UnknownAlert, transaction
 from .nodes import ALLOWANCE_SQL, BATTERY_LOW, DEFAULT_INTERVAL
-from .scope import scope_of
+from .scope import one_node, scope_of
 
 BATTERY_OK = 3.5  # V: at or above it the alert resolves itself (hysteresis, no flapping)
 BOOT_LOOP_BOOTS = 3  # boots within BOOT_LOOP_WINDOW seconds
@@ -164,8 +164,8 @@ def list_alerts(db, node_id=None, unresolved=True, limit=50) -> list[dict]:
     """Alerts, newest first: unresolved ones (open or acknowledged), or all."""
     scope = scope_of(db)
     # One node's alerts are tested row by row; all of them against the set of visible nodes.
-    seen = (scope.sees_node_id_of_row("a.node_id", db.dialect) if node_id is not None
-            else scope.sees_node_id("a.node_id", db.dialect))
+    seen = (one_node(db, node_id, scope.sees_node_id_of_row("a.node_id", db.dialect))
+            if node_id is not None else scope.sees_node_id("a.node_id", db.dialect))
     sql = ("SELECT a.*, n.name AS node_name FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id"
            f" WHERE {seen}")
     args: list = []

@@ -7,7 +7,7 @@ from . import audit
 from .base import UnknownCommand, transaction
 from .live import announce
 from .nodes import owned_node
-from .scope import scope_of
+from .scope import one_node, scope_of
 
 
 def create_command(db, node_id, cmd, arg, created_by, body=None) -> tuple[int, int]:
@@ -48,13 +48,18 @@ def mark_command_sent(db, cid, mtype):
         )
 
 
+def _seen_rows(db, node_id) -> str:
+    """The organisation filter of a query for node node_id's commands (scope.one_node)."""
+    return one_node(db, node_id, scope_of(db).sees_node_id_of_row("node_id", db.dialect))
+
+
 def get_command(db, node_id, cid) -> dict:
     """One command with its result; raise UnknownCommand if it does not exist for the node."""
     rows = list(
         db.query(
             "SELECT id, node_id, cmd, arg, created_by, created, seq, sent_at, result_code,"
             " result_value, result_text, result_at, body FROM commands WHERE id = ?"
-            f" AND node_id = ? AND {scope_of(db).sees_node_id_of_row('node_id', db.dialect)}",
+            f" AND node_id = ? AND {_seen_rows(db, node_id)}",
             [cid, node_id],
         )
     )
@@ -73,7 +78,7 @@ def list_commands(db, node_id, limit=20) -> list[dict]:
     return [_command_row(r) for r in db.query(
         "SELECT id, cmd, arg, created_by, created, sent_at, result_code, result_value,"
         " result_text, result_at, body FROM commands WHERE node_id = ?"
-        f" AND {scope_of(db).sees_node_id_of_row('node_id', db.dialect)} ORDER BY id DESC LIMIT ?",
+        f" AND {_seen_rows(db, node_id)} ORDER BY id DESC LIMIT ?",
         [node_id, limit])]
 
 

@@ -13,7 +13,7 @@ from .base import (
     UnknownNode,
     transaction,
 )
-from .scope import scope_of
+from .scope import forget_readable, note_readable, one_node, scope_of
 
 
 class NodeQuotaReached(StoreError):
@@ -25,9 +25,10 @@ def _seen(db) -> str:
     return scope_of(db).sees_nodes(dialect=db.dialect)
 
 
-def _seen_row(db) -> str:
-    """_seen for a query that reads nodes by id: tests the rows found, builds no set of nodes."""
-    return scope_of(db).sees_node_row("nodes", db.dialect)
+def _seen_row(db, node_id: str) -> str:
+    """_seen for a query that reads node node_id: tests the row found, builds no set of nodes
+    (and none at all where this request already found the node readable: scope.one_node)."""
+    return one_node(db, node_id, scope_of(db).sees_node_row("nodes", db.dialect))
 
 
 def _owned(db) -> str:
@@ -61,9 +62,10 @@ def get_node(db, node_id: str) -> dict:
     scope = scope_of(db)
     rows = list(db.query(
         f"SELECT {NODE_COLUMNS}, NOT ({scope.owns('nodes.org_id')}) AS shared FROM nodes"
-        f" WHERE id = ? AND {_seen_row(db)}", [node_id]))
+        f" WHERE id = ? AND {_seen_row(db, node_id)}", [node_id]))
     if not rows:
         raise UnknownNode(f"unknown node {node_id!r}")
+    note_readable(db, node_id)
     rows[0]["shared"] = bool(rows[0]["shared"])
     return _node_dict(rows[0])
 
@@ -354,8 +356,9 @@ def overview(db, now=None) -> dict:
 
 def node_status(db, node_id, now=None) -> str:
     """online, offline or new, by the same rule as the lists."""
-    row = db.conn.execute(f"SELECT {STATUS_SQL} FROM nodes WHERE id = :id AND {_seen_row(db)}",
-                          {"now": time.time() if now is None else now, "id": node_id}).fetchone()
+    row = db.conn.execute(
+        f"SELECT {STATUS_SQL} FROM nodes WHERE id = :id AND {_seen_row(db, node_id)}",
+        {"now": time.time() if now is None else now, "id": node_id}).fetchone()
     if row is None:
         raise UnknownNode(f"unknown node {node_id!r}")
     return row[0]
@@ -363,8 +366,9 @@ def node_status(db, node_id, now=None) -> str:
 
 def node_place(db, node_id) -> dict:
     """A node's position: lat, lon (WGS84 degrees) and a free-text location."""
-    row = db.conn.execute(f"SELECT lat, lon, location FROM nodes WHERE id = ? AND {_seen_row(db)}",
-                          (node_id,)).fetchone()
+    row = db.conn.execute(
+        f"SELECT lat, lon, location FROM nodes WHERE id = ? AND {_seen_row(db, node_id)}",
+        (node_id,)).fetchone()
     if row is None:
         raise UnknownNode(f"unknown node {node_id!r}")
     return {"lat": row[0], "lon": row[1], "location": row[2]}
@@ -386,6 +390,7 @@ def set_name_and_tags(db, node_id, name, tags, actor=None):
     with transaction(db) as conn:
         conn.execute("UPDATE nodes SET name = ?, tags = ? WHERE id = ?",
                      (name, json.dumps(list(tags)), node_id))
+        forget_readable(conn)  # a tag grant may have reached the node through a tag it lost
         audit.insert(conn, time.time(), actor, "node.edit", node_id,
                      {"name": name, "tags": list(tags)})
 
@@ -395,6 +400,7 @@ def tag_nodes(db, node_ids, tag, remove=False, actor=None) -> int:
     sql = (_UNTAG if remove else _TAG)[db.dialect] + " AND " + _owned(db)
     with transaction(db) as conn:
         changed = conn.executemany(sql, [{"tag": tag, "id": i} for i in node_ids]).rowcount
+        forget_readable(conn)  # as in set_name_and_tags
         audit.insert(conn, time.time(), actor, "bulk.untag" if remove else "bulk.tag", tag,
                      {"nodes": len(node_ids), "changed": changed})
     return changed
@@ -475,6 +481,7 @@ def select_target(db, target: dict) -> list[dict]:
 
 def last_seen(db, node_id: str) -> float | None:
     """When the fleet last heard from a node (None: never, or no such node)."""
-    row = db.conn.execute(f"SELECT last_seen FROM nodes WHERE id = ? AND {_seen_row(db)}",
-                          (node_id,)).fetchone()
+    row = db.conn.execute(
+        f"SELECT last_seen FROM nodes WHERE id = ? AND {_seen_row(db, node_id)}",
+        (node_id,)).fetchone()
     return row[0] if row else None

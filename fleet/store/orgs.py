@@ -8,7 +8,7 @@ import time
 from . import audit
 from .base import DuplicateName, IntegrityError, StoreError, UnknownNode, first, transaction
 from .nodes import check_room
-from .scope import PLATFORM_ORG, Scope, scope_of
+from .scope import PLATFORM_ORG, Scope, forget_readable, scope_of
 
 
 class UnknownOrganisation(StoreError):
@@ -211,6 +211,7 @@ def revoke_share(db, grant: int, actor=None) -> None:
                         f" AND revoked_at IS NULL AND {given}", (now, actor, grant)
                         ).rowcount != 1:
             raise StoreError(f"no live grant {grant}")
+        forget_readable(conn)
         audit.insert(conn, now, actor, "org.unshare", str(grant))
 
 
@@ -245,6 +246,7 @@ def _move(conn, node_id: str, from_org: int, to_org: int, now: float, actor) -> 
     """The move itself, inside the caller's transaction."""
     check_room(conn, to_org)
     conn.execute("UPDATE nodes SET org_id = ? WHERE id = ?", (to_org, node_id))
+    forget_readable(conn)
     conn.execute("UPDATE alerts SET org_id = ? WHERE node_id = ?", (to_org, node_id))
     conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE node_id = ?"
                  " AND revoked_at IS NULL", (now, actor, node_id))

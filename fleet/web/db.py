@@ -25,7 +25,8 @@ def get_db() -> Database:
     if "db" not in g:
         pool = current_app.extensions.get(_POOL)
         g.db = pool.take() if pool else connect(current_app.config["DATABASE"])
-        set_scope(g.db, g.get("scope") or NOBODY)
+        # remember=True: the connection lives for this request only (scope.set_scope).
+        set_scope(g.db, g.get("scope") or NOBODY, remember=True)
     return g.db
 
 
@@ -33,7 +34,7 @@ def use_scope(scope: Scope) -> None:
     """From now on this request's store queries see what scope covers (fleet/store/scope.py)."""
     g.scope = scope
     if "db" in g:
-        set_scope(g.db, scope)
+        set_scope(g.db, scope, remember=True)
 
 
 def or_404(missing, get, *args):

@@ -88,11 +88,14 @@ def test_moving_a_node_keeps_its_history_and_ends_its_grants(two):
         orgs.move_node(db, "p-temp", "environment")
 
 
-def test_one_node_queries_see_exactly_the_nodes_the_lists_see(two):
+@pytest.mark.parametrize("remember", [False, True], ids=["worker", "request"])
+def test_one_node_queries_see_exactly_the_nodes_the_lists_see(two, remember):
     """A query narrowed to one node tests its rows one by one (Scope.sees_node_row), a list
     against the set of visible nodes (Scope.visible_node_ids): the two must agree for every
     node and organisation, whatever grants say (own, by node, by tag, revoked, a tag the node
-    does not carry, a grant its owner no longer gives after a move)."""
+    does not carry, a grant its owner no longer gives after a move). On a request's connection
+    (remember) the queries after get_node skip the test for a node it found readable, and must
+    still agree."""
     db, parking, environment = two
     waste = Scope(orgs.add_organisation(db, "waste"))
     set_scope(db, waste)
@@ -115,7 +118,7 @@ def test_one_node_queries_see_exactly_the_nodes_the_lists_see(two):
                                        (node,)).fetchone()[0] for node in nodes}
     seen = {}
     for name, scope in (("parking", parking), ("environment", environment), ("waste", waste)):
-        set_scope(db, scope)
+        set_scope(db, scope, remember=remember)
         listed = node_store.known_node_ids(db)
         seen[name] = listed
         for node in nodes:
@@ -139,6 +142,29 @@ def test_one_node_queries_see_exactly_the_nodes_the_lists_see(two):
     assert seen == {"parking": {"p-temp", "p-bay"},
                     "environment": {"p-temp", "w-bin", "w-lid"},
                     "waste": {"w-lid", "w-vent"}}
+
+
+def test_a_request_forgets_a_node_it_found_readable_once_its_move_takes_it_away(two):
+    """A request's connection remembers the nodes it found readable (scope.set_scope
+    remember=True). Approving a move that takes the node to the other organisation must end
+    that: the same request then no longer finds it."""
+    db, parking, environment = two
+    orgs.share(db, "parking", "environment", node_id="p-temp")
+    set_scope(db, environment)
+    request = orgs.request_move(db, "p-temp", "parking", actor="eve")  # environment asks for it
+    set_scope(db, parking, remember=True)
+    node_store.get_node(db, "p-temp")  # found readable: remembered
+    assert node_store.node_status(db, "p-temp") == "new"
+    orgs.decide_move(db, request, approve=True, actor="pat")  # parking gives it away
+    with pytest.raises(UnknownNode):
+        node_store.node_status(db, "p-temp")
+    with pytest.raises(UnknownNode):
+        node_store.node_place(db, "p-temp")
+    assert node_store.last_seen(db, "p-temp") is None
+    assert command_store.list_commands(db, "p-temp") == []
+    assert alert_store.list_alerts(db, node_id="p-temp") == []
+    set_scope(db, environment, remember=True)
+    assert node_store.get_node(db, "p-temp")["shared"] is False  # environment's own now
 
 
 def _found(get, *args) -> bool:
