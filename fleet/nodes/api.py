@@ -236,7 +236,7 @@ def export_nodes(db, raw: str | None) -> list[str]:
     if len(ids) > MAX_EXPORT_NODES:
         raise ApiError(400, f"nodes= names {len(ids)} nodes; at most {MAX_EXPORT_NODES} at once "
                             "(leave it out for every node)")
-    unknown = node_store.unknown_ids(db, ids)
+    unknown = node_store.unknown_ids(db, ids, shared_too=True)
     if unknown:
         raise ApiError(404, f"unknown node(s): {', '.join(unknown[:20])}")
     return ids
@@ -249,7 +249,8 @@ def export_response(node_ids, since, until, fmt):
     if fmt not in export.FORMATS:
         raise ApiError(400, f"format={fmt!r}: must be one of {', '.join(export.FORMATS)}")
     response = current_app.response_class(
-        export.stream_from(current_app.config["DATABASE"], node_ids, since, until, fmt),
+        export.stream_from(current_app.config["DATABASE"], web_db.request_scope(), node_ids,
+                           since, until, fmt),
         content_type=export.FORMATS[fmt])
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{export.filename(fmt, since, until)}"')

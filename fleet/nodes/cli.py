@@ -169,7 +169,7 @@ def node_export(node_ids, since, until, fmt, output):
     db = open_store()
     ids = [i.strip() for i in node_ids.split(",") if i.strip()] or sorted(
         node_store.known_node_ids(db))
-    unknown = node_store.unknown_ids(db, ids) if node_ids else []
+    unknown = node_store.unknown_ids(db, ids, shared_too=True) if node_ids else []
     if unknown:
         raise click.ClickException(f"unknown node(s): {', '.join(unknown[:20])}")
     for chunk in export.stream(db, ids, start, end, fmt):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from fleet.nodes import senml
 from fleet.store import base as store_base
 from fleet.store import telemetry as telemetry_store
+from fleet.store.scope import set_scope
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "senml": "application/senml+json"}
 SUFFIX = {"csv": "csv", "senml": "senml.json"}
@@ -118,13 +119,15 @@ def stream(db, node_ids: list[str], since=None, until=None, fmt="csv") -> Iterat
     return csv_chunks(rows) if fmt == "csv" else senml_chunks(rows)
 
 
-def stream_from(database, node_ids: list[str], since=None, until=None, fmt="csv"):
+def stream_from(database, scope, node_ids: list[str], since=None, until=None, fmt="csv"):
     """stream() on a connection of its own, for a web response read after the request ends.
 
     The request's connection is closed at teardown, before the body is sent; a client that
-    goes away closes this generator, and with it the connection.
+    goes away closes this generator, and with it the connection. It reads with the request's
+    scope, so each node is tested again when its turn comes (telemetry_store.iter_readings).
     """
     db = store_base.connect(database)
+    set_scope(db, scope)
     try:
         yield from stream(db, node_ids, since, until, fmt)
     finally:

@@ -1,14 +1,7 @@
 """Web UI for nodes: the searchable list with bulk actions, and the node page with live values.
 
-The node page's live values come from a server-sent event stream (`/nodes/<id>/live`). Each open
-stream holds one of waitress's worker threads, so at most LIVE_STREAMS run at once (the rest are
-told to retry later) and each ends after LIVE_SECONDS; the browser's EventSource reconnects by
-itself. The web process shares nothing with the ingest worker (or with the other web processes)
-but the store. On PostgreSQL a stream LISTENs for its node's change notices (fleet/store/live.py),
-which every writer sends on commit whatever process or machine it runs on, and reads the node
-again only when one arrives (at most every LIVE_MIN_GAP s), or after LIVE_IDLE s without one (a
-node goes offline by the clock, not by a write). On SQLite it polls the store every LIVE_POLL
-seconds (a few indexed reads of one node).
+The node page's live values come from a server-sent event stream (`/nodes/<id>/live`, the
+loop in fleet/nodes/sse.py).
 """
 
 import json
@@ -30,18 +23,17 @@ from flask import (
 )
 from polylink import codes
 
-from fleet.nodes import charts, display, export
+from fleet.nodes import charts, display, export, sse
 from fleet.nodes import commands as downlink
 from fleet.ota import rollouts
 from fleet.store import alerts as alert_store
 from fleet.store import commands as command_store
-from fleet.store import live as live_store
 from fleet.store import nodes as node_store
 from fleet.store import ota as ota_store
 from fleet.store import profiles as profile_store
 from fleet.store import providers as provider_store
 from fleet.store import telemetry as telemetry_store
-from fleet.store.base import BadFilter, StoreError, UnknownNode, connect
+from fleet.store.base import BadFilter, StoreError, UnknownNode
 from fleet.web import auth
 from fleet.web import db as web_db
 from fleet.web.params import MAX_INT, query_int
@@ -51,13 +43,6 @@ bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 PAGE_SIZE = 50
 MAX_PAGE = MAX_INT // PAGE_SIZE  # the row offset must fit the store's integers
 BULK_COMMAND_MAX = 100  # one broker connection per command: keep a click under a few seconds
-LIVE_STREAMS = 4  # of waitress's 8 threads; the rest keep serving pages
-LIVE_SECONDS = 60
-LIVE_POLL = 1.0
-LIVE_IDLE = 10.0
-LIVE_MIN_GAP = 0.2  # a node writing every batch would otherwise cost a read per notice
-LIVE_PING = 15.0  # s of silence after which a comment keeps proxies from closing the stream
-LIVE_RETRY_MS = 3000
 TAG_MAX, NAME_MAX, LOCATION_MAX = 32, 64, 120
 FILTER_KEYS = ("q", "status", "provider", "board", "firmware", "micropython", "battery", "seen",
                "tag")
@@ -141,7 +126,8 @@ def export_readings():
     if since is not None and until is not None and since > until:
         return render_template("error.html", message="No export: since is after until"), 400
     response = current_app.response_class(
-        export.stream_from(current_app.config["DATABASE"], sorted(ids), since, until, fmt),
+        export.stream_from(current_app.config["DATABASE"], web_db.request_scope(), sorted(ids),
+                           since, until, fmt),
         content_type=export.FORMATS[fmt])
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{export.filename(fmt, since, until)}"')
@@ -318,7 +304,7 @@ def detail(node_id):
         config_fields=downlink.CONFIG_FIELDS,
         last_config=command_store.last_config(db, node_id),
         profile_commands=_profile_commands(db, node),
-        live_ms=LIVE_RETRY_MS,
+        live_ms=sse.LIVE_RETRY_MS,
     )
 
 
@@ -541,45 +527,12 @@ def live_payload(db, node_id) -> dict:
 def live(node_id):
     db = web_db.get_db()
     _node_or_404(db, node_id)
-    slots = current_app.extensions["polylink_live_slots"]
-    path = current_app.config["DATABASE"]
-    seconds = current_app.config.get("LIVE_SECONDS", LIVE_SECONDS)
-    idle = current_app.config.get("LIVE_IDLE", LIVE_IDLE)
-
-    def stream():
-        # The slot is taken inside the generator, so a response never iterated holds none.
-        if not slots.acquire(blocking=False):
-            # Ends at once; EventSource retries after `retry` ms (a 503 would stop it for good).
-            yield f"retry: {LIVE_RETRY_MS * 3}\n: busy\n\n"
-            return
-        conn = None
-        try:
-            conn = connect(path)
-            # Listening before the first read: a change committed in between is not missed.
-            changes = live_store.listen(conn, node_id)
-            yield f"retry: {LIVE_RETRY_MS}\n\n"
-            last, end = None, time.monotonic() + seconds
-            sent = time.monotonic()
-            while (now := time.monotonic()) < end:
-                data = json.dumps(live_payload(conn, node_id), separators=(",", ":"))
-                if data != last:
-                    last, sent = data, now
-                    yield f"event: state\ndata: {data}\n\n"
-                elif now - sent >= LIVE_PING:
-                    sent = now
-                    yield ": ping\n\n"  # keeps proxies from closing an idle stream
-                left = max(0.0, end - time.monotonic())
-                if changes is None:
-                    time.sleep(min(LIVE_POLL, left))
-                else:
-                    changes.wait(min(idle, LIVE_PING, left))
-                    time.sleep(min(LIVE_MIN_GAP, max(0.0, end - time.monotonic())))
-        finally:
-            if conn is not None:
-                conn.conn.close()
-            slots.release()
-
-    response = Response(stream(), mimetype="text/event-stream")
+    # The stream's own connection outlives the request: it reads with the request's scope.
+    stream = sse.stream(current_app.config["DATABASE"], web_db.request_scope(), node_id,
+                        live_payload, current_app.extensions["polylink_live_slots"],
+                        current_app.config.get("LIVE_SECONDS", sse.LIVE_SECONDS),
+                        current_app.config.get("LIVE_IDLE", sse.LIVE_IDLE))
+    response = Response(stream, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -587,5 +540,5 @@ def live(node_id):
 
 def init_app(app):
     app.extensions["polylink_live_slots"] = threading.BoundedSemaphore(
-        app.config.get("LIVE_STREAMS", LIVE_STREAMS))
+        app.config.get("LIVE_STREAMS", sse.LIVE_STREAMS))
     app.register_blueprint(bp)

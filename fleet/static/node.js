@@ -29,6 +29,10 @@
       Object.keys(s.commands).forEach(function (k) { set('[data-live-command="' + k + '"]', s.commands[k]); });
       conn.textContent = "live";
     });
+    es.addEventListener("gone", function () {  // moved to another organisation, or unshared
+      es.close();
+      conn.textContent = "no longer visible to you: reload";
+    });
     es.onerror = function () { conn.textContent = "reconnecting…"; };
   }
   var geo = root.querySelector("[data-geolocate]");

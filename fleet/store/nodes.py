@@ -446,13 +446,14 @@ TARGET_COLUMNS = (("board", "board"), ("provider", "provider"), ("version", "fir
                   ("micropython", "micropython_version"))
 
 
-def unknown_ids(db, node_ids: list[str]) -> list[str]:
-    """The ids in node_ids that no registered node has, in the order given."""
+def unknown_ids(db, node_ids: list[str], shared_too: bool = False) -> list[str]:
+    """The ids in node_ids that no node of the connection's organisation has (shared_too: nor
+    any node shared with it, for what only reads), in the order given."""
     if not node_ids:
         return []  # and `IN ()` is SQLite's only
     known = {r[0] for r in db.conn.execute(
-        f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))}) AND {_owned(db)}",
-        node_ids)}
+        f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(node_ids))})"
+        f" AND {_seen(db) if shared_too else _owned(db)}", node_ids)}
     return [i for i in node_ids if i not in known]
 
 
@@ -477,6 +478,12 @@ def select_target(db, target: dict) -> list[dict]:
         sql += f" AND id IN ({','.join('?' * len(ids))})"
         args += ids
     return list(db.query(sql + " ORDER BY id", args))
+
+
+def readable(db, node_id: str) -> bool:
+    """Whether the connection's scope reads node node_id (owns it, or was given it)."""
+    return db.conn.execute(f"SELECT 1 FROM nodes WHERE id = ? AND {_seen_row(db, node_id)}",
+                           (node_id,)).fetchone() is not None
 
 
 def last_seen(db, node_id: str) -> float | None:

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
 from .commands import recent_results
 from .live import announce
-from .nodes import get_node
+from .nodes import get_node, readable
 from .scope import scope_of
 
 
@@ -487,10 +487,15 @@ def iter_readings(db, node_ids, since=None, until=None, batch=5000):
     open (which would stop WAL checkpoints, or VACUUM on PostgreSQL) and never sorts more than
     the ties of one time: the index already holds the order. On PostgreSQL a range of times
     reads only its days' partitions.
+
+    Each node is read only if the connection's scope reads it when its turn comes: a node moved
+    to another organisation (or no longer shared) during a long download is left out.
     """
     until = float("inf") if until is None else until
     row_id = INSERTION_ORDER[db.dialect]
     for node_id in node_ids:
+        if not readable(db, node_id):
+            continue
         qids = [r[0] for r in db.conn.execute(
             "SELECT DISTINCT qid FROM latest WHERE node_id = ? ORDER BY qid", (node_id,))]
         for qid in qids:

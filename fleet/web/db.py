@@ -26,8 +26,14 @@ def get_db() -> Database:
         pool = current_app.extensions.get(_POOL)
         g.db = pool.take() if pool else connect(current_app.config["DATABASE"])
         # remember=True: the connection lives for this request only (scope.set_scope).
-        set_scope(g.db, g.get("scope") or NOBODY, remember=True)
+        set_scope(g.db, request_scope(), remember=True)
     return g.db
+
+
+def request_scope() -> Scope:
+    """What this request may see: for a connection of its own that outlives the request (the
+    live stream's), which must be given the same scope (set_scope)."""
+    return g.get("scope") or NOBODY
 
 
 def use_scope(scope: Scope) -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from fleet.nodes import export
 from fleet.store import alerts as alert_store
 from fleet.store import audit as audit_store
 from fleet.store import commands as command_store
@@ -165,6 +166,64 @@ def test_a_request_forgets_a_node_it_found_readable_once_its_move_takes_it_away(
     assert alert_store.list_alerts(db, node_id="p-temp") == []
     set_scope(db, environment, remember=True)
     assert node_store.get_node(db, "p-temp")["shared"] is False  # environment's own now
+
+
+@pytest.mark.parametrize("taken_by", ["revoke", "move"])
+def test_a_live_stream_ends_once_its_node_is_no_longer_visible(two, app, taken_by):
+    """The node page's live stream reads on a connection of its own that outlives the request:
+    it must keep the viewer's scope, so a revoked grant or a move ends it at its next read
+    instead of streaming another organisation's node until the stream's time runs out."""
+    db, _parking, _environment = two
+    app.config.update(WTF_CSRF_ENABLED=False, LIVE_SECONDS=20, LIVE_IDLE=0.3)
+    grant = orgs.share(db, "parking", "environment", node_id="p-temp")
+    auth.create_user(db, "eve", "correct horse", "viewer")
+    orgs.remove_member(db, "eve", "platform")
+    orgs.set_member(db, "eve", "environment", "viewer")
+    client = app.test_client()
+    assert client.post("/auth/login", data={"username": "eve", "password": "correct horse"}
+                       ).status_code == 302
+    r = client.get("/nodes/p-temp/live", buffered=False)
+    chunks = r.response
+    assert next(chunks).startswith(b"retry: ")
+    assert next(chunks).startswith(b"event: state\n")
+    set_scope(db, EVERYTHING)
+    if taken_by == "revoke":
+        orgs.revoke_share(db, grant, actor="pat")
+    else:
+        orgs.add_organisation(db, "waste")
+        orgs.move_node(db, "p-temp", "waste", actor="op")
+    # Before it kept the node's state for the rest of its 20 s and ended without a word.
+    assert next(chunks) == b"event: gone\ndata: {}\n\n"
+    assert b"".join(chunks) == b""
+    r.close()
+    assert client.get("/nodes/p-temp/live").status_code == 404
+
+
+def test_a_streamed_export_reads_each_node_with_the_requests_scope(two, client, monkeypatch):
+    """A download reads on a connection of its own after the request has ended: a node shared
+    by name can be named, and one whose grant is revoked while the download runs is left out
+    when its turn comes."""
+    db, _parking, environment = two
+    monkeypatch.setattr(export, "ROWS_PER_CHUNK", 1)
+    for node_id in ("p-bay", "p-temp"):
+        db.conn.execute("INSERT INTO readings (node_id, t, qid, inst, value) VALUES"
+                        " (?, 5, 0, 0, 21.5), (?, 6, 0, 0, 22.5)", (node_id, node_id))
+        db.conn.execute("INSERT INTO latest (node_id, qid, inst, t, value) VALUES"
+                        " (?, 0, 0, 6, 22.5)", (node_id,))
+    orgs.share(db, "parking", "environment", node_id="p-bay")
+    temp = orgs.share(db, "parking", "environment", node_id="p-temp")
+    set_scope(db, environment)
+    headers = {"Authorization": f"Bearer {auth.create_token(db, 'env', 'viewer')}"}
+    set_scope(db, EVERYTHING)
+    r = client.get("/api/v1/export?nodes=p-bay,p-temp", headers=headers, buffered=False)
+    assert r.status_code == 200  # shared nodes can be named: before, "unknown node(s)"
+    chunks = iter(r.response)
+    assert next(chunks).startswith(b"node_id,time")  # the header and p-bay's first row
+    orgs.revoke_share(db, temp, actor="pat")
+    rest = b"".join(chunks).decode()
+    r.close()
+    assert rest.count("p-bay,") == 1 and "p-temp" not in rest
+    assert client.get("/api/v1/export?nodes=p-temp", headers=headers).status_code == 404
 
 
 def _found(get, *args) -> bool:
