@@ -31,8 +31,9 @@ def get_db() -> Database:
 
 
 def request_scope() -> Scope:
-    """What this request may see: for a connection of its own that outlives the request (the
-    live stream's), which must be given the same scope (set_scope)."""
+    """What this request may see: the scope of its own connection (get_db), and of any
+    connection that outlives the request (the live stream's, a streamed download's), which
+    must be given the same scope (set_scope)."""
     return g.get("scope") or NOBODY
 
 
