@@ -183,7 +183,10 @@ class SimModem:
             # Wait for the window, then as long as a packet that started in it may still arrive.
             longest = self.medium.airtime_s(64, self.cfg.get("sf", 7),
                                             int(self.cfg.get("bw", "125")) * 1000, False)
-            return await asyncio.wait_for(q.get(), (timeout_ms or 0) / 1000 + longest)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that lands
+            # with the packet (unixsim.next_line says more).
+            async with asyncio.timeout((timeout_ms or 0) / 1000 + longest):
+                return await q.get()
         except TimeoutError:
             return None
         finally:

@@ -140,7 +140,11 @@ class UnixNode:
         finally:
             self.kill()
             if self.proc is not None:
-                await self.proc.wait()  # reap it while the loop that started it still runs
+                # Reap it while the loop that started it still runs. communicate(), not wait():
+                # on Python 3.11 wait() returns only once the output pipe reached its end, and
+                # the pipe stops being read while 64 KB of unread output wait in its buffer, so
+                # wait() on a chatty node never returned. Killed, the node writes no more.
+                await self.proc.communicate()
 
     def kill(self) -> None:
         """Cut the power: the process dies without a DISCONNECT, the broker sends the will."""
@@ -171,11 +175,7 @@ class UnixNode:
         bitten = False
         boot_failed = ""  # the line unixboot.py prints when the boot itself fails
         while True:
-            timeout = 0.5 if wdt_ms else None
-            try:
-                line = await asyncio.wait_for(out.readline(), timeout)
-            except TimeoutError:
-                line = None
+            line = await next_line(out, 0.5 if wdt_ms else None)
             if line == b"":
                 break
             now = time.monotonic()
@@ -228,6 +228,21 @@ class UnixNode:
                 log.warning("node %s: exited with status %s: %s", self.id, rc,
                             " | ".join(list(self.output)[-3:]))
         return 0
+
+
+async def next_line(stream: asyncio.StreamReader, timeout: float | None) -> bytes | None:
+    """The stream's next line (b"" at its end), or None when none came within timeout seconds.
+
+    Not asyncio.wait_for: on Python 3.11 a cancel that arrives in the same loop turn as the line
+    is swallowed and the line returned (python/cpython#86296, fixed by 3.12's rewrite), so
+    `run()` read on and a test that cancelled its node waited for it for ever (stop 25's CI).
+    asyncio.timeout tells its own cancel from the caller's.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await stream.readline()
+    except TimeoutError:
+        return None
 
 
 def summary(nodes: list[UnixNode], started: float) -> str:
