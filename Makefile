@@ -25,7 +25,8 @@ run: setup ## start the fleet manager: web UI + API on :8000, ingest worker, bro
 
 test: system-packages setup ## run the whole test suite on SQLite, then on PostgreSQL (lint and firmware type check included)
 	@# Both halves run even when the first fails, so one run reports every failure; the target
-	@# fails if either did. The PostgreSQL half starts a throwaway cluster of its own (tests/pgcluster.py).
+	@# fails if either did. The PostgreSQL half starts a throwaway cluster of its own (tests/pgcluster.py)
+	@# and runs only the tests that open the store (tests/conftest.py, opens_no_store).
 	@status=0; \
 	$(BIN)/python -m pytest || status=1; \
 	$(BIN)/python -m pytest --backend=postgresql || status=1; \
