@@ -251,7 +251,7 @@ _INSERT_FRAMES_PG = (
 
 def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
     columns = _columns([f[:6] for f in frames], 6, (3,))
-    new = set(conn.execute(_INSERT_FRAMES_PG, columns).fetchall())
+    new = set(conn.execute_binary(_INSERT_FRAMES_PG, columns).fetchall())
     fresh = []
     for f in frames:
         key = (f[0], f[1])
@@ -378,9 +378,9 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             if conn.dialect == POSTGRESQL:
                 # One statement per table with arrays: ~3 rows per message make executemany's
                 # per-row round trip the batch's biggest cost on PostgreSQL.
-                conn.execute(_INSERT_READINGS_PG, _columns(readings_rows, 5, (1, 4)))
-                conn.execute(_UPSERT_LATEST_PG,
-                             _columns(sorted(latest_rows.values()), 5, (3, 4)))
+                conn.execute_binary(_INSERT_READINGS_PG, _columns(readings_rows, 5, (1, 4)))
+                conn.execute_binary(_UPSERT_LATEST_PG,
+                                    _columns(sorted(latest_rows.values()), 5, (3, 4)))
             else:
                 conn.executemany(_INSERT_READING, readings_rows)
                 conn.executemany(_UPSERT_LATEST, latest_rows.values())

@@ -1,0 +1,37 @@
+"""store_batch writes every value of a batch back exactly, on both backends: on PostgreSQL the
+batch goes as arrays in binary format (PgConnection.execute_binary), where a column of only NULLs,
+ints beside floats and ints past 32 bits each take another path than the common case."""
+
+from polylink import proto
+
+from fleet.store import telemetry as telemetry_store
+from fleet.store.telemetry import Batch
+
+TELEMETRY = proto.TELEMETRY
+
+
+def test_a_batch_of_edge_values_is_stored_exactly(db):
+    batch = Batch()
+    batch.new_nodes = [("n1", "mqtt", 1.0), ("n2", None, 1.0)]
+    # No device time in any frame, no provider for n2: whole columns of NULLs.
+    batch.frames = [
+        ("n1", 1, TELEMETRY, 1_800_000_000.25, None, "mqtt",
+         [(0, 0, 21), (1, 0, -0.5), (7, 3, 2**40)]),  # an int value, a float, an int past 32 bits
+        ("n2", 2**31 + 5, TELEMETRY, 1_800_000_001.5, None, None, [(0, 0, 1e300)]),
+        ("n1", 1, TELEMETRY, 1_800_000_002.0, None, "mqtt", [(0, 0, 99.0)]),  # same seq twice
+    ]
+    assert telemetry_store.store_batch(db, batch, TELEMETRY, proto.STATUS, proto.EVENT,
+                                      proto.RESULT, proto.OTA_UP) == 2
+
+    frames = db.execute("SELECT node_id, seq, received_at, device_ts, provider FROM frames"
+                        " ORDER BY node_id").fetchall()
+    assert [tuple(f) for f in frames] == [("n1", 1, 1_800_000_000.25, None, "mqtt"),
+                                          ("n2", 2**31 + 5, 1_800_000_001.5, None, None)]
+    readings = db.execute("SELECT node_id, t, qid, inst, value FROM readings"
+                          " ORDER BY node_id, qid").fetchall()
+    assert [tuple(r) for r in readings] == [
+        ("n1", 1_800_000_000.25, 0, 0, 21.0), ("n1", 1_800_000_000.25, 1, 0, -0.5),
+        ("n1", 1_800_000_000.25, 7, 3, float(2**40)), ("n2", 1_800_000_001.5, 0, 0, 1e300)]
+    latest = db.execute("SELECT node_id, qid, inst, value FROM latest ORDER BY node_id, qid")
+    assert [tuple(r) for r in latest.fetchall()] == [
+        ("n1", 0, 0, 21.0), ("n1", 1, 0, -0.5), ("n1", 7, 3, float(2**40)), ("n2", 0, 0, 1e300)]
