@@ -195,7 +195,7 @@ class PgConnection:
     def execute_binary(self, sql: str, args=()):
         """execute(), with the `?` values sent in binary format: for the ingest's arrays of
         thousands of values, which psycopg's text format dumps 2.5-3.5x slower (it checks every
-        element for quoting), ~30 % of a batch's time on the client (docs/benchmarks.md)."""
+        element for quoting): ~45 % of the client's time storing a batch (docs/benchmarks.md)."""
         cur = self.raw.cursor()
         cur.execute(to_psycopg(sql, binary=True), args)
         return cur
