@@ -21,6 +21,7 @@ import random
 import time
 
 from polylink.lorawan import region
+from polylink_host import simclock
 
 TX_POWER_DBM = 14
 NOISE_DBM = -117.0  # thermal noise in 125 kHz plus a 6 dB noise figure
@@ -32,10 +33,6 @@ CAPTURE_DB = 6.0
 def path_loss_db(distance_m: float, exponent: float = 2.7) -> float:
     """Log-distance path loss at 868 MHz: 31.2 dB at 1 m (free space), then 10 n log10(d)."""
     return 31.2 + 10 * exponent * math.log10(max(distance_m, 1.0))
-
-
-def ticks_ms() -> int:
-    return int(time.monotonic() * 1000) & ((1 << 30) - 1)
 
 
 class RxPacket(bytes):
@@ -87,8 +84,8 @@ class Medium:
         dr = region.DATA_RATES.index((sf, bw))
         return region.airtime_us(n, dr, crc=uplink) / 1e6
 
-    def transmit(self, src, data: bytes, cfg: dict, uplink: bool, pos, power) -> float:
-        """Start a transmission now; return its duration in s. Delivery happens at its end."""
+    def transmit(self, src, data: bytes, cfg: dict, uplink: bool, pos, power) -> _Tx:
+        """Start a transmission now and return it; delivery happens at its end."""
         loop = asyncio.get_running_loop()
         sf, bw = cfg["sf"], int(cfg["bw"]) * 1000
         freq = int(round(cfg["freq_khz"] * 1000))
@@ -98,7 +95,7 @@ class Medium:
         self.recent = [t for t in self.recent if t.end > start - 10] + [tx]
         self.stats["sent"] += 1
         loop.call_at(tx.end, self._deliver, tx)
-        return dur
+        return tx
 
     def _collides(self, tx: _Tx, at, rssi: float) -> bool:
         for o in self.recent:
@@ -156,10 +153,14 @@ class SimModem:
 
     async def send(self, packet, tx_at_ms=None) -> int:
         self._rx = None
-        dur = self.medium.transmit(self, bytes(packet), self.cfg, True, self.pos, self.power)
+        tx = self.medium.transmit(self, bytes(packet), self.cfg, True, self.pos, self.power)
         self.sent += 1
-        await asyncio.sleep(dur)
-        return ticks_ms()
+        await asyncio.sleep(tx.end - tx.start)
+        # The driver returns the TxDone interrupt's timestamp, the moment the radio finished, not
+        # when the task woke up after it: on a busy host the loop may wake this task tens of ms
+        # late, and RX1 counted from then would open after the network's downlink had passed.
+        # The loop's clock is time.monotonic(), the ticks' source, so the end converts exactly.
+        return simclock.ticks_add(0, int(tx.end * 1000))
 
     def listening(self, tx: _Tx) -> bool:
         # A reception started inside the window is received even if it ends after it.
@@ -172,7 +173,7 @@ class SimModem:
 
     def receive(self, tx: _Tx, rssi: float, snr: float) -> None:
         if self._rx is not None:
-            self._rx.put_nowait(RxPacket(tx.data, ticks_ms(), rssi, snr))
+            self._rx.put_nowait(RxPacket(tx.data, simclock.ticks_ms(), rssi, snr))
 
     async def recv(self, timeout_ms=None, rx_length=0xFF, rx_packet=None):
         loop = asyncio.get_running_loop()

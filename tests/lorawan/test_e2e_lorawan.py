@@ -201,6 +201,9 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
             await until(lambda: sim.node.store.count == 0, 40, "the queue drained")
             out["lora_sent"] = sim.node.lora_sent
             out["joins_after"] = tts.stats["joins"]
+            # the link's own count of join-accepts taken, kept while its code was parked
+            lora = sim.node.lora
+            out["node_joins"] = lora.joins if lora is not None else sim.node._lw_keep[1][6]
             out["parks"] = sim.node.lora_parks
             out["emitted"] = sim.node.seq.next
             await until(lambda: telemetry_store.count_frames(db, "fo-1") >= out["emitted"], 20,
@@ -222,7 +225,10 @@ def test_failover_wifi_to_lorawan_and_back_every_seq_stored_once(tmp_path, mosqu
     assert sorted(seqs) == list(range(out["emitted"])), "every seq stored, exactly once, none lost"
     assert by_provider("ttn") >= 3 and by_provider("mqtt") >= 6
     assert out["lora_sent"] >= 3 and out["queued_during_outage"] >= 1
-    assert out["joins"] == out["joins_after"] == 1, "the parked session served, no rejoin"
+    # A join-accept missed on a busy host makes the node ask again (the network counts two
+    # joins, the node took one); no join may happen across the outage.
+    assert out["joins"] >= 1 and out["joins_after"] == out["joins"], "a rejoin during the outage"
+    assert out["node_joins"] == 1, "the parked session served: the node joined once"
     assert out["parks"] >= 2, "parked before the outage and again once WiFi was back"
     assert node_store.get_node(db, "fo-1")["provider"] == "mqtt"  # back on WiFi at the end
 

@@ -12,12 +12,12 @@ import asyncio
 import pytest
 from polylink.lorawan import region
 from polylink.lorawan.link import LoRaLink
+from polylink_host import simclock
 from polylink_host.nsemu import NetworkServer
-from polylink_host.simradio import Gateway, Medium, SimModem, ticks_ms
+from polylink_host.simradio import Gateway, Medium, SimModem
 
 OTAA = {"dev_eui": "02A1B2C3D4E5F601", "join_eui": "0000000000000000",
         "app_key": "00112233445566778899AABBCCDDEEFF", "adr": False}
-_MASK = (1 << 30) - 1  # simradio.ticks_ms wraps here, like MicroPython's ticks
 
 
 class _HAL:
@@ -28,13 +28,13 @@ class _HAL:
         return self.root + "/" + name
 
     def ticks_ms(self):
-        return ticks_ms()
+        return simclock.ticks_ms()
 
     def ticks_diff(self, a, b):
-        return ((a - b + (1 << 29)) & _MASK) - (1 << 29)
+        return simclock.ticks_diff(a, b)
 
     def ticks_add(self, a, d):
-        return (a + d) & _MASK
+        return simclock.ticks_add(a, d)
 
     def time(self):
         import time

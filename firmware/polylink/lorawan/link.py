@@ -12,6 +12,11 @@ from polylink.lorawan.device import Device
 from polylink.proto import TYPE_NAMES, FrameError
 
 _RX_WINDOW_MS = 300  # how long each receive window listens for a preamble to start
+# A receive window opens this much before its time. The wait for it is an asyncio sleep, and
+# a flash sector erase or a collection of a large heap can hold the loop for tens of ms; a
+# window opened after the downlink's preamble has passed hears nothing. The early part costs
+# only the radio's receive current for those ms.
+_RX_EARLY_MS = 50
 _JOIN_BACKOFF_S = 10  # extra wait between join attempts, on top of the duty cycle
 _NOACK_BACKOFF_S = 60  # a confirmed frame never acknowledged goes again after 1, 2, 4 .. min
 _NOACK_BACKOFF_CAP_S = 3600
@@ -50,11 +55,11 @@ class LoRaLink:
         self.unacked = 0  # confirmed uplinks that got no ACK in any of their tries
         self.unconfirmed_budget = 0  # sent unconfirmed: the day's downlinks (ACKs) were used up
         self._noack_rounds = 0
+        self.joins = 0  # join-accepts taken since boot
+        self.downlinks = 0
         if keep:
             (self.sent, self.retransmissions, self.acked, self.unacked, self.unconfirmed_budget,
              self.downlinks, self.joins, self._noack_rounds) = keep[1]
-        self.joins = 0
-        self.downlinks = 0
         self.last_error = ""
         self._busy = asyncio.Lock()
         self.dc_wait = False  # waiting for a sub-band's duty-cycle off time to pass
@@ -100,9 +105,11 @@ class LoRaLink:
     async def _rx(self, at, freq, dr):
         """Listen in a receive window opening at ticks `at`; the packet or None."""
         hal = self.hal
-        await self._wait_ms(hal.ticks_diff(at, hal.ticks_ms()))
+        await self._wait_ms(hal.ticks_diff(at, hal.ticks_ms()) - _RX_EARLY_MS)
         self.modem.configure(region.lora_cfg(freq, dr, False))
-        pkt = await self.modem.recv(timeout_ms=_RX_WINDOW_MS)
+        # listening for as long after `at` as a window opened on time would
+        wait = max(hal.ticks_diff(at, hal.ticks_ms()), 0)
+        pkt = await self.modem.recv(timeout_ms=wait + _RX_WINDOW_MS)
         self.modem.standby()
         return pkt
 

@@ -54,6 +54,7 @@ class _Modem:
         self.cfg = {}
         self.sent = []  # (phy, sf, ticks at the start)
         self.windows = 0
+        self.opened = []  # (ticks when the window opened, its timeout_ms)
 
     def configure(self, cfg):
         self.cfg = cfg
@@ -66,6 +67,7 @@ class _Modem:
 
     async def recv(self, timeout_ms=None):
         self.windows += 1
+        self.opened.append((self.hal.now, timeout_ms))
         return self.replies.pop(0) if self.replies else None
 
     def standby(self):
@@ -196,6 +198,30 @@ async def test_queue_head_confirmed_by_message_type_and_kept_until_acked():
         rmtree(d)
 
 
+async def test_receive_windows_open_early_and_listen_their_full_length_after_a_late_wake():
+    # A busy loop wakes the waiting task late; the windows must still span their time.
+    for late_ms in (0, 30, 49):
+        lk, _, d = _link()
+        try:
+
+            async def wait(ms, lk=lk, late_ms=late_ms):
+                if ms > 0:
+                    lk.hal.now += ms + late_ms
+
+            lk._wait_ms = wait
+            await lk.send(b"\x20\x00\x01")
+            end = lk.modem.sent[0][2] + eu.airtime_us(len(lk.modem.sent[0][0]), 5) // 1000
+            eq(len(lk.modem.opened), 2, "RX1 and RX2")
+            for k in (0, 1):
+                opened, timeout = lk.modem.opened[k]
+                at = end + eu.RECEIVE_DELAY1_MS * (k + 1)  # RX1, then RX2 a second later
+                if not (at - 50 <= opened <= at and opened + timeout >= at + 300):
+                    raise AssertionError("woken %d ms late: window [%d, %d] for a downlink at %d"
+                                         % (late_ms, opened, opened + timeout, at))
+        finally:
+            rmtree(d)
+
+
 async def test_confirmed_types_come_from_config():
     lk, _, d = _link(confirmed=["telemetry"])
     try:
@@ -244,6 +270,7 @@ async def test_dual_node_parks_the_lorawan_code_on_wifi_and_resumes_the_same_ses
         lk = _manual(node.lora)
         await lk.send(b"\x20\x00\x01")
         lk.dev.request_link_check()  # a MAC request waiting for the next uplink
+        lk.joins, lk.downlinks = 1, 2  # as if it had joined and taken two downlinks
         with open(d + "/lorawan.json") as f:
             up_limit = json.load(f)["up"]
         node._lora_park()
@@ -252,7 +279,8 @@ async def test_dual_node_parks_the_lorawan_code_on_wifi_and_resumes_the_same_ses
             eq([m for m in ("lorawan", "lw_link", "lw_crypto", "region_eu868")
                 if "polylink." + m in sys.modules], [], "LoRaWAN code left the heap")
         lk = _manual(node._lora_load())
-        eq((lk.dev.fcnt_up, lk.sent, lk.ready.is_set()), (1, 1, True), "same counters, joined")
+        eq((lk.dev.fcnt_up, lk.sent, lk.joins, lk.downlinks, lk.ready.is_set()), (1, 1, 1, 2, True),
+           "same counters, joined")
         with open(d + "/lorawan.json") as f:
             eq(json.load(f)["up"], up_limit, "no counter block spent on reloading")
         await lk.send(b"\x20\x00\x02")
