@@ -205,6 +205,23 @@ class PgConnection:
         cur.executemany(to_psycopg(sql), rows)
         return cur
 
+    def copy_rows(self, table: str, columns: tuple, types: tuple, rows) -> None:
+        """Append rows to table with COPY in binary format; types are the columns' PostgreSQL
+        type names, in the order of columns.
+
+        For the ingest's readings: against one INSERT of unnest() arrays, the client skips
+        building the arrays (psycopg writes each row in C) and the server inserts pages of rows
+        at a time; ~1 us less client time and ~0.7 us less server time per row
+        (docs/benchmarks.md). COPY cannot run in pipeline mode, nor add ON CONFLICT, and needs
+        its own round trip: a table only appended to, written in large batches.
+        """
+        cur = self.raw.cursor()
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            write = copy.write_row
+            for row in rows:
+                write(row)
+
     def close(self):
         self.raw.close()
 

@@ -173,10 +173,6 @@ _UPSERT_LATEST = (
 )
 
 
-_INSERT_READINGS_PG = (
-    "INSERT INTO readings (node_id, t, qid, inst, value) SELECT * FROM"
-    " unnest(?::text[], ?::float8[], ?::bigint[], ?::bigint[], ?::float8[])"
-)
 _UPSERT_LATEST_PG = (
     "INSERT INTO latest (node_id, qid, inst, t, value) SELECT * FROM"
     " unnest(?::text[], ?::bigint[], ?::bigint[], ?::float8[], ?::float8[])"
@@ -326,21 +322,23 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
     events_rows = []
     results = []
     battery = {}
-    # PostgreSQL: the statements go out in pipeline mode, so a batch costs three round trips
-    # (up to the frames' insert, whose answer says which frames are new; the rest; COMMIT)
-    # instead of one per statement. Nothing in between reads a result but that insert.
-    with transaction(db) as conn, _pipelined(conn):
-        if batch.new_nodes:
-            conn.executemany(
-                "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                sorted(batch.new_nodes),
-            )
-        if conn.dialect == POSTGRESQL:
-            changed = _nodes_of(batch)
-            _lock_nodes(conn, changed)
-            # Delivered at commit to the live streams of these nodes in every web process.
-            announce(conn, changed)
-        fresh = _insert_frames(conn, batch.frames)
+    # PostgreSQL: the statements go out in pipeline mode, so a batch costs five round trips (up
+    # to the frames' insert, whose answer says which frames are new; the readings' COPY, two;
+    # the rest; COMMIT) instead of one per statement. Nothing reads a result but that insert.
+    with transaction(db) as conn:
+        with _pipelined(conn):
+            if batch.new_nodes:
+                conn.executemany(
+                    "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    sorted(batch.new_nodes),
+                )
+            if conn.dialect == POSTGRESQL:
+                changed = _nodes_of(batch)
+                _lock_nodes(conn, changed)
+                # Delivered at commit to the live streams of these nodes in every web process.
+                announce(conn, changed)
+            fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
             t = received_at if ts is None else ts
@@ -374,98 +372,106 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                                  body.get("rid")))
                 if body.get("keys"):
                     trusts[node] = (body["keys"], node)
-        if readings_rows:
-            if conn.dialect == POSTGRESQL:
-                # One statement per table with arrays: ~3 rows per message make executemany's
-                # per-row round trip the batch's biggest cost on PostgreSQL.
-                conn.execute_binary(_INSERT_READINGS_PG, _columns(readings_rows, 5, (1, 4)))
-                conn.execute_binary(_UPSERT_LATEST_PG,
-                                    _columns(sorted(latest_rows.values()), 5, (3, 4)))
-            else:
-                conn.executemany(_INSERT_READING, readings_rows)
-                conn.executemany(_UPSERT_LATEST, latest_rows.values())
-        if battery:
-            conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
-        if statuses:
-            conn.executemany(
-                # A field a STATUS leaves out keeps its last value (docs/protocol.md, STATUS):
-                # a compact STATUS must not blank what the full one after boot reported.
-                "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
-                " uptime = ?, reset_cause = coalesce(?, reset_cause),"
-                " heap_free = coalesce(?, heap_free), rssi = coalesce(?, rssi),"
-                " queue = coalesce(?, queue), dropped = coalesce(?, dropped),"
-                " boots = coalesce(?, boots), interval = coalesce(?, interval),"
-                " micropython_version = coalesce(?, micropython_version),"
-                " lost = coalesce(?, lost), status_at = ?"
-                " WHERE id = ?",
-                statuses,
-            )
-            conn.executemany(
-                "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free, rssi,"
-                " queue, dropped, boots, lost, t, node_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [st[:8] + st[10:] for st in statuses],
-            )
-        if ota_rows:
-            conn.executemany(
-                "INSERT INTO ota_reports (node_id, t, state, version, progress, reason, text, rid)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ota_rows,
-            )
-        if trusts:
-            conn.executemany("UPDATE nodes SET ota_keys = ? WHERE id = ?", trusts.values())
-        events_rows += batch.restarts
-        if events_rows:
-            conn.executemany(
-                "INSERT INTO events (node_id, t, received_at, code, value, text)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                events_rows,
-            )
-        bad = list(batch.bad)
-        for row in results:
-            if conn.execute(
-                "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
-                " result_at = ? WHERE id = ? AND node_id = ? RETURNING id",
-                row[:6],
-            ).fetchone() is None:
-                # A RESULT for no command of ours (forged, or for another node's): shown and
-                # counted like any frame the fleet cannot use, never stored silently.
-                _code, _value, _text, received_at, cid, node, seq, provider = row
-                topic, payload, size = batch.raw.get((node, seq), (None, None, None))
-                bad.append((node, received_at, provider, topic, payload,
-                            f"RESULT for command id {cid}, which the fleet never sent to {node}",
-                            size))
-        if batch.touch:
-            conn.executemany(
-                f"UPDATE nodes SET last_seen = {GREATEST[conn.dialect]}(coalesce(last_seen, 0), ?),"
-                f" online = 1, provider = ?,"
-                f" up_seq = coalesce({GREATEST[conn.dialect]}(up_seq, ?), up_seq, ?) WHERE id = ?",
-                [(seen, prov, seq, seq, node) for node, (seen, prov, seq) in batch.touch.items()],
-            )
-        if batch.conn_state:
-            conn.executemany(
-                "UPDATE nodes SET online = ? WHERE id = ?",
-                [(state, node) for node, state in batch.conn_state.items()],
-            )
-        if bad:
-            conn.executemany(
-                "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error,"
-                " size) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                bad,
-            )
-            counts: dict = {}
-            for row in bad:
-                if row[0] is not None:
-                    counts[row[0]] = counts.get(row[0], 0) + 1
-            conn.executemany(
-                "UPDATE nodes SET bad_frames = bad_frames + ? WHERE id = ?",
-                [(n, node) for node, n in counts.items()],
-            )
-        counts = {"frames_stored": new, "frames_duplicate": len(batch.frames) - new,
-                  "frames_bad": len(bad), "readings_stored": len(readings_rows)}
-        provider = batch.frames[0][5] if batch.frames else (bad[0][2] if bad else None)
-        conn.executemany(_ADD_COUNTER, [(name, provider or "", n)
-                                        for name, n in counts.items() if n])
+        if readings_rows and conn.dialect == POSTGRESQL:
+            # COPY, between the two pipelines: it cannot run inside one (PgConnection.copy_rows)
+            conn.copy_rows("readings", ("node_id", "t", "qid", "inst", "value"),
+                           ("text", "float8", "int8", "int8", "float8"), readings_rows)
+        with _pipelined(conn):
+            if readings_rows:
+                if conn.dialect == POSTGRESQL:
+                    # One statement with arrays: executemany's per-row cost would be the batch's
+                    # biggest on PostgreSQL (the readings are ~3 rows per message; a node's
+                    # latest value one per quantity).
+                    conn.execute_binary(_UPSERT_LATEST_PG,
+                                        _columns(sorted(latest_rows.values()), 5, (3, 4)))
+                else:
+                    conn.executemany(_INSERT_READING, readings_rows)
+                    conn.executemany(_UPSERT_LATEST, latest_rows.values())
+            if battery:
+                conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
+            if statuses:
+                conn.executemany(
+                    # A field a STATUS leaves out keeps its last value (docs/protocol.md, STATUS):
+                    # a compact STATUS must not blank what the full one after boot reported.
+                    "UPDATE nodes SET firmware_version = coalesce(?, firmware_version),"
+                    " uptime = ?, reset_cause = coalesce(?, reset_cause),"
+                    " heap_free = coalesce(?, heap_free), rssi = coalesce(?, rssi),"
+                    " queue = coalesce(?, queue), dropped = coalesce(?, dropped),"
+                    " boots = coalesce(?, boots), interval = coalesce(?, interval),"
+                    " micropython_version = coalesce(?, micropython_version),"
+                    " lost = coalesce(?, lost), status_at = ?"
+                    " WHERE id = ?",
+                    statuses,
+                )
+                conn.executemany(
+                    "INSERT INTO status_log (firmware_version, uptime, reset_cause, heap_free,"
+                    " rssi, queue, dropped, boots, lost, t, node_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [st[:8] + st[10:] for st in statuses],
+                )
+            if ota_rows:
+                conn.executemany(
+                    "INSERT INTO ota_reports (node_id, t, state, version, progress, reason,"
+                    " text, rid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    ota_rows,
+                )
+            if trusts:
+                conn.executemany("UPDATE nodes SET ota_keys = ? WHERE id = ?", trusts.values())
+            events_rows += batch.restarts
+            if events_rows:
+                conn.executemany(
+                    "INSERT INTO events (node_id, t, received_at, code, value, text)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    events_rows,
+                )
+            bad = list(batch.bad)
+            for row in results:
+                if conn.execute(
+                    "UPDATE commands SET result_code = ?, result_value = ?, result_text = ?,"
+                    " result_at = ? WHERE id = ? AND node_id = ? RETURNING id",
+                    row[:6],
+                ).fetchone() is None:
+                    # A RESULT for no command of ours (forged, or for another node's): shown and
+                    # counted like any frame the fleet cannot use, never stored silently.
+                    _code, _value, _text, received_at, cid, node, seq, provider = row
+                    topic, payload, size = batch.raw.get((node, seq), (None, None, None))
+                    bad.append((node, received_at, provider, topic, payload,
+                                f"RESULT for command id {cid}, which the fleet never sent to"
+                                f" {node}", size))
+            if batch.touch:
+                greatest = GREATEST[conn.dialect]
+                conn.executemany(
+                    f"UPDATE nodes SET last_seen = {greatest}(coalesce(last_seen, 0), ?),"
+                    f" online = 1, provider = ?,"
+                    f" up_seq = coalesce({greatest}(up_seq, ?), up_seq, ?) WHERE id = ?",
+                    [(seen, prov, seq, seq, node)
+                     for node, (seen, prov, seq) in batch.touch.items()],
+                )
+            if batch.conn_state:
+                conn.executemany(
+                    "UPDATE nodes SET online = ? WHERE id = ?",
+                    [(state, node) for node, state in batch.conn_state.items()],
+                )
+            if bad:
+                conn.executemany(
+                    "INSERT INTO bad_frames (node_id, received_at, provider, topic, payload, error,"
+                    " size) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    bad,
+                )
+                counts: dict = {}
+                for row in bad:
+                    if row[0] is not None:
+                        counts[row[0]] = counts.get(row[0], 0) + 1
+                conn.executemany(
+                    "UPDATE nodes SET bad_frames = bad_frames + ? WHERE id = ?",
+                    [(n, node) for node, n in counts.items()],
+                )
+            counts = {"frames_stored": new, "frames_duplicate": len(batch.frames) - new,
+                      "frames_bad": len(bad), "readings_stored": len(readings_rows)}
+            provider = batch.frames[0][5] if batch.frames else (bad[0][2] if bad else None)
+            conn.executemany(_ADD_COUNTER, [(name, provider or "", n)
+                                            for name, n in counts.items() if n])
+
     return new
 
 
