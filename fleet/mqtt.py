@@ -5,6 +5,7 @@ comes from client(), so the paho API version and the login and TLS set-up are wr
 """
 
 import ssl
+import time
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -99,14 +100,72 @@ class BufferedClient(paho.Client):
             return rc or self.loop_misc()
         return super().loop(timeout)
 
+    _budget = 0  # packets the current loop_read() may still handle
+
     def loop_read(self, max_packets: int = 1):
         # paho handles one QoS-1 packet per select(); go on while the buffer holds more.
+        self._budget = self.read_budget
         rc = super().loop_read(max_packets)
-        budget = self.read_budget
-        while not rc and budget and self._sock is not None and self._rpos < len(self._rbuf):
+        while (not rc and self._budget > 0 and self._sock is not None
+               and self._rpos < len(self._rbuf)):
             rc = super().loop_read(max_packets)
-            budget -= 1
         return rc
+
+    def _packet_read(self):
+        # Whole PUBLISH packets waiting in the buffer go straight to on_frame; anything else (a
+        # packet cut by the end of the buffer, another packet type, MQTT 5, QoS 2, a malformed
+        # packet) takes paho's own path, which reads it through _sock_recv from the same buffer.
+        if (self.on_frame is not None and self._protocol != MQTTv5 and self._rsock is self._sock
+                and self._in_packet["command"] == 0):
+            handled = self._read_publishes(max(self._budget, 1))
+            if handled:
+                self._budget -= handled
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._budget -= 1
+        return super()._packet_read()
+
+    def _read_publishes(self, limit: int) -> int:
+        """Hand up to limit whole QoS 0/1 PUBLISH packets at the buffer's head to on_frame, as
+        _handle_publish does; return how many. paho's per-packet state machine (three recv()
+        calls, a dict reset, a lock) cost more than the rest of its work for a small frame."""
+        buf, pos = self._rbuf, self._rpos
+        size = len(buf)
+        on_frame = self.on_frame
+        count = 0
+        while count < limit and pos < size:
+            header = buf[pos]
+            qos = (header >> 1) & 3
+            if header & 0xF0 != 0x30 or qos == 2:
+                break
+            # Remaining Length: 1-4 bytes of 7 bits, least significant first (MQTT 3.1.1 2.2.3)
+            start, length, shift = pos + 1, 0, 0
+            while start < size and shift < 28:
+                byte = buf[start]
+                start += 1
+                length |= (byte & 127) << shift
+                shift += 7
+                if not byte & 128:
+                    break
+            else:
+                break  # cut by the buffer's end, or longer than 4 bytes: paho decides
+            end = start + length
+            if end > size or length < 2:
+                break
+            topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+            if topic_end + 2 * qos > end:
+                break  # malformed: paho's path reports it
+            if qos:
+                on_frame(buf[start + 2:topic_end], buf[topic_end + 2:end],
+                         buf[topic_end] << 8 | buf[topic_end + 1], qos, header & 1)
+            else:
+                on_frame(buf[start + 2:topic_end], buf[topic_end:end], 0, 0, header & 1)
+            pos = end
+            count += 1
+        if count:
+            self._rpos = pos
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
+        return count
 
     def send_pubacks(self, pubacks: bytes) -> None:
         """Queue PUBACK packets already packed back to back: one write for a whole batch."""
