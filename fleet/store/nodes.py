@@ -205,8 +205,10 @@ _TAG = {
 # (key, id) return a deep page in order (migration 0035: page 100 read 5,000 index entries instead
 # of sorting every node); SQLite has NULLS LAST only from 3.30 and sorts the node list anyway.
 ORDER_NULLS_LAST = {"sqlite": "{0} IS NULL, {0} {1}", "postgresql": "{0} {1} NULLS LAST"}
-# SQLite's LIKE ignores ASCII case; PostgreSQL's does not, ILIKE does.
-CASELESS_LIKE = {"sqlite": "LIKE", "postgresql": "ILIKE"}
+# A substring search that ignores case, {0} the column and {1} the pattern: SQLite's LIKE ignores
+# ASCII case; on PostgreSQL lower() LIKE lower() is ILIKE in the form of the trigram index on
+# lower(column) (migration 0037 says why not on the column).
+CASELESS_LIKE = {"sqlite": "{0} LIKE {1}", "postgresql": "lower({0}) LIKE lower({1})"}
 # The smaller of two values: SQLite's scalar min(), PostgreSQL's least().
 LEAST = {"sqlite": "min", "postgresql": "least"}
 
@@ -220,9 +222,9 @@ def _node_where(db, f: dict, now: float, dialect: str) -> tuple[str, dict]:
         like = CASELESS_LIKE[dialect]
         args["like"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append(
-            f"(id {like} :like ESCAPE '\\' OR name {like} :like ESCAPE '\\'"
-            f" OR location {like} :like ESCAPE '\\'"
-            f" OR {HAS_TAG[dialect].format(':q')})"
+            "(" + " OR ".join(like.format(column, ":like") + " ESCAPE '\\'"
+                              for column in ("id", "name", "location"))
+            + f" OR {HAS_TAG[dialect].format(':q')})"
         )
     status = f.get("status")
     if status == "alerting":
