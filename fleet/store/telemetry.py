@@ -387,8 +387,11 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 else:
                     conn.executemany(_INSERT_READING, readings_rows)
                     conn.executemany(_UPSERT_LATEST, latest_rows.values())
-            if battery:
-                conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", battery.values())
+            # A node's battery goes with its contact below: one new row version per node and
+            # batch, not two (every indexed column changed makes a version in each index).
+            no_contact = [b for node, b in battery.items() if node not in batch.touch]
+            if no_contact:
+                conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", no_contact)
             if statuses:
                 conn.executemany(
                     # A field a STATUS leaves out keeps its last value (docs/protocol.md, STATUS):
@@ -443,8 +446,9 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                 conn.executemany(
                     f"UPDATE nodes SET last_seen = {greatest}(coalesce(last_seen, 0), ?),"
                     f" online = 1, provider = ?,"
-                    f" up_seq = coalesce({greatest}(up_seq, ?), up_seq, ?) WHERE id = ?",
-                    [(seen, prov, seq, seq, node)
+                    f" up_seq = coalesce({greatest}(up_seq, ?), up_seq, ?),"
+                    " battery = coalesce(?, battery) WHERE id = ?",
+                    [(seen, prov, seq, seq, battery.get(node, (None,))[0], node)
                      for node, (seen, prov, seq) in batch.touch.items()],
                 )
             if batch.conn_state:

@@ -35,3 +35,24 @@ def test_a_batch_of_edge_values_is_stored_exactly(db):
     latest = db.execute("SELECT node_id, qid, inst, value FROM latest ORDER BY node_id, qid")
     assert [tuple(r) for r in latest.fetchall()] == [
         ("n1", 0, 0, 21.0), ("n1", 1, 0, -0.5), ("n1", 7, 3, float(2**40)), ("n2", 0, 0, 1e300)]
+
+
+def test_a_battery_reading_is_stored_with_or_without_contact_and_kept_when_absent(db):
+    def store(frames, touch):
+        batch = Batch()
+        batch.new_nodes = [("n1", "mqtt", 1.0), ("n2", "mqtt", 1.0)]
+        batch.frames = frames
+        batch.touch = touch
+        telemetry_store.store_batch(db, batch, TELEMETRY, proto.STATUS, proto.EVENT,
+                                    proto.RESULT, proto.OTA_UP)
+        return dict(db.execute("SELECT id, battery FROM nodes ORDER BY id").fetchall())
+
+    battery = (2, 0, 3.71)  # quantity 2, instance 0: the node's own battery
+    # n1 seen in the batch (contact and battery in one update), n2 only its frame (no contact)
+    assert store([("n1", 1, TELEMETRY, 10.0, None, "mqtt", [battery]),
+                  ("n2", 1, TELEMETRY, 10.0, None, "mqtt", [(2, 0, 3)])],
+                 {"n1": (10.0, "mqtt", 1)}) == {"n1": 3.71, "n2": 3.0}
+    # a later batch with contact but no battery reading keeps the last value
+    assert store([("n1", 2, TELEMETRY, 11.0, None, "mqtt", [(0, 0, 20.5)])],
+                 {"n1": (11.0, "mqtt", 2), "n2": (11.0, "mqtt", 1)}) == {"n1": 3.71, "n2": 3.0}
+    assert db.execute("SELECT last_seen FROM nodes WHERE id = 'n1'").fetchone()[0] == 11.0
