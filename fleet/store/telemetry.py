@@ -246,7 +246,8 @@ _INSERT_FRAMES_PG = (
 
 
 def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
-    columns = _columns([f[:6] for f in frames], 6, (3,))
+    # in key order: see _lock_nodes
+    columns = _columns(sorted((f[:6] for f in frames), key=lambda f: (f[0], f[1])), 6, (3,))
     new = set(conn.execute_binary(_INSERT_FRAMES_PG, columns).fetchall())
     fresh = []
     for f in frames:
@@ -266,15 +267,20 @@ def _nodes_of(batch) -> set:
 
 
 def _lock_nodes(conn, nodes: set) -> None:
-    """PostgreSQL: lock every node row the batch writes, in one order, before writing any.
+    """PostgreSQL: lock every node row the batch updates, in one order, before updating any.
 
-    Workers then never wait on each other in a circle (a deadlock), and two batches that hold the
-    same node's frames are written one after the other, so (node, seq) is decided once.
+    Workers then never wait on each other in a circle (a deadlock). The lock comes after the
+    frames and readings, which two workers write side by side (taken first, it made every batch
+    of the same nodes wait for the one before to commit): frames go in key order, so two batches
+    holding the same frame (a redelivery) wait for its key in the same order, and the primary key
+    decides (node, seq) once. A batch holding node locks is past its frames, so it never waits
+    for a frame of a batch waiting for it. NO KEY UPDATE is the lock an UPDATE of non-key columns
+    takes; it leaves a foreign key's check on the row free.
     """
     if nodes:
         # No fetch: the rows are locked when the statement runs, and a fetch would end the
         # pipeline's round trip here.
-        conn.execute("SELECT 1 FROM nodes WHERE id = ANY(?) ORDER BY id FOR UPDATE",
+        conn.execute("SELECT 1 FROM nodes WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE",
                      (sorted(nodes),))
 
 
@@ -333,11 +339,6 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                     " ON CONFLICT DO NOTHING",
                     sorted(batch.new_nodes),
                 )
-            if conn.dialect == POSTGRESQL:
-                changed = _nodes_of(batch)
-                _lock_nodes(conn, changed)
-                # Delivered at commit to the live streams of these nodes in every web process.
-                announce(conn, changed)
             fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
@@ -377,6 +378,11 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
             conn.copy_rows("readings", ("node_id", "t", "qid", "inst", "value"),
                            ("text", "float8", "int8", "int8", "float8"), readings_rows)
         with _pipelined(conn):
+            if conn.dialect == POSTGRESQL:
+                changed = _nodes_of(batch)
+                _lock_nodes(conn, changed)
+                # Delivered at commit to the live streams of these nodes in every web process.
+                announce(conn, changed)
             if readings_rows:
                 if conn.dialect == POSTGRESQL:
                     # One statement with arrays: executemany's per-row cost would be the batch's
