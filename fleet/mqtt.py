@@ -81,15 +81,26 @@ class BufferedClient(paho.Client):
         if self.on_frame is None or self._protocol == MQTTv5 or qos == 2:
             return super()._handle_publish()
         packet = self._in_packet["packet"]
-        end = 2 + (packet[0] << 8 | packet[1]) if len(packet) >= 2 else 0
-        if not end or len(packet) < end + 2 * qos:
+        if not self._hand_over(packet, 0, len(packet), header):
             return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
-        if qos:
-            self.on_frame(packet[2:end], packet[end + 2:], packet[end] << 8 | packet[end + 1],
-                          qos, header & 1)
-        else:
-            self.on_frame(packet[2:end], packet[end:], 0, 0, header & 1)
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _hand_over(self, buf, start: int, end: int, header: int) -> bool:
+        """Give on_frame the PUBLISH whose variable header and payload are buf[start:end]
+        (topic, payload, packet id, QoS, retain); False if malformed: its topic or packet id runs
+        past its end. Both read paths (_handle_publish, _read_publishes) come here."""
+        qos = (header >> 1) & 3
+        if end - start < 2:
+            return False
+        topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+        if topic_end + 2 * qos > end:
+            return False
+        if qos:
+            self.on_frame(buf[start + 2:topic_end], buf[topic_end + 2:end],
+                          buf[topic_end] << 8 | buf[topic_end + 1], qos, header & 1)
+        else:
+            self.on_frame(buf[start + 2:topic_end], buf[topic_end:end], 0, 0, header & 1)
+        return True
 
     def loop(self, timeout: float = 1.0):
         # select() cannot see bytes already in our buffer: handle those first, without waiting.
@@ -130,7 +141,6 @@ class BufferedClient(paho.Client):
         calls, a dict reset, a lock) cost more than the rest of its work for a small frame."""
         buf, pos = self._rbuf, self._rpos
         size = len(buf)
-        on_frame = self.on_frame
         count = 0
         while count < limit and pos < size:
             header = buf[pos]
@@ -149,16 +159,8 @@ class BufferedClient(paho.Client):
             else:
                 break  # cut by the buffer's end, or longer than 4 bytes: paho decides
             end = start + length
-            if end > size or length < 2:
-                break
-            topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
-            if topic_end + 2 * qos > end:
-                break  # malformed: paho's path reports it
-            if qos:
-                on_frame(buf[start + 2:topic_end], buf[topic_end + 2:end],
-                         buf[topic_end] << 8 | buf[topic_end + 1], qos, header & 1)
-            else:
-                on_frame(buf[start + 2:topic_end], buf[topic_end:end], 0, 0, header & 1)
+            if end > size or not self._hand_over(buf, start, end, header):
+                break  # cut by the buffer's end, or malformed: paho's path reports it
             pos = end
             count += 1
         if count:
