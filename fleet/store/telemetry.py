@@ -348,7 +348,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                     readings_rows.append((node, t, qid, inst, value))
                     latest_rows[(node, qid, inst)] = (node, qid, inst, t, value)
                     if qid == 2 and inst == 0:
-                        battery[node] = (value, node)
+                        battery[node] = value
             elif mtype == status:
                 statuses.append(
                     (
@@ -395,7 +395,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                     conn.executemany(_UPSERT_LATEST, latest_rows.values())
             # A node's battery goes with its contact below: one new row version per node and
             # batch, not two (every indexed column changed makes a version in each index).
-            no_contact = [b for node, b in battery.items() if node not in batch.touch]
+            no_contact = [(v, node) for node, v in battery.items() if node not in batch.touch]
             if no_contact:
                 conn.executemany("UPDATE nodes SET battery = ? WHERE id = ?", no_contact)
             if statuses:
@@ -454,7 +454,7 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
                     f" online = 1, provider = ?,"
                     f" up_seq = coalesce({greatest}(up_seq, ?), up_seq, ?),"
                     " battery = coalesce(?, battery) WHERE id = ?",
-                    [(seen, prov, seq, seq, battery.get(node, (None,))[0], node)
+                    [(seen, prov, seq, seq, battery.get(node), node)
                      for node, (seen, prov, seq) in batch.touch.items()],
                 )
             if batch.conn_state:
