@@ -126,6 +126,11 @@ def statements(script: str):
             if buf.strip(" \n;"):
                 yield buf
             buf = ""
+    if buf.strip(" \n;"):
+        # What SQLite never took for a whole statement (a PostgreSQL CREATE TRIGGER, which it
+        # reads as its own kind, waiting for END): sent as it is, to fail loudly if it is
+        # incomplete, never dropped without a word.
+        yield buf
 
 
 def open_db(path) -> Database:
