@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from .base import POSTGRESQL, SQLITE, StoreError, transaction
+from .exports import LOG_READING_COMMITS
 from .migrate import open_db, schema_version
 
 BATCH = 10_000
@@ -120,6 +121,8 @@ def copy_store(source, target) -> dict[str, tuple[int, str]]:
                              f" coalesce(max({column}), 0) + 1, false) FROM {table}")
             conn.execute("SELECT setval('readings_id_seq', coalesce(max(id), 0) + 1, false)"
                          " FROM readings")
+            # The readings came with ids of their own, which 0038's triggers cannot log.
+            conn.execute(LOG_READING_COMMITS)
         for table in tables:
             cols = _columns(source, table)
             mine, theirs = summary(source, table, cols), summary(target, table, cols)

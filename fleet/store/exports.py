@@ -12,6 +12,9 @@ the cursor would step over it:
   when the batch is read (pg_snapshot_xmin). Every transaction below it has ended, so no row can
   appear there later; a row of a transaction still open is handed once that transaction ends.
   One long-open transaction holds the horizon (and so every destination) back until it ends.
+  Readings are found in that order through reading_commits (migration 0038): a row per
+  transaction that stored readings, with a span of ids that holds them all, read in bounded
+  pieces. Events, far fewer, keep an index on (xact, id).
 """
 
 import json
@@ -123,12 +126,20 @@ def _selection(dialect: str, nodes: list[str], tags: list[str],
             f" OR {_tagged(dialect)}) AND {seen}", [json.dumps(nodes), json.dumps(tags)])
 
 
+# PostgreSQL: log the transactions of readings stored with ids of their own (fleet db copy), which
+# the triggers of migration 0038 cannot see; the migration logs the rows before it the same way.
+LOG_READING_COMMITS = (
+    "INSERT INTO reading_commits (xact, first_id, last_id)"
+    " SELECT xact, min(id), max(id) FROM readings GROUP BY xact"
+    " ON CONFLICT (xact) DO UPDATE SET first_id = least(reading_commits.first_id,"
+    " excluded.first_id), last_id = greatest(reading_commits.last_id, excluded.last_id)")
+
+
 # The first position of a cursor (before every row), and its parts by dialect: the columns of a
 # row's position, the key a cursor walks, "after a position" and "at or below the horizon" (on
 # SQLite the largest rowid seen; on PostgreSQL the oldest transaction still running).
 START = (0, 0)
-_ID = {("readings", SQLITE): "rowid", ("events", SQLITE): "id",
-       ("readings", POSTGRESQL): "id", ("events", POSTGRESQL): "id"}
+_ID = {("readings", SQLITE): "rowid", ("events", SQLITE): "id", ("events", POSTGRESQL): "id"}
 # (Named apart from the columns: PostgreSQL's ORDER BY would take an output column called xact,
 # the bigint, and sort every row instead of walking the (xact, id) index.)
 _POSITION = {SQLITE: "0 AS at_xact, {id} AS at_id",
@@ -157,13 +168,62 @@ def _ends(conn) -> tuple[object, tuple[int, int], tuple[int, int]]:
         return r_max, (0, r_max), (0, e_max)  # rowids and ids: two horizons in one
     horizon = conn.execute(
         "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text)").fetchone()[0]
-    ends = []
-    for table in ("readings", "events"):
-        last = conn.execute(
-            f"SELECT {_POSITION[POSTGRESQL]} FROM {table} WHERE xact < CAST(? AS xid8)"
-            f" {_LAST[POSTGRESQL]} LIMIT 1", [horizon]).fetchone()
-        ends.append(tuple(last) if last else START)
-    return horizon, ends[0], ends[1]
+    # A reading position may name an id past its transaction's last reading: the end of its span.
+    r_last = conn.execute(
+        "SELECT CAST(CAST(xact AS text) AS bigint) AS at_xact, last_id FROM reading_commits"
+        " WHERE xact < CAST(? AS xid8) ORDER BY xact DESC LIMIT 1", [horizon]).fetchone()
+    e_last = conn.execute(
+        f"SELECT {_POSITION[POSTGRESQL]} FROM events WHERE xact < CAST(? AS xid8)"
+        f" {_LAST[POSTGRESQL]} LIMIT 1", [horizon]).fetchone()
+    return horizon, tuple(r_last) if r_last else START, tuple(e_last) if e_last else START
+
+
+# PostgreSQL: one read of readings looks at most this many commits' spans, and at most this many
+# ids per reading asked for, so its cost is bounded however far behind the cursor is (the rows
+# stored before 0038, or copied by `fleet db copy`, are one span of every id they had).
+_SPANS_PER_READ = 64
+_IDS_PER_READING = 4
+# Each span's rows in id order, at most as many as asked for (the walk down readings' id index
+# stops there), then the spans in commit order.
+_READINGS_IN_SPANS = (
+    "SELECT CAST(CAST(r.xact AS text) AS bigint), r.id, {columns}"
+    " FROM unnest(CAST(? AS bigint[]), CAST(? AS bigint[]), CAST(? AS bigint[])) AS s(x, lo, hi)"
+    " CROSS JOIN LATERAL (SELECT * FROM readings WHERE id BETWEEN s.lo AND s.hi"
+    " AND xact = CAST(CAST(s.x AS text) AS xid8) AND {cond} ORDER BY id LIMIT ?) AS r"
+    " ORDER BY s.x, r.id LIMIT ?")
+
+
+def _readings_after_pg(conn, columns: str, at: tuple[int, int], horizon, end: tuple[int, int],
+                       cond: str, args: list, limit: int) -> tuple[list[tuple], tuple[int, int]]:
+    """PostgreSQL: (readings after position `at` below the horizon in commit order, each as
+    (id, *columns); the position after them). Fewer than `limit` rows does not mean the end: the
+    position then stands after every span read (`end` once the last one below the horizon is)."""
+    commits = conn.execute(
+        "SELECT CAST(CAST(xact AS text) AS bigint) AS at_xact, first_id, last_id"
+        " FROM reading_commits WHERE xact >= CAST(? AS xid8) AND xact < CAST(? AS xid8)"
+        " ORDER BY xact LIMIT ?", [str(at[0]), horizon, _SPANS_PER_READ]).fetchall()
+    ids_left = limit * _IDS_PER_READING
+    spans = []
+    for xact, lo, hi in commits:
+        if xact == at[0]:
+            lo = max(lo, at[1] + 1)  # this transaction's rows up to the cursor were handed
+        if lo > hi:
+            continue
+        hi = min(hi, lo + ids_left - 1)
+        spans.append((xact, lo, hi))
+        ids_left -= hi - lo + 1
+        if ids_left <= 0:
+            break
+    if not spans:
+        return [], max(end, tuple(at))
+    rows = conn.execute(
+        _READINGS_IN_SPANS.format(columns=columns, cond=cond),
+        [[s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans], *args, limit,
+         limit],
+    ).fetchall()
+    if len(rows) == limit:
+        return [tuple(r[1:]) for r in rows], tuple(rows[-1][:2])
+    return [tuple(r[1:]) for r in rows], max((spans[-1][0], spans[-1][2]), tuple(at))
 
 
 def _rows_after(conn, table: str, columns: str, at: tuple[int, int], below, cond: str,
@@ -198,16 +258,25 @@ def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], node
     conn = db.conn
     conn.execute("BEGIN")  # one read snapshot for the horizon and the rows
     try:
+        if db.dialect == POSTGRESQL:
+            # A span's readings by walking the id index in order, stopping at the rows asked
+            # for: the planner, which takes the xact filter for far more selective than it is,
+            # would read the whole span by bitmap and sort it (twice the time per read).
+            conn.execute("SET LOCAL enable_bitmapscan = off")
         horizon, r_end, e_end = _ends(conn)
         r_below = horizon if db.dialect == POSTGRESQL else r_end[1]
         e_below = horizon if db.dialect == POSTGRESQL else e_end[1]
-        readings, r_last = _rows_after(conn, "readings", "node_id, t, qid, inst, value",
-                                       reading_at, r_below, cond, args, limit)
+        if db.dialect == POSTGRESQL:
+            readings, r_next = _readings_after_pg(conn, "node_id, t, qid, inst, value",
+                                                  reading_at, horizon, r_end, cond, args, limit)
+        else:
+            readings, r_last = _rows_after(conn, "readings", "node_id, t, qid, inst, value",
+                                           reading_at, r_below, cond, args, limit)
+            r_next = r_last if len(readings) == limit else max(r_end, tuple(reading_at))
         events, e_last = _rows_after(conn, "events", "node_id, t, code, value, text", event_at,
                                      e_below, cond, args, limit)
     finally:
         conn.execute("COMMIT")
-    r_next = r_last if len(readings) == limit else max(r_end, tuple(reading_at))
     e_next = e_last if len(events) == limit else max(e_end, tuple(event_at))
     return readings, events, r_next, e_next
 
@@ -275,6 +344,13 @@ def pending(db, reading_at: tuple[int, int], nodes: list[str],
     or None), in one scan. Rows above the horizon count: they are stored, only not yet sure to
     be in order."""
     cond, args = _selection(db.dialect, nodes, tags, org_id)
+    if db.dialect == POSTGRESQL:  # by the commits after the cursor's (migration 0038)
+        return db.conn.execute(
+            "SELECT count(*), min(r.t) FROM reading_commits AS s CROSS JOIN LATERAL"
+            " (SELECT t FROM readings WHERE id BETWEEN s.first_id AND s.last_id AND xact = s.xact"
+            f" AND (s.xact > CAST(? AS xid8) OR id > ?) AND {cond}) AS r"
+            " WHERE s.xact >= CAST(? AS xid8)",
+            [str(reading_at[0]), reading_at[1], *args, str(reading_at[0])]).fetchone()
     after, after_args = _after(db.dialect, "readings", reading_at)
     count, oldest = db.conn.execute(
         f"SELECT count(*), min(t) FROM readings WHERE {after} AND {cond}",

@@ -42,6 +42,14 @@ DO $$ DECLARE r record; BEGIN
                                   WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
                    current_schema(), r.relname);
   END LOOP;
+  -- The store's own functions (0038's triggers'); an extension's stay with their extension.
+  FOR r IN SELECT p.oid::regprocedure AS f FROM pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = current_schema() AND p.prokind = 'f'
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                             AND d.objid = p.oid AND d.deptype = 'e') LOOP
+    EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.f);
+  END LOOP;
 END $$;
 """
 _CHUNK = 1 << 16

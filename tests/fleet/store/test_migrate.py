@@ -214,9 +214,10 @@ def _columns_sqlite(db) -> dict[str, list[str]]:
             for t in tables(db) if not t.startswith("sqlite_")}
 
 
-# Columns only PostgreSQL needs (migration 0029): the exports' commit order, which SQLite's rowid
-# already is (fleet/store/exports.py).
-POSTGRESQL_ONLY = {("readings", "id"), ("readings", "xact"), ("events", "xact")}
+# Columns only PostgreSQL needs (migrations 0029 and 0038): the exports' commit order, which
+# SQLite's rowid already is (fleet/store/exports.py).
+POSTGRESQL_ONLY = {("readings", "id"), ("readings", "xact"), ("events", "xact"),
+                   *(("reading_commits", c) for c in ("xact", "first_id", "last_id", "at"))}
 
 
 def _columns_postgresql(db) -> dict[str, list[str]]:
