@@ -3,7 +3,7 @@ the ingest's batch that writes them all in one transaction."""
 
 from contextlib import nullcontext
 
-from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, transaction
+from .base import GREATEST, POSTGRESQL, TRUNCATE, BadFilter, IntegrityError, transaction
 from .commands import recent_results
 from .live import announce
 from .nodes import get_node, readable
@@ -243,6 +243,22 @@ _INSERT_FRAMES_PG = (
     " AS f(node_id, seq, type, received_at, device_ts, provider)"
     " ON CONFLICT DO NOTHING RETURNING node_id, seq"
 )
+# A batch's first try: every frame new, appended by COPY. ON CONFLICT looks each key up before it
+# inserts it, a second walk down the primary key per frame (~10 % of PostgreSQL's ingest time,
+# docs/benchmarks.md), and its arrays cost the worker more than COPY's rows. A frame stored
+# before (a redelivery, or twice in the batch) breaks the key: the batch is rolled back and
+# stored again with _INSERT_FRAMES_PG (store_batch).
+_FRAME_COLUMNS_PG = (("node_id", "direction", "seq", "type", "received_at", "device_ts",
+                      "provider"), ("text", "text", "int8", "int8", "float8", "int8", "text"))
+
+
+def _copy_new_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
+    """PostgreSQL: append frames all taken for new (IntegrityError if one is not); the frames."""
+    rows = [(node, "up", seq, mtype, at, ts, provider)
+            for node, seq, mtype, at, ts, provider, _body in frames]
+    rows.sort(key=lambda r: (r[0], r[2]))  # in key order: see _lock_nodes
+    conn.copy_rows("frames", *_FRAME_COLUMNS_PG, rows)
+    return frames
 
 
 def _insert_frames_pg(conn, frames: list[tuple]) -> list[tuple]:
@@ -320,6 +336,20 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
 
     telemetry/status/event/result/ota_up are the protocol's message type codes.
     """
+    codes = (telemetry, status, event, result, ota_up)
+    if db.dialect == POSTGRESQL:
+        try:
+            return _store_batch(db, batch, *codes, all_new=True)
+        except IntegrityError as e:
+            if getattr(e.diag, "constraint_name", None) != "frames_pkey":
+                raise
+            # Rolled back whole (nothing else of the batch was written before its frames):
+            # again, keeping only the frames that are new.
+    return _store_batch(db, batch, *codes)
+
+
+def _store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None,
+                 all_new=False) -> int:
     ota_rows = []
     trusts = {}
     readings_rows = []
@@ -328,18 +358,20 @@ def store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None)
     events_rows = []
     results = []
     battery = {}
-    # PostgreSQL: the statements go out in pipeline mode, so a batch costs five round trips (up
-    # to the frames' insert, whose answer says which frames are new; the readings' COPY, two;
-    # the rest; COMMIT) instead of one per statement. Nothing reads a result but that insert.
+    # PostgreSQL: the statements go out in pipeline mode, so a batch costs about six round trips
+    # (the frames' and the readings' COPY, two each; the rest; COMMIT) instead of one per
+    # statement. Nothing reads a result but the frames' insert when it looks for stored ones.
+    new_nodes = "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
     with transaction(db) as conn:
-        with _pipelined(conn):
+        if all_new:
             if batch.new_nodes:
-                conn.executemany(
-                    "INSERT INTO nodes (id, provider, created) VALUES (?, ?, ?)"
-                    " ON CONFLICT DO NOTHING",
-                    sorted(batch.new_nodes),
-                )
-            fresh = _insert_frames(conn, batch.frames)
+                conn.executemany(new_nodes, sorted(batch.new_nodes))  # one round trip (psycopg)
+            fresh = _copy_new_frames_pg(conn, batch.frames)  # COPY cannot run in a pipeline
+        else:
+            with _pipelined(conn):
+                if batch.new_nodes:
+                    conn.executemany(new_nodes, sorted(batch.new_nodes))
+                fresh = _insert_frames(conn, batch.frames)
         new = len(fresh)
         for node, seq, mtype, received_at, ts, provider, body in fresh:
             t = received_at if ts is None else ts

@@ -56,3 +56,24 @@ def test_a_battery_reading_is_stored_with_or_without_contact_and_kept_when_absen
     assert store([("n1", 2, TELEMETRY, 11.0, None, "mqtt", [(0, 0, 20.5)])],
                  {"n1": (11.0, "mqtt", 2), "n2": (11.0, "mqtt", 1)}) == {"n1": 3.71, "n2": 3.0}
     assert db.execute("SELECT last_seen FROM nodes WHERE id = 'n1'").fetchone()[0] == 11.0
+
+
+def test_a_redelivered_frame_is_stored_once_beside_new_ones(db):
+    """PostgreSQL tries a batch's frames as all new (a plain INSERT) and, when one was stored
+    before, stores the batch again keeping only the new ones: nothing of the first try stays."""
+    def store(seqs):
+        batch = Batch()
+        batch.new_nodes = [("n9", "mqtt", 1.0)]
+        batch.frames = [("n9", s, TELEMETRY, 10.0 + s, None, "mqtt", [(0, 0, float(s))])
+                        for s in seqs]
+        batch.touch = {"n9": (10.0 + max(seqs), "mqtt", max(seqs))}
+        return telemetry_store.store_batch(db, batch, TELEMETRY, proto.STATUS, proto.EVENT,
+                                           proto.RESULT, proto.OTA_UP)
+
+    assert store([1, 2, 3]) == 3
+    assert store([3, 4, 2, 5]) == 2  # 2 and 3 redelivered (another worker's, or after a crash)
+    assert store([4, 5]) == 0
+    values = [r[0] for r in db.execute("SELECT value FROM readings WHERE node_id = 'n9'"
+                                       " ORDER BY value").fetchall()]
+    assert values == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert db.execute("SELECT up_seq FROM nodes WHERE id = 'n9'").fetchone()[0] == 5
