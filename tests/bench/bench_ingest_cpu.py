@@ -1,0 +1,135 @@
+"""Where an ingest drain's CPU goes: µs per message for each kind of process (the workers,
+PostgreSQL's backends, mosquitto), beside the drain's rate, configurations alternating round by
+round so a noisy machine weighs on all of them alike.
+
+Run: .venv/bin/python tests/bench/bench_ingest_cpu.py [--messages 100000] [--rounds 3]
+     [--configs postgresql:2,sqlite:1] [--baseline CHECKOUT] (its postgresql configurations too)
+
+Each drain is bench_ingest_workers.py's backlog mode (the same Workers, the same clock: from the
+first worker's connection until the store's frames_stored counter has every frame, then every
+frame and reading counted). CPU is utime + stime from /proc/PID/stat of every process on the
+machine before and after the drain, grouped by its command line; "other" is everything else
+(this script's polling, the kernel's threads, other users of the machine). Where rates are noisy
+the CPU per message is the steadier figure: PostgreSQL x2 is bound by all its processes' CPU on
+two cores, SQLite x1 by its one worker's.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "tests"))
+
+from bench_ingest import free_port, publish_all  # noqa: E402
+from bench_ingest_workers import Workers  # noqa: E402
+
+from fleet.broker.server import MosquittoBroker  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks() -> dict[tuple[str, str], int]:
+    """{(pid, kind): utime + stime} of every process; kind from its command line."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()
+        if "fleet.cli ingest" in cmd:
+            kind = "workers"
+        elif cmd.startswith("postgres:"):
+            kind = "postgresql"  # backends and PostgreSQL's own processes (WAL writer, ...)
+        elif "mosquitto" in cmd:
+            kind = "mosquitto"
+        else:
+            kind = "other"
+        out[pid, kind] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def drain(backend: str, k: int, n: int, tree: Path, cluster, tag: str) -> dict[str, float]:
+    """One backlog drain of n frames by k workers of `tree`; its rate and µs per message."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        broker = MosquittoBroker(free_port(), tmp / "broker").start()
+        try:
+            url = None
+            if backend == "postgresql":
+                cluster.sql(f"CREATE DATABASE {tag}")
+                url = cluster.url(tag)
+            (tmp / "w").mkdir()
+            workers = Workers(broker.port, k, tmp / "w", url, tag, tree)
+            workers.start()
+            workers.subscribed()
+            workers.stop()
+            publish_all(broker.port, n, 100)
+            workers.start()
+            try:
+                started = workers.first_connect()
+                before = cpu_ticks()
+                rate = workers.wait(started, n)
+                after = cpu_ticks()
+            finally:
+                workers.stop()
+        finally:
+            broker.stop()
+    figures = {"msg/s": rate}
+    for (pid, kind), ticks in after.items():
+        used = (ticks - before.get((pid, kind), 0)) / TICKS * 1e6 / n
+        figures[kind] = figures.get(kind, 0.0) + used
+    return figures
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--configs", default="postgresql:2,sqlite:1",
+                    help="backend:workers, comma-separated")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also run the postgresql configurations with another checkout")
+    args = ap.parse_args()
+    from pgcluster import PgCluster
+
+    configs = [(b, int(k), "now", ROOT) for b, k in
+               (c.split(":") for c in args.configs.split(","))]
+    if args.baseline:
+        configs += [(b, k, "baseline", args.baseline.resolve())
+                    for b, k, _label, _tree in configs if b == "postgresql"]
+    cluster = PgCluster(durable=True).start()  # as bench_ingest_workers.py: fsync and all on
+    results: dict[str, list[dict]] = {}
+    try:
+        for r in range(args.rounds):
+            for i, (backend, k, label, tree) in enumerate(configs):
+                name = f"{backend} x{k} ({label})"
+                got = drain(backend, k, args.messages, tree, cluster, f"cpu_{r}_{i}")
+                results.setdefault(name, []).append(got)
+                print(f"round {r + 1}: {name}: " + ", ".join(
+                    f"{key} {v:,.0f}" if key == "msg/s" else f"{key} {v:.1f}"
+                    for key, v in got.items()), flush=True)
+    finally:
+        cluster.stop()
+    kinds = ["workers", "postgresql", "mosquitto", "other"]
+    print(f"\nmedians of {args.rounds} rounds, {args.messages:,} messages; CPU in µs a message")
+    print("| configuration | msg/s | " + " | ".join(kinds) + " | all |")
+    print("|---|---:|" + "---:|" * (len(kinds) + 1))
+    for name, runs in results.items():
+        med = {key: statistics.median(run.get(key, 0.0) for run in runs)
+               for key in ["msg/s", *kinds]}
+        total = statistics.median(sum(run.get(key, 0.0) for key in kinds) for run in runs)
+        print(f"| {name} | {med['msg/s']:,.0f} | "
+              + " | ".join(f"{med[key]:.1f}" for key in kinds) + f" | {total:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
