@@ -172,7 +172,8 @@ class Loop:
             return None
 
     def step(self, db, sender) -> bool:
-        """Send the next batch; True if one was delivered (more may be waiting)."""
+        """Send the next batch; True if one was delivered or the cursor moved past rows this
+        destination does not take (more may be waiting)."""
         self._last_failed = None
         row = export_store.get_destination(db, self.name)
         if row is None:
@@ -187,7 +188,10 @@ class Loop:
         self.limit = min(limit * 2, self.batch * GROW) if behind else self.batch
         if batch is None:
             if (r_pos, e_pos) != at:
+                # Past rows this destination does not take (other nodes', or a gap of ids):
+                # progress, so look again at once rather than idle as if caught up.
                 export_store.advance(db, self.name, r_pos, e_pos, 0, [], time.time())
+                return True
             return False
         if behind and self._pool is not None:
             self._ahead = (((r_pos, e_pos), selection),

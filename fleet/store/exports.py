@@ -183,6 +183,7 @@ def _ends(conn) -> tuple[object, tuple[int, int], tuple[int, int]]:
 # stored before 0038, or copied by `fleet db copy`, are one span of every id they had).
 _SPANS_PER_READ = 64
 _IDS_PER_READING = 4
+_READS_PER_FETCH = 16  # such reads in one fetch_after at most
 # Each span's rows in id order, at most as many as asked for (the walk down readings' id index
 # stops there), then the spans in commit order.
 _READINGS_IN_SPANS = (
@@ -267,8 +268,16 @@ def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], node
         r_below = horizon if db.dialect == POSTGRESQL else r_end[1]
         e_below = horizon if db.dialect == POSTGRESQL else e_end[1]
         if db.dialect == POSTGRESQL:
-            readings, r_next = _readings_after_pg(conn, "node_id, t, qid, inst, value",
-                                                  reading_at, horizon, r_end, cond, args, limit)
+            # Bounded reads until the batch is full or the end is reached: a destination that
+            # selects few nodes finds few of its rows in one read's spans.
+            readings, r_next = [], tuple(reading_at)
+            for _ in range(_READS_PER_FETCH):
+                got, went = _readings_after_pg(conn, "node_id, t, qid, inst, value", r_next,
+                                               horizon, r_end, cond, args, limit - len(readings))
+                readings += got
+                moved, r_next = went != r_next, went
+                if len(readings) == limit or not moved or r_next >= r_end:
+                    break
         else:
             readings, r_last = _rows_after(conn, "readings", "node_id, t, qid, inst, value",
                                            reading_at, r_below, cond, args, limit)

@@ -96,16 +96,16 @@ def test_a_span_wider_than_a_read_is_walked_in_pieces(pg_db):
     ids, gaps included: reads look at a bounded piece of it and still get every row once."""
     db = pg_db
     with transaction(db) as conn:
-        # Every 50th id, as after retention or a copied store with deleted rows.
+        # Every 500th id, as after retention or a copied store with deleted rows.
         conn.executemany("INSERT INTO readings (id, xact, node_id, t, qid, inst, value)"
                          " VALUES (?, '0', 'old', 1.0, 0, 0, ?)",
-                         [(50 * i + 1, float(i)) for i in range(40)])
+                         [(500 * i + 1, float(i)) for i in range(40)])
         conn.execute(export_store.LOG_READING_COMMITS)
-        conn.execute("SELECT setval('readings_id_seq', 5000)")
+        conn.execute("SELECT setval('readings_id_seq', 50000)")
     with transaction(db) as conn:
         _insert(conn, "new", [1.0])
     assert db.conn.execute("SELECT first_id, last_id FROM reading_commits WHERE xact = '0'"
-                           ).fetchone() == (1, 1951)
+                           ).fetchone() == (1, 19501)
     reads = []
     at = export_store.START
     while True:
@@ -116,9 +116,9 @@ def test_a_span_wider_than_a_read_is_walked_in_pieces(pg_db):
         at = nxt
     got, _ = _drain(db)
     assert got == [("old", float(i)) for i in range(40)] + [("new", 1.0)]
-    # 5 rows asked for: at most 20 ids looked at per read, one row in 50 ids, so no read
-    # found more than one old row (the last one may find the new row too). Reading all of
-    # the span at once would scan every id of it.
+    # 5 rows asked for: at most 20 ids looked at per read and 16 reads per fetch (320 ids),
+    # one row in 500 ids, so no fetch found more than one old row (the last may find the new
+    # one too). Reading all of the span at once would scan every id of it.
     assert max(reads) <= 2 and len(reads) >= 40
 
 

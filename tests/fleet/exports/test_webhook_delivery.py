@@ -11,6 +11,7 @@ from polylink import proto
 from fleet.exports import registry, webhook, worker
 from fleet.exports.adapter import ExportError
 from fleet.ingest import Ingest
+from fleet.store import exports as export_store
 from fleet.store import nodes as node_store
 
 KEY = "s3cret-hmac-key"
@@ -261,3 +262,27 @@ def test_a_batch_read_ahead_is_dropped_when_the_cursor_is_not_where_it_started(d
         times = [t for (name, t) in rx.order if name.endswith("temperature")]
         assert times == [1_700_000_000.0 + s for s in range(1, 101)]
         assert registry.get(db, "city")["delivered"] == 200
+
+
+def test_a_step_past_only_other_nodes_rows_counts_as_progress(db, settings):
+    """A read that finds none of the destination's rows but moves its cursor past others' is
+    progress: the loop looks again at once instead of idling (and backing off) as if caught up.
+    On PostgreSQL one read walks a bounded piece of the log, so a destination that selects few
+    nodes meets such reads whenever it is behind."""
+    ingest(db, "n1", 1, 30)  # another node's readings only
+    with WebhookReceiver() as rx:
+        registry.add(db, settings.data_dir, {"name": "city", "kind": "webhook", "url": rx.url,
+                                             "nodes": "n2"}, None, from_start=True)
+        loop = worker.Loop(settings, "city", threading.Event(), batch=50)
+        sender = webhook.open(registry.destination(db, settings.data_dir, "city"))
+        try:
+            before = export_store.get_destination(db, "city")["reading_at"]
+            assert loop.step(db, sender)  # nothing sent, the cursor past n1's rows
+            assert not rx.records
+            assert export_store.get_destination(db, "city")["reading_at"] != before
+            assert not loop.step(db, sender)  # caught up now
+            ingest(db, "n2", 1, 3)
+            assert loop.step(db, sender)
+            assert len(rx.records) == 6
+        finally:
+            sender.close()
