@@ -244,7 +244,7 @@ _INSERT_FRAMES_PG = (
     " ON CONFLICT DO NOTHING RETURNING node_id, seq"
 )
 # A batch's first try: every frame new, appended by COPY. ON CONFLICT looks each key up before it
-# inserts it, a second walk down the primary key per frame (~10 % of PostgreSQL's ingest time,
+# inserts it, a second walk down the primary key per frame (~12 % of PostgreSQL's ingest time,
 # docs/benchmarks.md), and its arrays cost the worker more than COPY's rows. A frame stored
 # before (a redelivery, or twice in the batch) breaks the key: the batch is rolled back and
 # stored again with _INSERT_FRAMES_PG (store_batch).
