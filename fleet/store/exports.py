@@ -265,7 +265,6 @@ def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], node
             # would read the whole span by bitmap and sort it (twice the time per read).
             conn.execute("SET LOCAL enable_bitmapscan = off")
         horizon, r_end, e_end = _ends(conn)
-        r_below = horizon if db.dialect == POSTGRESQL else r_end[1]
         e_below = horizon if db.dialect == POSTGRESQL else e_end[1]
         if db.dialect == POSTGRESQL:
             # Bounded reads until the batch is full or the end is reached: a destination that
@@ -280,7 +279,7 @@ def fetch_after(db, reading_at: tuple[int, int], event_at: tuple[int, int], node
                     break
         else:
             readings, r_last = _rows_after(conn, "readings", "node_id, t, qid, inst, value",
-                                           reading_at, r_below, cond, args, limit)
+                                           reading_at, r_end[1], cond, args, limit)
             r_next = r_last if len(readings) == limit else max(r_end, tuple(reading_at))
         events, e_last = _rows_after(conn, "events", "node_id, t, code, value, text", event_at,
                                      e_below, cond, args, limit)
