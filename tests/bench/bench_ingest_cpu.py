@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "tests"))
 
-from bench_ingest import free_port, publish_all  # noqa: E402
-from bench_ingest_workers import Workers  # noqa: E402
+from bench_ingest import free_port  # noqa: E402
+from bench_ingest_workers import ingest_backlog  # noqa: E402
 
 from fleet.broker.server import MosquittoBroker  # noqa: E402
 
@@ -57,8 +57,20 @@ def cpu_ticks() -> dict[tuple[str, str], int]:
     return out
 
 
+class CpuUse:
+    """cpu_ticks() on entering and on leaving."""
+
+    def __enter__(self):
+        self.before = cpu_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        self.after = cpu_ticks()
+
+
 def drain(backend: str, k: int, n: int, tree: Path, cluster, tag: str) -> dict[str, float]:
     """One backlog drain of n frames by k workers of `tree`; its rate and µs per message."""
+    use = CpuUse()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         broker = MosquittoBroker(free_port(), tmp / "broker").start()
@@ -67,25 +79,13 @@ def drain(backend: str, k: int, n: int, tree: Path, cluster, tag: str) -> dict[s
             if backend == "postgresql":
                 cluster.sql(f"CREATE DATABASE {tag}")
                 url = cluster.url(tag)
-            (tmp / "w").mkdir()
-            workers = Workers(broker.port, k, tmp / "w", url, tag, tree)
-            workers.start()
-            workers.subscribed()
-            workers.stop()
-            publish_all(broker.port, n, 100)
-            workers.start()
-            try:
-                started = workers.first_connect()
-                before = cpu_ticks()
-                rate = workers.wait(started, n)
-                after = cpu_ticks()
-            finally:
-                workers.stop()
+            rate = ingest_backlog(broker.port, n, 100, k, tmp / tag, url, tree,
+                                  during=lambda: use)
         finally:
             broker.stop()
     figures = {"msg/s": rate}
-    for (pid, kind), ticks in after.items():
-        used = (ticks - before.get((pid, kind), 0)) / TICKS * 1e6 / n
+    for (pid, kind), ticks in use.after.items():
+        used = (ticks - use.before.get((pid, kind), 0)) / TICKS * 1e6 / n
         figures[kind] = figures.get(kind, 0.0) + used
     return figures
 

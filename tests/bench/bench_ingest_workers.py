@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +128,10 @@ class Workers:
         return n / (finished - started)
 
 
-def ingest_backlog(port, n, nodes, k, data_dir: Path, database_url, tree: Path = ROOT) -> float:
+def ingest_backlog(port, n, nodes, k, data_dir: Path, database_url, tree: Path = ROOT,
+                   during=nullcontext) -> float:
+    """The drain's rate; `during()` is a context entered for the drain alone (from the first
+    worker's connection until the last frame is stored), for what else a bench measures."""
     data_dir.mkdir(parents=True)
     workers = Workers(port, k, data_dir, database_url, data_dir.name, tree)
     workers.start()  # the sessions and their shared subscription; then away, so the broker queues
@@ -136,7 +140,9 @@ def ingest_backlog(port, n, nodes, k, data_dir: Path, database_url, tree: Path =
     publish_all(port, n, nodes)
     workers.start()
     try:
-        return workers.wait(workers.first_connect(), n)
+        started = workers.first_connect()
+        with during():
+            return workers.wait(started, n)
     finally:
         workers.stop()
 
