@@ -44,7 +44,12 @@ def for_user() -> None:
     g.org = member
     if member is None:
         return
-    session[SESSION_KEY] = member["id"]
+    # Written only when it changes: an assignment marks the cookie session modified, and every
+    # response would then carry the cookie as its request read it. A request that started before
+    # another one flashed a message (a node page chart that loads lazily as the page scrolls to a
+    # form) would answer after it with the older cookie, and the browser would drop the message.
+    if chosen != member["id"]:
+        session[SESSION_KEY] = member["id"]
     web_db.use_scope(scope_of_org(member))
 
 
