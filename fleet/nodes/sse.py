@@ -12,7 +12,8 @@ every LIVE_POLL seconds (a few indexed reads of one node).
 A stream reads with the scope of the request that opened it, on every read: a node moved to
 another organisation, or a grant revoked, ends the streams that could see it with a `gone`
 event at their next read (within LIVE_IDLE s on PostgreSQL, LIVE_POLL s on SQLite), not when the
-stream's LIVE_SECONDS run out.
+stream's LIVE_SECONDS run out. The view's payload checks the same way that the login the stream
+was opened with still holds (views.py: live).
 """
 
 import json

@@ -527,9 +527,17 @@ def live_payload(db, node_id) -> dict:
 def live(node_id):
     db = web_db.get_db()
     _node_or_404(db, node_id)
-    # The stream's own connection outlives the request: it reads with the request's scope.
+    session_holds = auth.session_check()
+
+    def payload(conn, node_id):
+        if not session_holds(conn):  # logged out meanwhile: the page says to reload
+            raise UnknownNode(node_id)
+        return live_payload(conn, node_id)
+
+    # The stream's own connection outlives the request: it reads with the request's scope, and
+    # checks on every read that the login it was opened with still holds.
     stream = sse.stream(current_app.config["DATABASE"], web_db.request_scope(), node_id,
-                        live_payload, current_app.extensions["polylink_live_slots"],
+                        payload, current_app.extensions["polylink_live_slots"],
                         current_app.config.get("LIVE_SECONDS", sse.LIVE_SECONDS),
                         current_app.config.get("LIVE_IDLE", sse.LIVE_IDLE))
     response = Response(stream, mimetype="text/event-stream")

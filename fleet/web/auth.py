@@ -256,6 +256,21 @@ def session_user() -> dict | None:
     return user
 
 
+def session_check():
+    """For work that outlives this request (a live stream): check(conn) tells, on a store
+    connection of its own, whether the session that asked for it still holds. Logout, a
+    password or role change and disabling end it at the stream's next read, not when the
+    stream runs out."""
+    user_id, epoch = g.user["id"], session.get("epoch")
+
+    def check(conn) -> bool:
+        user = user_store.get_user_by_id(conn, user_id)
+        return user is not None and user["disabled_at"] is None and user[
+            "session_epoch"] == epoch
+
+    return check
+
+
 @bp.before_app_request
 def load_logged_in_user():
     g.user = session_user()

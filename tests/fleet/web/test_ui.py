@@ -534,6 +534,23 @@ def test_live_stream_sends_state_and_changes(app, as_role, fleet, db):
     r.close()
 
 
+def test_live_stream_ends_at_logout(app, as_role, fleet, db, form_token):
+    app.config["LIVE_SECONDS"] = 30
+    client = as_role("viewer")
+    r = client.get("/nodes/n05/live", buffered=False)
+    chunks = r.response
+    assert next(chunks).decode().startswith("retry: ")
+    assert next(chunks).decode().startswith("event: state")
+    # Logged out in another tab (or on another device: a logout ends every session of the user).
+    other = as_role("viewer")
+    other.post("/auth/logout", data={"csrf_token": form_token(other, "/nodes/")})
+    started = time.monotonic()
+    assert next(chunks).decode() == "event: gone\ndata: {}\n\n"
+    assert time.monotonic() - started < 15  # the next read, not the stream's 30 s
+    assert b"".join(chunks) == b""
+    r.close()
+
+
 def test_live_streams_are_bounded(app, as_role, fleet):
     app.config["LIVE_SECONDS"] = 5
     client = as_role("viewer")
