@@ -263,6 +263,9 @@ async def run(nodes: list[UnixNode], duration: float | None = None, report_s: fl
     try:
         await supervise(tasks, lambda: summary(nodes, started), duration, report_s)
     finally:
+        # Each node reaps its own process when cancelled; a second cancel (Ctrl-C twice) cuts
+        # that short. communicate(), not wait(): see UnixNode.run.
         for n in nodes:
-            if n.proc is not None and n.proc.returncode is None:
-                await n.proc.wait()
+            n.kill()
+            if n.proc is not None:
+                await n.proc.communicate()

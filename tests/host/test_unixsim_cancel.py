@@ -72,3 +72,35 @@ def test_a_cancelled_node_stops_and_its_process_is_reaped_while_it_talks(tmp_pat
 
     lost = asyncio.run(scenario())
     assert lost == [], f"run() went on past its cancel in attempts {lost} of 40"
+
+
+
+def test_a_second_cancel_still_stops_and_reaps_every_node(tmp_path, chatty_binary):
+    """Ctrl-C twice: the second cancel cuts the nodes' own reaping short, and unixsim.run()'s
+    last resort must reap them without waiting for an output pipe nobody reads."""
+    async def scenario(turns):
+        nodes = [unixsim.UnixNode(f"n{i}", tmp_path / f"{turns}-{i}", tmp_path, chatty_binary,
+                                  unixsim.DEFAULT_HEAPSIZE) for i in range(3)]
+        task = asyncio.create_task(unixsim.run(nodes))
+        for node in nodes:
+            await asyncio.wait_for(node.started.wait(), 10)
+        task.cancel()
+        for _ in range(turns):  # the second cancel at a different loop turn each time
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5)
+        if not done:  # let the loop end: kill and reap what the hung run() left
+            for n in nodes:
+                n.kill()
+                await n.proc.communicate()
+            await asyncio.wait([task], timeout=5)
+        return [n.proc.returncode for n in nodes], bool(done)
+
+    hung = []
+    for attempt in range(16):
+        turns = attempt % 8
+        codes, stopped = asyncio.run(scenario(turns))
+        assert None not in codes, f"a node's process was not reaped ({turns} turns)"
+        if not stopped:
+            hung.append(turns)
+    assert hung == [], f"unixsim.run() hung when cancelled again {hung} loop turns after a cancel"
