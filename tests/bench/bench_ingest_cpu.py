@@ -3,7 +3,8 @@ PostgreSQL's backends, mosquitto), beside the drain's rate, configurations alter
 round so a noisy machine weighs on all of them alike.
 
 Run: .venv/bin/python tests/bench/bench_ingest_cpu.py [--messages 100000] [--rounds 3]
-     [--configs postgresql:2,sqlite:1] [--baseline CHECKOUT] (its postgresql configurations too)
+     [--nodes 100] [--configs postgresql:2,sqlite:1] [--baseline CHECKOUT] (its postgresql
+     configurations too)
 
 Each drain is bench_ingest_workers.py's backlog mode (the same Workers, the same clock: from the
 first worker's connection until the store's frames_stored counter has every frame, then every
@@ -68,8 +69,10 @@ class CpuUse:
         self.after = cpu_ticks()
 
 
-def drain(backend: str, k: int, n: int, tree: Path, cluster, tag: str) -> dict[str, float]:
-    """One backlog drain of n frames by k workers of `tree`; its rate and µs per message."""
+def drain(backend: str, k: int, n: int, nodes: int, tree: Path, cluster,
+          tag: str) -> dict[str, float]:
+    """One backlog drain of n frames over `nodes` nodes by k workers of `tree`; its rate and µs
+    per message."""
     use = CpuUse()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -79,7 +82,7 @@ def drain(backend: str, k: int, n: int, tree: Path, cluster, tag: str) -> dict[s
             if backend == "postgresql":
                 cluster.sql(f"CREATE DATABASE {tag}")
                 url = cluster.url(tag)
-            rate = ingest_backlog(broker.port, n, 100, k, tmp / tag, url, tree,
+            rate = ingest_backlog(broker.port, n, nodes, k, tmp / tag, url, tree,
                                   during=lambda: use)
         finally:
             broker.stop()
@@ -94,6 +97,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--nodes", type=int, default=100,
+                    help="the frames' nodes: each batch updates every node it holds a frame of")
     ap.add_argument("--configs", default="postgresql:2,sqlite:1",
                     help="backend:workers, comma-separated")
     ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
@@ -112,7 +117,7 @@ def main():
         for r in range(args.rounds):
             for i, (backend, k, label, tree) in enumerate(configs):
                 name = f"{backend} x{k} ({label})"
-                got = drain(backend, k, args.messages, tree, cluster, f"cpu_{r}_{i}")
+                got = drain(backend, k, args.messages, args.nodes, tree, cluster, f"cpu_{r}_{i}")
                 results.setdefault(name, []).append(got)
                 print(f"round {r + 1}: {name}: " + ", ".join(
                     f"{key} {v:,.0f}" if key == "msg/s" else f"{key} {v:.1f}"
@@ -120,7 +125,8 @@ def main():
     finally:
         cluster.stop()
     kinds = ["workers", "postgresql", "mosquitto", "other"]
-    print(f"\nmedians of {args.rounds} rounds, {args.messages:,} messages; CPU in µs a message")
+    print(f"\nmedians of {args.rounds} rounds, {args.messages:,} messages over {args.nodes:,}"
+          " nodes; CPU in µs a message")
     print("| configuration | msg/s | " + " | ".join(kinds) + " | all |")
     print("|---|---:|" + "---:|" * (len(kinds) + 1))
     for name, runs in results.items():
