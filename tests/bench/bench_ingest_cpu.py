@@ -3,8 +3,8 @@ PostgreSQL's backends, mosquitto), beside the drain's rate, configurations alter
 round so a noisy machine weighs on all of them alike.
 
 Run: .venv/bin/python tests/bench/bench_ingest_cpu.py [--messages 100000] [--rounds 3]
-     [--nodes 100] [--configs postgresql:2,sqlite:1] [--baseline CHECKOUT] (its postgresql
-     configurations too)
+     [--nodes 100] [--known-nodes] [--configs postgresql:2,sqlite:1] [--baseline CHECKOUT] (its
+     postgresql configurations too)
 
 Each drain is bench_ingest_workers.py's backlog mode (the same Workers, the same clock: from the
 first worker's connection until the store's frames_stored counter has every frame, then every
@@ -30,6 +30,7 @@ from bench_ingest import free_port  # noqa: E402
 from bench_ingest_workers import ingest_backlog  # noqa: E402
 
 from fleet.broker.server import MosquittoBroker  # noqa: E402
+from fleet.store.base import connect, transaction  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -69,8 +70,25 @@ class CpuUse:
         self.after = cpu_ticks()
 
 
-def drain(backend: str, k: int, n: int, nodes: int, tree: Path, cluster,
-          tag: str) -> dict[str, float]:
+def known_nodes(nodes: int):
+    """A `prepare` for ingest_backlog: the store already holds every node and its latest values,
+    as a running fleet's does, so no frame of the drain is a node's first."""
+    def prepare(store):
+        db = connect(store)
+        try:
+            with transaction(db) as conn:
+                conn.executemany("INSERT INTO nodes (id, provider, created) VALUES (?, 'mqtt', 0)",
+                                 [(f"bench-{i}",) for i in range(nodes)])
+                conn.executemany("INSERT INTO latest (node_id, qid, inst, t, value)"
+                                 " VALUES (?, ?, 0, 0, 0)",
+                                 [(f"bench-{i}", q) for i in range(nodes) for q in range(3)])
+        finally:
+            db.conn.close()
+    return prepare
+
+
+def drain(backend: str, k: int, n: int, nodes: int, tree: Path, cluster, tag: str,
+          prepare=None) -> dict[str, float]:
     """One backlog drain of n frames over `nodes` nodes by k workers of `tree`; its rate and µs
     per message."""
     use = CpuUse()
@@ -83,7 +101,7 @@ def drain(backend: str, k: int, n: int, nodes: int, tree: Path, cluster,
                 cluster.sql(f"CREATE DATABASE {tag}")
                 url = cluster.url(tag)
             rate = ingest_backlog(broker.port, n, nodes, k, tmp / tag, url, tree,
-                                  during=lambda: use)
+                                  during=lambda: use, prepare=prepare)
         finally:
             broker.stop()
     figures = {"msg/s": rate}
@@ -99,6 +117,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=100,
                     help="the frames' nodes: each batch updates every node it holds a frame of")
+    ap.add_argument("--known-nodes", action="store_true",
+                    help="the store holds every node before the drain (no first contacts)")
     ap.add_argument("--configs", default="postgresql:2,sqlite:1",
                     help="backend:workers, comma-separated")
     ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
@@ -117,7 +137,8 @@ def main():
         for r in range(args.rounds):
             for i, (backend, k, label, tree) in enumerate(configs):
                 name = f"{backend} x{k} ({label})"
-                got = drain(backend, k, args.messages, args.nodes, tree, cluster, f"cpu_{r}_{i}")
+                got = drain(backend, k, args.messages, args.nodes, tree, cluster, f"cpu_{r}_{i}",
+                            known_nodes(args.nodes) if args.known_nodes else None)
                 results.setdefault(name, []).append(got)
                 print(f"round {r + 1}: {name}: " + ", ".join(
                     f"{key} {v:,.0f}" if key == "msg/s" else f"{key} {v:.1f}"
@@ -126,7 +147,7 @@ def main():
         cluster.stop()
     kinds = ["workers", "postgresql", "mosquitto", "other"]
     print(f"\nmedians of {args.rounds} rounds, {args.messages:,} messages over {args.nodes:,}"
-          " nodes; CPU in µs a message")
+          f" nodes{' known before' if args.known_nodes else ''}; CPU in µs a message")
     print("| configuration | msg/s | " + " | ".join(kinds) + " | all |")
     print("|---|---:|" + "---:|" * (len(kinds) + 1))
     for name, runs in results.items():

@@ -129,14 +129,17 @@ class Workers:
 
 
 def ingest_backlog(port, n, nodes, k, data_dir: Path, database_url, tree: Path = ROOT,
-                   during=nullcontext) -> float:
+                   during=nullcontext, prepare=None) -> float:
     """The drain's rate; `during()` is a context entered for the drain alone (from the first
-    worker's connection until the last frame is stored), for what else a bench measures."""
+    worker's connection until the last frame is stored), for what else a bench measures;
+    `prepare(store)` (a path or URL) runs on the migrated store before the frames are sent."""
     data_dir.mkdir(parents=True)
     workers = Workers(port, k, data_dir, database_url, data_dir.name, tree)
     workers.start()  # the sessions and their shared subscription; then away, so the broker queues
     workers.subscribed()
     workers.stop()
+    if prepare is not None:
+        prepare(workers.target)
     publish_all(port, n, nodes)
     workers.start()
     try:
