@@ -37,6 +37,20 @@ def test_telemetry_is_stored_and_node_enrolled_on_first_contact(db):
     assert telemetry_store.frame_seqs(db, "n1") == [1]
 
 
+def test_a_later_commit_of_an_older_contact_keeps_the_newest(db):
+    # Two workers: the one holding the older frame commits last. Last seen, the battery of the
+    # older frame aside, and the highest seq stay the newest contact's.
+    newer, older = Ingest(db), Ingest(db)
+    newer.add(up(), frame(proto.TELEMETRY, 8, READING), 200.0)
+    newer.flush()
+    older.add(up(), frame(proto.TELEMETRY, 7, [(0, 0, 20.0)]), 100.0)
+    older.flush()
+    node = node_store.get_node(db, "n1")
+    assert node["last_seen"] == 200.0
+    assert node["battery"] == 3.71  # the older frame carried none
+    assert node_store.up_seqs(db)["n1"] == 8
+
+
 def test_duplicates_are_stored_once_within_and_across_batches(db):
     ing = Ingest(db)
     f = frame(proto.TELEMETRY, 5, READING)
