@@ -180,15 +180,6 @@ _UPSERT_LATEST_PG = (
     " WHERE excluded.t >= latest.t"
 )
 
-# The batch's contacts (store_batch): one row per node, as the executemany on SQLite.
-_TOUCH_NODES_PG = (
-    "UPDATE nodes SET last_seen = greatest(coalesce(nodes.last_seen, 0), u.seen), online = 1,"
-    " provider = u.provider, up_seq = coalesce(greatest(nodes.up_seq, u.seq), nodes.up_seq, u.seq),"
-    " battery = coalesce(u.battery, nodes.battery)"
-    " FROM unnest(?::text[], ?::float8[], ?::text[], ?::bigint[], ?::float8[])"
-    " AS u(id, seen, provider, seq, battery) WHERE nodes.id = u.id"
-)
-
 
 def _columns(rows, width: int, floats=()) -> list[list]:
     """Rows as `width` column lists, for unnest() of array parameters.
@@ -488,15 +479,7 @@ def _store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None
                     bad.append((node, received_at, provider, topic, payload,
                                 f"RESULT for command id {cid}, which the fleet never sent to"
                                 f" {node}", size))
-            if batch.touch and conn.dialect == POSTGRESQL:
-                # One statement for the batch's contacts, not one per node: with thousands of
-                # nodes a batch touches nearly a node per frame, and each statement's round of
-                # bind and executor start cost ~20 % of PostgreSQL's and ~30 % of the worker's
-                # time per message (docs/benchmarks.md, "10,000 nodes instead of 100").
-                rows = sorted((node, seen, prov, seq, battery.get(node))
-                              for node, (seen, prov, seq) in batch.touch.items())
-                conn.execute_binary(_TOUCH_NODES_PG, _columns(rows, 5, (1, 4)))
-            elif batch.touch:
+            if batch.touch:
                 greatest = GREATEST[conn.dialect]
                 conn.executemany(
                     f"UPDATE nodes SET last_seen = {greatest}(coalesce(last_seen, 0), ?),"
