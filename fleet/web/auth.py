@@ -248,10 +248,16 @@ def session_user() -> dict | None:
     user_id = session.get("user_id")
     if user_id is None:
         return None
-    user = user_store.get_user_by_id(web_db.get_db(), user_id)
-    if user is None or user["disabled_at"] is not None or session.get("epoch") != user[
-            "session_epoch"]:
+    user = _valid_user(web_db.get_db(), user_id, session.get("epoch"))
+    if user is None:
         session.clear()
+    return user
+
+
+def _valid_user(db, user_id, epoch) -> dict | None:
+    """The user, if a session of theirs at this epoch still holds: not disabled, not ended."""
+    user = user_store.get_user_by_id(db, user_id)
+    if user is None or user["disabled_at"] is not None or user["session_epoch"] != epoch:
         return None
     return user
 
@@ -262,13 +268,7 @@ def session_check():
     password or role change and disabling end it at the stream's next read, not when the
     stream runs out."""
     user_id, epoch = g.user["id"], session.get("epoch")
-
-    def check(conn) -> bool:
-        user = user_store.get_user_by_id(conn, user_id)
-        return user is not None and user["disabled_at"] is None and user[
-            "session_epoch"] == epoch
-
-    return check
+    return lambda conn: _valid_user(conn, user_id, epoch) is not None
 
 
 @bp.before_app_request
