@@ -74,7 +74,6 @@ def test_a_cancelled_node_stops_and_its_process_is_reaped_while_it_talks(tmp_pat
     assert lost == [], f"run() went on past its cancel in attempts {lost} of 40"
 
 
-
 def test_a_second_cancel_still_stops_and_reaps_every_node(tmp_path, chatty_binary):
     """Ctrl-C twice: the second cancel cuts the nodes' own reaping short, and unixsim.run()'s
     last resort must reap them without waiting for an output pipe nobody reads."""
