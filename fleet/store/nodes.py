@@ -324,8 +324,10 @@ def overview(db, now=None) -> dict:
     """Node counts (total/online/offline/new/alerting) in all and by provider, board, firmware
     and MicroPython version."""
     now = time.time() if now is None else now
-    # Two grouped scans (statuses over the covering index nodes_overview; alerting nodes from
-    # the unresolved alerts) cost about half of one scan that probes the alerts for every node.
+    # Two grouped scans (statuses over the covering index nodes_overview on SQLite, over the node
+    # rows on PostgreSQL, whose migration 0039 dropped that index so contacts are HOT updates;
+    # alerting nodes from the unresolved alerts) cost about half of one scan that probes the
+    # alerts for every node.
     seen_n = scope_of(db).sees_nodes("n.id", "n.org_id", "n.tags", db.dialect)
     rows = db.conn.execute(
         f"SELECT provider, board, firmware_version, micropython_version, {STATUS_SQL}, count(*)"
