@@ -180,6 +180,15 @@ _UPSERT_LATEST_PG = (
     " WHERE excluded.t >= latest.t"
 )
 
+# The batch's contacts (store_batch): one row per node, as the executemany on SQLite.
+_TOUCH_NODES_PG = (
+    "UPDATE nodes SET last_seen = greatest(coalesce(nodes.last_seen, 0), u.seen), online = 1,"
+    " provider = u.provider, up_seq = coalesce(greatest(nodes.up_seq, u.seq), nodes.up_seq, u.seq),"
+    " battery = coalesce(u.battery, nodes.battery)"
+    " FROM unnest(?::text[], ?::float8[], ?::text[], ?::bigint[], ?::float8[])"
+    " AS u(id, seen, provider, seq, battery) WHERE nodes.id = u.id"
+)
+
 
 def _columns(rows, width: int, floats=()) -> list[list]:
     """Rows as `width` column lists, for unnest() of array parameters.
@@ -303,6 +312,9 @@ def _lock_nodes(conn, nodes: set) -> None:
 # False sends store_batch's statements one round trip each (tests/bench/bench_store_batch.py
 # measures both in one run).
 PG_PIPELINE = True
+# False sends a batch's contacts as one UPDATE per node, as on SQLite
+# (tests/bench/bench_store_contacts.py measures both in one run).
+PG_CONTACTS_AS_ARRAYS = True
 
 
 def _pipelined(conn):
@@ -479,7 +491,15 @@ def _store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None
                     bad.append((node, received_at, provider, topic, payload,
                                 f"RESULT for command id {cid}, which the fleet never sent to"
                                 f" {node}", size))
-            if batch.touch:
+            if batch.touch and conn.dialect == POSTGRESQL and PG_CONTACTS_AS_ARRAYS:
+                # One statement for the batch's contacts, not one per node: with thousands of
+                # nodes a batch touches nearly a node per frame, and a statement per node cost
+                # the worker ~3x and PostgreSQL ~1.7x the time of this one (docs/benchmarks.md,
+                # "Contacts in one statement"). Its row locks are _lock_nodes', taken above.
+                rows = sorted((node, seen, prov, seq, battery.get(node))
+                              for node, (seen, prov, seq) in batch.touch.items())
+                conn.execute_binary(_TOUCH_NODES_PG, _columns(rows, 5, (1, 4)))
+            elif batch.touch:
                 greatest = GREATEST[conn.dialect]
                 conn.executemany(
                     f"UPDATE nodes SET last_seen = {greatest}(coalesce(last_seen, 0), ?),"

@@ -77,3 +77,22 @@ def test_a_redelivered_frame_is_stored_once_beside_new_ones(db):
                                        " ORDER BY value").fetchall()]
     assert values == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert db.execute("SELECT up_seq FROM nodes WHERE id = 'n9'").fetchone()[0] == 5
+
+
+def test_contacts_without_a_seq_or_a_battery_keep_the_stored_ones(db):
+    # A conn "1" or a SenML pack is contact with no frame: no seq and no battery for any node of
+    # the batch, whole columns of NULLs in PostgreSQL's one UPDATE from arrays.
+    batch = Batch()
+    batch.new_nodes = [("n1", "mqtt", 1.0), ("n2", "mqtt", 1.0)]
+    batch.frames = [("n1", 7, TELEMETRY, 10.0, None, "mqtt", [(2, 0, 3.6)])]
+    batch.touch = {"n1": (10.0, "mqtt", 7)}
+    telemetry_store.store_batch(db, batch, TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT,
+                                proto.OTA_UP)
+    batch = Batch()
+    batch.touch = {"n1": (20.0, "ttn", None), "n2": (21.0, "mqtt", None)}
+    telemetry_store.store_batch(db, batch, TELEMETRY, proto.STATUS, proto.EVENT, proto.RESULT,
+                                proto.OTA_UP)
+    rows = db.execute("SELECT id, last_seen, online, provider, up_seq, battery FROM nodes"
+                      " ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("n1", 20.0, 1, "ttn", 7, 3.6),
+                                        ("n2", 21.0, 1, "mqtt", None, None)]
