@@ -496,9 +496,10 @@ def _store_batch(db, batch: Batch, telemetry, status, event, result, ota_up=None
                 # nodes a batch touches nearly a node per frame, and a statement per node made
                 # storing a batch cost the worker 27 instead of 15 µs a message and its backend
                 # 58 instead of 42 (10,000 nodes; docs/benchmarks.md, "Contacts in one
-                # statement"). Its row locks are _lock_nodes', taken above.
-                rows = sorted((node, seen, prov, seq, battery.get(node))
-                              for node, (seen, prov, seq) in batch.touch.items())
+                # statement"). Its row locks are _lock_nodes', taken above in key order, so the
+                # rows need no order of their own (the join's plan would not keep it anyway).
+                rows = [(node, seen, prov, seq, battery.get(node))
+                        for node, (seen, prov, seq) in batch.touch.items()]
                 conn.execute_binary(_TOUCH_NODES_PG, _columns(rows, 5, (1, 4)))
             elif batch.touch:
                 greatest = GREATEST[conn.dialect]

@@ -5,9 +5,9 @@
 -- (docs/benchmarks.md). Out of every index, and with room left on each page for the new
 -- version, the update is HOT: no index entry at all. What the indexes did, a scan now does:
 -- the node list sorted by last seen or battery sorts the nodes it shows, and the overview's
--- counts read the node rows (measured in docs/benchmarks.md, "Web UI and retention on
--- PostgreSQL beside SQLite"; an index-only scan rarely stayed one here anyway, since the
--- visibility map of a table updated every second is seldom all-visible).
+-- counts read the node rows (measured side by side in docs/benchmarks.md, "Contacts as HOT
+-- updates", tests/bench/bench_pg_node_indexes.py; an index-only scan rarely stayed one here
+-- anyway, since the visibility map of a table updated every second is seldom all-visible).
 DROP INDEX nodes_last_seen;
 DROP INDEX nodes_battery;
 DROP INDEX nodes_overview;
